@@ -1,0 +1,74 @@
+//! Choosing between the GPU and CPU backends.
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuBackend, GpuOptions};
+use crate::io::HostFrame;
+use crate::ops::{Plan, process_cpu};
+
+/// Which backend the user asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum BackendKind {
+    /// A hardware GPU if there is one, else the CPU backend (with a notice).
+    #[default]
+    Auto,
+    /// Any GPU adapter, software rasterizers included; an error if none.
+    Gpu,
+    /// The CPU reference backend (rayon).
+    Cpu,
+}
+
+/// An opened backend.
+pub enum Backend {
+    /// The wgpu backend.
+    Gpu(Box<GpuBackend>),
+    /// The rayon backend.
+    Cpu,
+}
+
+impl Backend {
+    /// Opens `kind`. For `Auto` without a hardware GPU, returns the CPU
+    /// backend and the one-line notice saying why.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when `Gpu` was asked for and no adapter qualifies.
+    pub fn open(kind: BackendKind, adapter: Option<&str>) -> Result<(Backend, Option<String>)> {
+        let options =
+            |hardware_only| GpuOptions { adapter: adapter.map(str::to_string), hardware_only, ..Default::default() };
+        match kind {
+            BackendKind::Cpu => Ok((Backend::Cpu, None)),
+            BackendKind::Gpu => Ok((Backend::Gpu(Box::new(GpuBackend::new(&options(false))?)), None)),
+            BackendKind::Auto => match GpuBackend::new(&options(true)) {
+                Ok(gpu) => Ok((Backend::Gpu(Box::new(gpu)), None)),
+                Err(Error::Gpu(why)) => Ok((Backend::Cpu, Some(format!("using the CPU backend: {why}")))),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// `"gpu"` or `"cpu"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Gpu(_) => "gpu",
+            Backend::Cpu => "cpu",
+        }
+    }
+
+    /// The adapter's name, or a description of the CPU backend.
+    pub fn device_name(&self) -> String {
+        match self {
+            Backend::Gpu(g) => format!("{} ({}, {})", g.adapter().name, g.adapter().backend, g.adapter().device_type),
+            Backend::Cpu => format!("CPU reference, {} threads", rayon::current_num_threads()),
+        }
+    }
+
+    /// Runs `plan` on one frame; returns the GPU time where measured.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] from the GPU backend.
+    pub fn process(&mut self, frame: &HostFrame, plan: &Plan) -> Result<(HostFrame, Option<u64>)> {
+        match self {
+            Backend::Gpu(g) => g.process(frame, plan),
+            Backend::Cpu => Ok((process_cpu(frame, plan), None)),
+        }
+    }
+}

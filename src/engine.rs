@@ -1,0 +1,247 @@
+//! Running a job: a sequence in, an op graph, frames out.
+//!
+//! This is the one-frame-at-a-time path: decode, process, encode, write,
+//! next. It is simple enough to be obviously right, which makes it the
+//! oracle that a pipelined engine must match byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, decode_file, write_frame_atomic};
+use crate::ops::{Affine, OpGraph, Plan};
+use crate::report::{FrameFailure, FrameRecord, Report};
+use crate::sequence::{FramePattern, FrameSpec, MissingPolicy, Sequence};
+
+/// What to do when one frame fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum ErrorPolicy {
+    /// Stop at the first failed frame (nothing partial is left), exit 1.
+    #[default]
+    Stop,
+    /// Report the frame and go on with the others, exit 1 at the end.
+    Skip,
+}
+
+/// Everything a run needs besides the backend.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Input pattern, directory or file.
+    pub input: String,
+    /// Subset of frames. By default, every frame on disk.
+    pub frames: Option<FrameSpec>,
+    /// Frames missing inside the range. By default, an error.
+    pub missing: MissingPolicy,
+    /// Output pattern (`graded/shot_%04d.png`); the extension picks the format.
+    pub output: String,
+    /// Operations to apply.
+    pub graph: OpGraph,
+    /// Replace existing outputs. By default, false: existing outputs stop the run before it starts.
+    pub overwrite: bool,
+    /// One failed frame stops the run, or is skipped. By default, stop.
+    pub on_error: ErrorPolicy,
+    /// Encoder settings.
+    pub encode: EncodeOptions,
+    /// Decoder allocation bounds.
+    pub limits: DecodeLimits,
+}
+
+impl Job {
+    /// A job with default settings.
+    pub fn new(input: impl Into<String>, output: impl Into<String>, graph: OpGraph) -> Self {
+        Job {
+            input: input.into(),
+            frames: None,
+            missing: MissingPolicy::Error,
+            output: output.into(),
+            graph,
+            overwrite: false,
+            on_error: ErrorPolicy::Stop,
+            encode: EncodeOptions::default(),
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// A job checked against the disk: frames found, output paths decided.
+#[derive(Debug)]
+pub struct PreparedJob {
+    /// The frames to process.
+    pub sequence: Sequence,
+    /// One output path per frame, same order.
+    pub outputs: Vec<PathBuf>,
+    /// Output container.
+    pub format: OutputFormat,
+}
+
+/// Scans the input and checks every output before any frame is touched.
+///
+/// # Errors
+/// Usage errors ([`Error::is_usage`]): bad pattern, nothing found, missing
+/// frames, bad extension, an output that exists or is an input, an output
+/// folder that cannot be created or written.
+pub fn prepare(job: &Job) -> Result<PreparedJob> {
+    job.graph.validate()?;
+    let sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
+    let outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
+        let pattern = FramePattern::parse(&job.output)?;
+        sequence.frames.iter().map(|f| pattern.path(f.number)).collect()
+    } else if sequence.frames.len() == 1 {
+        vec![PathBuf::from(&job.output)]
+    } else {
+        return Err(Error::Sequence(format!(
+            "{}: output needs a frame number field (%04d or ####) for {} frames",
+            job.output,
+            sequence.frames.len()
+        )));
+    };
+    let format = OutputFormat::from_path(&outputs[0])?;
+    let dir = outputs[0].parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir_error = |reason: String| Error::OutputDir { path: dir.clone(), reason };
+    std::fs::create_dir_all(&dir).map_err(|e| dir_error(e.to_string()))?;
+    // Prove the folder is writable now rather than after the first decode.
+    tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(&dir).map_err(|e| dir_error(e.to_string()))?;
+    let inputs: std::collections::HashSet<PathBuf> =
+        sequence.frames.iter().filter_map(|f| f.path.canonicalize().ok()).collect();
+    for out in &outputs {
+        if out.canonicalize().is_ok_and(|c| inputs.contains(&c)) {
+            return Err(Error::OutputIsInput(out.clone()));
+        }
+        if !job.overwrite && out.exists() {
+            return Err(Error::OutputExists(out.clone()));
+        }
+    }
+    Ok(PreparedJob { sequence, outputs, format })
+}
+
+/// A handle that stops a running job after the frame in flight.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Asks the run to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Progress events, one per frame.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A frame was written.
+    Done {
+        /// Frames finished so far (written or failed).
+        finished: usize,
+        /// Frames in the job.
+        total: usize,
+        /// The frame's record.
+        record: &'a FrameRecord,
+    },
+    /// A frame failed.
+    Failed {
+        /// Frames finished so far (written or failed).
+        finished: usize,
+        /// Frames in the job.
+        total: usize,
+        /// The failure.
+        failure: &'a FrameFailure,
+    },
+}
+
+fn is_identity(plan: &Plan) -> bool {
+    plan.passes.is_empty() && plan.pre == Affine::IDENTITY
+}
+
+/// Processes every frame of a prepared job, one at a time.
+///
+/// # Errors
+/// Only errors that concern the whole run; per-frame failures are in the
+/// report (`failures`) and, with [`ErrorPolicy::Stop`], end the run early.
+pub fn run(
+    job: &Job,
+    prepared: &PreparedJob,
+    backend: &mut Backend,
+    cancel: &Cancel,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Report> {
+    let started = Instant::now();
+    let plan = job.graph.plan();
+    let identity = is_identity(&plan);
+    let total = prepared.sequence.frames.len();
+    let mut report = Report {
+        input: job.input.clone(),
+        output: job.output.clone(),
+        ops: job.graph.describe(),
+        backend: backend.name().into(),
+        device: backend.device_name(),
+        ..Default::default()
+    };
+    let mut expected: Option<(u32, u32, crate::io::PixelFormat)> = None;
+    for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
+        if cancel.is_cancelled() {
+            report.frames_skipped = total - i;
+            break;
+        }
+        let result = (|| -> Result<FrameRecord> {
+            let t0 = Instant::now();
+            let src = decode_file(&frame.path, &job.limits)?;
+            let shape = (src.width, src.height, src.format);
+            match expected {
+                None => {
+                    expected = Some(shape);
+                    report.frame = src.describe();
+                }
+                Some(e) if e != shape => {
+                    return Err(Error::FrameMismatch {
+                        path: frame.path.clone(),
+                        got: src.describe(),
+                        expected: report.frame.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+            let t1 = Instant::now();
+            let (dst, gpu_ns) = if identity { (src, None) } else { backend.process(&src, &plan)? };
+            let t2 = Instant::now();
+            write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
+            let t3 = Instant::now();
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            Ok(FrameRecord {
+                number: frame.number,
+                output: out.display().to_string(),
+                decode_ms: ms(t0, t1),
+                process_ms: ms(t1, t2),
+                gpu_ms: gpu_ns.map(|n| n as f64 / 1e6),
+                encode_ms: ms(t2, t3),
+                output_bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+            })
+        })();
+        let finished = i + 1;
+        match result {
+            Ok(record) => {
+                report.frames.push(record);
+                progress(Progress::Done { finished, total, record: report.frames.last().unwrap() });
+            }
+            Err(e) => {
+                report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
+                progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });
+                if job.on_error == ErrorPolicy::Stop || matches!(e, Error::Gpu(_)) {
+                    report.frames_skipped = total - finished;
+                    break;
+                }
+            }
+        }
+    }
+    report.frames_written = report.frames.len();
+    report.seconds = started.elapsed().as_secs_f64();
+    report.fps = report.frames_written as f64 / report.seconds.max(1e-9);
+    Ok(report)
+}

@@ -1,0 +1,122 @@
+//! The library's one error type.
+//!
+//! Every variant names the file or value at fault and the reason, in one
+//! line, because the CLI prints `Display` as-is: a render-farm log should say
+//! what broke without a backtrace. Variants are grouped by what a caller can
+//! do about them: fix the arguments ([`Error::is_usage`]), or skip a frame.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in framepipe.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A parameter is outside its allowed range (`invalid sigma -1 (expected 0 ≤ sigma ≤ 512)`).
+    #[error("invalid {what} {value} (expected {expected})")]
+    InvalidValue {
+        /// Which parameter.
+        what: String,
+        /// The value as the user wrote it.
+        value: String,
+        /// The allowed range or syntax.
+        expected: String,
+    },
+    /// A preset file could not be read or parsed.
+    #[error("preset {path}: {reason}")]
+    Preset {
+        /// The preset file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A sequence pattern or frame range is unusable.
+    #[error("{0}")]
+    Sequence(String),
+    /// Frames inside the requested range are absent on disk.
+    #[error("{pattern}: missing frames {list} (use --missing skip to process the others)")]
+    MissingFrames {
+        /// The input pattern.
+        pattern: String,
+        /// Compact list of missing numbers, e.g. `5, 7-9`.
+        list: String,
+    },
+    /// An output file exists and overwriting was not allowed.
+    #[error("{0}: output exists (use --overwrite to replace it)")]
+    OutputExists(PathBuf),
+    /// An output path is also one of the inputs.
+    #[error("{0}: output path is also an input frame; refusing to overwrite a source")]
+    OutputIsInput(PathBuf),
+    /// The output folder cannot be created or written.
+    #[error("{path}: output folder is not writable: {reason}")]
+    OutputDir {
+        /// The folder.
+        path: PathBuf,
+        /// The OS reason.
+        reason: String,
+    },
+    /// A frame could not be decoded.
+    #[error("{path}: cannot decode: {reason}")]
+    Decode {
+        /// The frame file.
+        path: PathBuf,
+        /// What the decoder reported.
+        reason: String,
+    },
+    /// A frame could not be encoded or written.
+    #[error("{path}: cannot write: {reason}")]
+    Encode {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A frame's size or pixel format differs from the sequence's first frame.
+    #[error("{path}: frame is {got} but the sequence is {expected}")]
+    FrameMismatch {
+        /// The odd frame.
+        path: PathBuf,
+        /// Its size and format.
+        got: String,
+        /// The first frame's size and format.
+        expected: String,
+    },
+    /// No usable GPU adapter, or the GPU reported an error.
+    #[error("gpu: {0}")]
+    Gpu(String),
+    /// The run was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// Any other I/O failure, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidValue`].
+    pub fn invalid(what: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
+        Error::InvalidValue { what: what.into(), value: value.to_string(), expected: expected.into() }
+    }
+
+    /// True when the error is about the arguments, preset or inputs as a
+    /// whole (found before any frame is processed): the CLI exits with 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidValue { .. }
+                | Error::Preset { .. }
+                | Error::Sequence(_)
+                | Error::MissingFrames { .. }
+                | Error::OutputExists(_)
+                | Error::OutputIsInput(_)
+                | Error::OutputDir { .. }
+        )
+    }
+}

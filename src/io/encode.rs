@@ -1,0 +1,187 @@
+//! Encoding [`HostFrame`]s and writing them without ever leaving a partial
+//! file: bytes go to a hidden temporary file in the output folder, which is
+//! renamed over the final name only once complete.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
+
+use super::{HostFrame, PixelFormat};
+use crate::error::{Error, Result};
+
+/// Output container, chosen from the output file's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum OutputFormat {
+    /// PNG, 8 or 16 bits.
+    Png,
+    /// Baseline JPEG, 8 bits, no alpha.
+    Jpeg,
+    /// Uncompressed TIFF, 8 or 16 bits.
+    Tiff,
+    /// QOI, 8 bits.
+    Qoi,
+}
+
+impl OutputFormat {
+    /// The format for a path's extension (case-insensitive).
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a missing or unsupported extension.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Ok(OutputFormat::Png),
+            "jpg" | "jpeg" => Ok(OutputFormat::Jpeg),
+            "tif" | "tiff" => Ok(OutputFormat::Tiff),
+            "qoi" => Ok(OutputFormat::Qoi),
+            _ => Err(Error::invalid(
+                "output extension",
+                format!("{:?} in {}", ext, path.display()),
+                "png, jpg, jpeg, tif, tiff or qoi",
+            )),
+        }
+    }
+
+    /// Whether the container can store 16 bits per channel.
+    pub fn supports_16bit(self) -> bool {
+        matches!(self, OutputFormat::Png | OutputFormat::Tiff)
+    }
+}
+
+/// PNG deflate effort. Measured on an 8K graded frame (see DESIGN.md): fast
+/// is 13x quicker than default for 12 % more bytes, so it is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+pub enum PngCompression {
+    /// Fastest deflate with adaptive filtering.
+    #[default]
+    Fast,
+    /// zlib's default level.
+    Default,
+    /// Smallest files, slowest.
+    Best,
+}
+
+/// How frames are encoded.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct EncodeOptions {
+    /// PNG deflate effort. By default, [`PngCompression::Fast`].
+    pub png_compression: PngCompression,
+    /// JPEG quality 1-100. By default, 95.
+    pub jpeg_quality: u8,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions { png_compression: PngCompression::Fast, jpeg_quality: 95 }
+    }
+}
+
+/// Encodes `frame` into `path` atomically.
+///
+/// With `overwrite` false an existing file is never replaced, even one that
+/// appears while encoding. 16-bit frames are written with 16 bits where the
+/// container allows; JPEG and QOI get the frame rounded to 8 bits.
+///
+/// # Errors
+/// [`Error::OutputExists`], or [`Error::Encode`] naming the path.
+pub fn write_frame_atomic(
+    frame: &HostFrame,
+    path: &Path,
+    format: OutputFormat,
+    options: &EncodeOptions,
+    overwrite: bool,
+) -> Result<()> {
+    let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".framepipe-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| fail(e.to_string()))?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        encode(frame, format, options, &mut w).map_err(|e| fail(e.to_string()))?;
+        w.flush().map_err(|e| fail(e.to_string()))?;
+    }
+    // On failure the temporary file is removed when `tmp` drops.
+    if overwrite {
+        tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::OutputExists(path.to_owned())
+            } else {
+                fail(e.error.to_string())
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn encode<W: Write>(
+    frame: &HostFrame,
+    format: OutputFormat,
+    options: &EncodeOptions,
+    w: &mut W,
+) -> image::ImageResult<()> {
+    let (width, height) = (frame.width, frame.height);
+    let sixteen = frame.format == PixelFormat::Rgba16 && format.supports_16bit();
+    let alpha = frame.has_alpha && format != OutputFormat::Jpeg;
+    let (bytes, color) = pack(frame, sixteen, alpha);
+    match format {
+        OutputFormat::Png => {
+            let compression = match options.png_compression {
+                PngCompression::Fast => CompressionType::Fast,
+                PngCompression::Default => CompressionType::Default,
+                PngCompression::Best => CompressionType::Best,
+            };
+            PngEncoder::new_with_quality(w, compression, FilterType::Adaptive).write_image(&bytes, width, height, color)
+        }
+        OutputFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(w, options.jpeg_quality)
+            .write_image(&bytes, width, height, color),
+        OutputFormat::Tiff => {
+            // The TIFF encoder needs to seek; encode in memory, then copy.
+            let mut cursor = std::io::Cursor::new(Vec::with_capacity(bytes.len() + 4096));
+            image::codecs::tiff::TiffEncoder::new(&mut cursor).write_image(&bytes, width, height, color)?;
+            w.write_all(cursor.get_ref())?;
+            Ok(())
+        }
+        OutputFormat::Qoi => image::codecs::qoi::QoiEncoder::new(w).write_image(&bytes, width, height, color),
+    }
+}
+
+/// Repacks RGBA to what the encoder takes: drop alpha where not wanted, and
+/// round 16 to 8 bits where the container cannot hold 16.
+fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, [u8]>, ExtendedColorType) {
+    use std::borrow::Cow;
+    let channels = if alpha { 4 } else { 3 };
+    let color = match (sixteen, alpha) {
+        (true, true) => ExtendedColorType::Rgba16,
+        (true, false) => ExtendedColorType::Rgb16,
+        (false, true) => ExtendedColorType::Rgba8,
+        (false, false) => ExtendedColorType::Rgb8,
+    };
+    if alpha && (sixteen || frame.format == PixelFormat::Rgba8) {
+        return (Cow::Borrowed(&frame.data), color);
+    }
+    let pixels = frame.width as usize * frame.height as usize;
+    let bytes_per_channel = if sixteen { 2 } else { 1 };
+    let mut out = Vec::with_capacity(pixels * channels * bytes_per_channel);
+    for p in 0..pixels {
+        for c in 0..channels {
+            let v = frame.channel(p * 4 + c);
+            match (sixteen, frame.format) {
+                (true, _) => out.extend_from_slice(&v.to_ne_bytes()),
+                (false, PixelFormat::Rgba8) => out.push(v as u8),
+                // Round to nearest: v * 255 / 65535, exact in integers.
+                (false, PixelFormat::Rgba16) => out.push(((v as u32 * 255 + 32767) / 65535) as u8),
+            }
+        }
+    }
+    (Cow::Owned(out), color)
+}

@@ -1,0 +1,104 @@
+//! Host frames and the codecs that fill and drain them.
+//!
+//! Every format goes through one type, [`HostFrame`]: width, height, a pixel
+//! format (RGBA with 8 or 16 bits per channel) and the bytes. Sources are
+//! widened to RGBA so the kernels see one layout, but never narrowed: 16-bit
+//! sources stay 16-bit until an output format that cannot hold them
+//! (JPEG, QOI) is asked for.
+
+mod decode;
+mod encode;
+
+pub use decode::{DecodeLimits, decode_file};
+pub use encode::{EncodeOptions, OutputFormat, PngCompression, write_frame_atomic};
+
+/// Bits per channel of a host frame. Frames are always RGBA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PixelFormat {
+    /// 8 bits per channel, 4 bytes per pixel.
+    Rgba8,
+    /// 16 bits per channel in native byte order, 8 bytes per pixel.
+    Rgba16,
+}
+
+impl PixelFormat {
+    /// Bytes per pixel.
+    pub fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Rgba8 => 4,
+            PixelFormat::Rgba16 => 8,
+        }
+    }
+
+    /// Largest code value of a channel (255 or 65535).
+    pub fn max_value(self) -> f32 {
+        match self {
+            PixelFormat::Rgba8 => 255.0,
+            PixelFormat::Rgba16 => 65535.0,
+        }
+    }
+}
+
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PixelFormat::Rgba8 => "RGBA8",
+            PixelFormat::Rgba16 => "RGBA16",
+        })
+    }
+}
+
+/// One decoded frame in host memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostFrame {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Channel depth.
+    pub format: PixelFormat,
+    /// Whether the source carried an alpha channel. Frames are RGBA either
+    /// way; this decides whether outputs are written with alpha.
+    pub has_alpha: bool,
+    /// Row-major pixels, `width * height * format.bytes_per_pixel()` bytes.
+    pub data: Vec<u8>,
+}
+
+impl HostFrame {
+    /// A frame of the given size filled with zeros.
+    pub fn new(width: u32, height: u32, format: PixelFormat, has_alpha: bool) -> Self {
+        let len = width as usize * height as usize * format.bytes_per_pixel();
+        HostFrame { width, height, format, has_alpha, data: vec![0; len] }
+    }
+
+    /// Bytes in one row.
+    pub fn row_bytes(&self) -> usize {
+        self.width as usize * self.format.bytes_per_pixel()
+    }
+
+    /// Number of channel values (`width * height * 4`).
+    pub fn channel_count(&self) -> usize {
+        self.width as usize * self.height as usize * 4
+    }
+
+    /// Channel `i` (in RGBA order, row-major) as a code value.
+    pub fn channel(&self, i: usize) -> u16 {
+        match self.format {
+            PixelFormat::Rgba8 => self.data[i] as u16,
+            PixelFormat::Rgba16 => u16::from_ne_bytes([self.data[2 * i], self.data[2 * i + 1]]),
+        }
+    }
+
+    /// Sets channel `i` to a code value (truncated to the format's range).
+    pub fn set_channel(&mut self, i: usize, v: u16) {
+        match self.format {
+            PixelFormat::Rgba8 => self.data[i] = v as u8,
+            PixelFormat::Rgba16 => self.data[2 * i..2 * i + 2].copy_from_slice(&v.to_ne_bytes()),
+        }
+    }
+
+    /// `"7680x4320 RGBA8"`, as used in messages.
+    pub fn describe(&self) -> String {
+        format!("{}x{} {}", self.width, self.height, self.format)
+    }
+}

@@ -1,0 +1,407 @@
+//! The `framepipe` command line: parse arguments, call the library, print.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
+use framepipe::io::{EncodeOptions, PngCompression};
+use framepipe::{
+    Backend, BackendKind, Cancel, Error, ErrorPolicy, FrameSpec, Job, MissingPolicy, Op, OpGraph, PixelFormat,
+    Progress, Report,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// GPU frame-processing engine: grade and blur image sequences with WGSL
+/// compute shaders, with an exact CPU fallback.
+#[derive(Parser)]
+#[command(name = "framepipe", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process an image sequence: decode, apply ops, encode.
+    #[command(after_long_help = PROCESS_HELP)]
+    Process(ProcessArgs),
+    /// Write a synthetic test sequence (gradients, moving shapes, grain).
+    Generate(GenerateArgs),
+    /// List GPU adapters and say which one `--backend auto` picks.
+    Info,
+    /// Generate a short 8K sequence in a temporary folder and grade it.
+    Demo(DemoArgs),
+}
+
+const PROCESS_HELP: &str = "\
+OPERATIONS
+  Flags apply in the canonical order exposure → matrix (+offset) → contrast → saturation → blur.
+  A preset gives any order and any repetition:
+
+    # grade.toml
+    [[op]]
+    type = \"exposure\"     # stops = 0.5
+    stops = 0.5
+    [[op]]
+    type = \"matrix\"       # row-major 3x3, optional offset
+    matrix = [1.05, -0.03, -0.02, 0.0, 1.0, 0.0, -0.02, -0.03, 1.05]
+    offset = [0.0, 0.0, 0.01]
+    [[op]]
+    type = \"contrast\"     # contrast = 1.2, pivot = 0.5 (default)
+    contrast = 1.2
+    [[op]]
+    type = \"saturation\"   # Rec.709 luma weights
+    saturation = 0.9
+    [[op]]
+    type = \"blur\"         # Gaussian, radius ceil(3·sigma), edges clamped; 0 ≤ sigma ≤ 512
+    sigma = 4.0
+
+  Values are 0..1 code values, processed as stored (no transfer functions), unclamped between
+  ops; integer outputs are clamped and rounded to nearest. Color ops leave alpha alone; blur
+  covers all four channels.
+
+PATTERNS
+  shot_%04d.png, shot.####.png, or a directory holding one numbered sequence. Output numbers
+  keep the input numbers; the output extension picks the format (png, jpg, tif, qoi). 16-bit
+  sources stay 16-bit in PNG and TIFF.
+
+EXIT CODES
+  0 every frame written; 1 a frame failed (or the GPU did); 2 usage, preset or input errors
+  found before any frame was processed.";
+
+#[derive(Args)]
+struct ProcessArgs {
+    /// Input: pattern (shot_%04d.png, shot.####.png), directory, or one file.
+    input: String,
+    /// Output pattern, e.g. graded/shot_%04d.png.
+    #[arg(short, long)]
+    output: String,
+    /// Frames to process: 1001-1100, 1-3,5,7-20x2 (inclusive). Default: all on disk.
+    #[arg(long, value_name = "SPEC")]
+    frames: Option<String>,
+    /// Frames missing inside the range: error (list them) or skip.
+    #[arg(long, value_enum, default_value_t)]
+    missing: MissingPolicy,
+    /// TOML preset with an ordered [[op]] list (conflicts with the op flags).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["exposure", "matrix", "offset", "contrast", "pivot", "saturation", "blur"])]
+    preset: Option<PathBuf>,
+    /// Exposure in stops (multiply by 2^stops).
+    #[arg(long, allow_negative_numbers = true, value_name = "STOPS")]
+    exposure: Option<f64>,
+    /// 3x3 color matrix, row-major: a,b,c,d,e,f,g,h,i.
+    #[arg(long, allow_hyphen_values = true, value_name = "A,..,I")]
+    matrix: Option<String>,
+    /// RGB offset added after the matrix: r,g,b.
+    #[arg(long, allow_hyphen_values = true, value_name = "R,G,B")]
+    offset: Option<String>,
+    /// Contrast slope around the pivot.
+    #[arg(long, allow_negative_numbers = true, value_name = "C")]
+    contrast: Option<f64>,
+    /// Contrast pivot.
+    #[arg(long, allow_negative_numbers = true, value_name = "P", default_value_t = 0.5)]
+    pivot: f64,
+    /// Saturation (0 grey, 1 unchanged), Rec.709 luma.
+    #[arg(long, allow_negative_numbers = true, value_name = "S")]
+    saturation: Option<f64>,
+    /// Gaussian blur sigma in pixels (0 ≤ sigma ≤ 512).
+    #[arg(long, allow_negative_numbers = true, value_name = "SIGMA")]
+    blur: Option<f64>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// auto: a hardware GPU, else the CPU backend; gpu: any adapter; cpu: the CPU backend.
+    #[arg(long, value_enum, default_value_t)]
+    backend: BackendKind,
+    /// Use the adapter whose name contains this text.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+    /// Replace existing output files.
+    #[arg(long)]
+    overwrite: bool,
+    /// On a failed frame: stop, or skip it and go on (exit code 1 either way).
+    #[arg(long, value_enum, default_value_t)]
+    on_error: ErrorPolicy,
+    /// PNG deflate effort.
+    #[arg(long, value_enum, default_value_t)]
+    png_compression: PngCompression,
+    /// JPEG quality, 1-100.
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    jpeg_quality: u8,
+    /// Write a JSON report of the run.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Frame size: 8k, 4k, 1080p, 720p or WxH.
+    #[arg(long, default_value = "1080p")]
+    size: String,
+    /// Number of frames.
+    #[arg(long, default_value_t = 24)]
+    frames: u32,
+    /// First frame number.
+    #[arg(long, default_value_t = 1)]
+    start: u64,
+    /// Bits per channel: 8 or 16.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(8..=16))]
+    depth: u8,
+    /// Include a varying alpha channel.
+    #[arg(long)]
+    alpha: bool,
+    /// Varies the content.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output pattern, e.g. plates/shot_%04d.png.
+    #[arg(short, long)]
+    output: String,
+    /// Replace existing files.
+    #[arg(long)]
+    overwrite: bool,
+    /// PNG deflate effort.
+    #[arg(long, value_enum, default_value_t)]
+    png_compression: PngCompression,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Frames to generate and grade.
+    #[arg(long, default_value_t = 3)]
+    frames: u32,
+    /// Frame size.
+    #[arg(long, default_value = "8k")]
+    size: String,
+    /// Backend to grade on.
+    #[arg(long, value_enum, default_value_t)]
+    backend: BackendKind,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Process(args) => process(args),
+        Command::Generate(args) => generate(args),
+        Command::Info => info(),
+        Command::Demo(args) => demo(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn parse_list<const N: usize>(what: &str, s: &str) -> Result<[f64; N], Error> {
+    let bad = || Error::invalid(what, s, format!("{N} comma-separated numbers"));
+    let v: Vec<f64> = s.split(',').map(|x| x.trim().parse::<f64>().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    v.try_into().map_err(|_| bad())
+}
+
+/// The op graph from `--preset` or the op flags in canonical order.
+fn op_graph(args: &ProcessArgs) -> Result<OpGraph, Error> {
+    if let Some(preset) = &args.preset {
+        return framepipe::load_preset(preset);
+    }
+    let mut ops = Vec::new();
+    if let Some(stops) = args.exposure {
+        ops.push(Op::Exposure { stops });
+    }
+    match (&args.matrix, &args.offset) {
+        (Some(m), offset) => ops.push(Op::Matrix {
+            matrix: parse_list("matrix", m)?,
+            offset: offset.as_deref().map(|o| parse_list("offset", o)).transpose()?.unwrap_or_default(),
+        }),
+        (None, Some(o)) => ops.push(Op::Matrix {
+            matrix: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            offset: parse_list("offset", o)?,
+        }),
+        (None, None) => {}
+    }
+    if let Some(contrast) = args.contrast {
+        ops.push(Op::Contrast { contrast, pivot: args.pivot });
+    }
+    if let Some(saturation) = args.saturation {
+        ops.push(Op::Saturation { saturation });
+    }
+    if let Some(sigma) = args.blur {
+        ops.push(Op::Blur { sigma });
+    }
+    OpGraph::new(ops)
+}
+
+fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
+    let graph = op_graph(&args)?;
+    let mut job = Job::new(args.input.clone(), args.output.clone(), graph);
+    job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
+    job.missing = args.missing;
+    run_job(&job, &args.run)
+}
+
+fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
+    let mut job = job.clone();
+    job.overwrite = opts.overwrite;
+    job.on_error = opts.on_error;
+    job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
+    let prepared = framepipe::prepare(&job)?;
+    let (mut backend, notice) = Backend::open(opts.backend, opts.adapter.as_deref())?;
+    if let Some(n) = notice.filter(|_| !opts.quiet) {
+        eprintln!("notice: {n}");
+    }
+    let total = prepared.outputs.len();
+    let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {per_sec}  ETA {eta}  {msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let started = Instant::now();
+    let quiet = opts.quiet;
+    let mut on_progress = |p: Progress<'_>| match p {
+        Progress::Done { finished, total, record } => match &bar {
+            Some(bar) => {
+                bar.set_position(finished as u64);
+                bar.set_message(format!("frame {}", record.number));
+            }
+            None if !quiet => eprintln!(
+                "framepipe: frame {} written {} ({finished}/{total}, {:.2} s elapsed)",
+                record.number,
+                record.output,
+                started.elapsed().as_secs_f64()
+            ),
+            None => {}
+        },
+        Progress::Failed { finished, failure, .. } => {
+            let line = format!("error: frame {}: {}", failure.number, failure.error);
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(finished as u64);
+                    bar.println(line);
+                }
+                None => eprintln!("{line}"),
+            }
+        }
+    };
+    let report = framepipe::run(&job, &prepared, &mut backend, &Cancel::default(), &mut on_progress)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if !opts.quiet {
+        eprintln!("{}", report.summary());
+    }
+    if let Some(path) = &opts.json {
+        write_json(path, &report)?;
+    }
+    Ok(if report.failures.is_empty() && report.frames_skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn write_json(path: &Path, report: &Report) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(report).expect("report serialises");
+    std::fs::write(path, text + "\n").map_err(|source| Error::Io { path: path.to_owned(), source })
+}
+
+fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
+    let (width, height) = parse_size(&args.size)?;
+    let format = match args.depth {
+        8 => PixelFormat::Rgba8,
+        16 => PixelFormat::Rgba16,
+        d => return Err(Error::invalid("depth", d, "8 or 16")),
+    };
+    let opts = GenerateOptions {
+        width,
+        height,
+        frames: args.frames,
+        start: args.start,
+        format,
+        alpha: args.alpha,
+        seed: args.seed,
+    };
+    let encode = EncodeOptions { png_compression: args.png_compression, ..Default::default() };
+    let t = Instant::now();
+    let written = generate_sequence(&opts, &args.output, &encode, args.overwrite)?;
+    eprintln!(
+        "wrote {} frames of {width}x{height} ({}-bit) to {} in {:.1} s",
+        written.len(),
+        args.depth,
+        args.output,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info() -> Result<ExitCode, Error> {
+    let instance = framepipe::gpu::instance();
+    let adapters = framepipe::gpu::list_adapters(&instance);
+    if adapters.is_empty() {
+        println!("no GPU adapters found (no Vulkan, Metal or DX12 driver)");
+    }
+    for (i, (_, a)) in adapters.iter().enumerate() {
+        println!("[{i}] {}", a.name);
+        println!(
+            "    backend {}, type {}{}",
+            a.backend,
+            a.device_type,
+            if a.software { " (software rasterizer)" } else { "" }
+        );
+        println!("    driver {}", a.driver);
+        println!(
+            "    max storage binding {} MiB, max buffer {} MiB, timestamps {}",
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_buffer_size >> 20,
+            if a.timestamps { "yes" } else { "no" }
+        );
+    }
+    match framepipe::gpu::choose(adapters, None, true) {
+        Ok((_, _, why)) => println!("auto picks: {why}"),
+        Err(Error::Gpu(why)) => {
+            println!("auto picks: the CPU backend ({} threads), because {why}", rayon::current_num_threads())
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
+    let (width, height) = parse_size(&args.size)?;
+    let dir = tempfile::Builder::new()
+        .prefix("framepipe-demo-")
+        .tempdir()
+        .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?
+        .keep();
+    let plates = dir.join("plates/shot_%04d.png").display().to_string();
+    let graded = dir.join("graded/shot_%04d.png").display().to_string();
+    let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
+    eprintln!("generating {} frames of {width}x{height} in {} ...", args.frames, dir.display());
+    let t = Instant::now();
+    generate_sequence(&opts, &plates, &EncodeOptions::default(), false)?;
+    eprintln!("generated in {:.1} s; grading with samples/grade.toml ...", t.elapsed().as_secs_f64());
+    let preset = include_str!("../samples/grade.toml");
+    let graph = framepipe::ops::parse_preset(preset, Path::new("samples/grade.toml"))?;
+    eprintln!("ops: {}", graph.describe());
+    let job = Job::new(plates.clone(), graded.clone(), graph);
+    let run = RunArgs {
+        backend: args.backend,
+        adapter: None,
+        overwrite: false,
+        on_error: ErrorPolicy::Stop,
+        png_compression: PngCompression::Fast,
+        jpeg_quality: 95,
+        json: Some(dir.join("report.json")),
+        quiet: false,
+    };
+    let code = run_job(&job, &run)?;
+    eprintln!("sources: {plates}\ngraded:  {graded}\nreport:  {}", dir.join("report.json").display());
+    Ok(code)
+}

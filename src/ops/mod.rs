@@ -1,0 +1,168 @@
+//! Operations, the ordered op graph, presets, and their compiled form.
+//!
+//! An [`OpGraph`] is what the user asked for, op by op, in order. A
+//! [`Plan`] is what the kernels run: every run of color ops between blurs is
+//! affine in RGB, so it is composed (in f64) into one 3x4 matrix, and sigma-0
+//! blurs disappear. Both backends run the same plan, so fusion is tested by
+//! comparing either backend against the op-by-op definitions.
+
+mod cpu;
+mod plan;
+mod preset;
+
+pub use cpu::process_cpu;
+pub use plan::{Affine, BlurKernel, BlurPass, Plan};
+pub use preset::{load_preset, parse_preset};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Largest accepted blur sigma, in pixels.
+pub const MAX_SIGMA: f64 = 512.0;
+
+/// Rec.709 luma weights used by [`Op::Saturation`].
+pub const REC709_LUMA: [f64; 3] = [0.2126, 0.7152, 0.0722];
+
+/// One operation. Values are processed as stored, on 0..1 code values, and
+/// are not clamped between operations (a float pipeline).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Op {
+    /// Multiply RGB by 2^stops.
+    Exposure {
+        /// Stops, -32 to 32.
+        stops: f64,
+    },
+    /// `rgb' = M · rgb + offset`, M row-major.
+    Matrix {
+        /// Nine coefficients, row-major.
+        matrix: [f64; 9],
+        /// Added after the matrix. By default, zero.
+        #[serde(default)]
+        offset: [f64; 3],
+    },
+    /// `x' = (x - pivot) · contrast + pivot` on RGB.
+    Contrast {
+        /// Slope around the pivot.
+        contrast: f64,
+        /// Value that stays put. By default, 0.5.
+        #[serde(default = "default_pivot")]
+        pivot: f64,
+    },
+    /// `x' = luma + saturation · (x - luma)` with Rec.709 luma weights.
+    Saturation {
+        /// 0 is greyscale, 1 is unchanged.
+        saturation: f64,
+    },
+    /// Gaussian blur of all four channels; radius ceil(3σ), edges clamped.
+    Blur {
+        /// Standard deviation in pixels, 0 (identity) to 512.
+        sigma: f64,
+    },
+}
+
+fn default_pivot() -> f64 {
+    0.5
+}
+
+impl Op {
+    /// Short name as used in presets.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Exposure { .. } => "exposure",
+            Op::Matrix { .. } => "matrix",
+            Op::Contrast { .. } => "contrast",
+            Op::Saturation { .. } => "saturation",
+            Op::Blur { .. } => "blur",
+        }
+    }
+
+    /// Checks every parameter against its allowed range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the parameter, the value and the range.
+    pub fn validate(&self) -> Result<()> {
+        fn finite(what: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::invalid(what, v, format!("{lo} ≤ {what} ≤ {hi}")))
+            }
+        }
+        match self {
+            Op::Exposure { stops } => finite("exposure", *stops, -32.0, 32.0),
+            Op::Matrix { matrix, offset } => {
+                for v in matrix {
+                    finite("matrix coefficient", *v, -1e6, 1e6)?;
+                }
+                for v in offset {
+                    finite("offset", *v, -1e6, 1e6)?;
+                }
+                Ok(())
+            }
+            Op::Contrast { contrast, pivot } => {
+                finite("contrast", *contrast, -1000.0, 1000.0)?;
+                finite("pivot", *pivot, -1000.0, 1000.0)
+            }
+            Op::Saturation { saturation } => finite("saturation", *saturation, -1000.0, 1000.0),
+            Op::Blur { sigma } => finite("sigma", *sigma, 0.0, MAX_SIGMA),
+        }
+    }
+}
+
+/// An ordered list of operations, applied first to last.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpGraph {
+    /// The operations.
+    pub ops: Vec<Op>,
+}
+
+impl OpGraph {
+    /// A graph from ops, validated.
+    ///
+    /// # Errors
+    /// The first op whose parameters are out of range.
+    pub fn new(ops: Vec<Op>) -> Result<Self> {
+        let graph = OpGraph { ops };
+        graph.validate()?;
+        Ok(graph)
+    }
+
+    /// Validates every op.
+    ///
+    /// # Errors
+    /// The first op whose parameters are out of range.
+    pub fn validate(&self) -> Result<()> {
+        self.ops.iter().try_for_each(Op::validate)
+    }
+
+    /// True when no op does any GPU-worthy work (the graph is the identity).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Compiles to the fused form the kernels run.
+    pub fn plan(&self) -> Plan {
+        Plan::compile(&self.ops)
+    }
+
+    /// `exposure +0.5 → blur 4` style summary for logs.
+    pub fn describe(&self) -> String {
+        if self.ops.is_empty() {
+            return "no ops (copy)".into();
+        }
+        let parts: Vec<String> = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Exposure { stops } => format!("exposure {stops:+}"),
+                Op::Matrix { .. } => "matrix".into(),
+                Op::Contrast { contrast, pivot } => format!("contrast {contrast} @ {pivot}"),
+                Op::Saturation { saturation } => format!("saturation {saturation}"),
+                Op::Blur { sigma } => format!("blur {sigma}"),
+            })
+            .collect();
+        parts.join(" → ")
+    }
+}

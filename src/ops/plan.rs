@@ -1,0 +1,163 @@
+//! The compiled form of an op graph: fused affine color stages around
+//! separable blur passes.
+
+use super::{Op, REC709_LUMA};
+
+/// `rgb' = m · rgb + offset`; alpha passes through. Composed in f64 so that
+/// fusing many ops loses nothing measurable before the f32 kernels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Affine {
+    /// Row-major 3x3 matrix.
+    pub m: [[f64; 3]; 3],
+    /// Added after the matrix.
+    pub offset: [f64; 3],
+}
+
+impl Affine {
+    /// The identity.
+    pub const IDENTITY: Affine = Affine { m: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], offset: [0.0; 3] };
+
+    /// The affine map of one color op, or `None` for a blur.
+    pub fn of(op: &Op) -> Option<Affine> {
+        let diag = |k: f64, o: f64| Affine { m: [[k, 0.0, 0.0], [0.0, k, 0.0], [0.0, 0.0, k]], offset: [o; 3] };
+        Some(match *op {
+            Op::Exposure { stops } => diag(stops.exp2(), 0.0),
+            Op::Matrix { matrix, offset } => Affine {
+                m: [
+                    [matrix[0], matrix[1], matrix[2]],
+                    [matrix[3], matrix[4], matrix[5]],
+                    [matrix[6], matrix[7], matrix[8]],
+                ],
+                offset,
+            },
+            Op::Contrast { contrast, pivot } => diag(contrast, pivot * (1.0 - contrast)),
+            Op::Saturation { saturation: s } => {
+                let mut m = [[0.0; 3]; 3];
+                for (i, row) in m.iter_mut().enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = (1.0 - s) * REC709_LUMA[j] + if i == j { s } else { 0.0 };
+                    }
+                }
+                Affine { m, offset: [0.0; 3] }
+            }
+            Op::Blur { .. } => return None,
+        })
+    }
+
+    /// `next ∘ self`: apply `self`, then `next`.
+    pub fn then(&self, next: &Affine) -> Affine {
+        let mut out = Affine { m: [[0.0; 3]; 3], offset: next.offset };
+        for i in 0..3 {
+            for j in 0..3 {
+                out.m[i][j] = (0..3).map(|k| next.m[i][k] * self.m[k][j]).sum();
+            }
+            out.offset[i] += (0..3).map(|k| next.m[i][k] * self.offset[k]).sum::<f64>();
+        }
+        out
+    }
+
+    /// Rows as `[m0, m1, m2, offset]` in f32, the layout the kernels use.
+    pub fn rows_f32(&self) -> [[f32; 4]; 3] {
+        let mut rows = [[0.0f32; 4]; 3];
+        for (i, row) in rows.iter_mut().enumerate() {
+            *row = [self.m[i][0] as f32, self.m[i][1] as f32, self.m[i][2] as f32, self.offset[i] as f32];
+        }
+        rows
+    }
+}
+
+/// Normalised Gaussian weights for one blur.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlurKernel {
+    /// Standard deviation in pixels (> 0).
+    pub sigma: f64,
+    /// ceil(3σ).
+    pub radius: u32,
+    /// `2 * radius + 1` weights, exp(-x²/2σ²) normalised over [-r, r].
+    pub weights: Vec<f32>,
+}
+
+impl BlurKernel {
+    /// The kernel for `sigma` (> 0).
+    pub fn new(sigma: f64) -> Self {
+        let radius = (3.0 * sigma).ceil() as u32;
+        let raw: Vec<f64> =
+            (-(radius as i64)..=radius as i64).map(|x| (-((x * x) as f64) / (2.0 * sigma * sigma)).exp()).collect();
+        let sum: f64 = raw.iter().sum();
+        BlurKernel { sigma, radius, weights: raw.iter().map(|w| (w / sum) as f32).collect() }
+    }
+}
+
+/// A separable blur followed by a (possibly identity) color stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlurPass {
+    /// The blur.
+    pub kernel: BlurKernel,
+    /// Color ops that followed it, fused.
+    pub post: Affine,
+}
+
+/// What the kernels run: a color stage, then zero or more blur passes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Color ops before the first blur, fused.
+    pub pre: Affine,
+    /// Blurs in order, each with the color ops after it.
+    pub passes: Vec<BlurPass>,
+}
+
+impl Plan {
+    /// Fuses consecutive color ops and drops sigma-0 blurs.
+    pub fn compile(ops: &[Op]) -> Plan {
+        let mut plan = Plan { pre: Affine::IDENTITY, passes: Vec::new() };
+        for op in ops {
+            match (op, Affine::of(op)) {
+                (_, Some(a)) => {
+                    let current = plan.passes.last_mut().map_or(&mut plan.pre, |p| &mut p.post);
+                    *current = current.then(&a);
+                }
+                (Op::Blur { sigma }, None) if *sigma > 0.0 => {
+                    plan.passes.push(BlurPass { kernel: BlurKernel::new(*sigma), post: Affine::IDENTITY });
+                }
+                _ => {}
+            }
+        }
+        plan
+    }
+
+    /// Rows of context each side that the blurs need: the sum of radii.
+    pub fn halo(&self) -> u32 {
+        self.passes.iter().map(|p| p.kernel.radius).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_normalised_and_symmetric() {
+        for sigma in [0.5, 1.0, 3.7, 16.0] {
+            let k = BlurKernel::new(sigma);
+            assert_eq!(k.weights.len(), 2 * k.radius as usize + 1);
+            let sum: f32 = k.weights.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5);
+            assert_eq!(k.weights[0], k.weights[k.weights.len() - 1]);
+        }
+        assert_eq!(BlurKernel::new(0.5).radius, 2);
+        assert_eq!(BlurKernel::new(4.0).radius, 12);
+    }
+
+    #[test]
+    fn fusion_composes_in_order() {
+        let ops = [Op::Exposure { stops: 1.0 }, Op::Contrast { contrast: 2.0, pivot: 0.5 }];
+        let plan = Plan::compile(&ops);
+        // x=0.25 → 0.5 → (0.5-0.5)*2+0.5 = 0.5
+        let a = plan.pre;
+        assert!((a.m[0][0] * 0.25 + a.offset[0] - 0.5).abs() < 1e-12);
+        let plan =
+            Plan::compile(&[Op::Blur { sigma: 0.0 }, Op::Blur { sigma: 2.0 }, Op::Saturation { saturation: 0.0 }]);
+        assert_eq!(plan.passes.len(), 1);
+        assert!((plan.passes[0].post.m[1][0] - REC709_LUMA[0]).abs() < 1e-12);
+    }
+}

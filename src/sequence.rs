@@ -1,0 +1,354 @@
+//! Frame sequences: patterns, frame-range specs and scanning the disk.
+//!
+//! Three ways to name a sequence, as compositing and farm tools accept them:
+//! a printf pattern (`shot_%04d.png`), a hash pattern (`shot.####.png`, one
+//! `#` per digit) or a directory whose image files share one name with a
+//! varying number. Frame numbers are whatever is on disk (1001 is as good a
+//! start as 0); a `--frames` spec picks a subset.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Image extensions recognised when scanning a directory.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "qoi"];
+
+/// A file-name pattern with one frame-number field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FramePattern {
+    dir: PathBuf,
+    prefix: String,
+    suffix: String,
+    /// Minimum digits; numbers are zero-padded to it. 0 or 1: unpadded.
+    pad: usize,
+    original: String,
+}
+
+impl FramePattern {
+    /// Parses `dir/name_%04d.ext`, `name_%d.ext` or `name.####.ext`.
+    ///
+    /// # Errors
+    /// [`Error::Sequence`] when the file name has no frame field or more than one.
+    pub fn parse(pattern: &str) -> Result<Self> {
+        let path = Path::new(pattern);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::Sequence(format!("{pattern}: not a file pattern")))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let fields = find_fields(name);
+        match fields.as_slice() {
+            [(start, end, pad)] => Ok(FramePattern {
+                dir,
+                prefix: name[..*start].to_string(),
+                suffix: name[*end..].to_string(),
+                pad: *pad,
+                original: pattern.to_string(),
+            }),
+            [] => Err(Error::Sequence(format!("{pattern}: no frame number field (use %04d, %d or ####)"))),
+            _ => Err(Error::Sequence(format!("{pattern}: more than one frame number field"))),
+        }
+    }
+
+    /// Whether a string contains a frame-number field at all.
+    pub fn is_pattern(s: &str) -> bool {
+        let name = Path::new(s).file_name().and_then(|n| n.to_str()).unwrap_or("");
+        !find_fields(name).is_empty()
+    }
+
+    /// The path of frame `n`.
+    pub fn path(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("{}{:0width$}{}", self.prefix, n, self.suffix, width = self.pad))
+    }
+
+    /// The folder the frames live in (`.` when the pattern has none).
+    pub fn dir(&self) -> &Path {
+        if self.dir.as_os_str().is_empty() { Path::new(".") } else { &self.dir }
+    }
+
+    /// The frame number a file name stands for, if it matches exactly.
+    pub fn number_of(&self, file_name: &str) -> Option<u64> {
+        let digits = file_name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 18 {
+            return None;
+        }
+        let n: u64 = digits.parse().ok()?;
+        (format!("{:0width$}", n, width = self.pad) == digits).then_some(n)
+    }
+
+    /// The pattern as the user wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.original
+    }
+}
+
+/// Finds `%d`, `%0Nd` and runs of `#` in a file name: (start, end, pad).
+fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
+    let b = name.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let mut j = i + 1;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b'd' {
+                let pad = name[i + 1..j].parse().unwrap_or(0);
+                out.push((i, j + 1, pad));
+                i = j + 1;
+                continue;
+            }
+        } else if b[i] == b'#' {
+            let mut j = i;
+            while j < b.len() && b[j] == b'#' {
+                j += 1;
+            }
+            out.push((i, j, j - i));
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A `--frames` spec: `1001-1100`, `1-3,5,7-20x2` (inclusive ranges,
+/// optional step after `x`), as render farms pass them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameSpec(Vec<u64>);
+
+impl FrameSpec {
+    /// Parses a spec into the sorted, de-duplicated list of frame numbers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the bad part.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |part: &str| {
+            Error::invalid("frame spec", format!("{part:?}"), "N, A-B or A-BxSTEP, comma separated, A ≤ B, STEP ≥ 1")
+        };
+        let mut frames = Vec::new();
+        for part in spec.split(',').map(str::trim) {
+            let (range, step) = match part.split_once(['x', ':']) {
+                Some((r, s)) => (r, s.trim().parse::<u64>().ok().filter(|&s| s >= 1).ok_or_else(|| bad(part))?),
+                None => (part, 1),
+            };
+            let (a, b) = match range.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (range.trim(), range.trim()),
+            };
+            let a: u64 = a.parse().map_err(|_| bad(part))?;
+            let b: u64 = b.parse().map_err(|_| bad(part))?;
+            if a > b || b - a > 10_000_000 {
+                return Err(bad(part));
+            }
+            frames.extend((a..=b).step_by(step as usize));
+        }
+        frames.sort_unstable();
+        frames.dedup();
+        Ok(FrameSpec(frames))
+    }
+
+    /// The frame numbers, ascending.
+    pub fn frames(&self) -> &[u64] {
+        &self.0
+    }
+}
+
+/// What to do about frames missing inside the range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum MissingPolicy {
+    /// Refuse to start and list the missing numbers.
+    #[default]
+    Error,
+    /// Process the frames that exist.
+    Skip,
+}
+
+/// One frame of a sequence on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequenceFrame {
+    /// Its frame number.
+    pub number: u64,
+    /// Its file.
+    pub path: PathBuf,
+}
+
+/// An ordered list of frames found on disk.
+#[derive(Clone, Debug)]
+pub struct Sequence {
+    /// The input as given (pattern or directory).
+    pub source: String,
+    /// Frames to process, ascending by number.
+    pub frames: Vec<SequenceFrame>,
+    /// Numbers that were asked for (or inside the detected range) but are absent.
+    pub missing: Vec<u64>,
+}
+
+impl Sequence {
+    /// Scans the disk for `input` (a pattern, a directory, or one file).
+    ///
+    /// Without a spec the range is min..=max of the numbers present.
+    ///
+    /// # Errors
+    /// [`Error::Sequence`] when nothing matches; [`Error::MissingFrames`]
+    /// when frames are absent and the policy is [`MissingPolicy::Error`].
+    pub fn scan(input: &str, spec: Option<&FrameSpec>, missing: MissingPolicy) -> Result<Self> {
+        let found = find_frames(input)?;
+        if found.is_empty() {
+            return Err(Error::Sequence(format!("{input}: no frames match")));
+        }
+        let wanted: Vec<u64> = match spec {
+            Some(s) => s.frames().to_vec(),
+            None => {
+                let (lo, hi) = (*found.keys().next().unwrap(), *found.keys().next_back().unwrap());
+                (lo..=hi).collect()
+            }
+        };
+        let mut frames = Vec::new();
+        let mut absent = Vec::new();
+        for n in wanted {
+            match found.get(&n) {
+                Some(path) => frames.push(SequenceFrame { number: n, path: path.clone() }),
+                None => absent.push(n),
+            }
+        }
+        if !absent.is_empty() && missing == MissingPolicy::Error {
+            return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_list(&absent) });
+        }
+        if frames.is_empty() {
+            return Err(Error::Sequence(format!("{input}: none of the requested frames exist")));
+        }
+        Ok(Sequence { source: input.to_string(), frames, missing: absent })
+    }
+}
+
+/// Number → path for every frame of `input` on disk.
+fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
+    let path = Path::new(input);
+    if FramePattern::is_pattern(input) {
+        let pattern = FramePattern::parse(input)?;
+        let mut found = BTreeMap::new();
+        for (name, p) in list_dir(pattern.dir())? {
+            if let Some(n) = pattern.number_of(&name) {
+                found.insert(n, p);
+            }
+        }
+        return Ok(found);
+    }
+    if path.is_dir() {
+        return scan_directory(path);
+    }
+    if path.is_file() {
+        // A single file: frame number from its name if it has one, else 0.
+        let n = path.file_stem().and_then(|s| s.to_str()).and_then(last_digits).map_or(0, |(_, _, n)| n);
+        return Ok(BTreeMap::from([(n, path.to_path_buf())]));
+    }
+    Err(Error::Sequence(format!("{input}: no such file, directory or frame pattern")))
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Sequence(format!("{}: {e}", dir.display())))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        if let Some(name) = entry.file_name().to_str() {
+            if entry.path().is_file() {
+                out.push((name.to_string(), entry.path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A directory must hold exactly one numbered image sequence.
+fn scan_directory(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
+    let mut groups: BTreeMap<(String, String), BTreeMap<u64, PathBuf>> = BTreeMap::new();
+    for (name, path) in list_dir(dir)? {
+        let ext = Path::new(&name).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if !IMAGE_EXTENSIONS.contains(&ext.as_str()) || name.starts_with('.') {
+            continue;
+        }
+        let stem_len = name.len() - ext.len() - 1;
+        if let Some((start, end, n)) = last_digits(&name[..stem_len]) {
+            let key = (name[..start].to_string(), name[end..].to_string());
+            groups.entry(key).or_default().insert(n, path);
+        }
+    }
+    match groups.len() {
+        0 => Ok(BTreeMap::new()),
+        1 => Ok(groups.into_values().next().unwrap()),
+        _ => {
+            let names: Vec<String> = groups.keys().map(|(p, s)| format!("{p}#{s}")).collect();
+            Err(Error::Sequence(format!(
+                "{}: holds several sequences ({}); pass a pattern instead",
+                dir.display(),
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// The last run of ASCII digits in `s`: (start, end, value).
+fn last_digits(s: &str) -> Option<(usize, usize, u64)> {
+    let b = s.as_bytes();
+    let end = b.iter().rposition(|c| c.is_ascii_digit())? + 1;
+    let start = b[..end].iter().rposition(|c| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+    let n = s[start..end].parse().ok()?;
+    Some((start, end, n))
+}
+
+/// `[5, 7, 8, 9]` → `"5, 7-9"`; long lists are cut after 20 runs.
+pub fn compact_list(numbers: &[u64]) -> String {
+    let mut runs: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let mut j = i;
+        while j + 1 < numbers.len() && numbers[j + 1] == numbers[j] + 1 {
+            j += 1;
+        }
+        runs.push(if i == j { numbers[i].to_string() } else { format!("{}-{}", numbers[i], numbers[j]) });
+        i = j + 1;
+    }
+    let total = runs.len();
+    if total > 20 {
+        runs.truncate(20);
+        runs.push(format!("… ({} numbers in all)", numbers.len()));
+    }
+    runs.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_and_format() {
+        let p = FramePattern::parse("out/shot_%04d.png").unwrap();
+        assert_eq!(p.path(7), Path::new("out/shot_0007.png"));
+        assert_eq!(p.path(12345), Path::new("out/shot_12345.png"));
+        assert_eq!(p.number_of("shot_1001.png"), Some(1001));
+        assert_eq!(p.number_of("shot_101.png"), None);
+        let h = FramePattern::parse("shot.####.exr").unwrap();
+        assert_eq!(h.path(42), Path::new("shot.0042.exr"));
+        let d = FramePattern::parse("f%d.qoi").unwrap();
+        assert_eq!(d.number_of("f07.qoi"), None);
+        assert_eq!(d.number_of("f7.qoi"), Some(7));
+        assert!(FramePattern::parse("plain.png").is_err());
+        assert!(FramePattern::parse("a%02d_%02d.png").is_err());
+    }
+
+    #[test]
+    fn frame_specs() {
+        assert_eq!(FrameSpec::parse("1-3,5,7-20x2").unwrap().frames(), &[1, 2, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
+        assert_eq!(FrameSpec::parse("1001-1003").unwrap().frames(), &[1001, 1002, 1003]);
+        for bad in ["", "5-1", "a", "1-3x0", "1--3"] {
+            assert!(FrameSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn compact() {
+        assert_eq!(compact_list(&[5, 7, 8, 9, 12]), "5, 7-9, 12");
+    }
+}
