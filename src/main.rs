@@ -24,6 +24,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing buys nothing
 enum Command {
     /// Process an image sequence: decode, apply ops, encode.
     #[command(after_long_help = PROCESS_HELP)]
@@ -186,6 +187,7 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    quiet_mesa_wsi();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Process(args) => process(args),
@@ -199,6 +201,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
+    }
+}
+
+/// Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid" on
+/// headless machines (render nodes, CI) although compute needs no window
+/// system; that line would read like one of ours. Point it at the temp dir.
+fn quiet_mesa_wsi() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
 }
 

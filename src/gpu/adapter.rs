@@ -39,7 +39,7 @@ impl AdapterSummary {
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
             software: info.device_type == wgpu::DeviceType::Cpu,

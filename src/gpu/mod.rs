@@ -147,7 +147,7 @@ impl GpuBackend {
         let binding_limit = options
             .max_binding_override
             .unwrap_or(u64::MAX)
-            .min(limits.max_storage_buffer_binding_size as u64)
+            .min(limits.max_storage_buffer_binding_size)
             .min(limits.max_buffer_size);
         Ok(GpuBackend {
             device,

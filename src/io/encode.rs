@@ -98,9 +98,13 @@ pub fn write_frame_atomic(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".framepipe-")
-        .suffix(".partial")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".framepipe-").suffix(".partial");
+    // Temporary files are private (0600) by default; an output is an
+    // ordinary file, so ask for 0666 and let the umask decide, as `cp` does.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
         .tempfile_in(dir)
         .map_err(|e| fail(e.to_string()))?;
     {

@@ -1,0 +1,89 @@
+//! Kernel throughput per op, frame size and backend.
+//!
+//! GPU figures are GPU time from timestamp queries around the compute pass
+//! (not host clocks around a blocking poll); CPU figures are host time.
+//! Throughput counts one RGBA8 frame read plus one written, the accounting
+//! of the ~2 TB/s streaming-kernel figure in DESIGN.md.
+//!
+//! `cargo bench --bench kernels` runs 1080p, 4K and 8K on every backend;
+//! `FRAMEPIPE_BENCH_SIZES=8k FRAMEPIPE_BENCH_BACKENDS=gpu` narrows it.
+//! Under `cargo test --benches` each case runs once on a tiny frame.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use framepipe::generate::{GenerateOptions, parse_size, synthetic_frame};
+use framepipe::gpu::{GpuBackend, GpuOptions};
+use framepipe::{Backend, Op, OpGraph, PixelFormat};
+
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_string()).collect()
+}
+
+fn cases() -> Vec<(String, Vec<Op>)> {
+    let color = vec![
+        Op::Exposure { stops: 0.3 },
+        Op::Matrix { matrix: [1.05, -0.03, -0.02, 0.01, 1.0, -0.01, -0.02, -0.06, 1.08], offset: [0.01, 0.0, -0.01] },
+        Op::Contrast { contrast: 1.15, pivot: 0.45 },
+        Op::Saturation { saturation: 1.1 },
+    ];
+    let mut v = vec![("color".to_string(), color.clone())];
+    for sigma in [1.0, 4.0, 16.0, 64.0] {
+        v.push((format!("blur{sigma}"), vec![Op::Blur { sigma }]));
+    }
+    let mut both = color;
+    both.push(Op::Blur { sigma: 4.0 });
+    v.push(("color+blur4".into(), both));
+    v
+}
+
+fn kernels(c: &mut Criterion) {
+    let sizes = if full_run() { list("FRAMEPIPE_BENCH_SIZES", "1080p,4k,8k") } else { vec!["64x36".into()] };
+    let mut backends: Vec<(String, Backend)> = Vec::new();
+    for name in list("FRAMEPIPE_BENCH_BACKENDS", "gpu,cpu") {
+        match name.as_str() {
+            "cpu" => backends.push(("cpu".into(), Backend::Cpu)),
+            "gpu" => match GpuBackend::new(&GpuOptions::default()) {
+                Ok(g) => {
+                    let label = if g.adapter().software { "gpu-software" } else { "gpu" };
+                    eprintln!("gpu: {} (timestamps: {})", g.adapter().name, g.adapter().timestamps);
+                    backends.push((label.into(), Backend::Gpu(Box::new(g))));
+                }
+                Err(e) => eprintln!("no GPU backend: {e}"),
+            },
+            other => panic!("unknown backend {other:?} in FRAMEPIPE_BENCH_BACKENDS"),
+        }
+    }
+    for size in sizes {
+        let (width, height) = parse_size(&size).expect("size");
+        let opts = GenerateOptions { width, height, format: PixelFormat::Rgba8, ..Default::default() };
+        let frame = synthetic_frame(&opts, 1);
+        let mut group = c.benchmark_group(format!("kernels/{size}"));
+        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+        group.throughput(Throughput::Bytes(2 * frame.data.len() as u64));
+        for (name, ops) in cases() {
+            let plan = OpGraph::new(ops).expect("valid ops").plan();
+            for (label, backend) in backends.iter_mut() {
+                group.bench_with_input(BenchmarkId::new(&name, &*label), &plan, |b, plan| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let t = Instant::now();
+                            let (_, gpu_ns) = backend.process(&frame, plan).expect("process");
+                            total += gpu_ns.map_or_else(|| t.elapsed(), Duration::from_nanos);
+                        }
+                        total
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

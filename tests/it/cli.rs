@@ -1,0 +1,324 @@
+//! The `framepipe` binary end to end, on small generated sequences.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use framepipe::generate::{GenerateOptions, generate_sequence};
+use framepipe::io::{DecodeLimits, EncodeOptions, decode_file};
+use framepipe::{HostFrame, PixelFormat};
+use predicates::prelude::*;
+use predicates::str::contains;
+
+fn framepipe() -> Command {
+    let mut cmd = Command::cargo_bin("framepipe").unwrap();
+    // Tests must not depend on a GPU: the CPU backend, unless a test says so.
+    cmd.env_remove("WGPU_BACKEND");
+    cmd
+}
+
+/// Writes `frames` small frames numbered from `start` into `dir` as `pattern`.
+fn sequence(dir: &Path, pattern: &str, start: u64, frames: u32, format: PixelFormat) -> String {
+    let opts = GenerateOptions { width: 24, height: 16, frames, start, format, alpha: true, seed: start };
+    let p = dir.join(pattern).display().to_string();
+    generate_sequence(&opts, &p, &EncodeOptions::default(), false).unwrap();
+    p
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match fs::read_dir(dir) {
+        Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => vec![],
+    };
+    v.sort();
+    v
+}
+
+fn decode(path: &Path) -> HostFrame {
+    decode_file(path, &DecodeLimits::default()).unwrap()
+}
+
+#[test]
+fn printf_pattern_keeps_frame_numbers() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "plate_%04d.png", 1001, 3, PixelFormat::Rgba8);
+    let out = t.path().join("graded/shot_%04d.png");
+    framepipe()
+        .args(["process", &input, "-o", out.to_str().unwrap(), "--exposure", "0.5", "--blur", "1", "--backend", "cpu"])
+        .assert()
+        .success()
+        .stderr(contains("3 frames").and(contains("frames/s")).and(contains("cpu")));
+    assert_eq!(files(&t.path().join("graded")), ["shot_1001.png", "shot_1002.png", "shot_1003.png"]);
+}
+
+#[test]
+fn hash_pattern_directory_and_frame_specs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    sequence(&src, "shot.####.png", 1, 20, PixelFormat::Rgba8);
+    let hash = src.join("shot.####.png").display().to_string();
+    let out = t.path().join("a/o.####.png").display().to_string();
+    framepipe().args(["process", &hash, "-o", &out, "--frames", "1-3,5,7-20x5", "-q"]).assert().success();
+    assert_eq!(files(&t.path().join("a")), ["o.0001.png", "o.0002.png", "o.0003.png", "o.0005.png", "o.0007.png", "o.0012.png", "o.0017.png"]);
+    // A directory is a sequence too.
+    let out = t.path().join("b/o_%02d.qoi").display().to_string();
+    framepipe().args(["process", src.to_str().unwrap(), "-o", &out, "--saturation", "0.5", "-q"]).assert().success();
+    assert_eq!(files(&t.path().join("b")).len(), 20);
+    assert!(t.path().join("b/o_01.qoi").exists() && t.path().join("b/o_20.qoi").exists());
+}
+
+#[test]
+fn missing_frames_are_listed_or_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%04d.png", 1, 10, PixelFormat::Rgba8);
+    for n in [4, 7, 8] {
+        fs::remove_file(t.path().join(format!("s_{n:04}.png"))).unwrap();
+    }
+    let out = t.path().join("o/s_%04d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out])
+        .assert()
+        .code(2)
+        .stderr(contains("missing frames 4, 7-8"));
+    assert!(files(&t.path().join("o")).iter().all(|f| !f.starts_with("s_")));
+    framepipe().args(["process", &input, "-o", &out, "--missing", "skip", "-q"]).assert().success();
+    assert_eq!(files(&t.path().join("o")).len(), 7);
+    // A spec that asks for absent frames is also an error.
+    let out2 = t.path().join("p/s_%04d.png").display().to_string();
+    framepipe().args(["process", &input, "-o", &out2, "--frames", "1-12"]).assert().code(2).stderr(contains("4, 7-8, 11-12"));
+}
+
+#[test]
+fn formats_round_trip_and_16_bit_stays_16_bit() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "in16_%02d.png", 1, 1, PixelFormat::Rgba16);
+    for ext in ["png", "tif"] {
+        let out = t.path().join(format!("o16_%02d.{ext}")).display().to_string();
+        framepipe().args(["process", &input, "-o", &out, "--exposure", "0.1", "-q"]).assert().success();
+        let f = decode(&t.path().join(format!("o16_01.{ext}")));
+        assert_eq!(f.format, PixelFormat::Rgba16, "{ext}");
+        // Genuinely 16-bit content, not 8-bit values widened.
+        assert!((0..f.channel_count()).any(|i| f.channel(i) % 257 != 0), "{ext}");
+    }
+    // No ops: a lossless round trip is bit-exact through every lossless format.
+    let input8 = sequence(t.path(), "in8_%02d.png", 1, 1, PixelFormat::Rgba8);
+    let original = decode(&t.path().join("in8_01.png"));
+    for ext in ["png", "tif", "qoi"] {
+        let out = t.path().join(format!("c8_%02d.{ext}")).display().to_string();
+        framepipe().args(["process", &input8, "-o", &out, "-q"]).assert().success();
+        assert_eq!(decode(&t.path().join(format!("c8_01.{ext}"))), original, "{ext}");
+    }
+    let out = t.path().join("j_%02d.jpg").display().to_string();
+    framepipe().args(["process", &input8, "-o", &out, "-q"]).assert().success();
+    let j = decode(&t.path().join("j_01.jpg"));
+    assert_eq!((j.width, j.height, j.format), (24, 16, PixelFormat::Rgba8));
+}
+
+#[test]
+fn gpu_and_cpu_cli_outputs_agree() {
+    if crate::util::gpu(Default::default()).is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/grade.toml");
+    for backend in ["cpu", "gpu"] {
+        let out = t.path().join(format!("{backend}/s_%02d.png")).display().to_string();
+        framepipe()
+            .args(["process", &input, "-o", &out, "--preset", preset.to_str().unwrap(), "--backend", backend])
+            .assert()
+            .success()
+            .stderr(contains(format!("on the {backend} backend")));
+    }
+    for n in 1..=2 {
+        let a = decode(&t.path().join(format!("cpu/s_{n:02}.png")));
+        let b = decode(&t.path().join(format!("gpu/s_{n:02}.png")));
+        crate::util::assert_close(&b, &a, "cli gpu vs cpu");
+    }
+}
+
+/// Runs a process that must fail for one bad frame; returns the output dir.
+fn one_bad_frame(bad: impl Fn(&Path), expect: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 4, PixelFormat::Rgba8);
+    bad(&t.path().join("s_03.png"));
+    let out_dir = t.path().join("out");
+    let out = out_dir.join("s_%02d.png").display().to_string();
+    let assert = framepipe().args(["process", &input, "-o", &out]).assert().code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(line.contains("s_03.png") && line.contains(expect), "{line}");
+    // Stop at the bad frame: earlier frames are complete, nothing partial.
+    assert_eq!(files(&out_dir), ["s_01.png", "s_02.png"], "{stderr}");
+    // With --on-error skip every other frame is written, still exit 1.
+    framepipe().args(["process", &input, "-o", &out, "--on-error", "skip", "--overwrite", "-q"]).assert().code(1);
+    assert_eq!(files(&out_dir), ["s_01.png", "s_02.png", "s_04.png"]);
+}
+
+#[test]
+fn truncated_frame() {
+    one_bad_frame(
+        |p| {
+            let bytes = fs::read(p).unwrap();
+            fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+        },
+        "cannot decode",
+    );
+}
+
+#[test]
+fn corrupt_frame() {
+    one_bad_frame(
+        |p| {
+            let mut bytes = fs::read(p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+            fs::write(p, bytes).unwrap();
+        },
+        "cannot decode",
+    );
+}
+
+#[test]
+fn zero_byte_frame() {
+    one_bad_frame(|p| fs::write(p, b"").unwrap(), "empty");
+}
+
+#[test]
+fn text_file_with_image_extension() {
+    one_bad_frame(|p| fs::write(p, "this is not an image\n".repeat(20)).unwrap(), "cannot decode");
+}
+
+#[test]
+fn frame_of_another_size() {
+    one_bad_frame(
+        |p| {
+            let opts = GenerateOptions { width: 30, height: 16, frames: 1, start: 3, ..Default::default() };
+            fs::remove_file(p).unwrap();
+            generate_sequence(&opts, p.with_file_name("s_%02d.png").to_str().unwrap(), &EncodeOptions::default(), false)
+                .unwrap();
+        },
+        "30x16",
+    );
+}
+
+/// A valid PNG whose header claims 100000 x 100000 pixels.
+fn decompression_bomb(path: &Path) {
+    let mut png = Vec::new();
+    image::RgbaImage::new(1, 1).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    // IHDR data starts at byte 16: width, height (big-endian), then its CRC.
+    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    fs::write(path, png).unwrap();
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn decompression_bomb_is_refused() {
+    one_bad_frame(decompression_bomb, "limit");
+}
+
+fn usage_error(args: &[&str], expect: &str) {
+    framepipe().args(args).assert().code(2).stderr(contains(expect).and(predicate::function(|s: &str| {
+        s.lines().filter(|l| l.starts_with("error")).count() == 1
+    })));
+}
+
+#[test]
+fn bad_arguments_and_presets_exit_2() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    usage_error(&["process", &input, "-o", &out, "--blur", "-1"], "invalid sigma -1");
+    usage_error(&["process", &input, "-o", &out, "--blur", "NaN"], "invalid sigma NaN");
+    usage_error(&["process", &input, "-o", &out, "--matrix", "1,2,3"], "invalid matrix");
+    let nothing = t.path().join("none_%04d.png").display().to_string();
+    usage_error(&["process", &nothing, "-o", &out], "no frames match");
+    let unknown = t.path().join("unknown.toml");
+    fs::write(&unknown, "[[op]]\ntype = \"sharpen\"\namount = 1\n").unwrap();
+    usage_error(&["process", &input, "-o", &out, "--preset", unknown.to_str().unwrap()], "unknown variant `sharpen`");
+    let wrong = t.path().join("wrong.toml");
+    fs::write(&wrong, "[[op]]\ntype = \"blur\"\nsigma = \"big\"\n").unwrap();
+    usage_error(&["process", &input, "-o", &out, "--preset", wrong.to_str().unwrap()], "invalid type: string \"big\", expected f64");
+    let negative = t.path().join("neg.toml");
+    fs::write(&negative, "[[op]]\ntype = \"blur\"\nsigma = -2.0\n").unwrap();
+    usage_error(&["process", &input, "-o", &out, "--preset", negative.to_str().unwrap()], "invalid sigma -2");
+    usage_error(&["process", &input, "-o", &t.path().join("x_%02d.bmp").display().to_string()], "output extension");
+    assert!(!t.path().join("o").exists() || files(&t.path().join("o")).is_empty());
+}
+
+#[test]
+fn unwritable_output_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    // A folder below a regular file can be neither created nor written, even by root.
+    let blocker = t.path().join("blocker");
+    fs::write(&blocker, b"x").unwrap();
+    let out = blocker.join("o/s_%02d.png").display().to_string();
+    usage_error(&["process", &input, "-o", &out], "output folder is not writable");
+}
+
+#[test]
+fn existing_outputs_and_inputs_are_never_overwritten() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let before = fs::read(t.path().join("s_01.png")).unwrap();
+    // Output == input is refused even with --overwrite.
+    framepipe().args(["process", &input, "-o", &input, "--overwrite", "--exposure", "1"]).assert().code(2).stderr(contains("also an input"));
+    assert_eq!(fs::read(t.path().join("s_01.png")).unwrap(), before);
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    fs::create_dir(t.path().join("o")).unwrap();
+    fs::write(t.path().join("o/s_02.png"), b"precious").unwrap();
+    framepipe().args(["process", &input, "-o", &out]).assert().code(2).stderr(contains("s_02.png: output exists"));
+    assert_eq!(fs::read(t.path().join("o/s_02.png")).unwrap(), b"precious");
+    assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
+    framepipe().args(["process", &input, "-o", &out, "--overwrite", "-q"]).assert().success();
+    assert_ne!(fs::read(t.path().join("o/s_02.png")).unwrap(), b"precious");
+}
+
+#[test]
+fn json_report_and_farm_log_lines() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 5, 3, PixelFormat::Rgba8);
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    let json: PathBuf = t.path().join("r.json");
+    // stderr is a pipe here: one plain line per frame, no progress bar.
+    framepipe()
+        .args(["process", &input, "-o", &out, "--blur", "2", "--json", json.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(contains("frame 5 written").and(contains("frame 7 written")));
+    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["frames_written"], 3);
+    assert_eq!(report["frame"], "24x16 RGBA8");
+    assert!(report["fps"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["frames"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn generate_and_info() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("g_%03d.png").display().to_string();
+    framepipe().args(["generate", "--size", "40x30", "--frames", "2", "--start", "7", "-o", &out]).assert().success();
+    let a = decode(&t.path().join("g_007.png"));
+    let b = decode(&t.path().join("g_008.png"));
+    assert_eq!((a.width, a.height), (40, 30));
+    assert_ne!(a, b, "frames move");
+    let distinct: std::collections::HashSet<u8> = a.data.iter().copied().collect();
+    assert!(distinct.len() > 20, "not flat");
+    framepipe().args(["generate", "--size", "nope", "-o", &out]).assert().code(2).stderr(contains("invalid size"));
+    framepipe().arg("info").assert().success().stdout(contains("auto picks"));
+}

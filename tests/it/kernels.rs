@@ -1,0 +1,161 @@
+//! GPU kernels against the CPU backend, and the CPU backend against the
+//! op-by-op f64 definition, on fresh random frames.
+
+use framepipe::gpu::GpuOptions;
+use framepipe::{HostFrame, Op, OpGraph, PixelFormat, process_cpu};
+
+use crate::util::{Rng, assert_close, gpu, random_frame, reference};
+
+fn matrix() -> Op {
+    Op::Matrix { matrix: [1.1, -0.07, 0.02, 0.05, 0.93, -0.04, -0.12, 0.2, 1.3], offset: [0.01, -0.02, 0.03] }
+}
+
+/// Each op alone, then chains with blurs between color ops and repetition.
+fn op_lists() -> Vec<(&'static str, Vec<Op>)> {
+    vec![
+        ("exposure", vec![Op::Exposure { stops: 0.7 }]),
+        ("matrix", vec![matrix()]),
+        // Parameters like 1.4 @ 0.45 put a fifth of all 8-bit results exactly
+        // on a rounding tie (1.4·c − 45.9), where f32 and f64 round either
+        // way; the tolerance is about precision, so use generic values.
+        ("contrast", vec![Op::Contrast { contrast: 1.37, pivot: 0.43 }]),
+        ("saturation", vec![Op::Saturation { saturation: 1.6 }]),
+        ("blur 0", vec![Op::Blur { sigma: 0.0 }]),
+        ("blur 0.5", vec![Op::Blur { sigma: 0.5 }]),
+        ("blur 1", vec![Op::Blur { sigma: 1.0 }]),
+        ("blur 3.7", vec![Op::Blur { sigma: 3.7 }]),
+        (
+            "canonical chain",
+            vec![
+                Op::Exposure { stops: -0.3 },
+                matrix(),
+                Op::Contrast { contrast: 1.2, pivot: 0.5 },
+                Op::Saturation { saturation: 0.8 },
+                Op::Blur { sigma: 1.0 },
+            ],
+        ),
+        (
+            "preset-order chain",
+            vec![
+                Op::Saturation { saturation: 0.4 },
+                Op::Blur { sigma: 0.5 },
+                Op::Exposure { stops: 0.5 },
+                Op::Blur { sigma: 1.0 },
+                Op::Contrast { contrast: 1.3, pivot: 0.4 },
+                Op::Exposure { stops: -0.25 },
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn cpu_matches_definition() {
+    let mut rng = Rng::fresh("cpu_matches_definition");
+    let shapes = [(1, 1, false), (3, 41, true), (23, 17, false), (16, 9, true)];
+    for (name, ops) in op_lists() {
+        for &(w, h, alpha) in &shapes {
+            for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
+                let src = random_frame(&mut rng, w, h, format, alpha);
+                let plan = OpGraph::new(ops.clone()).unwrap().plan();
+                let what = format!("cpu {name} {w}x{h} {format}");
+                assert_close(&process_cpu(&src, &plan), &reference(&src, &ops), &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn cpu_matches_definition_large_sigma() {
+    let mut rng = Rng::fresh("cpu_matches_definition_large_sigma");
+    // Sigma 16 (radius 48) on a tall, thin frame: every tap clamps somewhere.
+    let ops = vec![Op::Blur { sigma: 16.0 }];
+    let src = random_frame(&mut rng, 3, 997, PixelFormat::Rgba8, true);
+    let plan = OpGraph::new(ops.clone()).unwrap().plan();
+    assert_close(&process_cpu(&src, &plan), &reference(&src, &ops), "cpu blur 16 3x997");
+}
+
+fn gpu_vs_cpu(options: GpuOptions, cases: &[(u32, u32, PixelFormat, bool, Vec<Op>)], label: &str) {
+    let Some(mut backend) = gpu(options) else { return };
+    let mut rng = Rng::fresh(label);
+    for (w, h, format, alpha, ops) in cases {
+        let src = random_frame(&mut rng, *w, *h, *format, *alpha);
+        let plan = OpGraph::new(ops.clone()).unwrap().plan();
+        let (out, _) = backend.process(&src, &plan).unwrap();
+        let what = format!("{label} {w}x{h} {format} {ops:?}");
+        assert_close(&out, &process_cpu(&src, &plan), &what);
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_every_op() {
+    let mut cases = Vec::new();
+    for (_, ops) in op_lists() {
+        cases.push((23, 17, PixelFormat::Rgba8, true, ops.clone()));
+        cases.push((16, 9, PixelFormat::Rgba16, false, ops));
+    }
+    gpu_vs_cpu(GpuOptions::default(), &cases, "gpu every op");
+}
+
+#[test]
+fn gpu_matches_definition_small() {
+    let Some(mut backend) = gpu(GpuOptions::default()) else { return };
+    let mut rng = Rng::fresh("gpu_matches_definition_small");
+    for (_, ops) in op_lists() {
+        for &(w, h) in &[(1, 1), (19, 7)] {
+            let src = random_frame(&mut rng, w, h, PixelFormat::Rgba8, true);
+            let plan = OpGraph::new(ops.clone()).unwrap().plan();
+            let (out, _) = backend.process(&src, &plan).unwrap();
+            assert_close(&out, &reference(&src, &ops), &format!("gpu vs definition {w}x{h} {ops:?}"));
+        }
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_odd_sizes_and_sigmas() {
+    let blur = |sigma| vec![Op::Exposure { stops: 0.2 }, Op::Blur { sigma }, Op::Saturation { saturation: 1.2 }];
+    let cases = vec![
+        (1, 1, PixelFormat::Rgba8, true, blur(3.7)),
+        (3, 997, PixelFormat::Rgba8, true, blur(16.0)),
+        (641, 479, PixelFormat::Rgba8, false, blur(3.7)),
+        (641, 479, PixelFormat::Rgba16, true, blur(1.0)),
+        (997, 3, PixelFormat::Rgba16, false, blur(16.0)),
+        (200, 120, PixelFormat::Rgba8, true, blur(0.5)),
+    ];
+    gpu_vs_cpu(GpuOptions::default(), &cases, "gpu odd sizes");
+}
+
+#[test]
+fn gpu_bands_match_cpu() {
+    // A tiny binding limit forces many bands, each with a blur halo.
+    let width = 37u32;
+    let limit = width as u64 * 16 * 40;
+    let options = GpuOptions { max_binding_override: Some(limit), ..Default::default() };
+    let chains = vec![
+        vec![Op::Blur { sigma: 3.7 }],
+        vec![Op::Blur { sigma: 1.0 }, Op::Contrast { contrast: 1.5, pivot: 0.5 }, Op::Blur { sigma: 3.7 }],
+        vec![Op::Exposure { stops: 0.4 }, matrix()],
+    ];
+    if let Some(backend) = gpu(options.clone()) {
+        for ops in &chains {
+            let plan = OpGraph::new(ops.clone()).unwrap().plan();
+            let banding = backend.banding(width, 97, &plan).unwrap();
+            assert!(banding.band_rows < 97, "{ops:?} must be banded: {banding:?}");
+        }
+    }
+    let mut cases = Vec::new();
+    for ops in chains {
+        cases.push((width, 97, PixelFormat::Rgba8, true, ops.clone()));
+        cases.push((width, 61, PixelFormat::Rgba16, true, ops));
+    }
+    gpu_vs_cpu(options, &cases, "gpu banded");
+}
+
+#[test]
+fn band_too_small_for_halo_is_a_clear_error() {
+    let options = GpuOptions { max_binding_override: Some(8 * 16 * 10), ..Default::default() };
+    let Some(mut backend) = gpu(options) else { return };
+    let plan = OpGraph::new(vec![Op::Blur { sigma: 16.0 }]).unwrap().plan();
+    let src = HostFrame::new(8, 200, PixelFormat::Rgba8, false);
+    let err = backend.process(&src, &plan).unwrap_err().to_string();
+    assert!(err.contains("blur radius"), "{err}");
+}

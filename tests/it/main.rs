@@ -1,0 +1,5 @@
+//! Integration tests, built as one binary.
+
+mod cli;
+mod kernels;
+mod util;
