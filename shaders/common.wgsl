@@ -4,17 +4,19 @@
 struct Params {
     // Pixels per row.
     width: u32,
-    // Rows held in the scratch buffers for this band (halo included).
+    // Rows of the band held in `packed` on input and in the f32 scratch
+    // (halo included).
     rows: u32,
-    // First scratch row that `store` writes out.
+    // First band row that the final kernel writes out.
     first_row: u32,
-    // Rows that `store` writes out.
+    // Rows that the final kernel writes out (to `packed`, from row 0).
     store_rows: u32,
     // Blur radius in taps (blur kernels only).
     radius: u32,
+    // 0: RGBA8, one u32 per pixel. 1: RGBA16, two u32 per pixel.
+    sixteen: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
     // Affine color stage: rgb' = (m0.xyz·rgb + m0.w, m1.., m2..); alpha kept.
     m0: vec4<f32>,
     m1: vec4<f32>,
@@ -23,10 +25,40 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 
+// The band's packed pixels, as the host frame's bytes are (little-endian):
+//   RGBA8:  one u32 per pixel, r in the low byte.
+//   RGBA16: two u32 per pixel, (r | g << 16), (b | a << 16).
+// Read on the way in; overwritten from row 0 with the results.
+@group(0) @binding(1) var<storage, read_write> packed: array<u32>;
+
 fn apply_affine(p: vec4<f32>) -> vec4<f32> {
     // Same association as the CPU backend: ((a·r + b·g) + c·b) + offset.
     let r = params.m0.x * p.x + params.m0.y * p.y + params.m0.z * p.z + params.m0.w;
     let g = params.m1.x * p.x + params.m1.y * p.y + params.m1.z * p.z + params.m1.w;
     let b = params.m2.x * p.x + params.m2.y * p.y + params.m2.z * p.z + params.m2.w;
     return vec4<f32>(r, g, b, p.w);
+}
+
+// Pixel `i` of `packed` as 0..1 values.
+fn load_px(i: u32) -> vec4<f32> {
+    if (params.sixteen == 0u) {
+        let w = packed[i];
+        return vec4<f32>(f32(w & 0xffu), f32((w >> 8u) & 0xffu), f32((w >> 16u) & 0xffu), f32(w >> 24u)) / 255.0;
+    }
+    let w0 = packed[2u * i];
+    let w1 = packed[2u * i + 1u];
+    return vec4<f32>(f32(w0 & 0xffffu), f32(w0 >> 16u), f32(w1 & 0xffffu), f32(w1 >> 16u)) / 65535.0;
+}
+
+// Clamps to [0, 1], rounds half up (like the CPU backend) and stores pixel `i`.
+fn store_px(i: u32, v: vec4<f32>) {
+    let c = clamp(v, vec4<f32>(0.0), vec4<f32>(1.0));
+    if (params.sixteen == 0u) {
+        let q = vec4<u32>(floor(c * 255.0 + 0.5));
+        packed[i] = q.x | (q.y << 8u) | (q.z << 16u) | (q.w << 24u);
+        return;
+    }
+    let q = vec4<u32>(floor(c * 65535.0 + 0.5));
+    packed[2u * i] = q.x | (q.y << 16u);
+    packed[2u * i + 1u] = q.z | (q.w << 16u);
 }

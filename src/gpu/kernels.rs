@@ -7,14 +7,15 @@ use bytemuck::{Pod, Zeroable};
 
 /// Shared declarations, prepended to every kernel file.
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
-/// Packed ⇄ f32 conversion kernels: `load8`, `load16`, `store8`, `store16`.
-pub const PACK_WGSL: &str = include_str!("../../shaders/pack.wgsl");
-/// Separable blur kernels: `blur_h`, `blur_v`.
+/// The fused color kernel for plans without a blur: `color`.
+pub const COLOR_WGSL: &str = include_str!("../../shaders/color.wgsl");
+/// Separable blur kernels with fused color stages: `blur_h_packed`,
+/// `blur_h`, `blur_v`, `blur_v_packed`.
 pub const BLUR_WGSL: &str = include_str!("../../shaders/blur.wgsl");
 
 /// Every shader as the device compiles it: (name, full source).
 pub fn shader_sources() -> [(&'static str, String); 2] {
-    [("pack", format!("{COMMON_WGSL}\n{PACK_WGSL}")), ("blur", format!("{COMMON_WGSL}\n{BLUR_WGSL}"))]
+    [("color", format!("{COMMON_WGSL}\n{COLOR_WGSL}")), ("blur", format!("{COMMON_WGSL}\n{BLUR_WGSL}"))]
 }
 
 /// Workgroup shape of every kernel (keep in sync with `@workgroup_size`).
@@ -28,37 +29,38 @@ pub const WORKGROUP: (u32, u32) = (64, 4);
 pub struct Params {
     /// Pixels per row.
     pub width: u32,
-    /// Rows in the band's scratch.
+    /// Rows of the band, halo included.
     pub rows: u32,
-    /// First scratch row that `store` writes.
+    /// First band row that the final kernel writes out.
     pub first_row: u32,
-    /// Rows that `store` writes.
+    /// Rows the final kernel writes out.
     pub store_rows: u32,
     /// Blur radius.
     pub radius: u32,
+    /// 1 for RGBA16 frames, 0 for RGBA8.
+    pub sixteen: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 3],
+    pub pad: [u32; 2],
     /// Affine rows `[m0, m1, m2, offset]`.
     pub affine: [[f32; 4]; 3],
 }
 
 /// The compute pipelines, compiled once per device.
 pub struct Kernels {
-    pub(crate) load8: wgpu::ComputePipeline,
-    pub(crate) load16: wgpu::ComputePipeline,
-    pub(crate) store8: wgpu::ComputePipeline,
-    pub(crate) store16: wgpu::ComputePipeline,
+    pub(crate) color: wgpu::ComputePipeline,
+    pub(crate) blur_h_packed: wgpu::ComputePipeline,
     pub(crate) blur_h: wgpu::ComputePipeline,
     pub(crate) blur_v: wgpu::ComputePipeline,
+    pub(crate) blur_v_packed: wgpu::ComputePipeline,
 }
 
 impl Kernels {
     /// Compiles every kernel for `device`.
     pub fn new(device: &wgpu::Device) -> Self {
-        let [(_, pack), (_, blur)] = shader_sources();
-        let pack = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("pack.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(pack.into()),
+        let [(_, color), (_, blur)] = shader_sources();
+        let color = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("color.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(color.into()),
         });
         let blur = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("blur.wgsl"),
@@ -75,12 +77,11 @@ impl Kernels {
             })
         };
         Kernels {
-            load8: make(&pack, "load8"),
-            load16: make(&pack, "load16"),
-            store8: make(&pack, "store8"),
-            store16: make(&pack, "store16"),
+            color: make(&color, "color"),
+            blur_h_packed: make(&blur, "blur_h_packed"),
             blur_h: make(&blur, "blur_h"),
             blur_v: make(&blur, "blur_v"),
+            blur_v_packed: make(&blur, "blur_v_packed"),
         }
     }
 }

@@ -104,9 +104,7 @@ pub fn write_frame_atomic(
     // ordinary file, so ask for 0666 and let the umask decide, as `cp` does.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .map_err(|e| fail(e.to_string()))?;
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| fail(e.to_string()))?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         encode(frame, format, options, &mut w).map_err(|e| fail(e.to_string()))?;

@@ -60,7 +60,10 @@ fn hash_pattern_directory_and_frame_specs() {
     let hash = src.join("shot.####.png").display().to_string();
     let out = t.path().join("a/o.####.png").display().to_string();
     framepipe().args(["process", &hash, "-o", &out, "--frames", "1-3,5,7-20x5", "-q"]).assert().success();
-    assert_eq!(files(&t.path().join("a")), ["o.0001.png", "o.0002.png", "o.0003.png", "o.0005.png", "o.0007.png", "o.0012.png", "o.0017.png"]);
+    assert_eq!(
+        files(&t.path().join("a")),
+        ["o.0001.png", "o.0002.png", "o.0003.png", "o.0005.png", "o.0007.png", "o.0012.png", "o.0017.png"]
+    );
     // A directory is a sequence too.
     let out = t.path().join("b/o_%02d.qoi").display().to_string();
     framepipe().args(["process", src.to_str().unwrap(), "-o", &out, "--saturation", "0.5", "-q"]).assert().success();
@@ -76,17 +79,17 @@ fn missing_frames_are_listed_or_skipped() {
         fs::remove_file(t.path().join(format!("s_{n:04}.png"))).unwrap();
     }
     let out = t.path().join("o/s_%04d.png").display().to_string();
-    framepipe()
-        .args(["process", &input, "-o", &out])
-        .assert()
-        .code(2)
-        .stderr(contains("missing frames 4, 7-8"));
+    framepipe().args(["process", &input, "-o", &out]).assert().code(2).stderr(contains("missing frames 4, 7-8"));
     assert!(files(&t.path().join("o")).iter().all(|f| !f.starts_with("s_")));
     framepipe().args(["process", &input, "-o", &out, "--missing", "skip", "-q"]).assert().success();
     assert_eq!(files(&t.path().join("o")).len(), 7);
     // A spec that asks for absent frames is also an error.
     let out2 = t.path().join("p/s_%04d.png").display().to_string();
-    framepipe().args(["process", &input, "-o", &out2, "--frames", "1-12"]).assert().code(2).stderr(contains("4, 7-8, 11-12"));
+    framepipe()
+        .args(["process", &input, "-o", &out2, "--frames", "1-12"])
+        .assert()
+        .code(2)
+        .stderr(contains("4, 7-8, 11-12"));
 }
 
 #[test]
@@ -196,8 +199,13 @@ fn frame_of_another_size() {
         |p| {
             let opts = GenerateOptions { width: 30, height: 16, frames: 1, start: 3, ..Default::default() };
             fs::remove_file(p).unwrap();
-            generate_sequence(&opts, p.with_file_name("s_%02d.png").to_str().unwrap(), &EncodeOptions::default(), false)
-                .unwrap();
+            generate_sequence(
+                &opts,
+                p.with_file_name("s_%02d.png").to_str().unwrap(),
+                &EncodeOptions::default(),
+                false,
+            )
+            .unwrap();
         },
         "30x16",
     );
@@ -232,9 +240,9 @@ fn decompression_bomb_is_refused() {
 }
 
 fn usage_error(args: &[&str], expect: &str) {
-    framepipe().args(args).assert().code(2).stderr(contains(expect).and(predicate::function(|s: &str| {
-        s.lines().filter(|l| l.starts_with("error")).count() == 1
-    })));
+    framepipe().args(args).assert().code(2).stderr(
+        contains(expect).and(predicate::function(|s: &str| s.lines().filter(|l| l.starts_with("error")).count() == 1)),
+    );
 }
 
 #[test]
@@ -252,7 +260,10 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--preset", unknown.to_str().unwrap()], "unknown variant `sharpen`");
     let wrong = t.path().join("wrong.toml");
     fs::write(&wrong, "[[op]]\ntype = \"blur\"\nsigma = \"big\"\n").unwrap();
-    usage_error(&["process", &input, "-o", &out, "--preset", wrong.to_str().unwrap()], "invalid type: string \"big\", expected f64");
+    usage_error(
+        &["process", &input, "-o", &out, "--preset", wrong.to_str().unwrap()],
+        "invalid type: string \"big\", expected f64",
+    );
     let negative = t.path().join("neg.toml");
     fs::write(&negative, "[[op]]\ntype = \"blur\"\nsigma = -2.0\n").unwrap();
     usage_error(&["process", &input, "-o", &out, "--preset", negative.to_str().unwrap()], "invalid sigma -2");
@@ -277,7 +288,11 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
     let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
     let before = fs::read(t.path().join("s_01.png")).unwrap();
     // Output == input is refused even with --overwrite.
-    framepipe().args(["process", &input, "-o", &input, "--overwrite", "--exposure", "1"]).assert().code(2).stderr(contains("also an input"));
+    framepipe()
+        .args(["process", &input, "-o", &input, "--overwrite", "--exposure", "1"])
+        .assert()
+        .code(2)
+        .stderr(contains("also an input"));
     assert_eq!(fs::read(t.path().join("s_01.png")).unwrap(), before);
     let out = t.path().join("o/s_%02d.png").display().to_string();
     fs::create_dir(t.path().join("o")).unwrap();

@@ -130,22 +130,36 @@ fn gpu_bands_match_cpu() {
     let width = 37u32;
     let limit = width as u64 * 16 * 40;
     let options = GpuOptions { max_binding_override: Some(limit), ..Default::default() };
+    // (ops, height): a color-only plan bands on packed bytes (4 or 8 per
+    // pixel), so it needs a taller frame to be split.
     let chains = vec![
-        vec![Op::Blur { sigma: 3.7 }],
-        vec![Op::Blur { sigma: 1.0 }, Op::Contrast { contrast: 1.5, pivot: 0.5 }, Op::Blur { sigma: 3.7 }],
-        vec![Op::Exposure { stops: 0.4 }, matrix()],
+        (vec![Op::Blur { sigma: 3.7 }], 97),
+        (vec![Op::Blur { sigma: 1.0 }, Op::Contrast { contrast: 1.5, pivot: 0.5 }, Op::Blur { sigma: 3.7 }], 97),
+        (
+            vec![
+                Op::Exposure { stops: 0.4 },
+                Op::Blur { sigma: 0.5 },
+                matrix(),
+                Op::Blur { sigma: 2.0 },
+                Op::Blur { sigma: 1.0 },
+            ],
+            61,
+        ),
+        (vec![Op::Exposure { stops: 0.4 }, matrix()], 401),
     ];
     if let Some(backend) = gpu(options.clone()) {
-        for ops in &chains {
+        for (ops, height) in &chains {
             let plan = OpGraph::new(ops.clone()).unwrap().plan();
-            let banding = backend.banding(width, 97, &plan).unwrap();
-            assert!(banding.band_rows < 97, "{ops:?} must be banded: {banding:?}");
+            for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
+                let banding = backend.banding(width, *height, format, &plan).unwrap();
+                assert!(banding.band_rows < *height, "{ops:?} must be banded: {banding:?}");
+            }
         }
     }
     let mut cases = Vec::new();
-    for ops in chains {
-        cases.push((width, 97, PixelFormat::Rgba8, true, ops.clone()));
-        cases.push((width, 61, PixelFormat::Rgba16, true, ops));
+    for (ops, height) in chains {
+        cases.push((width, height, PixelFormat::Rgba8, true, ops.clone()));
+        cases.push((width, height, PixelFormat::Rgba16, true, ops));
     }
     gpu_vs_cpu(options, &cases, "gpu banded");
 }

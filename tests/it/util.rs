@@ -13,9 +13,10 @@ impl Rng {
     /// A generator seeded from the clock (fresh inputs every run); the seed
     /// is printed so a failure can be replayed with FRAMEPIPE_TEST_SEED.
     pub fn fresh(label: &str) -> Self {
-        let seed = std::env::var("FRAMEPIPE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
+        let seed = std::env::var("FRAMEPIPE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
         eprintln!("{label}: seed {seed}");
         Rng(seed)
     }
@@ -45,8 +46,7 @@ pub fn random_frame(rng: &mut Rng, width: u32, height: u32, format: PixelFormat,
 pub fn reference(src: &HostFrame, ops: &[Op]) -> HostFrame {
     let (w, h) = (src.width as usize, src.height as usize);
     let max = src.format.max_value() as f64;
-    let mut px: Vec<[f64; 4]> =
-        (0..w * h).map(|p| [0, 1, 2, 3].map(|c| src.channel(p * 4 + c) as f64 / max)).collect();
+    let mut px: Vec<[f64; 4]> = (0..w * h).map(|p| [0, 1, 2, 3].map(|c| src.channel(p * 4 + c) as f64 / max)).collect();
     for op in ops {
         match *op {
             Op::Exposure { stops } => px.iter_mut().for_each(|p| (0..3).for_each(|c| p[c] *= 2f64.powf(stops))),
@@ -127,7 +127,8 @@ pub fn assert_close(actual: &HostFrame, expected: &HostFrame, what: &str) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/failures");
         std::fs::create_dir_all(&dir).ok();
         let name: String = what.chars().map(|c| if c.is_alphanumeric() { c } else { '_' }).collect();
-        let _ = image::RgbaImage::from_raw(actual.width, actual.height, to8(actual)).map(|i| i.save(dir.join(format!("{name}.png"))));
+        let _ = image::RgbaImage::from_raw(actual.width, actual.height, to8(actual))
+            .map(|i| i.save(dir.join(format!("{name}.png"))));
         panic!(
             "{what}: max diff {max_diff} at channel {worst} (pixel {}, got {} want {}), {:.3} % of channels differ; actual written to tests/failures/",
             worst / 4,
@@ -139,7 +140,9 @@ pub fn assert_close(actual: &HostFrame, expected: &HostFrame, what: &str) {
 }
 
 fn to8(f: &HostFrame) -> Vec<u8> {
-    (0..f.channel_count()).map(|i| if f.format == PixelFormat::Rgba8 { f.channel(i) as u8 } else { (f.channel(i) >> 8) as u8 }).collect()
+    (0..f.channel_count())
+        .map(|i| if f.format == PixelFormat::Rgba8 { f.channel(i) as u8 } else { (f.channel(i) >> 8) as u8 })
+        .collect()
 }
 
 /// A GPU backend on any adapter (software included). In CI (`CI=true`) a
