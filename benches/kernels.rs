@@ -47,7 +47,7 @@ fn kernels(c: &mut Criterion) {
     for name in list("FRAMEPIPE_BENCH_BACKENDS", "gpu,cpu") {
         match name.as_str() {
             "cpu" => backends.push(("cpu".into(), Backend::Cpu)),
-            "gpu" => match GpuBackend::new(&GpuOptions::default()) {
+            "gpu" => match GpuBackend::new(&GpuOptions::default(), framepipe::ledger::Ledger::unlimited()) {
                 Ok(g) => {
                     let label = if g.adapter().software { "gpu-software" } else { "gpu" };
                     eprintln!("gpu: {} (timestamps: {})", g.adapter().name, g.adapter().timestamps);

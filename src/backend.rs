@@ -1,8 +1,11 @@
 //! Choosing between the GPU and CPU backends.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::gpu::{GpuBackend, GpuOptions};
 use crate::io::HostFrame;
+use crate::ledger::Ledger;
 use crate::ops::{Plan, process_cpu};
 
 /// Which backend the user asked for.
@@ -26,18 +29,19 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Opens `kind`. For `Auto` without a hardware GPU, returns the CPU
-    /// backend and the one-line notice saying why.
+    /// Opens `kind`; GPU buffers are counted by `ledger`. For `Auto`
+    /// without a hardware GPU, returns the CPU backend and the one-line
+    /// notice saying why.
     ///
     /// # Errors
     /// [`Error::Gpu`] when `Gpu` was asked for and no adapter qualifies.
-    pub fn open(kind: BackendKind, adapter: Option<&str>) -> Result<(Backend, Option<String>)> {
+    pub fn open(kind: BackendKind, adapter: Option<&str>, ledger: Arc<Ledger>) -> Result<(Backend, Option<String>)> {
         let options =
             |hardware_only| GpuOptions { adapter: adapter.map(str::to_string), hardware_only, ..Default::default() };
         match kind {
             BackendKind::Cpu => Ok((Backend::Cpu, None)),
-            BackendKind::Gpu => Ok((Backend::Gpu(Box::new(GpuBackend::new(&options(false))?)), None)),
-            BackendKind::Auto => match GpuBackend::new(&options(true)) {
+            BackendKind::Gpu => Ok((Backend::Gpu(Box::new(GpuBackend::new(&options(false), ledger)?)), None)),
+            BackendKind::Auto => match GpuBackend::new(&options(true), ledger) {
                 Ok(gpu) => Ok((Backend::Gpu(Box::new(gpu)), None)),
                 Err(Error::Gpu(why)) => Ok((Backend::Cpu, Some(format!("using the CPU backend: {why}")))),
                 Err(e) => Err(e),

@@ -1,18 +1,21 @@
-//! Running a job: a sequence in, an op graph, frames out.
+//! The engine and its jobs: a sequence in, an op graph, frames out.
 //!
-//! This is the one-frame-at-a-time path: decode, process, encode, write,
-//! next. It is simple enough to be obviously right, which makes it the
-//! oracle that a pipelined engine must match byte for byte.
+//! [`Engine::run`] is the pipelined path (see [`crate::pipeline`]).
+//! [`Engine::run_sequential`] is the one-frame-at-a-time path: decode,
+//! process, encode, write, next. It is simple enough to be obviously right,
+//! which makes it the oracle the pipelined path must match byte for byte.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, decode_file, write_frame_atomic};
+use crate::ledger::{DEFAULT_BUDGET, Ledger};
 use crate::ops::{Affine, OpGraph, Plan};
+use crate::pool::PoolSize;
 use crate::report::{FrameFailure, FrameRecord, Report};
 use crate::sequence::{FramePattern, FrameSpec, MissingPolicy, Sequence};
 
@@ -47,6 +50,9 @@ pub struct Job {
     pub encode: EncodeOptions,
     /// Decoder allocation bounds.
     pub limits: DecodeLimits,
+    /// Test hook: panic in this stage at this frame number.
+    #[doc(hidden)]
+    pub inject_panic: Option<(crate::pipeline::Stage, u64)>,
 }
 
 impl Job {
@@ -62,7 +68,142 @@ impl Job {
             on_error: ErrorPolicy::Stop,
             encode: EncodeOptions::default(),
             limits: DecodeLimits::default(),
+            inject_panic: None,
         }
+    }
+}
+
+/// How to build an [`Engine`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Which backend. By default, [`BackendKind::Auto`].
+    pub backend: BackendKind,
+    /// Adapter name filter. By default, none.
+    pub adapter: Option<String>,
+    /// Hard ceiling on GPU bytes. By default, 2 GiB ([`DEFAULT_BUDGET`]).
+    pub vram_budget: u64,
+    /// Decode and encode threads; 0 means one per core. By default, 0.
+    pub threads: usize,
+    /// Frame slots. By default, [`PoolSize::Auto`].
+    pub pool: PoolSize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            backend: BackendKind::Auto,
+            adapter: None,
+            vram_budget: DEFAULT_BUDGET,
+            threads: 0,
+            pool: PoolSize::Auto,
+        }
+    }
+}
+
+/// An opened backend with its VRAM ledger, ready to run jobs.
+///
+/// # Examples
+///
+/// ```no_run
+/// use framepipe::{Cancel, Engine, EngineConfig, Job, Op, OpGraph};
+///
+/// let mut engine = Engine::new(EngineConfig { vram_budget: 4 << 30, ..Default::default() })?;
+/// let graph = OpGraph::new(vec![Op::Saturation { saturation: 0.8 }, Op::Blur { sigma: 2.0 }])?;
+/// let job = Job::new("plates/shot_%04d.png", "graded/shot_%04d.png", graph);
+/// let prepared = framepipe::prepare(&job)?;
+/// let cancel = Cancel::default(); // clone it to another thread to stop the run
+/// let report = engine.run(&job, &prepared, &cancel, &mut |p| println!("{p:?}"))?;
+/// println!("{} (ledger peak {} bytes)", report.summary(), engine.ledger().peak());
+/// # Ok::<(), framepipe::Error>(())
+/// ```
+pub struct Engine {
+    config: EngineConfig,
+    backend: Backend,
+    ledger: std::sync::Arc<Ledger>,
+    notice: Option<String>,
+}
+
+impl Engine {
+    /// Opens the backend the config asks for.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when a GPU was required and none qualifies.
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        let ledger = Ledger::new(config.vram_budget);
+        let (backend, notice) = Backend::open(config.backend, config.adapter.as_deref(), ledger.clone())?;
+        Ok(Engine { config, backend, ledger, notice })
+    }
+
+    /// Why `auto` fell back to the CPU, if it did.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The ledger counting every GPU byte.
+    pub fn ledger(&self) -> &std::sync::Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The config it was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Decode/encode threads (the config's, or one per core).
+    pub fn threads(&self) -> usize {
+        match self.config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Runs a prepared job with every stage at once over the slot pool.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] when not even one slot fits; [`Error::Panic`] when
+    /// a stage panicked (all threads are joined first). Per-frame failures
+    /// are in the report.
+    pub fn run(
+        &mut self,
+        job: &Job,
+        prepared: &PreparedJob,
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Report> {
+        let threads = self.threads();
+        crate::pipeline::run(
+            job,
+            prepared,
+            &mut self.backend,
+            &self.ledger,
+            threads,
+            self.config.pool,
+            cancel,
+            progress,
+        )
+    }
+
+    /// Runs a prepared job one frame at a time (the oracle).
+    ///
+    /// # Errors
+    /// As [`Engine::run`].
+    pub fn run_sequential(
+        &mut self,
+        job: &Job,
+        prepared: &PreparedJob,
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Report> {
+        let mut report = run_sequential(job, prepared, &mut self.backend, cancel, progress)?;
+        report.vram_budget = self.ledger.budget();
+        report.vram_peak = self.ledger.peak();
+        report.rss_peak = crate::report::peak_rss();
+        Ok(report)
     }
 }
 
@@ -156,7 +297,7 @@ pub enum Progress<'a> {
     },
 }
 
-fn is_identity(plan: &Plan) -> bool {
+pub(crate) fn is_identity(plan: &Plan) -> bool {
     plan.passes.is_empty() && plan.pre == Affine::IDENTITY
 }
 
@@ -165,7 +306,7 @@ fn is_identity(plan: &Plan) -> bool {
 /// # Errors
 /// Only errors that concern the whole run; per-frame failures are in the
 /// report (`failures`) and, with [`ErrorPolicy::Stop`], end the run early.
-pub fn run(
+fn run_sequential(
     job: &Job,
     prepared: &PreparedJob,
     backend: &mut Backend,
@@ -182,12 +323,16 @@ pub fn run(
         ops: job.graph.describe(),
         backend: backend.name().into(),
         device: backend.device_name(),
+        mode: "sequential".into(),
+        threads: 1,
+        pool_size: 1,
         ..Default::default()
     };
     let mut expected: Option<(u32, u32, crate::io::PixelFormat)> = None;
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
         if cancel.is_cancelled() {
             report.frames_skipped = total - i;
+            report.cancelled = true;
             break;
         }
         let result = (|| -> Result<FrameRecord> {

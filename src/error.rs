@@ -86,6 +86,12 @@ pub enum Error {
     /// No usable GPU adapter, or the GPU reported an error.
     #[error("gpu: {0}")]
     Gpu(String),
+    /// A GPU allocation would cross the VRAM budget.
+    #[error("vram budget: {0}")]
+    Budget(String),
+    /// A pipeline stage panicked; the run was stopped.
+    #[error("{0}")]
+    Panic(String),
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -117,6 +123,7 @@ impl Error {
                 | Error::OutputExists(_)
                 | Error::OutputIsInput(_)
                 | Error::OutputDir { .. }
+                | Error::Budget(_)
         )
     }
 }

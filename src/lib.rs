@@ -11,14 +11,16 @@
 //! Grade a sequence from Rust, on whatever backend is available:
 //!
 //! ```no_run
-//! use framepipe::{Backend, BackendKind, Cancel, Job, Op, OpGraph};
+//! use framepipe::{Cancel, Engine, EngineConfig, Job, Op, OpGraph, Progress};
 //!
 //! let graph = OpGraph::new(vec![Op::Exposure { stops: 0.5 }, Op::Blur { sigma: 4.0 }])?;
 //! let job = Job::new("plates/shot_%04d.png", "graded/shot_%04d.png", graph);
 //! let prepared = framepipe::prepare(&job)?;
-//! let (mut backend, notice) = Backend::open(BackendKind::Auto, None)?;
-//! if let Some(n) = notice { eprintln!("{n}"); }
-//! let report = framepipe::run(&job, &prepared, &mut backend, &Cancel::default(), &mut |_| {})?;
+//! let mut engine = Engine::new(EngineConfig::default())?; // auto backend, 2 GiB VRAM budget
+//! if let Some(n) = engine.notice() { eprintln!("{n}"); }
+//! let report = engine.run(&job, &prepared, &Cancel::default(), &mut |p| {
+//!     if let Progress::Done { finished, total, .. } = p { eprintln!("{finished}/{total}"); }
+//! })?;
 //! println!("{}", report.summary());
 //! # Ok::<(), framepipe::Error>(())
 //! ```
@@ -45,12 +47,16 @@ pub mod error;
 pub mod generate;
 pub mod gpu;
 pub mod io;
+pub mod ledger;
 pub mod ops;
+pub mod pipeline;
+pub mod pool;
 pub mod report;
 pub mod sequence;
+pub mod timeline;
 
 pub use backend::{Backend, BackendKind};
-pub use engine::{Cancel, ErrorPolicy, Job, PreparedJob, Progress, prepare, run};
+pub use engine::{Cancel, Engine, EngineConfig, ErrorPolicy, Job, PreparedJob, Progress, prepare};
 pub use error::{Error, Result};
 pub use io::{HostFrame, PixelFormat};
 pub use ops::{Op, OpGraph, Plan, load_preset, process_cpu};

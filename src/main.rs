@@ -8,9 +8,11 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
 use framepipe::io::{EncodeOptions, PngCompression};
+use framepipe::ledger::{DEFAULT_BUDGET, parse_bytes};
+use framepipe::pool::PoolSize;
 use framepipe::{
-    Backend, BackendKind, Cancel, Error, ErrorPolicy, FrameSpec, Job, MissingPolicy, Op, OpGraph, PixelFormat,
-    Progress, Report,
+    BackendKind, Cancel, Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, MissingPolicy, Op, OpGraph,
+    PixelFormat, Progress, Report,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -134,9 +136,24 @@ struct RunArgs {
     /// JPEG quality, 1-100.
     #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
     jpeg_quality: u8,
+    /// Hard ceiling on GPU memory: 512MiB, 2GiB, 1.5GB.
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
+    vram_budget: u64,
+    /// Frame slots in flight: a number, or auto (as many as fit the budget, capped at threads + 2).
+    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    pool: PoolSize,
+    /// Decode and encode threads (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Process one frame at a time instead of pipelining (the reference path).
+    #[arg(long)]
+    sequential: bool,
     /// Write a JSON report of the run.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write an SVG timeline: one lane per stage, pool occupancy as an area.
+    #[arg(long, value_name = "FILE.svg")]
+    timeline: Option<PathBuf>,
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
@@ -214,6 +231,10 @@ fn quiet_mesa_wsi() {
     }
 }
 
+fn parse_budget(s: &str) -> Result<u64, String> {
+    parse_bytes(s).map_err(|e| e.to_string())
+}
+
 fn parse_list<const N: usize>(what: &str, s: &str) -> Result<[f64; N], Error> {
     let bad = || Error::invalid(what, s, format!("{N} comma-separated numbers"));
     let v: Vec<f64> = s.split(',').map(|x| x.trim().parse::<f64>().map_err(|_| bad())).collect::<Result<_, _>>()?;
@@ -266,10 +287,20 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
     job.on_error = opts.on_error;
     job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
     let prepared = framepipe::prepare(&job)?;
-    let (mut backend, notice) = Backend::open(opts.backend, opts.adapter.as_deref())?;
-    if let Some(n) = notice.filter(|_| !opts.quiet) {
+    let mut engine = Engine::new(EngineConfig {
+        backend: opts.backend,
+        adapter: opts.adapter.clone(),
+        vram_budget: opts.vram_budget,
+        threads: opts.threads,
+        pool: opts.pool,
+    })?;
+    if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         eprintln!("notice: {n}");
     }
+    let cancel = Cancel::default();
+    let on_interrupt = cancel.clone();
+    // A second Ctrl-C is the shell's: the handler only asks the run to stop.
+    let _ = ctrlc::set_handler(move || on_interrupt.cancel());
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(total as u64);
@@ -306,7 +337,11 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
             }
         }
     };
-    let report = framepipe::run(&job, &prepared, &mut backend, &Cancel::default(), &mut on_progress)?;
+    let report = if opts.sequential {
+        engine.run_sequential(&job, &prepared, &cancel, &mut on_progress)?
+    } else {
+        engine.run(&job, &prepared, &cancel, &mut on_progress)?
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -316,7 +351,17 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
     if let Some(path) = &opts.json {
         write_json(path, &report)?;
     }
-    Ok(if report.failures.is_empty() && report.frames_skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    if let Some(path) = &opts.timeline {
+        let svg = framepipe::timeline::render_svg(&report);
+        std::fs::write(path, svg).map_err(|source| Error::Io { path: path.clone(), source })?;
+    }
+    Ok(if report.cancelled {
+        ExitCode::from(130)
+    } else if report.failures.is_empty() && report.frames_skipped == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn write_json(path: &Path, report: &Report) -> Result<(), Error> {
@@ -410,10 +455,19 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         on_error: ErrorPolicy::Stop,
         png_compression: PngCompression::Fast,
         jpeg_quality: 95,
+        vram_budget: DEFAULT_BUDGET,
+        pool: PoolSize::Auto,
+        threads: 0,
+        sequential: false,
         json: Some(dir.join("report.json")),
+        timeline: Some(dir.join("timeline.svg")),
         quiet: false,
     };
     let code = run_job(&job, &run)?;
-    eprintln!("sources: {plates}\ngraded:  {graded}\nreport:  {}", dir.join("report.json").display());
+    eprintln!(
+        "sources:  {plates}\ngraded:   {graded}\nreport:   {}\ntimeline: {}",
+        dir.join("report.json").display(),
+        dir.join("timeline.svg").display()
+    );
     Ok(code)
 }

@@ -30,6 +30,43 @@ pub struct FrameFailure {
     pub error: String,
 }
 
+/// Time one pipeline stage spent working and waiting.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StageReport {
+    /// `read`, `decode`, `gpu`/`compute`, `encode`.
+    pub name: String,
+    /// Threads running the stage.
+    pub workers: usize,
+    /// Items it handled.
+    pub frames: usize,
+    /// Seconds working, summed over workers.
+    pub busy_s: f64,
+    /// Seconds waiting for input, summed over workers.
+    pub wait_input_s: f64,
+    /// Seconds waiting to hand output on (a full queue, or a free slot for
+    /// `read`), summed over workers.
+    pub wait_output_s: f64,
+    /// Busy time per item, ms.
+    pub busy_ms_per_frame: f64,
+    /// Busy time ÷ (workers × wall time).
+    pub utilization: f64,
+}
+
+/// One stage working on one frame, for the timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Interval {
+    /// Stage name.
+    pub stage: String,
+    /// Worker index within the stage.
+    pub worker: usize,
+    /// Start, seconds since the run began.
+    pub start: f64,
+    /// End, seconds since the run began.
+    pub end: f64,
+    /// Frame number.
+    pub frame: u64,
+}
+
 /// What a run did, for the summary line and `--json`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
@@ -55,8 +92,48 @@ pub struct Report {
     pub fps: f64,
     /// Frame size and format, e.g. "7680x4320 RGBA8".
     pub frame: String,
-    /// Per-frame timings.
+    /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
+    /// `pipelined` or `sequential`.
+    pub mode: String,
+    /// Decode and encode threads.
+    pub threads: usize,
+    /// Frame slots in the pool.
+    pub pool_size: usize,
+    /// Ledger bytes of one slot.
+    pub slot_bytes: u64,
+    /// The VRAM budget, bytes.
+    pub vram_budget: u64,
+    /// Most GPU bytes held at once (the ledger's peak).
+    pub vram_peak: u64,
+    /// Peak resident host memory of the process, bytes (Linux; 0 elsewhere).
+    pub rss_peak: u64,
+    /// Per-stage statistics.
+    pub stages: Vec<StageReport>,
+    /// The stage with the most busy time per worker.
+    pub bottleneck: String,
+    /// frames × bottleneck busy per frame ÷ its workers ÷ wall time.
+    pub efficiency: f64,
+    /// Seconds the reader waited for a free slot.
+    pub slot_wait_s: f64,
+    /// `(seconds, slots in use)` samples.
+    pub occupancy: Vec<(f64, u32)>,
+    /// Stage activity, for the timeline chart.
+    pub intervals: Vec<Interval>,
+    /// True when the run was cancelled.
+    pub cancelled: bool,
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`), 0 where unknown.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl Report {
@@ -88,6 +165,18 @@ impl Report {
                 s += &format!(" (GPU kernels {g:.2} ms)");
             }
             s += ".";
+        }
+        if !self.bottleneck.is_empty() {
+            s += &format!(
+                " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slots, VRAM peak {} of {}; host RSS peak {}.",
+                self.bottleneck,
+                100.0 * self.stages.iter().find(|st| st.name == self.bottleneck).map_or(0.0, |st| st.utilization),
+                100.0 * self.efficiency,
+                self.pool_size,
+                crate::ledger::human_bytes(self.vram_peak),
+                crate::ledger::human_bytes(self.vram_budget),
+                crate::ledger::human_bytes(self.rss_peak),
+            );
         }
         if !self.failures.is_empty() {
             s += &format!(" {} frame(s) failed.", self.failures.len());

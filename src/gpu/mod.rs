@@ -28,6 +28,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::io::{HostFrame, PixelFormat};
+use crate::ledger::{Ledger, Reservation};
 use crate::ops::{Affine, Plan};
 
 /// Bytes of f32 RGBA per pixel in the scratch buffers.
@@ -37,6 +38,33 @@ const SCRATCH_BPP: u64 = 16;
 /// blurs, else only the packed pixels.
 fn band_bpp(plan: &Plan, format: PixelFormat) -> u64 {
     if plan.passes.is_empty() { format.bytes_per_pixel() as u64 } else { SCRATCH_BPP }
+}
+
+/// Width, height and pixel format: what sizes every frame buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrameShape {
+    /// Pixels per row.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// Channel depth.
+    pub format: PixelFormat,
+}
+
+impl FrameShape {
+    /// The shape of a frame.
+    pub fn of(frame: &HostFrame) -> Self {
+        FrameShape { width: frame.width, height: frame.height, format: frame.format }
+    }
+
+    /// Bytes of one packed frame.
+    pub fn frame_bytes(&self) -> u64 {
+        self.row_bytes() * self.height as u64
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.width as u64 * self.format.bytes_per_pixel() as u64
+    }
 }
 
 /// How to open the GPU backend.
@@ -52,6 +80,9 @@ pub struct GpuOptions {
 }
 
 /// A device with compiled kernels, ready to process frames.
+///
+/// One thread owns it and does all submission and polling; frame slots
+/// ([`GpuSlot`]) travel between threads and are filled by decoders.
 pub struct GpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -60,28 +91,86 @@ pub struct GpuBackend {
     why: String,
     binding_limit: u64,
     max_buffer: u64,
+    uniform_align: u64,
     timestamps: bool,
-    buffers: Option<BandBuffers>,
+    ledger: Arc<Ledger>,
+    compute: Option<Compute>,
+    /// The slot `process` uses for one-off frames.
+    own_slot: Option<GpuSlot>,
     error: Arc<Mutex<Option<String>>>,
 }
 
-/// The buffers of one band shape, kept while frames keep that shape.
-struct BandBuffers {
-    key: (u32, PixelFormat, u32, bool),
-    /// Packed rows in and out (STORAGE | COPY_SRC | COPY_DST).
-    packed: wgpu::Buffer,
+/// Buffers the kernels work in, shared by every slot: only the owning
+/// thread runs kernels, one frame at a time, so one set is enough.
+struct Compute {
+    shape: FrameShape,
+    plan: Plan,
+    banding: Banding,
+    /// Packed band rows in and out (STORAGE | COPY_SRC | COPY_DST).
+    packed: LedgerBuffer,
     /// f32 intermediates, only for plans that blur.
-    scratch: Option<[wgpu::Buffer; 2]>,
-    upload: wgpu::Buffer,
-    readback: wgpu::Buffer,
+    scratch: Option<[LedgerBuffer; 2]>,
+    /// One weight table per blur pass.
+    weights: Vec<LedgerBuffer>,
     timer: Option<Timer>,
-    bytes: u64,
 }
 
 struct Timer {
     set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    read: wgpu::Buffer,
+    resolve: LedgerBuffer,
+    read: LedgerBuffer,
+    _reservation: Reservation,
+}
+
+/// A buffer and the ledger bytes it holds.
+struct LedgerBuffer {
+    buffer: wgpu::Buffer,
+    _reservation: Reservation,
+}
+
+/// One kernel launch: (band, pipeline, (binding, buffer, uniform offset)
+/// for each binding, workgroups in x and y).
+type Dispatch<'a> = (usize, &'a wgpu::ComputePipeline, Vec<(u32, &'a wgpu::Buffer, u64)>, (u32, u32));
+
+/// Host-visible staging for one frame in flight: decoded pixels go into
+/// `upload` (kept mapped while the slot is free), results come back through
+/// `readback`. A pool of these is what bounds frames in flight, in VRAM
+/// (well, mapped memory the driver counts) and in host memory alike.
+pub struct GpuSlot {
+    shape: FrameShape,
+    upload: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    _reservation: Reservation,
+}
+
+impl GpuSlot {
+    /// The frame shape this slot holds.
+    pub fn shape(&self) -> FrameShape {
+        self.shape
+    }
+
+    /// Bytes this slot holds against the ledger.
+    pub fn bytes(&self) -> u64 {
+        self._reservation.bytes()
+    }
+
+    /// Copies a decoded frame's packed pixels into the mapped upload
+    /// buffer. Any thread may call this.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] if the data does not match the slot or it is not mapped.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        if data.len() as u64 != self.shape.frame_bytes() {
+            return Err(Error::Gpu(format!(
+                "frame of {} bytes does not fit a {}-byte slot",
+                data.len(),
+                self.shape.frame_bytes()
+            )));
+        }
+        let mut view = self.upload.get_mapped_range_mut(..).map_err(|e| Error::Gpu(format!("upload staging: {e}")))?;
+        view.slice(..).copy_from_slice(data);
+        Ok(())
+    }
 }
 
 /// The band layout of a frame under a binding limit.
@@ -91,7 +180,7 @@ pub struct Banding {
     pub band_rows: u32,
     /// Context rows each side.
     pub halo: u32,
-    /// Rows the scratch buffers hold (band + both halos, at most the frame).
+    /// Rows the band buffers hold (band + both halos, at most the frame).
     pub scratch_rows: u32,
 }
 
@@ -111,23 +200,29 @@ impl Banding {
         let halo = plan.halo();
         if max_rows <= 2 * halo {
             return Err(Error::Gpu(format!(
-                "blur radius total {halo} px needs {} rows of {width}-px context, more than the {} rows a {} MiB binding holds",
+                "blur radius total {halo} px needs {} rows of {width}-px context, more than the {} rows a {} KiB binding holds",
                 2 * halo + 1,
                 max_rows,
-                limit >> 20
+                limit >> 10
             )));
         }
         let band_rows = max_rows - 2 * halo;
         Ok(Banding { band_rows, halo, scratch_rows: (band_rows + 2 * halo).min(height) })
     }
+
+    /// `(y0, y1)` output row ranges of each band.
+    fn bands(&self, height: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..height).step_by(self.band_rows as usize).map(move |y0| (y0, (y0 + self.band_rows).min(height)))
+    }
 }
 
 impl GpuBackend {
-    /// Opens the best adapter that matches `options`.
+    /// Opens the best adapter that matches `options`; every buffer it makes
+    /// is counted by `ledger`.
     ///
     /// # Errors
     /// [`Error::Gpu`] when no adapter qualifies or the device cannot be created.
-    pub fn new(options: &GpuOptions) -> Result<Self> {
+    pub fn new(options: &GpuOptions, ledger: Arc<Ledger>) -> Result<Self> {
         let instance = instance();
         let (adapter, summary, why) =
             choose(list_adapters(&instance), options.adapter.as_deref(), options.hardware_only)?;
@@ -167,7 +262,10 @@ impl GpuBackend {
             why,
             binding_limit,
             max_buffer: limits.max_buffer_size,
-            buffers: None,
+            uniform_align: limits.min_uniform_buffer_offset_alignment.max(256) as u64,
+            ledger,
+            compute: None,
+            own_slot: None,
             error,
         })
     }
@@ -182,9 +280,9 @@ impl GpuBackend {
         &self.why
     }
 
-    /// Bytes of GPU buffers currently held for frames.
-    pub fn allocated_bytes(&self) -> u64 {
-        self.buffers.as_ref().map_or(0, |b| b.bytes)
+    /// The ledger that counts this backend's buffers.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The band layout this backend would use for a frame.
@@ -195,79 +293,115 @@ impl GpuBackend {
         Banding::new(width, height, format, plan, self.binding_limit)
     }
 
-    /// Runs `plan` on `src`. Returns the frame and the GPU time of its
-    /// compute passes in nanoseconds, where the adapter has timestamps.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] for a layout that cannot fit or a device error.
-    pub fn process(&mut self, src: &HostFrame, plan: &Plan) -> Result<(HostFrame, Option<u64>)> {
-        let banding = self.banding(src.width, src.height, src.format, plan)?;
-        self.ensure_buffers(src, banding, !plan.passes.is_empty())?;
-        let mut out = HostFrame::new(src.width, src.height, src.format, src.has_alpha);
-        let weights: Vec<wgpu::Buffer> = plan
-            .passes
-            .iter()
-            .map(|p| {
-                self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("blur weights"),
-                    contents: bytemuck::cast_slice(&p.kernel.weights),
-                    usage: wgpu::BufferUsages::STORAGE,
-                })
-            })
-            .collect();
-        let mut gpu_ns = self.timestamps.then_some(0u64);
-        let mut y0 = 0;
-        while y0 < src.height {
-            let y1 = (y0 + banding.band_rows).min(src.height);
-            let ns = self.run_band(src, &mut out, plan, &weights, banding, y0, y1)?;
-            if let (Some(total), Some(ns)) = (gpu_ns.as_mut(), ns) {
-                *total += ns;
-            }
-            y0 = y1;
-        }
-        Ok((out, gpu_ns))
+    /// Ledger bytes of one frame slot: upload and readback staging.
+    pub fn slot_bytes(shape: FrameShape) -> u64 {
+        2 * shape.frame_bytes()
     }
 
-    fn ensure_buffers(&mut self, src: &HostFrame, banding: Banding, blur: bool) -> Result<()> {
-        let key = (src.width, src.format, banding.scratch_rows, blur);
-        if self.buffers.as_ref().is_some_and(|b| b.key == key) {
+    /// Ledger bytes of the shared kernel buffers for `shape` and `plan`
+    /// (band buffers, weights, timers), not counting the per-frame uniforms.
+    ///
+    /// # Errors
+    /// As [`Banding::new`].
+    pub fn compute_bytes(&self, shape: FrameShape, plan: &Plan) -> Result<u64> {
+        let banding = self.banding(shape.width, shape.height, shape.format, plan)?;
+        let packed = shape.row_bytes() * banding.scratch_rows as u64;
+        let scratch =
+            if plan.passes.is_empty() { 0 } else { 2 * shape.width as u64 * SCRATCH_BPP * banding.scratch_rows as u64 };
+        let weights: u64 = plan.passes.iter().map(|p| 4 * p.kernel.weights.len() as u64).sum();
+        let timer = if self.timestamps { 32 + 16 } else { 0 };
+        Ok(packed + scratch + weights + timer)
+    }
+
+    fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<LedgerBuffer> {
+        if size > self.max_buffer {
+            return Err(Error::Gpu(format!("{label} of {size} bytes exceeds the adapter's buffer limit")));
+        }
+        let reservation = self.ledger.reserve(size, label)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        Ok(LedgerBuffer { buffer, _reservation: reservation })
+    }
+
+    /// Allocates the shared kernel buffers for `shape` and `plan`, unless
+    /// they are already there.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] or [`Error::Gpu`].
+    pub fn prepare(&mut self, shape: FrameShape, plan: &Plan) -> Result<()> {
+        if self.compute.as_ref().is_some_and(|c| c.shape == shape && c.plan == *plan) {
             return Ok(());
         }
-        self.buffers = None;
-        let packed_bytes = src.row_bytes() as u64 * banding.scratch_rows as u64;
-        let scratch_bytes = if blur { src.width as u64 * SCRATCH_BPP * banding.scratch_rows as u64 } else { 0 };
-        if scratch_bytes > self.max_buffer {
-            return Err(Error::Gpu(format!("a band of {scratch_bytes} bytes exceeds the adapter's buffer limit")));
+        self.compute = None;
+        let banding = self.banding(shape.width, shape.height, shape.format, plan)?;
+        use wgpu::BufferUsages as U;
+        let packed = self.buffer(
+            "packed band",
+            shape.row_bytes() * banding.scratch_rows as u64,
+            U::STORAGE | U::COPY_SRC | U::COPY_DST,
+        )?;
+        let scratch = if plan.passes.is_empty() {
+            None
+        } else {
+            let bytes = shape.width as u64 * SCRATCH_BPP * banding.scratch_rows as u64;
+            Some([self.buffer("scratch a", bytes, U::STORAGE)?, self.buffer("scratch b", bytes, U::STORAGE)?])
+        };
+        let mut weights = Vec::new();
+        for pass in &plan.passes {
+            let w = self.buffer("blur weights", 4 * pass.kernel.weights.len() as u64, U::STORAGE | U::COPY_DST)?;
+            self.queue.write_buffer(&w.buffer, 0, bytemuck::cast_slice(&pass.kernel.weights));
+            weights.push(w);
         }
-        let make = |label, size, usage| {
+        let timer = if self.timestamps {
+            Some(Timer {
+                set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("frame timer"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                }),
+                resolve: self.buffer("timer resolve", 16, U::QUERY_RESOLVE | U::COPY_SRC)?,
+                read: self.buffer("timer read", 16, U::MAP_READ | U::COPY_DST)?,
+                _reservation: self.ledger.reserve(16, "timer queries")?,
+            })
+        } else {
+            None
+        };
+        self.compute = Some(Compute { shape, plan: plan.clone(), banding, packed, scratch, weights, timer });
+        self.check_error()
+    }
+
+    /// A new frame slot for `shape`, mapped and ready to be written.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
+    pub fn new_slot(&self, shape: FrameShape) -> Result<GpuSlot> {
+        let bytes = shape.frame_bytes();
+        if bytes > self.max_buffer {
+            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
+        }
+        let reservation = self.ledger.reserve(Self::slot_bytes(shape), "one frame slot (upload + readback staging)")?;
+        let make = |label, usage| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size,
+                size: bytes,
                 usage,
                 mapped_at_creation: false,
             })
         };
         use wgpu::BufferUsages as U;
-        let timer = self.timestamps.then(|| Timer {
-            set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("band timer"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            }),
-            resolve: make("timer resolve", 16, U::QUERY_RESOLVE | U::COPY_SRC),
-            read: make("timer read", 16, U::MAP_READ | U::COPY_DST),
-        });
-        self.buffers = Some(BandBuffers {
-            key,
-            packed: make("packed band", packed_bytes, U::STORAGE | U::COPY_SRC | U::COPY_DST),
-            scratch: blur
-                .then(|| [make("scratch a", scratch_bytes, U::STORAGE), make("scratch b", scratch_bytes, U::STORAGE)]),
-            upload: make("upload staging", packed_bytes, U::MAP_WRITE | U::COPY_SRC),
-            readback: make("readback staging", packed_bytes, U::MAP_READ | U::COPY_DST),
-            timer,
-            bytes: 3 * packed_bytes + if blur { 2 * scratch_bytes } else { 0 },
-        });
-        self.check_error()
+        let slot = GpuSlot {
+            shape,
+            upload: make("upload staging", U::MAP_WRITE | U::COPY_SRC),
+            readback: make("readback staging", U::MAP_READ | U::COPY_DST),
+            _reservation: reservation,
+        };
+        self.map(&slot.upload, wgpu::MapMode::Write)?;
+        self.check_error()?;
+        Ok(slot)
     }
 
     fn check_error(&self) -> Result<()> {
@@ -277,10 +411,10 @@ impl GpuBackend {
         }
     }
 
-    /// Maps `buffer` and waits for it.
-    fn map(&self, buffer: &wgpu::Buffer, mode: wgpu::MapMode, size: u64) -> Result<()> {
+    /// Maps all of `buffer` and waits for it.
+    fn map(&self, buffer: &wgpu::Buffer, mode: wgpu::MapMode) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
-        buffer.map_async(mode, 0..size, move |r| {
+        buffer.map_async(mode, .., move |r| {
             let _ = tx.send(r);
         });
         self.device
@@ -291,146 +425,209 @@ impl GpuBackend {
             .map_err(|e| Error::Gpu(format!("buffer map failed: {e}")))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run_band(
-        &self,
-        src: &HostFrame,
-        out: &mut HostFrame,
-        plan: &Plan,
-        weights: &[wgpu::Buffer],
-        banding: Banding,
-        y0: u32,
-        y1: u32,
-    ) -> Result<Option<u64>> {
-        let b = self.buffers.as_ref().expect("buffers allocated");
-        let row_bytes = src.row_bytes() as u64;
-        let load_start = y0.saturating_sub(banding.halo);
-        let load_end = (y1 + banding.halo).min(src.height);
-        let rows = load_end - load_start;
-        let in_bytes = rows as u64 * row_bytes;
-        let out_bytes = (y1 - y0) as u64 * row_bytes;
-
-        // Host → mapped staging.
-        self.map(&b.upload, wgpu::MapMode::Write, in_bytes)?;
-        {
-            let mut view = b.upload.get_mapped_range_mut(0..in_bytes).map_err(|e| Error::Gpu(e.to_string()))?;
-            let start = load_start as usize * row_bytes as usize;
-            view.slice(..).copy_from_slice(&src.data[start..start + in_bytes as usize]);
-        }
-        b.upload.unmap();
-
-        let store_rows = y1 - y0;
-        let first_row = y0 - load_start;
-        let params = |radius: u32, affine: &Affine| {
-            let p = Params {
-                width: src.width,
-                rows,
-                first_row,
-                store_rows,
-                radius,
-                sixteen: (src.format == PixelFormat::Rgba16) as u32,
-                pad: [0; 2],
-                affine: affine.rows_f32(),
-            };
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(&p),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+    /// Runs `plan` on one frame: the slot's upload holds it, and one copy
+    /// of the packed result comes back into `out` (which must be
+    /// `frame_bytes` long). Leaves the slot mapped for its next frame.
+    /// Returns the GPU time of the compute work in ns, where timed.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] or [`Error::Gpu`].
+    pub fn run(&mut self, slot: &GpuSlot, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
+        let shape = slot.shape;
+        self.prepare(shape, plan)?;
+        let c = self.compute.as_ref().expect("prepared");
+        let bands: Vec<(u32, u32)> = c.banding.bands(shape.height).collect();
+        let per_band = 2 * plan.passes.len().max(1) as u64;
+        let params_bytes = self.uniform_align * per_band * bands.len() as u64;
+        let _params_reservation = self.ledger.reserve(params_bytes, "kernel uniforms")?;
+        let mut params = vec![0u8; params_bytes as usize];
+        let mut next_params = 0u64;
+        let mut param = |p: Params| {
+            let at = next_params;
+            params[at as usize..at as usize + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
+            next_params += self.uniform_align;
+            at
         };
-        let bind = |pipeline: &wgpu::ComputePipeline, buffers: &[(u32, &wgpu::Buffer)]| {
-            let entries: Vec<wgpu::BindGroupEntry> = buffers
-                .iter()
-                .map(|(i, buf)| wgpu::BindGroupEntry { binding: *i, resource: buf.as_entire_binding() })
-                .collect();
-            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            })
-        };
-        let groups = |rows: u32| (src.width.div_ceil(kernels::WORKGROUP.0), rows.div_ceil(kernels::WORKGROUP.1));
+        // Record every dispatch first (uniform offsets), then build the buffer.
+        let mut dispatches: Vec<Dispatch<'_>> = Vec::new();
         let k = &self.kernels;
-        let mut dispatches = Vec::new();
-        match &b.scratch {
-            None => {
-                // No blur: halo is zero, so the band's rows are its output rows.
-                let p = params(0, &plan.pre);
-                dispatches.push((&k.color, bind(&k.color, &[(0, &p), (1, &b.packed)]), groups(rows)));
-            }
-            Some([a, other]) => {
-                // `cur` holds the horizontally blurred band; ping-pong after.
-                let (mut cur, mut next) = (a, other);
-                for (i, (pass, w)) in plan.passes.iter().zip(weights).enumerate() {
-                    let r = pass.kernel.radius;
-                    let before = if i == 0 { plan.pre } else { Affine::IDENTITY };
-                    let ph = params(r, &before);
-                    if i == 0 {
-                        let g = bind(&k.blur_h_packed, &[(0, &ph), (1, &b.packed), (2, w), (4, cur)]);
-                        dispatches.push((&k.blur_h_packed, g, groups(rows)));
-                    } else {
-                        let g = bind(&k.blur_h, &[(0, &ph), (2, w), (3, cur), (4, next)]);
-                        dispatches.push((&k.blur_h, g, groups(rows)));
-                        std::mem::swap(&mut cur, &mut next);
-                    }
-                    let pv = params(r, &pass.post);
-                    if i + 1 == plan.passes.len() {
-                        let g = bind(&k.blur_v_packed, &[(0, &pv), (1, &b.packed), (2, w), (3, cur)]);
-                        dispatches.push((&k.blur_v_packed, g, groups(store_rows)));
-                    } else {
-                        let g = bind(&k.blur_v, &[(0, &pv), (2, w), (3, cur), (4, next)]);
-                        dispatches.push((&k.blur_v, g, groups(rows)));
-                        std::mem::swap(&mut cur, &mut next);
+        let row_bytes = shape.row_bytes();
+        let groups = |rows: u32| (shape.width.div_ceil(kernels::WORKGROUP.0), rows.div_ceil(kernels::WORKGROUP.1));
+        let mut copies = Vec::new();
+        for (band, &(y0, y1)) in bands.iter().enumerate() {
+            let load_start = y0.saturating_sub(c.banding.halo);
+            let load_end = (y1 + c.banding.halo).min(shape.height);
+            let rows = load_end - load_start;
+            copies.push((
+                load_start as u64 * row_bytes,
+                rows as u64 * row_bytes,
+                y0 as u64 * row_bytes,
+                (y1 - y0) as u64 * row_bytes,
+            ));
+            let base = Params {
+                width: shape.width,
+                rows,
+                first_row: y0 - load_start,
+                store_rows: y1 - y0,
+                radius: 0,
+                sixteen: (shape.format == PixelFormat::Rgba16) as u32,
+                pad: [0; 2],
+                affine: plan.pre.rows_f32(),
+            };
+            let packed = &c.packed.buffer;
+            match &c.scratch {
+                None => {
+                    let at = param(base);
+                    dispatches.push((band, &k.color, vec![(0, packed, at), (1, packed, 0)], groups(rows)));
+                }
+                Some([a, b]) => {
+                    let (mut cur, mut next) = (&a.buffer, &b.buffer);
+                    for (i, (pass, w)) in plan.passes.iter().zip(&c.weights).enumerate() {
+                        let w = &w.buffer;
+                        let before = if i == 0 { plan.pre } else { Affine::IDENTITY };
+                        let ph = param(Params { radius: pass.kernel.radius, affine: before.rows_f32(), ..base });
+                        if i == 0 {
+                            dispatches.push((
+                                band,
+                                &k.blur_h_packed,
+                                vec![(0, packed, ph), (1, packed, 0), (2, w, 0), (4, cur, 0)],
+                                groups(rows),
+                            ));
+                        } else {
+                            dispatches.push((
+                                band,
+                                &k.blur_h,
+                                vec![(0, packed, ph), (2, w, 0), (3, cur, 0), (4, next, 0)],
+                                groups(rows),
+                            ));
+                            std::mem::swap(&mut cur, &mut next);
+                        }
+                        let pv = param(Params { radius: pass.kernel.radius, affine: pass.post.rows_f32(), ..base });
+                        if i + 1 == plan.passes.len() {
+                            dispatches.push((
+                                band,
+                                &k.blur_v_packed,
+                                vec![(0, packed, pv), (1, packed, 0), (2, w, 0), (3, cur, 0)],
+                                groups(y1 - y0),
+                            ));
+                        } else {
+                            dispatches.push((
+                                band,
+                                &k.blur_v,
+                                vec![(0, packed, pv), (2, w, 0), (3, cur, 0), (4, next, 0)],
+                                groups(rows),
+                            ));
+                            std::mem::swap(&mut cur, &mut next);
+                        }
                     }
                 }
             }
         }
+        let uniforms = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("kernel uniforms"),
+            contents: &params,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let groups_bound: Vec<wgpu::BindGroup> = dispatches
+            .iter()
+            .map(|(_, pipeline, bindings, _)| {
+                let entries: Vec<wgpu::BindGroupEntry> = bindings
+                    .iter()
+                    .map(|&(binding, buffer, offset)| wgpu::BindGroupEntry {
+                        binding,
+                        resource: if binding == 0 {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &uniforms,
+                                offset,
+                                size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                            })
+                        } else {
+                            buffer.as_entire_binding()
+                        },
+                    })
+                    .collect();
+                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                })
+            })
+            .collect();
 
+        slot.upload.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&b.upload, 0, &b.packed, 0, in_bytes);
-        {
-            let timestamp_writes = b.timer.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
-                query_set: &t.set,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
-            });
-            let mut pass =
-                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("band"), timestamp_writes });
-            for (pipeline, group, (gx, gy)) in &dispatches {
-                pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, group, &[]);
-                pass.dispatch_workgroups(*gx, *gy, 1);
+        for (band, &(src_off, src_len, dst_off, dst_len)) in copies.iter().enumerate() {
+            encoder.copy_buffer_to_buffer(&slot.upload, src_off, &c.packed.buffer, 0, src_len);
+            {
+                // Timestamps bracket the first and last band's passes.
+                let timestamp_writes = c.timer.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
+                    query_set: &t.set,
+                    beginning_of_pass_write_index: (band == 0).then_some(0),
+                    end_of_pass_write_index: (band + 1 == copies.len()).then_some(1),
+                });
+                let timestamp_writes = timestamp_writes
+                    .filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some());
+                let mut pass =
+                    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("band"), timestamp_writes });
+                for ((b, pipeline, _, (gx, gy)), group) in dispatches.iter().zip(&groups_bound) {
+                    if *b == band {
+                        pass.set_pipeline(pipeline);
+                        pass.set_bind_group(0, group, &[]);
+                        pass.dispatch_workgroups(*gx, *gy, 1);
+                    }
+                }
             }
+            encoder.copy_buffer_to_buffer(&c.packed.buffer, 0, &slot.readback, dst_off, dst_len);
         }
-        encoder.copy_buffer_to_buffer(&b.packed, 0, &b.readback, 0, out_bytes);
-        if let Some(t) = &b.timer {
-            encoder.resolve_query_set(&t.set, 0..2, &t.resolve, 0);
-            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 16);
+        if let Some(t) = &c.timer {
+            encoder.resolve_query_set(&t.set, 0..2, &t.resolve.buffer, 0);
+            encoder.copy_buffer_to_buffer(&t.resolve.buffer, 0, &t.read.buffer, 0, 16);
         }
         self.queue.submit([encoder.finish()]);
 
-        // Mapped readback → host.
-        self.map(&b.readback, wgpu::MapMode::Read, out_bytes)?;
+        self.map(&slot.readback, wgpu::MapMode::Read)?;
         {
-            let view = b.readback.get_mapped_range(0..out_bytes).map_err(|e| Error::Gpu(e.to_string()))?;
-            let start = y0 as usize * row_bytes as usize;
-            out.data[start..start + out_bytes as usize].copy_from_slice(&view);
+            let view = slot.readback.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
+            out.copy_from_slice(&view);
         }
-        b.readback.unmap();
-        let ns = match &b.timer {
+        slot.readback.unmap();
+        let ns = match &c.timer {
             Some(t) => {
-                self.map(&t.read, wgpu::MapMode::Read, 16)?;
+                self.map(&t.read.buffer, wgpu::MapMode::Read)?;
                 let ticks: [u64; 2] = {
-                    let view = t.read.get_mapped_range(0..16).map_err(|e| Error::Gpu(e.to_string()))?;
+                    let view = t.read.buffer.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
                     bytemuck::pod_read_unaligned(&view)
                 };
-                t.read.unmap();
+                t.read.buffer.unmap();
                 let period = self.queue.get_timestamp_period() as f64;
                 Some((ticks[1].saturating_sub(ticks[0]) as f64 * period) as u64)
             }
             None => None,
         };
+        // Ready for the slot's next frame.
+        self.map(&slot.upload, wgpu::MapMode::Write)?;
         self.check_error()?;
         Ok(ns)
+    }
+
+    /// Runs `plan` on one frame held in host memory. Returns the frame and
+    /// the GPU time of its kernels in nanoseconds, where the adapter has
+    /// timestamps.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] for a layout that cannot fit or a device error;
+    /// [`Error::Budget`] when the ledger refuses the buffers.
+    pub fn process(&mut self, src: &HostFrame, plan: &Plan) -> Result<(HostFrame, Option<u64>)> {
+        let shape = FrameShape::of(src);
+        self.banding(shape.width, shape.height, shape.format, plan)?;
+        if self.own_slot.as_ref().is_none_or(|s| s.shape != shape) {
+            self.own_slot = None;
+            self.own_slot = Some(self.new_slot(shape)?);
+        }
+        let slot = self.own_slot.take().expect("slot");
+        let mut out = HostFrame::new(src.width, src.height, src.format, src.has_alpha);
+        let result = slot.write(&src.data).and_then(|()| self.run(&slot, plan, &mut out.data));
+        self.own_slot = Some(slot);
+        result.map(|ns| (out, ns))
     }
 }

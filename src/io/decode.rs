@@ -49,6 +49,32 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
     Ok(from_dynamic(image))
 }
 
+/// Reads only the header: size and whether the frame decodes to RGBA8 or
+/// RGBA16. Used to size frame slots before any frame is decoded.
+///
+/// # Errors
+/// As [`decode_file`].
+pub fn probe_file(path: &Path, limits: &DecodeLimits) -> Result<(u32, u32, PixelFormat)> {
+    use image::ImageDecoder;
+    let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    if meta.len() == 0 {
+        return Err(fail("file is empty (0 bytes)".into()));
+    }
+    let reader = ImageReader::open(path)
+        .map_err(|source| Error::Io { path: path.to_owned(), source })?
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    let decoder = reader.into_decoder().map_err(|e| fail(one_line(&e.to_string())))?;
+    let (w, h) = decoder.dimensions();
+    if w > limits.max_dimension || h > limits.max_dimension {
+        return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
+    }
+    let color = decoder.color_type();
+    let sixteen = color.bytes_per_pixel() / color.channel_count() > 1;
+    Ok((w, h, if sixteen { PixelFormat::Rgba16 } else { PixelFormat::Rgba8 }))
+}
+
 /// Converts a decoded image to RGBA, keeping its bit depth class.
 pub(crate) fn from_dynamic(image: DynamicImage) -> HostFrame {
     let has_alpha = image.color().has_alpha();

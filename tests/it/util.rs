@@ -148,7 +148,7 @@ fn to8(f: &HostFrame) -> Vec<u8> {
 /// A GPU backend on any adapter (software included). In CI (`CI=true`) a
 /// missing adapter fails the test; elsewhere it prints a notice and skips.
 pub fn gpu(options: GpuOptions) -> Option<GpuBackend> {
-    match GpuBackend::new(&options) {
+    match GpuBackend::new(&options, framepipe::ledger::Ledger::unlimited()) {
         Ok(g) => Some(g),
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("CI=true but no GPU adapter: {e} (install mesa-vulkan-drivers and libvulkan1)")

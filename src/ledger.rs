@@ -1,0 +1,200 @@
+//! The VRAM ledger: one count of every GPU byte the engine allocates,
+//! against a hard budget.
+//!
+//! Frame slots, band scratch, staging buffers, uniforms, timers: each GPU
+//! buffer is created through [`Ledger::reserve`] and holds its
+//! [`Reservation`] for as long as it lives, so the ledger's `current` is
+//! the engine's GPU footprint and `peak` its high-water mark. A reservation
+//! that would cross the budget fails (or, with [`Ledger::reserve_wait`],
+//! waits for a release); it never silently exceeds.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Default VRAM budget: 2 GiB.
+pub const DEFAULT_BUDGET: u64 = 2 << 30;
+
+#[derive(Debug, Default)]
+struct Counts {
+    current: u64,
+    peak: u64,
+}
+
+/// Counts GPU bytes against a budget. Shared as `Arc<Ledger>`.
+#[derive(Debug)]
+pub struct Ledger {
+    budget: u64,
+    counts: Mutex<Counts>,
+    released: Condvar,
+}
+
+impl Ledger {
+    /// A ledger with `budget` bytes.
+    pub fn new(budget: u64) -> Arc<Self> {
+        Arc::new(Ledger { budget, counts: Mutex::default(), released: Condvar::new() })
+    }
+
+    /// A ledger that never refuses (for one-off work outside an engine).
+    pub fn unlimited() -> Arc<Self> {
+        Self::new(u64::MAX)
+    }
+
+    /// The budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes reserved now.
+    pub fn current(&self) -> u64 {
+        self.lock().current
+    }
+
+    /// Most bytes ever reserved at once.
+    pub fn peak(&self) -> u64 {
+        self.lock().peak
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `bytes` for `what`, or fails at once if that would cross
+    /// the budget.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] saying what needed how much and what was left.
+    pub fn reserve(self: &Arc<Self>, bytes: u64, what: &str) -> Result<Reservation> {
+        let mut c = self.lock();
+        self.take(&mut c, bytes, what)
+    }
+
+    /// Like [`Ledger::reserve`], but waits up to `timeout` for releases
+    /// when the budget is momentarily full. Requests larger than the whole
+    /// budget fail at once.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] when it cannot fit in time.
+    pub fn reserve_wait(self: &Arc<Self>, bytes: u64, what: &str, timeout: Duration) -> Result<Reservation> {
+        let mut c = self.lock();
+        if bytes <= self.budget {
+            let (guard, _) = self
+                .released
+                .wait_timeout_while(c, timeout, |c| c.current + bytes > self.budget)
+                .unwrap_or_else(|p| p.into_inner());
+            c = guard;
+        }
+        self.take(&mut c, bytes, what)
+    }
+
+    fn take(self: &Arc<Self>, c: &mut Counts, bytes: u64, what: &str) -> Result<Reservation> {
+        if c.current.saturating_add(bytes) > self.budget {
+            return Err(Error::Budget(format!(
+                "{what} needs {}, but only {} of the {} VRAM budget is free (raise --vram-budget)",
+                human_bytes(bytes),
+                human_bytes(self.budget - c.current),
+                human_bytes(self.budget)
+            )));
+        }
+        c.current += bytes;
+        c.peak = c.peak.max(c.current);
+        Ok(Reservation { ledger: self.clone(), bytes })
+    }
+}
+
+/// Bytes held against a ledger; released on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.ledger.lock().current -= self.bytes;
+        self.ledger.released.notify_all();
+    }
+}
+
+/// Parses `512MiB`, `2GiB`, `1.5GB`, `800M`, or plain bytes.
+///
+/// # Errors
+/// [`Error::InvalidValue`] naming the text.
+pub fn parse_bytes(s: &str) -> Result<u64> {
+    let bad = || Error::invalid("size", s, "a number with a unit: 512MiB, 2GiB, 1.5GB, 800MB");
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// `1.50 GiB`, `12.0 MiB`, `512 B`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.2} {}", UNITS[u]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        for bad in ["", "GiB", "-1GiB", "2 parsecs", "0"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reservations_are_bounded_and_released() {
+        let l = Ledger::new(100);
+        let a = l.reserve(60, "a").unwrap();
+        assert!(l.reserve(41, "b").unwrap_err().to_string().contains("b needs 41 B"));
+        let b = l.reserve(40, "b").unwrap();
+        assert_eq!((l.current(), l.peak()), (100, 100));
+        drop(a);
+        assert_eq!(l.current(), 40);
+        let l2 = l.clone();
+        let waiter = std::thread::spawn(move || l2.reserve_wait(100, "c", Duration::from_secs(5)).map(|r| r.bytes()));
+        std::thread::sleep(Duration::from_millis(50));
+        drop(b);
+        assert_eq!(waiter.join().unwrap().unwrap(), 100);
+        assert_eq!(l.peak(), 100);
+        assert!(l.reserve_wait(101, "d", Duration::from_secs(5)).is_err());
+    }
+}

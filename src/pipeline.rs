@@ -1,0 +1,554 @@
+//! The pipelined engine: read, decode, compute, encode, all at once.
+//!
+//! ```text
+//!  read ──▶ decode ×T ──▶ compute ×1 (GPU owner) ──▶ encode ×T ──▶ files
+//!    │          │ writes into the slot's mapped upload   │
+//!    └─ waits for a free slot ◀── slot freed after readback
+//! ```
+//!
+//! * The reader takes a slot from the [`Pool`] before handing a frame to
+//!   the decoders, so decoding can never run ahead of the slots: that wait
+//!   is the backpressure that bounds VRAM and host memory alike.
+//! * Decoders write the frame straight into the slot's mapped upload buffer
+//!   (the image decoders need a `&mut [u8]` of their own, so it is one copy
+//!   from their output, never `queue.write_buffer`).
+//! * One thread owns the GPU: it submits, polls and reads back, then frees
+//!   the slot and hands the host frame to the encoders. With the CPU
+//!   backend the same thread runs the rayon kernels; with no ops there is
+//!   no compute stage and nothing touches the GPU.
+//! * Stages are joined by bounded channels. Output files may complete out
+//!   of order; each is written atomically.
+//! * A failed frame is reported; with [`ErrorPolicy::Stop`] the reader stops
+//!   and what is in flight drains. A panic in any stage is caught per frame,
+//!   stops the run the same way and surfaces as [`Error::Panic`] once every
+//!   thread has joined. Cancellation stops the reader and drains.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::backend::Backend;
+use crate::engine::{Cancel, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
+use crate::error::{Error, Result};
+use crate::gpu::{FrameShape, GpuBackend, GpuSlot};
+use crate::io::{HostFrame, decode_file, probe_file, write_frame_atomic};
+use crate::ledger::{Ledger, human_bytes};
+use crate::ops::{Plan, process_cpu};
+use crate::pool::{Lease, Pool, PoolSize, auto_cap};
+use crate::report::{FrameFailure, FrameRecord, Interval, Report, StageReport, peak_rss};
+
+/// Pipeline stages, as named in reports and the fault-injection hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Stage {
+    /// Decoding a frame.
+    Decode,
+    /// Running the kernels (GPU or CPU).
+    Compute,
+    /// Encoding and writing a frame.
+    Encode,
+}
+
+/// What a pool slot holds.
+enum SlotKind {
+    /// Mapped GPU staging.
+    Gpu(GpuSlot),
+    /// A permit: the frame lives in host memory.
+    Host,
+}
+
+struct Work {
+    number: u64,
+    input: PathBuf,
+    output: PathBuf,
+    slot: Lease<SlotKind>,
+}
+
+struct Decoded {
+    number: u64,
+    output: PathBuf,
+    /// With a GPU slot, `data` is empty: the pixels are in the slot.
+    frame: HostFrame,
+    slot: Lease<SlotKind>,
+    decode_ms: f64,
+}
+
+struct Processed {
+    number: u64,
+    output: PathBuf,
+    frame: HostFrame,
+    decode_ms: f64,
+    process_ms: f64,
+    gpu_ns: Option<u64>,
+}
+
+enum Event {
+    Done(FrameRecord),
+    Failed(FrameFailure),
+}
+
+/// One worker's clock.
+#[derive(Default)]
+struct Clock {
+    busy: Duration,
+    wait_in: Duration,
+    wait_out: Duration,
+    frames: usize,
+    intervals: Vec<Interval>,
+}
+
+impl Clock {
+    fn work<T>(&mut self, start: Instant, stage: &str, worker: usize, frame: u64, f: impl FnOnce() -> T) -> T {
+        let t0 = Instant::now();
+        let out = f();
+        let t1 = Instant::now();
+        self.busy += t1 - t0;
+        self.frames += 1;
+        self.intervals.push(Interval {
+            stage: stage.into(),
+            worker,
+            start: (t0 - start).as_secs_f64(),
+            end: (t1 - start).as_secs_f64(),
+            frame,
+        });
+        out
+    }
+
+    fn recv<T>(&mut self, rx: &Receiver<T>) -> Option<T> {
+        let t = Instant::now();
+        let v = rx.recv().ok();
+        self.wait_in += t.elapsed();
+        v
+    }
+
+    fn send<T>(&mut self, tx: &Sender<T>, v: T) -> bool {
+        let t = Instant::now();
+        let ok = tx.send(v).is_ok();
+        self.wait_out += t.elapsed();
+        ok
+    }
+}
+
+/// Shared run state.
+struct Shared<'a> {
+    job: &'a Job,
+    plan: Plan,
+    start: Instant,
+    stop: AtomicBool,
+    fatal: Mutex<Option<String>>,
+    cancel: &'a Cancel,
+}
+
+impl Shared<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.cancel.is_cancelled()
+    }
+
+    fn fail(&self, events: &Sender<Event>, number: u64, error: Error) {
+        let fatal = matches!(error, Error::Panic(_) | Error::Gpu(_));
+        if fatal || self.job.on_error == ErrorPolicy::Stop {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        if let Error::Panic(msg) = &error {
+            self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| msg.clone());
+        }
+        let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
+    }
+
+    /// Runs one frame's work for `stage`, turning a panic into an error.
+    fn guarded<T>(&self, stage: Stage, number: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let injected = self.job.inject_panic == Some((stage, number));
+        catch_unwind(AssertUnwindSafe(|| {
+            if injected {
+                panic!("injected test panic");
+            }
+            f()
+        }))
+        .unwrap_or_else(|payload| {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Panic(format!("{stage:?} stage panicked on frame {number}: {msg}")))
+        })
+    }
+}
+
+/// The shape every frame must have: the first frame whose header reads.
+/// Frames before it that cannot be read are failures.
+fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailure>) -> Option<(usize, FrameShape)> {
+    for (i, f) in prepared.sequence.frames.iter().enumerate() {
+        match probe_file(&f.path, &job.limits) {
+            Ok((width, height, format)) => return Some((i, FrameShape { width, height, format })),
+            Err(e) => {
+                failures.push(FrameFailure { number: f.number, error: e.to_string() });
+                if job.on_error == ErrorPolicy::Stop {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+fn describe(shape: FrameShape) -> String {
+    format!("{}x{} {}", shape.width, shape.height, shape.format)
+}
+
+/// Builds the slots: GPU staging counted by the ledger, or host permits.
+fn make_slots(
+    backend: &mut Backend,
+    ledger: &Arc<Ledger>,
+    shape: FrameShape,
+    plan: &Plan,
+    identity: bool,
+    threads: usize,
+    pool: PoolSize,
+) -> Result<(Vec<SlotKind>, u64)> {
+    let cap = auto_cap(threads);
+    let gpu: &mut GpuBackend = match backend {
+        Backend::Gpu(g) if !identity => g,
+        _ => {
+            let n = match pool {
+                PoolSize::Fixed(n) => n,
+                PoolSize::Auto => cap,
+            };
+            return Ok(((0..n).map(|_| SlotKind::Host).collect(), shape.frame_bytes()));
+        }
+    };
+    let fixed = gpu.compute_bytes(shape, plan)?;
+    let slot = GpuBackend::slot_bytes(shape);
+    let budget = ledger.budget();
+    let needed = fixed + slot;
+    if ledger.current() + needed > budget {
+        return Err(Error::Budget(format!(
+            "one {} frame needs {} ({} for its slot's upload + readback staging, {} of kernel buffers), more than the {} budget (raise --vram-budget)",
+            describe(shape),
+            human_bytes(needed),
+            human_bytes(slot),
+            human_bytes(fixed),
+            human_bytes(budget)
+        )));
+    }
+    gpu.prepare(shape, plan)?;
+    let free = budget - ledger.current();
+    let n = match pool {
+        PoolSize::Fixed(n) => n,
+        PoolSize::Auto => ((free / slot) as usize).min(cap).max(1),
+    };
+    let mut slots = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = gpu.new_slot(shape).map_err(|e| match e {
+            Error::Budget(_) => Error::Budget(format!(
+                "{n} slots of {} each do not fit: {i} fit in the {} budget beside {} of kernel buffers",
+                human_bytes(slot),
+                human_bytes(budget),
+                human_bytes(fixed)
+            )),
+            e => e,
+        })?;
+        slots.push(SlotKind::Gpu(s));
+    }
+    Ok((slots, slot))
+}
+
+/// Runs a prepared job pipelined. See the module docs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    job: &Job,
+    prepared: &PreparedJob,
+    backend: &mut Backend,
+    ledger: &Arc<Ledger>,
+    threads: usize,
+    pool_size: PoolSize,
+    cancel: &Cancel,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Report> {
+    let start = Instant::now();
+    let plan = job.graph.plan();
+    let identity = is_identity(&plan);
+    let total = prepared.sequence.frames.len();
+    let threads = threads.max(1);
+    let mut report = Report {
+        input: job.input.clone(),
+        output: job.output.clone(),
+        ops: job.graph.describe(),
+        backend: backend.name().into(),
+        device: backend.device_name(),
+        mode: "pipelined".into(),
+        threads,
+        vram_budget: ledger.budget(),
+        ..Default::default()
+    };
+    let mut early = Vec::new();
+    let probed = probe_shape(job, prepared, &mut early);
+    let mut finished = 0;
+    for failure in &early {
+        finished += 1;
+        progress(Progress::Failed { finished, total, failure });
+    }
+    report.failures = early;
+    let Some((first, shape)) = probed else {
+        report.frames_skipped = total - report.failures.len();
+        report.seconds = start.elapsed().as_secs_f64();
+        return Ok(report);
+    };
+    report.frame = describe(shape);
+    let (slots, slot_bytes) = make_slots(backend, ledger, shape, &plan, identity, threads, pool_size)?;
+    report.pool_size = slots.len();
+    report.slot_bytes = slot_bytes;
+    let pool = Pool::new(slots, start);
+
+    let (events_tx, events_rx) = unbounded::<Event>();
+    let shared = Shared { job, plan, start, stop: AtomicBool::new(false), fatal: Mutex::new(None), cancel };
+    let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
+        .iter()
+        .zip(&prepared.outputs[first..])
+        .map(|(f, o)| (f.number, f.path.clone(), o.clone()))
+        .collect();
+
+    let compute_name =
+        if identity { None } else { Some(if matches!(backend, Backend::Gpu(_)) { "gpu" } else { "compute" }) };
+    let (decode_tx, decode_rx) = bounded::<Work>(threads);
+    let (compute_tx, compute_rx) = bounded::<Decoded>(pool.size());
+    let (encode_tx, encode_rx) = bounded::<Processed>(threads);
+    let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
+    let mut dispatched = 0usize;
+
+    std::thread::scope(|scope| {
+        let shared = &shared;
+        let pool = &pool;
+        let reader = scope.spawn(move || {
+            let mut clock = Clock::default();
+            let mut sent = 0;
+            'frames: for (number, input, output) in work {
+                let t = Instant::now();
+                let slot = loop {
+                    if shared.stopping() {
+                        break 'frames;
+                    }
+                    if let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) {
+                        break slot;
+                    }
+                };
+                clock.wait_out += t.elapsed();
+                if !clock.send(&decode_tx, Work { number, input, output, slot }) {
+                    break;
+                }
+                sent += 1;
+            }
+            (clock, sent)
+        });
+        let decoders: Vec<_> = (0..threads)
+            .map(|worker| {
+                let rx = decode_rx.clone();
+                let to_compute = compute_tx.clone();
+                let to_encode = encode_tx.clone();
+                let events = events_tx.clone();
+                scope.spawn(move || {
+                    let mut clock = Clock::default();
+                    while let Some(w) = clock.recv(&rx) {
+                        let t0 = Instant::now();
+                        let Work { number, input, output, slot } = w;
+                        let result = clock.work(shared.start, "decode", worker, number, || {
+                            shared.guarded(Stage::Decode, number, || {
+                                let mut frame = decode_file(&input, &shared.job.limits)?;
+                                if FrameShape::of(&frame) != shape {
+                                    return Err(Error::FrameMismatch {
+                                        path: input.clone(),
+                                        got: frame.describe(),
+                                        expected: describe(shape),
+                                    });
+                                }
+                                if let SlotKind::Gpu(s) = &*slot {
+                                    s.write(&frame.data)?;
+                                    frame.data = Vec::new();
+                                }
+                                Ok(frame)
+                            })
+                        });
+                        let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+                        match result {
+                            Ok(frame) if compute_name.is_some() => {
+                                let d = Decoded { number, output, frame, slot, decode_ms };
+                                if !clock.send(&to_compute, d) {
+                                    break;
+                                }
+                            }
+                            Ok(frame) => {
+                                drop(slot);
+                                let p = Processed { number, output, frame, decode_ms, process_ms: 0.0, gpu_ns: None };
+                                if !clock.send(&to_encode, p) {
+                                    break;
+                                }
+                            }
+                            Err(e) => shared.fail(&events, number, e),
+                        }
+                    }
+                    clock
+                })
+            })
+            .collect();
+        drop(compute_tx);
+        let compute = compute_name.map(|name| {
+            let to_encode = encode_tx.clone();
+            let events = events_tx.clone();
+            let backend = &mut *backend;
+            scope.spawn(move || {
+                let mut clock = Clock::default();
+                let mut broken = false;
+                while let Some(d) = clock.recv(&compute_rx) {
+                    let Decoded { number, output, frame, slot, decode_ms } = d;
+                    if broken {
+                        continue; // drain without touching a failed device
+                    }
+                    let t0 = Instant::now();
+                    let result = clock.work(shared.start, name, 0, number, || {
+                        shared.guarded(Stage::Compute, number, || match (&mut *backend, &*slot) {
+                            (Backend::Gpu(g), SlotKind::Gpu(s)) => {
+                                let mut out = HostFrame::new(shape.width, shape.height, shape.format, frame.has_alpha);
+                                let ns = g.run(s, &shared.plan, &mut out.data)?;
+                                Ok((out, ns))
+                            }
+                            (_, _) => Ok((process_cpu(&frame, &shared.plan), None)),
+                        })
+                    });
+                    drop(slot); // the frame is back in host memory: free the slot
+                    let process_ms = t0.elapsed().as_secs_f64() * 1e3;
+                    match result {
+                        Ok((frame, gpu_ns)) => {
+                            if !clock
+                                .send(&to_encode, Processed { number, output, frame, decode_ms, process_ms, gpu_ns })
+                            {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
+                            shared.fail(&events, number, e);
+                        }
+                    }
+                }
+                clock
+            })
+        });
+        drop(encode_tx);
+        let encoders: Vec<_> = (0..threads)
+            .map(|worker| {
+                let rx = encode_rx.clone();
+                let events = events_tx.clone();
+                scope.spawn(move || {
+                    let mut clock = Clock::default();
+                    while let Some(p) = clock.recv(&rx) {
+                        let number = p.number;
+                        let t0 = Instant::now();
+                        let result = clock.work(shared.start, "encode", worker, number, || {
+                            shared.guarded(Stage::Encode, number, || {
+                                let job = shared.job;
+                                write_frame_atomic(&p.frame, &p.output, prepared.format, &job.encode, job.overwrite)
+                            })
+                        });
+                        match result {
+                            Ok(()) => {
+                                let record = FrameRecord {
+                                    number,
+                                    output: p.output.display().to_string(),
+                                    decode_ms: p.decode_ms,
+                                    process_ms: p.process_ms,
+                                    gpu_ms: p.gpu_ns.map(|n| n as f64 / 1e6),
+                                    encode_ms: t0.elapsed().as_secs_f64() * 1e3,
+                                    output_bytes: std::fs::metadata(&p.output).map_or(0, |m| m.len()),
+                                };
+                                let _ = events.send(Event::Done(record));
+                            }
+                            Err(e) => shared.fail(&events, number, e),
+                        }
+                    }
+                    clock
+                })
+            })
+            .collect();
+        drop(decode_rx);
+        drop(encode_rx);
+
+        drop(events_tx);
+
+        // This thread reports progress until every stage has hung up.
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        while let Ok(event) = events_rx.recv() {
+            finished += 1;
+            match event {
+                Event::Done(record) => {
+                    done.push(record);
+                    progress(Progress::Done { finished, total, record: done.last().expect("just pushed") });
+                }
+                Event::Failed(failure) => {
+                    failed.push(failure);
+                    progress(Progress::Failed { finished, total, failure: failed.last().expect("just pushed") });
+                }
+            }
+        }
+        let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| {
+            h.join().unwrap_or_else(|_| {
+                let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+                fatal.get_or_insert_with(|| "a pipeline thread panicked".into());
+                Clock::default()
+            })
+        };
+        let (clock, sent) = reader.join().unwrap_or_default();
+        dispatched = sent;
+        clocks.push(("read", vec![clock]));
+        clocks.push(("decode", decoders.into_iter().map(join).collect()));
+        if let (Some(name), Some(h)) = (compute_name, compute) {
+            clocks.push((name, vec![join(h)]));
+        }
+        clocks.push(("encode", encoders.into_iter().map(join).collect()));
+        done.sort_by_key(|r| r.number);
+        report.frames = done;
+        report.failures.extend(failed);
+    });
+
+    let wall = start.elapsed().as_secs_f64();
+    report.seconds = wall;
+    report.frames_written = report.frames.len();
+    report.fps = report.frames_written as f64 / wall.max(1e-9);
+    report.frames_skipped = total - first - dispatched;
+    report.cancelled = cancel.is_cancelled();
+    report.vram_peak = ledger.peak();
+    report.rss_peak = peak_rss();
+    report.occupancy = pool.occupancy().samples();
+    for (name, workers) in clocks {
+        let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();
+        let frames: usize = workers.iter().map(|c| c.frames).sum();
+        let n = workers.len().max(1);
+        if name == "read" {
+            report.slot_wait_s = workers.iter().map(|c| c.wait_out.as_secs_f64()).sum();
+        }
+        report.stages.push(StageReport {
+            name: name.into(),
+            workers: n,
+            frames,
+            busy_s: busy,
+            wait_input_s: workers.iter().map(|c| c.wait_in.as_secs_f64()).sum(),
+            wait_output_s: workers.iter().map(|c| c.wait_out.as_secs_f64()).sum(),
+            busy_ms_per_frame: if frames > 0 { busy * 1e3 / frames as f64 } else { 0.0 },
+            utilization: busy / n as f64 / wall.max(1e-9),
+        });
+        report.intervals.extend(workers.into_iter().flat_map(|c| c.intervals));
+    }
+    if let Some(b) =
+        report.stages.iter().filter(|s| s.name != "read").max_by(|a, b| a.utilization.total_cmp(&b.utilization))
+    {
+        report.bottleneck = b.name.clone();
+        report.efficiency = b.utilization;
+    }
+    if let Some(msg) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(Error::Panic(msg));
+    }
+    Ok(report)
+}

@@ -1,0 +1,170 @@
+//! The frame-slot pool: a fixed set of slots handed out one frame at a time.
+//!
+//! A slot is acquired before its frame is decoded and released once its
+//! pixels are back in host memory (after readback), so the pool size bounds
+//! the frames in flight, and with them host memory as well as VRAM. A
+//! [`Lease`] returns its slot on drop, so a stage that fails, or panics,
+//! never leaks one and never leaves the pipeline waiting for it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+/// How many slots a pool should have.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum PoolSize {
+    /// As many as fit the VRAM budget after fixed costs, at least 2 where
+    /// they fit, capped at [`auto_cap`] where more cannot be used.
+    #[default]
+    Auto,
+    /// Exactly this many (at least 1).
+    Fixed(usize),
+}
+
+impl std::str::FromStr for PoolSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(PoolSize::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => Ok(PoolSize::Fixed(n)),
+            _ => Err(format!("invalid pool size {s:?} (expected auto or 1 to 256)")),
+        }
+    }
+}
+
+impl std::fmt::Display for PoolSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolSize::Auto => f.write_str("auto"),
+            PoolSize::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The most slots `auto` takes for `threads` decode workers.
+///
+/// A slot is held from the start of its frame's decode until its readback,
+/// so at most one per decode worker, plus one on the GPU and one waiting to
+/// be submitted, can ever be busy: more slots than that only sit idle in
+/// VRAM.
+pub fn auto_cap(threads: usize) -> usize {
+    threads + 2
+}
+
+/// A pool of slots of type `T`, shared by the pipeline's threads.
+pub struct Pool<T> {
+    free_tx: Sender<T>,
+    free_rx: Receiver<T>,
+    size: usize,
+    occupancy: Arc<Occupancy>,
+}
+
+/// Slots in use over time, sampled at every acquire and release.
+#[derive(Debug)]
+pub struct Occupancy {
+    start: Instant,
+    samples: Mutex<Vec<(f64, u32)>>,
+    in_use: Mutex<u32>,
+}
+
+impl Occupancy {
+    fn change(&self, delta: i32) {
+        let mut n = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        *n = (*n as i32 + delta) as u32;
+        let t = self.start.elapsed().as_secs_f64();
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).push((t, *n));
+    }
+
+    /// `(seconds since start, slots in use)` after every change.
+    pub fn samples(&self) -> Vec<(f64, u32)> {
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl<T: Send> Pool<T> {
+    /// A pool holding `slots`; `start` is time zero of the occupancy samples.
+    pub fn new(slots: Vec<T>, start: Instant) -> Self {
+        let size = slots.len();
+        let (free_tx, free_rx) = crossbeam_channel::bounded(size.max(1));
+        for s in slots {
+            free_tx.send(s).expect("pool has room for its own slots");
+        }
+        let occupancy = Arc::new(Occupancy { start, samples: Mutex::new(vec![(0.0, 0)]), in_use: Mutex::new(0) });
+        Pool { free_tx, free_rx, size, occupancy }
+    }
+
+    /// Number of slots.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Occupancy samples so far.
+    pub fn occupancy(&self) -> &Arc<Occupancy> {
+        &self.occupancy
+    }
+
+    /// Waits up to `timeout` for a free slot.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Option<Lease<T>> {
+        match self.free_rx.recv_timeout(timeout) {
+            Ok(item) => {
+                self.occupancy.change(1);
+                Some(Lease { item: Some(item), home: self.free_tx.clone(), occupancy: self.occupancy.clone() })
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+}
+
+/// A slot on loan; goes back to its pool when dropped.
+pub struct Lease<T> {
+    item: Option<T>,
+    home: Sender<T>,
+    occupancy: Arc<Occupancy>,
+}
+
+impl<T> std::ops::Deref for Lease<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.item.as_ref().expect("lease holds its slot until dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for Lease<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.item.as_mut().expect("lease holds its slot until dropped")
+    }
+}
+
+impl<T> Drop for Lease<T> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            // The pool may be gone at the end of a run; then the slot just drops.
+            let _ = self.home.send(item);
+            self.occupancy.change(-1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_return_on_drop() {
+        let pool = Pool::new(vec![1, 2], Instant::now());
+        let a = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
+        let b = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
+        assert_eq!(*a + *b, 3);
+        assert!(pool.acquire_timeout(Duration::from_millis(10)).is_none());
+        drop(a);
+        assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
+        let peak = pool.occupancy().samples().iter().map(|s| s.1).max();
+        assert_eq!(peak, Some(2));
+        assert_eq!("auto".parse::<PoolSize>().unwrap(), PoolSize::Auto);
+        assert!("0".parse::<PoolSize>().is_err());
+    }
+}
