@@ -24,8 +24,6 @@ pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, Kernels, Params, shader_so
 
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::io::{HostFrame, PixelFormat};
 use crate::ledger::{Ledger, Reservation};
@@ -105,14 +103,19 @@ pub struct GpuBackend {
 struct Compute {
     shape: FrameShape,
     plan: Plan,
-    banding: Banding,
     /// Packed band rows in and out (STORAGE | COPY_SRC | COPY_DST).
     packed: LedgerBuffer,
-    /// f32 intermediates, only for plans that blur.
-    scratch: Option<[LedgerBuffer; 2]>,
-    /// One weight table per blur pass.
-    weights: Vec<LedgerBuffer>,
+    /// f32 intermediates, only for plans that blur (held for the bind groups).
+    _scratch: Option<[LedgerBuffer; 2]>,
+    /// One weight table per blur pass (held for the bind groups).
+    _weights: Vec<LedgerBuffer>,
     timer: Option<Timer>,
+    /// Every dispatch's uniforms, at aligned offsets; written once.
+    _uniforms: LedgerBuffer,
+    /// Kernel launches, in order: band, pipeline, bind group, workgroups.
+    launches: Vec<(usize, wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
+    /// Per band: (upload offset, length) in, (readback offset, length) out.
+    copies: Vec<(u64, u64, u64, u64)>,
 }
 
 struct Timer {
@@ -128,8 +131,8 @@ struct LedgerBuffer {
     _reservation: Reservation,
 }
 
-/// One kernel launch: (band, pipeline, (binding, buffer, uniform offset)
-/// for each binding, workgroups in x and y).
+/// One kernel launch while recording: band, pipeline, (binding, buffer,
+/// uniform offset) per binding, workgroups in x and y.
 type Dispatch<'a> = (usize, &'a wgpu::ComputePipeline, Vec<(u32, &'a wgpu::Buffer, u64)>, (u32, u32));
 
 /// Host-visible staging for one frame in flight: decoded pixels go into
@@ -310,7 +313,12 @@ impl GpuBackend {
             if plan.passes.is_empty() { 0 } else { 2 * shape.width as u64 * SCRATCH_BPP * banding.scratch_rows as u64 };
         let weights: u64 = plan.passes.iter().map(|p| 4 * p.kernel.weights.len() as u64).sum();
         let timer = if self.timestamps { 32 + 16 } else { 0 };
-        Ok(packed + scratch + weights + timer)
+        Ok(packed + scratch + weights + timer + self.uniform_bytes(shape.height, banding, plan))
+    }
+
+    fn uniform_bytes(&self, height: u32, banding: Banding, plan: &Plan) -> u64 {
+        let per_band = 2 * plan.passes.len().max(1) as u64;
+        self.uniform_align * per_band * height.div_ceil(banding.band_rows) as u64
     }
 
     fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<LedgerBuffer> {
@@ -370,7 +378,18 @@ impl GpuBackend {
         } else {
             None
         };
-        self.compute = Some(Compute { shape, plan: plan.clone(), banding, packed, scratch, weights, timer });
+        let (uniforms, launches, copies) = self.record(shape, plan, banding, &packed, scratch.as_ref(), &weights)?;
+        self.compute = Some(Compute {
+            shape,
+            plan: plan.clone(),
+            packed,
+            _scratch: scratch,
+            _weights: weights,
+            timer,
+            _uniforms: uniforms,
+            launches,
+            copies,
+        });
         self.check_error()
     }
 
@@ -425,21 +444,25 @@ impl GpuBackend {
             .map_err(|e| Error::Gpu(format!("buffer map failed: {e}")))
     }
 
-    /// Runs `plan` on one frame: the slot's upload holds it, and one copy
-    /// of the packed result comes back into `out` (which must be
-    /// `frame_bytes` long). Leaves the slot mapped for its next frame.
-    /// Returns the GPU time of the compute work in ns, where timed.
-    ///
-    /// # Errors
-    /// [`Error::Budget`] or [`Error::Gpu`].
-    pub fn run(&mut self, slot: &GpuSlot, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
-        let shape = slot.shape;
-        self.prepare(shape, plan)?;
-        let c = self.compute.as_ref().expect("prepared");
-        let bands: Vec<(u32, u32)> = c.banding.bands(shape.height).collect();
-        let per_band = 2 * plan.passes.len().max(1) as u64;
-        let params_bytes = self.uniform_align * per_band * bands.len() as u64;
-        let _params_reservation = self.ledger.reserve(params_bytes, "kernel uniforms")?;
+    /// Lays out every band's kernel launches for `shape` and `plan`: the
+    /// uniforms, bind groups and copy ranges are the same for every frame,
+    /// so they are built once here rather than per frame.
+    #[allow(clippy::type_complexity)]
+    fn record(
+        &self,
+        shape: FrameShape,
+        plan: &Plan,
+        banding: Banding,
+        packed: &LedgerBuffer,
+        scratch: Option<&[LedgerBuffer; 2]>,
+        weights: &[LedgerBuffer],
+    ) -> Result<(
+        LedgerBuffer,
+        Vec<(usize, wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
+        Vec<(u64, u64, u64, u64)>,
+    )> {
+        let bands: Vec<(u32, u32)> = banding.bands(shape.height).collect();
+        let params_bytes = self.uniform_bytes(shape.height, banding, plan);
         let mut params = vec![0u8; params_bytes as usize];
         let mut next_params = 0u64;
         let mut param = |p: Params| {
@@ -448,15 +471,15 @@ impl GpuBackend {
             next_params += self.uniform_align;
             at
         };
-        // Record every dispatch first (uniform offsets), then build the buffer.
         let mut dispatches: Vec<Dispatch<'_>> = Vec::new();
         let k = &self.kernels;
         let row_bytes = shape.row_bytes();
         let groups = |rows: u32| (shape.width.div_ceil(kernels::WORKGROUP.0), rows.div_ceil(kernels::WORKGROUP.1));
         let mut copies = Vec::new();
+        let packed = &packed.buffer;
         for (band, &(y0, y1)) in bands.iter().enumerate() {
-            let load_start = y0.saturating_sub(c.banding.halo);
-            let load_end = (y1 + c.banding.halo).min(shape.height);
+            let load_start = y0.saturating_sub(banding.halo);
+            let load_end = (y1 + banding.halo).min(shape.height);
             let rows = load_end - load_start;
             copies.push((
                 load_start as u64 * row_bytes,
@@ -474,70 +497,51 @@ impl GpuBackend {
                 pad: [0; 2],
                 affine: plan.pre.rows_f32(),
             };
-            let packed = &c.packed.buffer;
-            match &c.scratch {
+            match scratch {
                 None => {
                     let at = param(base);
                     dispatches.push((band, &k.color, vec![(0, packed, at), (1, packed, 0)], groups(rows)));
                 }
                 Some([a, b]) => {
                     let (mut cur, mut next) = (&a.buffer, &b.buffer);
-                    for (i, (pass, w)) in plan.passes.iter().zip(&c.weights).enumerate() {
+                    for (i, (pass, w)) in plan.passes.iter().zip(weights).enumerate() {
                         let w = &w.buffer;
                         let before = if i == 0 { plan.pre } else { Affine::IDENTITY };
                         let ph = param(Params { radius: pass.kernel.radius, affine: before.rows_f32(), ..base });
                         if i == 0 {
-                            dispatches.push((
-                                band,
-                                &k.blur_h_packed,
-                                vec![(0, packed, ph), (1, packed, 0), (2, w, 0), (4, cur, 0)],
-                                groups(rows),
-                            ));
+                            let b = vec![(0, packed, ph), (1, packed, 0), (2, w, 0), (4, cur, 0)];
+                            dispatches.push((band, &k.blur_h_packed, b, groups(rows)));
                         } else {
-                            dispatches.push((
-                                band,
-                                &k.blur_h,
-                                vec![(0, packed, ph), (2, w, 0), (3, cur, 0), (4, next, 0)],
-                                groups(rows),
-                            ));
+                            let b = vec![(0, packed, ph), (2, w, 0), (3, cur, 0), (4, next, 0)];
+                            dispatches.push((band, &k.blur_h, b, groups(rows)));
                             std::mem::swap(&mut cur, &mut next);
                         }
                         let pv = param(Params { radius: pass.kernel.radius, affine: pass.post.rows_f32(), ..base });
                         if i + 1 == plan.passes.len() {
-                            dispatches.push((
-                                band,
-                                &k.blur_v_packed,
-                                vec![(0, packed, pv), (1, packed, 0), (2, w, 0), (3, cur, 0)],
-                                groups(y1 - y0),
-                            ));
+                            let b = vec![(0, packed, pv), (1, packed, 0), (2, w, 0), (3, cur, 0)];
+                            dispatches.push((band, &k.blur_v_packed, b, groups(y1 - y0)));
                         } else {
-                            dispatches.push((
-                                band,
-                                &k.blur_v,
-                                vec![(0, packed, pv), (2, w, 0), (3, cur, 0), (4, next, 0)],
-                                groups(rows),
-                            ));
+                            let b = vec![(0, packed, pv), (2, w, 0), (3, cur, 0), (4, next, 0)];
+                            dispatches.push((band, &k.blur_v, b, groups(rows)));
                             std::mem::swap(&mut cur, &mut next);
                         }
                     }
                 }
             }
         }
-        let uniforms = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("kernel uniforms"),
-            contents: &params,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let groups_bound: Vec<wgpu::BindGroup> = dispatches
-            .iter()
-            .map(|(_, pipeline, bindings, _)| {
+        let uniforms =
+            self.buffer("kernel uniforms", params_bytes, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST)?;
+        self.queue.write_buffer(&uniforms.buffer, 0, &params);
+        let launches = dispatches
+            .into_iter()
+            .map(|(band, pipeline, bindings, groups)| {
                 let entries: Vec<wgpu::BindGroupEntry> = bindings
                     .iter()
                     .map(|&(binding, buffer, offset)| wgpu::BindGroupEntry {
                         binding,
                         resource: if binding == 0 {
                             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &uniforms,
+                                buffer: &uniforms.buffer,
                                 offset,
                                 size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
                             })
@@ -546,16 +550,30 @@ impl GpuBackend {
                         },
                     })
                     .collect();
-                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
                     layout: &pipeline.get_bind_group_layout(0),
                     entries: &entries,
-                })
+                });
+                (band, pipeline.clone(), group, groups)
             })
             .collect();
+        Ok((uniforms, launches, copies))
+    }
 
+    /// Runs `plan` on one frame: the slot's upload holds it, and one copy
+    /// of the packed result comes back into `out` (which must be
+    /// `frame_bytes` long). Leaves the slot mapped for its next frame.
+    /// Returns the GPU time of the compute work in ns, where timed.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] or [`Error::Gpu`].
+    pub fn run(&mut self, slot: &GpuSlot, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
+        self.prepare(slot.shape, plan)?;
+        let c = self.compute.as_ref().expect("prepared");
         slot.upload.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
+        let copies = &c.copies;
         for (band, &(src_off, src_len, dst_off, dst_len)) in copies.iter().enumerate() {
             encoder.copy_buffer_to_buffer(&slot.upload, src_off, &c.packed.buffer, 0, src_len);
             {
@@ -569,12 +587,10 @@ impl GpuBackend {
                     .filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some());
                 let mut pass =
                     encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("band"), timestamp_writes });
-                for ((b, pipeline, _, (gx, gy)), group) in dispatches.iter().zip(&groups_bound) {
-                    if *b == band {
-                        pass.set_pipeline(pipeline);
-                        pass.set_bind_group(0, group, &[]);
-                        pass.dispatch_workgroups(*gx, *gy, 1);
-                    }
+                for (_, pipeline, group, (gx, gy)) in c.launches.iter().filter(|l| l.0 == band) {
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, group, &[]);
+                    pass.dispatch_workgroups(*gx, *gy, 1);
                 }
             }
             encoder.copy_buffer_to_buffer(&c.packed.buffer, 0, &slot.readback, dst_off, dst_len);

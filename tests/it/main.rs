@@ -2,4 +2,5 @@
 
 mod cli;
 mod kernels;
+mod pipeline;
 mod util;

@@ -1,0 +1,267 @@
+//! The pipelined engine: same bytes as the one-frame-at-a-time path, a
+//! ledger that never crosses the budget, failures that stop or skip
+//! cleanly, panics that end the run, and host memory that stays bounded.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use framepipe::generate::{GenerateOptions, generate_sequence};
+use framepipe::gpu::{FrameShape, GpuBackend};
+use framepipe::io::EncodeOptions;
+use framepipe::pipeline::Stage;
+use framepipe::pool::PoolSize;
+use framepipe::{Backend, BackendKind, Cancel, Engine, EngineConfig, Error, Job, Op, OpGraph, PixelFormat};
+
+fn sequence(dir: &Path, frames: u32, width: u32, height: u32) -> String {
+    let opts = GenerateOptions { width, height, frames, start: 1, format: PixelFormat::Rgba8, alpha: true, seed: 7 };
+    let p = dir.join("in/s_%03d.png").display().to_string();
+    generate_sequence(&opts, &p, &EncodeOptions::default(), false).unwrap();
+    p
+}
+
+fn graph() -> OpGraph {
+    OpGraph::new(vec![
+        Op::Exposure { stops: 0.3 },
+        Op::Blur { sigma: 1.5 },
+        Op::Saturation { saturation: 1.3 },
+        Op::Blur { sigma: 0.7 },
+    ])
+    .unwrap()
+}
+
+fn gpu_available() -> bool {
+    crate::util::gpu(Default::default()).is_some()
+}
+
+fn engine(backend: BackendKind, pool: PoolSize, threads: usize, vram_budget: u64) -> Engine {
+    Engine::new(EngineConfig { backend, pool, threads, vram_budget, adapter: None }).unwrap()
+}
+
+fn run(engine: &mut Engine, input: &str, output: &str, sequential: bool) -> framepipe::Report {
+    let job = Job::new(input, output, graph());
+    let prepared = framepipe::prepare(&job).unwrap();
+    let cancel = Cancel::default();
+    if sequential {
+        engine.run_sequential(&job, &prepared, &cancel, &mut |_| {}).unwrap()
+    } else {
+        engine.run(&job, &prepared, &cancel, &mut |_| {}).unwrap()
+    }
+}
+
+fn same_files(a: &Path, b: &Path) {
+    let mut names: Vec<_> = fs::read_dir(a).unwrap().flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for n in names {
+        assert_eq!(fs::read(a.join(&n)).unwrap(), fs::read(b.join(&n)).unwrap(), "{n:?} differs");
+    }
+}
+
+#[test]
+fn pipelined_outputs_equal_sequential() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 7, 61, 37);
+    let mut backends = vec![BackendKind::Cpu];
+    if gpu_available() {
+        backends.push(BackendKind::Gpu);
+    }
+    for backend in backends {
+        let oracle = t.path().join(format!("{backend:?}-seq"));
+        let mut e = engine(backend, PoolSize::Auto, 1, 2 << 30);
+        run(&mut e, &input, &format!("{}/o_%03d.png", oracle.display()), true);
+        for pool in [PoolSize::Fixed(1), PoolSize::Fixed(2), PoolSize::Fixed(3), PoolSize::Auto] {
+            for threads in [1, 4] {
+                let dir = t.path().join(format!("{backend:?}-{pool}-{threads}"));
+                let mut e = engine(backend, pool, threads, 2 << 30);
+                let report = run(&mut e, &input, &format!("{}/o_%03d.png", dir.display()), false);
+                assert_eq!(report.frames_written, 7, "{backend:?} pool {pool} threads {threads}");
+                assert!(report.failures.is_empty());
+                if let PoolSize::Fixed(n) = pool {
+                    assert_eq!(report.pool_size, n);
+                }
+                same_files(&oracle, &dir);
+            }
+        }
+    }
+}
+
+#[test]
+fn ledger_peak_never_exceeds_budget() {
+    if !gpu_available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (64, 48);
+    let input = sequence(t.path(), 6, w, h);
+    let shape = FrameShape { width: w, height: h, format: PixelFormat::Rgba8 };
+    let probe = engine(BackendKind::Gpu, PoolSize::Auto, 2, u64::MAX);
+    let Backend::Gpu(gpu) = probe.backend() else { panic!("gpu backend") };
+    let fixed = gpu.compute_bytes(shape, &graph().plan()).unwrap();
+    let slot = GpuBackend::slot_bytes(shape);
+    drop(probe);
+    for slots in [1u64, 2, 3] {
+        let budget = fixed + slots * slot;
+        let mut e = engine(BackendKind::Gpu, PoolSize::Auto, 4, budget);
+        let dir = t.path().join(format!("b{slots}"));
+        let report = run(&mut e, &input, &format!("{}/o_%03d.png", dir.display()), false);
+        assert_eq!(report.frames_written, 6);
+        assert_eq!(report.pool_size as u64, slots, "auto takes every slot that fits");
+        assert!(e.ledger().peak() <= budget, "peak {} > budget {budget}", e.ledger().peak());
+        assert_eq!(report.vram_peak, e.ledger().peak());
+        // Slots are freed with the run; kernel buffers stay for the next job.
+        assert_eq!(e.ledger().current(), fixed, "slots released");
+        // Asking for one more slot than fits is refused up front.
+        let mut e = engine(BackendKind::Gpu, PoolSize::Fixed(slots as usize + 1), 4, budget);
+        let job = Job::new(input.as_str(), format!("{}/x_%03d.png", dir.display()), graph());
+        let prepared = framepipe::prepare(&job).unwrap();
+        let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Budget(_)), "{err}");
+        assert!(e.ledger().peak() <= budget);
+    }
+    // A budget that fits no slot: a clear error before any frame is read.
+    let mut e = engine(BackendKind::Gpu, PoolSize::Auto, 2, fixed + slot - 1);
+    let job = Job::new(input.as_str(), t.path().join("none/o_%03d.png").display().to_string(), graph());
+    let prepared = framepipe::prepare(&job).unwrap();
+    let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("one 64x48 RGBA8 frame needs") && err.contains("--vram-budget"), "{err}");
+    assert!(fs::read_dir(t.path().join("none")).unwrap().next().is_none());
+}
+
+#[test]
+fn budget_too_small_on_the_command_line() {
+    if !gpu_available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 2, 64, 48);
+    let out = t.path().join("o/s_%03d.png").display().to_string();
+    Command::cargo_bin("framepipe")
+        .unwrap()
+        .args(["process", &input, "-o", &out, "--blur", "2", "--backend", "gpu", "--vram-budget", "20KiB"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("frame needs"));
+}
+
+fn corrupt(path: &Path) {
+    let bytes = fs::read(path).unwrap();
+    fs::write(path, &bytes[..bytes.len() / 3]).unwrap();
+}
+
+#[test]
+fn failing_frame_skip_and_stop() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 12, 40, 30);
+    corrupt(&t.path().join("in/s_006.png"));
+    for backend in ["cpu", "gpu"] {
+        if backend == "gpu" && !gpu_available() {
+            continue;
+        }
+        let skip = t.path().join(format!("{backend}-skip"));
+        Command::cargo_bin("framepipe")
+            .unwrap()
+            .args(["process", &input, "-o", &format!("{}/o_%03d.png", skip.display()), "--blur", "1"])
+            .args(["--backend", backend, "--on-error", "skip", "--threads", "3", "--pool", "3"])
+            .timeout(Duration::from_secs(60))
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains("s_006.png"));
+        let mut written: Vec<_> =
+            fs::read_dir(&skip).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        written.sort();
+        let expected: Vec<String> = (1..=12).filter(|&n| n != 6).map(|n| format!("o_{n:03}.png")).collect();
+        assert_eq!(written, expected);
+
+        let stop = t.path().join(format!("{backend}-stop"));
+        Command::cargo_bin("framepipe")
+            .unwrap()
+            .args(["process", &input, "-o", &format!("{}/o_%03d.png", stop.display()), "--blur", "1"])
+            .args(["--backend", backend, "--threads", "3", "--pool", "3"])
+            .timeout(Duration::from_secs(60))
+            .assert()
+            .code(1);
+        for entry in fs::read_dir(&stop).unwrap().flatten() {
+            let name = entry.file_name().into_string().unwrap();
+            assert!(name.starts_with("o_") && !name.contains("partial") && name != "o_006.png", "{name}");
+            assert!(framepipe::io::decode_file(&entry.path(), &Default::default()).is_ok(), "{name} is complete");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_stage_ends_the_run_with_an_error() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 40, 32, 24);
+    let mut cases =
+        vec![(BackendKind::Cpu, Stage::Decode), (BackendKind::Cpu, Stage::Compute), (BackendKind::Cpu, Stage::Encode)];
+    if gpu_available() {
+        cases.push((BackendKind::Gpu, Stage::Compute));
+    }
+    for (backend, stage) in cases {
+        let mut e = engine(backend, PoolSize::Fixed(2), 2, 2 << 30);
+        let mut job = Job::new(
+            input.as_str(),
+            t.path().join(format!("{backend:?}{stage:?}/o_%03d.png")).display().to_string(),
+            graph(),
+        );
+        job.inject_panic = Some((stage, 3));
+        let prepared = framepipe::prepare(&job).unwrap();
+        let started = Instant::now();
+        // `run` returns only after every thread has joined.
+        let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(&err, Error::Panic(m) if m.contains(&format!("{stage:?} stage panicked on frame 3"))),
+            "{err}"
+        );
+        assert!(elapsed < Duration::from_secs(1), "{backend:?} {stage:?} took {elapsed:?}");
+    }
+}
+
+#[test]
+fn cancel_stops_taking_frames() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 30, 32, 24);
+    let mut e = engine(BackendKind::Cpu, PoolSize::Fixed(2), 1, 2 << 30);
+    let job = Job::new(input.as_str(), t.path().join("c/o_%03d.png").display().to_string(), graph());
+    let prepared = framepipe::prepare(&job).unwrap();
+    let cancel = Cancel::default();
+    let handle = cancel.clone();
+    let report = e
+        .run(&job, &prepared, &cancel, &mut |p| {
+            if let framepipe::Progress::Done { finished: 2, .. } = p {
+                handle.cancel();
+            }
+        })
+        .unwrap();
+    assert!(report.cancelled);
+    assert!(report.frames_written < 30 && report.frames_written >= 2, "{}", report.frames_written);
+    assert_eq!(report.frames_written + report.frames_skipped, 30);
+}
+
+fn peak_rss(dir: &Path, input: &str, frames: u32) -> u64 {
+    let json = dir.join(format!("r{frames}.json"));
+    Command::cargo_bin("framepipe")
+        .unwrap()
+        .args(["process", input, "-o", &format!("{}/o{frames}_%03d.png", dir.display()), "--blur", "1"])
+        .args(["--backend", "cpu", "--pool", "2", "--threads", "2", "--frames", &format!("1-{frames}"), "-q"])
+        .args(["--json", json.to_str().unwrap()])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(report["frames_written"], frames);
+    report["rss_peak"].as_u64().unwrap()
+}
+
+#[test]
+fn host_memory_stays_bounded() {
+    let t = tempfile::tempdir().unwrap();
+    // 256x256 RGBA: 256 KiB per frame; 180 extra frames would be 45 MiB.
+    let input = sequence(t.path(), 200, 256, 256);
+    let small = peak_rss(t.path(), &input, 20);
+    let large = peak_rss(t.path(), &input, 200);
+    assert!(small > 0, "peak RSS readable");
+    assert!(large < small + 8 * 1024 * 1024, "200 frames peaked at {large} B, 20 frames at {small} B");
+}
