@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod generate;

@@ -35,6 +35,8 @@ enum Command {
     Generate(GenerateArgs),
     /// List GPU adapters and say which one `--backend auto` picks.
     Info,
+    /// Run the same job once per pool size and compare throughput and memory.
+    BenchPool(BenchPoolArgs),
     /// Generate a short 8K sequence in a temporary folder and grade it.
     Demo(DemoArgs),
 }
@@ -88,6 +90,14 @@ struct ProcessArgs {
     /// Frames missing inside the range: error (list them) or skip.
     #[arg(long, value_enum, default_value_t)]
     missing: MissingPolicy,
+    #[command(flatten)]
+    ops: OpArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct OpArgs {
     /// TOML preset with an ordered [[op]] list (conflicts with the op flags).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["exposure", "matrix", "offset", "contrast", "pivot", "saturation", "blur"])]
     preset: Option<PathBuf>,
@@ -112,8 +122,44 @@ struct ProcessArgs {
     /// Gaussian blur sigma in pixels (0 ≤ sigma ≤ 512).
     #[arg(long, allow_negative_numbers = true, value_name = "SIGMA")]
     blur: Option<f64>,
+}
+
+#[derive(Args)]
+struct BenchPoolArgs {
+    /// Input: pattern, directory, or one file.
+    input: String,
+    /// Frames to use: 1-48, 1001-1100x2 (inclusive). Default: all on disk.
+    #[arg(long, value_name = "SPEC")]
+    frames: Option<String>,
+    /// Pool sizes to compare.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,auto")]
+    pools: Vec<PoolSize>,
+    /// Runs per pool size (the chart shows the spread).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
+    /// VRAM budget: 512MiB, 2GiB, 1.5GB.
+    #[arg(long, alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
+    budget: u64,
+    /// Decode and encode threads (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// auto, gpu or cpu.
+    #[arg(long, value_enum, default_value_t)]
+    backend: BackendKind,
+    /// Use the adapter whose name contains this text.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+    /// Output codec (by extension): png, qoi, tif, jpg.
+    #[arg(long, default_value = "png")]
+    format: String,
     #[command(flatten)]
-    run: RunArgs,
+    ops: OpArgs,
+    /// Write every run as CSV.
+    #[arg(long, value_name = "FILE", default_value = "bench-pool.csv")]
+    csv: PathBuf,
+    /// Write the chart (frames/s and peak memory against pool size).
+    #[arg(long, value_name = "FILE.svg", default_value = "bench-pool.svg")]
+    chart: PathBuf,
 }
 
 #[derive(Args)]
@@ -210,6 +256,7 @@ fn main() -> ExitCode {
         Command::Process(args) => process(args),
         Command::Generate(args) => generate(args),
         Command::Info => info(),
+        Command::BenchPool(args) => bench_pool(args),
         Command::Demo(args) => demo(args),
     };
     match result {
@@ -242,7 +289,7 @@ fn parse_list<const N: usize>(what: &str, s: &str) -> Result<[f64; N], Error> {
 }
 
 /// The op graph from `--preset` or the op flags in canonical order.
-fn op_graph(args: &ProcessArgs) -> Result<OpGraph, Error> {
+fn op_graph(args: &OpArgs) -> Result<OpGraph, Error> {
     if let Some(preset) = &args.preset {
         return framepipe::load_preset(preset);
     }
@@ -274,7 +321,7 @@ fn op_graph(args: &ProcessArgs) -> Result<OpGraph, Error> {
 }
 
 fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
-    let graph = op_graph(&args)?;
+    let graph = op_graph(&args.ops)?;
     let mut job = Job::new(args.input.clone(), args.output.clone(), graph);
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
     job.missing = args.missing;
@@ -362,6 +409,56 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
+    let graph = op_graph(&args.ops)?;
+    let mut job = Job::new(args.input.clone(), format!("out_%06d.{}", args.format), graph);
+    job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
+    job.overwrite = true;
+    framepipe::io::OutputFormat::from_path(Path::new(&job.output))?;
+    let config = EngineConfig {
+        backend: args.backend,
+        adapter: args.adapter.clone(),
+        vram_budget: args.budget,
+        threads: args.threads,
+        pool: PoolSize::Auto,
+    };
+    let probe = Engine::new(config.clone())?;
+    if let Some(n) = probe.notice() {
+        eprintln!("notice: {n}");
+    }
+    let device = probe.backend().device_name();
+    let threads = probe.threads();
+    drop(probe);
+    eprintln!(
+        "bench-pool: {} ({}), {} on {device}, {threads} threads, budget {}, pools {:?}, {} repeats after one warm-up",
+        args.input,
+        job.graph.describe(),
+        args.format,
+        framepipe::ledger::human_bytes(args.budget),
+        args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        args.repeat
+    );
+    let runs = framepipe::bench::bench_pool(&job, &config, &args.pools, args.repeat as usize, &mut |r| {
+        eprintln!(
+            "  pool {} ({} slots) run {}: {} frames in {:.2} s, {:.3} frames/s",
+            r.requested,
+            r.pool_size,
+            r.repeat + 1,
+            r.frames,
+            r.seconds,
+            r.fps
+        )
+    })?;
+    print!("{}", framepipe::bench::table(&runs));
+    std::fs::write(&args.csv, framepipe::bench::csv(&runs))
+        .map_err(|source| Error::Io { path: args.csv.clone(), source })?;
+    let title = format!("{} · {} · {} · {device}", args.input, job.graph.describe(), args.format);
+    std::fs::write(&args.chart, framepipe::bench::chart_svg(&runs, &title))
+        .map_err(|source| Error::Io { path: args.chart.clone(), source })?;
+    eprintln!("wrote {} and {}", args.csv.display(), args.chart.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write_json(path: &Path, report: &Report) -> Result<(), Error> {

@@ -1,5 +1,6 @@
 //! Integration tests, built as one binary.
 
+mod bench;
 mod cli;
 mod kernels;
 mod pipeline;

@@ -1,0 +1,281 @@
+//! `framepipe bench-pool`: the same job once per pool size, repeated, with
+//! the numbers that size hardware.
+//!
+//! Each run is an ordinary [`Engine::run`] (the same code path as
+//! `framepipe process`) into a fresh temporary folder that is deleted
+//! afterwards. One warm-up run comes first so that shader compilation,
+//! driver start-up and the page cache do not land on the first pool size.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::engine::{Cancel, Engine, EngineConfig, Job};
+use crate::error::{Error, Result};
+use crate::ledger::human_bytes;
+use crate::pool::PoolSize;
+
+/// One measured run.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolRun {
+    /// Pool size asked for (`auto` or a number).
+    pub requested: String,
+    /// Slots the run actually had.
+    pub pool_size: usize,
+    /// Repeat index, from 0.
+    pub repeat: usize,
+    /// Frames written.
+    pub frames: usize,
+    /// Wall time, s.
+    pub seconds: f64,
+    /// frames ÷ seconds.
+    pub fps: f64,
+    /// Pipeline efficiency.
+    pub efficiency: f64,
+    /// Bottleneck stage.
+    pub bottleneck: String,
+    /// Ledger peak, bytes.
+    pub vram_peak: u64,
+    /// Peak resident host memory during the run, bytes.
+    pub rss_peak: u64,
+    /// Seconds the reader waited for a free slot.
+    pub slot_wait_s: f64,
+}
+
+/// Resets the kernel's peak-RSS counter so each run reports its own
+/// peak (Linux ≥ 4.0; elsewhere the peak is cumulative).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Runs `job` once to warm up, then `repeat` times for each pool size.
+/// `job.output` is ignored: every run writes to its own temporary folder,
+/// named like the job's output pattern's file name.
+///
+/// # Errors
+/// Any error that stops a run (budget, GPU, a failed frame).
+pub fn bench_pool(
+    job: &Job,
+    config: &EngineConfig,
+    pools: &[PoolSize],
+    repeat: usize,
+    progress: &mut dyn FnMut(&PoolRun),
+) -> Result<Vec<PoolRun>> {
+    let name = Path::new(&job.output).file_name().and_then(|n| n.to_str()).unwrap_or("out_%06d.png").to_string();
+    let once = |pool: PoolSize| -> Result<crate::report::Report> {
+        let dir = tempfile::Builder::new()
+            .prefix("framepipe-bench-")
+            .tempdir()
+            .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+        let mut job = job.clone();
+        job.output = dir.path().join(&name).display().to_string();
+        let prepared = crate::engine::prepare(&job)?;
+        let mut engine = Engine::new(EngineConfig { pool, ..config.clone() })?;
+        reset_peak_rss();
+        let report = engine.run(&job, &prepared, &Cancel::default(), &mut |_| {})?;
+        if let Some(f) = report.failures.first() {
+            return Err(Error::Sequence(format!("frame {} failed during the benchmark: {}", f.number, f.error)));
+        }
+        Ok(report)
+    };
+    once(pools.first().copied().unwrap_or_default())?;
+    let mut runs = Vec::new();
+    for &pool in pools {
+        for r in 0..repeat.max(1) {
+            let report = once(pool)?;
+            let run = PoolRun {
+                requested: pool.to_string(),
+                pool_size: report.pool_size,
+                repeat: r,
+                frames: report.frames_written,
+                seconds: report.seconds,
+                fps: report.fps,
+                efficiency: report.efficiency,
+                bottleneck: report.bottleneck.clone(),
+                vram_peak: report.vram_peak,
+                rss_peak: report.rss_peak,
+                slot_wait_s: report.slot_wait_s,
+            };
+            progress(&run);
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// Median frames/s per pool size, with the spread: (requested, slots,
+/// median, min, max, the median run).
+pub fn summarize(runs: &[PoolRun]) -> Vec<(String, usize, f64, f64, f64, PoolRun)> {
+    let mut order: Vec<String> = Vec::new();
+    for r in runs {
+        if !order.contains(&r.requested) {
+            order.push(r.requested.clone());
+        }
+    }
+    order
+        .into_iter()
+        .map(|req| {
+            let mut group: Vec<&PoolRun> = runs.iter().filter(|r| r.requested == req).collect();
+            group.sort_by(|a, b| a.fps.total_cmp(&b.fps));
+            let median = group[group.len() / 2].clone();
+            let (min, max) = (group[0].fps, group[group.len() - 1].fps);
+            (req, median.pool_size, median.fps, min, max, median)
+        })
+        .collect()
+}
+
+/// The table `bench-pool` prints.
+pub fn table(runs: &[PoolRun]) -> String {
+    let mut s = String::from(
+        "pool   slots  frames/s  (min - max)       efficiency  bottleneck  peak VRAM     peak RSS      slot wait\n",
+    );
+    for (req, slots, median, min, max, m) in summarize(runs) {
+        let _ = writeln!(
+            s,
+            "{req:<6} {slots:>5}  {median:>8.3}  {:<19} {:>8.0} %  {:<10}  {:>12}  {:>12}  {:>7.2} s",
+            format!("({min:.3} - {max:.3})"),
+            100.0 * m.efficiency,
+            m.bottleneck,
+            human_bytes(m.vram_peak),
+            human_bytes(m.rss_peak),
+            m.slot_wait_s
+        );
+    }
+    s
+}
+
+/// Every run as CSV.
+pub fn csv(runs: &[PoolRun]) -> String {
+    let mut s = String::from(
+        "pool,slots,repeat,frames,seconds,fps,efficiency,bottleneck,vram_peak_bytes,rss_peak_bytes,slot_wait_s\n",
+    );
+    for r in runs {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{:.4},{:.4},{:.4},{},{},{},{:.4}",
+            r.requested,
+            r.pool_size,
+            r.repeat,
+            r.frames,
+            r.seconds,
+            r.fps,
+            r.efficiency,
+            r.bottleneck,
+            r.vram_peak,
+            r.rss_peak,
+            r.slot_wait_s
+        );
+    }
+    s
+}
+
+/// Two panels against pool size: frames/s (every run as a dot, the median
+/// joined by a line) and peak memory (VRAM ledger and host RSS, MiB). Pool
+/// sizes are categories in the order asked for, `auto` labelled with the
+/// slots it took.
+pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
+    let sums = summarize(runs);
+    let (w, h) = (900.0, 380.0);
+    let panel_w = 360.0;
+    let (top, bottom) = (60.0, 320.0);
+    let n = sums.len().max(1) as f64;
+    let index = |req: &str| sums.iter().position(|r| r.0 == req).unwrap_or(0) as f64;
+    let max_fps = runs.iter().map(|r| r.fps).fold(0.0, f64::max).max(1e-6) * 1.1;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let max_mem = runs.iter().map(|r| mib(r.vram_peak).max(mib(r.rss_peak))).fold(0.0, f64::max).max(1.0) * 1.1;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="20" y="24" font-size="14" font-weight="bold">{}</text>"#,
+        title.replace('&', "&amp;").replace('<', "&lt;")
+    );
+    for (p, (left, ylabel, ymax)) in
+        [(70.0, "frames/s", max_fps), (520.0, "peak memory (MiB)", max_mem)].into_iter().enumerate()
+    {
+        let x = |i: f64| left + panel_w * (i + 0.5) / n;
+        let y = |v: f64| bottom - (bottom - top) * (v / ymax);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{bottom}" x2="{}" y2="{bottom}" stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#333"/>"##,
+            left + panel_w
+        );
+        for i in 0..=4 {
+            let v = ymax * i as f64 / 4.0;
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{:.1}" text-anchor="end">{:.2}</text><line x1="{left}" y1="{1:.1}" x2="{}" y2="{1:.1}" stroke="#eee"/>"##,
+                left - 6.0,
+                y(v) + 4.0,
+                v,
+                left + panel_w
+            );
+        }
+        for (i, r) in sums.iter().enumerate() {
+            let label = if r.0 == r.1.to_string() { r.0.clone() } else { format!("{} ({})", r.0, r.1) };
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{label}</text>"#,
+                x(i as f64),
+                bottom + 16.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">pool size (slots)</text>"#,
+            left + panel_w / 2.0,
+            bottom + 36.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">{ylabel}</text>"#,
+            left - 48.0,
+            (top + bottom) / 2.0
+        );
+        if p == 0 {
+            for r in runs {
+                let _ = writeln!(
+                    s,
+                    r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#4e79a7" fill-opacity="0.5"/>"##,
+                    x(index(&r.requested)),
+                    y(r.fps)
+                );
+            }
+            let pts: Vec<String> =
+                sums.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", x(i as f64), y(r.2))).collect();
+            let _ = writeln!(
+                s,
+                r##"<polyline points="{}" fill="none" stroke="#4e79a7" stroke-width="2"/>"##,
+                pts.join(" ")
+            );
+        } else {
+            for (field, color, label, dy) in [(0, "#e15759", "VRAM (ledger)", 0.0), (1, "#59a14f", "host RSS", 16.0)] {
+                let val = |r: &PoolRun| if field == 0 { mib(r.vram_peak) } else { mib(r.rss_peak) };
+                let pts: Vec<String> =
+                    sums.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", x(i as f64), y(val(&r.5)))).collect();
+                let _ = writeln!(
+                    s,
+                    r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                    pts.join(" ")
+                );
+                for r in runs {
+                    let _ = writeln!(
+                        s,
+                        r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.5"/>"#,
+                        x(index(&r.requested)),
+                        y(val(r))
+                    );
+                }
+                let _ =
+                    writeln!(s, r#"<text x="{}" y="{}" fill="{color}">{label}</text>"#, left + 10.0, top + 4.0 + dy);
+            }
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,51 @@
+//! `framepipe bench-pool` measures what it claims.
+
+use std::fs;
+
+use assert_cmd::Command;
+use framepipe::PixelFormat;
+use framepipe::generate::{GenerateOptions, generate_sequence};
+use framepipe::io::EncodeOptions;
+
+#[test]
+fn bench_pool_rows_agree_with_their_runs() {
+    let backend = if crate::util::gpu(Default::default()).is_some() { "gpu" } else { "cpu" };
+    let t = tempfile::tempdir().unwrap();
+    let opts = GenerateOptions { width: 48, height: 32, frames: 6, format: PixelFormat::Rgba8, ..Default::default() };
+    let input = t.path().join("s_%03d.png").display().to_string();
+    generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
+    let (csv, chart) = (t.path().join("b.csv"), t.path().join("b.svg"));
+    let started = std::time::Instant::now();
+    let out = Command::cargo_bin("framepipe")
+        .unwrap()
+        .args(["bench-pool", &input, "--pools", "1,2,3", "--repeat", "1", "--blur", "1.5", "--backend", backend])
+        .args(["--threads", "2", "--csv", csv.to_str().unwrap(), "--chart", chart.to_str().unwrap()])
+        .assert()
+        .success();
+    let elapsed = started.elapsed().as_secs_f64();
+    let table = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let text = fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "one row per pool size: {text}");
+    let mut last_vram = 0;
+    for (row, slots) in rows.iter().zip([1, 2, 3]) {
+        let (frames, seconds, fps): (f64, f64, f64) =
+            (row[3].parse().unwrap(), row[4].parse().unwrap(), row[5].parse().unwrap());
+        assert_eq!(row[1], slots.to_string());
+        assert_eq!(frames, 6.0);
+        assert!(fps > 0.0 && seconds > 0.0);
+        assert!((fps - frames / seconds).abs() <= 1e-3 * fps + 1e-3, "fps {fps} vs {frames}/{seconds}");
+        let vram: u64 = row[8].parse().unwrap();
+        if backend == "gpu" {
+            assert!(vram > last_vram, "peak VRAM rises with the pool: {text}");
+        }
+        last_vram = vram;
+        assert!(row[9].parse::<u64>().unwrap() > 0, "peak RSS measured");
+    }
+    // The runs' own clocks cannot claim more time than the whole command took.
+    let total: f64 = rows.iter().map(|r| r[4].parse::<f64>().unwrap()).sum();
+    assert!(total < elapsed, "runs sum to {total} s but the command took {elapsed} s");
+    let svg = fs::read_to_string(&chart).unwrap();
+    assert!(svg.contains("pool size (slots)") && svg.contains("frames/s") && svg.contains("peak memory (MiB)"));
+}
