@@ -71,7 +71,7 @@ pub fn bench_pool(
         let mut job = job.clone();
         job.output = dir.path().join(&name).display().to_string();
         let prepared = crate::engine::prepare(&job)?;
-        let mut engine = Engine::new(EngineConfig { pool, ..config.clone() })?;
+        let engine = Engine::new(EngineConfig { pool, ..config.clone() })?;
         reset_peak_rss();
         let report = engine.run(&job, &prepared, &Cancel::default(), &mut |_| {})?;
         if let Some(f) = report.failures.first() {
@@ -153,7 +153,7 @@ pub fn csv(runs: &[PoolRun]) -> String {
     for r in runs {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.4},{:.4},{:.4},{},{},{},{:.4}",
+            "{},{},{},{},{:.6},{:.4},{:.4},{},{},{},{:.4}",
             r.requested,
             r.pool_size,
             r.repeat,

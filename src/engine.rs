@@ -16,6 +16,7 @@ use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, decode_file, write_fr
 use crate::ledger::{DEFAULT_BUDGET, Ledger};
 use crate::ops::{Affine, OpGraph, Plan};
 use crate::pool::PoolSize;
+use crate::priority::{Priority, PriorityLock};
 use crate::report::{FrameFailure, FrameRecord, Report};
 use crate::sequence::{FramePattern, FrameSpec, MissingPolicy, Sequence};
 
@@ -118,7 +119,9 @@ impl Default for EngineConfig {
 /// ```
 pub struct Engine {
     config: EngineConfig,
-    backend: Backend,
+    backend: PriorityLock<Backend>,
+    name: &'static str,
+    device: String,
     ledger: std::sync::Arc<Ledger>,
     notice: Option<String>,
 }
@@ -131,7 +134,8 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Result<Self> {
         let ledger = Ledger::new(config.vram_budget);
         let (backend, notice) = Backend::open(config.backend, config.adapter.as_deref(), ledger.clone())?;
-        Ok(Engine { config, backend, ledger, notice })
+        let (name, device) = (backend.name(), backend.device_name());
+        Ok(Engine { config, backend: PriorityLock::new(backend), name, device, ledger, notice })
     }
 
     /// Why `auto` fell back to the CPU, if it did.
@@ -139,9 +143,20 @@ impl Engine {
         self.notice.as_deref()
     }
 
-    /// The backend in use.
-    pub fn backend(&self) -> &Backend {
+    /// The backend, shared by exports and previews: lock it with the
+    /// priority of the work (see [`crate::priority`]).
+    pub fn backend(&self) -> &PriorityLock<Backend> {
         &self.backend
+    }
+
+    /// `"gpu"` or `"cpu"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The adapter's name, or a description of the CPU backend.
+    pub fn device_name(&self) -> &str {
+        &self.device
     }
 
     /// The ledger counting every GPU byte.
@@ -169,23 +184,14 @@ impl Engine {
     /// a stage panicked (all threads are joined first). Per-frame failures
     /// are in the report.
     pub fn run(
-        &mut self,
+        &self,
         job: &Job,
         prepared: &PreparedJob,
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
         let threads = self.threads();
-        crate::pipeline::run(
-            job,
-            prepared,
-            &mut self.backend,
-            &self.ledger,
-            threads,
-            self.config.pool,
-            cancel,
-            progress,
-        )
+        crate::pipeline::run(job, prepared, self, threads, self.config.pool, cancel, progress)
     }
 
     /// Runs a prepared job one frame at a time (the oracle).
@@ -193,13 +199,13 @@ impl Engine {
     /// # Errors
     /// As [`Engine::run`].
     pub fn run_sequential(
-        &mut self,
+        &self,
         job: &Job,
         prepared: &PreparedJob,
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        let mut report = run_sequential(job, prepared, &mut self.backend, cancel, progress)?;
+        let mut report = run_sequential(job, prepared, self, cancel, progress)?;
         report.vram_budget = self.ledger.budget();
         report.vram_peak = self.ledger.peak();
         report.rss_peak = crate::report::peak_rss();
@@ -309,7 +315,7 @@ pub(crate) fn is_identity(plan: &Plan) -> bool {
 fn run_sequential(
     job: &Job,
     prepared: &PreparedJob,
-    backend: &mut Backend,
+    engine: &Engine,
     cancel: &Cancel,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Report> {
@@ -321,8 +327,8 @@ fn run_sequential(
         input: job.input.clone(),
         output: job.output.clone(),
         ops: job.graph.describe(),
-        backend: backend.name().into(),
-        device: backend.device_name(),
+        backend: engine.backend_name().into(),
+        device: engine.device_name().into(),
         mode: "sequential".into(),
         threads: 1,
         pool_size: 1,
@@ -354,7 +360,8 @@ fn run_sequential(
                 Some(_) => {}
             }
             let t1 = Instant::now();
-            let (dst, gpu_ns) = if identity { (src, None) } else { backend.process(&src, &plan)? };
+            let (dst, gpu_ns) =
+                if identity { (src, None) } else { engine.backend.lock(Priority::Export).process(&src, &plan)? };
             let t2 = Instant::now();
             write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
             let t3 = Instant::now();

@@ -146,11 +146,12 @@ pub fn generate_sequence(
     let format = OutputFormat::from_path(&pattern.path(0))?;
     std::fs::create_dir_all(pattern.dir())
         .map_err(|e| Error::OutputDir { path: pattern.dir().to_owned(), reason: e.to_string() })?;
-    let mut written = Vec::new();
-    for n in opts.start..opts.start + opts.frames as u64 {
-        let path = pattern.path(n);
-        write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite)?;
-        written.push(path);
-    }
-    Ok(written)
+    // Frames in parallel: the PNG encoder is single-threaded.
+    (opts.start..opts.start + opts.frames as u64)
+        .into_par_iter()
+        .map(|n| {
+            let path = pattern.path(n);
+            write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path)
+        })
+        .collect()
 }

@@ -52,6 +52,7 @@ pub mod ledger;
 pub mod ops;
 pub mod pipeline;
 pub mod pool;
+pub mod priority;
 pub mod report;
 pub mod sequence;
 pub mod timeline;

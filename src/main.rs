@@ -334,7 +334,7 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
     job.on_error = opts.on_error;
     job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
     let prepared = framepipe::prepare(&job)?;
-    let mut engine = Engine::new(EngineConfig {
+    let engine = Engine::new(EngineConfig {
         backend: opts.backend,
         adapter: opts.adapter.clone(),
         vram_budget: opts.vram_budget,
@@ -428,7 +428,7 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     if let Some(n) = probe.notice() {
         eprintln!("notice: {n}");
     }
-    let device = probe.backend().device_name();
+    let device = probe.device_name().to_string();
     let threads = probe.threads();
     drop(probe);
     eprintln!(

@@ -32,13 +32,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::backend::Backend;
-use crate::engine::{Cancel, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
+use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
 use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, GpuBackend, GpuSlot};
 use crate::io::{HostFrame, decode_file, probe_file, write_frame_atomic};
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::{Plan, process_cpu};
 use crate::pool::{Lease, Pool, PoolSize, auto_cap};
+use crate::priority::Priority;
 use crate::report::{FrameFailure, FrameRecord, Interval, Report, StageReport, peak_rss};
 
 /// Pipeline stages, as named in reports and the fault-injection hook.
@@ -261,14 +262,14 @@ fn make_slots(
 pub(crate) fn run(
     job: &Job,
     prepared: &PreparedJob,
-    backend: &mut Backend,
-    ledger: &Arc<Ledger>,
+    engine: &Engine,
     threads: usize,
     pool_size: PoolSize,
     cancel: &Cancel,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Report> {
     let start = Instant::now();
+    let ledger = engine.ledger();
     let plan = job.graph.plan();
     let identity = is_identity(&plan);
     let total = prepared.sequence.frames.len();
@@ -277,8 +278,8 @@ pub(crate) fn run(
         input: job.input.clone(),
         output: job.output.clone(),
         ops: job.graph.describe(),
-        backend: backend.name().into(),
-        device: backend.device_name(),
+        backend: engine.backend_name().into(),
+        device: engine.device_name().into(),
         mode: "pipelined".into(),
         threads,
         vram_budget: ledger.budget(),
@@ -298,7 +299,8 @@ pub(crate) fn run(
         return Ok(report);
     };
     report.frame = describe(shape);
-    let (slots, slot_bytes) = make_slots(backend, ledger, shape, &plan, identity, threads, pool_size)?;
+    let (slots, slot_bytes) =
+        make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, threads, pool_size)?;
     report.pool_size = slots.len();
     report.slot_bytes = slot_bytes;
     let pool = Pool::new(slots, start);
@@ -312,7 +314,7 @@ pub(crate) fn run(
         .collect();
 
     let compute_name =
-        if identity { None } else { Some(if matches!(backend, Backend::Gpu(_)) { "gpu" } else { "compute" }) };
+        if identity { None } else { Some(if engine.backend_name() == "gpu" { "gpu" } else { "compute" }) };
     let (decode_tx, decode_rx) = bounded::<Work>(threads);
     let (compute_tx, compute_rx) = bounded::<Decoded>(pool.size());
     let (encode_tx, encode_rx) = bounded::<Processed>(threads);
@@ -397,7 +399,6 @@ pub(crate) fn run(
         let compute = compute_name.map(|name| {
             let to_encode = encode_tx.clone();
             let events = events_tx.clone();
-            let backend = &mut *backend;
             scope.spawn(move || {
                 let mut clock = Clock::default();
                 let mut broken = false;
@@ -408,6 +409,7 @@ pub(crate) fn run(
                     }
                     let t0 = Instant::now();
                     let result = clock.work(shared.start, name, 0, number, || {
+                        let mut backend = engine.backend().lock(Priority::Export);
                         shared.guarded(Stage::Compute, number, || match (&mut *backend, &*slot) {
                             (Backend::Gpu(g), SlotKind::Gpu(s)) => {
                                 let mut out = HostFrame::new(shape.width, shape.height, shape.format, frame.has_alpha);

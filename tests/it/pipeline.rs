@@ -12,6 +12,7 @@ use framepipe::gpu::{FrameShape, GpuBackend};
 use framepipe::io::EncodeOptions;
 use framepipe::pipeline::Stage;
 use framepipe::pool::PoolSize;
+use framepipe::priority::Priority;
 use framepipe::{Backend, BackendKind, Cancel, Engine, EngineConfig, Error, Job, Op, OpGraph, PixelFormat};
 
 fn sequence(dir: &Path, frames: u32, width: u32, height: u32) -> String {
@@ -39,7 +40,7 @@ fn engine(backend: BackendKind, pool: PoolSize, threads: usize, vram_budget: u64
     Engine::new(EngineConfig { backend, pool, threads, vram_budget, adapter: None }).unwrap()
 }
 
-fn run(engine: &mut Engine, input: &str, output: &str, sequential: bool) -> framepipe::Report {
+fn run(engine: &Engine, input: &str, output: &str, sequential: bool) -> framepipe::Report {
     let job = Job::new(input, output, graph());
     let prepared = framepipe::prepare(&job).unwrap();
     let cancel = Cancel::default();
@@ -69,13 +70,13 @@ fn pipelined_outputs_equal_sequential() {
     }
     for backend in backends {
         let oracle = t.path().join(format!("{backend:?}-seq"));
-        let mut e = engine(backend, PoolSize::Auto, 1, 2 << 30);
-        run(&mut e, &input, &format!("{}/o_%03d.png", oracle.display()), true);
+        let e = engine(backend, PoolSize::Auto, 1, 2 << 30);
+        run(&e, &input, &format!("{}/o_%03d.png", oracle.display()), true);
         for pool in [PoolSize::Fixed(1), PoolSize::Fixed(2), PoolSize::Fixed(3), PoolSize::Auto] {
             for threads in [1, 4] {
                 let dir = t.path().join(format!("{backend:?}-{pool}-{threads}"));
-                let mut e = engine(backend, pool, threads, 2 << 30);
-                let report = run(&mut e, &input, &format!("{}/o_%03d.png", dir.display()), false);
+                let e = engine(backend, pool, threads, 2 << 30);
+                let report = run(&e, &input, &format!("{}/o_%03d.png", dir.display()), false);
                 assert_eq!(report.frames_written, 7, "{backend:?} pool {pool} threads {threads}");
                 assert!(report.failures.is_empty());
                 if let PoolSize::Fixed(n) = pool {
@@ -97,15 +98,17 @@ fn ledger_peak_never_exceeds_budget() {
     let input = sequence(t.path(), 6, w, h);
     let shape = FrameShape { width: w, height: h, format: PixelFormat::Rgba8 };
     let probe = engine(BackendKind::Gpu, PoolSize::Auto, 2, u64::MAX);
-    let Backend::Gpu(gpu) = probe.backend() else { panic!("gpu backend") };
-    let fixed = gpu.compute_bytes(shape, &graph().plan()).unwrap();
+    let fixed = match &*probe.backend().lock(Priority::Export) {
+        Backend::Gpu(gpu) => gpu.compute_bytes(shape, &graph().plan()).unwrap(),
+        Backend::Cpu => panic!("gpu backend"),
+    };
     let slot = GpuBackend::slot_bytes(shape);
     drop(probe);
     for slots in [1u64, 2, 3] {
         let budget = fixed + slots * slot;
-        let mut e = engine(BackendKind::Gpu, PoolSize::Auto, 4, budget);
+        let e = engine(BackendKind::Gpu, PoolSize::Auto, 4, budget);
         let dir = t.path().join(format!("b{slots}"));
-        let report = run(&mut e, &input, &format!("{}/o_%03d.png", dir.display()), false);
+        let report = run(&e, &input, &format!("{}/o_%03d.png", dir.display()), false);
         assert_eq!(report.frames_written, 6);
         assert_eq!(report.pool_size as u64, slots, "auto takes every slot that fits");
         assert!(e.ledger().peak() <= budget, "peak {} > budget {budget}", e.ledger().peak());
@@ -113,7 +116,7 @@ fn ledger_peak_never_exceeds_budget() {
         // Slots are freed with the run; kernel buffers stay for the next job.
         assert_eq!(e.ledger().current(), fixed, "slots released");
         // Asking for one more slot than fits is refused up front.
-        let mut e = engine(BackendKind::Gpu, PoolSize::Fixed(slots as usize + 1), 4, budget);
+        let e = engine(BackendKind::Gpu, PoolSize::Fixed(slots as usize + 1), 4, budget);
         let job = Job::new(input.as_str(), format!("{}/x_%03d.png", dir.display()), graph());
         let prepared = framepipe::prepare(&job).unwrap();
         let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
@@ -121,7 +124,7 @@ fn ledger_peak_never_exceeds_budget() {
         assert!(e.ledger().peak() <= budget);
     }
     // A budget that fits no slot: a clear error before any frame is read.
-    let mut e = engine(BackendKind::Gpu, PoolSize::Auto, 2, fixed + slot - 1);
+    let e = engine(BackendKind::Gpu, PoolSize::Auto, 2, fixed + slot - 1);
     let job = Job::new(input.as_str(), t.path().join("none/o_%03d.png").display().to_string(), graph());
     let prepared = framepipe::prepare(&job).unwrap();
     let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err().to_string();
@@ -200,7 +203,7 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         cases.push((BackendKind::Gpu, Stage::Compute));
     }
     for (backend, stage) in cases {
-        let mut e = engine(backend, PoolSize::Fixed(2), 2, 2 << 30);
+        let e = engine(backend, PoolSize::Fixed(2), 2, 2 << 30);
         let mut job = Job::new(
             input.as_str(),
             t.path().join(format!("{backend:?}{stage:?}/o_%03d.png")).display().to_string(),
@@ -224,7 +227,7 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
 fn cancel_stops_taking_frames() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 30, 32, 24);
-    let mut e = engine(BackendKind::Cpu, PoolSize::Fixed(2), 1, 2 << 30);
+    let e = engine(BackendKind::Cpu, PoolSize::Fixed(2), 1, 2 << 30);
     let job = Job::new(input.as_str(), t.path().join("c/o_%03d.png").display().to_string(), graph());
     let prepared = framepipe::prepare(&job).unwrap();
     let cancel = Cancel::default();
