@@ -87,6 +87,12 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Frame slots. By default, [`PoolSize::Auto`].
     pub pool: PoolSize,
+    /// Bytes of finished previews kept. By default, 512 MiB.
+    pub preview_cache_bytes: u64,
+    /// Bytes of decoded source frames kept for re-grading. By default, 1 GiB.
+    pub source_cache_bytes: u64,
+    /// Frames prefetched ahead of the playhead. By default, 3.
+    pub prefetch: usize,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +103,9 @@ impl Default for EngineConfig {
             vram_budget: DEFAULT_BUDGET,
             threads: 0,
             pool: PoolSize::Auto,
+            preview_cache_bytes: 512 << 20,
+            source_cache_bytes: 1 << 30,
+            prefetch: 3,
         }
     }
 }
@@ -117,13 +126,25 @@ impl Default for EngineConfig {
 /// println!("{} (ledger peak {} bytes)", report.summary(), engine.ledger().peak());
 /// # Ok::<(), framepipe::Error>(())
 /// ```
+///
+/// An `Engine` is a cheap handle (clone it freely): exports, previews and
+/// prefetches from any thread share one backend, one ledger and the caches.
+#[derive(Clone)]
 pub struct Engine {
-    config: EngineConfig,
-    backend: PriorityLock<Backend>,
+    pub(crate) core: std::sync::Arc<EngineCore>,
+}
+
+/// What every handle of one engine shares.
+pub(crate) struct EngineCore {
+    pub(crate) config: EngineConfig,
+    pub(crate) backend: PriorityLock<Backend>,
     name: &'static str,
     device: String,
-    ledger: std::sync::Arc<Ledger>,
+    pub(crate) ledger: std::sync::Arc<Ledger>,
     notice: Option<String>,
+    /// Previews waiting for VRAM: while non-zero, exports give slots back.
+    pub(crate) pressure: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) previews: crate::preview::PreviewState,
 }
 
 impl Engine {
@@ -135,43 +156,54 @@ impl Engine {
         let ledger = Ledger::new(config.vram_budget);
         let (backend, notice) = Backend::open(config.backend, config.adapter.as_deref(), ledger.clone())?;
         let (name, device) = (backend.name(), backend.device_name());
-        Ok(Engine { config, backend: PriorityLock::new(backend), name, device, ledger, notice })
+        let previews = crate::preview::PreviewState::new(config.preview_cache_bytes, config.source_cache_bytes);
+        let core = EngineCore {
+            config,
+            backend: PriorityLock::new(backend),
+            name,
+            device,
+            ledger,
+            notice,
+            pressure: Default::default(),
+            previews,
+        };
+        Ok(Engine { core: std::sync::Arc::new(core) })
     }
 
     /// Why `auto` fell back to the CPU, if it did.
     pub fn notice(&self) -> Option<&str> {
-        self.notice.as_deref()
+        self.core.notice.as_deref()
     }
 
     /// The backend, shared by exports and previews: lock it with the
     /// priority of the work (see [`crate::priority`]).
     pub fn backend(&self) -> &PriorityLock<Backend> {
-        &self.backend
+        &self.core.backend
     }
 
     /// `"gpu"` or `"cpu"`.
     pub fn backend_name(&self) -> &'static str {
-        self.name
+        self.core.name
     }
 
     /// The adapter's name, or a description of the CPU backend.
     pub fn device_name(&self) -> &str {
-        &self.device
+        &self.core.device
     }
 
     /// The ledger counting every GPU byte.
     pub fn ledger(&self) -> &std::sync::Arc<Ledger> {
-        &self.ledger
+        &self.core.ledger
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &EngineConfig {
-        &self.config
+        &self.core.config
     }
 
     /// Decode/encode threads (the config's, or one per core).
     pub fn threads(&self) -> usize {
-        match self.config.threads {
+        match self.core.config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
@@ -191,7 +223,7 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
         let threads = self.threads();
-        crate::pipeline::run(job, prepared, self, threads, self.config.pool, cancel, progress)
+        crate::pipeline::run(job, prepared, self, threads, self.core.config.pool, cancel, progress)
     }
 
     /// Runs a prepared job one frame at a time (the oracle).
@@ -206,8 +238,8 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
         let mut report = run_sequential(job, prepared, self, cancel, progress)?;
-        report.vram_budget = self.ledger.budget();
-        report.vram_peak = self.ledger.peak();
+        report.vram_budget = self.core.ledger.budget();
+        report.vram_peak = self.core.ledger.peak();
         report.rss_peak = crate::report::peak_rss();
         Ok(report)
     }
@@ -361,7 +393,7 @@ fn run_sequential(
             }
             let t1 = Instant::now();
             let (dst, gpu_ns) =
-                if identity { (src, None) } else { engine.backend.lock(Priority::Export).process(&src, &plan)? };
+                if identity { (src, None) } else { engine.backend().lock(Priority::Export).process(&src, &plan)? };
             let t2 = Instant::now();
             write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
             let t3 = Instant::now();

@@ -88,6 +88,13 @@ impl Ledger {
         self.take(&mut c, bytes, what)
     }
 
+    /// Waits until some reservation is released, or `timeout` passes.
+    pub fn wait_release(&self, timeout: Duration) {
+        let c = self.lock();
+        let before = c.current;
+        let _ = self.released.wait_timeout_while(c, timeout, |c| c.current >= before && before > 0);
+    }
+
     fn take(self: &Arc<Self>, c: &mut Counts, bytes: u64, what: &str) -> Result<Reservation> {
         if c.current.saturating_add(bytes) > self.budget {
             return Err(Error::Budget(format!(

@@ -43,6 +43,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod generate;
@@ -52,6 +53,7 @@ pub mod ledger;
 pub mod ops;
 pub mod pipeline;
 pub mod pool;
+pub mod preview;
 pub mod priority;
 pub mod report;
 pub mod sequence;

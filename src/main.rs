@@ -340,6 +340,7 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
         vram_budget: opts.vram_budget,
         threads: opts.threads,
         pool: opts.pool,
+        ..Default::default()
     })?;
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         eprintln!("notice: {n}");
@@ -423,6 +424,7 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         vram_budget: args.budget,
         threads: args.threads,
         pool: PoolSize::Auto,
+        ..Default::default()
     };
     let probe = Engine::new(config.clone())?;
     if let Some(n) = probe.notice() {

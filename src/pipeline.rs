@@ -39,6 +39,7 @@ use crate::io::{HostFrame, decode_file, probe_file, write_frame_atomic};
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::{Plan, process_cpu};
 use crate::pool::{Lease, Pool, PoolSize, auto_cap};
+use crate::preview::TraceEvent;
 use crate::priority::Priority;
 use crate::report::{FrameFailure, FrameRecord, Interval, Report, StageReport, peak_rss};
 
@@ -303,7 +304,7 @@ pub(crate) fn run(
         make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, threads, pool_size)?;
     report.pool_size = slots.len();
     report.slot_bytes = slot_bytes;
-    let pool = Pool::new(slots, start);
+    let pool = Pool::new(slots, start, engine.core.pressure.clone());
 
     let (events_tx, events_rx) = unbounded::<Event>();
     let shared = Shared { job, plan, start, stop: AtomicBool::new(false), fatal: Mutex::new(None), cancel };
@@ -356,6 +357,7 @@ pub(crate) fn run(
                     while let Some(w) = clock.recv(&rx) {
                         let t0 = Instant::now();
                         let Work { number, input, output, slot } = w;
+                        engine.trace(TraceEvent::ExportDecodeStart(number));
                         let result = clock.work(shared.start, "decode", worker, number, || {
                             shared.guarded(Stage::Decode, number, || {
                                 let mut frame = decode_file(&input, &shared.job.limits)?;
@@ -465,6 +467,7 @@ pub(crate) fn run(
                                     encode_ms: t0.elapsed().as_secs_f64() * 1e3,
                                     output_bytes: std::fs::metadata(&p.output).map_or(0, |m| m.len()),
                                 };
+                                engine.trace(TraceEvent::ExportFrameDone(number));
                                 let _ = events.send(Event::Done(record));
                             }
                             Err(e) => shared.fail(&events, number, e),

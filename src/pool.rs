@@ -6,6 +6,7 @@
 //! [`Lease`] returns its slot on drop, so a stage that fails, or panics,
 //! never leaks one and never leaves the pipeline waiting for it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,15 @@ pub struct Pool<T> {
     free_rx: Receiver<T>,
     size: usize,
     occupancy: Arc<Occupancy>,
+    yielding: Arc<Yield>,
+}
+
+/// How a pool gives memory back: while `pressure` is non-zero (a preview
+/// is waiting for VRAM), slots coming back are dropped instead of reused,
+/// down to one, so the export slows but never stops.
+struct Yield {
+    pressure: Arc<AtomicUsize>,
+    live: AtomicUsize,
 }
 
 /// Slots in use over time, sampled at every acquire and release.
@@ -86,15 +96,21 @@ impl Occupancy {
 }
 
 impl<T: Send> Pool<T> {
-    /// A pool holding `slots`; `start` is time zero of the occupancy samples.
-    pub fn new(slots: Vec<T>, start: Instant) -> Self {
+    /// A pool holding `slots`; `start` is time zero of the occupancy
+    /// samples; while `pressure` is non-zero returned slots are retired.
+    pub fn new(slots: Vec<T>, start: Instant, pressure: Arc<AtomicUsize>) -> Self {
         let size = slots.len();
         let (free_tx, free_rx) = crossbeam_channel::bounded(size.max(1));
         for s in slots {
             free_tx.send(s).expect("pool has room for its own slots");
         }
         let occupancy = Arc::new(Occupancy { start, samples: Mutex::new(vec![(0.0, 0)]), in_use: Mutex::new(0) });
-        Pool { free_tx, free_rx, size, occupancy }
+        Pool { free_tx, free_rx, size, occupancy, yielding: Arc::new(Yield { pressure, live: AtomicUsize::new(size) }) }
+    }
+
+    /// Slots not retired.
+    pub fn live(&self) -> usize {
+        self.yielding.live.load(Ordering::SeqCst)
     }
 
     /// Number of slots.
@@ -112,7 +128,12 @@ impl<T: Send> Pool<T> {
         match self.free_rx.recv_timeout(timeout) {
             Ok(item) => {
                 self.occupancy.change(1);
-                Some(Lease { item: Some(item), home: self.free_tx.clone(), occupancy: self.occupancy.clone() })
+                Some(Lease {
+                    item: Some(item),
+                    home: self.free_tx.clone(),
+                    occupancy: self.occupancy.clone(),
+                    yielding: self.yielding.clone(),
+                })
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
         }
@@ -124,6 +145,7 @@ pub struct Lease<T> {
     item: Option<T>,
     home: Sender<T>,
     occupancy: Arc<Occupancy>,
+    yielding: Arc<Yield>,
 }
 
 impl<T> std::ops::Deref for Lease<T> {
@@ -142,8 +164,13 @@ impl<T> std::ops::DerefMut for Lease<T> {
 impl<T> Drop for Lease<T> {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
-            // The pool may be gone at the end of a run; then the slot just drops.
-            let _ = self.home.send(item);
+            let y = &self.yielding;
+            let retire = y.pressure.load(Ordering::SeqCst) > 0
+                && y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 1).then(|| n - 1)).is_ok();
+            if !retire {
+                // The pool may be gone at the end of a run; then the slot just drops.
+                let _ = self.home.send(item);
+            }
             self.occupancy.change(-1);
         }
     }
@@ -155,7 +182,8 @@ mod tests {
 
     #[test]
     fn leases_return_on_drop() {
-        let pool = Pool::new(vec![1, 2], Instant::now());
+        let pressure = Arc::new(AtomicUsize::new(0));
+        let pool = Pool::new(vec![1, 2], Instant::now(), pressure.clone());
         let a = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
         let b = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
         assert_eq!(*a + *b, 3);
@@ -164,6 +192,14 @@ mod tests {
         assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
         let peak = pool.occupancy().samples().iter().map(|s| s.1).max();
         assert_eq!(peak, Some(2));
+        // Under pressure a returned slot is retired, but never the last one.
+        pressure.store(1, Ordering::SeqCst);
+        drop(b);
+        assert_eq!(pool.live(), 1);
+        let last = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
+        drop(last);
+        assert_eq!(pool.live(), 1);
+        assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
         assert_eq!("auto".parse::<PoolSize>().unwrap(), PoolSize::Auto);
         assert!("0".parse::<PoolSize>().is_err());
     }

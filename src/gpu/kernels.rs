@@ -13,9 +13,16 @@ pub const COLOR_WGSL: &str = include_str!("../../shaders/color.wgsl");
 /// `blur_h`, `blur_v`, `blur_v_packed`.
 pub const BLUR_WGSL: &str = include_str!("../../shaders/blur.wgsl");
 
+/// Area-average downscale for previews: `downscale`.
+pub const DOWNSCALE_WGSL: &str = include_str!("../../shaders/downscale.wgsl");
+
 /// Every shader as the device compiles it: (name, full source).
-pub fn shader_sources() -> [(&'static str, String); 2] {
-    [("color", format!("{COMMON_WGSL}\n{COLOR_WGSL}")), ("blur", format!("{COMMON_WGSL}\n{BLUR_WGSL}"))]
+pub fn shader_sources() -> [(&'static str, String); 3] {
+    [
+        ("color", format!("{COMMON_WGSL}\n{COLOR_WGSL}")),
+        ("blur", format!("{COMMON_WGSL}\n{BLUR_WGSL}")),
+        ("downscale", format!("{COMMON_WGSL}\n{DOWNSCALE_WGSL}")),
+    ]
 }
 
 /// Workgroup shape of every kernel (keep in sync with `@workgroup_size`).
@@ -52,12 +59,17 @@ pub struct Kernels {
     pub(crate) blur_h: wgpu::ComputePipeline,
     pub(crate) blur_v: wgpu::ComputePipeline,
     pub(crate) blur_v_packed: wgpu::ComputePipeline,
+    pub(crate) downscale: wgpu::ComputePipeline,
 }
 
 impl Kernels {
     /// Compiles every kernel for `device`.
     pub fn new(device: &wgpu::Device) -> Self {
-        let [(_, color), (_, blur)] = shader_sources();
+        let [(_, color), (_, blur), (_, downscale)] = shader_sources();
+        let downscale = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("downscale.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(downscale.into()),
+        });
         let color = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("color.wgsl"),
             source: wgpu::ShaderSource::Wgsl(color.into()),
@@ -82,6 +94,7 @@ impl Kernels {
             blur_h: make(&blur, "blur_h"),
             blur_v: make(&blur, "blur_v"),
             blur_v_packed: make(&blur, "blur_v_packed"),
+            downscale: make(&downscale, "downscale"),
         }
     }
 }

@@ -20,7 +20,7 @@ mod adapter;
 mod kernels;
 
 pub use adapter::{AdapterSummary, choose, instance, list_adapters};
-pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, Kernels, Params, shader_sources};
+pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, DOWNSCALE_WGSL, Kernels, Params, shader_sources};
 
 use std::sync::{Arc, Mutex};
 
@@ -92,7 +92,9 @@ pub struct GpuBackend {
     uniform_align: u64,
     timestamps: bool,
     ledger: Arc<Ledger>,
-    compute: Option<Compute>,
+    /// Kernel buffers for the last few (shape, plan) pairs, most recent
+    /// last: an export and the previews beside it each keep theirs.
+    computes: Vec<Compute>,
     /// The slot `process` uses for one-off frames.
     own_slot: Option<GpuSlot>,
     error: Arc<Mutex<Option<String>>>,
@@ -116,7 +118,25 @@ struct Compute {
     launches: Vec<(usize, wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
     /// Per band: (upload offset, length) in, (readback offset, length) out.
     copies: Vec<(u64, u64, u64, u64)>,
+    /// Downscale passes for previews, by scale.
+    previews: Vec<PreviewPass>,
 }
+
+/// The extra buffers and launches that turn a frame into a preview.
+struct PreviewPass {
+    scale: u32,
+    width: u32,
+    height: u32,
+    /// RGBA8 result (STORAGE | COPY_SRC) and its readback.
+    small: LedgerBuffer,
+    read: LedgerBuffer,
+    _uniforms: LedgerBuffer,
+    /// Per band: bind group and workgroups.
+    launches: Vec<(wgpu::BindGroup, (u32, u32))>,
+}
+
+/// Most (shape, plan) kernel buffer sets kept at once.
+const COMPUTE_CACHE: usize = 3;
 
 struct Timer {
     set: wgpu::QuerySet,
@@ -209,7 +229,16 @@ impl Banding {
                 limit >> 10
             )));
         }
-        let band_rows = max_rows - 2 * halo;
+        // Bands start on multiples of 8 so preview downscale blocks (up to
+        // 8x8) never straddle two bands.
+        let band_rows = (max_rows - 2 * halo) / 8 * 8;
+        if band_rows == 0 {
+            return Err(Error::Gpu(format!(
+                "blur radius total {halo} px leaves fewer than 8 rows per band in the {} rows a {} KiB binding holds",
+                max_rows,
+                limit >> 10
+            )));
+        }
         Ok(Banding { band_rows, halo, scratch_rows: (band_rows + 2 * halo).min(height) })
     }
 
@@ -267,7 +296,7 @@ impl GpuBackend {
             max_buffer: limits.max_buffer_size,
             uniform_align: limits.min_uniform_buffer_offset_alignment.max(256) as u64,
             ledger,
-            compute: None,
+            computes: Vec::new(),
             own_slot: None,
             error,
         })
@@ -341,10 +370,20 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::Budget`] or [`Error::Gpu`].
     pub fn prepare(&mut self, shape: FrameShape, plan: &Plan) -> Result<()> {
-        if self.compute.as_ref().is_some_and(|c| c.shape == shape && c.plan == *plan) {
+        if let Some(i) = self.computes.iter().position(|c| c.shape == shape && c.plan == *plan) {
+            let c = self.computes.remove(i);
+            self.computes.push(c);
             return Ok(());
         }
-        self.compute = None;
+        if self.computes.len() >= COMPUTE_CACHE {
+            self.computes.remove(0);
+        }
+        // Older sets are only a cache: drop them (oldest first) rather than
+        // fail when the new one would not fit beside them.
+        let needed = self.compute_bytes(shape, plan)?;
+        while !self.computes.is_empty() && self.ledger.current() + needed > self.ledger.budget() {
+            self.computes.remove(0);
+        }
         let banding = self.banding(shape.width, shape.height, shape.format, plan)?;
         use wgpu::BufferUsages as U;
         let packed = self.buffer(
@@ -379,7 +418,7 @@ impl GpuBackend {
             None
         };
         let (uniforms, launches, copies) = self.record(shape, plan, banding, &packed, scratch.as_ref(), &weights)?;
-        self.compute = Some(Compute {
+        let compute = Compute {
             shape,
             plan: plan.clone(),
             packed,
@@ -389,7 +428,73 @@ impl GpuBackend {
             _uniforms: uniforms,
             launches,
             copies,
-        });
+            previews: Vec::new(),
+        };
+        self.computes.push(compute);
+        self.check_error()
+    }
+
+    /// Builds the downscale pass for `scale` on the newest compute set.
+    fn prepare_preview(&mut self, scale: u32) -> Result<()> {
+        let c = self.computes.last().expect("prepared");
+        if c.previews.iter().any(|p| p.scale == scale) {
+            return Ok(());
+        }
+        let shape = c.shape;
+        let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
+        let bytes = width as u64 * height as u64 * 4;
+        use wgpu::BufferUsages as U;
+        let small = self.buffer("preview", bytes, U::STORAGE | U::COPY_SRC)?;
+        let read = self.buffer("preview readback", bytes, U::MAP_READ | U::COPY_DST)?;
+        let bands: Vec<(u32, u32)> = c
+            .copies
+            .iter()
+            .map(|&(_, _, dst_off, dst_len)| {
+                let row = shape.row_bytes();
+                ((dst_off / row) as u32, ((dst_off + dst_len) / row) as u32)
+            })
+            .collect();
+        let uniforms =
+            self.buffer("preview uniforms", self.uniform_align * bands.len() as u64, U::UNIFORM | U::COPY_DST)?;
+        let mut params = vec![0u8; (self.uniform_align * bands.len() as u64) as usize];
+        let mut launches = Vec::new();
+        for (i, &(y0, y1)) in bands.iter().enumerate() {
+            let p = Params {
+                width: shape.width,
+                rows: y1 - y0,
+                first_row: y0 / scale,
+                store_rows: y1 - y0,
+                radius: scale,
+                sixteen: (shape.format == PixelFormat::Rgba16) as u32,
+                pad: [0; 2],
+                affine: Affine::IDENTITY.rows_f32(),
+            };
+            let at = i as u64 * self.uniform_align;
+            params[at as usize..at as usize + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
+            let k = &self.kernels.downscale;
+            let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("preview"),
+                layout: &k.get_bind_group_layout(0),
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &uniforms.buffer,
+                            offset: at,
+                            size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                        }),
+                    },
+                    wgpu::BindGroupEntry { binding: 1, resource: c.packed.buffer.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 5, resource: small.buffer.as_entire_binding() },
+                ],
+            });
+            let groups =
+                (width.div_ceil(kernels::WORKGROUP.0), (y1 - y0).div_ceil(scale).div_ceil(kernels::WORKGROUP.1));
+            launches.push((group, groups));
+        }
+        self.queue.write_buffer(&uniforms.buffer, 0, &params);
+        let pass = PreviewPass { scale, width, height, small, read, _uniforms: uniforms, launches };
+        self.computes.last_mut().expect("prepared").previews.push(pass);
         self.check_error()
     }
 
@@ -570,7 +675,39 @@ impl GpuBackend {
     /// [`Error::Budget`] or [`Error::Gpu`].
     pub fn run(&mut self, slot: &GpuSlot, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
         self.prepare(slot.shape, plan)?;
-        let c = self.compute.as_ref().expect("prepared");
+        self.execute(slot, None, out)
+    }
+
+    /// Runs `plan` on one frame and reads back only its preview: the
+    /// result area-averaged over `scale` x `scale` blocks, as RGBA8, into
+    /// `out` (resized to fit). Returns (width, height, GPU ns).
+    ///
+    /// # Errors
+    /// [`Error::Budget`] or [`Error::Gpu`].
+    pub fn run_preview(
+        &mut self,
+        slot: &GpuSlot,
+        plan: &Plan,
+        scale: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(u32, u32, Option<u64>)> {
+        self.prepare(slot.shape, plan)?;
+        self.prepare_preview(scale)?;
+        let (w, h) = {
+            let p =
+                self.computes.last().expect("prepared").previews.iter().find(|p| p.scale == scale).expect("prepared");
+            (p.width, p.height)
+        };
+        out.resize(w as usize * h as usize * 4, 0);
+        let ns = self.execute(slot, Some(scale), out)?;
+        Ok((w, h, ns))
+    }
+
+    /// Encodes and submits one frame on the newest compute set, then reads
+    /// back the full result or, with `scale`, only the preview.
+    fn execute(&self, slot: &GpuSlot, scale: Option<u32>, out: &mut [u8]) -> Result<Option<u64>> {
+        let c = self.computes.last().expect("prepared");
+        let preview = scale.map(|s| c.previews.iter().find(|p| p.scale == s).expect("prepared"));
         slot.upload.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
         let copies = &c.copies;
@@ -592,8 +729,19 @@ impl GpuBackend {
                     pass.set_bind_group(0, group, &[]);
                     pass.dispatch_workgroups(*gx, *gy, 1);
                 }
+                if let Some(p) = preview {
+                    let (group, (gx, gy)) = &p.launches[band];
+                    pass.set_pipeline(&self.kernels.downscale);
+                    pass.set_bind_group(0, group, &[]);
+                    pass.dispatch_workgroups(*gx, *gy, 1);
+                }
             }
-            encoder.copy_buffer_to_buffer(&c.packed.buffer, 0, &slot.readback, dst_off, dst_len);
+            if preview.is_none() {
+                encoder.copy_buffer_to_buffer(&c.packed.buffer, 0, &slot.readback, dst_off, dst_len);
+            }
+        }
+        if let Some(p) = preview {
+            encoder.copy_buffer_to_buffer(&p.small.buffer, 0, &p.read.buffer, 0, out.len() as u64);
         }
         if let Some(t) = &c.timer {
             encoder.resolve_query_set(&t.set, 0..2, &t.resolve.buffer, 0);
@@ -601,12 +749,13 @@ impl GpuBackend {
         }
         self.queue.submit([encoder.finish()]);
 
-        self.map(&slot.readback, wgpu::MapMode::Read)?;
+        let readback = preview.map_or(&slot.readback, |p| &p.read.buffer);
+        self.map(readback, wgpu::MapMode::Read)?;
         {
-            let view = slot.readback.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
+            let view = readback.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
             out.copy_from_slice(&view);
         }
-        slot.readback.unmap();
+        readback.unmap();
         let ns = match &c.timer {
             Some(t) => {
                 self.map(&t.read.buffer, wgpu::MapMode::Read)?;

@@ -37,7 +37,7 @@ fn gpu_available() -> bool {
 }
 
 fn engine(backend: BackendKind, pool: PoolSize, threads: usize, vram_budget: u64) -> Engine {
-    Engine::new(EngineConfig { backend, pool, threads, vram_budget, adapter: None }).unwrap()
+    Engine::new(EngineConfig { backend, pool, threads, vram_budget, ..Default::default() }).unwrap()
 }
 
 fn run(engine: &Engine, input: &str, output: &str, sequential: bool) -> framepipe::Report {

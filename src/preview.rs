@@ -1,0 +1,446 @@
+//! Previews for editors: a frame of a sequence, graded, at full, 1/2, 1/4
+//! or 1/8 resolution, served from an LRU cache and rendered ahead of any
+//! export running on the same engine.
+//!
+//! A miss decodes the source (or takes it from the decoded-source cache, so
+//! dragging a grade slider on one frame never decodes twice), runs the plan
+//! at full resolution, area-averages it on the GPU and reads back only the
+//! small image (a 1/4 preview reads back 1/16 of the bytes). The backend is
+//! taken at [`Priority::Preview`], so a waiting preview goes before every
+//! export frame that is not already on the GPU; the decode happens on the
+//! caller's thread, never queued behind the export's decoders. When the
+//! VRAM budget is full, the export hands slots back until the preview fits.
+//!
+//! After each request the engine prefetches the next few frames in the
+//! direction the playhead moved, at [`Priority::Prefetch`] (below previews,
+//! above exports); a jump cancels what is still queued.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use rayon::prelude::*;
+
+use crate::backend::Backend;
+use crate::cache::{ByteLru, CacheStats};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::gpu::{FrameShape, GpuSlot};
+use crate::io::{DecodeLimits, HostFrame, decode_file};
+use crate::ops::{OpGraph, process_cpu};
+use crate::priority::Priority;
+use crate::sequence::Sequence;
+
+/// Preview resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Scale {
+    /// Full resolution.
+    Full,
+    /// 1/2 in each direction.
+    Half,
+    /// 1/4 in each direction.
+    Quarter,
+    /// 1/8 in each direction.
+    Eighth,
+}
+
+impl Scale {
+    /// Pixels per output pixel along each axis.
+    pub fn factor(self) -> u32 {
+        match self {
+            Scale::Full => 1,
+            Scale::Half => 2,
+            Scale::Quarter => 4,
+            Scale::Eighth => 8,
+        }
+    }
+}
+
+/// A finished preview: RGBA8, ready to display.
+#[derive(Clone, Debug)]
+pub struct PreviewImage {
+    /// Frame number.
+    pub frame: u64,
+    /// Scale it was rendered at.
+    pub scale: Scale,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// RGBA8 pixels, row-major.
+    pub data: Vec<u8>,
+    /// Decode time (0 when the source was cached), ms.
+    pub decode_ms: f64,
+    /// Render time on the host clock (upload, kernels, readback), ms.
+    pub render_ms: f64,
+    /// Kernel time from GPU timestamps, ms, where available.
+    pub gpu_ms: Option<f64>,
+}
+
+/// Counters of the preview machinery.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct PreviewStats {
+    /// The finished-preview cache.
+    pub previews: CacheStats,
+    /// The decoded-source cache.
+    pub sources: CacheStats,
+    /// Frames rendered (GPU or CPU work done), previews and prefetches.
+    pub renders: u64,
+    /// Source frames decoded from disk.
+    pub decodes: u64,
+    /// Frames rendered by prefetch.
+    pub prefetched: u64,
+    /// Prefetches dropped because the playhead jumped.
+    pub prefetch_cancelled: u64,
+}
+
+/// What the tests and the editor example instrument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// An export frame started decoding.
+    ExportDecodeStart(u64),
+    /// An export frame was written.
+    ExportFrameDone(u64),
+    /// A preview was asked for.
+    PreviewRequested(u64),
+    /// A preview was returned.
+    PreviewDone(u64),
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PreviewKey {
+    source: String,
+    frame: u64,
+    graph: u64,
+    scale: Scale,
+}
+
+struct PrefetchJob {
+    generation: u64,
+    sequence: Arc<Sequence>,
+    frame: u64,
+    graph: OpGraph,
+    scale: Scale,
+}
+
+/// The engine's preview state: caches, counters, prefetch, trace.
+pub(crate) struct PreviewState {
+    cache: Mutex<ByteLru<PreviewKey, PreviewImage>>,
+    sources: Mutex<ByteLru<(String, u64), HostFrame>>,
+    renders: AtomicU64,
+    decodes: AtomicU64,
+    prefetched: AtomicU64,
+    cancelled: AtomicU64,
+    playhead: Mutex<Option<(String, u64)>>,
+    generation: AtomicU64,
+    prefetch: OnceLock<Sender<PrefetchJob>>,
+    /// Upload staging for preview sources; used only under the backend lock.
+    slot: Mutex<Option<GpuSlot>>,
+    tracing: AtomicBool,
+    trace: Mutex<Vec<(Instant, TraceEvent)>>,
+}
+
+impl PreviewState {
+    pub(crate) fn new(preview_bytes: u64, source_bytes: u64) -> Self {
+        PreviewState {
+            cache: Mutex::new(ByteLru::new(preview_bytes)),
+            sources: Mutex::new(ByteLru::new(source_bytes)),
+            renders: AtomicU64::new(0),
+            decodes: AtomicU64::new(0),
+            prefetched: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            playhead: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            prefetch: OnceLock::new(),
+            slot: Mutex::new(None),
+            tracing: AtomicBool::new(false),
+            trace: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn record(&self, event: TraceEvent) {
+        if self.tracing.load(Ordering::Relaxed) {
+            lock(&self.trace).push((Instant::now(), event));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A stable hash of an op graph: any parameter change changes it.
+pub fn graph_hash(graph: &OpGraph) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(&graph.ops).expect("ops serialise").hash(&mut h);
+    h.finish()
+}
+
+/// Area average over `factor` x `factor` blocks to RGBA8, on the CPU: the
+/// twin of `shaders/downscale.wgsl` (same blocks, order and rounding).
+pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
+    let (w, h) = (frame.width.div_ceil(factor), frame.height.div_ceil(factor));
+    let max = frame.format.max_value();
+    let mut out = vec![0u8; w as usize * h as usize * 4];
+    out.par_chunks_mut(w as usize * 4).enumerate().for_each(|(oy, row)| {
+        for ox in 0..w as usize {
+            let (x0, y0) = (ox * factor as usize, oy * factor as usize);
+            let x1 = (x0 + factor as usize).min(frame.width as usize);
+            let y1 = (y0 + factor as usize).min(frame.height as usize);
+            let mut acc = [0.0f32; 4];
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let i = (y * frame.width as usize + x) * 4;
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a += frame.channel(i + c) as f32 / max;
+                    }
+                }
+            }
+            let n = ((x1 - x0) * (y1 - y0)) as f32;
+            for c in 0..4 {
+                row[ox * 4 + c] = ((acc[c] / n).clamp(0.0, 1.0) * 255.0 + 0.5).floor() as u8;
+            }
+        }
+    });
+    (w, h, out)
+}
+
+impl Engine {
+    /// The preview of `frame` of `sequence` with `graph` at `scale`.
+    /// Thread-safe; a cache hit touches neither the GPU nor the disk.
+    ///
+    /// # Errors
+    /// [`Error::Sequence`] for a frame not in the sequence, a decode error,
+    /// an invalid graph, or a GPU error.
+    pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
+        let state = &self.core.previews;
+        state.record(TraceEvent::PreviewRequested(frame));
+        let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
+        let cached = lock(&state.cache).get(&key);
+        let image = match cached {
+            Some(image) => image,
+            None => {
+                let image = Arc::new(self.render_preview(sequence, frame, graph, scale, Priority::Preview)?);
+                let bytes = image.data.len() as u64;
+                lock(&state.cache).insert(key, image.clone(), bytes);
+                image
+            }
+        };
+        state.record(TraceEvent::PreviewDone(frame));
+        self.schedule_prefetch(sequence, frame, graph, scale);
+        Ok(image)
+    }
+
+    /// [`Engine::preview`] on another thread: the result arrives on the
+    /// returned channel, so a UI thread never blocks.
+    pub fn preview_async(
+        &self,
+        sequence: &Sequence,
+        frame: u64,
+        graph: &OpGraph,
+        scale: Scale,
+    ) -> Receiver<Result<Arc<PreviewImage>>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (engine, sequence, graph) = (self.clone(), sequence.clone(), graph.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(engine.preview(&sequence, frame, &graph, scale));
+        });
+        rx
+    }
+
+    /// Whether a preview is cached (without counting a hit or a miss).
+    pub fn preview_cached(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> bool {
+        let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
+        lock(&self.core.previews.cache).contains(&key)
+    }
+
+    /// Cache and render counters.
+    pub fn preview_stats(&self) -> PreviewStats {
+        let s = &self.core.previews;
+        PreviewStats {
+            previews: lock(&s.cache).stats(),
+            sources: lock(&s.sources).stats(),
+            renders: s.renders.load(Ordering::SeqCst),
+            decodes: s.decodes.load(Ordering::SeqCst),
+            prefetched: s.prefetched.load(Ordering::SeqCst),
+            prefetch_cancelled: s.cancelled.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Starts recording [`TraceEvent`]s (exports and previews).
+    pub fn enable_trace(&self) {
+        self.core.previews.tracing.store(true, Ordering::SeqCst);
+    }
+
+    /// The events recorded so far, oldest first.
+    pub fn take_trace(&self) -> Vec<(Instant, TraceEvent)> {
+        std::mem::take(&mut *lock(&self.core.previews.trace))
+    }
+
+    pub(crate) fn trace(&self, event: TraceEvent) {
+        self.core.previews.record(event);
+    }
+
+    fn source(&self, sequence: &Sequence, frame: u64) -> Result<(Arc<HostFrame>, f64)> {
+        let state = &self.core.previews;
+        let key = (sequence.source.clone(), frame);
+        if let Some(src) = lock(&state.sources).get(&key) {
+            return Ok((src, 0.0));
+        }
+        let path = sequence
+            .frames
+            .iter()
+            .find(|f| f.number == frame)
+            .map(|f| f.path.clone())
+            .ok_or_else(|| Error::Sequence(format!("{}: frame {frame} is not in the sequence", sequence.source)))?;
+        let t = Instant::now();
+        let src = Arc::new(decode_file(&path, &DecodeLimits::default())?);
+        state.decodes.fetch_add(1, Ordering::SeqCst);
+        let bytes = src.data.len() as u64;
+        lock(&state.sources).insert(key, src.clone(), bytes);
+        Ok((src, t.elapsed().as_secs_f64() * 1e3))
+    }
+
+    fn render_preview(
+        &self,
+        sequence: &Sequence,
+        frame: u64,
+        graph: &OpGraph,
+        scale: Scale,
+        priority: Priority,
+    ) -> Result<PreviewImage> {
+        graph.validate()?;
+        let (src, decode_ms) = self.source(sequence, frame)?;
+        let plan = graph.plan();
+        let factor = scale.factor();
+        let t = Instant::now();
+        let mut attempts = 0;
+        let (width, height, data, gpu_ns) = loop {
+            let result = {
+                let mut backend = self.core.backend.lock(priority);
+                match &mut *backend {
+                    Backend::Gpu(gpu) => {
+                        let shape = FrameShape::of(&src);
+                        let mut slot = lock(&self.core.previews.slot);
+                        let fresh = match slot.take() {
+                            Some(s) if s.shape() == shape => Ok(s),
+                            _ => gpu.new_slot(shape),
+                        };
+                        fresh.and_then(|s| {
+                            let mut data = Vec::new();
+                            let r = s
+                                .write(&src.data)
+                                .and_then(|()| gpu.run_preview(&s, &plan, factor, &mut data))
+                                .map(|(w, h, ns)| (w, h, data, ns));
+                            *slot = Some(s);
+                            r
+                        })
+                    }
+                    Backend::Cpu => {
+                        let full = process_cpu(&src, &plan);
+                        let (w, h, data) = downscale_cpu(&full, factor);
+                        Ok((w, h, data, None))
+                    }
+                }
+            };
+            match result {
+                // The budget is full (an export holds it): ask the export to
+                // hand slots back, wait for a release without holding the
+                // backend, and try again.
+                Err(Error::Budget(_)) if attempts < 20 => {
+                    attempts += 1;
+                    self.core.pressure.fetch_add(1, Ordering::SeqCst);
+                    self.core.ledger.wait_release(Duration::from_millis(250));
+                    self.core.pressure.fetch_sub(1, Ordering::SeqCst);
+                }
+                r => break r?,
+            }
+        };
+        self.core.previews.renders.fetch_add(1, Ordering::SeqCst);
+        Ok(PreviewImage {
+            frame,
+            scale,
+            width,
+            height,
+            data,
+            decode_ms,
+            render_ms: t.elapsed().as_secs_f64() * 1e3,
+            gpu_ms: gpu_ns.map(|n| n as f64 / 1e6),
+        })
+    }
+
+    /// Queues the next frames in the direction the playhead moved; a jump
+    /// (or a new direction) cancels what was queued before.
+    fn schedule_prefetch(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) {
+        let count = self.core.config.prefetch;
+        let state = &self.core.previews;
+        let previous = lock(&state.playhead).replace((sequence.source.clone(), frame));
+        let step: i64 = match previous {
+            Some((source, last)) if source == sequence.source => match frame as i64 - last as i64 {
+                0 => return, // same frame (a slider drag): nothing new to fetch
+                d if d.unsigned_abs() as usize > count.max(1) => {
+                    state.generation.fetch_add(1, Ordering::SeqCst); // a jump
+                    return;
+                }
+                d => d.signum(),
+            },
+            _ => return,
+        };
+        if count == 0 {
+            return;
+        }
+        let generation = state.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let sender = state.prefetch.get_or_init(|| {
+            let (tx, rx) = unbounded::<PrefetchJob>();
+            let core = Arc::downgrade(&self.core);
+            std::thread::Builder::new()
+                .name("framepipe-prefetch".into())
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let Some(core) = core.upgrade() else { break };
+                        let engine = Engine { core };
+                        let state = &engine.core.previews;
+                        if job.generation != state.generation.load(Ordering::SeqCst) {
+                            state.cancelled.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
+                        let key = PreviewKey {
+                            source: job.sequence.source.clone(),
+                            frame: job.frame,
+                            graph: graph_hash(&job.graph),
+                            scale: job.scale,
+                        };
+                        if lock(&state.cache).contains(&key) {
+                            continue;
+                        }
+                        if let Ok(image) =
+                            engine.render_preview(&job.sequence, job.frame, &job.graph, job.scale, Priority::Prefetch)
+                        {
+                            let bytes = image.data.len() as u64;
+                            lock(&state.cache).insert(key, Arc::new(image), bytes);
+                            state.prefetched.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+                .expect("spawn prefetch thread");
+            tx
+        });
+        let shared = Arc::new(sequence.clone());
+        for k in 1..=count as i64 {
+            let target = frame as i64 + step * k;
+            if target < 0 || !sequence.frames.iter().any(|f| f.number == target as u64) {
+                break;
+            }
+            let _ = sender.send(PrefetchJob {
+                generation,
+                sequence: shared.clone(),
+                frame: target as u64,
+                graph: graph.clone(),
+                scale,
+            });
+        }
+    }
+}
