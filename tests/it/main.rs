@@ -4,4 +4,5 @@ mod bench;
 mod cli;
 mod kernels;
 mod pipeline;
+mod preview;
 mod util;

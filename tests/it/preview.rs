@@ -1,0 +1,230 @@
+//! Previews: cache hits without work, the byte bound, LRU order, no stale
+//! images, agreement with a CPU downscale, priority over a running export,
+//! and many threads at once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use framepipe::generate::{GenerateOptions, generate_sequence};
+use framepipe::io::{DecodeLimits, EncodeOptions, decode_file};
+use framepipe::pool::PoolSize;
+use framepipe::preview::{Scale, TraceEvent};
+use framepipe::{
+    BackendKind, Cancel, Engine, EngineConfig, HostFrame, Job, MissingPolicy, Op, OpGraph, PixelFormat, Sequence,
+    process_cpu,
+};
+
+use crate::util::Rng;
+
+fn sequence(dir: &Path, frames: u32, width: u32, height: u32, format: PixelFormat) -> Sequence {
+    let opts = GenerateOptions { width, height, frames, start: 1, format, alpha: true, seed: 11 };
+    let p = dir.join("p/s_%03d.png").display().to_string();
+    generate_sequence(&opts, &p, &EncodeOptions::default(), false).unwrap();
+    Sequence::scan(&p, None, MissingPolicy::Error).unwrap()
+}
+
+fn grade(exposure: f64) -> OpGraph {
+    OpGraph::new(vec![Op::Exposure { stops: exposure }, Op::Blur { sigma: 1.2 }, Op::Saturation { saturation: 1.2 }])
+        .unwrap()
+}
+
+fn backends() -> Vec<BackendKind> {
+    let mut v = vec![BackendKind::Cpu];
+    if crate::util::gpu(Default::default()).is_some() {
+        v.push(BackendKind::Gpu);
+    }
+    v
+}
+
+fn engine(backend: BackendKind, preview_cache_bytes: u64) -> Engine {
+    Engine::new(EngineConfig { backend, preview_cache_bytes, prefetch: 0, ..Default::default() }).unwrap()
+}
+
+/// The test's own area average of a full-resolution render, to RGBA8.
+fn area_average(full: &HostFrame, s: u32) -> (u32, u32, Vec<u8>) {
+    let (w, h) = (full.width.div_ceil(s), full.height.div_ceil(s));
+    let max = full.format.max_value() as f64;
+    let mut out = Vec::new();
+    for oy in 0..h {
+        for ox in 0..w {
+            let (xs, ys) = (ox * s..((ox + 1) * s).min(full.width), oy * s..((oy + 1) * s).min(full.height));
+            let n = (xs.len() * ys.len()) as f64;
+            for c in 0..4 {
+                let mut sum = 0.0;
+                for y in ys.clone() {
+                    for x in xs.clone() {
+                        sum += full.channel(((y * full.width + x) * 4 + c) as usize) as f64 / max;
+                    }
+                }
+                out.push(((sum / n).clamp(0.0, 1.0) * 255.0 + 0.5).floor() as u8);
+            }
+        }
+    }
+    (w, h, out)
+}
+
+#[test]
+fn preview_equals_cpu_downscale_of_the_full_render() {
+    let t = tempfile::tempdir().unwrap();
+    for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
+        // Odd sizes: the last blocks are partial.
+        let seq = sequence(&t.path().join(format!("{format}")), 2, 77, 45, format);
+        let graph = grade(0.4);
+        let src = decode_file(&seq.frames[1].path, &DecodeLimits::default()).unwrap();
+        let full = process_cpu(&src, &graph.plan());
+        for backend in backends() {
+            let e = engine(backend, 64 << 20);
+            for scale in [Scale::Full, Scale::Half, Scale::Quarter, Scale::Eighth] {
+                let p = e.preview(&seq, 2, &graph, scale).unwrap();
+                let (w, h, expected) = area_average(&full, scale.factor());
+                assert_eq!((p.width, p.height), (w, h), "{backend:?} {scale:?}");
+                let worst = p.data.iter().zip(&expected).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+                assert!(worst <= 1, "{backend:?} {format} {scale:?}: off by {worst}");
+            }
+        }
+    }
+}
+
+#[test]
+fn hits_do_no_work_and_grade_changes_are_never_stale() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 3, 64, 40, PixelFormat::Rgba8);
+    for backend in backends() {
+        let e = engine(backend, 64 << 20);
+        let first = e.preview(&seq, 1, &grade(0.2), Scale::Quarter).unwrap();
+        let before = e.preview_stats();
+        let again = e.preview(&seq, 1, &grade(0.2), Scale::Quarter).unwrap();
+        let after = e.preview_stats();
+        assert!(Arc::ptr_eq(&first, &again), "a hit returns the cached image");
+        assert_eq!((after.renders, after.decodes), (before.renders, before.decodes), "no GPU work, no decode");
+        assert_eq!(after.previews.hits, before.previews.hits + 1);
+        // Drag a slider: a new grade renders again, from the cached source.
+        let mut rng = Rng::fresh("slider");
+        for _ in 0..5 {
+            let stops = rng.next() as f64 / u64::MAX as f64 - 0.5;
+            let graded = e.preview(&seq, 1, &grade(stops), Scale::Quarter).unwrap();
+            let fresh = engine(backend, 64 << 20).preview(&seq, 1, &grade(stops), Scale::Quarter).unwrap();
+            assert_eq!(graded.data, fresh.data, "stops {stops}: never a stale image");
+        }
+        let s = e.preview_stats();
+        assert_eq!(s.decodes, 1, "re-grading one frame decodes it once");
+        assert_eq!(s.renders, 6);
+    }
+}
+
+#[test]
+fn cache_is_bounded_and_evicts_least_recently_used() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 6, 64, 40, PixelFormat::Rgba8);
+    let one = 16 * 10 * 4; // a 1/4 preview of 64x40
+    let e = engine(BackendKind::Cpu, 3 * one);
+    let g = grade(0.1);
+    for f in [1, 2, 3] {
+        e.preview(&seq, f, &g, Scale::Quarter).unwrap();
+    }
+    e.preview(&seq, 1, &g, Scale::Quarter).unwrap(); // 2 is now the least recent
+    e.preview(&seq, 4, &g, Scale::Quarter).unwrap();
+    assert!(!e.preview_cached(&seq, 2, &g, Scale::Quarter));
+    for f in [1, 3, 4] {
+        assert!(e.preview_cached(&seq, f, &g, Scale::Quarter), "frame {f}");
+    }
+    for f in 1..=6 {
+        e.preview(&seq, f, &g, Scale::Quarter).unwrap();
+        let s = e.preview_stats().previews;
+        assert!(s.bytes <= 3 * one, "{s:?}");
+    }
+    assert!(e.preview_stats().previews.evictions >= 4);
+}
+
+#[test]
+fn previews_go_ahead_of_export_frames() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 60, 320, 200, PixelFormat::Rgba8);
+    for backend in backends() {
+        let e = Engine::new(EngineConfig {
+            backend,
+            threads: 2,
+            pool: PoolSize::Fixed(2),
+            prefetch: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        e.enable_trace();
+        let job = Job::new(
+            seq.source.as_str(),
+            t.path().join(format!("{backend:?}/o_%03d.png")).display().to_string(),
+            grade(0.3),
+        );
+        let prepared = framepipe::prepare(&job).unwrap();
+        let exporter = e.clone();
+        let (running_tx, running) = crossbeam_channel::bounded(1);
+        let export = std::thread::spawn(move || {
+            exporter
+                .run(&job, &prepared, &Cancel::default(), &mut |p| {
+                    if let framepipe::Progress::Done { finished: 2, .. } = p {
+                        let _ = running_tx.send(());
+                    }
+                })
+                .unwrap()
+        });
+        // Ask for previews while the export runs.
+        running.recv_timeout(Duration::from_secs(60)).unwrap();
+        for f in [55, 30, 5] {
+            e.preview(&seq, f, &grade(-0.2), Scale::Half).unwrap();
+        }
+        let report = export.join().unwrap();
+        assert_eq!(report.frames_written, 60);
+        let trace = e.take_trace();
+        let at = |ev: TraceEvent| trace.iter().find(|(_, e)| *e == ev).map(|(t, _)| *t);
+        let mut checked = 0;
+        for f in [55u64, 30, 5] {
+            let asked = at(TraceEvent::PreviewRequested(f)).unwrap();
+            let done = at(TraceEvent::PreviewDone(f)).unwrap();
+            for n in 1..=60u64 {
+                let started = at(TraceEvent::ExportDecodeStart(n)).unwrap();
+                if started > asked {
+                    checked += 1;
+                    let written = at(TraceEvent::ExportFrameDone(n)).unwrap();
+                    assert!(done < written, "{backend:?}: export frame {n} finished before preview {f}");
+                }
+            }
+        }
+        assert!(checked > 0, "{backend:?}: the export ended before the previews were asked for");
+        eprintln!("{backend:?}: {checked} export frames started after a preview request and finished after it");
+    }
+}
+
+#[test]
+fn many_threads_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = Arc::new(sequence(t.path(), 12, 48, 32, PixelFormat::Rgba8));
+    for backend in backends() {
+        let cap = 24 * 16 * 4 * 5; // five half-scale previews
+        let e =
+            Engine::new(EngineConfig { backend, preview_cache_bytes: cap, prefetch: 2, ..Default::default() }).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (e, seq) = (e.clone(), seq.clone());
+                std::thread::spawn(move || {
+                    let mut rng = Rng::fresh(&format!("thread {i}"));
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        let frame = 1 + rng.next() % 12;
+                        let scale = [Scale::Half, Scale::Quarter, Scale::Eighth][(rng.next() % 3) as usize];
+                        let g = grade((rng.next() % 4) as f64 * 0.1);
+                        let p = e.preview(&seq, frame, &g, scale).unwrap();
+                        assert_eq!(p.frame, frame);
+                        assert!(e.preview_stats().previews.bytes <= cap);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let total: usize = threads.into_iter().map(|h| h.join().expect("no panic")).sum();
+        assert!(total > 8, "{backend:?}: {total} previews");
+        assert!(e.preview_stats().previews.bytes <= cap);
+    }
+}
