@@ -70,6 +70,25 @@ impl<K: Clone + Eq + Hash, V> ByteLru<K, V> {
         }
     }
 
+    /// The value for `key`, marking it most recently used, without
+    /// counting a hit or a miss (see [`ByteLru::count`]).
+    pub fn peek(&mut self, key: &K) -> Option<Arc<V>> {
+        let v = self.map.get(key).map(|e| e.0.clone());
+        if v.is_some() {
+            self.touch(key);
+        }
+        v
+    }
+
+    /// Counts one lookup's outcome, for callers that use [`ByteLru::peek`].
+    pub fn count(&mut self, hit: bool) {
+        if hit {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+        }
+    }
+
     /// Whether `key` is held, without counting or reordering.
     pub fn contains(&self, key: &K) -> bool {
         self.map.contains_key(key)

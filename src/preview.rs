@@ -118,6 +118,16 @@ struct PreviewKey {
     scale: Scale,
 }
 
+/// Where the last request was, which way it moved, and how far ahead
+/// prefetches are queued.
+#[derive(Default)]
+struct Playhead {
+    source: String,
+    frame: u64,
+    step: i64,
+    queued_until: i64,
+}
+
 struct PrefetchJob {
     generation: u64,
     sequence: Arc<Sequence>,
@@ -134,9 +144,12 @@ pub(crate) struct PreviewState {
     decodes: AtomicU64,
     prefetched: AtomicU64,
     cancelled: AtomicU64,
-    playhead: Mutex<Option<(String, u64)>>,
+    playhead: Mutex<Option<Playhead>>,
     generation: AtomicU64,
     prefetch: OnceLock<Sender<PrefetchJob>>,
+    /// Keys being rendered now, and the signal that one landed.
+    inflight: Mutex<std::collections::HashSet<PreviewKey>>,
+    landed: std::sync::Condvar,
     /// Upload staging for preview sources; used only under the backend lock.
     slot: Mutex<Option<GpuSlot>>,
     tracing: AtomicBool,
@@ -155,6 +168,8 @@ impl PreviewState {
             playhead: Mutex::new(None),
             generation: AtomicU64::new(0),
             prefetch: OnceLock::new(),
+            inflight: Mutex::default(),
+            landed: std::sync::Condvar::new(),
             slot: Mutex::new(None),
             tracing: AtomicBool::new(false),
             trace: Mutex::new(Vec::new()),
@@ -219,19 +234,43 @@ impl Engine {
         let state = &self.core.previews;
         state.record(TraceEvent::PreviewRequested(frame));
         let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
-        let cached = lock(&state.cache).get(&key);
-        let image = match cached {
-            Some(image) => image,
-            None => {
-                let image = Arc::new(self.render_preview(sequence, frame, graph, scale, Priority::Preview)?);
-                let bytes = image.data.len() as u64;
-                lock(&state.cache).insert(key, image.clone(), bytes);
-                image
-            }
-        };
-        state.record(TraceEvent::PreviewDone(frame));
         self.schedule_prefetch(sequence, frame, graph, scale);
+        let (image, rendered) = self.cached_or_render(&key, sequence, graph, Priority::Preview)?;
+        lock(&state.cache).count(!rendered);
+        state.record(TraceEvent::PreviewDone(frame));
         Ok(image)
+    }
+
+    /// The cached image for `key`, or one rendered now; a render of the
+    /// same key already under way (a prefetch, another thread) is waited
+    /// for, never repeated. Returns whether this call rendered.
+    fn cached_or_render(
+        &self,
+        key: &PreviewKey,
+        sequence: &Sequence,
+        graph: &OpGraph,
+        priority: Priority,
+    ) -> Result<(Arc<PreviewImage>, bool)> {
+        let state = &self.core.previews;
+        loop {
+            if let Some(image) = lock(&state.cache).peek(key) {
+                return Ok((image, false));
+            }
+            let mut inflight = lock(&state.inflight);
+            if inflight.contains(key) {
+                let _ = state.landed.wait_timeout(inflight, Duration::from_millis(100));
+                continue;
+            }
+            inflight.insert(key.clone());
+            drop(inflight);
+            let result = self.render_preview(sequence, key.frame, graph, key.scale, priority).map(Arc::new);
+            if let Ok(image) = &result {
+                lock(&state.cache).insert(key.clone(), image.clone(), image.data.len() as u64);
+            }
+            lock(&state.inflight).remove(key);
+            state.landed.notify_all();
+            return result.map(|image| (image, true));
+        }
     }
 
     /// [`Engine::preview`] on another thread: the result arrives on the
@@ -372,27 +411,43 @@ impl Engine {
         })
     }
 
-    /// Queues the next frames in the direction the playhead moved; a jump
-    /// (or a new direction) cancels what was queued before.
+    /// Queues the next frames in the direction the playhead moved. Steps in
+    /// the same direction extend the queue; a jump or a change of direction
+    /// cancels what is still queued and starts again.
     fn schedule_prefetch(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) {
         let count = self.core.config.prefetch;
         let state = &self.core.previews;
-        let previous = lock(&state.playhead).replace((sequence.source.clone(), frame));
-        let step: i64 = match previous {
-            Some((source, last)) if source == sequence.source => match frame as i64 - last as i64 {
-                0 => return, // same frame (a slider drag): nothing new to fetch
+        let mut playhead = lock(&state.playhead);
+        let previous = playhead.replace(Playhead { source: sequence.source.clone(), frame, ..Default::default() });
+        let (step, mut from) = match previous {
+            Some(p) if p.source == sequence.source => match frame as i64 - p.frame as i64 {
+                0 => {
+                    *playhead = Some(p); // same frame (a slider drag): nothing new to fetch
+                    return;
+                }
                 d if d.unsigned_abs() as usize > count.max(1) => {
                     state.generation.fetch_add(1, Ordering::SeqCst); // a jump
                     return;
                 }
-                d => d.signum(),
+                d if d.signum() == p.step => (d.signum(), p.queued_until),
+                d => {
+                    state.generation.fetch_add(1, Ordering::SeqCst); // turned around
+                    (d.signum(), frame as i64)
+                }
             },
             _ => return,
         };
+        if (from - frame as i64) * step <= 0 {
+            from = frame as i64;
+        }
+        let until = frame as i64 + step * count as i64;
+        let queued_until = if step > 0 { until.max(from) } else { until.min(from) };
+        *playhead = Some(Playhead { source: sequence.source.clone(), frame, step, queued_until });
+        drop(playhead);
         if count == 0 {
             return;
         }
-        let generation = state.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let generation = state.generation.load(Ordering::SeqCst);
         let sender = state.prefetch.get_or_init(|| {
             let (tx, rx) = unbounded::<PrefetchJob>();
             let core = Arc::downgrade(&self.core);
@@ -413,14 +468,9 @@ impl Engine {
                             graph: graph_hash(&job.graph),
                             scale: job.scale,
                         };
-                        if lock(&state.cache).contains(&key) {
-                            continue;
-                        }
-                        if let Ok(image) =
-                            engine.render_preview(&job.sequence, job.frame, &job.graph, job.scale, Priority::Prefetch)
+                        if let Ok((_, true)) =
+                            engine.cached_or_render(&key, &job.sequence, &job.graph, Priority::Prefetch)
                         {
-                            let bytes = image.data.len() as u64;
-                            lock(&state.cache).insert(key, Arc::new(image), bytes);
                             state.prefetched.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -429,8 +479,9 @@ impl Engine {
             tx
         });
         let shared = Arc::new(sequence.clone());
-        for k in 1..=count as i64 {
-            let target = frame as i64 + step * k;
+        let mut target = from;
+        while (until - target) * step > 0 {
+            target += step;
             if target < 0 || !sequence.frames.iter().any(|f| f.number == target as u64) {
                 break;
             }

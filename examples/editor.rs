@@ -1,0 +1,186 @@
+//! An editor's scrub session, replayed against the engine: play forward at
+//! 24 fps for two seconds, jump back, drag a grade slider on one frame
+//! through 20 values, scrub back and forth. Run once with the engine idle
+//! and once with an export of the same sequence running on it, and print
+//! per-request latency percentiles, hit rate and cache bytes.
+//!
+//! ```sh
+//! cargo run --release --example editor -- --size 8k          # the real thing
+//! cargo run --release --example editor -- --size 1080p --backend cpu
+//! ```
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
+use framepipe::io::EncodeOptions;
+use framepipe::preview::{PreviewStats, Scale};
+use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, Op, OpGraph, Sequence};
+
+#[derive(Parser)]
+struct Args {
+    /// Frame size of the generated sequence.
+    #[arg(long, default_value = "8k")]
+    size: String,
+    /// Frames in the sequence (the export runs over all of them).
+    #[arg(long, default_value_t = 72)]
+    frames: u32,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t)]
+    backend: BackendKind,
+    /// Use this existing sequence instead of generating one.
+    #[arg(long)]
+    input: Option<String>,
+}
+
+fn grade(exposure: f64) -> OpGraph {
+    OpGraph::new(vec![
+        Op::Exposure { stops: exposure },
+        Op::Contrast { contrast: 1.1, pivot: 0.45 },
+        Op::Saturation { saturation: 1.1 },
+        Op::Blur { sigma: 2.0 },
+    ])
+    .expect("valid grade")
+}
+
+struct Request {
+    phase: &'static str,
+    ms: f64,
+    hit: bool,
+    decode_ms: f64,
+    render_ms: f64,
+}
+
+/// Replays the session; `paced` requests wait for their 24 fps tick.
+fn session(engine: &Engine, seq: &Sequence) -> Vec<Request> {
+    let first = seq.frames[0].number;
+    let n = seq.frames.len() as u64;
+    let mut plan: Vec<(&'static str, u64, f64, bool)> = Vec::new();
+    for i in 0..48.min(n) {
+        plan.push(("play 24 fps", first + i, 0.0, true));
+    }
+    let anchor = first + (n / 8).max(1);
+    plan.push(("jump back", anchor, 0.0, false));
+    for k in 0..20 {
+        plan.push(("slider drag", anchor, -1.0 + k as f64 * 0.1, false));
+    }
+    for i in 0..16.min(n - 1) {
+        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), 0.0, false));
+    }
+    for i in (0..16.min(n - 1)).rev() {
+        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), 0.0, false));
+    }
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for (i, (phase, frame, exposure, paced)) in plan.into_iter().enumerate() {
+        if paced {
+            let tick = start + Duration::from_secs_f64(i as f64 / 24.0);
+            if let Some(wait) = tick.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let before = engine.preview_stats();
+        let t = Instant::now();
+        let image = engine.preview(seq, frame, &grade(exposure), Scale::Quarter).expect("preview");
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let hit = engine.preview_stats().previews.hits > before.previews.hits;
+        let (decode_ms, render_ms) = if hit { (0.0, 0.0) } else { (image.decode_ms, image.render_ms) };
+        out.push(Request { phase, ms, hit, decode_ms, render_ms });
+    }
+    out
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
+    println!("\n### {label}\n");
+    println!("| phase | requests | hits | p50 ms | p95 ms | max ms | miss: decode ms | miss: render ms |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut phases: Vec<&str> = requests.iter().map(|r| r.phase).collect();
+    phases.dedup();
+    phases.push("all");
+    for phase in phases {
+        let rs: Vec<&Request> = requests.iter().filter(|r| phase == "all" || r.phase == phase).collect();
+        let mut ms: Vec<f64> = rs.iter().map(|r| r.ms).collect();
+        let misses: Vec<&&Request> = rs.iter().filter(|r| !r.hit).collect();
+        let mean = |f: &dyn Fn(&Request) -> f64| {
+            if misses.is_empty() { 0.0 } else { misses.iter().map(|r| f(r)).sum::<f64>() / misses.len() as f64 }
+        };
+        println!(
+            "| {phase} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
+            rs.len(),
+            rs.iter().filter(|r| r.hit).count(),
+            percentile(&mut ms, 0.5),
+            percentile(&mut ms, 0.95),
+            percentile(&mut ms, 1.0),
+            mean(&|r| r.decode_ms),
+            mean(&|r| r.render_ms)
+        );
+    }
+    let p = stats.previews;
+    println!(
+        "\nhit rate {:.0} % ({} hits, {} misses), {} prefetched, {} prefetches cancelled, preview cache {:.1} MiB in {} entries, {} evictions; {} decodes",
+        100.0 * p.hits as f64 / (p.hits + p.misses).max(1) as f64,
+        p.hits,
+        p.misses,
+        stats.prefetched,
+        stats.prefetch_cancelled,
+        p.bytes as f64 / 1048576.0,
+        p.entries,
+        p.evictions,
+        stats.decodes
+    );
+}
+
+fn main() -> Result<(), framepipe::Error> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().map_err(|source| framepipe::Error::Io { path: std::env::temp_dir(), source })?;
+    let input = match &args.input {
+        Some(i) => i.clone(),
+        None => {
+            let (width, height) = parse_size(&args.size)?;
+            let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();
+            eprintln!("generating {} frames of {width}x{height} ...", args.frames);
+            let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
+            generate_sequence(&opts, &pattern, &EncodeOptions::default(), false)?;
+            pattern
+        }
+    };
+    let seq = Sequence::scan(&input, None, MissingPolicy::Error)?;
+    let config = EngineConfig { backend: args.backend, ..Default::default() };
+
+    let idle = Engine::new(config.clone())?;
+    if let Some(n) = idle.notice() {
+        eprintln!("notice: {n}");
+    }
+    println!("## Editor session: {} ({} frames), 1/4 previews, on {}", input, seq.frames.len(), idle.device_name());
+    let requests = session(&idle, &seq);
+    print("engine idle", &requests, &idle.preview_stats());
+    drop(idle);
+
+    let busy = Engine::new(config)?;
+    let job = Job::new(input.as_str(), dir.path().join("export/o_%04d.png").display().to_string(), grade(0.0));
+    let prepared = framepipe::prepare(&job)?;
+    let exporter = busy.clone();
+    let cancel = Cancel::default();
+    let stop = cancel.clone();
+    let export = std::thread::spawn(move || exporter.run(&job, &prepared, &cancel, &mut |_| {}));
+    std::thread::sleep(Duration::from_millis(200));
+    let requests = session(&busy, &seq);
+    let exported = export.is_finished();
+    stop.cancel();
+    let report = export.join().expect("export thread")?;
+    print(
+        &format!(
+            "export running ({} frames written{})",
+            report.frames_written,
+            if exported { ", finished before the session ended" } else { ", still running at the end" }
+        ),
+        &requests,
+        &busy.preview_stats(),
+    );
+    Ok(())
+}
