@@ -2,7 +2,7 @@
 # Every GPU figure the issues ask for, in one run, as one Markdown report.
 #
 # On the NVIDIA machine, from the project root, after staging here with
-#   ../shared/device/stage --bench
+#   cargo build --release --examples && ../shared/device/stage --bench target/release/examples/editor
 # run (the device tool's `run`, carry [".device"]):
 #   bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report.md"
 #
@@ -46,8 +46,9 @@ framepipe process "$work/seq_%04d.png" -o "$work/noop/o_%04d.png" -q --json "$wo
 framepipe process "$work/seq_%04d.png" -o "$work/graded/o_%04d.png" --matrix "$matrix" --blur 4 --backend gpu \
   --json "$work/graded.json" --timeline "$work/timeline.svg" 2>&1 | tail -1 | fence
 fps() { grep -o '"fps": *[0-9.e+-]*' "$1" | head -1 | sed 's/.*: *//'; }
-say "- decode+encode only: $(fps "$work/noop.json") frames/s; pipelined color+blur: $(fps "$work/graded.json") frames/s;"
-say "  ratio $(awk "BEGIN { printf \"%.1f\", 100 * $(fps "$work/graded.json") / $(fps "$work/noop.json") }") % (target ≥ 90 %)"
+noop=$(fps "$work/noop.json")
+graded=$(fps "$work/graded.json")
+say "$(awk "BEGIN { printf \"- decode+encode only: %.2f frames/s; pipelined color+blur: %.2f frames/s; ratio %.1f %% (target >= 90 %%)\", $noop, $graded, 100 * $graded / $noop }")"
 cp "$work/timeline.svg" "$(dirname "$report")/timeline-8k-png.svg" 2>/dev/null || true
 
 say "## bench-pool, PNG out"
@@ -59,8 +60,16 @@ framepipe process "$work/seq_%04d.png" -o "$work/qoi/seq_%04d.qoi" -q --backend 
 framepipe bench-pool "$work/qoi/seq_%04d.qoi" --format qoi --pools 1,2,4,8,auto --repeat 3 --matrix "$matrix" --blur 4 \
   --backend gpu --csv "$(dirname "$report")/bench-pool-qoi.csv" --chart "$(dirname "$report")/bench-pool-qoi.svg" 2>/dev/null | fence
 
-if command -v editor >/dev/null; then
-  say "## Editor session (examples/editor.rs)"
-  editor --frames 24 --backend gpu 2>&1 | fence
+if command -v cache >/dev/null; then
+  say "## Preview cache (criterion, $size sources, 1/4 previews)"
+  FRAMEPIPE_BENCH_SIZE=$size FRAMEPIPE_BENCH_BACKEND=gpu cache --bench --noplot 2>&1 | grep -E '^preview/|time:' | fence
+fi
+editor_bin=$(command -v editor || true)
+[ -z "$editor_bin" ] && [ -x .device/extra/editor ] && editor_bin=.device/extra/editor
+if [ -n "$editor_bin" ]; then
+  say "## Editor session (examples/editor.rs): scrub, slider drag, with and without an export"
+  "$editor_bin" --input "$work/seq_%04d.png" --backend gpu 2>/dev/null >&3
+else
+  say "(no editor example: stage with ../shared/device/stage --bench target/release/examples/editor after cargo build --release --examples)"
 fi
 echo "wrote $report" >&2

@@ -142,7 +142,22 @@ pub fn table(runs: &[PoolRun]) -> String {
             m.slot_wait_s
         );
     }
+    if let Some((req, slots, share)) = smallest_within_95(runs) {
+        let _ = writeln!(
+            s,
+            "smallest pool within 95 % of the best: {req} ({slots} slots, {:.0} % of the best)",
+            100.0 * share
+        );
+    }
     s
+}
+
+/// The smallest pool whose median frames/s is within 95 % of the best
+/// median: the size worth paying VRAM for.
+pub fn smallest_within_95(runs: &[PoolRun]) -> Option<(String, usize, f64)> {
+    let sums = summarize(runs);
+    let best = sums.iter().map(|r| r.2).fold(0.0, f64::max);
+    sums.iter().filter(|r| r.2 >= 0.95 * best).min_by_key(|r| r.1).map(|r| (r.0.clone(), r.1, r.2 / best.max(1e-12)))
 }
 
 /// Every run as CSV.

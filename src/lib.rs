@@ -10,18 +10,28 @@
 //!
 //! Grade a sequence from Rust, on whatever backend is available:
 //!
-//! ```no_run
+//! ```
+//! use framepipe::generate::{GenerateOptions, generate_sequence};
 //! use framepipe::{Cancel, Engine, EngineConfig, Job, Op, OpGraph, Progress};
 //!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let plates = dir.path().join("plates/shot_%04d.png").display().to_string();
+//! # let graded = dir.path().join("graded/shot_%04d.png").display().to_string();
+//! // A small synthetic sequence to work on (plates/shot_1001.png ...).
+//! let opts = GenerateOptions { width: 64, height: 36, frames: 3, start: 1001, ..Default::default() };
+//! generate_sequence(&opts, &plates, &Default::default(), false)?;
+//!
 //! let graph = OpGraph::new(vec![Op::Exposure { stops: 0.5 }, Op::Blur { sigma: 4.0 }])?;
-//! let job = Job::new("plates/shot_%04d.png", "graded/shot_%04d.png", graph);
-//! let prepared = framepipe::prepare(&job)?;
-//! let mut engine = Engine::new(EngineConfig::default())?; // auto backend, 2 GiB VRAM budget
+//! let job = Job::new(plates.as_str(), graded.as_str(), graph);
+//! let prepared = framepipe::prepare(&job)?; // every check happens before any frame
+//! let engine = Engine::new(EngineConfig::default())?; // auto backend, 2 GiB VRAM budget
 //! if let Some(n) = engine.notice() { eprintln!("{n}"); }
-//! let report = engine.run(&job, &prepared, &Cancel::default(), &mut |p| {
+//! let cancel = Cancel::default(); // clone it into another thread to stop the run
+//! let report = engine.run(&job, &prepared, &cancel, &mut |p| {
 //!     if let Progress::Done { finished, total, .. } = p { eprintln!("{finished}/{total}"); }
 //! })?;
-//! println!("{}", report.summary());
+//! assert_eq!(report.frames_written, 3);
+//! println!("{}", report.summary()); // names the bottleneck and the efficiency
 //! # Ok::<(), framepipe::Error>(())
 //! ```
 //!

@@ -411,15 +411,29 @@ pub(crate) fn run(
                     }
                     let t0 = Instant::now();
                     let result = clock.work(shared.start, name, 0, number, || {
-                        let mut backend = engine.backend().lock(Priority::Export);
-                        shared.guarded(Stage::Compute, number, || match (&mut *backend, &*slot) {
-                            (Backend::Gpu(g), SlotKind::Gpu(s)) => {
-                                let mut out = HostFrame::new(shape.width, shape.height, shape.format, frame.has_alpha);
-                                let ns = g.run(s, &shared.plan, &mut out.data)?;
-                                Ok((out, ns))
+                        let mut waits = 0;
+                        loop {
+                            let mut backend = engine.backend().lock(Priority::Export);
+                            let r = shared.guarded(Stage::Compute, number, || match (&mut *backend, &*slot) {
+                                (Backend::Gpu(g), SlotKind::Gpu(s)) => {
+                                    let mut out =
+                                        HostFrame::new(shape.width, shape.height, shape.format, frame.has_alpha);
+                                    let ns = g.run(s, &shared.plan, &mut out.data)?;
+                                    Ok((out, ns))
+                                }
+                                (_, _) => Ok((process_cpu(&frame, &shared.plan), None)),
+                            });
+                            drop(backend);
+                            match r {
+                                // Previews took the budget (their kernel buffers
+                                // evicted ours): wait for memory, a bounded time.
+                                Err(Error::Budget(_)) if waits < 40 => {
+                                    waits += 1;
+                                    engine.ledger().wait_release(Duration::from_millis(250));
+                                }
+                                r => break r,
                             }
-                            (_, _) => Ok((process_cpu(&frame, &shared.plan), None)),
-                        })
+                        }
                     });
                     drop(slot); // the frame is back in host memory: free the slot
                     let process_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -527,6 +541,7 @@ pub(crate) fn run(
     report.vram_peak = ledger.peak();
     report.rss_peak = peak_rss();
     report.occupancy = pool.occupancy().samples();
+    report.slots_yielded = pool.size() - pool.live();
     for (name, workers) in clocks {
         let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();
         let frames: usize = workers.iter().map(|c| c.frames).sum();

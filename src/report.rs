@@ -116,6 +116,8 @@ pub struct Report {
     pub efficiency: f64,
     /// Seconds the reader waited for a free slot.
     pub slot_wait_s: f64,
+    /// Slots given back during the run so that previews could have VRAM.
+    pub slots_yielded: usize,
     /// `(seconds, slots in use)` samples.
     pub occupancy: Vec<(f64, u32)>,
     /// Stage activity, for the timeline chart.

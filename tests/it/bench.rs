@@ -24,7 +24,8 @@ fn bench_pool_rows_agree_with_their_runs() {
         .success();
     let elapsed = started.elapsed().as_secs_f64();
     let table = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    assert_eq!(table.lines().count(), 4, "{table}");
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(table.contains("smallest pool within 95 % of the best"), "{table}");
     let text = fs::read_to_string(&csv).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 3, "one row per pool size: {text}");

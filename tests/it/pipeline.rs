@@ -268,3 +268,45 @@ fn host_memory_stays_bounded() {
     assert!(small > 0, "peak RSS readable");
     assert!(large < small + 8 * 1024 * 1024, "200 frames peaked at {large} B, 20 frames at {small} B");
 }
+
+#[test]
+fn ctrl_c_drains_in_flight_frames_and_exits_130() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 80, 320, 200);
+    let out = t.path().join("o");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
+        .args(["process", &input, "-o", &format!("{}/o_%03d.png", out.display()), "--blur", "3"])
+        .args(["--backend", "cpu", "--threads", "1", "--pool", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("written") {
+        line.clear();
+    }
+    assert!(line.contains("written"), "a frame was written before the interrupt");
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("not attempted"), "the summary is printed: {rest}");
+    let written: Vec<_> = fs::read_dir(&out).unwrap().flatten().collect();
+    assert!(!written.is_empty() && written.len() < 80);
+    for f in written {
+        let name = f.file_name().into_string().unwrap();
+        assert!(!name.starts_with('.'), "no temporary file left: {name}");
+        framepipe::io::decode_file(&f.path(), &Default::default()).expect("complete frame");
+    }
+}

@@ -228,3 +228,52 @@ fn many_threads_at_once() {
         assert!(e.preview_stats().previews.bytes <= cap);
     }
 }
+
+#[test]
+fn a_full_budget_makes_the_export_yield_to_previews() {
+    if crate::util::gpu(Default::default()).is_none() {
+        return;
+    }
+    use framepipe::gpu::{FrameShape, GpuBackend};
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 40, 160, 96, PixelFormat::Rgba8);
+    let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    let fixed = match &*probe.backend().lock(framepipe::priority::Priority::Export) {
+        framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &grade(0.3).plan()).unwrap(),
+        framepipe::Backend::Cpu => unreachable!(),
+    };
+    drop(probe);
+    // The export's kernel buffers and four slots fill the budget exactly.
+    let budget = fixed + 4 * GpuBackend::slot_bytes(shape);
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: budget,
+        threads: 2,
+        pool: PoolSize::Auto,
+        prefetch: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
+    let prepared = framepipe::prepare(&job).unwrap();
+    let exporter = e.clone();
+    let (running_tx, running) = crossbeam_channel::bounded(1);
+    let export = std::thread::spawn(move || {
+        exporter
+            .run(&job, &prepared, &Cancel::default(), &mut |p| {
+                if let framepipe::Progress::Done { finished: 2, .. } = p {
+                    let _ = running_tx.send(());
+                }
+            })
+            .unwrap()
+    });
+    running.recv_timeout(Duration::from_secs(60)).unwrap();
+    let p = e.preview(&seq, 7, &grade(-0.4), Scale::Quarter).expect("the preview gets memory");
+    assert_eq!((p.width, p.height), (40, 24));
+    let report = export.join().unwrap();
+    assert_eq!(report.pool_size, 4);
+    assert!(report.slots_yielded > 0, "the export gave slots back");
+    assert_eq!(report.frames_written, 40, "the export slowed down but finished: {:?}", report.failures);
+    assert!(e.ledger().peak() <= budget);
+}
