@@ -162,23 +162,28 @@ fn main() -> Result<(), framepipe::Error> {
     drop(idle);
 
     let busy = Engine::new(config)?;
-    let job = Job::new(input.as_str(), dir.path().join("export/o_%04d.png").display().to_string(), grade(0.0));
+    let mut job = Job::new(input.as_str(), dir.path().join("export/o_%04d.png").display().to_string(), grade(0.0));
+    job.overwrite = true;
     let prepared = framepipe::prepare(&job)?;
     let exporter = busy.clone();
     let cancel = Cancel::default();
     let stop = cancel.clone();
-    let export = std::thread::spawn(move || exporter.run(&job, &prepared, &cancel, &mut |_| {}));
+    // The export restarts until the session is over, so every request
+    // competes with it.
+    let export = std::thread::spawn(move || -> Result<(usize, usize), framepipe::Error> {
+        let (mut frames, mut runs) = (0, 0);
+        while !cancel.is_cancelled() {
+            frames += exporter.run(&job, &prepared, &cancel, &mut |_| {})?.frames_written;
+            runs += 1;
+        }
+        Ok((frames, runs))
+    });
     std::thread::sleep(Duration::from_millis(200));
     let requests = session(&busy, &seq);
-    let exported = export.is_finished();
     stop.cancel();
-    let report = export.join().expect("export thread")?;
+    let (frames, runs) = export.join().expect("export thread")?;
     print(
-        &format!(
-            "export running ({} frames written{})",
-            report.frames_written,
-            if exported { ", finished before the session ended" } else { ", still running at the end" }
-        ),
+        &format!("export running ({frames} frames exported in {runs} passes over the sequence during the session)"),
         &requests,
         &busy.preview_stats(),
     );
