@@ -171,6 +171,17 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
     if alpha && (sixteen || frame.format == PixelFormat::Rgba8) {
         return (Cow::Borrowed(&frame.data), color);
     }
+    // Dropping alpha at the same depth (the common RGB output): copy the
+    // first three channels of every pixel.
+    let stride = frame.format.bytes_per_pixel();
+    if !alpha && (sixteen || frame.format == PixelFormat::Rgba8) {
+        let keep = stride / 4 * 3;
+        let mut out = Vec::with_capacity(frame.data.len() / 4 * 3);
+        for px in frame.data.chunks_exact(stride) {
+            out.extend_from_slice(&px[..keep]);
+        }
+        return (Cow::Owned(out), color);
+    }
     let pixels = frame.width as usize * frame.height as usize;
     let bytes_per_channel = if sixteen { 2 } else { 1 };
     let mut out = Vec::with_capacity(pixels * channels * bytes_per_channel);
@@ -186,4 +197,46 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
         }
     }
     (Cow::Owned(out), color)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_keeps_or_drops_channels_and_depth() {
+        for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
+            let mut f = HostFrame::new(3, 2, format, false);
+            for i in 0..f.channel_count() {
+                f.set_channel(i, ((i as u32 * 4111) % (format.max_value() as u32 + 1)) as u16);
+            }
+            for (sixteen, alpha) in [(false, false), (false, true), (true, false), (true, true)] {
+                if sixteen && format == PixelFormat::Rgba8 {
+                    continue;
+                }
+                let (bytes, _) = pack(&f, sixteen, alpha);
+                let channels = if alpha { 4 } else { 3 };
+                let mut i = 0;
+                for p in 0..6 {
+                    for c in 0..channels {
+                        let v = f.channel(p * 4 + c) as u32;
+                        let got = if sixteen {
+                            let g = u16::from_ne_bytes([bytes[i], bytes[i + 1]]) as u32;
+                            i += 2;
+                            g
+                        } else {
+                            i += 1;
+                            bytes[i - 1] as u32
+                        };
+                        let want = match (sixteen, format) {
+                            (false, PixelFormat::Rgba16) => (v * 255 + 32767) / 65535,
+                            _ => v,
+                        };
+                        assert_eq!(got, want, "{format} sixteen {sixteen} alpha {alpha} pixel {p} channel {c}");
+                    }
+                }
+                assert_eq!(i, bytes.len());
+            }
+        }
+    }
 }
