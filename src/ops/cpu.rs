@@ -149,7 +149,7 @@ fn blur_v_store(src: &[Px], out: &mut HostFrame, k: &BlurKernel, post: &Affine) 
 
 /// Clamp to [0, 1], scale, round half up: `floor(v · max + 0.5)`.
 #[inline]
-pub(crate) fn quantize(v: f32, max: f32) -> u16 {
+fn quantize(v: f32, max: f32) -> u16 {
     (v.clamp(0.0, 1.0) * max + 0.5).floor() as u16
 }
 
