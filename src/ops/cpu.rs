@@ -5,23 +5,39 @@
 //! two backends agree to float rounding; both are checked against the
 //! op-by-op f64 definition in the tests.
 //!
-//! For speed the passes are shaped like the GPU's: a plan without blur is
-//! one pass from bytes to bytes; with blurs, the horizontal pass reads a
-//! clamped-and-padded copy of each row (no per-tap bounds logic), the
-//! vertical pass runs over whole rows as flat `f32` slices (which the
-//! compiler vectorises), and the last vertical pass quantises straight into
-//! the output bytes.
+//! For speed the work is shaped like the GPU's: a plan without blur is one
+//! pass from bytes to bytes. With blurs, the frame is cut into bands of
+//! rows, each loaded with a halo of the summed blur radii (as the GPU does
+//! for its binding limit), and each band runs every pass on one thread
+//! while it is hot in cache: the horizontal pass reads a clamped-and-padded
+//! copy of each row (no per-tap bounds logic), the vertical pass runs over
+//! whole rows as flat `f32` slices (which the compiler vectorises), and the
+//! last vertical pass quantises straight into the output bytes. No
+//! frame-sized f32 buffer is ever allocated.
 
 use rayon::prelude::*;
 
-use super::{Affine, BlurKernel, Plan};
+use super::{BlurKernel, Plan};
 use crate::io::{HostFrame, PixelFormat};
 
 type Px = [f32; 4];
 
+/// Fewest output rows per band: enough to amortise the halo.
+const MIN_BAND_ROWS: usize = 64;
+
 /// Runs `plan` on `src` and returns a frame of the same size and format.
 pub fn process_cpu(src: &HostFrame, plan: &Plan) -> HostFrame {
+    // Bands at least four halos tall keep the recomputed halo rows under
+    // half of the work even for wide blurs.
+    let band_rows = MIN_BAND_ROWS.max(4 * plan.halo() as usize);
+    process_cpu_banded(src, plan, band_rows)
+}
+
+/// [`process_cpu`] with an explicit band height (tests force small bands).
+#[doc(hidden)]
+pub fn process_cpu_banded(src: &HostFrame, plan: &Plan, band_rows: usize) -> HostFrame {
     let width = src.width as usize;
+    let height = src.height as usize;
     let mut out = HostFrame::new(src.width, src.height, src.format, src.has_alpha);
     let row_bytes = out.row_bytes();
     if plan.passes.is_empty() {
@@ -35,16 +51,47 @@ pub fn process_cpu(src: &HostFrame, plan: &Plan) -> HostFrame {
         );
         return out;
     }
-    let mut a = load(src, &plan.pre);
-    let mut b = vec![[0.0f32; 4]; a.len()];
-    for (i, pass) in plan.passes.iter().enumerate() {
-        blur_h(&a, &mut b, width, &pass.kernel);
-        if i + 1 == plan.passes.len() {
-            blur_v_store(&b, &mut out, &pass.kernel, &pass.post);
-        } else {
-            blur_v(&b, &mut a, width, &pass.kernel, &pass.post);
-        }
-    }
+    let band_rows = band_rows.clamp(1, height.max(1));
+    let halo = plan.halo() as usize;
+    let pre = plan.pre.rows_f32();
+    out.data.par_chunks_mut(row_bytes * band_rows).enumerate().for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(a, b, pad): &mut (Vec<Px>, Vec<Px>, Vec<Px>), (band, bytes)| {
+            let y0 = band * band_rows;
+            let y1 = (y0 + band_rows).min(height);
+            let (load_start, load_end) = (y0.saturating_sub(halo), (y1 + halo).min(height));
+            let rows = load_end - load_start;
+            a.resize(rows * width, [0.0; 4]);
+            b.resize(rows * width, [0.0; 4]);
+            for (r, row) in a.chunks_exact_mut(width).enumerate() {
+                load_row(src, load_start + r, &pre, row);
+            }
+            for (i, pass) in plan.passes.iter().enumerate() {
+                for (out_row, row) in b.chunks_exact_mut(width).zip(a.chunks_exact(width)) {
+                    blur_h_row(row, out_row, pad, &pass.kernel);
+                }
+                let post = pass.post.rows_f32();
+                if i + 1 == plan.passes.len() {
+                    // Only the band's own rows, straight into the output.
+                    let acc = &mut a[..width];
+                    for (y, out_row) in (y0..y1).zip(bytes.chunks_exact_mut(row_bytes)) {
+                        vertical_row(b, width, y - load_start, &pass.kernel, bytemuck::cast_slice_mut(acc));
+                        for p in acc.iter_mut() {
+                            *p = affine(&post, *p);
+                        }
+                        store_row(acc, out_row, src.format);
+                    }
+                } else {
+                    for (y, out_row) in a.chunks_exact_mut(width).enumerate() {
+                        vertical_row(b, width, y, &pass.kernel, bytemuck::cast_slice_mut(out_row));
+                        for p in out_row.iter_mut() {
+                            *p = affine(&post, *p);
+                        }
+                    }
+                }
+            }
+        },
+    );
     out
 }
 
@@ -75,38 +122,27 @@ fn load_row(src: &HostFrame, y: usize, rows: &[[f32; 4]; 3], out: &mut [Px]) {
     }
 }
 
-fn load(src: &HostFrame, pre: &Affine) -> Vec<Px> {
-    let rows = pre.rows_f32();
-    let width = src.width as usize;
-    let mut out = vec![[0.0f32; 4]; width * src.height as usize];
-    out.par_chunks_mut(width).enumerate().for_each(|(y, row)| load_row(src, y, &rows, row));
-    out
-}
-
-fn blur_h(src: &[Px], dst: &mut [Px], width: usize, k: &BlurKernel) {
+/// One row of the horizontal blur: clamp-to-edge once into `pad`, then
+/// every tap is in bounds.
+fn blur_h_row(row: &[Px], out: &mut [Px], pad: &mut Vec<Px>, k: &BlurKernel) {
     let r = k.radius as usize;
-    dst.par_chunks_mut(width).zip(src.par_chunks(width)).for_each_init(
-        || Vec::with_capacity(width + 2 * r),
-        |pad: &mut Vec<Px>, (out, row)| {
-            // Clamp-to-edge once per row, then every tap is in bounds.
-            pad.clear();
-            pad.extend(std::iter::repeat_n(row[0], r));
-            pad.extend_from_slice(row);
-            pad.extend(std::iter::repeat_n(row[width - 1], r));
-            for (o, window) in out.iter_mut().zip(pad.windows(2 * r + 1)) {
-                let mut acc = [0.0f32; 4];
-                for (w, p) in k.weights.iter().zip(window) {
-                    for c in 0..4 {
-                        acc[c] += w * p[c];
-                    }
-                }
-                *o = acc;
+    pad.clear();
+    pad.extend(std::iter::repeat_n(row[0], r));
+    pad.extend_from_slice(row);
+    pad.extend(std::iter::repeat_n(row[row.len() - 1], r));
+    for (o, window) in out.iter_mut().zip(pad.windows(2 * r + 1)) {
+        let mut acc = [0.0f32; 4];
+        for (w, p) in k.weights.iter().zip(window) {
+            for c in 0..4 {
+                acc[c] += w * p[c];
             }
-        },
-    );
+        }
+        *o = acc;
+    }
 }
 
-/// Sums the vertical taps of output row `y` into `acc` (flat f32, taps in order).
+/// Sums the vertical taps of row `y` of a band into `acc` (flat f32, taps
+/// in order, clamped to the band's rows: its halo makes that exact).
 fn vertical_row(src: &[Px], width: usize, y: usize, k: &BlurKernel, acc: &mut [f32]) {
     let r = k.radius as isize;
     let last = (src.len() / width) as isize - 1;
@@ -118,33 +154,6 @@ fn vertical_row(src: &[Px], width: usize, y: usize, k: &BlurKernel, acc: &mut [f
             *a += w * p;
         }
     }
-}
-
-fn blur_v(src: &[Px], dst: &mut [Px], width: usize, k: &BlurKernel, post: &Affine) {
-    let rows = post.rows_f32();
-    dst.par_chunks_mut(width).enumerate().for_each(|(y, out)| {
-        vertical_row(src, width, y, k, bytemuck::cast_slice_mut(out));
-        for o in out.iter_mut() {
-            *o = affine(&rows, *o);
-        }
-    });
-}
-
-/// The last vertical pass: taps, color stage, quantise into the output.
-fn blur_v_store(src: &[Px], out: &mut HostFrame, k: &BlurKernel, post: &Affine) {
-    let rows = post.rows_f32();
-    let width = out.width as usize;
-    let (format, row_bytes) = (out.format, out.row_bytes());
-    out.data.par_chunks_mut(row_bytes).enumerate().for_each_init(
-        || vec![[0.0f32; 4]; width],
-        |acc, (y, bytes)| {
-            vertical_row(src, width, y, k, bytemuck::cast_slice_mut(acc));
-            for a in acc.iter_mut() {
-                *a = affine(&rows, *a);
-            }
-            store_row(acc, bytes, format);
-        },
-    );
 }
 
 /// Clamp to [0, 1], scale, round half up: `floor(v · max + 0.5)`.

@@ -10,7 +10,7 @@ mod cpu;
 mod plan;
 mod preset;
 
-pub use cpu::process_cpu;
+pub use cpu::{process_cpu, process_cpu_banded};
 pub use plan::{Affine, BlurKernel, BlurPass, Plan};
 pub use preset::{load_preset, parse_preset};
 

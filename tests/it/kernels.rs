@@ -173,3 +173,20 @@ fn band_too_small_for_halo_is_a_clear_error() {
     let err = backend.process(&src, &plan).unwrap_err().to_string();
     assert!(err.contains("blur radius"), "{err}");
 }
+
+#[test]
+fn cpu_bands_equal_one_band() {
+    // Small bands with halos must give the very bytes of one whole-frame band.
+    let mut rng = Rng::fresh("cpu_bands_equal_one_band");
+    for (_, ops) in op_lists() {
+        for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
+            let src = random_frame(&mut rng, 29, 83, format, true);
+            let plan = OpGraph::new(ops.clone()).unwrap().plan();
+            let whole = framepipe::ops::process_cpu_banded(&src, &plan, usize::MAX / 2);
+            for band_rows in [1, 7, 16] {
+                let banded = framepipe::ops::process_cpu_banded(&src, &plan, band_rows);
+                assert!(banded == whole, "{ops:?} {format} bands of {band_rows}");
+            }
+        }
+    }
+}
