@@ -7,14 +7,21 @@
 //! stored rows are exactly what a whole-frame pass would give. Frames that
 //! fit are one band with no halo.
 //!
-//! Per band: the packed rows go host → mapped staging buffer → `packed`
-//! (never `queue.write_buffer`, measured 3x slower for frame-sized data),
-//! then one compute pass runs the kernels, which write their results back
-//! into `packed` from row 0, and that is copied to a mapped readback buffer.
+//! A frame arrives in a [`GpuSlot`]: its upload staging buffer is mapped
+//! while the slot is free, so a decoder writes the pixels straight into it
+//! (never `queue.write_buffer`, measured 3x slower for frame-sized data).
+//! One submission then does, per band: copy the band's rows (with halo)
+//! into `packed`, one compute pass of kernels that write their results back
+//! into `packed` from row 0, and a copy of those rows into the slot's
+//! readback buffer (or, for a preview, a downscale pass into a small
+//! buffer, so only the small image is read back).
 //! A plan without blur is one kernel (`color`); a blur is two, horizontal
 //! reading the packed pixels and vertical writing them, with the color
 //! stages fused in: per 8K RGBA8 frame that is about 40 bytes of memory
 //! traffic per pixel instead of the 100 a separate load/store would cost.
+//! The kernel buffers (`packed`, f32 scratch, weights, uniforms, bind
+//! groups) are built once per (frame shape, plan) and kept for the last
+//! few pairs, so an export and the previews beside it do not rebuild them.
 
 mod adapter;
 mod kernels;
