@@ -238,7 +238,6 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
         let mut report = run_sequential(job, prepared, self, cancel, progress)?;
-        report.vram_budget = self.core.ledger.budget();
         report.vram_peak = self.core.ledger.peak();
         report.rss_peak = crate::report::peak_rss();
         Ok(report)
@@ -355,17 +354,7 @@ fn run_sequential(
     let plan = job.graph.plan();
     let identity = is_identity(&plan);
     let total = prepared.sequence.frames.len();
-    let mut report = Report {
-        input: job.input.clone(),
-        output: job.output.clone(),
-        ops: job.graph.describe(),
-        backend: engine.backend_name().into(),
-        device: engine.device_name().into(),
-        mode: "sequential".into(),
-        threads: 1,
-        pool_size: 1,
-        ..Default::default()
-    };
+    let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, engine, "sequential") };
     let mut expected: Option<(u32, u32, crate::io::PixelFormat)> = None;
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
         if cancel.is_cancelled() {

@@ -275,17 +275,7 @@ pub(crate) fn run(
     let identity = is_identity(&plan);
     let total = prepared.sequence.frames.len();
     let threads = threads.max(1);
-    let mut report = Report {
-        input: job.input.clone(),
-        output: job.output.clone(),
-        ops: job.graph.describe(),
-        backend: engine.backend_name().into(),
-        device: engine.device_name().into(),
-        mode: "pipelined".into(),
-        threads,
-        vram_budget: ledger.budget(),
-        ..Default::default()
-    };
+    let mut report = Report { threads, ..Report::for_job(job, engine, "pipelined") };
     let mut early = Vec::new();
     let probed = probe_shape(job, prepared, &mut early);
     let mut finished = 0;

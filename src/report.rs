@@ -139,6 +139,21 @@ pub fn peak_rss() -> u64 {
 }
 
 impl Report {
+    /// An empty report for `job` on `engine`, in `mode` (`pipelined` or
+    /// `sequential`): the header fields every run fills in the same way.
+    pub fn for_job(job: &crate::engine::Job, engine: &crate::engine::Engine, mode: &str) -> Self {
+        Report {
+            input: job.input.clone(),
+            output: job.output.clone(),
+            ops: job.graph.describe(),
+            backend: engine.backend_name().into(),
+            device: engine.device_name().into(),
+            mode: mode.into(),
+            vram_budget: engine.ledger().budget(),
+            ..Default::default()
+        }
+    }
+
     /// Mean of a per-frame field over written frames, ms.
     pub fn mean_ms(&self, field: impl Fn(&FrameRecord) -> Option<f64>) -> Option<f64> {
         let v: Vec<f64> = self.frames.iter().filter_map(field).collect();

@@ -41,6 +41,25 @@ fn engine(backend: BackendKind, preview_cache_bytes: u64) -> Engine {
     Engine::new(EngineConfig { backend, preview_cache_bytes, prefetch: 0, ..Default::default() }).unwrap()
 }
 
+/// Starts `job` on `engine` in another thread and returns once two of its
+/// frames are written, so what follows runs beside a live export.
+fn start_export(engine: &Engine, job: Job) -> std::thread::JoinHandle<framepipe::Report> {
+    let prepared = framepipe::prepare(&job).unwrap();
+    let exporter = engine.clone();
+    let (running_tx, running) = crossbeam_channel::bounded(1);
+    let export = std::thread::spawn(move || {
+        exporter
+            .run(&job, &prepared, &Cancel::default(), &mut |p| {
+                if let framepipe::Progress::Done { finished: 2, .. } = p {
+                    let _ = running_tx.send(());
+                }
+            })
+            .unwrap()
+    });
+    running.recv_timeout(Duration::from_secs(60)).unwrap();
+    export
+}
+
 /// The test's own area average of a full-resolution render, to RGBA8.
 fn area_average(full: &HostFrame, s: u32) -> (u32, u32, Vec<u8>) {
     let (w, h) = (full.width.div_ceil(s), full.height.div_ceil(s));
@@ -156,20 +175,8 @@ fn previews_go_ahead_of_export_frames() {
             t.path().join(format!("{backend:?}/o_%03d.png")).display().to_string(),
             grade(0.3),
         );
-        let prepared = framepipe::prepare(&job).unwrap();
-        let exporter = e.clone();
-        let (running_tx, running) = crossbeam_channel::bounded(1);
-        let export = std::thread::spawn(move || {
-            exporter
-                .run(&job, &prepared, &Cancel::default(), &mut |p| {
-                    if let framepipe::Progress::Done { finished: 2, .. } = p {
-                        let _ = running_tx.send(());
-                    }
-                })
-                .unwrap()
-        });
+        let export = start_export(&e, job);
         // Ask for previews while the export runs.
-        running.recv_timeout(Duration::from_secs(60)).unwrap();
         for f in [55, 30, 5] {
             e.preview(&seq, f, &grade(-0.2), Scale::Half).unwrap();
         }
@@ -256,19 +263,7 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     })
     .unwrap();
     let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
-    let prepared = framepipe::prepare(&job).unwrap();
-    let exporter = e.clone();
-    let (running_tx, running) = crossbeam_channel::bounded(1);
-    let export = std::thread::spawn(move || {
-        exporter
-            .run(&job, &prepared, &Cancel::default(), &mut |p| {
-                if let framepipe::Progress::Done { finished: 2, .. } = p {
-                    let _ = running_tx.send(());
-                }
-            })
-            .unwrap()
-    });
-    running.recv_timeout(Duration::from_secs(60)).unwrap();
+    let export = start_export(&e, job);
     let p = e.preview(&seq, 7, &grade(-0.4), Scale::Quarter).expect("the preview gets memory");
     assert_eq!((p.width, p.height), (40, 24));
     let report = export.join().unwrap();
