@@ -288,7 +288,8 @@ fn ctrl_c_drains_in_flight_frames_and_exits_130() {
         line.clear();
     }
     assert!(line.contains("written"), "a frame was written before the interrupt");
-    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    // The shell's builtin kill: present wherever sh is, unlike /bin/kill.
+    let kill = std::process::Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
     assert!(kill.success());
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
