@@ -1,9 +1,9 @@
-//! The pipelined engine: read, decode, compute, encode, all at once.
+//! The pipelined engine: read, decode, compute, readback, encode, all at once.
 //!
 //! ```text
-//!  read ──▶ decode ×T ──▶ compute ×1 (GPU owner) ──▶ encode ×T ──▶ files
-//!    │          │ writes into the slot's mapped upload   │
-//!    └─ waits for a free slot ◀── slot freed after readback
+//!  read ──▶ decode ×T ──▶ gpu ×1 (owner, ≤2 frames on the GPU) ──▶ readback ×R ──▶ encode ×T ──▶ files
+//!    │          │ writes into the slot's mapped upload                   │
+//!    └─ waits for a free slot ◀──────────── slot freed once copied out ◀─┘
 //! ```
 //!
 //! * The reader takes a slot from the [`Pool`] before handing a frame to
@@ -12,9 +12,13 @@
 //! * Decoders write the frame straight into the slot's mapped upload buffer
 //!   (the image decoders need a `&mut [u8]` of their own, so it is one copy
 //!   from their output, never `queue.write_buffer`).
-//! * One thread owns the GPU: it submits, polls and reads back, then frees
-//!   the slot and hands the host frame to the encoders. With the CPU
-//!   backend the same thread runs the rayon kernels; with no ops there is
+//! * One thread owns the GPU: it submits a frame as soon as one is decoded
+//!   and fewer than [`GPU_DEPTH`] are on the GPU, and otherwise waits for
+//!   the oldest, whose result is then mapped in its slot's readback. A
+//!   readback thread copies it out (a host memcpy that would otherwise be
+//!   most of the owner's time per frame), frees the slot and hands the
+//!   host frame to the encoders. With the CPU backend the owner runs the
+//!   rayon kernels and there is no readback stage; with no ops there is
 //!   no compute stage and nothing touches the GPU.
 //! * Stages are joined by bounded channels. Output files may complete out
 //!   of order; each is written atomically.
@@ -23,6 +27,7 @@
 //!   stops the run the same way and surfaces as [`Error::Panic`] once every
 //!   thread has joined. Cancellation stops the reader and drains.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +39,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::backend::Backend;
 use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
 use crate::error::{Error, Result};
-use crate::gpu::{FrameShape, GpuBackend, GpuSlot};
+use crate::gpu::{FrameShape, GpuBackend, GpuSlot, InFlight};
 use crate::io::{HostFrame, decode_file, probe_file, write_frame_atomic};
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::{Plan, process_cpu};
@@ -50,8 +55,23 @@ pub enum Stage {
     Decode,
     /// Running the kernels (GPU or CPU).
     Compute,
+    /// Copying a frame out of its slot's readback staging.
+    Readback,
     /// Encoding and writing a frame.
     Encode,
+}
+
+/// Most frames on the GPU at once: two let the copy-in of one frame run
+/// beside the copy-out of the one before, and keep the queue fed while
+/// the owner thread waits; more would only hold slots.
+pub(crate) const GPU_DEPTH: usize = 2;
+
+/// Threads that copy finished frames out of their slots. The copy is a
+/// host memcpy (about 13 ms per 8K RGBA8 frame at 10 GB/s): one thread
+/// keeps up with the GPU on small machines, two on larger ones, and the
+/// slot is free as soon as the copy is done rather than after the encode.
+pub(crate) fn readback_threads(threads: usize) -> usize {
+    if threads >= 4 { 2 } else { 1 }
 }
 
 /// What a pool slot holds.
@@ -76,6 +96,51 @@ struct Decoded {
     frame: HostFrame,
     slot: Lease<SlotKind>,
     decode_ms: f64,
+}
+
+/// A frame the GPU has finished: its result is mapped in the slot.
+struct Finished {
+    number: u64,
+    output: PathBuf,
+    has_alpha: bool,
+    slot: Lease<SlotKind>,
+    decode_ms: f64,
+    /// When it was submitted.
+    t0: Instant,
+    gpu_ns: Option<u64>,
+}
+
+/// What submitting a frame gives: GPU work under way, or (CPU backend)
+/// the finished frame.
+enum Submitted {
+    Gpu(InFlight),
+    Done(HostFrame),
+}
+
+/// Submits one decoded frame under the export's priority: on the GPU it
+/// returns at once; the CPU backend runs the kernels here. When previews
+/// have taken the budget (their kernel buffers evicted ours), waits for
+/// memory, a bounded time.
+fn submit(engine: &Engine, shared: &Shared<'_>, d: &Decoded, shape: FrameShape) -> Result<Submitted> {
+    let mut waits = 0;
+    loop {
+        let mut backend = engine.backend().lock(Priority::Export);
+        let r = shared.guarded(Stage::Compute, d.number, || match (&mut *backend, &*d.slot) {
+            (Backend::Gpu(g), SlotKind::Gpu(s)) => Ok(Submitted::Gpu(g.submit(s, &shared.plan)?)),
+            (_, _) => {
+                debug_assert_eq!(FrameShape::of(&d.frame), shape);
+                Ok(Submitted::Done(process_cpu(&d.frame, &shared.plan)))
+            }
+        });
+        drop(backend);
+        match r {
+            Err(Error::Budget(_)) if waits < 40 => {
+                waits += 1;
+                engine.ledger().wait_release(Duration::from_millis(250));
+            }
+            r => return r,
+        }
+    }
 }
 
 struct Processed {
@@ -116,6 +181,15 @@ impl Clock {
             end: (t1 - start).as_secs_f64(),
             frame,
         });
+        out
+    }
+
+    /// Like [`Clock::work`] for the second half of a frame's work (the GPU
+    /// owner waiting for it): busy time and an interval, no new frame.
+    fn wait<T>(&mut self, start: Instant, stage: &str, frame: u64, f: impl FnOnce() -> T) -> T {
+        let frames = self.frames;
+        let out = self.work(start, stage, 0, frame, f);
+        self.frames = frames;
         out
     }
 
@@ -160,16 +234,21 @@ impl Shared<'_> {
         let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
     }
 
-    /// Runs one frame's work for `stage`, turning a panic into an error.
+    /// Runs one frame's work for `stage`, turning a panic into an error;
+    /// the test hook may inject one here.
     fn guarded<T>(&self, stage: Stage, number: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let injected = self.job.inject_panic == Some((stage, number));
-        catch_unwind(AssertUnwindSafe(|| {
+        self.catch(stage, number, || {
             if injected {
                 panic!("injected test panic");
             }
             f()
-        }))
-        .unwrap_or_else(|payload| {
+        })
+    }
+
+    /// Runs one frame's work for `stage`, turning a panic into an error.
+    fn catch<T>(&self, stage: Stage, number: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -309,6 +388,8 @@ pub(crate) fn run(
     let (decode_tx, decode_rx) = bounded::<Work>(threads);
     let (compute_tx, compute_rx) = bounded::<Decoded>(pool.size());
     let (encode_tx, encode_rx) = bounded::<Processed>(threads);
+    let gpu_slots = compute_name == Some("gpu");
+    let (to_readback, readback_rx) = bounded::<Finished>(readback_threads(threads));
     let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
     let mut dispatched = 0usize;
 
@@ -394,56 +475,119 @@ pub(crate) fn run(
             scope.spawn(move || {
                 let mut clock = Clock::default();
                 let mut broken = false;
-                while let Some(d) = clock.recv(&compute_rx) {
-                    let Decoded { number, output, frame, slot, decode_ms } = d;
-                    if broken {
-                        continue; // drain without touching a failed device
-                    }
-                    let t0 = Instant::now();
-                    let result = clock.work(shared.start, name, 0, number, || {
-                        let mut waits = 0;
-                        loop {
-                            let mut backend = engine.backend().lock(Priority::Export);
-                            let r = shared.guarded(Stage::Compute, number, || match (&mut *backend, &*slot) {
-                                (Backend::Gpu(g), SlotKind::Gpu(s)) => {
-                                    let mut out =
-                                        HostFrame::new(shape.width, shape.height, shape.format, frame.has_alpha);
-                                    let ns = g.run(s, &shared.plan, &mut out.data)?;
-                                    Ok((out, ns))
+                // Frames on the GPU, oldest first: a new frame is submitted
+                // whenever there is room and one is ready, and only when
+                // none is does this thread wait for the oldest.
+                let mut flights: VecDeque<(Decoded, InFlight, Instant)> = VecDeque::new();
+                loop {
+                    let next = if flights.len() >= GPU_DEPTH {
+                        None
+                    } else if flights.is_empty() {
+                        match clock.recv(&compute_rx) {
+                            Some(d) => Some(d),
+                            None => break,
+                        }
+                    } else {
+                        compute_rx.try_recv().ok()
+                    };
+                    if let Some(d) = next {
+                        if broken {
+                            continue; // drain without touching a failed device
+                        }
+                        let number = d.number;
+                        let t0 = Instant::now();
+                        let result = clock.work(shared.start, name, 0, number, || submit(engine, shared, &d, shape));
+                        match result {
+                            Ok(Submitted::Gpu(flight)) => flights.push_back((d, flight, t0)),
+                            Ok(Submitted::Done(frame)) => {
+                                let Decoded { number, output, slot, decode_ms, .. } = d;
+                                drop(slot);
+                                let process_ms = t0.elapsed().as_secs_f64() * 1e3;
+                                let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns: None };
+                                if !clock.send(&to_encode, p) {
+                                    break;
                                 }
-                                (_, _) => Ok((process_cpu(&frame, &shared.plan), None)),
-                            });
-                            drop(backend);
-                            match r {
-                                // Previews took the budget (their kernel buffers
-                                // evicted ours): wait for memory, a bounded time.
-                                Err(Error::Budget(_)) if waits < 40 => {
-                                    waits += 1;
-                                    engine.ledger().wait_release(Duration::from_millis(250));
-                                }
-                                r => break r,
+                            }
+                            Err(e) => {
+                                broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
+                                shared.fail(&events, d.number, e);
                             }
                         }
+                        continue;
+                    }
+                    let Some((d, flight, t0)) = flights.pop_front() else { continue };
+                    let number = d.number;
+                    let result = clock.wait(shared.start, name, number, || {
+                        shared.catch(Stage::Compute, number, || match &*d.slot {
+                            SlotKind::Gpu(s) => flight.wait(s),
+                            SlotKind::Host => unreachable!("host slots are never submitted"),
+                        })
                     });
-                    drop(slot); // the frame is back in host memory: free the slot
-                    let process_ms = t0.elapsed().as_secs_f64() * 1e3;
                     match result {
-                        Ok((frame, gpu_ns)) => {
-                            if !clock
-                                .send(&to_encode, Processed { number, output, frame, decode_ms, process_ms, gpu_ns })
-                            {
+                        Ok(gpu_ns) => {
+                            let Decoded { number, output, frame, slot, decode_ms } = d;
+                            let f =
+                                Finished { number, output, has_alpha: frame.has_alpha, slot, decode_ms, t0, gpu_ns };
+                            if !clock.send(&to_readback, f) {
                                 break;
                             }
                         }
                         Err(e) => {
-                            broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
+                            broken = true;
                             shared.fail(&events, number, e);
                         }
+                    }
+                }
+                // A broken run drops what is still on the GPU only after it is done.
+                for (d, flight, _) in flights {
+                    if let SlotKind::Gpu(s) = &*d.slot {
+                        let _ = flight.wait(s);
                     }
                 }
                 clock
             })
         });
+        // `to_readback` went into the compute closure: gone with it, or with
+        // the closure `map` never called.
+        let readers: Vec<_> = (0..if gpu_slots { readback_threads(threads) } else { 0 })
+            .map(|worker| {
+                let rx = readback_rx.clone();
+                let to_encode = encode_tx.clone();
+                let events = events_tx.clone();
+                scope.spawn(move || {
+                    let mut clock = Clock::default();
+                    while let Some(f) = clock.recv(&rx) {
+                        let Finished { number, output, has_alpha, slot, decode_ms, t0, gpu_ns } = f;
+                        let result = clock.work(shared.start, "readback", worker, number, || {
+                            shared.guarded(Stage::Readback, number, || match &*slot {
+                                SlotKind::Gpu(s) => s.take_result(),
+                                SlotKind::Host => unreachable!("host slots are never submitted"),
+                            })
+                        });
+                        drop(slot); // the frame is back in host memory: free the slot
+                        match result {
+                            Ok(data) => {
+                                let frame = HostFrame {
+                                    width: shape.width,
+                                    height: shape.height,
+                                    format: shape.format,
+                                    has_alpha,
+                                    data,
+                                };
+                                let process_ms = t0.elapsed().as_secs_f64() * 1e3;
+                                let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns };
+                                if !clock.send(&to_encode, p) {
+                                    break;
+                                }
+                            }
+                            Err(e) => shared.fail(&events, number, e),
+                        }
+                    }
+                    clock
+                })
+            })
+            .collect();
+        drop(readback_rx);
         drop(encode_tx);
         let encoders: Vec<_> = (0..threads)
             .map(|worker| {
@@ -515,6 +659,9 @@ pub(crate) fn run(
         clocks.push(("decode", decoders.into_iter().map(join).collect()));
         if let (Some(name), Some(h)) = (compute_name, compute) {
             clocks.push((name, vec![join(h)]));
+        }
+        if gpu_slots {
+            clocks.push(("readback", readers.into_iter().map(join).collect()));
         }
         clocks.push(("encode", encoders.into_iter().map(join).collect()));
         done.sort_by_key(|r| r.number);

@@ -48,12 +48,13 @@ impl std::fmt::Display for PoolSize {
 
 /// The most slots `auto` takes for `threads` decode workers.
 ///
-/// A slot is held from the start of its frame's decode until its readback,
-/// so at most one per decode worker, plus one on the GPU and one waiting to
-/// be submitted, can ever be busy: more slots than that only sit idle in
-/// VRAM.
+/// A slot is held from the start of its frame's decode until its result
+/// is copied out after readback, so at most one per decode worker, one per
+/// frame on the GPU (two) and one per readback copier (one, or two with 4
+/// or more threads) are ever busy in steady state: more slots than that
+/// only sit idle in VRAM.
 pub fn auto_cap(threads: usize) -> usize {
-    threads + 2
+    threads + crate::pipeline::GPU_DEPTH + crate::pipeline::readback_threads(threads)
 }
 
 /// A pool of slots of type `T`, shared by the pipeline's threads.

@@ -20,6 +20,7 @@ fn color(stage: &str) -> &'static str {
         "read" => "#8c8c8c",
         "decode" => "#4e79a7",
         "gpu" | "compute" => "#e15759",
+        "readback" => "#f28e2b",
         "encode" => "#59a14f",
         _ => "#b07aa1",
     }

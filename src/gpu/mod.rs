@@ -29,6 +29,7 @@ mod kernels;
 pub use adapter::{AdapterSummary, choose, instance, list_adapters};
 pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, DOWNSCALE_WGSL, Kernels, Params, shader_sources};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -118,7 +119,6 @@ struct Compute {
     _scratch: Option<[LedgerBuffer; 2]>,
     /// One weight table per blur pass (held for the bind groups).
     _weights: Vec<LedgerBuffer>,
-    timer: Option<Timer>,
     /// Every dispatch's uniforms, at aligned offsets; written once.
     _uniforms: LedgerBuffer,
     /// Kernel launches, in order: band, pipeline, bind group, workgroups.
@@ -145,11 +145,17 @@ struct PreviewPass {
 /// Most (shape, plan) kernel buffer sets kept at once.
 const COMPUTE_CACHE: usize = 3;
 
-struct Timer {
+/// Bytes of a slot's timestamp queries: two 8-byte queries, their resolve
+/// buffer and its readback. Counted whether or not the adapter has
+/// timestamps, so a slot's size does not depend on the adapter.
+const TIMER_BYTES: u64 = 16 + 16 + 16;
+
+/// A slot's own timestamp queries: each frame in flight brackets its
+/// kernels with its own pair, so frames on the GPU at once never share one.
+struct SlotTimer {
     set: wgpu::QuerySet,
-    resolve: LedgerBuffer,
-    read: LedgerBuffer,
-    _reservation: Reservation,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
 }
 
 /// A buffer and the ledger bytes it holds.
@@ -166,10 +172,17 @@ type Dispatch<'a> = (usize, &'a wgpu::ComputePipeline, Vec<(u32, &'a wgpu::Buffe
 /// `upload` (kept mapped while the slot is free), results come back through
 /// `readback`. A pool of these is what bounds frames in flight, in VRAM
 /// (well, mapped memory the driver counts) and in host memory alike.
+///
+/// After [`InFlight::wait`] the result stays mapped in `readback` until
+/// [`GpuSlot::take_result`] copies it out: any thread may do that, so the
+/// frame-sized copy is not the GPU owner's work.
 pub struct GpuSlot {
     shape: FrameShape,
     upload: wgpu::Buffer,
     readback: wgpu::Buffer,
+    /// Whether `readback` holds a finished frame, mapped and not yet taken.
+    result_mapped: AtomicBool,
+    timer: Option<SlotTimer>,
     _reservation: Reservation,
 }
 
@@ -201,6 +214,122 @@ impl GpuSlot {
         view.slice(..).copy_from_slice(data);
         Ok(())
     }
+
+    /// Copies the finished frame out of the mapped readback and unmaps it,
+    /// leaving the slot ready for its next frame. Any thread may call this.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the slot holds no finished frame.
+    pub fn take_result(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.copy_result(|view| out.extend_from_slice(view))?;
+        Ok(out)
+    }
+
+    /// As [`GpuSlot::take_result`], into `out` (`frame_bytes` long).
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the slot holds no finished frame.
+    pub fn take_result_into(&self, out: &mut [u8]) -> Result<()> {
+        self.copy_result(|view| out.copy_from_slice(view))
+    }
+
+    fn copy_result(&self, f: impl FnOnce(&[u8])) -> Result<()> {
+        if !self.result_mapped.load(Ordering::SeqCst) {
+            return Err(Error::Gpu("the slot holds no finished frame".into()));
+        }
+        {
+            let view = self.readback.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback staging: {e}")))?;
+            f(&view);
+        }
+        self.release_result();
+        Ok(())
+    }
+
+    /// Unmaps a result nobody took (a run that stopped), so the slot can
+    /// be submitted again.
+    fn release_result(&self) {
+        if self.result_mapped.swap(false, Ordering::SeqCst) {
+            self.readback.unmap();
+        }
+    }
+}
+
+/// A frame submitted to the GPU whose results are on their way back:
+/// the readback (and the upload, for the slot's next frame) are being
+/// mapped. Waiting needs only the device, not the [`GpuBackend`], so the
+/// thread that owns the backend can hand it to a preview meanwhile.
+pub struct InFlight {
+    device: wgpu::Device,
+    index: wgpu::SubmissionIndex,
+    /// One per buffer being mapped: the result first, then the upload,
+    /// then the slot's timer.
+    maps: Vec<std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    /// Whether the result lands in the slot's own readback (not a preview's).
+    full: bool,
+    period: f32,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl InFlight {
+    /// Blocks until the frame is done. Afterwards a full frame's result is
+    /// mapped in the slot ([`GpuSlot::take_result`]) and its upload mapped
+    /// again. Returns the GPU time of its kernels in ns, where timed.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the device fails or a mapping does not complete.
+    pub fn wait(self, slot: &GpuSlot) -> Result<Option<u64>> {
+        let wait_for = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
+        self.device.poll(wait_for).map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+        for rx in &self.maps {
+            // Another thread's poll may be delivering the callback right
+            // now: wait a little, poll again, never spin.
+            let result = loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(20)) {
+                    Ok(r) => break r,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        self.device
+                            .poll(wgpu::PollType::Poll)
+                            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(Error::Gpu("buffer map never completed".into()));
+                    }
+                }
+            };
+            result.map_err(|e| Error::Gpu(format!("buffer map failed: {e}")))?;
+        }
+        if self.full {
+            slot.result_mapped.store(true, Ordering::SeqCst);
+        }
+        let ns = match &slot.timer {
+            Some(t) => {
+                let ticks: [u64; 2] = {
+                    let view = t.read.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
+                    bytemuck::pod_read_unaligned(&view)
+                };
+                t.read.unmap();
+                Some((ticks[1].saturating_sub(ticks[0]) as f64 * self.period as f64) as u64)
+            }
+            None => None,
+        };
+        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(ns),
+        }
+    }
+}
+
+/// Asks for `buffer` to be mapped once the GPU is done with it.
+fn request_map(
+    buffer: &wgpu::Buffer,
+    mode: wgpu::MapMode,
+) -> std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    buffer.map_async(mode, .., move |r| {
+        let _ = tx.send(r);
+    });
+    rx
 }
 
 /// The band layout of a frame under a binding limit.
@@ -332,13 +461,14 @@ impl GpuBackend {
         Banding::new(width, height, format, plan, self.binding_limit)
     }
 
-    /// Ledger bytes of one frame slot: upload and readback staging.
+    /// Ledger bytes of one frame slot: upload and readback staging, plus
+    /// its timestamp queries.
     pub fn slot_bytes(shape: FrameShape) -> u64 {
-        2 * shape.frame_bytes()
+        2 * shape.frame_bytes() + TIMER_BYTES
     }
 
-    /// Ledger bytes of the shared kernel buffers for `shape` and `plan`
-    /// (band buffers, weights, timers), not counting the per-frame uniforms.
+    /// Ledger bytes of the shared kernel buffers for `shape` and `plan`:
+    /// band buffers, weights and uniforms.
     ///
     /// # Errors
     /// As [`Banding::new`].
@@ -348,8 +478,7 @@ impl GpuBackend {
         let scratch =
             if plan.passes.is_empty() { 0 } else { 2 * shape.width as u64 * SCRATCH_BPP * banding.scratch_rows as u64 };
         let weights: u64 = plan.passes.iter().map(|p| 4 * p.kernel.weights.len() as u64).sum();
-        let timer = if self.timestamps { 32 + 16 } else { 0 };
-        Ok(packed + scratch + weights + timer + self.uniform_bytes(shape.height, banding, plan))
+        Ok(packed + scratch + weights + self.uniform_bytes(shape.height, banding, plan))
     }
 
     fn uniform_bytes(&self, height: u32, banding: Banding, plan: &Plan) -> u64 {
@@ -410,20 +539,6 @@ impl GpuBackend {
             self.queue.write_buffer(&w.buffer, 0, bytemuck::cast_slice(&pass.kernel.weights));
             weights.push(w);
         }
-        let timer = if self.timestamps {
-            Some(Timer {
-                set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
-                    label: Some("frame timer"),
-                    ty: wgpu::QueryType::Timestamp,
-                    count: 2,
-                }),
-                resolve: self.buffer("timer resolve", 16, U::QUERY_RESOLVE | U::COPY_SRC)?,
-                read: self.buffer("timer read", 16, U::MAP_READ | U::COPY_DST)?,
-                _reservation: self.ledger.reserve(16, "timer queries")?,
-            })
-        } else {
-            None
-        };
         let (uniforms, launches, copies) = self.record(shape, plan, banding, &packed, scratch.as_ref(), &weights)?;
         let compute = Compute {
             shape,
@@ -431,7 +546,6 @@ impl GpuBackend {
             packed,
             _scratch: scratch,
             _weights: weights,
-            timer,
             _uniforms: uniforms,
             launches,
             copies,
@@ -524,10 +638,29 @@ impl GpuBackend {
             })
         };
         use wgpu::BufferUsages as U;
+        let small = |label, usage| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let timer = self.timestamps.then(|| SlotTimer {
+            set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("frame timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolve: small("timer resolve", U::QUERY_RESOLVE | U::COPY_SRC),
+            read: small("timer read", U::MAP_READ | U::COPY_DST),
+        });
         let slot = GpuSlot {
             shape,
             upload: make("upload staging", U::MAP_WRITE | U::COPY_SRC),
             readback: make("readback staging", U::MAP_READ | U::COPY_DST),
+            result_mapped: AtomicBool::new(false),
+            timer,
             _reservation: reservation,
         };
         self.map(&slot.upload, wgpu::MapMode::Write)?;
@@ -681,8 +814,21 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::Budget`] or [`Error::Gpu`].
     pub fn run(&mut self, slot: &GpuSlot, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
+        let ns = self.submit(slot, plan)?.wait(slot)?;
+        slot.take_result_into(out)?;
+        Ok(ns)
+    }
+
+    /// Submits `plan` on the frame in `slot` and returns at once, so the
+    /// caller can queue the next frame before this one is back: the GPU
+    /// then copies one frame in while it copies the previous one out.
+    /// Frames run in submission order on the shared kernel buffers.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] or [`Error::Gpu`].
+    pub fn submit(&mut self, slot: &GpuSlot, plan: &Plan) -> Result<InFlight> {
         self.prepare(slot.shape, plan)?;
-        self.execute(slot, None, out)
+        self.submit_prepared(slot, None)
     }
 
     /// Runs `plan` on one frame and reads back only its preview: the
@@ -700,21 +846,25 @@ impl GpuBackend {
     ) -> Result<(u32, u32, Option<u64>)> {
         self.prepare(slot.shape, plan)?;
         self.prepare_preview(scale)?;
-        let (w, h) = {
-            let p =
-                self.computes.last().expect("prepared").previews.iter().find(|p| p.scale == scale).expect("prepared");
-            (p.width, p.height)
-        };
-        out.resize(w as usize * h as usize * 4, 0);
-        let ns = self.execute(slot, Some(scale), out)?;
-        Ok((w, h, ns))
+        let ns = self.submit_prepared(slot, Some(scale))?.wait(slot)?;
+        let p = self.computes.last().expect("prepared").previews.iter().find(|p| p.scale == scale).expect("prepared");
+        out.resize(p.width as usize * p.height as usize * 4, 0);
+        {
+            let view = p.read.buffer.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
+            let n = out.len();
+            out.copy_from_slice(&view[..n]);
+        }
+        p.read.buffer.unmap();
+        Ok((p.width, p.height, ns))
     }
 
-    /// Encodes and submits one frame on the newest compute set, then reads
-    /// back the full result or, with `scale`, only the preview.
-    fn execute(&self, slot: &GpuSlot, scale: Option<u32>, out: &mut [u8]) -> Result<Option<u64>> {
+    /// Encodes and submits one frame on the newest compute set; the full
+    /// result goes to the slot's readback or, with `scale`, only the
+    /// preview to the preview's.
+    fn submit_prepared(&self, slot: &GpuSlot, scale: Option<u32>) -> Result<InFlight> {
         let c = self.computes.last().expect("prepared");
         let preview = scale.map(|s| c.previews.iter().find(|p| p.scale == s).expect("prepared"));
+        slot.release_result();
         slot.upload.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
         let copies = &c.copies;
@@ -722,7 +872,7 @@ impl GpuBackend {
             encoder.copy_buffer_to_buffer(&slot.upload, src_off, &c.packed.buffer, 0, src_len);
             {
                 // Timestamps bracket the first and last band's passes.
-                let timestamp_writes = c.timer.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
+                let timestamp_writes = slot.timer.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
                     query_set: &t.set,
                     beginning_of_pass_write_index: (band == 0).then_some(0),
                     end_of_pass_write_index: (band + 1 == copies.len()).then_some(1),
@@ -748,38 +898,28 @@ impl GpuBackend {
             }
         }
         if let Some(p) = preview {
-            encoder.copy_buffer_to_buffer(&p.small.buffer, 0, &p.read.buffer, 0, out.len() as u64);
+            let bytes = p.width as u64 * p.height as u64 * 4;
+            encoder.copy_buffer_to_buffer(&p.small.buffer, 0, &p.read.buffer, 0, bytes);
         }
-        if let Some(t) = &c.timer {
-            encoder.resolve_query_set(&t.set, 0..2, &t.resolve.buffer, 0);
-            encoder.copy_buffer_to_buffer(&t.resolve.buffer, 0, &t.read.buffer, 0, 16);
+        if let Some(t) = &slot.timer {
+            encoder.resolve_query_set(&t.set, 0..2, &t.resolve, 0);
+            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 16);
         }
-        self.queue.submit([encoder.finish()]);
-
-        let readback = preview.map_or(&slot.readback, |p| &p.read.buffer);
-        self.map(readback, wgpu::MapMode::Read)?;
-        {
-            let view = readback.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
-            out.copy_from_slice(&view);
+        let index = self.queue.submit([encoder.finish()]);
+        let result = preview.map_or(&slot.readback, |p| &p.read.buffer);
+        let mut maps = vec![request_map(result, wgpu::MapMode::Read), request_map(&slot.upload, wgpu::MapMode::Write)];
+        if let Some(t) = &slot.timer {
+            maps.push(request_map(&t.read, wgpu::MapMode::Read));
         }
-        readback.unmap();
-        let ns = match &c.timer {
-            Some(t) => {
-                self.map(&t.read.buffer, wgpu::MapMode::Read)?;
-                let ticks: [u64; 2] = {
-                    let view = t.read.buffer.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
-                    bytemuck::pod_read_unaligned(&view)
-                };
-                t.read.buffer.unmap();
-                let period = self.queue.get_timestamp_period() as f64;
-                Some((ticks[1].saturating_sub(ticks[0]) as f64 * period) as u64)
-            }
-            None => None,
-        };
-        // Ready for the slot's next frame.
-        self.map(&slot.upload, wgpu::MapMode::Write)?;
         self.check_error()?;
-        Ok(ns)
+        Ok(InFlight {
+            device: self.device.clone(),
+            index,
+            maps,
+            full: preview.is_none(),
+            period: self.queue.get_timestamp_period(),
+            error: self.error.clone(),
+        })
     }
 
     /// Runs `plan` on one frame held in host memory. Returns the frame and

@@ -200,7 +200,7 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
     let mut cases =
         vec![(BackendKind::Cpu, Stage::Decode), (BackendKind::Cpu, Stage::Compute), (BackendKind::Cpu, Stage::Encode)];
     if gpu_available() {
-        cases.push((BackendKind::Gpu, Stage::Compute));
+        cases.extend([(BackendKind::Gpu, Stage::Compute), (BackendKind::Gpu, Stage::Readback)]);
     }
     for (backend, stage) in cases {
         let e = engine(backend, PoolSize::Fixed(2), 2, 2 << 30);
