@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
-use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, decode_file, write_frame_atomic};
+use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, decode_file, encode_frame, write_frame_atomic};
 use crate::ledger::{DEFAULT_BUDGET, Ledger};
 use crate::ops::{Affine, OpGraph, Plan};
 use crate::pool::PoolSize;
@@ -39,8 +39,12 @@ pub struct Job {
     pub frames: Option<FrameSpec>,
     /// Frames missing inside the range. By default, an error.
     pub missing: MissingPolicy,
-    /// Output pattern (`graded/shot_%04d.png`); the extension picks the format.
+    /// Output pattern (`graded/shot_%04d.png`); the extension picks the
+    /// format. `-` streams every frame, in order, to the writer given to
+    /// [`Engine::run_stream`].
     pub output: String,
+    /// What a stream (`output` `-`) carries. By default, [`OutputFormat::Raw`].
+    pub stream_format: OutputFormat,
     /// Operations to apply.
     pub graph: OpGraph,
     /// Replace existing outputs. By default, false: existing outputs stop the run before it starts.
@@ -64,6 +68,7 @@ impl Job {
             frames: None,
             missing: MissingPolicy::Error,
             output: output.into(),
+            stream_format: OutputFormat::Raw,
             graph,
             overwrite: false,
             on_error: ErrorPolicy::Stop,
@@ -222,8 +227,33 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
+        check_sink(prepared, false)?;
         let threads = self.threads();
-        crate::pipeline::run(job, prepared, self, threads, self.core.config.pool, cancel, progress)
+        crate::pipeline::run(job, prepared, self, threads, self.core.config.pool, None, cancel, progress)
+    }
+
+    /// Runs a prepared stream job (output `-`) pipelined, writing every
+    /// frame to `out` in sequence order: frames finish out of order, so a
+    /// reorder buffer holds the early ones, and the reader never runs more
+    /// than a window of frames ahead of the last one written, which bounds
+    /// that buffer. A failed frame is left out (`--on-error skip`) or ends
+    /// the stream before it (`stop`): a consumer never gets frames after a
+    /// gap it was not told about. A write error (the reader of a pipe went
+    /// away) stops the run.
+    ///
+    /// # Errors
+    /// As [`Engine::run`].
+    pub fn run_stream(
+        &self,
+        job: &Job,
+        prepared: &PreparedJob,
+        out: &mut (dyn std::io::Write + Send),
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Report> {
+        check_sink(prepared, true)?;
+        let threads = self.threads();
+        crate::pipeline::run(job, prepared, self, threads, self.core.config.pool, Some(out), cancel, progress)
     }
 
     /// Runs a prepared job one frame at a time (the oracle).
@@ -237,7 +267,35 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        let mut report = run_sequential(job, prepared, self, cancel, progress)?;
+        check_sink(prepared, false)?;
+        self.sequential(job, prepared, None, cancel, progress)
+    }
+
+    /// [`Engine::run_stream`] one frame at a time (the oracle).
+    ///
+    /// # Errors
+    /// As [`Engine::run`].
+    pub fn run_sequential_stream(
+        &self,
+        job: &Job,
+        prepared: &PreparedJob,
+        out: &mut dyn std::io::Write,
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Report> {
+        check_sink(prepared, true)?;
+        self.sequential(job, prepared, Some(out), cancel, progress)
+    }
+
+    fn sequential(
+        &self,
+        job: &Job,
+        prepared: &PreparedJob,
+        out: Option<&mut dyn std::io::Write>,
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Report> {
+        let mut report = run_sequential(job, prepared, self, out, cancel, progress)?;
         report.vram_peak = self.core.ledger.peak();
         report.rss_peak = crate::report::peak_rss();
         Ok(report)
@@ -249,10 +307,21 @@ impl Engine {
 pub struct PreparedJob {
     /// The frames to process.
     pub sequence: Sequence,
-    /// One output path per frame, same order.
+    /// One output path per frame, same order (`-` for a stream).
     pub outputs: Vec<PathBuf>,
     /// Output container.
     pub format: OutputFormat,
+    /// Whether the frames go to one stream (output `-`) rather than files.
+    pub stream: bool,
+}
+
+/// Stream jobs need a writer, file jobs must not get one.
+fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
+    match (prepared.stream, have_writer) {
+        (true, false) => Err(Error::invalid("output", "-", "a writer: run a stream job with Engine::run_stream")),
+        (false, true) => Err(Error::invalid("output", "a file pattern", "-, for Engine::run_stream")),
+        _ => Ok(()),
+    }
 }
 
 /// Scans the input and checks every output before any frame is touched.
@@ -264,6 +333,10 @@ pub struct PreparedJob {
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
     let sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
+    if job.output == "-" {
+        let outputs = vec![PathBuf::from("-"); sequence.frames.len()];
+        return Ok(PreparedJob { sequence, outputs, format: job.stream_format, stream: true });
+    }
     let outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
         let pattern = FramePattern::parse(&job.output)?;
         sequence.frames.iter().map(|f| pattern.path(f.number)).collect()
@@ -292,7 +365,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
             return Err(Error::OutputExists(out.clone()));
         }
     }
-    Ok(PreparedJob { sequence, outputs, format })
+    Ok(PreparedJob { sequence, outputs, format, stream: false })
 }
 
 /// A handle that stops a running job after the frame in flight.
@@ -347,6 +420,7 @@ fn run_sequential(
     job: &Job,
     prepared: &PreparedJob,
     engine: &Engine,
+    mut stream: Option<&mut dyn std::io::Write>,
     cancel: &Cancel,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Report> {
@@ -384,7 +458,17 @@ fn run_sequential(
             let (dst, gpu_ns) =
                 if identity { (src, None) } else { engine.backend().lock(Priority::Export).process(&src, &plan)? };
             let t2 = Instant::now();
-            write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
+            let output_bytes = match stream.as_deref_mut() {
+                Some(w) => {
+                    let bytes = encode_frame(dst, prepared.format, &job.encode, out)?;
+                    w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| Error::Stream(e.to_string()))?;
+                    bytes.len() as u64
+                }
+                None => {
+                    write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
+                    std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
+                }
+            };
             let t3 = Instant::now();
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
             Ok(FrameRecord {
@@ -394,7 +478,7 @@ fn run_sequential(
                 process_ms: ms(t1, t2),
                 gpu_ms: gpu_ns.map(|n| n as f64 / 1e6),
                 encode_ms: ms(t2, t3),
-                output_bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+                output_bytes,
             })
         })();
         let finished = i + 1;
@@ -406,7 +490,7 @@ fn run_sequential(
             Err(e) => {
                 report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });
-                if job.on_error == ErrorPolicy::Stop || matches!(e, Error::Gpu(_)) {
+                if job.on_error == ErrorPolicy::Stop || matches!(e, Error::Gpu(_) | Error::Stream(_)) {
                     report.frames_skipped = total - finished;
                     break;
                 }

@@ -92,6 +92,10 @@ pub enum Error {
     /// A pipeline stage panicked; the run was stopped.
     #[error("{0}")]
     Panic(String),
+    /// Writing to the output stream failed (the reader of a pipe went away).
+    #[error("output stream: {0}")]
+    Stream(String),
+
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,

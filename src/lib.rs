@@ -65,6 +65,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod preview;
 pub mod priority;
+mod reorder;
 pub mod report;
 pub mod sequence;
 pub mod timeline;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
-use framepipe::io::{EncodeOptions, PngCompression};
+use framepipe::io::{EncodeOptions, OutputFormat, PngCompression};
 use framepipe::ledger::{DEFAULT_BUDGET, parse_bytes};
 use framepipe::pool::PoolSize;
 use framepipe::{
@@ -73,6 +73,15 @@ PATTERNS
   keep the input numbers; the output extension picks the format (png, jpg, tif, qoi). 16-bit
   sources stay 16-bit in PNG and TIFF.
 
+STREAMS
+  -o - writes every frame, in sequence order, to stdout (never to a terminal): frames finish
+  out of order, a reorder buffer puts them back, and the reader stays a bounded window ahead.
+  --stream-format raw (default) is packed RGBA (rgba, or rgba64le for 16-bit sources); png,
+  jpeg, tiff or qoi concatenate images. The exact FFmpeg input options are printed on stderr:
+    framepipe process shot_%04d.png -o - --preset grade.toml \
+      | ffmpeg -f rawvideo -pix_fmt rgba -s 7680x4320 -r 24 -i - -c:v prores_ks graded.mov
+  A failed frame is left out with --on-error skip; with stop the stream ends before it.
+
 EXIT CODES
   0 every frame written; 1 a frame failed (or the GPU did); 2 usage, preset or input errors
   found before any frame was processed.";
@@ -81,9 +90,13 @@ EXIT CODES
 struct ProcessArgs {
     /// Input: pattern (shot_%04d.png, shot.####.png), directory, or one file.
     input: String,
-    /// Output pattern, e.g. graded/shot_%04d.png.
+    /// Output pattern, e.g. graded/shot_%04d.png, or - to stream every frame in order to stdout.
     #[arg(short, long)]
     output: String,
+    /// What `-o -` streams: raw (packed RGBA, 16-bit little-endian for 16-bit sources), or
+    /// concatenated png, jpeg, tiff or qoi images (ffmpeg -f image2pipe). Default: raw.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    stream_format: Option<OutputFormat>,
     /// Frames to process: 1001-1100, 1-3,5,7-20x2 (inclusive). Default: all on disk.
     #[arg(long, value_name = "SPEC")]
     frames: Option<String>,
@@ -325,7 +338,53 @@ fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
     let mut job = Job::new(args.input.clone(), args.output.clone(), graph);
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
     job.missing = args.missing;
+    if let Some(format) = args.stream_format {
+        if args.output != "-" {
+            return Err(Error::invalid("--stream-format", format!("{format:?}").to_lowercase(), "-o - (a stream)"));
+        }
+        job.stream_format = format;
+    }
+    if args.output == "-" && std::io::stdout().is_terminal() {
+        return Err(Error::invalid(
+            "output",
+            "- (stdout is a terminal)",
+            "a pipe or a file to stream binary frames into",
+        ));
+    }
     run_job(&job, &args.run)
+}
+
+/// Standard output as a plain file: frames are large binary writes, which
+/// `Stdout`'s line buffering would only scan for newlines.
+fn stdout_writer() -> Box<dyn std::io::Write + Send> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
+            return Box::new(std::fs::File::from(fd));
+        }
+    }
+    Box::new(std::io::stdout())
+}
+
+/// The FFmpeg input options that read what a stream job writes.
+fn stream_hint(job: &Job, prepared: &framepipe::PreparedJob) -> Option<String> {
+    let (w, h, format) = framepipe::io::probe_file(&prepared.sequence.frames.first()?.path, &job.limits).ok()?;
+    Some(match prepared.format {
+        OutputFormat::Raw => {
+            let pix = if format == framepipe::io::PixelFormat::Rgba16 { "rgba64le" } else { "rgba" };
+            format!("streaming raw {pix} {w}x{h} frames to stdout (ffmpeg: -f rawvideo -pix_fmt {pix} -s {w}x{h} -i -)")
+        }
+        f => {
+            let codec = match f {
+                OutputFormat::Jpeg => "mjpeg",
+                OutputFormat::Tiff => "tiff",
+                OutputFormat::Qoi => "qoi",
+                _ => "png",
+            };
+            format!("streaming {w}x{h} {f:?} images to stdout (ffmpeg: -f image2pipe -c:v {codec} -i -)").to_lowercase()
+        }
+    })
 }
 
 fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
@@ -344,6 +403,9 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
     })?;
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         eprintln!("notice: {n}");
+    }
+    if let Some(hint) = prepared.stream.then(|| stream_hint(&job, &prepared)).flatten().filter(|_| !opts.quiet) {
+        eprintln!("{hint}");
     }
     let cancel = Cancel::default();
     let on_interrupt = cancel.clone();
@@ -369,7 +431,7 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
             None if !quiet => eprintln!(
                 "framepipe: frame {} written {} ({finished}/{total}, {:.2} s elapsed)",
                 record.number,
-                record.output,
+                if record.output == "-" { "to stdout" } else { &record.output },
                 started.elapsed().as_secs_f64()
             ),
             None => {}
@@ -385,10 +447,13 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
             }
         }
     };
-    let report = if opts.sequential {
-        engine.run_sequential(&job, &prepared, &cancel, &mut on_progress)?
-    } else {
-        engine.run(&job, &prepared, &cancel, &mut on_progress)?
+    let report = match (opts.sequential, prepared.stream) {
+        (true, false) => engine.run_sequential(&job, &prepared, &cancel, &mut on_progress)?,
+        (false, false) => engine.run(&job, &prepared, &cancel, &mut on_progress)?,
+        (true, true) => {
+            engine.run_sequential_stream(&job, &prepared, &mut stdout_writer(), &cancel, &mut on_progress)?
+        }
+        (false, true) => engine.run_stream(&job, &prepared, &mut stdout_writer(), &cancel, &mut on_progress)?,
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();

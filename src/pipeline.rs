@@ -28,6 +28,7 @@
 //!   thread has joined. Cancellation stops the reader and drains.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,12 +41,13 @@ use crate::backend::Backend;
 use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
 use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, GpuBackend, GpuSlot, InFlight};
-use crate::io::{HostFrame, decode_file, probe_file, write_frame_atomic};
+use crate::io::{HostFrame, decode_file, encode_frame, probe_file, write_frame_atomic};
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::{Plan, process_cpu};
 use crate::pool::{Lease, Pool, PoolSize, auto_cap};
 use crate::preview::TraceEvent;
 use crate::priority::Priority;
+use crate::reorder::{Reorder, Window};
 use crate::report::{FrameFailure, FrameRecord, Interval, Report, StageReport, peak_rss};
 
 /// Pipeline stages, as named in reports and the fault-injection hook.
@@ -153,7 +155,10 @@ struct Processed {
 }
 
 enum Event {
+    /// Written to its file.
     Done(FrameRecord),
+    /// Encoded for the stream; the progress thread writes it in order.
+    Encoded(FrameRecord, Vec<u8>),
     Failed(FrameFailure),
 }
 
@@ -216,6 +221,8 @@ struct Shared<'a> {
     stop: AtomicBool,
     fatal: Mutex<Option<String>>,
     cancel: &'a Cancel,
+    /// For a stream: how far the reader may run ahead of the writer.
+    window: Option<Window>,
 }
 
 impl Shared<'_> {
@@ -337,7 +344,8 @@ fn make_slots(
     Ok((slots, slot))
 }
 
-/// Runs a prepared job pipelined. See the module docs.
+/// Runs a prepared job pipelined. See the module docs. A stream job's
+/// frames go to `stream`, in order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     job: &Job,
@@ -345,6 +353,7 @@ pub(crate) fn run(
     engine: &Engine,
     threads: usize,
     pool_size: PoolSize,
+    mut stream: Option<&mut (dyn Write + Send)>,
     cancel: &Cancel,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Report> {
@@ -376,12 +385,17 @@ pub(crate) fn run(
     let pool = Pool::new(slots, start, engine.core.pressure.clone());
 
     let (events_tx, events_rx) = unbounded::<Event>();
-    let shared = Shared { job, plan, start, stop: AtomicBool::new(false), fatal: Mutex::new(None), cancel };
+    // Frames dispatched but not yet written to a stream: the slots, a
+    // frame per encoder and one waiting for each.
+    let window = stream.is_some().then(|| Window::new(pool.size() + 2 * threads));
+    let shared = Shared { job, plan, start, stop: AtomicBool::new(false), fatal: Mutex::new(None), cancel, window };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()
         .zip(&prepared.outputs[first..])
         .map(|(f, o)| (f.number, f.path.clone(), o.clone()))
         .collect();
+    let mut reorder = Reorder::new(work.iter().map(|w| w.0).collect());
+    let mut dropped = 0;
 
     let compute_name =
         if identity { None } else { Some(if engine.backend_name() == "gpu" { "gpu" } else { "compute" }) };
@@ -399,8 +413,15 @@ pub(crate) fn run(
         let reader = scope.spawn(move || {
             let mut clock = Clock::default();
             let mut sent = 0;
-            'frames: for (number, input, output) in work {
+            'frames: for (position, (number, input, output)) in work.into_iter().enumerate() {
                 let t = Instant::now();
+                if let Some(window) = &shared.window {
+                    while !window.admit(position, Duration::from_millis(20)) {
+                        if shared.stopping() {
+                            break 'frames;
+                        }
+                    }
+                }
                 let slot = loop {
                     if shared.stopping() {
                         break 'frames;
@@ -601,11 +622,16 @@ pub(crate) fn run(
                         let result = clock.work(shared.start, "encode", worker, number, || {
                             shared.guarded(Stage::Encode, number, || {
                                 let job = shared.job;
-                                write_frame_atomic(&p.frame, &p.output, prepared.format, &job.encode, job.overwrite)
+                                if prepared.stream {
+                                    encode_frame(p.frame, prepared.format, &job.encode, &p.output).map(Some)
+                                } else {
+                                    write_frame_atomic(&p.frame, &p.output, prepared.format, &job.encode, job.overwrite)
+                                        .map(|()| None)
+                                }
                             })
                         });
                         match result {
-                            Ok(()) => {
+                            Ok(bytes) => {
                                 let record = FrameRecord {
                                     number,
                                     output: p.output.display().to_string(),
@@ -613,10 +639,16 @@ pub(crate) fn run(
                                     process_ms: p.process_ms,
                                     gpu_ms: p.gpu_ns.map(|n| n as f64 / 1e6),
                                     encode_ms: t0.elapsed().as_secs_f64() * 1e3,
-                                    output_bytes: std::fs::metadata(&p.output).map_or(0, |m| m.len()),
+                                    output_bytes: match &bytes {
+                                        Some(b) => b.len() as u64,
+                                        None => std::fs::metadata(&p.output).map_or(0, |m| m.len()),
+                                    },
                                 };
                                 engine.trace(TraceEvent::ExportFrameDone(number));
-                                let _ = events.send(Event::Done(record));
+                                let _ = events.send(match bytes {
+                                    Some(b) => Event::Encoded(record, b),
+                                    None => Event::Done(record),
+                                });
                             }
                             Err(e) => shared.fail(&events, number, e),
                         }
@@ -630,22 +662,58 @@ pub(crate) fn run(
 
         drop(events_tx);
 
-        // This thread reports progress until every stage has hung up.
+        // This thread reports progress until every stage has hung up, and
+        // writes a stream's frames in order.
         let mut done = Vec::new();
         let mut failed = Vec::new();
+        let mut halted = false;
         while let Ok(event) = events_rx.recv() {
-            finished += 1;
             match event {
                 Event::Done(record) => {
+                    finished += 1;
                     done.push(record);
                     progress(Progress::Done { finished, total, record: done.last().expect("just pushed") });
                 }
                 Event::Failed(failure) => {
+                    finished += 1;
+                    reorder.insert(failure.number, None);
                     failed.push(failure);
                     progress(Progress::Failed { finished, total, failure: failed.last().expect("just pushed") });
                 }
+                Event::Encoded(record, bytes) => reorder.insert(record.number, Some((record, bytes))),
+            }
+            let Some(out) = stream.as_deref_mut() else { continue };
+            while let Some((_, item)) = reorder.pop() {
+                match item {
+                    // After a failure under `stop` (or a write error) nothing
+                    // more goes out: the consumer must not get frames after a
+                    // gap it was not told about.
+                    Some(_) if halted => dropped += 1,
+                    Some((record, bytes)) => {
+                        finished += 1;
+                        match out.write_all(&bytes).and_then(|()| out.flush()) {
+                            Ok(()) => {
+                                done.push(record);
+                                progress(Progress::Done { finished, total, record: done.last().expect("just pushed") });
+                            }
+                            Err(e) => {
+                                halted = true;
+                                shared.stop.store(true, Ordering::SeqCst);
+                                let error = Error::Stream(e.to_string()).to_string();
+                                failed.push(FrameFailure { number: record.number, error });
+                                let failure = failed.last().expect("just pushed");
+                                progress(Progress::Failed { finished, total, failure });
+                            }
+                        }
+                    }
+                    None => halted |= job.on_error == ErrorPolicy::Stop,
+                }
+                if let Some(window) = &shared.window {
+                    window.advance(reorder.released());
+                }
             }
         }
+        dropped += reorder.abandon();
         let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| {
             h.join().unwrap_or_else(|_| {
                 let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
@@ -673,7 +741,9 @@ pub(crate) fn run(
     report.seconds = wall;
     report.frames_written = report.frames.len();
     report.fps = report.frames_written as f64 / wall.max(1e-9);
-    report.frames_skipped = total - first - dispatched;
+    // Frames a halted stream did not write count as skipped, like the ones
+    // never dispatched.
+    report.frames_skipped = total - first - dispatched + dropped;
     report.cancelled = cancel.is_cancelled();
     report.vram_peak = ledger.peak();
     report.rss_peak = peak_rss();

@@ -11,9 +11,14 @@ use image::{ExtendedColorType, ImageEncoder};
 use super::{HostFrame, PixelFormat};
 use crate::error::{Error, Result};
 
-/// Output container, chosen from the output file's extension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// Output container, chosen from the output file's extension (or, for a
+/// stream, named).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// Headerless packed RGBA, 8 bits (FFmpeg's `rawvideo` `rgba`) or 16
+    /// bits little-endian (`rgba64le`), alpha always included: what a
+    /// pipe into an encoder wants. Streams only.
+    Raw,
     /// PNG, 8 or 16 bits.
     Png,
     /// Baseline JPEG, 8 bits, no alpha.
@@ -46,7 +51,7 @@ impl OutputFormat {
 
     /// Whether the container can store 16 bits per channel.
     pub fn supports_16bit(self) -> bool {
-        matches!(self, OutputFormat::Png | OutputFormat::Tiff)
+        matches!(self, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Raw)
     }
 }
 
@@ -78,6 +83,27 @@ impl Default for EncodeOptions {
     }
 }
 
+/// Encodes `frame` in memory, for a stream. [`OutputFormat::Raw`] costs
+/// no copy: the frame's own bytes come back.
+///
+/// # Errors
+/// [`Error::Encode`] naming `what` (the stream) and the reason.
+pub fn encode_frame(frame: HostFrame, format: OutputFormat, options: &EncodeOptions, what: &Path) -> Result<Vec<u8>> {
+    if format == OutputFormat::Raw {
+        let mut data = frame.data;
+        if cfg!(target_endian = "big") && frame.format == PixelFormat::Rgba16 {
+            for pair in data.chunks_exact_mut(2) {
+                pair.swap(0, 1);
+            }
+        }
+        return Ok(data);
+    }
+    let mut out = Vec::new();
+    encode(&frame, format, options, &mut out)
+        .map_err(|e| Error::Encode { path: what.to_owned(), reason: e.to_string() })?;
+    Ok(out)
+}
+
 /// Encodes `frame` into `path` atomically.
 ///
 /// With `overwrite` false an existing file is never replaced, even one that
@@ -94,6 +120,9 @@ pub fn write_frame_atomic(
     overwrite: bool,
 ) -> Result<()> {
     let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
+    if format == OutputFormat::Raw {
+        return Err(fail("raw output is for streams (-o -) only".into()));
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -154,6 +183,10 @@ fn encode<W: Write>(
             Ok(())
         }
         OutputFormat::Qoi => image::codecs::qoi::QoiEncoder::new(w).write_image(&bytes, width, height, color),
+        OutputFormat::Raw => {
+            w.write_all(&frame.data)?;
+            Ok(())
+        }
     }
 }
 

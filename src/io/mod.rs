@@ -10,7 +10,7 @@ mod decode;
 mod encode;
 
 pub use decode::{DecodeLimits, decode_file, probe_file};
-pub use encode::{EncodeOptions, OutputFormat, PngCompression, write_frame_atomic};
+pub use encode::{EncodeOptions, OutputFormat, PngCompression, encode_frame, write_frame_atomic};
 
 /// Bits per channel of a host frame. Frames are always RGBA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

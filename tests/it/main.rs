@@ -5,4 +5,5 @@ mod cli;
 mod kernels;
 mod pipeline;
 mod preview;
+mod stream;
 mod util;

@@ -293,14 +293,7 @@ fn ctrl_c_drains_in_flight_frames_and_exits_130() {
     assert!(kill.success());
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after Ctrl-C");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after Ctrl-C");
     assert_eq!(status.code(), Some(130), "{rest}");
     assert!(rest.contains("not attempted"), "the summary is printed: {rest}");
     let written: Vec<_> = fs::read_dir(&out).unwrap().flatten().collect();

@@ -159,3 +159,15 @@ pub fn gpu(options: GpuOptions) -> Option<GpuBackend> {
         }
     }
 }
+
+/// Waits for `child` to exit, failing the test after `limit` (a hang is a bug).
+pub fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,175 @@
+//! Streams (`-o -`): every frame exactly once, in sequence order, whatever
+//! order the encoders finish in; a failed frame is left out (`skip`) or
+//! ends the stream before it (`stop`); a reader that goes away stops the
+//! run instead of hanging it.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use framepipe::io::{EncodeOptions, OutputFormat, write_frame_atomic};
+use framepipe::pool::PoolSize;
+use framepipe::{BackendKind, Cancel, Engine, EngineConfig, HostFrame, Job, Op, OpGraph, PixelFormat, process_cpu};
+
+use crate::util::{Rng, random_frame, wait_exit};
+
+/// Writes fresh random frames as `dir/in/r_%03d.png` from frame 1 (16-bit
+/// sources stay 16-bit) and returns the pattern and the frames.
+fn random_sequence(dir: &Path, rng: &mut Rng, frames: u32, format: PixelFormat) -> (String, Vec<HostFrame>) {
+    let (w, h) = (29 + (rng.next() % 20) as u32, 17 + (rng.next() % 20) as u32);
+    let list: Vec<HostFrame> = (0..frames).map(|_| random_frame(rng, w, h, format, true)).collect();
+    fs::create_dir_all(dir.join("in")).unwrap();
+    for (i, f) in list.iter().enumerate() {
+        let path = dir.join(format!("in/r_{:03}.png", i + 1));
+        write_frame_atomic(f, &path, OutputFormat::Png, &EncodeOptions::default(), false).unwrap();
+    }
+    (dir.join("in/r_%03d.png").display().to_string(), list)
+}
+
+fn graph() -> OpGraph {
+    OpGraph::new(vec![Op::Saturation { saturation: 1.4 }, Op::Blur { sigma: 1.2 }, Op::Exposure { stops: -0.2 }])
+        .unwrap()
+}
+
+fn stream(engine: &Engine, job: &Job, sequential: bool) -> Vec<u8> {
+    let prepared = framepipe::prepare(job).unwrap();
+    assert!(prepared.stream);
+    let mut out = Vec::new();
+    let report = if sequential {
+        engine.run_sequential_stream(job, &prepared, &mut out, &Cancel::default(), &mut |_| {})
+    } else {
+        engine.run_stream(job, &prepared, &mut out, &Cancel::default(), &mut |_| {})
+    }
+    .unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.frames_written, prepared.sequence.frames.len());
+    out
+}
+
+#[test]
+fn stream_carries_every_frame_in_order() {
+    let mut rng = Rng::fresh("stream_carries_every_frame_in_order");
+    let mut backends = vec![BackendKind::Cpu];
+    if crate::util::gpu(Default::default()).is_some() {
+        backends.push(BackendKind::Gpu);
+    }
+    for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
+        let t = tempfile::tempdir().unwrap();
+        let (input, frames) = random_sequence(t.path(), &mut rng, 14, format);
+        // Raw is the processed frames back to back, 16-bit little-endian.
+        let plan = graph().plan();
+        let expected: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| {
+                let data = process_cpu(f, &plan).data;
+                if format == PixelFormat::Rgba16 {
+                    data.chunks_exact(2).flat_map(|c| u16::from_ne_bytes([c[0], c[1]]).to_le_bytes()).collect()
+                } else {
+                    data
+                }
+            })
+            .collect();
+        for &backend in &backends {
+            for stream_format in [OutputFormat::Raw, OutputFormat::Png] {
+                let mut job = Job::new(input.as_str(), "-", graph());
+                job.stream_format = stream_format;
+                let one = Engine::new(EngineConfig { backend, threads: 1, ..Default::default() }).unwrap();
+                let oracle = stream(&one, &job, true);
+                if backend == BackendKind::Cpu && stream_format == OutputFormat::Raw {
+                    assert!(oracle == expected, "sequential raw stream is the processed frames in order");
+                }
+                for (pool, threads) in [(PoolSize::Fixed(1), 1), (PoolSize::Fixed(3), 4), (PoolSize::Auto, 4)] {
+                    let e = Engine::new(EngineConfig { backend, pool, threads, ..Default::default() }).unwrap();
+                    let got = stream(&e, &job, false);
+                    assert!(
+                        got == oracle,
+                        "{backend:?} {format} {stream_format:?} pool {pool} threads {threads}: {} bytes vs {}",
+                        got.len(),
+                        oracle.len()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stream_jobs_need_a_writer_and_file_jobs_refuse_one() {
+    let t = tempfile::tempdir().unwrap();
+    let (input, _) = random_sequence(t.path(), &mut Rng::fresh("writer"), 2, PixelFormat::Rgba8);
+    let e = Engine::new(EngineConfig { backend: BackendKind::Cpu, ..Default::default() }).unwrap();
+    let job = Job::new(input.as_str(), "-", graph());
+    let prepared = framepipe::prepare(&job).unwrap();
+    let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("run_stream"), "{err}");
+    let files = Job::new(input.as_str(), t.path().join("o_%03d.png").display().to_string(), graph());
+    let prepared = framepipe::prepare(&files).unwrap();
+    let err = e.run_stream(&files, &prepared, &mut Vec::new(), &Cancel::default(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("run_stream"), "{err}");
+}
+
+/// Runs the binary with `args`, returning (exit code, stdout, stderr).
+fn run_cli(args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe")).args(args).output().unwrap();
+    (out.status.code(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn failed_frames_are_left_out_or_end_the_stream() {
+    let t = tempfile::tempdir().unwrap();
+    let (input, _) = random_sequence(t.path(), &mut Rng::fresh("failed_frames"), 10, PixelFormat::Rgba8);
+    let base = ["process", &input, "-o", "-", "--blur", "1", "--backend", "cpu", "--threads", "3", "--pool", "3"];
+    let (code, clean, err) = run_cli(&base);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("-f rawvideo -pix_fmt rgba"), "the FFmpeg options are named: {err}");
+    let frame = clean.len() / 10;
+    assert_eq!(frame * 10, clean.len());
+
+    let bad = t.path().join("in/r_004.png");
+    let bytes = fs::read(&bad).unwrap();
+    fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    let (code, skipped, err) = run_cli(&[&base[..], &["--on-error", "skip"]].concat());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("r_004.png"), "{err}");
+    let mut expected = clean[..3 * frame].to_vec();
+    expected.extend_from_slice(&clean[4 * frame..]);
+    assert!(skipped == expected, "skip: every other frame, in order ({} bytes)", skipped.len());
+
+    let (code, stopped, err) = run_cli(&base);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(stopped == clean[..3 * frame], "stop: the frames before the failed one, nothing after");
+}
+
+#[test]
+fn a_reader_that_goes_away_stops_the_run() {
+    let t = tempfile::tempdir().unwrap();
+    let (input, frames) = random_sequence(t.path(), &mut Rng::fresh("reader_goes_away"), 40, PixelFormat::Rgba8);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
+        .args(["process", &input, "-o", "-", "--blur", "2", "--backend", "cpu", "--threads", "2", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; frames[0].data.len()];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let status = wait_exit(&mut child, Duration::from_secs(60), "after the reader went away");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("output stream"), "{err}");
+}
+
+#[test]
+fn stream_format_needs_a_stream() {
+    let t = tempfile::tempdir().unwrap();
+    let (input, _) = random_sequence(t.path(), &mut Rng::fresh("stream_format"), 1, PixelFormat::Rgba8);
+    let out = t.path().join("o.png").display().to_string();
+    let (code, _, err) = run_cli(&["process", &input, "-o", &out, "--stream-format", "png"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--stream-format"), "{err}");
+    assert!(!Path::new(&out).exists());
+}
