@@ -41,7 +41,7 @@ use crate::backend::Backend;
 use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
 use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, GpuBackend, GpuSlot, InFlight};
-use crate::io::{HostFrame, decode_file, encode_frame, probe_file, write_frame_atomic};
+use crate::io::{FrameInfo, HostFrame, decode_file, decode_with, encode_frame, probe_file, write_frame_atomic};
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::{Plan, process_cpu};
 use crate::pool::{Lease, Pool, PoolSize, auto_cap};
@@ -452,19 +452,38 @@ pub(crate) fn run(
                         engine.trace(TraceEvent::ExportDecodeStart(number));
                         let result = clock.work(shared.start, "decode", worker, number, || {
                             shared.guarded(Stage::Decode, number, || {
-                                let mut frame = decode_file(&input, &shared.job.limits)?;
-                                if FrameShape::of(&frame) != shape {
-                                    return Err(Error::FrameMismatch {
-                                        path: input.clone(),
-                                        got: frame.describe(),
-                                        expected: describe(shape),
-                                    });
+                                let mismatch = |got: String| Error::FrameMismatch {
+                                    path: input.clone(),
+                                    got,
+                                    expected: describe(shape),
+                                };
+                                match &*slot {
+                                    SlotKind::Gpu(s) => {
+                                        // Straight into the slot's mapped upload, in pieces.
+                                        let mut w = s.writer()?;
+                                        let limits = &shared.job.limits;
+                                        let check = |i: &FrameInfo| {
+                                            let got = FrameShape { width: i.width, height: i.height, format: i.format };
+                                            if got == shape { Ok(()) } else { Err(mismatch(describe(got))) }
+                                        };
+                                        let info = decode_with(&input, limits, check, |at, px| w.write(at, px))?;
+                                        let (width, height, format) = (shape.width, shape.height, shape.format);
+                                        Ok(HostFrame {
+                                            width,
+                                            height,
+                                            format,
+                                            has_alpha: info.has_alpha,
+                                            data: Vec::new(),
+                                        })
+                                    }
+                                    SlotKind::Host => {
+                                        let frame = decode_file(&input, &shared.job.limits)?;
+                                        if FrameShape::of(&frame) != shape {
+                                            return Err(mismatch(frame.describe()));
+                                        }
+                                        Ok(frame)
+                                    }
                                 }
-                                if let SlotKind::Gpu(s) = &*slot {
-                                    s.write(&frame.data)?;
-                                    frame.data = Vec::new();
-                                }
-                                Ok(frame)
                             })
                         });
                         let decode_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -215,6 +215,17 @@ impl GpuSlot {
         Ok(())
     }
 
+    /// A writer into the mapped upload buffer, for a decoder that delivers
+    /// the frame in pieces (see [`crate::io::decode_with`]). Any thread may
+    /// call this while it holds the slot.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the upload buffer is not mapped.
+    pub fn writer(&self) -> Result<SlotWriter> {
+        let view = self.upload.get_mapped_range_mut(..).map_err(|e| Error::Gpu(format!("upload staging: {e}")))?;
+        Ok(SlotWriter { view, len: self.shape.frame_bytes() as usize })
+    }
+
     /// Copies the finished frame out of the mapped readback and unmaps it,
     /// leaving the slot ready for its next frame. Any thread may call this.
     ///
@@ -252,6 +263,32 @@ impl GpuSlot {
         if self.result_mapped.swap(false, Ordering::SeqCst) {
             self.readback.unmap();
         }
+    }
+}
+
+/// Writes pieces of a frame into a slot's mapped upload buffer (which may
+/// only be written, never read: it can be write-combined memory).
+pub struct SlotWriter {
+    view: wgpu::BufferViewMut,
+    len: usize,
+}
+
+impl SlotWriter {
+    /// Copies `data` to byte `offset` of the frame.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the piece does not fit the frame.
+    pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        let end = offset.checked_add(data.len()).filter(|&e| e <= self.len);
+        let Some(end) = end else {
+            return Err(Error::Gpu(format!(
+                "{} bytes at offset {offset} do not fit a {}-byte slot",
+                data.len(),
+                self.len
+            )));
+        };
+        self.view.slice(offset..end).copy_from_slice(data);
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@
 mod decode;
 mod encode;
 
-pub use decode::{DecodeLimits, decode_file, probe_file};
+pub use decode::{DecodeLimits, FrameInfo, decode_file, decode_with, probe_file};
 pub use encode::{EncodeOptions, OutputFormat, PngCompression, encode_frame, write_frame_atomic};
 
 /// Bits per channel of a host frame. Frames are always RGBA.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod decode;
 mod kernels;
 mod pipeline;
 mod preview;

@@ -1,0 +1,85 @@
+//! The piecewise decoder the pipeline uses for GPU slots gives the same
+//! pixels as the whole-frame one, for every source layout, and refuses a
+//! frame of the wrong size before writing anything.
+
+use framepipe::io::{DecodeLimits, FrameInfo, decode_file, decode_with};
+use framepipe::{Error, PixelFormat};
+use image::{DynamicImage, ImageBuffer};
+
+use crate::util::Rng;
+
+fn pieces(path: &std::path::Path) -> (FrameInfo, Vec<u8>) {
+    let mut data = Vec::new();
+    let info = decode_with(
+        path,
+        &DecodeLimits::default(),
+        |_| Ok(()),
+        |at, px| {
+            assert_eq!(at, data.len(), "pieces arrive in order");
+            data.extend_from_slice(px);
+            Ok(())
+        },
+    )
+    .unwrap();
+    (info, data)
+}
+
+#[test]
+fn pieces_equal_the_whole_frame_for_every_layout() {
+    let mut rng = Rng::fresh("pieces_equal_the_whole_frame");
+    let t = tempfile::tempdir().unwrap();
+    // Wide enough that RGB is widened in more than one batch.
+    let (w, h) = (300 + (rng.next() % 50) as u32, 61 + (rng.next() % 9) as u32);
+    let mut bytes = |n: u32| -> Vec<u8> { (0..n).map(|_| rng.next() as u8).collect() };
+    let px = w * h;
+    let images = [
+        ("rgb8", DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, bytes(px * 3)).unwrap())),
+        ("rgba8", DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, bytes(px * 4)).unwrap())),
+        ("l8", DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, bytes(px)).unwrap())),
+        ("rgb16", DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, words(&bytes(px * 6))).unwrap())),
+        ("rgba16", DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, words(&bytes(px * 8))).unwrap())),
+    ];
+    let mut checked = Vec::new();
+    for (name, image) in images {
+        for ext in ["png", "tif", "qoi", "jpg"] {
+            let path = t.path().join(format!("{name}.{ext}"));
+            // Not every container takes every layout; what it takes must agree.
+            if image.save(&path).is_err() {
+                continue;
+            }
+            checked.push(format!("{name}.{ext}"));
+            let whole = decode_file(&path, &DecodeLimits::default()).unwrap();
+            let (info, data) = pieces(&path);
+            assert_eq!(
+                (info.width, info.height, info.format),
+                (whole.width, whole.height, whole.format),
+                "{name}.{ext}"
+            );
+            assert_eq!(info.has_alpha, whole.has_alpha, "{name}.{ext}");
+            assert!(data == whole.data, "{name}.{ext}: same pixels");
+        }
+    }
+    eprintln!("checked {checked:?}");
+    for must in ["rgb8.png", "rgba8.png", "l8.png", "rgb16.png", "rgba16.png", "rgb8.jpg", "rgb8.qoi", "rgb16.tif"] {
+        assert!(checked.iter().any(|c| c == must), "{must} was checked");
+    }
+}
+
+fn words(b: &[u8]) -> Vec<u16> {
+    b.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect()
+}
+
+#[test]
+fn a_refused_header_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("f.png");
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 10, 99])).save(&path).unwrap();
+    let err = decode_with(
+        &path,
+        &DecodeLimits::default(),
+        |i| if i.format == PixelFormat::Rgba16 { Ok(()) } else { Err(Error::invalid("depth", "8-bit", "16-bit")) },
+        |_, _| panic!("nothing is written for a refused frame"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("8-bit"), "{err}");
+}
