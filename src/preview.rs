@@ -91,6 +91,9 @@ pub struct PreviewStats {
     pub renders: u64,
     /// Source frames decoded from disk.
     pub decodes: u64,
+    /// Source frames copied into the GPU's upload staging: a re-grade of
+    /// the frame it already holds (a slider drag) needs no copy.
+    pub uploads: u64,
     /// Frames rendered by prefetch.
     pub prefetched: u64,
     /// Prefetches dropped because the playhead jumped.
@@ -136,12 +139,21 @@ struct PrefetchJob {
     scale: Scale,
 }
 
+/// The GPU slot previews render through, and the decoded source whose
+/// pixels its upload buffer still holds (mapping it again for writing
+/// keeps the contents, so the same source needs no second copy).
+struct PreviewSlot {
+    slot: GpuSlot,
+    holds: Option<Arc<HostFrame>>,
+}
+
 /// The engine's preview state: caches, counters, prefetch, trace.
 pub(crate) struct PreviewState {
     cache: Mutex<ByteLru<PreviewKey, PreviewImage>>,
     sources: Mutex<ByteLru<(String, u64), HostFrame>>,
     renders: AtomicU64,
     decodes: AtomicU64,
+    uploads: AtomicU64,
     prefetched: AtomicU64,
     cancelled: AtomicU64,
     playhead: Mutex<Option<Playhead>>,
@@ -151,7 +163,7 @@ pub(crate) struct PreviewState {
     inflight: Mutex<std::collections::HashSet<PreviewKey>>,
     landed: std::sync::Condvar,
     /// Upload staging for preview sources; used only under the backend lock.
-    slot: Mutex<Option<GpuSlot>>,
+    slot: Mutex<Option<PreviewSlot>>,
     tracing: AtomicBool,
     trace: Mutex<Vec<(Instant, TraceEvent)>>,
 }
@@ -163,6 +175,7 @@ impl PreviewState {
             sources: Mutex::new(ByteLru::new(source_bytes)),
             renders: AtomicU64::new(0),
             decodes: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
             prefetched: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             playhead: Mutex::new(None),
@@ -304,6 +317,7 @@ impl Engine {
             sources: lock(&s.sources).stats(),
             renders: s.renders.load(Ordering::SeqCst),
             decodes: s.decodes.load(Ordering::SeqCst),
+            uploads: s.uploads.load(Ordering::SeqCst),
             prefetched: s.prefetched.load(Ordering::SeqCst),
             prefetch_cancelled: s.cancelled.load(Ordering::SeqCst),
         }
@@ -365,15 +379,21 @@ impl Engine {
                         let shape = FrameShape::of(&src);
                         let mut slot = lock(&self.core.previews.slot);
                         let fresh = match slot.take() {
-                            Some(s) if s.shape() == shape => Ok(s),
-                            _ => gpu.new_slot(shape),
+                            Some(s) if s.slot.shape() == shape => Ok(s),
+                            _ => gpu.new_slot(shape).map(|slot| PreviewSlot { slot, holds: None }),
                         };
-                        fresh.and_then(|s| {
+                        fresh.and_then(|mut s| {
                             let mut data = Vec::new();
-                            let r = s
-                                .write(&src.data)
-                                .and_then(|()| gpu.run_preview(&s, &plan, factor, &mut data))
+                            // A slider drag re-grades the frame the slot already
+                            // holds: its upload still has the pixels, skip the copy.
+                            let held = s.holds.take().is_some_and(|h| Arc::ptr_eq(&h, &src));
+                            if !held {
+                                self.core.previews.uploads.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let r = if held { Ok(()) } else { s.slot.write(&src.data) }
+                                .and_then(|()| gpu.run_preview(&s.slot, &plan, factor, &mut data))
                                 .map(|(w, h, ns)| (w, h, data, ns));
+                            s.holds = r.is_ok().then(|| src.clone());
                             *slot = Some(s);
                             r
                         })

@@ -129,6 +129,8 @@ fn hits_do_no_work_and_grade_changes_are_never_stale() {
         let s = e.preview_stats();
         assert_eq!(s.decodes, 1, "re-grading one frame decodes it once");
         assert_eq!(s.renders, 6);
+        let uploads = if backend == BackendKind::Gpu { 1 } else { 0 };
+        assert_eq!(s.uploads, uploads, "{backend:?}: the GPU slot keeps the frame it holds across grades");
     }
 }
 
