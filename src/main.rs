@@ -198,7 +198,7 @@ struct RunArgs {
     /// Hard ceiling on GPU memory: 512MiB, 2GiB, 1.5GB.
     #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     vram_budget: u64,
-    /// Frame slots in flight: a number, or auto (as many as fit the budget, capped at threads + 3, or threads + 4 from 4 threads up: one slot per decoder, per frame on the GPU, per readback copier).
+    /// Frame slots in flight: a number, or auto (as many as fit the budget, capped at threads + 3, or threads + 4 from 4 threads up: one slot per decoder, per frame on the GPU, per readback copier; threads + 2 without GPU work).
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pool: PoolSize,
     /// Decode and encode threads (default: one per core).

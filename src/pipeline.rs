@@ -122,8 +122,9 @@ enum Submitted {
 /// Submits one decoded frame under the export's priority: on the GPU it
 /// returns at once; the CPU backend runs the kernels here. When previews
 /// have taken the budget (their kernel buffers evicted ours), waits for
-/// memory, a bounded time.
-fn submit(engine: &Engine, shared: &Shared<'_>, d: &Decoded, shape: FrameShape) -> Result<Submitted> {
+/// memory, a bounded time, if `may_wait`; else the caller first finishes
+/// the frames it has on the GPU (they free nothing while they wait).
+fn submit(engine: &Engine, shared: &Shared<'_>, d: &Decoded, shape: FrameShape, may_wait: bool) -> Result<Submitted> {
     let mut waits = 0;
     loop {
         let mut backend = engine.backend().lock(Priority::Export);
@@ -136,7 +137,7 @@ fn submit(engine: &Engine, shared: &Shared<'_>, d: &Decoded, shape: FrameShape) 
         });
         drop(backend);
         match r {
-            Err(Error::Budget(_)) if waits < 40 => {
+            Err(Error::Budget(_)) if may_wait && waits < 40 => {
                 waits += 1;
                 engine.ledger().wait_release(Duration::from_millis(250));
             }
@@ -160,6 +161,9 @@ enum Event {
     /// Encoded for the stream; the progress thread writes it in order.
     Encoded(FrameRecord, Vec<u8>),
     Failed(FrameFailure),
+    /// Dispatched but never processed: the device had failed on an earlier
+    /// frame. Counted as skipped.
+    Abandoned(u64),
 }
 
 /// One worker's clock.
@@ -210,6 +214,15 @@ impl Clock {
         let ok = tx.send(v).is_ok();
         self.wait_out += t.elapsed();
         ok
+    }
+}
+
+/// Sets the stop flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -297,13 +310,12 @@ fn make_slots(
     threads: usize,
     pool: PoolSize,
 ) -> Result<(Vec<SlotKind>, u64)> {
-    let cap = auto_cap(threads);
     let gpu: &mut GpuBackend = match backend {
         Backend::Gpu(g) if !identity => g,
         _ => {
             let n = match pool {
                 PoolSize::Fixed(n) => n,
-                PoolSize::Auto => cap,
+                PoolSize::Auto => auto_cap(threads, false),
             };
             return Ok(((0..n).map(|_| SlotKind::Host).collect(), shape.frame_bytes()));
         }
@@ -326,7 +338,7 @@ fn make_slots(
     let free = budget - ledger.current();
     let n = match pool {
         PoolSize::Fixed(n) => n,
-        PoolSize::Auto => ((free / slot) as usize).min(cap).max(1),
+        PoolSize::Auto => ((free / slot) as usize).min(auto_cap(threads, true)).max(1),
     };
     let mut slots = Vec::with_capacity(n);
     for i in 0..n {
@@ -396,6 +408,7 @@ pub(crate) fn run(
         .collect();
     let mut reorder = Reorder::new(work.iter().map(|w| w.0).collect());
     let mut dropped = 0;
+    let mut abandoned = 0;
 
     let compute_name =
         if identity { None } else { Some(if engine.backend_name() == "gpu" { "gpu" } else { "compute" }) };
@@ -466,7 +479,14 @@ pub(crate) fn run(
                                             let got = FrameShape { width: i.width, height: i.height, format: i.format };
                                             if got == shape { Ok(()) } else { Err(mismatch(describe(got))) }
                                         };
-                                        let info = decode_with(&input, limits, check, |at, px| w.write(at, px))?;
+                                        // A piece that does not fit is the file's fault, not the GPU's.
+                                        let write = |at, px: &[u8]| {
+                                            w.write(at, px).map_err(|e| Error::Decode {
+                                                path: input.clone(),
+                                                reason: e.to_string(),
+                                            })
+                                        };
+                                        let info = decode_with(&input, limits, check, write)?;
                                         let (width, height, format) = (shape.width, shape.height, shape.format);
                                         Ok(HostFrame {
                                             width,
@@ -519,8 +539,23 @@ pub(crate) fn run(
                 // whenever there is room and one is ready, and only when
                 // none is does this thread wait for the oldest.
                 let mut flights: VecDeque<(Decoded, InFlight, Instant)> = VecDeque::new();
+                // A frame refused for memory while others were on the GPU:
+                // it goes again once they are done.
+                let mut pending: Option<Decoded> = None;
+                // Frames a failed device never processed are reported as
+                // such, so a stream's reorder buffer does not wait for them.
+                let abandon = |d: Decoded| {
+                    let _ = events.send(Event::Abandoned(d.number));
+                };
                 loop {
-                    let next = if flights.len() >= GPU_DEPTH {
+                    let next = if let Some(d) = pending.take() {
+                        if flights.is_empty() {
+                            Some(d)
+                        } else {
+                            pending = Some(d);
+                            None
+                        }
+                    } else if flights.len() >= GPU_DEPTH {
                         None
                     } else if flights.is_empty() {
                         match clock.recv(&compute_rx) {
@@ -532,11 +567,14 @@ pub(crate) fn run(
                     };
                     if let Some(d) = next {
                         if broken {
-                            continue; // drain without touching a failed device
+                            abandon(d); // drain without touching a failed device
+                            continue;
                         }
                         let number = d.number;
                         let t0 = Instant::now();
-                        let result = clock.work(shared.start, name, 0, number, || submit(engine, shared, &d, shape));
+                        let may_wait = flights.is_empty();
+                        let result =
+                            clock.work(shared.start, name, 0, number, || submit(engine, shared, &d, shape, may_wait));
                         match result {
                             Ok(Submitted::Gpu(flight)) => flights.push_back((d, flight, t0)),
                             Ok(Submitted::Done(frame)) => {
@@ -548,6 +586,7 @@ pub(crate) fn run(
                                     break;
                                 }
                             }
+                            Err(Error::Budget(_)) if !may_wait => pending = Some(d),
                             Err(e) => {
                                 broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
                                 shared.fail(&events, d.number, e);
@@ -556,6 +595,13 @@ pub(crate) fn run(
                         continue;
                     }
                     let Some((d, flight, t0)) = flights.pop_front() else { continue };
+                    if broken {
+                        if let SlotKind::Gpu(s) = &*d.slot {
+                            let _ = flight.wait(s);
+                        }
+                        abandon(d);
+                        continue;
+                    }
                     let number = d.number;
                     let result = clock.wait(shared.start, name, number, || {
                         shared.catch(Stage::Compute, number, || match &*d.slot {
@@ -578,11 +624,15 @@ pub(crate) fn run(
                         }
                     }
                 }
-                // A broken run drops what is still on the GPU only after it is done.
+                // What is still on the GPU is dropped only once it is done.
                 for (d, flight, _) in flights {
                     if let SlotKind::Gpu(s) = &*d.slot {
                         let _ = flight.wait(s);
                     }
+                    abandon(d);
+                }
+                if let Some(d) = pending {
+                    abandon(d);
                 }
                 clock
             })
@@ -681,6 +731,9 @@ pub(crate) fn run(
 
         drop(events_tx);
 
+        // If this thread unwinds (a progress callback panicked), the others
+        // must still stop, or the scope would wait for them forever.
+        let _stop_on_unwind = StopOnDrop(&shared.stop);
         // This thread reports progress until every stage has hung up, and
         // writes a stream's frames in order.
         let mut done = Vec::new();
@@ -700,6 +753,10 @@ pub(crate) fn run(
                     progress(Progress::Failed { finished, total, failure: failed.last().expect("just pushed") });
                 }
                 Event::Encoded(record, bytes) => reorder.insert(record.number, Some((record, bytes))),
+                Event::Abandoned(number) => {
+                    abandoned += 1;
+                    reorder.insert(number, None);
+                }
             }
             let Some(out) = stream.as_deref_mut() else { continue };
             while let Some((_, item)) = reorder.pop() {
@@ -733,6 +790,10 @@ pub(crate) fn run(
             }
         }
         dropped += reorder.abandon();
+        // Every stage has hung up (normally, or a thread died outside its
+        // per-frame guard): make sure the reader is not left waiting for a
+        // slot or the stream window.
+        shared.stop.store(true, Ordering::SeqCst);
         let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| {
             h.join().unwrap_or_else(|_| {
                 let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
@@ -762,7 +823,7 @@ pub(crate) fn run(
     report.fps = report.frames_written as f64 / wall.max(1e-9);
     // Frames a halted stream did not write count as skipped, like the ones
     // never dispatched.
-    report.frames_skipped = total - first - dispatched + dropped;
+    report.frames_skipped = total - first - dispatched + dropped + abandoned;
     report.cancelled = cancel.is_cancelled();
     report.vram_peak = ledger.peak();
     report.rss_peak = peak_rss();

@@ -393,8 +393,12 @@ impl Engine {
                             let r = if held { Ok(()) } else { s.slot.write(&src.data) }
                                 .and_then(|()| gpu.run_preview(&s.slot, &plan, factor, &mut data))
                                 .map(|(w, h, ns)| (w, h, data, ns));
-                            s.holds = r.is_ok().then(|| src.clone());
-                            *slot = Some(s);
+                            // A slot whose frame failed may be left half-mapped:
+                            // the next preview makes a new one.
+                            if r.is_ok() {
+                                s.holds = Some(src.clone());
+                                *slot = Some(s);
+                            }
                             r
                         })
                     }

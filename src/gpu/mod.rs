@@ -129,6 +129,17 @@ struct Compute {
     previews: Vec<PreviewPass>,
 }
 
+impl Compute {
+    /// The ledger bytes of every buffer a frame's kernels touch.
+    fn reservations(&self) -> Vec<Arc<Reservation>> {
+        let mut all = vec![self.packed.reservation.clone(), self._uniforms.reservation.clone()];
+        all.extend(self._scratch.iter().flatten().map(|b| b.reservation.clone()));
+        all.extend(self._weights.iter().map(|b| b.reservation.clone()));
+        all.extend(self.previews.iter().flat_map(|p| [&p.small, &p.read, &p._uniforms]).map(|b| b.reservation.clone()));
+        all
+    }
+}
+
 /// The extra buffers and launches that turn a frame into a preview.
 struct PreviewPass {
     scale: u32,
@@ -158,10 +169,12 @@ struct SlotTimer {
     read: wgpu::Buffer,
 }
 
-/// A buffer and the ledger bytes it holds.
+/// A buffer and the ledger bytes it holds. The bytes are shared with the
+/// frames in flight that use the buffer, so they stay counted until the
+/// GPU is done with it even when the set it belongs to is dropped.
 struct LedgerBuffer {
     buffer: wgpu::Buffer,
-    _reservation: Reservation,
+    reservation: Arc<Reservation>,
 }
 
 /// One kernel launch while recording: band, pipeline, (binding, buffer,
@@ -292,6 +305,9 @@ impl SlotWriter {
     }
 }
 
+/// A buffer map's outcome, delivered by whichever thread polls the device.
+type MapRx = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
+
 /// A frame submitted to the GPU whose results are on their way back:
 /// the readback (and the upload, for the slot's next frame) are being
 /// mapped. Waiting needs only the device, not the [`GpuBackend`], so the
@@ -299,13 +315,18 @@ impl SlotWriter {
 pub struct InFlight {
     device: wgpu::Device,
     index: wgpu::SubmissionIndex,
-    /// One per buffer being mapped: the result first, then the upload,
-    /// then the slot's timer.
-    maps: Vec<std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    /// The buffer the result lands in (the slot's readback, or a
+    /// preview's) and its map.
+    result: (wgpu::Buffer, MapRx),
+    /// The slot's upload, mapped again for its next frame.
+    upload: MapRx,
+    /// The slot's timer readback, where timed.
+    timer: Option<MapRx>,
     /// Whether the result lands in the slot's own readback (not a preview's).
     full: bool,
     period: f32,
-    error: Arc<Mutex<Option<String>>>,
+    /// The kernel buffers' ledger bytes, held until the frame is done.
+    _holds: Vec<Arc<Reservation>>,
 }
 
 impl InFlight {
@@ -313,17 +334,23 @@ impl InFlight {
     /// mapped in the slot ([`GpuSlot::take_result`]) and its upload mapped
     /// again. Returns the GPU time of its kernels in ns, where timed.
     ///
+    /// Device errors are not collected here: this runs without the backend
+    /// lock, beside previews whose errors are theirs; a submission's own
+    /// validation errors were taken when it was submitted.
+    ///
     /// # Errors
-    /// [`Error::Gpu`] when the device fails or a mapping does not complete.
+    /// [`Error::Gpu`] when the device fails or a mapping does not complete;
+    /// then nothing of the frame is left mapped but what did map of the
+    /// upload (the slot is unusable if that failed too).
     pub fn wait(self, slot: &GpuSlot) -> Result<Option<u64>> {
         let wait_for = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
         self.device.poll(wait_for).map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
-        for rx in &self.maps {
+        let mapped = |rx: &MapRx| -> Result<()> {
             // Another thread's poll may be delivering the callback right
             // now: wait a little, poll again, never spin.
-            let result = loop {
+            loop {
                 match rx.recv_timeout(std::time::Duration::from_millis(20)) {
-                    Ok(r) => break r,
+                    Ok(r) => return r.map_err(|e| Error::Gpu(format!("buffer map failed: {e}"))),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         self.device
                             .poll(wgpu::PollType::Poll)
@@ -333,35 +360,38 @@ impl InFlight {
                         return Err(Error::Gpu("buffer map never completed".into()));
                     }
                 }
-            };
-            result.map_err(|e| Error::Gpu(format!("buffer map failed: {e}")))?;
-        }
-        if self.full {
-            slot.result_mapped.store(true, Ordering::SeqCst);
-        }
-        let ns = match &slot.timer {
-            Some(t) => {
-                let ticks: [u64; 2] = {
-                    let view = t.read.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
-                    bytemuck::pod_read_unaligned(&view)
-                };
-                t.read.unmap();
-                Some((ticks[1].saturating_sub(ticks[0]) as f64 * self.period as f64) as u64)
             }
-            None => None,
         };
-        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(e) => Err(Error::Gpu(e)),
-            None => Ok(ns),
+        let result = mapped(&self.result.1);
+        let upload = mapped(&self.upload);
+        let ns = match (&slot.timer, self.timer.as_ref().map(mapped)) {
+            (Some(t), Some(Ok(()))) => {
+                let ticks: Option<[u64; 2]> =
+                    t.read.get_mapped_range(..).ok().map(|view| bytemuck::pod_read_unaligned(&view));
+                t.read.unmap();
+                ticks.map(|[a, b]| (b.saturating_sub(a) as f64 * self.period as f64) as u64)
+            }
+            _ => None,
+        };
+        match (result, upload) {
+            (Ok(()), Ok(())) => {
+                if self.full {
+                    slot.result_mapped.store(true, Ordering::SeqCst);
+                }
+                Ok(ns)
+            }
+            (result, upload) => {
+                if result.is_ok() {
+                    self.result.0.unmap();
+                }
+                Err(result.err().or(upload.err()).expect("one failed"))
+            }
         }
     }
 }
 
 /// Asks for `buffer` to be mapped once the GPU is done with it.
-fn request_map(
-    buffer: &wgpu::Buffer,
-    mode: wgpu::MapMode,
-) -> std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>> {
+fn request_map(buffer: &wgpu::Buffer, mode: wgpu::MapMode) -> MapRx {
     let (tx, rx) = std::sync::mpsc::channel();
     buffer.map_async(mode, .., move |r| {
         let _ = tx.send(r);
@@ -534,7 +564,7 @@ impl GpuBackend {
             usage,
             mapped_at_creation: false,
         });
-        Ok(LedgerBuffer { buffer, _reservation: reservation })
+        Ok(LedgerBuffer { buffer, reservation: Arc::new(reservation) })
     }
 
     /// Allocates the shared kernel buffers for `shape` and `plan`, unless
@@ -944,19 +974,18 @@ impl GpuBackend {
         }
         let index = self.queue.submit([encoder.finish()]);
         let result = preview.map_or(&slot.readback, |p| &p.read.buffer);
-        let mut maps = vec![request_map(result, wgpu::MapMode::Read), request_map(&slot.upload, wgpu::MapMode::Write)];
-        if let Some(t) = &slot.timer {
-            maps.push(request_map(&t.read, wgpu::MapMode::Read));
-        }
-        self.check_error()?;
-        Ok(InFlight {
+        let flight = InFlight {
             device: self.device.clone(),
             index,
-            maps,
+            result: (result.clone(), request_map(result, wgpu::MapMode::Read)),
+            upload: request_map(&slot.upload, wgpu::MapMode::Write),
+            timer: slot.timer.as_ref().map(|t| request_map(&t.read, wgpu::MapMode::Read)),
             full: preview.is_none(),
             period: self.queue.get_timestamp_period(),
-            error: self.error.clone(),
-        })
+            _holds: c.reservations(),
+        };
+        self.check_error()?;
+        Ok(flight)
     }
 
     /// Runs `plan` on one frame held in host memory. Returns the frame and

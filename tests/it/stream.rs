@@ -173,3 +173,31 @@ fn stream_format_needs_a_stream() {
     assert!(err.contains("--stream-format"), "{err}");
     assert!(!Path::new(&out).exists());
 }
+
+#[test]
+fn a_panicking_progress_callback_does_not_hang_a_stream() {
+    let t = tempfile::tempdir().unwrap();
+    let (input, _) = random_sequence(t.path(), &mut Rng::fresh("panicking_callback"), 20, PixelFormat::Rgba8);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let e = Engine::new(EngineConfig {
+            backend: BackendKind::Cpu,
+            threads: 1,
+            pool: PoolSize::Fixed(1),
+            ..Default::default()
+        })
+        .unwrap();
+        let job = Job::new(input.as_str(), "-", graph());
+        let prepared = framepipe::prepare(&job).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            e.run_stream(&job, &prepared, &mut Vec::new(), &Cancel::default(), &mut |p| {
+                if let framepipe::Progress::Done { finished: 2, .. } = p {
+                    panic!("the editor's callback failed");
+                }
+            })
+        }));
+        let _ = tx.send(outcome.is_err());
+    });
+    let panicked = rx.recv_timeout(Duration::from_secs(60)).expect("the run ends instead of hanging");
+    assert!(panicked, "the callback's panic reaches the caller");
+}
