@@ -228,8 +228,7 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
         check_sink(prepared, false)?;
-        let threads = self.threads();
-        crate::pipeline::run(job, prepared, self, threads, self.core.config.pool, None, cancel, progress)
+        self.pipelined(job, prepared, None, cancel, progress)
     }
 
     /// Runs a prepared stream job (output `-`) pipelined, writing every
@@ -252,8 +251,18 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
         check_sink(prepared, true)?;
-        let threads = self.threads();
-        crate::pipeline::run(job, prepared, self, threads, self.core.config.pool, Some(out), cancel, progress)
+        self.pipelined(job, prepared, Some(out), cancel, progress)
+    }
+
+    fn pipelined(
+        &self,
+        job: &Job,
+        prepared: &PreparedJob,
+        out: Option<&mut (dyn std::io::Write + Send)>,
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Report> {
+        crate::pipeline::run(job, prepared, self, self.threads(), self.core.config.pool, out, cancel, progress)
     }
 
     /// Runs a prepared job one frame at a time (the oracle).
