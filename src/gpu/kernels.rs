@@ -28,6 +28,11 @@ pub fn shader_sources() -> [(&'static str, String); 3] {
 /// Workgroup shape of every kernel (keep in sync with `@workgroup_size`).
 pub const WORKGROUP: (u32, u32) = (64, 4);
 
+/// Outputs each blur invocation computes: neighbouring pixels of a row in
+/// the horizontal pass, of a column in the vertical one (`OUTPUTS` in
+/// blur.wgsl).
+pub const BLUR_OUTPUTS: u32 = 4;
+
 /// Uniform block of every dispatch.
 ///
 /// Keep in sync with `struct Params` in shaders/common.wgsl.

@@ -787,6 +787,9 @@ impl GpuBackend {
         let k = &self.kernels;
         let row_bytes = shape.row_bytes();
         let groups = |rows: u32| (shape.width.div_ceil(kernels::WORKGROUP.0), rows.div_ceil(kernels::WORKGROUP.1));
+        let per = kernels::BLUR_OUTPUTS;
+        let h_groups = |rows: u32| (shape.width.div_ceil(per).div_ceil(kernels::WORKGROUP.0), groups(rows).1);
+        let v_groups = |rows: u32| groups(rows.div_ceil(per));
         let mut copies = Vec::new();
         let packed = &packed.buffer;
         for (band, &(y0, y1)) in bands.iter().enumerate() {
@@ -822,19 +825,19 @@ impl GpuBackend {
                         let ph = param(Params { radius: pass.kernel.radius, affine: before.rows_f32(), ..base });
                         if i == 0 {
                             let b = vec![(0, packed, ph), (1, packed, 0), (2, w, 0), (4, cur, 0)];
-                            dispatches.push((band, &k.blur_h_packed, b, groups(rows)));
+                            dispatches.push((band, &k.blur_h_packed, b, h_groups(rows)));
                         } else {
                             let b = vec![(0, packed, ph), (2, w, 0), (3, cur, 0), (4, next, 0)];
-                            dispatches.push((band, &k.blur_h, b, groups(rows)));
+                            dispatches.push((band, &k.blur_h, b, h_groups(rows)));
                             std::mem::swap(&mut cur, &mut next);
                         }
                         let pv = param(Params { radius: pass.kernel.radius, affine: pass.post.rows_f32(), ..base });
                         if i + 1 == plan.passes.len() {
                             let b = vec![(0, packed, pv), (1, packed, 0), (2, w, 0), (3, cur, 0)];
-                            dispatches.push((band, &k.blur_v_packed, b, groups(y1 - y0)));
+                            dispatches.push((band, &k.blur_v_packed, b, v_groups(y1 - y0)));
                         } else {
                             let b = vec![(0, packed, pv), (2, w, 0), (3, cur, 0), (4, next, 0)];
-                            dispatches.push((band, &k.blur_v, b, groups(rows)));
+                            dispatches.push((band, &k.blur_v, b, v_groups(rows)));
                             std::mem::swap(&mut cur, &mut next);
                         }
                     }
