@@ -31,6 +31,9 @@ struct Args {
     /// Use this existing sequence instead of generating one.
     #[arg(long)]
     input: Option<String>,
+    /// VRAM budget shared by previews and the export: 512MiB, 2GiB, 1.5GB.
+    #[arg(long, default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
+    budget: u64,
 }
 
 fn grade(exposure: f64) -> OpGraph {
@@ -150,7 +153,7 @@ fn main() -> Result<(), framepipe::Error> {
         }
     };
     let seq = Sequence::scan(&input, None, MissingPolicy::Error)?;
-    let config = EngineConfig { backend: args.backend, ..Default::default() };
+    let config = EngineConfig { backend: args.backend, vram_budget: args.budget, ..Default::default() };
 
     let idle = Engine::new(config.clone())?;
     if let Some(n) = idle.notice() {

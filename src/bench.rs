@@ -49,18 +49,23 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Runs `job` once to warm up, then `repeat` times for each pool size.
-/// `job.output` is ignored: every run writes to its own temporary folder,
-/// named like the job's output pattern's file name.
+/// Runs `job` once to warm up (with the automatic pool), then `repeat`
+/// times for each pool size. `job.output` is ignored: every run writes to
+/// its own temporary folder, named like the job's output pattern's file
+/// name. A pool size whose slots do not fit the budget is passed to
+/// `skipped` with the reason and the sweep goes on, so one `--pools
+/// 1,2,4,8` line serves small and large frames alike.
 ///
 /// # Errors
-/// Any error that stops a run (budget, GPU, a failed frame).
+/// Any other error that stops a run (GPU, a failed frame), or a budget
+/// error when no pool size fits at all.
 pub fn bench_pool(
     job: &Job,
     config: &EngineConfig,
     pools: &[PoolSize],
     repeat: usize,
     progress: &mut dyn FnMut(&PoolRun),
+    skipped: &mut dyn FnMut(PoolSize, &Error),
 ) -> Result<Vec<PoolRun>> {
     let name = Path::new(&job.output).file_name().and_then(|n| n.to_str()).unwrap_or("out_%06d.png").to_string();
     let once = |pool: PoolSize| -> Result<crate::report::Report> {
@@ -79,11 +84,19 @@ pub fn bench_pool(
         }
         Ok(report)
     };
-    once(pools.first().copied().unwrap_or_default())?;
+    once(PoolSize::Auto)?;
     let mut runs = Vec::new();
+    let mut last_refusal = None;
     for &pool in pools {
         for r in 0..repeat.max(1) {
-            let report = once(pool)?;
+            let report = match once(pool) {
+                Err(e @ Error::Budget(_)) => {
+                    skipped(pool, &e);
+                    last_refusal = Some(e);
+                    break;
+                }
+                other => other?,
+            };
             let run = PoolRun {
                 requested: pool.to_string(),
                 pool_size: report.pool_size,
@@ -101,7 +114,10 @@ pub fn bench_pool(
             runs.push(run);
         }
     }
-    Ok(runs)
+    match last_refusal {
+        Some(e) if runs.is_empty() => Err(e),
+        _ => Ok(runs),
+    }
 }
 
 /// Median frames/s per pool size, with the spread: (requested, slots,

@@ -507,18 +507,32 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         args.repeat
     );
-    let runs = framepipe::bench::bench_pool(&job, &config, &args.pools, args.repeat as usize, &mut |r| {
-        eprintln!(
-            "  pool {} ({} slots) run {}: {} frames in {:.2} s, {:.3} frames/s",
-            r.requested,
-            r.pool_size,
-            r.repeat + 1,
-            r.frames,
-            r.seconds,
-            r.fps
-        )
-    })?;
+    let mut refused = Vec::new();
+    let runs = framepipe::bench::bench_pool(
+        &job,
+        &config,
+        &args.pools,
+        args.repeat as usize,
+        &mut |r| {
+            eprintln!(
+                "  pool {} ({} slots) run {}: {} frames in {:.2} s, {:.3} frames/s",
+                r.requested,
+                r.pool_size,
+                r.repeat + 1,
+                r.frames,
+                r.seconds,
+                r.fps
+            )
+        },
+        &mut |pool, e| {
+            eprintln!("  pool {pool}: skipped: {e}");
+            refused.push(format!("pool {pool} not measured: {e}"));
+        },
+    )?;
     print!("{}", framepipe::bench::table(&runs));
+    for line in &refused {
+        println!("{line}");
+    }
     std::fs::write(&args.csv, framepipe::bench::csv(&runs))
         .map_err(|source| Error::Io { path: args.csv.clone(), source })?;
     let title = format!("{} · {} · {} · {device}", args.input, job.graph.describe(), args.format);

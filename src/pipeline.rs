@@ -269,11 +269,7 @@ impl Shared<'_> {
     /// Runs one frame's work for `stage`, turning a panic into an error.
     fn catch<T>(&self, stage: Stage, number: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
         catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = crate::error::panic_message(&*payload);
             Err(Error::Panic(format!("{stage:?} stage panicked on frame {number}: {msg}")))
         })
     }
@@ -562,6 +558,11 @@ pub(crate) fn run(
                             Some(d) => Some(d),
                             None => break,
                         }
+                    } else if engine.backend().waiting_above(Priority::Export) {
+                        // A preview is waiting: submit nothing new, finish
+                        // what is on the GPU (its slots may be what the
+                        // preview needs).
+                        None
                     } else {
                         compute_rx.try_recv().ok()
                     };

@@ -126,6 +126,9 @@ struct PreviewKey {
 #[derive(Default)]
 struct Playhead {
     source: String,
+    /// The grade and scale prefetches are queued with.
+    graph: u64,
+    scale: Option<Scale>,
     frame: u64,
     step: i64,
     queued_until: i64,
@@ -236,6 +239,20 @@ pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
     (w, h, out)
 }
 
+/// Takes a key out of the in-flight set when its render ends, by return or
+/// by unwinding, and wakes whoever waits for it.
+struct Landed<'a> {
+    state: &'a PreviewState,
+    key: &'a PreviewKey,
+}
+
+impl Drop for Landed<'_> {
+    fn drop(&mut self) {
+        lock(&self.state.inflight).remove(self.key);
+        self.state.landed.notify_all();
+    }
+}
+
 impl Engine {
     /// The preview of `frame` of `sequence` with `graph` at `scale`.
     /// Thread-safe; a cache hit touches neither the GPU nor the disk.
@@ -276,12 +293,19 @@ impl Engine {
             }
             inflight.insert(key.clone());
             drop(inflight);
-            let result = self.render_preview(sequence, key.frame, graph, key.scale, priority).map(Arc::new);
+            // Whatever happens below, the key leaves `inflight`, or every
+            // later request for it would wait forever.
+            let _landed = Landed { state, key };
+            let render = || self.render_preview(sequence, key.frame, graph, key.scale, priority);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(render))
+                .unwrap_or_else(|payload| {
+                    let msg = crate::error::panic_message(&*payload);
+                    Err(Error::Panic(format!("preview of frame {} panicked: {msg}", key.frame)))
+                })
+                .map(Arc::new);
             if let Ok(image) = &result {
                 lock(&state.cache).insert(key.clone(), image.clone(), image.data.len() as u64);
             }
-            lock(&state.inflight).remove(key);
-            state.landed.notify_all();
             return result.map(|image| (image, true));
         }
     }
@@ -366,6 +390,9 @@ impl Engine {
         priority: Priority,
     ) -> Result<PreviewImage> {
         graph.validate()?;
+        // Announced before the decode: export frames reaching the backend
+        // while this request decodes queue behind it.
+        let mut intent = Some(self.core.backend.intend(priority));
         let (src, decode_ms) = self.source(sequence, frame)?;
         let plan = graph.plan();
         let factor = scale.factor();
@@ -373,7 +400,7 @@ impl Engine {
         let mut attempts = 0;
         let (width, height, data, gpu_ns) = loop {
             let result = {
-                let mut backend = self.core.backend.lock(priority);
+                let mut backend = intent.get_or_insert_with(|| self.core.backend.intend(priority)).lock();
                 match &mut *backend {
                     Backend::Gpu(gpu) => {
                         let shape = FrameShape::of(&src);
@@ -411,10 +438,12 @@ impl Engine {
             };
             match result {
                 // The budget is full (an export holds it): ask the export to
-                // hand slots back, wait for a release without holding the
-                // backend, and try again.
+                // hand slots back, wait for a release without holding or
+                // announcing the backend (the frames holding the memory
+                // must get through to free it), and try again.
                 Err(Error::Budget(_)) if attempts < 20 => {
                     attempts += 1;
+                    intent = None;
                     self.core.pressure.fetch_add(1, Ordering::SeqCst);
                     self.core.ledger.wait_release(Duration::from_millis(250));
                     self.core.pressure.fetch_sub(1, Ordering::SeqCst);
@@ -442,7 +471,22 @@ impl Engine {
         let count = self.core.config.prefetch;
         let state = &self.core.previews;
         let mut playhead = lock(&state.playhead);
-        let previous = playhead.replace(Playhead { source: sequence.source.clone(), frame, ..Default::default() });
+        let (source, graph_key) = (sequence.source.clone(), graph_hash(graph));
+        let here =
+            Playhead { source: source.clone(), graph: graph_key, scale: Some(scale), frame, ..Default::default() };
+        let mut previous = playhead.replace(here);
+        if let Some(p) = previous.as_mut().filter(|p| p.source == source) {
+            if p.graph != graph_key || p.scale != Some(scale) {
+                // A new grade or scale (a slider moved): what is queued
+                // renders something nobody will ask for. Cancel it, keep the
+                // direction, and queue afresh from here.
+                state.generation.fetch_add(1, Ordering::SeqCst);
+                p.queued_until = p.frame as i64;
+                (p.graph, p.scale) = (graph_key, Some(scale));
+            }
+        } else if previous.is_some() {
+            state.generation.fetch_add(1, Ordering::SeqCst); // another sequence
+        }
         let (step, mut from) = match previous {
             Some(p) if p.source == sequence.source => match frame as i64 - p.frame as i64 {
                 0 => {
@@ -466,7 +510,7 @@ impl Engine {
         }
         let until = frame as i64 + step * count as i64;
         let queued_until = if step > 0 { until.max(from) } else { until.min(from) };
-        *playhead = Some(Playhead { source: sequence.source.clone(), frame, step, queued_until });
+        *playhead = Some(Playhead { source, graph: graph_key, scale: Some(scale), frame, step, queued_until });
         drop(playhead);
         if count == 0 {
             return;

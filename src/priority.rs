@@ -6,6 +6,11 @@
 //! goes before a waiting prefetch, which goes before a waiting export frame.
 //! Work already running is never preempted (a GPU submission cannot be),
 //! so a preview waits at most for the one frame in progress.
+//!
+//! A class can also be announced ahead of the lock with [`PriorityLock::intend`]:
+//! a preview announces itself when it arrives, before it decodes, so export
+//! frames that come to the lock while it decodes wait behind it instead of
+//! slipping in first.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -51,16 +56,47 @@ impl<T> PriorityLock<T> {
 
     /// Waits until the value is free and no higher class is waiting.
     pub fn lock(&self, priority: Priority) -> PriorityGuard<'_, T> {
-        let p = priority as usize;
-        let mut s = self.state();
-        s.waiting[p] += 1;
-        while s.held || s.waiting[p + 1..].iter().any(|&n| n > 0) {
-            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        self.intend(priority).lock()
+    }
+
+    /// Counts `priority` as waiting from now until the returned intent is
+    /// dropped, across any number of [`Intent::lock`] calls: lower classes
+    /// stay out all that time, even while the intent holds nothing.
+    pub fn intend(&self, priority: Priority) -> Intent<'_, T> {
+        self.state().waiting[priority as usize] += 1;
+        Intent { lock: self, priority: priority as usize }
+    }
+
+    /// Whether a class above `priority` is waiting (or announced).
+    pub fn waiting_above(&self, priority: Priority) -> bool {
+        self.state().waiting[priority as usize + 1..].iter().any(|&n| n > 0)
+    }
+}
+
+/// A class announced as waiting; see [`PriorityLock::intend`].
+pub struct Intent<'a, T> {
+    lock: &'a PriorityLock<T>,
+    priority: usize,
+}
+
+impl<'a, T> Intent<'a, T> {
+    /// Waits until the value is free and no higher class is waiting.
+    pub fn lock(&self) -> PriorityGuard<'a, T> {
+        let lock = self.lock;
+        let mut s = lock.state();
+        while s.held || s.waiting[self.priority + 1..].iter().any(|&n| n > 0) {
+            s = lock.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        s.waiting[p] -= 1;
         s.held = true;
         drop(s);
-        PriorityGuard { lock: self, value: Some(self.value.lock().unwrap_or_else(|e| e.into_inner())) }
+        PriorityGuard { lock, value: Some(lock.value.lock().unwrap_or_else(|e| e.into_inner())) }
+    }
+}
+
+impl<T> Drop for Intent<'_, T> {
+    fn drop(&mut self) {
+        self.lock.state().waiting[self.priority] -= 1;
+        self.lock.changed.notify_all();
     }
 }
 
@@ -107,5 +143,23 @@ mod tests {
         drop(guard);
         handles.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(*lock.lock(Priority::Export), [Priority::Preview, Priority::Prefetch, Priority::Export]);
+    }
+
+    #[test]
+    fn an_intent_keeps_lower_classes_out_while_it_holds_nothing() {
+        let lock = Arc::new(PriorityLock::new(Vec::new()));
+        let intent = lock.intend(Priority::Preview);
+        assert!(lock.waiting_above(Priority::Export));
+        let l = lock.clone();
+        let export = std::thread::spawn(move || l.lock(Priority::Export).push(Priority::Export));
+        std::thread::sleep(Duration::from_millis(50));
+        // The lock is free, yet the export waits for the announced preview.
+        intent.lock().push(Priority::Preview);
+        std::thread::sleep(Duration::from_millis(50));
+        intent.lock().push(Priority::Preview);
+        drop(intent);
+        export.join().unwrap();
+        assert!(!lock.waiting_above(Priority::Export));
+        assert_eq!(*lock.lock(Priority::Export), [Priority::Preview, Priority::Preview, Priority::Export]);
     }
 }

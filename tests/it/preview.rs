@@ -274,3 +274,42 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     assert_eq!(report.frames_written, 40, "the export slowed down but finished: {:?}", report.failures);
     assert!(e.ledger().peak() <= budget);
 }
+
+/// Waits (bounded) until every frame in `frames` is cached with `g`.
+fn prefetched(e: &Engine, seq: &Sequence, frames: &[u64], g: &OpGraph) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if frames.iter().all(|&f| e.preview_cached(seq, f, g, Scale::Quarter)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn prefetch_follows_the_playhead_the_grade_and_the_direction() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 40, 64, 40, PixelFormat::Rgba8);
+    let (g1, g2) = (grade(0.1), grade(-0.3));
+    for backend in backends() {
+        let e = Engine::new(EngineConfig { backend, prefetch: 3, ..Default::default() }).unwrap();
+        // Playing forward queues the next three frames.
+        e.preview(&seq, 10, &g1, Scale::Quarter).unwrap();
+        e.preview(&seq, 11, &g1, Scale::Quarter).unwrap();
+        assert!(prefetched(&e, &seq, &[12, 13, 14], &g1), "{backend:?}: forward prefetch");
+        // A new grade: the next frames are fetched with it, not only the
+        // one frame beyond what the old grade had queued.
+        e.preview(&seq, 12, &g2, Scale::Quarter).unwrap();
+        assert!(prefetched(&e, &seq, &[13, 14, 15], &g2), "{backend:?}: prefetch after a grade change");
+        // Turning around fetches backwards.
+        e.preview(&seq, 11, &g2, Scale::Quarter).unwrap();
+        assert!(prefetched(&e, &seq, &[10, 9, 8], &g2), "{backend:?}: backward prefetch");
+        // Nothing beyond the sequence's ends is asked for.
+        e.preview(&seq, 2, &g2, Scale::Quarter).unwrap();
+        e.preview(&seq, 1, &g2, Scale::Quarter).unwrap();
+        let stats = e.preview_stats();
+        assert!(stats.prefetched >= 9, "{backend:?}: {stats:?}");
+        assert!(!e.preview_cached(&seq, 0, &g2, Scale::Quarter));
+    }
+}
