@@ -74,13 +74,13 @@ fi
 
 if want pool; then
 say "## bench-pool, PNG out"
-framepipe bench-pool "$work/seq_%04d.png" --pools 1,2,4,8,auto --repeat 3 --matrix "$matrix" --blur 4 \
+framepipe bench-pool "$work/seq_%04d.png" --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
   --backend gpu --budget "$budget" \
   --csv "$(dirname "$report")/bench-pool-png.csv" --chart "$(dirname "$report")/bench-pool-png.svg" 2>&1 | fence
 
 say "## bench-pool, QOI in and out (a fast codec: the GPU share is larger)"
 framepipe process "$work/seq_%04d.png" -o "$work/qoi/seq_%04d.qoi" -q --backend cpu
-framepipe bench-pool "$work/qoi/seq_%04d.qoi" --format qoi --pools 1,2,4,8,auto --repeat 3 --matrix "$matrix" --blur 4 \
+framepipe bench-pool "$work/qoi/seq_%04d.qoi" --format qoi --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
   --backend gpu --budget "$budget" \
   --csv "$(dirname "$report")/bench-pool-qoi.csv" --chart "$(dirname "$report")/bench-pool-qoi.svg" 2>&1 | fence
 fi

@@ -324,6 +324,32 @@ pub struct PreparedJob {
     pub stream: bool,
 }
 
+impl PreparedJob {
+    /// Checks a side file the run will write when it ends (a JSON report, a
+    /// timeline): not one of the frames read or written (whatever
+    /// `overwrite` says), not an existing file unless `overwrite`, in a
+    /// folder that takes files. Call it before the run, so a bad name is a
+    /// usage error rather than a lost report after an hour of frames.
+    ///
+    /// # Errors
+    /// [`Error::PathClash`], [`Error::OutputExists`], [`Error::OutputDir`].
+    pub fn check_side_file(&self, path: &Path, overwrite: bool) -> Result<()> {
+        let clash = |role: &str| Error::PathClash { path: path.to_owned(), role: role.into() };
+        let canonical = path.canonicalize().ok();
+        let same = |other: &Path| other == path || (canonical.is_some() && other.canonicalize().ok() == canonical);
+        if self.sequence.frames.iter().any(|f| same(&f.path)) {
+            return Err(clash("an input frame"));
+        }
+        // Outputs may not exist yet: compare them as absolute paths.
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let target = absolute(path);
+        if !self.stream && self.outputs.iter().any(|o| absolute(o) == target) {
+            return Err(clash("an output frame"));
+        }
+        crate::io::check_new_file(path, overwrite)
+    }
+}
+
 /// Stream jobs need a writer, file jobs must not get one.
 fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
     match (prepared.stream, have_writer) {

@@ -49,6 +49,15 @@ pub enum Error {
     /// An output path is also one of the inputs.
     #[error("{0}: output path is also an input frame; refusing to overwrite a source")]
     OutputIsInput(PathBuf),
+    /// A side file (report, chart) would land on a path the run already
+    /// reads or writes.
+    #[error("{path}: also {role}; choose another name")]
+    PathClash {
+        /// The side file.
+        path: PathBuf,
+        /// What else uses it (`an input frame`, `an output frame`).
+        role: String,
+    },
     /// The output folder cannot be created or written.
     #[error("{path}: output folder is not writable: {reason}")]
     OutputDir {
@@ -126,6 +135,7 @@ impl Error {
                 | Error::MissingFrames { .. }
                 | Error::OutputExists(_)
                 | Error::OutputIsInput(_)
+                | Error::PathClash { .. }
                 | Error::OutputDir { .. }
                 | Error::Budget(_)
         )

@@ -12,7 +12,7 @@ use framepipe::ledger::{DEFAULT_BUDGET, parse_bytes};
 use framepipe::pool::PoolSize;
 use framepipe::{
     BackendKind, Cancel, Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, MissingPolicy, Op, OpGraph,
-    PixelFormat, Progress, Report,
+    PixelFormat, Progress,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -173,6 +173,9 @@ struct BenchPoolArgs {
     /// Write the chart (frames/s and peak memory against pool size).
     #[arg(long, value_name = "FILE.svg", default_value = "bench-pool.svg")]
     chart: PathBuf,
+    /// Replace an existing CSV or chart.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]
@@ -393,6 +396,14 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
     job.on_error = opts.on_error;
     job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
     let prepared = framepipe::prepare(&job)?;
+    for path in [&opts.json, &opts.timeline].into_iter().flatten() {
+        prepared.check_side_file(path, opts.overwrite)?;
+    }
+    if let (Some(a), Some(b)) = (&opts.json, &opts.timeline)
+        && a == b
+    {
+        return Err(Error::PathClash { path: a.clone(), role: "the --json report".into() });
+    }
     let engine = Engine::new(EngineConfig {
         backend: opts.backend,
         adapter: opts.adapter.clone(),
@@ -409,8 +420,21 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
     }
     let cancel = Cancel::default();
     let on_interrupt = cancel.clone();
-    // A second Ctrl-C is the shell's: the handler only asks the run to stop.
-    let _ = ctrlc::set_handler(move || on_interrupt.cancel());
+    // SIGINT, SIGTERM (how render farms stop a job) and SIGHUP: the first
+    // asks the run to stop (frames being written finish, the rest are
+    // dropped, the summary is printed, exit 130); a second stops at once,
+    // after removing this process's temporary outputs.
+    let interrupts = std::sync::atomic::AtomicUsize::new(0);
+    let _ = ctrlc::set_handler(move || {
+        if interrupts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            eprintln!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
+            on_interrupt.cancel();
+        } else {
+            let removed = framepipe::io::remove_partials();
+            eprintln!("framepipe: stopped at once; {removed} unfinished output(s) removed");
+            std::process::exit(130);
+        }
+    });
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(total as u64);
@@ -462,11 +486,12 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
         eprintln!("{}", report.summary());
     }
     if let Some(path) = &opts.json {
-        write_json(path, &report)?;
+        let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
+        framepipe::io::write_file_atomic(path, text.as_bytes(), opts.overwrite)?;
     }
     if let Some(path) = &opts.timeline {
         let svg = framepipe::timeline::render_svg(&report);
-        std::fs::write(path, svg).map_err(|source| Error::Io { path: path.clone(), source })?;
+        framepipe::io::write_file_atomic(path, svg.as_bytes(), opts.overwrite)?;
     }
     Ok(if report.cancelled {
         ExitCode::from(130)
@@ -479,6 +504,12 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
 
 fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let graph = op_graph(&args.ops)?;
+    if args.csv == args.chart {
+        return Err(Error::PathClash { path: args.chart.clone(), role: "the --csv table".into() });
+    }
+    for path in [&args.csv, &args.chart] {
+        framepipe::io::check_new_file(path, args.overwrite)?;
+    }
     let mut job = Job::new(args.input.clone(), format!("out_%06d.{}", args.format), graph);
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
     job.overwrite = true;
@@ -533,18 +564,12 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     for line in &refused {
         println!("{line}");
     }
-    std::fs::write(&args.csv, framepipe::bench::csv(&runs))
-        .map_err(|source| Error::Io { path: args.csv.clone(), source })?;
+    framepipe::io::write_file_atomic(&args.csv, framepipe::bench::csv(&runs).as_bytes(), args.overwrite)?;
     let title = format!("{} · {} · {} · {device}", args.input, job.graph.describe(), args.format);
-    std::fs::write(&args.chart, framepipe::bench::chart_svg(&runs, &title))
-        .map_err(|source| Error::Io { path: args.chart.clone(), source })?;
+    let chart = framepipe::bench::chart_svg(&runs, &title);
+    framepipe::io::write_file_atomic(&args.chart, chart.as_bytes(), args.overwrite)?;
     eprintln!("wrote {} and {}", args.csv.display(), args.chart.display());
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_json(path: &Path, report: &Report) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(report).expect("report serialises");
-    std::fs::write(path, text + "\n").map_err(|source| Error::Io { path: path.to_owned(), source })
 }
 
 fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {

@@ -458,6 +458,11 @@ pub(crate) fn run(
                     while let Some(w) = clock.recv(&rx) {
                         let t0 = Instant::now();
                         let Work { number, input, output, slot } = w;
+                        if shared.cancel.is_cancelled() {
+                            // Cancelled: frames not yet decoded are dropped.
+                            let _ = events.send(Event::Abandoned(number));
+                            continue;
+                        }
                         engine.trace(TraceEvent::ExportDecodeStart(number));
                         let result = clock.work(shared.start, "decode", worker, number, || {
                             shared.guarded(Stage::Decode, number, || {
@@ -567,8 +572,10 @@ pub(crate) fn run(
                         compute_rx.try_recv().ok()
                     };
                     if let Some(d) = next {
-                        if broken {
-                            abandon(d); // drain without touching a failed device
+                        if broken || shared.cancel.is_cancelled() {
+                            // Drain without touching a failed device, or
+                            // drop what a cancelled run has not started.
+                            abandon(d);
                             continue;
                         }
                         let number = d.number;

@@ -7,6 +7,7 @@
 //! start as 0); a `--frames` spec picks a subset.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -182,8 +183,10 @@ pub struct Sequence {
     pub source: String,
     /// Frames to process, ascending by number.
     pub frames: Vec<SequenceFrame>,
-    /// Numbers that were asked for (or inside the detected range) but are absent.
-    pub missing: Vec<u64>,
+    /// Numbers that were asked for (or inside the detected range) but are
+    /// absent, as ascending inclusive runs (a stray `shot_20240315.png`
+    /// beside `shot_0001.png` is one run, not millions of numbers).
+    pub missing: Vec<RangeInclusive<u64>>,
 }
 
 impl Sequence {
@@ -199,23 +202,36 @@ impl Sequence {
         if found.is_empty() {
             return Err(Error::Sequence(format!("{input}: no frames match")));
         }
-        let wanted: Vec<u64> = match spec {
-            Some(s) => s.frames().to_vec(),
-            None => {
-                let (lo, hi) = (*found.keys().next().unwrap(), *found.keys().next_back().unwrap());
-                (lo..=hi).collect()
-            }
-        };
         let mut frames = Vec::new();
-        let mut absent = Vec::new();
-        for n in wanted {
-            match found.get(&n) {
-                Some(path) => frames.push(SequenceFrame { number: n, path: path.clone() }),
-                None => absent.push(n),
+        let mut absent: Vec<RangeInclusive<u64>> = Vec::new();
+        match spec {
+            Some(s) => {
+                for &n in s.frames() {
+                    match found.get(&n) {
+                        Some(path) => frames.push(SequenceFrame { number: n, path: path.clone() }),
+                        None => match absent.last_mut() {
+                            Some(run) if *run.end() + 1 == n => *run = *run.start()..=n,
+                            _ => absent.push(n..=n),
+                        },
+                    }
+                }
+            }
+            // The range is min..=max of what exists: every file is a frame,
+            // and the gaps between neighbours are what is missing (walked
+            // as gaps, never enumerated).
+            None => {
+                let mut previous: Option<u64> = None;
+                for (&n, path) in &found {
+                    if let Some(p) = previous.filter(|&p| n > p + 1) {
+                        absent.push(p + 1..=n - 1);
+                    }
+                    previous = Some(n);
+                    frames.push(SequenceFrame { number: n, path: path.clone() });
+                }
             }
         }
         if !absent.is_empty() && missing == MissingPolicy::Error {
-            return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_list(&absent) });
+            return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_runs(&absent) });
         }
         if frames.is_empty() {
             return Err(Error::Sequence(format!("{input}: none of the requested frames exist")));
@@ -298,24 +314,19 @@ fn last_digits(s: &str) -> Option<(usize, usize, u64)> {
     Some((start, end, n))
 }
 
-/// `[5, 7, 8, 9]` → `"5, 7-9"`; long lists are cut after 20 runs.
-pub fn compact_list(numbers: &[u64]) -> String {
-    let mut runs: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < numbers.len() {
-        let mut j = i;
-        while j + 1 < numbers.len() && numbers[j + 1] == numbers[j] + 1 {
-            j += 1;
-        }
-        runs.push(if i == j { numbers[i].to_string() } else { format!("{}-{}", numbers[i], numbers[j]) });
-        i = j + 1;
+/// Ascending inclusive runs as `1-3, 5, 7-9`: the first 20 runs, then the
+/// count of numbers in all.
+pub fn compact_runs(runs: &[RangeInclusive<u64>]) -> String {
+    let mut text: Vec<String> = runs
+        .iter()
+        .take(20)
+        .map(|r| if r.start() == r.end() { r.start().to_string() } else { format!("{}-{}", r.start(), r.end()) })
+        .collect();
+    if runs.len() > 20 {
+        let total: u128 = runs.iter().map(|r| (*r.end() - *r.start()) as u128 + 1).sum();
+        text.push(format!("… ({total} numbers in all)"));
     }
-    let total = runs.len();
-    if total > 20 {
-        runs.truncate(20);
-        runs.push(format!("… ({} numbers in all)", numbers.len()));
-    }
-    runs.join(", ")
+    text.join(", ")
 }
 
 #[cfg(test)]
@@ -349,6 +360,6 @@ mod tests {
 
     #[test]
     fn compact() {
-        assert_eq!(compact_list(&[5, 7, 8, 9, 12]), "5, 7-9, 12");
+        assert_eq!(compact_runs(&[5..=5, 7..=9, 12..=12]), "5, 7-9, 12");
     }
 }

@@ -2,8 +2,10 @@
 //! file: bytes go to a hidden temporary file in the output folder, which is
 //! renamed over the final name only once complete.
 
+use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
@@ -104,6 +106,36 @@ pub fn encode_frame(frame: HostFrame, format: OutputFormat, options: &EncodeOpti
     Ok(out)
 }
 
+/// The temporary outputs being written right now, so that an abrupt stop
+/// can remove them; `None` once [`remove_partials`] has run, after which no
+/// new one is created.
+static LIVE: Mutex<Option<BTreeSet<PathBuf>>> = Mutex::new(Some(BTreeSet::new()));
+
+fn live() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes every temporary output this process is writing and stops new
+/// ones from being created, for a process about to exit without unwinding
+/// (a second Ctrl-C): nothing partial is left behind. Returns how many were
+/// removed. Outputs already renamed into place are complete and stay.
+pub fn remove_partials() -> usize {
+    let mut live = live();
+    let paths = live.take().unwrap_or_default();
+    paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
+}
+
+/// Takes a temporary output out of [`LIVE`] when it is renamed or dropped.
+struct Registered(PathBuf);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(set) = live().as_mut() {
+            set.remove(&self.0);
+        }
+    }
+}
+
 /// Encodes `frame` into `path` atomically.
 ///
 /// With `overwrite` false an existing file is never replaced, even one that
@@ -119,10 +151,51 @@ pub fn write_frame_atomic(
     options: &EncodeOptions,
     overwrite: bool,
 ) -> Result<()> {
-    let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
     if format == OutputFormat::Raw {
-        return Err(fail("raw output is for streams (-o -) only".into()));
+        return Err(Error::Encode { path: path.to_owned(), reason: "raw output is for streams (-o -) only".into() });
     }
+    write_atomic(path, overwrite, |w| encode(frame, format, options, w).map_err(|e| e.to_string()))
+}
+
+/// Writes `bytes` (a report, a chart, a table) into `path` the way frames
+/// are written: complete or not at all, never over an existing file unless
+/// `overwrite`.
+///
+/// # Errors
+/// [`Error::OutputExists`], or [`Error::Encode`] naming the path.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    write_atomic(path, overwrite, |w| w.write_all(bytes).map_err(|e| e.to_string()))
+}
+
+/// Checks, before any work, that a side file (a report, a chart) can be
+/// written at `path` later: its folder exists or can be made and takes
+/// files, and it is not an existing file unless `overwrite` (never a
+/// folder). A run that takes minutes should not fail at its very end.
+///
+/// # Errors
+/// [`Error::OutputExists`], [`Error::OutputDir`].
+pub fn check_new_file(path: &Path, overwrite: bool) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::OutputDir { path: path.to_owned(), reason: "is a folder, not a file".into() });
+    }
+    if !overwrite && path.exists() {
+        return Err(Error::OutputExists(path.to_owned()));
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir_error = |e: std::io::Error| Error::OutputDir { path: dir.to_owned(), reason: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(dir_error)?;
+    tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir).map_err(dir_error)?;
+    Ok(())
+}
+
+/// Fills a hidden temporary file beside `path` with `fill` and renames it
+/// into place: a reader (or a crash) never sees a half-written file.
+fn write_atomic(
+    path: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&mut BufWriter<&mut std::fs::File>) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -133,10 +206,20 @@ pub fn write_frame_atomic(
     // ordinary file, so ask for 0666 and let the umask decide, as `cp` does.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| fail(e.to_string()))?;
+    // Created and registered under one lock, so an abrupt stop either sees
+    // it or prevents it.
+    // (`tmp` is dropped, deleting the file on failure, before it leaves
+    // the registry.)
+    let (_registered, mut tmp) = {
+        let mut live = live();
+        let set = live.as_mut().ok_or_else(|| fail("the process is stopping".into()))?;
+        let tmp = builder.tempfile_in(dir).map_err(|e| fail(e.to_string()))?;
+        set.insert(tmp.path().to_path_buf());
+        (Registered(tmp.path().to_path_buf()), tmp)
+    };
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        encode(frame, format, options, &mut w).map_err(|e| fail(e.to_string()))?;
+        fill(&mut w).map_err(fail)?;
         w.flush().map_err(|e| fail(e.to_string()))?;
     }
     // On failure the temporary file is removed when `tmp` drops.

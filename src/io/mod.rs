@@ -10,7 +10,10 @@ mod decode;
 mod encode;
 
 pub use decode::{DecodeLimits, FrameInfo, decode_file, decode_with, probe_file};
-pub use encode::{EncodeOptions, OutputFormat, PngCompression, encode_frame, write_frame_atomic};
+pub use encode::{
+    EncodeOptions, OutputFormat, PngCompression, check_new_file, encode_frame, remove_partials, write_file_atomic,
+    write_frame_atomic,
+};
 
 /// Bits per channel of a host frame. Frames are always RGBA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

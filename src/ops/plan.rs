@@ -81,8 +81,10 @@ impl BlurKernel {
     /// The kernel for `sigma` (> 0).
     pub fn new(sigma: f64) -> Self {
         let radius = (3.0 * sigma).ceil() as u32;
-        let raw: Vec<f64> =
-            (-(radius as i64)..=radius as i64).map(|x| (-((x * x) as f64) / (2.0 * sigma * sigma)).exp()).collect();
+        // The centre tap is 1 whatever sigma is: for a sigma so small that
+        // 2σ² underflows to 0, 0/0 would make every weight NaN.
+        let tap = |x: i64| if x == 0 { 1.0 } else { (-((x * x) as f64) / (2.0 * sigma * sigma)).exp() };
+        let raw: Vec<f64> = (-(radius as i64)..=radius as i64).map(tap).collect();
         let sum: f64 = raw.iter().sum();
         BlurKernel { sigma, radius, weights: raw.iter().map(|w| (w / sum) as f32).collect() }
     }
@@ -146,6 +148,8 @@ mod tests {
         }
         assert_eq!(BlurKernel::new(0.5).radius, 2);
         assert_eq!(BlurKernel::new(4.0).radius, 12);
+        // A sigma whose 2σ² underflows is the identity, not NaN.
+        assert_eq!(BlurKernel::new(1e-200).weights, [0.0, 1.0, 0.0]);
     }
 
     #[test]

@@ -90,6 +90,17 @@ fn missing_frames_are_listed_or_skipped() {
         .assert()
         .code(2)
         .stderr(contains("4, 7-8, 11-12"));
+    // A stray file numbered far beyond the others is one gap, named as
+    // such, not trillions of numbers to list (or allocate).
+    fs::copy(t.path().join("s_0001.png"), t.path().join("s_20240315120000.png")).unwrap();
+    let out3 = t.path().join("q/s_%04d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out3])
+        .assert()
+        .code(2)
+        .stderr(contains("missing frames 4, 7-8, 11-20240315119999"));
+    framepipe().args(["process", &input, "-o", &out3, "--missing", "skip", "-q"]).assert().success();
+    assert_eq!(files(&t.path().join("q")).len(), 8);
 }
 
 #[test]
@@ -305,6 +316,45 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
     assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
     framepipe().args(["process", &input, "-o", &out, "--overwrite", "-q"]).assert().success();
     assert_ne!(fs::read(t.path().join("o/s_02.png")).unwrap(), b"precious");
+}
+
+#[test]
+fn reports_never_land_on_inputs_outputs_or_existing_files() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let source = t.path().join("s_01.png");
+    let before = fs::read(&source).unwrap();
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    let run = |extra: &[&str]| {
+        let mut cmd = framepipe();
+        cmd.args(["process", &input, "-o", &out, "--exposure", "1", "-q"]).args(extra);
+        cmd.assert()
+    };
+    // Refused up front (exit 2, no frame written), even with --overwrite.
+    for flag in ["--json", "--timeline"] {
+        run(&[flag, source.to_str().unwrap(), "--overwrite"]).code(2).stderr(contains("s_01.png: also an input frame"));
+        let output = t.path().join("o/s_02.png");
+        run(&[flag, output.to_str().unwrap()]).code(2).stderr(contains("s_02.png: also an output frame"));
+    }
+    assert_eq!(fs::read(&source).unwrap(), before);
+    assert!(!t.path().join("o").exists() || files(&t.path().join("o")).is_empty());
+    let notes = t.path().join("notes.json");
+    fs::write(&notes, b"precious").unwrap();
+    run(&["--json", notes.to_str().unwrap()]).code(2).stderr(contains("notes.json: output exists"));
+    assert_eq!(fs::read(&notes).unwrap(), b"precious");
+    let same = t.path().join("r.txt");
+    let same = same.to_str().unwrap();
+    run(&["--json", same, "--timeline", same]).code(2).stderr(contains("also the --json report"));
+    // A folder for the report is made; the report is complete and alone.
+    let json = t.path().join("reports/r.json");
+    let svg = t.path().join("reports/t.svg");
+    run(&["--json", json.to_str().unwrap(), "--timeline", svg.to_str().unwrap()]).success();
+    serde_json::from_str::<serde_json::Value>(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(fs::read_to_string(&svg).unwrap().trim_end().ends_with("</svg>"));
+    assert_eq!(files(&t.path().join("reports")), ["r.json", "t.svg"]);
+    // --overwrite replaces an earlier report (and the frames).
+    run(&["--json", notes.to_str().unwrap(), "--overwrite"]).success();
+    assert_ne!(fs::read(&notes).unwrap(), b"precious");
 }
 
 #[test]

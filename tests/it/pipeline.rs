@@ -269,15 +269,18 @@ fn host_memory_stays_bounded() {
     assert!(large < small + 8 * 1024 * 1024, "200 frames peaked at {large} B, 20 frames at {small} B");
 }
 
-#[test]
-fn ctrl_c_drains_in_flight_frames_and_exits_130() {
+/// Starts a CPU run over `frames` frames of `width`x`height`, waits for its
+/// first frame, sends `signals` (one after the other), and checks that it
+/// exits 130 leaving only complete outputs. Returns its stderr after the
+/// first frame.
+fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
     let t = tempfile::tempdir().unwrap();
-    let input = sequence(t.path(), 80, 320, 200);
+    let input = sequence(t.path(), frames, width, height);
     let out = t.path().join("o");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
-        .args(["process", &input, "-o", &format!("{}/o_%03d.png", out.display()), "--blur", "3"])
+        .args(["process", &input, "-o", &format!("{}/o_%03d.png", out.display()), "--blur", "6"])
         .args(["--backend", "cpu", "--threads", "1", "--pool", "2"])
         .stderr(Stdio::piped())
         .spawn()
@@ -288,19 +291,39 @@ fn ctrl_c_drains_in_flight_frames_and_exits_130() {
         line.clear();
     }
     assert!(line.contains("written"), "a frame was written before the interrupt");
-    // The shell's builtin kill: present wherever sh is, unlike /bin/kill.
-    let kill = std::process::Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
-    assert!(kill.success());
+    for signal in signals {
+        // The shell's builtin kill: present wherever sh is, unlike /bin/kill.
+        let kill = format!("kill -{signal} {}", child.id());
+        assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
-    let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after Ctrl-C");
-    assert_eq!(status.code(), Some(130), "{rest}");
-    assert!(rest.contains("not attempted"), "the summary is printed: {rest}");
+    let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
+    assert_eq!(status.code(), Some(130), "{signals:?}: {rest}");
     let written: Vec<_> = fs::read_dir(&out).unwrap().flatten().collect();
-    assert!(!written.is_empty() && written.len() < 80);
+    assert!(!written.is_empty() && written.len() < frames as usize);
     for f in written {
         let name = f.file_name().into_string().unwrap();
-        assert!(!name.starts_with('.'), "no temporary file left: {name}");
+        assert!(!name.starts_with('.'), "{signals:?}: no temporary file left: {name}");
         framepipe::io::decode_file(&f.path(), &Default::default()).expect("complete frame");
     }
+    rest
+}
+
+#[test]
+fn ctrl_c_or_sigterm_drains_in_flight_frames_and_exits_130() {
+    for signal in ["INT", "TERM"] {
+        let rest = interrupt(&[signal], 80, 320, 200);
+        assert!(rest.contains("not attempted"), "{signal}: the summary is printed: {rest}");
+    }
+}
+
+#[test]
+fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
+    // Frames slow enough (a wide blur on one thread) that the second signal
+    // lands while the first drain is still working.
+    let rest = interrupt(&["INT", "INT"], 8, 1280, 720);
+    assert!(rest.contains("stopped at once"), "{rest}");
+    assert!(!rest.contains("frames/s"), "no summary after stopping at once: {rest}");
 }
