@@ -1,8 +1,12 @@
 //! An editor's scrub session, replayed against the engine: play forward at
 //! 24 fps for two seconds, jump back, drag a grade slider on one frame
-//! through 20 values, scrub back and forth. Run once with the engine idle
-//! and once with an export of the same sequence running on it, and print
-//! per-request latency percentiles, hit rate and cache bytes.
+//! through 20 values, scrub forward and back with the grade the slider
+//! settled on (so the frames played earlier are stale and rendered again).
+//! Run once with the engine idle and once with an export of the same
+//! sequence running on it, and print per-request latency percentiles, hit
+//! rate, cache bytes, and where a miss spends its time: decode, waiting for
+//! the backend, upload copy, GPU kernels (timestamps, where the adapter has
+//! them), and the rest (submission, readback, copy out).
 //!
 //! ```sh
 //! cargo run --release --example editor -- --size 8k          # the real thing
@@ -49,9 +53,24 @@ fn grade(exposure: f64) -> OpGraph {
 struct Request {
     phase: &'static str,
     ms: f64,
+    /// Found in the cache on arrival.
     hit: bool,
-    decode_ms: f64,
-    render_ms: f64,
+    /// Found being rendered by a prefetch, and waited for.
+    joined: bool,
+    /// For a request that rendered, the split of its time.
+    miss: Option<Split>,
+}
+
+/// Where a miss spent its time, ms.
+struct Split {
+    decode: f64,
+    wait: f64,
+    upload: f64,
+    /// Kernel time from GPU timestamps, where the adapter has them.
+    gpu: Option<f64>,
+    /// Render time less upload and kernels: submission, readback, copy out
+    /// (and the kernels themselves where there are no timestamps).
+    rest: f64,
 }
 
 /// Replays the session; `paced` requests wait for their 24 fps tick.
@@ -64,14 +83,17 @@ fn session(engine: &Engine, seq: &Sequence) -> Vec<Request> {
     }
     let anchor = first + (n / 8).max(1);
     plan.push(("jump back", anchor, 0.0, false));
+    let settled = 0.9;
     for k in 0..20 {
         plan.push(("slider drag", anchor, -1.0 + k as f64 * 0.1, false));
     }
+    // The new grade makes what was played stale: scrubbing forward renders
+    // (prefetch runs ahead of it), scrubbing back hits.
     for i in 0..16.min(n - 1) {
-        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), 0.0, false));
+        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), settled, false));
     }
     for i in (0..16.min(n - 1)).rev() {
-        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), 0.0, false));
+        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), settled, false));
     }
     let start = Instant::now();
     let mut out = Vec::new();
@@ -86,9 +108,17 @@ fn session(engine: &Engine, seq: &Sequence) -> Vec<Request> {
         let t = Instant::now();
         let image = engine.preview(seq, frame, &grade(exposure), Scale::Quarter).expect("preview");
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        let hit = engine.preview_stats().previews.hits > before.previews.hits;
-        let (decode_ms, render_ms) = if hit { (0.0, 0.0) } else { (image.decode_ms, image.render_ms) };
-        out.push(Request { phase, ms, hit, decode_ms, render_ms });
+        let after = engine.preview_stats();
+        let hit = after.previews.hits > before.previews.hits;
+        let joined = after.joined > before.joined;
+        let miss = (!hit && !joined).then(|| Split {
+            decode: image.decode_ms,
+            wait: image.wait_ms,
+            upload: image.upload_ms,
+            gpu: image.gpu_ms,
+            rest: image.render_ms - image.upload_ms - image.gpu_ms.unwrap_or(0.0),
+        });
+        out.push(Request { phase, ms, hit, joined, miss });
     }
     out
 }
@@ -100,35 +130,48 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     println!("\n### {label}\n");
-    println!("| phase | requests | hits | p50 ms | p95 ms | max ms | miss: decode ms | miss: render ms |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| phase | requests | hits | joined a prefetch | p50 ms | p95 ms | max ms | hit p95 ms \
+         | render: decode ms | wait ms | upload ms | GPU ms | readback + rest ms |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut phases: Vec<&str> = requests.iter().map(|r| r.phase).collect();
     phases.dedup();
     phases.push("all");
     for phase in phases {
         let rs: Vec<&Request> = requests.iter().filter(|r| phase == "all" || r.phase == phase).collect();
         let mut ms: Vec<f64> = rs.iter().map(|r| r.ms).collect();
-        let misses: Vec<&&Request> = rs.iter().filter(|r| !r.hit).collect();
-        let mean = |f: &dyn Fn(&Request) -> f64| {
-            if misses.is_empty() { 0.0 } else { misses.iter().map(|r| f(r)).sum::<f64>() / misses.len() as f64 }
+        let mut hit_ms: Vec<f64> = rs.iter().filter(|r| r.hit).map(|r| r.ms).collect();
+        let hit_p95 = if hit_ms.is_empty() { "-".to_string() } else { format!("{:.3}", percentile(&mut hit_ms, 0.95)) };
+        let misses: Vec<&Split> = rs.iter().filter_map(|r| r.miss.as_ref()).collect();
+        // Means over the misses; "-" where there are none (or, for the GPU
+        // column, no timestamps: the kernels are then in the last column).
+        let mean = |f: &dyn Fn(&Split) -> Option<f64>| {
+            let v: Vec<f64> = misses.iter().filter_map(|m| f(m)).collect();
+            if v.is_empty() { "-".to_string() } else { format!("{:.1}", v.iter().sum::<f64>() / v.len() as f64) }
         };
         println!(
-            "| {phase} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
+            "| {phase} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {hit_p95} | {} | {} | {} | {} | {} |",
             rs.len(),
             rs.iter().filter(|r| r.hit).count(),
+            rs.iter().filter(|r| r.joined).count(),
             percentile(&mut ms, 0.5),
             percentile(&mut ms, 0.95),
             percentile(&mut ms, 1.0),
-            mean(&|r| r.decode_ms),
-            mean(&|r| r.render_ms)
+            mean(&|m| Some(m.decode)),
+            mean(&|m| Some(m.wait)),
+            mean(&|m| Some(m.upload)),
+            mean(&|m| m.gpu),
+            mean(&|m| Some(m.rest)),
         );
     }
     let p = stats.previews;
     println!(
-        "\nhit rate {:.0} % ({} hits, {} misses), {} prefetched, {} prefetches cancelled, preview cache {:.1} MiB in {} entries, {} evictions; {} decodes",
+        "\nhit rate {:.0} % ({} hits, {} misses of which {} joined a prefetch under way), {} prefetched, {} prefetches cancelled, preview cache {:.1} MiB in {} entries, {} evictions; {} decodes",
         100.0 * p.hits as f64 / (p.hits + p.misses).max(1) as f64,
         p.hits,
         p.misses,
+        stats.joined,
         stats.prefetched,
         stats.prefetch_cancelled,
         p.bytes as f64 / 1048576.0,

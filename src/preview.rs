@@ -74,7 +74,14 @@ pub struct PreviewImage {
     pub data: Vec<u8>,
     /// Decode time (0 when the source was cached), ms.
     pub decode_ms: f64,
-    /// Render time on the host clock (upload, kernels, readback), ms.
+    /// Time spent waiting for the backend (export frames already on it) or
+    /// for budget an export held, ms.
+    pub wait_ms: f64,
+    /// Host copy of the source into the upload staging buffer, ms (0 when
+    /// the GPU slot still held this source, and on the CPU backend).
+    pub upload_ms: f64,
+    /// Render time on the host clock once the backend was held (upload,
+    /// kernels, readback and the copy out), ms.
     pub render_ms: f64,
     /// Kernel time from GPU timestamps, ms, where available.
     pub gpu_ms: Option<f64>,
@@ -96,8 +103,23 @@ pub struct PreviewStats {
     pub uploads: u64,
     /// Frames rendered by prefetch.
     pub prefetched: u64,
+    /// Preview requests that found their frame being rendered (by a
+    /// prefetch, or another thread) and waited for it: counted as misses,
+    /// though they did no work of their own.
+    pub joined: u64,
     /// Prefetches dropped because the playhead jumped.
     pub prefetch_cancelled: u64,
+}
+
+/// How [`Engine::preview`] got its image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Served {
+    /// In the cache on arrival.
+    Hit,
+    /// Rendered by someone else (a prefetch) while this request waited.
+    Joined,
+    /// Rendered by this request.
+    Rendered,
 }
 
 /// What the tests and the editor example instrument.
@@ -158,6 +180,7 @@ pub(crate) struct PreviewState {
     decodes: AtomicU64,
     uploads: AtomicU64,
     prefetched: AtomicU64,
+    joined: AtomicU64,
     cancelled: AtomicU64,
     playhead: Mutex<Option<Playhead>>,
     generation: AtomicU64,
@@ -180,6 +203,7 @@ impl PreviewState {
             decodes: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
             prefetched: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             playhead: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -265,29 +289,37 @@ impl Engine {
         state.record(TraceEvent::PreviewRequested(frame));
         let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
         self.schedule_prefetch(sequence, frame, graph, scale);
-        let (image, rendered) = self.cached_or_render(&key, sequence, graph, Priority::Preview)?;
-        lock(&state.cache).count(!rendered);
+        let (image, served) = self.cached_or_render(&key, sequence, graph, Priority::Preview)?;
+        // Only an image found in the cache on arrival is a hit; one that
+        // waited for a render under way (a prefetch) is a miss that
+        // joined it, so the hit rate never hides a wait.
+        lock(&state.cache).count(served == Served::Hit);
+        if served == Served::Joined {
+            state.joined.fetch_add(1, Ordering::SeqCst);
+        }
         state.record(TraceEvent::PreviewDone(frame));
         Ok(image)
     }
 
     /// The cached image for `key`, or one rendered now; a render of the
     /// same key already under way (a prefetch, another thread) is waited
-    /// for, never repeated. Returns whether this call rendered.
+    /// for, never repeated. Returns how the image was served.
     fn cached_or_render(
         &self,
         key: &PreviewKey,
         sequence: &Sequence,
         graph: &OpGraph,
         priority: Priority,
-    ) -> Result<(Arc<PreviewImage>, bool)> {
+    ) -> Result<(Arc<PreviewImage>, Served)> {
         let state = &self.core.previews;
+        let mut joined = false;
         loop {
             if let Some(image) = lock(&state.cache).peek(key) {
-                return Ok((image, false));
+                return Ok((image, if joined { Served::Joined } else { Served::Hit }));
             }
             let mut inflight = lock(&state.inflight);
             if inflight.contains(key) {
+                joined = true;
                 let _ = state.landed.wait_timeout(inflight, Duration::from_millis(100));
                 continue;
             }
@@ -306,7 +338,7 @@ impl Engine {
             if let Ok(image) = &result {
                 lock(&state.cache).insert(key.clone(), image.clone(), image.data.len() as u64);
             }
-            return result.map(|image| (image, true));
+            return result.map(|image| (image, Served::Rendered));
         }
     }
 
@@ -343,6 +375,7 @@ impl Engine {
             decodes: s.decodes.load(Ordering::SeqCst),
             uploads: s.uploads.load(Ordering::SeqCst),
             prefetched: s.prefetched.load(Ordering::SeqCst),
+            joined: s.joined.load(Ordering::SeqCst),
             prefetch_cancelled: s.cancelled.load(Ordering::SeqCst),
         }
     }
@@ -397,10 +430,13 @@ impl Engine {
         let plan = graph.plan();
         let factor = scale.factor();
         let t = Instant::now();
+        let (mut waited, mut upload) = (Duration::ZERO, Duration::ZERO);
         let mut attempts = 0;
         let (width, height, data, gpu_ns) = loop {
             let result = {
+                let asked = Instant::now();
                 let mut backend = intent.get_or_insert_with(|| self.core.backend.intend(priority)).lock();
+                waited += asked.elapsed();
                 match &mut *backend {
                     Backend::Gpu(gpu) => {
                         let shape = FrameShape::of(&src);
@@ -417,7 +453,10 @@ impl Engine {
                             if !held {
                                 self.core.previews.uploads.fetch_add(1, Ordering::SeqCst);
                             }
-                            let r = if held { Ok(()) } else { s.slot.write(&src.data) }
+                            let copy = Instant::now();
+                            let r = if held { Ok(()) } else { s.slot.write(&src.data) };
+                            upload += copy.elapsed();
+                            let r = r
                                 .and_then(|()| gpu.run_preview(&s.slot, &plan, factor, &mut data))
                                 .map(|(w, h, ns)| (w, h, data, ns));
                             // A slot whose frame failed may be left half-mapped:
@@ -445,7 +484,9 @@ impl Engine {
                     attempts += 1;
                     intent = None;
                     self.core.pressure.fetch_add(1, Ordering::SeqCst);
+                    let asked = Instant::now();
                     self.core.ledger.wait_release(Duration::from_millis(250));
+                    waited += asked.elapsed();
                     self.core.pressure.fetch_sub(1, Ordering::SeqCst);
                 }
                 r => break r?,
@@ -459,7 +500,9 @@ impl Engine {
             height,
             data,
             decode_ms,
-            render_ms: t.elapsed().as_secs_f64() * 1e3,
+            wait_ms: waited.as_secs_f64() * 1e3,
+            upload_ms: upload.as_secs_f64() * 1e3,
+            render_ms: t.elapsed().saturating_sub(waited).as_secs_f64() * 1e3,
             gpu_ms: gpu_ns.map(|n| n as f64 / 1e6),
         })
     }
@@ -536,7 +579,7 @@ impl Engine {
                             graph: graph_hash(&job.graph),
                             scale: job.scale,
                         };
-                        if let Ok((_, true)) =
+                        if let Ok((_, Served::Rendered)) =
                             engine.cached_or_render(&key, &job.sequence, &job.graph, Priority::Prefetch)
                         {
                             state.prefetched.fetch_add(1, Ordering::SeqCst);
