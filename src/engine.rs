@@ -158,6 +158,9 @@ impl Engine {
     /// # Errors
     /// [`Error::Gpu`] when a GPU was required and none qualifies.
     pub fn new(config: EngineConfig) -> Result<Self> {
+        if config.threads > MAX_THREADS {
+            return Err(Error::invalid("thread count", config.threads, format!("0 (one per core) to {MAX_THREADS}")));
+        }
         let ledger = Ledger::new(config.vram_budget);
         let (backend, notice) = Backend::open(config.backend, config.adapter.as_deref(), ledger.clone())?;
         let (name, device) = (backend.name(), backend.device_name());
@@ -310,6 +313,10 @@ impl Engine {
         Ok(report)
     }
 }
+
+/// The most decode/encode threads an engine starts: each holds a frame in
+/// flight, so more only multiplies memory.
+pub const MAX_THREADS: usize = 1024;
 
 /// A job checked against the disk: frames found, output paths decided.
 #[derive(Debug)]
@@ -522,6 +529,10 @@ fn run_sequential(
                 report.frames.push(record);
                 progress(Progress::Done { finished, total, record: report.frames.last().unwrap() });
             }
+            // The first frame not fitting the budget is the run not
+            // fitting it: a usage error, as the pipelined run reports it
+            // before any frame, not one failed frame per frame.
+            Err(e @ Error::Budget(_)) if i == 0 => return Err(e),
             Err(e) => {
                 report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });

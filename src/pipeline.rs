@@ -124,10 +124,22 @@ enum Submitted {
 /// have taken the budget (their kernel buffers evicted ours), waits for
 /// memory, a bounded time, if `may_wait`; else the caller first finishes
 /// the frames it has on the GPU (they free nothing while they wait).
-fn submit(engine: &Engine, shared: &Shared<'_>, d: &Decoded, shape: FrameShape, may_wait: bool) -> Result<Submitted> {
+///
+/// Also returns the time spent waiting for the backend (previews ahead)
+/// and for memory, which is not work.
+fn submit(
+    engine: &Engine,
+    shared: &Shared<'_>,
+    d: &Decoded,
+    shape: FrameShape,
+    may_wait: bool,
+) -> (Result<Submitted>, Duration) {
     let mut waits = 0;
+    let mut waited = Duration::ZERO;
     loop {
+        let asked = Instant::now();
         let mut backend = engine.backend().lock(Priority::Export);
+        waited += asked.elapsed();
         let r = shared.guarded(Stage::Compute, d.number, || match (&mut *backend, &*d.slot) {
             (Backend::Gpu(g), SlotKind::Gpu(s)) => Ok(Submitted::Gpu(g.submit(s, &shared.plan)?)),
             (_, _) => {
@@ -139,9 +151,11 @@ fn submit(engine: &Engine, shared: &Shared<'_>, d: &Decoded, shape: FrameShape, 
         match r {
             Err(Error::Budget(_)) if may_wait && waits < 40 => {
                 waits += 1;
+                let asked = Instant::now();
                 engine.ledger().wait_release(Duration::from_millis(250));
+                waited += asked.elapsed();
             }
-            r => return r,
+            r => return (r, waited),
         }
     }
 }
@@ -415,6 +429,7 @@ pub(crate) fn run(
     let (to_readback, readback_rx) = bounded::<Finished>(readback_threads(threads));
     let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
     let mut dispatched = 0usize;
+    let mut slot_wait = Duration::ZERO;
 
     std::thread::scope(|scope| {
         let shared = &shared;
@@ -422,6 +437,9 @@ pub(crate) fn run(
         let reader = scope.spawn(move || {
             let mut clock = Clock::default();
             let mut sent = 0;
+            // Time spent waiting for a free slot only: the window and the
+            // decoders' queue are other waits.
+            let mut slot_wait = Duration::ZERO;
             'frames: for (position, (number, input, output)) in work.into_iter().enumerate() {
                 let t = Instant::now();
                 if let Some(window) = &shared.window {
@@ -431,21 +449,24 @@ pub(crate) fn run(
                         }
                     }
                 }
+                let asked = Instant::now();
                 let slot = loop {
                     if shared.stopping() {
+                        slot_wait += asked.elapsed();
                         break 'frames;
                     }
                     if let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) {
                         break slot;
                     }
                 };
+                slot_wait += asked.elapsed();
                 clock.wait_out += t.elapsed();
                 if !clock.send(&decode_tx, Work { number, input, output, slot }) {
                     break;
                 }
                 sent += 1;
             }
-            (clock, sent)
+            (clock, sent, slot_wait)
         });
         let decoders: Vec<_> = (0..threads)
             .map(|worker| {
@@ -581,8 +602,10 @@ pub(crate) fn run(
                         let number = d.number;
                         let t0 = Instant::now();
                         let may_wait = flights.is_empty();
-                        let result =
+                        let (result, waited) =
                             clock.work(shared.start, name, 0, number, || submit(engine, shared, &d, shape, may_wait));
+                        clock.busy = clock.busy.saturating_sub(waited);
+                        clock.wait_out += waited;
                         match result {
                             Ok(Submitted::Gpu(flight)) => flights.push_back((d, flight, t0)),
                             Ok(Submitted::Done(frame)) => {
@@ -594,7 +617,11 @@ pub(crate) fn run(
                                     break;
                                 }
                             }
-                            Err(Error::Budget(_)) if !may_wait => pending = Some(d),
+                            Err(Error::Budget(_)) if !may_wait => {
+                                // Counted when it is submitted.
+                                clock.frames -= 1;
+                                pending = Some(d);
+                            }
                             Err(e) => {
                                 broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
                                 shared.fail(&events, d.number, e);
@@ -809,8 +836,9 @@ pub(crate) fn run(
                 Clock::default()
             })
         };
-        let (clock, sent) = reader.join().unwrap_or_default();
+        let (clock, sent, waited) = reader.join().unwrap_or_default();
         dispatched = sent;
+        slot_wait = waited;
         clocks.push(("read", vec![clock]));
         clocks.push(("decode", decoders.into_iter().map(join).collect()));
         if let (Some(name), Some(h)) = (compute_name, compute) {
@@ -837,13 +865,14 @@ pub(crate) fn run(
     report.rss_peak = peak_rss();
     report.occupancy = pool.occupancy().samples();
     report.slots_yielded = pool.size() - pool.live();
+    report.slot_wait_s = slot_wait.as_secs_f64();
     for (name, workers) in clocks {
         let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();
         let frames: usize = workers.iter().map(|c| c.frames).sum();
         let n = workers.len().max(1);
-        if name == "read" {
-            report.slot_wait_s = workers.iter().map(|c| c.wait_out.as_secs_f64()).sum();
-        }
+        // A decoder holds a slot while it decodes: fewer slots than
+        // decoders means fewer decodes at once than threads.
+        let parallel = if name == "decode" { n.min(pool.size().max(1)) } else { n };
         report.stages.push(StageReport {
             name: name.into(),
             workers: n,
@@ -852,7 +881,7 @@ pub(crate) fn run(
             wait_input_s: workers.iter().map(|c| c.wait_in.as_secs_f64()).sum(),
             wait_output_s: workers.iter().map(|c| c.wait_out.as_secs_f64()).sum(),
             busy_ms_per_frame: if frames > 0 { busy * 1e3 / frames as f64 } else { 0.0 },
-            utilization: busy / n as f64 / wall.max(1e-9),
+            utilization: busy / parallel as f64 / wall.max(1e-9),
         });
         report.intervals.extend(workers.into_iter().flat_map(|c| c.intervals));
     }

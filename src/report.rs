@@ -43,12 +43,14 @@ pub struct StageReport {
     pub busy_s: f64,
     /// Seconds waiting for input, summed over workers.
     pub wait_input_s: f64,
-    /// Seconds waiting to hand output on (a full queue, or a free slot for
-    /// `read`), summed over workers.
+    /// Seconds waiting to hand output on (a full queue, a free slot for
+    /// `read`, the backend or VRAM for the GPU owner), summed over workers.
     pub wait_output_s: f64,
     /// Busy time per item, ms.
     pub busy_ms_per_frame: f64,
-    /// Busy time ÷ (workers × wall time).
+    /// Busy time ÷ (parallelism × wall time), where parallelism is the
+    /// workers, or for `decode` the pool size when smaller (a decoder holds
+    /// a slot while it decodes).
     pub utilization: f64,
 }
 
@@ -110,11 +112,12 @@ pub struct Report {
     pub rss_peak: u64,
     /// Per-stage statistics.
     pub stages: Vec<StageReport>,
-    /// The stage with the most busy time per worker.
+    /// The stage with the highest utilization.
     pub bottleneck: String,
-    /// frames × bottleneck busy per frame ÷ its workers ÷ wall time.
+    /// frames × bottleneck busy per frame ÷ its parallelism ÷ wall time.
     pub efficiency: f64,
-    /// Seconds the reader waited for a free slot.
+    /// Seconds the reader waited for a free slot (only that: not the
+    /// stream's reorder window, not a full decode queue).
     pub slot_wait_s: f64,
     /// Slots given back during the run so that previews could have VRAM.
     pub slots_yielded: usize,

@@ -497,7 +497,10 @@ impl GpuBackend {
             why,
             binding_limit,
             max_buffer: limits.max_buffer_size,
-            uniform_align: limits.min_uniform_buffer_offset_alignment.max(256) as u64,
+            uniform_align: limits
+                .min_uniform_buffer_offset_alignment
+                .max(limits.min_storage_buffer_offset_alignment)
+                .max(256) as u64,
             ledger,
             computes: Vec::new(),
             own_slot: None,
@@ -643,7 +646,7 @@ impl GpuBackend {
             })
             .collect();
         let uniforms =
-            self.buffer("preview uniforms", self.uniform_align * bands.len() as u64, U::UNIFORM | U::COPY_DST)?;
+            self.buffer("preview uniforms", self.uniform_align * bands.len() as u64, U::STORAGE | U::COPY_DST)?;
         let mut params = vec![0u8; (self.uniform_align * bands.len() as u64) as usize];
         let mut launches = Vec::new();
         for (i, &(y0, y1)) in bands.iter().enumerate() {
@@ -845,7 +848,7 @@ impl GpuBackend {
             }
         }
         let uniforms =
-            self.buffer("kernel uniforms", params_bytes, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST)?;
+            self.buffer("kernel uniforms", params_bytes, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST)?;
         self.queue.write_buffer(&uniforms.buffer, 0, &params);
         let launches = dispatches
             .into_iter()

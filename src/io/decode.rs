@@ -139,8 +139,11 @@ fn open_decoder<'a>(path: &'a Path, limits: &DecodeLimits) -> Result<Box<dyn Ima
     if w > limits.max_dimension || h > limits.max_dimension {
         return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
     }
-    if decoder.total_bytes() > limits.max_alloc {
-        let needs = decoder.total_bytes();
+    // Frames are widened to RGBA: a gray or RGB source needs up to 4x its
+    // decoded size once widened, and that is what must stay under the limit.
+    let widened = w as u64 * h as u64 * header(&decoder).format.bytes_per_pixel() as u64;
+    let needs = decoder.total_bytes().max(widened);
+    if needs > limits.max_alloc {
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
     Ok(Box::new(decoder))
@@ -183,4 +186,23 @@ pub(crate) fn from_dynamic(image: DynamicImage) -> HostFrame {
 /// Decoder messages sometimes span lines; a log line must not.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_counts_the_widening_to_rgba() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gray.png");
+        let pixels: Vec<u8> = (0..100 * 100).map(|i| (i * 7 % 251) as u8).collect();
+        image::GrayImage::from_raw(100, 100, pixels).unwrap().save(&path).unwrap();
+        // 10 000 bytes decoded, 40 000 once widened to RGBA8.
+        let limits = |max_alloc| DecodeLimits { max_alloc, ..Default::default() };
+        let err = decode_file(&path, &limits(20_000)).unwrap_err().to_string();
+        assert!(err.contains("gray.png") && err.contains("needs 40000 bytes"), "{err}");
+        let frame = decode_file(&path, &limits(40_000)).unwrap();
+        assert_eq!((frame.width, frame.height, frame.data.len()), (100, 100, 40_000));
+    }
 }

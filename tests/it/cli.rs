@@ -267,6 +267,7 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--blur", "-1"], "invalid sigma -1");
     usage_error(&["process", &input, "-o", &out, "--blur", "NaN"], "invalid sigma NaN");
     usage_error(&["process", &input, "-o", &out, "--matrix", "1,2,3"], "invalid matrix");
+    usage_error(&["process", &input, "-o", &out, "--threads", "100000"], "invalid thread count 100000");
     let nothing = t.path().join("none_%04d.png").display().to_string();
     usage_error(&["process", &nothing, "-o", &out], "no frames match");
     let unknown = t.path().join("unknown.toml");

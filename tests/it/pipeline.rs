@@ -140,12 +140,22 @@ fn budget_too_small_on_the_command_line() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 2, 64, 48);
     let out = t.path().join("o/s_%03d.png").display().to_string();
+    let run = ["process", &input, "-o", &out, "--blur", "2", "--backend", "gpu", "--vram-budget", "20KiB"];
     Command::cargo_bin("framepipe")
         .unwrap()
-        .args(["process", &input, "-o", &out, "--blur", "2", "--backend", "gpu", "--vram-budget", "20KiB"])
+        .args(run)
         .assert()
         .code(2)
         .stderr(predicates::str::contains("frame needs"));
+    // One frame at a time, the first frame's refusal is the run's.
+    Command::cargo_bin("framepipe")
+        .unwrap()
+        .args(run)
+        .arg("--sequential")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("VRAM budget is free (raise --vram-budget)"));
+    assert!(fs::read_dir(t.path().join("o")).map_or(true, |d| d.count() == 0), "nothing written");
 }
 
 fn corrupt(path: &Path) {
@@ -156,7 +166,7 @@ fn corrupt(path: &Path) {
 #[test]
 fn failing_frame_skip_and_stop() {
     let t = tempfile::tempdir().unwrap();
-    let input = sequence(t.path(), 12, 40, 30);
+    let input = sequence(t.path(), 40, 40, 30);
     corrupt(&t.path().join("in/s_006.png"));
     for backend in ["cpu", "gpu"] {
         if backend == "gpu" && !gpu_available() {
@@ -174,7 +184,7 @@ fn failing_frame_skip_and_stop() {
         let mut written: Vec<_> =
             fs::read_dir(&skip).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
         written.sort();
-        let expected: Vec<String> = (1..=12).filter(|&n| n != 6).map(|n| format!("o_{n:03}.png")).collect();
+        let expected: Vec<String> = (1..=40).filter(|&n| n != 6).map(|n| format!("o_{n:03}.png")).collect();
         assert_eq!(written, expected);
 
         let stop = t.path().join(format!("{backend}-stop"));
@@ -184,7 +194,15 @@ fn failing_frame_skip_and_stop() {
             .args(["--backend", backend, "--threads", "3", "--pool", "3"])
             .timeout(Duration::from_secs(60))
             .assert()
-            .code(1);
+            .code(1)
+            .stderr(predicates::prelude::PredicateBooleanExt::and(
+                predicates::str::contains("s_006.png"),
+                predicates::str::contains("not attempted"),
+            ));
+        // It stopped: only frames already taken when 6 failed (at most a
+        // pool's worth past it) were finished.
+        let written = fs::read_dir(&stop).unwrap().count();
+        assert!(written <= 5 + 3 + 3, "{backend}: stopped early, {written} written");
         for entry in fs::read_dir(&stop).unwrap().flatten() {
             let name = entry.file_name().into_string().unwrap();
             assert!(name.starts_with("o_") && !name.contains("partial") && name != "o_006.png", "{name}");
@@ -244,12 +262,12 @@ fn cancel_stops_taking_frames() {
     assert_eq!(report.frames_written + report.frames_skipped, 30);
 }
 
-fn peak_rss(dir: &Path, input: &str, frames: u32) -> u64 {
-    let json = dir.join(format!("r{frames}.json"));
+fn peak_rss(dir: &Path, input: &str, frames: u32, backend: &str) -> u64 {
+    let json = dir.join(format!("r{frames}{backend}.json"));
     Command::cargo_bin("framepipe")
         .unwrap()
-        .args(["process", input, "-o", &format!("{}/o{frames}_%03d.png", dir.display()), "--blur", "1"])
-        .args(["--backend", "cpu", "--pool", "2", "--threads", "2", "--frames", &format!("1-{frames}"), "-q"])
+        .args(["process", input, "-o", &format!("{}/o{frames}{backend}_%03d.png", dir.display()), "--blur", "1"])
+        .args(["--backend", backend, "--pool", "2", "--threads", "2", "--frames", &format!("1-{frames}"), "-q"])
         .args(["--json", json.to_str().unwrap()])
         .assert()
         .success();
@@ -263,10 +281,15 @@ fn host_memory_stays_bounded() {
     let t = tempfile::tempdir().unwrap();
     // 256x256 RGBA: 256 KiB per frame; 180 extra frames would be 45 MiB.
     let input = sequence(t.path(), 200, 256, 256);
-    let small = peak_rss(t.path(), &input, 20);
-    let large = peak_rss(t.path(), &input, 200);
-    assert!(small > 0, "peak RSS readable");
-    assert!(large < small + 8 * 1024 * 1024, "200 frames peaked at {large} B, 20 frames at {small} B");
+    for backend in ["cpu", "gpu"] {
+        if backend == "gpu" && !gpu_available() {
+            continue;
+        }
+        let small = peak_rss(t.path(), &input, 20, backend);
+        let large = peak_rss(t.path(), &input, 200, backend);
+        assert!(small > 0, "peak RSS readable");
+        assert!(large < small + 8 * 1024 * 1024, "{backend}: 200 frames peaked at {large} B, 20 frames at {small} B");
+    }
 }
 
 /// Starts a CPU run over `frames` frames of `width`x`height`, waits for its
