@@ -333,28 +333,41 @@ pub struct PreparedJob {
 
 impl PreparedJob {
     /// Checks a side file the run will write when it ends (a JSON report, a
-    /// timeline): not one of the frames read or written (whatever
-    /// `overwrite` says), not an existing file unless `overwrite`, in a
-    /// folder that takes files. Call it before the run, so a bad name is a
-    /// usage error rather than a lost report after an hour of frames.
+    /// timeline): not one of the frames read or written, nor any of `reads`
+    /// (a preset), whatever `overwrite` says; not an existing file unless
+    /// `overwrite`; in a folder that takes files. Paths are compared once
+    /// `..` and links are resolved. Call it before the run, so a bad name
+    /// is a usage error rather than a lost report after an hour of frames.
     ///
     /// # Errors
     /// [`Error::PathClash`], [`Error::OutputExists`], [`Error::OutputDir`].
-    pub fn check_side_file(&self, path: &Path, overwrite: bool) -> Result<()> {
-        let clash = |role: &str| Error::PathClash { path: path.to_owned(), role: role.into() };
-        let canonical = path.canonicalize().ok();
-        let same = |other: &Path| other == path || (canonical.is_some() && other.canonicalize().ok() == canonical);
-        if self.sequence.frames.iter().any(|f| same(&f.path)) {
-            return Err(clash("an input frame"));
-        }
-        // Outputs may not exist yet: compare them as absolute paths.
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-        let target = absolute(path);
-        if !self.stream && self.outputs.iter().any(|o| absolute(o) == target) {
-            return Err(clash("an output frame"));
-        }
-        crate::io::check_new_file(path, overwrite)
+    pub fn check_side_file(&self, path: &Path, overwrite: bool, reads: &[&Path]) -> Result<()> {
+        let inputs = self.sequence.frames.iter().map(|f| f.path.as_path()).chain(reads.iter().copied());
+        let outputs = self.outputs.iter().filter(|_| !self.stream).map(PathBuf::as_path);
+        check_side_file(path, overwrite, inputs, outputs)
     }
+}
+
+/// [`PreparedJob::check_side_file`] for any set of files read and written.
+///
+/// # Errors
+/// As [`PreparedJob::check_side_file`].
+pub fn check_side_file<'a>(
+    path: &Path,
+    overwrite: bool,
+    reads: impl IntoIterator<Item = &'a Path>,
+    writes: impl IntoIterator<Item = &'a Path>,
+) -> Result<()> {
+    use crate::io::resolve_path;
+    let clash = |role: &str| Error::PathClash { path: path.to_owned(), role: role.into() };
+    let target = resolve_path(path);
+    if reads.into_iter().any(|p| resolve_path(p) == target) {
+        return Err(clash("an input"));
+    }
+    if writes.into_iter().any(|p| resolve_path(p) == target) {
+        return Err(clash("an output"));
+    }
+    crate::io::check_new_file(path, overwrite)
 }
 
 /// Stream jobs need a writer, file jobs must not get one.
@@ -403,8 +416,14 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         if out.canonicalize().is_ok_and(|c| inputs.contains(&c)) {
             return Err(Error::OutputIsInput(out.clone()));
         }
-        if !job.overwrite && out.exists() {
-            return Err(Error::OutputExists(out.clone()));
+        // `symlink_metadata`: a dangling link is something there too.
+        if std::fs::symlink_metadata(out).is_ok() {
+            if out.is_dir() {
+                return Err(Error::OutputIsFolder(out.clone()));
+            }
+            if !job.overwrite {
+                return Err(Error::OutputExists(out.clone()));
+            }
         }
     }
     Ok(PreparedJob { sequence, outputs, format, stream: false })

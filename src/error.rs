@@ -58,6 +58,9 @@ pub enum Error {
         /// What else uses it (`an input frame`, `an output frame`).
         role: String,
     },
+    /// An output (frame, report) would replace a folder.
+    #[error("{0}: is a folder; an output must be a file")]
+    OutputIsFolder(PathBuf),
     /// The output folder cannot be created or written.
     #[error("{path}: output folder is not writable: {reason}")]
     OutputDir {
@@ -136,6 +139,7 @@ impl Error {
                 | Error::OutputExists(_)
                 | Error::OutputIsInput(_)
                 | Error::PathClash { .. }
+                | Error::OutputIsFolder(_)
                 | Error::OutputDir { .. }
                 | Error::Budget(_)
         )

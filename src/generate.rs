@@ -144,10 +144,27 @@ pub fn generate_sequence(
 ) -> Result<Vec<PathBuf>> {
     let pattern = FramePattern::parse(pattern)?;
     let format = OutputFormat::from_path(&pattern.path(0))?;
+    if opts.frames == 0 {
+        return Err(Error::invalid("frame count", 0, "at least 1"));
+    }
+    let end = opts.start.checked_add(opts.frames as u64).ok_or_else(|| {
+        Error::invalid("start frame", opts.start, format!("at most {}", u64::MAX - opts.frames as u64))
+    })?;
     std::fs::create_dir_all(pattern.dir())
         .map_err(|e| Error::OutputDir { path: pattern.dir().to_owned(), reason: e.to_string() })?;
+    // Every name checked before the first frame: no half-made sequence
+    // because frame 5 of 10 was already there.
+    for n in opts.start..end {
+        let path = pattern.path(n);
+        if path.is_dir() {
+            return Err(Error::OutputIsFolder(path));
+        }
+        if !overwrite && std::fs::symlink_metadata(&path).is_ok() {
+            return Err(Error::OutputExists(path));
+        }
+    }
     // Frames in parallel: the PNG encoder is single-threaded.
-    (opts.start..opts.start + opts.frames as u64)
+    (opts.start..end)
         .into_par_iter()
         .map(|n| {
             let path = pattern.path(n);

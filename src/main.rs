@@ -126,8 +126,8 @@ struct OpArgs {
     /// Contrast slope around the pivot.
     #[arg(long, allow_negative_numbers = true, value_name = "C")]
     contrast: Option<f64>,
-    /// Contrast pivot.
-    #[arg(long, allow_negative_numbers = true, value_name = "P", default_value_t = 0.5)]
+    /// Contrast pivot (with --contrast).
+    #[arg(long, allow_negative_numbers = true, value_name = "P", default_value_t = 0.5, requires = "contrast")]
     pivot: f64,
     /// Saturation (0 grey, 1 unchanged), Rec.709 luma.
     #[arg(long, allow_negative_numbers = true, value_name = "S")]
@@ -354,7 +354,7 @@ fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
             "a pipe or a file to stream binary frames into",
         ));
     }
-    run_job(&job, &args.run)
+    run_job(&job, &args.run, args.ops.preset.as_deref())
 }
 
 /// Standard output as a plain file: frames are large binary writes, which
@@ -390,17 +390,19 @@ fn stream_hint(job: &Job, prepared: &framepipe::PreparedJob) -> Option<String> {
     })
 }
 
-fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
+/// Runs a job from the command line; `preset` is a file it read, which
+/// no report may replace.
+fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode, Error> {
     let mut job = job.clone();
     job.overwrite = opts.overwrite;
     job.on_error = opts.on_error;
     job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
     let prepared = framepipe::prepare(&job)?;
     for path in [&opts.json, &opts.timeline].into_iter().flatten() {
-        prepared.check_side_file(path, opts.overwrite)?;
+        prepared.check_side_file(path, opts.overwrite, preset.as_slice())?;
     }
     if let (Some(a), Some(b)) = (&opts.json, &opts.timeline)
-        && a == b
+        && framepipe::io::resolve_path(a) == framepipe::io::resolve_path(b)
     {
         return Err(Error::PathClash { path: a.clone(), role: "the --json report".into() });
     }
@@ -504,16 +506,17 @@ fn run_job(job: &Job, opts: &RunArgs) -> Result<ExitCode, Error> {
 
 fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let graph = op_graph(&args.ops)?;
-    if args.csv == args.chart {
-        return Err(Error::PathClash { path: args.chart.clone(), role: "the --csv table".into() });
-    }
-    for path in [&args.csv, &args.chart] {
-        framepipe::io::check_new_file(path, args.overwrite)?;
-    }
     let mut job = Job::new(args.input.clone(), format!("out_%06d.{}", args.format), graph);
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
     job.overwrite = true;
     framepipe::io::OutputFormat::from_path(Path::new(&job.output))?;
+    // Before minutes of runs: neither file may replace a frame, the
+    // preset, or the other.
+    let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), MissingPolicy::Error)?;
+    let reads: Vec<&Path> =
+        sequence.frames.iter().map(|f| f.path.as_path()).chain(args.ops.preset.as_deref()).collect();
+    framepipe::engine::check_side_file(&args.csv, args.overwrite, reads.iter().copied(), [])?;
+    framepipe::engine::check_side_file(&args.chart, args.overwrite, reads.iter().copied(), [args.csv.as_path()])?;
     let config = EngineConfig {
         backend: args.backend,
         adapter: args.adapter.clone(),
@@ -666,7 +669,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         timeline: Some(dir.join("timeline.svg")),
         quiet: false,
     };
-    let code = run_job(&job, &run)?;
+    let code = run_job(&job, &run, None)?;
     eprintln!(
         "sources:  {plates}\ngraded:   {graded}\nreport:   {}\ntimeline: {}",
         dir.join("report.json").display(),

@@ -40,6 +40,12 @@ impl FramePattern {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let fields = find_fields(name);
         match fields.as_slice() {
+            // u64 frame numbers have at most 20 digits; a wider pad is a
+            // typo, and would only make names the file system refuses.
+            [(_, _, pad)] if *pad > MAX_PAD => Err(Error::Sequence(format!(
+                "{pattern}: frame number field pads to {} digits (at most {MAX_PAD})",
+                if *pad == usize::MAX { "too many".to_string() } else { pad.to_string() }
+            ))),
             [(start, end, pad)] => Ok(FramePattern {
                 dir,
                 prefix: name[..*start].to_string(),
@@ -84,6 +90,13 @@ impl FramePattern {
     }
 }
 
+/// The most frames a `--frames` spec may name (ten million: 46 days at
+/// 24 fps), in one range or in all.
+const MAX_SPEC_FRAMES: u64 = 10_000_000;
+
+/// The widest zero padding a frame number field may ask for.
+const MAX_PAD: usize = 20;
+
 /// Finds `%d`, `%0Nd` and runs of `#` in a file name: (start, end, pad).
 fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
     let b = name.as_bytes();
@@ -96,7 +109,8 @@ fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
                 j += 1;
             }
             if j < b.len() && b[j] == b'd' {
-                let pad = name[i + 1..j].parse().unwrap_or(0);
+                // Too many digits to parse is too wide a pad.
+                let pad = if j == i + 1 { 0 } else { name[i + 1..j].parse().unwrap_or(usize::MAX) };
                 out.push((i, j + 1, pad));
                 i = j + 1;
                 continue;
@@ -141,10 +155,21 @@ impl FrameSpec {
             };
             let a: u64 = a.parse().map_err(|_| bad(part))?;
             let b: u64 = b.parse().map_err(|_| bad(part))?;
-            if a > b || b - a > 10_000_000 {
+            if a > b || b - a > MAX_SPEC_FRAMES {
+                return Err(bad(part));
+            }
+            // A step on one frame (`5x2`) means nothing: a typo for `1-5x2`?
+            if a == b && step > 1 {
                 return Err(bad(part));
             }
             frames.extend((a..=b).step_by(step as usize));
+            if frames.len() as u64 > MAX_SPEC_FRAMES {
+                return Err(Error::invalid(
+                    "frame spec",
+                    format!("{:?}", spec.chars().take(40).collect::<String>()),
+                    format!("at most {MAX_SPEC_FRAMES} frames in all"),
+                ));
+            }
         }
         frames.sort_unstable();
         frames.dedup();
@@ -288,7 +313,17 @@ fn scan_directory(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
         let stem_len = name.len() - ext.len() - 1;
         if let Some((start, end, n)) = last_digits(&name[..stem_len]) {
             let key = (name[..start].to_string(), name[end..].to_string());
-            groups.entry(key).or_default().insert(n, path);
+            // `shot_1.png` beside `shot_0001.png`: which is frame 1 would
+            // depend on the directory's order. Refuse rather than guess.
+            if let Some(other) = groups.entry(key).or_default().insert(n, path.clone()) {
+                let (a, b) = if other < path { (other, path) } else { (path, other) };
+                return Err(Error::Sequence(format!(
+                    "{}: {} and {} are both frame {n}; pass a pattern (%04d or %d) to choose",
+                    dir.display(),
+                    a.display(),
+                    b.display()
+                )));
+            }
         }
     }
     match groups.len() {
@@ -353,9 +388,14 @@ mod tests {
     fn frame_specs() {
         assert_eq!(FrameSpec::parse("1-3,5,7-20x2").unwrap().frames(), &[1, 2, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
         assert_eq!(FrameSpec::parse("1001-1003").unwrap().frames(), &[1001, 1002, 1003]);
-        for bad in ["", "5-1", "a", "1-3x0", "1--3"] {
+        for bad in ["", "5-1", "a", "1-3x0", "1--3", "1:5", "0-10000001"] {
             assert!(FrameSpec::parse(bad).is_err(), "{bad}");
         }
+        // Many ranges, each allowed, but too many frames in all.
+        let many: Vec<String> =
+            (0..3u64).map(|i| format!("{}-{}", i * 20_000_000, i * 20_000_000 + 9_000_000)).collect();
+        let err = FrameSpec::parse(&many.join(",")).unwrap_err().to_string();
+        assert!(err.contains("at most 10000000 frames in all"), "{err}");
     }
 
     #[test]

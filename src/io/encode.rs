@@ -167,16 +167,30 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(
     write_atomic(path, overwrite, |w| w.write_all(bytes).map_err(|e| e.to_string()))
 }
 
+/// The path a file is (or will be) reached by once `..` and symbolic links
+/// are resolved, so that two spellings of one file compare equal: the file
+/// itself if it exists, else its resolved folder and its name.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    if let Ok(c) = path.canonicalize() {
+        return c;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+    }
+}
+
 /// Checks, before any work, that a side file (a report, a chart) can be
 /// written at `path` later: its folder exists or can be made and takes
 /// files, and it is not an existing file unless `overwrite` (never a
 /// folder). A run that takes minutes should not fail at its very end.
 ///
 /// # Errors
-/// [`Error::OutputExists`], [`Error::OutputDir`].
+/// [`Error::OutputExists`], [`Error::OutputIsFolder`], [`Error::OutputDir`].
 pub fn check_new_file(path: &Path, overwrite: bool) -> Result<()> {
     if path.is_dir() {
-        return Err(Error::OutputDir { path: path.to_owned(), reason: "is a folder, not a file".into() });
+        return Err(Error::OutputIsFolder(path.to_owned()));
     }
     if !overwrite && path.exists() {
         return Err(Error::OutputExists(path.to_owned()));

@@ -268,6 +268,15 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--blur", "NaN"], "invalid sigma NaN");
     usage_error(&["process", &input, "-o", &out, "--matrix", "1,2,3"], "invalid matrix");
     usage_error(&["process", &input, "-o", &out, "--threads", "100000"], "invalid thread count 100000");
+    usage_error(&["process", &input, "-o", &out, "--pivot", "0.3"], "--contrast <C>");
+    usage_error(&["process", &input, "-o", "o/x_%0999999999999999999999d.png"], "pads to too many digits");
+    usage_error(&["process", &input, "-o", "o/x_%0300d.png"], "pads to 300 digits (at most 20)");
+    // Two files that are both frame 1 in a folder: no guessing.
+    let dup = t.path().join("dup");
+    fs::create_dir(&dup).unwrap();
+    fs::copy(t.path().join("s_01.png"), dup.join("shot_1.png")).unwrap();
+    fs::copy(t.path().join("s_01.png"), dup.join("shot_0001.png")).unwrap();
+    usage_error(&["process", dup.to_str().unwrap(), "-o", &out], "shot_1.png are both frame 1");
     let nothing = t.path().join("none_%04d.png").display().to_string();
     usage_error(&["process", &nothing, "-o", &out], "no frames match");
     let unknown = t.path().join("unknown.toml");
@@ -317,6 +326,17 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
     assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
     framepipe().args(["process", &input, "-o", &out, "--overwrite", "-q"]).assert().success();
     assert_ne!(fs::read(t.path().join("o/s_02.png")).unwrap(), b"precious");
+    // A folder where a frame would go is refused before any frame, even
+    // with --overwrite.
+    fs::create_dir(t.path().join("d")).unwrap();
+    fs::create_dir(t.path().join("d/s_02.png")).unwrap();
+    let into = t.path().join("d/s_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &into, "--overwrite"])
+        .assert()
+        .code(2)
+        .stderr(contains("s_02.png: is a folder; an output must be a file"));
+    assert_eq!(files(&t.path().join("d")), ["s_02.png"]);
 }
 
 #[test]
@@ -333,10 +353,38 @@ fn reports_never_land_on_inputs_outputs_or_existing_files() {
     };
     // Refused up front (exit 2, no frame written), even with --overwrite.
     for flag in ["--json", "--timeline"] {
-        run(&[flag, source.to_str().unwrap(), "--overwrite"]).code(2).stderr(contains("s_01.png: also an input frame"));
+        run(&[flag, source.to_str().unwrap(), "--overwrite"]).code(2).stderr(contains("s_01.png: also an input;"));
         let output = t.path().join("o/s_02.png");
-        run(&[flag, output.to_str().unwrap()]).code(2).stderr(contains("s_02.png: also an output frame"));
+        run(&[flag, output.to_str().unwrap()]).code(2).stderr(contains("s_02.png: also an output;"));
+        // Another spelling of the same file is the same file.
+        let roundabout = t.path().join("o/../o/s_02.png");
+        run(&[flag, roundabout.to_str().unwrap(), "--overwrite"]).code(2).stderr(contains("also an output;"));
     }
+    // The preset a run reads is an input too.
+    let preset = t.path().join("grade.toml");
+    fs::write(&preset, "[[op]]\ntype = \"exposure\"\nstops = 0.5\n").unwrap();
+    framepipe()
+        .args(["process", &input, "-o", &out, "-q", "--preset", preset.to_str().unwrap()])
+        .args(["--json", preset.to_str().unwrap(), "--overwrite"])
+        .assert()
+        .code(2)
+        .stderr(contains("grade.toml: also an input;"));
+    assert!(fs::read_to_string(&preset).unwrap().contains("exposure"));
+    // bench-pool's table and chart are held to the same rules, up front.
+    framepipe()
+        .args(["bench-pool", &input, "--backend", "cpu", "--pools", "1", "--repeat", "1", "--overwrite"])
+        .args(["--csv", source.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(contains("s_01.png: also an input;"));
+    let csv = t.path().join("b.csv");
+    let same = t.path().join("o/../b.csv");
+    framepipe()
+        .args(["bench-pool", &input, "--backend", "cpu", "--pools", "1", "--repeat", "1"])
+        .args(["--csv", csv.to_str().unwrap(), "--chart", same.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(contains("also an output;"));
     assert_eq!(fs::read(&source).unwrap(), before);
     assert!(!t.path().join("o").exists() || files(&t.path().join("o")).is_empty());
     let notes = t.path().join("notes.json");
@@ -389,5 +437,19 @@ fn generate_and_info() {
     let distinct: std::collections::HashSet<u8> = a.data.iter().copied().collect();
     assert!(distinct.len() > 20, "not flat");
     framepipe().args(["generate", "--size", "nope", "-o", &out]).assert().code(2).stderr(contains("invalid size"));
+    // An existing frame stops generate before it writes anything.
+    fs::write(t.path().join("g_012.png"), b"mine").unwrap();
+    framepipe()
+        .args(["generate", "--size", "40x30", "--frames", "8", "--start", "9", "-o", &out])
+        .assert()
+        .code(2)
+        .stderr(contains("g_012.png: output exists"));
+    assert_eq!(files(t.path()), ["g_007.png", "g_008.png", "g_012.png"]);
+    let last = u64::MAX.to_string();
+    framepipe()
+        .args(["generate", "--size", "40x30", "--frames", "2", "--start", &last, "-o", &out])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid start frame"));
     framepipe().arg("info").assert().success().stdout(contains("auto picks"));
 }
