@@ -69,10 +69,7 @@ pub fn bench_pool(
 ) -> Result<Vec<PoolRun>> {
     let name = Path::new(&job.output).file_name().and_then(|n| n.to_str()).unwrap_or("out_%06d.png").to_string();
     let once = |pool: PoolSize| -> Result<crate::report::Report> {
-        let dir = tempfile::Builder::new()
-            .prefix("framepipe-bench-")
-            .tempdir()
-            .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+        let dir = crate::io::ScratchDir::new("framepipe-bench-")?;
         let mut job = job.clone();
         job.output = dir.path().join(&name).display().to_string();
         let prepared = crate::engine::prepare(&job)?;

@@ -265,8 +265,34 @@ struct DemoArgs {
     backend: BackendKind,
 }
 
+/// The run that the first interrupt asks to stop, once `process` (or
+/// `demo`) has one going.
+static RUN: std::sync::OnceLock<Cancel> = std::sync::OnceLock::new();
+
+/// SIGINT, SIGTERM (how render farms stop a job) and SIGHUP. During a
+/// `process` run the first asks it to stop (frames being written finish,
+/// the rest are dropped, the summary is printed, exit 130). Otherwise, and
+/// on a second signal, the process stops at once after removing its
+/// unfinished outputs and scratch folders, exiting 130.
+fn on_signal() {
+    static SIGNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let first = SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+    match RUN.get() {
+        Some(run) if first => {
+            eprintln!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
+            run.cancel();
+        }
+        _ => {
+            let removed = framepipe::io::remove_partials();
+            eprintln!("framepipe: stopped at once; {removed} unfinished output(s) removed");
+            std::process::exit(130);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     quiet_mesa_wsi();
+    let _ = ctrlc::set_handler(on_signal);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Process(args) => process(args),
@@ -421,22 +447,8 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         eprintln!("{hint}");
     }
     let cancel = Cancel::default();
-    let on_interrupt = cancel.clone();
-    // SIGINT, SIGTERM (how render farms stop a job) and SIGHUP: the first
-    // asks the run to stop (frames being written finish, the rest are
-    // dropped, the summary is printed, exit 130); a second stops at once,
-    // after removing this process's temporary outputs.
-    let interrupts = std::sync::atomic::AtomicUsize::new(0);
-    let _ = ctrlc::set_handler(move || {
-        if interrupts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            eprintln!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
-            on_interrupt.cancel();
-        } else {
-            let removed = framepipe::io::remove_partials();
-            eprintln!("framepipe: stopped at once; {removed} unfinished output(s) removed");
-            std::process::exit(130);
-        }
-    });
+    // The first interrupt now asks this run to stop (see `on_signal`).
+    let _ = RUN.set(cancel.clone());
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(total as u64);

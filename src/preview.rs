@@ -425,7 +425,9 @@ impl Engine {
         graph.validate()?;
         // Announced before the decode: export frames reaching the backend
         // while this request decodes queue behind it.
-        let mut intent = Some(self.core.backend.intend(priority));
+        // (A prefetch announces itself only once decoded: export frames must
+        // not stall while it reads the disk.)
+        let mut intent = (priority == Priority::Preview).then(|| self.core.backend.intend(priority));
         let (src, decode_ms) = self.source(sequence, frame)?;
         let plan = graph.plan();
         let factor = scale.factor();
@@ -443,7 +445,12 @@ impl Engine {
                         let mut slot = lock(&self.core.previews.slot);
                         let fresh = match slot.take() {
                             Some(s) if s.slot.shape() == shape => Ok(s),
-                            _ => gpu.new_slot(shape).map(|slot| PreviewSlot { slot, holds: None }),
+                            other => {
+                                // The old slot's memory goes back before the
+                                // new one is asked for.
+                                drop(other);
+                                gpu.new_slot(shape).map(|slot| PreviewSlot { slot, holds: None })
+                            }
                         };
                         fresh.and_then(|mut s| {
                             let mut data = Vec::new();

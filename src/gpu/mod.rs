@@ -81,7 +81,7 @@ pub struct GpuOptions {
     /// Refuse software rasterizers (the `auto` rule). By default, false.
     pub hardware_only: bool,
     /// Pretend the binding limit is this small, to exercise banding in
-    /// tests. By default, the adapter's own limit.
+    /// tests. By default, the adapter's own limit capped at [`BAND_TARGET_BYTES`].
     pub max_binding_override: Option<u64>,
 }
 
@@ -410,6 +410,14 @@ pub struct Banding {
     pub scratch_rows: u32,
 }
 
+/// The most bytes one band buffer holds, even where the adapter would bind
+/// more (2 GiB on most desktop GPUs): the kernel buffers are a fixed cost
+/// beside the frame slots, and a whole 8K frame in f32 (566 MB, twice) would
+/// leave a 2 GiB budget room for three slots, so three decodes at once.
+/// At 128 MiB an 8K frame is five bands; each re-reads two blur halos (24
+/// rows at sigma 4 of about 1000), a few per cent more kernel work.
+pub const BAND_TARGET_BYTES: u64 = 128 << 20;
+
 impl Banding {
     /// Lays out a `width x height` frame for `plan` when one binding may
     /// hold at most `limit` bytes.
@@ -485,7 +493,7 @@ impl GpuBackend {
         let kernels = Kernels::new(&device);
         let binding_limit = options
             .max_binding_override
-            .unwrap_or(u64::MAX)
+            .unwrap_or(BAND_TARGET_BYTES)
             .min(limits.max_storage_buffer_binding_size)
             .min(limits.max_buffer_size);
         Ok(GpuBackend {
@@ -1013,5 +1021,21 @@ impl GpuBackend {
         let result = slot.write(&src.data).and_then(|()| self.run(&slot, plan, &mut out.data));
         self.own_slot = Some(slot);
         result.map(|ns| (out, ns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Op, OpGraph};
+
+    #[test]
+    fn an_8k_frame_is_banded_to_the_target_even_where_the_adapter_binds_more() {
+        let plan = OpGraph::new(vec![Op::Blur { sigma: 4.0 }]).unwrap().plan();
+        let limit = BAND_TARGET_BYTES.min(2 << 30);
+        let b = Banding::new(8192, 4320, PixelFormat::Rgba8, &plan, limit).unwrap();
+        assert!(8192 * SCRATCH_BPP * b.scratch_rows as u64 <= BAND_TARGET_BYTES);
+        assert_eq!(4320u32.div_ceil(b.band_rows), 5, "{b:?}");
+        assert_eq!(b.halo, 12);
     }
 }

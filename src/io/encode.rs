@@ -115,14 +115,53 @@ fn live() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Scratch folders of this process (bench-pool's outputs), removed with the
+/// partial outputs by [`remove_partials`].
+static SCRATCH: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
 /// Removes every temporary output this process is writing and stops new
 /// ones from being created, for a process about to exit without unwinding
-/// (a second Ctrl-C): nothing partial is left behind. Returns how many were
+/// (a second Ctrl-C): nothing partial is left behind. Scratch folders
+/// registered with [`ScratchDir`] go too. Returns how many outputs were
 /// removed. Outputs already renamed into place are complete and stay.
 pub fn remove_partials() -> usize {
     let mut live = live();
     let paths = live.take().unwrap_or_default();
-    paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
+    let removed = paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count();
+    for dir in std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|p| p.into_inner())) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    removed
+}
+
+/// A temporary folder removed when dropped and, should the process be
+/// stopped without unwinding, by [`remove_partials`].
+pub struct ScratchDir(tempfile::TempDir);
+
+impl ScratchDir {
+    /// A new folder named `prefix…` in the system's temporary folder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be made.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+        SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.path().to_path_buf());
+        Ok(ScratchDir(dir))
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).remove(self.0.path());
+    }
 }
 
 /// Takes a temporary output out of [`LIVE`] when it is renamed or dropped.

@@ -68,3 +68,34 @@ fn bench_pool_rows_agree_with_their_runs() {
     let svg = fs::read_to_string(&chart).unwrap();
     assert!(svg.contains("pool size (slots)") && svg.contains("frames/s") && svg.contains("peak memory (MiB)"));
 }
+
+#[test]
+fn an_interrupted_bench_pool_leaves_nothing_behind() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = GenerateOptions { width: 1280, height: 720, frames: 6, format: PixelFormat::Rgba8, ..Default::default() };
+    let input = t.path().join("s_%03d.png").display().to_string();
+    generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
+    // Its scratch folder goes where TMPDIR says: here, to be watched.
+    let scratch = t.path().join("tmp");
+    fs::create_dir(&scratch).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
+        .args(["bench-pool", &input, "--pools", "1", "--repeat", "1", "--blur", "6", "--backend", "cpu"])
+        .args(["--threads", "1", "--csv", t.path().join("b.csv").to_str().unwrap()])
+        .args(["--chart", t.path().join("b.svg").to_str().unwrap()])
+        .env("TMPDIR", &scratch)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while fs::read_dir(&scratch).unwrap().next().is_none() {
+        assert!(started.elapsed().as_secs() < 30, "bench-pool made its scratch folder");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let kill = format!("kill -TERM {}", child.id());
+    assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
+    let status = crate::util::wait_exit(&mut child, std::time::Duration::from_secs(30), "after SIGTERM");
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "scratch folder removed");
+    assert!(!t.path().join("b.csv").exists() && !t.path().join("b.svg").exists());
+}
