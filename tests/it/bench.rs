@@ -72,7 +72,8 @@ fn bench_pool_rows_agree_with_their_runs() {
 #[test]
 fn an_interrupted_bench_pool_leaves_nothing_behind() {
     let t = tempfile::tempdir().unwrap();
-    let opts = GenerateOptions { width: 1280, height: 720, frames: 6, format: PixelFormat::Rgba8, ..Default::default() };
+    let opts =
+        GenerateOptions { width: 1280, height: 720, frames: 6, format: PixelFormat::Rgba8, ..Default::default() };
     let input = t.path().join("s_%03d.png").display().to_string();
     generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
     // Its scratch folder goes where TMPDIR says: here, to be watched.
