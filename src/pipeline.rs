@@ -449,6 +449,15 @@ pub(crate) fn run(
                         }
                     }
                 }
+                // Slots given to previews come back once they are done
+                // (a new one, made here, while the budget has room).
+                if gpu_slots && pool.wants_slot() {
+                    if let Backend::Gpu(g) = &*engine.backend().lock(Priority::Export) {
+                        if let Ok(s) = g.new_slot(shape) {
+                            let _ = pool.replenish(SlotKind::Gpu(s));
+                        }
+                    }
+                }
                 let asked = Instant::now();
                 let slot = loop {
                     if shared.stopping() {
@@ -864,7 +873,7 @@ pub(crate) fn run(
     report.vram_peak = ledger.peak();
     report.rss_peak = peak_rss();
     report.occupancy = pool.occupancy().samples();
-    report.slots_yielded = pool.size() - pool.live();
+    report.slots_yielded = pool.retired();
     report.slot_wait_s = slot_wait.as_secs_f64();
     for (name, workers) in clocks {
         let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();

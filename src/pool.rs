@@ -74,6 +74,8 @@ pub struct Pool<T> {
 struct Yield {
     pressure: Arc<AtomicUsize>,
     live: AtomicUsize,
+    /// Slots retired so far (some may have been replaced since).
+    retired: AtomicUsize,
 }
 
 /// Slots in use over time, sampled at every acquire and release.
@@ -108,7 +110,13 @@ impl<T: Send> Pool<T> {
             free_tx.send(s).expect("pool has room for its own slots");
         }
         let occupancy = Arc::new(Occupancy { start, samples: Mutex::new(vec![(0.0, 0)]), in_use: Mutex::new(0) });
-        Pool { free_tx, free_rx, size, occupancy, yielding: Arc::new(Yield { pressure, live: AtomicUsize::new(size) }) }
+        Pool {
+            free_tx,
+            free_rx,
+            size,
+            occupancy,
+            yielding: Arc::new(Yield { pressure, live: AtomicUsize::new(size), retired: AtomicUsize::new(0) }),
+        }
     }
 
     /// Slots not retired.
@@ -119,6 +127,28 @@ impl<T: Send> Pool<T> {
     /// Number of slots.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Slots given back under pressure over the pool's life.
+    pub fn retired(&self) -> usize {
+        self.yielding.retired.load(Ordering::SeqCst)
+    }
+
+    /// Whether the pool is short of slots it gave back and nothing asks
+    /// for memory now: the moment to [`Pool::replenish`] it.
+    pub fn wants_slot(&self) -> bool {
+        self.live() < self.size && self.yielding.pressure.load(Ordering::SeqCst) == 0
+    }
+
+    /// Puts a new slot in place of a retired one; hands it back if the pool
+    /// is full.
+    pub fn replenish(&self, item: T) -> Option<T> {
+        let y = &self.yielding;
+        if y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.size).then_some(n + 1)).is_err() {
+            return Some(item);
+        }
+        // Free slots never exceed `size`: the channel has room.
+        self.free_tx.send(item).err().map(|e| e.into_inner())
     }
 
     /// Occupancy samples so far.
@@ -170,7 +200,9 @@ impl<T> Drop for Lease<T> {
             let y = &self.yielding;
             let retire = y.pressure.load(Ordering::SeqCst) > 0
                 && y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 1).then(|| n - 1)).is_ok();
-            if !retire {
+            if retire {
+                y.retired.fetch_add(1, Ordering::SeqCst);
+            } else {
                 // The pool may be gone at the end of a run; then the slot just drops.
                 let _ = self.home.send(item);
             }
@@ -203,6 +235,16 @@ mod tests {
         drop(last);
         assert_eq!(pool.live(), 1);
         assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
+        // Once the pressure is gone the pool grows back to its size, no further.
+        assert!(!pool.wants_slot());
+        pressure.store(0, Ordering::SeqCst);
+        assert!(pool.wants_slot());
+        assert_eq!(pool.replenish(7), None);
+        assert_eq!((pool.live(), pool.retired()), (2, 1));
+        assert!(!pool.wants_slot());
+        assert_eq!(pool.replenish(8), Some(8), "full");
+        let (x, y) = (pool.acquire_timeout(Duration::ZERO).unwrap(), pool.acquire_timeout(Duration::ZERO).unwrap());
+        assert_eq!(*x + *y, 8, "the kept slot and the new one");
         assert_eq!("auto".parse::<PoolSize>().unwrap(), PoolSize::Auto);
         assert!("0".parse::<PoolSize>().is_err());
     }

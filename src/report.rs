@@ -119,7 +119,8 @@ pub struct Report {
     /// Seconds the reader waited for a free slot (only that: not the
     /// stream's reorder window, not a full decode queue).
     pub slot_wait_s: f64,
-    /// Slots given back during the run so that previews could have VRAM.
+    /// Slots given back during the run so that previews could have VRAM
+    /// (the pool makes new ones once the previews are done).
     pub slots_yielded: usize,
     /// `(seconds, slots in use)` samples.
     pub occupancy: Vec<(f64, u32)>,
