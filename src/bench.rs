@@ -77,7 +77,7 @@ pub fn bench_pool(
         reset_peak_rss();
         let report = engine.run(&job, &prepared, &Cancel::default(), &mut |_| {})?;
         if let Some(f) = report.failures.first() {
-            return Err(Error::Sequence(format!("frame {} failed during the benchmark: {}", f.number, f.error)));
+            return Err(Error::FrameFailed { number: f.number, reason: f.error.clone() });
         }
         Ok(report)
     };

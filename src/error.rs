@@ -108,6 +108,14 @@ pub enum Error {
     #[error("output stream: {0}")]
     Stream(String),
 
+    /// A frame failed where a run needs every frame (a benchmark).
+    #[error("frame {number} failed: {reason}")]
+    FrameFailed {
+        /// Its number.
+        number: u64,
+        /// Why.
+        reason: String,
+    },
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,

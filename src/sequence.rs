@@ -268,7 +268,9 @@ impl Sequence {
 /// Number → path for every frame of `input` on disk.
 fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
     let path = Path::new(input);
-    if FramePattern::is_pattern(input) {
+    // A folder or file that exists is what it is, even when its name has a
+    // `#` or `%d` in it (`take#2/`).
+    if FramePattern::is_pattern(input) && !path.exists() {
         let pattern = FramePattern::parse(input)?;
         let mut found = BTreeMap::new();
         for (name, p) in list_dir(pattern.dir())? {

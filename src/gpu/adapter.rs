@@ -101,11 +101,12 @@ pub fn choose(
         .filter(|(_, s)| needle.as_ref().is_none_or(|n| s.name.to_lowercase().contains(n)))
         .collect();
     if matching.is_empty() {
-        return Err(Error::Gpu(format!(
-            "no adapter name contains {:?} (found: {})",
-            name.unwrap_or(""),
-            found.join(", ")
-        )));
+        // A usage error (exit 2): the name asked for, not the machine, is wrong.
+        return Err(Error::invalid(
+            "adapter",
+            format!("{:?}", name.unwrap_or("")),
+            format!("part of an adapter's name; found: {}", found.join(", ")),
+        ));
     }
     for (adapter, summary) in matching {
         if hardware_only && summary.software {

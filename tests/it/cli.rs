@@ -69,6 +69,12 @@ fn hash_pattern_directory_and_frame_specs() {
     framepipe().args(["process", src.to_str().unwrap(), "-o", &out, "--saturation", "0.5", "-q"]).assert().success();
     assert_eq!(files(&t.path().join("b")).len(), 20);
     assert!(t.path().join("b/o_01.qoi").exists() && t.path().join("b/o_20.qoi").exists());
+    // A folder whose name looks like a pattern is still a folder.
+    let take = t.path().join("take#2");
+    fs::rename(&src, &take).unwrap();
+    let out = t.path().join("c/o_%02d.png").display().to_string();
+    framepipe().args(["process", take.to_str().unwrap(), "-o", &out, "--frames", "4-6", "-q"]).assert().success();
+    assert_eq!(files(&t.path().join("c")), ["o_04.png", "o_05.png", "o_06.png"]);
 }
 
 #[test]
@@ -269,6 +275,10 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--matrix", "1,2,3"], "invalid matrix");
     usage_error(&["process", &input, "-o", &out, "--threads", "100000"], "invalid thread count 100000");
     usage_error(&["process", &input, "-o", &out, "--pivot", "0.3"], "--contrast <C>");
+    if crate::util::gpu(Default::default()).is_some() {
+        let args = ["process", &input, "-o", &out, "--backend", "gpu", "--adapter", "no such card"];
+        usage_error(&args, "invalid adapter \"no such card\" (expected part of an adapter's name; found: ");
+    }
     usage_error(&["process", &input, "-o", "o/x_%0999999999999999999999d.png"], "pads to too many digits");
     usage_error(&["process", &input, "-o", "o/x_%0300d.png"], "pads to 300 digits (at most 20)");
     // Two files that are both frame 1 in a folder: no guessing.
