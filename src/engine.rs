@@ -307,8 +307,9 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
+        let watch = self.core.ledger.watch();
         let mut report = run_sequential(job, prepared, self, out, cancel, progress)?;
-        report.vram_peak = self.core.ledger.peak();
+        report.vram_peak = watch.peak();
         report.rss_peak = crate::report::peak_rss();
         Ok(report)
     }

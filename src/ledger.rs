@@ -20,6 +20,9 @@ pub const DEFAULT_BUDGET: u64 = 2 << 30;
 struct Counts {
     current: u64,
     peak: u64,
+    /// High-water marks of the [`PeakWatch`]es alive, by id.
+    watches: std::collections::BTreeMap<u64, u64>,
+    next_watch: u64,
 }
 
 /// Counts GPU bytes against a budget. Shared as `Arc<Ledger>`.
@@ -54,6 +57,18 @@ impl Ledger {
     /// Most bytes ever reserved at once.
     pub fn peak(&self) -> u64 {
         self.lock().peak
+    }
+
+    /// Starts a high-water mark of its own, from the bytes held now: what
+    /// one run reports, when the engine's lifetime peak includes earlier
+    /// runs and previews.
+    pub fn watch(self: &Arc<Self>) -> PeakWatch {
+        let mut c = self.lock();
+        let id = c.next_watch;
+        c.next_watch += 1;
+        let now = c.current;
+        c.watches.insert(id, now);
+        PeakWatch { ledger: self.clone(), id }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -106,7 +121,31 @@ impl Ledger {
         }
         c.current += bytes;
         c.peak = c.peak.max(c.current);
+        let current = c.current;
+        for mark in c.watches.values_mut() {
+            *mark = (*mark).max(current);
+        }
         Ok(Reservation { ledger: self.clone(), bytes })
+    }
+}
+
+/// A high-water mark from [`Ledger::watch`] on; stops when dropped.
+#[derive(Debug)]
+pub struct PeakWatch {
+    ledger: Arc<Ledger>,
+    id: u64,
+}
+
+impl PeakWatch {
+    /// Most bytes reserved at once since the watch started.
+    pub fn peak(&self) -> u64 {
+        self.ledger.lock().watches.get(&self.id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for PeakWatch {
+    fn drop(&mut self) {
+        self.ledger.lock().watches.remove(&self.id);
     }
 }
 
@@ -203,5 +242,13 @@ mod tests {
         assert_eq!(waiter.join().unwrap().unwrap(), 100);
         assert_eq!(l.peak(), 100);
         assert!(l.reserve_wait(101, "d", Duration::from_secs(5)).is_err());
+        // A watch sees only its own stretch of time.
+        let held = l.reserve(30, "e").unwrap();
+        let watch = l.watch();
+        assert_eq!(watch.peak(), 30);
+        let more = l.reserve(20, "f").unwrap();
+        drop(more);
+        assert_eq!((watch.peak(), l.peak()), (50, 100));
+        drop(held);
     }
 }

@@ -381,6 +381,8 @@ pub(crate) fn run(
 ) -> Result<Report> {
     let start = Instant::now();
     let ledger = engine.ledger();
+    // This run's peak: the engine's own includes earlier runs and previews.
+    let watch = ledger.watch();
     let plan = job.graph.plan();
     let identity = is_identity(&plan);
     let total = prepared.sequence.frames.len();
@@ -870,7 +872,7 @@ pub(crate) fn run(
     // never dispatched.
     report.frames_skipped = total - first - dispatched + dropped + abandoned;
     report.cancelled = cancel.is_cancelled();
-    report.vram_peak = ledger.peak();
+    report.vram_peak = watch.peak();
     report.rss_peak = peak_rss();
     report.occupancy = pool.occupancy().samples();
     report.slots_yielded = pool.retired();

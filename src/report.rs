@@ -106,7 +106,8 @@ pub struct Report {
     pub slot_bytes: u64,
     /// The VRAM budget, bytes.
     pub vram_budget: u64,
-    /// Most GPU bytes held at once (the ledger's peak).
+    /// Most GPU bytes held at once during this run (the ledger's high-water
+    /// mark from the run's start, cached buffers of earlier work included).
     pub vram_peak: u64,
     /// Peak resident host memory of the process, bytes (Linux; 0 elsewhere).
     pub rss_peak: u64,
