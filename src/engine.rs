@@ -406,26 +406,14 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         )));
     };
     let format = OutputFormat::from_path(&outputs[0])?;
-    let dir = outputs[0].parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let dir_error = |reason: String| Error::OutputDir { path: dir.clone(), reason };
-    std::fs::create_dir_all(&dir).map_err(|e| dir_error(e.to_string()))?;
-    // Prove the folder is writable now rather than after the first decode.
-    tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(&dir).map_err(|e| dir_error(e.to_string()))?;
+    crate::io::check_output_dir(outputs[0].parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
     let inputs: std::collections::HashSet<PathBuf> =
         sequence.frames.iter().filter_map(|f| f.path.canonicalize().ok()).collect();
     for out in &outputs {
         if out.canonicalize().is_ok_and(|c| inputs.contains(&c)) {
             return Err(Error::OutputIsInput(out.clone()));
         }
-        // `symlink_metadata`: a dangling link is something there too.
-        if std::fs::symlink_metadata(out).is_ok() {
-            if out.is_dir() {
-                return Err(Error::OutputIsFolder(out.clone()));
-            }
-            if !job.overwrite {
-                return Err(Error::OutputExists(out.clone()));
-            }
-        }
+        crate::io::check_output_free(out, job.overwrite)?;
     }
     Ok(PreparedJob { sequence, outputs, format, stream: false })
 }

@@ -155,13 +155,7 @@ pub fn generate_sequence(
     // Every name checked before the first frame: no half-made sequence
     // because frame 5 of 10 was already there.
     for n in opts.start..end {
-        let path = pattern.path(n);
-        if path.is_dir() {
-            return Err(Error::OutputIsFolder(path));
-        }
-        if !overwrite && std::fs::symlink_metadata(&path).is_ok() {
-            return Err(Error::OutputExists(path));
-        }
+        crate::io::check_output_free(&pattern.path(n), overwrite)?;
     }
     // Frames in parallel: the PNG encoder is single-threaded.
     (opts.start..end)

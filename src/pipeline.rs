@@ -453,7 +453,7 @@ pub(crate) fn run(
                 }
                 // Slots given to previews come back once they are done
                 // (a new one, made here, while the budget has room).
-                if gpu_slots && pool.wants_slot() {
+                if gpu_slots && pool.wants_slot() && ledger.current() + slot_bytes <= ledger.budget() {
                     if let Backend::Gpu(g) = &*engine.backend().lock(Priority::Export) {
                         if let Ok(s) = g.new_slot(shape) {
                             let _ = pool.replenish(SlotKind::Gpu(s));

@@ -228,13 +228,33 @@ pub fn resolve_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`Error::OutputExists`], [`Error::OutputIsFolder`], [`Error::OutputDir`].
 pub fn check_new_file(path: &Path, overwrite: bool) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::OutputIsFolder(path.to_owned()));
+    check_output_free(path, overwrite)?;
+    check_output_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// Checks that an output may go to `path`: not a folder, and nothing there
+/// (a dangling link counts) unless `overwrite`.
+///
+/// # Errors
+/// [`Error::OutputIsFolder`], [`Error::OutputExists`].
+pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        if path.is_dir() {
+            return Err(Error::OutputIsFolder(path.to_owned()));
+        }
+        if !overwrite {
+            return Err(Error::OutputExists(path.to_owned()));
+        }
     }
-    if !overwrite && path.exists() {
-        return Err(Error::OutputExists(path.to_owned()));
-    }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(())
+}
+
+/// Makes the output folder `dir` if needed and proves it takes files now,
+/// rather than after the first decode.
+///
+/// # Errors
+/// [`Error::OutputDir`].
+pub fn check_output_dir(dir: &Path) -> Result<()> {
     let dir_error = |e: std::io::Error| Error::OutputDir { path: dir.to_owned(), reason: e.to_string() };
     std::fs::create_dir_all(dir).map_err(dir_error)?;
     tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir).map_err(dir_error)?;
