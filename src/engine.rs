@@ -149,6 +149,9 @@ pub(crate) struct EngineCore {
     notice: Option<String>,
     /// Previews waiting for VRAM: while non-zero, exports give slots back.
     pub(crate) pressure: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Raised by previews until they hold their VRAM: export frames do not
+    /// start while it is up.
+    pub(crate) gate: crate::priority::Gate,
     pub(crate) previews: crate::preview::PreviewState,
 }
 
@@ -173,6 +176,7 @@ impl Engine {
             ledger,
             notice,
             pressure: Default::default(),
+            gate: Default::default(),
             previews,
         };
         Ok(Engine { core: std::sync::Arc::new(core) })

@@ -2,13 +2,18 @@
 //!
 //! ```text
 //!  read ──▶ decode ×T ──▶ gpu ×1 (owner, ≤2 frames on the GPU) ──▶ readback ×R ──▶ encode ×T ──▶ files
-//!    │          │ writes into the slot's mapped upload                   │
-//!    └─ waits for a free slot ◀──────────── slot freed once copied out ◀─┘
+//!              │ writes into the slot's mapped upload                   │
+//!              └─ waits for a free slot ◀───── slot freed once copied out ◀─┘
 //! ```
 //!
-//! * The reader takes a slot from the [`Pool`] before handing a frame to
-//!   the decoders, so decoding can never run ahead of the slots: that wait
-//!   is the backpressure that bounds VRAM and host memory alike.
+//! * A decoder takes a slot from the [`Pool`] before it starts a frame, so
+//!   decoding can never run ahead of the slots: that wait is the
+//!   backpressure that bounds VRAM and host memory alike. Taking it in the
+//!   decoder, not when the frame is queued, means only frames that have
+//!   started hold memory, and no frame starts while a preview holds the
+//!   engine's [`Gate`](crate::priority::Gate) (until the preview has its
+//!   VRAM), so an export frame started after a preview request never
+//!   finishes before it.
 //! * Decoders write the frame straight into the slot's mapped upload buffer
 //!   (the image decoders need a `&mut [u8]` of their own, so it is one copy
 //!   from their output, never `queue.write_buffer`).
@@ -84,11 +89,11 @@ enum SlotKind {
     Host,
 }
 
+/// A frame to decode; its decoder takes the slot (see [`start_frame`]).
 struct Work {
     number: u64,
     input: PathBuf,
     output: PathBuf,
-    slot: Lease<SlotKind>,
 }
 
 struct Decoded {
@@ -231,6 +236,14 @@ impl Clock {
     }
 }
 
+/// What a thread that died outside its per-frame guard leaves: the run's
+/// fatal error, and an empty clock.
+fn join_failed(shared: &Shared<'_>) -> Clock {
+    let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+    fatal.get_or_insert_with(|| "a pipeline thread panicked".into());
+    Clock::default()
+}
+
 /// Sets the stop flag when dropped.
 struct StopOnDrop<'a>(&'a AtomicBool);
 
@@ -304,6 +317,43 @@ fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailur
         }
     }
     None
+}
+
+/// Takes a slot for frame `number` and marks its start, once no preview
+/// holds the engine's gate; `None` when the run stops first. While a
+/// preview waits for VRAM, free slots are retired here rather than handed
+/// out. With GPU slots (`gpu`: the shape and bytes of one), a slot given
+/// back to a preview earlier is replaced first while the budget has room.
+fn start_frame(
+    engine: &Engine,
+    shared: &Shared<'_>,
+    pool: &Pool<SlotKind>,
+    number: u64,
+    gpu: Option<(FrameShape, u64)>,
+) -> Option<Lease<SlotKind>> {
+    let ledger = engine.ledger();
+    loop {
+        if shared.stopping() {
+            return None;
+        }
+        if let Some((shape, bytes)) = gpu {
+            if pool.wants_slot() && ledger.current() + bytes <= ledger.budget() {
+                if let Backend::Gpu(g) = &*engine.backend().lock(Priority::Export) {
+                    if let Ok(s) = g.new_slot(shape) {
+                        let _ = pool.replenish(SlotKind::Gpu(s));
+                    }
+                }
+            }
+        }
+        let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) else { continue };
+        // The start is traced only if it happens before any preview raises
+        // the gate: a frame that finds it up waits, without its slot.
+        if engine.core.gate.pass(Duration::from_millis(20), || engine.trace(TraceEvent::ExportDecodeStart(number))) {
+            return Some(slot);
+        }
+        drop(slot);
+        pool.shed();
+    }
 }
 
 fn describe(shape: FrameShape) -> String {
@@ -432,6 +482,7 @@ pub(crate) fn run(
     let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
     let mut dispatched = 0usize;
     let mut slot_wait = Duration::ZERO;
+    let mut slot_waiters = 1;
 
     std::thread::scope(|scope| {
         let shared = &shared;
@@ -439,9 +490,6 @@ pub(crate) fn run(
         let reader = scope.spawn(move || {
             let mut clock = Clock::default();
             let mut sent = 0;
-            // Time spent waiting for a free slot only: the window and the
-            // decoders' queue are other waits.
-            let mut slot_wait = Duration::ZERO;
             'frames: for (position, (number, input, output)) in work.into_iter().enumerate() {
                 let t = Instant::now();
                 if let Some(window) = &shared.window {
@@ -451,33 +499,13 @@ pub(crate) fn run(
                         }
                     }
                 }
-                // Slots given to previews come back once they are done
-                // (a new one, made here, while the budget has room).
-                if gpu_slots && pool.wants_slot() && ledger.current() + slot_bytes <= ledger.budget() {
-                    if let Backend::Gpu(g) = &*engine.backend().lock(Priority::Export) {
-                        if let Ok(s) = g.new_slot(shape) {
-                            let _ = pool.replenish(SlotKind::Gpu(s));
-                        }
-                    }
-                }
-                let asked = Instant::now();
-                let slot = loop {
-                    if shared.stopping() {
-                        slot_wait += asked.elapsed();
-                        break 'frames;
-                    }
-                    if let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) {
-                        break slot;
-                    }
-                };
-                slot_wait += asked.elapsed();
                 clock.wait_out += t.elapsed();
-                if !clock.send(&decode_tx, Work { number, input, output, slot }) {
+                if shared.stopping() || !clock.send(&decode_tx, Work { number, input, output }) {
                     break;
                 }
                 sent += 1;
             }
-            (clock, sent, slot_wait)
+            (clock, sent)
         });
         let decoders: Vec<_> = (0..threads)
             .map(|worker| {
@@ -487,15 +515,21 @@ pub(crate) fn run(
                 let events = events_tx.clone();
                 scope.spawn(move || {
                     let mut clock = Clock::default();
+                    // Time spent waiting for a free slot (or for previews
+                    // at the gate), apart from waiting for work.
+                    let mut slot_wait = Duration::ZERO;
                     while let Some(w) = clock.recv(&rx) {
-                        let t0 = Instant::now();
-                        let Work { number, input, output, slot } = w;
-                        if shared.cancel.is_cancelled() {
-                            // Cancelled: frames not yet decoded are dropped.
+                        let Work { number, input, output } = w;
+                        let asked = Instant::now();
+                        let slot = start_frame(engine, shared, pool, number, gpu_slots.then_some((shape, slot_bytes)));
+                        slot_wait += asked.elapsed();
+                        clock.wait_in += asked.elapsed();
+                        let Some(slot) = slot else {
+                            // Stopped or cancelled: frames not yet started are dropped.
                             let _ = events.send(Event::Abandoned(number));
                             continue;
-                        }
-                        engine.trace(TraceEvent::ExportDecodeStart(number));
+                        };
+                        let t0 = Instant::now();
                         let result = clock.work(shared.start, "decode", worker, number, || {
                             shared.guarded(Stage::Decode, number, || {
                                 let mismatch = |got: String| Error::FrameMismatch {
@@ -557,7 +591,7 @@ pub(crate) fn run(
                             Err(e) => shared.fail(&events, number, e),
                         }
                     }
-                    clock
+                    (clock, slot_wait)
                 })
             })
             .collect();
@@ -840,18 +874,20 @@ pub(crate) fn run(
         // per-frame guard): make sure the reader is not left waiting for a
         // slot or the stream window.
         shared.stop.store(true, Ordering::SeqCst);
-        let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| {
-            h.join().unwrap_or_else(|_| {
-                let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
-                fatal.get_or_insert_with(|| "a pipeline thread panicked".into());
-                Clock::default()
-            })
-        };
-        let (clock, sent, waited) = reader.join().unwrap_or_default();
+        let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| h.join().unwrap_or_else(|_| join_failed(shared));
+        let (clock, sent) = reader.join().unwrap_or_default();
         dispatched = sent;
-        slot_wait = waited;
         clocks.push(("read", vec![clock]));
-        clocks.push(("decode", decoders.into_iter().map(join).collect()));
+        let decoders: Vec<Clock> = decoders
+            .into_iter()
+            .map(|h| {
+                let (clock, waited) = h.join().unwrap_or_else(|_| (join_failed(shared), Duration::ZERO));
+                slot_wait += waited;
+                clock
+            })
+            .collect();
+        slot_waiters = decoders.len();
+        clocks.push(("decode", decoders));
         if let (Some(name), Some(h)) = (compute_name, compute) {
             clocks.push((name, vec![join(h)]));
         }
@@ -876,7 +912,7 @@ pub(crate) fn run(
     report.rss_peak = peak_rss();
     report.occupancy = pool.occupancy().samples();
     report.slots_yielded = pool.retired();
-    report.slot_wait_s = slot_wait.as_secs_f64();
+    report.slot_wait_s = slot_wait.as_secs_f64() / slot_waiters.max(1) as f64;
     for (name, workers) in clocks {
         let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();
         let frames: usize = workers.iter().map(|c| c.frames).sum();

@@ -151,6 +151,25 @@ impl<T: Send> Pool<T> {
         self.free_tx.send(item).err().map(|e| e.into_inner())
     }
 
+    /// Under pressure, retires one slot that sits free (down to one live
+    /// slot): memory a waiting preview can have at once, without waiting
+    /// for a frame to come back. Returns whether one went.
+    pub fn shed(&self) -> bool {
+        let y = &self.yielding;
+        if y.pressure.load(Ordering::SeqCst) == 0
+            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 1).then(|| n - 1)).is_err()
+        {
+            return false;
+        }
+        if self.free_rx.try_recv().is_ok() {
+            y.retired.fetch_add(1, Ordering::SeqCst);
+            true
+        } else {
+            y.live.fetch_add(1, Ordering::SeqCst);
+            false
+        }
+    }
+
     /// Occupancy samples so far.
     pub fn occupancy(&self) -> &Arc<Occupancy> {
         &self.occupancy
@@ -235,6 +254,7 @@ mod tests {
         drop(last);
         assert_eq!(pool.live(), 1);
         assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
+        assert!(!pool.shed(), "the last slot stays");
         // Once the pressure is gone the pool grows back to its size, no further.
         assert!(!pool.wants_slot());
         pressure.store(0, Ordering::SeqCst);
@@ -245,6 +265,19 @@ mod tests {
         assert_eq!(pool.replenish(8), Some(8), "full");
         let (x, y) = (pool.acquire_timeout(Duration::ZERO).unwrap(), pool.acquire_timeout(Duration::ZERO).unwrap());
         assert_eq!(*x + *y, 8, "the kept slot and the new one");
+        // Shedding takes free slots only, and only under pressure.
+        assert!(!pool.shed());
+        pressure.store(1, Ordering::SeqCst);
+        assert!(!pool.shed(), "both are on loan");
+        pressure.store(0, Ordering::SeqCst);
+        drop(x);
+        pressure.store(1, Ordering::SeqCst);
+        assert!(pool.shed());
+        assert_eq!((pool.live(), pool.retired()), (1, 2));
+        assert!(pool.acquire_timeout(Duration::ZERO).is_none());
+        drop(y);
+        assert_eq!(pool.live(), 1, "the last one comes back");
+        assert!(pool.acquire_timeout(Duration::ZERO).is_some());
         assert_eq!("auto".parse::<PoolSize>().unwrap(), PoolSize::Auto);
         assert!("0".parse::<PoolSize>().is_err());
     }

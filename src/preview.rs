@@ -28,10 +28,10 @@ use crate::backend::Backend;
 use crate::cache::{ByteLru, CacheStats};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::gpu::{FrameShape, GpuSlot};
-use crate::io::{DecodeLimits, HostFrame, decode_file};
+use crate::gpu::{FrameShape, GpuBackend, GpuSlot};
+use crate::io::{DecodeLimits, HostFrame, decode_file, probe_file};
 use crate::ops::{OpGraph, process_cpu};
-use crate::priority::Priority;
+use crate::priority::{GateGuard, Intent, Priority};
 use crate::sequence::Sequence;
 
 /// Preview resolution.
@@ -263,6 +263,28 @@ pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
     (w, h, out)
 }
 
+/// The file of `frame` in `sequence`.
+fn frame_path(sequence: &Sequence, frame: u64) -> Result<std::path::PathBuf> {
+    sequence
+        .frames
+        .iter()
+        .find(|f| f.number == frame)
+        .map(|f| f.path.clone())
+        .ok_or_else(|| Error::Sequence(format!("{}: frame {frame} is not in the sequence", sequence.source)))
+}
+
+/// The preview slot for `shape`: the one `held` if it has that shape,
+/// else a new one, asked for only after the old one's memory went back.
+fn fitted_slot(gpu: &GpuBackend, held: Option<PreviewSlot>, shape: FrameShape) -> Result<PreviewSlot> {
+    match held {
+        Some(s) if s.slot.shape() == shape => Ok(s),
+        other => {
+            drop(other);
+            gpu.new_slot(shape).map(|slot| PreviewSlot { slot, holds: None })
+        }
+    }
+}
+
 /// Takes a key out of the in-flight set when its render ends, by return or
 /// by unwinding, and wakes whoever waits for it.
 struct Landed<'a> {
@@ -286,10 +308,14 @@ impl Engine {
     /// an invalid graph, or a GPU error.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
         let state = &self.core.previews;
-        state.record(TraceEvent::PreviewRequested(frame));
+        // Raised before the request is recorded: no export frame starts
+        // after it until this preview holds its VRAM, has joined a render
+        // under way, or is served from the cache.
+        let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
         self.schedule_prefetch(sequence, frame, graph, scale);
-        let (image, served) = self.cached_or_render(&key, sequence, graph, Priority::Preview)?;
+        let (image, served) = self.cached_or_render(&key, sequence, graph, Priority::Preview, &mut gate)?;
+        drop(gate);
         // Only an image found in the cache on arrival is a hit; one that
         // waited for a render under way (a prefetch) is a miss that
         // joined it, so the hit rate never hides a wait.
@@ -303,13 +329,15 @@ impl Engine {
 
     /// The cached image for `key`, or one rendered now; a render of the
     /// same key already under way (a prefetch, another thread) is waited
-    /// for, never repeated. Returns how the image was served.
-    fn cached_or_render(
-        &self,
+    /// for, never repeated (holding `gate` meanwhile). Returns how the
+    /// image was served.
+    fn cached_or_render<'a>(
+        &'a self,
         key: &PreviewKey,
         sequence: &Sequence,
         graph: &OpGraph,
         priority: Priority,
+        gate: &mut Option<GateGuard<'a>>,
     ) -> Result<(Arc<PreviewImage>, Served)> {
         let state = &self.core.previews;
         let mut joined = false;
@@ -328,7 +356,7 @@ impl Engine {
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
-            let render = || self.render_preview(sequence, key.frame, graph, key.scale, priority);
+            let render = || self.render_preview(sequence, key.frame, graph, key.scale, priority, gate);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(render))
                 .unwrap_or_else(|payload| {
                     let msg = crate::error::panic_message(&*payload);
@@ -400,12 +428,7 @@ impl Engine {
         if let Some(src) = lock(&state.sources).get(&key) {
             return Ok((src, 0.0));
         }
-        let path = sequence
-            .frames
-            .iter()
-            .find(|f| f.number == frame)
-            .map(|f| f.path.clone())
-            .ok_or_else(|| Error::Sequence(format!("{}: frame {frame} is not in the sequence", sequence.source)))?;
+        let path = frame_path(sequence, frame)?;
         let t = Instant::now();
         let src = Arc::new(decode_file(&path, &DecodeLimits::default())?);
         state.decodes.fetch_add(1, Ordering::SeqCst);
@@ -414,92 +437,85 @@ impl Engine {
         Ok((src, t.elapsed().as_secs_f64() * 1e3))
     }
 
-    fn render_preview(
-        &self,
+    fn render_preview<'a>(
+        &'a self,
         sequence: &Sequence,
         frame: u64,
         graph: &OpGraph,
         scale: Scale,
         priority: Priority,
+        gate: &mut Option<GateGuard<'a>>,
     ) -> Result<PreviewImage> {
         graph.validate()?;
+        let state = &self.core.previews;
         // Announced before the decode: export frames reaching the backend
         // while this request decodes queue behind it.
         // (A prefetch announces itself only once decoded: export frames must
         // not stall while it reads the disk.)
         let mut intent = (priority == Priority::Preview).then(|| self.core.backend.intend(priority));
-        let (src, decode_ms) = self.source(sequence, frame)?;
         let plan = graph.plan();
         let factor = scale.factor();
         let t = Instant::now();
-        let (mut waited, mut upload) = (Duration::ZERO, Duration::ZERO);
-        let mut attempts = 0;
-        let (width, height, data, gpu_ns) = loop {
-            let result = {
-                let asked = Instant::now();
-                let mut backend = intent.get_or_insert_with(|| self.core.backend.intend(priority)).lock();
-                waited += asked.elapsed();
-                match &mut *backend {
+        let mut waited = Duration::ZERO;
+        // On the GPU a preview takes its VRAM (slot, kernel buffers) before
+        // it decodes, from the file's header, while the gate keeps new export
+        // frames from starting: if the budget is full, only frames that had
+        // started before the request give memory back, never frames that
+        // would then finish ahead of this preview.
+        if priority == Priority::Preview && self.backend_name() == "gpu" {
+            let probe = frame_path(sequence, frame).and_then(|p| probe_file(&p, &DecodeLimits::default()));
+            // An unreadable header fails in the decode below, with its reason.
+            if let Ok((width, height, format)) = probe {
+                let shape = FrameShape { width, height, format };
+                self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
                     Backend::Gpu(gpu) => {
-                        let shape = FrameShape::of(&src);
-                        let mut slot = lock(&self.core.previews.slot);
-                        let fresh = match slot.take() {
-                            Some(s) if s.slot.shape() == shape => Ok(s),
-                            other => {
-                                // The old slot's memory goes back before the
-                                // new one is asked for.
-                                drop(other);
-                                gpu.new_slot(shape).map(|slot| PreviewSlot { slot, holds: None })
-                            }
-                        };
-                        fresh.and_then(|mut s| {
-                            let mut data = Vec::new();
-                            // A slider drag re-grades the frame the slot already
-                            // holds: its upload still has the pixels, skip the copy.
-                            let held = s.holds.take().is_some_and(|h| Arc::ptr_eq(&h, &src));
-                            if !held {
-                                self.core.previews.uploads.fetch_add(1, Ordering::SeqCst);
-                            }
-                            let copy = Instant::now();
-                            let r = if held { Ok(()) } else { s.slot.write(&src.data) };
-                            upload += copy.elapsed();
-                            let r = r
-                                .and_then(|()| gpu.run_preview(&s.slot, &plan, factor, &mut data))
-                                .map(|(w, h, ns)| (w, h, data, ns));
-                            // A slot whose frame failed may be left half-mapped:
-                            // the next preview makes a new one.
-                            if r.is_ok() {
-                                s.holds = Some(src.clone());
-                                *slot = Some(s);
-                            }
-                            r
-                        })
+                        let mut slot = lock(&state.slot);
+                        *slot = Some(fitted_slot(gpu, slot.take(), shape)?);
+                        gpu.prepare_for_preview(shape, &plan, factor)
                     }
-                    Backend::Cpu => {
-                        let full = process_cpu(&src, &plan);
-                        let (w, h, data) = downscale_cpu(&full, factor);
-                        Ok((w, h, data, None))
-                    }
-                }
-            };
-            match result {
-                // The budget is full (an export holds it): ask the export to
-                // hand slots back, wait for a release without holding or
-                // announcing the backend (the frames holding the memory
-                // must get through to free it), and try again.
-                Err(Error::Budget(_)) if attempts < 20 => {
-                    attempts += 1;
-                    intent = None;
-                    self.core.pressure.fetch_add(1, Ordering::SeqCst);
-                    let asked = Instant::now();
-                    self.core.ledger.wait_release(Duration::from_millis(250));
-                    waited += asked.elapsed();
-                    self.core.pressure.fetch_sub(1, Ordering::SeqCst);
-                }
-                r => break r?,
+                    Backend::Cpu => Ok(()),
+                })?;
             }
-        };
-        self.core.previews.renders.fetch_add(1, Ordering::SeqCst);
+        }
+        *gate = None;
+        let reserve = t.elapsed().saturating_sub(waited);
+        let (src, decode_ms) = self.source(sequence, frame)?;
+        let t = Instant::now();
+        let before = waited;
+        let mut upload = Duration::ZERO;
+        let (width, height, data, gpu_ns) =
+            self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
+                Backend::Gpu(gpu) => {
+                    let mut slot = lock(&state.slot);
+                    let mut s = fitted_slot(gpu, slot.take(), FrameShape::of(&src))?;
+                    let mut data = Vec::new();
+                    // A slider drag re-grades the frame the slot already
+                    // holds: its upload still has the pixels, skip the copy.
+                    let held = s.holds.take().is_some_and(|h| Arc::ptr_eq(&h, &src));
+                    if !held {
+                        state.uploads.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let copy = Instant::now();
+                    let r = if held { Ok(()) } else { s.slot.write(&src.data) };
+                    upload += copy.elapsed();
+                    let r = r
+                        .and_then(|()| gpu.run_preview(&s.slot, &plan, factor, &mut data))
+                        .map(|(w, h, ns)| (w, h, data, ns));
+                    // A slot whose frame failed may be left half-mapped:
+                    // the next preview makes a new one.
+                    if r.is_ok() {
+                        s.holds = Some(src.clone());
+                        *slot = Some(s);
+                    }
+                    r
+                }
+                Backend::Cpu => {
+                    let full = process_cpu(&src, &plan);
+                    let (w, h, data) = downscale_cpu(&full, factor);
+                    Ok((w, h, data, None))
+                }
+            })?;
+        state.renders.fetch_add(1, Ordering::SeqCst);
         Ok(PreviewImage {
             frame,
             scale,
@@ -509,9 +525,50 @@ impl Engine {
             decode_ms,
             wait_ms: waited.as_secs_f64() * 1e3,
             upload_ms: upload.as_secs_f64() * 1e3,
-            render_ms: t.elapsed().saturating_sub(waited).as_secs_f64() * 1e3,
+            render_ms: (reserve + t.elapsed().saturating_sub(waited - before)).as_secs_f64() * 1e3,
             gpu_ms: gpu_ns.map(|n| n as f64 / 1e6),
         })
+    }
+
+    /// Runs `work` on the backend, announced at `priority`; when the VRAM
+    /// budget is full (an export holds it) asks the export to hand slots
+    /// back, waits for a release without holding or announcing the backend
+    /// (the frames holding the memory must get through to free it) and
+    /// tries again, a bounded number of times. A preview keeps the gate up
+    /// meanwhile, so no export frame starts and takes the memory first.
+    /// Time spent waiting goes to `waited`.
+    fn with_memory<'a, R>(
+        &'a self,
+        priority: Priority,
+        intent: &mut Option<Intent<'a, Backend>>,
+        waited: &mut Duration,
+        gate: &mut Option<GateGuard<'a>>,
+        mut work: impl FnMut(&mut Backend) -> Result<R>,
+    ) -> Result<R> {
+        let mut attempts = 0;
+        loop {
+            let asked = Instant::now();
+            let result = {
+                let mut backend = intent.get_or_insert_with(|| self.core.backend.intend(priority)).lock();
+                *waited += asked.elapsed();
+                work(&mut backend)
+            };
+            match result {
+                Err(Error::Budget(_)) if attempts < 20 => {
+                    attempts += 1;
+                    if priority == Priority::Preview && gate.is_none() {
+                        *gate = Some(self.core.gate.raise(|| {}));
+                    }
+                    *intent = None;
+                    self.core.pressure.fetch_add(1, Ordering::SeqCst);
+                    let asked = Instant::now();
+                    self.core.ledger.wait_release(Duration::from_millis(250));
+                    *waited += asked.elapsed();
+                    self.core.pressure.fetch_sub(1, Ordering::SeqCst);
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Queues the next frames in the direction the playhead moved. Steps in
@@ -587,7 +644,7 @@ impl Engine {
                             scale: job.scale,
                         };
                         if let Ok((_, Served::Rendered)) =
-                            engine.cached_or_render(&key, &job.sequence, &job.graph, Priority::Prefetch)
+                            engine.cached_or_render(&key, &job.sequence, &job.graph, Priority::Prefetch, &mut None)
                         {
                             state.prefetched.fetch_add(1, Ordering::SeqCst);
                         }

@@ -11,8 +11,15 @@
 //! a preview announces itself when it arrives, before it decodes, so export
 //! frames that come to the lock while it decodes wait behind it instead of
 //! slipping in first.
+//!
+//! The [`Gate`] covers what the lock cannot: export frames that have not
+//! started yet. While a preview is raised at it (until the preview holds
+//! its VRAM), no new export frame starts decoding, so none that started
+//! after the request can use the memory or the GPU time the preview is
+//! waiting for.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Who is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,6 +128,61 @@ impl<T> Drop for PriorityGuard<'_, T> {
     }
 }
 
+/// Holds back the start of new export frames while previews are raised.
+///
+/// Raising and passing are ordered under one mutex: an export frame that
+/// [`Gate::pass`]es ran its start before any raise that came later, so
+/// "started before the request" has a precise meaning the tests check.
+#[derive(Debug, Default)]
+pub struct Gate {
+    raised: Mutex<usize>,
+    lowered: Condvar,
+}
+
+impl Gate {
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.raised.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raises the gate until the guard drops; `then` runs once it is up.
+    pub fn raise(&self, then: impl FnOnce()) -> GateGuard<'_> {
+        *self.count() += 1;
+        then();
+        GateGuard { gate: self }
+    }
+
+    /// Whether anyone holds the gate up.
+    pub fn is_raised(&self) -> bool {
+        *self.count() > 0
+    }
+
+    /// Runs `start` if the gate is down (and returns true), atomically
+    /// with respect to [`Gate::raise`]; otherwise waits up to `timeout` for
+    /// it to come down and returns false without running `start`.
+    pub fn pass(&self, timeout: Duration, start: impl FnOnce()) -> bool {
+        let count = self.count();
+        if *count == 0 {
+            start();
+            return true;
+        }
+        let _ = self.lowered.wait_timeout_while(count, timeout, |n| *n > 0);
+        false
+    }
+}
+
+/// A raised [`Gate`]; lowers it on drop.
+#[derive(Debug)]
+pub struct GateGuard<'a> {
+    gate: &'a Gate,
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        *self.gate.count() -= 1;
+        self.gate.lowered.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +223,29 @@ mod tests {
         export.join().unwrap();
         assert!(!lock.waiting_above(Priority::Export));
         assert_eq!(*lock.lock(Priority::Export), [Priority::Preview, Priority::Preview, Priority::Export]);
+    }
+
+    #[test]
+    fn a_raised_gate_holds_starts_back_until_lowered() {
+        let gate = Gate::default();
+        let mut started = 0;
+        assert!(gate.pass(Duration::ZERO, || started += 1));
+        let guard = gate.raise(|| {});
+        assert!(gate.is_raised());
+        let t = std::time::Instant::now();
+        assert!(!gate.pass(Duration::from_millis(30), || started += 1));
+        assert!(t.elapsed() >= Duration::from_millis(30), "it waited");
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                drop(guard);
+            });
+            // Woken by the drop, long before the timeout.
+            let t = std::time::Instant::now();
+            while !gate.pass(Duration::from_secs(10), || started += 1) {}
+            assert!(t.elapsed() < Duration::from_secs(5));
+        });
+        assert!(!gate.is_raised());
+        assert_eq!(started, 2);
     }
 }

@@ -117,8 +117,9 @@ pub struct Report {
     pub bottleneck: String,
     /// frames × bottleneck busy per frame ÷ its parallelism ÷ wall time.
     pub efficiency: f64,
-    /// Seconds the reader waited for a free slot (only that: not the
-    /// stream's reorder window, not a full decode queue).
+    /// Seconds a decode worker waited for a free slot before starting a
+    /// frame (or for previews at the engine's gate), averaged over the
+    /// workers: not waiting for work, not the stream's reorder window.
     pub slot_wait_s: f64,
     /// Slots given back during the run so that previews could have VRAM
     /// (the pool makes new ones once the previews are done).

@@ -633,6 +633,17 @@ impl GpuBackend {
         self.check_error()
     }
 
+    /// Allocates everything a preview of `shape` with `plan` at 1/`scale`
+    /// needs besides its slot (kernel buffers, the downscale pass), so that
+    /// [`GpuBackend::run_preview`] allocates nothing.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] or [`Error::Gpu`].
+    pub fn prepare_for_preview(&mut self, shape: FrameShape, plan: &Plan, scale: u32) -> Result<()> {
+        self.prepare(shape, plan)?;
+        self.prepare_preview(scale)
+    }
+
     /// Builds the downscale pass for `scale` on the newest compute set.
     fn prepare_preview(&mut self, scale: u32) -> Result<()> {
         let c = self.computes.last().expect("prepared");
@@ -925,8 +936,7 @@ impl GpuBackend {
         scale: u32,
         out: &mut Vec<u8>,
     ) -> Result<(u32, u32, Option<u64>)> {
-        self.prepare(slot.shape, plan)?;
-        self.prepare_preview(scale)?;
+        self.prepare_for_preview(slot.shape, plan, scale)?;
         let ns = self.submit_prepared(slot, Some(scale))?.wait(slot)?;
         let p = self.computes.last().expect("prepared").previews.iter().find(|p| p.scale == scale).expect("prepared");
         out.resize(p.width as usize * p.height as usize * 4, 0);

@@ -184,24 +184,31 @@ fn previews_go_ahead_of_export_frames() {
         }
         let report = export.join().unwrap();
         assert_eq!(report.frames_written, 60);
-        let trace = e.take_trace();
-        let at = |ev: TraceEvent| trace.iter().find(|(_, e)| *e == ev).map(|(t, _)| *t);
-        let mut checked = 0;
-        for f in [55u64, 30, 5] {
-            let asked = at(TraceEvent::PreviewRequested(f)).unwrap();
-            let done = at(TraceEvent::PreviewDone(f)).unwrap();
-            for n in 1..=60u64 {
-                let started = at(TraceEvent::ExportDecodeStart(n)).unwrap();
-                if started > asked {
-                    checked += 1;
-                    let written = at(TraceEvent::ExportFrameDone(n)).unwrap();
-                    assert!(done < written, "{backend:?}: export frame {n} finished before preview {f}");
-                }
-            }
-        }
+        let checked = previews_went_first(&e.take_trace(), &[55, 30, 5], 60);
         assert!(checked > 0, "{backend:?}: the export ended before the previews were asked for");
         eprintln!("{backend:?}: {checked} export frames started after a preview request and finished after it");
     }
+}
+
+/// Checks in `trace` that every export frame (of `1..=total`) that started
+/// decoding after a preview of `previews` was asked for finished after
+/// that preview; returns how many such frames there were.
+fn previews_went_first(trace: &[(Instant, TraceEvent)], previews: &[u64], total: u64) -> usize {
+    let at = |ev: TraceEvent| trace.iter().find(|(_, e)| *e == ev).map(|(t, _)| *t);
+    let mut checked = 0;
+    for &f in previews {
+        let asked = at(TraceEvent::PreviewRequested(f)).unwrap();
+        let done = at(TraceEvent::PreviewDone(f)).unwrap();
+        for n in 1..=total {
+            let started = at(TraceEvent::ExportDecodeStart(n)).unwrap();
+            if started > asked {
+                checked += 1;
+                let written = at(TraceEvent::ExportFrameDone(n)).unwrap();
+                assert!(done < written, "export frame {n} finished before preview {f}");
+            }
+        }
+    }
+    checked
 }
 
 #[test]
@@ -264,15 +271,23 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
         ..Default::default()
     })
     .unwrap();
+    e.enable_trace();
     let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
     let export = start_export(&e, job);
-    let p = e.preview(&seq, 7, &grade(-0.4), Scale::Quarter).expect("the preview gets memory");
-    assert_eq!((p.width, p.height), (40, 24));
+    // Each new grade needs kernel buffers of its own: memory again.
+    for (f, g) in [(7, -0.4), (20, -0.2), (33, 0.1)] {
+        let p = e.preview(&seq, f, &grade(g), Scale::Quarter).expect("the preview gets memory");
+        assert_eq!((p.width, p.height), (40, 24));
+    }
     let report = export.join().unwrap();
     assert_eq!(report.pool_size, 4);
     assert!(report.slots_yielded > 0, "the export gave slots back");
     assert_eq!(report.frames_written, 40, "the export slowed down but finished: {:?}", report.failures);
     assert!(e.ledger().peak() <= budget);
+    // Memory came from frames already under way, never from frames started
+    // after a request, which then finish after it.
+    let checked = previews_went_first(&e.take_trace(), &[7, 20, 33], 40);
+    assert!(checked > 0, "the export ended before the previews were asked for");
 }
 
 /// Waits (bounded) until every frame in `frames` is cached with `g`.
