@@ -22,6 +22,10 @@
 //! The kernel buffers (`packed`, f32 scratch, weights, uniforms, bind
 //! groups) are built once per (frame shape, plan) and kept for the last
 //! few pairs, so an export and the previews beside it do not rebuild them.
+//! A new grade with the same layout (a slider being dragged: same frame
+//! shape, same blur radii) rewrites an old set's uniforms and weights in
+//! place once the cache or the budget is full, instead of allocating
+//! hundreds of MB of band buffers per slider step.
 
 mod adapter;
 mod kernels;
@@ -103,6 +107,8 @@ pub struct GpuBackend {
     /// Kernel buffers for the last few (shape, plan) pairs, most recent
     /// last: an export and the previews beside it each keep theirs.
     computes: Vec<Compute>,
+    /// Kernel sets allocated, and rewritten for a new plan, so far.
+    sets: ComputeStats,
     /// The slot `process` uses for one-off frames.
     own_slot: Option<GpuSlot>,
     error: Arc<Mutex<Option<String>>>,
@@ -113,14 +119,16 @@ pub struct GpuBackend {
 struct Compute {
     shape: FrameShape,
     plan: Plan,
+    banding: Banding,
     /// Packed band rows in and out (STORAGE | COPY_SRC | COPY_DST).
     packed: LedgerBuffer,
     /// f32 intermediates, only for plans that blur (held for the bind groups).
-    _scratch: Option<[LedgerBuffer; 2]>,
-    /// One weight table per blur pass (held for the bind groups).
-    _weights: Vec<LedgerBuffer>,
-    /// Every dispatch's uniforms, at aligned offsets; written once.
-    _uniforms: LedgerBuffer,
+    scratch: Option<[LedgerBuffer; 2]>,
+    /// One weight table per blur pass.
+    weights: Vec<LedgerBuffer>,
+    /// Every dispatch's uniforms, at aligned offsets; written when the set
+    /// is built or given a new plan.
+    uniforms: LedgerBuffer,
     /// Kernel launches, in order: band, pipeline, bind group, workgroups.
     launches: Vec<(usize, wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
     /// Per band: (upload offset, length) in, (readback offset, length) out.
@@ -132,9 +140,9 @@ struct Compute {
 impl Compute {
     /// The ledger bytes of every buffer a frame's kernels touch.
     fn reservations(&self) -> Vec<Arc<Reservation>> {
-        let mut all = vec![self.packed.reservation.clone(), self._uniforms.reservation.clone()];
-        all.extend(self._scratch.iter().flatten().map(|b| b.reservation.clone()));
-        all.extend(self._weights.iter().map(|b| b.reservation.clone()));
+        let mut all = vec![self.packed.reservation.clone(), self.uniforms.reservation.clone()];
+        all.extend(self.scratch.iter().flatten().map(|b| b.reservation.clone()));
+        all.extend(self.weights.iter().map(|b| b.reservation.clone()));
         all.extend(self.previews.iter().flat_map(|p| [&p.small, &p.read, &p._uniforms]).map(|b| b.reservation.clone()));
         all
     }
@@ -179,6 +187,21 @@ struct LedgerBuffer {
 
 /// One kernel launch while recording: band, pipeline, (binding, buffer,
 /// uniform offset) per binding, workgroups in x and y.
+/// How often kernel buffer sets were built and rewritten.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ComputeStats {
+    /// Sets allocated (band buffers, uniforms, bind groups).
+    pub built: u64,
+    /// Sets given a new plan of the same layout in place.
+    pub rewritten: u64,
+}
+
+/// Blur taps per pass: with the shape and banding, what makes two plans'
+/// kernel sets interchangeable.
+fn taps(plan: &Plan) -> Vec<usize> {
+    plan.passes.iter().map(|p| p.kernel.weights.len()).collect()
+}
+
 type Dispatch<'a> = (usize, &'a wgpu::ComputePipeline, Vec<(u32, &'a wgpu::Buffer, u64)>, (u32, u32));
 
 /// Host-visible staging for one frame in flight: decoded pixels go into
@@ -511,6 +534,7 @@ impl GpuBackend {
                 .max(256) as u64,
             ledger,
             computes: Vec::new(),
+            sets: ComputeStats::default(),
             own_slot: None,
             error,
         })
@@ -589,16 +613,34 @@ impl GpuBackend {
             self.computes.push(c);
             return Ok(());
         }
+        let banding = self.banding(shape.width, shape.height, shape.format, plan)?;
+        let needed = self.compute_bytes(shape, plan)?;
+        // Full (the cache, or the budget): give the least recent set of the
+        // same layout this plan's numbers rather than build one.
+        let full = self.computes.len() >= COMPUTE_CACHE || self.ledger.current() + needed > self.ledger.budget();
+        let same_layout = |c: &Compute| c.shape == shape && c.banding == banding && taps(&c.plan) == taps(plan);
+        if let Some(i) = self.computes.iter().position(same_layout).filter(|_| full) {
+            let mut c = self.computes.remove(i);
+            let (params, _, _) = self.layout(shape, plan, banding, &c.packed, c.scratch.as_ref(), &c.weights);
+            // Queue writes land before the next submission and after the
+            // ones already made: frames in flight keep the old numbers.
+            self.queue.write_buffer(&c.uniforms.buffer, 0, &params);
+            for (pass, w) in plan.passes.iter().zip(&c.weights) {
+                self.queue.write_buffer(&w.buffer, 0, bytemuck::cast_slice(&pass.kernel.weights));
+            }
+            c.plan = plan.clone();
+            self.computes.push(c);
+            self.sets.rewritten += 1;
+            return self.check_error();
+        }
         if self.computes.len() >= COMPUTE_CACHE {
             self.computes.remove(0);
         }
         // Older sets are only a cache: drop them (oldest first) rather than
         // fail when the new one would not fit beside them.
-        let needed = self.compute_bytes(shape, plan)?;
         while !self.computes.is_empty() && self.ledger.current() + needed > self.ledger.budget() {
             self.computes.remove(0);
         }
-        let banding = self.banding(shape.width, shape.height, shape.format, plan)?;
         use wgpu::BufferUsages as U;
         let packed = self.buffer(
             "packed band",
@@ -621,16 +663,23 @@ impl GpuBackend {
         let compute = Compute {
             shape,
             plan: plan.clone(),
+            banding,
             packed,
-            _scratch: scratch,
-            _weights: weights,
-            _uniforms: uniforms,
+            scratch,
+            weights,
+            uniforms,
             launches,
             copies,
             previews: Vec::new(),
         };
         self.computes.push(compute);
+        self.sets.built += 1;
         self.check_error()
+    }
+
+    /// Kernel sets built and rewritten so far.
+    pub fn compute_stats(&self) -> ComputeStats {
+        self.sets
     }
 
     /// Allocates everything a preview of `shape` with `plan` at 1/`scale`
@@ -795,6 +844,55 @@ impl GpuBackend {
         Vec<(usize, wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
         Vec<(u64, u64, u64, u64)>,
     )> {
+        let (params, dispatches, copies) = self.layout(shape, plan, banding, packed, scratch, weights);
+        let uniforms = self.buffer(
+            "kernel uniforms",
+            params.len() as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        )?;
+        self.queue.write_buffer(&uniforms.buffer, 0, &params);
+        let launches = dispatches
+            .into_iter()
+            .map(|(band, pipeline, bindings, groups)| {
+                let entries: Vec<wgpu::BindGroupEntry> = bindings
+                    .iter()
+                    .map(|&(binding, buffer, offset)| wgpu::BindGroupEntry {
+                        binding,
+                        resource: if binding == 0 {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &uniforms.buffer,
+                                offset,
+                                size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                            })
+                        } else {
+                            buffer.as_entire_binding()
+                        },
+                    })
+                    .collect();
+                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                });
+                (band, pipeline.clone(), group, groups)
+            })
+            .collect();
+        Ok((uniforms, launches, copies))
+    }
+
+    /// The uniforms (bytes at aligned offsets), launches and per-band copy
+    /// ranges of `plan` on `shape`: which numbers a set holds for a plan,
+    /// apart from the GPU objects built around them.
+    #[allow(clippy::type_complexity)]
+    fn layout<'a>(
+        &'a self,
+        shape: FrameShape,
+        plan: &Plan,
+        banding: Banding,
+        packed: &'a LedgerBuffer,
+        scratch: Option<&'a [LedgerBuffer; 2]>,
+        weights: &'a [LedgerBuffer],
+    ) -> (Vec<u8>, Vec<Dispatch<'a>>, Vec<(u64, u64, u64, u64)>) {
         let bands: Vec<(u32, u32)> = banding.bands(shape.height).collect();
         let params_bytes = self.uniform_bytes(shape.height, banding, plan);
         let mut params = vec![0u8; params_bytes as usize];
@@ -866,36 +964,7 @@ impl GpuBackend {
                 }
             }
         }
-        let uniforms =
-            self.buffer("kernel uniforms", params_bytes, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST)?;
-        self.queue.write_buffer(&uniforms.buffer, 0, &params);
-        let launches = dispatches
-            .into_iter()
-            .map(|(band, pipeline, bindings, groups)| {
-                let entries: Vec<wgpu::BindGroupEntry> = bindings
-                    .iter()
-                    .map(|&(binding, buffer, offset)| wgpu::BindGroupEntry {
-                        binding,
-                        resource: if binding == 0 {
-                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &uniforms.buffer,
-                                offset,
-                                size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
-                            })
-                        } else {
-                            buffer.as_entire_binding()
-                        },
-                    })
-                    .collect();
-                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &pipeline.get_bind_group_layout(0),
-                    entries: &entries,
-                });
-                (band, pipeline.clone(), group, groups)
-            })
-            .collect();
-        Ok((uniforms, launches, copies))
+        (params, dispatches, copies)
     }
 
     /// Runs `plan` on one frame: the slot's upload holds it, and one copy
