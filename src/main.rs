@@ -293,7 +293,10 @@ fn on_signal() {
 fn main() -> ExitCode {
     quiet_mesa_wsi();
     let _ = ctrlc::set_handler(on_signal);
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let result = match cli.command {
         Command::Process(args) => process(args),
         Command::Generate(args) => generate(args),
@@ -313,6 +316,42 @@ fn main() -> ExitCode {
 /// Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid" on
 /// headless machines (render nodes, CI) although compute needs no window
 /// system; that line would read like one of ours. Point it at the temp dir.
+/// Help and version go to stdout as clap writes them; a usage error is
+/// one line on stderr (clap's own spans several: a tip, the usage, a
+/// pointer to `--help`), naming the argument and the value, exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    eprintln!("{}", one_line(&e.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's message up to its first blank line, as one line: a list under
+/// the first line (missing arguments) joined with commas, and its tips
+/// (a similar argument) after a semicolon.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().take_while(|l| !l.trim().is_empty());
+    let mut out = lines.next().unwrap_or("error: invalid arguments").trim_end().to_string();
+    let items: Vec<&str> = lines.map(str::trim).collect();
+    if !items.is_empty() {
+        out.push(' ');
+        out.push_str(&items.join(", "));
+    }
+    for tip in rendered.lines().map(str::trim).filter(|l| l.starts_with("tip:")) {
+        out.push_str("; ");
+        out.push_str(tip);
+    }
+    out.push_str(" (see --help)");
+    out
+}
+
 fn quiet_mesa_wsi() {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // SAFETY: called first thing in main, before any other thread exists.

@@ -24,8 +24,21 @@ struct PresetFile {
     name: Option<String>,
     #[allow(dead_code)]
     description: Option<String>,
+    /// Read as plain tables first, then each as an [`Op`]: an op's own
+    /// errors (a wrong type, an unknown field) can then name which op it
+    /// is, where the parser would only point at the start of the list.
     #[serde(default)]
-    op: Vec<Op>,
+    op: Vec<toml::Value>,
+}
+
+/// The line of the `index`-th `[[op]]` header, if the ops are written as
+/// tables (not as an inline array).
+fn op_line(text: &str, index: usize) -> Option<usize> {
+    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with("[[op]]")).nth(index).map(|(n, _)| n + 1)
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Reads a preset file into a validated op graph.
@@ -46,8 +59,8 @@ pub fn load_preset(path: &Path) -> Result<OpGraph> {
 pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     let fail = |reason: String| Error::Preset { path: path.to_owned(), reason };
     let file: PresetFile = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-        let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+        let msg = one_line(e.message());
         fail(match line {
             Some(l) => format!("line {l}: {msg}"),
             None => msg,
@@ -56,9 +69,14 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     if file.op.is_empty() {
         return Err(fail("no [[op]] entries".into()));
     }
-    let graph = OpGraph { ops: file.op };
-    for (i, op) in graph.ops.iter().enumerate() {
-        op.validate().map_err(|e| fail(format!("op {} ({}): {e}", i + 1, op.name())))?;
+    let mut ops = Vec::with_capacity(file.op.len());
+    for (i, table) in file.op.into_iter().enumerate() {
+        let at = op_line(text, i).map(|l| format!(" (line {l})")).unwrap_or_default();
+        let op: Op = table
+            .try_into()
+            .map_err(|e: toml::de::Error| fail(format!("op {}{at}: {}", i + 1, one_line(e.message()))))?;
+        op.validate().map_err(|e| fail(format!("op {}{at} ({}): {e}", i + 1, op.name())))?;
+        ops.push(op);
     }
-    Ok(graph)
+    Ok(OpGraph { ops })
 }

@@ -265,6 +265,23 @@ fn usage_error(args: &[&str], expect: &str) {
     );
 }
 
+/// Argument errors from the parser are one line too, naming the argument
+/// and keeping clap's suggestion; help still prints in full.
+#[test]
+fn argument_errors_are_one_line() {
+    let one = |args: &[&str], expect: &str| {
+        let out = framepipe().args(args).assert().code(2).get_output().stderr.clone();
+        let stderr = String::from_utf8_lossy(&out);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(expect), "{args:?}: {stderr}");
+    };
+    one(&["process", "in", "-o", "out.png", "--pool", "0"], "invalid value '0' for '--pool <N|auto>'");
+    one(&["process", "in", "-o", "out.png", "--bakend", "gpu"], "tip: a similar argument exists: '--backend'");
+    one(&["process"], "not provided: --output <OUTPUT>, <INPUT>");
+    one(&["reticulate"], "unrecognized subcommand 'reticulate'");
+    framepipe().args(["process", "--help"]).assert().success().stdout(contains("--preset"));
+}
+
 #[test]
 fn bad_arguments_and_presets_exit_2() {
     let t = tempfile::tempdir().unwrap();
@@ -291,12 +308,20 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &nothing, "-o", &out], "no frames match");
     let unknown = t.path().join("unknown.toml");
     fs::write(&unknown, "[[op]]\ntype = \"sharpen\"\namount = 1\n").unwrap();
-    usage_error(&["process", &input, "-o", &out, "--preset", unknown.to_str().unwrap()], "unknown variant `sharpen`");
+    usage_error(
+        &["process", &input, "-o", &out, "--preset", unknown.to_str().unwrap()],
+        "op 1 (line 1): unknown variant `sharpen`",
+    );
     let wrong = t.path().join("wrong.toml");
-    fs::write(&wrong, "[[op]]\ntype = \"blur\"\nsigma = \"big\"\n").unwrap();
+    // The second op is named, not the start of the list.
+    fs::write(
+        &wrong,
+        "name = \"x\"\n\n[[op]]\ntype = \"exposure\"\nstops = 1\n\n[[op]]\ntype = \"blur\"\nsigma = \"big\"\n",
+    )
+    .unwrap();
     usage_error(
         &["process", &input, "-o", &out, "--preset", wrong.to_str().unwrap()],
-        "invalid type: string \"big\", expected f64",
+        "op 2 (line 7): invalid type: string \"big\", expected f64",
     );
     let negative = t.path().join("neg.toml");
     fs::write(&negative, "[[op]]\ntype = \"blur\"\nsigma = -2.0\n").unwrap();
