@@ -334,6 +334,9 @@ pub struct PreparedJob {
     pub format: OutputFormat,
     /// Whether the frames go to one stream (output `-`) rather than files.
     pub stream: bool,
+    /// Output folders [`prepare`] made: removed again when the last copy of
+    /// this job drops, if the run left them empty.
+    _made: std::sync::Arc<crate::io::MadeDirs>,
 }
 
 impl PreparedJob {
@@ -343,10 +346,12 @@ impl PreparedJob {
     /// `overwrite`; in a folder that takes files. Paths are compared once
     /// `..` and links are resolved. Call it before the run, so a bad name
     /// is a usage error rather than a lost report after an hour of frames.
+    /// Keep the returned [`MadeDirs`](crate::io::MadeDirs) until the file
+    /// is written: a folder made for it is removed if it stays empty.
     ///
     /// # Errors
     /// [`Error::PathClash`], [`Error::OutputExists`], [`Error::OutputDir`].
-    pub fn check_side_file(&self, path: &Path, overwrite: bool, reads: &[&Path]) -> Result<()> {
+    pub fn check_side_file(&self, path: &Path, overwrite: bool, reads: &[&Path]) -> Result<crate::io::MadeDirs> {
         let inputs = self.sequence.frames.iter().map(|f| f.path.as_path()).chain(reads.iter().copied());
         let outputs = self.outputs.iter().filter(|_| !self.stream).map(PathBuf::as_path);
         check_side_file(path, overwrite, inputs, outputs)
@@ -362,7 +367,7 @@ pub fn check_side_file<'a>(
     overwrite: bool,
     reads: impl IntoIterator<Item = &'a Path>,
     writes: impl IntoIterator<Item = &'a Path>,
-) -> Result<()> {
+) -> Result<crate::io::MadeDirs> {
     use crate::io::resolve_path;
     let clash = |role: &str| Error::PathClash { path: path.to_owned(), role: role.into() };
     let target = resolve_path(path);
@@ -395,7 +400,8 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
     if job.output == "-" {
         let outputs = vec![PathBuf::from("-"); sequence.frames.len()];
-        return Ok(PreparedJob { sequence, outputs, format: job.stream_format, stream: true });
+        let made = Default::default();
+        return Ok(PreparedJob { sequence, outputs, format: job.stream_format, stream: true, _made: made });
     }
     let outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
         let pattern = FramePattern::parse(&job.output)?;
@@ -410,7 +416,9 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         )));
     };
     let format = OutputFormat::from_path(&outputs[0])?;
-    crate::io::check_output_dir(outputs[0].parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+    let dir = outputs[0].parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Dropped, and the folders with it, if a check below fails.
+    let made = std::sync::Arc::new(crate::io::check_output_dir(dir)?);
     let inputs: std::collections::HashSet<PathBuf> =
         sequence.frames.iter().filter_map(|f| f.path.canonicalize().ok()).collect();
     for out in &outputs {
@@ -419,7 +427,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         }
         crate::io::check_output_free(out, job.overwrite)?;
     }
-    Ok(PreparedJob { sequence, outputs, format, stream: false })
+    Ok(PreparedJob { sequence, outputs, format, stream: false, _made: made })
 }
 
 /// A handle that stops a running job after the frame in flight.

@@ -150,8 +150,8 @@ pub fn generate_sequence(
     let end = opts.start.checked_add(opts.frames as u64).ok_or_else(|| {
         Error::invalid("start frame", opts.start, format!("at most {}", u64::MAX - opts.frames as u64))
     })?;
-    std::fs::create_dir_all(pattern.dir())
-        .map_err(|e| Error::OutputDir { path: pattern.dir().to_owned(), reason: e.to_string() })?;
+    // Removed again if a check below (or every frame) fails.
+    let _made = crate::io::check_output_dir(pattern.dir())?;
     // Every name checked before the first frame: no half-made sequence
     // because frame 5 of 10 was already there.
     for n in opts.start..end {

@@ -463,8 +463,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     job.on_error = opts.on_error;
     job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
     let prepared = framepipe::prepare(&job)?;
+    // Held to the end: a folder made for a report goes if it stays empty.
+    let mut _made = Vec::new();
     for path in [&opts.json, &opts.timeline].into_iter().flatten() {
-        prepared.check_side_file(path, opts.overwrite, preset.as_slice())?;
+        _made.push(prepared.check_side_file(path, opts.overwrite, preset.as_slice())?);
     }
     if let (Some(a), Some(b)) = (&opts.json, &opts.timeline)
         && framepipe::io::resolve_path(a) == framepipe::io::resolve_path(b)
@@ -566,8 +568,11 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), MissingPolicy::Error)?;
     let reads: Vec<&Path> =
         sequence.frames.iter().map(|f| f.path.as_path()).chain(args.ops.preset.as_deref()).collect();
-    framepipe::engine::check_side_file(&args.csv, args.overwrite, reads.iter().copied(), [])?;
-    framepipe::engine::check_side_file(&args.chart, args.overwrite, reads.iter().copied(), [args.csv.as_path()])?;
+    // Held to the end: a folder made for them goes if it stays empty.
+    let _made = [
+        framepipe::engine::check_side_file(&args.csv, args.overwrite, reads.iter().copied(), [])?,
+        framepipe::engine::check_side_file(&args.chart, args.overwrite, reads.iter().copied(), [args.csv.as_path()])?,
+    ];
     let config = EngineConfig {
         backend: args.backend,
         adapter: args.adapter.clone(),

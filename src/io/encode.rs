@@ -207,27 +207,41 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(
 }
 
 /// The path a file is (or will be) reached by once `..` and symbolic links
-/// are resolved, so that two spellings of one file compare equal: the file
-/// itself if it exists, else its resolved folder and its name.
+/// are resolved, so that two spellings of one file compare equal: the
+/// longest part of it that exists, resolved, and the rest taken as written
+/// (nothing that does not exist yet can be a link), `..` and `.` included.
 pub fn resolve_path(path: &Path) -> PathBuf {
+    use std::path::Component;
     if let Ok(c) = path.canonicalize() {
         return c;
     }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    match (parent.canonicalize(), path.file_name()) {
-        (Ok(dir), Some(name)) => dir.join(name),
-        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let parts: Vec<Component> = absolute.components().collect();
+    for split in (1..=parts.len()).rev() {
+        let Ok(mut resolved) = parts[..split].iter().collect::<PathBuf>().canonicalize() else { continue };
+        for part in &parts[split..] {
+            match part {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::CurDir => {}
+                other => resolved.push(other),
+            }
+        }
+        return resolved;
     }
+    absolute
 }
 
 /// Checks, before any work, that a side file (a report, a chart) can be
 /// written at `path` later: its folder exists or can be made and takes
 /// files, and it is not an existing file unless `overwrite` (never a
 /// folder). A run that takes minutes should not fail at its very end.
+/// Keep the returned [`MadeDirs`] until the file is written.
 ///
 /// # Errors
 /// [`Error::OutputExists`], [`Error::OutputIsFolder`], [`Error::OutputDir`].
-pub fn check_new_file(path: &Path, overwrite: bool) -> Result<()> {
+pub fn check_new_file(path: &Path, overwrite: bool) -> Result<MadeDirs> {
     check_output_free(path, overwrite)?;
     check_output_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
@@ -249,16 +263,50 @@ pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
+/// Folders made for outputs that may end up holding nothing (a later check
+/// failed, every frame failed): dropping this removes those still empty,
+/// innermost first, so a refused command leaves no trace. Folders that got
+/// a file stay, as do folders that were there before.
+#[derive(Debug, Default)]
+#[must_use = "the folders are removed again when this drops, if still empty"]
+pub struct MadeDirs(Vec<PathBuf>);
+
+impl MadeDirs {
+    /// The folders made, outermost first.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.0
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            // Fails, as it should, once the folder holds anything.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Makes the output folder `dir` if needed and proves it takes files now,
-/// rather than after the first decode.
+/// rather than after the first decode. The folders it made are removed
+/// again, if still empty, when the returned [`MadeDirs`] drops.
 ///
 /// # Errors
 /// [`Error::OutputDir`].
-pub fn check_output_dir(dir: &Path) -> Result<()> {
+pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
     let dir_error = |e: std::io::Error| Error::OutputDir { path: dir.to_owned(), reason: e.to_string() };
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()) {
+        missing.push(d.to_owned());
+        at = d.parent();
+    }
+    missing.reverse();
+    // Made before the folders are, so a failure half-way undoes them too.
+    let made = MadeDirs(missing);
     std::fs::create_dir_all(dir).map_err(dir_error)?;
     tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir).map_err(dir_error)?;
-    Ok(())
+    Ok(made)
 }
 
 /// Fills a hidden temporary file beside `path` with `fill` and renames it
@@ -391,6 +439,22 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_file_spelled_two_ways_resolves_to_one_path() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        // Through folders that do not exist (yet).
+        assert_eq!(resolve_path(&t.path().join("new/../b.csv")), root.join("b.csv"));
+        assert_eq!(resolve_path(&t.path().join("a/./b/../c.json")), root.join("a/c.json"));
+        // Through a link that does.
+        std::fs::create_dir(t.path().join("real")).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(t.path().join("real"), t.path().join("link")).unwrap();
+            assert_eq!(resolve_path(&t.path().join("link/new/../r.txt")), root.join("real/r.txt"));
+        }
+    }
 
     #[test]
     fn pack_keeps_or_drops_channels_and_depth() {

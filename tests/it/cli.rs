@@ -488,3 +488,38 @@ fn generate_and_info() {
         .stderr(contains("invalid start frame"));
     framepipe().arg("info").assert().success().stdout(contains("auto picks"));
 }
+
+/// A refused or fruitless command leaves no empty folders behind; folders
+/// that were there, or that got files, stay.
+#[test]
+fn folders_made_for_nothing_are_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let out = |d: &str| t.path().join(d).join("deeper/s_%02d.png").display().to_string();
+    // A check after the folders were made: the report would replace a frame.
+    let frame = t.path().join("s_01.png");
+    framepipe()
+        .args(["process", &input, "-o", &out("a"), "--json", frame.to_str().unwrap(), "--overwrite"])
+        .assert()
+        .code(2);
+    assert!(!t.path().join("a").exists(), "refused: no folder left");
+    // Every frame fails: nothing written, no folder.
+    let broken = t.path().join("broken");
+    fs::create_dir(&broken).unwrap();
+    for n in 1..=2 {
+        fs::write(broken.join(format!("b_{n:02}.png")), b"not a png").unwrap();
+    }
+    let pattern = broken.join("b_%02d.png").display().to_string();
+    framepipe().args(["process", &pattern, "-o", &out("b"), "--on-error", "skip", "-q"]).assert().code(1);
+    assert!(!t.path().join("b").exists(), "nothing written: no folder left");
+    // A report in a folder of its own that the run never reaches.
+    let report = t.path().join("reports/run.json");
+    framepipe().args(["process", &pattern, "-o", &out("c"), "--json", report.to_str().unwrap(), "-q"]).assert().code(1);
+    assert!(report.exists(), "the report of a failed run is written");
+    // A run that writes keeps its folders, and one there before stays.
+    fs::create_dir(t.path().join("d")).unwrap();
+    framepipe().args(["process", &pattern, "-o", &out("d"), "-q"]).assert().code(1);
+    assert!(t.path().join("d").is_dir() && !t.path().join("d/deeper").exists());
+    framepipe().args(["process", &input, "-o", &out("e"), "-q"]).assert().success();
+    assert_eq!(files(&t.path().join("e/deeper")), ["s_01.png", "s_02.png"]);
+}
