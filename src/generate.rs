@@ -147,6 +147,18 @@ pub fn generate_sequence(
     if opts.frames == 0 {
         return Err(Error::invalid("frame count", 0, "at least 1"));
     }
+    // What framepipe would refuse to read back is not worth writing (nor
+    // the host memory it takes, one frame per core).
+    let limit = crate::io::DecodeLimits::default().max_alloc;
+    let bytes = opts.width as u64 * opts.height as u64 * opts.format.bytes_per_pixel() as u64;
+    if bytes > limit {
+        let bits = 8 * opts.format.bytes_per_pixel() / 4;
+        return Err(Error::invalid(
+            "frame size",
+            format!("{}x{} at {bits} bits ({})", opts.width, opts.height, crate::ledger::human_bytes(bytes)),
+            format!("at most {} per frame, what a frame may take when read", crate::ledger::human_bytes(limit)),
+        ));
+    }
     let end = opts.start.checked_add(opts.frames as u64).ok_or_else(|| {
         Error::invalid("start frame", opts.start, format!("at most {}", u64::MAX - opts.frames as u64))
     })?;

@@ -472,6 +472,11 @@ fn generate_and_info() {
     let distinct: std::collections::HashSet<u8> = a.data.iter().copied().collect();
     assert!(distinct.len() > 20, "not flat");
     framepipe().args(["generate", "--size", "nope", "-o", &out]).assert().code(2).stderr(contains("invalid size"));
+    framepipe()
+        .args(["generate", "--size", "32768x32768", "--depth", "16", "-o", &out])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid frame size 32768x32768 at 16 bits (8.00 GiB)"));
     // An existing frame stops generate before it writes anything.
     fs::write(t.path().join("g_012.png"), b"mine").unwrap();
     framepipe()
