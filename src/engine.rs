@@ -98,6 +98,12 @@ pub struct EngineConfig {
     pub source_cache_bytes: u64,
     /// Frames prefetched ahead of the playhead. By default, 3.
     pub prefetch: usize,
+    /// How long the previews' GPU memory (their frame slot, kernel buffers
+    /// of other grades) is kept after the last preview once an export
+    /// wants it back to regrow its pool. Kept while an editor is active, so
+    /// scrubbing does not reallocate; given back when it is not. By
+    /// default, 1 second.
+    pub preview_memory_idle: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -111,6 +117,7 @@ impl Default for EngineConfig {
             preview_cache_bytes: 512 << 20,
             source_cache_bytes: 1 << 30,
             prefetch: 3,
+            preview_memory_idle: std::time::Duration::from_secs(1),
         }
     }
 }

@@ -336,8 +336,14 @@ fn start_frame(
         if shared.stopping() {
             return None;
         }
-        if let Some((shape, bytes)) = gpu {
-            if pool.wants_slot() && ledger.current() + bytes <= ledger.budget() {
+        if let Some((shape, bytes)) = gpu
+            && pool.wants_slot()
+        {
+            // Memory previews no longer use comes back first.
+            if ledger.current() + bytes > ledger.budget() {
+                engine.reclaim_preview_memory();
+            }
+            if ledger.current() + bytes <= ledger.budget() {
                 if let Backend::Gpu(g) = &*engine.backend().lock(Priority::Export) {
                     if let Ok(s) = g.new_slot(shape) {
                         let _ = pool.replenish(SlotKind::Gpu(s));
@@ -912,6 +918,7 @@ pub(crate) fn run(
     report.rss_peak = peak_rss();
     report.occupancy = pool.occupancy().samples();
     report.slots_yielded = pool.retired();
+    report.slots_regrown = pool.replenished();
     report.slot_wait_s = slot_wait.as_secs_f64() / slot_waiters.max(1) as f64;
     for (name, workers) in clocks {
         let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();

@@ -76,6 +76,8 @@ struct Yield {
     live: AtomicUsize,
     /// Slots retired so far (some may have been replaced since).
     retired: AtomicUsize,
+    /// Slots put back in place of retired ones.
+    replenished: AtomicUsize,
 }
 
 /// Slots in use over time, sampled at every acquire and release.
@@ -115,7 +117,12 @@ impl<T: Send> Pool<T> {
             free_rx,
             size,
             occupancy,
-            yielding: Arc::new(Yield { pressure, live: AtomicUsize::new(size), retired: AtomicUsize::new(0) }),
+            yielding: Arc::new(Yield {
+                pressure,
+                live: AtomicUsize::new(size),
+                retired: AtomicUsize::new(0),
+                replenished: AtomicUsize::new(0),
+            }),
         }
     }
 
@@ -134,6 +141,11 @@ impl<T: Send> Pool<T> {
         self.yielding.retired.load(Ordering::SeqCst)
     }
 
+    /// Slots made anew in place of retired ones over the pool's life.
+    pub fn replenished(&self) -> usize {
+        self.yielding.replenished.load(Ordering::SeqCst)
+    }
+
     /// Whether the pool is short of slots it gave back and nothing asks
     /// for memory now: the moment to [`Pool::replenish`] it.
     pub fn wants_slot(&self) -> bool {
@@ -147,6 +159,7 @@ impl<T: Send> Pool<T> {
         if y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.size).then_some(n + 1)).is_err() {
             return Some(item);
         }
+        y.replenished.fetch_add(1, Ordering::SeqCst);
         // Free slots never exceed `size`: the channel has room.
         self.free_tx.send(item).err().map(|e| e.into_inner())
     }

@@ -190,6 +190,9 @@ pub(crate) struct PreviewState {
     landed: std::sync::Condvar,
     /// Upload staging for preview sources; used only under the backend lock.
     slot: Mutex<Option<PreviewSlot>>,
+    /// When a preview last rendered on the GPU, until its memory is
+    /// reclaimed.
+    last_render: Mutex<Option<Instant>>,
     tracing: AtomicBool,
     trace: Mutex<Vec<(Instant, TraceEvent)>>,
 }
@@ -211,6 +214,7 @@ impl PreviewState {
             inflight: Mutex::default(),
             landed: std::sync::Condvar::new(),
             slot: Mutex::new(None),
+            last_render: Mutex::new(None),
             tracing: AtomicBool::new(false),
             trace: Mutex::new(Vec::new()),
         }
@@ -387,6 +391,31 @@ impl Engine {
         rx
     }
 
+    /// Gives back the previews' GPU memory if no preview has used it for
+    /// [`EngineConfig::preview_memory_idle`](crate::EngineConfig): the
+    /// slot, and the kernel sets of other plans than the newest. An export
+    /// calls it when it wants memory to regrow its pool. Never waits for a
+    /// preview under way. Returns whether anything went.
+    pub(crate) fn reclaim_preview_memory(&self) -> bool {
+        let state = &self.core.previews;
+        let idle = self.core.config.preview_memory_idle;
+        let Ok(mut slot) = state.slot.try_lock() else { return false };
+        {
+            // Once per quiet spell: cleared here, set by the next render.
+            let mut last = lock(&state.last_render);
+            if last.is_none_or(|t| t.elapsed() < idle) {
+                return false;
+            }
+            *last = None;
+        }
+        *slot = None;
+        drop(slot);
+        if let Backend::Gpu(gpu) = &mut *self.core.backend.lock(Priority::Export) {
+            gpu.evict_idle_sets(idle);
+        }
+        true
+    }
+
     /// Whether a preview is cached (without counting a hit or a miss).
     pub fn preview_cached(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> bool {
         let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
@@ -471,6 +500,7 @@ impl Engine {
                     Backend::Gpu(gpu) => {
                         let mut slot = lock(&state.slot);
                         *slot = Some(fitted_slot(gpu, slot.take(), shape)?);
+                        *lock(&state.last_render) = Some(Instant::now());
                         gpu.prepare_for_preview(shape, &plan, factor)
                     }
                     Backend::Cpu => Ok(()),
@@ -507,6 +537,7 @@ impl Engine {
                         s.holds = Some(src.clone());
                         *slot = Some(s);
                     }
+                    *lock(&state.last_render) = Some(Instant::now());
                     r
                 }
                 Backend::Cpu => {

@@ -124,6 +124,8 @@ pub struct Report {
     /// Slots given back during the run so that previews could have VRAM
     /// (the pool makes new ones once the previews are done).
     pub slots_yielded: usize,
+    /// Slots made again once the previews were done with the memory.
+    pub slots_regrown: usize,
     /// `(seconds, slots in use)` samples.
     pub occupancy: Vec<(f64, u32)>,
     /// Stage activity, for the timeline chart.

@@ -120,6 +120,8 @@ struct Compute {
     shape: FrameShape,
     plan: Plan,
     banding: Banding,
+    /// When a frame last asked for it.
+    used: std::time::Instant,
     /// Packed band rows in and out (STORAGE | COPY_SRC | COPY_DST).
     packed: LedgerBuffer,
     /// f32 intermediates, only for plans that blur (held for the bind groups).
@@ -159,6 +161,8 @@ struct PreviewPass {
     _uniforms: LedgerBuffer,
     /// Per band: bind group and workgroups.
     launches: Vec<(wgpu::BindGroup, (u32, u32))>,
+    /// When a preview last asked for it.
+    used: std::time::Instant,
 }
 
 /// Most (shape, plan) kernel buffer sets kept at once.
@@ -609,7 +613,8 @@ impl GpuBackend {
     /// [`Error::Budget`] or [`Error::Gpu`].
     pub fn prepare(&mut self, shape: FrameShape, plan: &Plan) -> Result<()> {
         if let Some(i) = self.computes.iter().position(|c| c.shape == shape && c.plan == *plan) {
-            let c = self.computes.remove(i);
+            let mut c = self.computes.remove(i);
+            c.used = std::time::Instant::now();
             self.computes.push(c);
             return Ok(());
         }
@@ -629,6 +634,7 @@ impl GpuBackend {
                 self.queue.write_buffer(&w.buffer, 0, bytemuck::cast_slice(&pass.kernel.weights));
             }
             c.plan = plan.clone();
+            c.used = std::time::Instant::now();
             self.computes.push(c);
             self.sets.rewritten += 1;
             return self.check_error();
@@ -664,6 +670,7 @@ impl GpuBackend {
             shape,
             plan: plan.clone(),
             banding,
+            used: std::time::Instant::now(),
             packed,
             scratch,
             weights,
@@ -675,6 +682,19 @@ impl GpuBackend {
         self.computes.push(compute);
         self.sets.built += 1;
         self.check_error()
+    }
+
+    /// Drops the kernel sets no frame has asked for in `idle` (a running
+    /// export asks for its own every frame), and the preview passes left
+    /// on the others. Frames in flight keep theirs alive until done.
+    /// Returns how many sets went.
+    pub fn evict_idle_sets(&mut self, idle: std::time::Duration) -> usize {
+        let before = self.computes.len();
+        self.computes.retain(|c| c.used.elapsed() < idle);
+        for c in &mut self.computes {
+            c.previews.retain(|p| p.used.elapsed() < idle);
+        }
+        before - self.computes.len()
     }
 
     /// Kernel sets built and rewritten so far.
@@ -695,10 +715,12 @@ impl GpuBackend {
 
     /// Builds the downscale pass for `scale` on the newest compute set.
     fn prepare_preview(&mut self, scale: u32) -> Result<()> {
-        let c = self.computes.last().expect("prepared");
-        if c.previews.iter().any(|p| p.scale == scale) {
+        let c = self.computes.last_mut().expect("prepared");
+        if let Some(p) = c.previews.iter_mut().find(|p| p.scale == scale) {
+            p.used = std::time::Instant::now();
             return Ok(());
         }
+        let c = self.computes.last().expect("prepared");
         let shape = c.shape;
         let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
         let bytes = width as u64 * height as u64 * 4;
@@ -752,7 +774,8 @@ impl GpuBackend {
             launches.push((group, groups));
         }
         self.queue.write_buffer(&uniforms.buffer, 0, &params);
-        let pass = PreviewPass { scale, width, height, small, read, _uniforms: uniforms, launches };
+        let used = std::time::Instant::now();
+        let pass = PreviewPass { scale, width, height, small, read, _uniforms: uniforms, launches, used };
         self.computes.last_mut().expect("prepared").previews.push(pass);
         self.check_error()
     }

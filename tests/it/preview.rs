@@ -252,7 +252,7 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     }
     use framepipe::gpu::{FrameShape, GpuBackend};
     let t = tempfile::tempdir().unwrap();
-    let seq = sequence(t.path(), 40, 160, 96, PixelFormat::Rgba8);
+    let seq = sequence(t.path(), 100, 160, 96, PixelFormat::Rgba8);
     let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
     let probe = engine(BackendKind::Gpu, 1 << 20);
     let fixed = match &*probe.backend().lock(framepipe::priority::Priority::Export) {
@@ -268,6 +268,7 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
         threads: 2,
         pool: PoolSize::Auto,
         prefetch: 0,
+        preview_memory_idle: Duration::from_millis(50),
         ..Default::default()
     })
     .unwrap();
@@ -279,14 +280,19 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
         let p = e.preview(&seq, f, &grade(g), Scale::Quarter).expect("the preview gets memory");
         assert_eq!((p.width, p.height), (40, 24));
     }
+    let last_preview = Instant::now();
     let report = export.join().unwrap();
     assert_eq!(report.pool_size, 4);
     assert!(report.slots_yielded > 0, "the export gave slots back");
-    assert_eq!(report.frames_written, 40, "the export slowed down but finished: {:?}", report.failures);
+    assert_eq!(report.frames_written, 100, "the export slowed down but finished: {:?}", report.failures);
     assert!(e.ledger().peak() <= budget);
+    // Once the previews went quiet their memory came back to the export,
+    // which regrew the whole pool.
+    eprintln!("export ran {:.2} s past the last preview", last_preview.elapsed().as_secs_f64());
+    assert_eq!(report.slots_regrown, report.slots_yielded, "{report:?}");
     // Memory came from frames already under way, never from frames started
     // after a request, which then finish after it.
-    let checked = previews_went_first(&e.take_trace(), &[7, 20, 33], 40);
+    let checked = previews_went_first(&e.take_trace(), &[7, 20, 33], 100);
     assert!(checked > 0, "the export ended before the previews were asked for");
 }
 
