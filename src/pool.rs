@@ -48,15 +48,15 @@ impl std::fmt::Display for PoolSize {
 
 /// The most slots `auto` takes for `threads` decode workers.
 ///
-/// A slot is held from the start of its frame's decode until its result
-/// is copied out after readback, so at most one per decode worker, one per
-/// frame on the GPU (two) and one per readback copier (one, or two with 4
-/// or more threads) are ever busy in steady state: more slots than that
-/// only sit idle in VRAM. Without GPU work (`gpu` false: the CPU backend,
-/// or no ops) a slot is a host frame between decode and the kernels, and
-/// one per worker plus two waiting is enough.
+/// A slot is held from the start of its frame's decode until the GPU has
+/// read it (the result comes back through the run's readback ring, not the
+/// slot), so at most one per decode worker, one per frame on the GPU (two)
+/// and one decoded frame waiting its turn are ever busy in steady state:
+/// more slots than that only sit idle in VRAM. Without GPU work (`gpu`
+/// false: the CPU backend, or no ops) a slot is a host frame between
+/// decode and the kernels, and one per worker plus two waiting is enough.
 pub fn auto_cap(threads: usize, gpu: bool) -> usize {
-    if gpu { threads + crate::pipeline::GPU_DEPTH + crate::pipeline::readback_threads(threads) } else { threads + 2 }
+    if gpu { threads + crate::pipeline::GPU_DEPTH + 1 } else { threads + 2 }
 }
 
 /// A pool of slots of type `T`, shared by the pipeline's threads.

@@ -110,7 +110,7 @@ pub struct GpuBackend {
     /// Kernel sets allocated, and rewritten for a new plan, so far.
     sets: ComputeStats,
     /// The slot `process` uses for one-off frames.
-    own_slot: Option<GpuSlot>,
+    own_slot: Option<(GpuSlot, Readback)>,
     error: Arc<Mutex<Option<String>>>,
 }
 
@@ -208,21 +208,31 @@ fn taps(plan: &Plan) -> Vec<usize> {
 
 type Dispatch<'a> = (usize, &'a wgpu::ComputePipeline, Vec<(u32, &'a wgpu::Buffer, u64)>, (u32, u32));
 
-/// Host-visible staging for one frame in flight: decoded pixels go into
-/// `upload` (kept mapped while the slot is free), results come back through
-/// `readback`. A pool of these is what bounds frames in flight, in VRAM
-/// (well, mapped memory the driver counts) and in host memory alike.
-///
-/// After [`InFlight::wait`] the result stays mapped in `readback` until
-/// [`GpuSlot::take_result`] copies it out: any thread may do that, so the
-/// frame-sized copy is not the GPU owner's work.
+/// Host-visible staging a frame is decoded into: `upload`, kept mapped
+/// while the slot is free. A pool of these is what bounds the frames being
+/// decoded or on the GPU, in VRAM (well, mapped memory the driver counts)
+/// and in host memory alike. Results come back through a [`Readback`] from
+/// a ring shared by the whole run, so a slot is free again as soon as the
+/// GPU has read it, not once its result has been copied out.
 pub struct GpuSlot {
     shape: FrameShape,
     upload: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    /// Whether `readback` holds a finished frame, mapped and not yet taken.
-    result_mapped: AtomicBool,
     timer: Option<SlotTimer>,
+    _reservation: Reservation,
+}
+
+/// Host-visible staging one finished frame comes back through; a run
+/// keeps a small ring of these (frames on the GPU plus frames being copied
+/// out), not one per slot.
+///
+/// After [`InFlight::wait`] the result stays mapped until
+/// [`Readback::take_result`] copies it out: any thread may do that, so the
+/// frame-sized copy is not the GPU owner's work.
+pub struct Readback {
+    shape: FrameShape,
+    buffer: wgpu::Buffer,
+    /// Whether `buffer` holds a finished frame, mapped and not yet taken.
+    mapped: Arc<AtomicBool>,
     _reservation: Reservation,
 }
 
@@ -265,43 +275,45 @@ impl GpuSlot {
         let view = self.upload.get_mapped_range_mut(..).map_err(|e| Error::Gpu(format!("upload staging: {e}")))?;
         Ok(SlotWriter { view, len: self.shape.frame_bytes() as usize })
     }
+}
 
-    /// Copies the finished frame out of the mapped readback and unmaps it,
-    /// leaving the slot ready for its next frame. Any thread may call this.
+impl Readback {
+    /// Copies the finished frame out and unmaps the buffer, leaving it
+    /// ready for its next frame. Any thread may call this.
     ///
     /// # Errors
-    /// [`Error::Gpu`] when the slot holds no finished frame.
+    /// [`Error::Gpu`] when it holds no finished frame.
     pub fn take_result(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         self.copy_result(|view| out.extend_from_slice(view))?;
         Ok(out)
     }
 
-    /// As [`GpuSlot::take_result`], into `out` (`frame_bytes` long).
+    /// As [`Readback::take_result`], into `out` (`frame_bytes` long).
     ///
     /// # Errors
-    /// [`Error::Gpu`] when the slot holds no finished frame.
+    /// [`Error::Gpu`] when it holds no finished frame.
     pub fn take_result_into(&self, out: &mut [u8]) -> Result<()> {
         self.copy_result(|view| out.copy_from_slice(view))
     }
 
     fn copy_result(&self, f: impl FnOnce(&[u8])) -> Result<()> {
-        if !self.result_mapped.load(Ordering::SeqCst) {
-            return Err(Error::Gpu("the slot holds no finished frame".into()));
+        if !self.mapped.load(Ordering::SeqCst) {
+            return Err(Error::Gpu("the readback holds no finished frame".into()));
         }
         {
-            let view = self.readback.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback staging: {e}")))?;
+            let view = self.buffer.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback staging: {e}")))?;
             f(&view);
         }
         self.release_result();
         Ok(())
     }
 
-    /// Unmaps a result nobody took (a run that stopped), so the slot can
-    /// be submitted again.
+    /// Unmaps a result nobody took (a run that stopped), so the buffer can
+    /// take another frame.
     fn release_result(&self) {
-        if self.result_mapped.swap(false, Ordering::SeqCst) {
-            self.readback.unmap();
+        if self.mapped.swap(false, Ordering::SeqCst) {
+            self.buffer.unmap();
         }
     }
 }
@@ -342,15 +354,15 @@ type MapRx = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsync
 pub struct InFlight {
     device: wgpu::Device,
     index: wgpu::SubmissionIndex,
-    /// The buffer the result lands in (the slot's readback, or a
-    /// preview's) and its map.
+    /// The buffer the result lands in (a [`Readback`], or a preview's)
+    /// and its map.
     result: (wgpu::Buffer, MapRx),
     /// The slot's upload, mapped again for its next frame.
     upload: MapRx,
     /// The slot's timer readback, where timed.
     timer: Option<MapRx>,
-    /// Whether the result lands in the slot's own readback (not a preview's).
-    full: bool,
+    /// A full frame's [`Readback`] flag, set once its result is mapped.
+    full: Option<Arc<AtomicBool>>,
     period: f32,
     /// The kernel buffers' ledger bytes, held until the frame is done.
     _holds: Vec<Arc<Reservation>>,
@@ -358,8 +370,8 @@ pub struct InFlight {
 
 impl InFlight {
     /// Blocks until the frame is done. Afterwards a full frame's result is
-    /// mapped in the slot ([`GpuSlot::take_result`]) and its upload mapped
-    /// again. Returns the GPU time of its kernels in ns, where timed.
+    /// mapped in its [`Readback`] ([`Readback::take_result`]) and the slot's
+    /// upload mapped again, for its next frame. Returns the GPU time of its kernels in ns, where timed.
     ///
     /// Device errors are not collected here: this runs without the backend
     /// lock, beside previews whose errors are theirs; a submission's own
@@ -402,8 +414,8 @@ impl InFlight {
         };
         match (result, upload) {
             (Ok(()), Ok(())) => {
-                if self.full {
-                    slot.result_mapped.store(true, Ordering::SeqCst);
+                if let Some(flag) = &self.full {
+                    flag.store(true, Ordering::SeqCst);
                 }
                 Ok(ns)
             }
@@ -567,10 +579,15 @@ impl GpuBackend {
         Banding::new(width, height, format, plan, self.binding_limit)
     }
 
-    /// Ledger bytes of one frame slot: upload and readback staging, plus
-    /// its timestamp queries.
+    /// Ledger bytes of one frame slot: upload staging, plus its timestamp
+    /// queries.
     pub fn slot_bytes(shape: FrameShape) -> u64 {
-        2 * shape.frame_bytes() + TIMER_BYTES
+        shape.frame_bytes() + TIMER_BYTES
+    }
+
+    /// Ledger bytes of one [`Readback`].
+    pub fn readback_bytes(shape: FrameShape) -> u64 {
+        shape.frame_bytes()
     }
 
     /// Ledger bytes of the shared kernel buffers for `shape` and `plan`:
@@ -789,7 +806,7 @@ impl GpuBackend {
         if bytes > self.max_buffer {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
-        let reservation = self.ledger.reserve(Self::slot_bytes(shape), "one frame slot (upload + readback staging)")?;
+        let reservation = self.ledger.reserve(Self::slot_bytes(shape), "one frame slot (upload staging)")?;
         let make = |label, usage| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -819,14 +836,32 @@ impl GpuBackend {
         let slot = GpuSlot {
             shape,
             upload: make("upload staging", U::MAP_WRITE | U::COPY_SRC),
-            readback: make("readback staging", U::MAP_READ | U::COPY_DST),
-            result_mapped: AtomicBool::new(false),
             timer,
             _reservation: reservation,
         };
         self.map(&slot.upload, wgpu::MapMode::Write)?;
         self.check_error()?;
         Ok(slot)
+    }
+
+    /// A new [`Readback`] for frames of `shape`.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
+    pub fn new_readback(&self, shape: FrameShape) -> Result<Readback> {
+        let bytes = Self::readback_bytes(shape);
+        if bytes > self.max_buffer {
+            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
+        }
+        let reservation = self.ledger.reserve(bytes, "one readback staging buffer")?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.check_error()?;
+        Ok(Readback { shape, buffer, mapped: Arc::default(), _reservation: reservation })
     }
 
     fn check_error(&self) -> Result<()> {
@@ -997,9 +1032,9 @@ impl GpuBackend {
     ///
     /// # Errors
     /// [`Error::Budget`] or [`Error::Gpu`].
-    pub fn run(&mut self, slot: &GpuSlot, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
-        let ns = self.submit(slot, plan)?.wait(slot)?;
-        slot.take_result_into(out)?;
+    pub fn run(&mut self, slot: &GpuSlot, readback: &Readback, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
+        let ns = self.submit(slot, readback, plan)?.wait(slot)?;
+        readback.take_result_into(out)?;
         Ok(ns)
     }
 
@@ -1010,9 +1045,12 @@ impl GpuBackend {
     ///
     /// # Errors
     /// [`Error::Budget`] or [`Error::Gpu`].
-    pub fn submit(&mut self, slot: &GpuSlot, plan: &Plan) -> Result<InFlight> {
+    pub fn submit(&mut self, slot: &GpuSlot, readback: &Readback, plan: &Plan) -> Result<InFlight> {
+        if readback.shape != slot.shape {
+            return Err(Error::Gpu("the readback does not fit the slot's frames".into()));
+        }
         self.prepare(slot.shape, plan)?;
-        self.submit_prepared(slot, None)
+        self.submit_prepared(slot, Ok(readback))
     }
 
     /// Runs `plan` on one frame and reads back only its preview: the
@@ -1029,7 +1067,7 @@ impl GpuBackend {
         out: &mut Vec<u8>,
     ) -> Result<(u32, u32, Option<u64>)> {
         self.prepare_for_preview(slot.shape, plan, scale)?;
-        let ns = self.submit_prepared(slot, Some(scale))?.wait(slot)?;
+        let ns = self.submit_prepared(slot, Err(scale))?.wait(slot)?;
         let p = self.computes.last().expect("prepared").previews.iter().find(|p| p.scale == scale).expect("prepared");
         out.resize(p.width as usize * p.height as usize * 4, 0);
         {
@@ -1044,10 +1082,15 @@ impl GpuBackend {
     /// Encodes and submits one frame on the newest compute set; the full
     /// result goes to the slot's readback or, with `scale`, only the
     /// preview to the preview's.
-    fn submit_prepared(&self, slot: &GpuSlot, scale: Option<u32>) -> Result<InFlight> {
+    fn submit_prepared(&self, slot: &GpuSlot, to: std::result::Result<&Readback, u32>) -> Result<InFlight> {
         let c = self.computes.last().expect("prepared");
-        let preview = scale.map(|s| c.previews.iter().find(|p| p.scale == s).expect("prepared"));
-        slot.release_result();
+        let (readback, preview) = match to {
+            Ok(r) => (Some(r), None),
+            Err(s) => (None, Some(c.previews.iter().find(|p| p.scale == s).expect("prepared"))),
+        };
+        if let Some(r) = readback {
+            r.release_result();
+        }
         slot.upload.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
         let copies = &c.copies;
@@ -1076,8 +1119,8 @@ impl GpuBackend {
                     pass.dispatch_workgroups(*gx, *gy, 1);
                 }
             }
-            if preview.is_none() {
-                encoder.copy_buffer_to_buffer(&c.packed.buffer, 0, &slot.readback, dst_off, dst_len);
+            if let Some(r) = readback {
+                encoder.copy_buffer_to_buffer(&c.packed.buffer, 0, &r.buffer, dst_off, dst_len);
             }
         }
         if let Some(p) = preview {
@@ -1089,14 +1132,18 @@ impl GpuBackend {
             encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 16);
         }
         let index = self.queue.submit([encoder.finish()]);
-        let result = preview.map_or(&slot.readback, |p| &p.read.buffer);
+        let result = match (readback, preview) {
+            (Some(r), _) => &r.buffer,
+            (None, Some(p)) => &p.read.buffer,
+            (None, None) => unreachable!("a frame goes to a readback or a preview"),
+        };
         let flight = InFlight {
             device: self.device.clone(),
             index,
             result: (result.clone(), request_map(result, wgpu::MapMode::Read)),
             upload: request_map(&slot.upload, wgpu::MapMode::Write),
             timer: slot.timer.as_ref().map(|t| request_map(&t.read, wgpu::MapMode::Read)),
-            full: preview.is_none(),
+            full: readback.map(|r| r.mapped.clone()),
             period: self.queue.get_timestamp_period(),
             _holds: c.reservations(),
         };
@@ -1114,14 +1161,14 @@ impl GpuBackend {
     pub fn process(&mut self, src: &HostFrame, plan: &Plan) -> Result<(HostFrame, Option<u64>)> {
         let shape = FrameShape::of(src);
         self.banding(shape.width, shape.height, shape.format, plan)?;
-        if self.own_slot.as_ref().is_none_or(|s| s.shape != shape) {
+        if self.own_slot.as_ref().is_none_or(|(s, _)| s.shape != shape) {
             self.own_slot = None;
-            self.own_slot = Some(self.new_slot(shape)?);
+            self.own_slot = Some((self.new_slot(shape)?, self.new_readback(shape)?));
         }
-        let slot = self.own_slot.take().expect("slot");
+        let (slot, readback) = self.own_slot.take().expect("slot");
         let mut out = HostFrame::new(src.width, src.height, src.format, src.has_alpha);
-        let result = slot.write(&src.data).and_then(|()| self.run(&slot, plan, &mut out.data));
-        self.own_slot = Some(slot);
+        let result = slot.write(&src.data).and_then(|()| self.run(&slot, &readback, plan, &mut out.data));
+        self.own_slot = Some((slot, readback));
         result.map(|ns| (out, ns))
     }
 }

@@ -255,10 +255,12 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     let seq = sequence(t.path(), 100, 160, 96, PixelFormat::Rgba8);
     let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
     let probe = engine(BackendKind::Gpu, 1 << 20);
-    let fixed = match &*probe.backend().lock(framepipe::priority::Priority::Export) {
-        framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &grade(0.3).plan()).unwrap(),
-        framepipe::Backend::Cpu => unreachable!(),
-    };
+    let ring = framepipe::pipeline::ring_size(2) as u64 * GpuBackend::readback_bytes(shape);
+    let fixed = ring
+        + match &*probe.backend().lock(framepipe::priority::Priority::Export) {
+            framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &grade(0.3).plan()).unwrap(),
+            framepipe::Backend::Cpu => unreachable!(),
+        };
     drop(probe);
     // The export's kernel buffers and four slots fill the budget exactly.
     let budget = fixed + 4 * GpuBackend::slot_bytes(shape);
