@@ -367,14 +367,17 @@ fn start_frame(
                 }
             }
         }
+        // A preview holds the gate: wait without a slot.
+        if !engine.core.gate.pass(Duration::from_millis(20), || {}) {
+            pool.shed();
+            continue;
+        }
         let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) else { continue };
         // The start is traced only if it happens before any preview raises
-        // the gate: a frame that finds it up waits, without its slot.
-        if engine.core.gate.pass(Duration::from_millis(20), || engine.trace(TraceEvent::ExportDecodeStart(number))) {
+        // the gate: one raised since the check above sends the slot back.
+        if engine.core.gate.pass(Duration::ZERO, || engine.trace(TraceEvent::ExportDecodeStart(number))) {
             return Some(slot);
         }
-        drop(slot);
-        pool.shed();
     }
 }
 
