@@ -76,7 +76,7 @@ pub enum Stage {
 /// Most frames on the GPU at once: two let the copy-in of one frame run
 /// beside the copy-out of the one before, and keep the queue fed while
 /// the owner thread waits; more would only hold slots.
-pub(crate) const GPU_DEPTH: usize = 2;
+pub const GPU_DEPTH: usize = 2;
 
 /// Threads that copy finished frames out of their readback buffers. The
 /// copy is a host memcpy (about 13 ms per 8K RGBA8 frame at 10 GB/s): one
@@ -87,11 +87,11 @@ pub(crate) fn readback_threads(threads: usize) -> usize {
     if threads >= 4 { 2 } else { 1 }
 }
 
-/// Readback buffers a run with `threads` workers keeps: one per frame on
-/// the GPU, one per copier and one queued for each copier, so the GPU
-/// never waits for a copy and copiers never wait for the GPU (with one
-/// fewer per copier the GPU ran 7 % slower on the software adapter). Fixed
-/// memory, beside the slots.
+/// Readback buffers a run with `threads` workers keeps where the budget
+/// has room (see [`split_budget`]): one per frame on the GPU, one per
+/// copier and one queued for each copier, so the GPU never waits for a copy
+/// and copiers never wait for the GPU (with one fewer per copier the GPU
+/// ran 7 % slower on the software adapter).
 pub fn ring_size(threads: usize) -> usize {
     GPU_DEPTH + 2 * readback_threads(threads.max(1))
 }
@@ -385,6 +385,24 @@ fn describe(shape: FrameShape) -> String {
     format!("{}x{} {}", shape.width, shape.height, shape.format)
 }
 
+/// How `free` bytes split into (slots, readback buffers). Slots come
+/// first: each is a frame decoding or on the GPU, and decode parallelism is
+/// what a many-core machine needs. The ring gets [`GPU_DEPTH`] buffers (one
+/// if even that would leave no slot), slots take what fits up to
+/// [`auto_cap`], and the ring grows towards [`ring_size`] only with what
+/// is left. A fixed pool size leaves the ring the rest, at least one.
+pub fn split_budget(free: u64, slot: u64, readback: u64, threads: usize, pool: PoolSize) -> (usize, usize) {
+    let ideal = ring_size(threads);
+    match pool {
+        PoolSize::Fixed(n) => (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(1, ideal)),
+        PoolSize::Auto => {
+            let base = if free >= GPU_DEPTH as u64 * readback + slot { GPU_DEPTH } else { 1 };
+            let n = ((free.saturating_sub(base as u64 * readback) / slot) as usize).clamp(1, auto_cap(threads, true));
+            (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(base, ideal))
+        }
+    }
+}
+
 /// The frame slots and, on the GPU, the readback ring: staging counted by
 /// the ledger, or host permits.
 struct Staging {
@@ -416,37 +434,34 @@ fn make_slots(
         }
     };
     let kernels = gpu.compute_bytes(shape, plan)?;
-    let ring_bytes = ring_size(threads) as u64 * GpuBackend::readback_bytes(shape);
-    let fixed = kernels + ring_bytes;
     let slot = GpuBackend::slot_bytes(shape);
+    let readback = GpuBackend::readback_bytes(shape);
     let budget = ledger.budget();
-    let needed = fixed + slot;
+    let needed = kernels + readback + slot;
     if ledger.current() + needed > budget {
         return Err(Error::Budget(format!(
-            "one {} frame needs {} ({} for its slot's upload staging, {} of kernel buffers, {} for the readback ring), more than the {} budget (raise --vram-budget)",
+            "one {} frame needs {} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {} budget (raise --vram-budget)",
             describe(shape),
             human_bytes(needed),
             human_bytes(slot),
+            human_bytes(readback),
             human_bytes(kernels),
-            human_bytes(ring_bytes),
             human_bytes(budget)
         )));
     }
     gpu.prepare(shape, plan)?;
-    let ring = (0..ring_size(threads)).map(|_| gpu.new_readback(shape)).collect::<Result<Vec<_>>>()?;
-    let free = budget - ledger.current();
-    let n = match pool {
-        PoolSize::Fixed(n) => n,
-        PoolSize::Auto => ((free / slot) as usize).min(auto_cap(threads, true)).max(1),
-    };
+    let free = budget.saturating_sub(ledger.current());
+    let (n, rings) = split_budget(free, slot, readback, threads, pool);
+    let ring = (0..rings).map(|_| gpu.new_readback(shape)).collect::<Result<Vec<_>>>()?;
     let mut slots = Vec::with_capacity(n);
     for i in 0..n {
         let s = gpu.new_slot(shape).map_err(|e| match e {
             Error::Budget(_) => Error::Budget(format!(
-                "{n} slots of {} each do not fit: {i} fit in the {} budget beside {} of kernel buffers and readback ring",
+                "{n} slots of {} each do not fit: {i} fit in the {} budget beside {} of kernel buffers and a readback buffer of {}",
                 human_bytes(slot),
                 human_bytes(budget),
-                human_bytes(fixed)
+                human_bytes(kernels),
+                human_bytes(readback)
             )),
             e => e,
         })?;
@@ -1016,4 +1031,29 @@ pub(crate) fn run(
         return Err(Error::Panic(msg));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_come_before_a_deep_readback_ring() {
+        let mib = 1u64 << 20;
+        let gib = 1u64 << 30;
+        // 8K RGBA16 beside ~320 MiB of kernel buffers in the default 2 GiB:
+        // four slots and two readback buffers, not a full ring and one slot.
+        let frame16 = 7680 * 4320 * 8;
+        let free = 2 * gib - 320 * mib;
+        let (slots, ring) = split_budget(free, frame16 + 48, frame16, 16, PoolSize::Auto);
+        assert_eq!((slots, ring), (4, 2));
+        assert!(slots as u64 * (frame16 + 48) + ring as u64 * frame16 <= free);
+        // Small frames: every slot that helps and the whole ring.
+        assert_eq!(split_budget(free, 1000, 1000, 16, PoolSize::Auto), (auto_cap(16, true), ring_size(16)));
+        // Room for one frame of each only.
+        assert_eq!(split_budget(2100, 1050, 1000, 4, PoolSize::Auto), (1, 1));
+        // A fixed pool leaves the ring the rest, at least one.
+        assert_eq!(split_budget(12_000, 1000, 1000, 4, PoolSize::Fixed(5)), (5, ring_size(4)));
+        assert_eq!(split_budget(5_500, 1000, 1000, 4, PoolSize::Fixed(5)), (5, 1));
+    }
 }

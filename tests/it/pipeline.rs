@@ -98,8 +98,9 @@ fn ledger_peak_never_exceeds_budget() {
     let input = sequence(t.path(), 6, w, h);
     let shape = FrameShape { width: w, height: h, format: PixelFormat::Rgba8 };
     let probe = engine(BackendKind::Gpu, PoolSize::Auto, 2, u64::MAX);
-    // Kernel buffers and the readback ring (for 4 threads) are fixed costs.
-    let ring = framepipe::pipeline::ring_size(4) as u64 * GpuBackend::readback_bytes(shape);
+    // Kernel buffers and two readback buffers (one per frame on the GPU)
+    // come first; the ring grows past two only when slots are at their cap.
+    let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
     let kernels = match &*probe.backend().lock(Priority::Export) {
         Backend::Gpu(gpu) => gpu.compute_bytes(shape, &graph().plan()).unwrap(),
         Backend::Cpu => panic!("gpu backend"),
@@ -128,7 +129,7 @@ fn ledger_peak_never_exceeds_budget() {
         assert!(e.ledger().peak() <= budget);
     }
     // A budget that fits no slot: a clear error before any frame is read.
-    let e = engine(BackendKind::Gpu, PoolSize::Auto, 4, fixed + slot - 1);
+    let e = engine(BackendKind::Gpu, PoolSize::Auto, 4, kernels + GpuBackend::readback_bytes(shape) + slot - 1);
     let job = Job::new(input.as_str(), t.path().join("none/o_%03d.png").display().to_string(), graph());
     let prepared = framepipe::prepare(&job).unwrap();
     let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err().to_string();

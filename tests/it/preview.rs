@@ -255,7 +255,7 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     let seq = sequence(t.path(), 100, 160, 96, PixelFormat::Rgba8);
     let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
     let probe = engine(BackendKind::Gpu, 1 << 20);
-    let ring = framepipe::pipeline::ring_size(2) as u64 * GpuBackend::readback_bytes(shape);
+    let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
     let fixed = ring
         + match &*probe.backend().lock(framepipe::priority::Priority::Export) {
             framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &grade(0.3).plan()).unwrap(),
