@@ -294,17 +294,27 @@ impl Drop for MadeDirs {
 /// # Errors
 /// [`Error::OutputDir`].
 pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
+    use std::path::Component;
     let dir_error = |e: std::io::Error| Error::OutputDir { path: dir.to_owned(), reason: e.to_string() };
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()) {
-        missing.push(d.to_owned());
-        at = d.parent();
+    // One component at a time, as written (`a/../renders` needs `a` to
+    // exist for the system to reach `renders`), recording only what this
+    // call made: not `renders` (the user's, reached through `a/..`), not a
+    // folder another process made in the meantime. Recorded resolved, so a
+    // later change of working folder cannot point the removal elsewhere.
+    let mut made = MadeDirs::default();
+    let mut at = PathBuf::new();
+    for part in dir.components() {
+        at.push(part);
+        if !matches!(part, Component::Normal(_)) {
+            continue;
+        }
+        match std::fs::create_dir(&at) {
+            Ok(()) => made.0.push(resolve_path(&at)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // `made` drops here, removing what was made so far.
+            Err(e) => return Err(dir_error(e)),
+        }
     }
-    missing.reverse();
-    // Made before the folders are, so a failure half-way undoes them too.
-    let made = MadeDirs(missing);
-    std::fs::create_dir_all(dir).map_err(dir_error)?;
     tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir).map_err(dir_error)?;
     Ok(made)
 }
@@ -439,6 +449,25 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_folders_this_check_made_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        std::fs::create_dir(t.path().join("renders")).unwrap();
+        // Through a missing folder to an existing, empty one of the user's.
+        let made = check_output_dir(&t.path().join("gone/../renders/new/deeper")).unwrap();
+        let expected = [root.join("gone"), root.join("renders/new"), root.join("renders/new/deeper")];
+        assert_eq!(made.paths(), expected);
+        drop(made);
+        assert!(t.path().join("renders").is_dir() && !t.path().join("renders/new").exists());
+        assert!(!t.path().join("gone").exists());
+        // A folder that got a file stays.
+        let made = check_output_dir(&t.path().join("kept")).unwrap();
+        std::fs::write(t.path().join("kept/frame.png"), b"x").unwrap();
+        drop(made);
+        assert!(t.path().join("kept/frame.png").exists());
+    }
 
     #[test]
     fn one_file_spelled_two_ways_resolves_to_one_path() {
