@@ -352,18 +352,25 @@ fn start_frame(
         if shared.stopping() {
             return None;
         }
+        let room = |bytes: u64| ledger.current() + bytes <= ledger.budget();
         if let Some((shape, bytes)) = gpu
             && pool.wants_slot()
+            && !engine.core.gate.is_raised()
         {
             // Memory previews no longer use comes back first.
-            if ledger.current() + bytes > ledger.budget() {
-                engine.reclaim_preview_memory();
+            if !room(bytes) {
+                engine.reclaim_preview_memory(Some((shape, &shared.plan)));
             }
-            if ledger.current() + bytes <= ledger.budget() {
-                if let Backend::Gpu(g) = &*engine.backend().lock(Priority::Export) {
-                    if let Ok(s) = g.new_slot(shape) {
-                        let _ = pool.replenish(SlotKind::Gpu(s));
-                    }
+            if room(bytes) {
+                let backend = engine.backend().lock(Priority::Export);
+                // Asked again under the lock: a preview may have come since.
+                if let Backend::Gpu(g) = &*backend
+                    && pool.wants_slot()
+                    && !engine.core.gate.is_raised()
+                    && room(bytes)
+                    && let Ok(s) = g.new_slot(shape)
+                {
+                    let _ = pool.replenish(SlotKind::Gpu(s));
                 }
             }
         }
@@ -510,7 +517,9 @@ pub(crate) fn run(
         make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, threads, pool_size)?;
     report.pool_size = slots.len();
     report.slot_bytes = slot_bytes;
-    let pool = Pool::new(slots, start, engine.core.pressure.clone());
+    // Host permits hold no VRAM: previews' pressure must not shrink them.
+    let pressure = if ring.is_empty() { Default::default() } else { engine.core.pressure.clone() };
+    let pool = Pool::new(slots, start, pressure);
     // Never yielded to previews: the ring is a fixed cost, like the kernels.
     let ring = Pool::new(ring, start, Default::default());
 

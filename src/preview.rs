@@ -193,6 +193,9 @@ pub(crate) struct PreviewState {
     /// When a preview last rendered on the GPU, until its memory is
     /// reclaimed.
     last_render: Mutex<Option<Instant>>,
+    /// Renders under way (previews and prefetches): their memory is never
+    /// reclaimed, however long their decode takes.
+    active: AtomicU64,
     tracing: AtomicBool,
     trace: Mutex<Vec<(Instant, TraceEvent)>>,
 }
@@ -215,6 +218,7 @@ impl PreviewState {
             landed: std::sync::Condvar::new(),
             slot: Mutex::new(None),
             last_render: Mutex::new(None),
+            active: AtomicU64::new(0),
             tracing: AtomicBool::new(false),
             trace: Mutex::new(Vec::new()),
         }
@@ -265,6 +269,24 @@ pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
         }
     });
     (w, h, out)
+}
+
+/// Counts a render as under way until dropped.
+struct Active<'a>(&'a AtomicU64);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Holds the engine's pressure up (exports give slots back) until dropped.
+struct Pressure<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Pressure<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The file of `frame` in `sequence`.
@@ -394,11 +416,16 @@ impl Engine {
     /// Gives back the previews' GPU memory if no preview has used it for
     /// [`EngineConfig::preview_memory_idle`](crate::EngineConfig): the
     /// slot, and the kernel sets of other plans than the newest. An export
-    /// calls it when it wants memory to regrow its pool. Never waits for a
-    /// preview under way. Returns whether anything went.
-    pub(crate) fn reclaim_preview_memory(&self) -> bool {
+    /// calls it when it wants memory to regrow its pool, naming its own
+    /// kernel set (`keep`: shape and plan), which stays however long it
+    /// waited behind previews. Never touches a render under way. Returns
+    /// whether anything went.
+    pub(crate) fn reclaim_preview_memory(&self, keep: Option<(FrameShape, &crate::ops::Plan)>) -> bool {
         let state = &self.core.previews;
         let idle = self.core.config.preview_memory_idle;
+        if state.active.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
         let Ok(mut slot) = state.slot.try_lock() else { return false };
         {
             // Once per quiet spell: cleared here, set by the next render.
@@ -411,7 +438,7 @@ impl Engine {
         *slot = None;
         drop(slot);
         if let Backend::Gpu(gpu) = &mut *self.core.backend.lock(Priority::Export) {
-            gpu.evict_idle_sets(idle);
+            gpu.evict_idle_sets(idle, keep);
         }
         true
     }
@@ -477,6 +504,8 @@ impl Engine {
     ) -> Result<PreviewImage> {
         graph.validate()?;
         let state = &self.core.previews;
+        state.active.fetch_add(1, Ordering::SeqCst);
+        let _active = Active(&state.active);
         // Announced before the decode: export frames reaching the backend
         // while this request decodes queue behind it.
         // (A prefetch announces itself only once decoded: export frames must
@@ -577,6 +606,9 @@ impl Engine {
         mut work: impl FnMut(&mut Backend) -> Result<R>,
     ) -> Result<R> {
         let mut attempts = 0;
+        // Up from the first refusal to the end: an export must not regrow
+        // a slot with memory it just gave back for this request.
+        let mut pressure = None;
         loop {
             let asked = Instant::now();
             let result = {
@@ -591,11 +623,13 @@ impl Engine {
                         *gate = Some(self.core.gate.raise(|| {}));
                     }
                     *intent = None;
-                    self.core.pressure.fetch_add(1, Ordering::SeqCst);
+                    pressure.get_or_insert_with(|| {
+                        self.core.pressure.fetch_add(1, Ordering::SeqCst);
+                        Pressure(&self.core.pressure)
+                    });
                     let asked = Instant::now();
                     self.core.ledger.wait_release(Duration::from_millis(250));
                     *waited += asked.elapsed();
-                    self.core.pressure.fetch_sub(1, Ordering::SeqCst);
                 }
                 r => return r,
             }

@@ -701,13 +701,14 @@ impl GpuBackend {
         self.check_error()
     }
 
-    /// Drops the kernel sets no frame has asked for in `idle` (a running
-    /// export asks for its own every frame), and the preview passes left
-    /// on the others. Frames in flight keep theirs alive until done.
-    /// Returns how many sets went.
-    pub fn evict_idle_sets(&mut self, idle: std::time::Duration) -> usize {
+    /// Drops the kernel sets no frame has asked for in `idle`, but the one
+    /// for `keep` (a running export's, however long it waited), and the
+    /// preview passes left on the others. Frames in flight keep theirs
+    /// alive until done. Returns how many sets went.
+    pub fn evict_idle_sets(&mut self, idle: std::time::Duration, keep: Option<(FrameShape, &Plan)>) -> usize {
         let before = self.computes.len();
-        self.computes.retain(|c| c.used.elapsed() < idle);
+        let kept = |c: &Compute| keep.is_some_and(|(shape, plan)| c.shape == shape && c.plan == *plan);
+        self.computes.retain(|c| kept(c) || c.used.elapsed() < idle);
         for c in &mut self.computes {
             c.previews.retain(|p| p.used.elapsed() < idle);
         }
