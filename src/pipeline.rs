@@ -340,12 +340,15 @@ fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailur
 /// preview waits for VRAM, free slots are retired here rather than handed
 /// out. With GPU slots (`gpu`: the shape and bytes of one), a slot given
 /// back to a preview earlier is replaced first while the budget has room.
+/// `alone`: the run has no compute stage (no ops), so it also waits while
+/// a preview renders.
 fn start_frame(
     engine: &Engine,
     shared: &Shared<'_>,
     pool: &Pool<SlotKind>,
     number: u64,
     gpu: Option<(FrameShape, u64)>,
+    alone: bool,
 ) -> Option<Lease<SlotKind>> {
     let ledger = engine.ledger();
     loop {
@@ -375,15 +378,32 @@ fn start_frame(
             }
         }
         // A preview holds the gate: wait without a slot.
-        if !engine.core.gate.pass(Duration::from_millis(20), || {}) {
+        if !engine.core.gate.pass(Duration::from_millis(20), || true) {
             pool.shed();
+            continue;
+        }
+        if alone && engine.backend().waiting_above(Priority::Export) {
+            std::thread::sleep(Duration::from_millis(2));
             continue;
         }
         let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) else { continue };
         // The start is traced only if it happens before any preview raises
         // the gate: one raised since the check above sends the slot back.
-        if engine.core.gate.pass(Duration::ZERO, || engine.trace(TraceEvent::ExportDecodeStart(number))) {
+        // An export without a compute stage never meets a preview at the
+        // backend, so it also waits while one is rendering (announced,
+        // which a preview is from before it lowers the gate).
+        let start = || {
+            let held = alone && engine.backend().waiting_above(Priority::Export);
+            if !held {
+                engine.trace(TraceEvent::ExportDecodeStart(number));
+            }
+            !held
+        };
+        if engine.core.gate.pass(Duration::ZERO, start) {
             return Some(slot);
+        }
+        if alone {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
@@ -587,7 +607,8 @@ pub(crate) fn run(
                     while let Some(w) = clock.recv(&rx) {
                         let Work { number, input, output } = w;
                         let asked = Instant::now();
-                        let slot = start_frame(engine, shared, pool, number, gpu_slots.then_some((shape, slot_bytes)));
+                        let gpu = gpu_slots.then_some((shape, slot_bytes));
+                        let slot = start_frame(engine, shared, pool, number, gpu, compute_name.is_none());
                         slot_wait += asked.elapsed();
                         clock.wait_in += asked.elapsed();
                         let Some(slot) = slot else {

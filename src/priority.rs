@@ -156,14 +156,14 @@ impl Gate {
         *self.count() > 0
     }
 
-    /// Runs `start` if the gate is down (and returns true), atomically
-    /// with respect to [`Gate::raise`]; otherwise waits up to `timeout` for
-    /// it to come down and returns false without running `start`.
-    pub fn pass(&self, timeout: Duration, start: impl FnOnce()) -> bool {
+    /// Runs `start` if the gate is down, atomically with respect to
+    /// [`Gate::raise`], and returns what it returns (whether it started);
+    /// otherwise waits up to `timeout` for the gate to come down and
+    /// returns false without running `start`.
+    pub fn pass(&self, timeout: Duration, start: impl FnOnce() -> bool) -> bool {
         let count = self.count();
         if *count == 0 {
-            start();
-            return true;
+            return start();
         }
         let _ = self.lowered.wait_timeout_while(count, timeout, |n| *n > 0);
         false
@@ -229,11 +229,17 @@ mod tests {
     fn a_raised_gate_holds_starts_back_until_lowered() {
         let gate = Gate::default();
         let mut started = 0;
-        assert!(gate.pass(Duration::ZERO, || started += 1));
+        assert!(gate.pass(Duration::ZERO, || {
+            started += 1;
+            true
+        }));
         let guard = gate.raise(|| {});
         assert!(gate.is_raised());
         let t = std::time::Instant::now();
-        assert!(!gate.pass(Duration::from_millis(30), || started += 1));
+        assert!(!gate.pass(Duration::from_millis(30), || {
+            started += 1;
+            true
+        }));
         assert!(t.elapsed() >= Duration::from_millis(30), "it waited");
         std::thread::scope(|s| {
             s.spawn(move || {
@@ -242,7 +248,10 @@ mod tests {
             });
             // Woken by the drop, long before the timeout.
             let t = std::time::Instant::now();
-            while !gate.pass(Duration::from_secs(10), || started += 1) {}
+            while !gate.pass(Duration::from_secs(10), || {
+                started += 1;
+                true
+            }) {}
             assert!(t.elapsed() < Duration::from_secs(5));
         });
         assert!(!gate.is_raised());
