@@ -359,8 +359,8 @@ pub struct InFlight {
     result: (wgpu::Buffer, MapRx),
     /// The slot's upload, mapped again for its next frame.
     upload: MapRx,
-    /// The slot's timer readback, where timed.
-    timer: Option<MapRx>,
+    /// The slot's timer readback and its map, where timed.
+    timer: Option<(wgpu::Buffer, MapRx)>,
     /// A full frame's [`Readback`] flag, set once its result is mapped.
     full: Option<Arc<AtomicBool>>,
     period: f32,
@@ -403,7 +403,7 @@ impl InFlight {
         };
         let result = mapped(&self.result.1);
         let upload = mapped(&self.upload);
-        let ns = match (&slot.timer, self.timer.as_ref().map(mapped)) {
+        let ns = match (&slot.timer, self.timer.as_ref().map(|t| mapped(&t.1))) {
             (Some(t), Some(Ok(()))) => {
                 let ticks: Option<[u64; 2]> =
                     t.read.get_mapped_range(..).ok().map(|view| bytemuck::pod_read_unaligned(&view));
@@ -425,6 +425,35 @@ impl InFlight {
                 }
                 Err(result.err().or(upload.err()).expect("one failed"))
             }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    /// A frame dropped without [`InFlight::wait`] (its submission's errors
+    /// were found after it went out, a poll failed) must not leave its
+    /// result or timer buffer mapped once the map lands: the next copy into
+    /// a mapped buffer is a validation error, and a preview's readback is
+    /// used again and again. After a `wait` this finds nothing to do.
+    fn drop(&mut self) {
+        use std::sync::mpsc::TryRecvError;
+        let settle = |buffer: &wgpu::Buffer, rx: &MapRx| {
+            let outcome = match rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(TryRecvError::Empty) => {
+                    let done = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
+                    let _ = self.device.poll(done);
+                    rx.recv_timeout(std::time::Duration::from_secs(1)).ok()
+                }
+                Err(TryRecvError::Disconnected) => None,
+            };
+            if let Some(Ok(())) = outcome {
+                buffer.unmap();
+            }
+        };
+        settle(&self.result.0, &self.result.1);
+        if let Some((buffer, rx)) = &self.timer {
+            settle(buffer, rx);
         }
     }
 }
@@ -1143,7 +1172,7 @@ impl GpuBackend {
             index,
             result: (result.clone(), request_map(result, wgpu::MapMode::Read)),
             upload: request_map(&slot.upload, wgpu::MapMode::Write),
-            timer: slot.timer.as_ref().map(|t| request_map(&t.read, wgpu::MapMode::Read)),
+            timer: slot.timer.as_ref().map(|t| (t.read.clone(), request_map(&t.read, wgpu::MapMode::Read))),
             full: readback.map(|r| r.mapped.clone()),
             period: self.queue.get_timestamp_period(),
             _holds: c.reservations(),
