@@ -106,6 +106,8 @@ enum SlotKind {
 
 /// A frame to decode; its decoder takes the slot (see [`start_frame`]).
 struct Work {
+    /// Position in read order.
+    position: usize,
     number: u64,
     input: PathBuf,
     output: PathBuf,
@@ -279,6 +281,9 @@ struct Shared<'a> {
     cancel: &'a Cancel,
     /// For a stream: how far the reader may run ahead of the writer.
     window: Option<Window>,
+    /// The position (in read order) of the next frame to start.
+    turn: Mutex<usize>,
+    next_turn: std::sync::Condvar,
 }
 
 impl Shared<'_> {
@@ -342,11 +347,15 @@ fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailur
 /// back to a preview earlier is replaced first while the budget has room.
 /// `alone`: the run has no compute stage (no ops), so it also waits while
 /// a preview renders.
+///
+/// Frames start in read order (`position`): decoders that each wait for a
+/// slot a few ms at a time would otherwise let later frames take it again
+/// and again, and a failing frame could be reached only after many more.
 fn start_frame(
     engine: &Engine,
     shared: &Shared<'_>,
     pool: &Pool<SlotKind>,
-    number: u64,
+    (position, number): (usize, u64),
     gpu: Option<(FrameShape, u64)>,
     alone: bool,
 ) -> Option<Lease<SlotKind>> {
@@ -354,6 +363,14 @@ fn start_frame(
     loop {
         if shared.stopping() {
             return None;
+        }
+        {
+            let turn = shared.turn.lock().unwrap_or_else(|p| p.into_inner());
+            if *turn != position {
+                let wait = shared.next_turn.wait_timeout(turn, Duration::from_millis(20));
+                drop(wait.unwrap_or_else(|p| p.into_inner()));
+                continue;
+            }
         }
         let room = |bytes: u64| ledger.current() + bytes <= ledger.budget();
         if let Some((shape, bytes)) = gpu
@@ -400,6 +417,8 @@ fn start_frame(
             !held
         };
         if engine.core.gate.pass(Duration::ZERO, start) {
+            *shared.turn.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            shared.next_turn.notify_all();
             return Some(slot);
         }
         if alone {
@@ -547,7 +566,17 @@ pub(crate) fn run(
     // Frames dispatched but not yet written to a stream: the slots, a
     // frame per encoder and one waiting for each.
     let window = stream.is_some().then(|| Window::new(pool.size() + 2 * threads));
-    let shared = Shared { job, plan, start, stop: AtomicBool::new(false), fatal: Mutex::new(None), cancel, window };
+    let shared = Shared {
+        job,
+        plan,
+        start,
+        stop: AtomicBool::new(false),
+        fatal: Mutex::new(None),
+        cancel,
+        window,
+        turn: Mutex::new(0),
+        next_turn: std::sync::Condvar::new(),
+    };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()
         .zip(&prepared.outputs[first..])
@@ -586,7 +615,7 @@ pub(crate) fn run(
                     }
                 }
                 clock.wait_out += t.elapsed();
-                if shared.stopping() || !clock.send(&decode_tx, Work { number, input, output }) {
+                if shared.stopping() || !clock.send(&decode_tx, Work { position, number, input, output }) {
                     break;
                 }
                 sent += 1;
@@ -605,10 +634,10 @@ pub(crate) fn run(
                     // at the gate), apart from waiting for work.
                     let mut slot_wait = Duration::ZERO;
                     while let Some(w) = clock.recv(&rx) {
-                        let Work { number, input, output } = w;
+                        let Work { position, number, input, output } = w;
                         let asked = Instant::now();
                         let gpu = gpu_slots.then_some((shape, slot_bytes));
-                        let slot = start_frame(engine, shared, pool, number, gpu, compute_name.is_none());
+                        let slot = start_frame(engine, shared, pool, (position, number), gpu, compute_name.is_none());
                         slot_wait += asked.elapsed();
                         clock.wait_in += asked.elapsed();
                         let Some(slot) = slot else {
