@@ -14,7 +14,8 @@
 # decode+encode-only run on 48 8K PNG frames; `bench-pool` sweeps for PNG
 # and QOI; the editor session where that example exists.
 # FRAMES (default 48) and SIZE (default 8k) override the sequence; BUDGET
-# (default 16GiB: eight 8K slots beside single-band kernel buffers) is the
+# (default 16GiB: room for the auto pool of 16 threads, 19 8K slots, beside
+# the readback ring and single-band kernel buffers) is the
 # VRAM budget of every run.
 set -euo pipefail
 report=${1:-gpu-report.md}
