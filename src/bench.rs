@@ -39,7 +39,8 @@ pub struct PoolRun {
     pub vram_peak: u64,
     /// Peak resident host memory during the run, bytes.
     pub rss_peak: u64,
-    /// Seconds the reader waited for a free slot.
+    /// Seconds a decode worker waited to start a frame (a free slot, its
+    /// turn, previews at the gate), averaged over the workers.
     pub slot_wait_s: f64,
 }
 

@@ -117,9 +117,10 @@ pub struct Report {
     pub bottleneck: String,
     /// frames × bottleneck busy per frame ÷ its parallelism ÷ wall time.
     pub efficiency: f64,
-    /// Seconds a decode worker waited for a free slot before starting a
-    /// frame (or for previews at the engine's gate), averaged over the
-    /// workers: not waiting for work, not the stream's reorder window.
+    /// Seconds a decode worker waited to start a frame it had: for a free
+    /// slot, for its turn (frames start in read order) or for previews at
+    /// the engine's gate, averaged over the workers; not waiting for work,
+    /// not the stream's reorder window.
     pub slot_wait_s: f64,
     /// Slots given back during the run so that previews could have VRAM
     /// (the pool makes new ones once the previews are done).
