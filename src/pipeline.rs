@@ -63,6 +63,8 @@ use crate::report::{FrameFailure, FrameRecord, Interval, Report, StageReport, pe
 /// Pipeline stages, as named in reports and the fault-injection hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Stage {
+    /// Starting a frame: its turn, a slot, the preview gate.
+    Start,
     /// Decoding a frame.
     Decode,
     /// Running the kernels (GPU or CPU).
@@ -360,6 +362,9 @@ fn start_frame(
     alone: bool,
 ) -> Option<Lease<SlotKind>> {
     let ledger = engine.ledger();
+    if shared.job.inject_panic == Some((Stage::Start, number)) {
+        panic!("injected test panic");
+    }
     loop {
         if shared.stopping() {
             return None;
@@ -637,13 +642,28 @@ pub(crate) fn run(
                         let Work { position, number, input, output } = w;
                         let asked = Instant::now();
                         let gpu = gpu_slots.then_some((shape, slot_bytes));
-                        let slot = start_frame(engine, shared, pool, (position, number), gpu, compute_name.is_none());
+                        // A panic here (outside any frame's guard) must stop the
+                        // run: the decoders after this one wait for its turn.
+                        let slot = catch_unwind(AssertUnwindSafe(|| {
+                            start_frame(engine, shared, pool, (position, number), gpu, compute_name.is_none())
+                        }));
                         slot_wait += asked.elapsed();
                         clock.wait_in += asked.elapsed();
-                        let Some(slot) = slot else {
+                        let slot = match slot {
+                            Ok(Some(slot)) => slot,
                             // Stopped or cancelled: frames not yet started are dropped.
-                            let _ = events.send(Event::Abandoned(number));
-                            continue;
+                            Ok(None) => {
+                                let _ = events.send(Event::Abandoned(number));
+                                continue;
+                            }
+                            Err(payload) => {
+                                let msg = crate::error::panic_message(&*payload);
+                                let e =
+                                    Error::Panic(format!("{:?} stage panicked on frame {number}: {msg}", Stage::Start));
+                                shared.fail(&events, number, e);
+                                shared.next_turn.notify_all();
+                                continue;
+                            }
                         };
                         let t0 = Instant::now();
                         let result = clock.work(shared.start, "decode", worker, number, || {
@@ -721,7 +741,9 @@ pub(crate) fn run(
                 // Frames on the GPU, oldest first: a new frame is submitted
                 // whenever there is room and one is ready, and only when
                 // none is does this thread wait for the oldest.
-                let mut flights: VecDeque<(Decoded, Lease<Readback>, InFlight, Instant)> = VecDeque::new();
+                // (The flight comes first: should this thread unwind, it is
+                // waited for before its slot and readback go back.)
+                let mut flights: VecDeque<(InFlight, Decoded, Lease<Readback>, Instant)> = VecDeque::new();
                 // A frame refused for memory, or for want of a free readback
                 // buffer, while others were on the GPU: it goes again once
                 // they are done.
@@ -798,7 +820,7 @@ pub(crate) fn run(
                         clock.wait_out += waited;
                         match result {
                             Ok(Submitted::Gpu(flight)) => {
-                                flights.push_back((d, readback.expect("GPU frames have one"), flight, t0))
+                                flights.push_back((flight, d, readback.expect("GPU frames have one"), t0))
                             }
                             Ok(Submitted::Done(frame)) => {
                                 let Decoded { number, output, slot, decode_ms, .. } = d;
@@ -821,7 +843,7 @@ pub(crate) fn run(
                         }
                         continue;
                     }
-                    let Some((d, readback, flight, t0)) = flights.pop_front() else { continue };
+                    let Some((flight, d, readback, t0)) = flights.pop_front() else { continue };
                     if broken {
                         if let SlotKind::Gpu(s) = &*d.slot {
                             let _ = flight.wait(s);
@@ -855,7 +877,7 @@ pub(crate) fn run(
                     }
                 }
                 // What is still on the GPU is dropped only once it is done.
-                for (d, _, flight, _) in flights {
+                for (flight, d, _, _) in flights {
                     if let SlotKind::Gpu(s) = &*d.slot {
                         let _ = flight.wait(s);
                     }

@@ -341,6 +341,10 @@ impl Engine {
         let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
         self.schedule_prefetch(sequence, frame, graph, scale);
         let (image, served) = self.cached_or_render(&key, sequence, graph, Priority::Preview, &mut gate)?;
+        // A render traced its end itself, while it still held the backend.
+        if served != Served::Rendered {
+            state.record(TraceEvent::PreviewDone(frame));
+        }
         drop(gate);
         // Only an image found in the cache on arrival is a hit; one that
         // waited for a render under way (a prefetch) is a miss that
@@ -349,7 +353,6 @@ impl Engine {
         if served == Served::Joined {
             state.joined.fetch_add(1, Ordering::SeqCst);
         }
-        state.record(TraceEvent::PreviewDone(frame));
         Ok(image)
     }
 
@@ -576,6 +579,10 @@ impl Engine {
                 }
             })?;
         state.renders.fetch_add(1, Ordering::SeqCst);
+        if priority == Priority::Preview {
+            // Before the intent goes: no export frame is let in between.
+            state.record(TraceEvent::PreviewDone(frame));
+        }
         Ok(PreviewImage {
             frame,
             scale,

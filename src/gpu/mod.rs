@@ -441,7 +441,12 @@ impl Drop for InFlight {
             let outcome = match rx.try_recv() {
                 Ok(r) => Some(r),
                 Err(TryRecvError::Empty) => {
-                    let done = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
+                    // Bounded: this may run under the backend lock, and a hung
+                    // device must not hang every preview with it.
+                    let done = wgpu::PollType::Wait {
+                        submission_index: Some(self.index.clone()),
+                        timeout: Some(std::time::Duration::from_secs(2)),
+                    };
                     let _ = self.device.poll(done);
                     rx.recv_timeout(std::time::Duration::from_secs(1)).ok()
                 }

@@ -311,6 +311,9 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
         match std::fs::create_dir(&at) {
             Ok(()) => made.0.push(resolve_path(&at)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Some network file systems refuse mkdir on a folder that is
+            // there with another error.
+            Err(_) if at.is_dir() => {}
             // `made` drops here, removing what was made so far.
             Err(e) => return Err(dir_error(e)),
         }

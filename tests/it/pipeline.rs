@@ -221,7 +221,8 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 40, 32, 24);
     let mut cases =
-        vec![(BackendKind::Cpu, Stage::Decode), (BackendKind::Cpu, Stage::Compute), (BackendKind::Cpu, Stage::Encode)];
+        vec![(BackendKind::Cpu, Stage::Start), (BackendKind::Cpu, Stage::Decode), (BackendKind::Cpu, Stage::Compute)];
+    cases.push((BackendKind::Cpu, Stage::Encode));
     if gpu_available() {
         cases.extend([(BackendKind::Gpu, Stage::Compute), (BackendKind::Gpu, Stage::Readback)]);
     }
