@@ -423,9 +423,8 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         )));
     };
     let format = OutputFormat::from_path(&outputs[0])?;
-    let dir = outputs[0].parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // Dropped, and the folders with it, if a check below fails.
-    let made = std::sync::Arc::new(crate::io::check_output_dir(dir)?);
+    let made = std::sync::Arc::new(crate::io::check_output_dir(crate::io::parent_dir(&outputs[0]))?);
     let inputs: std::collections::HashSet<PathBuf> =
         sequence.frames.iter().filter_map(|f| f.path.canonicalize().ok()).collect();
     for out in &outputs {

@@ -361,7 +361,6 @@ fn start_frame(
     gpu: Option<(FrameShape, u64)>,
     alone: bool,
 ) -> Option<Lease<SlotKind>> {
-    let ledger = engine.ledger();
     if shared.job.inject_panic == Some((Stage::Start, number)) {
         panic!("injected test panic");
     }
@@ -377,27 +376,8 @@ fn start_frame(
                 continue;
             }
         }
-        let room = |bytes: u64| ledger.current() + bytes <= ledger.budget();
-        if let Some((shape, bytes)) = gpu
-            && pool.wants_slot()
-            && !engine.core.gate.is_raised()
-        {
-            // Memory previews no longer use comes back first.
-            if !room(bytes) {
-                engine.reclaim_preview_memory(Some((shape, &shared.plan)));
-            }
-            if room(bytes) {
-                let backend = engine.backend().lock(Priority::Export);
-                // Asked again under the lock: a preview may have come since.
-                if let Backend::Gpu(g) = &*backend
-                    && pool.wants_slot()
-                    && !engine.core.gate.is_raised()
-                    && room(bytes)
-                    && let Ok(s) = g.new_slot(shape)
-                {
-                    let _ = pool.replenish(SlotKind::Gpu(s));
-                }
-            }
+        if let Some((shape, bytes)) = gpu {
+            regrow(engine, pool, shape, bytes, &shared.plan);
         }
         // A preview holds the gate: wait without a slot.
         if !engine.core.gate.pass(Duration::from_millis(20), || true) {
@@ -429,6 +409,33 @@ fn start_frame(
         if alone {
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// Puts back a GPU slot the pool gave to previews, once they are done
+/// with the memory (reclaiming what they left idle first) and none is
+/// waiting at the gate.
+fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64, plan: &Plan) {
+    let ledger = engine.ledger();
+    let room = || ledger.current() + bytes <= ledger.budget();
+    let wanted = || pool.wants_slot() && !engine.core.gate.is_raised();
+    if !wanted() {
+        return;
+    }
+    if !room() {
+        engine.reclaim_preview_memory(Some((shape, plan)));
+    }
+    if !room() {
+        return;
+    }
+    let backend = engine.backend().lock(Priority::Export);
+    // Asked again under the lock: a preview may have come since.
+    if let Backend::Gpu(g) = &*backend
+        && wanted()
+        && room()
+        && let Ok(s) = g.new_slot(shape)
+    {
+        let _ = pool.replenish(SlotKind::Gpu(s));
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -195,7 +195,7 @@ pub(crate) struct PreviewState {
     last_render: Mutex<Option<Instant>>,
     /// Renders under way (previews and prefetches): their memory is never
     /// reclaimed, however long their decode takes.
-    active: AtomicU64,
+    active: AtomicUsize,
     tracing: AtomicBool,
     trace: Mutex<Vec<(Instant, TraceEvent)>>,
 }
@@ -218,7 +218,7 @@ impl PreviewState {
             landed: std::sync::Condvar::new(),
             slot: Mutex::new(None),
             last_render: Mutex::new(None),
-            active: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
             tracing: AtomicBool::new(false),
             trace: Mutex::new(Vec::new()),
         }
@@ -271,19 +271,18 @@ pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
     (w, h, out)
 }
 
-/// Counts a render as under way until dropped.
-struct Active<'a>(&'a AtomicU64);
+/// One count on a counter (renders under way, the engine's pressure)
+/// from creation until dropped, unwinding included.
+struct Held<'a>(&'a AtomicUsize);
 
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+impl<'a> Held<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Held(counter)
     }
 }
 
-/// Holds the engine's pressure up (exports give slots back) until dropped.
-struct Pressure<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Pressure<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -507,8 +506,7 @@ impl Engine {
     ) -> Result<PreviewImage> {
         graph.validate()?;
         let state = &self.core.previews;
-        state.active.fetch_add(1, Ordering::SeqCst);
-        let _active = Active(&state.active);
+        let _active = Held::new(&state.active);
         // Announced before the decode: export frames reaching the backend
         // while this request decodes queue behind it.
         // (A prefetch announces itself only once decoded: export frames must
@@ -630,10 +628,7 @@ impl Engine {
                         *gate = Some(self.core.gate.raise(|| {}));
                     }
                     *intent = None;
-                    pressure.get_or_insert_with(|| {
-                        self.core.pressure.fetch_add(1, Ordering::SeqCst);
-                        Pressure(&self.core.pressure)
-                    });
+                    pressure.get_or_insert_with(|| Held::new(&self.core.pressure));
                     let asked = Instant::now();
                     self.core.ledger.wait_release(Duration::from_millis(250));
                     *waited += asked.elapsed();

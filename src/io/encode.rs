@@ -243,7 +243,7 @@ pub fn resolve_path(path: &Path) -> PathBuf {
 /// [`Error::OutputExists`], [`Error::OutputIsFolder`], [`Error::OutputDir`].
 pub fn check_new_file(path: &Path, overwrite: bool) -> Result<MadeDirs> {
     check_output_free(path, overwrite)?;
-    check_output_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+    check_output_dir(parent_dir(path))
 }
 
 /// Checks that an output may go to `path`: not a folder, and nothing there
@@ -322,6 +322,11 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
     Ok(made)
 }
 
+/// The folder a file at `path` goes in: `.` for a bare file name.
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Fills a hidden temporary file beside `path` with `fill` and renames it
 /// into place: a reader (or a crash) never sees a half-written file.
 fn write_atomic(
@@ -330,10 +335,7 @@ fn write_atomic(
     fill: impl FnOnce(&mut BufWriter<&mut std::fs::File>) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     let mut builder = tempfile::Builder::new();
     builder.prefix(".framepipe-").suffix(".partial");
     // Temporary files are private (0600) by default; an output is an
