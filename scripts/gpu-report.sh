@@ -66,9 +66,13 @@ framepipe process "$work/seq_%04d.png" -o "$work/noop/o_%04d.png" -q --json "$wo
   --vram-budget "$budget"
 framepipe process "$work/seq_%04d.png" -o "$work/graded/o_%04d.png" --matrix "$matrix" --blur 4 --backend gpu \
   --vram-budget "$budget" --json "$work/graded.json" --timeline "$work/timeline.svg" 2>&1 | tail -1 | fence
-fps() { grep -o '"fps": *[0-9.e+-]*' "$1" | head -1 | sed 's/.*: *//'; }
+field() { grep -o "\"$1\": *[0-9.e+-]*" "$2" | head -1 | sed 's/.*: *//'; }
+fps() { field fps "$1"; }
 noop=$(fps "$work/noop.json")
 graded=$(fps "$work/graded.json")
+for run in noop graded; do
+  say "$(awk "BEGIN { printf \"- $run: peak VRAM (ledger) %.1f MiB, peak host RSS %.1f MiB\", $(field vram_peak "$work/$run.json") / 1048576, $(field rss_peak "$work/$run.json") / 1048576 }")"
+done
 say "$(awk "BEGIN { printf \"- decode+encode only: %.2f frames/s; pipelined color+blur: %.2f frames/s; ratio %.1f %% (target >= 90 %%)\", $noop, $graded, 100 * $graded / $noop }")"
 cp "$work/timeline.svg" "$(dirname "$report")/timeline-8k-png.svg" 2>/dev/null || true
 fi

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
 use framepipe::io::{EncodeOptions, OutputFormat, PngCompression};
-use framepipe::ledger::{DEFAULT_BUDGET, parse_bytes};
+use framepipe::ledger::{DEFAULT_BUDGET, human_bytes, parse_bytes};
 use framepipe::pool::PoolSize;
 use framepipe::{
     BackendKind, Cancel, Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, MissingPolicy, Op, OpGraph,
@@ -84,7 +84,8 @@ STREAMS
 
 EXIT CODES
   0 every frame written; 1 a frame failed (or the GPU did); 2 usage, preset or input errors
-  found before any frame was processed.";
+  found before any frame was processed; 130 interrupted (Ctrl-C): in-flight frames finished or
+  discarded, nothing partial left.";
 
 #[derive(Args)]
 struct ProcessArgs {
@@ -201,7 +202,7 @@ struct RunArgs {
     /// Hard ceiling on GPU memory: 512MiB, 2GiB, 1.5GB.
     #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     vram_budget: u64,
-    /// Frame slots in flight: a number, or auto (as many as fit the budget, capped at threads + 3, or threads + 4 from 4 threads up: one slot per decoder, per frame on the GPU, per readback copier; threads + 2 without GPU work).
+    /// Frame slots in flight: a number, or auto (as many as fit the budget, capped at threads + 3: one slot per decoder, per frame on the GPU (two), one decoded frame waiting its turn; threads + 2 without GPU work).
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pool: PoolSize,
     /// Decode and encode threads (default: one per core).
@@ -539,6 +540,16 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     if !opts.quiet {
         eprintln!("{}", report.summary());
+        // Auto takes two slots or more where two fit; a budget that holds
+        // only one still runs, without overlap, and says so.
+        if matches!(opts.pool, PoolSize::Auto) && report.pool_size == 1 && report.backend == "gpu" {
+            eprintln!(
+                "notice: --vram-budget {} holds one {} frame slot ({} each): frames went through the GPU one at a time; raise the budget for overlap",
+                human_bytes(report.vram_budget),
+                report.frame,
+                human_bytes(report.slot_bytes)
+            );
+        }
     }
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
