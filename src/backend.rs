@@ -35,9 +35,10 @@ impl Backend {
     ///
     /// # Errors
     /// [`Error::Gpu`] when `Gpu` was asked for and no adapter qualifies.
-    pub fn open(kind: BackendKind, adapter: Option<&str>, ledger: Arc<Ledger>) -> Result<(Backend, Option<String>)> {
-        let options =
-            |hardware_only| GpuOptions { adapter: adapter.map(str::to_string), hardware_only, ..Default::default() };
+    /// `options` name the adapter and band size; `hardware_only` is set
+    /// here from `kind`.
+    pub fn open(kind: BackendKind, options: &GpuOptions, ledger: Arc<Ledger>) -> Result<(Backend, Option<String>)> {
+        let options = |hardware_only| GpuOptions { hardware_only, ..options.clone() };
         match kind {
             BackendKind::Cpu => Ok((Backend::Cpu, None)),
             BackendKind::Gpu => Ok((Backend::Gpu(Box::new(GpuBackend::new(&options(false), ledger)?)), None)),

@@ -104,6 +104,12 @@ pub struct EngineConfig {
     /// scrubbing does not reallocate; given back when it is not. By
     /// default, 1 second.
     pub preview_memory_idle: std::time::Duration,
+    /// Most bytes one GPU kernel buffer binds, which sets how many bands of
+    /// rows a frame is processed in. Lower it to spend less VRAM on kernel
+    /// buffers (more for slots) at the cost of more halo rows re-read; tests
+    /// lower it to band small frames. By default, none: the adapter's
+    /// binding limit capped at [`BAND_TARGET_BYTES`](crate::gpu::BAND_TARGET_BYTES).
+    pub band_bytes: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -118,6 +124,7 @@ impl Default for EngineConfig {
             source_cache_bytes: 1 << 30,
             prefetch: 3,
             preview_memory_idle: std::time::Duration::from_secs(1),
+            band_bytes: None,
         }
     }
 }
@@ -172,7 +179,12 @@ impl Engine {
             return Err(Error::invalid("thread count", config.threads, format!("0 (one per core) to {MAX_THREADS}")));
         }
         let ledger = Ledger::new(config.vram_budget);
-        let (backend, notice) = Backend::open(config.backend, config.adapter.as_deref(), ledger.clone())?;
+        let options = crate::gpu::GpuOptions {
+            adapter: config.adapter.clone(),
+            max_binding_override: config.band_bytes,
+            ..Default::default()
+        };
+        let (backend, notice) = Backend::open(config.backend, &options, ledger.clone())?;
         let (name, device) = (backend.name(), backend.device_name());
         let previews = crate::preview::PreviewState::new(config.preview_cache_bytes, config.source_cache_bytes);
         let core = EngineCore {

@@ -155,14 +155,25 @@ struct PreviewPass {
     scale: u32,
     width: u32,
     height: u32,
-    /// RGBA8 result (STORAGE | COPY_SRC) and its readback.
+    /// One band's RGBA8 result (STORAGE | COPY_SRC), and the whole
+    /// preview's readback, which each band's result is copied into: a band
+    /// binds no more than the adapter allows, whatever the preview's size.
     small: LedgerBuffer,
     read: LedgerBuffer,
     _uniforms: LedgerBuffer,
-    /// Per band: bind group and workgroups.
-    launches: Vec<(wgpu::BindGroup, (u32, u32))>,
+    /// One per band.
+    launches: Vec<PreviewLaunch>,
     /// When a preview last asked for it.
     used: std::time::Instant,
+}
+
+/// One band's downscale dispatch.
+struct PreviewLaunch {
+    group: wgpu::BindGroup,
+    workgroups: (u32, u32),
+    /// Where the band's result goes in the preview's readback: byte
+    /// offset, bytes.
+    to: (u64, u64),
 }
 
 /// Most (shape, plan) kernel buffer sets kept at once.
@@ -776,9 +787,6 @@ impl GpuBackend {
         let shape = c.shape;
         let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
         let bytes = width as u64 * height as u64 * 4;
-        use wgpu::BufferUsages as U;
-        let small = self.buffer("preview", bytes, U::STORAGE | U::COPY_SRC)?;
-        let read = self.buffer("preview readback", bytes, U::MAP_READ | U::COPY_DST)?;
         let bands: Vec<(u32, u32)> = c
             .copies
             .iter()
@@ -787,6 +795,17 @@ impl GpuBackend {
                 ((dst_off / row) as u32, ((dst_off + dst_len) / row) as u32)
             })
             .collect();
+        // Preview rows of a band: bands start on multiples of 8, so of the
+        // scale; only the last one ends on a partial block.
+        let out_rows = |(y0, y1): (u32, u32)| (y0 / scale, y1.div_ceil(scale));
+        let band_bytes = |b| {
+            let (r0, r1) = out_rows(b);
+            (r1 - r0) as u64 * width as u64 * 4
+        };
+        let widest = bands.iter().map(|&b| band_bytes(b)).max().unwrap_or(0);
+        use wgpu::BufferUsages as U;
+        let small = self.buffer("preview", widest, U::STORAGE | U::COPY_SRC)?;
+        let read = self.buffer("preview readback", bytes, U::MAP_READ | U::COPY_DST)?;
         let uniforms =
             self.buffer("preview uniforms", self.uniform_align * bands.len() as u64, U::STORAGE | U::COPY_DST)?;
         let mut params = vec![0u8; (self.uniform_align * bands.len() as u64) as usize];
@@ -795,7 +814,7 @@ impl GpuBackend {
             let p = Params {
                 width: shape.width,
                 rows: y1 - y0,
-                first_row: y0 / scale,
+                first_row: 0,
                 store_rows: y1 - y0,
                 radius: scale,
                 sixteen: (shape.format == PixelFormat::Rgba16) as u32,
@@ -823,13 +842,17 @@ impl GpuBackend {
             });
             let groups =
                 (width.div_ceil(kernels::WORKGROUP.0), (y1 - y0).div_ceil(scale).div_ceil(kernels::WORKGROUP.1));
-            launches.push((group, groups));
+            let at = out_rows((y0, y1)).0 as u64 * width as u64 * 4;
+            launches.push(PreviewLaunch { group, workgroups: groups, to: (at, band_bytes((y0, y1))) });
         }
         self.queue.write_buffer(&uniforms.buffer, 0, &params);
+        // Kept only once it built: a pass that failed validation would
+        // fail every later preview at this scale.
+        self.check_error()?;
         let used = std::time::Instant::now();
         let pass = PreviewPass { scale, width, height, small, read, _uniforms: uniforms, launches, used };
         self.computes.last_mut().expect("prepared").previews.push(pass);
-        self.check_error()
+        Ok(())
     }
 
     /// A new frame slot for `shape`, mapped and ready to be written.
@@ -1148,19 +1171,19 @@ impl GpuBackend {
                     pass.dispatch_workgroups(*gx, *gy, 1);
                 }
                 if let Some(p) = preview {
-                    let (group, (gx, gy)) = &p.launches[band];
+                    let launch = &p.launches[band];
                     pass.set_pipeline(&self.kernels.downscale);
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(*gx, *gy, 1);
+                    pass.set_bind_group(0, &launch.group, &[]);
+                    pass.dispatch_workgroups(launch.workgroups.0, launch.workgroups.1, 1);
                 }
             }
             if let Some(r) = readback {
                 encoder.copy_buffer_to_buffer(&c.packed.buffer, 0, &r.buffer, dst_off, dst_len);
             }
-        }
-        if let Some(p) = preview {
-            let bytes = p.width as u64 * p.height as u64 * 4;
-            encoder.copy_buffer_to_buffer(&p.small.buffer, 0, &p.read.buffer, 0, bytes);
+            if let Some(p) = preview {
+                let (at, bytes) = p.launches[band].to;
+                encoder.copy_buffer_to_buffer(&p.small.buffer, 0, &p.read.buffer, at, bytes);
+            }
         }
         if let Some(t) = &slot.timer {
             encoder.resolve_query_set(&t.set, 0..2, &t.resolve, 0);

@@ -89,6 +89,42 @@ fn pipelined_outputs_equal_sequential() {
 }
 
 #[test]
+fn banded_frames_through_the_pipeline_equal_whole_frames() {
+    if !gpu_available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (61, 37);
+    let input = sequence(t.path(), 5, w, h);
+    // Room for 24 rows of f32 scratch: with the blur halos, bands of a few
+    // rows, several frames on the GPU at once sharing the band buffers.
+    let band_bytes = 24 * w as u64 * 16;
+    let layout = framepipe::gpu::Banding::new(w, h, PixelFormat::Rgba8, &graph().plan(), band_bytes).unwrap();
+    assert!(layout.band_rows < h / 2, "{layout:?}");
+    let oracle = t.path().join("whole");
+    run(
+        &engine(BackendKind::Gpu, PoolSize::Auto, 1, 2 << 30),
+        &input,
+        &format!("{}/o_%03d.png", oracle.display()),
+        true,
+    );
+    for (pool, threads) in [(PoolSize::Fixed(1), 1), (PoolSize::Auto, 4)] {
+        let e = Engine::new(EngineConfig {
+            backend: BackendKind::Gpu,
+            pool,
+            threads,
+            band_bytes: Some(band_bytes),
+            ..Default::default()
+        })
+        .unwrap();
+        let dir = t.path().join(format!("banded-{pool}-{threads}"));
+        let report = run(&e, &input, &format!("{}/o_%03d.png", dir.display()), false);
+        assert_eq!(report.frames_written, 5);
+        same_files(&oracle, &dir);
+    }
+}
+
+#[test]
 fn ledger_peak_never_exceeds_budget() {
     if !gpu_available() {
         return;
