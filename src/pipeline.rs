@@ -496,18 +496,35 @@ fn make_slots(
     let readback = GpuBackend::readback_bytes(shape);
     let budget = ledger.budget();
     let needed = kernels + readback + slot;
-    if ledger.current() + needed > budget {
-        return Err(Error::Budget(format!(
-            "one {} frame needs {} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {} budget (raise --vram-budget)",
+    let refuse = |held: u64| {
+        let held = if held > 0 {
+            format!(" beside {} held by previews and other grades", human_bytes(held))
+        } else {
+            String::new()
+        };
+        Error::Budget(format!(
+            "one {} frame needs {} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {} budget{held} (raise --vram-budget)",
             describe(shape),
             human_bytes(needed),
             human_bytes(slot),
             human_bytes(readback),
             human_bytes(kernels),
             human_bytes(budget)
-        )));
+        ))
+    };
+    if needed > budget {
+        return Err(refuse(0));
     }
-    gpu.prepare(shape, plan)?;
+    // The kernel set first: one already built for this grade (an earlier
+    // export, a preview) is used, not counted twice, and cached sets of
+    // other grades make room for it.
+    match gpu.prepare(shape, plan) {
+        Err(Error::Budget(_)) => return Err(refuse(ledger.current())),
+        r => r?,
+    }
+    if ledger.current() + readback + slot > budget {
+        return Err(refuse(ledger.current().saturating_sub(kernels)));
+    }
     let free = budget.saturating_sub(ledger.current());
     let (n, rings) = split_budget(free, slot, readback, threads, pool);
     let ring = (0..rings).map(|_| gpu.new_readback(shape)).collect::<Result<Vec<_>>>()?;
@@ -564,6 +581,9 @@ pub(crate) fn run(
         return Ok(report);
     };
     report.frame = describe(shape);
+    // Preview memory an editor has left idle goes back before the pool is
+    // sized (kept while the editor is active).
+    engine.reclaim_preview_memory(Some((shape, &plan)));
     let Staging { slots, slot_bytes, ring } =
         make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, threads, pool_size)?;
     report.pool_size = slots.len();

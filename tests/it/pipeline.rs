@@ -156,6 +156,11 @@ fn ledger_peak_never_exceeds_budget() {
         // Slots and the ring are freed with the run; kernel buffers stay
         // for the next job.
         assert_eq!(e.ledger().current(), kernels, "slots released");
+        // A second export on the same engine uses that kernel set: counted
+        // once, it leaves room for as many slots.
+        let again = run(&e, &input, &format!("{}/again_%03d.png", dir.display()), false);
+        assert_eq!((again.frames_written, again.pool_size as u64), (6, slots));
+        assert!(e.ledger().peak() <= budget);
         // Asking for one more slot than fits is refused up front.
         let e = engine(BackendKind::Gpu, PoolSize::Fixed(slots as usize + 1), 4, budget);
         let job = Job::new(input.as_str(), format!("{}/x_%03d.png", dir.display()), graph());
