@@ -331,7 +331,11 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
         let watch = self.core.ledger.watch();
-        let mut report = run_sequential(job, prepared, self, out, cancel, progress)?;
+        let report = run_sequential(job, prepared, self, out, cancel, progress);
+        if let Backend::Gpu(gpu) = &mut *self.core.backend.lock(Priority::Export) {
+            gpu.release_own_slot();
+        }
+        let mut report = report?;
         report.vram_peak = watch.peak();
         report.rss_peak = crate::report::peak_rss();
         Ok(report)

@@ -176,6 +176,10 @@ fn submit(
         match r {
             Err(Error::Budget(_)) if may_wait && waits < 40 => {
                 waits += 1;
+                // Memory an editor left idle is given back (this run's
+                // kernel set stays); frames on the GPU free theirs as
+                // they land.
+                engine.reclaim_preview_memory(Some((shape, &shared.plan)));
                 let asked = Instant::now();
                 engine.ledger().wait_release(Duration::from_millis(250));
                 waited += asked.elapsed();

@@ -374,6 +374,11 @@ impl Engine {
                 return Ok((image, if joined { Served::Joined } else { Served::Hit }));
             }
             let mut inflight = lock(&state.inflight);
+            // A render that landed between the look above and this lock
+            // has left `inflight` but is in the cache: never render twice.
+            if let Some(image) = lock(&state.cache).peek(key) {
+                return Ok((image, if joined { Served::Joined } else { Served::Hit }));
+            }
             if inflight.contains(key) {
                 joined = true;
                 let _ = state.landed.wait_timeout(inflight, Duration::from_millis(100));
@@ -428,7 +433,13 @@ impl Engine {
         if state.active.load(Ordering::SeqCst) > 0 {
             return false;
         }
-        let Ok(mut slot) = state.slot.try_lock() else { return false };
+        // A preview that panicked holding the slot poisoned it; the slot
+        // itself is still sound (the next preview replaces a failed one).
+        let mut slot = match state.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
         {
             // Once per quiet spell: cleared here, set by the next render.
             let mut last = lock(&state.last_render);

@@ -148,6 +148,13 @@ impl Compute {
         all.extend(self.previews.iter().flat_map(|p| [&p.small, &p.read, &p._uniforms]).map(|b| b.reservation.clone()));
         all
     }
+
+    /// Whether frames on the GPU still hold this set's buffers: dropping
+    /// it would free nothing until they land, and would make the frames
+    /// behind them build it again beside it.
+    fn in_flight(&self) -> bool {
+        Arc::strong_count(&self.packed.reservation) > 1
+    }
 }
 
 /// The extra buffers and launches that turn a frame into a preview.
@@ -701,13 +708,19 @@ impl GpuBackend {
             self.sets.rewritten += 1;
             return self.check_error();
         }
-        if self.computes.len() >= COMPUTE_CACHE {
-            self.computes.remove(0);
-        }
         // Older sets are only a cache: drop them (oldest first) rather than
-        // fail when the new one would not fit beside them.
-        while !self.computes.is_empty() && self.ledger.current() + needed > self.ledger.budget() {
-            self.computes.remove(0);
+        // fail when the new one would not fit beside them, but not sets that
+        // frames on the GPU use: if only those are left, the budget error
+        // makes the caller wait for them to land.
+        let idle = |c: &Compute| !c.in_flight();
+        while self.computes.len() >= COMPUTE_CACHE
+            || (!self.computes.is_empty() && self.ledger.current() + needed > self.ledger.budget())
+        {
+            match self.computes.iter().position(idle) {
+                Some(i) => drop(self.computes.remove(i)),
+                None if self.computes.len() >= COMPUTE_CACHE => drop(self.computes.remove(0)),
+                None => break,
+            }
         }
         use wgpu::BufferUsages as U;
         let packed = self.buffer(
@@ -1228,6 +1241,13 @@ impl GpuBackend {
         let result = slot.write(&src.data).and_then(|()| self.run(&slot, &readback, plan, &mut out.data));
         self.own_slot = Some((slot, readback));
         result.map(|ns| (out, ns))
+    }
+
+    /// Gives back the slot and readback buffer that [`GpuBackend::process`]
+    /// keeps from one frame to the next, once a run of frames is over:
+    /// two frames of budget an export or a preview may want next.
+    pub fn release_own_slot(&mut self) {
+        self.own_slot = None;
     }
 }
 

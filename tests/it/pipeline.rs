@@ -160,6 +160,10 @@ fn ledger_peak_never_exceeds_budget() {
         // once, it leaves room for as many slots.
         let again = run(&e, &input, &format!("{}/again_%03d.png", dir.display()), false);
         assert_eq!((again.frames_written, again.pool_size as u64), (6, slots));
+        // So does the one-frame-at-a-time path, which gives its slot back.
+        let one = run(&e, &input, &format!("{}/one_%03d.png", dir.display()), true);
+        assert_eq!(one.frames_written, 6);
+        assert_eq!(e.ledger().current(), kernels, "sequential slot released");
         assert!(e.ledger().peak() <= budget);
         // Asking for one more slot than fits is refused up front.
         let e = engine(BackendKind::Gpu, PoolSize::Fixed(slots as usize + 1), 4, budget);
