@@ -87,7 +87,7 @@ pub fn synthetic_frame(opts: &GenerateOptions, n: u64) -> HostFrame {
     // A few soft discs drifting across the frame.
     let discs: Vec<[f32; 6]> = (0..6u64)
         .map(|k| {
-            let r = |i: u64| hash(opts.seed * 977 + k * 31 + i) as f32 / u64::MAX as f32;
+            let r = |i: u64| hash(opts.seed.wrapping_mul(977).wrapping_add(k * 31 + i)) as f32 / u64::MAX as f32;
             let cx = (r(0) + 0.013 * t * (r(1) - 0.5)).rem_euclid(1.0);
             [cx, r(2), 0.05 + 0.15 * r(3), r(4), r(5), r(6)]
         })

@@ -824,11 +824,16 @@ pub(crate) fn run(
                         } else if may_wait {
                             let asked = Instant::now();
                             let r = loop {
-                                if shared.stopping() {
-                                    break None;
-                                }
                                 if let Some(r) = ring.acquire_timeout(Duration::from_millis(20)) {
                                     break Some(r);
+                                }
+                                // A stopped run still drains the frames it
+                                // decoded (the copiers free the ring); only a
+                                // cancel, or a ring still full seconds after
+                                // a stop (a failed copier), drops this one.
+                                let stuck = shared.stopping() && asked.elapsed() > Duration::from_secs(5);
+                                if shared.cancel.is_cancelled() || stuck {
+                                    break None;
                                 }
                             };
                             clock.wait_out += asked.elapsed();

@@ -19,7 +19,9 @@ fn framepipe() -> Command {
 
 /// Writes `frames` small frames numbered from `start` into `dir` as `pattern`.
 fn sequence(dir: &Path, pattern: &str, start: u64, frames: u32, format: PixelFormat) -> String {
-    let opts = GenerateOptions { width: 24, height: 16, frames, start, format, alpha: true, seed: start };
+    // Fresh content each run (the seed is printed if a test fails on it).
+    let seed = crate::util::Rng::fresh(pattern).next();
+    let opts = GenerateOptions { width: 24, height: 16, frames, start, format, alpha: true, seed };
     let p = dir.join(pattern).display().to_string();
     generate_sequence(&opts, &p, &EncodeOptions::default(), false).unwrap();
     p
@@ -47,8 +49,71 @@ fn printf_pattern_keeps_frame_numbers() {
         .args(["process", &input, "-o", out.to_str().unwrap(), "--exposure", "0.5", "--blur", "1", "--backend", "cpu"])
         .assert()
         .success()
-        .stderr(contains("3 frames").and(contains("frames/s")).and(contains("cpu")));
+        .stderr(contains("3 frames").and(contains("frames/s")).and(contains("cpu")))
+        // The summary names the bottleneck and the efficiency.
+        .stderr(contains("Bottleneck: ").and(contains("pipeline efficiency")));
     assert_eq!(files(&t.path().join("graded")), ["shot_1001.png", "shot_1002.png", "shot_1003.png"]);
+    // Auto without a hardware GPU says in one line why it runs on the CPU.
+    let out = t.path().join("auto/shot_%04d.png");
+    let assert = framepipe().args(["process", &input, "-o", out.to_str().unwrap(), "--blur", "1"]).assert().success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    if stderr.contains("on the cpu backend") {
+        let notice = stderr
+            .lines()
+            .find(|l| l.starts_with("notice: using the CPU backend: "))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(notice.len() > "notice: using the CPU backend: ".len(), "{notice}");
+    }
+}
+
+/// The README's first command, on a tiny frame size: generates, grades,
+/// says where everything is, and leaves it there.
+#[test]
+fn demo_runs_without_a_gpu() {
+    let t = tempfile::tempdir().unwrap();
+    let assert = framepipe()
+        .env("TMPDIR", t.path())
+        .args(["demo", "--size", "64x36", "--frames", "2", "--backend", "cpu"])
+        .assert()
+        .success()
+        .stderr(contains("2 frames (64x36 RGBA8) written").and(contains("Bottleneck: ")));
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let shown = |label: &str| {
+        let line = stderr.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label} {stderr}"));
+        PathBuf::from(line[label.len()..].trim())
+    };
+    let graded = shown("graded:").parent().unwrap().to_owned();
+    assert!(graded.starts_with(t.path()), "{graded:?}");
+    assert_eq!(files(&graded), ["shot_1001.png", "shot_1002.png"]);
+    assert_eq!(files(shown("sources:").parent().unwrap()), ["shot_1001.png", "shot_1002.png"]);
+    assert!(shown("report:").is_file() && shown("timeline:").is_file());
+    let (a, b) = (decode(&graded.join("shot_1001.png")), decode(&graded.join("shot_1002.png")));
+    assert_eq!((a.width, a.height), (64, 36));
+    assert_ne!(a, b);
+    framepipe().args(["demo", "--size", "0x36"]).assert().code(2).stderr(contains("invalid size"));
+}
+
+/// Every preset in samples/ parses, and grades a frame the same on the
+/// command line as in the library.
+#[test]
+fn sample_presets_parse_and_run() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 1, PixelFormat::Rgba8);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let mut presets: Vec<_> = fs::read_dir(&samples).unwrap().flatten().map(|e| e.path()).collect();
+    presets.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    assert!(presets.len() >= 2, "{presets:?}");
+    for preset in presets {
+        let graph = framepipe::ops::parse_preset(&fs::read_to_string(&preset).unwrap(), &preset).unwrap();
+        let name = preset.file_stem().unwrap().to_string_lossy().to_string();
+        let out = t.path().join(format!("{name}_%02d.png")).display().to_string();
+        framepipe()
+            .args(["process", &input, "-o", &out, "--preset", preset.to_str().unwrap(), "--backend", "cpu", "-q"])
+            .assert()
+            .success();
+        let expected = framepipe::process_cpu(&decode(&t.path().join("s_01.png")), &graph.plan());
+        assert_eq!(decode(&t.path().join(format!("{name}_01.png"))), expected, "{name}");
+    }
 }
 
 #[test]
@@ -120,6 +185,16 @@ fn formats_round_trip_and_16_bit_stays_16_bit() {
         assert_eq!(f.format, PixelFormat::Rgba16, "{ext}");
         // Genuinely 16-bit content, not 8-bit values widened.
         assert!((0..f.channel_count()).any(|i| !f.channel(i).is_multiple_of(257)), "{ext}");
+        let graph = framepipe::OpGraph::new(vec![framepipe::Op::Exposure { stops: 0.1 }]).unwrap();
+        let expected = framepipe::process_cpu(&decode(&t.path().join("in16_01.png")), &graph.plan());
+        crate::util::assert_close(&f, &expected, &format!("16-bit {ext}"));
+    }
+    // No ops: 16 bits in, the same 16 bits out.
+    let original = decode(&t.path().join("in16_01.png"));
+    for ext in ["png", "tif"] {
+        let out = t.path().join(format!("c16_%02d.{ext}")).display().to_string();
+        framepipe().args(["process", &input, "-o", &out, "-q"]).assert().success();
+        assert_eq!(decode(&t.path().join(format!("c16_01.{ext}"))), original, "{ext}");
     }
     // No ops: a lossless round trip is bit-exact through every lossless format.
     let input8 = sequence(t.path(), "in8_%02d.png", 1, 1, PixelFormat::Rgba8);
@@ -158,14 +233,24 @@ fn gpu_and_cpu_cli_outputs_agree() {
     }
 }
 
-/// Runs a process that must fail for one bad frame; returns the output dir.
+/// Runs a process that must fail for one bad frame, on the CPU backend
+/// and, where there is an adapter, on the GPU (whose decoders write
+/// straight into mapped staging).
 fn one_bad_frame(bad: impl Fn(&Path), expect: &str) {
+    one_bad_frame_on("cpu", &bad, expect);
+    if crate::util::gpu(Default::default()).is_some() {
+        one_bad_frame_on("gpu", &bad, expect);
+    }
+}
+
+fn one_bad_frame_on(backend: &str, bad: &dyn Fn(&Path), expect: &str) {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), "s_%02d.png", 1, 4, PixelFormat::Rgba8);
     bad(&t.path().join("s_03.png"));
     let out_dir = t.path().join("out");
     let out = out_dir.join("s_%02d.png").display().to_string();
-    let assert = framepipe().args(["process", &input, "-o", &out]).assert().code(1);
+    let assert =
+        framepipe().args(["process", &input, "-o", &out, "--exposure", "0.2", "--backend", backend]).assert().code(1);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
     let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
     assert!(line.contains("s_03.png") && line.contains(expect), "{line}");
@@ -175,8 +260,12 @@ fn one_bad_frame(bad: impl Fn(&Path), expect: &str) {
     assert!(written.starts_with(&["s_01.png".into(), "s_02.png".into()]), "{written:?} {stderr}");
     assert!(written.iter().all(|f| f == "s_01.png" || f == "s_02.png" || f == "s_04.png"), "{written:?}");
     // With --on-error skip every other frame is written, still exit 1.
-    framepipe().args(["process", &input, "-o", &out, "--on-error", "skip", "--overwrite", "-q"]).assert().code(1);
-    assert_eq!(files(&out_dir), ["s_01.png", "s_02.png", "s_04.png"]);
+    framepipe()
+        .args(["process", &input, "-o", &out, "--exposure", "0.2", "--backend", backend])
+        .args(["--on-error", "skip", "--overwrite", "-q"])
+        .assert()
+        .code(1);
+    assert_eq!(files(&out_dir), ["s_01.png", "s_02.png", "s_04.png"], "{backend}");
 }
 
 #[test]
@@ -491,6 +580,10 @@ fn generate_and_info() {
         .assert()
         .code(2)
         .stderr(contains("invalid start frame"));
+    // Any seed works, the largest too.
+    let big = t.path().join("big/b_%d.png").display().to_string();
+    let seed = u64::MAX.to_string();
+    framepipe().args(["generate", "--size", "8x8", "--frames", "1", "--seed", &seed, "-o", &big]).assert().success();
     framepipe().arg("info").assert().success().stdout(contains("auto picks"));
 }
 
