@@ -6,6 +6,7 @@ use assert_cmd::Command;
 use framepipe::PixelFormat;
 use framepipe::generate::{GenerateOptions, generate_sequence};
 use framepipe::io::EncodeOptions;
+use framepipe::pool::PoolSize;
 
 #[test]
 fn bench_pool_rows_agree_with_their_runs() {
@@ -61,12 +62,58 @@ fn bench_pool_rows_agree_with_their_runs() {
         }
         last_vram = vram;
         assert!(row[9].parse::<u64>().unwrap() > 0, "peak RSS measured");
+        let efficiency: f64 = row[6].parse().unwrap();
+        assert!(efficiency > 0.0 && efficiency <= 1.0, "efficiency {efficiency}");
+        assert!(["decode", "gpu", "cpu", "readback", "encode"].contains(&row[7]), "bottleneck {}", row[7]);
     }
     // The runs' own clocks cannot claim more time than the whole command took.
     let total: f64 = rows.iter().map(|r| r[4].parse::<f64>().unwrap()).sum();
     assert!(total < elapsed, "runs sum to {total} s but the command took {elapsed} s");
     let svg = fs::read_to_string(&chart).unwrap();
     assert!(svg.contains("pool size (slots)") && svg.contains("frames/s") && svg.contains("peak memory (MiB)"));
+}
+
+/// Each run's wall time, timed from outside: no more than the time between
+/// the sweep's reports of consecutive runs (which holds the run and a little
+/// set-up), and most of it. frames/s is frames over that time.
+#[test]
+fn bench_pool_seconds_are_the_runs_wall_time() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = GenerateOptions { width: 320, height: 240, frames: 8, format: PixelFormat::Rgba8, ..Default::default() };
+    let input = t.path().join("s_%03d.png").display().to_string();
+    generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
+    let graph = framepipe::OpGraph::new(vec![framepipe::Op::Blur { sigma: 2.0 }]).unwrap();
+    let job = framepipe::Job::new(input.as_str(), "o_%03d.png", graph);
+    // The CPU backend: opening it costs nothing, so set-up between runs is
+    // a scan of the folder and a scratch folder made and removed.
+    let config = framepipe::EngineConfig { backend: framepipe::BackendKind::Cpu, threads: 2, ..Default::default() };
+    let pools = [PoolSize::Fixed(1), PoolSize::Fixed(2), PoolSize::Auto];
+    let mut last = None;
+    let mut timed = Vec::new();
+    let runs = framepipe::bench::bench_pool(
+        &job,
+        &config,
+        &pools,
+        2,
+        &mut |run| {
+            let now = std::time::Instant::now();
+            // The first report also covers the warm-up run: no bound.
+            if let Some(before) = last.replace(now) {
+                timed.push((run.seconds, (now - before).as_secs_f64()));
+            }
+        },
+        &mut |pool, e| panic!("pool {pool} refused: {e}"),
+    )
+    .unwrap();
+    assert_eq!(runs.len(), 6);
+    for r in &runs {
+        assert_eq!(r.frames, 8);
+        assert!((r.fps - r.frames as f64 / r.seconds).abs() <= 1e-9 * r.fps, "{r:?}");
+    }
+    for (seconds, outside) in timed {
+        assert!(seconds <= outside, "a run of {seconds} s inside {outside} s");
+        assert!(seconds >= 0.5 * outside, "a run of {seconds} s, but {outside} s between reports");
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! op-by-op f64 definition, on fresh random frames.
 
 use framepipe::gpu::GpuOptions;
-use framepipe::{HostFrame, Op, OpGraph, PixelFormat, process_cpu};
+use framepipe::{Op, OpGraph, PixelFormat, process_cpu};
 
 use crate::util::{Rng, assert_close, gpu, random_frame, reference};
 
@@ -169,7 +169,7 @@ fn band_too_small_for_halo_is_a_clear_error() {
     let options = GpuOptions { max_binding_override: Some(8 * 16 * 10), ..Default::default() };
     let Some(mut backend) = gpu(options) else { return };
     let plan = OpGraph::new(vec![Op::Blur { sigma: 16.0 }]).unwrap().plan();
-    let src = HostFrame::new(8, 200, PixelFormat::Rgba8, false);
+    let src = random_frame(&mut Rng::fresh("band_too_small"), 8, 200, PixelFormat::Rgba8, false);
     let err = backend.process(&src, &plan).unwrap_err().to_string();
     assert!(err.contains("blur radius"), "{err}");
 }

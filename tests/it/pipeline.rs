@@ -16,7 +16,8 @@ use framepipe::priority::Priority;
 use framepipe::{Backend, BackendKind, Cancel, Engine, EngineConfig, Error, Job, Op, OpGraph, PixelFormat};
 
 fn sequence(dir: &Path, frames: u32, width: u32, height: u32) -> String {
-    let opts = GenerateOptions { width, height, frames, start: 1, format: PixelFormat::Rgba8, alpha: true, seed: 7 };
+    let seed = crate::util::Rng::fresh("pipeline sequence").next();
+    let opts = GenerateOptions { width, height, frames, start: 1, format: PixelFormat::Rgba8, alpha: true, seed };
     let p = dir.join("in/s_%03d.png").display().to_string();
     generate_sequence(&opts, &p, &EncodeOptions::default(), false).unwrap();
     p
