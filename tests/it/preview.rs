@@ -369,6 +369,36 @@ fn prefetch_follows_the_playhead_the_grade_and_the_direction() {
 }
 
 #[test]
+fn a_jump_cancels_queued_prefetches_and_async_previews_arrive() {
+    let t = tempfile::tempdir().unwrap();
+    // Frames large enough that eight prefetches take a while to render.
+    let seq = sequence(t.path(), 40, 640, 400, PixelFormat::Rgba8);
+    let g = grade(0.2);
+    let e = Engine::new(EngineConfig { backend: BackendKind::Cpu, prefetch: 8, ..Default::default() }).unwrap();
+    e.preview(&seq, 10, &g, Scale::Quarter).unwrap();
+    e.preview(&seq, 11, &g, Scale::Quarter).unwrap(); // queues 12..=19
+    e.preview(&seq, 35, &g, Scale::Quarter).unwrap(); // a jump: cancels them, queues nothing
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let settled = loop {
+        let s = e.preview_stats();
+        if s.prefetched + s.prefetch_cancelled >= 8 || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(settled.prefetched + settled.prefetch_cancelled, 8, "{settled:?}");
+    assert!(settled.prefetch_cancelled > 0, "{settled:?}");
+    let cached = (12..=19).filter(|&f| e.preview_cached(&seq, f, &g, Scale::Quarter)).count();
+    assert_eq!(cached as u64, settled.prefetched, "only what was rendered before the jump is cached");
+    assert!((36..=40).all(|f| !e.preview_cached(&seq, f, &g, Scale::Quarter)), "nothing after a jump");
+    // The async variant delivers the same image on a channel.
+    let rx = e.preview_async(&seq, 30, &g, Scale::Half);
+    let image = rx.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+    assert_eq!((image.frame, image.width, image.height), (30, 320, 200));
+    assert_eq!(image.data, e.preview(&seq, 30, &g, Scale::Half).unwrap().data);
+}
+
+#[test]
 fn a_slider_drag_rewrites_kernel_buffers_in_place_and_never_mixes_grades() {
     if crate::util::gpu(Default::default()).is_none() {
         return;
