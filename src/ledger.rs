@@ -23,6 +23,9 @@ struct Counts {
     /// High-water marks of the [`PeakWatch`]es alive, by id.
     watches: std::collections::BTreeMap<u64, u64>,
     next_watch: u64,
+    /// Releases so far: a waiter compares it with what it saw before its
+    /// refused attempt, so a release in between is never missed.
+    releases: u64,
 }
 
 /// Counts GPU bytes against a budget. Shared as `Arc<Ledger>`.
@@ -96,18 +99,24 @@ impl Ledger {
         if bytes <= self.budget {
             let (guard, _) = self
                 .released
-                .wait_timeout_while(c, timeout, |c| c.current + bytes > self.budget)
+                .wait_timeout_while(c, timeout, |c| c.current.saturating_add(bytes) > self.budget)
                 .unwrap_or_else(|p| p.into_inner());
             c = guard;
         }
         self.take(&mut c, bytes, what)
     }
 
-    /// Waits until some reservation is released, or `timeout` passes.
-    pub fn wait_release(&self, timeout: Duration) {
+    /// Releases so far, to pass to [`Ledger::wait_release`]: read it
+    /// before an attempt that may be refused.
+    pub fn releases(&self) -> u64 {
+        self.lock().releases
+    }
+
+    /// Waits until a reservation has been released since [`Ledger::releases`]
+    /// returned `since` (at once if one already was), or `timeout` passes.
+    pub fn wait_release(&self, since: u64, timeout: Duration) {
         let c = self.lock();
-        let before = c.current;
-        let _ = self.released.wait_timeout_while(c, timeout, |c| c.current >= before && before > 0);
+        let _ = self.released.wait_timeout_while(c, timeout, |c| c.releases == since);
     }
 
     fn take(self: &Arc<Self>, c: &mut Counts, bytes: u64, what: &str) -> Result<Reservation> {
@@ -165,7 +174,10 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.ledger.lock().current -= self.bytes;
+        let mut c = self.ledger.lock();
+        c.current -= self.bytes;
+        c.releases += 1;
+        drop(c);
         self.ledger.released.notify_all();
     }
 }
@@ -224,6 +236,19 @@ mod tests {
         for bad in ["", "GiB", "-1GiB", "2 parsecs", "0"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_release_before_the_wait_is_not_missed() {
+        let l = Ledger::new(100);
+        let a = l.reserve(100, "a").unwrap();
+        let since = l.releases();
+        assert!(l.reserve(1, "b").is_err());
+        drop(a); // lands between the refusal and the wait
+        let t = std::time::Instant::now();
+        l.wait_release(since, Duration::from_secs(30));
+        assert!(t.elapsed() < Duration::from_secs(30));
+        assert!(l.reserve(1, "b").is_ok());
     }
 
     #[test]

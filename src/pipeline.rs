@@ -146,7 +146,7 @@ enum Submitted {
 /// Submits one decoded frame under the export's priority: on the GPU it
 /// returns at once; the CPU backend runs the kernels here. When previews
 /// have taken the budget (their kernel buffers evicted ours), waits for
-/// memory, a bounded time, if `may_wait`; else the caller first finishes
+/// memory (up to 10 s) if `may_wait`; else the caller first finishes
 /// the frames it has on the GPU (they free nothing while they wait).
 ///
 /// Also returns the time spent waiting for the backend (previews ahead)
@@ -159,10 +159,11 @@ fn submit(
     shape: FrameShape,
     may_wait: bool,
 ) -> (Result<Submitted>, Duration) {
-    let mut waits = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut waited = Duration::ZERO;
     loop {
         let asked = Instant::now();
+        let since = engine.ledger().releases();
         let mut backend = engine.backend().lock(Priority::Export);
         waited += asked.elapsed();
         let r = shared.guarded(Stage::Compute, d.number, || match (&mut *backend, &*d.slot, readback) {
@@ -174,14 +175,13 @@ fn submit(
         });
         drop(backend);
         match r {
-            Err(Error::Budget(_)) if may_wait && waits < 40 => {
-                waits += 1;
+            Err(Error::Budget(_)) if may_wait && Instant::now() < deadline => {
                 // Memory an editor left idle is given back (this run's
                 // kernel set stays); frames on the GPU free theirs as
                 // they land.
                 engine.reclaim_preview_memory(Some((shape, &shared.plan)));
                 let asked = Instant::now();
-                engine.ledger().wait_release(Duration::from_millis(250));
+                engine.ledger().wait_release(since, Duration::from_millis(250));
                 waited += asked.elapsed();
             }
             r => return (r, waited),

@@ -610,7 +610,7 @@ impl Engine {
     /// budget is full (an export holds it) asks the export to hand slots
     /// back, waits for a release without holding or announcing the backend
     /// (the frames holding the memory must get through to free it) and
-    /// tries again, a bounded number of times. A preview keeps the gate up
+    /// tries again, for up to 5 seconds. A preview keeps the gate up
     /// meanwhile, so no export frame starts and takes the memory first.
     /// Time spent waiting goes to `waited`.
     fn with_memory<'a, R>(
@@ -621,27 +621,30 @@ impl Engine {
         gate: &mut Option<GateGuard<'a>>,
         mut work: impl FnMut(&mut Backend) -> Result<R>,
     ) -> Result<R> {
-        let mut attempts = 0;
+        // Bounded in time, not tries: an attempt that itself freed memory
+        // (an old slot, an evicted set) before it was refused is retried
+        // at once.
+        let deadline = Instant::now() + Duration::from_secs(5);
         // Up from the first refusal to the end: an export must not regrow
         // a slot with memory it just gave back for this request.
         let mut pressure = None;
         loop {
             let asked = Instant::now();
+            let since = self.core.ledger.releases();
             let result = {
                 let mut backend = intent.get_or_insert_with(|| self.core.backend.intend(priority)).lock();
                 *waited += asked.elapsed();
                 work(&mut backend)
             };
             match result {
-                Err(Error::Budget(_)) if attempts < 20 => {
-                    attempts += 1;
+                Err(Error::Budget(_)) if Instant::now() < deadline => {
                     if priority == Priority::Preview && gate.is_none() {
                         *gate = Some(self.core.gate.raise(|| {}));
                     }
                     *intent = None;
                     pressure.get_or_insert_with(|| Held::new(&self.core.pressure));
                     let asked = Instant::now();
-                    self.core.ledger.wait_release(Duration::from_millis(250));
+                    self.core.ledger.wait_release(since, Duration::from_millis(250));
                     *waited += asked.elapsed();
                 }
                 r => return r,
