@@ -388,8 +388,7 @@ fn start_frame(
             pool.shed();
             continue;
         }
-        if alone && engine.backend().waiting_above(Priority::Export) {
-            std::thread::sleep(Duration::from_millis(2));
+        if alone && !engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20)) {
             continue;
         }
         let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) else { continue };
@@ -411,7 +410,7 @@ fn start_frame(
             return Some(slot);
         }
         if alone {
-            std::thread::sleep(Duration::from_millis(2));
+            engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20));
         }
     }
 }

@@ -78,6 +78,16 @@ impl<T> PriorityLock<T> {
     pub fn waiting_above(&self, priority: Priority) -> bool {
         self.state().waiting[priority as usize + 1..].iter().any(|&n| n > 0)
     }
+
+    /// Waits, up to `timeout`, until no class above `priority` is waiting;
+    /// returns whether none is. For work that never takes the lock but
+    /// must not run beside higher classes (an export with no kernels).
+    pub fn wait_clear_above(&self, priority: Priority, timeout: Duration) -> bool {
+        let above = |s: &mut State| s.waiting[priority as usize + 1..].iter().any(|&n| n > 0);
+        let (mut s, _) =
+            self.changed.wait_timeout_while(self.state(), timeout, above).unwrap_or_else(|e| e.into_inner());
+        !above(&mut s)
+    }
 }
 
 /// A class announced as waiting; see [`PriorityLock::intend`].
@@ -188,6 +198,20 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    #[test]
+    fn waiting_for_higher_classes_to_clear_wakes_when_they_go() {
+        let lock = Arc::new(PriorityLock::new(()));
+        assert!(lock.wait_clear_above(Priority::Export, Duration::ZERO));
+        let intent = lock.intend(Priority::Preview);
+        assert!(!lock.wait_clear_above(Priority::Export, Duration::from_millis(10)));
+        assert!(lock.wait_clear_above(Priority::Preview, Duration::ZERO), "nothing above a preview");
+        let l = lock.clone();
+        let waiter = std::thread::spawn(move || l.wait_clear_above(Priority::Export, Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(20));
+        drop(intent);
+        assert!(waiter.join().unwrap());
+    }
 
     #[test]
     fn higher_classes_go_first() {
