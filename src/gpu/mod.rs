@@ -28,27 +28,24 @@
 //! hundreds of MB of band buffers per slider step.
 
 mod adapter;
+mod banding;
 mod kernels;
+mod staging;
 
 pub use adapter::{AdapterSummary, choose, instance, list_adapters};
-pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, DOWNSCALE_WGSL, Kernels, Params, shader_sources};
+pub use banding::{BAND_TARGET_BYTES, Banding};
+pub use staging::{GpuSlot, InFlight, Readback, SlotWriter};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use banding::SCRATCH_BPP;
+pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, DOWNSCALE_WGSL, Kernels, Params, shader_sources};
+use staging::request_map;
+
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::io::{HostFrame, PixelFormat};
 use crate::ledger::{Ledger, Reservation};
 use crate::ops::{Affine, Plan};
-
-/// Bytes of f32 RGBA per pixel in the scratch buffers.
-const SCRATCH_BPP: u64 = 16;
-
-/// Bytes per pixel that bound a band's rows: the f32 scratch when the plan
-/// blurs, else only the packed pixels.
-fn band_bpp(plan: &Plan, format: PixelFormat) -> u64 {
-    if plan.passes.is_empty() { format.bytes_per_pixel() as u64 } else { SCRATCH_BPP }
-}
 
 /// Width, height and pixel format: what sizes every frame buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -186,19 +183,6 @@ struct PreviewLaunch {
 /// Most (shape, plan) kernel buffer sets kept at once.
 const COMPUTE_CACHE: usize = 3;
 
-/// Bytes of a slot's timestamp queries: two 8-byte queries, their resolve
-/// buffer and its readback. Counted whether or not the adapter has
-/// timestamps, so a slot's size does not depend on the adapter.
-const TIMER_BYTES: u64 = 16 + 16 + 16;
-
-/// A slot's own timestamp queries: each frame in flight brackets its
-/// kernels with its own pair, so frames on the GPU at once never share one.
-struct SlotTimer {
-    set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    read: wgpu::Buffer,
-}
-
 /// A buffer and the ledger bytes it holds. The bytes are shared with the
 /// frames in flight that use the buffer, so they stay counted until the
 /// GPU is done with it even when the set it belongs to is dropped.
@@ -225,330 +209,6 @@ fn taps(plan: &Plan) -> Vec<usize> {
 }
 
 type Dispatch<'a> = (usize, &'a wgpu::ComputePipeline, Vec<(u32, &'a wgpu::Buffer, u64)>, (u32, u32));
-
-/// Host-visible staging a frame is decoded into: `upload`, kept mapped
-/// while the slot is free. A pool of these is what bounds the frames being
-/// decoded or on the GPU, in VRAM (well, mapped memory the driver counts)
-/// and in host memory alike. Results come back through a [`Readback`] from
-/// a ring shared by the whole run, so a slot is free again as soon as the
-/// GPU has read it, not once its result has been copied out.
-pub struct GpuSlot {
-    shape: FrameShape,
-    upload: wgpu::Buffer,
-    timer: Option<SlotTimer>,
-    _reservation: Reservation,
-}
-
-/// Host-visible staging one finished frame comes back through; a run
-/// keeps a small ring of these (frames on the GPU plus frames being copied
-/// out), not one per slot.
-///
-/// After [`InFlight::wait`] the result stays mapped until
-/// [`Readback::take_result`] copies it out: any thread may do that, so the
-/// frame-sized copy is not the GPU owner's work.
-pub struct Readback {
-    shape: FrameShape,
-    buffer: wgpu::Buffer,
-    /// Whether `buffer` holds a finished frame, mapped and not yet taken.
-    mapped: Arc<AtomicBool>,
-    _reservation: Reservation,
-}
-
-impl GpuSlot {
-    /// The frame shape this slot holds.
-    pub fn shape(&self) -> FrameShape {
-        self.shape
-    }
-
-    /// Bytes this slot holds against the ledger.
-    pub fn bytes(&self) -> u64 {
-        self._reservation.bytes()
-    }
-
-    /// Copies a decoded frame's packed pixels into the mapped upload
-    /// buffer. Any thread may call this.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] if the data does not match the slot or it is not mapped.
-    pub fn write(&self, data: &[u8]) -> Result<()> {
-        if data.len() as u64 != self.shape.frame_bytes() {
-            return Err(Error::Gpu(format!(
-                "frame of {} bytes does not fit a {}-byte slot",
-                data.len(),
-                self.shape.frame_bytes()
-            )));
-        }
-        let mut view = self.upload.get_mapped_range_mut(..).map_err(|e| Error::Gpu(format!("upload staging: {e}")))?;
-        view.slice(..).copy_from_slice(data);
-        Ok(())
-    }
-
-    /// A writer into the mapped upload buffer, for a decoder that delivers
-    /// the frame in pieces (see [`crate::io::decode_with`]). Any thread may
-    /// call this while it holds the slot.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] when the upload buffer is not mapped.
-    pub fn writer(&self) -> Result<SlotWriter> {
-        let view = self.upload.get_mapped_range_mut(..).map_err(|e| Error::Gpu(format!("upload staging: {e}")))?;
-        Ok(SlotWriter { view, len: self.shape.frame_bytes() as usize })
-    }
-}
-
-impl Readback {
-    /// Copies the finished frame out and unmaps the buffer, leaving it
-    /// ready for its next frame. Any thread may call this.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] when it holds no finished frame.
-    pub fn take_result(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.copy_result(|view| out.extend_from_slice(view))?;
-        Ok(out)
-    }
-
-    /// As [`Readback::take_result`], into `out` (`frame_bytes` long).
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] when it holds no finished frame.
-    pub fn take_result_into(&self, out: &mut [u8]) -> Result<()> {
-        self.copy_result(|view| out.copy_from_slice(view))
-    }
-
-    fn copy_result(&self, f: impl FnOnce(&[u8])) -> Result<()> {
-        if !self.mapped.load(Ordering::SeqCst) {
-            return Err(Error::Gpu("the readback holds no finished frame".into()));
-        }
-        {
-            let view = self.buffer.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback staging: {e}")))?;
-            f(&view);
-        }
-        self.release_result();
-        Ok(())
-    }
-
-    /// Unmaps a result nobody took (a run that stopped), so the buffer can
-    /// take another frame.
-    fn release_result(&self) {
-        if self.mapped.swap(false, Ordering::SeqCst) {
-            self.buffer.unmap();
-        }
-    }
-}
-
-/// Writes pieces of a frame into a slot's mapped upload buffer (which may
-/// only be written, never read: it can be write-combined memory).
-pub struct SlotWriter {
-    view: wgpu::BufferViewMut,
-    len: usize,
-}
-
-impl SlotWriter {
-    /// Copies `data` to byte `offset` of the frame.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] when the piece does not fit the frame.
-    pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<()> {
-        let end = offset.checked_add(data.len()).filter(|&e| e <= self.len);
-        let Some(end) = end else {
-            return Err(Error::Gpu(format!(
-                "{} bytes at offset {offset} do not fit a {}-byte slot",
-                data.len(),
-                self.len
-            )));
-        };
-        self.view.slice(offset..end).copy_from_slice(data);
-        Ok(())
-    }
-}
-
-/// A buffer map's outcome, delivered by whichever thread polls the device.
-type MapRx = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
-
-/// A frame submitted to the GPU whose results are on their way back:
-/// the readback (and the upload, for the slot's next frame) are being
-/// mapped. Waiting needs only the device, not the [`GpuBackend`], so the
-/// thread that owns the backend can hand it to a preview meanwhile.
-pub struct InFlight {
-    device: wgpu::Device,
-    index: wgpu::SubmissionIndex,
-    /// The buffer the result lands in (a [`Readback`], or a preview's)
-    /// and its map.
-    result: (wgpu::Buffer, MapRx),
-    /// The slot's upload, mapped again for its next frame.
-    upload: MapRx,
-    /// The slot's timer readback and its map, where timed.
-    timer: Option<(wgpu::Buffer, MapRx)>,
-    /// A full frame's [`Readback`] flag, set once its result is mapped.
-    full: Option<Arc<AtomicBool>>,
-    period: f32,
-    /// The kernel buffers' ledger bytes, held until the frame is done.
-    _holds: Vec<Arc<Reservation>>,
-}
-
-impl InFlight {
-    /// Blocks until the frame is done. Afterwards a full frame's result is
-    /// mapped in its [`Readback`] ([`Readback::take_result`]) and the slot's
-    /// upload mapped again, for its next frame. Returns the GPU time of its kernels in ns, where timed.
-    ///
-    /// Device errors are not collected here: this runs without the backend
-    /// lock, beside previews whose errors are theirs; a submission's own
-    /// validation errors were taken when it was submitted.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] when the device fails or a mapping does not complete;
-    /// then nothing of the frame is left mapped but what did map of the
-    /// upload (the slot is unusable if that failed too).
-    pub fn wait(self, slot: &GpuSlot) -> Result<Option<u64>> {
-        let wait_for = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
-        self.device.poll(wait_for).map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
-        let mapped = |rx: &MapRx| -> Result<()> {
-            // Another thread's poll may be delivering the callback right
-            // now: wait a little, poll again, never spin.
-            loop {
-                match rx.recv_timeout(std::time::Duration::from_millis(20)) {
-                    Ok(r) => return r.map_err(|e| Error::Gpu(format!("buffer map failed: {e}"))),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        self.device
-                            .poll(wgpu::PollType::Poll)
-                            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        return Err(Error::Gpu("buffer map never completed".into()));
-                    }
-                }
-            }
-        };
-        let result = mapped(&self.result.1);
-        let upload = mapped(&self.upload);
-        let ns = match (&slot.timer, self.timer.as_ref().map(|t| mapped(&t.1))) {
-            (Some(t), Some(Ok(()))) => {
-                let ticks: Option<[u64; 2]> =
-                    t.read.get_mapped_range(..).ok().map(|view| bytemuck::pod_read_unaligned(&view));
-                t.read.unmap();
-                ticks.map(|[a, b]| (b.saturating_sub(a) as f64 * self.period as f64) as u64)
-            }
-            _ => None,
-        };
-        match (result, upload) {
-            (Ok(()), Ok(())) => {
-                if let Some(flag) = &self.full {
-                    flag.store(true, Ordering::SeqCst);
-                }
-                Ok(ns)
-            }
-            (result, upload) => {
-                if result.is_ok() {
-                    self.result.0.unmap();
-                }
-                Err(result.err().or(upload.err()).expect("one failed"))
-            }
-        }
-    }
-}
-
-impl Drop for InFlight {
-    /// A frame dropped without [`InFlight::wait`] (its submission's errors
-    /// were found after it went out, a poll failed) must not leave its
-    /// result or timer buffer mapped once the map lands: the next copy into
-    /// a mapped buffer is a validation error, and a preview's readback is
-    /// used again and again. After a `wait` this finds nothing to do.
-    fn drop(&mut self) {
-        use std::sync::mpsc::TryRecvError;
-        let settle = |buffer: &wgpu::Buffer, rx: &MapRx| {
-            let outcome = match rx.try_recv() {
-                Ok(r) => Some(r),
-                Err(TryRecvError::Empty) => {
-                    // Bounded: this may run under the backend lock, and a hung
-                    // device must not hang every preview with it.
-                    let done = wgpu::PollType::Wait {
-                        submission_index: Some(self.index.clone()),
-                        timeout: Some(std::time::Duration::from_secs(2)),
-                    };
-                    let _ = self.device.poll(done);
-                    rx.recv_timeout(std::time::Duration::from_secs(1)).ok()
-                }
-                Err(TryRecvError::Disconnected) => None,
-            };
-            if let Some(Ok(())) = outcome {
-                buffer.unmap();
-            }
-        };
-        settle(&self.result.0, &self.result.1);
-        if let Some((buffer, rx)) = &self.timer {
-            settle(buffer, rx);
-        }
-    }
-}
-
-/// Asks for `buffer` to be mapped once the GPU is done with it.
-fn request_map(buffer: &wgpu::Buffer, mode: wgpu::MapMode) -> MapRx {
-    let (tx, rx) = std::sync::mpsc::channel();
-    buffer.map_async(mode, .., move |r| {
-        let _ = tx.send(r);
-    });
-    rx
-}
-
-/// The band layout of a frame under a binding limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Banding {
-    /// Output rows per band.
-    pub band_rows: u32,
-    /// Context rows each side.
-    pub halo: u32,
-    /// Rows the band buffers hold (band + both halos, at most the frame).
-    pub scratch_rows: u32,
-}
-
-/// The most bytes one band buffer holds, even where the adapter would bind
-/// more (2 GiB on most desktop GPUs): the kernel buffers are a fixed cost
-/// beside the frame slots, and a whole 8K frame in f32 (566 MB, twice) would
-/// leave a 2 GiB budget room for three slots, so three decodes at once.
-/// At 128 MiB an 8K frame is five bands; each re-reads two blur halos (24
-/// rows at sigma 4 of about 1000), a few per cent more kernel work.
-pub const BAND_TARGET_BYTES: u64 = 128 << 20;
-
-impl Banding {
-    /// Lays out a `width x height` frame for `plan` when one binding may
-    /// hold at most `limit` bytes.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] when not even one row plus the blur halo fits.
-    pub fn new(width: u32, height: u32, format: PixelFormat, plan: &Plan, limit: u64) -> Result<Self> {
-        let row = width as u64 * band_bpp(plan, format);
-        // Dispatch height is capped at 65535 workgroups of WORKGROUP.1 rows.
-        let max_rows = (limit / row).min(65535 * kernels::WORKGROUP.1 as u64) as u32;
-        if max_rows >= height {
-            return Ok(Banding { band_rows: height, halo: 0, scratch_rows: height });
-        }
-        let halo = plan.halo();
-        if max_rows <= 2 * halo {
-            return Err(Error::Gpu(format!(
-                "blur radius total {halo} px needs {} rows of {width}-px context, more than the {} rows a {} KiB binding holds",
-                2 * halo + 1,
-                max_rows,
-                limit >> 10
-            )));
-        }
-        // Bands start on multiples of 8 so preview downscale blocks (up to
-        // 8x8) never straddle two bands.
-        let band_rows = (max_rows - 2 * halo) / 8 * 8;
-        if band_rows == 0 {
-            return Err(Error::Gpu(format!(
-                "blur radius total {halo} px leaves fewer than 8 rows per band in the {} rows a {} KiB binding holds",
-                max_rows,
-                limit >> 10
-            )));
-        }
-        Ok(Banding { band_rows, halo, scratch_rows: (band_rows + 2 * halo).min(height) })
-    }
-
-    /// `(y0, y1)` output row ranges of each band.
-    fn bands(&self, height: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
-        (0..height).step_by(self.band_rows as usize).map(move |y0| (y0, (y0 + self.band_rows).min(height)))
-    }
-}
 
 impl GpuBackend {
     /// Opens the best adapter that matches `options`; every buffer it makes
@@ -629,17 +289,6 @@ impl GpuBackend {
     /// As [`Banding::new`].
     pub fn banding(&self, width: u32, height: u32, format: PixelFormat, plan: &Plan) -> Result<Banding> {
         Banding::new(width, height, format, plan, self.binding_limit)
-    }
-
-    /// Ledger bytes of one frame slot: upload staging, plus its timestamp
-    /// queries.
-    pub fn slot_bytes(shape: FrameShape) -> u64 {
-        shape.frame_bytes() + TIMER_BYTES
-    }
-
-    /// Ledger bytes of one [`Readback`].
-    pub fn readback_bytes(shape: FrameShape) -> u64 {
-        shape.frame_bytes()
     }
 
     /// Ledger bytes of the shared kernel buffers for `shape` and `plan`:
@@ -866,73 +515,6 @@ impl GpuBackend {
         let pass = PreviewPass { scale, width, height, small, read, _uniforms: uniforms, launches, used };
         self.computes.last_mut().expect("prepared").previews.push(pass);
         Ok(())
-    }
-
-    /// A new frame slot for `shape`, mapped and ready to be written.
-    ///
-    /// # Errors
-    /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
-    pub fn new_slot(&self, shape: FrameShape) -> Result<GpuSlot> {
-        let bytes = shape.frame_bytes();
-        if bytes > self.max_buffer {
-            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
-        }
-        let reservation = self.ledger.reserve(Self::slot_bytes(shape), "one frame slot (upload staging)")?;
-        let make = |label, usage| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        use wgpu::BufferUsages as U;
-        let small = |label, usage| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: 16,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        let timer = self.timestamps.then(|| SlotTimer {
-            set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("frame timer"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            }),
-            resolve: small("timer resolve", U::QUERY_RESOLVE | U::COPY_SRC),
-            read: small("timer read", U::MAP_READ | U::COPY_DST),
-        });
-        let slot = GpuSlot {
-            shape,
-            upload: make("upload staging", U::MAP_WRITE | U::COPY_SRC),
-            timer,
-            _reservation: reservation,
-        };
-        self.map(&slot.upload, wgpu::MapMode::Write)?;
-        self.check_error()?;
-        Ok(slot)
-    }
-
-    /// A new [`Readback`] for frames of `shape`.
-    ///
-    /// # Errors
-    /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
-    pub fn new_readback(&self, shape: FrameShape) -> Result<Readback> {
-        let bytes = Self::readback_bytes(shape);
-        if bytes > self.max_buffer {
-            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
-        }
-        let reservation = self.ledger.reserve(bytes, "one readback staging buffer")?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback staging"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.check_error()?;
-        Ok(Readback { shape, buffer, mapped: Arc::default(), _reservation: reservation })
     }
 
     fn check_error(&self) -> Result<()> {

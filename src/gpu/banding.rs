@@ -1,0 +1,78 @@
+//! Bands of rows: how a frame is cut so that no binding exceeds what the
+//! adapter allows, with enough halo rows that every band's output equals a
+//! whole-frame pass.
+
+use crate::error::{Error, Result};
+use crate::io::PixelFormat;
+use crate::ops::Plan;
+
+use super::kernels;
+
+/// Bytes of f32 RGBA per pixel in the scratch buffers.
+pub(super) const SCRATCH_BPP: u64 = 16;
+
+/// Bytes per pixel that bound a band's rows: the f32 scratch when the plan
+/// blurs, else only the packed pixels.
+fn band_bpp(plan: &Plan, format: PixelFormat) -> u64 {
+    if plan.passes.is_empty() { format.bytes_per_pixel() as u64 } else { SCRATCH_BPP }
+}
+
+/// The band layout of a frame under a binding limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Banding {
+    /// Output rows per band.
+    pub band_rows: u32,
+    /// Context rows each side.
+    pub halo: u32,
+    /// Rows the band buffers hold (band + both halos, at most the frame).
+    pub scratch_rows: u32,
+}
+
+/// The most bytes one band buffer holds, even where the adapter would bind
+/// more (2 GiB on most desktop GPUs): the kernel buffers are a fixed cost
+/// beside the frame slots, and a whole 8K frame in f32 (566 MB, twice) would
+/// leave a 2 GiB budget room for three slots, so three decodes at once.
+/// At 128 MiB an 8K frame is five bands; each re-reads two blur halos (24
+/// rows at sigma 4 of about 1000), a few per cent more kernel work.
+pub const BAND_TARGET_BYTES: u64 = 128 << 20;
+
+impl Banding {
+    /// Lays out a `width x height` frame for `plan` when one binding may
+    /// hold at most `limit` bytes.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when not even one row plus the blur halo fits.
+    pub fn new(width: u32, height: u32, format: PixelFormat, plan: &Plan, limit: u64) -> Result<Self> {
+        let row = width as u64 * band_bpp(plan, format);
+        // Dispatch height is capped at 65535 workgroups of WORKGROUP.1 rows.
+        let max_rows = (limit / row).min(65535 * kernels::WORKGROUP.1 as u64) as u32;
+        if max_rows >= height {
+            return Ok(Banding { band_rows: height, halo: 0, scratch_rows: height });
+        }
+        let halo = plan.halo();
+        if max_rows <= 2 * halo {
+            return Err(Error::Gpu(format!(
+                "blur radius total {halo} px needs {} rows of {width}-px context, more than the {} rows a {} KiB binding holds",
+                2 * halo + 1,
+                max_rows,
+                limit >> 10
+            )));
+        }
+        // Bands start on multiples of 8 so preview downscale blocks (up to
+        // 8x8) never straddle two bands.
+        let band_rows = (max_rows - 2 * halo) / 8 * 8;
+        if band_rows == 0 {
+            return Err(Error::Gpu(format!(
+                "blur radius total {halo} px leaves fewer than 8 rows per band in the {} rows a {} KiB binding holds",
+                max_rows,
+                limit >> 10
+            )));
+        }
+        Ok(Banding { band_rows, halo, scratch_rows: (band_rows + 2 * halo).min(height) })
+    }
+
+    /// `(y0, y1)` output row ranges of each band.
+    pub(super) fn bands(&self, height: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..height).step_by(self.band_rows as usize).map(move |y0| (y0, (y0 + self.band_rows).min(height)))
+    }
+}
