@@ -1,0 +1,66 @@
+//! Per-worker time accounting: busy, waiting for input, waiting to pass
+//! work on, and the intervals the timeline draws.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::report::Interval;
+
+/// One worker's clock.
+#[derive(Default)]
+pub(super) struct Clock {
+    pub(super) busy: Duration,
+    pub(super) wait_in: Duration,
+    pub(super) wait_out: Duration,
+    pub(super) frames: usize,
+    pub(super) intervals: Vec<Interval>,
+}
+
+impl Clock {
+    pub(super) fn work<T>(
+        &mut self,
+        start: Instant,
+        stage: &str,
+        worker: usize,
+        frame: u64,
+        f: impl FnOnce() -> T,
+    ) -> T {
+        let t0 = Instant::now();
+        let out = f();
+        let t1 = Instant::now();
+        self.busy += t1 - t0;
+        self.frames += 1;
+        self.intervals.push(Interval {
+            stage: stage.into(),
+            worker,
+            start: (t0 - start).as_secs_f64(),
+            end: (t1 - start).as_secs_f64(),
+            frame,
+        });
+        out
+    }
+
+    /// Like [`Clock::work`] for the second half of a frame's work (the GPU
+    /// owner waiting for it): busy time and an interval, no new frame.
+    pub(super) fn wait<T>(&mut self, start: Instant, stage: &str, frame: u64, f: impl FnOnce() -> T) -> T {
+        let frames = self.frames;
+        let out = self.work(start, stage, 0, frame, f);
+        self.frames = frames;
+        out
+    }
+
+    pub(super) fn recv<T>(&mut self, rx: &Receiver<T>) -> Option<T> {
+        let t = Instant::now();
+        let v = rx.recv().ok();
+        self.wait_in += t.elapsed();
+        v
+    }
+
+    pub(super) fn send<T>(&mut self, tx: &Sender<T>, v: T) -> bool {
+        let t = Instant::now();
+        let ok = tx.send(v).is_ok();
+        self.wait_out += t.elapsed();
+        ok
+    }
+}

@@ -1,0 +1,519 @@
+//! The pipelined engine: read, decode, compute, readback, encode, all at once.
+//!
+//! ```text
+//!  read ──▶ decode ×T ──▶ gpu ×1 (owner, ≤2 frames on the GPU) ──▶ readback ×R ──▶ encode ×T ──▶ files
+//!              │ writes into the slot's          │ result into a ring buffer │
+//!              │ mapped upload                   │                           │
+//!              └─ waits for a free slot ◀─ slot freed once the GPU read it   │
+//!                           ring buffer freed once copied out ◀──────────────┘
+//! ```
+//!
+//! * A decoder takes a slot from the [`Pool`] before it starts a frame, so
+//!   decoding can never run ahead of the slots: that wait is the
+//!   backpressure that bounds VRAM and host memory alike. Taking it in the
+//!   decoder, not when the frame is queued, means only frames that have
+//!   started hold memory, and no frame starts while a preview holds the
+//!   engine's [`Gate`](crate::priority::Gate) (until the preview has its
+//!   VRAM), so an export frame started after a preview request never
+//!   finishes before it.
+//! * Decoders write the frame straight into the slot's mapped upload buffer
+//!   (the image decoders need a `&mut [u8]` of their own, so it is one copy
+//!   from their output, never `queue.write_buffer`).
+//! * One thread owns the GPU: it submits a frame as soon as one is decoded
+//!   and fewer than [`GPU_DEPTH`] are on the GPU, and otherwise waits for
+//!   the oldest. Once the GPU is done with a frame its slot is free (the
+//!   upload is mapped again for the next frame) and its result is mapped
+//!   in a [`Readback`] from a ring of [`ring_size`] buffers. A readback
+//!   thread copies it out (a host memcpy that would otherwise be most of
+//!   the owner's time per frame), frees the buffer and hands the host
+//!   frame to the encoders. A slot is one frame of VRAM, not two, and is
+//!   held only while its frame decodes or is on the GPU. With the CPU backend the owner runs the
+//!   rayon kernels and there is no readback stage; with no ops there is
+//!   no compute stage and nothing touches the GPU.
+//! * Stages are joined by bounded channels. Output files may complete out
+//!   of order; each is written atomically.
+//! * A failed frame is reported; with [`ErrorPolicy::Stop`] the reader stops
+//!   and what is in flight drains. A panic in any stage is caught per frame,
+//!   stops the run the same way and surfaces as [`Error::Panic`] once every
+//!   thread has joined. Cancellation stops the reader and drains.
+//!
+//! `stages` holds each thread's loop, `slots` the pool's sizing and the
+//! start of a frame, `clock` the per-worker time accounting; this module
+//! wires them together and builds the report.
+
+mod clock;
+mod slots;
+mod stages;
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, bounded, unbounded};
+
+use clock::Clock;
+pub use slots::split_budget;
+use slots::{Staging, make_slots};
+use stages::Ctx;
+
+use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
+use crate::error::{Error, Result};
+use crate::gpu::{FrameShape, GpuSlot, Readback};
+use crate::io::{HostFrame, probe_file};
+use crate::ops::Plan;
+use crate::pool::{Lease, Pool, PoolSize};
+use crate::priority::Priority;
+use crate::reorder::{Reorder, Window};
+use crate::report::{FrameFailure, FrameRecord, Report, StageReport, peak_rss};
+
+/// Pipeline stages, as named in reports and the fault-injection hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Stage {
+    /// Starting a frame: its turn, a slot, the preview gate.
+    Start,
+    /// Decoding a frame.
+    Decode,
+    /// Running the kernels (GPU or CPU).
+    Compute,
+    /// Copying a frame out of its readback staging.
+    Readback,
+    /// Encoding and writing a frame.
+    Encode,
+}
+
+/// Most frames on the GPU at once: two let the copy-in of one frame run
+/// beside the copy-out of the one before, and keep the queue fed while
+/// the owner thread waits; more would only hold slots.
+pub const GPU_DEPTH: usize = 2;
+
+/// Threads that copy finished frames out of their readback buffers. The
+/// copy is a host memcpy (about 13 ms per 8K RGBA8 frame at 10 GB/s): one
+/// thread keeps up with the GPU on small machines, two on larger ones, and
+/// the buffer is free as soon as the copy is done rather than after the
+/// encode.
+pub(crate) fn readback_threads(threads: usize) -> usize {
+    if threads >= 4 { 2 } else { 1 }
+}
+
+/// Readback buffers a run with `threads` workers keeps where the budget
+/// has room (see [`split_budget`]): one per frame on the GPU, one per
+/// copier and one queued for each copier, so the GPU never waits for a copy
+/// and copiers never wait for the GPU (with one fewer per copier the GPU
+/// ran 7 % slower on the software adapter).
+pub fn ring_size(threads: usize) -> usize {
+    GPU_DEPTH + 2 * readback_threads(threads.max(1))
+}
+
+/// What a pool slot holds.
+enum SlotKind {
+    /// Mapped GPU staging.
+    Gpu(GpuSlot),
+    /// A permit: the frame lives in host memory.
+    Host,
+}
+
+/// A frame to decode; its decoder takes the slot (see [`slots::start_frame`]).
+struct Work {
+    /// Position in read order.
+    position: usize,
+    number: u64,
+    input: PathBuf,
+    output: PathBuf,
+}
+
+struct Decoded {
+    number: u64,
+    output: PathBuf,
+    /// With a GPU slot, `data` is empty: the pixels are in the slot.
+    frame: HostFrame,
+    slot: Lease<SlotKind>,
+    decode_ms: f64,
+}
+
+/// A frame the GPU has finished: its result is mapped in the slot.
+struct Finished {
+    number: u64,
+    output: PathBuf,
+    has_alpha: bool,
+    readback: Lease<Readback>,
+    decode_ms: f64,
+    /// When it was submitted.
+    t0: Instant,
+    gpu_ns: Option<u64>,
+}
+
+struct Processed {
+    number: u64,
+    output: PathBuf,
+    frame: HostFrame,
+    decode_ms: f64,
+    process_ms: f64,
+    gpu_ns: Option<u64>,
+}
+
+enum Event {
+    /// Written to its file.
+    Done(FrameRecord),
+    /// Encoded for the stream; the progress thread writes it in order.
+    Encoded(FrameRecord, Vec<u8>),
+    Failed(FrameFailure),
+    /// Dispatched but never processed: the device had failed on an earlier
+    /// frame. Counted as skipped.
+    Abandoned(u64),
+}
+
+/// What a thread that died outside its per-frame guard leaves: the run's
+/// fatal error, and an empty clock.
+fn join_failed(shared: &Shared<'_>) -> Clock {
+    let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+    fatal.get_or_insert_with(|| "a pipeline thread panicked".into());
+    Clock::default()
+}
+
+/// Sets the stop flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Shared run state.
+struct Shared<'a> {
+    job: &'a Job,
+    plan: Plan,
+    start: Instant,
+    stop: AtomicBool,
+    fatal: Mutex<Option<String>>,
+    cancel: &'a Cancel,
+    /// For a stream: how far the reader may run ahead of the writer.
+    window: Option<Window>,
+    /// The position (in read order) of the next frame to start.
+    turn: Mutex<usize>,
+    next_turn: std::sync::Condvar,
+}
+
+impl Shared<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.cancel.is_cancelled()
+    }
+
+    fn fail(&self, events: &Sender<Event>, number: u64, error: Error) {
+        let fatal = matches!(error, Error::Panic(_) | Error::Gpu(_));
+        if fatal || self.job.on_error == ErrorPolicy::Stop {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        if let Error::Panic(msg) = &error {
+            self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| msg.clone());
+        }
+        let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
+    }
+
+    /// Runs one frame's work for `stage`, turning a panic into an error;
+    /// the test hook may inject one here.
+    fn guarded<T>(&self, stage: Stage, number: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let injected = self.job.inject_panic == Some((stage, number));
+        self.catch(stage, number, || {
+            if injected {
+                panic!("injected test panic");
+            }
+            f()
+        })
+    }
+
+    /// Runs one frame's work for `stage`, turning a panic into an error.
+    fn catch<T>(&self, stage: Stage, number: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+            let msg = crate::error::panic_message(&*payload);
+            Err(Error::Panic(format!("{stage:?} stage panicked on frame {number}: {msg}")))
+        })
+    }
+}
+
+/// The shape every frame must have: the first frame whose header reads.
+/// Frames before it that cannot be read are failures.
+fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailure>) -> Option<(usize, FrameShape)> {
+    for (i, f) in prepared.sequence.frames.iter().enumerate() {
+        match probe_file(&f.path, &job.limits) {
+            Ok((width, height, format)) => return Some((i, FrameShape { width, height, format })),
+            Err(e) => {
+                failures.push(FrameFailure { number: f.number, error: e.to_string() });
+                if job.on_error == ErrorPolicy::Stop {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+fn describe(shape: FrameShape) -> String {
+    format!("{}x{} {}", shape.width, shape.height, shape.format)
+}
+
+/// Runs a prepared job pipelined. See the module docs. A stream job's
+/// frames go to `stream`, in order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    job: &Job,
+    prepared: &PreparedJob,
+    engine: &Engine,
+    threads: usize,
+    pool_size: PoolSize,
+    mut stream: Option<&mut (dyn Write + Send)>,
+    cancel: &Cancel,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Report> {
+    let start = Instant::now();
+    let ledger = engine.ledger();
+    // This run's peak: the engine's own includes earlier runs and previews.
+    let watch = ledger.watch();
+    let plan = job.graph.plan();
+    let identity = is_identity(&plan);
+    let total = prepared.sequence.frames.len();
+    let threads = threads.max(1);
+    let mut report = Report { threads, ..Report::for_job(job, engine, "pipelined") };
+    let mut early = Vec::new();
+    let probed = probe_shape(job, prepared, &mut early);
+    let mut finished = 0;
+    for failure in &early {
+        finished += 1;
+        progress(Progress::Failed { finished, total, failure });
+    }
+    report.failures = early;
+    let Some((first, shape)) = probed else {
+        report.frames_skipped = total - report.failures.len();
+        report.seconds = start.elapsed().as_secs_f64();
+        return Ok(report);
+    };
+    report.frame = describe(shape);
+    // Preview memory an editor has left idle goes back before the pool is
+    // sized (kept while the editor is active).
+    engine.reclaim_preview_memory(Some((shape, &plan)));
+    let Staging { slots, slot_bytes, ring } =
+        make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, threads, pool_size)?;
+    report.pool_size = slots.len();
+    report.slot_bytes = slot_bytes;
+    // Host permits hold no VRAM: previews' pressure must not shrink them.
+    let pressure = if ring.is_empty() { Default::default() } else { engine.core.pressure.clone() };
+    let pool = Pool::new(slots, start, pressure);
+    // Never yielded to previews: the ring is a fixed cost, like the kernels.
+    let ring = Pool::new(ring, start, Default::default());
+
+    let (events_tx, events_rx) = unbounded::<Event>();
+    // Frames dispatched but not yet written to a stream: the slots, a
+    // frame per encoder and one waiting for each.
+    let window = stream.is_some().then(|| Window::new(pool.size() + 2 * threads));
+    let shared = Shared {
+        job,
+        plan,
+        start,
+        stop: AtomicBool::new(false),
+        fatal: Mutex::new(None),
+        cancel,
+        window,
+        turn: Mutex::new(0),
+        next_turn: std::sync::Condvar::new(),
+    };
+    let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
+        .iter()
+        .zip(&prepared.outputs[first..])
+        .map(|(f, o)| (f.number, f.path.clone(), o.clone()))
+        .collect();
+    let mut reorder = Reorder::new(work.iter().map(|w| w.0).collect());
+    let mut dropped = 0;
+    let mut abandoned = 0;
+
+    let compute_name =
+        if identity { None } else { Some(if engine.backend_name() == "gpu" { "gpu" } else { "compute" }) };
+    let (decode_tx, decode_rx) = bounded::<Work>(threads);
+    let (compute_tx, compute_rx) = bounded::<Decoded>(pool.size());
+    let (encode_tx, encode_rx) = bounded::<Processed>(threads);
+    let gpu_slots = compute_name == Some("gpu");
+    let (to_readback, readback_rx) = bounded::<Finished>(readback_threads(threads));
+    let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
+    let mut dispatched = 0usize;
+    let mut slot_wait = Duration::ZERO;
+    let mut slot_waiters = 1;
+
+    let ctx =
+        Ctx { engine, shared: &shared, prepared, pool: &pool, ring: &ring, shape, slot_bytes, compute_name, gpu_slots };
+    std::thread::scope(|scope| {
+        let shared = &shared;
+        let reader = scope.spawn(move || ctx.read(work, decode_tx));
+        let decoders: Vec<_> = (0..threads)
+            .map(|worker| {
+                let (rx, to_compute, to_encode, events) =
+                    (decode_rx.clone(), compute_tx.clone(), encode_tx.clone(), events_tx.clone());
+                scope.spawn(move || ctx.decode(worker, rx, to_compute, to_encode, events))
+            })
+            .collect();
+        drop((decode_rx, compute_tx));
+        // `to_readback` goes to the compute thread: gone with it, or with
+        // the closure `map` never calls, so the copiers see the end.
+        let compute_channels = (compute_rx, encode_tx.clone(), to_readback, events_tx.clone());
+        let compute = compute_name.map(|name| {
+            let (rx, to_encode, to_readback, events) = compute_channels;
+            scope.spawn(move || ctx.compute(name, rx, to_encode, to_readback, events))
+        });
+        let readers: Vec<_> = (0..if gpu_slots { readback_threads(threads) } else { 0 })
+            .map(|worker| {
+                let (rx, to_encode, events) = (readback_rx.clone(), encode_tx.clone(), events_tx.clone());
+                scope.spawn(move || ctx.copy_out(worker, rx, to_encode, events))
+            })
+            .collect();
+        drop((readback_rx, encode_tx));
+        let encoders: Vec<_> = (0..threads)
+            .map(|worker| {
+                let (rx, events) = (encode_rx.clone(), events_tx.clone());
+                scope.spawn(move || ctx.encode(worker, rx, events))
+            })
+            .collect();
+        drop(encode_rx);
+
+        drop(events_tx);
+
+        // If this thread unwinds (a progress callback panicked), the others
+        // must still stop, or the scope would wait for them forever.
+        let _stop_on_unwind = StopOnDrop(&shared.stop);
+        // This thread reports progress until every stage has hung up, and
+        // writes a stream's frames in order.
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        let mut halted = false;
+        while let Ok(event) = events_rx.recv() {
+            match event {
+                Event::Done(record) => {
+                    finished += 1;
+                    done.push(record);
+                    progress(Progress::Done { finished, total, record: done.last().expect("just pushed") });
+                }
+                Event::Failed(failure) => {
+                    finished += 1;
+                    reorder.insert(failure.number, None);
+                    failed.push(failure);
+                    progress(Progress::Failed { finished, total, failure: failed.last().expect("just pushed") });
+                }
+                Event::Encoded(record, bytes) => reorder.insert(record.number, Some((record, bytes))),
+                Event::Abandoned(number) => {
+                    abandoned += 1;
+                    reorder.insert(number, None);
+                }
+            }
+            let Some(out) = stream.as_deref_mut() else { continue };
+            while let Some((_, item)) = reorder.pop() {
+                match item {
+                    // After a failure under `stop` (or a write error) nothing
+                    // more goes out: the consumer must not get frames after a
+                    // gap it was not told about.
+                    Some(_) if halted => dropped += 1,
+                    Some((record, bytes)) => {
+                        finished += 1;
+                        match out.write_all(&bytes).and_then(|()| out.flush()) {
+                            Ok(()) => {
+                                done.push(record);
+                                progress(Progress::Done { finished, total, record: done.last().expect("just pushed") });
+                            }
+                            Err(e) => {
+                                halted = true;
+                                shared.stop.store(true, Ordering::SeqCst);
+                                let error = Error::Stream(e.to_string()).to_string();
+                                failed.push(FrameFailure { number: record.number, error });
+                                let failure = failed.last().expect("just pushed");
+                                progress(Progress::Failed { finished, total, failure });
+                            }
+                        }
+                    }
+                    None => halted |= job.on_error == ErrorPolicy::Stop,
+                }
+                if let Some(window) = &shared.window {
+                    window.advance(reorder.released());
+                }
+            }
+        }
+        dropped += reorder.abandon();
+        // Every stage has hung up (normally, or a thread died outside its
+        // per-frame guard): make sure the reader is not left waiting for a
+        // slot or the stream window.
+        shared.stop.store(true, Ordering::SeqCst);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| h.join().unwrap_or_else(|_| join_failed(shared));
+        let (clock, sent) = reader.join().unwrap_or_default();
+        dispatched = sent;
+        clocks.push(("read", vec![clock]));
+        let decoders: Vec<Clock> = decoders
+            .into_iter()
+            .map(|h| {
+                let (clock, waited) = h.join().unwrap_or_else(|_| (join_failed(shared), Duration::ZERO));
+                slot_wait += waited;
+                clock
+            })
+            .collect();
+        slot_waiters = decoders.len();
+        clocks.push(("decode", decoders));
+        if let (Some(name), Some(h)) = (compute_name, compute) {
+            clocks.push((name, vec![join(h)]));
+        }
+        if gpu_slots {
+            clocks.push(("readback", readers.into_iter().map(join).collect()));
+        }
+        clocks.push(("encode", encoders.into_iter().map(join).collect()));
+        done.sort_by_key(|r| r.number);
+        report.frames = done;
+        report.failures.extend(failed);
+    });
+
+    let wall = start.elapsed().as_secs_f64();
+    report.seconds = wall;
+    report.frames_written = report.frames.len();
+    report.fps = report.frames_written as f64 / wall.max(1e-9);
+    // Frames a halted stream did not write count as skipped, like the ones
+    // never dispatched.
+    report.frames_skipped = total - first - dispatched + dropped + abandoned;
+    report.cancelled = cancel.is_cancelled();
+    report.vram_peak = watch.peak();
+    report.rss_peak = peak_rss();
+    report.occupancy = pool.occupancy().samples();
+    report.slots_yielded = pool.retired();
+    report.slots_regrown = pool.replenished();
+    report.slot_wait_s = slot_wait.as_secs_f64() / slot_waiters.max(1) as f64;
+    add_stages(&mut report, clocks, pool.size(), wall);
+    if let Some(msg) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(Error::Panic(msg));
+    }
+    Ok(report)
+}
+
+/// Per-stage statistics from the workers' clocks, and the bottleneck: the
+/// stage (other than the reader) busiest for its parallelism, whose
+/// utilization is the run's efficiency.
+fn add_stages(report: &mut Report, clocks: Vec<(&'static str, Vec<Clock>)>, slots: usize, wall: f64) {
+    for (name, workers) in clocks {
+        let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();
+        let frames: usize = workers.iter().map(|c| c.frames).sum();
+        let n = workers.len().max(1);
+        // A decoder holds a slot while it decodes: fewer slots than
+        // decoders means fewer decodes at once than threads.
+        let parallel = if name == "decode" { n.min(slots.max(1)) } else { n };
+        report.stages.push(StageReport {
+            name: name.into(),
+            workers: n,
+            frames,
+            busy_s: busy,
+            wait_input_s: workers.iter().map(|c| c.wait_in.as_secs_f64()).sum(),
+            wait_output_s: workers.iter().map(|c| c.wait_out.as_secs_f64()).sum(),
+            busy_ms_per_frame: if frames > 0 { busy * 1e3 / frames as f64 } else { 0.0 },
+            utilization: busy / parallel as f64 / wall.max(1e-9),
+        });
+        report.intervals.extend(workers.into_iter().flat_map(|c| c.intervals));
+    }
+    if let Some(b) =
+        report.stages.iter().filter(|s| s.name != "read").max_by(|a, b| a.utilization.total_cmp(&b.utilization))
+    {
+        report.bottleneck = b.name.clone();
+        report.efficiency = b.utilization;
+    }
+}

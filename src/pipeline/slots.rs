@@ -1,0 +1,239 @@
+//! Frame slots: sizing the pool and the readback ring to the budget, and
+//! taking a slot to start a frame.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{GPU_DEPTH, Shared, SlotKind, Stage, describe, ring_size};
+use crate::backend::Backend;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::gpu::{FrameShape, GpuBackend, Readback};
+use crate::ledger::{Ledger, human_bytes};
+use crate::ops::Plan;
+use crate::pool::{Lease, Pool, PoolSize, auto_cap};
+use crate::preview::TraceEvent;
+use crate::priority::Priority;
+
+/// Takes a slot for frame `number` and marks its start, once no preview
+/// holds the engine's gate; `None` when the run stops first. While a
+/// preview waits for VRAM, free slots are retired here rather than handed
+/// out. With GPU slots (`gpu`: the shape and bytes of one), a slot given
+/// back to a preview earlier is replaced first while the budget has room.
+/// `alone`: the run has no compute stage (no ops), so it also waits while
+/// a preview renders.
+///
+/// Frames start in read order (`position`): decoders that each wait for a
+/// slot a few ms at a time would otherwise let later frames take it again
+/// and again, and a failing frame could be reached only after many more.
+pub(super) fn start_frame(
+    engine: &Engine,
+    shared: &Shared<'_>,
+    pool: &Pool<SlotKind>,
+    (position, number): (usize, u64),
+    gpu: Option<(FrameShape, u64)>,
+    alone: bool,
+) -> Option<Lease<SlotKind>> {
+    if shared.job.inject_panic == Some((Stage::Start, number)) {
+        panic!("injected test panic");
+    }
+    loop {
+        if shared.stopping() {
+            return None;
+        }
+        {
+            let turn = shared.turn.lock().unwrap_or_else(|p| p.into_inner());
+            if *turn != position {
+                let wait = shared.next_turn.wait_timeout(turn, Duration::from_millis(20));
+                drop(wait.unwrap_or_else(|p| p.into_inner()));
+                continue;
+            }
+        }
+        if let Some((shape, bytes)) = gpu {
+            regrow(engine, pool, shape, bytes, &shared.plan);
+        }
+        // A preview holds the gate: wait without a slot.
+        if !engine.core.gate.pass(Duration::from_millis(20), || true) {
+            pool.shed();
+            continue;
+        }
+        if alone && !engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20)) {
+            continue;
+        }
+        let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) else { continue };
+        // The start is traced only if it happens before any preview raises
+        // the gate: one raised since the check above sends the slot back.
+        // An export without a compute stage never meets a preview at the
+        // backend, so it also waits while one is rendering (announced,
+        // which a preview is from before it lowers the gate).
+        let start = || {
+            let held = alone && engine.backend().waiting_above(Priority::Export);
+            if !held {
+                engine.trace(TraceEvent::ExportDecodeStart(number));
+            }
+            !held
+        };
+        if engine.core.gate.pass(Duration::ZERO, start) {
+            *shared.turn.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            shared.next_turn.notify_all();
+            return Some(slot);
+        }
+        if alone {
+            engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20));
+        }
+    }
+}
+
+/// Puts back a GPU slot the pool gave to previews, once they are done
+/// with the memory (reclaiming what they left idle first) and none is
+/// waiting at the gate.
+fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64, plan: &Plan) {
+    let ledger = engine.ledger();
+    let room = || ledger.current() + bytes <= ledger.budget();
+    let wanted = || pool.wants_slot() && !engine.core.gate.is_raised();
+    if !wanted() {
+        return;
+    }
+    if !room() {
+        engine.reclaim_preview_memory(Some((shape, plan)));
+    }
+    if !room() {
+        return;
+    }
+    let backend = engine.backend().lock(Priority::Export);
+    // Asked again under the lock: a preview may have come since.
+    if let Backend::Gpu(g) = &*backend
+        && wanted()
+        && room()
+        && let Ok(s) = g.new_slot(shape)
+    {
+        let _ = pool.replenish(SlotKind::Gpu(s));
+    }
+}
+
+/// How `free` bytes split into (slots, readback buffers). Slots come
+/// first: each is a frame decoding or on the GPU, and decode parallelism is
+/// what a many-core machine needs. The ring gets [`GPU_DEPTH`] buffers (one
+/// if even that would leave no slot), slots take what fits up to
+/// [`auto_cap`], and the ring grows towards [`ring_size`] only with what
+/// is left. A fixed pool size leaves the ring the rest, at least one.
+pub fn split_budget(free: u64, slot: u64, readback: u64, threads: usize, pool: PoolSize) -> (usize, usize) {
+    let ideal = ring_size(threads);
+    match pool {
+        PoolSize::Fixed(n) => (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(1, ideal)),
+        PoolSize::Auto => {
+            let base = if free >= GPU_DEPTH as u64 * readback + slot { GPU_DEPTH } else { 1 };
+            let n = ((free.saturating_sub(base as u64 * readback) / slot) as usize).clamp(1, auto_cap(threads, true));
+            (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(base, ideal))
+        }
+    }
+}
+
+/// The frame slots and, on the GPU, the readback ring: staging counted by
+/// the ledger, or host permits.
+pub(super) struct Staging {
+    pub(super) slots: Vec<SlotKind>,
+    /// Ledger bytes of one slot (a host frame's bytes for host permits).
+    pub(super) slot_bytes: u64,
+    pub(super) ring: Vec<Readback>,
+}
+
+/// Builds the slots: GPU staging counted by the ledger, or host permits.
+pub(super) fn make_slots(
+    backend: &mut Backend,
+    ledger: &Arc<Ledger>,
+    shape: FrameShape,
+    plan: &Plan,
+    identity: bool,
+    threads: usize,
+    pool: PoolSize,
+) -> Result<Staging> {
+    let gpu: &mut GpuBackend = match backend {
+        Backend::Gpu(g) if !identity => g,
+        _ => {
+            let n = match pool {
+                PoolSize::Fixed(n) => n,
+                PoolSize::Auto => auto_cap(threads, false),
+            };
+            let slots = (0..n).map(|_| SlotKind::Host).collect();
+            return Ok(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new() });
+        }
+    };
+    let kernels = gpu.compute_bytes(shape, plan)?;
+    let slot = GpuBackend::slot_bytes(shape);
+    let readback = GpuBackend::readback_bytes(shape);
+    let budget = ledger.budget();
+    let needed = kernels + readback + slot;
+    let refuse = |held: u64| {
+        let held = if held > 0 {
+            format!(" beside {} held by previews and other grades", human_bytes(held))
+        } else {
+            String::new()
+        };
+        Error::Budget(format!(
+            "one {} frame needs {} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {} budget{held} (raise --vram-budget)",
+            describe(shape),
+            human_bytes(needed),
+            human_bytes(slot),
+            human_bytes(readback),
+            human_bytes(kernels),
+            human_bytes(budget)
+        ))
+    };
+    if needed > budget {
+        return Err(refuse(0));
+    }
+    // The kernel set first: one already built for this grade (an earlier
+    // export, a preview) is used, not counted twice, and cached sets of
+    // other grades make room for it.
+    match gpu.prepare(shape, plan) {
+        Err(Error::Budget(_)) => return Err(refuse(ledger.current())),
+        r => r?,
+    }
+    if ledger.current() + readback + slot > budget {
+        return Err(refuse(ledger.current().saturating_sub(kernels)));
+    }
+    let free = budget.saturating_sub(ledger.current());
+    let (n, rings) = split_budget(free, slot, readback, threads, pool);
+    let ring = (0..rings).map(|_| gpu.new_readback(shape)).collect::<Result<Vec<_>>>()?;
+    let mut slots = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = gpu.new_slot(shape).map_err(|e| match e {
+            Error::Budget(_) => Error::Budget(format!(
+                "{n} slots of {} each do not fit: {i} fit in the {} budget beside {} of kernel buffers and a readback buffer of {}",
+                human_bytes(slot),
+                human_bytes(budget),
+                human_bytes(kernels),
+                human_bytes(readback)
+            )),
+            e => e,
+        })?;
+        slots.push(SlotKind::Gpu(s));
+    }
+    Ok(Staging { slots, slot_bytes: slot, ring })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_come_before_a_deep_readback_ring() {
+        let mib = 1u64 << 20;
+        let gib = 1u64 << 30;
+        // 8K RGBA16 beside ~320 MiB of kernel buffers in the default 2 GiB:
+        // four slots and two readback buffers, not a full ring and one slot.
+        let frame16 = 7680 * 4320 * 8;
+        let free = 2 * gib - 320 * mib;
+        let (slots, ring) = split_budget(free, frame16 + 48, frame16, 16, PoolSize::Auto);
+        assert_eq!((slots, ring), (4, 2));
+        assert!(slots as u64 * (frame16 + 48) + ring as u64 * frame16 <= free);
+        // Small frames: every slot that helps and the whole ring.
+        assert_eq!(split_budget(free, 1000, 1000, 16, PoolSize::Auto), (auto_cap(16, true), ring_size(16)));
+        // Room for one frame of each only.
+        assert_eq!(split_budget(2100, 1050, 1000, 4, PoolSize::Auto), (1, 1));
+        // A fixed pool leaves the ring the rest, at least one.
+        assert_eq!(split_budget(12_000, 1000, 1000, 4, PoolSize::Fixed(5)), (5, ring_size(4)));
+        assert_eq!(split_budget(5_500, 1000, 1000, 4, PoolSize::Fixed(5)), (5, 1));
+    }
+}

@@ -1,0 +1,469 @@
+//! The stage threads of one pipelined run, each a loop over its input
+//! channel (see the module docs for the picture).
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::clock::Clock;
+use super::slots::start_frame;
+use super::{Decoded, Event, Finished, GPU_DEPTH, Processed, Shared, SlotKind, Stage, Work, describe};
+use crate::backend::Backend;
+use crate::engine::{Engine, PreparedJob};
+use crate::error::{Error, Result};
+use crate::gpu::{FrameShape, InFlight, Readback};
+use crate::io::{FrameInfo, HostFrame, decode_file, decode_with, encode_frame, write_frame_atomic};
+use crate::ops::process_cpu;
+use crate::pool::{Lease, Pool};
+use crate::preview::TraceEvent;
+use crate::priority::Priority;
+use crate::report::FrameRecord;
+
+/// What every stage thread of one run shares.
+#[derive(Clone, Copy)]
+pub(super) struct Ctx<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) shared: &'a Shared<'a>,
+    pub(super) prepared: &'a PreparedJob,
+    pub(super) pool: &'a Pool<SlotKind>,
+    pub(super) ring: &'a Pool<Readback>,
+    /// The shape every frame must have.
+    pub(super) shape: FrameShape,
+    /// Ledger bytes of one slot.
+    pub(super) slot_bytes: u64,
+    /// The compute stage: `gpu`, `compute` (CPU kernels), or none (no ops:
+    /// decoders hand frames straight to the encoders).
+    pub(super) compute_name: Option<&'static str>,
+    /// Whether slots are GPU staging (else host permits).
+    pub(super) gpu_slots: bool,
+}
+
+impl Ctx<'_> {
+    /// Hands the frames to the decoders in order, as far as a stream's
+    /// window allows. Returns its clock and how many it sent.
+    pub(super) fn read(self, work: Vec<(u64, PathBuf, PathBuf)>, decode_tx: Sender<Work>) -> (Clock, usize) {
+        let shared = self.shared;
+        let mut clock = Clock::default();
+        let mut sent = 0;
+        'frames: for (position, (number, input, output)) in work.into_iter().enumerate() {
+            let t = Instant::now();
+            if let Some(window) = &shared.window {
+                while !window.admit(position, Duration::from_millis(20)) {
+                    if shared.stopping() {
+                        break 'frames;
+                    }
+                }
+            }
+            clock.wait_out += t.elapsed();
+            if shared.stopping() || !clock.send(&decode_tx, Work { position, number, input, output }) {
+                break;
+            }
+            sent += 1;
+        }
+        (clock, sent)
+    }
+
+    /// A decode worker: takes a slot for each frame (in read order), decodes
+    /// into it, and passes the frame on. Returns its clock and the time it
+    /// waited to start frames.
+    pub(super) fn decode(
+        self,
+        worker: usize,
+        rx: Receiver<Work>,
+        to_compute: Sender<Decoded>,
+        to_encode: Sender<Processed>,
+        events: Sender<Event>,
+    ) -> (Clock, Duration) {
+        let Ctx { engine, shared, pool, shape, slot_bytes, compute_name, gpu_slots, .. } = self;
+        let mut clock = Clock::default();
+        // Time spent waiting for a free slot (or for previews
+        // at the gate), apart from waiting for work.
+        let mut slot_wait = Duration::ZERO;
+        while let Some(w) = clock.recv(&rx) {
+            let Work { position, number, input, output } = w;
+            let asked = Instant::now();
+            let gpu = gpu_slots.then_some((shape, slot_bytes));
+            // A panic here (outside any frame's guard) must stop the
+            // run: the decoders after this one wait for its turn.
+            let slot = catch_unwind(AssertUnwindSafe(|| {
+                start_frame(engine, shared, pool, (position, number), gpu, compute_name.is_none())
+            }));
+            slot_wait += asked.elapsed();
+            clock.wait_in += asked.elapsed();
+            let slot = match slot {
+                Ok(Some(slot)) => slot,
+                // Stopped or cancelled: frames not yet started are dropped.
+                Ok(None) => {
+                    let _ = events.send(Event::Abandoned(number));
+                    continue;
+                }
+                Err(payload) => {
+                    let msg = crate::error::panic_message(&*payload);
+                    let e = Error::Panic(format!("{:?} stage panicked on frame {number}: {msg}", Stage::Start));
+                    shared.fail(&events, number, e);
+                    shared.next_turn.notify_all();
+                    continue;
+                }
+            };
+            let t0 = Instant::now();
+            let result = clock.work(shared.start, "decode", worker, number, || {
+                shared.guarded(Stage::Decode, number, || self.decode_into(&slot, &input))
+            });
+            let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+            match result {
+                Ok(frame) if compute_name.is_some() => {
+                    let d = Decoded { number, output, frame, slot, decode_ms };
+                    if !clock.send(&to_compute, d) {
+                        break;
+                    }
+                }
+                Ok(frame) => {
+                    drop(slot);
+                    let p = Processed { number, output, frame, decode_ms, process_ms: 0.0, gpu_ns: None };
+                    if !clock.send(&to_encode, p) {
+                        break;
+                    }
+                }
+                Err(e) => shared.fail(&events, number, e),
+            }
+        }
+        (clock, slot_wait)
+    }
+
+    /// Decodes `input` into `slot`: straight into a GPU slot's mapped
+    /// upload, in pieces (the frame it returns then has no pixels of its
+    /// own), or into host memory. A frame of another shape than the run's
+    /// is refused, on the GPU before anything is written.
+    fn decode_into(self, slot: &SlotKind, input: &std::path::Path) -> Result<HostFrame> {
+        let shape = self.shape;
+        let limits = &self.shared.job.limits;
+        let mismatch = |got: String| Error::FrameMismatch { path: input.to_owned(), got, expected: describe(shape) };
+        match slot {
+            SlotKind::Gpu(s) => {
+                let mut w = s.writer()?;
+                let check = |i: &FrameInfo| {
+                    let got = FrameShape { width: i.width, height: i.height, format: i.format };
+                    if got == shape { Ok(()) } else { Err(mismatch(describe(got))) }
+                };
+                // A piece that does not fit is the file's fault, not the GPU's.
+                let write = |at, px: &[u8]| {
+                    w.write(at, px).map_err(|e| Error::Decode { path: input.to_owned(), reason: e.to_string() })
+                };
+                let info = decode_with(input, limits, check, write)?;
+                let (width, height, format) = (shape.width, shape.height, shape.format);
+                Ok(HostFrame { width, height, format, has_alpha: info.has_alpha, data: Vec::new() })
+            }
+            SlotKind::Host => {
+                let frame = decode_file(input, limits)?;
+                if FrameShape::of(&frame) != shape {
+                    return Err(mismatch(frame.describe()));
+                }
+                Ok(frame)
+            }
+        }
+    }
+
+    /// The thread that owns the compute stage: on the GPU it keeps up to
+    /// [`GPU_DEPTH`] frames in flight and hands finished ones to the
+    /// copiers; the CPU backend runs the kernels here.
+    pub(super) fn compute(
+        self,
+        name: &'static str,
+        compute_rx: Receiver<Decoded>,
+        to_encode: Sender<Processed>,
+        to_readback: Sender<Finished>,
+        events: Sender<Event>,
+    ) -> Clock {
+        let Ctx { engine, shared, ring, shape, gpu_slots, .. } = self;
+        let mut clock = Clock::default();
+        let mut broken = false;
+        // Frames on the GPU, oldest first: a new frame is submitted
+        // whenever there is room and one is ready, and only when
+        // none is does this thread wait for the oldest.
+        // (The flight comes first: should this thread unwind, it is
+        // waited for before its slot and readback go back.)
+        let mut flights: VecDeque<(InFlight, Decoded, Lease<Readback>, Instant)> = VecDeque::new();
+        // A frame refused for memory, or for want of a free readback
+        // buffer, while others were on the GPU: it goes again once
+        // they are done.
+        let mut pending: Option<Decoded> = None;
+        // Frames a failed device never processed are reported as
+        // such, so a stream's reorder buffer does not wait for them.
+        let abandon = |d: Decoded| {
+            let _ = events.send(Event::Abandoned(d.number));
+        };
+        loop {
+            let next = if let Some(d) = pending.take() {
+                if flights.is_empty() {
+                    Some(d)
+                } else {
+                    pending = Some(d);
+                    None
+                }
+            } else if flights.len() >= GPU_DEPTH {
+                None
+            } else if flights.is_empty() {
+                match clock.recv(&compute_rx) {
+                    Some(d) => Some(d),
+                    None => break,
+                }
+            } else if engine.backend().waiting_above(Priority::Export) {
+                // A preview is waiting: submit nothing new, finish
+                // what is on the GPU (its slots may be what the
+                // preview needs).
+                None
+            } else {
+                compute_rx.try_recv().ok()
+            };
+            if let Some(d) = next {
+                if broken || shared.cancel.is_cancelled() {
+                    // Drain without touching a failed device, or
+                    // drop what a cancelled run has not started.
+                    abandon(d);
+                    continue;
+                }
+                let number = d.number;
+                let may_wait = flights.is_empty();
+                // Where the result will come back. With frames on the
+                // GPU, none free means finish the oldest first; with
+                // none, the copiers free one soon.
+                let readback = if !gpu_slots {
+                    None
+                } else if may_wait {
+                    let asked = Instant::now();
+                    let r = loop {
+                        if let Some(r) = ring.acquire_timeout(Duration::from_millis(20)) {
+                            break Some(r);
+                        }
+                        // A stopped run still drains the frames it
+                        // decoded (the copiers free the ring); only a
+                        // cancel, or a ring still full seconds after
+                        // a stop (a failed copier), drops this one.
+                        let stuck = shared.stopping() && asked.elapsed() > Duration::from_secs(5);
+                        if shared.cancel.is_cancelled() || stuck {
+                            break None;
+                        }
+                    };
+                    clock.wait_out += asked.elapsed();
+                    let Some(r) = r else {
+                        abandon(d);
+                        continue;
+                    };
+                    Some(r)
+                } else if let Some(r) = ring.acquire_timeout(Duration::ZERO) {
+                    Some(r)
+                } else {
+                    pending = Some(d);
+                    continue;
+                };
+                let t0 = Instant::now();
+                let (result, waited) = clock.work(shared.start, name, 0, number, || {
+                    submit(engine, shared, &d, readback.as_deref(), shape, may_wait)
+                });
+                clock.busy = clock.busy.saturating_sub(waited);
+                clock.wait_out += waited;
+                match result {
+                    Ok(Submitted::Gpu(flight)) => {
+                        flights.push_back((flight, d, readback.expect("GPU frames have one"), t0))
+                    }
+                    Ok(Submitted::Done(frame)) => {
+                        let Decoded { number, output, slot, decode_ms, .. } = d;
+                        drop(slot);
+                        let process_ms = t0.elapsed().as_secs_f64() * 1e3;
+                        let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns: None };
+                        if !clock.send(&to_encode, p) {
+                            break;
+                        }
+                    }
+                    Err(Error::Budget(_)) if !may_wait => {
+                        // Counted when it is submitted.
+                        clock.frames -= 1;
+                        pending = Some(d);
+                    }
+                    Err(e) => {
+                        broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
+                        shared.fail(&events, d.number, e);
+                    }
+                }
+                continue;
+            }
+            let Some((flight, d, readback, t0)) = flights.pop_front() else { continue };
+            if broken {
+                if let SlotKind::Gpu(s) = &*d.slot {
+                    let _ = flight.wait(s);
+                }
+                abandon(d);
+                continue;
+            }
+            let number = d.number;
+            let result = clock.wait(shared.start, name, number, || {
+                shared.catch(Stage::Compute, number, || match &*d.slot {
+                    SlotKind::Gpu(s) => flight.wait(s),
+                    SlotKind::Host => unreachable!("host slots are never submitted"),
+                })
+            });
+            match result {
+                Ok(gpu_ns) => {
+                    let Decoded { number, output, frame, slot, decode_ms } = d;
+                    // The GPU is done with the upload: the slot can take
+                    // the next frame while the result is copied out.
+                    drop(slot);
+                    let has_alpha = frame.has_alpha;
+                    let f = Finished { number, output, has_alpha, readback, decode_ms, t0, gpu_ns };
+                    if !clock.send(&to_readback, f) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    broken = true;
+                    shared.fail(&events, number, e);
+                }
+            }
+        }
+        // What is still on the GPU is dropped only once it is done.
+        for (flight, d, _, _) in flights {
+            if let SlotKind::Gpu(s) = &*d.slot {
+                let _ = flight.wait(s);
+            }
+            abandon(d);
+        }
+        if let Some(d) = pending {
+            abandon(d);
+        }
+        clock
+    }
+
+    /// A copier: takes finished frames out of their readback buffers (and
+    /// frees them) for the encoders.
+    pub(super) fn copy_out(
+        self,
+        worker: usize,
+        rx: Receiver<Finished>,
+        to_encode: Sender<Processed>,
+        events: Sender<Event>,
+    ) -> Clock {
+        let Ctx { shared, shape, .. } = self;
+        let mut clock = Clock::default();
+        while let Some(f) = clock.recv(&rx) {
+            let Finished { number, output, has_alpha, readback, decode_ms, t0, gpu_ns } = f;
+            let result = clock.work(shared.start, "readback", worker, number, || {
+                shared.guarded(Stage::Readback, number, || readback.take_result())
+            });
+            drop(readback); // the frame is back in host memory: free the buffer
+            match result {
+                Ok(data) => {
+                    let frame =
+                        HostFrame { width: shape.width, height: shape.height, format: shape.format, has_alpha, data };
+                    let process_ms = t0.elapsed().as_secs_f64() * 1e3;
+                    let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns };
+                    if !clock.send(&to_encode, p) {
+                        break;
+                    }
+                }
+                Err(e) => shared.fail(&events, number, e),
+            }
+        }
+        clock
+    }
+
+    /// An encoder: writes each frame atomically, or encodes it for the
+    /// stream (the progress thread writes it in order).
+    pub(super) fn encode(self, worker: usize, rx: Receiver<Processed>, events: Sender<Event>) -> Clock {
+        let Ctx { engine, shared, prepared, .. } = self;
+        let mut clock = Clock::default();
+        while let Some(p) = clock.recv(&rx) {
+            let number = p.number;
+            let t0 = Instant::now();
+            let result = clock.work(shared.start, "encode", worker, number, || {
+                shared.guarded(Stage::Encode, number, || {
+                    let job = shared.job;
+                    if prepared.stream {
+                        encode_frame(p.frame, prepared.format, &job.encode, &p.output).map(Some)
+                    } else {
+                        write_frame_atomic(&p.frame, &p.output, prepared.format, &job.encode, job.overwrite)
+                            .map(|()| None)
+                    }
+                })
+            });
+            match result {
+                Ok(bytes) => {
+                    let record = FrameRecord {
+                        number,
+                        output: p.output.display().to_string(),
+                        decode_ms: p.decode_ms,
+                        process_ms: p.process_ms,
+                        gpu_ms: p.gpu_ns.map(|n| n as f64 / 1e6),
+                        encode_ms: t0.elapsed().as_secs_f64() * 1e3,
+                        output_bytes: match &bytes {
+                            Some(b) => b.len() as u64,
+                            None => std::fs::metadata(&p.output).map_or(0, |m| m.len()),
+                        },
+                    };
+                    engine.trace(TraceEvent::ExportFrameDone(number));
+                    let _ = events.send(match bytes {
+                        Some(b) => Event::Encoded(record, b),
+                        None => Event::Done(record),
+                    });
+                }
+                Err(e) => shared.fail(&events, number, e),
+            }
+        }
+        clock
+    }
+}
+
+/// What submitting a frame gives: GPU work under way, or (CPU backend)
+/// the finished frame.
+enum Submitted {
+    Gpu(InFlight),
+    Done(HostFrame),
+}
+
+/// Submits one decoded frame under the export's priority: on the GPU it
+/// returns at once; the CPU backend runs the kernels here. When previews
+/// have taken the budget (their kernel buffers evicted ours), waits for
+/// memory (up to 10 s) if `may_wait`; else the caller first finishes
+/// the frames it has on the GPU (they free nothing while they wait).
+///
+/// Also returns the time spent waiting for the backend (previews ahead)
+/// and for memory, which is not work.
+fn submit(
+    engine: &Engine,
+    shared: &Shared<'_>,
+    d: &Decoded,
+    readback: Option<&Readback>,
+    shape: FrameShape,
+    may_wait: bool,
+) -> (Result<Submitted>, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut waited = Duration::ZERO;
+    loop {
+        let asked = Instant::now();
+        let since = engine.ledger().releases();
+        let mut backend = engine.backend().lock(Priority::Export);
+        waited += asked.elapsed();
+        let r = shared.guarded(Stage::Compute, d.number, || match (&mut *backend, &*d.slot, readback) {
+            (Backend::Gpu(g), SlotKind::Gpu(s), Some(r)) => Ok(Submitted::Gpu(g.submit(s, r, &shared.plan)?)),
+            (_, _, _) => {
+                debug_assert_eq!(FrameShape::of(&d.frame), shape);
+                Ok(Submitted::Done(process_cpu(&d.frame, &shared.plan)))
+            }
+        });
+        drop(backend);
+        match r {
+            Err(Error::Budget(_)) if may_wait && Instant::now() < deadline => {
+                // Memory an editor left idle is given back (this run's
+                // kernel set stays); frames on the GPU free theirs as
+                // they land.
+                engine.reclaim_preview_memory(Some((shape, &shared.plan)));
+                let asked = Instant::now();
+                engine.ledger().wait_release(since, Duration::from_millis(250));
+                waited += asked.elapsed();
+            }
+            r => return (r, waited),
+        }
+    }
+}
