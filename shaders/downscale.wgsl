@@ -1,7 +1,8 @@
 // Area-average downscale for previews: one band's results (in `packed`,
 // from row 0, `store_rows` rows) averaged over `radius` x `radius` blocks
 // into `small`, RGBA8, one u32 per output pixel, rows from `first_row`
-// (0: each band has `small` to itself, and the host copies it out).
+// (0: each band has `small` to itself; a buffer copy after the band's
+// pass puts its rows in place in the preview's readback).
 // Blocks at the right and bottom edges average the pixels that exist.
 // Bands start on multiples of 8, so no block straddles two bands.
 

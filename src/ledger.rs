@@ -23,8 +23,9 @@ struct Counts {
     /// High-water marks of the [`PeakWatch`]es alive, by id.
     watches: std::collections::BTreeMap<u64, u64>,
     next_watch: u64,
-    /// Releases so far: a waiter compares it with what it saw before its
-    /// refused attempt, so a release in between is never missed.
+    /// Releases so far: a waiter compares it with what it saw after its
+    /// refused attempt, so a release between then and its wait is not
+    /// missed.
     releases: u64,
 }
 
@@ -106,8 +107,8 @@ impl Ledger {
         self.take(&mut c, bytes, what)
     }
 
-    /// Releases so far, to pass to [`Ledger::wait_release`]: read it
-    /// before an attempt that may be refused.
+    /// Releases so far, to pass to [`Ledger::wait_release`]: read it once
+    /// an attempt was refused, before giving anything else back.
     pub fn releases(&self) -> u64 {
         self.lock().releases
     }

@@ -621,16 +621,13 @@ impl Engine {
         gate: &mut Option<GateGuard<'a>>,
         mut work: impl FnMut(&mut Backend) -> Result<R>,
     ) -> Result<R> {
-        // Bounded in time, not tries: an attempt that itself freed memory
-        // (an old slot, an evicted set) before it was refused is retried
-        // at once.
+        // Bounded in time: each refusal waits for a release or 250 ms.
         let deadline = Instant::now() + Duration::from_secs(5);
         // Up from the first refusal to the end: an export must not regrow
         // a slot with memory it just gave back for this request.
         let mut pressure = None;
         loop {
             let asked = Instant::now();
-            let since = self.core.ledger.releases();
             let result = {
                 let mut backend = intent.get_or_insert_with(|| self.core.backend.intend(priority)).lock();
                 *waited += asked.elapsed();
@@ -638,6 +635,9 @@ impl Engine {
             };
             match result {
                 Err(Error::Budget(_)) if Instant::now() < deadline => {
+                    // Counted after the refusal: the attempt's own undoing
+                    // of what it had allocated is not a release to wake for.
+                    let since = self.core.ledger.releases();
                     if priority == Priority::Preview && gate.is_none() {
                         *gate = Some(self.core.gate.raise(|| {}));
                     }

@@ -295,10 +295,10 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Sequence(format!("{}: {e}", dir.display())))?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        if let Some(name) = entry.file_name().to_str() {
-            if entry.path().is_file() {
-                out.push((name.to_string(), entry.path()));
-            }
+        if let Some(name) = entry.file_name().to_str()
+            && entry.path().is_file()
+        {
+            out.push((name.to_string(), entry.path()));
         }
     }
     Ok(out)

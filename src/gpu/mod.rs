@@ -358,16 +358,18 @@ impl GpuBackend {
             return self.check_error();
         }
         // Older sets are only a cache: drop them (oldest first) rather than
-        // fail when the new one would not fit beside them, but not sets that
-        // frames on the GPU use: if only those are left, the budget error
-        // makes the caller wait for them to land.
+        // fail when the new one would not fit beside them, but never sets
+        // that frames on the GPU use (that frees nothing until they land,
+        // and their next frames would build them again beside themselves).
+        // With only those left the cache may hold one more for a while, if
+        // the budget allows; if not, the caller is refused and retries once
+        // they have landed.
         let idle = |c: &Compute| !c.in_flight();
         while self.computes.len() >= COMPUTE_CACHE
             || (!self.computes.is_empty() && self.ledger.current() + needed > self.ledger.budget())
         {
             match self.computes.iter().position(idle) {
                 Some(i) => drop(self.computes.remove(i)),
-                None if self.computes.len() >= COMPUTE_CACHE => drop(self.computes.remove(0)),
                 None => break,
             }
         }

@@ -442,7 +442,6 @@ fn submit(
     let mut waited = Duration::ZERO;
     loop {
         let asked = Instant::now();
-        let since = engine.ledger().releases();
         let mut backend = engine.backend().lock(Priority::Export);
         waited += asked.elapsed();
         let r = shared.guarded(Stage::Compute, d.number, || match (&mut *backend, &*d.slot, readback) {
@@ -458,6 +457,9 @@ fn submit(
                 // Memory an editor left idle is given back (this run's
                 // kernel set stays); frames on the GPU free theirs as
                 // they land.
+                // Counted after the refusal: the attempt's own undoing of
+                // what it had allocated is not a release worth waking for.
+                let since = engine.ledger().releases();
                 engine.reclaim_preview_memory(Some((shape, &shared.plan)));
                 let asked = Instant::now();
                 engine.ledger().wait_release(since, Duration::from_millis(250));
