@@ -28,7 +28,7 @@ use crate::backend::Backend;
 use crate::cache::{ByteLru, CacheStats};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::gpu::{FrameShape, GpuBackend, GpuSlot};
+use crate::gpu::{FrameShape, GpuBackend, GpuSlot, SetHold};
 use crate::io::{DecodeLimits, HostFrame, decode_file, probe_file};
 use crate::ops::{OpGraph, process_cpu};
 use crate::priority::{GateGuard, Intent, Priority};
@@ -532,6 +532,10 @@ impl Engine {
         // frames from starting: if the budget is full, only frames that had
         // started before the request give memory back, never frames that
         // would then finish ahead of this preview.
+        // What it took stays its own until it renders: the slot out of the
+        // shared place, the kernel set held, so a preview of another shape
+        // or grade arriving meanwhile cannot take either away.
+        let mut reserved: Option<(PreviewSlot, SetHold)> = None;
         if priority == Priority::Preview && self.backend_name() == "gpu" {
             let probe = frame_path(sequence, frame).and_then(|p| probe_file(&p, &DecodeLimits::default()));
             // An unreadable header fails in the decode below, with its reason.
@@ -539,10 +543,13 @@ impl Engine {
                 let shape = FrameShape { width, height, format };
                 self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
                     Backend::Gpu(gpu) => {
-                        let mut slot = lock(&state.slot);
-                        *slot = Some(fitted_slot(gpu, slot.take(), shape)?);
+                        let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
+                        let slot = fitted_slot(gpu, held, shape)?;
                         *lock(&state.last_render) = Some(Instant::now());
-                        gpu.prepare_for_preview(shape, &plan, factor)
+                        let r = gpu.prepare_for_preview(shape, &plan, factor);
+                        let hold = if r.is_ok() { gpu.hold_newest_set() } else { SetHold::default() };
+                        reserved = Some((slot, hold));
+                        r
                     }
                     Backend::Cpu => Ok(()),
                 })?;
@@ -550,15 +557,28 @@ impl Engine {
         }
         *gate = None;
         let reserve = t.elapsed().saturating_sub(waited);
-        let (src, decode_ms) = self.source(sequence, frame)?;
+        let (src, decode_ms) = match self.source(sequence, frame) {
+            Ok(source) => source,
+            Err(e) => {
+                // The slot is sound: back to the shared place, unless another
+                // preview has put one there since.
+                if let Some((slot, _)) = reserved.take() {
+                    lock(&state.slot).get_or_insert(slot);
+                }
+                return Err(e);
+            }
+        };
         let t = Instant::now();
         let before = waited;
         let mut upload = Duration::ZERO;
         let (width, height, data, gpu_ns) =
             self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
                 Backend::Gpu(gpu) => {
-                    let mut slot = lock(&state.slot);
-                    let mut s = fitted_slot(gpu, slot.take(), FrameShape::of(&src))?;
+                    let (held, _hold) = match reserved.take() {
+                        Some((slot, hold)) => (Some(slot), Some(hold)),
+                        None => (lock(&state.slot).take(), None),
+                    };
+                    let mut s = fitted_slot(gpu, held, FrameShape::of(&src))?;
                     let mut data = Vec::new();
                     // A slider drag re-grades the frame the slot already
                     // holds: its upload still has the pixels, skip the copy.
@@ -576,7 +596,7 @@ impl Engine {
                     // the next preview makes a new one.
                     if r.is_ok() {
                         s.holds = Some(src.clone());
-                        *slot = Some(s);
+                        *lock(&state.slot) = Some(s);
                     }
                     *lock(&state.last_render) = Some(Instant::now());
                     r

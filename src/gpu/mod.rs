@@ -180,6 +180,11 @@ struct PreviewLaunch {
     to: (u64, u64),
 }
 
+/// Keeps a kernel set from being evicted; see
+/// [`GpuBackend::hold_newest_set`].
+#[derive(Default)]
+pub struct SetHold(#[allow(dead_code)] Vec<Arc<Reservation>>);
+
 /// Most (shape, plan) kernel buffer sets kept at once.
 const COMPUTE_CACHE: usize = 3;
 
@@ -438,6 +443,13 @@ impl GpuBackend {
     pub fn prepare_for_preview(&mut self, shape: FrameShape, plan: &Plan, scale: u32) -> Result<()> {
         self.prepare(shape, plan)?;
         self.prepare_preview(scale)
+    }
+
+    /// A hold on the newest kernel set (the one just prepared): while it
+    /// lives the set counts as in use, so making room for other work never
+    /// evicts it. A preview holds the set it reserved while it decodes.
+    pub fn hold_newest_set(&self) -> SetHold {
+        SetHold(self.computes.last().map(Compute::reservations).unwrap_or_default())
     }
 
     /// Builds the downscale pass for `scale` on the newest compute set.
