@@ -249,11 +249,15 @@ impl Drop for InFlight {
     /// result or timer buffer mapped once the map lands: the next copy into
     /// a mapped buffer is a validation error, and a preview's readback is
     /// used again and again. After a `wait` this finds nothing to do.
+    ///
+    /// A map still pending after a bounded wait is aborted by unmapping
+    /// (the buffer goes back to idle, its callback gets an abort), so it
+    /// cannot land later on a buffer that has been handed out again.
     fn drop(&mut self) {
-        use std::sync::mpsc::TryRecvError;
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
         let settle = |buffer: &wgpu::Buffer, rx: &MapRx| {
-            let outcome = match rx.try_recv() {
-                Ok(r) => Some(r),
+            let unmap = match rx.try_recv() {
+                Ok(mapped) => mapped.is_ok(),
                 Err(TryRecvError::Empty) => {
                     // Bounded: this may run under the backend lock, and a hung
                     // device must not hang every preview with it.
@@ -262,11 +266,18 @@ impl Drop for InFlight {
                         timeout: Some(std::time::Duration::from_secs(2)),
                     };
                     let _ = self.device.poll(done);
-                    rx.recv_timeout(std::time::Duration::from_secs(1)).ok()
+                    match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                        Ok(mapped) => mapped.is_ok(),
+                        // Pending (or landed just now): unmapping either
+                        // aborts the map or undoes it.
+                        Err(RecvTimeoutError::Timeout) => true,
+                        Err(RecvTimeoutError::Disconnected) => false,
+                    }
                 }
-                Err(TryRecvError::Disconnected) => None,
+                // The callback went without an answer: nothing is mapped.
+                Err(TryRecvError::Disconnected) => false,
             };
-            if let Some(Ok(())) = outcome {
+            if unmap {
                 buffer.unmap();
             }
         };
