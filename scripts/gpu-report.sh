@@ -7,10 +7,11 @@
 #   bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report.md"
 # The whole report can take longer than the tool's 10 minutes per command;
 # SECTIONS picks parts (default all), e.g. two calls:
-#   SECTIONS=info,kernels,pipeline,cache,editor   and   SECTIONS=info,pool
+#   SECTIONS=info,kernels,decode,pipeline,cache,editor   and   SECTIONS=info,pool
 #
 # It takes: `framepipe info`; kernel GB/s per op at 1080p/4K/8K from GPU
-# timestamps (criterion `kernels` bench); the pipelined run against the
+# timestamps (criterion `kernels` bench); PNG decode per frame (`decode`
+# bench, CPU); the pipelined run against the
 # decode+encode-only run on 48 8K PNG frames; `bench-pool` sweeps for PNG
 # and QOI; the editor session where that example exists.
 # FRAMES (default 48) and SIZE (default 8k) override the sequence; BUDGET
@@ -22,7 +23,7 @@ report=${1:-gpu-report.md}
 frames=${FRAMES:-48}
 size=${SIZE:-8k}
 budget=${BUDGET:-16GiB}
-sections=",${SECTIONS:-info,kernels,pipeline,pool,cache,editor},"
+sections=",${SECTIONS:-info,kernels,decode,pipeline,pool,cache,editor},"
 want() { [[ "$sections" == *",$1,"* ]]; }
 work=${WORK:-/tmp/framepipe-gpu}
 rm -rf "$work" && mkdir -p "$work"
@@ -51,6 +52,15 @@ if command -v kernels >/dev/null; then
     kernels --bench --noplot 2>&1 | grep -E '^kernels/|time:|thrpt:' | fence
 else
   say "(no kernels bench executable: stage with scripts/stage-gpu.sh)"
+fi
+fi
+
+if want decode; then
+say "## PNG decode per frame (CPU, one thread: what each decoder does per frame; criterion \`decode\`)"
+if command -v decode >/dev/null; then
+  FRAMEPIPE_BENCH_SIZE=$size decode --bench --noplot 2>&1 | grep -E '^decode/|time:|thrpt:' | fence
+else
+  say "(no decode bench executable: stage with scripts/stage-gpu.sh)"
 fi
 fi
 
