@@ -536,12 +536,19 @@ impl Engine {
         // shared place, the kernel set held, so a preview of another shape
         // or grade arriving meanwhile cannot take either away.
         let mut reserved: Option<(PreviewSlot, SetHold)> = None;
+        // A slot reserved for a preview that then fails is sound: back to
+        // the shared place, unless another preview has put one there since.
+        let give_back = |reserved: Option<(PreviewSlot, SetHold)>| {
+            if let Some((slot, _)) = reserved {
+                lock(&state.slot).get_or_insert(slot);
+            }
+        };
         if priority == Priority::Preview && self.backend_name() == "gpu" {
             let probe = frame_path(sequence, frame).and_then(|p| probe_file(&p, &DecodeLimits::default()));
             // An unreadable header fails in the decode below, with its reason.
             if let Ok((width, height, format)) = probe {
                 let shape = FrameShape { width, height, format };
-                self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
+                let reserved_ok = self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
                     Backend::Gpu(gpu) => {
                         let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
                         let slot = fitted_slot(gpu, held, shape)?;
@@ -552,7 +559,11 @@ impl Engine {
                         r
                     }
                     Backend::Cpu => Ok(()),
-                })?;
+                });
+                if let Err(e) = reserved_ok {
+                    give_back(reserved.take());
+                    return Err(e);
+                }
             }
         }
         *gate = None;
@@ -560,11 +571,7 @@ impl Engine {
         let (src, decode_ms) = match self.source(sequence, frame) {
             Ok(source) => source,
             Err(e) => {
-                // The slot is sound: back to the shared place, unless another
-                // preview has put one there since.
-                if let Some((slot, _)) = reserved.take() {
-                    lock(&state.slot).get_or_insert(slot);
-                }
+                give_back(reserved.take());
                 return Err(e);
             }
         };

@@ -347,7 +347,12 @@ impl GpuBackend {
         // same layout this plan's numbers rather than build one.
         let full = self.computes.len() >= COMPUTE_CACHE || self.ledger.current() + needed > self.ledger.budget();
         let same_layout = |c: &Compute| c.shape == shape && c.banding == banding && taps(&c.plan) == taps(plan);
-        if let Some(i) = self.computes.iter().position(same_layout).filter(|_| full) {
+        // Preferably one no frame or preview is using (a held set would be
+        // rewritten back by its holder: correct, but work twice).
+        let reusable = (self.computes.iter())
+            .position(|c| same_layout(c) && !c.in_flight())
+            .or_else(|| self.computes.iter().position(same_layout));
+        if let Some(i) = reusable.filter(|_| full) {
             let mut c = self.computes.remove(i);
             let (params, _, _) = self.layout(shape, plan, banding, &c.packed, c.scratch.as_ref(), &c.weights);
             // Queue writes land before the next submission and after the

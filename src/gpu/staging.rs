@@ -279,6 +279,11 @@ impl Drop for InFlight {
             };
             if unmap {
                 buffer.unmap();
+                // An aborted map answers at once. No answer means it was
+                // landing as it was aborted: wait for it, and undo it.
+                if let Ok(Ok(())) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    buffer.unmap();
+                }
             }
         };
         settle(&self.result.0, &self.result.1);
