@@ -527,11 +527,6 @@ impl Engine {
         let factor = scale.factor();
         let t = Instant::now();
         let mut waited = Duration::ZERO;
-        // On the GPU a preview takes its VRAM (slot, kernel buffers) before
-        // it decodes, from the file's header, while the gate keeps new export
-        // frames from starting: if the budget is full, only frames that had
-        // started before the request give memory back, never frames that
-        // would then finish ahead of this preview.
         // What it took stays its own until it renders: the slot out of the
         // shared place, the kernel set held, so a preview of another shape
         // or grade arriving meanwhile cannot take either away.
@@ -543,6 +538,11 @@ impl Engine {
                 lock(&state.slot).get_or_insert(slot);
             }
         };
+        // On the GPU a preview takes its VRAM (slot, kernel buffers) before
+        // it decodes, from the file's header, while the gate keeps new export
+        // frames from starting: if the budget is full, only frames that had
+        // started before the request give memory back, never frames that
+        // would then finish ahead of this preview.
         if priority == Priority::Preview && self.backend_name() == "gpu" {
             let probe = frame_path(sequence, frame).and_then(|p| probe_file(&p, &DecodeLimits::default()));
             // An unreadable header fails in the decode below, with its reason.

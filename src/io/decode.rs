@@ -32,11 +32,11 @@ impl Default for DecodeLimits {
 /// oversized or unsupported file; [`Error::Io`] when it cannot be opened.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
     let decoder = open_decoder(path, limits)?;
-    let FrameInfo { width, height, format, has_alpha } = header(decoder.as_ref());
-    // A PNG streams row by row into the frame's one buffer.
+    let info = header(decoder.as_ref());
+    // A PNG streams row by row into the frame's one buffer, allocated on
+    // its first row (nothing for other formats).
     let mut data = Vec::new();
-    let bytes = width as usize * height as usize * format.bytes_per_pixel();
-    let info = FrameInfo { width, height, format, has_alpha };
+    let bytes = info.width as usize * info.height as usize * info.format.bytes_per_pixel();
     let streamed = stream_png(path, limits, &info, &mut |at, px| {
         if data.is_empty() {
             data = vec![0; bytes];
@@ -45,6 +45,7 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
         Ok(())
     })?;
     if streamed {
+        let FrameInfo { width, height, format, has_alpha } = info;
         return Ok(HostFrame { width, height, format, has_alpha, data });
     }
     let image = DynamicImage::from_decoder(decoder)
