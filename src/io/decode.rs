@@ -303,8 +303,10 @@ mod tests {
     use super::*;
 
     /// Writes a `w x h` PNG of `color` and `depth` from fresh random bytes
-    /// (an indexed one with a palette and partial transparency).
-    fn random_png(path: &Path, w: u32, h: u32, color: png::ColorType, depth: png::BitDepth) {
+    /// (an indexed one with a palette and partial transparency; a gray or
+    /// RGB one with `key`, a tRNS colour key equal to its first pixel, so
+    /// that the key matches at least once).
+    fn random_png(path: &Path, w: u32, h: u32, color: png::ColorType, depth: png::BitDepth, key: bool) {
         let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
         let mut byte = || {
             x ^= x << 13;
@@ -312,7 +314,7 @@ mod tests {
             x ^= x << 17;
             (x >> 24) as u8
         };
-        let bits = color.samples() * if depth == png::BitDepth::Sixteen { 16 } else { 8 };
+        let bits = color.samples() * depth as usize;
         let mut data: Vec<u8> = (0..(w as usize * bits).div_ceil(8) * h as usize).map(|_| byte()).collect();
         let mut encoder = png::Encoder::new(std::fs::File::create(path).unwrap(), w, h);
         encoder.set_color(color);
@@ -320,7 +322,17 @@ mod tests {
         if color == png::ColorType::Indexed {
             encoder.set_palette((0..16 * 3).map(|_| byte()).collect::<Vec<u8>>());
             encoder.set_trns(vec![0u8, 128, 255]);
-            data.iter_mut().for_each(|b| *b %= 16);
+            if depth == png::BitDepth::Eight {
+                data.iter_mut().for_each(|b| *b %= 16);
+            }
+        } else if key {
+            // tRNS holds one 16-bit big-endian sample per channel.
+            let trns: Vec<u8> = match depth {
+                png::BitDepth::Sixteen => data[..2 * color.samples()].to_vec(),
+                png::BitDepth::Eight => data[..color.samples()].iter().flat_map(|&v| [0, v]).collect(),
+                low => vec![0, data[0] >> (8 - low as u8)],
+            };
+            encoder.set_trns(trns);
         }
         let mut writer = encoder.write_header().unwrap();
         writer.write_image_data(&data).unwrap();
@@ -330,16 +342,26 @@ mod tests {
     fn png_rows_streamed_equal_a_whole_decode() {
         use png::{BitDepth, ColorType};
         let dir = tempfile::tempdir().unwrap();
-        let eight = [ColorType::Grayscale, ColorType::GrayscaleAlpha, ColorType::Rgb, ColorType::Rgba];
-        let mut cases: Vec<_> = eight.iter().map(|&c| (c, BitDepth::Eight)).collect();
-        cases.extend(eight.iter().map(|&c| (c, BitDepth::Sixteen)));
-        cases.push((ColorType::Indexed, BitDepth::Eight));
-        for (i, (color, depth)) in cases.into_iter().enumerate() {
+        let (gray, rgb) = (ColorType::Grayscale, ColorType::Rgb);
+        let all = [gray, ColorType::GrayscaleAlpha, rgb, ColorType::Rgba];
+        let mut cases: Vec<_> = all.iter().map(|&c| (c, BitDepth::Eight, false)).collect();
+        cases.extend(all.iter().map(|&c| (c, BitDepth::Sixteen, false)));
+        // Sub-byte samples, palettes and tRNS colour keys: EXPAND's work.
+        for depth in [BitDepth::One, BitDepth::Two, BitDepth::Four, BitDepth::Eight] {
+            cases.extend([(gray, depth, false), (gray, depth, true), (ColorType::Indexed, depth, false)]);
+        }
+        cases.extend([(gray, BitDepth::Sixteen, true), (rgb, BitDepth::Eight, true), (rgb, BitDepth::Sixteen, true)]);
+        for (i, (color, depth, key)) in cases.into_iter().enumerate() {
             let path = dir.path().join(format!("f{i}.png"));
-            random_png(&path, 37, 11, color, depth);
+            random_png(&path, 37, 11, color, depth, key);
+            let case = format!("{color:?} {depth:?}{}", if key { " tRNS" } else { "" });
             // The oracle: `image`'s own whole-frame decode and conversion.
             let whole = from_dynamic(image::open(&path).unwrap());
-            assert_eq!(decode_file(&path, &DecodeLimits::default()).unwrap(), whole, "{color:?} {depth:?}");
+            if key {
+                let clear = whole.data.chunks(whole.format.bytes_per_pixel()).any(|p| p.ends_with(&[0]));
+                assert!(whole.has_alpha && clear, "{case}: the key makes a pixel transparent");
+            }
+            assert_eq!(decode_file(&path, &DecodeLimits::default()).unwrap(), whole, "{case}");
             let mut streamed = vec![0u8; whole.data.len()];
             let mut pieces = 0;
             let info = decode_with(
@@ -353,13 +375,13 @@ mod tests {
                 },
             )
             .unwrap();
-            assert_eq!(pieces, 11, "{color:?} {depth:?}: row by row");
-            assert_eq!((info.format, info.has_alpha), (whole.format, whole.has_alpha), "{color:?} {depth:?}");
-            assert!(streamed == whole.data, "{color:?} {depth:?}: pixels differ");
+            assert_eq!(pieces, 11, "{case}: row by row");
+            assert_eq!((info.format, info.has_alpha), (whole.format, whole.has_alpha), "{case}");
+            assert!(streamed == whole.data, "{case}: pixels differ");
         }
         // A file cut short fails with a reason naming it, wherever it ends.
         let path = dir.path().join("cut.png");
-        random_png(&path, 64, 64, ColorType::Rgba, BitDepth::Eight);
+        random_png(&path, 64, 64, ColorType::Rgba, BitDepth::Eight, false);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
         let err = decode_with(&path, &DecodeLimits::default(), |_| Ok(()), |_, _| Ok(())).unwrap_err().to_string();
