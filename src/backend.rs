@@ -34,15 +34,26 @@ impl Backend {
     /// notice saying why.
     ///
     /// # Errors
-    /// [`Error::Gpu`] when `Gpu` was asked for and no adapter qualifies.
-    /// `options` name the adapter and band size; `hardware_only` is set
-    /// here from `kind`.
+    /// [`Error::NoGpu`] when `Gpu` was asked for and no adapter opens;
+    /// [`Error::InvalidValue`] for an adapter name that matches none, or
+    /// one named with `Cpu`. `options` name the adapter and band size;
+    /// `hardware_only` is set here from `kind` and the name.
     pub fn open(kind: BackendKind, options: &GpuOptions, ledger: Arc<Ledger>) -> Result<(Backend, Option<String>)> {
+        let named = options.adapter.clone();
         let options = |hardware_only| GpuOptions { hardware_only, ..options.clone() };
         match kind {
-            BackendKind::Cpu => Ok((Backend::Cpu, None)),
-            BackendKind::Gpu => Ok((Backend::Gpu(Box::new(GpuBackend::new(&options(false), ledger)?)), None)),
-            BackendKind::Auto => match GpuBackend::new(&options(true), ledger) {
+            BackendKind::Cpu => match named {
+                Some(name) => Err(Error::invalid("--adapter", name, "no adapter with --backend cpu")),
+                None => Ok((Backend::Cpu, None)),
+            },
+            BackendKind::Gpu => match GpuBackend::new(&options(false), ledger) {
+                Ok(gpu) => Ok((Backend::Gpu(Box::new(gpu)), None)),
+                Err(Error::Gpu(why)) => Err(Error::NoGpu(why)),
+                Err(e) => Err(e),
+            },
+            // An adapter named on purpose is taken even if it is a
+            // software rasterizer: the user chose it.
+            BackendKind::Auto => match GpuBackend::new(&options(named.is_none()), ledger) {
                 Ok(gpu) => Ok((Backend::Gpu(Box::new(gpu)), None)),
                 Err(Error::Gpu(why)) => Ok((Backend::Cpu, Some(format!("using the CPU backend: {why}")))),
                 Err(e) => Err(e),

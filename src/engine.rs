@@ -173,7 +173,8 @@ impl Engine {
     /// Opens the backend the config asks for.
     ///
     /// # Errors
-    /// [`Error::Gpu`] when a GPU was required and none qualifies.
+    /// [`Error::NoGpu`] when a GPU was required and none opens;
+    /// [`Error::InvalidValue`] for a bad thread count or adapter name.
     pub fn new(config: EngineConfig) -> Result<Self> {
         if config.threads > MAX_THREADS {
             return Err(Error::invalid("thread count", config.threads, format!("0 (one per core) to {MAX_THREADS}")));
@@ -512,7 +513,7 @@ fn run_sequential(
     let plan = job.graph.plan();
     let identity = is_identity(&plan);
     let total = prepared.sequence.frames.len();
-    let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, engine, "sequential") };
+    let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, prepared, engine, "sequential") };
     let mut expected: Option<(u32, u32, crate::io::PixelFormat)> = None;
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
         if cancel.is_cancelled() {

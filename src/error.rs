@@ -95,9 +95,12 @@ pub enum Error {
         /// The first frame's size and format.
         expected: String,
     },
-    /// No usable GPU adapter, or the GPU reported an error.
+    /// The GPU reported an error.
     #[error("gpu: {0}")]
     Gpu(String),
+    /// A GPU was asked for (`--backend gpu`) and none could be opened.
+    #[error("gpu: {0}")]
+    NoGpu(String),
     /// A GPU allocation would cross the VRAM budget.
     #[error("vram budget: {0}")]
     Budget(String),
@@ -150,6 +153,7 @@ impl Error {
                 | Error::OutputIsFolder(_)
                 | Error::OutputDir { .. }
                 | Error::Budget(_)
+                | Error::NoGpu(_)
         )
     }
 }

@@ -16,6 +16,15 @@ use framepipe::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// `eprintln!` that never panics: a full or closed stderr (`2>/dev/full`,
+/// a log pipe that went away) must not abort a run that is writing frames.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// GPU frame-processing engine: grade and blur image sequences with WGSL
 /// compute shaders, with an exact CPU fallback.
 #[derive(Parser)]
@@ -95,7 +104,7 @@ struct ProcessArgs {
     #[arg(short, long)]
     output: String,
     /// What `-o -` streams: raw (packed RGBA, 16-bit little-endian for 16-bit sources), or
-    /// concatenated png, jpeg, tiff or qoi images (ffmpeg -f image2pipe). Default: raw.
+    /// concatenated png, jpeg or qoi images (ffmpeg -f image2pipe). Default: raw.
     #[arg(long, value_enum, value_name = "FORMAT")]
     stream_format: Option<OutputFormat>,
     /// Frames to process: 1001-1100, 1-3,5,7-20x2 (inclusive). Default: all on disk.
@@ -145,6 +154,9 @@ struct BenchPoolArgs {
     /// Frames to use: 1-48, 1001-1100x2 (inclusive). Default: all on disk.
     #[arg(long, value_name = "SPEC")]
     frames: Option<String>,
+    /// Frames missing inside the range: error (list them) or skip.
+    #[arg(long, value_enum, default_value_t)]
+    missing: MissingPolicy,
     /// Pool sizes to compare.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,auto")]
     pools: Vec<PoolSize>,
@@ -155,7 +167,7 @@ struct BenchPoolArgs {
     #[arg(long, alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     budget: u64,
     /// Decode and encode threads (default: one per core).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
     /// auto, gpu or cpu.
     #[arg(long, value_enum, default_value_t)]
@@ -206,15 +218,15 @@ struct RunArgs {
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pool: PoolSize,
     /// Decode and encode threads (default: one per core).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
     /// Process one frame at a time instead of pipelining (the reference path).
     #[arg(long)]
     sequential: bool,
-    /// Write a JSON report of the run.
+    /// Write a JSON report of the run (- for stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Write an SVG timeline: one lane per stage, pool occupancy as an area.
+    /// Write an SVG timeline: one lane per stage, pool occupancy as an area (- for stdout).
     #[arg(long, value_name = "FILE.svg")]
     timeline: Option<PathBuf>,
     /// Print only errors.
@@ -251,6 +263,9 @@ struct GenerateArgs {
     /// PNG deflate effort.
     #[arg(long, value_enum, default_value_t)]
     png_compression: PngCompression,
+    /// Print only errors.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -280,12 +295,12 @@ fn on_signal() {
     let first = SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
     match RUN.get() {
         Some(run) if first => {
-            eprintln!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
+            note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
             run.cancel();
         }
         _ => {
             let removed = framepipe::io::remove_partials();
-            eprintln!("framepipe: stopped at once; {removed} unfinished output(s) removed");
+            note!("framepipe: stopped at once; {removed} unfinished output(s) removed");
             std::process::exit(130);
         }
     }
@@ -308,7 +323,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
@@ -330,7 +345,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(2);
     }
-    eprintln!("{}", one_line(&e.render().to_string()));
+    note!("{}", one_line(&e.render().to_string()));
     ExitCode::from(2)
 }
 
@@ -411,6 +426,14 @@ fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
         if args.output != "-" {
             return Err(Error::invalid("--stream-format", format!("{format:?}").to_lowercase(), "-o - (a stream)"));
         }
+        // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
+        if format == OutputFormat::Tiff {
+            return Err(Error::invalid(
+                "--stream-format",
+                "tiff",
+                "raw, png, jpeg or qoi (a TIFF stream cannot be split)",
+            ));
+        }
         job.stream_format = format;
     }
     if args.output == "-" && std::io::stdout().is_terminal() {
@@ -464,9 +487,19 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     job.on_error = opts.on_error;
     job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
     let prepared = framepipe::prepare(&job)?;
+    // `-` writes a report to stdout, unless stdout carries the frames.
+    let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
+    for (flag, path) in [("--json", &opts.json), ("--timeline", &opts.timeline)] {
+        if dash(path) && prepared.stream {
+            return Err(Error::invalid(flag, "-", "a file: stdout carries the frames (-o -)"));
+        }
+    }
+    if dash(&opts.json) && dash(&opts.timeline) {
+        return Err(Error::invalid("--timeline", "-", "a file: --json - already writes to stdout"));
+    }
     // Held to the end: a folder made for a report goes if it stays empty.
     let mut _made = Vec::new();
-    for path in [&opts.json, &opts.timeline].into_iter().flatten() {
+    for path in [&opts.json, &opts.timeline].into_iter().flatten().filter(|p| *p != Path::new("-")) {
         _made.push(prepared.check_side_file(path, opts.overwrite, preset.as_slice())?);
     }
     if let (Some(a), Some(b)) = (&opts.json, &opts.timeline)
@@ -483,10 +516,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         ..Default::default()
     })?;
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
-        eprintln!("notice: {n}");
+        note!("notice: {n}");
     }
     if let Some(hint) = prepared.stream.then(|| stream_hint(&job, &prepared)).flatten().filter(|_| !opts.quiet) {
-        eprintln!("{hint}");
+        note!("{hint}");
     }
     let cancel = Cancel::default();
     // The first interrupt now asks this run to stop (see `on_signal`).
@@ -508,7 +541,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
                 bar.set_position(finished as u64);
                 bar.set_message(format!("frame {}", record.number));
             }
-            None if !quiet => eprintln!(
+            None if !quiet => note!(
                 "framepipe: frame {} written {} ({finished}/{total}, {:.2} s elapsed)",
                 record.number,
                 if record.output == "-" { "to stdout" } else { &record.output },
@@ -523,7 +556,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
                     bar.set_position(finished as u64);
                     bar.println(line);
                 }
-                None => eprintln!("{line}"),
+                None => note!("{line}"),
             }
         }
     };
@@ -539,11 +572,11 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         bar.finish_and_clear();
     }
     if !opts.quiet {
-        eprintln!("{}", report.summary());
+        note!("{}", report.summary());
         // Auto takes two slots or more where two fit; a budget that holds
         // only one still runs, without overlap, and says so.
         if matches!(opts.pool, PoolSize::Auto) && report.pool_size == 1 && report.backend == "gpu" {
-            eprintln!(
+            note!(
                 "notice: --vram-budget {} holds one {} frame slot ({} each): frames went through the GPU one at a time; raise the budget for overlap",
                 human_bytes(report.vram_budget),
                 report.frame,
@@ -553,11 +586,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
-        framepipe::io::write_file_atomic(path, text.as_bytes(), opts.overwrite)?;
+        write_report(path, &text, opts.overwrite)?;
     }
     if let Some(path) = &opts.timeline {
-        let svg = framepipe::timeline::render_svg(&report);
-        framepipe::io::write_file_atomic(path, svg.as_bytes(), opts.overwrite)?;
+        write_report(path, &framepipe::timeline::render_svg(&report), opts.overwrite)?;
     }
     Ok(if report.cancelled {
         ExitCode::from(130)
@@ -572,11 +604,12 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let graph = op_graph(&args.ops)?;
     let mut job = Job::new(args.input.clone(), format!("out_%06d.{}", args.format), graph);
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
+    job.missing = args.missing;
     job.overwrite = true;
     framepipe::io::OutputFormat::from_path(Path::new(&job.output))?;
     // Before minutes of runs: neither file may replace a frame, the
     // preset, or the other.
-    let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), MissingPolicy::Error)?;
+    let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), args.missing)?;
     let reads: Vec<&Path> =
         sequence.frames.iter().map(|f| f.path.as_path()).chain(args.ops.preset.as_deref()).collect();
     // Held to the end: a folder made for them goes if it stays empty.
@@ -594,19 +627,20 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     };
     let probe = Engine::new(config.clone())?;
     if let Some(n) = probe.notice() {
-        eprintln!("notice: {n}");
+        note!("notice: {n}");
     }
     let device = probe.device_name().to_string();
     let threads = probe.threads();
     drop(probe);
-    eprintln!(
-        "bench-pool: {} ({}), {} on {device}, {threads} threads, budget {}, pools {:?}, {} repeats after one warm-up",
+    note!(
+        "bench-pool: {} ({}), {} on {device}, {threads} decode/encode threads, budget {}, pools {:?}, {} run{} each after one warm-up",
         args.input,
         job.graph.describe(),
         args.format,
         framepipe::ledger::human_bytes(args.budget),
         args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        args.repeat
+        args.repeat,
+        if args.repeat == 1 { "" } else { "s" }
     );
     let mut refused = Vec::new();
     let runs = framepipe::bench::bench_pool(
@@ -615,7 +649,7 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         &args.pools,
         args.repeat as usize,
         &mut |r| {
-            eprintln!(
+            note!(
                 "  pool {} ({} slots) run {}: {} frames in {:.2} s, {:.3} frames/s",
                 r.requested,
                 r.pool_size,
@@ -626,19 +660,21 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
             )
         },
         &mut |pool, e| {
-            eprintln!("  pool {pool}: skipped: {e}");
+            note!("  pool {pool}: skipped: {e}");
             refused.push(format!("pool {pool} not measured: {e}"));
         },
     )?;
-    print!("{}", framepipe::bench::table(&runs));
+    let mut table = framepipe::bench::table(&runs);
     for line in &refused {
-        println!("{line}");
+        table += line;
+        table.push('\n');
     }
+    print_stdout(&table)?;
     framepipe::io::write_file_atomic(&args.csv, framepipe::bench::csv(&runs).as_bytes(), args.overwrite)?;
     let title = format!("{} · {} · {} · {device}", args.input, job.graph.describe(), args.format);
     let chart = framepipe::bench::chart_svg(&runs, &title);
     framepipe::io::write_file_atomic(&args.chart, chart.as_bytes(), args.overwrite)?;
-    eprintln!("wrote {} and {}", args.csv.display(), args.chart.display());
+    note!("wrote {} and {}", args.csv.display(), args.chart.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -661,32 +697,38 @@ fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
     let encode = EncodeOptions { png_compression: args.png_compression, ..Default::default() };
     let t = Instant::now();
     let written = generate_sequence(&opts, &args.output, &encode, args.overwrite)?;
-    eprintln!(
-        "wrote {} frames of {width}x{height} ({}-bit) to {} in {:.1} s",
-        written.len(),
-        args.depth,
-        args.output,
-        t.elapsed().as_secs_f64()
-    );
+    // JPEG and QOI hold 8 bits whatever was generated.
+    let kept = match OutputFormat::from_path(Path::new(&args.output))? {
+        OutputFormat::Png | OutputFormat::Tiff => args.depth,
+        _ => 8,
+    };
+    if !args.quiet {
+        let n = written.len();
+        note!(
+            "wrote {n} frame{} of {width}x{height} ({kept}-bit) to {} in {:.1} s",
+            if n == 1 { "" } else { "s" },
+            args.output,
+            t.elapsed().as_secs_f64()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn info() -> Result<ExitCode, Error> {
+    use std::fmt::Write as _;
     let instance = framepipe::gpu::instance();
     let adapters = framepipe::gpu::list_adapters(&instance);
+    let mut out = String::new();
     if adapters.is_empty() {
-        println!("no GPU adapters found (no Vulkan, Metal or DX12 driver)");
+        out += "no GPU adapters found (no Vulkan, Metal or DX12 driver)\n";
     }
     for (i, (_, a)) in adapters.iter().enumerate() {
-        println!("[{i}] {}", a.name);
-        println!(
-            "    backend {}, type {}{}",
-            a.backend,
-            a.device_type,
-            if a.software { " (software rasterizer)" } else { "" }
-        );
-        println!("    driver {}", a.driver);
-        println!(
+        let _ = writeln!(out, "[{i}] {}", a.name);
+        let software = if a.software { " (software rasterizer)" } else { "" };
+        let _ = writeln!(out, "    backend {}, type {}{software}", a.backend, a.device_type);
+        let _ = writeln!(out, "    driver {}", a.driver);
+        let _ = writeln!(
+            out,
             "    max storage binding {} MiB, max buffer {} MiB, timestamps {}",
             a.max_storage_buffer_binding_size >> 20,
             a.max_buffer_size >> 20,
@@ -694,13 +736,38 @@ fn info() -> Result<ExitCode, Error> {
         );
     }
     match framepipe::gpu::choose(adapters, None, true) {
-        Ok((_, _, why)) => println!("auto picks: {why}"),
+        Ok((_, _, why)) => {
+            let _ = writeln!(out, "auto picks: {why}");
+        }
         Err(Error::Gpu(why)) => {
-            println!("auto picks: the CPU backend ({} threads), because {why}", rayon::current_num_threads())
+            let threads = rayon::current_num_threads();
+            let _ = writeln!(out, "auto picks: the CPU backend ({threads} threads), because {why}");
         }
         Err(e) => return Err(e),
     }
+    print_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A report to its file (whole or not at all), or to stdout for `-`.
+fn write_report(path: &Path, text: &str, overwrite: bool) -> Result<(), Error> {
+    if path == Path::new("-") {
+        return print_stdout(text);
+    }
+    framepipe::io::write_file_atomic(path, text.as_bytes(), overwrite)
+}
+
+/// Writes `text` to stdout. A reader that stopped reading (`| head`) got
+/// what it wanted: that ends quietly; any other failure (`>/dev/full`) is
+/// an error naming stdout, never a panic.
+fn print_stdout(text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(Error::Io { path: "stdout".into(), source }),
+        Ok(()) => Ok(()),
+    }
 }
 
 fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
@@ -713,13 +780,13 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let plates = dir.join("plates/shot_%04d.png").display().to_string();
     let graded = dir.join("graded/shot_%04d.png").display().to_string();
     let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
-    eprintln!("generating {} frames of {width}x{height} in {} ...", args.frames, dir.display());
+    note!("generating {} frames of {width}x{height} in {} ...", args.frames, dir.display());
     let t = Instant::now();
     generate_sequence(&opts, &plates, &EncodeOptions::default(), false)?;
-    eprintln!("generated in {:.1} s; grading with samples/grade.toml ...", t.elapsed().as_secs_f64());
+    note!("generated in {:.1} s; grading with samples/grade.toml ...", t.elapsed().as_secs_f64());
     let preset = include_str!("../samples/grade.toml");
     let graph = framepipe::ops::parse_preset(preset, Path::new("samples/grade.toml"))?;
-    eprintln!("ops: {}", graph.describe());
+    note!("ops: {}", graph.describe());
     let job = Job::new(plates.clone(), graded.clone(), graph);
     let run = RunArgs {
         backend: args.backend,
@@ -737,7 +804,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         quiet: false,
     };
     let code = run_job(&job, &run, None)?;
-    eprintln!(
+    note!(
         "sources:  {plates}\ngraded:   {graded}\nreport:   {}\ntimeline: {}",
         dir.join("report.json").display(),
         dir.join("timeline.svg").display()

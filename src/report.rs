@@ -88,6 +88,11 @@ pub struct Report {
     pub failures: Vec<FrameFailure>,
     /// Frames never attempted (after a stop or a cancel).
     pub frames_skipped: usize,
+    /// Frames inside the range that are not on disk, left out with
+    /// `--missing skip`: how many, and which (`5, 7-9`).
+    pub frames_missing: u64,
+    /// The missing numbers as a compact list; empty when none.
+    pub missing_list: String,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Frames written per second of wall time.
@@ -150,8 +155,16 @@ pub fn peak_rss() -> u64 {
 impl Report {
     /// An empty report for `job` on `engine`, in `mode` (`pipelined` or
     /// `sequential`): the header fields every run fills in the same way.
-    pub fn for_job(job: &crate::engine::Job, engine: &crate::engine::Engine, mode: &str) -> Self {
+    pub fn for_job(
+        job: &crate::engine::Job,
+        prepared: &crate::engine::PreparedJob,
+        engine: &crate::engine::Engine,
+        mode: &str,
+    ) -> Self {
+        let missing = &prepared.sequence.missing;
         Report {
+            frames_missing: missing.iter().map(|r| r.end() - r.start() + 1).sum(),
+            missing_list: crate::sequence::compact_runs(missing),
             input: job.input.clone(),
             output: job.output.clone(),
             ops: job.graph.describe(),
@@ -194,11 +207,12 @@ impl Report {
         }
         if !self.bottleneck.is_empty() {
             s += &format!(
-                " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slots, VRAM peak {} of {}; host RSS peak {}.",
+                " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slot{}, VRAM peak {} of {}; host RSS peak {}.",
                 self.bottleneck,
                 100.0 * self.stages.iter().find(|st| st.name == self.bottleneck).map_or(0.0, |st| st.utilization),
                 100.0 * self.efficiency,
                 self.pool_size,
+                if self.pool_size == 1 { "" } else { "s" },
                 crate::ledger::human_bytes(self.vram_peak),
                 crate::ledger::human_bytes(self.vram_budget),
                 crate::ledger::human_bytes(self.rss_peak),
@@ -206,6 +220,10 @@ impl Report {
         }
         if !self.failures.is_empty() {
             s += &format!(" {} frame(s) failed.", self.failures.len());
+        }
+        if self.frames_missing > 0 {
+            let (n, list) = (self.frames_missing, &self.missing_list);
+            s += &format!(" {n} missing frame{} left out: {list}.", if n == 1 { "" } else { "s" });
         }
         if self.frames_skipped > 0 {
             s += &format!(" {} frame(s) not attempted.", self.frames_skipped);

@@ -48,8 +48,8 @@ impl FramePattern {
             ))),
             [(start, end, pad)] => Ok(FramePattern {
                 dir,
-                prefix: name[..*start].to_string(),
-                suffix: name[*end..].to_string(),
+                prefix: name[..*start].replace("%%", "%"),
+                suffix: name[*end..].replace("%%", "%"),
                 pad: *pad,
                 original: pattern.to_string(),
             }),
@@ -98,11 +98,16 @@ const MAX_SPEC_FRAMES: u64 = 10_000_000;
 const MAX_PAD: usize = 20;
 
 /// Finds `%d`, `%0Nd` and runs of `#` in a file name: (start, end, pad).
+/// `%%` is a literal `%`, as in printf and FFmpeg.
 fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
     let b = name.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
+        if b[i] == b'%' && b.get(i + 1) == Some(&b'%') {
+            i += 2;
+            continue;
+        }
         if b[i] == b'%' {
             let mut j = i + 1;
             while j < b.len() && b[j].is_ascii_digit() {
@@ -155,8 +160,15 @@ impl FrameSpec {
             };
             let a: u64 = a.parse().map_err(|_| bad(part))?;
             let b: u64 = b.parse().map_err(|_| bad(part))?;
-            if a > b || b - a > MAX_SPEC_FRAMES {
+            if a > b {
                 return Err(bad(part));
+            }
+            if b - a >= MAX_SPEC_FRAMES {
+                return Err(Error::invalid(
+                    "frame spec",
+                    format!("{part:?}"),
+                    format!("at most {MAX_SPEC_FRAMES} frames"),
+                ));
             }
             // A step on one frame (`5x2`) means nothing: a typo for `1-5x2`?
             if a == b && step > 1 {
@@ -272,6 +284,9 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
     // `#` or `%d` in it (`take#2/`).
     if FramePattern::is_pattern(input) && !path.exists() {
         let pattern = FramePattern::parse(input)?;
+        if !pattern.dir().is_dir() {
+            return Err(Error::Sequence(format!("{input}: folder {} does not exist", pattern.dir().display())));
+        }
         let mut found = BTreeMap::new();
         for (name, p) in list_dir(pattern.dir())? {
             if let Some(n) = pattern.number_of(&name) {
@@ -384,15 +399,22 @@ mod tests {
         assert_eq!(d.number_of("f7.qoi"), Some(7));
         assert!(FramePattern::parse("plain.png").is_err());
         assert!(FramePattern::parse("a%02d_%02d.png").is_err());
+        // `%%` is a literal percent sign, as printf and FFmpeg read it.
+        let pct = FramePattern::parse("mix_%%50_%03d.png").unwrap();
+        assert_eq!(pct.path(4), Path::new("mix_%50_004.png"));
+        assert_eq!(pct.number_of("mix_%50_004.png"), Some(4));
+        assert!(FramePattern::parse("only_%%.png").is_err());
     }
 
     #[test]
     fn frame_specs() {
         assert_eq!(FrameSpec::parse("1-3,5,7-20x2").unwrap().frames(), &[1, 2, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
         assert_eq!(FrameSpec::parse("1001-1003").unwrap().frames(), &[1001, 1002, 1003]);
-        for bad in ["", "5-1", "a", "1-3x0", "1--3", "1:5", "0-10000001"] {
+        for bad in ["", "5-1", "a", "1-3x0", "1--3", "1:5"] {
             assert!(FrameSpec::parse(bad).is_err(), "{bad}");
         }
+        let err = FrameSpec::parse("0-10000000").unwrap_err().to_string();
+        assert!(err.contains("at most 10000000 frames"), "{err}");
         // Many ranges, each allowed, but too many frames in all.
         let many: Vec<String> =
             (0..3u64).map(|i| format!("{}-{}", i * 20_000_000, i * 20_000_000 + 9_000_000)).collect();

@@ -113,7 +113,8 @@ pub fn choose(
             continue;
         }
         let why = if summary.software {
-            format!("{} is a software rasterizer, taken because a GPU was asked for", summary.name)
+            let why = if name.is_some() { "it was named" } else { "a GPU was asked for" };
+            format!("{} is a software rasterizer, taken because {why}", summary.name)
         } else {
             format!("{} is the best hardware adapter ({})", summary.name, summary.device_type)
         };

@@ -276,7 +276,7 @@ pub(crate) fn run(
     let identity = is_identity(&plan);
     let total = prepared.sequence.frames.len();
     let threads = threads.max(1);
-    let mut report = Report { threads, ..Report::for_job(job, engine, "pipelined") };
+    let mut report = Report { threads, ..Report::for_job(job, prepared, engine, "pipelined") };
     let mut early = Vec::new();
     let probed = probe_shape(job, prepared, &mut early);
     let mut finished = 0;

@@ -152,7 +152,13 @@ fn missing_frames_are_listed_or_skipped() {
     let out = t.path().join("o/s_%04d.png").display().to_string();
     framepipe().args(["process", &input, "-o", &out]).assert().code(2).stderr(contains("missing frames 4, 7-8"));
     assert!(files(&t.path().join("o")).iter().all(|f| !f.starts_with("s_")));
-    framepipe().args(["process", &input, "-o", &out, "--missing", "skip", "-q"]).assert().success();
+    // Skipped, they are named in the summary and in the report.
+    framepipe()
+        .args(["process", &input, "-o", &out, "--missing", "skip", "--json", "-"])
+        .assert()
+        .success()
+        .stderr(contains("3 missing frames left out: 4, 7-8."))
+        .stdout(contains("\"frames_missing\": 3").and(contains("\"missing_list\": \"4, 7-8\"")));
     assert_eq!(files(&t.path().join("o")).len(), 7);
     // A spec that asks for absent frames is also an error.
     let out2 = t.path().join("p/s_%04d.png").display().to_string();
@@ -585,6 +591,62 @@ fn generate_and_info() {
     let seed = u64::MAX.to_string();
     framepipe().args(["generate", "--size", "8x8", "--frames", "1", "--seed", &seed, "-o", &big]).assert().success();
     framepipe().arg("info").assert().success().stdout(contains("auto picks"));
+}
+
+/// A full disk or a closed pipe on stdout or stderr is an error or the
+/// end of the output, never a panic (exit 101).
+#[test]
+fn full_or_closed_standard_streams_never_panic() {
+    let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else { return };
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 3, PixelFormat::Rgba8);
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    let bin = || std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"));
+    let info = bin().arg("info").stdout(full.try_clone().unwrap()).output().unwrap();
+    assert_eq!(info.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&info.stderr);
+    assert!(stderr.starts_with("error: stdout: No space left") && stderr.lines().count() == 1, "{stderr}");
+    let args = ["process", &input, "-o", &out, "--backend", "cpu"];
+    let run = bin().args(args).stderr(full).status().unwrap();
+    assert_eq!(run.code(), Some(0));
+    assert_eq!(files(&t.path().join("o")).len(), 3);
+}
+
+#[test]
+fn stdout_reports_and_stream_formats() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    // `--json -` writes the report to stdout, and no file named `-`.
+    let run = framepipe().current_dir(t.path()).args(["process", &input, "-o", &out, "--json", "-"]).assert().success();
+    let report: serde_json::Value = serde_json::from_slice(&run.get_output().stdout).unwrap();
+    assert_eq!(report["frames_written"], 2);
+    assert!(!t.path().join("-").exists());
+    // Not when stdout carries the frames, and not both reports at once.
+    framepipe()
+        .args(["process", &input, "-o", "-", "--json", "-"])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid --json -"));
+    let out2 = t.path().join("p/s_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out2, "--json", "-", "--timeline", "-"])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid --timeline -"));
+    // FFmpeg cannot split concatenated TIFFs: refused, not streamed.
+    framepipe()
+        .args(["process", &input, "-o", "-", "--stream-format", "tiff"])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid --stream-format tiff"));
+    // An adapter named for the CPU backend is a contradiction.
+    framepipe()
+        .args(["process", &input, "-o", &out2, "--backend", "cpu", "--adapter", "x"])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid --adapter x"));
+    assert!(files(&t.path().join("p")).is_empty());
 }
 
 /// A refused or fruitless command leaves no empty folders behind; folders
