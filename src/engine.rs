@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
@@ -174,10 +174,16 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::NoGpu`] when a GPU was required and none opens;
-    /// [`Error::InvalidValue`] for a bad thread count or adapter name.
+    /// [`Error::InvalidValue`] for a bad thread count, pool size or adapter name.
     pub fn new(config: EngineConfig) -> Result<Self> {
         if config.threads > MAX_THREADS {
             return Err(Error::invalid("thread count", config.threads, format!("0 (one per core) to {MAX_THREADS}")));
+        }
+        // A pool of no slots would never start a frame.
+        if let PoolSize::Fixed(n) = config.pool
+            && !(1..=crate::pool::MAX_POOL).contains(&n)
+        {
+            return Err(Error::invalid("pool size", n, format!("auto or 1 to {}", crate::pool::MAX_POOL)));
         }
         let ledger = Ledger::new(config.vram_budget);
         let options = crate::gpu::GpuOptions {
@@ -516,6 +522,18 @@ fn run_sequential(
     let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, prepared, engine, "sequential") };
     let mut expected: Option<(u32, u32, crate::io::PixelFormat)> = None;
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
+        // As in the pipeline, a frame starts only while no preview holds the
+        // gate up or waits for the backend: previews go first.
+        let start = || {
+            let held = engine.backend().waiting_above(Priority::Export);
+            if !held {
+                engine.trace(crate::preview::TraceEvent::ExportDecodeStart(frame.number));
+            }
+            !held
+        };
+        while !cancel.is_cancelled() && !engine.core.gate.pass(Duration::from_millis(20), start) {
+            engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20));
+        }
         if cancel.is_cancelled() {
             report.frames_skipped = total - i;
             report.cancelled = true;
@@ -569,6 +587,7 @@ fn run_sequential(
         let finished = i + 1;
         match result {
             Ok(record) => {
+                engine.trace(crate::preview::TraceEvent::ExportFrameDone(frame.number));
                 report.frames.push(record);
                 progress(Progress::Done { finished, total, record: report.frames.last().unwrap() });
             }

@@ -23,6 +23,10 @@ pub enum PoolSize {
     Fixed(usize),
 }
 
+/// The most slots a fixed pool may ask for: far past where more stop
+/// helping, and a typo rather than a plan beyond it.
+pub const MAX_POOL: usize = 256;
+
 impl std::str::FromStr for PoolSize {
     type Err = String;
 
@@ -31,8 +35,8 @@ impl std::str::FromStr for PoolSize {
             return Ok(PoolSize::Auto);
         }
         match s.parse::<usize>() {
-            Ok(n) if (1..=256).contains(&n) => Ok(PoolSize::Fixed(n)),
-            _ => Err(format!("invalid pool size {s:?} (expected auto or 1 to 256)")),
+            Ok(n) if (1..=MAX_POOL).contains(&n) => Ok(PoolSize::Fixed(n)),
+            _ => Err(format!("invalid pool size {s:?} (expected auto or 1 to {MAX_POOL})")),
         }
     }
 }

@@ -152,8 +152,8 @@ struct Playhead {
     graph: u64,
     scale: Option<Scale>,
     frame: u64,
-    step: i64,
-    queued_until: i64,
+    step: i128,
+    queued_until: i128,
 }
 
 struct PrefetchJob {
@@ -333,6 +333,9 @@ impl Engine {
     /// an invalid graph, or a GPU error.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
         let state = &self.core.previews;
+        // A frame not in the sequence is an error before it moves the
+        // playhead (and cancels what is prefetched for the real one).
+        frame_path(sequence, frame)?;
         // Raised before the request is recorded: no export frame starts
         // after it until this preview holds its VRAM, has joined a render
         // under way, or is served from the cache.
@@ -696,34 +699,34 @@ impl Engine {
                 // renders something nobody will ask for. Cancel it, keep the
                 // direction, and queue afresh from here.
                 state.generation.fetch_add(1, Ordering::SeqCst);
-                p.queued_until = p.frame as i64;
+                p.queued_until = p.frame as i128;
                 (p.graph, p.scale) = (graph_key, Some(scale));
             }
         } else if previous.is_some() {
             state.generation.fetch_add(1, Ordering::SeqCst); // another sequence
         }
         let (step, mut from) = match previous {
-            Some(p) if p.source == sequence.source => match frame as i64 - p.frame as i64 {
+            Some(p) if p.source == sequence.source => match frame as i128 - p.frame as i128 {
                 0 => {
                     *playhead = Some(p); // same frame (a slider drag): nothing new to fetch
                     return;
                 }
-                d if d.unsigned_abs() as usize > count.max(1) => {
+                d if d.unsigned_abs() > count.max(1) as u128 => {
                     state.generation.fetch_add(1, Ordering::SeqCst); // a jump
                     return;
                 }
                 d if d.signum() == p.step => (d.signum(), p.queued_until),
                 d => {
                     state.generation.fetch_add(1, Ordering::SeqCst); // turned around
-                    (d.signum(), frame as i64)
+                    (d.signum(), frame as i128)
                 }
             },
             _ => return,
         };
-        if (from - frame as i64) * step <= 0 {
-            from = frame as i64;
+        if (from - frame as i128) * step <= 0 {
+            from = frame as i128;
         }
-        let until = frame as i64 + step * count as i64;
+        let until = frame as i128 + step * count as i128;
         let queued_until = if step > 0 { until.max(from) } else { until.min(from) };
         *playhead = Some(Playhead { source, graph: graph_key, scale: Some(scale), frame, step, queued_until });
         drop(playhead);
@@ -765,13 +768,14 @@ impl Engine {
         let mut target = from;
         while (until - target) * step > 0 {
             target += step;
-            if target < 0 || !sequence.frames.iter().any(|f| f.number == target as u64) {
+            let Some(next) = u64::try_from(target).ok().filter(|&n| sequence.frames.iter().any(|f| f.number == n))
+            else {
                 break;
-            }
+            };
             let _ = sender.send(PrefetchJob {
                 generation,
                 sequence: shared.clone(),
-                frame: target as u64,
+                frame: next,
                 graph: graph.clone(),
                 scale,
             });

@@ -42,20 +42,25 @@ fn engine(backend: BackendKind, preview_cache_bytes: u64) -> Engine {
     Engine::new(EngineConfig { backend, preview_cache_bytes, prefetch: 0, ..Default::default() }).unwrap()
 }
 
-/// Starts `job` on `engine` in another thread and returns once two of its
-/// frames are written, so what follows runs beside a live export.
-fn start_export(engine: &Engine, job: Job) -> std::thread::JoinHandle<framepipe::Report> {
+/// Starts `job` on `engine` in another thread (pipelined, or one frame at
+/// a time) and returns once two of its frames are written, so what follows
+/// runs beside a live export.
+fn start_export(engine: &Engine, job: Job, sequential: bool) -> std::thread::JoinHandle<framepipe::Report> {
     let prepared = framepipe::prepare(&job).unwrap();
     let exporter = engine.clone();
     let (running_tx, running) = crossbeam_channel::bounded(1);
     let export = std::thread::spawn(move || {
-        exporter
-            .run(&job, &prepared, &Cancel::default(), &mut |p| {
-                if let framepipe::Progress::Done { finished: 2, .. } = p {
-                    let _ = running_tx.send(());
-                }
-            })
-            .unwrap()
+        let mut progress = |p: framepipe::Progress<'_>| {
+            if let framepipe::Progress::Done { finished: 2, .. } = p {
+                let _ = running_tx.send(());
+            }
+        };
+        let cancel = Cancel::default();
+        if sequential {
+            exporter.run_sequential(&job, &prepared, &cancel, &mut progress).unwrap()
+        } else {
+            exporter.run(&job, &prepared, &cancel, &mut progress).unwrap()
+        }
     });
     running.recv_timeout(Duration::from_secs(60)).unwrap();
     export
@@ -146,6 +151,13 @@ fn hits_do_no_work_and_grade_changes_are_never_stale() {
         assert_eq!(s.renders, 6);
         let uploads = if backend == BackendKind::Gpu { 1 } else { 0 };
         assert_eq!(s.uploads, uploads, "{backend:?}: the GPU slot keeps the frame it holds across grades");
+        // Across frames: the slot's pixels are another frame's by the time
+        // frame 1 comes back with a new grade, and must not be reused.
+        for (f, stops) in [(2, 0.1), (1, 0.15), (2, 0.2), (3, 0.2), (1, 0.25)] {
+            let got = e.preview(&seq, f, &grade(stops), Scale::Quarter).unwrap();
+            let fresh = engine(backend, 64 << 20).preview(&seq, f, &grade(stops), Scale::Quarter).unwrap();
+            assert_eq!(got.data, fresh.data, "{backend:?}: frame {f} at {stops} after another frame");
+        }
     }
 }
 
@@ -178,25 +190,23 @@ fn previews_go_ahead_of_export_frames() {
     let t = tempfile::tempdir().unwrap();
     let seq = sequence(t.path(), 60, 320, 200, PixelFormat::Rgba8);
     // An export with no ops (a copy) meets previews nowhere but the CPU: it
-    // is held back all the same.
+    // is held back all the same. So is the one-frame-at-a-time export, and
+    // so are exports beside prefetches (which rank between the two).
     let copy = OpGraph::new(vec![]).unwrap();
-    for (backend, export_graph) in backends().into_iter().flat_map(|b| [(b, grade(0.3)), (b, copy.clone())]) {
-        let e = Engine::new(EngineConfig {
-            backend,
-            threads: 2,
-            pool: PoolSize::Fixed(2),
-            prefetch: 0,
-            ..Default::default()
-        })
-        .unwrap();
+    let cases = |b| [(b, grade(0.3), false, 0), (b, copy.clone(), false, 0), (b, grade(0.3), true, 2)];
+    for (backend, export_graph, sequential, prefetch) in backends().into_iter().flat_map(cases) {
+        let e =
+            Engine::new(EngineConfig { backend, threads: 2, pool: PoolSize::Fixed(2), prefetch, ..Default::default() })
+                .unwrap();
         e.enable_trace();
         let ops = export_graph.ops.len();
+        let case = format!("{backend:?}, {ops} ops, sequential {sequential}, prefetch {prefetch}");
         let job = Job::new(
             seq.source.as_str(),
-            t.path().join(format!("{backend:?}{ops}/o_%03d.png")).display().to_string(),
+            t.path().join(format!("{backend:?}{ops}{sequential}/o_%03d.png")).display().to_string(),
             export_graph,
         );
-        let export = start_export(&e, job);
+        let export = start_export(&e, job, sequential);
         // Ask for previews while the export runs.
         for f in [55, 30, 5] {
             e.preview(&seq, f, &grade(-0.2), Scale::Half).unwrap();
@@ -204,10 +214,8 @@ fn previews_go_ahead_of_export_frames() {
         let report = export.join().unwrap();
         assert_eq!(report.frames_written, 60);
         let checked = previews_went_first(&e.take_trace(), &[55, 30, 5], 60);
-        assert!(checked > 0, "{backend:?}, {ops} ops: the export ended before the previews were asked for");
-        eprintln!(
-            "{backend:?}, {ops} ops: {checked} export frames started after a preview request and finished after it"
-        );
+        assert!(checked > 0, "{case}: the export ended before the previews were asked for");
+        eprintln!("{case}: {checked} export frames started after a preview request and finished after it");
     }
 }
 
@@ -311,7 +319,7 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     .unwrap();
     e.enable_trace();
     let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
-    let export = start_export(&e, job);
+    let export = start_export(&e, job, false);
     // Each new grade needs kernel buffers of its own: memory again.
     for (f, g) in [(7, -0.4), (20, -0.2), (33, 0.1)] {
         let p = e.preview(&seq, f, &grade(g), Scale::Quarter).expect("the preview gets memory");
@@ -421,7 +429,7 @@ fn a_slider_drag_rewrites_kernel_buffers_in_place_and_never_mixes_grades() {
     // An export of the same frames with a grade of the same layout runs
     // beside the drag: its kernel set may be rewritten between its frames.
     let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
-    let export = start_export(&e, job);
+    let export = start_export(&e, job, false);
     let mut rng = Rng::fresh("drag");
     let mut held = Vec::new();
     for step in 0..12 {
