@@ -74,7 +74,8 @@ pub struct Pool<T> {
 
 /// How a pool gives memory back: while `pressure` is non-zero (a preview
 /// is waiting for VRAM), slots coming back are dropped instead of reused,
-/// down to one, so the export slows but never stops.
+/// the last one too: the export pauses rather than the preview failing,
+/// and a preview holds the pressure for a few seconds at most.
 struct Yield {
     pressure: Arc<AtomicUsize>,
     live: AtomicUsize,
@@ -168,13 +169,15 @@ impl<T: Send> Pool<T> {
         self.free_tx.send(item).err().map(|e| e.into_inner())
     }
 
-    /// Under pressure, retires one slot that sits free (down to one live
-    /// slot): memory a waiting preview can have at once, without waiting
-    /// for a frame to come back. Returns whether one went.
+    /// Under pressure, retires one slot that sits free: memory a waiting
+    /// preview can have at once, without waiting for a frame to come back.
+    /// Returns whether one went. The last slot goes too: the export yields,
+    /// never the preview (which holds the pressure for a bounded time, so
+    /// the export pauses, then regrows).
     pub fn shed(&self) -> bool {
         let y = &self.yielding;
         if y.pressure.load(Ordering::SeqCst) == 0
-            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 1).then(|| n - 1)).is_err()
+            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err()
         {
             return false;
         }
@@ -235,7 +238,7 @@ impl<T> Drop for Lease<T> {
         if let Some(item) = self.item.take() {
             let y = &self.yielding;
             let retire = y.pressure.load(Ordering::SeqCst) > 0
-                && y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 1).then(|| n - 1)).is_ok();
+                && y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
             if retire {
                 y.retired.fetch_add(1, Ordering::SeqCst);
             } else {
@@ -263,25 +266,26 @@ mod tests {
         assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
         let peak = pool.occupancy().samples().iter().map(|s| s.1).max();
         assert_eq!(peak, Some(2));
-        // Under pressure a returned slot is retired, but never the last one.
+        // Under pressure a returned slot is retired, the last one too.
         pressure.store(1, Ordering::SeqCst);
         drop(b);
         assert_eq!(pool.live(), 1);
         let last = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
         drop(last);
-        assert_eq!(pool.live(), 1);
-        assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
-        assert!(!pool.shed(), "the last slot stays");
+        assert_eq!(pool.live(), 0);
+        assert!(pool.acquire_timeout(Duration::from_millis(10)).is_none());
+        assert!(!pool.shed(), "nothing left to shed");
         // Once the pressure is gone the pool grows back to its size, no further.
         assert!(!pool.wants_slot());
         pressure.store(0, Ordering::SeqCst);
         assert!(pool.wants_slot());
+        assert_eq!(pool.replenish(6), None);
         assert_eq!(pool.replenish(7), None);
-        assert_eq!((pool.live(), pool.retired()), (2, 1));
+        assert_eq!((pool.live(), pool.retired()), (2, 2));
         assert!(!pool.wants_slot());
         assert_eq!(pool.replenish(8), Some(8), "full");
         let (x, y) = (pool.acquire_timeout(Duration::ZERO).unwrap(), pool.acquire_timeout(Duration::ZERO).unwrap());
-        assert_eq!(*x + *y, 8, "the kept slot and the new one");
+        assert_eq!(*x + *y, 13, "the two new ones");
         // Shedding takes free slots only, and only under pressure.
         assert!(!pool.shed());
         pressure.store(1, Ordering::SeqCst);
@@ -290,11 +294,11 @@ mod tests {
         drop(x);
         pressure.store(1, Ordering::SeqCst);
         assert!(pool.shed());
-        assert_eq!((pool.live(), pool.retired()), (1, 2));
+        assert_eq!((pool.live(), pool.retired()), (1, 3));
         assert!(pool.acquire_timeout(Duration::ZERO).is_none());
         drop(y);
-        assert_eq!(pool.live(), 1, "the last one comes back");
-        assert!(pool.acquire_timeout(Duration::ZERO).is_some());
+        assert_eq!(pool.live(), 0, "the last one goes while the pressure lasts");
+        assert!(pool.acquire_timeout(Duration::ZERO).is_none());
         assert_eq!("auto".parse::<PoolSize>().unwrap(), PoolSize::Auto);
         assert!("0".parse::<PoolSize>().is_err());
     }

@@ -305,40 +305,45 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
             framepipe::Backend::Cpu => unreachable!(),
         };
     drop(probe);
-    // The export's kernel buffers and four slots fill the budget exactly.
-    let budget = fixed + 4 * GpuBackend::slot_bytes(shape);
-    let e = Engine::new(EngineConfig {
-        backend: BackendKind::Gpu,
-        vram_budget: budget,
-        threads: 2,
-        pool: PoolSize::Auto,
-        prefetch: 0,
-        preview_memory_idle: Duration::from_millis(50),
-        ..Default::default()
-    })
-    .unwrap();
-    e.enable_trace();
-    let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
-    let export = start_export(&e, job, false);
-    // Each new grade needs kernel buffers of its own: memory again.
-    for (f, g) in [(7, -0.4), (20, -0.2), (33, 0.1)] {
-        let p = e.preview(&seq, f, &grade(g), Scale::Quarter).expect("the preview gets memory");
-        assert_eq!((p.width, p.height), (40, 24));
+    // The export's kernel buffers and four slots fill the budget, with
+    // half a slot to spare: less than a preview needs. Then one slot, which
+    // the export gives up too.
+    for slots in [4, 1] {
+        let slot = GpuBackend::slot_bytes(shape);
+        let budget = fixed + slots * slot + slot / 2;
+        let e = Engine::new(EngineConfig {
+            backend: BackendKind::Gpu,
+            vram_budget: budget,
+            threads: 2,
+            pool: PoolSize::Auto,
+            prefetch: 0,
+            preview_memory_idle: Duration::from_millis(50),
+            ..Default::default()
+        })
+        .unwrap();
+        e.enable_trace();
+        let out = t.path().join(format!("o{slots}/o_%03d.png")).display().to_string();
+        let export = start_export(&e, Job::new(seq.source.as_str(), out, grade(0.3)), false);
+        // Each new grade needs kernel buffers of its own: memory again.
+        for (f, g) in [(7, -0.4), (20, -0.2), (33, 0.1)] {
+            let p = e.preview(&seq, f, &grade(g), Scale::Quarter).expect("the preview gets memory");
+            assert_eq!((p.width, p.height), (40, 24));
+        }
+        let last_preview = Instant::now();
+        let report = export.join().unwrap();
+        assert_eq!(report.pool_size as u64, slots);
+        assert!(report.slots_yielded > 0, "{slots} slots: the export gave slots back");
+        assert_eq!(report.frames_written, 100, "the export slowed down but finished: {:?}", report.failures);
+        assert!(e.ledger().peak() <= budget);
+        // Once the previews went quiet their memory came back to the
+        // export, which regrew the whole pool.
+        eprintln!("{slots} slots: export ran {:.2} s past the last preview", last_preview.elapsed().as_secs_f64());
+        assert_eq!(report.slots_regrown, report.slots_yielded, "{report:?}");
+        // Memory came from frames already under way, never from frames
+        // started after a request, which then finish after it.
+        let checked = previews_went_first(&e.take_trace(), &[7, 20, 33], 100);
+        assert!(checked > 0, "{slots} slots: the export ended before the previews were asked for");
     }
-    let last_preview = Instant::now();
-    let report = export.join().unwrap();
-    assert_eq!(report.pool_size, 4);
-    assert!(report.slots_yielded > 0, "the export gave slots back");
-    assert_eq!(report.frames_written, 100, "the export slowed down but finished: {:?}", report.failures);
-    assert!(e.ledger().peak() <= budget);
-    // Once the previews went quiet their memory came back to the export,
-    // which regrew the whole pool.
-    eprintln!("export ran {:.2} s past the last preview", last_preview.elapsed().as_secs_f64());
-    assert_eq!(report.slots_regrown, report.slots_yielded, "{report:?}");
-    // Memory came from frames already under way, never from frames started
-    // after a request, which then finish after it.
-    let checked = previews_went_first(&e.take_trace(), &[7, 20, 33], 100);
-    assert!(checked > 0, "the export ended before the previews were asked for");
 }
 
 /// Waits (bounded) until every frame in `frames` is cached with `g`.
