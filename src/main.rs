@@ -606,7 +606,13 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
     job.missing = args.missing;
     job.overwrite = true;
-    framepipe::io::OutputFormat::from_path(Path::new(&job.output))?;
+    if OutputFormat::from_path(Path::new(&job.output)).is_err() {
+        return Err(Error::invalid("--format", &args.format, "png, jpg, jpeg, tif, tiff or qoi"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = args.pools.iter().find(|p| !seen.insert(p.to_string())) {
+        return Err(Error::invalid("--pools", twice, "each pool size once"));
+    }
     // Before minutes of runs: neither file may replace a frame, the
     // preset, or the other.
     let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), args.missing)?;

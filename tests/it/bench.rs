@@ -147,3 +147,36 @@ fn an_interrupted_bench_pool_leaves_nothing_behind() {
     assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "scratch folder removed");
     assert!(!t.path().join("b.csv").exists() && !t.path().join("b.svg").exists());
 }
+
+/// Mistakes in a sweep are found before its first run, in one line.
+#[test]
+fn bench_pool_refuses_bad_sweeps_up_front() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = GenerateOptions { width: 16, height: 8, frames: 3, ..Default::default() };
+    let input = t.path().join("s_%03d.png").display().to_string();
+    generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
+    fs::remove_file(t.path().join("s_002.png")).unwrap();
+    let csv = t.path().join("b.csv").display().to_string();
+    for (args, expect) in [
+        (&["--format", "bmp"][..], "invalid --format bmp"),
+        (&["--pools", "2,1,2"][..], "invalid --pools 2"),
+        (&[][..], "missing frames 2"),
+    ] {
+        let out = Command::cargo_bin("framepipe")
+            .unwrap()
+            .args(["bench-pool", &input, "--backend", "cpu", "--csv", &csv])
+            .args(args)
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(stderr.contains(expect) && stderr.lines().count() == 1, "{args:?}: {stderr}");
+    }
+    // The gap is left out when asked, as with `process`.
+    Command::cargo_bin("framepipe")
+        .unwrap()
+        .args(["bench-pool", &input, "--backend", "cpu", "--pools", "1", "--repeat", "1", "--missing", "skip"])
+        .args(["--csv", &csv, "--chart", &t.path().join("b.svg").display().to_string()])
+        .assert()
+        .success();
+    assert_eq!(fs::read_to_string(&csv).unwrap().lines().count(), 2, "a header and one run");
+}
