@@ -185,6 +185,8 @@ pub(crate) struct PreviewState {
     playhead: Mutex<Option<Playhead>>,
     generation: AtomicU64,
     prefetch: OnceLock<Sender<PrefetchJob>>,
+    /// The prefetch thread, joined when the engine goes.
+    prefetcher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Keys being rendered now, and the signal that one landed.
     inflight: Mutex<std::collections::HashSet<PreviewKey>>,
     landed: std::sync::Condvar,
@@ -214,6 +216,7 @@ impl PreviewState {
             playhead: Mutex::new(None),
             generation: AtomicU64::new(0),
             prefetch: OnceLock::new(),
+            prefetcher: Mutex::new(None),
             inflight: Mutex::default(),
             landed: std::sync::Condvar::new(),
             slot: Mutex::new(None),
@@ -227,6 +230,20 @@ impl PreviewState {
     pub(crate) fn record(&self, event: TraceEvent) {
         if self.tracing.load(Ordering::Relaxed) {
             lock(&self.trace).push((Instant::now(), event));
+        }
+    }
+}
+
+impl Drop for PreviewState {
+    /// The engine is going: the prefetch thread's queue closes, and the
+    /// thread is joined, so nothing of the engine runs on after it. (The
+    /// thread holds the engine only while it renders; if it held the last
+    /// reference, this runs on that thread, which then just ends.)
+    fn drop(&mut self) {
+        drop(self.prefetch.take());
+        let handle = self.prefetcher.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
+            let _ = handle.join();
         }
     }
 }
@@ -737,11 +754,13 @@ impl Engine {
         let sender = state.prefetch.get_or_init(|| {
             let (tx, rx) = unbounded::<PrefetchJob>();
             let core = Arc::downgrade(&self.core);
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("framepipe-prefetch".into())
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
-                        let Some(core) = core.upgrade() else { break };
+                        // Gone, or only this thread holds it: nobody will
+                        // ask for what it would render.
+                        let Some(core) = core.upgrade().filter(|c| Arc::strong_count(c) > 1) else { break };
                         let engine = Engine { core };
                         let state = &engine.core.previews;
                         if job.generation != state.generation.load(Ordering::SeqCst) {
@@ -762,6 +781,7 @@ impl Engine {
                     }
                 })
                 .expect("spawn prefetch thread");
+            *lock(&state.prefetcher) = Some(handle);
             tx
         });
         let shared = Arc::new(sequence.clone());

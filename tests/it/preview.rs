@@ -415,6 +415,29 @@ fn a_jump_cancels_queued_prefetches_and_async_previews_arrive() {
     assert_eq!(image.data, e.preview(&seq, 30, &g, Scale::Half).unwrap().data);
 }
 
+/// Dropping an engine with prefetches queued lets every GPU byte go: the
+/// queue closes, at most the render under way finishes, and the prefetch
+/// thread ends with the engine.
+#[test]
+fn a_dropped_engine_lets_its_memory_go_with_prefetches_queued() {
+    if crate::util::gpu(Default::default()).is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 20, 320, 200, PixelFormat::Rgba8);
+    let e = Engine::new(EngineConfig { backend: BackendKind::Gpu, prefetch: 8, ..Default::default() }).unwrap();
+    let ledger = e.ledger().clone();
+    e.preview(&seq, 1, &grade(0.2), Scale::Quarter).unwrap();
+    e.preview(&seq, 2, &grade(0.2), Scale::Quarter).unwrap(); // queues 3..=10
+    assert!(ledger.current() > 0);
+    drop(e);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ledger.current() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(ledger.current(), 0, "every buffer released with the engine");
+}
+
 #[test]
 fn a_slider_drag_rewrites_kernel_buffers_in_place_and_never_mixes_grades() {
     if crate::util::gpu(Default::default()).is_none() {
