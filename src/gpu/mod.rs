@@ -543,20 +543,6 @@ impl GpuBackend {
         }
     }
 
-    /// Maps all of `buffer` and waits for it.
-    fn map(&self, buffer: &wgpu::Buffer, mode: wgpu::MapMode) -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        buffer.map_async(mode, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("buffer map never completed".into()))?
-            .map_err(|e| Error::Gpu(format!("buffer map failed: {e}")))
-    }
-
     /// Lays out every band's kernel launches for `shape` and `plan`: the
     /// uniforms, bind groups and copy ranges are the same for every frame,
     /// so they are built once here rather than per frame.

@@ -324,14 +324,6 @@ impl GpuBackend {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
         let reservation = self.ledger.reserve(Self::slot_bytes(shape), "one frame slot (upload staging)")?;
-        let make = |label, usage| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
         use wgpu::BufferUsages as U;
         let small = |label, usage| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -350,15 +342,17 @@ impl GpuBackend {
             resolve: small("timer resolve", U::QUERY_RESOLVE | U::COPY_SRC),
             read: small("timer read", U::MAP_READ | U::COPY_DST),
         });
-        let slot = GpuSlot {
-            shape,
-            upload: make("upload staging", U::MAP_WRITE | U::COPY_SRC),
-            timer,
-            _reservation: reservation,
-        };
-        self.map(&slot.upload, wgpu::MapMode::Write)?;
+        // Mapped from birth: no map request, so no device poll, which would
+        // wait for every frame on the GPU while the caller (a pool growing
+        // back under the backend lock) holds a waiting preview up.
+        let upload = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("upload staging"),
+            size: bytes,
+            usage: U::MAP_WRITE | U::COPY_SRC,
+            mapped_at_creation: true,
+        });
         self.check_error()?;
-        Ok(slot)
+        Ok(GpuSlot { shape, upload, timer, _reservation: reservation })
     }
 
     /// A new [`Readback`] for frames of `shape`.
