@@ -15,8 +15,10 @@ struct Params {
     radius: u32,
     // 0: RGBA8, one u32 per pixel. 1: RGBA16, two u32 per pixel.
     sixteen: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // 1: apply the color stage to each loaded pixel, not to the blurred sum
+    // (the first horizontal blur pass, for a stage of large gain).
+    affine_at_load: u32,
+    _pad: u32,
     // Affine color stage: rgb' = (m0.xyz·rgb + m0.w, m1.., m2..); alpha kept.
     m0: vec4<f32>,
     m1: vec4<f32>,

@@ -35,6 +35,13 @@ pub const BLUR_OUTPUTS: u32 = 4;
 
 /// Uniform block of every dispatch.
 ///
+/// The gain ([`Affine::gain`](crate::ops::Affine::gain)) above which the
+/// color stage before a blur is applied per loaded pixel: after the sum it
+/// multiplies the sum's f32 rounding by the gain, which at 1000 put 16-bit
+/// results 5 steps off; up to this gain the error stays a small fraction of
+/// a 16-bit step, and once per output is the cheaper order.
+pub const AT_LOAD_GAIN: f64 = 16.0;
+
 /// Keep in sync with `struct Params` in shaders/common.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -51,8 +58,11 @@ pub struct Params {
     pub radius: u32,
     /// 1 for RGBA16 frames, 0 for RGBA8.
     pub sixteen: u32,
+    /// 1 to apply the affine stage to each loaded pixel rather than to the
+    /// blurred sum (see [`AT_LOAD_GAIN`]).
+    pub affine_at_load: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 2],
+    pub pad: u32,
     /// Affine rows `[m0, m1, m2, offset]`.
     pub affine: [[f32; 4]; 3],
 }

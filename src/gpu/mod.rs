@@ -499,7 +499,8 @@ impl GpuBackend {
                 store_rows: y1 - y0,
                 radius: scale,
                 sixteen: (shape.format == PixelFormat::Rgba16) as u32,
-                pad: [0; 2],
+                affine_at_load: 0,
+                pad: 0,
                 affine: Affine::IDENTITY.rows_f32(),
             };
             let at = i as u64 * self.uniform_align;
@@ -645,7 +646,8 @@ impl GpuBackend {
                 store_rows: y1 - y0,
                 radius: 0,
                 sixteen: (shape.format == PixelFormat::Rgba16) as u32,
-                pad: [0; 2],
+                affine_at_load: 0,
+                pad: 0,
                 affine: plan.pre.rows_f32(),
             };
             match scratch {
@@ -658,7 +660,9 @@ impl GpuBackend {
                     for (i, (pass, w)) in plan.passes.iter().zip(weights).enumerate() {
                         let w = &w.buffer;
                         let before = if i == 0 { plan.pre } else { Affine::IDENTITY };
-                        let ph = param(Params { radius: pass.kernel.radius, affine: before.rows_f32(), ..base });
+                        let at_load = u32::from(i == 0 && before.gain() > kernels::AT_LOAD_GAIN);
+                        let radius = pass.kernel.radius;
+                        let ph = param(Params { radius, affine_at_load: at_load, affine: before.rows_f32(), ..base });
                         if i == 0 {
                             let b = vec![(0, packed, ph), (1, packed, 0), (2, w, 0), (4, cur, 0)];
                             dispatches.push((band, &k.blur_h_packed, b, h_groups(rows)));

@@ -56,6 +56,13 @@ impl Affine {
         out
     }
 
+    /// How much the map can magnify an error in its input: the largest
+    /// row sum of |coefficients| and |offset| (the offset counts because a
+    /// blur's weights sum to one only to f32 precision).
+    pub fn gain(&self) -> f64 {
+        (0..3).map(|i| self.m[i].iter().map(|v| v.abs()).sum::<f64>() + self.offset[i].abs()).fold(0.0, f64::max)
+    }
+
     /// Rows as `[m0, m1, m2, offset]` in f32, the layout the kernels use.
     pub fn rows_f32(&self) -> [[f32; 4]; 3] {
         let mut rows = [[0.0f32; 4]; 3];
