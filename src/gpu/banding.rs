@@ -71,6 +71,30 @@ impl Banding {
         Ok(Banding { band_rows, halo, scratch_rows: (band_rows + 2 * halo).min(height) })
     }
 
+    /// The layout under `target` bytes per binding, unless the blur halo
+    /// leaves that no rows, or bands shorter than twice their halo (most of
+    /// the work re-reading context): then under `ceiling`, the adapter's
+    /// own limit, at the cost of larger kernel buffers. A 8192-wide frame
+    /// blurred at sigma 170 needs 1021 rows of context, more than the 1024
+    /// rows 128 MiB holds.
+    ///
+    /// # Errors
+    /// As [`Banding::new`] under `ceiling`.
+    pub fn choose(
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        plan: &Plan,
+        target: u64,
+        ceiling: u64,
+    ) -> Result<Self> {
+        match Banding::new(width, height, format, plan, target) {
+            Ok(b) if b.band_rows >= 2 * b.halo || ceiling <= target => Ok(b),
+            Err(e) if ceiling <= target => Err(e),
+            _ => Banding::new(width, height, format, plan, ceiling),
+        }
+    }
+
     /// `(y0, y1)` output row ranges of each band.
     pub(super) fn bands(&self, height: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
         (0..height).step_by(self.band_rows as usize).map(move |y0| (y0, (y0 + self.band_rows).min(height)))

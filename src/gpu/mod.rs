@@ -97,6 +97,9 @@ pub struct GpuBackend {
     summary: AdapterSummary,
     why: String,
     binding_limit: u64,
+    /// What the adapter binds at most (or the override): where a large
+    /// blur halo leaves `binding_limit` too few rows.
+    binding_ceiling: u64,
     max_buffer: u64,
     uniform_align: u64,
     timestamps: bool,
@@ -247,11 +250,12 @@ impl GpuBackend {
         }));
         let limits = device.limits();
         let kernels = Kernels::new(&device);
-        let binding_limit = options
+        let binding_ceiling = options
             .max_binding_override
-            .unwrap_or(BAND_TARGET_BYTES)
+            .unwrap_or(u64::MAX)
             .min(limits.max_storage_buffer_binding_size)
             .min(limits.max_buffer_size);
+        let binding_limit = binding_ceiling.min(BAND_TARGET_BYTES);
         Ok(GpuBackend {
             device,
             queue,
@@ -260,6 +264,7 @@ impl GpuBackend {
             summary,
             why,
             binding_limit,
+            binding_ceiling,
             max_buffer: limits.max_buffer_size,
             uniform_align: limits
                 .min_uniform_buffer_offset_alignment
@@ -293,7 +298,7 @@ impl GpuBackend {
     /// # Errors
     /// As [`Banding::new`].
     pub fn banding(&self, width: u32, height: u32, format: PixelFormat, plan: &Plan) -> Result<Banding> {
-        Banding::new(width, height, format, plan, self.binding_limit)
+        Banding::choose(width, height, format, plan, self.binding_limit, self.binding_ceiling)
     }
 
     /// Ledger bytes of the shared kernel buffers for `shape` and `plan`:
@@ -855,5 +860,26 @@ mod tests {
         assert!(8192 * SCRATCH_BPP * b.scratch_rows as u64 <= BAND_TARGET_BYTES);
         assert_eq!(4320u32.div_ceil(b.band_rows), 5, "{b:?}");
         assert_eq!(b.halo, 12);
+        assert_eq!(Banding::choose(8192, 4320, PixelFormat::Rgba8, &plan, limit, 2 << 30).unwrap(), b);
+    }
+
+    #[test]
+    fn a_halo_too_tall_for_the_target_takes_the_adapters_limit() {
+        let plan = OpGraph::new(vec![Op::Blur { sigma: 170.0 }]).unwrap().plan();
+        let err = Banding::new(8192, 4320, PixelFormat::Rgba8, &plan, BAND_TARGET_BYTES).unwrap_err();
+        assert!(err.to_string().contains("blur radius total 510 px"), "{err}");
+        // 2 GiB holds the whole frame in one band.
+        let b = Banding::choose(8192, 4320, PixelFormat::Rgba8, &plan, BAND_TARGET_BYTES, 2 << 30).unwrap();
+        assert_eq!((b.band_rows, b.halo), (4320, 0));
+        // Where the adapter binds no more than the target, the error stands.
+        let same = Banding::choose(8192, 4320, PixelFormat::Rgba8, &plan, BAND_TARGET_BYTES, BAND_TARGET_BYTES);
+        assert!(same.is_err());
+        // Bands shorter than twice their halo also move up.
+        let plan = OpGraph::new(vec![Op::Blur { sigma: 100.0 }]).unwrap().plan();
+        let small = Banding::new(8192, 4320, PixelFormat::Rgba8, &plan, BAND_TARGET_BYTES).unwrap();
+        assert!(small.band_rows < 2 * small.halo, "{small:?}");
+        let b = Banding::choose(8192, 4320, PixelFormat::Rgba8, &plan, BAND_TARGET_BYTES, 256 << 20).unwrap();
+        assert!(b.halo == 300 && b.band_rows >= 2 * b.halo, "{b:?}");
+        assert!(8192 * SCRATCH_BPP * b.scratch_rows as u64 <= 256 << 20, "{b:?}");
     }
 }

@@ -21,6 +21,10 @@ use crate::error::{Error, Result};
 /// Largest accepted blur sigma, in pixels.
 pub const MAX_SIGMA: f64 = 512.0;
 
+/// The largest [`Affine::gain`] a fused run of colour ops may reach: far
+/// beyond any grade, far below where f32 coefficients overflow.
+pub const MAX_FUSED_GAIN: f64 = 1e12;
+
 /// Rec.709 luma weights used by [`Op::Saturation`].
 pub const REC709_LUMA: [f64; 3] = [0.2126, 0.7152, 0.0722];
 
@@ -134,7 +138,22 @@ impl OpGraph {
     /// # Errors
     /// The first op whose parameters are out of range.
     pub fn validate(&self) -> Result<()> {
-        self.ops.iter().try_for_each(Op::validate)
+        self.ops.iter().try_for_each(Op::validate)?;
+        // Each op is bounded, but consecutive colour ops multiply: four
+        // exposures of +32 stops fuse to 2^128, past f32 (the kernels'
+        // precision), where 0 · inf makes NaN pixels.
+        let plan = self.plan();
+        for stage in std::iter::once(&plan.pre).chain(plan.passes.iter().map(|p| &p.post)) {
+            let gain = stage.gain();
+            if gain.is_nan() || gain > MAX_FUSED_GAIN {
+                return Err(Error::invalid(
+                    "fused colour gain",
+                    format!("{gain:.3e}"),
+                    format!("at most {MAX_FUSED_GAIN:e} (consecutive colour ops multiply)"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// True when no op does any GPU-worthy work (the graph is the identity).

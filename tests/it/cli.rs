@@ -421,6 +421,13 @@ fn bad_arguments_and_presets_exit_2() {
     let negative = t.path().join("neg.toml");
     fs::write(&negative, "[[op]]\ntype = \"blur\"\nsigma = -2.0\n").unwrap();
     usage_error(&["process", &input, "-o", &out, "--preset", negative.to_str().unwrap()], "invalid sigma -2");
+    // Each exposure is in range; four in a row fuse past f32.
+    let huge = t.path().join("huge.toml");
+    fs::write(&huge, "[[op]]\ntype = \"exposure\"\nstops = 32\n".repeat(4)).unwrap();
+    usage_error(
+        &["process", &input, "-o", &out, "--preset", huge.to_str().unwrap()],
+        "invalid fused colour gain 3.403e38",
+    );
     usage_error(&["process", &input, "-o", &t.path().join("x_%02d.bmp").display().to_string()], "output extension");
     assert!(!t.path().join("o").exists() || files(&t.path().join("o")).is_empty());
 }
