@@ -3,8 +3,8 @@
 //! GPU figures are GPU time from timestamp queries around the compute pass
 //! (not host clocks around a blocking poll); an adapter without timestamps
 //! is measured on the host clock and labelled `gpu-hostclock`. Where a frame
-//! is banded, the bracket spans every band, the copies between them
-//! included. CPU figures are host time.
+//! is banded, each band's passes are timed on their own and summed, so the
+//! copies between bands are not counted. CPU figures are host time.
 //! Throughput counts one RGBA8 frame read plus one written, the accounting
 //! of the ~2 TB/s streaming-kernel figure in DESIGN.md.
 //!

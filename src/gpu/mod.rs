@@ -761,14 +761,17 @@ impl GpuBackend {
         slot.upload.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
         let copies = &c.copies;
+        // One [begin, end] pair per band, so the copies between bands are
+        // left out; bands past the timed ones share the last pair.
+        let pairs = copies.len().min(staging::TIMED_BANDS);
         for (band, &(src_off, src_len, dst_off, dst_len)) in copies.iter().enumerate() {
             encoder.copy_buffer_to_buffer(&slot.upload, src_off, &c.packed.buffer, 0, src_len);
             {
-                // Timestamps bracket the first and last band's passes.
+                let pair = 2 * band.min(pairs - 1) as u32;
                 let timestamp_writes = slot.timer.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
                     query_set: &t.set,
-                    beginning_of_pass_write_index: (band == 0).then_some(0),
-                    end_of_pass_write_index: (band + 1 == copies.len()).then_some(1),
+                    beginning_of_pass_write_index: (band < pairs).then_some(pair),
+                    end_of_pass_write_index: (band + 1 < pairs || band + 1 == copies.len()).then_some(pair + 1),
                 });
                 let timestamp_writes = timestamp_writes
                     .filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some());
@@ -795,8 +798,8 @@ impl GpuBackend {
             }
         }
         if let Some(t) = &slot.timer {
-            encoder.resolve_query_set(&t.set, 0..2, &t.resolve, 0);
-            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 16);
+            encoder.resolve_query_set(&t.set, 0..2 * pairs as u32, &t.resolve, 0);
+            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 16 * pairs as u64);
         }
         let index = self.queue.submit([encoder.finish()]);
         let result = match (readback, preview) {
@@ -809,7 +812,7 @@ impl GpuBackend {
             index,
             result: (result.clone(), request_map(result, wgpu::MapMode::Read)),
             upload: request_map(&slot.upload, wgpu::MapMode::Write),
-            timer: slot.timer.as_ref().map(|t| (t.read.clone(), request_map(&t.read, wgpu::MapMode::Read))),
+            timer: slot.timer.as_ref().map(|t| (t.read.clone(), request_map(&t.read, wgpu::MapMode::Read), pairs)),
             full: readback.map(|r| r.mapped.clone()),
             period: self.queue.get_timestamp_period(),
             _holds: c.reservations(),

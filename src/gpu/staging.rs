@@ -9,13 +9,21 @@ use crate::ledger::Reservation;
 
 use super::{FrameShape, GpuBackend};
 
-/// Bytes of a slot's timestamp queries: two 8-byte queries, their resolve
-/// buffer and its readback. Counted whether or not the adapter has
-/// timestamps, so a slot's size does not depend on the adapter.
-pub(super) const TIMER_BYTES: u64 = 16 + 16 + 16;
+/// Bands whose kernels are timed one by one; bands past the last of these
+/// share one bracket (a frame of more bands is wider than 16K at 16 bytes
+/// per pixel of scratch).
+pub(super) const TIMED_BANDS: usize = 16;
 
-/// A slot's own timestamp queries: each frame in flight brackets its
-/// kernels with its own pair, so frames on the GPU at once never share one.
+/// Bytes of a slot's timestamp queries: a pair of 8-byte queries per timed
+/// band, their resolve buffer and its readback. Counted whether or not the
+/// adapter has timestamps, so a slot's size does not depend on the adapter.
+pub(super) const TIMER_BYTES: u64 = 3 * 16 * TIMED_BANDS as u64;
+
+/// A slot's own timestamp queries: each frame in flight times its kernels
+/// with its own queries, so frames on the GPU at once never share one. Each
+/// band's passes are bracketed on their own and the spans summed, so the
+/// copies between bands (which cross PCIe on a discrete GPU) are not
+/// counted as kernel time.
 pub(super) struct SlotTimer {
     pub(super) set: wgpu::QuerySet,
     pub(super) resolve: wgpu::Buffer,
@@ -173,8 +181,9 @@ pub struct InFlight {
     pub(super) result: (wgpu::Buffer, MapRx),
     /// The slot's upload, mapped again for its next frame.
     pub(super) upload: MapRx,
-    /// The slot's timer readback and its map, where timed.
-    pub(super) timer: Option<(wgpu::Buffer, MapRx)>,
+    /// The slot's timer readback and its map, where timed, and how many
+    /// `[begin, end]` pairs it holds.
+    pub(super) timer: Option<(wgpu::Buffer, MapRx, usize)>,
     /// A full frame's [`Readback`] flag, set once its result is mapped.
     pub(super) full: Option<Arc<AtomicBool>>,
     pub(super) period: f32,
@@ -217,12 +226,15 @@ impl InFlight {
         };
         let result = mapped(&self.result.1);
         let upload = mapped(&self.upload);
-        let ns = match (&slot.timer, self.timer.as_ref().map(|t| mapped(&t.1))) {
-            (Some(t), Some(Ok(()))) => {
-                let ticks: Option<[u64; 2]> =
-                    t.read.get_mapped_range(..).ok().map(|view| bytemuck::pod_read_unaligned(&view));
+        let ns = match (&slot.timer, self.timer.as_ref().map(|t| (mapped(&t.1), t.2))) {
+            (Some(t), Some((Ok(()), pairs))) => {
+                let ticks: Option<u64> = t.read.get_mapped_range(..).ok().map(|view| {
+                    let words: Vec<u64> =
+                        view[..16 * pairs].chunks_exact(8).map(bytemuck::pod_read_unaligned).collect();
+                    words.chunks_exact(2).map(|p| p[1].saturating_sub(p[0])).sum()
+                });
                 t.read.unmap();
-                ticks.map(|[a, b]| (b.saturating_sub(a) as f64 * self.period as f64) as u64)
+                ticks.map(|t| (t as f64 * self.period as f64) as u64)
             }
             _ => None,
         };
@@ -287,7 +299,7 @@ impl Drop for InFlight {
             }
         };
         settle(&self.result.0, &self.result.1);
-        if let Some((buffer, rx)) = &self.timer {
+        if let Some((buffer, rx, _)) = &self.timer {
             settle(buffer, rx);
         }
     }
@@ -328,7 +340,7 @@ impl GpuBackend {
         let small = |label, usage| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: 16,
+                size: 16 * TIMED_BANDS as u64,
                 usage,
                 mapped_at_creation: false,
             })
@@ -337,7 +349,7 @@ impl GpuBackend {
             set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("frame timer"),
                 ty: wgpu::QueryType::Timestamp,
-                count: 2,
+                count: 2 * TIMED_BANDS as u32,
             }),
             resolve: small("timer resolve", U::QUERY_RESOLVE | U::COPY_SRC),
             read: small("timer read", U::MAP_READ | U::COPY_DST),

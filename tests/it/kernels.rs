@@ -164,13 +164,23 @@ fn gpu_bands_match_cpu() {
         ),
         (vec![Op::Exposure { stops: 0.4 }, matrix()], 401),
     ];
-    if let Some(backend) = gpu(options.clone()) {
+    if let Some(mut backend) = gpu(options.clone()) {
         for (ops, height) in &chains {
             let plan = OpGraph::new(ops.clone()).unwrap().plan();
             for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
                 let banding = backend.banding(width, *height, format, &plan).unwrap();
                 assert!(banding.band_rows < *height, "{ops:?} must be banded: {banding:?}");
             }
+        }
+        // Kernel time is summed band by band; a frame of more bands than
+        // are timed one by one (16) is still timed.
+        let plan = OpGraph::new(vec![Op::Blur { sigma: 3.7 }]).unwrap().plan();
+        let banding = backend.banding(width, 401, PixelFormat::Rgba8, &plan).unwrap();
+        assert!(401u32.div_ceil(banding.band_rows) > 16, "{banding:?}");
+        let src = random_frame(&mut Rng::fresh("timed_bands"), width, 401, PixelFormat::Rgba8, true);
+        let (_, ns) = backend.process(&src, &plan).unwrap();
+        if backend.adapter().timestamps {
+            assert!(ns.is_some_and(|n| n > 0), "{ns:?}");
         }
     }
     let mut cases = Vec::new();
