@@ -129,5 +129,9 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         }
         assert_eq!(std::mem::size_of::<Params>(), 80);
+        let module = wgpu::naga::front::wgsl::parse_str(super::super::STREAM_WGSL).expect("stream.wgsl parses");
+        wgpu::naga::valid::Validator::new(Default::default(), wgpu::naga::valid::Capabilities::default())
+            .validate(&module)
+            .expect("stream.wgsl validates");
     }
 }

@@ -31,10 +31,12 @@ mod adapter;
 mod banding;
 mod kernels;
 mod staging;
+mod stream;
 
 pub use adapter::{AdapterSummary, choose, instance, list_adapters};
 pub use banding::{BAND_TARGET_BYTES, Banding};
 pub use staging::{GpuSlot, InFlight, Readback, SlotWriter};
+pub use stream::STREAM_WGSL;
 
 use banding::SCRATCH_BPP;
 pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, DOWNSCALE_WGSL, Kernels, Params, shader_sources};

@@ -238,3 +238,15 @@ fn gpu_matches_definition_16_bit_with_strong_gains_before_a_blur() {
         assert_close(&out, &reference(&src, &ops), &format!("gpu vs definition 96x64 RGBA16 {ops:?}"));
     }
 }
+
+/// The bandwidth reference the kernel bench reads the others against runs,
+/// is timed the way the frame kernels are, and gives its memory back.
+#[test]
+fn the_streaming_reference_is_timed_and_gives_its_memory_back() {
+    let Some(backend) = gpu(GpuOptions::default()) else { return };
+    let (ns, timed) = backend.stream_copy(3 << 20).unwrap();
+    assert!(ns > 0);
+    assert_eq!(timed, backend.adapter().timestamps);
+    assert_eq!(backend.ledger().current(), 0, "both buffers released");
+    assert!(backend.stream_copy(8).is_err(), "less than one 16-byte copy");
+}
