@@ -203,8 +203,8 @@ fn main() -> Result<(), framepipe::Error> {
         eprintln!("notice: {n}");
     }
     println!("## Editor session: {} ({} frames), 1/4 previews, on {}", input, seq.frames.len(), idle.device_name());
-    let requests = session(&idle, &seq);
-    print("engine idle", &requests, &idle.preview_stats());
+    let quiet = session(&idle, &seq);
+    print("engine idle", &quiet, &idle.preview_stats());
     drop(idle);
 
     let busy = Engine::new(config)?;
@@ -233,5 +233,30 @@ fn main() -> Result<(), framepipe::Error> {
         &requests,
         &busy.preview_stats(),
     );
+    // The figures the editor issue sets targets for, in one place.
+    let p95 = |rs: &[Request], phase: Option<&str>| {
+        let mut ms: Vec<f64> = rs.iter().filter(|r| phase.is_none_or(|p| r.phase == p)).map(|r| r.ms).collect();
+        percentile(&mut ms, 0.95)
+    };
+    let (idle_p95, busy_p95) = (p95(&quiet, None), p95(&requests, None));
+    let hits = |rs: &[Request]| {
+        let mut ms: Vec<f64> = rs.iter().filter(|r| r.hit).map(|r| r.ms).collect();
+        if ms.is_empty() { f64::NAN } else { percentile(&mut ms, 0.95) }
+    };
+    println!(
+        "
+### Summary
+"
+    );
+    println!(
+        "- preview p95 with an export running / idle: {busy_p95:.2} / {idle_p95:.2} ms = {:.2}x (target ≤ 1.5x)",
+        busy_p95 / idle_p95
+    );
+    println!(
+        "- slider drag p95 (same frame, new grade each time): idle {:.2} ms, export running {:.2} ms (target < 30 ms)",
+        p95(&quiet, Some("slider drag")),
+        p95(&requests, Some("slider drag"))
+    );
+    println!("- cache hit p95: idle {:.3} ms, export running {:.3} ms (target < 1 ms)", hits(&quiet), hits(&requests));
     Ok(())
 }

@@ -5,116 +5,192 @@
 #   scripts/stage-gpu.sh
 # run (the device tool's `run`, carry [".device"]):
 #   bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report.md"
-# The whole report can take longer than the tool's 10 minutes per command;
-# SECTIONS picks parts (default all), e.g. two calls:
-#   SECTIONS=info,kernels,decode,pipeline,cache,editor   and   SECTIONS=info,pool
+# The default sections are sized for one 10-minute call on a 16-core H100;
+# SECTIONS picks parts (e.g. SECTIONS=decode for the extra CPU decode
+# bench), and a later call reuses the generated sequence in WORK.
 #
 # It takes: `framepipe info`; kernel GB/s per op at 1080p/4K/8K from GPU
-# timestamps (criterion `kernels` bench); PNG decode per frame (`decode`
-# bench, CPU); the pipelined run against the
-# decode+encode-only run on 48 8K PNG frames; `bench-pool` sweeps for PNG
-# and QOI; the editor session where that example exists.
-# FRAMES (default 48) and SIZE (default 8k) override the sequence; BUDGET
+# timestamps beside the streaming reference (criterion `kernels` bench);
+# the pipelined run against the decode+encode-only run on 48 8K PNG
+# frames; `bench-pool` sweeps for PNG and QOI with the pipelined /
+# decode+encode-only ratio per pool size; the preview cache bench; the
+# editor session. A section that fails says so in the report and the rest
+# still run.
+# FRAMES (default 48) and SIZE (default 8k) set the sequence; BUDGET
 # (default 16GiB: room for the auto pool of 16 threads, 19 8K slots, beside
-# the readback ring and single-band kernel buffers) is the
-# VRAM budget of every run.
+# the readback ring and single-band kernel buffers) is the VRAM budget of
+# every run; BENCH_SECONDS (default 2) criterion's measuring time per case.
 set -euo pipefail
 report=${1:-gpu-report.md}
 frames=${FRAMES:-48}
 size=${SIZE:-8k}
 budget=${BUDGET:-16GiB}
-sections=",${SECTIONS:-info,kernels,decode,pipeline,pool,cache,editor},"
+export FRAMEPIPE_BENCH_SECONDS=${BENCH_SECONDS:-2}
+sections=",${SECTIONS:-info,kernels,pipeline,pool,cache,editor},"
 want() { [[ "$sections" == *",$1,"* ]]; }
 work=${WORK:-/tmp/framepipe-gpu}
-rm -rf "$work" && mkdir -p "$work"
+out_dir=$(dirname "$report")
+# The driver's tools live here on the device machine.
+PATH=$PATH:/usr/local/nvidia/bin
 framepipe --version >/dev/null || { echo "error: framepipe is not the framepipe CLI (stage with scripts/stage-gpu.sh)" >&2; exit 1; }
+mkdir -p "$work"
 exec 3>"$report"
 say() { echo "$@" >&3; }
 fence() { say '```'; cat >&3; say '```'; }
 commit=$(git rev-parse --short HEAD 2>/dev/null || cat .device/extra/COMMIT 2>/dev/null || echo unknown)
+matrix="1.05,-0.03,-0.02,0.01,1.0,-0.01,-0.02,-0.06,1.08"
+field() { grep -o "\"$1\": *[0-9.e+-]*" "$2" | head -1 | sed 's/.*: *//'; }
+
+# Runs one section in a subshell that stops at its first failure; a failed
+# section is noted and the report goes on.
+section() {
+  local name=$1 rc=0
+  want "$name" || return 0
+  echo "section $name ..." >&2
+  set +e
+  ( set -e; "section_$name" )
+  rc=$?
+  set -e
+  [ "$rc" -eq 0 ] || say "(section $name failed with exit code $rc)"
+}
+
+# The sequence, generated once per WORK, SIZE and FRAMES.
+sequence() {
+  local mark="$work/.generated-$size-$frames"
+  if [ ! -e "$mark" ]; then
+    rm -rf "$work/seq" && mkdir -p "$work/seq"
+    framepipe generate --size "$size" --frames "$frames" -o "$work/seq/seq_%04d.png" -q
+    touch "$mark"
+  fi
+}
+
+section_info() {
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | fence
+  fi
+  say "## Adapters"
+  framepipe info 2>&1 | fence
+}
+
+# Criterion's lines to a table: op, backend, GB/s, and the share of the
+# streaming reference at the same size.
+kernel_table() {
+  awk '
+    /^kernels\// { split($1, id, "/"); size = id[2]; op = id[3]; label = id[4]; next }
+    /thrpt:/ && op != "" {
+      v = $4; unit = $5
+      if (unit ~ /^MB/) v /= 1000; else if (unit ~ /^KB/) v /= 1e6; else if (unit ~ /^TB/) v *= 1000
+      key = size "/" label; gbs[size "/" op "/" label] = v; order[++n] = size "/" op "/" label
+      if (op == "stream") ref[key] = v
+      op = ""
+    }
+    END {
+      print "| size | op | backend | GB/s | share of stream |"
+      print "| --- | --- | --- | --- | --- |"
+      for (i = 1; i <= n; i++) {
+        split(order[i], k, "/"); r = ref[k[1] "/" k[3]]
+        share = (r > 0) ? sprintf("%.0f %%", 100 * gbs[order[i]] / r) : "-"
+        printf "| %s | %s | %s | %.2f | %s |\n", k[1], k[2], k[3], gbs[order[i]], share
+      }
+    }'
+}
+
+section_kernels() {
+  say "## Kernels (GPU timestamps; throughput counts one RGBA8 frame read + one written; stream = a kernel that only copies)"
+  if ! command -v kernels >/dev/null; then
+    say "(no kernels bench executable: stage with scripts/stage-gpu.sh)"
+    return 0
+  fi
+  FRAMEPIPE_BENCH_BACKENDS=gpu FRAMEPIPE_BENCH_SIZES=${KERNEL_SIZES:-1080p,4k,8k} \
+    kernels --bench --noplot >"$work/kernels.txt" 2>&1
+  kernel_table <"$work/kernels.txt" >&3
+  say
+  grep -E '^kernels/|time:|thrpt:' "$work/kernels.txt" | fence
+}
+
+section_decode() {
+  say "## PNG decode per frame (CPU, one thread; criterion \`decode\`)"
+  FRAMEPIPE_BENCH_SIZE=$size decode --bench --noplot 2>&1 | grep -E '^decode/|time:|thrpt:' | fence
+}
+
+section_pipeline() {
+  sequence
+  say "## Pipeline: $frames frames of $size PNG, color matrix + Gaussian sigma 4, PNG out"
+  rm -rf "$work/noop" "$work/graded"
+  framepipe process "$work/seq/seq_%04d.png" -o "$work/noop/o_%04d.png" -q --json "$work/noop.json" --backend gpu --overwrite \
+    --vram-budget "$budget"
+  framepipe process "$work/seq/seq_%04d.png" -o "$work/graded/o_%04d.png" --matrix "$matrix" --blur 4 --backend gpu --overwrite \
+    --vram-budget "$budget" --json "$work/graded.json" --timeline "$work/timeline.svg" 2>&1 | tail -1 | fence
+  local noop graded run
+  noop=$(field fps "$work/noop.json")
+  graded=$(field fps "$work/graded.json")
+  for run in noop graded; do
+    say "$(awk "BEGIN { printf \"- $run: peak VRAM (ledger) %.1f MiB, peak host RSS %.1f MiB\", $(field vram_peak "$work/$run.json") / 1048576, $(field rss_peak "$work/$run.json") / 1048576 }")"
+  done
+  say "$(awk "BEGIN { printf \"- decode+encode only: %.2f frames/s; pipelined color+blur (auto pool): %.2f frames/s; ratio %.1f %% (target >= 90 %%)\", $noop, $graded, 100 * $graded / $noop }")"
+  cp "$work/timeline.svg" "$out_dir/timeline-8k-png.svg"
+}
+
+# Median frames/s per pool size from a bench-pool CSV, against `noop`.
+pool_ratios() {
+  local csv=$1 noop=$2
+  say
+  say "| pool | median frames/s | pipelined / decode+encode only |"
+  say "| --- | --- | --- |"
+  tail -n +2 "$csv" | sort -t, -k1,1 -k6,6g | awk -F, -v noop="$noop" '
+    { v[$1] = v[$1] " " $6; n[$1]++; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+    END { for (i = 1; i <= k; i++) { p = order[i]; split(substr(v[p], 2), a, " "); m = a[int((n[p] + 1) / 2)]
+      printf "| %s | %.2f | %s |\n", p, m, (noop > 0) ? sprintf("%.1f %%", 100 * m / noop) : "-" } }' >&3
+}
+
+section_pool() {
+  sequence
+  local noop=0
+  [ -e "$work/noop.json" ] && noop=$(field fps "$work/noop.json")
+  say "## bench-pool, PNG out"
+  framepipe bench-pool "$work/seq/seq_%04d.png" --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
+    --backend gpu --budget "$budget" \
+    --csv "$out_dir/bench-pool-png.csv" --chart "$out_dir/bench-pool-png.svg" 2>&1 | fence
+  pool_ratios "$out_dir/bench-pool-png.csv" "$noop"
+
+  say "## bench-pool, QOI in and out (a fast codec: the GPU share is larger)"
+  rm -rf "$work/qoi"
+  framepipe process "$work/seq/seq_%04d.png" -o "$work/qoi/seq_%04d.qoi" -q --backend cpu
+  rm -rf "$work/qoi-noop"
+  framepipe process "$work/qoi/seq_%04d.qoi" -o "$work/qoi-noop/o_%04d.qoi" -q --backend gpu --overwrite \
+    --vram-budget "$budget" --json "$work/qoi-noop.json"
+  framepipe bench-pool "$work/qoi/seq_%04d.qoi" --format qoi --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
+    --backend gpu --budget "$budget" \
+    --csv "$out_dir/bench-pool-qoi.csv" --chart "$out_dir/bench-pool-qoi.svg" 2>&1 | fence
+  pool_ratios "$out_dir/bench-pool-qoi.csv" "$(field fps "$work/qoi-noop.json")"
+}
+
+section_cache() {
+  command -v cache >/dev/null || { say "(no cache bench executable)"; return 0; }
+  say "## Preview cache (criterion, $size sources, 1/4 previews)"
+  FRAMEPIPE_BENCH_SIZE=$size FRAMEPIPE_BENCH_BACKEND=gpu cache --bench --noplot 2>&1 | grep -E '^preview/|time:' | fence
+}
+
+section_editor() {
+  # Not `command -v editor`: Debian's /usr/bin/editor is a text editor.
+  local editor_bin= e
+  for e in .device/extra/editor target/release/examples/editor; do
+    if [ -x "$e" ]; then editor_bin=$e; break; fi
+  done
+  [ -n "$editor_bin" ] || { say "(no editor example: stage with scripts/stage-gpu.sh)"; return 0; }
+  sequence
+  say "## Editor session (examples/editor.rs): scrub, slider drag, with and without an export"
+  if ! "$editor_bin" --input "$work/seq/seq_%04d.png" --backend gpu --budget "$budget" >&3 2>"$work/editor.log"; then
+    tail -5 "$work/editor.log" | fence
+    return 1
+  fi
+}
 
 say "# framepipe GPU report"
 say
 say "date $(date -u +%FT%TZ), commit $commit, $(nproc) cores, budget $budget, sections ${sections//,/ }"
 say
-if want info; then
-if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | fence
-fi
-say "## Adapters"
-framepipe info 2>&1 | fence
-fi
-
-if want kernels; then
-say "## Kernels (GPU timestamps; throughput counts one RGBA8 frame read + one written)"
-if command -v kernels >/dev/null; then
-  FRAMEPIPE_BENCH_BACKENDS=gpu FRAMEPIPE_BENCH_SIZES=${KERNEL_SIZES:-1080p,4k,8k} \
-    kernels --bench --noplot 2>&1 | grep -E '^kernels/|time:|thrpt:' | fence
-else
-  say "(no kernels bench executable: stage with scripts/stage-gpu.sh)"
-fi
-fi
-
-if want decode; then
-say "## PNG decode per frame (CPU, one thread: what each decoder does per frame; criterion \`decode\`)"
-if command -v decode >/dev/null; then
-  FRAMEPIPE_BENCH_SIZE=$size decode --bench --noplot 2>&1 | grep -E '^decode/|time:|thrpt:' | fence
-else
-  say "(no decode bench executable: stage with scripts/stage-gpu.sh)"
-fi
-fi
-
-if want pipeline || want pool || want editor; then
-say "## Sequence: $frames frames of $size PNG"
-framepipe generate --size "$size" --frames "$frames" -o "$work/seq_%04d.png" 2>&1 | fence
-fi
-matrix="1.05,-0.03,-0.02,0.01,1.0,-0.01,-0.02,-0.06,1.08"
-
-if want pipeline; then
-say "## Pipeline: color matrix + Gaussian sigma 4, PNG out"
-framepipe process "$work/seq_%04d.png" -o "$work/noop/o_%04d.png" -q --json "$work/noop.json" --backend gpu \
-  --vram-budget "$budget"
-framepipe process "$work/seq_%04d.png" -o "$work/graded/o_%04d.png" --matrix "$matrix" --blur 4 --backend gpu \
-  --vram-budget "$budget" --json "$work/graded.json" --timeline "$work/timeline.svg" 2>&1 | tail -1 | fence
-field() { grep -o "\"$1\": *[0-9.e+-]*" "$2" | head -1 | sed 's/.*: *//'; }
-fps() { field fps "$1"; }
-noop=$(fps "$work/noop.json")
-graded=$(fps "$work/graded.json")
-for run in noop graded; do
-  say "$(awk "BEGIN { printf \"- $run: peak VRAM (ledger) %.1f MiB, peak host RSS %.1f MiB\", $(field vram_peak "$work/$run.json") / 1048576, $(field rss_peak "$work/$run.json") / 1048576 }")"
+for s in info kernels decode pipeline pool cache editor; do
+  section "$s"
 done
-say "$(awk "BEGIN { printf \"- decode+encode only: %.2f frames/s; pipelined color+blur: %.2f frames/s; ratio %.1f %% (target >= 90 %%)\", $noop, $graded, 100 * $graded / $noop }")"
-cp "$work/timeline.svg" "$(dirname "$report")/timeline-8k-png.svg" 2>/dev/null || true
-fi
-
-if want pool; then
-say "## bench-pool, PNG out"
-framepipe bench-pool "$work/seq_%04d.png" --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
-  --backend gpu --budget "$budget" \
-  --csv "$(dirname "$report")/bench-pool-png.csv" --chart "$(dirname "$report")/bench-pool-png.svg" 2>&1 | fence
-
-say "## bench-pool, QOI in and out (a fast codec: the GPU share is larger)"
-framepipe process "$work/seq_%04d.png" -o "$work/qoi/seq_%04d.qoi" -q --backend cpu
-framepipe bench-pool "$work/qoi/seq_%04d.qoi" --format qoi --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
-  --backend gpu --budget "$budget" \
-  --csv "$(dirname "$report")/bench-pool-qoi.csv" --chart "$(dirname "$report")/bench-pool-qoi.svg" 2>&1 | fence
-fi
-
-if want cache && command -v cache >/dev/null; then
-  say "## Preview cache (criterion, $size sources, 1/4 previews)"
-  FRAMEPIPE_BENCH_SIZE=$size FRAMEPIPE_BENCH_BACKEND=gpu cache --bench --noplot 2>&1 | grep -E '^preview/|time:' | fence
-fi
-if want editor; then
-# Not `command -v editor`: Debian's /usr/bin/editor is a text editor.
-editor_bin=
-for e in .device/extra/editor target/release/examples/editor; do
-  if [ -x "$e" ]; then editor_bin=$e; break; fi
-done
-if [ -n "$editor_bin" ]; then
-  say "## Editor session (examples/editor.rs): scrub, slider drag, with and without an export"
-  "$editor_bin" --input "$work/seq_%04d.png" --backend gpu --budget "$budget" 2>/dev/null >&3
-else
-  say "(no editor example: stage with scripts/stage-gpu.sh)"
-fi
-fi
 echo "wrote $report" >&2
