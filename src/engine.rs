@@ -161,8 +161,8 @@ pub(crate) struct EngineCore {
     device: String,
     pub(crate) ledger: std::sync::Arc<Ledger>,
     notice: Option<String>,
-    /// Previews waiting for VRAM: while non-zero, exports give slots back.
-    pub(crate) pressure: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Previews waiting for VRAM: while any wait, exports give slots back.
+    pub(crate) pressure: std::sync::Arc<crate::pool::Pressure>,
     /// Raised by previews until they hold their VRAM: export frames do not
     /// start while it is up.
     pub(crate) gate: crate::priority::Gate,
@@ -532,6 +532,13 @@ fn run_sequential(
             !held
         };
         while !cancel.is_cancelled() && !engine.core.gate.pass(Duration::from_millis(20), start) {
+            // A preview waiting for VRAM gets the slot this path keeps
+            // between frames.
+            if engine.core.pressure.urgent.load(Ordering::SeqCst) > 0
+                && let Backend::Gpu(g) = &mut *engine.backend().lock(Priority::Export)
+            {
+                g.release_own_slot();
+            }
             engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20));
         }
         if cancel.is_cancelled() {

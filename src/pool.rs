@@ -72,12 +72,31 @@ pub struct Pool<T> {
     yielding: Arc<Yield>,
 }
 
-/// How a pool gives memory back: while `pressure` is non-zero (a preview
-/// is waiting for VRAM), slots coming back are dropped instead of reused,
-/// the last one too: the export pauses rather than the preview failing,
-/// and a preview holds the pressure for a few seconds at most.
+/// Who is waiting for VRAM: previews and prefetches (`any`), and of those
+/// the previews someone is looking at (`urgent`).
+#[derive(Debug, Default)]
+pub struct Pressure {
+    /// Previews and prefetches waiting for VRAM.
+    pub any: AtomicUsize,
+    /// Previews waiting for VRAM.
+    pub urgent: AtomicUsize,
+}
+
+impl Pressure {
+    /// The fewest live slots a pool keeps now: none while a preview waits
+    /// (the export pauses rather than the preview failing), else one (a
+    /// prefetch is speculative: the export slows, never stops, for it).
+    fn floor(&self) -> usize {
+        usize::from(self.urgent.load(Ordering::SeqCst) == 0)
+    }
+}
+
+/// How a pool gives memory back: while anyone waits for VRAM, slots coming
+/// back are dropped instead of reused, down to [`Pressure::floor`]. A
+/// paused export gets its slots back once previews have been quiet for
+/// `EngineConfig::preview_memory_idle`.
 struct Yield {
-    pressure: Arc<AtomicUsize>,
+    pressure: Arc<Pressure>,
     live: AtomicUsize,
     /// Slots retired so far (some may have been replaced since).
     retired: AtomicUsize,
@@ -110,7 +129,7 @@ impl Occupancy {
 impl<T: Send> Pool<T> {
     /// A pool holding `slots`; `start` is time zero of the occupancy
     /// samples; while `pressure` is non-zero returned slots are retired.
-    pub fn new(slots: Vec<T>, start: Instant, pressure: Arc<AtomicUsize>) -> Self {
+    pub fn new(slots: Vec<T>, start: Instant, pressure: Arc<Pressure>) -> Self {
         let size = slots.len();
         let (free_tx, free_rx) = crossbeam_channel::bounded(size.max(1));
         for s in slots {
@@ -154,7 +173,7 @@ impl<T: Send> Pool<T> {
     /// Whether the pool is short of slots it gave back and nothing asks
     /// for memory now: the moment to [`Pool::replenish`] it.
     pub fn wants_slot(&self) -> bool {
-        self.live() < self.size && self.yielding.pressure.load(Ordering::SeqCst) == 0
+        self.live() < self.size && self.yielding.pressure.any.load(Ordering::SeqCst) == 0
     }
 
     /// Puts a new slot in place of a retired one; hands it back if the pool
@@ -169,15 +188,14 @@ impl<T: Send> Pool<T> {
         self.free_tx.send(item).err().map(|e| e.into_inner())
     }
 
-    /// Under pressure, retires one slot that sits free: memory a waiting
-    /// preview can have at once, without waiting for a frame to come back.
-    /// Returns whether one went. The last slot goes too: the export yields,
-    /// never the preview (which holds the pressure for a bounded time, so
-    /// the export pauses, then regrows).
+    /// Under pressure, retires one slot that sits free (down to
+    /// [`Pressure::floor`]): memory a waiting preview can have at once,
+    /// without waiting for a frame to come back. Returns whether one went.
     pub fn shed(&self) -> bool {
         let y = &self.yielding;
-        if y.pressure.load(Ordering::SeqCst) == 0
-            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err()
+        let floor = y.pressure.floor();
+        if y.pressure.any.load(Ordering::SeqCst) == 0
+            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > floor).then(|| n - 1)).is_err()
         {
             return false;
         }
@@ -237,8 +255,9 @@ impl<T> Drop for Lease<T> {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
             let y = &self.yielding;
-            let retire = y.pressure.load(Ordering::SeqCst) > 0
-                && y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+            let floor = y.pressure.floor();
+            let retire = y.pressure.any.load(Ordering::SeqCst) > 0
+                && y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > floor).then(|| n - 1)).is_ok();
             if retire {
                 y.retired.fetch_add(1, Ordering::SeqCst);
             } else {
@@ -256,8 +275,12 @@ mod tests {
 
     #[test]
     fn leases_return_on_drop() {
-        let pressure = Arc::new(AtomicUsize::new(0));
+        let pressure = Arc::new(Pressure::default());
         let pool = Pool::new(vec![1, 2], Instant::now(), pressure.clone());
+        let set = |any: usize, urgent: usize| {
+            pressure.any.store(any, Ordering::SeqCst);
+            pressure.urgent.store(urgent, Ordering::SeqCst);
+        };
         let a = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
         let b = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
         assert_eq!(*a + *b, 3);
@@ -266,10 +289,15 @@ mod tests {
         assert!(pool.acquire_timeout(Duration::from_millis(10)).is_some());
         let peak = pool.occupancy().samples().iter().map(|s| s.1).max();
         assert_eq!(peak, Some(2));
-        // Under pressure a returned slot is retired, the last one too.
-        pressure.store(1, Ordering::SeqCst);
+        // Under a prefetch's pressure a returned slot is retired, but never
+        // the last one; under a preview's, the last one too.
+        set(1, 0);
         drop(b);
         assert_eq!(pool.live(), 1);
+        let last = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
+        drop(last);
+        assert_eq!(pool.live(), 1, "a prefetch never stops the export");
+        set(2, 1);
         let last = pool.acquire_timeout(Duration::from_millis(10)).unwrap();
         drop(last);
         assert_eq!(pool.live(), 0);
@@ -277,7 +305,7 @@ mod tests {
         assert!(!pool.shed(), "nothing left to shed");
         // Once the pressure is gone the pool grows back to its size, no further.
         assert!(!pool.wants_slot());
-        pressure.store(0, Ordering::SeqCst);
+        set(0, 0);
         assert!(pool.wants_slot());
         assert_eq!(pool.replenish(6), None);
         assert_eq!(pool.replenish(7), None);
@@ -288,11 +316,11 @@ mod tests {
         assert_eq!(*x + *y, 13, "the two new ones");
         // Shedding takes free slots only, and only under pressure.
         assert!(!pool.shed());
-        pressure.store(1, Ordering::SeqCst);
+        set(1, 1);
         assert!(!pool.shed(), "both are on loan");
-        pressure.store(0, Ordering::SeqCst);
+        set(0, 0);
         drop(x);
-        pressure.store(1, Ordering::SeqCst);
+        set(1, 1);
         assert!(pool.shed());
         assert_eq!((pool.live(), pool.retired()), (1, 3));
         assert!(pool.acquire_timeout(Duration::ZERO).is_none());

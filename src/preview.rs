@@ -689,7 +689,10 @@ impl Engine {
                         *gate = Some(self.core.gate.raise(|| {}));
                     }
                     *intent = None;
-                    pressure.get_or_insert_with(|| Held::new(&self.core.pressure));
+                    pressure.get_or_insert_with(|| {
+                        let urgent = (priority == Priority::Preview).then(|| Held::new(&self.core.pressure.urgent));
+                        (Held::new(&self.core.pressure.any), urgent)
+                    });
                     let asked = Instant::now();
                     self.core.ledger.wait_release(since, Duration::from_millis(250));
                     *waited += asked.elapsed();

@@ -74,12 +74,13 @@ impl Banding {
     /// The layout under `target` bytes per binding, unless the blur halo
     /// leaves that no rows, or bands shorter than twice their halo (most of
     /// the work re-reading context): then under `ceiling`, the adapter's
-    /// own limit, at the cost of larger kernel buffers. A 8192-wide frame
-    /// blurred at sigma 170 needs 1021 rows of context, more than the 1024
-    /// rows 128 MiB holds.
+    /// own limit: the least limit up to it whose bands are twice their
+    /// halo, so the kernel buffers grow no more than they must. A 8192-wide
+    /// frame blurred at sigma 170 needs 1021 rows of context, more than the
+    /// 1024 rows 128 MiB holds.
     ///
     /// # Errors
-    /// As [`Banding::new`] under `ceiling`.
+    /// As [`Banding::new`], under the larger limit.
     pub fn choose(
         width: u32,
         height: u32,
@@ -91,7 +92,14 @@ impl Banding {
         match Banding::new(width, height, format, plan, target) {
             Ok(b) if b.band_rows >= 2 * b.halo || ceiling <= target => Ok(b),
             Err(e) if ceiling <= target => Err(e),
-            _ => Banding::new(width, height, format, plan, ceiling),
+            _ => {
+                // Rows for a band of twice the halo (at least 8, and 8 more
+                // for rounding to the band grid) and the halo on both sides.
+                let halo = plan.halo() as u64;
+                let rows = 2 * halo + (2 * halo).max(8) + 8;
+                let enough = (width as u64 * band_bpp(plan, format) * rows).clamp(target, ceiling);
+                Banding::new(width, height, format, plan, enough)
+            }
         }
     }
 
