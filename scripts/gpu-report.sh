@@ -54,13 +54,14 @@ section() {
   [ "$rc" -eq 0 ] || say "(section $name failed with exit code $rc)"
 }
 
-# The sequence, generated once per WORK, SIZE and FRAMES.
+# The sequence, generated once per WORK, SIZE and FRAMES (a change of
+# either makes it anew, and drops the runs measured on the old one).
 sequence() {
-  local mark="$work/.generated-$size-$frames"
-  if [ ! -e "$mark" ]; then
-    rm -rf "$work/seq" && mkdir -p "$work/seq"
+  local mark="$work/.generated"
+  if [ "$(cat "$mark" 2>/dev/null)" != "$size $frames" ]; then
+    rm -rf "$work/seq" "$work/noop.json" "$mark" && mkdir -p "$work/seq"
     framepipe generate --size "$size" --frames "$frames" -o "$work/seq/seq_%04d.png" -q
-    touch "$mark"
+    echo "$size $frames" >"$mark"
   fi
 }
 
@@ -101,8 +102,11 @@ section_kernels() {
     say "(no kernels bench executable: stage with scripts/stage-gpu.sh)"
     return 0
   fi
-  FRAMEPIPE_BENCH_BACKENDS=gpu FRAMEPIPE_BENCH_SIZES=${KERNEL_SIZES:-1080p,4k,8k} \
-    kernels --bench --noplot >"$work/kernels.txt" 2>&1
+  if ! FRAMEPIPE_BENCH_BACKENDS=gpu FRAMEPIPE_BENCH_SIZES=${KERNEL_SIZES:-1080p,4k,8k} \
+    kernels --bench --noplot >"$work/kernels.txt" 2>&1; then
+    tail -20 "$work/kernels.txt" | fence
+    return 1
+  fi
   kernel_table <"$work/kernels.txt" >&3
   say
   grep -E '^kernels/|time:|thrpt:' "$work/kernels.txt" | fence

@@ -43,7 +43,8 @@ pub struct Job {
     /// format. `-` streams every frame, in order, to the writer given to
     /// [`Engine::run_stream`].
     pub output: String,
-    /// What a stream (`output` `-`) carries. By default, [`OutputFormat::Raw`].
+    /// What a stream (`output` `-`) carries: raw, PNG, JPEG or QOI (not
+    /// TIFF, which no reader can split). By default, [`OutputFormat::Raw`].
     pub stream_format: OutputFormat,
     /// Operations to apply.
     pub graph: OpGraph,
@@ -429,6 +430,14 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
     let sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
     if job.output == "-" {
+        // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
+        if job.stream_format == OutputFormat::Tiff {
+            return Err(Error::invalid(
+                "stream format",
+                "tiff",
+                "raw, png, jpeg or qoi (a TIFF stream cannot be split)",
+            ));
+        }
         let outputs = vec![PathBuf::from("-"); sequence.frames.len()];
         let made = Default::default();
         return Ok(PreparedJob { sequence, outputs, format: job.stream_format, stream: true, _made: made });

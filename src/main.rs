@@ -426,14 +426,6 @@ fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
         if args.output != "-" {
             return Err(Error::invalid("--stream-format", format!("{format:?}").to_lowercase(), "-o - (a stream)"));
         }
-        // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
-        if format == OutputFormat::Tiff {
-            return Err(Error::invalid(
-                "--stream-format",
-                "tiff",
-                "raw, png, jpeg or qoi (a TIFF stream cannot be split)",
-            ));
-        }
         job.stream_format = format;
     }
     if args.output == "-" && std::io::stdout().is_terminal() {
@@ -470,7 +462,6 @@ fn stream_hint(job: &Job, prepared: &framepipe::PreparedJob) -> Option<String> {
         f => {
             let codec = match f {
                 OutputFormat::Jpeg => "mjpeg",
-                OutputFormat::Tiff => "tiff",
                 OutputFormat::Qoi => "qoi",
                 _ => "png",
             };

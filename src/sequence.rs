@@ -37,7 +37,8 @@ impl FramePattern {
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::Sequence(format!("{pattern}: not a file pattern")))?;
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // `%%` is a literal `%` in the folders too, as FFmpeg reads it.
+        let dir = path.parent().map(|d| PathBuf::from(d.to_string_lossy().replace("%%", "%"))).unwrap_or_default();
         let fields = find_fields(name);
         match fields.as_slice() {
             // u64 frame numbers have at most 20 digits; a wider pad is a
@@ -163,7 +164,7 @@ impl FrameSpec {
             if a > b {
                 return Err(bad(part));
             }
-            if b - a >= MAX_SPEC_FRAMES {
+            if (b - a) / step >= MAX_SPEC_FRAMES {
                 return Err(Error::invalid(
                     "frame spec",
                     format!("{part:?}"),
@@ -400,8 +401,8 @@ mod tests {
         assert!(FramePattern::parse("plain.png").is_err());
         assert!(FramePattern::parse("a%02d_%02d.png").is_err());
         // `%%` is a literal percent sign, as printf and FFmpeg read it.
-        let pct = FramePattern::parse("mix_%%50_%03d.png").unwrap();
-        assert_eq!(pct.path(4), Path::new("mix_%50_004.png"));
+        let pct = FramePattern::parse("take%%2/mix_%%50_%03d.png").unwrap();
+        assert_eq!(pct.path(4), Path::new("take%2/mix_%50_004.png"));
         assert_eq!(pct.number_of("mix_%50_004.png"), Some(4));
         assert!(FramePattern::parse("only_%%.png").is_err());
     }
@@ -415,6 +416,8 @@ mod tests {
         }
         let err = FrameSpec::parse("0-10000000").unwrap_err().to_string();
         assert!(err.contains("at most 10000000 frames"), "{err}");
+        // A step counts: this range names a million frames.
+        assert_eq!(FrameSpec::parse("0-99999999x100").unwrap().frames().len(), 1_000_000);
         // Many ranges, each allowed, but too many frames in all.
         let many: Vec<String> =
             (0..3u64).map(|i| format!("{}-{}", i * 20_000_000, i * 20_000_000 + 9_000_000)).collect();

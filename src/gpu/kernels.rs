@@ -33,8 +33,6 @@ pub const WORKGROUP: (u32, u32) = (64, 4);
 /// blur.wgsl).
 pub const BLUR_OUTPUTS: u32 = 4;
 
-/// Uniform block of every dispatch.
-///
 /// The gain ([`Affine::gain`](crate::ops::Affine::gain)) above which the
 /// color stage before a blur is applied per loaded pixel: after the sum it
 /// multiplies the sum's f32 rounding by the gain, which at 1000 put 16-bit
@@ -42,7 +40,8 @@ pub const BLUR_OUTPUTS: u32 = 4;
 /// a 16-bit step, and once per output is the cheaper order.
 pub const AT_LOAD_GAIN: f64 = 16.0;
 
-/// Keep in sync with `struct Params` in shaders/common.wgsl.
+/// The parameters of every dispatch (a read-only storage buffer: see
+/// shaders/common.wgsl). Keep in sync with `struct Params` there.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct Params {

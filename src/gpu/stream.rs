@@ -73,6 +73,15 @@ impl GpuBackend {
         let groups = (bytes / 16).div_ceil(STREAM_GROUP);
         let (gx, gy) = (groups.min(STREAM_ROW) as u32, groups.div_ceil(STREAM_ROW) as u32);
         let mut encoder = self.device.create_command_encoder(&Default::default());
+        // One untimed pass first, so the timed one reads and writes memory
+        // the GPU has touched, as the frame kernels' reused buffers are.
+        {
+            let desc = wgpu::ComputePassDescriptor { label: Some("warm"), timestamp_writes: None };
+            let mut pass = encoder.begin_compute_pass(&desc);
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
         {
             let timestamp_writes = timer.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
                 query_set: set,

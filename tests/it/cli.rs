@@ -646,7 +646,7 @@ fn stdout_reports_and_stream_formats() {
         .args(["process", &input, "-o", "-", "--stream-format", "tiff"])
         .assert()
         .code(2)
-        .stderr(contains("invalid --stream-format tiff"));
+        .stderr(contains("invalid stream format tiff"));
     // An adapter named for the CPU backend is a contradiction.
     framepipe()
         .args(["process", &input, "-o", &out2, "--backend", "cpu", "--adapter", "x"])
