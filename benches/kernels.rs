@@ -56,7 +56,19 @@ fn kernels(c: &mut Criterion) {
         match name.as_str() {
             "cpu" => backends.push(("cpu".into(), Backend::Cpu)),
             "gpu" | "gpu-software" => {
-                match GpuBackend::new(&GpuOptions::default(), framepipe::ledger::Ledger::unlimited()) {
+                // `gpu-software` names the software rasterizer, whatever
+                // else the machine has; `gpu` takes the best adapter.
+                let adapter = (name == "gpu-software").then(|| {
+                    let instance = framepipe::gpu::instance();
+                    let adapters = framepipe::gpu::list_adapters(&instance);
+                    adapters.into_iter().find(|(_, a)| a.software).map(|(_, a)| a.name)
+                });
+                if adapter == Some(None) {
+                    eprintln!("gpu-software: no software adapter found");
+                    continue;
+                }
+                let options = GpuOptions { adapter: adapter.flatten(), ..Default::default() };
+                match GpuBackend::new(&options, framepipe::ledger::Ledger::unlimited()) {
                     // A software rasterizer takes minutes per 8K blur: measured
                     // only when asked for by name (or once, tiny, in tests).
                     Ok(g) if g.adapter().software && full_run() && name == "gpu" => {
@@ -65,11 +77,6 @@ fn kernels(c: &mut Criterion) {
                             g.adapter().name
                         )
                     }
-                    // `gpu-software` adds a software rasterizer, never a
-                    // second copy of the hardware one.
-                    Ok(g) if !g.adapter().software && name == "gpu-software" => {
-                        eprintln!("gpu-software: {} is hardware, measured as `gpu`", g.adapter().name)
-                    }
                     Ok(g) => {
                         let label = if g.adapter().software { "gpu-software" } else { "gpu" };
                         // Without timestamps the figure is host time around a
@@ -77,6 +84,11 @@ fn kernels(c: &mut Criterion) {
                         // the id, so it is never read as kernel time.
                         let label =
                             if g.adapter().timestamps { label.to_string() } else { format!("{label}-hostclock") };
+                        // Asked for twice (`gpu,gpu-software` where the only
+                        // adapter is software): measured once.
+                        if backends.iter().any(|(l, _)| *l == label) {
+                            continue;
+                        }
                         eprintln!("gpu: {} (timestamps: {})", g.adapter().name, g.adapter().timestamps);
                         backends.push((label, Backend::Gpu(Box::new(g))));
                     }

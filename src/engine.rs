@@ -516,6 +516,36 @@ pub(crate) fn is_identity(plan: &Plan) -> bool {
 /// # Errors
 /// Only errors that concern the whole run; per-frame failures are in the
 /// report (`failures`) and, with [`ErrorPolicy::Stop`], end the run early.
+/// Runs `plan` on `src` at export priority. Refused VRAM that previews
+/// hold (they took this path's slot, or the budget beside theirs) is waited
+/// for, as the pipeline waits to regrow its pool: their memory comes back
+/// once they have been quiet for `preview_memory_idle`. Refused memory
+/// that no preview will give back is the error it is.
+fn process_yielding(
+    engine: &Engine,
+    src: &crate::io::HostFrame,
+    plan: &Plan,
+    cancel: &Cancel,
+) -> Result<(crate::io::HostFrame, Option<u64>)> {
+    let keep = (crate::gpu::FrameShape::of(src), plan);
+    loop {
+        // Bound first: the backend guard must be gone before the arms,
+        // which reclaim previews' memory under the same lock.
+        let result = engine.backend().lock(Priority::Export).process(src, plan);
+        match result {
+            Err(Error::Budget(_)) if !cancel.is_cancelled() && engine.preview_memory_held() => {
+                // Counted after the refusal: the attempt's own undoing of
+                // what it had allocated is not a release to wake for.
+                let since = engine.ledger().releases();
+                if !engine.reclaim_preview_memory(Some(keep)) {
+                    engine.ledger().wait_release(since, Duration::from_millis(250));
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
 fn run_sequential(
     job: &Job,
     prepared: &PreparedJob,
@@ -543,8 +573,10 @@ fn run_sequential(
         while !cancel.is_cancelled() && !engine.core.gate.pass(Duration::from_millis(20), start) {
             // A preview waiting for VRAM gets the slot this path keeps
             // between frames.
-            if engine.core.pressure.urgent.load(Ordering::SeqCst) > 0
+            let urgent = || engine.core.pressure.urgent.load(Ordering::SeqCst) > 0;
+            if urgent()
                 && let Backend::Gpu(g) = &mut *engine.backend().lock(Priority::Export)
+                && urgent()
             {
                 g.release_own_slot();
             }
@@ -574,8 +606,7 @@ fn run_sequential(
                 Some(_) => {}
             }
             let t1 = Instant::now();
-            let (dst, gpu_ns) =
-                if identity { (src, None) } else { engine.backend().lock(Priority::Export).process(&src, &plan)? };
+            let (dst, gpu_ns) = if identity { (src, None) } else { process_yielding(engine, &src, &plan, cancel)? };
             let t2 = Instant::now();
             let output_bytes = match stream.as_deref_mut() {
                 Some(w) => {

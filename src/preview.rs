@@ -476,6 +476,14 @@ impl Engine {
         true
     }
 
+    /// Whether previews hold GPU memory that they will give back: a
+    /// render is under way, or one ran since their memory was last
+    /// reclaimed.
+    pub(crate) fn preview_memory_held(&self) -> bool {
+        let state = &self.core.previews;
+        state.active.load(Ordering::SeqCst) > 0 || lock(&state.last_render).is_some()
+    }
+
     /// Whether a preview is cached (without counting a hit or a miss).
     pub fn preview_cached(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> bool {
         let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };

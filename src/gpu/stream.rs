@@ -72,16 +72,21 @@ impl GpuBackend {
         });
         let groups = (bytes / 16).div_ceil(STREAM_GROUP);
         let (gx, gy) = (groups.min(STREAM_ROW) as u32, groups.div_ceil(STREAM_ROW) as u32);
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        // One untimed pass first, so the timed one reads and writes memory
-        // the GPU has touched, as the frame kernels' reused buffers are.
+        let poll = |what| self.device.poll(what).map_err(|e| Error::Gpu(format!("device poll failed: {e}")));
+        // One untimed pass first, submitted and finished on its own, so the
+        // timed one reads and writes memory the GPU has touched, as the
+        // frame kernels' reused buffers are (and a host clock times it alone).
+        let mut warm = self.device.create_command_encoder(&Default::default());
         {
             let desc = wgpu::ComputePassDescriptor { label: Some("warm"), timestamp_writes: None };
-            let mut pass = encoder.begin_compute_pass(&desc);
+            let mut pass = warm.begin_compute_pass(&desc);
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &group, &[]);
             pass.dispatch_workgroups(gx, gy, 1);
         }
+        self.queue.submit([warm.finish()]);
+        poll(wgpu::PollType::wait_indefinitely())?;
+        let mut encoder = self.device.create_command_encoder(&Default::default());
         {
             let timestamp_writes = timer.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
                 query_set: set,
@@ -100,7 +105,6 @@ impl GpuBackend {
         }
         let started = std::time::Instant::now();
         self.queue.submit([encoder.finish()]);
-        let poll = |what| self.device.poll(what).map_err(|e| Error::Gpu(format!("device poll failed: {e}")));
         poll(wgpu::PollType::wait_indefinitely())?;
         let host = started.elapsed().as_nanos() as u64;
         self.check_error()?;
