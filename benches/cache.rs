@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
 use framepipe::io::EncodeOptions;
@@ -38,7 +40,7 @@ fn cache(c: &mut Criterion) {
     };
 
     let mut group = c.benchmark_group(format!("preview/{size}"));
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(measuring_time(3.0));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(common::measuring_time(3.0));
     let e = engine(1 << 30);
     e.preview(&seq, 1, &grade(0.0), Scale::Quarter).expect("preview");
     group.bench_function("hit", |b| b.iter(|| e.preview(&seq, 1, &grade(0.0), Scale::Quarter).expect("preview")));
@@ -75,11 +77,3 @@ fn cache(c: &mut Criterion) {
 
 criterion_group!(benches, cache);
 criterion_main!(benches);
-
-/// Criterion's measuring time per case: `default` seconds, or
-/// `FRAMEPIPE_BENCH_SECONDS` (what scripts/gpu-report.sh sets to fit its
-/// time on the GPU machine).
-fn measuring_time(default: f64) -> Duration {
-    let seconds = std::env::var("FRAMEPIPE_BENCH_SECONDS").ok().and_then(|s| s.parse::<f64>().ok());
-    Duration::from_secs_f64(seconds.filter(|s| *s > 0.0).unwrap_or(default))
-}

@@ -19,6 +19,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use framepipe::generate::{GenerateOptions, parse_size, synthetic_frame};
 use framepipe::gpu::{GpuBackend, GpuOptions};
@@ -103,7 +105,7 @@ fn kernels(c: &mut Criterion) {
         let opts = GenerateOptions { width, height, format: PixelFormat::Rgba8, ..Default::default() };
         let frame = synthetic_frame(&opts, 1);
         let mut group = c.benchmark_group(format!("kernels/{size}"));
-        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(measuring_time(3.0));
+        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(common::measuring_time(3.0));
         // Decimal units: criterion prints GB/s, the unit the ~2 TB/s
         // streaming figure is quoted in.
         group.throughput(Throughput::BytesDecimal(2 * frame.data.len() as u64));
@@ -147,11 +149,3 @@ fn kernels(c: &mut Criterion) {
 
 criterion_group!(benches, kernels);
 criterion_main!(benches);
-
-/// Criterion's measuring time per case: `default` seconds, or
-/// `FRAMEPIPE_BENCH_SECONDS` (what scripts/gpu-report.sh sets to fit its
-/// time on the GPU machine).
-fn measuring_time(default: f64) -> Duration {
-    let seconds = std::env::var("FRAMEPIPE_BENCH_SECONDS").ok().and_then(|s| s.parse::<f64>().ok());
-    Duration::from_secs_f64(seconds.filter(|s| *s > 0.0).unwrap_or(default))
-}

@@ -109,10 +109,7 @@ impl GpuBackend {
         let host = started.elapsed().as_nanos() as u64;
         self.check_error()?;
         let Some((_, _, read)) = timer else { return Ok((host, false)) };
-        let (tx, rx) = std::sync::mpsc::channel();
-        read.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
+        let rx = super::staging::request_map(&read, wgpu::MapMode::Read);
         poll(wgpu::PollType::wait_indefinitely())?;
         rx.recv()
             .map_err(|_| Error::Gpu("timer map never completed".into()))?
