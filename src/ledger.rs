@@ -120,6 +120,15 @@ impl Ledger {
         let _ = self.released.wait_timeout_while(c, timeout, |c| c.releases == since);
     }
 
+    /// Wakes [`Ledger::wait_release`] as a release would, without
+    /// returning bytes: for memory that stays reserved but changes hands
+    /// (a preview's slot put back where the next preview takes it), so
+    /// the one waiting for it does not sleep out its timeout.
+    pub fn hand_over(&self) {
+        self.lock().releases += 1;
+        self.released.notify_all();
+    }
+
     fn take(self: &Arc<Self>, c: &mut Counts, bytes: u64, what: &str) -> Result<Reservation> {
         if c.current.saturating_add(bytes) > self.budget {
             return Err(Error::Budget(format!(
@@ -250,6 +259,23 @@ mod tests {
         l.wait_release(since, Duration::from_secs(30));
         assert!(t.elapsed() < Duration::from_secs(30));
         assert!(l.reserve(1, "b").is_ok());
+    }
+
+    #[test]
+    fn a_hand_over_wakes_a_waiter_without_freeing_bytes() {
+        let l = Ledger::new(100);
+        let _held = l.reserve(100, "slot").unwrap();
+        let since = l.releases();
+        let l2 = l.clone();
+        let waiter = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            l2.wait_release(since, Duration::from_secs(30));
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        l.hand_over();
+        assert!(waiter.join().unwrap() < Duration::from_secs(30));
+        assert_eq!(l.current(), 100);
     }
 
     #[test]

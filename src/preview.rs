@@ -564,6 +564,7 @@ impl Engine {
         let give_back = |reserved: Option<(PreviewSlot, SetHold)>| {
             if let Some((slot, _)) = reserved {
                 lock(&state.slot).get_or_insert(slot);
+                self.core.ledger.hand_over();
             }
         };
         // On the GPU a preview takes its VRAM (slot, kernel buffers) before
@@ -632,6 +633,8 @@ impl Engine {
                     if r.is_ok() {
                         s.holds = Some(src.clone());
                         *lock(&state.slot) = Some(s);
+                        // A preview waiting for memory takes this slot.
+                        self.core.ledger.hand_over();
                     }
                     *lock(&state.last_render) = Some(Instant::now());
                     r
