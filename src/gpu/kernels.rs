@@ -33,12 +33,7 @@ pub const WORKGROUP: (u32, u32) = (64, 4);
 /// blur.wgsl).
 pub const BLUR_OUTPUTS: u32 = 4;
 
-/// The gain ([`Affine::gain`](crate::ops::Affine::gain)) above which the
-/// color stage before a blur is applied per loaded pixel: after the sum it
-/// multiplies the sum's f32 rounding by the gain, which at 1000 put 16-bit
-/// results 5 steps off; up to this gain the error stays a small fraction of
-/// a 16-bit step, and once per output is the cheaper order.
-pub const AT_LOAD_GAIN: f64 = 16.0;
+pub use crate::ops::AT_LOAD_GAIN;
 
 /// The parameters of every dispatch (a read-only storage buffer: see
 /// shaders/common.wgsl). Keep in sync with `struct Params` there.

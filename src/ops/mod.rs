@@ -11,7 +11,7 @@ mod plan;
 mod preset;
 
 pub use cpu::{process_cpu, process_cpu_banded};
-pub use plan::{Affine, BlurKernel, BlurPass, Plan};
+pub use plan::{AT_LOAD_GAIN, Affine, BlurKernel, BlurPass, Plan};
 pub use preset::{load_preset, parse_preset};
 
 use serde::{Deserialize, Serialize};

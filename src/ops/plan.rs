@@ -3,6 +3,13 @@
 
 use super::{Op, REC709_LUMA};
 
+/// The gain ([`Affine::gain`]) above which a color stage is applied to
+/// the pixels a blur loads rather than to its sum: after the sum it
+/// multiplies the sum's f32 rounding by the gain, which at 1000 put 16-bit
+/// results 5 steps off; up to this gain the error stays a small fraction of
+/// a 16-bit step, and once per output is the cheaper order.
+pub const AT_LOAD_GAIN: f64 = 16.0;
+
 /// `rgb' = m · rgb + offset`; alpha passes through. Composed in f64 so that
 /// fusing many ops loses nothing measurable before the f32 kernels.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,6 +138,17 @@ impl Plan {
                 _ => {}
             }
         }
+        // A color stage commutes with a blur (its weights sum to one, its
+        // edges clamp to pixels that exist): the same image either way in
+        // exact math. So a strong one after a blur, whose gain would magnify
+        // the sum's rounding, moves ahead of every blur with those before it,
+        // where it is applied per loaded pixel.
+        if plan.passes.iter().any(|p| p.post.gain() > AT_LOAD_GAIN) {
+            for pass in &mut plan.passes {
+                plan.pre = plan.pre.then(&pass.post);
+                pass.post = Affine::IDENTITY;
+            }
+        }
         plan
     }
 
@@ -170,5 +188,24 @@ mod tests {
             Plan::compile(&[Op::Blur { sigma: 0.0 }, Op::Blur { sigma: 2.0 }, Op::Saturation { saturation: 0.0 }]);
         assert_eq!(plan.passes.len(), 1);
         assert!((plan.passes[0].post.m[1][0] - REC709_LUMA[0]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn strong_stages_after_a_blur_move_ahead_of_every_blur() {
+        let blur = |sigma| Op::Blur { sigma };
+        let weak = [Op::Exposure { stops: 1.0 }, blur(2.0), Op::Saturation { saturation: 1.5 }, blur(1.0)];
+        let plan = Plan::compile(&weak);
+        assert_ne!(plan.passes[0].post, Affine::IDENTITY, "weak stages stay where they are");
+        let strong = [weak.as_slice(), &[Op::Contrast { contrast: 1000.0, pivot: 0.5 }]].concat();
+        let plan = Plan::compile(&strong);
+        assert!(plan.passes.iter().all(|p| p.post == Affine::IDENTITY));
+        assert_eq!(plan.passes.len(), 2);
+        // exposure → saturation → contrast, in that order, on one color.
+        let x = [0.2, 0.3, 0.4].map(|v: f64| v * 2.0);
+        let luma: f64 = (0..3).map(|c| REC709_LUMA[c] * x[c]).sum();
+        let want = (luma + 1.5 * (x[0] - luma) - 0.5) * 1000.0 + 0.5;
+        let a = plan.pre;
+        let got = a.m[0][0] * 0.2 + a.m[0][1] * 0.3 + a.m[0][2] * 0.4 + a.offset[0];
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
     }
 }
