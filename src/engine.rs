@@ -511,11 +511,6 @@ pub(crate) fn is_identity(plan: &Plan) -> bool {
     plan.passes.is_empty() && plan.pre == Affine::IDENTITY
 }
 
-/// Processes every frame of a prepared job, one at a time.
-///
-/// # Errors
-/// Only errors that concern the whole run; per-frame failures are in the
-/// report (`failures`) and, with [`ErrorPolicy::Stop`], end the run early.
 /// Runs `plan` on `src` at export priority. Refused VRAM that previews
 /// hold (they took this path's slot, or the budget beside theirs) is waited
 /// for, as the pipeline waits to regrow its pool: their memory comes back
@@ -546,6 +541,11 @@ fn process_yielding(
     }
 }
 
+/// Processes every frame of a prepared job, one at a time.
+///
+/// # Errors
+/// Only errors that concern the whole run; per-frame failures are in the
+/// report (`failures`) and, with [`ErrorPolicy::Stop`], end the run early.
 fn run_sequential(
     job: &Job,
     prepared: &PreparedJob,

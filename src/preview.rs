@@ -389,6 +389,7 @@ impl Engine {
     ) -> Result<(Arc<PreviewImage>, Served)> {
         let state = &self.core.previews;
         let mut joined = false;
+        let mut urgent = None;
         loop {
             if let Some(image) = lock(&state.cache).peek(key) {
                 return Ok((image, if joined { Served::Joined } else { Served::Hit }));
@@ -401,6 +402,13 @@ impl Engine {
             }
             if inflight.contains(key) {
                 joined = true;
+                // A prefetch rendering it that waits for memory claims it
+                // at prefetch strength (the export keeps its last slot): a
+                // preview waiting on it makes the claim urgent.
+                let starved = self.core.pressure.any.load(Ordering::SeqCst) > 0;
+                if priority == Priority::Preview && starved && urgent.is_none() {
+                    urgent = Some(Held::new(&self.core.pressure.urgent));
+                }
                 let _ = state.landed.wait_timeout(inflight, Duration::from_millis(100));
                 continue;
             }

@@ -424,9 +424,10 @@ enum Submitted {
 
 /// Submits one decoded frame under the export's priority: on the GPU it
 /// returns at once; the CPU backend runs the kernels here. When previews
-/// have taken the budget (their kernel buffers evicted ours), waits for
-/// memory (up to 10 s) if `may_wait`; else the caller first finishes
-/// the frames it has on the GPU (they free nothing while they wait).
+/// have taken the budget, waits for memory if `may_wait` (for as long as
+/// previews hold memory they will give back, else up to 10 s; never past
+/// a cancel); else the caller first finishes the frames it has on the GPU
+/// (they free nothing while they wait).
 ///
 /// Also returns the time spent waiting for the backend (previews ahead)
 /// and for memory, which is not work.
@@ -453,7 +454,11 @@ fn submit(
         });
         drop(backend);
         match r {
-            Err(Error::Budget(_)) if may_wait && Instant::now() < deadline => {
+            Err(Error::Budget(_))
+                if may_wait
+                    && !shared.cancel.is_cancelled()
+                    && (Instant::now() < deadline || engine.preview_memory_held()) =>
+            {
                 // Memory an editor left idle is given back (this run's
                 // kernel set stays); frames on the GPU free theirs as
                 // they land.

@@ -327,9 +327,12 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
         e.enable_trace();
         let out = t.path().join(format!("o{slots}{sequential}/o_%03d.png")).display().to_string();
         let export = start_export(&e, Job::new(seq.source.as_str(), out, grade(0.3)), sequential);
-        // Each new grade needs kernel buffers of its own: memory again.
-        for (f, g) in [(7, -0.4), (20, -0.2), (33, 0.1)] {
-            let p = e.preview(&seq, f, &grade(g), Scale::Quarter).expect("the preview gets memory");
+        // Each new grade needs kernel buffers of its own: memory again. The
+        // last blurs wider: buffers of another layout, which take the
+        // export's own (no room for both); the export waits, then rebuilds.
+        let wider = OpGraph::new(vec![Op::Exposure { stops: 0.1 }, Op::Blur { sigma: 2.7 }]).unwrap();
+        for (f, g) in [(7, grade(-0.4)), (20, grade(-0.2)), (33, wider)] {
+            let p = e.preview(&seq, f, &g, Scale::Quarter).expect("the preview gets memory");
             assert_eq!((p.width, p.height), (40, 24));
         }
         let last_preview = Instant::now();
