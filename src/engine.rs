@@ -558,6 +558,15 @@ fn run_sequential(
     let plan = job.graph.plan();
     let identity = is_identity(&plan);
     let total = prepared.sequence.frames.len();
+    // A budget that cannot hold one frame is refused up front, as the
+    // pipeline refuses it (a header that cannot be read fails its frame).
+    if let (false, Some(first)) = (identity, prepared.sequence.frames.first())
+        && let Ok((width, height, format)) = crate::io::probe_file(&first.path, &job.limits)
+        && let Backend::Gpu(gpu) = &*engine.backend().lock(Priority::Export)
+    {
+        let shape = crate::gpu::FrameShape { width, height, format };
+        crate::pipeline::check_one_frame_fits(gpu, shape, &plan, engine.ledger().budget())?;
+    }
     let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, prepared, engine, "sequential") };
     let mut expected: Option<(u32, u32, crate::io::PixelFormat)> = None;
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {

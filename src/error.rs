@@ -58,6 +58,10 @@ pub enum Error {
         /// What else uses it (`an input frame`, `an output frame`).
         role: String,
     },
+    /// An output would replace something that is not a plain file: a pipe,
+    /// a device, a socket, or a link into `/dev` or `/proc` (`/dev/stdout`).
+    #[error("{0}: not a plain file (a pipe, device or system link); name a file, or - where the option takes it")]
+    OutputNotFile(PathBuf),
     /// An output (frame, report) would replace a folder.
     #[error("{0}: is a folder; an output must be a file")]
     OutputIsFolder(PathBuf),
@@ -151,6 +155,7 @@ impl Error {
                 | Error::OutputIsInput(_)
                 | Error::PathClash { .. }
                 | Error::OutputIsFolder(_)
+                | Error::OutputNotFile(_)
                 | Error::OutputDir { .. }
                 | Error::Budget(_)
                 | Error::NoGpu(_)

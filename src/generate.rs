@@ -144,8 +144,9 @@ pub fn generate_sequence(
 ) -> Result<Vec<PathBuf>> {
     let pattern = FramePattern::parse(pattern)?;
     let format = OutputFormat::from_path(&pattern.path(0))?;
-    if opts.frames == 0 {
-        return Err(Error::invalid("frame count", 0, "at least 1"));
+    if opts.frames == 0 || opts.frames as u64 > crate::sequence::MAX_SPEC_FRAMES {
+        let most = crate::sequence::MAX_SPEC_FRAMES;
+        return Err(Error::invalid("frame count", opts.frames, format!("1 to {most}, as many as process takes")));
     }
     // What framepipe would refuse to read back is not worth writing (nor
     // the host memory it takes, one frame per core).

@@ -604,6 +604,12 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     if let Some(twice) = args.pools.iter().find(|p| !seen.insert(p.to_string())) {
         return Err(Error::invalid("--pools", twice, "each pool size once"));
     }
+    // The table goes to stdout; the CSV and the chart are files.
+    for (flag, path) in [("--csv", &args.csv), ("--chart", &args.chart)] {
+        if path.as_os_str() == "-" {
+            return Err(Error::invalid(flag, "-", "a file name (the table is printed on stdout)"));
+        }
+    }
     // Before minutes of runs: neither file may replace a frame, the
     // preset, or the other.
     let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), args.missing)?;
@@ -769,11 +775,15 @@ fn print_stdout(text: &str) -> Result<(), Error> {
 
 fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let (width, height) = parse_size(&args.size)?;
-    let dir = tempfile::Builder::new()
+    if args.frames == 0 {
+        return Err(Error::invalid("frame count", 0, "at least 1"));
+    }
+    // Removed if the demo fails before its frames are graded; kept then.
+    let tmp = tempfile::Builder::new()
         .prefix("framepipe-demo-")
         .tempdir()
-        .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?
-        .keep();
+        .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+    let dir = tmp.path().to_owned();
     let plates = dir.join("plates/shot_%04d.png").display().to_string();
     let graded = dir.join("graded/shot_%04d.png").display().to_string();
     let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
@@ -801,6 +811,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         quiet: false,
     };
     let code = run_job(&job, &run, None)?;
+    let _ = tmp.keep();
     note!(
         "sources:  {plates}\ngraded:   {graded}\nreport:   {}\ntimeline: {}",
         dir.join("report.json").display(),

@@ -60,7 +60,8 @@ impl std::fmt::Display for PoolSize {
 /// false: the CPU backend, or no ops) a slot is a host frame between
 /// decode and the kernels, and one per worker plus two waiting is enough.
 pub fn auto_cap(threads: usize, gpu: bool) -> usize {
-    if gpu { threads + crate::pipeline::GPU_DEPTH + 1 } else { threads + 2 }
+    let cap = if gpu { threads + crate::pipeline::GPU_DEPTH + 1 } else { threads + 2 };
+    cap.min(MAX_POOL)
 }
 
 /// A pool of slots of type `T`, shared by the pipeline's threads.

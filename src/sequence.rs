@@ -93,7 +93,7 @@ impl FramePattern {
 
 /// The most frames a `--frames` spec may name (ten million: 46 days at
 /// 24 fps), in one range or in all.
-const MAX_SPEC_FRAMES: u64 = 10_000_000;
+pub(crate) const MAX_SPEC_FRAMES: u64 = 10_000_000;
 
 /// The widest zero padding a frame number field may ask for.
 const MAX_PAD: usize = 20;
@@ -281,6 +281,15 @@ impl Sequence {
 /// Number → path for every frame of `input` on disk.
 fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
     let path = Path::new(input);
+    // A file or pattern names its format: one framepipe cannot read is a
+    // usage error now, not a decode error on every frame.
+    if !path.is_dir() {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+            let known = IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ");
+            return Err(Error::Sequence(format!("{input}: not an image framepipe reads (one of {known})")));
+        }
+    }
     // A folder or file that exists is what it is, even when its name has a
     // `#` or `%d` in it (`take#2/`).
     if FramePattern::is_pattern(input) && !path.exists() {

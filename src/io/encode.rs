@@ -25,7 +25,9 @@ pub enum OutputFormat {
     Png,
     /// Baseline JPEG, 8 bits, no alpha.
     Jpeg,
-    /// Uncompressed TIFF, 8 or 16 bits.
+    /// Uncompressed TIFF, 8 or 16 bits. Files only (a TIFF stream cannot
+    /// be split), so not offered by `--stream-format`.
+    #[value(skip)]
     Tiff,
     /// QOI, 8 bits.
     Qoi,
@@ -119,6 +121,14 @@ fn live() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
 /// partial outputs by [`remove_partials`].
 static SCRATCH: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
+/// Folders [`MadeDirs`] alive now hold, outermost first: an abrupt stop
+/// removes those left empty, as their drops would have.
+static MADE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn made() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    MADE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Removes every temporary output this process is writing and stops new
 /// ones from being created, for a process about to exit without unwinding
 /// (a second Ctrl-C): nothing partial is left behind. Scratch folders
@@ -130,6 +140,10 @@ pub fn remove_partials() -> usize {
     let removed = paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count();
     for dir in std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|p| p.into_inner())) {
         let _ = std::fs::remove_dir_all(dir);
+    }
+    for dir in std::mem::take(&mut *made()).iter().rev() {
+        // Fails, as it should, once the folder holds anything.
+        let _ = std::fs::remove_dir(dir);
     }
     removed
 }
@@ -246,15 +260,28 @@ pub fn check_new_file(path: &Path, overwrite: bool) -> Result<MadeDirs> {
     check_output_dir(parent_dir(path))
 }
 
-/// Checks that an output may go to `path`: not a folder, and nothing there
-/// (a dangling link counts) unless `overwrite`.
+/// Checks that an output may go to `path`: not a folder, nothing there (a
+/// dangling link counts) unless `overwrite`, and never anything but a plain
+/// file: outputs are renamed into place, which would replace a pipe, a
+/// device or `/dev/stdout` with a file.
 ///
 /// # Errors
-/// [`Error::OutputIsFolder`], [`Error::OutputExists`].
+/// [`Error::OutputIsFolder`], [`Error::OutputNotFile`], [`Error::OutputExists`].
 pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok() {
         if path.is_dir() {
             return Err(Error::OutputIsFolder(path.to_owned()));
+        }
+        // `/dev/stdout` is a link to a plain file when stdout is redirected
+        // to one: the path, where a link points and where it ends all count.
+        let system = |p: &Path| {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            p.starts_with("/dev") || p.starts_with("/proc")
+        };
+        let link = std::fs::read_link(path).ok().map(|to| parent_dir(path).join(to));
+        let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
+        if special || system(path) || link.as_deref().is_some_and(system) || system(&resolve_path(path)) {
+            return Err(Error::OutputNotFile(path.to_owned()));
         }
         if !overwrite {
             return Err(Error::OutputExists(path.to_owned()));
@@ -280,9 +307,13 @@ impl MadeDirs {
 
 impl Drop for MadeDirs {
     fn drop(&mut self) {
+        let mut made = made();
         for dir in self.0.iter().rev() {
             // Fails, as it should, once the folder holds anything.
             let _ = std::fs::remove_dir(dir);
+            if let Some(i) = made.iter().rposition(|d| d == dir) {
+                made.remove(i);
+            }
         }
     }
 }
@@ -309,7 +340,11 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
             continue;
         }
         match std::fs::create_dir(&at) {
-            Ok(()) => made.0.push(resolve_path(&at)),
+            Ok(()) => {
+                let path = resolve_path(&at);
+                self::made().push(path.clone());
+                made.0.push(path);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             // Some network file systems refuse mkdir on a folder that is
             // there with another error.

@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, bounded, unbounded};
 
 use clock::Clock;
+pub(crate) use slots::check_one_frame_fits;
 pub use slots::split_budget;
 use slots::{Staging, make_slots};
 use stages::Ctx;
@@ -294,8 +295,10 @@ pub(crate) fn run(
     // Preview memory an editor has left idle goes back before the pool is
     // sized (kept while the editor is active).
     engine.reclaim_preview_memory(Some((shape, &plan)));
+    // Auto sizes for the workers that can be busy: no more than frames.
+    let busy = threads.min(total);
     let Staging { slots, slot_bytes, ring } =
-        make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, threads, pool_size)?;
+        make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, busy, pool_size)?;
     report.pool_size = slots.len();
     report.slot_bytes = slot_bytes;
     // Host permits hold no VRAM: previews' pressure must not shrink them.

@@ -113,8 +113,9 @@ fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64,
 
 /// How `free` bytes split into (slots, readback buffers). Slots come
 /// first: each is a frame decoding or on the GPU, and decode parallelism is
-/// what a many-core machine needs. The ring gets [`GPU_DEPTH`] buffers (one
-/// if even that would leave no slot), slots take what fits up to
+/// what a many-core machine needs. The ring gets [`GPU_DEPTH`] buffers, or
+/// one where a second would cost the second slot (two slots let a decode
+/// run beside the GPU, worth more than two frames on it), slots take what fits up to
 /// [`auto_cap`], and the ring grows towards [`ring_size`] only with what
 /// is left. A fixed pool size leaves the ring the rest, at least one.
 pub fn split_budget(free: u64, slot: u64, readback: u64, threads: usize, pool: PoolSize) -> (usize, usize) {
@@ -122,11 +123,46 @@ pub fn split_budget(free: u64, slot: u64, readback: u64, threads: usize, pool: P
     match pool {
         PoolSize::Fixed(n) => (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(1, ideal)),
         PoolSize::Auto => {
-            let base = if free >= GPU_DEPTH as u64 * readback + slot { GPU_DEPTH } else { 1 };
+            let fit = |ring: usize| (free.saturating_sub(ring as u64 * readback) / slot) as usize;
+            let base = if fit(GPU_DEPTH) >= fit(1).clamp(1, 2) { GPU_DEPTH } else { 1 };
             let n = ((free.saturating_sub(base as u64 * readback) / slot) as usize).clamp(1, auto_cap(threads, true));
             (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(base, ideal))
         }
     }
+}
+
+/// The refusal of a budget that cannot hold one frame of `shape` (a slot,
+/// a readback buffer and `kernels` bytes of kernel buffers) beside `held`
+/// bytes that others hold.
+fn one_frame_refused(shape: FrameShape, kernels: u64, budget: u64, held: u64) -> Error {
+    let slot = GpuBackend::slot_bytes(shape);
+    let readback = GpuBackend::readback_bytes(shape);
+    let held = if held > 0 {
+        format!(" beside {} held by previews and other grades", human_bytes(held))
+    } else {
+        String::new()
+    };
+    Error::Budget(format!(
+        "one {} frame needs {} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {} budget{held} (raise --vram-budget)",
+        describe(shape),
+        human_bytes(kernels + slot + readback),
+        human_bytes(slot),
+        human_bytes(readback),
+        human_bytes(kernels),
+        human_bytes(budget)
+    ))
+}
+
+/// Refuses, up front, a budget that cannot hold one frame of `shape` on
+/// the GPU with `plan` (the least any export path needs), in the terms a
+/// user can act on rather than those of the buffer that would fail first.
+///
+/// # Errors
+/// [`Error::Budget`] with the sizes.
+pub(crate) fn check_one_frame_fits(gpu: &GpuBackend, shape: FrameShape, plan: &Plan, budget: u64) -> Result<()> {
+    let kernels = gpu.compute_bytes(shape, plan)?;
+    let needed = kernels + GpuBackend::slot_bytes(shape) + GpuBackend::readback_bytes(shape);
+    if needed > budget { Err(one_frame_refused(shape, kernels, budget, 0)) } else { Ok(()) }
 }
 
 /// The frame slots and, on the GPU, the readback ring: staging counted by
@@ -163,26 +199,8 @@ pub(super) fn make_slots(
     let slot = GpuBackend::slot_bytes(shape);
     let readback = GpuBackend::readback_bytes(shape);
     let budget = ledger.budget();
-    let needed = kernels + readback + slot;
-    let refuse = |held: u64| {
-        let held = if held > 0 {
-            format!(" beside {} held by previews and other grades", human_bytes(held))
-        } else {
-            String::new()
-        };
-        Error::Budget(format!(
-            "one {} frame needs {} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {} budget{held} (raise --vram-budget)",
-            describe(shape),
-            human_bytes(needed),
-            human_bytes(slot),
-            human_bytes(readback),
-            human_bytes(kernels),
-            human_bytes(budget)
-        ))
-    };
-    if needed > budget {
-        return Err(refuse(0));
-    }
+    let refuse = |held: u64| one_frame_refused(shape, kernels, budget, held);
+    check_one_frame_fits(gpu, shape, plan, budget)?;
     // The kernel set first: one already built for this grade (an earlier
     // export, a preview) is used, not counted twice, and cached sets of
     // other grades make room for it.
@@ -232,6 +250,8 @@ mod tests {
         assert_eq!(split_budget(free, 1000, 1000, 16, PoolSize::Auto), (auto_cap(16, true), ring_size(16)));
         // Room for one frame of each only.
         assert_eq!(split_budget(2100, 1050, 1000, 4, PoolSize::Auto), (1, 1));
+        // Two slots and one readback buffer rather than one slot and two.
+        assert_eq!(split_budget(3100, 1000, 1000, 4, PoolSize::Auto), (2, 1));
         // A fixed pool leaves the ring the rest, at least one.
         assert_eq!(split_budget(12_000, 1000, 1000, 4, PoolSize::Fixed(5)), (5, ring_size(4)));
         assert_eq!(split_budget(5_500, 1000, 1000, 4, PoolSize::Fixed(5)), (5, 1));

@@ -541,6 +541,46 @@ fn reports_never_land_on_inputs_outputs_or_existing_files() {
     // --overwrite replaces an earlier report (and the frames).
     run(&["--json", notes.to_str().unwrap(), "--overwrite"]).success();
     assert_ne!(fs::read(&notes).unwrap(), b"precious");
+    // Never a link into /proc or /dev (where /dev/stdout leads to a plain
+    // file when stdout is redirected to one), nor a pipe: a rename would
+    // replace it with a file.
+    let link = t.path().join("err.json");
+    std::os::unix::fs::symlink("/proc/self/fd/2", &link).unwrap();
+    let fifo = t.path().join("fifo.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for special in [link.as_path(), fifo.as_path(), Path::new("/dev/stdout")] {
+        run(&["--json", special.to_str().unwrap(), "--overwrite"]).code(2).stderr(contains("not a plain file"));
+    }
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata("/dev/stdout").unwrap().file_type().is_symlink());
+    // bench-pool prints its table on stdout: its files are files.
+    framepipe()
+        .args(["bench-pool", &input, "--backend", "cpu", "--pools", "1", "--repeat", "1", "--csv", "-"])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid --csv -"));
+}
+
+#[test]
+fn inputs_framepipe_cannot_read_are_refused_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let notes = t.path().join("readme.txt");
+    fs::write(&notes, "not a frame").unwrap();
+    let out = t.path().join("o.png").display().to_string();
+    for input in [notes.display().to_string(), t.path().join("s_%04d.exr").display().to_string()] {
+        framepipe()
+            .args(["process", &input, "-o", &out, "--backend", "cpu"])
+            .assert()
+            .code(2)
+            .stderr(contains(": not an image framepipe reads (one of .png,"));
+    }
+    let many = t.path().join("g/z_%04d.png").display().to_string();
+    framepipe()
+        .args(["generate", "--size", "16x16", "--frames", "100000000", "-o", &many])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid frame count 100000000"));
+    assert!(!t.path().join("g").exists());
 }
 
 #[test]
@@ -641,12 +681,12 @@ fn stdout_reports_and_stream_formats() {
         .assert()
         .code(2)
         .stderr(contains("invalid --timeline -"));
-    // FFmpeg cannot split concatenated TIFFs: refused, not streamed.
+    // FFmpeg cannot split concatenated TIFFs: not offered, not streamed.
     framepipe()
         .args(["process", &input, "-o", "-", "--stream-format", "tiff"])
         .assert()
         .code(2)
-        .stderr(contains("invalid stream format tiff"));
+        .stderr(contains("invalid value 'tiff'"));
     // An adapter named for the CPU backend is a contradiction.
     framepipe()
         .args(["process", &input, "-o", &out2, "--backend", "cpu", "--adapter", "x"])

@@ -311,8 +311,9 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     // gives up the slot it keeps between frames.
     for (slots, sequential) in [(4, false), (1, false), (1, true)] {
         let slot = GpuBackend::slot_bytes(shape);
-        // One readback buffer fewer for the sequential export, which has one.
-        let readbacks = if sequential { 1 } else { framepipe::pipeline::GPU_DEPTH as u64 };
+        // One readback buffer for the sequential export, which has one, and
+        // where a second would cost the second slot.
+        let readbacks = if sequential || slots == 1 { 1 } else { framepipe::pipeline::GPU_DEPTH as u64 };
         let budget = fixed - ring + readbacks * GpuBackend::readback_bytes(shape) + slots * slot + slot / 2;
         let e = Engine::new(EngineConfig {
             backend: BackendKind::Gpu,
