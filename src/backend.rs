@@ -69,11 +69,12 @@ impl Backend {
         }
     }
 
-    /// The adapter's name, or a description of the CPU backend.
-    pub fn device_name(&self) -> String {
+    /// The adapter's name, or a description of the CPU backend running on
+    /// `cpu_threads` threads.
+    pub fn device_name(&self, cpu_threads: usize) -> String {
         match self {
             Backend::Gpu(g) => format!("{} ({}, {})", g.adapter().name, g.adapter().backend, g.adapter().device_type),
-            Backend::Cpu => format!("CPU reference, {} threads", rayon::current_num_threads()),
+            Backend::Cpu => format!("CPU reference, {cpu_threads} thread{}", if cpu_threads == 1 { "" } else { "s" }),
         }
     }
 

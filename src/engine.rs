@@ -168,6 +168,10 @@ pub(crate) struct EngineCore {
     /// start while it is up.
     pub(crate) gate: crate::priority::Gate,
     pub(crate) previews: crate::preview::PreviewState,
+    /// The CPU backend's kernels run here, on [`Engine::threads`] threads:
+    /// `--threads 1` on a render farm's one-core slot means one core, not
+    /// rayon's global pool of all of them.
+    cpu: rayon::ThreadPool,
 }
 
 impl Engine {
@@ -193,7 +197,13 @@ impl Engine {
             ..Default::default()
         };
         let (backend, notice) = Backend::open(config.backend, &options, ledger.clone())?;
-        let (name, device) = (backend.name(), backend.device_name());
+        let threads = resolve_threads(config.threads);
+        let cpu = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("framepipe-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Io { path: "CPU thread pool".into(), source: std::io::Error::other(e) })?;
+        let (name, device) = (backend.name(), backend.device_name(threads));
         let previews = crate::preview::PreviewState::new(config.preview_cache_bytes, config.source_cache_bytes);
         let core = EngineCore {
             config,
@@ -205,6 +215,7 @@ impl Engine {
             pressure: Default::default(),
             gate: Default::default(),
             previews,
+            cpu,
         };
         Ok(Engine { core: std::sync::Arc::new(core) })
     }
@@ -242,10 +253,13 @@ impl Engine {
 
     /// Decode/encode threads (the config's, or one per core).
     pub fn threads(&self) -> usize {
-        match self.core.config.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
+        resolve_threads(self.core.config.threads)
+    }
+
+    /// Runs `work` on the engine's CPU threads (see [`Engine::threads`]):
+    /// what it runs in parallel (the CPU kernels) stays within them.
+    pub(crate) fn on_cpu_threads<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        self.core.cpu.install(work)
     }
 
     /// Runs a prepared job with every stage at once over the slot pool.
@@ -442,6 +456,9 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         let made = Default::default();
         return Ok(PreparedJob { sequence, outputs, format: job.stream_format, stream: true, _made: made });
     }
+    if job.output.trim().is_empty() {
+        return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
+    }
     let outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
         let pattern = FramePattern::parse(&job.output)?;
         sequence.frames.iter().map(|f| pattern.path(f.number)).collect()
@@ -526,7 +543,7 @@ fn process_yielding(
     loop {
         // Bound first: the backend guard must be gone before the arms,
         // which reclaim previews' memory under the same lock.
-        let result = engine.backend().lock(Priority::Export).process(src, plan);
+        let result = engine.on_cpu_threads(|| engine.backend().lock(Priority::Export).process(src, plan));
         match result {
             Err(Error::Budget(_)) if !cancel.is_cancelled() && engine.preview_memory_held() => {
                 // Counted after the refusal: the attempt's own undoing of
@@ -538,6 +555,14 @@ fn process_yielding(
             }
             r => return r,
         }
+    }
+}
+
+/// `threads` as configured, or one per core for 0.
+fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 
@@ -662,6 +687,7 @@ fn run_sequential(
         }
     }
     report.frames_written = report.frames.len();
+    report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
     report.seconds = started.elapsed().as_secs_f64();
     report.fps = report.frames_written as f64 / report.seconds.max(1e-9);
     Ok(report)

@@ -143,7 +143,7 @@ pub fn generate_sequence(
     overwrite: bool,
 ) -> Result<Vec<PathBuf>> {
     let pattern = FramePattern::parse(pattern)?;
-    let format = OutputFormat::from_path(&pattern.path(0))?;
+    let format = OutputFormat::from_path(&pattern.path(opts.start))?;
     if opts.frames == 0 || opts.frames as u64 > crate::sequence::MAX_SPEC_FRAMES {
         let most = crate::sequence::MAX_SPEC_FRAMES;
         return Err(Error::invalid("frame count", opts.frames, format!("1 to {most}, as many as process takes")));

@@ -108,7 +108,7 @@ struct ProcessArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     stream_format: Option<OutputFormat>,
     /// Frames to process: 1001-1100, 1-3,5,7-20x2 (inclusive). Default: all on disk.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     frames: Option<String>,
     /// Frames missing inside the range: error (list them) or skip.
     #[arg(long, value_enum, default_value_t)]
@@ -152,7 +152,7 @@ struct BenchPoolArgs {
     /// Input: pattern, directory, or one file.
     input: String,
     /// Frames to use: 1-48, 1001-1100x2 (inclusive). Default: all on disk.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     frames: Option<String>,
     /// Frames missing inside the range: error (list them) or skip.
     #[arg(long, value_enum, default_value_t)]
@@ -243,7 +243,7 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 24)]
     frames: u32,
     /// First frame number.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     start: u64,
     /// Bits per channel: 8 or 16.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(8..=16))]
@@ -636,12 +636,12 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let threads = probe.threads();
     drop(probe);
     note!(
-        "bench-pool: {} ({}), {} on {device}, {threads} decode/encode threads, budget {}, pools {:?}, {} run{} each after one warm-up",
+        "bench-pool: {} ({}), {} on {device}, {threads} decode/encode threads, budget {}, pools {}, {} run{} each after one warm-up",
         args.input,
         job.graph.describe(),
         args.format,
         framepipe::ledger::human_bytes(args.budget),
-        args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
         args.repeat,
         if args.repeat == 1 { "" } else { "s" }
     );
@@ -653,9 +653,10 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         args.repeat as usize,
         &mut |r| {
             note!(
-                "  pool {} ({} slots) run {}: {} frames in {:.2} s, {:.3} frames/s",
+                "  pool {} ({} slot{}) run {}: {} frames in {:.2} s, {:.3} frames/s",
                 r.requested,
                 r.pool_size,
+                if r.pool_size == 1 { "" } else { "s" },
                 r.repeat + 1,
                 r.frames,
                 r.seconds,

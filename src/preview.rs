@@ -648,8 +648,7 @@ impl Engine {
                     r
                 }
                 Backend::Cpu => {
-                    let full = process_cpu(&src, &plan);
-                    let (w, h, data) = downscale_cpu(&full, factor);
+                    let (w, h, data) = self.on_cpu_threads(|| downscale_cpu(&process_cpu(&src, &plan), factor));
                     Ok((w, h, data, None))
                 }
             })?;

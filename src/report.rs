@@ -93,6 +93,10 @@ pub struct Report {
     pub frames_missing: u64,
     /// The missing numbers as a compact list; empty when none.
     pub missing_list: String,
+    /// Frames neither written nor failed (a stop or a cancel ended the run
+    /// first, in flight or never started) as a compact list: the ones to
+    /// run again. Empty when none.
+    pub unwritten_list: String,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Frames written per second of wall time.
@@ -165,6 +169,7 @@ impl Report {
         Report {
             frames_missing: missing.iter().map(|r| r.end() - r.start() + 1).sum(),
             missing_list: crate::sequence::compact_runs(missing),
+            unwritten_list: String::new(),
             input: job.input.clone(),
             output: job.output.clone(),
             ops: job.graph.describe(),
@@ -184,11 +189,12 @@ impl Report {
 
     /// The end-of-run paragraph.
     pub fn summary(&self) -> String {
+        // No frame decoded, no size to name.
+        let frame = if self.frame.is_empty() { String::new() } else { format!(" ({})", self.frame) };
         let mut s = format!(
-            "{} frame{} ({}) written in {:.2} s, {:.2} frames/s, on the {} backend: {}.",
+            "{} frame{}{frame} written in {:.2} s, {:.2} frames/s, on the {} backend: {}.",
             self.frames_written,
             if self.frames_written == 1 { "" } else { "s" },
-            self.frame,
             self.seconds,
             self.fps,
             self.backend,
@@ -226,8 +232,23 @@ impl Report {
             s += &format!(" {n} missing frame{} left out: {list}.", if n == 1 { "" } else { "s" });
         }
         if self.frames_skipped > 0 {
-            s += &format!(" {} frame(s) not attempted.", self.frames_skipped);
+            s += &format!(" {} frame(s) not written: {}.", self.frames_skipped, self.unwritten_list);
         }
         s
+    }
+
+    /// Fills [`Report::unwritten_list`] from the job's frame numbers
+    /// (ascending) and what was written and failed.
+    pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
+        let done: std::collections::HashSet<u64> =
+            self.frames.iter().map(|f| f.number).chain(self.failures.iter().map(|f| f.number)).collect();
+        let mut runs: Vec<std::ops::RangeInclusive<u64>> = Vec::new();
+        for n in job_frames.into_iter().filter(|n| !done.contains(n)) {
+            match runs.last_mut() {
+                Some(run) if *run.end() + 1 == n => *run = *run.start()..=n,
+                _ => runs.push(n..=n),
+            }
+        }
+        self.unwritten_list = crate::sequence::compact_runs(&runs);
     }
 }

@@ -146,8 +146,11 @@ impl FrameSpec {
     /// # Errors
     /// [`Error::InvalidValue`] naming the bad part.
     pub fn parse(spec: &str) -> Result<Self> {
+        // The part at fault, or the whole spec where that part is empty
+        // (`1-5,`), which alone would show as "".
         let bad = |part: &str| {
-            Error::invalid("frame spec", format!("{part:?}"), "N, A-B or A-BxSTEP, comma separated, A ≤ B, STEP ≥ 1")
+            let shown = if part.is_empty() { spec } else { part };
+            Error::invalid("frame spec", format!("{shown:?}"), "N, A-B or A-BxSTEP, comma separated, A ≤ B, STEP ≥ 1")
         };
         let mut frames = Vec::new();
         for part in spec.split(',').map(str::trim) {

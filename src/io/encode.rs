@@ -345,6 +345,10 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
                 self::made().push(path.clone());
                 made.0.push(path);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !at.is_dir() && at.exists() => {
+                let reason = "it is a file".to_string();
+                return Err(Error::OutputDir { path: at, reason });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             // Some network file systems refuse mkdir on a folder that is
             // there with another error.
@@ -353,7 +357,9 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
             Err(e) => return Err(dir_error(e)),
         }
     }
-    tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir).map_err(dir_error)?;
+    // The OS reason, not the probe's made-up name.
+    let probe = tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir);
+    probe.map_err(|e| dir_error(std::io::Error::from(e.kind())))?;
     Ok(made)
 }
 

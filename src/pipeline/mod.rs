@@ -288,6 +288,7 @@ pub(crate) fn run(
     report.failures = early;
     let Some((first, shape)) = probed else {
         report.frames_skipped = total - report.failures.len();
+        report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
         report.seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     };
@@ -476,6 +477,7 @@ pub(crate) fn run(
     // Frames a halted stream did not write count as skipped, like the ones
     // never dispatched.
     report.frames_skipped = total - first - dispatched + dropped + abandoned;
+    report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
     report.cancelled = cancel.is_cancelled();
     report.vram_peak = watch.peak();
     report.rss_peak = peak_rss();

@@ -449,7 +449,7 @@ fn submit(
             (Backend::Gpu(g), SlotKind::Gpu(s), Some(r)) => Ok(Submitted::Gpu(g.submit(s, r, &shared.plan)?)),
             (_, _, _) => {
                 debug_assert_eq!(FrameShape::of(&d.frame), shape);
-                Ok(Submitted::Done(process_cpu(&d.frame, &shared.plan)))
+                Ok(Submitted::Done(engine.on_cpu_threads(|| process_cpu(&d.frame, &shared.plan))))
             }
         });
         drop(backend);
