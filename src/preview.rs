@@ -135,9 +135,28 @@ pub enum TraceEvent {
     PreviewDone(u64),
 }
 
+/// Which bytes a frame's file holds, as far as the file system says: its
+/// path, length and modification time. A plate re-rendered under the same
+/// name gets a new stamp, so neither cache serves what the old file made.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FileStamp {
+    path: std::path::PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    /// The stamp of `frame`'s file now.
+    fn of(sequence: &Sequence, frame: u64) -> Result<Self> {
+        let path = frame_path(sequence, frame)?;
+        let meta = std::fs::metadata(&path).map_err(|e| Error::Decode { path: path.clone(), reason: e.to_string() })?;
+        Ok(FileStamp { path, len: meta.len(), modified: meta.modified().ok() })
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PreviewKey {
-    source: String,
+    file: FileStamp,
     frame: u64,
     graph: u64,
     scale: Scale,
@@ -175,7 +194,7 @@ struct PreviewSlot {
 /// The engine's preview state: caches, counters, prefetch, trace.
 pub(crate) struct PreviewState {
     cache: Mutex<ByteLru<PreviewKey, PreviewImage>>,
-    sources: Mutex<ByteLru<(String, u64), HostFrame>>,
+    sources: Mutex<ByteLru<FileStamp, HostFrame>>,
     renders: AtomicU64,
     decodes: AtomicU64,
     uploads: AtomicU64,
@@ -352,12 +371,12 @@ impl Engine {
         let state = &self.core.previews;
         // A frame not in the sequence is an error before it moves the
         // playhead (and cancels what is prefetched for the real one).
-        frame_path(sequence, frame)?;
+        let file = FileStamp::of(sequence, frame)?;
         // Raised before the request is recorded: no export frame starts
         // after it until this preview holds its VRAM, has joined a render
         // under way, or is served from the cache.
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
-        let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
+        let key = PreviewKey { file, frame, graph: graph_hash(graph), scale };
         self.schedule_prefetch(sequence, frame, graph, scale);
         let (image, served) = self.cached_or_render(&key, sequence, graph, Priority::Preview, &mut gate)?;
         // A render traced its end itself, while it still held the backend.
@@ -494,7 +513,8 @@ impl Engine {
 
     /// Whether a preview is cached (without counting a hit or a miss).
     pub fn preview_cached(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> bool {
-        let key = PreviewKey { source: sequence.source.clone(), frame, graph: graph_hash(graph), scale };
+        let Ok(file) = FileStamp::of(sequence, frame) else { return false };
+        let key = PreviewKey { file, frame, graph: graph_hash(graph), scale };
         lock(&self.core.previews.cache).contains(&key)
     }
 
@@ -529,13 +549,12 @@ impl Engine {
 
     fn source(&self, sequence: &Sequence, frame: u64) -> Result<(Arc<HostFrame>, f64)> {
         let state = &self.core.previews;
-        let key = (sequence.source.clone(), frame);
+        let key = FileStamp::of(sequence, frame)?;
         if let Some(src) = lock(&state.sources).get(&key) {
             return Ok((src, 0.0));
         }
-        let path = frame_path(sequence, frame)?;
         let t = Instant::now();
-        let src = Arc::new(decode_file(&path, &DecodeLimits::default())?);
+        let src = Arc::new(decode_file(&key.path, &DecodeLimits::default())?);
         state.decodes.fetch_add(1, Ordering::SeqCst);
         let bytes = src.data.len() as u64;
         lock(&state.sources).insert(key, src.clone(), bytes);
@@ -788,12 +807,10 @@ impl Engine {
                             state.cancelled.fetch_add(1, Ordering::SeqCst);
                             continue;
                         }
-                        let key = PreviewKey {
-                            source: job.sequence.source.clone(),
-                            frame: job.frame,
-                            graph: graph_hash(&job.graph),
-                            scale: job.scale,
-                        };
+                        // A file gone since it was queued: nothing to render.
+                        let Ok(file) = FileStamp::of(&job.sequence, job.frame) else { continue };
+                        let key =
+                            PreviewKey { file, frame: job.frame, graph: graph_hash(&job.graph), scale: job.scale };
                         if let Ok((_, Served::Rendered)) =
                             engine.cached_or_render(&key, &job.sequence, &job.graph, Priority::Prefetch, &mut None)
                         {

@@ -158,6 +158,18 @@ fn hits_do_no_work_and_grade_changes_are_never_stale() {
             let fresh = engine(backend, 64 << 20).preview(&seq, f, &grade(stops), Scale::Quarter).unwrap();
             assert_eq!(got.data, fresh.data, "{backend:?}: frame {f} at {stops} after another frame");
         }
+        // A plate re-rendered under the same name: the new pixels, not
+        // the cached preview or the cached source of the old file.
+        let old = e.preview(&seq, 3, &grade(0.2), Scale::Quarter).unwrap();
+        let seed = Rng::fresh("re-rendered plate").next();
+        let opts =
+            GenerateOptions { width: 64, height: 40, frames: 1, start: 3, alpha: true, seed, ..Default::default() };
+        let pattern = t.path().join("p/s_%03d.png").display().to_string();
+        generate_sequence(&opts, &pattern, &EncodeOptions::default(), true).unwrap();
+        let new = e.preview(&seq, 3, &grade(0.2), Scale::Quarter).unwrap();
+        let fresh = engine(backend, 64 << 20).preview(&seq, 3, &grade(0.2), Scale::Quarter).unwrap();
+        assert_eq!(new.data, fresh.data, "{backend:?}: the re-rendered plate");
+        assert_ne!(new.data, old.data, "{backend:?}: new content");
     }
 }
 
