@@ -22,6 +22,7 @@ fn color(stage: &str) -> &'static str {
         "gpu" | "compute" => "#e15759",
         "readback" => "#f28e2b",
         "encode" => "#59a14f",
+        "write" => "#76b7b2",
         _ => "#b07aa1",
     }
 }

@@ -331,6 +331,9 @@ pub(crate) fn run(
     let mut reorder = Reorder::new(work.iter().map(|w| w.0).collect());
     let mut dropped = 0;
     let mut abandoned = 0;
+    // Frames dropped in flight (a cancel, a stop): a gap no failure was
+    // reported for, so a stream ends before one whatever `--on-error` says.
+    let mut abandoned_numbers = std::collections::HashSet::new();
 
     let compute_name =
         if identity { None } else { Some(if engine.backend_name() == "gpu" { "gpu" } else { "compute" }) };
@@ -340,6 +343,9 @@ pub(crate) fn run(
     let gpu_slots = compute_name == Some("gpu");
     let (to_readback, readback_rx) = bounded::<Finished>(readback_threads(threads));
     let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
+    // Writing to a stream is a stage of its own: a slow consumer (an
+    // encoder reading the pipe) is then what the report names.
+    let mut write_clock = Clock::default();
     let mut dispatched = 0usize;
     let mut slot_wait = Duration::ZERO;
     let mut slot_waiters = 1;
@@ -405,11 +411,12 @@ pub(crate) fn run(
                 Event::Encoded(record, bytes) => reorder.insert(record.number, Some((record, bytes))),
                 Event::Abandoned(number) => {
                     abandoned += 1;
+                    abandoned_numbers.insert(number);
                     reorder.insert(number, None);
                 }
             }
             let Some(out) = stream.as_deref_mut() else { continue };
-            while let Some((_, item)) = reorder.pop() {
+            while let Some((number, item)) = reorder.pop() {
                 match item {
                     // After a failure under `stop` (or a write error) nothing
                     // more goes out: the consumer must not get frames after a
@@ -417,7 +424,8 @@ pub(crate) fn run(
                     Some(_) if halted => dropped += 1,
                     Some((record, bytes)) => {
                         finished += 1;
-                        match out.write_all(&bytes).and_then(|()| out.flush()) {
+                        let write = || out.write_all(&bytes).and_then(|()| out.flush());
+                        match write_clock.work(shared.start, "write", 0, record.number, write) {
                             Ok(()) => {
                                 done.push(record);
                                 progress(Progress::Done { finished, total, record: done.last().expect("just pushed") });
@@ -432,7 +440,7 @@ pub(crate) fn run(
                             }
                         }
                     }
-                    None => halted |= job.on_error == ErrorPolicy::Stop,
+                    None => halted |= job.on_error == ErrorPolicy::Stop || abandoned_numbers.contains(&number),
                 }
                 if let Some(window) = &shared.window {
                     window.advance(reorder.released());
@@ -445,7 +453,9 @@ pub(crate) fn run(
         // slot or the stream window.
         shared.stop.store(true, Ordering::SeqCst);
         let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| h.join().unwrap_or_else(|_| join_failed(shared));
-        let (clock, sent) = reader.join().unwrap_or_default();
+        // A reader that died dispatched an unknown count: say none, and
+        // the run fails with the panic.
+        let (clock, sent) = reader.join().unwrap_or_else(|_| (join_failed(shared), 0));
         dispatched = sent;
         clocks.push(("read", vec![clock]));
         let decoders: Vec<Clock> = decoders
@@ -465,6 +475,9 @@ pub(crate) fn run(
             clocks.push(("readback", readers.into_iter().map(join).collect()));
         }
         clocks.push(("encode", encoders.into_iter().map(join).collect()));
+        if stream.is_some() {
+            clocks.push(("write", vec![std::mem::take(&mut write_clock)]));
+        }
         done.sort_by_key(|r| r.number);
         report.frames = done;
         report.failures.extend(failed);
