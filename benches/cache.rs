@@ -39,30 +39,34 @@ fn cache(c: &mut Criterion) {
         Engine::new(EngineConfig { backend, prefetch: 0, source_cache_bytes, ..Default::default() }).expect("engine")
     };
 
-    let mut group = c.benchmark_group(format!("preview/{size}"));
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(common::measuring_time(3.0));
     let e = engine(1 << 30);
+    // Named by the backend that opened (auto may have fallen back).
+    let mut group = c.benchmark_group(format!("preview/{size}/{}", e.backend_name()));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(common::measuring_time(3.0));
     e.preview(&seq, 1, &grade(0.0), Scale::Quarter).expect("preview");
     group.bench_function("hit", |b| b.iter(|| e.preview(&seq, 1, &grade(0.0), Scale::Quarter).expect("preview")));
     let mut stops = 0.0;
     group.bench_function("miss, source cached (slider drag)", |b| {
         b.iter(|| {
-            stops += 1e-3;
+            stops = (stops + 1e-3) % 4.0; // a new grade each time, within range
             e.preview(&seq, 1, &grade(stops), Scale::Quarter).expect("preview")
         })
     });
     let cold = engine(0); // no source cache: every miss decodes
     group.bench_function("miss, decode", |b| {
         b.iter(|| {
-            stops += 1e-3;
+            stops = (stops + 1e-3) % 4.0; // a new grade each time, within range
             cold.preview(&seq, 2, &grade(stops), Scale::Quarter).expect("preview")
         })
     });
-    group.bench_function("scrub 12 frames there and back", |b| {
+    // An editor that has shown a frame already (its slot and kernel
+    // buffers exist), scrubbing forward (misses) and back (hits).
+    group.bench_function("scrub 12 frames there (misses) and back (hits)", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let e = engine(1 << 30);
+                e.preview(&seq, 1, &grade(1.0), Scale::Quarter).expect("preview");
                 let t = Instant::now();
                 for f in (1..=frames as u64).chain((1..=frames as u64).rev()) {
                     e.preview(&seq, f, &grade(0.0), Scale::Quarter).expect("preview");

@@ -41,11 +41,15 @@ fn pipeline(c: &mut Criterion) {
         Op::Blur { sigma: 4.0 },
     ])
     .expect("valid ops");
+    // Named by the backend that opens (auto may fall back to the CPU).
+    let opened = Engine::new(EngineConfig { backend: backend(), ..Default::default() }).expect("engine");
+    let name = opened.backend_name();
+    drop(opened);
     for codec in ["png", "qoi", "tif"] {
         let input = dir.path().join(format!("in-{codec}/s_%04d.{codec}")).display().to_string();
         let opts = GenerateOptions { width, height, frames, ..Default::default() };
         generate_sequence(&opts, &input, &EncodeOptions::default(), false).expect("generate");
-        let mut group = c.benchmark_group(format!("pipeline/{codec}/{size}"));
+        let mut group = c.benchmark_group(format!("pipeline/{codec}/{size}/{name}"));
         group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
         group.throughput(Throughput::Elements(frames as u64));
         for pool in [1, 2, 4, 8] {

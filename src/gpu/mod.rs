@@ -36,7 +36,7 @@ mod stream;
 pub use adapter::{AdapterSummary, choose, instance, list_adapters};
 pub use banding::{BAND_TARGET_BYTES, Banding};
 pub use staging::{GpuSlot, InFlight, Readback, SlotWriter};
-pub use stream::STREAM_WGSL;
+pub use stream::{STREAM_WGSL, StreamCopy};
 
 use banding::SCRATCH_BPP;
 pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, DOWNSCALE_WGSL, Kernels, Params, shader_sources};
@@ -86,6 +86,10 @@ pub struct GpuOptions {
     /// Pretend the binding limit is this small, to exercise banding in
     /// tests. By default, the adapter's own limit capped at [`BAND_TARGET_BYTES`].
     pub max_binding_override: Option<u64>,
+    /// Aim bands at this many bytes instead of [`BAND_TARGET_BYTES`],
+    /// keeping the adapter's own limit (or the override) as the ceiling a
+    /// wide blur's halo may grow them to: to exercise that growth in tests.
+    pub band_target_override: Option<u64>,
 }
 
 /// A device with compiled kernels, ready to process frames.
@@ -258,10 +262,10 @@ impl GpuBackend {
             .min(limits.max_storage_buffer_binding_size)
             .min(limits.max_buffer_size);
         // An override is the limit itself (tests force small bands with it).
-        let binding_limit = if options.max_binding_override.is_some() {
-            binding_ceiling
-        } else {
-            binding_ceiling.min(BAND_TARGET_BYTES)
+        let binding_limit = match (options.band_target_override, options.max_binding_override) {
+            (Some(target), _) => binding_ceiling.min(target),
+            (None, Some(_)) => binding_ceiling,
+            (None, None) => binding_ceiling.min(BAND_TARGET_BYTES),
         };
         Ok(GpuBackend {
             device,

@@ -13,16 +13,29 @@ pub const STREAM_WGSL: &str = include_str!("../../shaders/stream.wgsl");
 const STREAM_GROUP: u64 = 256;
 const STREAM_ROW: u64 = 4096;
 
+/// One run of [`GpuBackend::stream_copy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamCopy {
+    /// Nanoseconds the copy took.
+    pub ns: u64,
+    /// Bytes copied: those asked for, rounded down to 16 and capped at
+    /// what one binding holds.
+    pub bytes: u64,
+    /// Whether `ns` is from GPU timestamps (else the host clock around
+    /// the submission).
+    pub timed: bool,
+}
+
 impl GpuBackend {
     /// Copies `bytes` (rounded down to 16, capped at what one binding
     /// holds) from one device buffer to another with a compute kernel, and
-    /// returns the nanoseconds it took by GPU timestamps, or on the host
-    /// clock around the submission where the adapter has none (then
-    /// `false`). Both buffers are counted by the ledger while they live.
+    /// returns how long it took by GPU timestamps, or on the host clock
+    /// around the submission where the adapter has none, and how many bytes
+    /// it copied. Both buffers are counted by the ledger while they live.
     ///
     /// # Errors
     /// [`Error::Budget`] when the ledger refuses the buffers, or [`Error::Gpu`].
-    pub fn stream_copy(&self, bytes: u64) -> Result<(u64, bool)> {
+    pub fn stream_copy(&self, bytes: u64) -> Result<StreamCopy> {
         let bytes = bytes.min(self.binding_ceiling) / 16 * 16;
         if bytes == 0 {
             return Err(Error::invalid("stream size", bytes, "at least 16 bytes"));
@@ -108,7 +121,7 @@ impl GpuBackend {
         poll(wgpu::PollType::wait_indefinitely())?;
         let host = started.elapsed().as_nanos() as u64;
         self.check_error()?;
-        let Some((_, _, read)) = timer else { return Ok((host, false)) };
+        let Some((_, _, read)) = timer else { return Ok(StreamCopy { ns: host, bytes, timed: false }) };
         let rx = super::staging::request_map(&read, wgpu::MapMode::Read);
         poll(wgpu::PollType::wait_indefinitely())?;
         rx.recv()
@@ -119,6 +132,7 @@ impl GpuBackend {
             bytemuck::pod_read_unaligned(&view)
         };
         read.unmap();
-        Ok(((b.saturating_sub(a) as f64 * self.queue.get_timestamp_period() as f64) as u64, true))
+        let ns = (b.saturating_sub(a) as f64 * self.queue.get_timestamp_period() as f64) as u64;
+        Ok(StreamCopy { ns, bytes, timed: true })
     }
 }

@@ -191,6 +191,39 @@ fn gpu_bands_match_cpu() {
     gpu_vs_cpu(options, &cases, "gpu banded");
 }
 
+/// The GPU against the definition itself where the chained checks (GPU ≈
+/// CPU ≈ definition) would allow twice the tolerance: 16-bit at sigma 16,
+/// and bands: cut to a small target, and grown past it (to the adapter's
+/// limit) where a wide blur's halo would leave bands of a few rows.
+#[test]
+fn gpu_matches_definition_16_bit_wide_blurs_and_bands() {
+    let mut rng = Rng::fresh("gpu_definition_bands");
+    let width = 37u32;
+    let small = width as u64 * 16 * 40;
+    let chain = |sigma| vec![Op::Exposure { stops: 0.3 }, Op::Blur { sigma }, Op::Saturation { saturation: 1.3 }];
+    let runs = [
+        (GpuOptions::default(), 64, 48, chain(16.0), false),
+        (GpuOptions { max_binding_override: Some(small), ..Default::default() }, width, 97, chain(3.7), false),
+        (GpuOptions { band_target_override: Some(small), ..Default::default() }, width, 301, chain(8.0), true),
+    ];
+    for (options, w, h, ops, grown) in runs {
+        let Some(mut backend) = gpu(options) else { return };
+        let plan = OpGraph::new(ops.clone()).unwrap().plan();
+        for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
+            let banding = backend.banding(w, h, format, &plan).unwrap();
+            if grown {
+                // At the target a band would be 40 rows (8-bit) beside a halo
+                // of 24 each side; grown, bands are twice their halo.
+                assert!(banding.band_rows >= 2 * banding.halo && banding.band_rows < h, "{banding:?}");
+            }
+            let src = random_frame(&mut rng, w, h, format, true);
+            let (out, _) = backend.process(&src, &plan).unwrap();
+            let what = format!("gpu vs definition {w}x{h} {format} {ops:?} {banding:?}");
+            assert_close(&out, &reference(&src, &ops), &what);
+        }
+    }
+}
+
 #[test]
 fn band_too_small_for_halo_is_a_clear_error() {
     let options = GpuOptions { max_binding_override: Some(8 * 16 * 10), ..Default::default() };
@@ -272,9 +305,10 @@ fn both_backends_match_the_definition_16_bit_with_strong_gains_after_a_blur() {
 #[test]
 fn the_streaming_reference_is_timed_and_gives_its_memory_back() {
     let Some(backend) = gpu(GpuOptions::default()) else { return };
-    let (ns, timed) = backend.stream_copy(3 << 20).unwrap();
-    assert!(ns > 0);
-    assert_eq!(timed, backend.adapter().timestamps);
+    let copy = backend.stream_copy((3 << 20) + 5).unwrap();
+    assert!(copy.ns > 0);
+    assert_eq!(copy.bytes, 3 << 20, "rounded down to 16 bytes");
+    assert_eq!(copy.timed, backend.adapter().timestamps);
     assert_eq!(backend.ledger().current(), 0, "both buffers released");
     assert!(backend.stream_copy(8).is_err(), "less than one 16-byte copy");
 }
