@@ -174,6 +174,21 @@ fn join_failed(shared: &Shared<'_>) -> Clock {
     Clock::default()
 }
 
+/// Stops the run if the thread holding it unwinds: a stage thread that
+/// dies outside a frame's guard must not leave the decoders after it
+/// waiting for its turn.
+struct StopOnPanic<'a, 'b>(&'a Shared<'b>);
+
+impl Drop for StopOnPanic<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop.store(true, Ordering::SeqCst);
+            join_failed(self.0);
+            self.0.next_turn.notify_all();
+        }
+    }
+}
+
 /// Sets the stop flag when dropped.
 struct StopOnDrop<'a>(&'a AtomicBool);
 
@@ -298,8 +313,23 @@ pub(crate) fn run(
     engine.reclaim_preview_memory(Some((shape, &plan)));
     // Auto sizes for the workers that can be busy: no more than frames.
     let busy = threads.min(total);
-    let Staging { slots, slot_bytes, ring } =
-        make_slots(&mut engine.backend().lock(Priority::Export), ledger, shape, &plan, identity, busy, pool_size)?;
+    // A pool that does not fit beside what an active editor's previews
+    // hold waits for them to go quiet and give it back (the export yields,
+    // never the preview); one that does not fit the budget is the error.
+    let Staging { slots, slot_bytes, ring } = loop {
+        let mut backend = engine.backend().lock(Priority::Export);
+        let made = make_slots(&mut backend, ledger, shape, &plan, identity, busy, pool_size);
+        // Released first: reclaiming takes the backend too.
+        drop(backend);
+        match made {
+            Err(Error::Budget(_)) if engine.preview_memory_held() && !cancel.is_cancelled() => {
+                if !engine.reclaim_preview_memory(Some((shape, &plan))) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            r => break r?,
+        }
+    };
     report.pool_size = slots.len();
     report.slot_bytes = slot_bytes;
     // Host permits hold no VRAM: previews' pressure must not shrink them.

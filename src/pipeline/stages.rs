@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::clock::Clock;
 use super::slots::start_frame;
-use super::{Decoded, Event, Finished, GPU_DEPTH, Processed, Shared, SlotKind, Stage, Work, describe};
+use super::{Decoded, Event, Finished, GPU_DEPTH, Processed, Shared, SlotKind, Stage, StopOnPanic, Work, describe};
 use crate::backend::Backend;
 use crate::engine::{Engine, PreparedJob};
 use crate::error::{Error, Result};
@@ -78,6 +78,7 @@ impl Ctx<'_> {
         events: Sender<Event>,
     ) -> (Clock, Duration) {
         let Ctx { engine, shared, pool, shape, slot_bytes, compute_name, gpu_slots, .. } = self;
+        let _stop_on_panic = StopOnPanic(shared);
         let mut clock = Clock::default();
         // Time spent waiting for a free slot (or for previews
         // at the gate), apart from waiting for work.

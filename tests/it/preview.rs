@@ -369,6 +369,43 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     }
 }
 
+/// An export of a fixed pool started while the editor's last preview still
+/// holds its slot: the export waits for the previews to go quiet and take
+/// their memory back, rather than fail for want of it.
+#[test]
+fn an_export_started_beside_an_active_editor_waits_for_its_memory() {
+    if crate::util::gpu(Default::default()).is_none() {
+        return;
+    }
+    use framepipe::gpu::{FrameShape, GpuBackend};
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 6, 96, 64, PixelFormat::Rgba8);
+    let shape = FrameShape { width: 96, height: 64, format: PixelFormat::Rgba8 };
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    let kernels = match &*probe.backend().lock(framepipe::priority::Priority::Export) {
+        framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &grade(0.3).plan()).unwrap(),
+        framepipe::Backend::Cpu => unreachable!(),
+    };
+    drop(probe);
+    let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
+    let budget = kernels + ring + 3 * GpuBackend::slot_bytes(shape);
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: budget,
+        pool: PoolSize::Fixed(3),
+        prefetch: 0,
+        preview_memory_idle: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .unwrap();
+    e.preview(&seq, 2, &grade(0.1), Scale::Quarter).unwrap();
+    let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
+    let prepared = framepipe::prepare(&job).unwrap();
+    let report = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).expect("the export waits, then runs");
+    assert_eq!((report.frames_written, report.pool_size), (6, 3));
+    assert!(e.ledger().peak() <= budget);
+}
+
 /// Waits (bounded) until every frame in `frames` is cached with `g`.
 fn prefetched(e: &Engine, seq: &Sequence, frames: &[u64], g: &OpGraph) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
