@@ -300,6 +300,15 @@ fn many_threads_at_once() {
     }
 }
 
+/// The kernel buffer bytes the GPU backend needs for `graph` on `shape`.
+fn kernel_bytes(shape: framepipe::gpu::FrameShape, graph: &OpGraph) -> u64 {
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    match &*probe.backend().lock(framepipe::priority::Priority::Export) {
+        framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &graph.plan()).unwrap(),
+        framepipe::Backend::Cpu => unreachable!("a GPU engine"),
+    }
+}
+
 #[test]
 fn a_full_budget_makes_the_export_yield_to_previews() {
     if crate::util::gpu(Default::default()).is_none() {
@@ -309,14 +318,8 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     let t = tempfile::tempdir().unwrap();
     let seq = sequence(t.path(), 100, 160, 96, PixelFormat::Rgba8);
     let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
-    let probe = engine(BackendKind::Gpu, 1 << 20);
     let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
-    let fixed = ring
-        + match &*probe.backend().lock(framepipe::priority::Priority::Export) {
-            framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &grade(0.3).plan()).unwrap(),
-            framepipe::Backend::Cpu => unreachable!(),
-        };
-    drop(probe);
+    let fixed = ring + kernel_bytes(shape, &grade(0.3));
     // The export's kernel buffers and four slots fill the budget, with
     // half a slot to spare: less than a preview needs. Then one slot, which
     // the export gives up too; then the one-frame-at-a-time export, which
@@ -381,12 +384,7 @@ fn an_export_started_beside_an_active_editor_waits_for_its_memory() {
     let t = tempfile::tempdir().unwrap();
     let seq = sequence(t.path(), 6, 96, 64, PixelFormat::Rgba8);
     let shape = FrameShape { width: 96, height: 64, format: PixelFormat::Rgba8 };
-    let probe = engine(BackendKind::Gpu, 1 << 20);
-    let kernels = match &*probe.backend().lock(framepipe::priority::Priority::Export) {
-        framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &grade(0.3).plan()).unwrap(),
-        framepipe::Backend::Cpu => unreachable!(),
-    };
-    drop(probe);
+    let kernels = kernel_bytes(shape, &grade(0.3));
     let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
     let budget = kernels + ring + 3 * GpuBackend::slot_bytes(shape);
     let e = Engine::new(EngineConfig {
