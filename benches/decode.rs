@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
 use framepipe::io::{DecodeLimits, EncodeOptions, decode_with};
@@ -20,7 +22,7 @@ fn decode(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let limits = DecodeLimits::default();
     let mut group = c.benchmark_group(format!("decode/{size}"));
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(common::measuring_time(5.0));
     let rgba_bytes = width as usize * height as usize * 4;
     group.throughput(Throughput::Bytes(rgba_bytes as u64));
     let mut dst = vec![0u8; rgba_bytes];

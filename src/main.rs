@@ -86,7 +86,8 @@ STREAMS
   -o - writes every frame, in sequence order, to stdout (never to a terminal): frames finish
   out of order, a reorder buffer puts them back, and the reader stays a bounded window ahead.
   --stream-format raw (default) is packed RGBA (rgba, or rgba64le for 16-bit sources); png,
-  jpeg, tiff or qoi concatenate images. The exact FFmpeg input options are printed on stderr:
+  jpeg or qoi concatenate images (not TIFF: FFmpeg cannot split a TIFF stream). The exact
+  FFmpeg input options are printed on stderr (add -r for the frame rate):
     framepipe process shot_%04d.png -o - --preset grade.toml \
       | ffmpeg -f rawvideo -pix_fmt rgba -s 7680x4320 -r 24 -i - -c:v prores_ks graded.mov
   A failed frame is left out with --on-error skip; with stop the stream ends before it.
@@ -451,9 +452,32 @@ fn stdout_writer() -> Box<dyn std::io::Write + Send> {
     Box::new(std::io::stdout())
 }
 
+/// The header of the first frame that has a readable one.
+fn first_header(job: &Job, prepared: &framepipe::PreparedJob) -> Option<framepipe::io::FrameInfo> {
+    prepared.sequence.frames.iter().find_map(|f| framepipe::io::probe_info(&f.path, &job.limits).ok())
+}
+
+/// What the output format cannot hold of the source (16 bits, alpha),
+/// said once before the run rather than found in the files.
+fn format_notice(prepared: &framepipe::PreparedJob, info: &framepipe::io::FrameInfo) -> Option<String> {
+    let name = match prepared.format {
+        OutputFormat::Jpeg => "JPEG",
+        OutputFormat::Qoi => "QOI",
+        _ => return None,
+    };
+    let mut lost = Vec::new();
+    if info.format == framepipe::io::PixelFormat::Rgba16 {
+        lost.push("16-bit values are rounded to 8 bits");
+    }
+    if info.has_alpha && prepared.format == OutputFormat::Jpeg {
+        lost.push("alpha is dropped");
+    }
+    (!lost.is_empty()).then(|| format!("notice: {name} holds less than the sources: {}", lost.join(" and ")))
+}
+
 /// The FFmpeg input options that read what a stream job writes.
-fn stream_hint(job: &Job, prepared: &framepipe::PreparedJob) -> Option<String> {
-    let (w, h, format) = framepipe::io::probe_file(&prepared.sequence.frames.first()?.path, &job.limits).ok()?;
+fn stream_hint(prepared: &framepipe::PreparedJob, info: &framepipe::io::FrameInfo) -> Option<String> {
+    let (w, h, format) = (info.width, info.height, info.format);
     Some(match prepared.format {
         OutputFormat::Raw => {
             let pix = if format == framepipe::io::PixelFormat::Rgba16 { "rgba64le" } else { "rgba" };
@@ -509,8 +533,13 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         note!("notice: {n}");
     }
-    if let Some(hint) = prepared.stream.then(|| stream_hint(&job, &prepared)).flatten().filter(|_| !opts.quiet) {
-        note!("{hint}");
+    if let Some(info) = first_header(&job, &prepared).filter(|_| !opts.quiet) {
+        if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
+            note!("{hint}");
+        }
+        if let Some(notice) = format_notice(&prepared, &info) {
+            note!("{notice}");
+        }
     }
     let cancel = Cancel::default();
     // The first interrupt now asks this run to stop (see `on_signal`).

@@ -265,8 +265,16 @@ fn open_decoder<'a>(path: &'a Path, limits: &DecodeLimits) -> Result<Box<dyn Ima
 /// # Errors
 /// As [`decode_file`].
 pub fn probe_file(path: &Path, limits: &DecodeLimits) -> Result<(u32, u32, PixelFormat)> {
-    let info = header(open_decoder(path, limits)?.as_ref());
+    let info = probe_info(path, limits)?;
     Ok((info.width, info.height, info.format))
+}
+
+/// Reads only the header: [`probe_file`], and whether the frame has alpha.
+///
+/// # Errors
+/// As [`decode_file`].
+pub fn probe_info(path: &Path, limits: &DecodeLimits) -> Result<FrameInfo> {
+    Ok(header(open_decoder(path, limits)?.as_ref()))
 }
 
 /// What a decoder's header says the frame widens to.

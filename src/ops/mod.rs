@@ -147,9 +147,9 @@ impl OpGraph {
             let gain = stage.gain();
             if gain.is_nan() || gain > MAX_FUSED_GAIN {
                 return Err(Error::invalid(
-                    "fused colour gain",
+                    "fused color gain",
                     format!("{gain:.3e}"),
-                    format!("at most {MAX_FUSED_GAIN:e} (consecutive colour ops multiply)"),
+                    format!("at most {MAX_FUSED_GAIN:e} (consecutive color ops multiply)"),
                 ));
             }
         }

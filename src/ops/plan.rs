@@ -67,6 +67,11 @@ impl Affine {
     /// row sum of |coefficients| and |offset| (the offset counts because a
     /// blur's weights sum to one only to f32 precision).
     pub fn gain(&self) -> f64 {
+        // A composition that overflowed (inf, or 0 · inf = NaN) magnifies
+        // without bound; NaN would slip through `max`.
+        if self.m.iter().flatten().chain(&self.offset).any(|v| !v.is_finite()) {
+            return f64::INFINITY;
+        }
         (0..3).map(|i| self.m[i].iter().map(|v| v.abs()).sum::<f64>() + self.offset[i].abs()).fold(0.0, f64::max)
     }
 

@@ -78,5 +78,21 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
         op.validate().map_err(|e| fail(format!("op {}{at} ({}): {e}", i + 1, op.name())))?;
         ops.push(op);
     }
-    Ok(OpGraph { ops })
+    let graph = OpGraph { ops };
+    if graph.validate().is_err() {
+        // Each op is in range, but consecutive color ops multiply: name the
+        // run that crossed the limit, from the blur before it to the op
+        // that tipped it over.
+        let prefix = |n: usize| OpGraph { ops: graph.ops[..n].to_vec() }.validate().err().map(|e| (n, e));
+        let (end, e) = (1..=graph.ops.len()).find_map(prefix).expect("the whole graph fails");
+        let blur = |op: &Op| matches!(op, Op::Blur { sigma } if *sigma > 0.0);
+        let start = graph.ops[..end].iter().rposition(blur).map_or(0, |i| i + 1).min(end - 1);
+        let lines = match (op_line(text, start), op_line(text, end - 1)) {
+            (Some(a), Some(b)) if a != b => format!(" (lines {a}-{b})"),
+            (Some(a), _) => format!(" (line {a})"),
+            _ => String::new(),
+        };
+        return Err(fail(format!("ops {}-{}{lines}: {e}", start + 1, end)));
+    }
+    Ok(graph)
 }

@@ -214,6 +214,18 @@ fn formats_round_trip_and_16_bit_stays_16_bit() {
     framepipe().args(["process", &input8, "-o", &out, "-q"]).assert().success();
     let j = decode(&t.path().join("j_01.jpg"));
     assert_eq!((j.width, j.height, j.format), (24, 16, PixelFormat::Rgba8));
+    // What an 8-bit container loses of a 16-bit source with alpha is said
+    // before the run, not found in the files.
+    let out = t.path().join("j16_%02d.jpg").display().to_string();
+    framepipe().args(["process", &input, "-o", &out]).assert().success().stderr(contains(
+        "notice: JPEG holds less than the sources: 16-bit values are rounded to 8 bits and alpha is dropped",
+    ));
+    let out = t.path().join("q16_%02d.qoi").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out])
+        .assert()
+        .success()
+        .stderr(contains("notice: QOI holds less than the sources: 16-bit values are rounded to 8 bits\n"));
 }
 
 #[test]
@@ -421,13 +433,19 @@ fn bad_arguments_and_presets_exit_2() {
     let negative = t.path().join("neg.toml");
     fs::write(&negative, "[[op]]\ntype = \"blur\"\nsigma = -2.0\n").unwrap();
     usage_error(&["process", &input, "-o", &out, "--preset", negative.to_str().unwrap()], "invalid sigma -2");
-    // Each exposure is in range; four in a row fuse past f32.
+    // Each exposure is in range; two in a row fuse past the limit, named
+    // by the ops and lines that did it (after a blur: ops 2 and 3).
+    let blur = "[[op]]\ntype = \"blur\"\nsigma = 1.0\n";
     let huge = t.path().join("huge.toml");
-    fs::write(&huge, "[[op]]\ntype = \"exposure\"\nstops = 32\n".repeat(4)).unwrap();
+    fs::write(&huge, blur.to_string() + &"[[op]]\ntype = \"exposure\"\nstops = 32\n".repeat(4)).unwrap();
     usage_error(
         &["process", &input, "-o", &out, "--preset", huge.to_str().unwrap()],
-        "invalid fused colour gain 3.403e38",
+        "huge.toml: ops 2-3 (lines 4-7): invalid fused color gain 1.845e19",
     );
+    // So many that the composition overflows f64 (inf, and NaN off the
+    // diagonal): refused too, never black frames.
+    fs::write(&huge, "[[op]]\ntype = \"exposure\"\nstops = 32\n".repeat(33)).unwrap();
+    usage_error(&["process", &input, "-o", &out, "--preset", huge.to_str().unwrap()], "invalid fused color gain");
     usage_error(&["process", &input, "-o", &t.path().join("x_%02d.bmp").display().to_string()], "output extension");
     assert!(!t.path().join("o").exists() || files(&t.path().join("o")).is_empty());
 }
