@@ -159,7 +159,8 @@ pub fn table(runs: &[PoolRun]) -> String {
     if let Some((req, slots, share)) = smallest_within_95(runs) {
         let _ = writeln!(
             s,
-            "smallest pool within 95 % of the best: {req} ({slots} slots, {:.0} % of the best)",
+            "smallest pool within 95 % of the best: {req} ({slots} slot{}, {:.0} % of the best)",
+            if slots == 1 { "" } else { "s" },
             100.0 * share
         );
     }

@@ -159,7 +159,7 @@ struct BenchPoolArgs {
     #[arg(long, value_enum, default_value_t)]
     missing: MissingPolicy,
     /// Pool sizes to compare.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,auto")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,auto", allow_hyphen_values = true)]
     pools: Vec<PoolSize>,
     /// Runs per pool size (the chart shows the spread).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -562,7 +562,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
                 bar.set_message(format!("frame {}", record.number));
             }
             None if !quiet => note!(
-                "framepipe: frame {} written {} ({finished}/{total}, {:.2} s elapsed)",
+                "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
                 record.number,
                 if record.output == "-" { "to stdout" } else { &record.output },
                 started.elapsed().as_secs_f64()

@@ -225,7 +225,10 @@ impl Report {
             );
         }
         if !self.failures.is_empty() {
-            s += &format!(" {} frame(s) failed.", self.failures.len());
+            let mut numbers: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
+            numbers.sort_unstable();
+            let list = crate::sequence::compact_runs(&crate::sequence::runs_of(numbers));
+            s += &format!(" {} frame(s) failed: {list}.", self.failures.len());
         }
         if self.frames_missing > 0 {
             let (n, list) = (self.frames_missing, &self.missing_list);
@@ -242,13 +245,7 @@ impl Report {
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
         let done: std::collections::HashSet<u64> =
             self.frames.iter().map(|f| f.number).chain(self.failures.iter().map(|f| f.number)).collect();
-        let mut runs: Vec<std::ops::RangeInclusive<u64>> = Vec::new();
-        for n in job_frames.into_iter().filter(|n| !done.contains(n)) {
-            match runs.last_mut() {
-                Some(run) if *run.end() + 1 == n => *run = *run.start()..=n,
-                _ => runs.push(n..=n),
-            }
-        }
+        let runs = crate::sequence::runs_of(job_frames.into_iter().filter(|n| !done.contains(n)));
         self.unwritten_list = crate::sequence::compact_runs(&runs);
     }
 }

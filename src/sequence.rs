@@ -39,6 +39,12 @@ impl FramePattern {
             .ok_or_else(|| Error::Sequence(format!("{pattern}: not a file pattern")))?;
         // `%%` is a literal `%` in the folders too, as FFmpeg reads it.
         let dir = path.parent().map(|d| PathBuf::from(d.to_string_lossy().replace("%%", "%"))).unwrap_or_default();
+        if let Some(at) = stray_percent(name) {
+            let at = name[..at].chars().count() + 1;
+            return Err(Error::Sequence(format!(
+                "{pattern}: the % at character {at} of {name:?} is not a frame number field (%04d, %d or ####; %% for a literal %)"
+            )));
+        }
         let fields = find_fields(name);
         match fields.as_slice() {
             // u64 frame numbers have at most 20 digits; a wider pad is a
@@ -60,9 +66,11 @@ impl FramePattern {
     }
 
     /// Whether a string contains a frame-number field at all.
+    /// A `%` that is neither a field nor `%%` counts, so that parsing
+    /// names it rather than the name being taken as a plain file.
     pub fn is_pattern(s: &str) -> bool {
         let name = Path::new(s).file_name().and_then(|n| n.to_str()).unwrap_or("");
-        !find_fields(name).is_empty()
+        !find_fields(name).is_empty() || stray_percent(name).is_some()
     }
 
     /// The path of frame `n`.
@@ -100,6 +108,27 @@ const MAX_PAD: usize = 20;
 
 /// Finds `%d`, `%0Nd` and runs of `#` in a file name: (start, end, pad).
 /// `%%` is a literal `%`, as in printf and FFmpeg.
+/// Where a `%` starts that is neither `%%` nor a `%Nd` field (`%x`,
+/// `%-4d`, a lone `%`), as printf and FFmpeg would refuse it.
+fn stray_percent(name: &str) -> Option<usize> {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if b.get(i + 1) == Some(&b'%') {
+                i += 2;
+                continue;
+            }
+            let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if b.get(i + 1 + digits) != Some(&b'd') {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
     let b = name.as_bytes();
     let mut out = Vec::new();
@@ -379,6 +408,18 @@ fn last_digits(s: &str) -> Option<(usize, usize, u64)> {
     Some((start, end, n))
 }
 
+/// Ascending numbers as runs of consecutive ones (`1 2 3 5` → `1-3, 5`).
+pub fn runs_of(ascending: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u64>> {
+    let mut runs: Vec<RangeInclusive<u64>> = Vec::new();
+    for n in ascending {
+        match runs.last_mut() {
+            Some(run) if *run.end() + 1 == n => *run = *run.start()..=n,
+            _ => runs.push(n..=n),
+        }
+    }
+    runs
+}
+
 /// Ascending inclusive runs as `1-3, 5, 7-9`: the first 20 runs, then the
 /// count of numbers in all.
 pub fn compact_runs(runs: &[RangeInclusive<u64>]) -> String {
@@ -435,6 +476,17 @@ mod tests {
             (0..3u64).map(|i| format!("{}-{}", i * 20_000_000, i * 20_000_000 + 9_000_000)).collect();
         let err = FrameSpec::parse(&many.join(",")).unwrap_err().to_string();
         assert!(err.contains("at most 10000000 frames in all"), "{err}");
+    }
+
+    #[test]
+    fn a_stray_percent_is_named() {
+        for bad in ["a_%04d%.png", "100%_%04d.png", "a_%x.png", "a_%-4d.png", "a_%.png"] {
+            assert!(FramePattern::is_pattern(bad), "{bad}");
+            let err = FramePattern::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a frame number field"), "{bad}: {err}");
+        }
+        let ok = FramePattern::parse("100%%_%04d.png").unwrap();
+        assert_eq!(ok.path(7), Path::new("100%_0007.png"));
     }
 
     #[test]

@@ -254,7 +254,8 @@ fn failing_frame_skip_and_stop() {
             .timeout(Duration::from_secs(60))
             .assert()
             .code(1)
-            .stderr(predicates::str::contains("s_006.png"));
+            // The summary names the frame to look at.
+            .stderr(predicates::str::contains("s_006.png").and(predicates::str::contains("1 frame(s) failed: 6.")));
         let mut written: Vec<_> =
             fs::read_dir(&skip).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
         written.sort();
