@@ -189,8 +189,8 @@ impl<T: Send> Pool<T> {
         self.free_tx.send(item).err().map(|e| e.into_inner())
     }
 
-    /// Under pressure, retires one slot that sits free (down to
-    /// [`Pressure::floor`]): memory a waiting preview can have at once,
+    /// Under pressure, retires one slot that sits free (down to none while
+    /// a preview waits, one for a prefetch): memory a waiting preview can have at once,
     /// without waiting for a frame to come back. Returns whether one went.
     pub fn shed(&self) -> bool {
         let y = &self.yielding;
