@@ -16,7 +16,7 @@
 # It takes: `framepipe info`; kernel GB/s per op at 1080p/4K/8K from GPU
 # timestamps beside the streaming reference (criterion `kernels` bench);
 # the pipelined run against the decode+encode-only run on 48 8K PNG
-# frames; `bench-pool` sweeps for PNG and QOI with the pipelined /
+# frames; `bench-pool` sweeps for PNG and uncompressed TIFF with the pipelined /
 # decode+encode-only ratio per pool size; the preview cache bench; the
 # editor session. A section that fails says so in the report and the rest
 # still run.

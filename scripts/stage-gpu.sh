@@ -3,8 +3,8 @@
 # the git-ignored .device/, small enough for the device tool to carry.
 #
 #   scripts/stage-gpu.sh
-# then the device tool's `run` with carry [".device"]:
-#   bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report.md"
+# then the device tool's `run` with carry [".device"], in the two calls
+# that scripts/gpu-report.sh's header gives.
 #
 # It builds the release CLI, the criterion suites and the editor example,
 # stages them with ../shared/device/stage, strips the line tables the

@@ -89,7 +89,8 @@ pub struct EngineConfig {
     pub adapter: Option<String>,
     /// Hard ceiling on GPU bytes. By default, 2 GiB ([`DEFAULT_BUDGET`]).
     pub vram_budget: u64,
-    /// Decode and encode threads; 0 means one per core. By default, 0.
+    /// Decode and encode threads, and the CPU backend's kernel threads; 0
+    /// means one per core. By default, 0.
     pub threads: usize,
     /// Frame slots. By default, [`PoolSize::Auto`].
     pub pool: PoolSize,

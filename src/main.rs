@@ -167,7 +167,7 @@ struct BenchPoolArgs {
     /// VRAM budget: 512MiB, 2GiB, 1.5GB.
     #[arg(long, alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     budget: u64,
-    /// Decode and encode threads (default: one per core).
+    /// Decode and encode threads, and the CPU backend's kernel threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
     /// auto, gpu or cpu.
@@ -218,7 +218,7 @@ struct RunArgs {
     /// Frame slots in flight: a number, or auto (as many as fit the budget, capped at threads + 3: one slot per decoder, per frame on the GPU (two), one decoded frame waiting its turn; threads + 2 without GPU work).
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pool: PoolSize,
-    /// Decode and encode threads (default: one per core).
+    /// Decode and encode threads, and the CPU backend's kernel threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
     /// Process one frame at a time instead of pipelining (the reference path).

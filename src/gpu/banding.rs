@@ -41,7 +41,9 @@ impl Banding {
     /// hold at most `limit` bytes.
     ///
     /// # Errors
-    /// [`Error::Gpu`] when not even one row plus the blur halo fits.
+    /// [`Error::InvalidValue`] (a usage error: the blur is too wide for
+    /// this adapter, whatever the frames) when not even a band of 8 rows
+    /// plus the blur halo fits.
     pub fn new(width: u32, height: u32, format: PixelFormat, plan: &Plan, limit: u64) -> Result<Self> {
         let row = width as u64 * band_bpp(plan, format);
         // Dispatch height is capped at 65535 workgroups of WORKGROUP.1 rows.
@@ -51,22 +53,28 @@ impl Banding {
         }
         let halo = plan.halo();
         if max_rows <= 2 * halo {
-            return Err(Error::Gpu(format!(
-                "blur radius total {halo} px needs {} rows of {width}-px context, more than the {} rows a {} KiB binding holds",
-                2 * halo + 1,
-                max_rows,
-                limit >> 10
-            )));
+            return Err(Error::invalid(
+                "blur radius total",
+                format!("{halo} px"),
+                format!(
+                    "{} rows of {width}-px context to fit the {max_rows} rows a {} KiB binding holds on this adapter",
+                    2 * halo + 1,
+                    limit >> 10
+                ),
+            ));
         }
         // Bands start on multiples of 8 so preview downscale blocks (up to
         // 8x8) never straddle two bands.
         let band_rows = (max_rows - 2 * halo) / 8 * 8;
         if band_rows == 0 {
-            return Err(Error::Gpu(format!(
-                "blur radius total {halo} px leaves fewer than 8 rows per band in the {} rows a {} KiB binding holds",
-                max_rows,
-                limit >> 10
-            )));
+            return Err(Error::invalid(
+                "blur radius total",
+                format!("{halo} px"),
+                format!(
+                    "8 rows per band beside it in the {max_rows} rows a {} KiB binding holds on this adapter",
+                    limit >> 10
+                ),
+            ));
         }
         Ok(Banding { band_rows, halo, scratch_rows: (band_rows + 2 * halo).min(height) })
     }
