@@ -206,12 +206,12 @@ struct RunArgs {
     /// On a failed frame: stop, or skip it and go on (exit code 1 either way).
     #[arg(long, value_enum, default_value_t)]
     on_error: ErrorPolicy,
-    /// PNG deflate effort.
-    #[arg(long, value_enum, default_value_t)]
-    png_compression: PngCompression,
-    /// JPEG quality, 1-100.
-    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
-    jpeg_quality: u8,
+    /// PNG deflate effort (default: fast).
+    #[arg(long, value_enum)]
+    png_compression: Option<PngCompression>,
+    /// JPEG quality, 1-100 (default: 95).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    jpeg_quality: Option<u8>,
     /// Hard ceiling on GPU memory: 512MiB, 2GiB, 1.5GB.
     #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     vram_budget: u64,
@@ -500,8 +500,23 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let mut job = job.clone();
     job.overwrite = opts.overwrite;
     job.on_error = opts.on_error;
-    job.encode = EncodeOptions { png_compression: opts.png_compression, jpeg_quality: opts.jpeg_quality };
+    let defaults = EncodeOptions::default();
+    job.encode = EncodeOptions {
+        png_compression: opts.png_compression.unwrap_or(defaults.png_compression),
+        jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
+    };
     let prepared = framepipe::prepare(&job)?;
+    // An encoder option for a format the run does not write is said, as
+    // FFmpeg says an option went unused, rather than silently dropped.
+    let unused = [
+        ("--png-compression", opts.png_compression.is_some(), OutputFormat::Png),
+        ("--jpeg-quality", opts.jpeg_quality.is_some(), OutputFormat::Jpeg),
+    ];
+    for (flag, given, format) in unused {
+        if given && prepared.format != format && !opts.quiet {
+            note!("notice: {flag} is unused: the output is {}", format!("{:?}", prepared.format).to_lowercase());
+        }
+    }
     // `-` writes a report to stdout, unless stdout carries the frames.
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     for (flag, path) in [("--json", &opts.json), ("--timeline", &opts.timeline)] {
@@ -820,7 +835,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     note!("generating {} frames of {width}x{height} in {} ...", args.frames, dir.display());
     let t = Instant::now();
     generate_sequence(&opts, &plates, &EncodeOptions::default(), false)?;
-    note!("generated in {:.1} s; grading with samples/grade.toml ...", t.elapsed().as_secs_f64());
+    note!("generated in {:.1} s; grading with the built-in samples/grade.toml ...", t.elapsed().as_secs_f64());
     let preset = include_str!("../samples/grade.toml");
     let graph = framepipe::ops::parse_preset(preset, Path::new("samples/grade.toml"))?;
     note!("ops: {}", graph.describe());
@@ -830,8 +845,8 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         adapter: None,
         overwrite: false,
         on_error: ErrorPolicy::Stop,
-        png_compression: PngCompression::Fast,
-        jpeg_quality: 95,
+        png_compression: None,
+        jpeg_quality: None,
         vram_budget: DEFAULT_BUDGET,
         pool: PoolSize::Auto,
         threads: 0,
