@@ -171,8 +171,10 @@ pub(crate) struct EngineCore {
     pub(crate) previews: crate::preview::PreviewState,
     /// The CPU backend's kernels run here, on [`Engine::threads`] threads:
     /// `--threads 1` on a render farm's one-core slot means one core, not
-    /// rayon's global pool of all of them.
-    cpu: rayon::ThreadPool,
+    /// rayon's global pool of all of them. Started on first use (a GPU
+    /// engine never needs it); `None` if the threads could not be started,
+    /// and the work then runs on the caller's thread.
+    cpu: std::sync::OnceLock<Option<rayon::ThreadPool>>,
 }
 
 impl Engine {
@@ -198,13 +200,7 @@ impl Engine {
             ..Default::default()
         };
         let (backend, notice) = Backend::open(config.backend, &options, ledger.clone())?;
-        let threads = resolve_threads(config.threads);
-        let cpu = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("framepipe-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::Io { path: "CPU thread pool".into(), source: std::io::Error::other(e) })?;
-        let (name, device) = (backend.name(), backend.device_name(threads));
+        let (name, device) = (backend.name(), backend.device_name(resolve_threads(config.threads)));
         let previews = crate::preview::PreviewState::new(config.preview_cache_bytes, config.source_cache_bytes);
         let core = EngineCore {
             config,
@@ -216,7 +212,7 @@ impl Engine {
             pressure: Default::default(),
             gate: Default::default(),
             previews,
-            cpu,
+            cpu: std::sync::OnceLock::new(),
         };
         Ok(Engine { core: std::sync::Arc::new(core) })
     }
@@ -259,8 +255,17 @@ impl Engine {
 
     /// Runs `work` on the engine's CPU threads (see [`Engine::threads`]):
     /// what it runs in parallel (the CPU kernels) stays within them.
+    /// Call it holding the backend, never the other way round: a pool
+    /// thread must not wait for the backend.
     pub(crate) fn on_cpu_threads<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
-        self.core.cpu.install(work)
+        let pool = self.core.cpu.get_or_init(|| {
+            let builder = rayon::ThreadPoolBuilder::new().num_threads(self.threads());
+            builder.thread_name(|i| format!("framepipe-cpu-{i}")).build().ok()
+        });
+        match pool {
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
     }
 
     /// Runs a prepared job with every stage at once over the slot pool.
@@ -544,7 +549,12 @@ fn process_yielding(
     loop {
         // Bound first: the backend guard must be gone before the arms,
         // which reclaim previews' memory under the same lock.
-        let result = engine.on_cpu_threads(|| engine.backend().lock(Priority::Export).process(src, plan));
+        // The backend first, then the CPU threads, in the order every
+        // other path takes them (a pool thread never waits for the lock).
+        let result = match &mut *engine.backend().lock(Priority::Export) {
+            Backend::Cpu => Ok((engine.on_cpu_threads(|| crate::ops::process_cpu(src, plan)), None)),
+            gpu => gpu.process(src, plan),
+        };
         match result {
             Err(Error::Budget(_)) if !cancel.is_cancelled() && engine.preview_memory_held() => {
                 // Counted after the refusal: the attempt's own undoing of

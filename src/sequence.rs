@@ -39,6 +39,8 @@ impl FramePattern {
             .ok_or_else(|| Error::Sequence(format!("{pattern}: not a file pattern")))?;
         // `%%` is a literal `%` in the folders too, as FFmpeg reads it.
         let dir = path.parent().map(|d| PathBuf::from(d.to_string_lossy().replace("%%", "%"))).unwrap_or_default();
+        // Beside a field, a `%` must be `%%` (as printf and FFmpeg read a
+        // pattern); a name with no field is a plain file name, `%` and all.
         if let Some(at) = stray_percent(name) {
             let at = name[..at].chars().count() + 1;
             return Err(Error::Sequence(format!(
@@ -66,11 +68,9 @@ impl FramePattern {
     }
 
     /// Whether a string contains a frame-number field at all.
-    /// A `%` that is neither a field nor `%%` counts, so that parsing
-    /// names it rather than the name being taken as a plain file.
     pub fn is_pattern(s: &str) -> bool {
         let name = Path::new(s).file_name().and_then(|n| n.to_str()).unwrap_or("");
-        !find_fields(name).is_empty() || stray_percent(name).is_some()
+        !find_fields(name).is_empty()
     }
 
     /// The path of frame `n`.
@@ -106,8 +106,6 @@ pub(crate) const MAX_SPEC_FRAMES: u64 = 10_000_000;
 /// The widest zero padding a frame number field may ask for.
 const MAX_PAD: usize = 20;
 
-/// Finds `%d`, `%0Nd` and runs of `#` in a file name: (start, end, pad).
-/// `%%` is a literal `%`, as in printf and FFmpeg.
 /// Where a `%` starts that is neither `%%` nor a `%Nd` field (`%x`,
 /// `%-4d`, a lone `%`), as printf and FFmpeg would refuse it.
 fn stray_percent(name: &str) -> Option<usize> {
@@ -129,6 +127,8 @@ fn stray_percent(name: &str) -> Option<usize> {
     None
 }
 
+/// Finds `%d`, `%0Nd` and runs of `#` in a file name: (start, end, pad).
+/// `%%` is a literal `%`, as in printf and FFmpeg.
 fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
     let b = name.as_bytes();
     let mut out = Vec::new();
@@ -315,9 +315,11 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
     let path = Path::new(input);
     // A file or pattern names its format: one framepipe cannot read is a
     // usage error now, not a decode error on every frame.
-    if !path.is_dir() {
+    // (A name with no extension is left to the decoder, which sniffs the
+    // content; a path that is not there gets the error below.)
+    if path.is_file() || (FramePattern::is_pattern(input) && !path.exists()) {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+        if !ext.is_empty() && !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
             let known = IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ");
             return Err(Error::Sequence(format!("{input}: not an image framepipe reads (one of {known})")));
         }
@@ -480,11 +482,13 @@ mod tests {
 
     #[test]
     fn a_stray_percent_is_named() {
-        for bad in ["a_%04d%.png", "100%_%04d.png", "a_%x.png", "a_%-4d.png", "a_%.png"] {
+        for bad in ["a_%04d%.png", "100%_%04d.png", "a_%x_%d.png", "a_%-4d_####.png"] {
             assert!(FramePattern::is_pattern(bad), "{bad}");
             let err = FramePattern::parse(bad).unwrap_err().to_string();
             assert!(err.contains("is not a frame number field"), "{bad}: {err}");
         }
+        // No field at all: a plain name, `%` included (one frame's output).
+        assert!(!FramePattern::is_pattern("grade 50%.png"));
         let ok = FramePattern::parse("100%%_%04d.png").unwrap();
         assert_eq!(ok.path(7), Path::new("100%_0007.png"));
     }

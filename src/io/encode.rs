@@ -274,9 +274,10 @@ pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
         }
         // `/dev/stdout` is a link to a plain file when stdout is redirected
         // to one: the path, where a link points and where it ends all count.
+        // `/dev/shm` is a RAM disk of plain files, written like any folder.
         let system = |p: &Path| {
             let p = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-            p.starts_with("/dev") || p.starts_with("/proc")
+            p.starts_with("/proc") || (p.starts_with("/dev") && !p.starts_with("/dev/shm"))
         };
         let link = std::fs::read_link(path).ok().map(|to| parent_dir(path).join(to));
         let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
@@ -359,7 +360,11 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
     }
     // The OS reason, not the probe's made-up name.
     let probe = tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir);
-    probe.map_err(|e| dir_error(std::io::Error::from(e.kind())))?;
+    probe.map_err(|e| {
+        let text = e.to_string();
+        let reason = text.split(" at path ").next().unwrap_or(&text).to_string();
+        Error::OutputDir { path: dir.to_owned(), reason }
+    })?;
     Ok(made)
 }
 

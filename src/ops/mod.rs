@@ -142,7 +142,9 @@ impl OpGraph {
         // Each op is bounded, but consecutive colour ops multiply: four
         // exposures of +32 stops fuse to 2^128, past f32 (the kernels'
         // precision), where 0 · inf makes NaN pixels.
-        let plan = self.plan();
+        // The stages as written: moving strong ones ahead of the blurs
+        // composes runs the user kept apart, whose gains may cancel.
+        let plan = Plan::fuse(&self.ops);
         for stage in std::iter::once(&plan.pre).chain(plan.passes.iter().map(|p| &p.post)) {
             let gain = stage.gain();
             if gain.is_nan() || gain > MAX_FUSED_GAIN {

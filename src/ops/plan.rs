@@ -128,8 +128,30 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Fuses consecutive color ops and drops sigma-0 blurs.
+    /// Fuses consecutive color ops, drops sigma-0 blurs, and moves strong
+    /// color stages ahead of the blurs (see below).
     pub fn compile(ops: &[Op]) -> Plan {
+        let mut plan = Plan::fuse(ops);
+        // A color stage commutes with a blur (its weights sum to one, its
+        // edges clamp to pixels that exist): the same image either way in
+        // exact math. So a strong one after a blur, whose gain would magnify
+        // the sum's rounding, moves ahead of every blur with those before it,
+        // where it is applied per loaded pixel; unless the runs composed
+        // would pass the gain validation bounds each of them by.
+        let hoisted = plan.passes.iter().fold(plan.pre, |pre, pass| pre.then(&pass.post));
+        let strong = plan.passes.iter().any(|p| p.post.gain() > AT_LOAD_GAIN);
+        if strong && hoisted.gain() <= super::MAX_FUSED_GAIN {
+            plan.pre = hoisted;
+            for pass in &mut plan.passes {
+                pass.post = Affine::IDENTITY;
+            }
+        }
+        plan
+    }
+
+    /// Fuses each run of consecutive color ops into one stage and drops
+    /// sigma-0 blurs: the stages as written, which validation bounds.
+    pub fn fuse(ops: &[Op]) -> Plan {
         let mut plan = Plan { pre: Affine::IDENTITY, passes: Vec::new() };
         for op in ops {
             match (op, Affine::of(op)) {
@@ -141,17 +163,6 @@ impl Plan {
                     plan.passes.push(BlurPass { kernel: BlurKernel::new(*sigma), post: Affine::IDENTITY });
                 }
                 _ => {}
-            }
-        }
-        // A color stage commutes with a blur (its weights sum to one, its
-        // edges clamp to pixels that exist): the same image either way in
-        // exact math. So a strong one after a blur, whose gain would magnify
-        // the sum's rounding, moves ahead of every blur with those before it,
-        // where it is applied per loaded pixel.
-        if plan.passes.iter().any(|p| p.post.gain() > AT_LOAD_GAIN) {
-            for pass in &mut plan.passes {
-                plan.pre = plan.pre.then(&pass.post);
-                pass.post = Affine::IDENTITY;
             }
         }
         plan
@@ -212,5 +223,12 @@ mod tests {
         let a = plan.pre;
         let got = a.m[0][0] * 0.2 + a.m[0][1] * 0.3 + a.m[0][2] * 0.4 + a.offset[0];
         assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        // Gains are bounded per run as written: strong runs kept apart by
+        // blurs are valid, and not composed past the bound.
+        let contrast = || Op::Contrast { contrast: 1000.0, pivot: 0.5 };
+        let apart = [contrast(), blur(1.0), contrast(), blur(1.0), contrast(), blur(1.0), contrast()];
+        assert!(crate::ops::OpGraph::new(apart.to_vec()).is_ok());
+        let plan = Plan::compile(&apart);
+        assert!(plan.pre.gain() <= crate::ops::MAX_FUSED_GAIN && plan.passes[2].post != Affine::IDENTITY);
     }
 }

@@ -92,7 +92,8 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
             (Some(a), _) => format!(" (line {a})"),
             _ => String::new(),
         };
-        return Err(fail(format!("ops {}-{}{lines}: {e}", start + 1, end)));
+        let ops = if start + 1 == end { format!("op {end}") } else { format!("ops {}-{end}", start + 1) };
+        return Err(fail(format!("{ops}{lines}: {e}")));
     }
     Ok(graph)
 }

@@ -160,7 +160,11 @@ fn one_frame_refused(shape: FrameShape, kernels: u64, budget: u64, held: u64) ->
 /// # Errors
 /// [`Error::Budget`] with the sizes.
 pub(crate) fn check_one_frame_fits(gpu: &GpuBackend, shape: FrameShape, plan: &Plan, budget: u64) -> Result<()> {
-    let kernels = gpu.compute_bytes(shape, plan)?;
+    one_frame_fits(shape, gpu.compute_bytes(shape, plan)?, budget)
+}
+
+/// [`check_one_frame_fits`] with the kernel bytes known.
+fn one_frame_fits(shape: FrameShape, kernels: u64, budget: u64) -> Result<()> {
     let needed = kernels + GpuBackend::slot_bytes(shape) + GpuBackend::readback_bytes(shape);
     if needed > budget { Err(one_frame_refused(shape, kernels, budget, 0)) } else { Ok(()) }
 }
@@ -200,7 +204,7 @@ pub(super) fn make_slots(
     let readback = GpuBackend::readback_bytes(shape);
     let budget = ledger.budget();
     let refuse = |held: u64| one_frame_refused(shape, kernels, budget, held);
-    check_one_frame_fits(gpu, shape, plan, budget)?;
+    one_frame_fits(shape, kernels, budget)?;
     // The kernel set first: one already built for this grade (an earlier
     // export, a preview) is used, not counted twice, and cached sets of
     // other grades make room for it.

@@ -404,6 +404,30 @@ fn an_export_started_beside_an_active_editor_waits_for_its_memory() {
     assert!(e.ledger().peak() <= budget);
 }
 
+/// On the CPU backend with one thread, previews and a one-frame-at-a-time
+/// export share the backend and the engine's single kernel thread: both
+/// taken in the same order, neither waits for the other forever.
+#[test]
+fn one_cpu_thread_serves_previews_beside_a_sequential_export() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 30, 64, 40, PixelFormat::Rgba8);
+    let config = EngineConfig { backend: BackendKind::Cpu, threads: 1, prefetch: 0, ..Default::default() };
+    let e = Engine::new(config).unwrap();
+    let out = t.path().join("o/o_%03d.png").display().to_string();
+    let export = start_export(&e, Job::new(seq.source.as_str(), out, grade(0.3)), true);
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    let (viewer, shown) = (e.clone(), seq.clone());
+    std::thread::spawn(move || {
+        for i in 0..40u64 {
+            let frame = 1 + i % 30;
+            viewer.preview(&shown, frame, &grade(i as f64 * 0.01), Scale::Quarter).expect("preview");
+        }
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(Duration::from_secs(120)).expect("previews finished: no deadlock");
+    assert_eq!(export.join().unwrap().frames_written, 30);
+}
+
 /// Waits (bounded) until every frame in `frames` is cached with `g`.
 fn prefetched(e: &Engine, seq: &Sequence, frames: &[u64], g: &OpGraph) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
