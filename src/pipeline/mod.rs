@@ -301,12 +301,14 @@ pub(crate) fn run(
         progress(Progress::Failed { finished, total, failure });
     }
     report.failures = early;
-    let Some((first, shape)) = probed else {
+    // The report of a run that ends before any frame starts.
+    let unstarted = |mut report: Report| {
         report.frames_skipped = total - report.failures.len();
         report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
         report.seconds = start.elapsed().as_secs_f64();
-        return Ok(report);
+        Ok(report)
     };
+    let Some((first, shape)) = probed else { return unstarted(report) };
     report.frame = describe(shape);
     // Preview memory an editor has left idle goes back before the pool is
     // sized (kept while the editor is active).
@@ -322,7 +324,12 @@ pub(crate) fn run(
         // Released first: reclaiming takes the backend too.
         drop(backend);
         match made {
-            Err(Error::Budget(_)) if engine.preview_memory_held() && !cancel.is_cancelled() => {
+            Err(Error::Budget(_)) if engine.preview_memory_held() => {
+                // Cancelled while waiting: a run that started no frame.
+                if cancel.is_cancelled() {
+                    report.cancelled = true;
+                    return unstarted(report);
+                }
                 if !engine.reclaim_preview_memory(Some((shape, &plan))) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
