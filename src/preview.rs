@@ -378,7 +378,7 @@ impl Engine {
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: graph_hash(graph), scale };
         self.schedule_prefetch(sequence, frame, graph, scale);
-        let (image, served) = self.cached_or_render(&key, sequence, graph, Priority::Preview, &mut gate)?;
+        let (image, served) = self.cached_or_render(&key, graph, Priority::Preview, &mut gate)?;
         // A render traced its end itself, while it still held the backend.
         if served != Served::Rendered {
             state.record(TraceEvent::PreviewDone(frame));
@@ -401,7 +401,6 @@ impl Engine {
     fn cached_or_render<'a>(
         &'a self,
         key: &PreviewKey,
-        sequence: &Sequence,
         graph: &OpGraph,
         priority: Priority,
         gate: &mut Option<GateGuard<'a>>,
@@ -436,7 +435,7 @@ impl Engine {
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
-            let render = || self.render_preview(sequence, key.frame, graph, key.scale, priority, gate);
+            let render = || self.render_preview(&key.file, key.frame, graph, key.scale, priority, gate);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(render))
                 .unwrap_or_else(|payload| {
                     let msg = crate::error::panic_message(&*payload);
@@ -547,23 +546,24 @@ impl Engine {
         self.core.previews.record(event);
     }
 
-    fn source(&self, sequence: &Sequence, frame: u64) -> Result<(Arc<HostFrame>, f64)> {
+    /// The decoded frame of `file` (stamped when the request came), from
+    /// the source cache or decoded now, with the decode's milliseconds.
+    fn source(&self, file: &FileStamp) -> Result<(Arc<HostFrame>, f64)> {
         let state = &self.core.previews;
-        let key = FileStamp::of(sequence, frame)?;
-        if let Some(src) = lock(&state.sources).get(&key) {
+        if let Some(src) = lock(&state.sources).get(file) {
             return Ok((src, 0.0));
         }
         let t = Instant::now();
-        let src = Arc::new(decode_file(&key.path, &DecodeLimits::default())?);
+        let src = Arc::new(decode_file(&file.path, &DecodeLimits::default())?);
         state.decodes.fetch_add(1, Ordering::SeqCst);
         let bytes = src.data.len() as u64;
-        lock(&state.sources).insert(key, src.clone(), bytes);
+        lock(&state.sources).insert(file.clone(), src.clone(), bytes);
         Ok((src, t.elapsed().as_secs_f64() * 1e3))
     }
 
     fn render_preview<'a>(
         &'a self,
-        sequence: &Sequence,
+        file: &FileStamp,
         frame: u64,
         graph: &OpGraph,
         scale: Scale,
@@ -600,7 +600,7 @@ impl Engine {
         // started before the request give memory back, never frames that
         // would then finish ahead of this preview.
         if priority == Priority::Preview && self.backend_name() == "gpu" {
-            let probe = frame_path(sequence, frame).and_then(|p| probe_file(&p, &DecodeLimits::default()));
+            let probe = probe_file(&file.path, &DecodeLimits::default());
             // An unreadable header fails in the decode below, with its reason.
             if let Ok((width, height, format)) = probe {
                 let shape = FrameShape { width, height, format };
@@ -624,7 +624,7 @@ impl Engine {
         }
         *gate = None;
         let reserve = t.elapsed().saturating_sub(waited);
-        let (src, decode_ms) = match self.source(sequence, frame) {
+        let (src, decode_ms) = match self.source(file) {
             Ok(source) => source,
             Err(e) => {
                 give_back(reserved.take());
@@ -812,7 +812,7 @@ impl Engine {
                         let key =
                             PreviewKey { file, frame: job.frame, graph: graph_hash(&job.graph), scale: job.scale };
                         if let Ok((_, Served::Rendered)) =
-                            engine.cached_or_render(&key, &job.sequence, &job.graph, Priority::Prefetch, &mut None)
+                            engine.cached_or_render(&key, &job.graph, Priority::Prefetch, &mut None)
                         {
                             state.prefetched.fetch_add(1, Ordering::SeqCst);
                         }

@@ -66,11 +66,7 @@ fn same_files(a: &Path, b: &Path) {
 fn pipelined_outputs_equal_sequential() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 7, 61, 37);
-    let mut backends = vec![BackendKind::Cpu];
-    if gpu_available() {
-        backends.push(BackendKind::Gpu);
-    }
-    for backend in backends {
+    for backend in crate::util::backends() {
         let oracle = t.path().join(format!("{backend:?}-seq"));
         let e = engine(backend, PoolSize::Auto, 1, 2 << 30);
         run(&e, &input, &format!("{}/o_%03d.png", oracle.display()), true);
@@ -193,11 +189,7 @@ fn ledger_peak_never_exceeds_budget() {
 fn an_auto_pool_is_sized_for_the_frames_there_are() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 3, 32, 24);
-    let mut backends = vec![BackendKind::Cpu];
-    if gpu_available() {
-        backends.push(BackendKind::Gpu);
-    }
-    for backend in backends {
+    for backend in crate::util::backends() {
         let e = engine(backend, PoolSize::Auto, 64, 1 << 30);
         let report = run(&e, &input, &format!("{}/{backend:?}/o_%03d.png", t.path().display()), false);
         assert_eq!(report.frames_written, 3);

@@ -15,7 +15,7 @@ use framepipe::{
     process_cpu,
 };
 
-use crate::util::Rng;
+use crate::util::{Rng, backends};
 
 fn sequence(dir: &Path, frames: u32, width: u32, height: u32, format: PixelFormat) -> Sequence {
     let seed = Rng::fresh("preview sequence").next();
@@ -28,14 +28,6 @@ fn sequence(dir: &Path, frames: u32, width: u32, height: u32, format: PixelForma
 fn grade(exposure: f64) -> OpGraph {
     OpGraph::new(vec![Op::Exposure { stops: exposure }, Op::Blur { sigma: 1.2 }, Op::Saturation { saturation: 1.2 }])
         .unwrap()
-}
-
-fn backends() -> Vec<BackendKind> {
-    let mut v = vec![BackendKind::Cpu];
-    if crate::util::gpu(Default::default()).is_some() {
-        v.push(BackendKind::Gpu);
-    }
-    v
 }
 
 fn engine(backend: BackendKind, preview_cache_bytes: u64) -> Engine {

@@ -57,10 +57,7 @@ fn stream(engine: &Engine, job: &Job, sequential: bool) -> Vec<u8> {
 #[test]
 fn stream_carries_every_frame_in_order() {
     let mut rng = Rng::fresh("stream_carries_every_frame_in_order");
-    let mut backends = vec![BackendKind::Cpu];
-    if crate::util::gpu(Default::default()).is_some() {
-        backends.push(BackendKind::Gpu);
-    }
+    let backends = crate::util::backends();
     for format in [PixelFormat::Rgba8, PixelFormat::Rgba16] {
         let t = tempfile::tempdir().unwrap();
         let (input, frames) = random_sequence(t.path(), &mut rng, 14, format);

@@ -147,6 +147,16 @@ fn to8(f: &HostFrame) -> Vec<u8> {
 
 /// A GPU backend on any adapter (software included). In CI (`CI=true`) a
 /// missing adapter fails the test; elsewhere it prints a notice and skips.
+/// The backends to run a test on: the CPU, and the GPU where an adapter
+/// opens.
+pub fn backends() -> Vec<framepipe::BackendKind> {
+    let mut v = vec![framepipe::BackendKind::Cpu];
+    if gpu(GpuOptions::default()).is_some() {
+        v.push(framepipe::BackendKind::Gpu);
+    }
+    v
+}
+
 pub fn gpu(options: GpuOptions) -> Option<GpuBackend> {
     match GpuBackend::new(&options, framepipe::ledger::Ledger::unlimited()) {
         Ok(g) => Some(g),
