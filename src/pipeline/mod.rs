@@ -330,8 +330,11 @@ pub(crate) fn run(
                     report.cancelled = true;
                     return unstarted(report);
                 }
+                // Counted after the refusal, as in a frame's retry: the
+                // attempt's undoing of its own slots is not a release.
+                let since = ledger.releases();
                 if !engine.reclaim_preview_memory(Some((shape, &plan))) {
-                    std::thread::sleep(Duration::from_millis(20));
+                    ledger.wait_release(since, Duration::from_millis(250));
                 }
             }
             r => break r?,
