@@ -56,6 +56,9 @@ pub struct Job {
     pub encode: EncodeOptions,
     /// Decoder allocation bounds.
     pub limits: DecodeLimits,
+    /// Other files the job reads (a preset): never written over, whatever
+    /// `overwrite` says, like the sequence's frames.
+    pub also_reads: Vec<PathBuf>,
     /// Test hook: panic in this stage at this frame number.
     #[doc(hidden)]
     pub inject_panic: Option<(crate::pipeline::Stage, u64)>,
@@ -75,6 +78,7 @@ impl Job {
             on_error: ErrorPolicy::Stop,
             encode: EncodeOptions::default(),
             limits: DecodeLimits::default(),
+            also_reads: Vec::new(),
             inject_panic: None,
         }
     }
@@ -385,6 +389,9 @@ pub struct PreparedJob {
     pub format: OutputFormat,
     /// Whether the frames go to one stream (output `-`) rather than files.
     pub stream: bool,
+    /// Every file the job reads, matched frames not selected and
+    /// [`Job::also_reads`] included: what no output may land on.
+    pub reads: crate::io::FileSet,
     /// Output folders [`prepare`] made: removed again when the last copy of
     /// this job drops, if the run left them empty.
     _made: std::sync::Arc<crate::io::MadeDirs>,
@@ -392,20 +399,21 @@ pub struct PreparedJob {
 
 impl PreparedJob {
     /// Checks a side file the run will write when it ends (a JSON report, a
-    /// timeline): not one of the frames read or written, nor any of `reads`
-    /// (a preset), whatever `overwrite` says; not an existing file unless
-    /// `overwrite`; in a folder that takes files. Paths are compared once
-    /// `..` and links are resolved. Call it before the run, so a bad name
-    /// is a usage error rather than a lost report after an hour of frames.
-    /// Keep the returned [`MadeDirs`](crate::io::MadeDirs) until the file
-    /// is written: a folder made for it is removed if it stays empty.
+    /// timeline): none of the files the job reads ([`PreparedJob::reads`])
+    /// or writes, whatever `overwrite` says; not an existing file unless
+    /// `overwrite`; in a folder that takes files. Files are compared by
+    /// identity on disk, or by their paths once `..` and links are
+    /// resolved. Call it before the run, so a bad name is a usage error
+    /// rather than a lost report after an hour of frames. Keep the returned
+    /// [`MadeDirs`](crate::io::MadeDirs) until the file is written: a
+    /// folder made for it is removed if it stays empty.
     ///
     /// # Errors
-    /// [`Error::PathClash`], [`Error::OutputExists`], [`Error::OutputDir`].
-    pub fn check_side_file(&self, path: &Path, overwrite: bool, reads: &[&Path]) -> Result<crate::io::MadeDirs> {
-        let inputs = self.sequence.frames.iter().map(|f| f.path.as_path()).chain(reads.iter().copied());
-        let outputs = self.outputs.iter().filter(|_| !self.stream).map(PathBuf::as_path);
-        check_side_file(path, overwrite, inputs, outputs)
+    /// [`Error::PathClash`], [`Error::OutputExists`], [`Error::OutputDir`],
+    /// [`Error::OutputIsFolder`] (a name ending in `/`).
+    pub fn check_side_file(&self, path: &Path, overwrite: bool) -> Result<crate::io::MadeDirs> {
+        let outputs = self.outputs.iter().filter(|_| !self.stream);
+        check_side_file(path, overwrite, &self.reads, &crate::io::FileSet::new(outputs))
     }
 }
 
@@ -413,19 +421,17 @@ impl PreparedJob {
 ///
 /// # Errors
 /// As [`PreparedJob::check_side_file`].
-pub fn check_side_file<'a>(
+pub fn check_side_file(
     path: &Path,
     overwrite: bool,
-    reads: impl IntoIterator<Item = &'a Path>,
-    writes: impl IntoIterator<Item = &'a Path>,
+    reads: &crate::io::FileSet,
+    writes: &crate::io::FileSet,
 ) -> Result<crate::io::MadeDirs> {
-    use crate::io::resolve_path;
     let clash = |role: &str| Error::PathClash { path: path.to_owned(), role: role.into() };
-    let target = resolve_path(path);
-    if reads.into_iter().any(|p| resolve_path(p) == target) {
+    if reads.contains(path) {
         return Err(clash("an input"));
     }
-    if writes.into_iter().any(|p| resolve_path(p) == target) {
+    if writes.contains(path) {
         return Err(clash("an output"));
     }
     crate::io::check_new_file(path, overwrite)
@@ -449,6 +455,7 @@ fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
     let sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
+    let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
     if job.output == "-" {
         // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
         if job.stream_format == OutputFormat::Tiff {
@@ -459,8 +466,8 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
             ));
         }
         let outputs = vec![PathBuf::from("-"); sequence.frames.len()];
-        let made = Default::default();
-        return Ok(PreparedJob { sequence, outputs, format: job.stream_format, stream: true, _made: made });
+        let (made, format) = (Default::default(), job.stream_format);
+        return Ok(PreparedJob { sequence, outputs, format, stream: true, reads, _made: made });
     }
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
@@ -480,15 +487,13 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let format = OutputFormat::from_path(&outputs[0])?;
     // Dropped, and the folders with it, if a check below fails.
     let made = std::sync::Arc::new(crate::io::check_output_dir(crate::io::parent_dir(&outputs[0]))?);
-    let inputs: std::collections::HashSet<PathBuf> =
-        sequence.frames.iter().filter_map(|f| f.path.canonicalize().ok()).collect();
     for out in &outputs {
-        if out.canonicalize().is_ok_and(|c| inputs.contains(&c)) {
+        if reads.contains(out) {
             return Err(Error::OutputIsInput(out.clone()));
         }
         crate::io::check_output_free(out, job.overwrite)?;
     }
-    Ok(PreparedJob { sequence, outputs, format, stream: false, _made: made })
+    Ok(PreparedJob { sequence, outputs, format, stream: false, reads, _made: made })
 }
 
 /// A handle that stops a running job after the frame in flight.

@@ -47,7 +47,7 @@ pub enum Error {
     #[error("{0}: output exists (use --overwrite to replace it)")]
     OutputExists(PathBuf),
     /// An output path is also one of the inputs.
-    #[error("{0}: output path is also an input frame; refusing to overwrite a source")]
+    #[error("{0}: output path is also an input (a frame or the preset); refusing to overwrite a source")]
     OutputIsInput(PathBuf),
     /// A side file (report, chart) would land on a path the run already
     /// reads or writes.

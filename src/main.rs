@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
-use framepipe::io::{EncodeOptions, OutputFormat, PngCompression};
+use framepipe::io::{EncodeOptions, FileSet, OutputFormat, PngCompression};
 use framepipe::ledger::{DEFAULT_BUDGET, human_bytes, parse_bytes};
 use framepipe::pool::PoolSize;
 use framepipe::{
@@ -18,11 +18,21 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// `eprintln!` that never panics: a full or closed stderr (`2>/dev/full`,
 /// a log pipe that went away) must not abort a run that is writing frames.
+/// Each note is one line of a log: control characters in it (a newline in
+/// a file name) are written escaped.
 macro_rules! note {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", printable(&format!($($arg)*)));
     }};
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), as one line.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }
 
 /// GPU frame-processing engine: grade and blur image sequences with WGSL
@@ -452,6 +462,29 @@ fn stdout_writer() -> Box<dyn std::io::Write + Send> {
     Box::new(std::io::stdout())
 }
 
+/// A report named like a frame (`--timeline tl.png`) would be text under
+/// an image's name, found later as a broken frame: refused up front.
+fn check_report_name(flag: &str, path: &Path, kind: &str) -> Result<(), Error> {
+    if OutputFormat::from_path(path).is_ok() {
+        return Err(Error::invalid(flag, path.display(), format!("a name for {kind}, not an image name")));
+    }
+    Ok(())
+}
+
+/// The identity on disk of the file stdout is redirected to, if it is one.
+fn stdout_file_id() -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+        let meta = std::fs::File::from(fd).metadata().ok()?;
+        meta.is_file().then(|| (meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// The header of the first frame that has a readable one.
 fn first_header(job: &Job, prepared: &framepipe::PreparedJob) -> Option<framepipe::io::FrameInfo> {
     prepared.sequence.frames.iter().find_map(|f| framepipe::io::probe_info(&f.path, &job.limits).ok())
@@ -498,6 +531,7 @@ fn stream_hint(prepared: &framepipe::PreparedJob, info: &framepipe::io::FrameInf
 /// no report may replace.
 fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode, Error> {
     let mut job = job.clone();
+    job.also_reads.extend(preset.map(Path::to_owned));
     job.overwrite = opts.overwrite;
     job.on_error = opts.on_error;
     let defaults = EncodeOptions::default();
@@ -506,6 +540,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
     };
     let prepared = framepipe::prepare(&job)?;
+    // `-o - > shot_0005.png` would stream frames over a source.
+    if prepared.stream && stdout_file_id().is_some_and(|id| prepared.reads.contains_id(id)) {
+        return Err(Error::invalid("output", "- (stdout is an input file)", "a pipe or a file that is not an input"));
+    }
     // An encoder option for a format the run does not write is said, as
     // FFmpeg says an option went unused, rather than silently dropped.
     let unused = [
@@ -530,7 +568,12 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     // Held to the end: a folder made for a report goes if it stays empty.
     let mut _made = Vec::new();
     for path in [&opts.json, &opts.timeline].into_iter().flatten().filter(|p| *p != Path::new("-")) {
-        _made.push(prepared.check_side_file(path, opts.overwrite, preset.as_slice())?);
+        _made.push(prepared.check_side_file(path, opts.overwrite)?);
+    }
+    for (flag, path, kind) in
+        [("--json", &opts.json, "the JSON report"), ("--timeline", &opts.timeline, "the SVG timeline")]
+    {
+        path.as_deref().map_or(Ok(()), |p| check_report_name(flag, p, kind))?;
     }
     if let (Some(a), Some(b)) = (&opts.json, &opts.timeline)
         && framepipe::io::resolve_path(a) == framepipe::io::resolve_path(b)
@@ -589,7 +632,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             match &bar {
                 Some(bar) => {
                     bar.set_position(finished as u64);
-                    bar.println(line);
+                    bar.println(printable(&line));
                 }
                 None => note!("{line}"),
             }
@@ -657,13 +700,14 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     // Before minutes of runs: neither file may replace a frame, the
     // preset, or the other.
     let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), args.missing)?;
-    let reads: Vec<&Path> =
-        sequence.frames.iter().map(|f| f.path.as_path()).chain(args.ops.preset.as_deref()).collect();
+    let reads = FileSet::new(sequence.matched.iter().map(PathBuf::as_path).chain(args.ops.preset.as_deref()));
+    let check = |path: &Path, writes: &[&Path]| {
+        framepipe::engine::check_side_file(path, args.overwrite, &reads, &FileSet::new(writes))
+    };
     // Held to the end: a folder made for them goes if it stays empty.
-    let _made = [
-        framepipe::engine::check_side_file(&args.csv, args.overwrite, reads.iter().copied(), [])?,
-        framepipe::engine::check_side_file(&args.chart, args.overwrite, reads.iter().copied(), [args.csv.as_path()])?,
-    ];
+    let _made = [check(&args.csv, &[])?, check(&args.chart, &[args.csv.as_path()])?];
+    check_report_name("--csv", &args.csv, "the CSV table")?;
+    check_report_name("--chart", &args.chart, "the SVG chart")?;
     let config = EngineConfig {
         backend: args.backend,
         adapter: args.adapter.clone(),
@@ -857,10 +901,9 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     };
     let code = run_job(&job, &run, None)?;
     let _ = tmp.keep();
-    note!(
-        "sources:  {plates}\ngraded:   {graded}\nreport:   {}\ntimeline: {}",
-        dir.join("report.json").display(),
-        dir.join("timeline.svg").display()
-    );
+    note!("sources:  {plates}");
+    note!("graded:   {graded}");
+    note!("report:   {}", dir.join("report.json").display());
+    note!("timeline: {}", dir.join("timeline.svg").display());
     Ok(code)
 }

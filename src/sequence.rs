@@ -86,7 +86,7 @@ impl FramePattern {
     /// The frame number a file name stands for, if it matches exactly.
     pub fn number_of(&self, file_name: &str) -> Option<u64> {
         let digits = file_name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 18 {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > MAX_PAD {
             return None;
         }
         let n: u64 = digits.parse().ok()?;
@@ -257,6 +257,9 @@ pub struct Sequence {
     /// absent, as ascending inclusive runs (a stray `shot_20240315.png`
     /// beside `shot_0001.png` is one run, not millions of numbers).
     pub missing: Vec<RangeInclusive<u64>>,
+    /// Every file the input matched, selected by the frame spec or not:
+    /// sources a run must never write over.
+    pub matched: Vec<PathBuf>,
 }
 
 impl Sequence {
@@ -306,7 +309,8 @@ impl Sequence {
         if frames.is_empty() {
             return Err(Error::Sequence(format!("{input}: none of the requested frames exist")));
         }
-        Ok(Sequence { source: input.to_string(), frames, missing: absent })
+        let matched = found.into_values().collect();
+        Ok(Sequence { source: input.to_string(), frames, missing: absent, matched })
     }
 }
 

@@ -256,6 +256,12 @@ pub fn resolve_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`Error::OutputExists`], [`Error::OutputIsFolder`], [`Error::OutputDir`].
 pub fn check_new_file(path: &Path, overwrite: bool) -> Result<MadeDirs> {
+    // `report/`, `r.json/.`: a name that can only be a folder, which
+    // writing would find out only at the end.
+    let name = path.as_os_str().to_string_lossy();
+    if matches!(name.rsplit(std::path::is_separator).next(), Some("" | "." | "..")) {
+        return Err(Error::OutputIsFolder(path.to_owned()));
+    }
     check_output_free(path, overwrite)?;
     check_output_dir(parent_dir(path))
 }

@@ -8,12 +8,14 @@
 
 mod decode;
 mod encode;
+mod paths;
 
 pub use decode::{DecodeLimits, FrameInfo, decode_file, decode_with, probe_file, probe_info};
 pub use encode::{
     EncodeOptions, MadeDirs, OutputFormat, PngCompression, ScratchDir, check_new_file, check_output_dir,
     check_output_free, encode_frame, parent_dir, remove_partials, resolve_path, write_file_atomic, write_frame_atomic,
 };
+pub use paths::{FileSet, file_id};
 
 /// Bits per channel of a host frame. Frames are always RGBA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

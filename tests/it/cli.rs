@@ -579,6 +579,86 @@ fn reports_never_land_on_inputs_outputs_or_existing_files() {
         .stderr(contains("invalid --csv -"));
 }
 
+/// Every file the input matches is a source, selected by `--frames` or
+/// not, under any of its names (a hard link too), and so is the preset:
+/// no frame, report or stream lands on one, whatever `--overwrite` says.
+#[test]
+fn sources_are_protected_outside_the_selection_and_under_every_name() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 3, PixelFormat::Rgba8);
+    let other = t.path().join("s_03.png");
+    let before = fs::read(&other).unwrap();
+    let (other_s, input_s) = (other.to_str().unwrap(), input.as_str());
+    let base = ["process", input_s, "--frames", "1", "--exposure", "1", "--overwrite", "-q"];
+    let refused = |extra: &[&str], expect: &str| {
+        framepipe().args(base).args(extra).assert().code(2).stderr(contains(expect));
+    };
+    refused(&["-o", other_s], "s_03.png: output path is also an input");
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    refused(&["-o", &out, "--json", other_s], "s_03.png: also an input;");
+    let hard = t.path().join("h/s_01.png");
+    fs::create_dir(t.path().join("h")).unwrap();
+    fs::hard_link(t.path().join("s_01.png"), &hard).unwrap();
+    refused(&["-o", t.path().join("h/s_%02d.png").to_str().unwrap()], "s_01.png: output path is also an input");
+    let preset = t.path().join("grade.png");
+    fs::write(&preset, "[[op]]\ntype = \"exposure\"\nstops = 0.5\n").unwrap();
+    framepipe()
+        .args(["process", &t.path().join("s_01.png").display().to_string(), "--overwrite", "-q"])
+        .args(["-o", preset.to_str().unwrap(), "--preset", preset.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(contains("grade.png: output path is also an input"));
+    assert!(fs::read_to_string(&preset).unwrap().contains("exposure"));
+    // A stream into a source, through the shell's redirection.
+    let stdout = fs::OpenOptions::new().append(true).open(&other).unwrap();
+    let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+        .args(["process", input_s, "-o", "-", "-q"])
+        .stdout(stdout)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(fs::read(&other).unwrap(), before);
+    assert!(!t.path().join("o").exists(), "nothing was written");
+}
+
+/// Report names that can only fail once the frames are done (a folder's
+/// name) or that would pass for a frame are refused before any frame.
+#[test]
+fn report_names_that_cannot_work_are_refused_up_front() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    let dir = t.path().join("reports/").display().to_string() + "/";
+    for (flag, name, expect) in [
+        ("--json", dir.as_str(), "is a folder"),
+        ("--timeline", "t.svg/.", "is a folder"),
+        ("--timeline", "t.png", "invalid --timeline t.png (expected a name for the SVG timeline"),
+        ("--json", "r.TIF", "invalid --json r.TIF"),
+    ] {
+        usage_error(&["process", &input, "-o", &out, flag, name], expect);
+    }
+    usage_error(&["bench-pool", &input, "--chart", "c.png"], "invalid --chart c.png");
+    assert!(!t.path().join("o").exists() && !t.path().join("reports").exists());
+}
+
+/// A file name with a newline in it still makes a one-line error.
+#[test]
+fn control_characters_in_names_stay_on_one_line() {
+    let t = tempfile::tempdir().unwrap();
+    let name = t.path().join("no\nsuch_%02d.png").display().to_string();
+    usage_error(&["process", &name, "-o", "o_%02d.png"], "no\\nsuch_%02d.png");
+}
+
+/// Frame numbers as long as a u64 allows are read back as written.
+#[test]
+fn twenty_digit_frame_numbers_round_trip() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "b_%04d.png", 10_000_000_000_000_000_000, 2, PixelFormat::Rgba8);
+    let out = t.path().join("o/b_%04d.png").display().to_string();
+    framepipe().args(["process", &input, "-o", &out, "-q"]).assert().success();
+    assert_eq!(files(&t.path().join("o")), ["b_10000000000000000000.png", "b_10000000000000000001.png"]);
+}
+
 #[test]
 fn inputs_framepipe_cannot_read_are_refused_by_name() {
     let t = tempfile::tempdir().unwrap();
