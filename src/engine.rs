@@ -620,16 +620,9 @@ fn run_sequential(
             }
             !held
         };
+        // (A preview waiting for VRAM takes the slot this path keeps
+        // between frames itself, whatever this path is doing.)
         while !cancel.is_cancelled() && !engine.core.gate.pass(Duration::from_millis(20), start) {
-            // A preview waiting for VRAM gets the slot this path keeps
-            // between frames.
-            let urgent = || engine.core.pressure.urgent.load(Ordering::SeqCst) > 0;
-            if urgent()
-                && let Backend::Gpu(g) = &mut *engine.backend().lock(Priority::Export)
-                && urgent()
-            {
-                g.release_own_slot();
-            }
             engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20));
         }
         if cancel.is_cancelled() {

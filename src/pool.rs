@@ -7,7 +7,7 @@
 //! never leaks one and never leaves the pipeline waiting for it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -67,7 +67,7 @@ pub fn auto_cap(threads: usize, gpu: bool) -> usize {
 /// A pool of slots of type `T`, shared by the pipeline's threads.
 pub struct Pool<T> {
     free_tx: Sender<T>,
-    free_rx: Receiver<T>,
+    free: Arc<Free<T>>,
     size: usize,
     occupancy: Arc<Occupancy>,
     yielding: Arc<Yield>,
@@ -81,9 +81,23 @@ pub struct Pressure {
     pub any: AtomicUsize,
     /// Previews waiting for VRAM.
     pub urgent: AtomicUsize,
+    /// The pools built with this pressure, whose free slots a waiting
+    /// preview can retire itself: an export's decoders retire them only
+    /// as they start frames, and none may for a while (all waiting on a
+    /// stream's slow reader, or done and the last frames on their way out).
+    pools: Mutex<Vec<Weak<dyn Shed>>>,
 }
 
 impl Pressure {
+    /// Retires one free slot of every live pool above its floor (see
+    /// [`Pool::shed`]); returns whether any went. Called by whoever raised
+    /// the pressure, after raising it.
+    pub fn shed_free(&self) -> bool {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.iter().filter_map(Weak::upgrade).fold(false, |shed, p| p.shed() | shed)
+    }
+
     /// The fewest live slots a pool keeps now: none while a preview waits
     /// (the export pauses rather than the preview failing), else one (a
     /// prefetch is speculative: the export slows, never stops, for it).
@@ -103,6 +117,36 @@ struct Yield {
     retired: AtomicUsize,
     /// Slots put back in place of retired ones.
     replenished: AtomicUsize,
+}
+
+/// A pool's free slots, as something that can give one back.
+trait Shed: Send + Sync {
+    fn shed(&self) -> bool;
+}
+
+/// The receiving end of a pool's free slots and how it yields them.
+struct Free<T> {
+    rx: Receiver<T>,
+    yielding: Arc<Yield>,
+}
+
+impl<T: Send> Shed for Free<T> {
+    fn shed(&self) -> bool {
+        let y = &self.yielding;
+        let floor = y.pressure.floor();
+        if y.pressure.any.load(Ordering::SeqCst) == 0
+            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > floor).then(|| n - 1)).is_err()
+        {
+            return false;
+        }
+        if self.rx.try_recv().is_ok() {
+            y.retired.fetch_add(1, Ordering::SeqCst);
+            true
+        } else {
+            y.live.fetch_add(1, Ordering::SeqCst);
+            false
+        }
+    }
 }
 
 /// Slots in use over time, sampled at every acquire and release.
@@ -127,28 +171,27 @@ impl Occupancy {
     }
 }
 
-impl<T: Send> Pool<T> {
+impl<T: Send + 'static> Pool<T> {
     /// A pool holding `slots`; `start` is time zero of the occupancy
-    /// samples; while `pressure` is non-zero returned slots are retired.
+    /// samples; while `pressure` is non-zero returned slots are retired,
+    /// and free ones go at [`Pressure::shed_free`].
     pub fn new(slots: Vec<T>, start: Instant, pressure: Arc<Pressure>) -> Self {
         let size = slots.len();
-        let (free_tx, free_rx) = crossbeam_channel::bounded(size.max(1));
+        let (free_tx, rx) = crossbeam_channel::bounded(size.max(1));
         for s in slots {
             free_tx.send(s).expect("pool has room for its own slots");
         }
         let occupancy = Arc::new(Occupancy { start, samples: Mutex::new(vec![(0.0, 0)]), in_use: Mutex::new(0) });
-        Pool {
-            free_tx,
-            free_rx,
-            size,
-            occupancy,
-            yielding: Arc::new(Yield {
-                pressure,
-                live: AtomicUsize::new(size),
-                retired: AtomicUsize::new(0),
-                replenished: AtomicUsize::new(0),
-            }),
-        }
+        let yielding = Arc::new(Yield {
+            pressure: pressure.clone(),
+            live: AtomicUsize::new(size),
+            retired: AtomicUsize::new(0),
+            replenished: AtomicUsize::new(0),
+        });
+        let free = Arc::new(Free { rx, yielding: yielding.clone() });
+        let weak: Weak<dyn Shed> = Arc::downgrade(&free) as Weak<Free<T>>;
+        pressure.pools.lock().unwrap_or_else(|p| p.into_inner()).push(weak);
+        Pool { free_tx, free, size, occupancy, yielding }
     }
 
     /// Slots not retired.
@@ -193,20 +236,7 @@ impl<T: Send> Pool<T> {
     /// a preview waits, one for a prefetch): memory a waiting preview can have at once,
     /// without waiting for a frame to come back. Returns whether one went.
     pub fn shed(&self) -> bool {
-        let y = &self.yielding;
-        let floor = y.pressure.floor();
-        if y.pressure.any.load(Ordering::SeqCst) == 0
-            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > floor).then(|| n - 1)).is_err()
-        {
-            return false;
-        }
-        if self.free_rx.try_recv().is_ok() {
-            y.retired.fetch_add(1, Ordering::SeqCst);
-            true
-        } else {
-            y.live.fetch_add(1, Ordering::SeqCst);
-            false
-        }
+        self.free.shed()
     }
 
     /// Occupancy samples so far.
@@ -216,7 +246,7 @@ impl<T: Send> Pool<T> {
 
     /// Waits up to `timeout` for a free slot.
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<Lease<T>> {
-        match self.free_rx.recv_timeout(timeout) {
+        match self.free.rx.recv_timeout(timeout) {
             Ok(item) => {
                 self.occupancy.change(1);
                 Some(Lease {
@@ -330,5 +360,24 @@ mod tests {
         assert!(pool.acquire_timeout(Duration::ZERO).is_none());
         assert_eq!("auto".parse::<PoolSize>().unwrap(), PoolSize::Auto);
         assert!("0".parse::<PoolSize>().is_err());
+    }
+
+    #[test]
+    fn the_pressure_sheds_free_slots_of_every_live_pool() {
+        let pressure = Arc::new(Pressure::default());
+        let (a, b) = (
+            Pool::new(vec![1, 2], Instant::now(), pressure.clone()),
+            Pool::new(vec![3], Instant::now(), pressure.clone()),
+        );
+        assert!(!pressure.shed_free(), "no pressure, nothing goes");
+        pressure.any.store(1, Ordering::SeqCst);
+        assert!(pressure.shed_free());
+        assert_eq!((a.live(), b.live()), (1, 1), "a prefetch leaves each pool one slot");
+        pressure.urgent.store(1, Ordering::SeqCst);
+        drop(b);
+        assert!(pressure.shed_free());
+        assert!(!pressure.shed_free());
+        assert_eq!(a.live(), 0);
+        assert_eq!(pressure.pools.lock().unwrap().len(), 1, "a dropped pool is forgotten");
     }
 }

@@ -730,6 +730,16 @@ impl Engine {
                         let urgent = (priority == Priority::Preview).then(|| Held::new(&self.core.pressure.urgent));
                         (Held::new(&self.core.pressure.any), urgent)
                     });
+                    // Memory an export holds idle goes now rather than
+                    // when it next starts a frame: a free pool slot, else
+                    // (for a preview) the slot a sequential export keeps
+                    // between frames.
+                    if !self.core.pressure.shed_free()
+                        && priority == Priority::Preview
+                        && let Backend::Gpu(g) = &mut *self.core.backend.lock(priority)
+                    {
+                        g.release_own_slot();
+                    }
                     let asked = Instant::now();
                     self.core.ledger.wait_release(since, Duration::from_millis(250));
                     *waited += asked.elapsed();

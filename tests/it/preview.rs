@@ -561,3 +561,78 @@ fn a_slider_drag_rewrites_kernel_buffers_in_place_and_never_mixes_grades() {
         crate::util::assert_close(&out, &want, &format!("exported frame {}", f.number));
     }
 }
+
+/// A stream export whose reader stopped reading: the export's decoders
+/// all wait, its slots sit free (or, one frame at a time, it sits in a
+/// write holding the slot it keeps). A preview that needs that memory
+/// takes it at once rather than waiting for a frame to start.
+#[test]
+fn a_stalled_stream_export_gives_its_idle_memory_to_a_preview() {
+    if crate::util::gpu(Default::default()).is_none() {
+        return;
+    }
+    use framepipe::gpu::{FrameShape, GpuBackend};
+    /// Blocks its first write until `open` says so.
+    struct Stalled {
+        open: crossbeam_channel::Receiver<()>,
+        entered: crossbeam_channel::Sender<()>,
+        stalled: bool,
+    }
+    impl std::io::Write for Stalled {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if !self.stalled {
+                self.stalled = true;
+                let _ = self.entered.send(());
+                let _ = self.open.recv();
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 12, 160, 96, PixelFormat::Rgba8);
+    let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
+    let slot = GpuBackend::slot_bytes(shape);
+    let kernels = kernel_bytes(shape, &grade(0.3));
+    for sequential in [false, true] {
+        // As in the test above: the export fills the budget but for half
+        // a slot.
+        let (slots, readbacks) = if sequential { (1, 1) } else { (4, framepipe::pipeline::GPU_DEPTH as u64) };
+        let budget = kernels + readbacks * GpuBackend::readback_bytes(shape) + slots * slot + slot / 2;
+        let e = Engine::new(EngineConfig {
+            backend: BackendKind::Gpu,
+            vram_budget: budget,
+            threads: 2,
+            prefetch: 0,
+            preview_memory_idle: Duration::from_millis(50),
+            ..Default::default()
+        })
+        .unwrap();
+        let job = Job::new(seq.source.as_str(), "-", grade(0.3));
+        let prepared = framepipe::prepare(&job).unwrap();
+        let (open_tx, open) = crossbeam_channel::bounded(1);
+        let (entered, stalled) = crossbeam_channel::bounded(1);
+        let exporter = e.clone();
+        let export = std::thread::spawn(move || {
+            let mut out = Stalled { open, entered, stalled: false };
+            let cancel = Cancel::default();
+            if sequential {
+                exporter.run_sequential_stream(&job, &prepared, &mut out, &cancel, &mut |_| {})
+            } else {
+                exporter.run_stream(&job, &prepared, &mut out, &cancel, &mut |_| {})
+            }
+        });
+        stalled.recv_timeout(Duration::from_secs(60)).unwrap();
+        // The frames under way come back and the export goes quiet.
+        std::thread::sleep(Duration::from_millis(500));
+        let wider = OpGraph::new(vec![Op::Exposure { stops: 0.1 }, Op::Blur { sigma: 2.7 }]).unwrap();
+        let p = e.preview(&seq, 9, &wider, Scale::Half).expect("the preview gets the export's idle memory");
+        assert_eq!((p.width, p.height), (80, 48));
+        open_tx.send(()).unwrap();
+        let report = export.join().unwrap().unwrap();
+        assert_eq!(report.frames_written, 12, "sequential {sequential}: {:?}", report.failures);
+        assert!(e.ledger().peak() <= budget);
+    }
+}
