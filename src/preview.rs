@@ -136,13 +136,18 @@ pub enum TraceEvent {
 }
 
 /// Which bytes a frame's file holds, as far as the file system says: its
-/// path, length and modification time. A plate re-rendered under the same
-/// name gets a new stamp, so neither cache serves what the old file made.
+/// path, length and modification time, and where the platform has them
+/// its inode and status-change time. A plate re-rendered under the same
+/// name gets a new stamp, so neither cache serves what the old file made,
+/// even at the same length within the mtime's granularity (a second on
+/// network shares), or copied over with its mtime kept: a rename brings a
+/// new inode, a write in place a new ctime.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FileStamp {
     path: std::path::PathBuf,
     len: u64,
     modified: Option<std::time::SystemTime>,
+    changed: Option<(u64, u64, i64, i64)>,
 }
 
 impl FileStamp {
@@ -150,7 +155,14 @@ impl FileStamp {
     fn of(sequence: &Sequence, frame: u64) -> Result<Self> {
         let path = frame_path(sequence, frame)?;
         let meta = std::fs::metadata(&path).map_err(|e| Error::Decode { path: path.clone(), reason: e.to_string() })?;
-        Ok(FileStamp { path, len: meta.len(), modified: meta.modified().ok() })
+        #[cfg(unix)]
+        let changed = {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
+        };
+        #[cfg(not(unix))]
+        let changed = None;
+        Ok(FileStamp { path, len: meta.len(), modified: meta.modified().ok(), changed })
     }
 }
 
@@ -281,6 +293,8 @@ pub fn graph_hash(graph: &OpGraph) -> u64 {
 /// Area average over `factor` x `factor` blocks to RGBA8, on the CPU: the
 /// twin of `shaders/downscale.wgsl` (same blocks, order and rounding).
 pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
+    // 0 would divide by zero; it can only mean no reduction.
+    let factor = factor.max(1);
     let (w, h) = (frame.width.div_ceil(factor), frame.height.div_ceil(factor));
     let max = frame.format.max_value();
     let mut out = vec![0u8; w as usize * h as usize * 4];
@@ -707,6 +721,11 @@ impl Engine {
     ) -> Result<R> {
         // Bounded in time: each refusal waits for a release or 250 ms.
         let deadline = Instant::now() + Duration::from_secs(5);
+        // A prefetch stops waiting once the playhead jumped or the grade
+        // changed: it would hold the export down for a frame nobody wants.
+        let generation = &self.core.previews.generation;
+        let wanted_from = generation.load(Ordering::SeqCst);
+        let wanted = || priority != Priority::Prefetch || generation.load(Ordering::SeqCst) == wanted_from;
         // Up from the first refusal to the end: an export must not regrow
         // a slot with memory it just gave back for this request.
         let mut pressure = None;
@@ -718,7 +737,7 @@ impl Engine {
                 work(&mut backend)
             };
             match result {
-                Err(Error::Budget(_)) if Instant::now() < deadline => {
+                Err(Error::Budget(_)) if Instant::now() < deadline && wanted() => {
                     // Counted after the refusal: the attempt's own undoing
                     // of what it had allocated is not a release to wake for.
                     let since = self.core.ledger.releases();

@@ -433,7 +433,12 @@ impl GpuBackend {
         };
         self.computes.push(compute);
         self.sets.built += 1;
-        self.check_error()
+        // A set the device refused is not kept for the next frame to reuse.
+        let checked = self.check_error();
+        if checked.is_err() {
+            self.computes.pop();
+        }
+        checked
     }
 
     /// Drops the kernel sets no frame has asked for in `idle`, but the one

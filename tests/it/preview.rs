@@ -636,3 +636,28 @@ fn a_stalled_stream_export_gives_its_idle_memory_to_a_preview() {
         assert!(e.ledger().peak() <= budget);
     }
 }
+
+/// A plate rewritten in place at the same length with its old mtime put
+/// back (a copy that keeps times, a coarse network clock): still a new
+/// file to both caches.
+#[test]
+fn a_plate_rewritten_with_its_old_length_and_mtime_is_not_served_stale() {
+    let t = tempfile::tempdir().unwrap();
+    let seed = Rng::fresh("same-length plates").next();
+    let opts = GenerateOptions { width: 48, height: 32, frames: 2, start: 1, alpha: true, seed, ..Default::default() };
+    let pattern = t.path().join("q/s_%03d.tif").display().to_string();
+    generate_sequence(&opts, &pattern, &EncodeOptions::default(), false).unwrap();
+    let seq = Sequence::scan(&pattern, None, MissingPolicy::Error).unwrap();
+    let (one, two) = (&seq.frames[0].path, &seq.frames[1].path);
+    let replacement = std::fs::read(two).unwrap();
+    assert_eq!(std::fs::metadata(one).unwrap().len(), replacement.len() as u64, "uncompressed: one length");
+    let e = engine(BackendKind::Cpu, 64 << 20);
+    let old = e.preview(&seq, 1, &grade(0.2), Scale::Half).unwrap();
+    let mtime = std::fs::metadata(one).unwrap().modified().unwrap();
+    std::fs::write(one, &replacement).unwrap();
+    std::fs::File::options().write(true).open(one).unwrap().set_modified(mtime).unwrap();
+    let new = e.preview(&seq, 1, &grade(0.2), Scale::Half).unwrap();
+    let want = e.preview(&seq, 2, &grade(0.2), Scale::Half).unwrap();
+    assert_ne!(new.data, old.data);
+    assert_eq!(new.data, want.data, "frame 1 now holds frame 2's pixels");
+}
