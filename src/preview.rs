@@ -15,6 +15,7 @@
 //! direction the playhead moved, at [`Priority::Prefetch`] (below previews,
 //! above exports); a jump cancels what is still queued.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, GpuBackend, GpuSlot, SetHold};
 use crate::io::{DecodeLimits, HostFrame, decode_file, probe_file};
 use crate::ops::{OpGraph, process_cpu};
-use crate::priority::{GateGuard, Intent, Priority};
+use crate::priority::{Class, GateGuard, Intent, Priority};
 use crate::sequence::Sequence;
 
 /// Preview resolution.
@@ -218,8 +219,10 @@ pub(crate) struct PreviewState {
     prefetch: OnceLock<Sender<PrefetchJob>>,
     /// The prefetch thread, joined when the engine goes.
     prefetcher: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Keys being rendered now, and the signal that one landed.
-    inflight: Mutex<std::collections::HashSet<PreviewKey>>,
+    /// Keys being rendered now, each with its render's class at the
+    /// backend (raised when a preview joins a prefetch), and the signal
+    /// that one landed.
+    inflight: Mutex<HashMap<PreviewKey, Class>>,
     landed: std::sync::Condvar,
     /// Upload staging for preview sources; used only under the backend lock.
     slot: Mutex<Option<PreviewSlot>>,
@@ -432,7 +435,13 @@ impl Engine {
             if let Some(image) = lock(&state.cache).peek(key) {
                 return Ok((image, if joined { Served::Joined } else { Served::Hit }));
             }
-            if inflight.contains(key) {
+            if let Some(class) = inflight.get(key) {
+                // A preview waiting on a prefetch's render makes it a
+                // preview's render at the backend: it goes ahead of other
+                // prefetches and of export frames from now on.
+                if priority == Priority::Preview && !joined {
+                    self.core.backend.raise(class, Priority::Preview);
+                }
                 joined = true;
                 // A prefetch rendering it that waits for memory claims it
                 // at prefetch strength (the export keeps its last slot): a
@@ -444,12 +453,13 @@ impl Engine {
                 let _ = state.landed.wait_timeout(inflight, Duration::from_millis(100));
                 continue;
             }
-            inflight.insert(key.clone());
+            let class = Class::default();
+            inflight.insert(key.clone(), class.clone());
             drop(inflight);
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
-            let render = || self.render_preview(&key.file, key.frame, graph, key.scale, priority, gate);
+            let render = || self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class), gate);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(render))
                 .unwrap_or_else(|payload| {
                     let msg = crate::error::panic_message(&*payload);
@@ -581,7 +591,7 @@ impl Engine {
         frame: u64,
         graph: &OpGraph,
         scale: Scale,
-        priority: Priority,
+        (priority, class): (Priority, &Class),
         gate: &mut Option<GateGuard<'a>>,
     ) -> Result<PreviewImage> {
         graph.validate()?;
@@ -591,7 +601,7 @@ impl Engine {
         // while this request decodes queue behind it.
         // (A prefetch announces itself only once decoded: export frames must
         // not stall while it reads the disk.)
-        let mut intent = (priority == Priority::Preview).then(|| self.core.backend.intend(priority));
+        let mut intent = (priority == Priority::Preview).then(|| self.core.backend.intend_as(priority, class));
         let plan = graph.plan();
         let factor = scale.factor();
         let t = Instant::now();
@@ -618,7 +628,7 @@ impl Engine {
             // An unreadable header fails in the decode below, with its reason.
             if let Ok((width, height, format)) = probe {
                 let shape = FrameShape { width, height, format };
-                let reserved_ok = self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
+                let reserved_ok = self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
                     Backend::Gpu(gpu) => {
                         let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
                         let slot = fitted_slot(gpu, held, shape)?;
@@ -649,7 +659,7 @@ impl Engine {
         let before = waited;
         let mut upload = Duration::ZERO;
         let (width, height, data, gpu_ns) =
-            self.with_memory(priority, &mut intent, &mut waited, gate, |backend| match backend {
+            self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
                 Backend::Gpu(gpu) => {
                     let (held, _hold) = match reserved.take() {
                         Some((slot, hold)) => (Some(slot), Some(hold)),
@@ -713,7 +723,7 @@ impl Engine {
     /// Time spent waiting goes to `waited`.
     fn with_memory<'a, R>(
         &'a self,
-        priority: Priority,
+        (priority, class): (Priority, &Class),
         intent: &mut Option<Intent<'a, Backend>>,
         waited: &mut Duration,
         gate: &mut Option<GateGuard<'a>>,
@@ -732,7 +742,7 @@ impl Engine {
         loop {
             let asked = Instant::now();
             let result = {
-                let mut backend = intent.get_or_insert_with(|| self.core.backend.intend(priority)).lock();
+                let mut backend = intent.get_or_insert_with(|| self.core.backend.intend_as(priority, class)).lock();
                 *waited += asked.elapsed();
                 work(&mut backend)
             };

@@ -12,13 +12,18 @@
 //! frames that come to the lock while it decodes wait behind it instead of
 //! slipping in first.
 //!
+//! A [`Class`] lets another thread raise work already announced: a
+//! preview that comes to wait for a prefetch rendering the same frame
+//! raises the prefetch to a preview's class ([`PriorityLock::raise`]).
+//!
 //! The [`Gate`] covers what the lock cannot: export frames that have not
 //! started yet. While a preview is raised at it (until the preview holds
 //! its VRAM), no new export frame starts decoding, so none that started
 //! after the request can use the memory or the GPU time the preview is
 //! waiting for.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Who is asking.
@@ -70,8 +75,36 @@ impl<T> PriorityLock<T> {
     /// dropped, across any number of [`Intent::lock`] calls: lower classes
     /// stay out all that time, even while the intent holds nothing.
     pub fn intend(&self, priority: Priority) -> Intent<'_, T> {
-        self.state().waiting[priority as usize] += 1;
-        Intent { lock: self, priority: priority as usize }
+        self.intend_as(priority, &Class::default())
+    }
+
+    /// [`PriorityLock::intend`] at `priority`, or higher where `class` was
+    /// raised; [`PriorityLock::raise`] on `class` moves the intent up while
+    /// it lives (a prefetch that a preview came to wait for).
+    pub fn intend_as(&self, priority: Priority, class: &Class) -> Intent<'_, T> {
+        let mut s = self.state();
+        debug_assert_eq!(class.0.attached.load(Ordering::SeqCst), DETACHED, "one live intent per class");
+        let at = (priority as usize).max(class.0.wanted.load(Ordering::SeqCst));
+        s.waiting[at] += 1;
+        class.0.attached.store(at, Ordering::SeqCst);
+        Intent { lock: self, class: class.clone() }
+    }
+
+    /// Raises `class` to at least `to`: its intent, if one lives, counts
+    /// at `to` from now (a waiting one is served as that class), and any
+    /// made with it later start there.
+    pub fn raise(&self, class: &Class, to: Priority) {
+        let mut s = self.state();
+        let to = to as usize;
+        class.0.wanted.fetch_max(to, Ordering::SeqCst);
+        let at = class.0.attached.load(Ordering::SeqCst);
+        if at != DETACHED && at < to {
+            s.waiting[at] -= 1;
+            s.waiting[to] += 1;
+            class.0.attached.store(to, Ordering::SeqCst);
+            drop(s);
+            self.changed.notify_all();
+        }
     }
 
     /// Whether a class above `priority` is waiting (or announced).
@@ -90,10 +123,33 @@ impl<T> PriorityLock<T> {
     }
 }
 
+/// No intent lives for a [`Class`].
+const DETACHED: usize = usize::MAX;
+
+/// The class of one piece of work across its intents, which another
+/// thread may raise ([`PriorityLock::raise`]). Changed only under the
+/// lock's state mutex, so its counts and the lock's always agree.
+#[derive(Clone, Debug)]
+pub struct Class(Arc<ClassState>);
+
+#[derive(Debug)]
+struct ClassState {
+    /// The least class its intents take (raised so far).
+    wanted: AtomicUsize,
+    /// The class its live intent counts as, or [`DETACHED`].
+    attached: AtomicUsize,
+}
+
+impl Default for Class {
+    fn default() -> Self {
+        Class(Arc::new(ClassState { wanted: AtomicUsize::new(0), attached: AtomicUsize::new(DETACHED) }))
+    }
+}
+
 /// A class announced as waiting; see [`PriorityLock::intend`].
 pub struct Intent<'a, T> {
     lock: &'a PriorityLock<T>,
-    priority: usize,
+    class: Class,
 }
 
 impl<'a, T> Intent<'a, T> {
@@ -101,7 +157,12 @@ impl<'a, T> Intent<'a, T> {
     pub fn lock(&self) -> PriorityGuard<'a, T> {
         let lock = self.lock;
         let mut s = lock.state();
-        while s.held || s.waiting[self.priority + 1..].iter().any(|&n| n > 0) {
+        // Read under the state mutex each time: a raise moves it.
+        let above = |s: &State| {
+            let at = self.class.0.attached.load(Ordering::SeqCst);
+            s.held || s.waiting[at + 1..].iter().any(|&n| n > 0)
+        };
+        while above(&s) {
             s = lock.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.held = true;
@@ -112,7 +173,10 @@ impl<'a, T> Intent<'a, T> {
 
 impl<T> Drop for Intent<'_, T> {
     fn drop(&mut self) {
-        self.lock.state().waiting[self.priority] -= 1;
+        let mut s = self.lock.state();
+        let at = self.class.0.attached.swap(DETACHED, Ordering::SeqCst);
+        s.waiting[at] -= 1;
+        drop(s);
         self.lock.changed.notify_all();
     }
 }
@@ -229,6 +293,34 @@ mod tests {
         drop(guard);
         handles.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(*lock.lock(Priority::Export), [Priority::Preview, Priority::Prefetch, Priority::Export]);
+    }
+
+    #[test]
+    fn a_raised_class_is_served_as_its_new_class_waiting_or_not() {
+        let lock = Arc::new(PriorityLock::new(Vec::new()));
+        let guard = lock.lock(Priority::Export);
+        let class = Class::default();
+        let (l, c) = (lock.clone(), class.clone());
+        // Work announced as an export waits beside a prefetch; raised to a
+        // preview's class while it waits, it goes first.
+        let raised = std::thread::spawn(move || l.intend_as(Priority::Export, &c).lock().push(Priority::Preview));
+        let l = lock.clone();
+        let prefetch = std::thread::spawn(move || l.lock(Priority::Prefetch).push(Priority::Prefetch));
+        std::thread::sleep(Duration::from_millis(50));
+        lock.raise(&class, Priority::Preview);
+        assert!(lock.waiting_above(Priority::Prefetch), "the count moved with it");
+        drop(guard);
+        raised.join().unwrap();
+        prefetch.join().unwrap();
+        assert_eq!(*lock.lock(Priority::Export), [Priority::Preview, Priority::Prefetch]);
+        assert!(!lock.waiting_above(Priority::Export), "the counts went back to zero");
+        // Raised before its intent: the intent starts at the new class.
+        let later = Class::default();
+        lock.raise(&later, Priority::Preview);
+        let intent = lock.intend_as(Priority::Prefetch, &later);
+        assert!(lock.waiting_above(Priority::Prefetch));
+        drop(intent);
+        assert!(!lock.waiting_above(Priority::Export));
     }
 
     #[test]
