@@ -632,6 +632,15 @@ fn run_sequential(
         }
         let result = (|| -> Result<FrameRecord> {
             let t0 = Instant::now();
+            // The run's shape is the first frame's whose header reads, as
+            // in the pipeline: a first frame cut short after its header
+            // still sets it (its neighbours are not then mismatched).
+            if expected.is_none()
+                && let Ok((width, height, format)) = crate::io::probe_file(&frame.path, &job.limits)
+            {
+                expected = Some((width, height, format));
+                report.frame = format!("{width}x{height} {format}");
+            }
             let src = decode_file(&frame.path, &job.limits)?;
             let shape = (src.width, src.height, src.format);
             match expected {

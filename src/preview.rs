@@ -628,18 +628,19 @@ impl Engine {
             // An unreadable header fails in the decode below, with its reason.
             if let Ok((width, height, format)) = probe {
                 let shape = FrameShape { width, height, format };
-                let reserved_ok = self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
-                    Backend::Gpu(gpu) => {
-                        let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
-                        let slot = fitted_slot(gpu, held, shape)?;
-                        *lock(&state.last_render) = Some(Instant::now());
-                        let r = gpu.prepare_for_preview(shape, &plan, factor);
-                        let hold = if r.is_ok() { gpu.hold_newest_set() } else { SetHold::default() };
-                        reserved = Some((slot, hold));
-                        r
-                    }
-                    Backend::Cpu => Ok(()),
-                });
+                let reserved_ok =
+                    self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
+                        Backend::Gpu(gpu) => {
+                            let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
+                            let slot = fitted_slot(gpu, held, shape)?;
+                            *lock(&state.last_render) = Some(Instant::now());
+                            let r = gpu.prepare_for_preview(shape, &plan, factor);
+                            let hold = if r.is_ok() { gpu.hold_newest_set() } else { SetHold::default() };
+                            reserved = Some((slot, hold));
+                            r
+                        }
+                        Backend::Cpu => Ok(()),
+                    });
                 if let Err(e) = reserved_ok {
                     give_back(reserved.take());
                     return Err(e);

@@ -43,8 +43,10 @@ pub struct StageReport {
     pub busy_s: f64,
     /// Seconds waiting for input, summed over workers.
     pub wait_input_s: f64,
-    /// Seconds waiting to hand output on (a full queue, a free slot for
-    /// `read`, the backend or VRAM for the GPU owner), summed over workers.
+    /// Seconds waiting to hand output on or held back by what is
+    /// downstream (a full queue, a stream's reorder window for `read`, a
+    /// free slot or previews at the gate for `decode`, the backend or VRAM
+    /// for the GPU owner), summed over workers.
     pub wait_output_s: f64,
     /// Busy time per item, ms.
     pub busy_ms_per_frame: f64,

@@ -183,6 +183,7 @@ impl Drop for StopOnPanic<'_, '_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.stop.store(true, Ordering::SeqCst);
+            self.0.abort.store(true, Ordering::SeqCst);
             join_failed(self.0);
             self.0.next_turn.notify_all();
         }
@@ -204,6 +205,9 @@ struct Shared<'a> {
     plan: Plan,
     start: Instant,
     stop: AtomicBool,
+    /// A panic or a device error: frames already started are dropped
+    /// rather than finished (a stop under `--on-error stop` drains them).
+    abort: AtomicBool,
     fatal: Mutex<Option<String>>,
     cancel: &'a Cancel,
     /// For a stream: how far the reader may run ahead of the writer.
@@ -218,10 +222,20 @@ impl Shared<'_> {
         self.stop.load(Ordering::SeqCst) || self.cancel.is_cancelled()
     }
 
+    /// Whether the run failed past finishing the frames under way (a
+    /// panic, a lost device): it must end at once and write no frame
+    /// after the error, so every stage drops what it holds.
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+
     fn fail(&self, events: &Sender<Event>, number: u64, error: Error) {
         let fatal = matches!(error, Error::Panic(_) | Error::Gpu(_));
         if fatal || self.job.on_error == ErrorPolicy::Stop {
             self.stop.store(true, Ordering::SeqCst);
+        }
+        if fatal {
+            self.abort.store(true, Ordering::SeqCst);
         }
         if let Error::Panic(msg) = &error {
             self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| msg.clone());
@@ -313,7 +327,8 @@ pub(crate) fn run(
     // Preview memory an editor has left idle goes back before the pool is
     // sized (kept while the editor is active).
     engine.reclaim_preview_memory(Some((shape, &plan)));
-    // Auto sizes for the workers that can be busy: no more than frames.
+    // The pool (auto) and the stage threads are sized for the workers
+    // that can be busy: no more than frames.
     let busy = threads.min(total);
     // A pool that does not fit beside what an active editor's previews
     // hold waits for them to go quiet and give it back (the export yields,
@@ -351,12 +366,13 @@ pub(crate) fn run(
     let (events_tx, events_rx) = unbounded::<Event>();
     // Frames dispatched but not yet written to a stream: the slots, a
     // frame per encoder and one waiting for each.
-    let window = stream.is_some().then(|| Window::new(pool.size() + 2 * threads));
+    let window = stream.is_some().then(|| Window::new(pool.size() + 2 * busy));
     let shared = Shared {
         job,
         plan,
         start,
         stop: AtomicBool::new(false),
+        abort: AtomicBool::new(false),
         fatal: Mutex::new(None),
         cancel,
         window,
@@ -377,11 +393,11 @@ pub(crate) fn run(
 
     let compute_name =
         if identity { None } else { Some(if engine.backend_name() == "gpu" { "gpu" } else { "compute" }) };
-    let (decode_tx, decode_rx) = bounded::<Work>(threads);
+    let (decode_tx, decode_rx) = bounded::<Work>(busy);
     let (compute_tx, compute_rx) = bounded::<Decoded>(pool.size());
-    let (encode_tx, encode_rx) = bounded::<Processed>(threads);
+    let (encode_tx, encode_rx) = bounded::<Processed>(busy);
     let gpu_slots = compute_name == Some("gpu");
-    let (to_readback, readback_rx) = bounded::<Finished>(readback_threads(threads));
+    let (to_readback, readback_rx) = bounded::<Finished>(readback_threads(busy));
     let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
     // Writing to a stream is a stage of its own: a slow consumer (an
     // encoder reading the pipe) is then what the report names.
@@ -395,7 +411,7 @@ pub(crate) fn run(
     std::thread::scope(|scope| {
         let shared = &shared;
         let reader = scope.spawn(move || ctx.read(work, decode_tx));
-        let decoders: Vec<_> = (0..threads)
+        let decoders: Vec<_> = (0..busy)
             .map(|worker| {
                 let (rx, to_compute, to_encode, events) =
                     (decode_rx.clone(), compute_tx.clone(), encode_tx.clone(), events_tx.clone());
@@ -410,14 +426,14 @@ pub(crate) fn run(
             let (rx, to_encode, to_readback, events) = compute_channels;
             scope.spawn(move || ctx.compute(name, rx, to_encode, to_readback, events))
         });
-        let readers: Vec<_> = (0..if gpu_slots { readback_threads(threads) } else { 0 })
+        let readers: Vec<_> = (0..if gpu_slots { readback_threads(busy) } else { 0 })
             .map(|worker| {
                 let (rx, to_encode, events) = (readback_rx.clone(), encode_tx.clone(), events_tx.clone());
                 scope.spawn(move || ctx.copy_out(worker, rx, to_encode, events))
             })
             .collect();
         drop((readback_rx, encode_tx));
-        let encoders: Vec<_> = (0..threads)
+        let encoders: Vec<_> = (0..busy)
             .map(|worker| {
                 let (rx, events) = (encode_rx.clone(), events_tx.clone());
                 scope.spawn(move || ctx.encode(worker, rx, events))

@@ -46,6 +46,7 @@ impl Ctx<'_> {
     /// window allows. Returns its clock and how many it sent.
     pub(super) fn read(self, work: Vec<(u64, PathBuf, PathBuf)>, decode_tx: Sender<Work>) -> (Clock, usize) {
         let shared = self.shared;
+        let _stop_on_panic = StopOnPanic(shared);
         let mut clock = Clock::default();
         let mut sent = 0;
         'frames: for (position, (number, input, output)) in work.into_iter().enumerate() {
@@ -92,8 +93,10 @@ impl Ctx<'_> {
             let slot = catch_unwind(AssertUnwindSafe(|| {
                 start_frame(engine, shared, pool, (position, number), gpu, compute_name.is_none())
             }));
+            // Held back by what is downstream (no free slot) or by
+            // previews: waiting on output, not on work to do.
             slot_wait += asked.elapsed();
-            clock.wait_in += asked.elapsed();
+            clock.wait_out += asked.elapsed();
             let slot = match slot {
                 Ok(Some(slot)) => slot,
                 // Stopped or cancelled: frames not yet started are dropped.
@@ -179,6 +182,7 @@ impl Ctx<'_> {
         events: Sender<Event>,
     ) -> Clock {
         let Ctx { engine, shared, ring, shape, gpu_slots, .. } = self;
+        let _stop_on_panic = StopOnPanic(shared);
         let mut clock = Clock::default();
         let mut broken = false;
         // Frames on the GPU, oldest first: a new frame is submitted
@@ -220,9 +224,9 @@ impl Ctx<'_> {
                 compute_rx.try_recv().ok()
             };
             if let Some(d) = next {
-                if broken || shared.cancel.is_cancelled() {
+                if broken || shared.cancel.is_cancelled() || shared.aborted() {
                     // Drain without touching a failed device, or
-                    // drop what a cancelled run has not started.
+                    // drop what a cancelled or aborted run has not started.
                     abandon(d);
                     continue;
                 }
@@ -244,7 +248,7 @@ impl Ctx<'_> {
                         // cancel, or a ring still full seconds after
                         // a stop (a failed copier), drops this one.
                         let stuck = shared.stopping() && asked.elapsed() > Duration::from_secs(5);
-                        if shared.cancel.is_cancelled() || stuck {
+                        if shared.cancel.is_cancelled() || shared.aborted() || stuck {
                             break None;
                         }
                     };
@@ -284,6 +288,8 @@ impl Ctx<'_> {
                         clock.frames -= 1;
                         pending = Some(d);
                     }
+                    // It stopped waiting for memory because the run stopped.
+                    Err(Error::Budget(_)) if shared.stopping() => abandon(d),
                     Err(e) => {
                         broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
                         shared.fail(&events, d.number, e);
@@ -292,7 +298,7 @@ impl Ctx<'_> {
                 continue;
             }
             let Some((flight, d, readback, t0)) = flights.pop_front() else { continue };
-            if broken {
+            if broken || shared.aborted() {
                 if let SlotKind::Gpu(s) = &*d.slot {
                     let _ = flight.wait(s);
                 }
@@ -347,9 +353,14 @@ impl Ctx<'_> {
         events: Sender<Event>,
     ) -> Clock {
         let Ctx { shared, shape, .. } = self;
+        let _stop_on_panic = StopOnPanic(shared);
         let mut clock = Clock::default();
         while let Some(f) = clock.recv(&rx) {
             let Finished { number, output, has_alpha, readback, decode_ms, t0, gpu_ns } = f;
+            if shared.aborted() {
+                let _ = events.send(Event::Abandoned(number));
+                continue;
+            }
             let result = clock.work(shared.start, "readback", worker, number, || {
                 shared.guarded(Stage::Readback, number, || readback.take_result())
             });
@@ -374,9 +385,14 @@ impl Ctx<'_> {
     /// stream (the progress thread writes it in order).
     pub(super) fn encode(self, worker: usize, rx: Receiver<Processed>, events: Sender<Event>) -> Clock {
         let Ctx { engine, shared, prepared, .. } = self;
+        let _stop_on_panic = StopOnPanic(shared);
         let mut clock = Clock::default();
         while let Some(p) = clock.recv(&rx) {
             let number = p.number;
+            if shared.aborted() {
+                let _ = events.send(Event::Abandoned(number));
+                continue;
+            }
             let t0 = Instant::now();
             let result = clock.work(shared.start, "encode", worker, number, || {
                 shared.guarded(Stage::Encode, number, || {
@@ -456,9 +472,7 @@ fn submit(
         drop(backend);
         match r {
             Err(Error::Budget(_))
-                if may_wait
-                    && !shared.cancel.is_cancelled()
-                    && (Instant::now() < deadline || engine.preview_memory_held()) =>
+                if may_wait && !shared.stopping() && (Instant::now() < deadline || engine.preview_memory_held()) =>
             {
                 // Memory an editor left idle is given back (this run's
                 // kernel set stays); frames on the GPU free theirs as

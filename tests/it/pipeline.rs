@@ -298,9 +298,17 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         job.inject_panic = Some((stage, 3));
         let prepared = framepipe::prepare(&job).unwrap();
         let started = Instant::now();
+        // Frames reported written once the panic was: at most those each
+        // of the two encoders was already writing; the rest are dropped.
+        let (mut failed, mut after) = (false, 0);
+        let mut progress = |p: framepipe::Progress<'_>| match p {
+            framepipe::Progress::Failed { .. } => failed = true,
+            framepipe::Progress::Done { .. } => after += usize::from(failed),
+        };
         // `run` returns only after every thread has joined.
-        let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
+        let err = e.run(&job, &prepared, &Cancel::default(), &mut progress).unwrap_err();
         let elapsed = started.elapsed();
+        assert!(after <= 2, "{backend:?} {stage:?}: {after} frames written after the panic");
         assert!(
             matches!(&err, Error::Panic(m) if m.contains(&format!("{stage:?} stage panicked on frame 3"))),
             "{err}"
@@ -432,4 +440,40 @@ fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
     let rest = interrupt(&["INT", "INT"], 8, 1280, 720);
     assert!(rest.contains("stopped at once"), "{rest}");
     assert!(!rest.contains("frames/s"), "no summary after stopping at once: {rest}");
+}
+
+/// A first frame cut short after its header sets the run's frame size in
+/// both paths alike (its header is what the pipeline sizes the pool by),
+/// so under `--on-error skip` they fail and write the same frames.
+#[test]
+fn both_paths_take_the_frame_size_from_the_first_header() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 4, 24, 16);
+    let seed = crate::util::Rng::fresh("larger first frame").next();
+    let opts =
+        GenerateOptions { width: 48, height: 32, frames: 1, start: 1, format: PixelFormat::Rgba8, alpha: true, seed };
+    let big = t.path().join("big/b_%03d.png").display().to_string();
+    generate_sequence(&opts, &big, &EncodeOptions::default(), false).unwrap();
+    let bytes = fs::read(t.path().join("big/b_001.png")).unwrap();
+    fs::write(t.path().join("in/s_001.png"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = engine(BackendKind::Cpu, PoolSize::Fixed(2), 2, 2 << 30);
+    let mut failed = Vec::new();
+    for sequential in [false, true] {
+        let mut job =
+            Job::new(input.as_str(), t.path().join(format!("o{sequential}/o_%03d.png")).display().to_string(), graph());
+        job.on_error = framepipe::ErrorPolicy::Skip;
+        let prepared = framepipe::prepare(&job).unwrap();
+        let cancel = Cancel::default();
+        let report = if sequential {
+            e.run_sequential(&job, &prepared, &cancel, &mut |_| {}).unwrap()
+        } else {
+            e.run(&job, &prepared, &cancel, &mut |_| {}).unwrap()
+        };
+        assert_eq!(report.frame, "48x32 RGBA8", "sequential {sequential}");
+        let mut numbers: Vec<u64> = report.failures.iter().map(|f| f.number).collect();
+        numbers.sort();
+        failed.push((numbers, report.frames_written));
+    }
+    assert_eq!(failed[0], failed[1]);
+    assert_eq!(failed[0], (vec![1, 2, 3, 4], 0));
 }
