@@ -13,17 +13,22 @@
 # pool ratios are read against, and a machine released between calls has
 # lost WORK). SECTIONS=decode adds the CPU decode bench.
 #
-# It takes: `framepipe info`; kernel GB/s per op at 1080p/4K/8K from GPU
-# timestamps beside the streaming reference (criterion `kernels` bench);
+# It takes: `framepipe info`; kernel GB/s per op at 1080p/4K/8K on the GPU
+# (from GPU timestamps) and on the CPU backend, beside the streaming
+# reference (criterion `kernels` bench; its raw output is kept beside the
+# report as kernels.txt, so a call cut short still has the cases it ran);
 # the pipelined run against the decode+encode-only run on 48 8K PNG
 # frames; `bench-pool` sweeps for PNG and uncompressed TIFF with the pipelined /
 # decode+encode-only ratio per pool size; the preview cache bench; the
 # editor session. A section that fails says so in the report and the rest
-# still run.
+# still run. Where nvidia-smi is found, the device's memory in use is
+# sampled every 200 ms and each section ends with its peak, beside the
+# ledger's own figures.
 # FRAMES (default 48) and SIZE (default 8k) set the sequence; BUDGET
 # (default 16GiB: room for the auto pool of 16 threads, 19 8K slots, beside
 # the readback ring and single-band kernel buffers) is the VRAM budget of
-# every run; BENCH_SECONDS (default 2) criterion's measuring time per case.
+# every run; BENCH_SECONDS (default 2) criterion's measuring time per case;
+# KERNEL_BACKENDS (default gpu,cpu) and KERNEL_SIZES the kernel cases.
 set -euo pipefail
 report=${1:-gpu-report.md}
 frames=${FRAMES:-48}
@@ -52,11 +57,30 @@ section() {
   local name=$1 rc=0
   want "$name" || return 0
   echo "section $name ..." >&2
+  local from
+  from=$(sample_count)
   set +e
   ( set -e; "section_$name" )
   rc=$?
   set -e
   [ "$rc" -eq 0 ] || say "(section $name failed with exit code $rc)"
+  device_peak "$from"
+}
+
+# Device memory in use (MiB), sampled in the background where the driver's
+# nvidia-smi is found: the whole GPU's view, beside the ledger's count.
+samples="$work/device-memory.csv"
+: >"$samples"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >>"$samples" 2>/dev/null &
+  sampler=$!
+  trap 'kill "$sampler" 2>/dev/null || true' EXIT
+fi
+sample_count() { wc -l <"$samples"; }
+device_peak() {
+  local peak
+  peak=$(tail -n +"$(($1 + 1))" "$samples" | sort -n | tail -1)
+  [ -z "$peak" ] || { say; say "(device memory in use, peak during this section: $peak MiB, nvidia-smi)"; }
 }
 
 # The sequence, generated once per WORK, SIZE and FRAMES (a change of
@@ -114,20 +138,21 @@ section_kernels() {
     say "(no kernels bench executable: stage with scripts/stage-gpu.sh)"
     return 0
   fi
-  if ! FRAMEPIPE_BENCH_BACKENDS=gpu FRAMEPIPE_BENCH_SIZES=${KERNEL_SIZES:-1080p,4k,8k} \
-    kernels --bench --noplot >"$work/kernels.txt" 2>&1; then
-    tail -20 "$work/kernels.txt" | fence
+  local raw="$out_dir/kernels.txt"
+  if ! FRAMEPIPE_BENCH_BACKENDS=${KERNEL_BACKENDS:-gpu,cpu} FRAMEPIPE_BENCH_SIZES=${KERNEL_SIZES:-1080p,4k,8k} \
+    kernels --bench --noplot >"$raw" 2>&1; then
+    tail -20 "$raw" | fence
     return 1
   fi
-  kernel_table <"$work/kernels.txt" >"$work/kernels.md"
-  if [ "$(wc -l <"$work/kernels.md")" -le 2 ]; then
-    # No case ran (the bench skips software adapters under `gpu`): say why.
-    tail -20 "$work/kernels.txt" | fence
+  kernel_table <"$raw" >"$work/kernels.md"
+  if ! grep -q '| gpu' "$work/kernels.md"; then
+    # No GPU case ran (the bench skips software adapters under `gpu`): say why.
+    tail -20 "$raw" | fence
     return 1
   fi
   cat "$work/kernels.md" >&3
   say
-  grep -E '^kernels/|time:|thrpt:' "$work/kernels.txt" | fence
+  grep -E '^kernels/|time:|thrpt:' "$raw" | fence
 }
 
 section_decode() {
