@@ -601,8 +601,8 @@ fn run_sequential(
     let total = prepared.sequence.frames.len();
     // A budget that cannot hold one frame is refused up front, as the
     // pipeline refuses it (a header that cannot be read fails its frame).
-    if let (false, Some(first)) = (identity, prepared.sequence.frames.first())
-        && let Ok((width, height, format)) = crate::io::probe_file(&first.path, &job.limits)
+    let first_header = prepared.sequence.frames.iter().find_map(|f| crate::io::probe_file(&f.path, &job.limits).ok());
+    if let (false, Some((width, height, format))) = (identity, first_header)
         && let Backend::Gpu(gpu) = &*engine.backend().lock(Priority::Export)
     {
         let shape = crate::gpu::FrameShape { width, height, format };
@@ -690,10 +690,10 @@ fn run_sequential(
                 report.frames.push(record);
                 progress(Progress::Done { finished, total, record: report.frames.last().unwrap() });
             }
-            // The first frame not fitting the budget is the run not
-            // fitting it: a usage error, as the pipelined run reports it
-            // before any frame, not one failed frame per frame.
-            Err(e @ Error::Budget(_)) if i == 0 => return Err(e),
+            // The first frame to reach the kernels not fitting the budget
+            // is the run not fitting it: a usage error, as the pipelined
+            // run reports it before any frame, not one failure per frame.
+            Err(e @ Error::Budget(_)) if report.frames.is_empty() => return Err(e),
             Err(e) => {
                 report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });

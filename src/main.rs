@@ -540,9 +540,19 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
     };
     let prepared = framepipe::prepare(&job)?;
-    // `-o - > shot_0005.png` would stream frames over a source.
-    if prepared.stream && stdout_file_id().is_some_and(|id| prepared.reads.contains_id(id)) {
-        return Err(Error::invalid("output", "- (stdout is an input file)", "a pipe or a file that is not an input"));
+    // `-o - >> shot_0005.png` would write frames (or a report) into a
+    // source. (`>` has emptied it before framepipe starts: only the shell
+    // can refuse that, with `set -o noclobber`.)
+    let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
+    let to_stdout = prepared.stream || dash(&opts.json) || dash(&opts.timeline);
+    if to_stdout
+        && let Some(id) = stdout_file_id()
+        && prepared.reads.contains_id(id)
+    {
+        let mut reads = prepared.sequence.matched.iter().chain(&job.also_reads);
+        let name = reads.find(|p| framepipe::io::file_id(p) == Some(id)).map(|p| p.display().to_string());
+        let what = format!("(redirected to {})", name.as_deref().unwrap_or("an input"));
+        return Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"));
     }
     // An encoder option for a format the run does not write is said, as
     // FFmpeg says an option went unused, rather than silently dropped.
@@ -556,7 +566,6 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         }
     }
     // `-` writes a report to stdout, unless stdout carries the frames.
-    let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     for (flag, path) in [("--json", &opts.json), ("--timeline", &opts.timeline)] {
         if dash(path) && prepared.stream {
             return Err(Error::invalid(flag, "-", "a file: stdout carries the frames (-o -)"));

@@ -190,7 +190,12 @@ impl<T: Send + 'static> Pool<T> {
         });
         let free = Arc::new(Free { rx, yielding: yielding.clone() });
         let weak: Weak<dyn Shed> = Arc::downgrade(&free) as Weak<Free<T>>;
-        pressure.pools.lock().unwrap_or_else(|p| p.into_inner()).push(weak);
+        let mut pools = pressure.pools.lock().unwrap_or_else(|p| p.into_inner());
+        // Pools of runs that ended go here too, or an engine's list would
+        // grow by one per run.
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(weak);
+        drop(pools);
         Pool { free_tx, free, size, occupancy, yielding }
     }
 

@@ -139,10 +139,12 @@ pub enum TraceEvent {
 /// Which bytes a frame's file holds, as far as the file system says: its
 /// path, length and modification time, and where the platform has them
 /// its inode and status-change time. A plate re-rendered under the same
-/// name gets a new stamp, so neither cache serves what the old file made,
-/// even at the same length within the mtime's granularity (a second on
-/// network shares), or copied over with its mtime kept: a rename brings a
-/// new inode, a write in place a new ctime.
+/// name gets a new stamp, so neither cache serves what the old file made:
+/// a renderer that writes a new file and renames it brings a new inode
+/// (even at the same length within the mtime's granularity, a second on
+/// some network shares), and a copy over it that keeps the old mtime
+/// (`cp -p`, `rsync -t`) a new ctime. Only a rewrite in place at the same
+/// length within one tick of the clock goes unseen.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FileStamp {
     path: std::path::PathBuf,
@@ -154,7 +156,11 @@ struct FileStamp {
 impl FileStamp {
     /// The stamp of `frame`'s file now.
     fn of(sequence: &Sequence, frame: u64) -> Result<Self> {
-        let path = frame_path(sequence, frame)?;
+        Self::at(frame_path(sequence, frame)?)
+    }
+
+    /// The stamp of the file at `path` now.
+    fn at(path: std::path::PathBuf) -> Result<Self> {
         let meta = std::fs::metadata(&path).map_err(|e| Error::Decode { path: path.clone(), reason: e.to_string() })?;
         #[cfg(unix)]
         let changed = {
@@ -190,7 +196,9 @@ struct Playhead {
 
 struct PrefetchJob {
     generation: u64,
-    sequence: Arc<Sequence>,
+    /// The frame's file (not the sequence: a request on a long timeline
+    /// must not copy its list of frames).
+    path: std::path::PathBuf,
     frame: u64,
     graph: OpGraph,
     scale: Scale,
@@ -439,7 +447,7 @@ impl Engine {
                 // A preview waiting on a prefetch's render makes it a
                 // preview's render at the backend: it goes ahead of other
                 // prefetches and of export frames from now on.
-                if priority == Priority::Preview && !joined {
+                if priority == Priority::Preview {
                     self.core.backend.raise(class, Priority::Preview);
                 }
                 joined = true;
@@ -764,8 +772,10 @@ impl Engine {
                     // when it next starts a frame: a free pool slot, else
                     // (for a preview) the slot a sequential export keeps
                     // between frames.
+                    // (A prefetch a preview has joined counts: the
+                    // preview holds `urgent` up while it waits.)
                     if !self.core.pressure.shed_free()
-                        && priority == Priority::Preview
+                        && self.core.pressure.urgent.load(Ordering::SeqCst) > 0
                         && let Backend::Gpu(g) = &mut *self.core.backend.lock(priority)
                     {
                         g.release_own_slot();
@@ -848,7 +858,7 @@ impl Engine {
                             continue;
                         }
                         // A file gone since it was queued: nothing to render.
-                        let Ok(file) = FileStamp::of(&job.sequence, job.frame) else { continue };
+                        let Ok(file) = FileStamp::at(job.path) else { continue };
                         let key =
                             PreviewKey { file, frame: job.frame, graph: graph_hash(&job.graph), scale: job.scale };
                         if let Ok((_, Served::Rendered)) =
@@ -862,21 +872,15 @@ impl Engine {
             *lock(&state.prefetcher) = Some(handle);
             tx
         });
-        let shared = Arc::new(sequence.clone());
         let mut target = from;
         while (until - target) * step > 0 {
             target += step;
-            let Some(next) = u64::try_from(target).ok().filter(|&n| sequence.frames.iter().any(|f| f.number == n))
+            let Some(f) = u64::try_from(target).ok().and_then(|n| sequence.frames.iter().find(|f| f.number == n))
             else {
                 break;
             };
-            let _ = sender.send(PrefetchJob {
-                generation,
-                sequence: shared.clone(),
-                frame: next,
-                graph: graph.clone(),
-                scale,
-            });
+            let (path, frame) = (f.path.clone(), f.number);
+            let _ = sender.send(PrefetchJob { generation, path, frame, graph: graph.clone(), scale });
         }
     }
 }

@@ -306,7 +306,9 @@ mod tests {
         let raised = std::thread::spawn(move || l.intend_as(Priority::Export, &c).lock().push(Priority::Preview));
         let l = lock.clone();
         let prefetch = std::thread::spawn(move || l.lock(Priority::Prefetch).push(Priority::Prefetch));
-        std::thread::sleep(Duration::from_millis(50));
+        while lock.state().waiting[..2] != [1, 1] {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         lock.raise(&class, Priority::Preview);
         assert!(lock.waiting_above(Priority::Prefetch), "the count moved with it");
         drop(guard);

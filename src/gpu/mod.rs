@@ -381,7 +381,7 @@ impl GpuBackend {
             c.used = std::time::Instant::now();
             self.computes.push(c);
             self.sets.rewritten += 1;
-            return self.check_error();
+            return self.checked_newest_set();
         }
         // Older sets are only a cache: drop them (oldest first) rather than
         // fail when the new one would not fit beside them, but never sets
@@ -433,7 +433,12 @@ impl GpuBackend {
         };
         self.computes.push(compute);
         self.sets.built += 1;
-        // A set the device refused is not kept for the next frame to reuse.
+        self.checked_newest_set()
+    }
+
+    /// The device's verdict on the set just built or rewritten: one it
+    /// refused is not kept for the next frame to reuse.
+    fn checked_newest_set(&mut self) -> Result<()> {
         let checked = self.check_error();
         if checked.is_err() {
             self.computes.pop();

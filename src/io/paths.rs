@@ -16,7 +16,9 @@ pub fn file_id(path: &Path) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+        // Inode 0 is what some file systems (FUSE, 9p) report for every
+        // file: no identity at all.
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino())).filter(|&(_, ino)| ino != 0)
     }
     #[cfg(not(unix))]
     {

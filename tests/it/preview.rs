@@ -654,6 +654,9 @@ fn a_plate_rewritten_with_its_old_length_and_mtime_is_not_served_stale() {
     let e = engine(BackendKind::Cpu, 64 << 20);
     let old = e.preview(&seq, 1, &grade(0.2), Scale::Half).unwrap();
     let mtime = std::fs::metadata(one).unwrap().modified().unwrap();
+    // Past a tick of the kernel's file clock (a few ms), which a rewrite
+    // within would share the ctime of: that one no stamp can see.
+    std::thread::sleep(Duration::from_millis(50));
     std::fs::write(one, &replacement).unwrap();
     std::fs::File::options().write(true).open(one).unwrap().set_modified(mtime).unwrap();
     let new = e.preview(&seq, 1, &grade(0.2), Scale::Half).unwrap();
