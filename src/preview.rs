@@ -177,8 +177,20 @@ impl FileStamp {
 struct PreviewKey {
     file: FileStamp,
     frame: u64,
-    graph: u64,
+    graph: GradeKey,
     scale: Scale,
+}
+
+/// A grade as a key: its ops written out in full, so two grades share a
+/// key only when every op and parameter is the same (a hash alone could
+/// collide and serve another grade's image).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct GradeKey(Arc<str>);
+
+impl GradeKey {
+    fn of(graph: &OpGraph) -> Self {
+        GradeKey(serde_json::to_string(&graph.ops).expect("ops serialise").into())
+    }
 }
 
 /// Where the last request was, which way it moved, and how far ahead
@@ -187,7 +199,7 @@ struct PreviewKey {
 struct Playhead {
     source: String,
     /// The grade and scale prefetches are queued with.
-    graph: u64,
+    graph: GradeKey,
     scale: Option<Scale>,
     frame: u64,
     step: i128,
@@ -401,8 +413,8 @@ impl Engine {
         // after it until this preview holds its VRAM, has joined a render
         // under way, or is served from the cache.
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
-        let key = PreviewKey { file, frame, graph: graph_hash(graph), scale };
-        self.schedule_prefetch(sequence, frame, graph, scale);
+        let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
+        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale);
         let (image, served) = self.cached_or_render(&key, graph, Priority::Preview, &mut gate)?;
         // A render traced its end itself, while it still held the backend.
         if served != Served::Rendered {
@@ -545,7 +557,7 @@ impl Engine {
     /// Whether a preview is cached (without counting a hit or a miss).
     pub fn preview_cached(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> bool {
         let Ok(file) = FileStamp::of(sequence, frame) else { return false };
-        let key = PreviewKey { file, frame, graph: graph_hash(graph), scale };
+        let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
         lock(&self.core.previews.cache).contains(&key)
     }
 
@@ -792,13 +804,18 @@ impl Engine {
     /// Queues the next frames in the direction the playhead moved. Steps in
     /// the same direction extend the queue; a jump or a change of direction
     /// cancels what is still queued and starts again.
-    fn schedule_prefetch(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) {
+    fn schedule_prefetch(&self, sequence: &Sequence, frame: u64, (graph, grade): (&OpGraph, &GradeKey), scale: Scale) {
         let count = self.core.config.prefetch;
         let state = &self.core.previews;
         let mut playhead = lock(&state.playhead);
-        let (source, graph_key) = (sequence.source.clone(), graph_hash(graph));
-        let here =
-            Playhead { source: source.clone(), graph: graph_key, scale: Some(scale), frame, ..Default::default() };
+        let (source, graph_key) = (sequence.source.clone(), grade.clone());
+        let here = Playhead {
+            source: source.clone(),
+            graph: graph_key.clone(),
+            scale: Some(scale),
+            frame,
+            ..Default::default()
+        };
         let mut previous = playhead.replace(here);
         if let Some(p) = previous.as_mut().filter(|p| p.source == source) {
             if p.graph != graph_key || p.scale != Some(scale) {
@@ -807,7 +824,7 @@ impl Engine {
                 // direction, and queue afresh from here.
                 state.generation.fetch_add(1, Ordering::SeqCst);
                 p.queued_until = p.frame as i128;
-                (p.graph, p.scale) = (graph_key, Some(scale));
+                (p.graph, p.scale) = (graph_key.clone(), Some(scale));
             }
         } else if previous.is_some() {
             state.generation.fetch_add(1, Ordering::SeqCst); // another sequence
@@ -836,11 +853,13 @@ impl Engine {
         let until = frame as i128 + step * count as i128;
         let queued_until = if step > 0 { until.max(from) } else { until.min(from) };
         *playhead = Some(Playhead { source, graph: graph_key, scale: Some(scale), frame, step, queued_until });
+        // Read under the playhead's lock, which every change of it takes:
+        // a jump by another thread right after cancels these prefetches.
+        let generation = state.generation.load(Ordering::SeqCst);
         drop(playhead);
         if count == 0 {
             return;
         }
-        let generation = state.generation.load(Ordering::SeqCst);
         let sender = state.prefetch.get_or_init(|| {
             let (tx, rx) = unbounded::<PrefetchJob>();
             let core = Arc::downgrade(&self.core);
@@ -860,7 +879,7 @@ impl Engine {
                         // A file gone since it was queued: nothing to render.
                         let Ok(file) = FileStamp::at(job.path) else { continue };
                         let key =
-                            PreviewKey { file, frame: job.frame, graph: graph_hash(&job.graph), scale: job.scale };
+                            PreviewKey { file, frame: job.frame, graph: GradeKey::of(&job.graph), scale: job.scale };
                         if let Ok((_, Served::Rendered)) =
                             engine.cached_or_render(&key, &job.graph, Priority::Prefetch, &mut None)
                         {
