@@ -471,6 +471,18 @@ fn check_report_name(flag: &str, path: &Path, kind: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses a run that writes to stdout when stdout is redirected into one
+/// of its inputs (`-o - >> shot_0005.png`). (`>` has emptied the file
+/// before framepipe starts: only the shell can refuse that, with
+/// `set -o noclobber`.)
+fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::PreparedJob) -> Result<(), Error> {
+    let Some(id) = stdout_file_id().filter(|&id| prepared.reads.contains_id(id)) else { return Ok(()) };
+    let mut reads = prepared.sequence.matched.iter().chain(&job.also_reads);
+    let name = reads.find(|p| framepipe::io::file_id(p) == Some(id)).map(|p| p.display().to_string());
+    let what = format!("(redirected to {})", name.as_deref().unwrap_or("an input"));
+    Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"))
+}
+
 /// The identity on disk of the file stdout is redirected to, if it is one.
 fn stdout_file_id() -> Option<(u64, u64)> {
     #[cfg(unix)]
@@ -540,19 +552,9 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
     };
     let prepared = framepipe::prepare(&job)?;
-    // `-o - >> shot_0005.png` would write frames (or a report) into a
-    // source. (`>` has emptied it before framepipe starts: only the shell
-    // can refuse that, with `set -o noclobber`.)
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
-    let to_stdout = prepared.stream || dash(&opts.json) || dash(&opts.timeline);
-    if to_stdout
-        && let Some(id) = stdout_file_id()
-        && prepared.reads.contains_id(id)
-    {
-        let mut reads = prepared.sequence.matched.iter().chain(&job.also_reads);
-        let name = reads.find(|p| framepipe::io::file_id(p) == Some(id)).map(|p| p.display().to_string());
-        let what = format!("(redirected to {})", name.as_deref().unwrap_or("an input"));
-        return Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"));
+    if prepared.stream || dash(&opts.json) || dash(&opts.timeline) {
+        refuse_stdout_into_input(&job, &prepared)?;
     }
     // An encoder option for a format the run does not write is said, as
     // FFmpeg says an option went unused, rather than silently dropped.
