@@ -137,9 +137,15 @@ impl Plan {
         // exact math. So a strong one after a blur, whose gain would magnify
         // the sum's rounding, moves ahead of every blur with those before it,
         // where it is applied per loaded pixel; unless the runs composed
-        // would pass the gain validation bounds each of them by.
+        // would pass the gain validation bounds each of them by. A strong
+        // one before the blurs takes the later ones in too: the blurs then
+        // sum what the whole grade makes, not values a later stage cancels
+        // (a matrix that scales green by 1e5 and one that takes it back
+        // would leave the sum's rounding at 1e5 times a 16-bit step). That
+        // stage is applied per loaded pixel already: it costs nothing more.
         let hoisted = plan.passes.iter().fold(plan.pre, |pre, pass| pre.then(&pass.post));
-        let strong = plan.passes.iter().any(|p| p.post.gain() > AT_LOAD_GAIN);
+        let strong =
+            std::iter::once(&plan.pre).chain(plan.passes.iter().map(|p| &p.post)).any(|a| a.gain() > AT_LOAD_GAIN);
         if strong && hoisted.gain() <= super::MAX_FUSED_GAIN {
             plan.pre = hoisted;
             for pass in &mut plan.passes {
@@ -223,6 +229,15 @@ mod tests {
         let a = plan.pre;
         let got = a.m[0][0] * 0.2 + a.m[0][1] * 0.3 + a.m[0][2] * 0.4 + a.offset[0];
         assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        // A strong stage before the blur takes the later ones in with it.
+        let undone = [
+            Op::Matrix { matrix: [1.0, 1e5, 0.0, 0.0, 1e5, 0.0, 0.0, 0.0, 1.0], offset: [0.0; 3] },
+            blur(2.0),
+            Op::Matrix { matrix: [1.0, -1.0, 0.0, 0.0, 1e-5, 0.0, 0.0, 0.0, 1.0], offset: [0.0; 3] },
+        ];
+        let plan = Plan::compile(&undone);
+        assert_eq!(plan.passes[0].post, Affine::IDENTITY);
+        assert!(plan.pre.gain() < 1.0 + 1e-9, "the blur sums what the grade makes: {:?}", plan.pre);
         // Gains are bounded per run as written: strong runs kept apart by
         // blurs are valid, and not composed past the bound.
         let contrast = || Op::Contrast { contrast: 1000.0, pivot: 0.5 };

@@ -300,6 +300,32 @@ fn both_backends_match_the_definition_16_bit_with_strong_gains_after_a_blur() {
     }
 }
 
+/// A strong stage before a blur that a later stage undoes (green scaled
+/// by 1e5 and taken back): the blur must not sum the huge values, whose
+/// f32 rounding the cancellation would leave behind (hundreds of 16-bit
+/// steps). Both backends apply the whole grade ahead of the blur.
+#[test]
+fn both_backends_match_the_definition_when_a_later_stage_undoes_a_strong_one() {
+    let mut rng = Rng::fresh("undone_gain");
+    let mut backend = gpu(GpuOptions::default());
+    for (k, sigma) in [(1e5, 3.7), (1e3, 1.0), (1e3, 8.0)] {
+        let ops = vec![
+            Op::Matrix { matrix: [1.0, k, 0.0, 0.0, k, 0.0, 0.0, 0.0, 1.0], offset: [0.0; 3] },
+            Op::Blur { sigma },
+            Op::Matrix { matrix: [1.0, -1.0, 0.0, 0.0, 1.0 / k, 0.0, 0.0, 0.0, 1.0], offset: [0.0; 3] },
+            Op::Saturation { saturation: 1.2 },
+        ];
+        let src = random_frame(&mut rng, 67, 23, PixelFormat::Rgba16, true);
+        let plan = OpGraph::new(ops.clone()).unwrap().plan();
+        let want = reference(&src, &ops);
+        assert_close(&process_cpu(&src, &plan), &want, &format!("cpu vs definition 67x23 RGBA16 {ops:?}"));
+        if let Some(b) = backend.as_mut() {
+            let (out, _) = b.process(&src, &plan).unwrap();
+            assert_close(&out, &want, &format!("gpu vs definition 67x23 RGBA16 {ops:?}"));
+        }
+    }
+}
+
 /// The bandwidth reference the kernel bench reads the others against runs,
 /// is timed the way the frame kernels are, and gives its memory back.
 #[test]
