@@ -289,14 +289,20 @@ fn both_backends_match_the_definition_16_bit_with_strong_gains_after_a_blur() {
             Op::Blur { sigma },
             Op::Contrast { contrast, pivot: 0.5 },
         ];
-        let src = random_frame(&mut rng, 80, 56, PixelFormat::Rgba16, true);
-        let plan = OpGraph::new(ops.clone()).unwrap().plan();
-        let want = reference(&src, &ops);
-        assert_close(&process_cpu(&src, &plan), &want, &format!("cpu vs definition 80x56 RGBA16 {ops:?}"));
-        if let Some(b) = backend.as_mut() {
-            let (out, _) = b.process(&src, &plan).unwrap();
-            assert_close(&out, &want, &format!("gpu vs definition 80x56 RGBA16 {ops:?}"));
-        }
+        both_match_definition(backend.as_mut(), &random_frame(&mut rng, 80, 56, PixelFormat::Rgba16, true), &ops);
+    }
+}
+
+/// The CPU backend and, where there is one, the GPU against the op-by-op
+/// definition.
+fn both_match_definition(gpu: Option<&mut framepipe::gpu::GpuBackend>, src: &framepipe::HostFrame, ops: &[Op]) {
+    let plan = OpGraph::new(ops.to_vec()).unwrap().plan();
+    let want = reference(src, ops);
+    let what = format!("{} {ops:?}", src.describe());
+    assert_close(&process_cpu(src, &plan), &want, &format!("cpu vs definition {what}"));
+    if let Some(b) = gpu {
+        let (out, _) = b.process(src, &plan).unwrap();
+        assert_close(&out, &want, &format!("gpu vs definition {what}"));
     }
 }
 
@@ -315,14 +321,7 @@ fn both_backends_match_the_definition_when_a_later_stage_undoes_a_strong_one() {
             Op::Matrix { matrix: [1.0, -1.0, 0.0, 0.0, 1.0 / k, 0.0, 0.0, 0.0, 1.0], offset: [0.0; 3] },
             Op::Saturation { saturation: 1.2 },
         ];
-        let src = random_frame(&mut rng, 67, 23, PixelFormat::Rgba16, true);
-        let plan = OpGraph::new(ops.clone()).unwrap().plan();
-        let want = reference(&src, &ops);
-        assert_close(&process_cpu(&src, &plan), &want, &format!("cpu vs definition 67x23 RGBA16 {ops:?}"));
-        if let Some(b) = backend.as_mut() {
-            let (out, _) = b.process(&src, &plan).unwrap();
-            assert_close(&out, &want, &format!("gpu vs definition 67x23 RGBA16 {ops:?}"));
-        }
+        both_match_definition(backend.as_mut(), &random_frame(&mut rng, 67, 23, PixelFormat::Rgba16, true), &ops);
     }
 }
 
