@@ -52,30 +52,20 @@ impl Banding {
             return Ok(Banding { band_rows: height, halo: 0, scratch_rows: height });
         }
         let halo = plan.halo();
-        if max_rows <= 2 * halo {
-            return Err(Error::invalid(
-                "blur radius total",
-                format!("{halo} px"),
-                format!(
-                    "{} rows of {width}-px context to fit the {max_rows} rows a {} KiB binding holds on this adapter",
-                    2 * halo + 1,
-                    limit >> 10
-                ),
-            ));
-        }
         // Bands start on multiples of 8 so preview downscale blocks (up to
         // 8x8) never straddle two bands.
-        let band_rows = (max_rows - 2 * halo) / 8 * 8;
-        if band_rows == 0 {
+        if max_rows < 2 * halo + 8 {
             return Err(Error::invalid(
                 "blur radius total",
                 format!("{halo} px"),
                 format!(
-                    "8 rows per band beside it in the {max_rows} rows a {} KiB binding holds on this adapter",
-                    limit >> 10
+                    "at most {} px for {width}-px-wide frames on this adapter: a band of 8 rows and the context each side must fit the {max_rows} rows one {} binding holds (--backend cpu has no such limit)",
+                    max_rows.saturating_sub(8) / 2,
+                    crate::ledger::human_bytes(limit)
                 ),
             ));
         }
+        let band_rows = (max_rows - 2 * halo) / 8 * 8;
         Ok(Banding { band_rows, halo, scratch_rows: (band_rows + 2 * halo).min(height) })
     }
 
@@ -114,5 +104,31 @@ impl Banding {
     /// `(y0, y1)` output row ranges of each band.
     pub(super) fn bands(&self, height: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
         (0..height).step_by(self.band_rows as usize).map(move |y0| (y0, (y0 + self.band_rows).min(height)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Op, OpGraph};
+
+    fn blur(sigma: f64) -> Plan {
+        OpGraph::new(vec![Op::Blur { sigma }]).unwrap().plan()
+    }
+
+    #[test]
+    fn the_widest_blur_a_binding_takes_leaves_bands_of_eight_rows() {
+        // 8192 px of f32 RGBA: 1024 rows in 128 MiB.
+        let limit = 128 << 20;
+        let b = Banding::new(8192, 1100, PixelFormat::Rgba8, &blur(169.0), limit).unwrap();
+        assert_eq!((b.halo, b.band_rows), (507, 8));
+        assert_eq!(b.bands(1100).count(), 138);
+        let e = Banding::new(8192, 1100, PixelFormat::Rgba8, &blur(170.0), limit).unwrap_err();
+        assert!(e.is_usage(), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("blur radius total 510 px") && msg.contains("at most 508 px"), "{msg}");
+        // Frames that fit one binding need no bands, whatever the blur.
+        let b = Banding::new(8192, 1000, PixelFormat::Rgba8, &blur(400.0), limit).unwrap();
+        assert_eq!((b.band_rows, b.halo), (1000, 0));
     }
 }
