@@ -8,7 +8,7 @@
 //! one bracket, copies included: frames some 32K pixels wide).
 //! CPU figures are host time.
 //! Throughput counts one RGBA8 frame read plus one written, the accounting
-//! of the ~2 TB/s streaming-kernel figure in DESIGN.md; `stream` is that
+//! of the ~2 TB/s streaming-kernel figure in the design notes (kept outside this repository); `stream` is that
 //! kernel (a plain copy of the frame's bytes, timed the same way), the
 //! ceiling the others are read against.
 //!

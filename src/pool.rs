@@ -1,8 +1,10 @@
 //! The frame-slot pool: a fixed set of slots handed out one frame at a time.
 //!
-//! A slot is acquired before its frame is decoded and released once its
-//! pixels are back in host memory (after readback), so the pool size bounds
-//! the frames in flight, and with them host memory as well as VRAM. A
+//! A slot is acquired before its frame is decoded and released once the
+//! frame no longer needs it (a GPU slot as soon as the GPU has read its
+//! upload, a host slot once the kernels ran), so the pool size bounds the
+//! frames being decoded and processed, and with the bounded queues after
+//! it, host memory as well as VRAM. A
 //! [`Lease`] returns its slot on drop, so a stage that fails, or panics,
 //! never leaks one and never leaves the pipeline waiting for it.
 

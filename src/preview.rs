@@ -16,8 +16,6 @@
 //! above exports); a jump cancels what is still queued.
 
 use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -304,13 +302,6 @@ impl Drop for PreviewState {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A stable hash of an op graph: any parameter change changes it.
-pub fn graph_hash(graph: &OpGraph) -> u64 {
-    let mut h = DefaultHasher::new();
-    serde_json::to_string(&graph.ops).expect("ops serialise").hash(&mut h);
-    h.finish()
 }
 
 /// Area average over `factor` x `factor` blocks to RGBA8, on the CPU: the

@@ -1,6 +1,6 @@
 //! The streaming reference: a kernel that only copies memory, timed like
 //! the frame kernels, so their GB/s can be read as a share of what the
-//! device's memory allows (DESIGN.md quotes ~2 TB/s for an H100).
+//! device's memory allows (the design notes, kept outside this repository, quote ~2 TB/s for an H100).
 
 use super::GpuBackend;
 use crate::error::{Error, Result};

@@ -59,7 +59,7 @@ impl OutputFormat {
     }
 }
 
-/// PNG deflate effort. Measured on an 8K graded frame (see DESIGN.md): fast
+/// PNG deflate effort. Measured on an 8K graded frame (in the design notes, kept outside this repository): fast
 /// is 13x quicker than default for 12 % more bytes, so it is the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 pub enum PngCompression {

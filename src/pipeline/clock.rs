@@ -1,5 +1,6 @@
 //! Per-worker time accounting: busy, waiting for input, waiting to pass
-//! work on, and the intervals the timeline draws.
+//! work on or held back by what is downstream (a free slot, previews), and
+//! the intervals the timeline draws.
 
 use std::time::{Duration, Instant};
 

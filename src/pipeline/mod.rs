@@ -33,9 +33,12 @@
 //! * Stages are joined by bounded channels. Output files may complete out
 //!   of order; each is written atomically.
 //! * A failed frame is reported; with [`ErrorPolicy::Stop`] the reader stops
-//!   and what is in flight drains. A panic in any stage is caught per frame,
-//!   stops the run the same way and surfaces as [`Error::Panic`] once every
-//!   thread has joined. Cancellation stops the reader and drains.
+//!   and what is in flight drains. A panic in any stage (caught per frame)
+//!   or a lost device aborts the run: every stage drops the frames it holds,
+//!   so none is written after the error, which surfaces as [`Error::Panic`]
+//!   or [`Error::Gpu`] once every thread has joined. Cancellation stops the
+//!   reader and drains.
+//! * Decode and encode run `min(threads, frames)` workers each.
 //!
 //! `stages` holds each thread's loop, `slots` the pool's sizing and the
 //! start of a frame, `clock` the per-worker time accounting; this module
@@ -161,8 +164,8 @@ enum Event {
     /// Encoded for the stream; the progress thread writes it in order.
     Encoded(FrameRecord, Vec<u8>),
     Failed(FrameFailure),
-    /// Dispatched but never processed: the device had failed on an earlier
-    /// frame. Counted as skipped.
+    /// Dispatched but never finished: the run was cancelled, or aborted by
+    /// a panic or a failed device on an earlier frame. Counted as skipped.
     Abandoned(u64),
 }
 
