@@ -11,7 +11,13 @@
 #   bash .device/on-device bash -c 'SECTIONS=info,pipeline,pool scripts/gpu-report.sh "$OUT/gpu-report-pool.md"'
 # (the second repeats `pipeline`: its decode+encode-only run is what the
 # pool ratios are read against, and a machine released between calls has
-# lost WORK). SECTIONS=decode adds the CPU decode bench.
+# lost WORK). SECTIONS=decode adds the CPU decode bench. With 16 decode
+# threads, 48 frames is 3 per thread, and filling and draining the
+# pipeline is a fair share of the larger pools' runs; where device time
+# allows, take the sweeps on 96 frames instead, one call each (about 4
+# and 3 minutes):
+#   bash .device/on-device bash -c 'FRAMES=96 SECTIONS=info,pipeline,pool_png scripts/gpu-report.sh "$OUT/gpu-report-pool-png.md"'
+#   bash .device/on-device bash -c 'FRAMES=96 SECTIONS=pool_tif scripts/gpu-report.sh "$OUT/gpu-report-pool-tif.md"'
 #
 # It takes: `framepipe info`; kernel GB/s per op at 1080p/4K/8K on the GPU
 # (from GPU timestamps) and on the CPU backend, beside the streaming
@@ -193,7 +199,7 @@ pool_ratios() {
       printf "| %s | %.2f | %s |\n", p, m, (noop > 0) ? sprintf("%.1f %%", 100 * m / noop) : "-" } }' >&3
 }
 
-section_pool() {
+section_pool_png() {
   sequence
   local noop=0
   [ -e "$work/noop.json" ] && noop=$(field fps "$work/noop.json")
@@ -202,7 +208,10 @@ section_pool() {
     --backend gpu --budget "$budget" \
     --csv "$out_dir/bench-pool-png.csv" --chart "$out_dir/bench-pool-png.svg" 2>&1 | fence
   pool_ratios "$out_dir/bench-pool-png.csv" "$noop"
+}
 
+section_pool_tif() {
+  sequence
   # Uncompressed TIFF: the fast codec here (1080p on one core: decode 9 ms
   # and encode 15 ms, against 19 and 26 for PNG and 24 and 31 for QOI),
   # so the GPU's share of the work is larger and the pool size matters more.
@@ -249,7 +258,10 @@ listed=${sections//,/ }
 listed=${listed# }
 say "date $(date -u +%FT%TZ), commit $commit, $(nproc) cores, budget $budget, sections ${listed% }"
 say
-for s in info kernels decode pipeline pool cache editor; do
+# `pool` is both sweeps; `pool_png` and `pool_tif` each alone (a call
+# each, where a longer sequence would not fit one call's 10 minutes).
+sections=${sections//,pool,/,pool_png,pool_tif,}
+for s in info kernels decode pipeline pool_png pool_tif cache editor; do
   section "$s"
 done
 echo "wrote $report" >&2
