@@ -289,7 +289,10 @@ mod tests {
                 l.lock(p).push(p);
             }));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Released once all three wait, whatever order they came in.
+        while lock.state().waiting != [1, 1, 1] {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         drop(guard);
         handles.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(*lock.lock(Priority::Export), [Priority::Preview, Priority::Prefetch, Priority::Export]);

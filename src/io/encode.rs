@@ -150,7 +150,7 @@ pub fn remove_partials() -> usize {
 
 /// A temporary folder removed when dropped and, should the process be
 /// stopped without unwinding, by [`remove_partials`].
-pub struct ScratchDir(tempfile::TempDir);
+pub struct ScratchDir(Option<tempfile::TempDir>);
 
 impl ScratchDir {
     /// A new folder named `prefix…` in the system's temporary folder.
@@ -158,23 +158,30 @@ impl ScratchDir {
     /// # Errors
     /// [`Error::Io`] when it cannot be made.
     pub fn new(prefix: &str) -> Result<Self> {
+        // Made and registered under one lock (and removed under it on
+        // drop): an interrupt in between would leave it behind.
+        let mut scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
             .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
-        SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.path().to_path_buf());
-        Ok(ScratchDir(dir))
+        scratch.insert(dir.path().to_path_buf());
+        Ok(ScratchDir(Some(dir)))
     }
 
     /// Where it is.
     pub fn path(&self) -> &Path {
-        self.0.path()
+        self.0.as_ref().expect("there until dropped").path()
     }
 }
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).remove(self.0.path());
+        let mut scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = self.0.take() {
+            scratch.remove(dir.path());
+            let _ = dir.close();
+        }
     }
 }
 

@@ -114,7 +114,13 @@ fn bench_pool_seconds_are_the_runs_wall_time() {
     }
     for (seconds, outside) in timed {
         assert!(seconds <= outside, "a run of {seconds} s inside {outside} s");
-        assert!(seconds >= 0.5 * outside, "a run of {seconds} s, but {outside} s between reports");
+        // What lies between reports besides the run is set-up (a scratch
+        // folder, an engine): a fraction of a second, however busy the
+        // machine, not the run's own time.
+        assert!(
+            outside - seconds < 0.5 || seconds >= 0.5 * outside,
+            "a run of {seconds} s, but {outside} s between reports"
+        );
     }
 }
 

@@ -297,17 +297,18 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         );
         job.inject_panic = Some((stage, 3));
         let prepared = framepipe::prepare(&job).unwrap();
-        let started = Instant::now();
         // Frames reported written once the panic was: at most those each
         // of the two encoders was already writing; the rest are dropped.
-        let (mut failed, mut after) = (false, 0);
+        // The second is timed from the panic's report, not from the start
+        // (building kernels on a loaded software adapter is not the point).
+        let (mut failed, mut after) = (None, 0);
         let mut progress = |p: framepipe::Progress<'_>| match p {
-            framepipe::Progress::Failed { .. } => failed = true,
-            framepipe::Progress::Done { .. } => after += usize::from(failed),
+            framepipe::Progress::Failed { .. } => _ = failed.get_or_insert_with(Instant::now),
+            framepipe::Progress::Done { .. } => after += usize::from(failed.is_some()),
         };
         // `run` returns only after every thread has joined.
         let err = e.run(&job, &prepared, &Cancel::default(), &mut progress).unwrap_err();
-        let elapsed = started.elapsed();
+        let elapsed = failed.expect("the panic is reported as a failed frame").elapsed();
         assert!(after <= 2, "{backend:?} {stage:?}: {after} frames written after the panic");
         assert!(
             matches!(&err, Error::Panic(m) if m.contains(&format!("{stage:?} stage panicked on frame 3"))),
@@ -320,7 +321,8 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
 #[test]
 fn cancel_stops_taking_frames() {
     let t = tempfile::tempdir().unwrap();
-    let input = sequence(t.path(), 30, 32, 24);
+    // Enough frames that the rest outlast any delay before the cancel.
+    let input = sequence(t.path(), 200, 32, 24);
     let e = engine(BackendKind::Cpu, PoolSize::Fixed(2), 1, 2 << 30);
     let job = Job::new(input.as_str(), t.path().join("c/o_%03d.png").display().to_string(), graph());
     let prepared = framepipe::prepare(&job).unwrap();
@@ -334,8 +336,8 @@ fn cancel_stops_taking_frames() {
         })
         .unwrap();
     assert!(report.cancelled);
-    assert!(report.frames_written < 30 && report.frames_written >= 2, "{}", report.frames_written);
-    assert_eq!(report.frames_written + report.frames_skipped, 30);
+    assert!(report.frames_written < 200 && report.frames_written >= 2, "{}", report.frames_written);
+    assert_eq!(report.frames_written + report.frames_skipped, 200);
 }
 
 fn peak_rss(dir: &Path, input: &str, frames: u32, backend: &str) -> u64 {
