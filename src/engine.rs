@@ -609,7 +609,13 @@ fn run_sequential(
         crate::pipeline::check_one_frame_fits(gpu, shape, &plan, engine.ledger().budget())?;
     }
     let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, prepared, engine, "sequential") };
-    let mut expected: Option<(u32, u32, crate::io::PixelFormat)> = None;
+    // The run's shape is the first frame's whose header reads, as in the
+    // pipeline: a first frame cut short after its header still sets it
+    // (its neighbours are not then mismatched).
+    let mut expected = first_header;
+    if let Some((width, height, format)) = expected {
+        report.frame = format!("{width}x{height} {format}");
+    }
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
         // As in the pipeline, a frame starts only while no preview holds the
         // gate up or waits for the backend: previews go first.
@@ -632,15 +638,6 @@ fn run_sequential(
         }
         let result = (|| -> Result<FrameRecord> {
             let t0 = Instant::now();
-            // The run's shape is the first frame's whose header reads, as
-            // in the pipeline: a first frame cut short after its header
-            // still sets it (its neighbours are not then mismatched).
-            if expected.is_none()
-                && let Ok((width, height, format)) = crate::io::probe_file(&frame.path, &job.limits)
-            {
-                expected = Some((width, height, format));
-                report.frame = format!("{width}x{height} {format}");
-            }
             let src = decode_file(&frame.path, &job.limits)?;
             let shape = (src.width, src.height, src.format);
             match expected {

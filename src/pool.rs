@@ -72,7 +72,6 @@ pub struct Pool<T> {
     free: Arc<Free<T>>,
     size: usize,
     occupancy: Arc<Occupancy>,
-    yielding: Arc<Yield>,
 }
 
 /// Who is waiting for VRAM: previews and prefetches (`any`), and of those
@@ -190,7 +189,7 @@ impl<T: Send + 'static> Pool<T> {
             retired: AtomicUsize::new(0),
             replenished: AtomicUsize::new(0),
         });
-        let free = Arc::new(Free { rx, yielding: yielding.clone() });
+        let free = Arc::new(Free { rx, yielding });
         let weak: Weak<dyn Shed> = Arc::downgrade(&free) as Weak<Free<T>>;
         let mut pools = pressure.pools.lock().unwrap_or_else(|p| p.into_inner());
         // Pools of runs that ended go here too, or an engine's list would
@@ -198,12 +197,12 @@ impl<T: Send + 'static> Pool<T> {
         pools.retain(|p| p.strong_count() > 0);
         pools.push(weak);
         drop(pools);
-        Pool { free_tx, free, size, occupancy, yielding }
+        Pool { free_tx, free, size, occupancy }
     }
 
     /// Slots not retired.
     pub fn live(&self) -> usize {
-        self.yielding.live.load(Ordering::SeqCst)
+        self.free.yielding.live.load(Ordering::SeqCst)
     }
 
     /// Number of slots.
@@ -213,24 +212,24 @@ impl<T: Send + 'static> Pool<T> {
 
     /// Slots given back under pressure over the pool's life.
     pub fn retired(&self) -> usize {
-        self.yielding.retired.load(Ordering::SeqCst)
+        self.free.yielding.retired.load(Ordering::SeqCst)
     }
 
     /// Slots made anew in place of retired ones over the pool's life.
     pub fn replenished(&self) -> usize {
-        self.yielding.replenished.load(Ordering::SeqCst)
+        self.free.yielding.replenished.load(Ordering::SeqCst)
     }
 
     /// Whether the pool is short of slots it gave back and nothing asks
     /// for memory now: the moment to [`Pool::replenish`] it.
     pub fn wants_slot(&self) -> bool {
-        self.live() < self.size && self.yielding.pressure.any.load(Ordering::SeqCst) == 0
+        self.live() < self.size && self.free.yielding.pressure.any.load(Ordering::SeqCst) == 0
     }
 
     /// Puts a new slot in place of a retired one; hands it back if the pool
     /// is full.
     pub fn replenish(&self, item: T) -> Option<T> {
-        let y = &self.yielding;
+        let y = &self.free.yielding;
         if y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.size).then_some(n + 1)).is_err() {
             return Some(item);
         }
@@ -260,7 +259,7 @@ impl<T: Send + 'static> Pool<T> {
                     item: Some(item),
                     home: self.free_tx.clone(),
                     occupancy: self.occupancy.clone(),
-                    yielding: self.yielding.clone(),
+                    yielding: self.free.yielding.clone(),
                 })
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use framepipe::generate::{GenerateOptions, generate_sequence};
+use framepipe::gpu::{FrameShape, GpuBackend};
 use framepipe::io::{DecodeLimits, EncodeOptions, decode_file};
 use framepipe::pool::PoolSize;
 use framepipe::preview::{Scale, TraceEvent};
@@ -293,7 +294,16 @@ fn many_threads_at_once() {
 }
 
 /// The kernel buffer bytes the GPU backend needs for `graph` on `shape`.
-fn kernel_bytes(shape: framepipe::gpu::FrameShape, graph: &OpGraph) -> u64 {
+/// A GPU test's frames: `frames` of `width x height` RGBA8 in a new
+/// folder, and their shape; `None` (the test returns) without an adapter.
+fn gpu_sequence(frames: u32, width: u32, height: u32) -> Option<(tempfile::TempDir, Sequence, FrameShape)> {
+    crate::util::gpu(Default::default())?;
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), frames, width, height, PixelFormat::Rgba8);
+    Some((t, seq, FrameShape { width, height, format: PixelFormat::Rgba8 }))
+}
+
+fn kernel_bytes(shape: FrameShape, graph: &OpGraph) -> u64 {
     let probe = engine(BackendKind::Gpu, 1 << 20);
     match &*probe.backend().lock(framepipe::priority::Priority::Export) {
         framepipe::Backend::Gpu(g) => g.compute_bytes(shape, &graph.plan()).unwrap(),
@@ -303,13 +313,7 @@ fn kernel_bytes(shape: framepipe::gpu::FrameShape, graph: &OpGraph) -> u64 {
 
 #[test]
 fn a_full_budget_makes_the_export_yield_to_previews() {
-    if crate::util::gpu(Default::default()).is_none() {
-        return;
-    }
-    use framepipe::gpu::{FrameShape, GpuBackend};
-    let t = tempfile::tempdir().unwrap();
-    let seq = sequence(t.path(), 100, 160, 96, PixelFormat::Rgba8);
-    let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
+    let Some((t, seq, shape)) = gpu_sequence(100, 160, 96) else { return };
     let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
     let fixed = ring + kernel_bytes(shape, &grade(0.3));
     // The export's kernel buffers and four slots fill the budget, with
@@ -369,13 +373,7 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
 /// their memory back, rather than fail for want of it.
 #[test]
 fn an_export_started_beside_an_active_editor_waits_for_its_memory() {
-    if crate::util::gpu(Default::default()).is_none() {
-        return;
-    }
-    use framepipe::gpu::{FrameShape, GpuBackend};
-    let t = tempfile::tempdir().unwrap();
-    let seq = sequence(t.path(), 6, 96, 64, PixelFormat::Rgba8);
-    let shape = FrameShape { width: 96, height: 64, format: PixelFormat::Rgba8 };
+    let Some((t, seq, shape)) = gpu_sequence(6, 96, 64) else { return };
     let kernels = kernel_bytes(shape, &grade(0.3));
     let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
     let budget = kernels + ring + 3 * GpuBackend::slot_bytes(shape);
@@ -568,10 +566,7 @@ fn a_slider_drag_rewrites_kernel_buffers_in_place_and_never_mixes_grades() {
 /// takes it at once rather than waiting for a frame to start.
 #[test]
 fn a_stalled_stream_export_gives_its_idle_memory_to_a_preview() {
-    if crate::util::gpu(Default::default()).is_none() {
-        return;
-    }
-    use framepipe::gpu::{FrameShape, GpuBackend};
+    let Some((_dir, seq, shape)) = gpu_sequence(12, 160, 96) else { return };
     /// Blocks its first write until `open` says so.
     struct Stalled {
         open: crossbeam_channel::Receiver<()>,
@@ -591,9 +586,6 @@ fn a_stalled_stream_export_gives_its_idle_memory_to_a_preview() {
             Ok(())
         }
     }
-    let t = tempfile::tempdir().unwrap();
-    let seq = sequence(t.path(), 12, 160, 96, PixelFormat::Rgba8);
-    let shape = FrameShape { width: 160, height: 96, format: PixelFormat::Rgba8 };
     let slot = GpuBackend::slot_bytes(shape);
     let kernels = kernel_bytes(shape, &grade(0.3));
     for sequential in [false, true] {
