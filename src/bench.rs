@@ -82,15 +82,15 @@ pub fn bench_pool(
         }
         Ok(report)
     };
-    once(PoolSize::Auto)?;
+    let warm_up = once(PoolSize::Auto)?;
     let mut runs = Vec::new();
-    let mut last_refusal = None;
+    let mut refused = false;
     for &pool in pools {
         for r in 0..repeat.max(1) {
             let report = match once(pool) {
                 Err(e @ Error::Budget(_)) => {
                     skipped(pool, &e);
-                    last_refusal = Some(e);
+                    refused = true;
                     break;
                 }
                 other => other?,
@@ -112,10 +112,16 @@ pub fn bench_pool(
             runs.push(run);
         }
     }
-    match last_refusal {
-        Some(e) if runs.is_empty() => Err(e),
-        _ => Ok(runs),
+    // Each refusal went to `skipped` with its reason; what is left to say
+    // is what would fit (auto takes the most that fit, up to its cap).
+    if refused && runs.is_empty() {
+        return Err(Error::Budget(format!(
+            "none of the pool sizes asked for fits the VRAM budget; auto takes {} slot{} with it",
+            warm_up.pool_size,
+            if warm_up.pool_size == 1 { "" } else { "s" }
+        )));
     }
+    Ok(runs)
 }
 
 /// Median frames/s per pool size, with the spread: (requested, slots,
@@ -223,7 +229,7 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
     let _ = writeln!(
         s,
         r#"<text x="20" y="24" font-size="14" font-weight="bold">{}</text>"#,
-        title.replace('&', "&amp;").replace('<', "&lt;")
+        crate::timeline::escape(title)
     );
     for (p, (left, ylabel, ymax)) in
         [(70.0, "frames/s", max_fps), (520.0, "peak memory (MiB)", max_mem)].into_iter().enumerate()

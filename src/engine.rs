@@ -197,6 +197,11 @@ impl Engine {
         {
             return Err(Error::invalid("pool size", n, format!("auto or 1 to {}", crate::pool::MAX_POOL)));
         }
+        // Every name contains "": it would pick any adapter, a software one
+        // too, where the user meant to choose one.
+        if config.adapter.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::invalid("--adapter", "\"\"", "part of an adapter's name (framepipe info lists them)"));
+        }
         let ledger = Ledger::new(config.vram_budget);
         let options = crate::gpu::GpuOptions {
             adapter: config.adapter.clone(),
@@ -362,11 +367,22 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        let watch = self.core.ledger.watch();
-        let report = run_sequential(job, prepared, self, out, cancel, progress);
-        if let Backend::Gpu(gpu) = &mut *self.core.backend.lock(Priority::Export) {
-            gpu.release_own_slot();
+        /// The slot the run keeps between frames goes back however the
+        /// run ends: a panic in a progress callback or a kernel included,
+        /// or the ledger would count it for the engine's whole life.
+        struct ReleaseOwnSlot<'a>(&'a Engine);
+        impl Drop for ReleaseOwnSlot<'_> {
+            fn drop(&mut self) {
+                if let Backend::Gpu(gpu) = &mut *self.0.core.backend.lock(Priority::Export) {
+                    gpu.release_own_slot();
+                }
+            }
         }
+        let watch = self.core.ledger.watch();
+        let report = {
+            let _release = ReleaseOwnSlot(self);
+            run_sequential(job, prepared, self, out, cancel, progress)
+        };
         let mut report = report?;
         report.vram_peak = watch.peak();
         report.rss_peak = crate::report::peak_rss();
@@ -472,12 +488,17 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
     }
+    crate::io::refuse_folder_name(&job.output)?;
     let outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
         let pattern = FramePattern::parse(&job.output)?;
         sequence.frames.iter().map(|f| pattern.path(f.number)).collect()
     } else if sequence.frames.len() == 1 {
         vec![PathBuf::from(&job.output)]
     } else {
+        // `x_%i.png`: say which `%` is not a field.
+        if job.output.contains('%') {
+            FramePattern::parse(&job.output)?;
+        }
         return Err(Error::Sequence(format!(
             "{}: output needs a frame number field (%04d or ####) for {} frames",
             job.output,
@@ -552,6 +573,7 @@ fn process_yielding(
 ) -> Result<(crate::io::HostFrame, Option<u64>)> {
     let keep = (crate::gpu::FrameShape::of(src), plan);
     loop {
+        let mark = engine.ledger().mark();
         // Bound first: the backend guard must be gone before the arms,
         // which reclaim previews' memory under the same lock.
         // The backend first, then the CPU threads, in the order every
@@ -562,9 +584,7 @@ fn process_yielding(
         };
         match result {
             Err(Error::Budget(_)) if !cancel.is_cancelled() && engine.preview_memory_held() => {
-                // Counted after the refusal: the attempt's own undoing of
-                // what it had allocated is not a release to wake for.
-                let since = engine.ledger().releases();
+                let since = mark.since();
                 if !engine.reclaim_preview_memory(Some(keep)) {
                     engine.ledger().wait_release(since, Duration::from_millis(250));
                 }

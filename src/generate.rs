@@ -142,6 +142,7 @@ pub fn generate_sequence(
     encode: &EncodeOptions,
     overwrite: bool,
 ) -> Result<Vec<PathBuf>> {
+    crate::io::refuse_folder_name(pattern)?;
     let pattern = FramePattern::parse(pattern)?;
     let format = OutputFormat::from_path(&pattern.path(opts.start))?;
     if opts.frames == 0 || opts.frames as u64 > crate::sequence::MAX_SPEC_FRAMES {
@@ -160,18 +161,19 @@ pub fn generate_sequence(
             format!("at most {} per frame, what a frame may take when read", crate::ledger::human_bytes(limit)),
         ));
     }
-    let end = opts.start.checked_add(opts.frames as u64).ok_or_else(|| {
-        Error::invalid("start frame", opts.start, format!("at most {}", u64::MAX - opts.frames as u64))
+    // Inclusive: frame u64::MAX is a frame like any other.
+    let last = opts.start.checked_add(opts.frames as u64 - 1).ok_or_else(|| {
+        Error::invalid("start frame", opts.start, format!("at most {}", u64::MAX - (opts.frames as u64 - 1)))
     })?;
     // Removed again if a check below (or every frame) fails.
     let _made = crate::io::check_output_dir(pattern.dir())?;
     // Every name checked before the first frame: no half-made sequence
     // because frame 5 of 10 was already there.
-    for n in opts.start..end {
+    for n in opts.start..=last {
         crate::io::check_output_free(&pattern.path(n), overwrite)?;
     }
     // Frames in parallel: the PNG encoder is single-threaded.
-    (opts.start..end)
+    (opts.start..=last)
         .into_par_iter()
         .map(|n| {
             let path = pattern.path(n);

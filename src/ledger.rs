@@ -23,9 +23,9 @@ struct Counts {
     /// High-water marks of the [`PeakWatch`]es alive, by id.
     watches: std::collections::BTreeMap<u64, u64>,
     next_watch: u64,
-    /// Releases so far: a waiter compares it with what it saw after its
-    /// refused attempt, so a release between then and its wait is not
-    /// missed.
+    /// Releases so far: a waiter compares it with what it saw when it
+    /// started its attempt (see [`ReleaseMark`]), so no release by another
+    /// thread since is missed.
     releases: u64,
 }
 
@@ -107,17 +107,22 @@ impl Ledger {
         self.take(&mut c, bytes, what)
     }
 
-    /// Releases so far, to pass to [`Ledger::wait_release`]: read it once
-    /// an attempt was refused, before giving anything else back.
+    /// Releases so far.
     pub fn releases(&self) -> u64 {
         self.lock().releases
     }
 
-    /// Waits until a reservation has been released since [`Ledger::releases`]
-    /// returned `since` (at once if one already was), or `timeout` passes.
+    /// Taken before an attempt that the budget may refuse; see
+    /// [`ReleaseMark::since`].
+    pub fn mark(&self) -> ReleaseMark {
+        ReleaseMark { total: self.releases(), own: OWN_RELEASES.get() }
+    }
+
+    /// Waits until the release count passes `since` (at once if it already
+    /// has), or `timeout` passes.
     pub fn wait_release(&self, since: u64, timeout: Duration) {
         let c = self.lock();
-        let _ = self.released.wait_timeout_while(c, timeout, |c| c.releases == since);
+        let _ = self.released.wait_timeout_while(c, timeout, |c| c.releases <= since);
     }
 
     /// Wakes [`Ledger::wait_release`] as a release would, without
@@ -125,6 +130,7 @@ impl Ledger {
     /// (a preview's slot put back where the next preview takes it), so
     /// the one waiting for it does not sleep out its timeout.
     pub fn hand_over(&self) {
+        count_own_release();
         self.lock().releases += 1;
         self.released.notify_all();
     }
@@ -145,6 +151,36 @@ impl Ledger {
             *mark = (*mark).max(current);
         }
         Ok(Reservation { ledger: self.clone(), bytes })
+    }
+}
+
+thread_local! {
+    /// Releases (and hand-overs) this thread made, on any ledger.
+    static OWN_RELEASES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_own_release() {
+    OWN_RELEASES.set(OWN_RELEASES.get() + 1);
+}
+
+/// Where the release count stood before an attempt, and how many of the
+/// releases were this thread's.
+#[derive(Clone, Copy, Debug)]
+pub struct ReleaseMark {
+    total: u64,
+    own: u64,
+}
+
+impl ReleaseMark {
+    /// The count to pass to [`Ledger::wait_release`] once the attempt was
+    /// refused and undid what it had reserved: the mark plus this thread's
+    /// releases since. Its own undoing is no reason to wake, but a release
+    /// by another thread at any time since the mark is, even one that came
+    /// before the refusal was seen (the memory is free: try again at once).
+    /// What the thread gives back after this call (shedding, reclaiming)
+    /// wakes the wait as any release does.
+    pub fn since(&self) -> u64 {
+        self.total + (OWN_RELEASES.get() - self.own)
     }
 }
 
@@ -187,6 +223,7 @@ impl Drop for Reservation {
         let mut c = self.ledger.lock();
         c.current -= self.bytes;
         c.releases += 1;
+        count_own_release();
         drop(c);
         self.ledger.released.notify_all();
     }
@@ -197,7 +234,7 @@ impl Drop for Reservation {
 /// # Errors
 /// [`Error::InvalidValue`] naming the text.
 pub fn parse_bytes(s: &str) -> Result<u64> {
-    let bad = || Error::invalid("size", s, "a number with a unit: 512MiB, 2GiB, 1.5GB, 800MB");
+    let bad = || Error::invalid("size", s, "bytes, or a number with a unit: 512MiB, 2GiB, 1.5GB, 800MB");
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -249,23 +286,38 @@ mod tests {
     }
 
     #[test]
-    fn a_release_before_the_wait_is_not_missed() {
+    fn releases_by_others_since_the_mark_wake_the_wait_and_its_own_undoing_does_not() {
         let l = Ledger::new(100);
-        let a = l.reserve(100, "a").unwrap();
-        let since = l.releases();
-        assert!(l.reserve(1, "b").is_err());
-        drop(a); // lands between the refusal and the wait
+        let other = l.reserve(50, "other").unwrap();
+        // An attempt reserves a part, is refused the rest, undoes its part.
+        let attempt = |l: &Arc<Ledger>| {
+            let part = l.reserve(30, "part").unwrap();
+            assert!(l.reserve(30, "rest").is_err());
+            drop(part);
+        };
+        let mark = l.mark();
+        attempt(&l);
         let t = std::time::Instant::now();
-        l.wait_release(since, Duration::from_secs(30));
+        l.wait_release(mark.since(), Duration::from_millis(100));
+        assert!(t.elapsed() >= Duration::from_millis(100), "its own undoing is no reason to retry");
+        // Another thread's release after the refusal, before the attempt
+        // undid its part: the memory is free, the wait ends at once.
+        let mark = l.mark();
+        let part = l.reserve(30, "part").unwrap();
+        assert!(l.reserve(30, "rest").is_err());
+        std::thread::spawn(move || drop(other)).join().unwrap();
+        drop(part);
+        let t = std::time::Instant::now();
+        l.wait_release(mark.since(), Duration::from_secs(30));
         assert!(t.elapsed() < Duration::from_secs(30));
-        assert!(l.reserve(1, "b").is_ok());
+        assert!(l.reserve(60, "rest").is_ok());
     }
 
     #[test]
     fn a_hand_over_wakes_a_waiter_without_freeing_bytes() {
         let l = Ledger::new(100);
         let _held = l.reserve(100, "slot").unwrap();
-        let since = l.releases();
+        let since = l.mark().since();
         let l2 = l.clone();
         let waiter = std::thread::spawn(move || {
             let t = std::time::Instant::now();

@@ -695,16 +695,20 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             );
         }
     }
+    // The frames are written: a report that cannot be (its name taken
+    // meanwhile, a full disk) is a failure of the run, exit 1, not a usage
+    // error, and does not keep the other report from being written.
+    let mut unwritten = false;
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
-        write_report(path, &text, opts.overwrite)?;
+        unwritten |= failed_after_run(write_report(path, &text, opts.overwrite));
     }
     if let Some(path) = &opts.timeline {
-        write_report(path, &framepipe::timeline::render_svg(&report), opts.overwrite)?;
+        unwritten |= failed_after_run(write_report(path, &framepipe::timeline::render_svg(&report), opts.overwrite));
     }
     Ok(if report.cancelled {
         ExitCode::from(130)
-    } else if report.failures.is_empty() && report.frames_skipped == 0 {
+    } else if report.failures.is_empty() && report.frames_skipped == 0 && !unwritten {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -717,7 +721,10 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
     job.missing = args.missing;
     job.overwrite = true;
-    if OutputFormat::from_path(Path::new(&job.output)).is_err() {
+    // An extension alone: `%d.png` would end like one and name a pattern.
+    if !args.format.chars().all(|c| c.is_ascii_alphanumeric())
+        || OutputFormat::from_path(Path::new(&job.output)).is_err()
+    {
         return Err(Error::invalid("--format", &args.format, "png, jpg, jpeg, tif, tiff or qoi"));
     }
     let mut seen = std::collections::HashSet::new();
@@ -794,13 +801,19 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         table += line;
         table.push('\n');
     }
-    print_stdout(&table)?;
-    framepipe::io::write_file_atomic(&args.csv, framepipe::bench::csv(&runs).as_bytes(), args.overwrite)?;
+    // After minutes of runs, each output is tried whatever became of the
+    // others, and one that fails is a failure of the run (exit 1).
+    let mut failed = failed_after_run(print_stdout(&table));
     let title = format!("{} · {} · {} · {device}", args.input, job.graph.describe(), args.format);
-    let chart = framepipe::bench::chart_svg(&runs, &title);
-    framepipe::io::write_file_atomic(&args.chart, chart.as_bytes(), args.overwrite)?;
-    note!("wrote {} and {}", args.csv.display(), args.chart.display());
-    Ok(ExitCode::SUCCESS)
+    let files = [(&args.csv, framepipe::bench::csv(&runs)), (&args.chart, framepipe::bench::chart_svg(&runs, &title))];
+    for (path, text) in files {
+        if failed_after_run(framepipe::io::write_file_atomic(path, text.as_bytes(), args.overwrite)) {
+            failed = true;
+        } else {
+            note!("wrote {}", path.display());
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
@@ -872,6 +885,13 @@ fn info() -> Result<ExitCode, Error> {
     }
     print_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reports an error met after the work was done (a report that cannot be
+/// written) and says whether there was one: such an error fails the run
+/// rather than being a usage error.
+fn failed_after_run(result: Result<(), Error>) -> bool {
+    result.map_err(|e| note!("error: {e}")).is_err()
 }
 
 /// A report to its file (whole or not at all), or to stdout for `-`.

@@ -2,8 +2,9 @@
 //! or 1/8 resolution, served from an LRU cache and rendered ahead of any
 //! export running on the same engine.
 //!
-//! A miss decodes the source (or takes it from the decoded-source cache, so
-//! dragging a grade slider on one frame never decodes twice), runs the plan
+//! A miss decodes the source (or takes it from the decoded-source cache, or
+//! waits for the request already decoding it, so dragging a grade slider on
+//! one frame never decodes twice), runs the plan
 //! at full resolution, area-averages it on the GPU and reads back only the
 //! small image (a 1/4 preview reads back 1/16 of the bytes). The backend is
 //! taken at [`Priority::Preview`], so a waiting preview goes before every
@@ -226,6 +227,11 @@ struct PreviewSlot {
 pub(crate) struct PreviewState {
     cache: Mutex<ByteLru<PreviewKey, PreviewImage>>,
     sources: Mutex<ByteLru<FileStamp, HostFrame>>,
+    /// Sources being decoded now, and the signal that one was: requests
+    /// for one frame under several grades (a slider dragged faster than a
+    /// decode) wait for the first decode instead of each reading the file.
+    decoding: Mutex<std::collections::HashSet<FileStamp>>,
+    decoded: std::sync::Condvar,
     renders: AtomicU64,
     decodes: AtomicU64,
     uploads: AtomicU64,
@@ -259,6 +265,8 @@ impl PreviewState {
         PreviewState {
             cache: Mutex::new(ByteLru::new(preview_bytes)),
             sources: Mutex::new(ByteLru::new(source_bytes)),
+            decoding: Default::default(),
+            decoded: Default::default(),
             renders: AtomicU64::new(0),
             decodes: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
@@ -503,7 +511,8 @@ impl Engine {
 
     /// Gives back the previews' GPU memory if no preview has used it for
     /// [`EngineConfig::preview_memory_idle`](crate::EngineConfig): the
-    /// slot, and the kernel sets of other plans than the newest. An export
+    /// slot, and the kernel sets unused that long (not those frames on
+    /// the GPU use: another export's stay while it has frames there). An export
     /// calls it when it wants memory to regrow its pool, naming its own
     /// kernel set (`keep`: shape and plan), which stays however long it
     /// waited behind previews. Never touches a render under way. Returns
@@ -583,12 +592,35 @@ impl Engine {
 
     /// The decoded frame of `file` (stamped when the request came), from
     /// the source cache or decoded now, with the decode's milliseconds.
+    /// One decode per file at a time: a request for a file another is
+    /// decoding waits for that decode (its time counts as this request's
+    /// decode) and takes the result from the cache.
     fn source(&self, file: &FileStamp) -> Result<(Arc<HostFrame>, f64)> {
         let state = &self.core.previews;
-        if let Some(src) = lock(&state.sources).get(file) {
-            return Ok((src, 0.0));
-        }
         let t = Instant::now();
+        let (mut decoding, mut waited) = (lock(&state.decoding), false);
+        loop {
+            if let Some(src) = lock(&state.sources).get(file) {
+                return Ok((src, if waited { t.elapsed().as_secs_f64() * 1e3 } else { 0.0 }));
+            }
+            if decoding.insert(file.clone()) {
+                break;
+            }
+            waited = true;
+            // Woken when any decode ends; a failed or uncached one leaves
+            // the file free, and this request decodes it itself.
+            decoding = state.decoded.wait(decoding).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(decoding);
+        /// Frees the file for others however the decode ends.
+        struct Decoding<'a>(&'a PreviewState, &'a FileStamp);
+        impl Drop for Decoding<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.decoding).remove(self.1);
+                self.0.decoded.notify_all();
+            }
+        }
+        let _decoding = Decoding(state, file);
         let src = Arc::new(decode_file(&file.path, &DecodeLimits::default())?);
         state.decodes.fetch_add(1, Ordering::SeqCst);
         let bytes = src.data.len() as u64;
@@ -753,6 +785,7 @@ impl Engine {
         let mut pressure = None;
         loop {
             let asked = Instant::now();
+            let mark = self.core.ledger.mark();
             let result = {
                 let mut backend = intent.get_or_insert_with(|| self.core.backend.intend_as(priority, class)).lock();
                 *waited += asked.elapsed();
@@ -760,9 +793,7 @@ impl Engine {
             };
             match result {
                 Err(Error::Budget(_)) if Instant::now() < deadline && wanted() => {
-                    // Counted after the refusal: the attempt's own undoing
-                    // of what it had allocated is not a release to wake for.
-                    let since = self.core.ledger.releases();
+                    let since = mark.since();
                     if priority == Priority::Preview && gate.is_none() {
                         *gate = Some(self.core.gate.raise(|| {}));
                     }

@@ -83,10 +83,17 @@ impl FramePattern {
         if self.dir.as_os_str().is_empty() { Path::new(".") } else { &self.dir }
     }
 
+    /// The digits where the frame number goes, if `file_name` is this
+    /// pattern's prefix, digits, suffix (whatever their count).
+    fn digits_of<'a>(&self, file_name: &'a str) -> Option<&'a str> {
+        let digits = file_name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+    }
+
     /// The frame number a file name stands for, if it matches exactly.
     pub fn number_of(&self, file_name: &str) -> Option<u64> {
-        let digits = file_name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > MAX_PAD {
+        let digits = self.digits_of(file_name)?;
+        if digits.len() > MAX_PAD {
             return None;
         }
         let n: u64 = digits.parse().ok()?;
@@ -339,6 +346,8 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
         for (name, p) in list_dir(pattern.dir())? {
             if let Some(n) = pattern.number_of(&name) {
                 found.insert(n, p);
+            } else if pattern.digits_of(&name).is_some() {
+                return Err(unreadable_number(&p));
             }
         }
         return Ok(found);
@@ -375,8 +384,11 @@ fn scan_directory(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
         if !IMAGE_EXTENSIONS.contains(&ext.as_str()) || name.starts_with('.') {
             continue;
         }
-        let stem_len = name.len() - ext.len() - 1;
-        if let Some((start, end, n)) = last_digits(&name[..stem_len]) {
+        let stem = &name[..name.len() - ext.len() - 1];
+        if last_digits(stem).is_none() && stem.bytes().any(|b| b.is_ascii_digit()) {
+            return Err(unreadable_number(&path));
+        }
+        if let Some((start, end, n)) = last_digits(stem) {
             let key = (name[..start].to_string(), name[end..].to_string());
             // `shot_1.png` beside `shot_0001.png`: which is frame 1 would
             // depend on the directory's order. Refuse rather than guess.
@@ -403,6 +415,16 @@ fn scan_directory(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
             )))
         }
     }
+}
+
+/// A file named like a frame of the sequence whose number framepipe cannot
+/// hold: refused by name rather than left out without a word.
+fn unreadable_number(path: &Path) -> Error {
+    Error::Sequence(format!(
+        "{}: a frame number framepipe cannot read (at most {MAX_PAD} digits, up to {})",
+        path.display(),
+        u64::MAX
+    ))
 }
 
 /// The last run of ASCII digits in `s`: (start, end, value).

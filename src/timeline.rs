@@ -27,8 +27,22 @@ fn color(stage: &str) -> &'static str {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+/// `s` as SVG text: markup characters escaped, and control characters
+/// (which XML 1.0 does not allow even escaped; a file name may hold them)
+/// written as `\u{1b}`, as the command line's messages write them.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c if c.is_control() => out.extend(c.escape_debug()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Renders the report's intervals and occupancy as an SVG document.
@@ -146,4 +160,16 @@ fn nice_step(raw: f64) -> f64 {
 fn trim(t: f64) -> String {
     let s = format!("{t:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn names_become_valid_svg_text() {
+        assert_eq!(escape("a&b <c> \"d\""), "a&amp;b &lt;c&gt; &quot;d&quot;");
+        // XML 1.0 has no escape for most control characters: written out.
+        assert_eq!(escape("\u{1}a\u{1b}b\nc"), "\\u{1}a\\u{1b}b\\nc");
+    }
 }

@@ -447,13 +447,15 @@ impl GpuBackend {
     }
 
     /// Drops the kernel sets no frame has asked for in `idle`, but the one
-    /// for `keep` (a running export's, however long it waited), and the
-    /// preview passes left on the others. Frames in flight keep theirs
-    /// alive until done. Returns how many sets went.
+    /// for `keep` (a running export's, however long it waited) and those
+    /// frames on the GPU or a preview hold (dropping them would free
+    /// nothing until they are done, and their next frame would build them
+    /// again), and the preview passes left on the others. Returns how many
+    /// sets went.
     pub fn evict_idle_sets(&mut self, idle: std::time::Duration, keep: Option<(FrameShape, &Plan)>) -> usize {
         let before = self.computes.len();
         let kept = |c: &Compute| keep.is_some_and(|(shape, plan)| c.shape == shape && c.plan == *plan);
-        self.computes.retain(|c| kept(c) || c.used.elapsed() < idle);
+        self.computes.retain(|c| kept(c) || c.in_flight() || c.used.elapsed() < idle);
         for c in &mut self.computes {
             c.previews.retain(|p| p.used.elapsed() < idle);
         }

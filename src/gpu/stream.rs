@@ -63,6 +63,9 @@ impl GpuBackend {
                 wgpu::BindGroupEntry { binding: 1, resource: dst.buffer.as_entire_binding() },
             ],
         });
+        // Its two queries, their resolve buffer and its readback, counted
+        // as a slot's timer is, whether or not the adapter has timestamps.
+        let _timer_bytes = self.ledger.reserve(3 * 16, "stream timer")?;
         let timer = self.timestamps.then(|| {
             let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("stream timer"),

@@ -211,10 +211,24 @@ pub fn write_frame_atomic(
     options: &EncodeOptions,
     overwrite: bool,
 ) -> Result<()> {
+    write_frame_atomic_unless(frame, path, format, options, overwrite, &|| false).map(|_| ())
+}
+
+/// [`write_frame_atomic`], asking `abandon` once the frame is encoded and
+/// before it takes its name: when it says so (the run failed meanwhile),
+/// the file is dropped unnamed and `Ok(false)` says it was not written.
+pub(crate) fn write_frame_atomic_unless(
+    frame: &HostFrame,
+    path: &Path,
+    format: OutputFormat,
+    options: &EncodeOptions,
+    overwrite: bool,
+    abandon: &dyn Fn() -> bool,
+) -> Result<bool> {
     if format == OutputFormat::Raw {
         return Err(Error::Encode { path: path.to_owned(), reason: "raw output is for streams (-o -) only".into() });
     }
-    write_atomic(path, overwrite, |w| encode(frame, format, options, w).map_err(|e| e.to_string()))
+    write_atomic(path, overwrite, abandon, |w| encode(frame, format, options, w).map_err(|e| e.to_string()))
 }
 
 /// Writes `bytes` (a report, a chart, a table) into `path` the way frames
@@ -224,7 +238,7 @@ pub fn write_frame_atomic(
 /// # Errors
 /// [`Error::OutputExists`], or [`Error::Encode`] naming the path.
 pub fn write_file_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    write_atomic(path, overwrite, |w| w.write_all(bytes).map_err(|e| e.to_string()))
+    write_atomic(path, overwrite, &|| false, |w| w.write_all(bytes).map_err(|e| e.to_string())).map(|_| ())
 }
 
 /// The path a file is (or will be) reached by once `..` and symbolic links
@@ -263,14 +277,24 @@ pub fn resolve_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`Error::OutputExists`], [`Error::OutputIsFolder`], [`Error::OutputDir`].
 pub fn check_new_file(path: &Path, overwrite: bool) -> Result<MadeDirs> {
-    // `report/`, `r.json/.`: a name that can only be a folder, which
-    // writing would find out only at the end.
+    refuse_folder_name(path)?;
+    check_output_free(path, overwrite)?;
+    check_output_dir(parent_dir(path))
+}
+
+/// Refuses a file name that can only name a folder (`report/`, `out.png/.`,
+/// `x/..`): writing would find that out only at the end of a run, and a
+/// pattern's trailing `/` would otherwise be dropped without a word.
+///
+/// # Errors
+/// [`Error::OutputIsFolder`].
+pub fn refuse_folder_name(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
     let name = path.as_os_str().to_string_lossy();
     if matches!(name.rsplit(std::path::is_separator).next(), Some("" | "." | "..")) {
         return Err(Error::OutputIsFolder(path.to_owned()));
     }
-    check_output_free(path, overwrite)?;
-    check_output_dir(parent_dir(path))
+    Ok(())
 }
 
 /// Checks that an output may go to `path`: not a folder, nothing there (a
@@ -388,11 +412,14 @@ pub fn parent_dir(path: &Path) -> &Path {
 
 /// Fills a hidden temporary file beside `path` with `fill` and renames it
 /// into place: a reader (or a crash) never sees a half-written file.
+/// Fills a temporary file beside `path` and renames it into place, unless
+/// `abandon` says otherwise once it is full (then `Ok(false)`).
 fn write_atomic(
     path: &Path,
     overwrite: bool,
+    abandon: &dyn Fn() -> bool,
     fill: impl FnOnce(&mut BufWriter<&mut std::fs::File>) -> std::result::Result<(), String>,
-) -> Result<()> {
+) -> Result<bool> {
     let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
     let dir = parent_dir(path);
     let mut builder = tempfile::Builder::new();
@@ -418,6 +445,9 @@ fn write_atomic(
         w.flush().map_err(|e| fail(e.to_string()))?;
     }
     // On failure the temporary file is removed when `tmp` drops.
+    if abandon() {
+        return Ok(false);
+    }
     if overwrite {
         tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
     } else {
@@ -429,7 +459,7 @@ fn write_atomic(
             }
         })?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn encode<W: Write>(

@@ -27,14 +27,24 @@ struct PresetFile {
     /// Read as plain tables first, then each as an [`Op`]: an op's own
     /// errors (a wrong type, an unknown field) can then name which op it
     /// is, where the parser would only point at the start of the list.
+    /// The span says where each op was written, whatever the layout.
     #[serde(default)]
-    op: Vec<toml::Value>,
+    op: Vec<toml::Spanned<toml::Value>>,
 }
 
-/// The line of the `index`-th `[[op]]` header, if the ops are written as
-/// tables (not as an inline array).
-fn op_line(text: &str, index: usize) -> Option<usize> {
-    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with("[[op]]")).nth(index).map(|(n, _)| n + 1)
+/// Line numbers of byte offsets in a text, found by binary search over
+/// where its lines start: a preset of thousands of ops is read in one pass.
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        Lines(std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect())
+    }
+
+    /// The 1-based line holding byte `offset`.
+    fn of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&start| start <= offset)
+    }
 }
 
 fn one_line(message: &str) -> String {
@@ -58,21 +68,23 @@ pub fn load_preset(path: &Path) -> Result<OpGraph> {
 /// As [`load_preset`].
 pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     let fail = |reason: String| Error::Preset { path: path.to_owned(), reason };
+    let lines = Lines::new(text);
     let file: PresetFile = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
         let msg = one_line(e.message());
-        fail(match line {
-            Some(l) => format!("line {l}: {msg}"),
+        fail(match e.span() {
+            Some(span) => format!("line {}: {msg}", lines.of(span.start)),
             None => msg,
         })
     })?;
     if file.op.is_empty() {
         return Err(fail("no [[op]] entries".into()));
     }
+    let op_lines: Vec<usize> = file.op.iter().map(|op| lines.of(op.span().start)).collect();
     let mut ops = Vec::with_capacity(file.op.len());
     for (i, table) in file.op.into_iter().enumerate() {
-        let at = op_line(text, i).map(|l| format!(" (line {l})")).unwrap_or_default();
+        let at = format!(" (line {})", op_lines[i]);
         let op: Op = table
+            .into_inner()
             .try_into()
             .map_err(|e: toml::de::Error| fail(format!("op {}{at}: {}", i + 1, one_line(e.message()))))?;
         op.validate().map_err(|e| fail(format!("op {}{at} ({}): {e}", i + 1, op.name())))?;
@@ -87,13 +99,38 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
         let (end, e) = (1..=graph.ops.len()).find_map(prefix).expect("the whole graph fails");
         let blur = |op: &Op| matches!(op, Op::Blur { sigma } if *sigma > 0.0);
         let start = graph.ops[..end].iter().rposition(blur).map_or(0, |i| i + 1).min(end - 1);
-        let lines = match (op_line(text, start), op_line(text, end - 1)) {
-            (Some(a), Some(b)) if a != b => format!(" (lines {a}-{b})"),
-            (Some(a), _) => format!(" (line {a})"),
-            _ => String::new(),
+        let lines = match (op_lines[start], op_lines[end - 1]) {
+            (a, b) if a != b => format!(" (lines {a}-{b})"),
+            (a, _) => format!(" (line {a})"),
         };
         let ops = if start + 1 == end { format!("op {end}") } else { format!("ops {}-{end}", start + 1) };
         return Err(fail(format!("{ops}{lines}: {e}")));
     }
     Ok(graph)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        parse_preset(text, Path::new("p.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_line_the_op_was_written_on_whatever_the_layout() {
+        // A multi-line string holding "[[op]]" is not a header; spaced
+        // headers are headers.
+        let text = "description = \"\"\"\n[[op]] was here\n\"\"\"\n[[op]]\ntype = \"exposure\"\nstops = 1.0\n[[ op ]]\ntype = \"blur\"\nsigma = -1.0\n";
+        assert!(error(text).contains("op 2 (line 7) (blur)"), "{}", error(text));
+        let inline = "op = [\n  { type = \"exposure\", stops = 1.0 },\n  { type = \"blur\", sigma = -1.0 },\n]\n";
+        assert!(error(inline).contains("op 2 (line 3) (blur)"), "{}", error(inline));
+    }
+
+    #[test]
+    fn lines_of_offsets() {
+        let lines = Lines::new("ab\ncd\n\nx");
+        let of = |o| lines.of(o);
+        assert_eq!([of(0), of(2), of(3), of(6), of(7)], [1, 1, 2, 3, 4]);
+    }
 }

@@ -337,6 +337,7 @@ pub(crate) fn run(
     // hold waits for them to go quiet and give it back (the export yields,
     // never the preview); one that does not fit the budget is the error.
     let Staging { slots, slot_bytes, ring } = loop {
+        let mark = ledger.mark();
         let mut backend = engine.backend().lock(Priority::Export);
         let made = make_slots(&mut backend, ledger, shape, &plan, identity, busy, pool_size);
         // Released first: reclaiming takes the backend too.
@@ -348,9 +349,7 @@ pub(crate) fn run(
                     report.cancelled = true;
                     return unstarted(report);
                 }
-                // Counted after the refusal, as in a frame's retry: the
-                // attempt's undoing of its own slots is not a release.
-                let since = ledger.releases();
+                let since = mark.since();
                 if !engine.reclaim_preview_memory(Some((shape, &plan))) {
                     ledger.wait_release(since, Duration::from_millis(250));
                 }
@@ -480,7 +479,8 @@ pub(crate) fn run(
                     // After a failure under `stop` (or a write error) nothing
                     // more goes out: the consumer must not get frames after a
                     // gap it was not told about.
-                    Some(_) if halted => dropped += 1,
+                    // Nor after a panic or a lost device elsewhere.
+                    Some(_) if halted || shared.aborted() => dropped += 1,
                     Some((record, bytes)) => {
                         finished += 1;
                         let write = || out.write_all(&bytes).and_then(|()| out.flush());

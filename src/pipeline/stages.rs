@@ -15,7 +15,7 @@ use crate::backend::Backend;
 use crate::engine::{Engine, PreparedJob};
 use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, InFlight, Readback};
-use crate::io::{FrameInfo, HostFrame, decode_file, decode_with, encode_frame, write_frame_atomic};
+use crate::io::{FrameInfo, HostFrame, decode_file, decode_with, encode_frame, write_frame_atomic_unless};
 use crate::ops::process_cpu;
 use crate::pool::{Lease, Pool};
 use crate::preview::TraceEvent;
@@ -398,15 +398,23 @@ impl Ctx<'_> {
                 shared.guarded(Stage::Encode, number, || {
                     let job = shared.job;
                     if prepared.stream {
-                        encode_frame(p.frame, prepared.format, &job.encode, &p.output).map(Some)
+                        encode_frame(p.frame, prepared.format, &job.encode, &p.output).map(|b| Some(Some(b)))
                     } else {
-                        write_frame_atomic(&p.frame, &p.output, prepared.format, &job.encode, job.overwrite)
-                            .map(|()| None)
+                        // A failure elsewhere while this frame encoded (a
+                        // PNG takes seconds): it is not written after it.
+                        let (frame, format, overwrite) = (&p.frame, prepared.format, job.overwrite);
+                        write_frame_atomic_unless(frame, &p.output, format, &job.encode, overwrite, &|| {
+                            shared.aborted()
+                        })
+                        .map(|written| written.then_some(None))
                     }
                 })
             });
             match result {
-                Ok(bytes) => {
+                Ok(None) => {
+                    let _ = events.send(Event::Abandoned(number));
+                }
+                Ok(Some(bytes)) => {
                     let record = FrameRecord {
                         number,
                         output: p.output.display().to_string(),
@@ -460,6 +468,7 @@ fn submit(
     let mut waited = Duration::ZERO;
     loop {
         let asked = Instant::now();
+        let mark = engine.ledger().mark();
         let mut backend = engine.backend().lock(Priority::Export);
         waited += asked.elapsed();
         let r = shared.guarded(Stage::Compute, d.number, || match (&mut *backend, &*d.slot, readback) {
@@ -477,9 +486,7 @@ fn submit(
                 // Memory an editor left idle is given back (this run's
                 // kernel set stays); frames on the GPU free theirs as
                 // they land.
-                // Counted after the refusal: the attempt's own undoing of
-                // what it had allocated is not a release worth waking for.
-                let since = engine.ledger().releases();
+                let since = mark.since();
                 engine.reclaim_preview_memory(Some((shape, &shared.plan)));
                 let asked = Instant::now();
                 engine.ledger().wait_release(since, Duration::from_millis(250));

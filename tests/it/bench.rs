@@ -167,6 +167,7 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
     let csv = t.path().join("b.csv").display().to_string();
     for (args, expect) in [
         (&["--format", "bmp"][..], "invalid --format bmp"),
+        (&["--format", "%d.png"][..], "invalid --format %d.png"),
         (&["--pools", "2,1,2"][..], "invalid --pools 2"),
         (&[][..], "missing frames 2"),
     ] {

@@ -405,6 +405,11 @@ fn bad_arguments_and_presets_exit_2() {
     }
     usage_error(&["process", &input, "-o", "o/x_%0999999999999999999999d.png"], "pads to too many digits");
     usage_error(&["process", &input, "-o", "o/x_%0300d.png"], "pads to 300 digits (at most 20)");
+    usage_error(
+        &["process", &input, "-o", "o/x_%i.png"],
+        "the % at character 3 of \"x_%i.png\" is not a frame number field",
+    );
+    usage_error(&["process", &input, "-o", &out, "--adapter", ""], "invalid --adapter \"\"");
     // Two files that are both frame 1 in a folder: no guessing.
     let dup = t.path().join("dup");
     fs::create_dir(&dup).unwrap();
@@ -638,7 +643,45 @@ fn report_names_that_cannot_work_are_refused_up_front() {
         usage_error(&["process", &input, "-o", &out, flag, name], expect);
     }
     usage_error(&["bench-pool", &input, "--chart", "c.png"], "invalid --chart c.png");
+    // Outputs too: a trailing `/` would otherwise be dropped (a pattern) or
+    // found only when the frame is written (one file).
+    let one = t.path().join("s_01.png").display().to_string();
+    for (input, output) in [(&input, format!("{out}/")), (&one, t.path().join("o/x.png/.").display().to_string())] {
+        usage_error(&["process", input, "-o", &output], "is a folder");
+    }
+    usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", &format!("{out}/")], "is a folder");
     assert!(!t.path().join("o").exists() && !t.path().join("reports").exists());
+}
+
+/// A report that cannot be written once the frames are (its name taken
+/// while the run went on) fails the run, exit 1, not a usage error, and
+/// what the user put there stays.
+#[test]
+fn a_report_that_cannot_be_written_at_the_end_fails_the_run() {
+    let t = tempfile::tempdir().unwrap();
+    // Frames large enough that the run outlasts the test's write by far.
+    let input = t.path().join("s_%02d.png").display().to_string();
+    let opts = GenerateOptions { width: 256, height: 256, frames: 40, ..Default::default() };
+    generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    let json = t.path().join("run.json");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+        .args(["process", &input, "-o", &out, "--backend", "cpu", "--threads", "1", "--blur", "30", "-q"])
+        .arg("--json")
+        .arg(&json)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !t.path().join("o/s_01.png").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    fs::write(&json, "the user's notes").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("run.json: output exists"), "{stderr}");
+    assert_eq!(files(&t.path().join("o")).len(), 40, "every frame written");
+    assert_eq!(fs::read_to_string(&json).unwrap(), "the user's notes");
 }
 
 /// A file name with a newline in it still makes a one-line error.
@@ -657,6 +700,20 @@ fn twenty_digit_frame_numbers_round_trip() {
     let out = t.path().join("o/b_%04d.png").display().to_string();
     framepipe().args(["process", &input, "-o", &out, "-q"]).assert().success();
     assert_eq!(files(&t.path().join("o")), ["b_10000000000000000000.png", "b_10000000000000000001.png"]);
+    // The last frame number a u64 holds can be generated.
+    let last = t.path().join("l/l_%d.png").display().to_string();
+    framepipe()
+        .args(["generate", "--size", "8x8", "--frames", "1", "--start", &u64::MAX.to_string(), "-o", &last])
+        .assert()
+        .success();
+    assert_eq!(files(&t.path().join("l")), [format!("l_{}.png", u64::MAX)]);
+    // A file named like a frame whose number no u64 holds is named, by a
+    // pattern or in a folder, not left out without a word.
+    let first = t.path().join("b_10000000000000000000.png");
+    fs::copy(&first, t.path().join("b_99999999999999999999.png")).unwrap();
+    for input in [input.clone(), t.path().display().to_string()] {
+        usage_error(&["process", &input, "-o", &out, "--overwrite"], "b_99999999999999999999.png: a frame number");
+    }
 }
 
 #[test]

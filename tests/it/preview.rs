@@ -166,6 +166,25 @@ fn hits_do_no_work_and_grade_changes_are_never_stale() {
     }
 }
 
+/// A slider dragged faster than a frame decodes: every grade asked for at
+/// once waits for one decode of the file, and each gets its own grade.
+#[test]
+fn grades_of_one_frame_asked_at_once_decode_it_once() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 1, 256, 192, PixelFormat::Rgba8);
+    for backend in backends() {
+        let e = engine(backend, 64 << 20);
+        let stops = [-0.3, -0.1, 0.1, 0.3, 0.5];
+        let asked: Vec<_> = stops.iter().map(|&s| e.preview_async(&seq, 1, &grade(s), Scale::Half)).collect();
+        for (rx, s) in asked.into_iter().zip(stops) {
+            let got = rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+            let fresh = engine(backend, 64 << 20).preview(&seq, 1, &grade(s), Scale::Half).unwrap();
+            assert_eq!(got.data, fresh.data, "{backend:?} stops {s}: its own grade");
+        }
+        assert_eq!(e.preview_stats().decodes, 1, "{backend:?}: one decode for five grades");
+    }
+}
+
 #[test]
 fn cache_is_bounded_and_evicts_least_recently_used() {
     let t = tempfile::tempdir().unwrap();
