@@ -343,7 +343,7 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
             return Err(Error::Sequence(format!("{input}: folder {} does not exist", pattern.dir().display())));
         }
         let mut found = BTreeMap::new();
-        for (name, p) in list_dir(pattern.dir())? {
+        for (name, p) in list_dir(pattern.dir(), false)? {
             if let Some(n) = pattern.number_of(&name) {
                 found.insert(n, p);
             } else if pattern.digits_of(&name).is_some() {
@@ -363,27 +363,45 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
     Err(Error::Sequence(format!("{input}: no such file, directory or frame pattern")))
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// The plain files in `dir` by name. A name that is not UTF-8 cannot match
+/// a pattern (which is text); in a folder scan (`every_image`) one with an
+/// image extension would be a frame left out without a word: refused.
+fn list_dir(dir: &Path, every_image: bool) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Sequence(format!("{}: {e}", dir.display())))?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        if let Some(name) = entry.file_name().to_str()
-            && entry.path().is_file()
-        {
-            out.push((name.to_string(), entry.path()));
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        match entry.file_name().to_str() {
+            Some(name) => out.push((name.to_string(), path)),
+            None if every_image && is_image_name(&path) && !entry.file_name().as_encoded_bytes().starts_with(b".") => {
+                return Err(Error::Sequence(format!(
+                    "{}: the file name is not UTF-8, which framepipe cannot number; rename it",
+                    path.display()
+                )));
+            }
+            None => {}
         }
     }
     Ok(out)
 }
 
+/// Whether `path` has an extension framepipe reads.
+fn is_image_name(path: &Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    IMAGE_EXTENSIONS.contains(&ext.as_str())
+}
+
 /// A directory must hold exactly one numbered image sequence.
 fn scan_directory(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
     let mut groups: BTreeMap<(String, String), BTreeMap<u64, PathBuf>> = BTreeMap::new();
-    for (name, path) in list_dir(dir)? {
-        let ext = Path::new(&name).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        if !IMAGE_EXTENSIONS.contains(&ext.as_str()) || name.starts_with('.') {
+    for (name, path) in list_dir(dir, true)? {
+        if !is_image_name(&path) || name.starts_with('.') {
             continue;
         }
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let stem = &name[..name.len() - ext.len() - 1];
         if last_digits(stem).is_none() && stem.bytes().any(|b| b.is_ascii_digit()) {
             return Err(unreadable_number(&path));

@@ -854,6 +854,10 @@ impl GpuBackend {
     pub fn process(&mut self, src: &HostFrame, plan: &Plan) -> Result<(HostFrame, Option<u64>)> {
         let shape = FrameShape::of(src);
         self.banding(shape.width, shape.height, shape.format, plan)?;
+        // The kernel set first: refused it, the call holds no slot it made.
+        // A preview that had this slot given up for it would otherwise see
+        // the slot taken back by an attempt that cannot run anyway.
+        self.prepare(shape, plan)?;
         if self.own_slot.as_ref().is_none_or(|(s, _)| s.shape != shape) {
             self.own_slot = None;
             self.own_slot = Some((self.new_slot(shape)?, self.new_readback(shape)?));

@@ -716,6 +716,24 @@ fn twenty_digit_frame_numbers_round_trip() {
     }
 }
 
+/// A frame whose name is not UTF-8 is named in a folder scan, not left out.
+#[cfg(unix)]
+#[test]
+fn a_folder_frame_whose_name_is_not_utf8_is_refused_by_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let odd = t.path().join(std::ffi::OsStr::from_bytes(b"s_\xff03.png"));
+    if fs::copy(t.path().join("s_01.png"), &odd).is_err() {
+        return; // a file system that takes only UTF-8 names
+    }
+    let out = t.path().join("o/s_%02d.png").display().to_string();
+    usage_error(&["process", &t.path().display().to_string(), "-o", &out], "03.png: the file name is not UTF-8");
+    // A pattern is text: such a name cannot be one of its frames.
+    let pattern = t.path().join("s_%02d.png").display().to_string();
+    framepipe().args(["process", &pattern, "-o", &out, "-q"]).assert().success();
+}
+
 #[test]
 fn inputs_framepipe_cannot_read_are_refused_by_name() {
     let t = tempfile::tempdir().unwrap();
