@@ -636,6 +636,10 @@ fn run_sequential(
     if let Some((width, height, format)) = expected {
         report.frame = format!("{width}x{height} {format}");
     }
+    // One worker per stage, one stage at a time: the report and timeline
+    // show where each frame's time went, as for the pipeline.
+    let [mut decode, mut compute, mut encode] = [(); 3].map(|()| crate::pipeline::Clock::default());
+    let compute_name = if engine.backend_name() == "gpu" { "gpu" } else { "compute" };
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
         // As in the pipeline, a frame starts only while no preview holds the
         // gate up or waits for the backend: previews go first.
@@ -648,17 +652,20 @@ fn run_sequential(
         };
         // (A preview waiting for VRAM takes the slot this path keeps
         // between frames itself, whatever this path is doing.)
+        let held = Instant::now();
         while !cancel.is_cancelled() && !engine.core.gate.pass(Duration::from_millis(20), start) {
             engine.backend().wait_clear_above(Priority::Export, Duration::from_millis(20));
         }
+        decode.wait_out += held.elapsed();
         if cancel.is_cancelled() {
             report.frames_skipped = total - i;
             report.cancelled = true;
             break;
         }
+        let n = frame.number;
         let result = (|| -> Result<FrameRecord> {
             let t0 = Instant::now();
-            let src = decode_file(&frame.path, &job.limits)?;
+            let src = decode.work(started, "decode", 0, n, || decode_file(&frame.path, &job.limits))?;
             let shape = (src.width, src.height, src.format);
             match expected {
                 None => {
@@ -675,19 +682,25 @@ fn run_sequential(
                 Some(_) => {}
             }
             let t1 = Instant::now();
-            let (dst, gpu_ns) = if identity { (src, None) } else { process_yielding(engine, &src, &plan, cancel)? };
-            let t2 = Instant::now();
-            let output_bytes = match stream.as_deref_mut() {
-                Some(w) => {
-                    let bytes = encode_frame(dst, prepared.format, &job.encode, out)?;
-                    w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| Error::Stream(e.to_string()))?;
-                    bytes.len() as u64
-                }
-                None => {
-                    write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
-                    std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
-                }
+            let (dst, gpu_ns) = if identity {
+                (src, None)
+            } else {
+                compute.work(started, compute_name, 0, n, || process_yielding(engine, &src, &plan, cancel))?
             };
+            let t2 = Instant::now();
+            let output_bytes = encode.work(started, "encode", 0, n, || -> Result<u64> {
+                Ok(match stream.as_deref_mut() {
+                    Some(w) => {
+                        let bytes = encode_frame(dst, prepared.format, &job.encode, out)?;
+                        w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| Error::Stream(e.to_string()))?;
+                        bytes.len() as u64
+                    }
+                    None => {
+                        write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
+                        std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+            })?;
             let t3 = Instant::now();
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
             Ok(FrameRecord {
@@ -725,5 +738,12 @@ fn run_sequential(
     report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
     report.seconds = started.elapsed().as_secs_f64();
     report.fps = report.frames_written as f64 / report.seconds.max(1e-9);
+    let mut clocks = vec![("decode", vec![decode])];
+    if !identity {
+        clocks.push((compute_name, vec![compute]));
+    }
+    clocks.push(("encode", vec![encode]));
+    let wall = report.seconds;
+    crate::pipeline::add_stages(&mut report, clocks, 1, wall);
     Ok(report)
 }

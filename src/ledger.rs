@@ -115,7 +115,7 @@ impl Ledger {
     /// Taken before an attempt that the budget may refuse; see
     /// [`ReleaseMark::since`].
     pub fn mark(&self) -> ReleaseMark {
-        ReleaseMark { total: self.releases(), own: OWN_RELEASES.get() }
+        ReleaseMark { total: self.releases(), own: OWN_RELEASES.get(), _thread: std::marker::PhantomData }
     }
 
     /// Waits until the release count passes `since` (at once if it already
@@ -165,10 +165,16 @@ fn count_own_release() {
 
 /// Where the release count stood before an attempt, and how many of the
 /// releases were this thread's.
+///
+/// Bound to the thread that took it (the count of its own releases is the
+/// thread's), so it is neither `Send` nor `Sync`. That count covers every
+/// ledger: a release the thread makes on another engine's ledger meanwhile
+/// would only make a wait sleep to its timeout.
 #[derive(Clone, Copy, Debug)]
 pub struct ReleaseMark {
     total: u64,
     own: u64,
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl ReleaseMark {
@@ -180,7 +186,7 @@ impl ReleaseMark {
     /// What the thread gives back after this call (shedding, reclaiming)
     /// wakes the wait as any release does.
     pub fn since(&self) -> u64 {
-        self.total + (OWN_RELEASES.get() - self.own)
+        self.total + OWN_RELEASES.get().saturating_sub(self.own)
     }
 }
 

@@ -103,7 +103,8 @@ STREAMS
   A failed frame is left out with --on-error skip; with stop the stream ends before it.
 
 EXIT CODES
-  0 every frame written; 1 a frame failed (or the GPU did); 2 usage, preset or input errors
+  0 every frame written; 1 a frame failed (or the GPU did, or a report could not be written
+  once the frames were); 2 usage, preset or input errors
   found before any frame was processed; 130 interrupted (Ctrl-C): in-flight frames finished or
   discarded, nothing partial left.";
 
@@ -502,6 +503,19 @@ fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::PreparedJob) -> Res
     Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"))
 }
 
+/// Refuses a report file that stdout is redirected to (`--json r.json
+/// --overwrite > r.json`): the report is renamed into place at the end,
+/// which would throw away everything written to stdout (the frames of
+/// `-o -`, bench-pool's table).
+fn refuse_report_on_stdout(flag: &str, path: &Path) -> Result<(), Error> {
+    match stdout_file_id() {
+        Some(id) if path != Path::new("-") && framepipe::io::file_id(path) == Some(id) => {
+            Err(Error::invalid(flag, path.display(), "a file other than the one stdout is redirected to"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The identity on disk of the file stdout is redirected to, if it is one.
 fn stdout_file_id() -> Option<(u64, u64)> {
     #[cfg(unix)]
@@ -603,7 +617,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     for (flag, path, kind) in
         [("--json", &opts.json, "the JSON report"), ("--timeline", &opts.timeline, "the SVG timeline")]
     {
-        path.as_deref().map_or(Ok(()), |p| check_report_name(flag, p, kind))?;
+        if let Some(path) = path.as_deref() {
+            check_report_name(flag, path, kind)?;
+            refuse_report_on_stdout(flag, path)?;
+        }
     }
     if let (Some(a), Some(b)) = (&opts.json, &opts.timeline)
         && framepipe::io::resolve_path(a) == framepipe::io::resolve_path(b)
@@ -748,6 +765,8 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let _made = [check(&args.csv, &[])?, check(&args.chart, &[args.csv.as_path()])?];
     check_report_name("--csv", &args.csv, "the CSV table")?;
     check_report_name("--chart", &args.chart, "the SVG chart")?;
+    refuse_report_on_stdout("--csv", &args.csv)?;
+    refuse_report_on_stdout("--chart", &args.chart)?;
     let config = EngineConfig {
         backend: args.backend,
         adapter: args.adapter.clone(),

@@ -291,6 +291,10 @@ impl<T> std::ops::DerefMut for Lease<T> {
 impl<T> Drop for Lease<T> {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
+            // Counted out before it is free: the next lease's +1 must not
+            // land first, or the samples would show more slots in use than
+            // the pool has.
+            self.occupancy.change(-1);
             let y = &self.yielding;
             let floor = y.pressure.floor();
             let retire = y.pressure.any.load(Ordering::SeqCst) > 0
@@ -301,7 +305,6 @@ impl<T> Drop for Lease<T> {
                 // The pool may be gone at the end of a run; then the slot just drops.
                 let _ = self.home.send(item);
             }
-            self.occupancy.change(-1);
         }
     }
 }

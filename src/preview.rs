@@ -215,6 +215,10 @@ struct PrefetchJob {
     scale: Scale,
 }
 
+/// A decode other requests wait for: the frame, or the file and why it
+/// failed (an [`Error`] is not `Clone`; each waiter gets its own).
+type PendingSource = OnceLock<std::result::Result<Arc<HostFrame>, (std::path::PathBuf, String)>>;
+
 /// The GPU slot previews render through, and the decoded source whose
 /// pixels its upload buffer still holds (mapping it again for writing
 /// keeps the contents, so the same source needs no second copy).
@@ -227,10 +231,12 @@ struct PreviewSlot {
 pub(crate) struct PreviewState {
     cache: Mutex<ByteLru<PreviewKey, PreviewImage>>,
     sources: Mutex<ByteLru<FileStamp, HostFrame>>,
-    /// Sources being decoded now, and the signal that one was: requests
-    /// for one frame under several grades (a slider dragged faster than a
-    /// decode) wait for the first decode instead of each reading the file.
-    decoding: Mutex<std::collections::HashSet<FileStamp>>,
+    /// Sources being decoded now, each with the place its result lands,
+    /// and the signal that one did: requests for one frame under several
+    /// grades (a slider dragged faster than a decode) take the first
+    /// decode's result instead of each reading the file. (Handed over
+    /// here, not through the source cache, which may not keep it.)
+    decoding: Mutex<HashMap<FileStamp, Arc<PendingSource>>>,
     decoded: std::sync::Condvar,
     renders: AtomicU64,
     decodes: AtomicU64,
@@ -593,39 +599,54 @@ impl Engine {
     /// The decoded frame of `file` (stamped when the request came), from
     /// the source cache or decoded now, with the decode's milliseconds.
     /// One decode per file at a time: a request for a file another is
-    /// decoding waits for that decode (its time counts as this request's
-    /// decode) and takes the result from the cache.
+    /// decoding waits for that decode and takes its result (its wait counts
+    /// as this request's decode).
     fn source(&self, file: &FileStamp) -> Result<(Arc<HostFrame>, f64)> {
         let state = &self.core.previews;
         let t = Instant::now();
-        let (mut decoding, mut waited) = (lock(&state.decoding), false);
-        loop {
-            if let Some(src) = lock(&state.sources).get(file) {
-                return Ok((src, if waited { t.elapsed().as_secs_f64() * 1e3 } else { 0.0 }));
-            }
-            if decoding.insert(file.clone()) {
-                break;
-            }
-            waited = true;
-            // Woken when any decode ends; a failed or uncached one leaves
-            // the file free, and this request decodes it itself.
-            decoding = state.decoded.wait(decoding).unwrap_or_else(|e| e.into_inner());
+        let mut decoding = lock(&state.decoding);
+        // Under the in-flight lock: a decode that ends meanwhile has put
+        // its frame in the cache before it leaves the map.
+        if let Some(src) = lock(&state.sources).get(file) {
+            return Ok((src, 0.0));
         }
+        if let Some(pending) = decoding.get(file).cloned() {
+            while pending.get().is_none() {
+                decoding = state.decoded.wait(decoding).unwrap_or_else(|e| e.into_inner());
+            }
+            return match pending.get().expect("landed") {
+                Ok(src) => Ok((src.clone(), t.elapsed().as_secs_f64() * 1e3)),
+                Err((path, reason)) => Err(Error::Decode { path: path.clone(), reason: reason.clone() }),
+            };
+        }
+        let pending = Arc::new(PendingSource::new());
+        decoding.insert(file.clone(), pending.clone());
         drop(decoding);
-        /// Frees the file for others however the decode ends.
-        struct Decoding<'a>(&'a PreviewState, &'a FileStamp);
-        impl Drop for Decoding<'_> {
+        /// Lands the result (a failure if the decode panicked) and wakes
+        /// the waiters however the decode ends.
+        struct Landing<'a>(&'a PreviewState, &'a FileStamp, Arc<PendingSource>);
+        impl Drop for Landing<'_> {
             fn drop(&mut self) {
+                let _ = self.2.set(Err((self.1.path.clone(), "the decode was interrupted".into())));
                 lock(&self.0.decoding).remove(self.1);
                 self.0.decoded.notify_all();
             }
         }
-        let _decoding = Decoding(state, file);
-        let src = Arc::new(decode_file(&file.path, &DecodeLimits::default())?);
-        state.decodes.fetch_add(1, Ordering::SeqCst);
-        let bytes = src.data.len() as u64;
-        lock(&state.sources).insert(file.clone(), src.clone(), bytes);
-        Ok((src, t.elapsed().as_secs_f64() * 1e3))
+        let landing = Landing(state, file, pending);
+        let decoded = decode_file(&file.path, &DecodeLimits::default()).map(Arc::new);
+        let shared = match &decoded {
+            Ok(src) => {
+                state.decodes.fetch_add(1, Ordering::SeqCst);
+                lock(&state.sources).insert(file.clone(), src.clone(), src.data.len() as u64);
+                Ok(src.clone())
+            }
+            Err(Error::Decode { path, reason }) => Err((path.clone(), reason.clone())),
+            Err(Error::Io { path, source }) => Err((path.clone(), source.to_string())),
+            Err(e) => Err((file.path.clone(), e.to_string())),
+        };
+        let _ = landing.2.set(shared);
+        drop(landing);
+        Ok((decoded?, t.elapsed().as_secs_f64() * 1e3))
     }
 
     fn render_preview<'a>(

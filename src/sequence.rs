@@ -346,7 +346,10 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
         for (name, p) in list_dir(pattern.dir(), false)? {
             if let Some(n) = pattern.number_of(&name) {
                 found.insert(n, p);
-            } else if pattern.digits_of(&name).is_some() {
+            } else if pattern.digits_of(&name).is_some_and(|d| !d.starts_with('0') && d.parse::<u64>().is_err()) {
+                // A number too large for a u64, written as any pattern
+                // would write it (no leading zero). Other digit runs are
+                // padded otherwise: another pattern's frames.
                 return Err(unreadable_number(&p));
             }
         }

@@ -38,7 +38,8 @@ pub(crate) fn escape(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            c if c.is_control() => out.extend(c.escape_debug()),
+            // (U+FFFE and U+FFFF are not XML characters either.)
+            c if c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}') => out.extend(c.escape_debug()),
             c => out.push(c),
         }
     }
@@ -171,5 +172,6 @@ mod tests {
         assert_eq!(escape("a&b <c> \"d\""), "a&amp;b &lt;c&gt; &quot;d&quot;");
         // XML 1.0 has no escape for most control characters: written out.
         assert_eq!(escape("\u{1}a\u{1b}b\nc"), "\\u{1}a\\u{1b}b\\nc");
+        assert_eq!(escape("a\u{ffff}"), "a\\u{ffff}");
     }
 }

@@ -411,9 +411,8 @@ pub fn parent_dir(path: &Path) -> &Path {
 }
 
 /// Fills a hidden temporary file beside `path` with `fill` and renames it
-/// into place: a reader (or a crash) never sees a half-written file.
-/// Fills a temporary file beside `path` and renames it into place, unless
-/// `abandon` says otherwise once it is full (then `Ok(false)`).
+/// into place, unless `abandon` says otherwise once it is full (then
+/// `Ok(false)`): a reader (or a crash) never sees a half-written file.
 fn write_atomic(
     path: &Path,
     overwrite: bool,

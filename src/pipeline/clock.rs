@@ -10,16 +10,16 @@ use crate::report::Interval;
 
 /// One worker's clock.
 #[derive(Default)]
-pub(super) struct Clock {
-    pub(super) busy: Duration,
-    pub(super) wait_in: Duration,
-    pub(super) wait_out: Duration,
-    pub(super) frames: usize,
-    pub(super) intervals: Vec<Interval>,
+pub(crate) struct Clock {
+    pub(crate) busy: Duration,
+    pub(crate) wait_in: Duration,
+    pub(crate) wait_out: Duration,
+    pub(crate) frames: usize,
+    pub(crate) intervals: Vec<Interval>,
 }
 
 impl Clock {
-    pub(super) fn work<T>(
+    pub(crate) fn work<T>(
         &mut self,
         start: Instant,
         stage: &str,
@@ -44,21 +44,21 @@ impl Clock {
 
     /// Like [`Clock::work`] for the second half of a frame's work (the GPU
     /// owner waiting for it): busy time and an interval, no new frame.
-    pub(super) fn wait<T>(&mut self, start: Instant, stage: &str, frame: u64, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn wait<T>(&mut self, start: Instant, stage: &str, frame: u64, f: impl FnOnce() -> T) -> T {
         let frames = self.frames;
         let out = self.work(start, stage, 0, frame, f);
         self.frames = frames;
         out
     }
 
-    pub(super) fn recv<T>(&mut self, rx: &Receiver<T>) -> Option<T> {
+    pub(crate) fn recv<T>(&mut self, rx: &Receiver<T>) -> Option<T> {
         let t = Instant::now();
         let v = rx.recv().ok();
         self.wait_in += t.elapsed();
         v
     }
 
-    pub(super) fn send<T>(&mut self, tx: &Sender<T>, v: T) -> bool {
+    pub(crate) fn send<T>(&mut self, tx: &Sender<T>, v: T) -> bool {
         let t = Instant::now();
         let ok = tx.send(v).is_ok();
         self.wait_out += t.elapsed();

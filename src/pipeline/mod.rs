@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded, unbounded};
 
-use clock::Clock;
+pub(crate) use clock::Clock;
 pub(crate) use slots::check_one_frame_fits;
 pub use slots::split_budget;
 use slots::{Staging, make_slots};
@@ -567,7 +567,7 @@ pub(crate) fn run(
 /// Per-stage statistics from the workers' clocks, and the bottleneck: the
 /// stage (other than the reader) busiest for its parallelism, whose
 /// utilization is the run's efficiency.
-fn add_stages(report: &mut Report, clocks: Vec<(&'static str, Vec<Clock>)>, slots: usize, wall: f64) {
+pub(crate) fn add_stages(report: &mut Report, clocks: Vec<(&'static str, Vec<Clock>)>, slots: usize, wall: f64) {
     for (name, workers) in clocks {
         let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();
         let frames: usize = workers.iter().map(|c| c.frames).sum();

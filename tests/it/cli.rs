@@ -416,6 +416,14 @@ fn bad_arguments_and_presets_exit_2() {
     fs::copy(t.path().join("s_01.png"), dup.join("shot_1.png")).unwrap();
     fs::copy(t.path().join("s_01.png"), dup.join("shot_0001.png")).unwrap();
     usage_error(&["process", dup.to_str().unwrap(), "-o", &out], "shot_1.png are both frame 1");
+    // ... and a pattern chooses, as the message says: the other's digits
+    // are padded otherwise, so they are not its frames.
+    for (pattern, o) in [("shot_%04d.png", "p4/o_%04d.png"), ("shot_%d.png", "p1/o_%d.png")] {
+        let (input, output) = (dup.join(pattern), t.path().join(o));
+        framepipe().arg("process").arg(&input).arg("-o").arg(&output).args(["-q"]).assert().success();
+    }
+    assert_eq!(files(&t.path().join("p4")), ["o_0001.png"]);
+    assert_eq!(files(&t.path().join("p1")), ["o_1.png"]);
     let nothing = t.path().join("none_%04d.png").display().to_string();
     usage_error(&["process", &nothing, "-o", &out], "no frames match");
     let unknown = t.path().join("unknown.toml");
@@ -624,6 +632,24 @@ fn sources_are_protected_outside_the_selection_and_under_every_name() {
     assert_eq!(status.code(), Some(2));
     assert_eq!(fs::read(&other).unwrap(), before);
     assert!(!t.path().join("o").exists(), "nothing was written");
+    // A report that stdout is redirected to would be renamed over the
+    // stream (or bench-pool's table) at the end.
+    let report = t.path().join("same.json");
+    for (args, flag) in [
+        (vec!["process", input_s, "-o", "-", "--overwrite", "--json"], "--json"),
+        (vec!["bench-pool", input_s, "--pools", "1", "--repeat", "1", "--overwrite", "--csv"], "--csv"),
+    ] {
+        let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+            .args(&args)
+            .arg(&report)
+            .args(["--backend", "cpu"])
+            .stdout(fs::File::create(&report).unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("invalid {flag} ")) && stderr.contains("stdout is redirected"), "{stderr}");
+    }
 }
 
 /// Report names that can only fail once the frames are done (a folder's
@@ -665,14 +691,17 @@ fn a_report_that_cannot_be_written_at_the_end_fails_the_run() {
     generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
     let out = t.path().join("o/s_%02d.png").display().to_string();
     let json = t.path().join("run.json");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
         .args(["process", &input, "-o", &out, "--backend", "cpu", "--threads", "1", "--blur", "30", "-q"])
         .arg("--json")
         .arg(&json)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !t.path().join("o/s_01.png").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first frame");
+        assert!(std::time::Instant::now() < deadline, "no frame in 2 minutes");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     fs::write(&json, "the user's notes").unwrap();

@@ -69,7 +69,12 @@ fn pipelined_outputs_equal_sequential() {
     for backend in crate::util::backends() {
         let oracle = t.path().join(format!("{backend:?}-seq"));
         let e = engine(backend, PoolSize::Auto, 1, 2 << 30);
-        run(&e, &input, &format!("{}/o_%03d.png", oracle.display()), true);
+        let one_at_a_time = run(&e, &input, &format!("{}/o_%03d.png", oracle.display()), true);
+        // The reference path reports its stages too.
+        let names: Vec<&str> = one_at_a_time.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["decode", if backend == BackendKind::Gpu { "gpu" } else { "compute" }, "encode"]);
+        assert!(names.contains(&one_at_a_time.bottleneck.as_str()));
+        assert!(one_at_a_time.efficiency > 0.0 && one_at_a_time.efficiency <= 1.0);
         for pool in [PoolSize::Fixed(1), PoolSize::Fixed(2), PoolSize::Fixed(3), PoolSize::Auto] {
             for threads in [1, 4] {
                 let dir = t.path().join(format!("{backend:?}-{pool}-{threads}"));
@@ -80,6 +85,8 @@ fn pipelined_outputs_equal_sequential() {
                 if let PoolSize::Fixed(n) = pool {
                     assert_eq!(report.pool_size, n);
                 }
+                let most = report.occupancy.iter().map(|&(_, n)| n as usize).max().unwrap_or(0);
+                assert!(most <= report.pool_size, "{most} slots in use of {}", report.pool_size);
                 same_files(&oracle, &dir);
             }
         }
