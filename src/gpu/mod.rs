@@ -730,8 +730,12 @@ impl GpuBackend {
 
     /// Submits `plan` on the frame in `slot` and returns at once, so the
     /// caller can queue the next frame before this one is back: the GPU
-    /// then copies one frame in while it copies the previous one out.
-    /// Frames run in submission order on the shared kernel buffers.
+    /// never idles between frames waiting for the host. Frames run in
+    /// submission order on the shared kernel buffers, so on the GPU one
+    /// frame's copy in, kernels and copy out follow the last one's (the
+    /// band buffers are one set; wgpu orders their uses with barriers and
+    /// has one queue): GPU time per frame is all three, which the kernel
+    /// timestamps alone leave out.
     ///
     /// # Errors
     /// [`Error::Budget`] or [`Error::Gpu`].
