@@ -7,8 +7,8 @@
 # inside the tool's 10 minutes (the pool sweeps alone are 30 runs of 48 8K
 # frames; the report is written as it goes, so a call cut short keeps the
 # sections it finished):
-#   bash .device/on-device bash -c 'SECTIONS=info,kernels,pipeline,cache,editor scripts/gpu-report.sh "$OUT/gpu-report.md"'
-#   bash .device/on-device bash -c 'SECTIONS=info,pipeline,pool scripts/gpu-report.sh "$OUT/gpu-report-pool.md"'
+#   SECTIONS=info,kernels,pipeline,cache,editor bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report.md"
+#   SECTIONS=info,pipeline,pool bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report-pool.md"
 # (the second repeats `pipeline`: its decode+encode-only run is what the
 # pool ratios are read against, and a machine released between calls has
 # lost WORK). SECTIONS=decode adds the CPU decode bench. With 16 decode
@@ -16,8 +16,8 @@
 # pipeline is a fair share of the larger pools' runs; where device time
 # allows, take the sweeps on 96 frames instead, one call each (about 4
 # and 3 minutes):
-#   bash .device/on-device bash -c 'FRAMES=96 SECTIONS=info,pipeline,pool_png scripts/gpu-report.sh "$OUT/gpu-report-pool-png.md"'
-#   bash .device/on-device bash -c 'FRAMES=96 SECTIONS=pool_tif scripts/gpu-report.sh "$OUT/gpu-report-pool-tif.md"'
+#   FRAMES=96 SECTIONS=info,pipeline,pool_png bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report-pool-png.md"
+#   FRAMES=96 SECTIONS=pool_tif bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report-pool-tif.md"
 #
 # It takes: `framepipe info`; kernel GB/s per op at 1080p/4K/8K on the GPU
 # (from GPU timestamps) and on the CPU backend, beside the streaming
@@ -35,6 +35,14 @@
 # the readback ring and single-band kernel buffers) is the VRAM budget of
 # every run; BENCH_SECONDS (default 2) criterion's measuring time per case;
 # KERNEL_BACKENDS (default gpu,cpu) and KERNEL_SIZES the kernel cases.
+#
+# Device time is scarce: where no hardware GPU adapter is found (the
+# Vulkan driver did not load), the GPU sections are skipped at once with
+# the diagnostics in the report (SOFTWARE_OK=1 runs them on a software
+# adapter, to try the script on a machine without a GPU), and each heavy
+# command has a time limit of its own (a hang is a noted failure, not the
+# whole call): KERNELS_S 300, POOL_S 450 per bench-pool sweep, CACHE_S
+# 150, EDITOR_S 240 seconds.
 set -euo pipefail
 report=${1:-gpu-report.md}
 frames=${FRAMES:-48}
@@ -45,10 +53,18 @@ sections=",${SECTIONS:-info,kernels,pipeline,pool,cache,editor},"
 want() { [[ "$sections" == *",$1,"* ]]; }
 work=${WORK:-/tmp/framepipe-gpu}
 out_dir=$(dirname "$report")
+# An unset $OUT would put the report at /gpu-report.md, which never comes back.
+[ "$out_dir" != / ] && [ -d "$out_dir" ] || { echo "error: no folder $out_dir for the report (is \$OUT set?)" >&2; exit 1; }
 # The driver's tools live here on the device machine.
 PATH=$PATH:/usr/local/nvidia/bin
 framepipe --version >/dev/null || { echo "error: framepipe is not the framepipe CLI (stage with scripts/stage-gpu.sh)" >&2; exit 1; }
 mkdir -p "$work"
+# Whether a hardware GPU is there, found once for every section.
+framepipe info >"$work/info.txt" 2>&1 || true
+no_gpu=0
+if grep -q "^auto picks: the CPU backend" "$work/info.txt" && [ "${SOFTWARE_OK:-0}" != 1 ]; then
+  no_gpu=1
+fi
 exec 3>"$report"
 say() { echo "$@" >&3; }
 fence() { say '```'; cat >&3; say '```'; }
@@ -62,6 +78,10 @@ field() { grep -o "\"$1\": *[0-9.e+-]*" "$2" | head -1 | sed 's/.*: *//'; }
 section() {
   local name=$1 rc=0
   want "$name" || return 0
+  if [ "$no_gpu" = 1 ] && [ "$name" != info ] && [ "$name" != decode ]; then
+    say "(section $name skipped: no hardware GPU adapter, see Adapters)"
+    return 0
+  fi
   echo "section $name ..." >&2
   local from
   from=$(sample_count)
@@ -105,13 +125,18 @@ section_info() {
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | fence
   fi
-  framepipe info >"$work/info.txt" 2>&1 || true
   fence <"$work/info.txt"
+  df -h "$work" | fence
   # Every other section runs --backend gpu, which takes any adapter: say
-  # loudly when the one found is not a hardware GPU.
+  # loudly when the one found is not a hardware GPU, with what Vulkan saw.
   if grep -q "^auto picks: the CPU backend" "$work/info.txt"; then
     say
-    say "**WARNING: no hardware GPU adapter: the figures below are not the GPU's.**"
+    say "**WARNING: no hardware GPU adapter: $([ "$no_gpu" = 1 ] && echo "the GPU sections are skipped" || echo "the figures below are not the GPU's").**"
+    {
+      echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+      ls -l /usr/local/nvidia/share/vulkan/icd.d 2>&1 || true
+      ldconfig -p 2>/dev/null | grep -E 'libvulkan|libGLX_nvidia|libnvidia-glcore' || echo "(no Vulkan loader or NVIDIA GL libraries in ldconfig)"
+    } | fence
   fi
 }
 
@@ -146,7 +171,7 @@ section_kernels() {
   fi
   local raw="$out_dir/kernels.txt"
   if ! FRAMEPIPE_BENCH_BACKENDS=${KERNEL_BACKENDS:-gpu,cpu} FRAMEPIPE_BENCH_SIZES=${KERNEL_SIZES:-1080p,4k,8k} \
-    kernels --bench --noplot >"$raw" 2>&1; then
+    timeout "${KERNELS_S:-300}" kernels --bench --noplot >"$raw" 2>&1; then
     tail -20 "$raw" | fence
     return 1
   fi
@@ -185,6 +210,8 @@ section_pipeline() {
   done
   say "$(awk "BEGIN { printf \"- decode+encode only: %.2f frames/s; pipelined color+blur (auto pool): %.2f frames/s; ratio %.1f %% (target >= 90 %%)\", $noop, $graded, 100 * $graded / $noop }")"
   cp "$work/timeline.svg" "$out_dir/timeline-$size-png.svg"
+  # Only the reports are read later: the frames would fill the disk.
+  rm -rf "$work/noop" "$work/graded"
 }
 
 # Median frames/s per pool size from a bench-pool CSV, against `noop`.
@@ -204,7 +231,7 @@ section_pool_png() {
   local noop=0
   [ -e "$work/noop.json" ] && noop=$(field fps "$work/noop.json")
   say "## bench-pool, PNG out"
-  framepipe bench-pool "$work/seq/seq_%04d.png" --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
+  timeout "${POOL_S:-450}" framepipe bench-pool "$work/seq/seq_%04d.png" --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
     --backend gpu --budget "$budget" \
     --csv "$out_dir/bench-pool-png.csv" --chart "$out_dir/bench-pool-png.svg" 2>&1 | fence
   pool_ratios "$out_dir/bench-pool-png.csv" "$noop"
@@ -221,7 +248,8 @@ section_pool_tif() {
   rm -rf "$work/tif-noop"
   framepipe process "$work/tif/seq_%04d.tif" -o "$work/tif-noop/o_%04d.tif" -q --backend gpu --overwrite \
     --vram-budget "$budget" --json "$work/tif-noop.json"
-  framepipe bench-pool "$work/tif/seq_%04d.tif" --format tif --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
+  rm -rf "$work/tif-noop"
+  timeout "${POOL_S:-450}" framepipe bench-pool "$work/tif/seq_%04d.tif" --format tif --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
     --backend gpu --budget "$budget" \
     --csv "$out_dir/bench-pool-tif.csv" --chart "$out_dir/bench-pool-tif.svg" 2>&1 | fence
   pool_ratios "$out_dir/bench-pool-tif.csv" "$(field fps "$work/tif-noop.json")"
@@ -230,7 +258,7 @@ section_pool_tif() {
 section_cache() {
   command -v cache >/dev/null || { say "(no cache bench executable)"; return 0; }
   say "## Preview cache (criterion, $size sources, 1/4 previews)"
-  if ! FRAMEPIPE_BENCH_SIZE=$size FRAMEPIPE_BENCH_BACKEND=gpu cache --bench --noplot >"$work/cache.txt" 2>&1; then
+  if ! FRAMEPIPE_BENCH_SIZE=$size FRAMEPIPE_BENCH_BACKEND=gpu timeout "${CACHE_S:-150}" cache --bench --noplot >"$work/cache.txt" 2>&1; then
     tail -10 "$work/cache.txt" | fence
     return 1
   fi
@@ -246,7 +274,7 @@ section_editor() {
   [ -n "$editor_bin" ] || { say "(no editor example: stage with scripts/stage-gpu.sh)"; return 0; }
   sequence
   # The example prints its own "## Editor session" heading.
-  if ! "$editor_bin" --input "$work/seq/seq_%04d.png" --backend gpu --budget "$budget" >&3 2>"$work/editor.log"; then
+  if ! timeout "${EDITOR_S:-240}" "$editor_bin" --input "$work/seq/seq_%04d.png" --backend gpu --budget "$budget" >&3 2>"$work/editor.log"; then
     tail -5 "$work/editor.log" | fence
     return 1
   fi

@@ -23,6 +23,10 @@ commit=$(git rev-parse --short HEAD)
 git diff --quiet HEAD || commit="$commit (with uncommitted changes)"
 echo "$commit" > .device/extra/COMMIT
 .device/bin/framepipe --version >/dev/null
+# The report's suites: missing, a call would spend device time without them.
+for f in .device/bin/kernels .device/bin/cache .device/extra/editor; do
+  [ -x "$f" ] || { echo "error: $f was not staged" >&2; exit 1; }
+done
 size=$(du -sm .device | cut -f1)
 echo "staged .device/: ${size} MiB at $commit"
 if [ "$size" -ge 64 ]; then
