@@ -297,6 +297,10 @@ struct DemoArgs {
 /// `demo`) has one going.
 static RUN: std::sync::OnceLock<Cancel> = std::sync::OnceLock::new();
 
+/// Frames the run has written so far, for the line a second interrupt
+/// prints: what was kept, beside what was removed.
+static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// SIGINT, SIGTERM (how render farms stop a job) and SIGHUP. During a
 /// `process` run the first asks it to stop (frames being written finish,
 /// the rest are dropped, the summary is printed, exit 130). Otherwise, and
@@ -312,7 +316,12 @@ fn on_signal() {
         }
         _ => {
             let removed = framepipe::io::remove_partials();
-            note!("framepipe: stopped at once; {removed} unfinished output(s) removed");
+            match (RUN.get(), WRITTEN.load(std::sync::atomic::Ordering::SeqCst)) {
+                (Some(_), written) => note!(
+                    "framepipe: stopped at once; {written} frame(s) written and kept, {removed} unfinished output(s) removed"
+                ),
+                (None, _) => note!("framepipe: stopped at once; {removed} unfinished output(s) removed"),
+            }
             std::process::exit(130);
         }
     }
@@ -664,19 +673,22 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let started = Instant::now();
     let quiet = opts.quiet;
     let mut on_progress = |p: Progress<'_>| match p {
-        Progress::Done { finished, total, record } => match &bar {
-            Some(bar) => {
-                bar.set_position(finished as u64);
-                bar.set_message(format!("frame {}", record.number));
+        Progress::Done { finished, total, record } => {
+            WRITTEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(finished as u64);
+                    bar.set_message(format!("frame {}", record.number));
+                }
+                None if !quiet => note!(
+                    "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
+                    record.number,
+                    if record.output == "-" { "to stdout" } else { &record.output },
+                    started.elapsed().as_secs_f64()
+                ),
+                None => {}
             }
-            None if !quiet => note!(
-                "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
-                record.number,
-                if record.output == "-" { "to stdout" } else { &record.output },
-                started.elapsed().as_secs_f64()
-            ),
-            None => {}
-        },
+        }
         Progress::Failed { finished, failure, .. } => {
             let line = format!("error: frame {}: {}", failure.number, failure.error);
             match &bar {
