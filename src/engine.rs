@@ -50,6 +50,11 @@ pub struct Job {
     pub graph: OpGraph,
     /// Replace existing outputs. By default, false: existing outputs stop the run before it starts.
     pub overwrite: bool,
+    /// Leave the outputs that exist as they are and process the other
+    /// frames: how an interrupted render resumes. Outputs are renamed into
+    /// place only once complete, so one that exists is whole. By default,
+    /// false; not with `overwrite`, nor with a stream.
+    pub skip_existing: bool,
     /// One failed frame stops the run, or is skipped. By default, stop.
     pub on_error: ErrorPolicy,
     /// Encoder settings.
@@ -75,6 +80,7 @@ impl Job {
             stream_format: OutputFormat::Raw,
             graph,
             overwrite: false,
+            skip_existing: false,
             on_error: ErrorPolicy::Stop,
             encode: EncodeOptions::default(),
             limits: DecodeLimits::default(),
@@ -405,6 +411,9 @@ pub struct PreparedJob {
     pub format: OutputFormat,
     /// Whether the frames go to one stream (output `-`) rather than files.
     pub stream: bool,
+    /// Frames left out because their output exists
+    /// ([`Job::skip_existing`]), ascending.
+    pub existing: Vec<u64>,
     /// Every file the job reads, matched frames not selected and
     /// [`Job::also_reads`] included: what no output may land on.
     pub reads: crate::io::FileSet,
@@ -483,7 +492,10 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         }
         let outputs = vec![PathBuf::from("-"); sequence.frames.len()];
         let (made, format) = (Default::default(), job.stream_format);
-        return Ok(PreparedJob { sequence, outputs, format, stream: true, reads, _made: made });
+        if job.skip_existing {
+            return Err(Error::invalid("--skip-existing", "with -o -", "file outputs: a stream has none to keep"));
+        }
+        return Ok(PreparedJob { sequence, outputs, format, stream: true, existing: Vec::new(), reads, _made: made });
     }
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
@@ -506,15 +518,42 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         )));
     };
     let format = OutputFormat::from_path(&outputs[0])?;
+    if job.skip_existing && job.overwrite {
+        return Err(Error::invalid(
+            "--skip-existing",
+            "with --overwrite",
+            "one of them: keep what exists, or replace it",
+        ));
+    }
     // Dropped, and the folders with it, if a check below fails.
     let made = std::sync::Arc::new(crate::io::check_output_dir(crate::io::parent_dir(&outputs[0]))?);
+    let mut keep = Vec::with_capacity(outputs.len());
     for out in &outputs {
         if reads.contains(out) {
             return Err(Error::OutputIsInput(out.clone()));
         }
-        crate::io::check_output_free(out, job.overwrite)?;
+        // Only a plain file counts as done: a folder or a device there is
+        // still the error it always is.
+        keep.push(match crate::io::check_output_free(out, job.overwrite) {
+            Err(Error::OutputExists(_)) if job.skip_existing => false,
+            r => r.map(|()| true)?,
+        });
     }
-    Ok(PreparedJob { sequence, outputs, format, stream: false, reads, _made: made })
+    let (mut sequence, mut outputs, mut existing) = (sequence, outputs, Vec::new());
+    if keep.contains(&false) {
+        let (mut frames, mut left) = (Vec::new(), Vec::new());
+        for ((frame, out), kept) in std::mem::take(&mut sequence.frames).into_iter().zip(outputs).zip(keep) {
+            if kept {
+                frames.push(frame);
+                left.push(out);
+            } else {
+                existing.push(frame.number);
+            }
+        }
+        (sequence.frames, outputs) = (frames, left);
+        existing.sort_unstable();
+    }
+    Ok(PreparedJob { sequence, outputs, format, stream: false, existing, reads, _made: made })
 }
 
 /// A handle that stops a running job after the frame in flight.

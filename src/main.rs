@@ -214,6 +214,10 @@ struct RunArgs {
     /// Replace existing output files.
     #[arg(long)]
     overwrite: bool,
+    /// Keep the output files that exist and process only the other frames (resume an interrupted
+    /// render: outputs are renamed into place complete, so one that exists is whole).
+    #[arg(long, conflicts_with = "overwrite")]
+    skip_existing: bool,
     /// On a failed frame: stop, or skip it and go on (exit code 1 either way).
     #[arg(long, value_enum, default_value_t)]
     on_error: ErrorPolicy,
@@ -587,6 +591,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let mut job = job.clone();
     job.also_reads.extend(preset.map(Path::to_owned));
     job.overwrite = opts.overwrite;
+    job.skip_existing = opts.skip_existing;
     job.on_error = opts.on_error;
     let defaults = EncodeOptions::default();
     job.encode = EncodeOptions {
@@ -713,6 +718,11 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     if !opts.quiet {
         note!("{}", report.summary());
+        // What was written stays; the rest is one flag away.
+        if !prepared.stream && report.frames_skipped > 0 && !report.frames.is_empty() {
+            let how = if opts.overwrite { "--skip-existing in place of --overwrite" } else { "--skip-existing" };
+            note!("notice: the same command with {how} processes only the frames not written");
+        }
         // Auto takes two slots or more where two fit; a budget that holds
         // only one still runs, without overlap, and says so.
         if matches!(opts.pool, PoolSize::Auto) && report.pool_size == 1 && report.backend == "gpu" {
@@ -972,6 +982,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         backend: args.backend,
         adapter: None,
         overwrite: false,
+        skip_existing: false,
         on_error: ErrorPolicy::Stop,
         png_compression: None,
         jpeg_quality: None,

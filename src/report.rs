@@ -95,6 +95,11 @@ pub struct Report {
     pub frames_missing: u64,
     /// The missing numbers as a compact list; empty when none.
     pub missing_list: String,
+    /// Frames whose output was already there, left as it was
+    /// ([`Job::skip_existing`](crate::Job)): how many, and which.
+    pub frames_existing: usize,
+    /// The existing frames' numbers as a compact list; empty when none.
+    pub existing_list: String,
     /// Frames neither written nor failed (a stop or a cancel ended the run
     /// first, in flight or never started) as a compact list: the ones to
     /// run again. Empty when none.
@@ -171,6 +176,8 @@ impl Report {
         Report {
             frames_missing: missing.iter().map(|r| r.end() - r.start() + 1).sum(),
             missing_list: crate::sequence::compact_runs(missing),
+            frames_existing: prepared.existing.len(),
+            existing_list: crate::sequence::compact_runs(&crate::sequence::runs_of(prepared.existing.iter().copied())),
             unwritten_list: String::new(),
             input: job.input.clone(),
             output: job.output.clone(),
@@ -231,6 +238,14 @@ impl Report {
             numbers.sort_unstable();
             let list = crate::sequence::compact_runs(&crate::sequence::runs_of(numbers));
             s += &format!(" {} frame(s) failed: {list}.", self.failures.len());
+        }
+        if self.frames_existing > 0 {
+            let (n, list) = (self.frames_existing, &self.existing_list);
+            s += &format!(
+                " {n} frame{} already there, left as {}: {list}.",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "it was" } else { "they were" }
+            );
         }
         if self.frames_missing > 0 {
             let (n, list) = (self.frames_missing, &self.missing_list);

@@ -587,8 +587,11 @@ pub(crate) fn add_stages(report: &mut Report, clocks: Vec<(&'static str, Vec<Clo
         });
         report.intervals.extend(workers.into_iter().flat_map(|c| c.intervals));
     }
-    if let Some(b) =
-        report.stages.iter().filter(|s| s.name != "read").max_by(|a, b| a.utilization.total_cmp(&b.utilization))
+    if let Some(b) = report
+        .stages
+        .iter()
+        .filter(|s| s.name != "read" && s.frames > 0)
+        .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
     {
         report.bottleneck = b.name.clone();
         report.efficiency = b.utilization;

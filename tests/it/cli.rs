@@ -474,6 +474,44 @@ fn unwritable_output_folder() {
     usage_error(&["process", &input, "-o", &out], "output folder is not writable");
 }
 
+/// An interrupted render resumes: the outputs that exist are kept as they
+/// are (each was renamed into place complete) and only the others are made.
+#[test]
+fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 6, PixelFormat::Rgba8);
+    let all = t.path().join("all/o_%02d.png").display().to_string();
+    framepipe().args(["process", &input, "-o", &all, "--blur", "1", "-q"]).assert().success();
+    for sequential in [false, true] {
+        let dir = t.path().join(format!("resumed-{sequential}"));
+        let out = dir.join("o_%02d.png").display().to_string();
+        let first = ["process", &input, "-o", &out, "--blur", "1", "--frames", "1-3", "-q"];
+        framepipe().args(first).assert().success();
+        // What is there is kept even if it differs from what a run would make.
+        fs::write(dir.join("o_02.png"), b"kept as it is").unwrap();
+        let json = t.path().join(format!("r-{sequential}.json"));
+        let mut resume = framepipe();
+        resume.args(["process", &input, "-o", &out, "--blur", "1", "--skip-existing", "--json"]).arg(&json);
+        if sequential {
+            resume.arg("--sequential");
+        }
+        resume.assert().success().stderr(contains("3 frames already there, left as they were: 1-3."));
+        assert_eq!(fs::read(dir.join("o_02.png")).unwrap(), b"kept as it is");
+        for n in 4..=6 {
+            let name = format!("o_{n:02}.png");
+            assert_eq!(fs::read(dir.join(&name)).unwrap(), fs::read(t.path().join("all").join(&name)).unwrap());
+        }
+        let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!((report["frames_written"].as_u64(), report["frames_existing"].as_u64()), (Some(3), Some(3)));
+    }
+    // Nothing left to do is not an error; a stream has nothing to keep,
+    // and replacing and keeping at once is a contradiction.
+    let out = t.path().join("resumed-false/o_%02d.png").display().to_string();
+    framepipe().args(["process", &input, "-o", &out, "--skip-existing"]).assert().success();
+    usage_error(&["process", &input, "-o", "-", "--skip-existing"], "invalid --skip-existing with -o -");
+    usage_error(&["process", &input, "-o", &out, "--skip-existing", "--overwrite"], "cannot be used with");
+}
+
 #[test]
 fn existing_outputs_and_inputs_are_never_overwritten() {
     let t = tempfile::tempdir().unwrap();

@@ -439,6 +439,7 @@ fn ctrl_c_or_sigterm_drains_in_flight_frames_and_exits_130() {
     for signal in ["INT", "TERM"] {
         let rest = interrupt(&[signal], 80, 320, 200);
         assert!(rest.contains("not written: "), "{signal}: the summary is printed: {rest}");
+        assert!(rest.contains("with --skip-existing processes only the frames not written"), "{rest}");
     }
 }
 
