@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::report::Report;
+use crate::report::{Interval, Report};
 
 const WIDTH: f64 = 1200.0;
 const LEFT: f64 = 110.0;
@@ -42,6 +42,73 @@ pub(crate) fn escape(s: &str) -> String {
             c if c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}') => out.extend(c.escape_debug()),
             c => out.push(c),
         }
+    }
+    out
+}
+
+/// Work of one worker drawn as one rectangle: intervals less than half a
+/// pixel apart at the chart's scale. A run of thousands of frames then
+/// draws no more rectangles per lane than the chart has pixels, and a short
+/// run still draws each frame, its number in the tooltip.
+struct Run {
+    start: f64,
+    end: f64,
+    busy: f64,
+    frames: usize,
+    first: u64,
+    last: u64,
+}
+
+fn runs<'a>(intervals: impl Iterator<Item = &'a Interval>, x: &dyn Fn(f64) -> f64) -> Vec<Run> {
+    let mut sorted: Vec<&Interval> = intervals.collect();
+    sorted.sort_by(|a, b| a.start.total_cmp(&b.start));
+    let mut out: Vec<Run> = Vec::new();
+    for iv in sorted {
+        match out.last_mut() {
+            Some(run) if x(iv.start) - x(run.end) < 0.5 => {
+                run.end = run.end.max(iv.end);
+                run.busy += iv.end - iv.start;
+                run.frames += 1;
+                run.last = iv.frame;
+            }
+            _ => out.push(Run {
+                start: iv.start,
+                end: iv.end,
+                busy: iv.end - iv.start,
+                frames: 1,
+                first: iv.frame,
+                last: iv.frame,
+            }),
+        }
+    }
+    out
+}
+
+/// The occupancy samples reduced to at most two a half-pixel: the highest
+/// count reached there, then the count it ended at, so the area keeps
+/// every peak however many samples a long run took.
+fn steps(samples: &[(f64, u32)], x: &dyn Fn(f64) -> f64) -> Vec<(f64, u32)> {
+    let mut out: Vec<(f64, u32)> = Vec::new();
+    let mut column: Option<(i64, f64, u32, u32)> = None; // (half-pixel, time, highest, last)
+    let flush = |out: &mut Vec<(f64, u32)>, (_, t, high, last): (i64, f64, u32, u32)| {
+        out.push((t, high));
+        if last != high {
+            out.push((t, last));
+        }
+    };
+    for &(t, n) in samples {
+        let at = (x(t) * 2.0).floor() as i64;
+        column = match column {
+            Some((c, t0, high, _)) if c == at => Some((c, t0, high.max(n), n)),
+            Some(done) => {
+                flush(&mut out, done);
+                Some((at, t, n, n))
+            }
+            None => Some((at, t, n, n)),
+        };
+    }
+    if let Some(done) = column {
+        flush(&mut out, done);
     }
     out
 }
@@ -90,19 +157,25 @@ pub fn render_svg(report: &Report) -> String {
             100.0 * stage.utilization
         );
         let row = (LANE - 6.0) / stage.workers.max(1) as f64;
-        for iv in report.intervals.iter().filter(|iv| iv.stage == stage.name) {
-            let (a, b) = (x(iv.start), x(iv.end));
-            let _ = writeln!(
-                s,
-                r#"<rect x="{a:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} frame {}: {:.1} ms</title></rect>"#,
-                y0 + row * iv.worker as f64 + 0.5,
-                (b - a).max(0.8),
-                (row - 1.0).max(0.5),
-                color(&stage.name),
-                escape(&iv.stage),
-                iv.frame,
-                (iv.end - iv.start) * 1e3
-            );
+        for worker in 0..stage.workers.max(1) {
+            let lane = report.intervals.iter().filter(|iv| iv.stage == stage.name && iv.worker == worker);
+            for run in runs(lane, &x) {
+                let (a, b) = (x(run.start), x(run.end));
+                let what = match run.frames {
+                    1 => format!("frame {}", run.first),
+                    n => format!("{n} frames, {} to {}", run.first, run.last),
+                };
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{a:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {what}: {:.1} ms</title></rect>"#,
+                    y0 + row * worker as f64 + 0.5,
+                    (b - a).max(0.8),
+                    (row - 1.0).max(0.5),
+                    color(&stage.name),
+                    escape(&stage.name),
+                    run.busy * 1e3
+                );
+            }
         }
     }
     // Pool occupancy as a step area.
@@ -119,7 +192,7 @@ pub fn render_svg(report: &Report) -> String {
     );
     let mut path = format!("M{LEFT},{base}");
     let mut last = 0;
-    for &(t, n) in &report.occupancy {
+    for (t, n) in steps(&report.occupancy, &x) {
         let _ = write!(path, " L{:.1},{:.1} L{:.1},{:.1}", x(t), yv(last), x(t), yv(n));
         last = n;
     }
@@ -165,7 +238,47 @@ fn trim(t: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::*;
+
+    fn interval(worker: usize, start: f64, end: f64, frame: u64) -> Interval {
+        Interval { stage: "encode".into(), worker, start, end, frame }
+    }
+
+    #[test]
+    fn work_closer_than_half_a_pixel_is_one_rectangle() {
+        let px = |t: f64| t * 100.0; // 100 px a second
+        let ivs = [interval(0, 0.0, 0.1, 1), interval(0, 0.102, 0.2, 2), interval(0, 0.5, 0.6, 3)];
+        let r = runs(ivs.iter(), &px);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].frames, r[0].first, r[0].last), (2, 1, 2));
+        assert!((r[0].busy - 0.198).abs() < 1e-9 && (r[0].end - 0.2).abs() < 1e-9);
+        assert_eq!((r[1].frames, r[1].first), (1, 3));
+    }
+
+    #[test]
+    fn occupancy_keeps_every_peak_in_two_points_a_half_pixel() {
+        let px = |t: f64| t;
+        let samples = [(0.0, 1), (0.1, 3), (0.2, 2), (5.0, 1), (5.1, 0)];
+        assert_eq!(steps(&samples, &px), [(0.0, 3), (0.0, 2), (5.0, 1), (5.0, 0)]);
+    }
+
+    #[test]
+    fn a_long_run_draws_a_bounded_chart() {
+        let frames = 200_000u64;
+        let report = Report {
+            seconds: 1000.0,
+            stages: vec![crate::report::StageReport { name: "encode".into(), workers: 2, ..Default::default() }],
+            intervals: (0..frames)
+                .map(|f| interval(f as usize % 2, f as f64 * 0.005, f as f64 * 0.005 + 0.009, f))
+                .collect(),
+            occupancy: (0..frames).map(|f| (f as f64 * 0.005, (f % 4) as u32)).collect(),
+            pool_size: 4,
+            ..Default::default()
+        };
+        let svg = render_svg(&report);
+        assert!(svg.matches("<rect").count() < 100, "{} rectangles", svg.matches("<rect").count());
+        assert!(svg.len() < 200_000, "{} bytes", svg.len());
+    }
 
     #[test]
     fn names_become_valid_svg_text() {
