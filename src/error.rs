@@ -126,6 +126,10 @@ pub enum Error {
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// A preview asked through a [`PreviewView`](crate::preview::PreviewView)
+    /// that a later request of the same view replaced before it rendered.
+    #[error("superseded by a later request of the same view")]
+    Superseded,
     /// Any other I/O failure, with the path it concerns.
     #[error("{path}: {source}")]
     Io {

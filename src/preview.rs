@@ -215,6 +215,59 @@ struct PrefetchJob {
     scale: Scale,
 }
 
+/// Previews for one place in a UI, which only ever shows the newest: each
+/// request made through a view supersedes the ones it made before that have
+/// not yet rendered, which end at once with [`Error::Superseded`] instead of
+/// taking the backend in turn. A slider dragged faster than a frame renders
+/// then costs one render under way plus the newest, not one per position
+/// passed, and neither the newest preview nor an export waits for the rest.
+/// Cloning a view gives another handle to the same view.
+///
+/// ```no_run
+/// # fn main() -> framepipe::Result<()> {
+/// use framepipe::{Engine, EngineConfig, MissingPolicy, Op, OpGraph, Sequence};
+/// use framepipe::preview::Scale;
+/// let engine = Engine::new(EngineConfig::default())?;
+/// let seq = Sequence::scan("plates/shot_%04d.png", None, MissingPolicy::Error)?;
+/// let viewer = engine.preview_view();
+/// let mut shown = None;
+/// for stops in [0.1, 0.2, 0.3] {
+///     // The slider moved: ask, never wait.
+///     shown = Some(viewer.request(&seq, 1001, &OpGraph::new(vec![Op::Exposure { stops }])?, Scale::Quarter));
+/// }
+/// // The newest arrives; the ones it overtook say so.
+/// let image = shown.unwrap().recv().expect("sent")?;
+/// # let _ = image; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PreviewView {
+    engine: Engine,
+    latest: Arc<AtomicU64>,
+}
+
+impl PreviewView {
+    /// [`Engine::preview_async`], superseding this view's earlier requests
+    /// that have not rendered yet (a cache hit is served while it is the
+    /// newest).
+    pub fn request(
+        &self,
+        sequence: &Sequence,
+        frame: u64,
+        graph: &OpGraph,
+        scale: Scale,
+    ) -> Receiver<Result<Arc<PreviewImage>>> {
+        let id = self.latest.fetch_add(1, Ordering::SeqCst) + 1;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (engine, latest, sequence, graph) =
+            (self.engine.clone(), self.latest.clone(), sequence.clone(), graph.clone());
+        std::thread::spawn(move || {
+            let newest = || latest.load(Ordering::SeqCst) == id;
+            let _ = tx.send(engine.preview_while(&sequence, frame, &graph, scale, &newest));
+        });
+        rx
+    }
+}
+
 /// A decode other requests wait for: the frame, or the file and why it
 /// failed (an [`Error`] is not `Clone`; each waiter gets its own).
 type PendingSource = OnceLock<std::result::Result<Arc<HostFrame>, (std::path::PathBuf, String)>>;
@@ -410,6 +463,24 @@ impl Engine {
     /// [`Error::Sequence`] for a frame not in the sequence, a decode error,
     /// an invalid graph, or a GPU error.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
+        self.preview_while(sequence, frame, graph, scale, &|| true)
+    }
+
+    /// [`Engine::preview`] for as long as `wanted` says so: asked before
+    /// anything is done, before the decode and once the backend is this
+    /// request's, it ends the request with [`Error::Superseded`] (a render
+    /// under way finishes).
+    fn preview_while(
+        &self,
+        sequence: &Sequence,
+        frame: u64,
+        graph: &OpGraph,
+        scale: Scale,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Arc<PreviewImage>> {
+        if !wanted() {
+            return Err(Error::Superseded);
+        }
         let state = &self.core.previews;
         // A frame not in the sequence is an error before it moves the
         // playhead (and cancels what is prefetched for the real one).
@@ -420,7 +491,7 @@ impl Engine {
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
         self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale);
-        let (image, served) = self.cached_or_render(&key, graph, Priority::Preview, &mut gate)?;
+        let (image, served) = self.cached_or_render(&key, graph, (Priority::Preview, wanted), &mut gate)?;
         // A render traced its end itself, while it still held the backend.
         if served != Served::Rendered {
             state.record(TraceEvent::PreviewDone(frame));
@@ -444,7 +515,7 @@ impl Engine {
         &'a self,
         key: &PreviewKey,
         graph: &OpGraph,
-        priority: Priority,
+        (priority, wanted): (Priority, &dyn Fn() -> bool),
         gate: &mut Option<GateGuard<'a>>,
     ) -> Result<(Arc<PreviewImage>, Served)> {
         let state = &self.core.previews;
@@ -484,7 +555,8 @@ impl Engine {
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
-            let render = || self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class), gate);
+            let render =
+                || self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, wanted), gate);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(render))
                 .unwrap_or_else(|payload| {
                     let msg = crate::error::panic_message(&*payload);
@@ -513,6 +585,12 @@ impl Engine {
             let _ = tx.send(engine.preview(&sequence, frame, &graph, scale));
         });
         rx
+    }
+
+    /// A view of an editor (the viewer, a thumbnail under the cursor) whose
+    /// requests supersede one another: see [`PreviewView`].
+    pub fn preview_view(&self) -> PreviewView {
+        PreviewView { engine: self.clone(), latest: Default::default() }
     }
 
     /// Gives back the previews' GPU memory if no preview has used it for
@@ -655,7 +733,7 @@ impl Engine {
         frame: u64,
         graph: &OpGraph,
         scale: Scale,
-        (priority, class): (Priority, &Class),
+        (priority, class, wanted): (Priority, &Class, &dyn Fn() -> bool),
         gate: &mut Option<GateGuard<'a>>,
     ) -> Result<PreviewImage> {
         graph.validate()?;
@@ -712,6 +790,10 @@ impl Engine {
             }
         }
         *gate = None;
+        if !wanted() {
+            give_back(reserved.take());
+            return Err(Error::Superseded);
+        }
         let reserve = t.elapsed().saturating_sub(waited);
         let (src, decode_ms) = match self.source(file) {
             Ok(source) => source,
@@ -725,6 +807,12 @@ impl Engine {
         let mut upload = Duration::ZERO;
         let (width, height, data, gpu_ns) =
             self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
+                // Its turn came after a later request of its view: that
+                // one is what the view shows.
+                _ if !wanted() => {
+                    give_back(reserved.take());
+                    Err(Error::Superseded)
+                }
                 Backend::Gpu(gpu) => {
                     let (held, _hold) = match reserved.take() {
                         Some((slot, hold)) => (Some(slot), Some(hold)),
@@ -924,7 +1012,7 @@ impl Engine {
                         let key =
                             PreviewKey { file, frame: job.frame, graph: GradeKey::of(&job.graph), scale: job.scale };
                         if let Ok((_, Served::Rendered)) =
-                            engine.cached_or_render(&key, &job.graph, Priority::Prefetch, &mut None)
+                            engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &|| true), &mut None)
                         {
                             state.prefetched.fetch_add(1, Ordering::SeqCst);
                         }

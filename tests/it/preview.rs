@@ -12,8 +12,8 @@ use framepipe::io::{DecodeLimits, EncodeOptions, decode_file};
 use framepipe::pool::PoolSize;
 use framepipe::preview::{Scale, TraceEvent};
 use framepipe::{
-    BackendKind, Cancel, Engine, EngineConfig, HostFrame, Job, MissingPolicy, Op, OpGraph, PixelFormat, Sequence,
-    process_cpu,
+    BackendKind, Cancel, Engine, EngineConfig, Error, HostFrame, Job, MissingPolicy, Op, OpGraph, PixelFormat,
+    Sequence, process_cpu,
 };
 
 use crate::util::{Rng, backends};
@@ -182,6 +182,36 @@ fn grades_of_one_frame_asked_at_once_decode_it_once() {
             assert_eq!(got.data, fresh.data, "{backend:?} stops {s}: its own grade");
         }
         assert_eq!(e.preview_stats().decodes, 1, "{backend:?}: one decode for five grades");
+    }
+}
+
+/// A slider dragged faster than frames render, through one view: the
+/// newest request gets its own image; those it overtook before they
+/// rendered end as superseded rather than taking the backend in turn.
+#[test]
+fn a_view_serves_its_newest_request_and_drops_the_ones_it_overtook() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 1, 1024, 768, PixelFormat::Rgba8);
+    for backend in backends() {
+        let e = engine(backend, 64 << 20);
+        let view = e.preview_view();
+        let stops: Vec<f64> = (0..10).map(|i| i as f64 * 0.05 - 0.2).collect();
+        let asked: Vec<_> = stops.iter().map(|&s| view.request(&seq, 1, &grade(s), Scale::Quarter)).collect();
+        let results: Vec<_> = asked.into_iter().map(|rx| rx.recv_timeout(Duration::from_secs(120)).unwrap()).collect();
+        let (newest, overtaken) = results.split_last().unwrap();
+        let fresh = |s: f64| engine(backend, 64 << 20).preview(&seq, 1, &grade(s), Scale::Quarter).unwrap();
+        assert_eq!(newest.as_ref().unwrap().data, fresh(stops[9]).data, "{backend:?}: the newest, its own grade");
+        let dropped = overtaken.iter().filter(|r| matches!(r, Err(Error::Superseded))).count();
+        assert!(dropped >= 5, "{backend:?}: {dropped} of 9 overtaken requests dropped");
+        assert_eq!(e.preview_stats().renders as usize, 10 - dropped, "{backend:?}: the dropped never rendered");
+        // One that rendered before it was overtaken is its own grade too.
+        if let Some((Ok(image), &s)) = overtaken.iter().zip(&stops).find(|(r, _)| r.is_ok()) {
+            assert_eq!(image.data, fresh(s).data, "{backend:?} stops {s}");
+        }
+        // Another view, or a plain request, is not superseded by this one.
+        let other = e.preview_view().request(&seq, 1, &grade(0.9), Scale::Quarter);
+        let _ = view.request(&seq, 1, &grade(0.95), Scale::Quarter);
+        assert!(other.recv_timeout(Duration::from_secs(120)).unwrap().is_ok());
     }
 }
 
