@@ -257,14 +257,8 @@ impl PreviewView {
         scale: Scale,
     ) -> Receiver<Result<Arc<PreviewImage>>> {
         let id = self.latest.fetch_add(1, Ordering::SeqCst) + 1;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let (engine, latest, sequence, graph) =
-            (self.engine.clone(), self.latest.clone(), sequence.clone(), graph.clone());
-        std::thread::spawn(move || {
-            let newest = || latest.load(Ordering::SeqCst) == id;
-            let _ = tx.send(engine.preview_while(&sequence, frame, &graph, scale, &newest));
-        });
-        rx
+        let latest = self.latest.clone();
+        self.engine.preview_on_thread(sequence, frame, graph, scale, move || latest.load(Ordering::SeqCst) == id)
     }
 }
 
@@ -579,10 +573,23 @@ impl Engine {
         graph: &OpGraph,
         scale: Scale,
     ) -> Receiver<Result<Arc<PreviewImage>>> {
+        self.preview_on_thread(sequence, frame, graph, scale, || true)
+    }
+
+    /// [`Engine::preview_while`] on a thread of its own, its result on the
+    /// returned channel.
+    fn preview_on_thread(
+        &self,
+        sequence: &Sequence,
+        frame: u64,
+        graph: &OpGraph,
+        scale: Scale,
+        wanted: impl Fn() -> bool + Send + 'static,
+    ) -> Receiver<Result<Arc<PreviewImage>>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let (engine, sequence, graph) = (self.clone(), sequence.clone(), graph.clone());
         std::thread::spawn(move || {
-            let _ = tx.send(engine.preview(&sequence, frame, &graph, scale));
+            let _ = tx.send(engine.preview_while(&sequence, frame, &graph, scale, &wanted));
         });
         rx
     }
