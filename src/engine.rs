@@ -532,10 +532,13 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         if reads.contains(out) {
             return Err(Error::OutputIsInput(out.clone()));
         }
-        // Only a plain file counts as done: a folder or a device there is
-        // still the error it always is.
+        // A folder or a device there is still the error it always is; a
+        // file counts as done only if it reads as a frame.
         keep.push(match crate::io::check_output_free(out, job.overwrite) {
-            Err(Error::OutputExists(_)) if job.skip_existing => false,
+            Err(Error::OutputExists(_)) if job.skip_existing => {
+                check_done(out, &job.limits)?;
+                false
+            }
             r => r.map(|()| true)?,
         });
     }
@@ -554,6 +557,27 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         existing.sort_unstable();
     }
     Ok(PreparedJob { sequence, outputs, format, stream: false, existing, reads, _made: made })
+}
+
+/// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
+/// a link to nothing, an empty file, one whose header does not read (a
+/// copy cut short, a crash before the data reached the disk). Rendering
+/// it again would replace a file framepipe did not vouch for; the user
+/// removes it, or takes `overwrite`.
+fn check_done(out: &Path, limits: &DecodeLimits) -> Result<()> {
+    let why = match std::fs::metadata(out) {
+        Err(e) => e.to_string(),
+        Ok(m) if m.len() == 0 => "an empty file".into(),
+        Ok(_) => match crate::io::probe_file(out, limits) {
+            Ok(_) => return Ok(()),
+            Err(Error::Decode { reason, .. }) => reason,
+            Err(e) => e.to_string(),
+        },
+    };
+    Err(Error::Sequence(format!(
+        "{}: exists but is not a frame --skip-existing can keep ({why}); remove it to render it again",
+        out.display()
+    )))
 }
 
 /// A handle that stops a running job after the frame in flight.
@@ -603,32 +627,42 @@ pub(crate) fn is_identity(plan: &Plan) -> bool {
 /// hold (they took this path's slot, or the budget beside theirs) is waited
 /// for, as the pipeline waits to regrow its pool: their memory comes back
 /// once they have been quiet for `preview_memory_idle`. Refused memory
-/// that no preview will give back is the error it is.
+/// that no preview will give back is the error it is. Also returns the
+/// time spent waiting (for the backend, previews ahead; for memory), which
+/// is not work.
 fn process_yielding(
     engine: &Engine,
     src: &crate::io::HostFrame,
     plan: &Plan,
     cancel: &Cancel,
-) -> Result<(crate::io::HostFrame, Option<u64>)> {
+) -> (Result<(crate::io::HostFrame, Option<u64>)>, Duration) {
     let keep = (crate::gpu::FrameShape::of(src), plan);
+    let mut waited = Duration::ZERO;
     loop {
         let mark = engine.ledger().mark();
+        let asked = Instant::now();
         // Bound first: the backend guard must be gone before the arms,
         // which reclaim previews' memory under the same lock.
         // The backend first, then the CPU threads, in the order every
         // other path takes them (a pool thread never waits for the lock).
-        let result = match &mut *engine.backend().lock(Priority::Export) {
-            Backend::Cpu => Ok((engine.on_cpu_threads(|| crate::ops::process_cpu(src, plan)), None)),
-            gpu => gpu.process(src, plan),
+        let result = {
+            let mut backend = engine.backend().lock(Priority::Export);
+            waited += asked.elapsed();
+            match &mut *backend {
+                Backend::Cpu => Ok((engine.on_cpu_threads(|| crate::ops::process_cpu(src, plan)), None)),
+                gpu => gpu.process(src, plan),
+            }
         };
         match result {
             Err(Error::Budget(_)) if !cancel.is_cancelled() && engine.preview_memory_held() => {
                 let since = mark.since();
                 if !engine.reclaim_preview_memory(Some(keep)) {
+                    let asked = Instant::now();
                     engine.ledger().wait_release(since, Duration::from_millis(250));
+                    waited += asked.elapsed();
                 }
             }
-            r => return r,
+            r => return (r, waited),
         }
     }
 }
@@ -724,7 +758,12 @@ fn run_sequential(
             let (dst, gpu_ns) = if identity {
                 (src, None)
             } else {
-                compute.work(started, compute_name, 0, n, || process_yielding(engine, &src, &plan, cancel))?
+                let (processed, waited) =
+                    compute.work(started, compute_name, 0, n, || process_yielding(engine, &src, &plan, cancel));
+                // Waiting behind previews is not the stage's work.
+                compute.busy = compute.busy.saturating_sub(waited);
+                compute.wait_out += waited;
+                processed?
             };
             let t2 = Instant::now();
             let output_bytes = encode.work(started, "encode", 0, n, || -> Result<u64> {

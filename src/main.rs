@@ -215,7 +215,8 @@ struct RunArgs {
     #[arg(long)]
     overwrite: bool,
     /// Keep the output files that exist and process only the other frames (resume an interrupted
-    /// render: outputs are renamed into place complete, so one that exists is whole).
+    /// render: outputs are renamed into place complete, so one that exists is whole). Replaces
+    /// the --json and --timeline reports of the run it finishes.
     #[arg(long, conflicts_with = "overwrite")]
     skip_existing: bool,
     /// On a failed frame: stop, or skip it and go on (exit code 1 either way).
@@ -248,6 +249,9 @@ struct RunArgs {
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Set by `demo`, which has no command to run again.
+    #[arg(skip)]
+    demo: bool,
 }
 
 #[derive(Args)]
@@ -301,10 +305,6 @@ struct DemoArgs {
 /// `demo`) has one going.
 static RUN: std::sync::OnceLock<Cancel> = std::sync::OnceLock::new();
 
-/// Frames the run has written so far, for the line a second interrupt
-/// prints: what was kept, beside what was removed.
-static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// SIGINT, SIGTERM (how render farms stop a job) and SIGHUP. During a
 /// `process` run the first asks it to stop (frames being written finish,
 /// the rest are dropped, the summary is printed, exit 130). Otherwise, and
@@ -320,12 +320,10 @@ fn on_signal() {
         }
         _ => {
             let removed = framepipe::io::remove_partials();
-            match (RUN.get(), WRITTEN.load(std::sync::atomic::Ordering::SeqCst)) {
-                (Some(_), written) => note!(
-                    "framepipe: stopped at once; {written} frame(s) written and kept, {removed} unfinished output(s) removed"
-                ),
-                (None, _) => note!("framepipe: stopped at once; {removed} unfinished output(s) removed"),
-            }
+            // (A count of the frames kept could miss one renamed into
+            // place just now, before its report: none is given.)
+            let kept = if RUN.get().is_some() { "the frames written so far are kept, " } else { "" };
+            note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
             std::process::exit(130);
         }
     }
@@ -623,10 +621,13 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     if dash(&opts.json) && dash(&opts.timeline) {
         return Err(Error::invalid("--timeline", "-", "a file: --json - already writes to stdout"));
     }
+    // A resumed run (--skip-existing) replaces the reports of the run it
+    // finishes, as --overwrite would: they describe the run that made them.
+    let replace_reports = opts.overwrite || opts.skip_existing;
     // Held to the end: a folder made for a report goes if it stays empty.
     let mut _made = Vec::new();
     for path in [&opts.json, &opts.timeline].into_iter().flatten().filter(|p| *p != Path::new("-")) {
-        _made.push(prepared.check_side_file(path, opts.overwrite)?);
+        _made.push(prepared.check_side_file(path, replace_reports)?);
     }
     for (flag, path, kind) in
         [("--json", &opts.json, "the JSON report"), ("--timeline", &opts.timeline, "the SVG timeline")]
@@ -678,22 +679,19 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let started = Instant::now();
     let quiet = opts.quiet;
     let mut on_progress = |p: Progress<'_>| match p {
-        Progress::Done { finished, total, record } => {
-            WRITTEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            match &bar {
-                Some(bar) => {
-                    bar.set_position(finished as u64);
-                    bar.set_message(format!("frame {}", record.number));
-                }
-                None if !quiet => note!(
-                    "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
-                    record.number,
-                    if record.output == "-" { "to stdout" } else { &record.output },
-                    started.elapsed().as_secs_f64()
-                ),
-                None => {}
+        Progress::Done { finished, total, record } => match &bar {
+            Some(bar) => {
+                bar.set_position(finished as u64);
+                bar.set_message(format!("frame {}", record.number));
             }
-        }
+            None if !quiet => note!(
+                "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
+                record.number,
+                if record.output == "-" { "to stdout" } else { &record.output },
+                started.elapsed().as_secs_f64()
+            ),
+            None => {}
+        },
         Progress::Failed { finished, failure, .. } => {
             let line = format!("error: frame {}: {}", failure.number, failure.error);
             match &bar {
@@ -718,10 +716,21 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     if !opts.quiet {
         note!("{}", report.summary());
-        // What was written stays; the rest is one flag away.
-        if !prepared.stream && report.frames_skipped > 0 && !report.frames.is_empty() {
-            let how = if opts.overwrite { "--skip-existing in place of --overwrite" } else { "--skip-existing" };
-            note!("notice: the same command with {how} processes only the frames not written");
+        // What was written stays; the rest is one flag away. (Not after
+        // --overwrite: the files not yet replaced are an older render's,
+        // which --skip-existing would keep.)
+        if !prepared.stream && !opts.demo && report.frames_skipped > 0 && !report.frames.is_empty() {
+            note!(
+                "{}",
+                if opts.overwrite {
+                    format!(
+                        "notice: to finish, run the same command with --frames {} (the rest are written)",
+                        report.unwritten_list
+                    )
+                } else {
+                    "notice: the same command with --skip-existing processes only the frames not written".to_string()
+                }
+            );
         }
         // Auto takes two slots or more where two fit; a budget that holds
         // only one still runs, without overlap, and says so.
@@ -740,10 +749,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let mut unwritten = false;
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
-        unwritten |= failed_after_run(write_report(path, &text, opts.overwrite));
+        unwritten |= failed_after_run(write_report(path, &text, replace_reports));
     }
     if let Some(path) = &opts.timeline {
-        unwritten |= failed_after_run(write_report(path, &framepipe::timeline::render_svg(&report), opts.overwrite));
+        unwritten |= failed_after_run(write_report(path, &framepipe::timeline::render_svg(&report), replace_reports));
     }
     Ok(if report.cancelled {
         ExitCode::from(130)
@@ -993,6 +1002,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         json: Some(dir.join("report.json")),
         timeline: Some(dir.join("timeline.svg")),
         quiet: false,
+        demo: true,
     };
     let code = run_job(&job, &run, None)?;
     let _ = tmp.keep();

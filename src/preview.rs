@@ -484,7 +484,7 @@ impl Engine {
         // under way, or is served from the cache.
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
-        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale);
+        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, wanted);
         let (image, served) = self.cached_or_render(&key, graph, (Priority::Preview, wanted), &mut gate)?;
         // A render traced its end itself, while it still held the backend.
         if served != Served::Rendered {
@@ -526,6 +526,11 @@ impl Engine {
                 return Ok((image, if joined { Served::Joined } else { Served::Hit }));
             }
             if let Some(class) = inflight.get(key) {
+                // Overtaken while it waited for someone else's render: it
+                // holds nothing up any longer (the gate, the urgency).
+                if !wanted() {
+                    return Err(Error::Superseded);
+                }
                 // A preview waiting on a prefetch's render makes it a
                 // preview's render at the backend: it goes ahead of other
                 // prefetches and of export frames from now on.
@@ -779,6 +784,12 @@ impl Engine {
                 let shape = FrameShape { width, height, format };
                 let reserved_ok =
                     self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
+                        // Overtaken while it waited for the backend (or
+                        // between refusals): it takes no memory.
+                        _ if !wanted() => {
+                            give_back(reserved.take());
+                            Err(Error::Superseded)
+                        }
                         Backend::Gpu(gpu) => {
                             let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
                             let slot = fitted_slot(gpu, held, shape)?;
@@ -942,10 +953,23 @@ impl Engine {
     /// Queues the next frames in the direction the playhead moved. Steps in
     /// the same direction extend the queue; a jump or a change of direction
     /// cancels what is still queued and starts again.
-    fn schedule_prefetch(&self, sequence: &Sequence, frame: u64, (graph, grade): (&OpGraph, &GradeKey), scale: Scale) {
+    /// `wanted` is asked under the playhead's lock: requests of one view
+    /// reach here in any order (a thread each), and one already overtaken
+    /// must not turn the playhead back.
+    fn schedule_prefetch(
+        &self,
+        sequence: &Sequence,
+        frame: u64,
+        (graph, grade): (&OpGraph, &GradeKey),
+        scale: Scale,
+        wanted: &dyn Fn() -> bool,
+    ) {
         let count = self.core.config.prefetch;
         let state = &self.core.previews;
         let mut playhead = lock(&state.playhead);
+        if !wanted() {
+            return;
+        }
         let (source, graph_key) = (sequence.source.clone(), grade.clone());
         let here = Playhead {
             source: source.clone(),

@@ -54,9 +54,22 @@ struct Run {
     start: f64,
     end: f64,
     busy: f64,
-    frames: usize,
+    /// The distinct frames (the GPU lane has two intervals a frame: its
+    /// submission and the wait for it).
+    frames: std::collections::BTreeSet<u64>,
     first: u64,
     last: u64,
+}
+
+impl Run {
+    /// `frame 7`, `frames 1, 4`, `120 frames, 1 first, 361 last`.
+    fn what(&self) -> String {
+        match self.frames.len() {
+            1 => format!("frame {}", self.first),
+            2 | 3 => format!("frames {}", self.frames.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+            n => format!("{n} frames, {} first, {} last", self.first, self.last),
+        }
+    }
 }
 
 fn runs<'a>(intervals: impl Iterator<Item = &'a Interval>, x: &dyn Fn(f64) -> f64) -> Vec<Run> {
@@ -68,14 +81,14 @@ fn runs<'a>(intervals: impl Iterator<Item = &'a Interval>, x: &dyn Fn(f64) -> f6
             Some(run) if x(iv.start) - x(run.end) < 0.5 => {
                 run.end = run.end.max(iv.end);
                 run.busy += iv.end - iv.start;
-                run.frames += 1;
+                run.frames.insert(iv.frame);
                 run.last = iv.frame;
             }
             _ => out.push(Run {
                 start: iv.start,
                 end: iv.end,
                 busy: iv.end - iv.start,
-                frames: 1,
+                frames: [iv.frame].into(),
                 first: iv.frame,
                 last: iv.frame,
             }),
@@ -84,27 +97,31 @@ fn runs<'a>(intervals: impl Iterator<Item = &'a Interval>, x: &dyn Fn(f64) -> f6
     out
 }
 
-/// The occupancy samples reduced to at most two a half-pixel: the highest
-/// count reached there, then the count it ended at, so the area keeps
-/// every peak however many samples a long run took.
+/// The occupancy samples reduced to at most three a half-pixel: the
+/// highest count reached there, the lowest, then the count it ended at, so
+/// the chart keeps every peak and trough however many samples a long run
+/// took.
 fn steps(samples: &[(f64, u32)], x: &dyn Fn(f64) -> f64) -> Vec<(f64, u32)> {
+    /// A half-pixel's samples: where, from when, highest, lowest, last.
+    type Column = (i64, f64, u32, u32, u32);
     let mut out: Vec<(f64, u32)> = Vec::new();
-    let mut column: Option<(i64, f64, u32, u32)> = None; // (half-pixel, time, highest, last)
-    let flush = |out: &mut Vec<(f64, u32)>, (_, t, high, last): (i64, f64, u32, u32)| {
-        out.push((t, high));
-        if last != high {
-            out.push((t, last));
+    let mut column: Option<Column> = None;
+    let flush = |out: &mut Vec<(f64, u32)>, (_, t, high, low, last): Column| {
+        for n in [high, low, last] {
+            if out.last() != Some(&(t, n)) {
+                out.push((t, n));
+            }
         }
     };
     for &(t, n) in samples {
         let at = (x(t) * 2.0).floor() as i64;
         column = match column {
-            Some((c, t0, high, _)) if c == at => Some((c, t0, high.max(n), n)),
+            Some((c, t0, high, low, _)) if c == at => Some((c, t0, high.max(n), low.min(n), n)),
             Some(done) => {
                 flush(&mut out, done);
-                Some((at, t, n, n))
+                Some((at, t, n, n, n))
             }
-            None => Some((at, t, n, n)),
+            None => Some((at, t, n, n, n)),
         };
     }
     if let Some(done) = column {
@@ -129,9 +146,10 @@ pub fn render_svg(report: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{} frames of {} in {:.2} s ({:.2} frames/s), {} backend</text>"#,
+        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{} frames{} in {:.2} s ({:.2} frames/s), {} backend</text>"#,
         report.frames_written,
-        escape(&report.frame),
+        // No frame decoded, no size to name.
+        if report.frame.is_empty() { String::new() } else { format!(" of {}", escape(&report.frame)) },
         report.seconds,
         report.fps,
         escape(&report.backend)
@@ -161,10 +179,7 @@ pub fn render_svg(report: &Report) -> String {
             let lane = report.intervals.iter().filter(|iv| iv.stage == stage.name && iv.worker == worker);
             for run in runs(lane, &x) {
                 let (a, b) = (x(run.start), x(run.end));
-                let what = match run.frames {
-                    1 => format!("frame {}", run.first),
-                    n => format!("{n} frames, {} to {}", run.first, run.last),
-                };
+                let what = run.what();
                 let _ = writeln!(
                     s,
                     r#"<rect x="{a:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {what}: {:.1} ms</title></rect>"#,
@@ -247,19 +262,22 @@ mod tests {
     #[test]
     fn work_closer_than_half_a_pixel_is_one_rectangle() {
         let px = |t: f64| t * 100.0; // 100 px a second
-        let ivs = [interval(0, 0.0, 0.1, 1), interval(0, 0.102, 0.2, 2), interval(0, 0.5, 0.6, 3)];
+        let ivs = [interval(0, 0.0, 0.1, 1), interval(0, 0.102, 0.2, 4), interval(0, 0.5, 0.6, 3)];
         let r = runs(ivs.iter(), &px);
         assert_eq!(r.len(), 2);
-        assert_eq!((r[0].frames, r[0].first, r[0].last), (2, 1, 2));
+        assert_eq!((r[0].what(), r[1].what()), ("frames 1, 4".to_string(), "frame 3".to_string()));
         assert!((r[0].busy - 0.198).abs() < 1e-9 && (r[0].end - 0.2).abs() < 1e-9);
-        assert_eq!((r[1].frames, r[1].first), (1, 3));
+        // A frame's two intervals (the GPU lane) count once.
+        let gpu = [interval(0, 0.0, 0.1, 1), interval(0, 0.1, 0.2, 2), interval(0, 0.2, 0.3, 1)];
+        assert_eq!(runs(gpu.iter(), &px)[0].what(), "frames 1, 2");
     }
 
     #[test]
-    fn occupancy_keeps_every_peak_in_two_points_a_half_pixel() {
+    fn occupancy_keeps_every_peak_and_trough_in_three_points_a_half_pixel() {
         let px = |t: f64| t;
-        let samples = [(0.0, 1), (0.1, 3), (0.2, 2), (5.0, 1), (5.1, 0)];
-        assert_eq!(steps(&samples, &px), [(0.0, 3), (0.0, 2), (5.0, 1), (5.0, 0)]);
+        let samples = [(0.0, 1), (0.1, 3), (0.2, 2), (5.0, 1), (5.1, 0), (5.2, 1), (9.0, 2)];
+        let expect = [(0.0, 3), (0.0, 1), (0.0, 2), (5.0, 1), (5.0, 0), (5.0, 1), (9.0, 2)];
+        assert_eq!(steps(&samples, &px), expect);
     }
 
     #[test]

@@ -485,18 +485,22 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     for sequential in [false, true] {
         let dir = t.path().join(format!("resumed-{sequential}"));
         let out = dir.join("o_%02d.png").display().to_string();
-        let first = ["process", &input, "-o", &out, "--blur", "1", "--frames", "1-3", "-q"];
-        framepipe().args(first).assert().success();
-        // What is there is kept even if it differs from what a run would make.
-        fs::write(dir.join("o_02.png"), b"kept as it is").unwrap();
         let json = t.path().join(format!("r-{sequential}.json"));
+        let first = ["process", &input, "-o", &out, "--blur", "1", "--frames", "1-3", "-q", "--json"];
+        framepipe().args(first).arg(&json).assert().success();
+        // What is there is kept even if it differs from what a run would
+        // make (here an ungraded frame), as long as it is a frame.
+        let kept = fs::read(t.path().join("s_02.png")).unwrap();
+        fs::write(dir.join("o_02.png"), &kept).unwrap();
+        // The first run's report is replaced by the one of the run that
+        // finishes it.
         let mut resume = framepipe();
         resume.args(["process", &input, "-o", &out, "--blur", "1", "--skip-existing", "--json"]).arg(&json);
         if sequential {
             resume.arg("--sequential");
         }
         resume.assert().success().stderr(contains("3 frames already there, left as they were: 1-3."));
-        assert_eq!(fs::read(dir.join("o_02.png")).unwrap(), b"kept as it is");
+        assert_eq!(fs::read(dir.join("o_02.png")).unwrap(), kept);
         for n in 4..=6 {
             let name = format!("o_{n:02}.png");
             assert_eq!(fs::read(dir.join(&name)).unwrap(), fs::read(t.path().join("all").join(&name)).unwrap());
@@ -510,6 +514,16 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     framepipe().args(["process", &input, "-o", &out, "--skip-existing"]).assert().success();
     usage_error(&["process", &input, "-o", "-", "--skip-existing"], "invalid --skip-existing with -o -");
     usage_error(&["process", &input, "-o", &out, "--skip-existing", "--overwrite"], "cannot be used with");
+    // Kept only if it is a frame: not an empty file, not a link to nothing.
+    let dir = t.path().join("resumed-false");
+    fs::write(dir.join("o_05.png"), b"").unwrap();
+    usage_error(&["process", &input, "-o", &out, "--skip-existing"], "o_05.png: exists but is not a frame");
+    #[cfg(unix)]
+    {
+        fs::remove_file(dir.join("o_05.png")).unwrap();
+        std::os::unix::fs::symlink("nowhere.png", dir.join("o_05.png")).unwrap();
+        usage_error(&["process", &input, "-o", &out, "--skip-existing"], "o_05.png: exists but is not a frame");
+    }
 }
 
 #[test]
