@@ -221,7 +221,9 @@ struct PrefetchJob {
 /// taking the backend in turn. A slider dragged faster than a frame renders
 /// then costs one render under way plus the newest, not one per position
 /// passed, and neither the newest preview nor an export waits for the rest.
-/// Cloning a view gives another handle to the same view.
+/// One thread per view renders its requests, newest first; cloning a view
+/// gives another handle to the same view, and the thread ends once the
+/// last handle is gone and the request it left is answered.
 ///
 /// ```no_run
 /// # fn main() -> framepipe::Result<()> {
@@ -240,15 +242,58 @@ struct PrefetchJob {
 /// # let _ = image; Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct PreviewView {
-    engine: Engine,
-    latest: Arc<AtomicU64>,
+pub struct PreviewView(Arc<ViewHandle>);
+
+/// The handles' side of a view: closes its mailbox when the last goes.
+struct ViewHandle(Arc<Mailbox>);
+
+impl Drop for ViewHandle {
+    fn drop(&mut self) {
+        lock(&self.0.next).1 = true;
+        self.0.posted.notify_all();
+    }
+}
+
+/// Where a view's requests wait for its thread: only the newest is kept.
+#[derive(Default)]
+struct Mailbox {
+    /// The request not yet taken, and whether the view is gone.
+    next: Mutex<(Option<ViewRequest>, bool)>,
+    posted: std::sync::Condvar,
+    /// The newest request's number: one under way that is no longer the
+    /// newest stops at its next check.
+    latest: AtomicU64,
+}
+
+struct ViewRequest {
+    id: u64,
+    sequence: Sequence,
+    frame: u64,
+    graph: OpGraph,
+    scale: Scale,
+    reply: Sender<Result<Arc<PreviewImage>>>,
 }
 
 impl PreviewView {
-    /// [`Engine::preview_async`], superseding this view's earlier requests
-    /// that have not rendered yet (a cache hit is served while it is the
-    /// newest).
+    fn new(engine: &Engine) -> Self {
+        let mailbox = Arc::new(Mailbox::default());
+        let (engine, worker) = (engine.clone(), mailbox.clone());
+        std::thread::Builder::new()
+            .name("framepipe-view".into())
+            .spawn(move || {
+                while let Some(r) = worker.take() {
+                    let newest = || worker.latest.load(Ordering::SeqCst) == r.id;
+                    let _ = r.reply.send(engine.preview_while(&r.sequence, r.frame, &r.graph, r.scale, &newest));
+                }
+            })
+            .expect("spawn a preview view's thread");
+        PreviewView(Arc::new(ViewHandle(mailbox)))
+    }
+
+    /// The preview of `frame` with `graph` at `scale`, on the returned
+    /// channel, superseding this view's earlier requests that have not
+    /// rendered yet (a cache hit is served while it is the newest). Never
+    /// blocks.
     pub fn request(
         &self,
         sequence: &Sequence,
@@ -256,9 +301,33 @@ impl PreviewView {
         graph: &OpGraph,
         scale: Scale,
     ) -> Receiver<Result<Arc<PreviewImage>>> {
-        let id = self.latest.fetch_add(1, Ordering::SeqCst) + 1;
-        let latest = self.latest.clone();
-        self.engine.preview_on_thread(sequence, frame, graph, scale, move || latest.load(Ordering::SeqCst) == id)
+        let mailbox = &self.0.0;
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        let id = mailbox.latest.fetch_add(1, Ordering::SeqCst) + 1;
+        let (sequence, graph) = (sequence.clone(), graph.clone());
+        let waiting = lock(&mailbox.next).0.replace(ViewRequest { id, sequence, frame, graph, scale, reply });
+        mailbox.posted.notify_all();
+        if let Some(overtaken) = waiting {
+            let _ = overtaken.reply.send(Err(Error::Superseded));
+        }
+        rx
+    }
+}
+
+impl Mailbox {
+    /// The next request to render, once there is one; `None` once the view
+    /// is gone and its last request answered.
+    fn take(&self) -> Option<ViewRequest> {
+        let mut next = lock(&self.next);
+        loop {
+            if let Some(r) = next.0.take() {
+                return Some(r);
+            }
+            if next.1 {
+                return None;
+            }
+            next = self.posted.wait(next).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -578,23 +647,10 @@ impl Engine {
         graph: &OpGraph,
         scale: Scale,
     ) -> Receiver<Result<Arc<PreviewImage>>> {
-        self.preview_on_thread(sequence, frame, graph, scale, || true)
-    }
-
-    /// [`Engine::preview_while`] on a thread of its own, its result on the
-    /// returned channel.
-    fn preview_on_thread(
-        &self,
-        sequence: &Sequence,
-        frame: u64,
-        graph: &OpGraph,
-        scale: Scale,
-        wanted: impl Fn() -> bool + Send + 'static,
-    ) -> Receiver<Result<Arc<PreviewImage>>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let (engine, sequence, graph) = (self.clone(), sequence.clone(), graph.clone());
         std::thread::spawn(move || {
-            let _ = tx.send(engine.preview_while(&sequence, frame, &graph, scale, &wanted));
+            let _ = tx.send(engine.preview(&sequence, frame, &graph, scale));
         });
         rx
     }
@@ -602,7 +658,7 @@ impl Engine {
     /// A view of an editor (the viewer, a thumbnail under the cursor) whose
     /// requests supersede one another: see [`PreviewView`].
     pub fn preview_view(&self) -> PreviewView {
-        PreviewView { engine: self.clone(), latest: Default::default() }
+        PreviewView::new(self)
     }
 
     /// Gives back the previews' GPU memory if no preview has used it for
