@@ -283,7 +283,11 @@ impl PreviewView {
             .spawn(move || {
                 while let Some(r) = worker.take() {
                     let newest = || worker.latest.load(Ordering::SeqCst) == r.id;
-                    let _ = r.reply.send(engine.preview_while(&r.sequence, r.frame, &r.graph, r.scale, &newest));
+                    // A panic answers its request and leaves the thread
+                    // serving the next ones (the render's own are caught
+                    // deeper, with its memory given back).
+                    let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, r.scale, &newest);
+                    let _ = r.reply.send(panic_as_error(r.frame, preview));
                 }
             })
             .expect("spawn a preview view's thread");
@@ -329,6 +333,15 @@ impl Mailbox {
             next = self.posted.wait(next).unwrap_or_else(|e| e.into_inner());
         }
     }
+}
+
+/// `work` for a preview of `frame`, a panic in it turned into the error it
+/// answers with.
+fn panic_as_error<T>(frame: u64, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let msg = crate::error::panic_message(&*payload);
+        Err(Error::Panic(format!("preview of frame {frame} panicked: {msg}")))
+    })
 }
 
 /// A decode other requests wait for: the frame, or the file and why it
@@ -625,12 +638,7 @@ impl Engine {
             let _landed = Landed { state, key };
             let render =
                 || self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, wanted), gate);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(render))
-                .unwrap_or_else(|payload| {
-                    let msg = crate::error::panic_message(&*payload);
-                    Err(Error::Panic(format!("preview of frame {} panicked: {msg}", key.frame)))
-                })
-                .map(Arc::new);
+            let result = panic_as_error(key.frame, render).map(Arc::new);
             if let Ok(image) = &result {
                 lock(&state.cache).insert(key.clone(), image.clone(), image.data.len() as u64);
             }
