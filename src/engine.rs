@@ -560,10 +560,11 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
-/// a link to nothing, an empty file, one whose header does not read (a
-/// copy cut short, a crash before the data reached the disk). Rendering
-/// it again would replace a file framepipe did not vouch for; the user
-/// removes it, or takes `overwrite`.
+/// a link to nothing, an empty file, one whose header does not read (cut
+/// short before its header ended). Only the header is read, so one cut
+/// short after it (a power loss soon after its rename: outputs are not
+/// synced) passes. Rendering it again would replace a file framepipe did
+/// not vouch for; the user removes it, or takes `overwrite`.
 fn check_done(out: &Path, limits: &DecodeLimits) -> Result<()> {
     let why = match std::fs::metadata(out) {
         Err(e) => e.to_string(),

@@ -723,10 +723,17 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             note!(
                 "{}",
                 if opts.overwrite {
-                    format!(
-                        "notice: to finish, run the same command with --frames {} (the rest are written)",
-                        report.unwritten_list
-                    )
+                    // Every frame this run did not write, failed ones too.
+                    let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
+                    let mut left: Vec<u64> =
+                        prepared.sequence.frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
+                    left.sort_unstable();
+                    let spec = framepipe::sequence::frame_spec(&framepipe::sequence::runs_of(left));
+                    if spec.len() <= 200 {
+                        format!("notice: to finish, run the same command with --frames '{spec}'")
+                    } else {
+                        "notice: to finish, run the same command with --frames and the frames the summary lists as failed or not written".to_string()
+                    }
                 } else {
                     "notice: the same command with --skip-existing processes only the frames not written".to_string()
                 }

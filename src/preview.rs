@@ -216,14 +216,18 @@ struct PrefetchJob {
 }
 
 /// Previews for one place in a UI, which only ever shows the newest: each
-/// request made through a view supersedes the ones it made before that have
-/// not yet rendered, which end at once with [`Error::Superseded`] instead of
-/// taking the backend in turn. A slider dragged faster than a frame renders
-/// then costs one render under way plus the newest, not one per position
-/// passed, and neither the newest preview nor an export waits for the rest.
-/// One thread per view renders its requests, newest first; cloning a view
-/// gives another handle to the same view, and the thread ends once the
-/// last handle is gone and the request it left is answered.
+/// request made through a view supersedes the ones it made before. One
+/// that was waiting its turn is answered [`Error::Superseded`] at once;
+/// the one under way stops at its next check (before its memory, its
+/// decode and its render: a render already running finishes). A slider
+/// dragged faster than a frame renders then costs the request under way
+/// plus the newest, not one render per position passed, and an export
+/// waits for neither of the rest. The newest waits for the one under way
+/// to finish or reach a check (it may be waiting for the backend behind
+/// a frame already there). One thread per view serves its requests;
+/// cloning a view gives another handle to the same view, and the thread
+/// (which holds the engine) ends once the last handle is gone and the
+/// request it left is answered.
 ///
 /// ```no_run
 /// # fn main() -> framepipe::Result<()> {
@@ -307,9 +311,14 @@ impl PreviewView {
     ) -> Receiver<Result<Arc<PreviewImage>>> {
         let mailbox = &self.0.0;
         let (reply, rx) = crossbeam_channel::bounded(1);
-        let id = mailbox.latest.fetch_add(1, Ordering::SeqCst) + 1;
         let (sequence, graph) = (sequence.clone(), graph.clone());
-        let waiting = lock(&mailbox.next).0.replace(ViewRequest { id, sequence, frame, graph, scale, reply });
+        let waiting = {
+            // Numbered under the lock: handles on two threads post in the
+            // order of their numbers, so the one kept is the newest.
+            let mut next = lock(&mailbox.next);
+            let id = mailbox.latest.fetch_add(1, Ordering::SeqCst) + 1;
+            next.0.replace(ViewRequest { id, sequence, frame, graph, scale, reply })
+        };
         mailbox.posted.notify_all();
         if let Some(overtaken) = waiting {
             let _ = overtaken.reply.send(Err(Error::Superseded));
@@ -1017,9 +1026,8 @@ impl Engine {
     /// Queues the next frames in the direction the playhead moved. Steps in
     /// the same direction extend the queue; a jump or a change of direction
     /// cancels what is still queued and starts again.
-    /// `wanted` is asked under the playhead's lock: requests of one view
-    /// reach here in any order (a thread each), and one already overtaken
-    /// must not turn the playhead back.
+    /// `wanted` is asked under the playhead's lock: a request already
+    /// overtaken (a view's) must not turn the playhead back.
     fn schedule_prefetch(
         &self,
         sequence: &Sequence,

@@ -472,21 +472,41 @@ pub fn runs_of(ascending: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u
 /// Ascending inclusive runs as `1-3, 5, 7-9`: the first 20 runs, then the
 /// count of numbers in all.
 pub fn compact_runs(runs: &[RangeInclusive<u64>]) -> String {
-    let mut text: Vec<String> = runs
-        .iter()
-        .take(20)
-        .map(|r| if r.start() == r.end() { r.start().to_string() } else { format!("{}-{}", r.start(), r.end()) })
-        .collect();
+    let text = runs_text(&runs[..runs.len().min(20)], ", ");
     if runs.len() > 20 {
         let total: u128 = runs.iter().map(|r| (*r.end() - *r.start()) as u128 + 1).sum();
-        text.push(format!("… ({total} numbers in all)"));
+        return format!("{text}, … ({total} numbers in all)");
     }
-    text.join(", ")
+    text
+}
+
+/// Runs as a `--frames` spec that [`FrameSpec::parse`] reads back
+/// (`1-3,5`): every run, no spaces.
+pub fn frame_spec(runs: &[RangeInclusive<u64>]) -> String {
+    runs_text(runs, ",")
+}
+
+fn runs_text(runs: &[RangeInclusive<u64>], separator: &str) -> String {
+    let text: Vec<String> = runs
+        .iter()
+        .map(|r| if r.start() == r.end() { r.start().to_string() } else { format!("{}-{}", r.start(), r.end()) })
+        .collect();
+    text.join(separator)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_spec_of_runs_reads_back_whole() {
+        let numbers: Vec<u64> = (1..=100).filter(|n| n % 3 != 0).chain([1001, 1002, 1005]).collect();
+        let runs = runs_of(numbers.iter().copied());
+        assert!(runs.len() > 20, "longer than the summary's list");
+        let spec = frame_spec(&runs);
+        assert!(!spec.contains(' '));
+        assert_eq!(FrameSpec::parse(&spec).unwrap().frames(), numbers.as_slice());
+    }
 
     #[test]
     fn patterns_parse_and_format() {
