@@ -716,28 +716,8 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     if !opts.quiet {
         note!("{}", report.summary());
-        // What was written stays; the rest is one flag away. (Not after
-        // --overwrite: the files not yet replaced are an older render's,
-        // which --skip-existing would keep.)
-        if !prepared.stream && !opts.demo && report.frames_skipped > 0 && !report.frames.is_empty() {
-            note!(
-                "{}",
-                if opts.overwrite {
-                    // Every frame this run did not write, failed ones too.
-                    let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
-                    let mut left: Vec<u64> =
-                        prepared.sequence.frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
-                    left.sort_unstable();
-                    let spec = framepipe::sequence::frame_spec(&framepipe::sequence::runs_of(left));
-                    if spec.len() <= 200 {
-                        format!("notice: to finish, run the same command with --frames '{spec}'")
-                    } else {
-                        "notice: to finish, run the same command with --frames and the frames the summary lists as failed or not written".to_string()
-                    }
-                } else {
-                    "notice: the same command with --skip-existing processes only the frames not written".to_string()
-                }
-            );
+        if let Some(notice) = resume_notice(opts, &prepared, &report) {
+            note!("{notice}");
         }
         // Auto takes two slots or more where two fit; a budget that holds
         // only one still runs, without overlap, and says so.
@@ -767,6 +747,30 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// After a run that stopped early, the command that finishes it: what was
+/// written stays, the rest is one flag away. (Not `--skip-existing` after
+/// `--overwrite`: the files not yet replaced are an older render's, which
+/// it would keep; `--frames` with every frame not written, failed ones too.)
+fn resume_notice(opts: &RunArgs, prepared: &framepipe::PreparedJob, report: &framepipe::Report) -> Option<String> {
+    if prepared.stream || opts.demo || report.frames_skipped == 0 || report.frames.is_empty() {
+        return None;
+    }
+    if !opts.overwrite {
+        return Some("notice: the same command with --skip-existing processes only the frames not written".into());
+    }
+    let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
+    let mut left: Vec<u64> =
+        prepared.sequence.frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
+    left.sort_unstable();
+    let spec = framepipe::sequence::frame_spec(&framepipe::sequence::runs_of(left));
+    Some(if spec.len() <= 200 {
+        format!("notice: to finish, run the same command with --frames '{spec}'")
+    } else {
+        "notice: to finish, run the same command with --frames and the frames the summary lists as failed or not written"
+            .into()
     })
 }
 
