@@ -218,13 +218,12 @@ struct PrefetchJob {
 /// Previews for one place in a UI, which only ever shows the newest: each
 /// request made through a view supersedes the ones it made before. One
 /// that was waiting its turn is answered [`Error::Superseded`] at once;
-/// the one under way stops at its next check (before its memory, its
-/// decode and its render: a render already running finishes). A slider
-/// dragged faster than a frame renders then costs the request under way
-/// plus the newest, not one render per position passed, and an export
-/// waits for neither of the rest. The newest waits for the one under way
-/// to finish or reach a check (it may be waiting for the backend behind
-/// a frame already there). One thread per view serves its requests;
+/// the one under way stops within 20 ms while it waits (for the backend,
+/// for memory, for another request's decode of its frame) and before its
+/// decode and its render; a decode or a render already running finishes.
+/// A slider dragged faster than a frame renders then costs the request
+/// under way plus the newest, not one render per position passed, and an
+/// export waits for neither of the rest. One thread per view serves its requests;
 /// cloning a view gives another handle to the same view, and the thread
 /// (which holds the engine) ends once the last handle is gone and the
 /// request it left is answered.
@@ -763,8 +762,8 @@ impl Engine {
     /// the source cache or decoded now, with the decode's milliseconds.
     /// One decode per file at a time: a request for a file another is
     /// decoding waits for that decode and takes its result (its wait counts
-    /// as this request's decode).
-    fn source(&self, file: &FileStamp) -> Result<(Arc<HostFrame>, f64)> {
+    /// as this request's decode), unless `wanted` says it no longer wants it.
+    fn source(&self, file: &FileStamp, wanted: &dyn Fn() -> bool) -> Result<(Arc<HostFrame>, f64)> {
         let state = &self.core.previews;
         let t = Instant::now();
         let mut decoding = lock(&state.decoding);
@@ -775,7 +774,11 @@ impl Engine {
         }
         if let Some(pending) = decoding.get(file).cloned() {
             while pending.get().is_none() {
-                decoding = state.decoded.wait(decoding).unwrap_or_else(|e| e.into_inner());
+                if !wanted() {
+                    return Err(Error::Superseded);
+                }
+                let wait = state.decoded.wait_timeout(decoding, Duration::from_millis(20));
+                decoding = wait.unwrap_or_else(|e| e.into_inner()).0;
             }
             return match pending.get().expect("landed") {
                 Ok(src) => Ok((src.clone(), t.elapsed().as_secs_f64() * 1e3)),
@@ -855,14 +858,15 @@ impl Engine {
             // An unreadable header fails in the decode below, with its reason.
             if let Ok((width, height, format)) = probe {
                 let shape = FrameShape { width, height, format };
-                let reserved_ok =
-                    self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
+                let reserved_ok = self.with_memory(
+                    (priority, class, wanted),
+                    &mut intent,
+                    &mut waited,
+                    gate,
+                    |backend| match backend {
                         // Overtaken while it waited for the backend (or
                         // between refusals): it takes no memory.
-                        _ if !wanted() => {
-                            give_back(reserved.take());
-                            Err(Error::Superseded)
-                        }
+                        _ if !wanted() => Err(Error::Superseded),
                         Backend::Gpu(gpu) => {
                             let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
                             let slot = fitted_slot(gpu, held, shape)?;
@@ -873,7 +877,8 @@ impl Engine {
                             r
                         }
                         Backend::Cpu => Ok(()),
-                    });
+                    },
+                );
                 if let Err(e) = reserved_ok {
                     give_back(reserved.take());
                     return Err(e);
@@ -886,7 +891,7 @@ impl Engine {
             return Err(Error::Superseded);
         }
         let reserve = t.elapsed().saturating_sub(waited);
-        let (src, decode_ms) = match self.source(file) {
+        let (src, decode_ms) = match self.source(file, wanted) {
             Ok(source) => source,
             Err(e) => {
                 give_back(reserved.take());
@@ -896,14 +901,11 @@ impl Engine {
         let t = Instant::now();
         let before = waited;
         let mut upload = Duration::ZERO;
-        let (width, height, data, gpu_ns) =
-            self.with_memory((priority, class), &mut intent, &mut waited, gate, |backend| match backend {
+        let rendered =
+            self.with_memory((priority, class, wanted), &mut intent, &mut waited, gate, |backend| match backend {
                 // Its turn came after a later request of its view: that
                 // one is what the view shows.
-                _ if !wanted() => {
-                    give_back(reserved.take());
-                    Err(Error::Superseded)
-                }
+                _ if !wanted() => Err(Error::Superseded),
                 Backend::Gpu(gpu) => {
                     let (held, _hold) = match reserved.take() {
                         Some((slot, hold)) => (Some(slot), Some(hold)),
@@ -938,7 +940,13 @@ impl Engine {
                     let (w, h, data) = self.on_cpu_threads(|| downscale_cpu(&process_cpu(&src, &plan), factor));
                     Ok((w, h, data, None))
                 }
-            })?;
+            });
+        // Given up before its turn (overtaken, out of time for memory): the
+        // slot it reserved is sound, for the next preview.
+        if rendered.is_err() {
+            give_back(reserved.take());
+        }
+        let (width, height, data, gpu_ns) = rendered?;
         state.renders.fetch_add(1, Ordering::SeqCst);
         if priority == Priority::Preview {
             // Before the intent goes: no export frame is let in between.
@@ -967,7 +975,7 @@ impl Engine {
     /// Time spent waiting goes to `waited`.
     fn with_memory<'a, R>(
         &'a self,
-        (priority, class): (Priority, &Class),
+        (priority, class, wanted_by_caller): (Priority, &Class, &dyn Fn() -> bool),
         intent: &mut Option<Intent<'a, Backend>>,
         waited: &mut Duration,
         gate: &mut Option<GateGuard<'a>>,
@@ -976,10 +984,13 @@ impl Engine {
         // Bounded in time: each refusal waits for a release or 250 ms.
         let deadline = Instant::now() + Duration::from_secs(5);
         // A prefetch stops waiting once the playhead jumped or the grade
-        // changed: it would hold the export down for a frame nobody wants.
+        // changed, and a view's request once a newer one came: either would
+        // hold the export down for a frame nobody wants.
         let generation = &self.core.previews.generation;
         let wanted_from = generation.load(Ordering::SeqCst);
-        let wanted = || priority != Priority::Prefetch || generation.load(Ordering::SeqCst) == wanted_from;
+        let wanted = || {
+            (priority != Priority::Prefetch || generation.load(Ordering::SeqCst) == wanted_from) && wanted_by_caller()
+        };
         // Up from the first refusal to the end: an export must not regrow
         // a slot with memory it just gave back for this request.
         let mut pressure = None;
@@ -987,9 +998,13 @@ impl Engine {
             let asked = Instant::now();
             let mark = self.core.ledger.mark();
             let result = {
-                let mut backend = intent.get_or_insert_with(|| self.core.backend.intend_as(priority, class)).lock();
+                let intent = intent.get_or_insert_with(|| self.core.backend.intend_as(priority, class));
+                let backend = intent.lock_while(Some(&wanted_by_caller));
                 *waited += asked.elapsed();
-                work(&mut backend)
+                match backend {
+                    Some(mut backend) => work(&mut backend),
+                    None => Err(Error::Superseded),
+                }
             };
             match result {
                 Err(Error::Budget(_)) if Instant::now() < deadline && wanted() => {

@@ -155,6 +155,13 @@ pub struct Intent<'a, T> {
 impl<'a, T> Intent<'a, T> {
     /// Waits until the value is free and no higher class is waiting.
     pub fn lock(&self) -> PriorityGuard<'a, T> {
+        self.lock_while(None).expect("waits for as long as it takes")
+    }
+
+    /// [`Intent::lock`], giving up (`None`) once `wanted` says the holder
+    /// no longer wants it, asked every 20 ms while it waits: a preview an
+    /// editor has since replaced stops holding lower classes out.
+    pub fn lock_while(&self, wanted: Option<&dyn Fn() -> bool>) -> Option<PriorityGuard<'a, T>> {
         let lock = self.lock;
         let mut s = lock.state();
         // Read under the state mutex each time: a raise moves it.
@@ -163,11 +170,15 @@ impl<'a, T> Intent<'a, T> {
             s.held || s.waiting[at + 1..].iter().any(|&n| n > 0)
         };
         while above(&s) {
-            s = lock.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            s = match wanted {
+                None => lock.changed.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(wanted) if !wanted() => return None,
+                Some(_) => lock.changed.wait_timeout(s, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner()).0,
+            };
         }
         s.held = true;
         drop(s);
-        PriorityGuard { lock, value: Some(lock.value.lock().unwrap_or_else(|e| e.into_inner())) }
+        Some(PriorityGuard { lock, value: Some(lock.value.lock().unwrap_or_else(|e| e.into_inner())) })
     }
 }
 
@@ -275,6 +286,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         drop(intent);
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_wait_given_up_lets_lower_classes_in() {
+        let lock = Arc::new(PriorityLock::new(()));
+        let held = lock.lock(Priority::Export);
+        let wanted = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (l, w) = (lock.clone(), wanted.clone());
+        let preview = std::thread::spawn(move || {
+            let intent = l.intend(Priority::Preview);
+            intent.lock_while(Some(&|| w.load(Ordering::SeqCst))).is_some()
+        });
+        while lock.state().waiting[Priority::Preview as usize] == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(lock.waiting_above(Priority::Export), "the preview holds exports out while it wants the lock");
+        wanted.store(false, Ordering::SeqCst);
+        assert!(!preview.join().unwrap(), "it gave up");
+        assert!(!lock.waiting_above(Priority::Export), "and lets exports in again");
+        drop(held);
     }
 
     #[test]
