@@ -479,7 +479,7 @@ fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
 /// folder that cannot be created or written.
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
-    let sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
+    let mut sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
     let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
     if job.output == "-" {
         // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
@@ -501,7 +501,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
     }
     crate::io::refuse_folder_name(&job.output)?;
-    let outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
+    let mut outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
         let pattern = FramePattern::parse(&job.output)?;
         sequence.frames.iter().map(|f| pattern.path(f.number)).collect()
     } else if sequence.frames.len() == 1 {
@@ -542,7 +542,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
             r => r.map(|()| true)?,
         });
     }
-    let (mut sequence, mut outputs, mut existing) = (sequence, outputs, Vec::new());
+    let mut existing = Vec::new();
     if keep.contains(&false) {
         let (mut frames, mut left) = (Vec::new(), Vec::new());
         for ((frame, out), kept) in std::mem::take(&mut sequence.frames).into_iter().zip(outputs).zip(keep) {
