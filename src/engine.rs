@@ -160,14 +160,53 @@ impl Default for EngineConfig {
 ///
 /// An `Engine` is a cheap handle (clone it freely): exports, previews and
 /// prefetches from any thread share one backend, one ledger and the caches.
-#[derive(Clone)]
+/// When the last handle goes (a [`PreviewView`](crate::PreviewView) holds
+/// one), the engine's own threads (prefetch, views, async previews) are
+/// stopped and joined before the drop returns, so the device is released
+/// on the dropping thread and nothing of the engine runs on after it (a
+/// GPU driver torn down at process exit under a thread still using it
+/// crashes).
 pub struct Engine {
     pub(crate) core: std::sync::Arc<EngineCore>,
+    /// Whether this is a caller's handle (counted in `EngineCore::handles`)
+    /// rather than one the engine's own threads render through.
+    caller: bool,
+}
+
+impl Engine {
+    /// The handle the engine's own threads render through: it keeps the
+    /// engine alive while they work but is not counted as a caller's.
+    pub(crate) fn internal(core: std::sync::Arc<EngineCore>) -> Self {
+        Engine { core, caller: false }
+    }
+
+    /// Whether any caller still holds a handle: when none does, nobody will
+    /// ask for what the engine's own threads would render.
+    pub(crate) fn has_callers(core: &EngineCore) -> bool {
+        core.handles.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+impl Clone for Engine {
+    fn clone(&self) -> Self {
+        self.core.handles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Engine { core: self.core.clone(), caller: true }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.caller && self.core.handles.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.core.previews.stop_threads();
+        }
+    }
 }
 
 /// What every handle of one engine shares.
 pub(crate) struct EngineCore {
     pub(crate) config: EngineConfig,
+    /// Callers' handles alive (see [`Engine`]'s drop).
+    handles: std::sync::atomic::AtomicUsize,
     pub(crate) backend: PriorityLock<Backend>,
     name: &'static str,
     device: String,
@@ -218,6 +257,7 @@ impl Engine {
         let (name, device) = (backend.name(), backend.device_name(resolve_threads(config.threads)));
         let previews = crate::preview::PreviewState::new(config.preview_cache_bytes, config.source_cache_bytes);
         let core = EngineCore {
+            handles: std::sync::atomic::AtomicUsize::new(1),
             config,
             backend: PriorityLock::new(backend),
             name,
@@ -229,7 +269,7 @@ impl Engine {
             previews,
             cpu: std::sync::OnceLock::new(),
         };
-        Ok(Engine { core: std::sync::Arc::new(core) })
+        Ok(Engine { core: std::sync::Arc::new(core), caller: true })
     }
 
     /// Why `auto` fell back to the CPU, if it did.

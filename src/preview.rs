@@ -247,13 +247,15 @@ struct PrefetchJob {
 #[derive(Clone)]
 pub struct PreviewView(Arc<ViewHandle>);
 
-/// The handles' side of a view: closes its mailbox when the last goes.
-struct ViewHandle(Arc<Mailbox>);
+/// The handles' side of a view: closes its mailbox when the last goes. It
+/// holds a caller's handle of the engine, so the engine lives while the
+/// view does (its thread holds an internal one, joined when the engine's
+/// last caller goes).
+struct ViewHandle(Arc<Mailbox>, #[allow(dead_code)] Engine);
 
 impl Drop for ViewHandle {
     fn drop(&mut self) {
-        lock(&self.0.next).1 = true;
-        self.0.posted.notify_all();
+        self.0.close(false);
     }
 }
 
@@ -280,8 +282,9 @@ struct ViewRequest {
 impl PreviewView {
     fn new(engine: &Engine) -> Self {
         let mailbox = Arc::new(Mailbox::default());
-        let (engine, worker) = (engine.clone(), mailbox.clone());
-        std::thread::Builder::new()
+        let (caller, worker) = (engine.clone(), mailbox.clone());
+        let engine = Engine::internal(engine.core.clone());
+        let thread = std::thread::Builder::new()
             .name("framepipe-view".into())
             .spawn(move || {
                 while let Some(r) = worker.take() {
@@ -294,7 +297,8 @@ impl PreviewView {
                 }
             })
             .expect("spawn a preview view's thread");
-        PreviewView(Arc::new(ViewHandle(mailbox)))
+        caller.core.previews.own_thread(thread, Some(mailbox.clone()));
+        PreviewView(Arc::new(ViewHandle(mailbox, caller)))
     }
 
     /// The preview of `frame` with `graph` at `scale`, on the returned
@@ -327,6 +331,26 @@ impl PreviewView {
 }
 
 impl Mailbox {
+    /// No request is taken after this; with `stop`, the one under way
+    /// stops at its next check too, and the one waiting is answered as
+    /// overtaken (the engine is going).
+    fn close(&self, stop: bool) {
+        let waiting = {
+            let mut next = lock(&self.next);
+            next.1 = true;
+            if stop {
+                self.latest.store(u64::MAX, Ordering::SeqCst);
+                next.0.take()
+            } else {
+                None
+            }
+        };
+        self.posted.notify_all();
+        if let Some(overtaken) = waiting {
+            let _ = overtaken.reply.send(Err(Error::Superseded));
+        }
+    }
+
     /// The next request to render, once there is one; `None` once the view
     /// is gone and its last request answered.
     fn take(&self) -> Option<ViewRequest> {
@@ -383,9 +407,14 @@ pub(crate) struct PreviewState {
     cancelled: AtomicU64,
     playhead: Mutex<Option<Playhead>>,
     generation: AtomicU64,
-    prefetch: OnceLock<Sender<PrefetchJob>>,
+    /// The prefetch thread's queue: started by the first prefetch, closed
+    /// when the last caller's handle goes.
+    prefetch: Mutex<Option<Sender<PrefetchJob>>>,
     /// The prefetch thread, joined when the engine goes.
     prefetcher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The views' and async previews' threads (with a view's mailbox),
+    /// joined when the engine's last caller goes.
+    threads: Mutex<Vec<(std::thread::JoinHandle<()>, Option<Arc<Mailbox>>)>>,
     /// Keys being rendered now, each with its render's class at the
     /// backend (raised when a preview joins a prefetch), and the signal
     /// that one landed.
@@ -418,8 +447,9 @@ impl PreviewState {
             cancelled: AtomicU64::new(0),
             playhead: Mutex::new(None),
             generation: AtomicU64::new(0),
-            prefetch: OnceLock::new(),
+            prefetch: Mutex::new(None),
             prefetcher: Mutex::new(None),
+            threads: Mutex::default(),
             inflight: Mutex::default(),
             landed: std::sync::Condvar::new(),
             slot: Mutex::new(None),
@@ -435,19 +465,47 @@ impl PreviewState {
             lock(&self.trace).push((Instant::now(), event));
         }
     }
+
+    /// The last caller's handle went: queued prefetches are cancelled, one
+    /// under way stops at its next wait (the generation moved), the views
+    /// close (their requests under way stop at their next check), and
+    /// every thread of the engine's own is joined, so nothing of the
+    /// engine runs on after the caller's drop returns. An async preview
+    /// under way is finished first.
+    pub(crate) fn stop_threads(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        drop(lock(&self.prefetch).take());
+        let prefetcher = lock(&self.prefetcher).take();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for (_, mailbox) in &threads {
+            if let Some(mailbox) = mailbox {
+                mailbox.close(true);
+            }
+        }
+        // Never the current thread (none of these holds a caller's handle,
+        // so this is only a guard).
+        let me = std::thread::current().id();
+        for handle in prefetcher.into_iter().chain(threads.into_iter().map(|(h, _)| h)) {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// Keeps a thread of the engine's own (a view's, an async preview's) to
+    /// join when the engine goes; those that ended are let go here.
+    fn own_thread(&self, thread: std::thread::JoinHandle<()>, mailbox: Option<Arc<Mailbox>>) {
+        let mut threads = lock(&self.threads);
+        threads.retain(|(h, _)| !h.is_finished());
+        threads.push((thread, mailbox));
+    }
 }
 
 impl Drop for PreviewState {
-    /// The engine is going: the prefetch thread's queue closes, and the
-    /// thread is joined, so nothing of the engine runs on after it. (The
-    /// thread holds the engine only while it renders; if it held the last
-    /// reference, this runs on that thread, which then just ends.)
+    /// The engine is going: if its last caller did not already stop its
+    /// threads, this does.
     fn drop(&mut self) {
-        drop(self.prefetch.take());
-        let handle = self.prefetcher.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
-            let _ = handle.join();
-        }
+        self.stop_threads();
     }
 }
 
@@ -664,10 +722,11 @@ impl Engine {
         scale: Scale,
     ) -> Receiver<Result<Arc<PreviewImage>>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let (engine, sequence, graph) = (self.clone(), sequence.clone(), graph.clone());
-        std::thread::spawn(move || {
+        let (engine, sequence, graph) = (Engine::internal(self.core.clone()), sequence.clone(), graph.clone());
+        let thread = std::thread::spawn(move || {
             let _ = tx.send(engine.preview(&sequence, frame, &graph, scale));
         });
+        self.core.previews.own_thread(thread, None);
         rx
     }
 
@@ -1109,17 +1168,23 @@ impl Engine {
         if count == 0 {
             return;
         }
-        let sender = state.prefetch.get_or_init(|| {
+        let mut queue = lock(&state.prefetch);
+        // No caller left (a view's thread finishing after the last handle
+        // went): no thread to start, nobody to prefetch for.
+        if queue.is_none() && !Engine::has_callers(&self.core) {
+            return;
+        }
+        let sender = queue.get_or_insert_with(|| {
             let (tx, rx) = unbounded::<PrefetchJob>();
             let core = Arc::downgrade(&self.core);
             let handle = std::thread::Builder::new()
                 .name("framepipe-prefetch".into())
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
-                        // Gone, or only this thread holds it: nobody will
-                        // ask for what it would render.
-                        let Some(core) = core.upgrade().filter(|c| Arc::strong_count(c) > 1) else { break };
-                        let engine = Engine { core };
+                        // Gone, or no caller holds it: nobody will ask for
+                        // what it would render.
+                        let Some(core) = core.upgrade().filter(|c| Engine::has_callers(c)) else { break };
+                        let engine = Engine::internal(core);
                         let state = &engine.core.previews;
                         if job.generation != state.generation.load(Ordering::SeqCst) {
                             state.cancelled.fetch_add(1, Ordering::SeqCst);

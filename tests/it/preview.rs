@@ -536,11 +536,13 @@ fn a_jump_cancels_queued_prefetches_and_async_previews_arrive() {
     assert_eq!(image.data, e.preview(&seq, 30, &g, Scale::Half).unwrap().data);
 }
 
-/// Dropping an engine with prefetches queued lets every GPU byte go: the
-/// queue closes, at most the render under way finishes, and the prefetch
-/// thread ends with the engine.
+/// The engine goes with prefetches queued, a view's requests waiting and an
+/// async preview under way: the last handle's drop (the view's, here)
+/// stops and joins the engine's threads, so every buffer is released before
+/// it returns (a GPU driver torn down at process exit under a thread still
+/// rendering crashes), and every request is answered.
 #[test]
-fn a_dropped_engine_lets_its_memory_go_with_prefetches_queued() {
+fn the_last_handle_stops_the_engines_threads_before_its_drop_returns() {
     if crate::util::gpu(Default::default()).is_none() {
         return;
     }
@@ -551,12 +553,23 @@ fn a_dropped_engine_lets_its_memory_go_with_prefetches_queued() {
     e.preview(&seq, 1, &grade(0.2), Scale::Quarter).unwrap();
     e.preview(&seq, 2, &grade(0.2), Scale::Quarter).unwrap(); // queues 3..=10
     assert!(ledger.current() > 0);
+    let view = e.preview_view();
+    let asked: Vec<_> = (11..15).map(|f| view.request(&seq, f, &grade(0.3), Scale::Quarter)).collect();
+    let async_preview = e.preview_async(&seq, 16, &grade(0.4), Scale::Half);
     drop(e);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ledger.current() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    // The view still holds the engine: its newest request is served.
+    let (newest, overtaken) = asked.split_last().unwrap();
+    let newest = newest.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert!(newest.is_ok(), "{newest:?}");
+    let later = view.request(&seq, 17, &grade(0.5), Scale::Quarter);
+    drop(view);
+    assert_eq!(ledger.current(), 0, "every buffer released when the last handle's drop returns");
+    for rx in overtaken.iter().chain([&later, &async_preview]) {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(_) | Err(Error::Superseded)) => {}
+            other => panic!("a request left unanswered or failed: {other:?}"),
+        }
     }
-    assert_eq!(ledger.current(), 0, "every buffer released with the engine");
 }
 
 #[test]
