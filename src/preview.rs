@@ -259,6 +259,9 @@ impl Drop for ViewHandle {
     }
 }
 
+/// A thread of the engine's own, and the mailbox it serves if it is a view's.
+type OwnThread = (std::thread::JoinHandle<()>, Option<Arc<Mailbox>>);
+
 /// Where a view's requests wait for its thread: only the newest is kept.
 #[derive(Default)]
 struct Mailbox {
@@ -414,7 +417,7 @@ pub(crate) struct PreviewState {
     prefetcher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The views' and async previews' threads (with a view's mailbox),
     /// joined when the engine's last caller goes.
-    threads: Mutex<Vec<(std::thread::JoinHandle<()>, Option<Arc<Mailbox>>)>>,
+    threads: Mutex<Vec<OwnThread>>,
     /// Keys being rendered now, each with its render's class at the
     /// backend (raised when a preview joins a prefetch), and the signal
     /// that one landed.
