@@ -218,6 +218,42 @@ struct Shared<'a> {
     /// The position (in read order) of the next frame to start.
     turn: Mutex<usize>,
     next_turn: std::sync::Condvar,
+    /// Host frame buffers the encoders are done with, for the copiers.
+    spares: Spares,
+}
+
+/// Host frame buffers handed from the encoders back to the readback
+/// copiers. A fresh 132 MB buffer per 8K frame costs its page faults (its
+/// first write touches 32,000 new pages) on top of the copy: the copy into
+/// a fresh buffer ran at about 1 GB/s on the H100 machine and on the
+/// 2-core VM, the readback stage's whole time. Buffers in use never
+/// outnumber the frames between the copiers and the end of their encode,
+/// and `keep` bounds those kept idle.
+struct Spares {
+    keep: usize,
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Spares {
+    /// A buffer of `len` bytes: a spare, else a new one.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let spare = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match spare {
+            Some(mut data) => {
+                data.resize(len, 0);
+                data
+            }
+            None => vec![0; len],
+        }
+    }
+
+    /// Keeps `data` for a copier, unless enough are kept already.
+    fn give(&self, data: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.keep {
+            free.push(data);
+        }
+    }
 }
 
 impl Shared<'_> {
@@ -380,6 +416,12 @@ pub(crate) fn run(
         window,
         turn: Mutex::new(0),
         next_turn: std::sync::Condvar::new(),
+        // Only a run with copiers takes spares back: frames waiting to be
+        // encoded, one per encoder, one per copier.
+        spares: Spares {
+            keep: if ring.size() == 0 { 0 } else { 2 * busy + readback_threads(busy) },
+            free: Mutex::default(),
+        },
     };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()

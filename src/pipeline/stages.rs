@@ -362,7 +362,10 @@ impl Ctx<'_> {
                 continue;
             }
             let result = clock.work(shared.start, "readback", worker, number, || {
-                shared.guarded(Stage::Readback, number, || readback.take_result())
+                shared.guarded(Stage::Readback, number, || {
+                    let mut data = shared.spares.take(shape.frame_bytes() as usize);
+                    readback.take_result_into(&mut data).map(|()| data)
+                })
             });
             drop(readback); // the frame is back in host memory: free the buffer
             match result {
@@ -402,11 +405,13 @@ impl Ctx<'_> {
                     } else {
                         // A failure elsewhere while this frame encoded (a
                         // PNG takes seconds): it is not written after it.
-                        let (frame, format, overwrite) = (&p.frame, prepared.format, job.overwrite);
-                        write_frame_atomic_unless(frame, &p.output, format, &job.encode, overwrite, &|| {
-                            shared.aborted()
-                        })
-                        .map(|written| written.then_some(None))
+                        let (frame, format, overwrite) = (p.frame, prepared.format, job.overwrite);
+                        let written =
+                            write_frame_atomic_unless(&frame, &p.output, format, &job.encode, overwrite, &|| {
+                                shared.aborted()
+                            });
+                        shared.spares.give(frame.data);
+                        written.map(|written| written.then_some(None))
                     }
                 })
             });
