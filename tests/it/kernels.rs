@@ -330,10 +330,15 @@ fn both_backends_match_the_definition_when_a_later_stage_undoes_a_strong_one() {
 #[test]
 fn the_streaming_reference_is_timed_and_gives_its_memory_back() {
     let Some(backend) = gpu(GpuOptions::default()) else { return };
-    let copy = backend.stream_copy((3 << 20) + 5).unwrap();
+    let copy = backend.stream_copy((3 << 20) + 5, 1).unwrap();
     assert!(copy.ns > 0);
     assert_eq!(copy.bytes, 3 << 20, "rounded down to 16 bytes");
     assert_eq!(copy.timed, backend.adapter().timestamps);
     assert_eq!(backend.ledger().current(), 0, "both buffers released");
-    assert!(backend.stream_copy(8).is_err(), "less than one 16-byte copy");
+    // Passes in a row are timed together.
+    let four = backend.stream_copy(3 << 20, 4).unwrap();
+    assert_eq!(four.bytes, 3 << 20);
+    assert!(four.ns > copy.ns, "four passes {} ns, one {} ns", four.ns, copy.ns);
+    assert!(backend.stream_copy(8, 1).is_err(), "less than one 16-byte copy");
+    assert!(backend.stream_copy(64, 0).is_err(), "no pass");
 }
