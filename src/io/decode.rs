@@ -90,7 +90,93 @@ pub fn decode_with(
     path: &Path,
     limits: &DecodeLimits,
     check: impl FnOnce(&FrameInfo) -> Result<()>,
+    sink: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<FrameInfo> {
+    decode_with_buffers(path, limits, &Fresh, check, sink)
+}
+
+/// Where a whole-frame decode (any source but a non-interlaced PNG) takes
+/// its frame-sized buffer and gives it back. The pipeline hands back
+/// buffers its encoders are done with: a new 132 MB buffer per 8K frame
+/// costs its page faults (32,000 of them) every time.
+pub trait Buffers {
+    /// A buffer of `len` bytes (its contents are overwritten).
+    fn take(&self, len: usize) -> Vec<u8>;
+    /// A buffer no longer needed.
+    fn give(&self, buffer: Vec<u8>);
+}
+
+/// New buffers, dropped when done.
+struct Fresh;
+
+impl Buffers for Fresh {
+    fn take(&self, len: usize) -> Vec<u8> {
+        vec![0; len]
+    }
+
+    fn give(&self, _: Vec<u8>) {}
+}
+
+/// [`decode_with`], whole-frame decodes taking their buffer from `buffers`.
+///
+/// # Errors
+/// As [`decode_with`].
+pub fn decode_with_buffers(
+    path: &Path,
+    limits: &DecodeLimits,
+    buffers: &dyn Buffers,
+    check: impl FnOnce(&FrameInfo) -> Result<()>,
+    sink: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<FrameInfo> {
+    decode_to(path, limits, buffers, check, sink, None)
+}
+
+/// [`decode_file`] into a buffer from `buffers`, after `check` has
+/// accepted the header: an RGBA source decoded whole becomes the frame's
+/// buffer as it is, other sources are written into one.
+///
+/// # Errors
+/// As [`decode_with`].
+pub fn decode_file_with(
+    path: &Path,
+    limits: &DecodeLimits,
+    buffers: &dyn Buffers,
+    check: impl FnOnce(&FrameInfo) -> Result<()>,
+) -> Result<HostFrame> {
+    let bytes = std::cell::Cell::new(0);
+    let check = |info: &FrameInfo| {
+        check(info)?;
+        bytes.set(info.width as usize * info.height as usize * info.format.bytes_per_pixel());
+        Ok(())
+    };
+    let mut data = Vec::new();
+    let mut whole = None;
+    let sink = |at: usize, px: &[u8]| {
+        if data.is_empty() {
+            data = buffers.take(bytes.get());
+        }
+        let piece = data.get_mut(at..at.saturating_add(px.len())).ok_or_else(|| Error::Decode {
+            path: path.to_owned(),
+            reason: format!("{} bytes at offset {at} overrun the frame", px.len()),
+        })?;
+        piece.copy_from_slice(px);
+        Ok(())
+    };
+    let FrameInfo { width, height, format, has_alpha } =
+        decode_to(path, limits, buffers, check, sink, Some(&mut whole))?;
+    let data = whole.unwrap_or(data);
+    Ok(HostFrame { width, height, format, has_alpha, data })
+}
+
+/// [`decode_with_buffers`]; with `whole`, an RGBA source decoded whole is
+/// left there instead of going through `sink`.
+fn decode_to(
+    path: &Path,
+    limits: &DecodeLimits,
+    buffers: &dyn Buffers,
+    check: impl FnOnce(&FrameInfo) -> Result<()>,
     mut sink: impl FnMut(usize, &[u8]) -> Result<()>,
+    whole: Option<&mut Option<Vec<u8>>>,
 ) -> Result<FrameInfo> {
     use image::ColorType;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
@@ -102,22 +188,39 @@ pub fn decode_with(
         return Ok(info);
     }
     let read = |decoder: Box<dyn ImageDecoder + '_>| -> Result<Vec<u8>> {
-        let mut buf = vec![0; decoder.total_bytes() as usize];
-        decoder.read_image_boxed(&mut buf).map_err(|e| fail(one_line(&e.to_string())))?;
-        Ok(buf)
+        let mut buf = buffers.take(decoder.total_bytes() as usize);
+        match decoder.read_image_boxed(&mut buf) {
+            Ok(()) => Ok(buf),
+            Err(e) => {
+                buffers.give(buf);
+                Err(fail(one_line(&e.to_string())))
+            }
+        }
     };
     match color {
-        ColorType::Rgba8 | ColorType::Rgba16 => sink(0, &read(decoder)?)?,
+        ColorType::Rgba8 | ColorType::Rgba16 => {
+            let rgba = read(decoder)?;
+            match whole {
+                Some(whole) => *whole = Some(rgba),
+                None => {
+                    let sent = sink(0, &rgba);
+                    buffers.give(rgba);
+                    sent?
+                }
+            }
+        }
         ColorType::Rgb8 | ColorType::Rgb16 => {
             let rgb = read(decoder)?;
             // Bytes per pixel in and out.
             let (inp, out) = if sixteen { (6, 8) } else { (3, 4) };
             let mut batch = vec![0u8; WIDEN_BATCH * out];
-            for (i, pixels) in rgb.chunks(WIDEN_BATCH * inp).enumerate() {
+            let sent = rgb.chunks(WIDEN_BATCH * inp).enumerate().try_for_each(|(i, pixels)| {
                 let n = pixels.len() / inp;
                 widen(pixels, &mut batch[..n * out], sixteen);
-                sink(i * WIDEN_BATCH * out, &batch[..n * out])?;
-            }
+                sink(i * WIDEN_BATCH * out, &batch[..n * out])
+            });
+            buffers.give(rgb);
+            sent?
         }
         _ => {
             let image = DynamicImage::from_decoder(decoder).map_err(|e| fail(one_line(&e.to_string())))?;

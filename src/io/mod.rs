@@ -10,7 +10,10 @@ mod decode;
 mod encode;
 mod paths;
 
-pub use decode::{DecodeLimits, FrameInfo, decode_file, decode_with, probe_file, probe_info};
+pub use decode::{
+    Buffers, DecodeLimits, FrameInfo, decode_file, decode_file_with, decode_with, decode_with_buffers, probe_file,
+    probe_info,
+};
 pub(crate) use encode::write_frame_atomic_unless;
 pub use encode::{
     EncodeOptions, MadeDirs, OutputFormat, PngCompression, ScratchDir, check_new_file, check_output_dir,

@@ -222,19 +222,19 @@ struct Shared<'a> {
     spares: Spares,
 }
 
-/// Host frame buffers handed from the encoders back to the readback
-/// copiers. A fresh 132 MB buffer per 8K frame costs its page faults (its
-/// first write touches 32,000 new pages) on top of the copy: the copy into
-/// a fresh buffer ran at about 1 GB/s on the H100 machine and on the
-/// 2-core VM, the readback stage's whole time. Buffers in use never
-/// outnumber the frames between the copiers and the end of their encode,
-/// and `keep` bounds those kept idle.
+/// Host frame buffers handed back for the next frames: the encoders give
+/// back each frame's once it is written, decoders and copiers take them to
+/// decode or copy the next frames into. A new 132 MB buffer per 8K frame
+/// costs its page faults (its first write touches 32,000 new pages) on top
+/// of the work: the readback's copy into one ran at about 1 GB/s on the
+/// H100 machine and on the 2-core VM. Buffers in use never outnumber the
+/// frames in host memory at once, and `keep` bounds those kept idle.
 struct Spares {
     keep: usize,
     free: Mutex<Vec<Vec<u8>>>,
 }
 
-impl Spares {
+impl crate::io::Buffers for Spares {
     /// A buffer of `len` bytes: a spare, else a new one.
     fn take(&self, len: usize) -> Vec<u8> {
         let spare = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -247,10 +247,10 @@ impl Spares {
         }
     }
 
-    /// Keeps `data` for a copier, unless enough are kept already.
+    /// Keeps `data` for the next frame, unless enough are kept already.
     fn give(&self, data: Vec<u8>) {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < self.keep {
+        if data.capacity() > 0 && free.len() < self.keep {
             free.push(data);
         }
     }
@@ -416,12 +416,8 @@ pub(crate) fn run(
         window,
         turn: Mutex::new(0),
         next_turn: std::sync::Condvar::new(),
-        // Only a run with copiers takes spares back: frames waiting to be
-        // encoded, one per encoder, one per copier.
-        spares: Spares {
-            keep: if ring.size() == 0 { 0 } else { 2 * busy + readback_threads(busy) },
-            free: Mutex::default(),
-        },
+        // Frames waiting to be encoded, one per encoder, one per copier.
+        spares: Spares { keep: 2 * busy + readback_threads(busy), free: Mutex::default() },
     };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()

@@ -15,7 +15,9 @@ use crate::backend::Backend;
 use crate::engine::{Engine, PreparedJob};
 use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, InFlight, Readback};
-use crate::io::{FrameInfo, HostFrame, decode_file, decode_with, encode_frame, write_frame_atomic_unless};
+use crate::io::{
+    Buffers, FrameInfo, HostFrame, decode_file_with, decode_with_buffers, encode_frame, write_frame_atomic_unless,
+};
 use crate::ops::process_cpu;
 use crate::pool::{Lease, Pool};
 use crate::preview::TraceEvent;
@@ -139,34 +141,32 @@ impl Ctx<'_> {
 
     /// Decodes `input` into `slot`: straight into a GPU slot's mapped
     /// upload, in pieces (the frame it returns then has no pixels of its
-    /// own), or into host memory. A frame of another shape than the run's
-    /// is refused, on the GPU before anything is written.
+    /// own), or into a host buffer (one an encoder gave back, where there
+    /// is one). A frame of another shape than the run's is refused before
+    /// anything is written.
     fn decode_into(self, slot: &SlotKind, input: &std::path::Path) -> Result<HostFrame> {
-        let shape = self.shape;
+        let (shape, spares) = (self.shape, &self.shared.spares);
         let limits = &self.shared.job.limits;
-        let mismatch = |got: String| Error::FrameMismatch { path: input.to_owned(), got, expected: describe(shape) };
+        let check = |i: &FrameInfo| {
+            let got = FrameShape { width: i.width, height: i.height, format: i.format };
+            if got == shape {
+                Ok(())
+            } else {
+                Err(Error::FrameMismatch { path: input.to_owned(), got: describe(got), expected: describe(shape) })
+            }
+        };
         match slot {
             SlotKind::Gpu(s) => {
                 let mut w = s.writer()?;
-                let check = |i: &FrameInfo| {
-                    let got = FrameShape { width: i.width, height: i.height, format: i.format };
-                    if got == shape { Ok(()) } else { Err(mismatch(describe(got))) }
-                };
                 // A piece that does not fit is the file's fault, not the GPU's.
                 let write = |at, px: &[u8]| {
                     w.write(at, px).map_err(|e| Error::Decode { path: input.to_owned(), reason: e.to_string() })
                 };
-                let info = decode_with(input, limits, check, write)?;
+                let info = decode_with_buffers(input, limits, spares, check, write)?;
                 let (width, height, format) = (shape.width, shape.height, shape.format);
                 Ok(HostFrame { width, height, format, has_alpha: info.has_alpha, data: Vec::new() })
             }
-            SlotKind::Host => {
-                let frame = decode_file(input, limits)?;
-                if FrameShape::of(&frame) != shape {
-                    return Err(mismatch(frame.describe()));
-                }
-                Ok(frame)
-            }
+            SlotKind::Host => decode_file_with(input, limits, spares, check),
         }
     }
 
@@ -275,8 +275,10 @@ impl Ctx<'_> {
                         flights.push_back((flight, d, readback.expect("GPU frames have one"), t0))
                     }
                     Ok(Submitted::Done(frame)) => {
-                        let Decoded { number, output, slot, decode_ms, .. } = d;
+                        let Decoded { number, output, slot, decode_ms, frame: source } = d;
                         drop(slot);
+                        // The source's buffer takes the next frame's decode.
+                        Buffers::give(&shared.spares, source.data);
                         let process_ms = t0.elapsed().as_secs_f64() * 1e3;
                         let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns: None };
                         if !clock.send(&to_encode, p) {
@@ -363,7 +365,7 @@ impl Ctx<'_> {
             }
             let result = clock.work(shared.start, "readback", worker, number, || {
                 shared.guarded(Stage::Readback, number, || {
-                    let mut data = shared.spares.take(shape.frame_bytes() as usize);
+                    let mut data = Buffers::take(&shared.spares, shape.frame_bytes() as usize);
                     readback.take_result_into(&mut data).map(|()| data)
                 })
             });
@@ -410,7 +412,7 @@ impl Ctx<'_> {
                             write_frame_atomic_unless(&frame, &p.output, format, &job.encode, overwrite, &|| {
                                 shared.aborted()
                             });
-                        shared.spares.give(frame.data);
+                        Buffers::give(&shared.spares, frame.data);
                         written.map(|written| written.then_some(None))
                     }
                 })

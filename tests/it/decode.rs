@@ -2,7 +2,9 @@
 //! pixels as the whole-frame one, for every source layout, and refuses a
 //! frame of the wrong size before writing anything.
 
-use framepipe::io::{DecodeLimits, FrameInfo, decode_file, decode_with};
+use std::cell::Cell;
+
+use framepipe::io::{Buffers, DecodeLimits, FrameInfo, decode_file, decode_file_with, decode_with};
 use framepipe::{Error, PixelFormat};
 use image::{DynamicImage, ImageBuffer};
 
@@ -22,6 +24,26 @@ fn pieces(path: &std::path::Path) -> (FrameInfo, Vec<u8>) {
     )
     .unwrap();
     (info, data)
+}
+
+/// Hands out dirty buffers of the wrong size and counts them.
+#[derive(Default)]
+struct Recycler {
+    taken: Cell<usize>,
+    given: Cell<usize>,
+}
+
+impl Buffers for Recycler {
+    fn take(&self, len: usize) -> Vec<u8> {
+        self.taken.set(self.taken.get() + 1);
+        let mut dirty = vec![0xa5; len / 2 + 7];
+        dirty.resize(len, 0x5a);
+        dirty
+    }
+
+    fn give(&self, _: Vec<u8>) {
+        self.given.set(self.given.get() + 1);
+    }
 }
 
 #[test]
@@ -57,6 +79,18 @@ fn pieces_equal_the_whole_frame_for_every_layout() {
             );
             assert_eq!(info.has_alpha, whole.has_alpha, "{name}.{ext}");
             assert!(data == whole.data, "{name}.{ext}: same pixels");
+            // Into recycled buffers (dirty ones, of another size): the same
+            // frame, and what was taken is given back or kept as the frame's.
+            let recycler = Recycler::default();
+            let frame = decode_file_with(&path, &DecodeLimits::default(), &recycler, |_| Ok(())).unwrap();
+            assert_eq!(
+                (frame.width, frame.height, frame.format, frame.has_alpha),
+                (whole.width, whole.height, whole.format, whole.has_alpha),
+                "{name}.{ext}"
+            );
+            assert!(frame.data == whole.data, "{name}.{ext}: same pixels from recycled buffers");
+            let (taken, given) = (recycler.taken.get(), recycler.given.get());
+            assert_eq!(taken, given + 1, "{name}.{ext}: one buffer kept as the frame's, the rest given back");
         }
     }
     eprintln!("checked {checked:?}");
