@@ -102,6 +102,14 @@ pub(crate) fn readback_threads(threads: usize) -> usize {
     if threads >= 4 { 2 } else { 1 }
 }
 
+/// Frames decoded (or read back) and waiting for one of the `threads`
+/// encoders. Each is a whole frame of host memory (132 MB at 8K) and the
+/// encoders are many, so the queue only smooths arrivals: a few suffice.
+/// At one per encoder, 16 threads held 2 GB of 8K frames waiting there.
+pub(crate) fn encode_queue(threads: usize) -> usize {
+    threads.clamp(1, 4)
+}
+
 /// Readback buffers a run with `threads` workers keeps where the budget
 /// has room (see [`split_budget`]): one per frame on the GPU, one per
 /// copier and one queued for each copier, so the GPU never waits for a copy
@@ -417,7 +425,7 @@ pub(crate) fn run(
         turn: Mutex::new(0),
         next_turn: std::sync::Condvar::new(),
         // Frames waiting to be encoded, one per encoder, one per copier.
-        spares: Spares { keep: 2 * busy + readback_threads(busy), free: Mutex::default() },
+        spares: Spares { keep: encode_queue(busy) + busy + readback_threads(busy), free: Mutex::default() },
     };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()
@@ -435,7 +443,7 @@ pub(crate) fn run(
         if identity { None } else { Some(if engine.backend_name() == "gpu" { "gpu" } else { "compute" }) };
     let (decode_tx, decode_rx) = bounded::<Work>(busy);
     let (compute_tx, compute_rx) = bounded::<Decoded>(pool.size());
-    let (encode_tx, encode_rx) = bounded::<Processed>(busy);
+    let (encode_tx, encode_rx) = bounded::<Processed>(encode_queue(busy));
     let gpu_slots = compute_name == Some("gpu");
     let (to_readback, readback_rx) = bounded::<Finished>(readback_threads(busy));
     let mut clocks: Vec<(&'static str, Vec<Clock>)> = Vec::new();
