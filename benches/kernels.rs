@@ -6,9 +6,10 @@
 //! is banded, each band's passes are timed on their own and summed, so the
 //! copies between bands are not counted (past the 16th band the rest share
 //! one bracket, copies included: frames some 32K pixels wide).
-//! A GPU case runs its frame again and again back to back, kept on the
-//! device, so the GPU is as busy as in an export and runs at its working
-//! clock (see the case's comment). CPU figures are host time.
+//! A GPU case runs its frame again and again, each run submitted as soon
+//! as the last is back and with no host copy between, so the GPU is as
+//! busy as in an export and runs at its working clock (see the case's
+//! comment). CPU figures are host time.
 //! Throughput counts one RGBA8 frame read plus one written, the accounting
 //! of the ~2 TB/s streaming-kernel figure in the design notes (kept outside this repository); `stream` is that
 //! kernel (a plain copy of the frame's bytes, timed the same way), the
@@ -143,9 +144,9 @@ fn kernels(c: &mut Criterion) {
                 group.bench_with_input(BenchmarkId::new(&name, &*label), &plan, |b, plan| match backend {
                     Backend::Gpu(g) => {
                         // The frame goes up once; each iteration runs the
-                        // plan on it again at once (copy in, kernels, copy
-                        // out) with no host copy between, so the GPU is as
-                        // busy as in an export. Timed one frame at a time
+                        // plan on it again (copy in, kernels, copy out) as
+                        // soon as the last is back, with no host copy
+                        // between, so the GPU is as busy as in an export. Timed one frame at a time
                         // with host copies between, an H100 idled at its
                         // 345 MHz clock rather than 1980 MHz and the kernels
                         // took 5x longer than in a pipelined run.

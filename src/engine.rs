@@ -161,8 +161,9 @@ impl Default for EngineConfig {
 /// An `Engine` is a cheap handle (clone it freely): exports, previews and
 /// prefetches from any thread share one backend, one ledger and the caches.
 /// When the last handle goes (a [`PreviewView`](crate::PreviewView) holds
-/// one), the engine's own threads (prefetch, views, async previews) are
-/// stopped and joined before the drop returns, so the device is released
+/// one), the engine's own threads are stopped (prefetches, views' requests)
+/// or finished (an async preview under way, which still answers) and
+/// joined before the drop returns, so the device is released
 /// on the dropping thread and nothing of the engine runs on after it (a
 /// GPU driver torn down at process exit under a thread still using it
 /// crashes).
@@ -188,9 +189,13 @@ impl Engine {
 }
 
 impl Clone for Engine {
+    /// A caller's handle makes another; an internal one another internal
+    /// one, so the engine's own threads never count as callers.
     fn clone(&self) -> Self {
-        self.core.handles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Engine { core: self.core.clone(), caller: true }
+        if self.caller {
+            self.core.handles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Engine { core: self.core.clone(), caller: self.caller }
     }
 }
 

@@ -225,8 +225,9 @@ struct PrefetchJob {
 /// under way plus the newest, not one render per position passed, and an
 /// export waits for neither of the rest. One thread per view serves its requests;
 /// cloning a view gives another handle to the same view, and the thread
-/// (which holds the engine) ends once the last handle is gone and the
-/// request it left is answered.
+/// ends once the last handle is gone and the request it left is answered
+/// (rendered; or answered as superseded if the view held the engine's
+/// last handle, which stops the engine).
 ///
 /// ```no_run
 /// # fn main() -> framepipe::Result<()> {
@@ -1197,8 +1198,14 @@ impl Engine {
                         let Ok(file) = FileStamp::at(job.path) else { continue };
                         let key =
                             PreviewKey { file, frame: job.frame, graph: GradeKey::of(&job.graph), scale: job.scale };
+                        // Unwanted once the playhead moves elsewhere or the
+                        // last caller goes: it stops at its next wait.
+                        let wanted = || {
+                            Engine::has_callers(&engine.core)
+                                && job.generation == state.generation.load(Ordering::SeqCst)
+                        };
                         if let Ok((_, Served::Rendered)) =
-                            engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &|| true), &mut None)
+                            engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &wanted), &mut None)
                         {
                             state.prefetched.fetch_add(1, Ordering::SeqCst);
                         }

@@ -151,6 +151,9 @@ pub fn decode_file_with(
     };
     let mut data = Vec::new();
     let mut whole = None;
+    // Pieces arrive in order; a recycled buffer holds an earlier frame's
+    // pixels, so every byte must have been written.
+    let mut written = 0;
     let sink = |at: usize, px: &[u8]| {
         if data.is_empty() {
             data = buffers.take(bytes.get());
@@ -160,11 +163,21 @@ pub fn decode_file_with(
             reason: format!("{} bytes at offset {at} overrun the frame", px.len()),
         })?;
         piece.copy_from_slice(px);
+        written = written.max(at + px.len());
         Ok(())
     };
     let FrameInfo { width, height, format, has_alpha } =
         decode_to(path, limits, buffers, check, sink, Some(&mut whole))?;
-    let data = whole.unwrap_or(data);
+    let data = match whole {
+        Some(whole) => whole,
+        None if written == bytes.get() => data,
+        None => {
+            return Err(Error::Decode {
+                path: path.to_owned(),
+                reason: format!("the decoder gave {written} of the frame's {} bytes", bytes.get()),
+            });
+        }
+    };
     Ok(HostFrame { width, height, format, has_alpha, data })
 }
 

@@ -247,11 +247,13 @@ impl crate::io::Buffers for Spares {
     fn take(&self, len: usize) -> Vec<u8> {
         let spare = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match spare {
-            Some(mut data) => {
+            // A smaller one (an RGB decode's) would be reallocated and
+            // copied: a new one costs no more.
+            Some(mut data) if data.capacity() >= len => {
                 data.resize(len, 0);
                 data
             }
-            None => vec![0; len],
+            _ => vec![0; len],
         }
     }
 

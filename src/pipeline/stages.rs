@@ -275,10 +275,11 @@ impl Ctx<'_> {
                         flights.push_back((flight, d, readback.expect("GPU frames have one"), t0))
                     }
                     Ok(Submitted::Done(frame)) => {
-                        let Decoded { number, output, slot, decode_ms, frame: source } = d;
+                        // The source's buffer is dropped: the kernels made
+                        // a new one for the output, which the encoder gives
+                        // back, so takes and gives stay even.
+                        let Decoded { number, output, slot, decode_ms, .. } = d;
                         drop(slot);
-                        // The source's buffer takes the next frame's decode.
-                        Buffers::give(&shared.spares, source.data);
                         let process_ms = t0.elapsed().as_secs_f64() * 1e3;
                         let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns: None };
                         if !clock.send(&to_encode, p) {
