@@ -10,6 +10,7 @@ use assert_cmd::Command;
 use framepipe::generate::{GenerateOptions, generate_sequence};
 use framepipe::gpu::{FrameShape, GpuBackend};
 use framepipe::io::EncodeOptions;
+use framepipe::ledger::human_bytes;
 use framepipe::pipeline::Stage;
 use framepipe::pool::PoolSize;
 use framepipe::priority::Priority;
@@ -179,6 +180,10 @@ fn ledger_peak_never_exceeds_budget() {
         let prepared = framepipe::prepare(&job).unwrap();
         let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
         assert!(matches!(err, Error::Budget(_)), "{err}");
+        // Slots are made on several threads at once; the count that fit
+        // is still exact.
+        let says = format!("{} slots of {} each do not fit: {slots} fit", slots + 1, human_bytes(slot));
+        assert!(err.to_string().contains(&says), "{err}");
         assert!(e.ledger().peak() <= budget);
     }
     // A budget that fits no slot: a clear error before any frame is read.
