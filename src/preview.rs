@@ -107,7 +107,8 @@ pub struct PreviewStats {
     /// prefetch, or another thread) and waited for it: counted as misses,
     /// though they did no work of their own.
     pub joined: u64,
-    /// Prefetches dropped because the playhead jumped.
+    /// Prefetches dropped from the queue, or stopped on their way, because
+    /// the playhead jumped or turned.
     pub prefetch_cancelled: u64,
 }
 
@@ -1204,10 +1205,15 @@ impl Engine {
                             Engine::has_callers(&engine.core)
                                 && job.generation == state.generation.load(Ordering::SeqCst)
                         };
-                        if let Ok((_, Served::Rendered)) =
-                            engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &wanted), &mut None)
-                        {
-                            state.prefetched.fetch_add(1, Ordering::SeqCst);
+                        match engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &wanted), &mut None) {
+                            Ok((_, Served::Rendered)) => {
+                                state.prefetched.fetch_add(1, Ordering::SeqCst);
+                            }
+                            // Stopped on its way by a jump: cancelled too.
+                            Err(_) if !wanted() => {
+                                state.cancelled.fetch_add(1, Ordering::SeqCst);
+                            }
+                            _ => {}
                         }
                     }
                 })
