@@ -226,7 +226,8 @@ struct Shared<'a> {
     /// The position (in read order) of the next frame to start.
     turn: Mutex<usize>,
     next_turn: std::sync::Condvar,
-    /// Host frame buffers the encoders are done with, for the copiers.
+    /// Host frame buffers the encoders are done with, for the decoders and
+    /// copiers.
     spares: Spares,
 }
 
