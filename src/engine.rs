@@ -160,7 +160,7 @@ impl Default for EngineConfig {
 ///
 /// An `Engine` is a cheap handle (clone it freely): exports, previews and
 /// prefetches from any thread share one backend, one ledger and the caches.
-/// When the last handle goes (a [`PreviewView`](crate::PreviewView) holds
+/// When the last handle goes (a [`PreviewView`](crate::preview::PreviewView) holds
 /// one), the engine's own threads are stopped (prefetches, views' requests)
 /// or finished (an async preview under way, which still answers) and
 /// joined before the drop returns, so the device is released
