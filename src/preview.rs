@@ -253,11 +253,14 @@ pub struct PreviewView(Arc<ViewHandle>);
 /// holds a caller's handle of the engine, so the engine lives while the
 /// view does (its thread holds an internal one, joined when the engine's
 /// last caller goes).
-struct ViewHandle(Arc<Mailbox>, #[allow(dead_code)] Engine);
+struct ViewHandle {
+    mailbox: Arc<Mailbox>,
+    _engine: Engine,
+}
 
 impl Drop for ViewHandle {
     fn drop(&mut self) {
-        self.0.close(false);
+        self.mailbox.close(false);
     }
 }
 
@@ -303,7 +306,7 @@ impl PreviewView {
             })
             .expect("spawn a preview view's thread");
         caller.core.previews.own_thread(thread, Some(mailbox.clone()));
-        PreviewView(Arc::new(ViewHandle(mailbox, caller)))
+        PreviewView(Arc::new(ViewHandle { mailbox, _engine: caller }))
     }
 
     /// The preview of `frame` with `graph` at `scale`, on the returned
@@ -317,7 +320,7 @@ impl PreviewView {
         graph: &OpGraph,
         scale: Scale,
     ) -> Receiver<Result<Arc<PreviewImage>>> {
-        let mailbox = &self.0.0;
+        let mailbox = &self.0.mailbox;
         let (reply, rx) = crossbeam_channel::bounded(1);
         let (sequence, graph) = (sequence.clone(), graph.clone());
         let waiting = {
@@ -415,10 +418,8 @@ pub(crate) struct PreviewState {
     /// The prefetch thread's queue: started by the first prefetch, closed
     /// when the last caller's handle goes.
     prefetch: Mutex<Option<Sender<PrefetchJob>>>,
-    /// The prefetch thread, joined when the engine goes.
-    prefetcher: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The views' and async previews' threads (with a view's mailbox),
-    /// joined when the engine's last caller goes.
+    /// The prefetch, views' and async previews' threads (with a view's
+    /// mailbox), joined when the engine's last caller goes.
     threads: Mutex<Vec<OwnThread>>,
     /// Keys being rendered now, each with its render's class at the
     /// backend (raised when a preview joins a prefetch), and the signal
@@ -453,7 +454,6 @@ impl PreviewState {
             playhead: Mutex::new(None),
             generation: AtomicU64::new(0),
             prefetch: Mutex::new(None),
-            prefetcher: Mutex::new(None),
             threads: Mutex::default(),
             inflight: Mutex::default(),
             landed: std::sync::Condvar::new(),
@@ -480,7 +480,6 @@ impl PreviewState {
     pub(crate) fn stop_threads(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         drop(lock(&self.prefetch).take());
-        let prefetcher = lock(&self.prefetcher).take();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for (_, mailbox) in &threads {
             if let Some(mailbox) = mailbox {
@@ -490,15 +489,16 @@ impl PreviewState {
         // Never the current thread (none of these holds a caller's handle,
         // so this is only a guard).
         let me = std::thread::current().id();
-        for handle in prefetcher.into_iter().chain(threads.into_iter().map(|(h, _)| h)) {
+        for (handle, _) in threads {
             if handle.thread().id() != me {
                 let _ = handle.join();
             }
         }
     }
 
-    /// Keeps a thread of the engine's own (a view's, an async preview's) to
-    /// join when the engine goes; those that ended are let go here.
+    /// Keeps a thread of the engine's own (the prefetch thread, a view's, an
+    /// async preview's) to join when the engine goes; those that ended are
+    /// let go here.
     fn own_thread(&self, thread: std::thread::JoinHandle<()>, mailbox: Option<Arc<Mailbox>>) {
         let mut threads = lock(&self.threads);
         threads.retain(|(h, _)| !h.is_finished());
@@ -1218,7 +1218,7 @@ impl Engine {
                     }
                 })
                 .expect("spawn prefetch thread");
-            *lock(&state.prefetcher) = Some(handle);
+            state.own_thread(handle, None);
             tx
         });
         let mut target = from;

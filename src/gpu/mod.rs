@@ -795,13 +795,11 @@ impl GpuBackend {
             encoder.copy_buffer_to_buffer(&slot.upload, src_off, &c.packed.buffer, 0, src_len);
             {
                 let pair = 2 * band.min(pairs - 1) as u32;
-                let timestamp_writes = slot.timer.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
-                    query_set: &t.set,
-                    beginning_of_pass_write_index: (band < pairs).then_some(pair),
-                    end_of_pass_write_index: (band + 1 < pairs || band + 1 == copies.len()).then_some(pair + 1),
-                });
-                let timestamp_writes = timestamp_writes
-                    .filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some());
+                let timestamp_writes = pass_timestamps(
+                    slot.timer.as_ref().map(|t| &t.set),
+                    (band < pairs).then_some(pair),
+                    (band + 1 < pairs || band + 1 == copies.len()).then_some(pair + 1),
+                );
                 let mut pass =
                     encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("band"), timestamp_writes });
                 for (_, pipeline, group, (gx, gy)) in c.launches.iter().filter(|l| l.0 == band) {
@@ -879,6 +877,21 @@ impl GpuBackend {
     pub fn release_own_slot(&mut self) {
         self.own_slot = None;
     }
+}
+
+/// A compute pass's timestamp writes into `set` (where the adapter has
+/// timestamps): `begin` at its start, `end` at its end, either left out;
+/// none at all when both are (wgpu refuses an empty pair).
+fn pass_timestamps(
+    set: Option<&wgpu::QuerySet>,
+    begin: Option<u32>,
+    end: Option<u32>,
+) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+    set.filter(|_| begin.is_some() || end.is_some()).map(|query_set| wgpu::ComputePassTimestampWrites {
+        query_set,
+        beginning_of_pass_write_index: begin,
+        end_of_pass_write_index: end,
+    })
 }
 
 #[cfg(test)]

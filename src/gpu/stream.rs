@@ -115,13 +115,11 @@ impl GpuBackend {
         // The first pass writes the start, the last the end: what is timed
         // is every pass and the barriers between them, as frames in a row.
         for i in 0..passes {
-            let timestamp_writes = timer.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                query_set: set,
-                beginning_of_pass_write_index: (i == 0).then_some(0),
-                end_of_pass_write_index: (i + 1 == passes).then_some(1),
-            });
-            let timestamp_writes = timestamp_writes
-                .filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some());
+            let timestamp_writes = super::pass_timestamps(
+                timer.as_ref().map(|t| &t.0),
+                (i == 0).then_some(0),
+                (i + 1 == passes).then_some(1),
+            );
             let mut pass =
                 encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("stream"), timestamp_writes });
             pass.set_pipeline(&pipeline);
