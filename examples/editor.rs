@@ -38,6 +38,12 @@ struct Args {
     /// VRAM budget shared by previews and the export: 512MiB, 2GiB, 1.5GB.
     #[arg(long, default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
     budget: u64,
+    /// Frames prefetched ahead of the playhead.
+    #[arg(long, default_value_t = EngineConfig::default().prefetch)]
+    prefetch: usize,
+    /// Threads that prefetch (0: half the cores, at most --prefetch).
+    #[arg(long, default_value_t = 0)]
+    prefetch_threads: usize,
 }
 
 fn grade(exposure: f64) -> OpGraph {
@@ -196,13 +202,26 @@ fn main() -> Result<(), framepipe::Error> {
         }
     };
     let seq = Sequence::scan(&input, None, MissingPolicy::Error)?;
-    let config = EngineConfig { backend: args.backend, vram_budget: args.budget, ..Default::default() };
+    let config = EngineConfig {
+        backend: args.backend,
+        vram_budget: args.budget,
+        prefetch: args.prefetch,
+        prefetch_threads: args.prefetch_threads,
+        ..Default::default()
+    };
 
     let idle = Engine::new(config.clone())?;
     if let Some(n) = idle.notice() {
         eprintln!("notice: {n}");
     }
-    println!("## Editor session: {} ({} frames), 1/4 previews, on {}", input, seq.frames.len(), idle.device_name());
+    println!(
+        "## Editor session: {} ({} frames), 1/4 previews, on {}, prefetching {} frames on {} threads",
+        input,
+        seq.frames.len(),
+        idle.device_name(),
+        args.prefetch,
+        idle.prefetch_threads()
+    );
     let quiet = session(&idle, &seq);
     print("engine idle", &quiet, &idle.preview_stats());
     drop(idle);

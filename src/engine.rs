@@ -110,6 +110,13 @@ pub struct EngineConfig {
     pub source_cache_bytes: u64,
     /// Frames prefetched ahead of the playhead. By default, 3.
     pub prefetch: usize,
+    /// Threads that prefetch, each decoding and rendering one frame at a
+    /// time (decoding an 8K PNG takes a core about 0.4 s, so playback wants
+    /// several at once); 0 means half the engine's [threads](Self::threads),
+    /// at least 1 and at most [`prefetch`](Self::prefetch): the other half
+    /// is left to the requests the caller waits on, and an export. By
+    /// default, 0.
+    pub prefetch_threads: usize,
     /// How long the previews' GPU memory (their frame slot, kernel buffers
     /// of other grades) is kept after the last preview once an export
     /// wants it back to regrow its pool. Kept while an editor is active, so
@@ -135,6 +142,7 @@ impl Default for EngineConfig {
             preview_cache_bytes: 512 << 20,
             source_cache_bytes: 1 << 30,
             prefetch: 3,
+            prefetch_threads: 0,
             preview_memory_idle: std::time::Duration::from_secs(1),
             band_bytes: None,
         }
@@ -311,6 +319,15 @@ impl Engine {
     /// Decode/encode threads (the config's, or one per core).
     pub fn threads(&self) -> usize {
         resolve_threads(self.core.config.threads)
+    }
+
+    /// Threads that prefetch: the config's, or half the engine's threads
+    /// (at least 1, at most the frames prefetched).
+    pub fn prefetch_threads(&self) -> usize {
+        match self.core.config.prefetch_threads {
+            0 => (self.threads() / 2).clamp(1, self.core.config.prefetch.max(1)),
+            n => n,
+        }
     }
 
     /// Runs `work` on the engine's CPU threads (see [`Engine::threads`]):

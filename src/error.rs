@@ -130,6 +130,15 @@ pub enum Error {
     /// that a later request of the same view replaced before it rendered.
     #[error("superseded by a later request of the same view")]
     Superseded,
+    /// The OS would not start a thread (a process or container thread
+    /// limit, `--threads` far beyond the cores).
+    #[error("cannot start a thread for {what}: {source}")]
+    Thread {
+        /// What the thread was for.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Any other I/O failure, with the path it concerns.
     #[error("{path}: {source}")]
     Io {

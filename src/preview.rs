@@ -256,6 +256,9 @@ pub struct PreviewView(Arc<ViewHandle>);
 struct ViewHandle {
     mailbox: Arc<Mailbox>,
     _engine: Engine,
+    /// Why the view has no thread (the OS would not start one): each
+    /// request is answered with it.
+    no_thread: Option<(std::io::ErrorKind, String)>,
 }
 
 impl Drop for ViewHandle {
@@ -292,21 +295,24 @@ impl PreviewView {
         let mailbox = Arc::new(Mailbox::default());
         let (caller, worker) = (engine.clone(), mailbox.clone());
         let engine = Engine::internal(engine.core.clone());
-        let thread = std::thread::Builder::new()
-            .name("framepipe-view".into())
-            .spawn(move || {
-                while let Some(r) = worker.take() {
-                    let newest = || worker.latest.load(Ordering::SeqCst) == r.id;
-                    // A panic answers its request and leaves the thread
-                    // serving the next ones (the render's own are caught
-                    // deeper, with its memory given back).
-                    let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, r.scale, &newest);
-                    let _ = r.reply.send(panic_as_error(r.frame, preview));
-                }
-            })
-            .expect("spawn a preview view's thread");
-        caller.core.previews.own_thread(thread, Some(mailbox.clone()));
-        PreviewView(Arc::new(ViewHandle { mailbox, _engine: caller }))
+        let thread = std::thread::Builder::new().name("framepipe-view".into()).spawn(move || {
+            while let Some(r) = worker.take() {
+                let newest = || worker.latest.load(Ordering::SeqCst) == r.id;
+                // A panic answers its request and leaves the thread
+                // serving the next ones (the render's own are caught
+                // deeper, with its memory given back).
+                let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, r.scale, &newest);
+                let _ = r.reply.send(panic_as_error(r.frame, preview));
+            }
+        });
+        let no_thread = match thread {
+            Ok(thread) => {
+                caller.core.previews.own_thread(thread, Some(mailbox.clone()));
+                None
+            }
+            Err(e) => Some((e.kind(), e.to_string())),
+        };
+        PreviewView(Arc::new(ViewHandle { mailbox, _engine: caller, no_thread }))
     }
 
     /// The preview of `frame` with `graph` at `scale`, on the returned
@@ -322,6 +328,11 @@ impl PreviewView {
     ) -> Receiver<Result<Arc<PreviewImage>>> {
         let mailbox = &self.0.mailbox;
         let (reply, rx) = crossbeam_channel::bounded(1);
+        if let Some((kind, why)) = &self.0.no_thread {
+            let source = std::io::Error::new(*kind, why.clone());
+            let _ = reply.send(Err(Error::Thread { what: "a preview view".into(), source }));
+            return rx;
+        }
         let (sequence, graph) = (sequence.clone(), graph.clone());
         let waiting = {
             // Numbered under the lock: handles on two threads post in the
@@ -415,10 +426,10 @@ pub(crate) struct PreviewState {
     cancelled: AtomicU64,
     playhead: Mutex<Option<Playhead>>,
     generation: AtomicU64,
-    /// The prefetch thread's queue: started by the first prefetch, closed
+    /// The prefetch threads' queue: started by the first prefetch, closed
     /// when the last caller's handle goes.
     prefetch: Mutex<Option<Sender<PrefetchJob>>>,
-    /// The prefetch, views' and async previews' threads (with a view's
+    /// The prefetch threads, views' and async previews' threads (with a view's
     /// mailbox), joined when the engine's last caller goes.
     threads: Mutex<Vec<OwnThread>>,
     /// Keys being rendered now, each with its render's class at the
@@ -728,10 +739,16 @@ impl Engine {
     ) -> Receiver<Result<Arc<PreviewImage>>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let (engine, sequence, graph) = (Engine::internal(self.core.clone()), sequence.clone(), graph.clone());
-        let thread = std::thread::spawn(move || {
+        let failed = tx.clone();
+        let thread = std::thread::Builder::new().name("framepipe-preview".into()).spawn(move || {
             let _ = tx.send(engine.preview(&sequence, frame, &graph, scale));
         });
-        self.core.previews.own_thread(thread, None);
+        match thread {
+            Ok(thread) => self.core.previews.own_thread(thread, None),
+            Err(source) => {
+                drop(failed.send(Err(Error::Thread { what: format!("the preview of frame {frame}"), source })))
+            }
+        }
         rx
     }
 
@@ -1179,48 +1196,24 @@ impl Engine {
         if queue.is_none() && !Engine::has_callers(&self.core) {
             return;
         }
-        let sender = queue.get_or_insert_with(|| {
+        if queue.is_none() {
             let (tx, rx) = unbounded::<PrefetchJob>();
-            let core = Arc::downgrade(&self.core);
-            let handle = std::thread::Builder::new()
-                .name("framepipe-prefetch".into())
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        // Gone, or no caller holds it: nobody will ask for
-                        // what it would render.
-                        let Some(core) = core.upgrade().filter(|c| Engine::has_callers(c)) else { break };
-                        let engine = Engine::internal(core);
-                        let state = &engine.core.previews;
-                        if job.generation != state.generation.load(Ordering::SeqCst) {
-                            state.cancelled.fetch_add(1, Ordering::SeqCst);
-                            continue;
-                        }
-                        // A file gone since it was queued: nothing to render.
-                        let Ok(file) = FileStamp::at(job.path) else { continue };
-                        let key =
-                            PreviewKey { file, frame: job.frame, graph: GradeKey::of(&job.graph), scale: job.scale };
-                        // Unwanted once the playhead moves elsewhere or the
-                        // last caller goes: it stops at its next wait.
-                        let wanted = || {
-                            Engine::has_callers(&engine.core)
-                                && job.generation == state.generation.load(Ordering::SeqCst)
-                        };
-                        match engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &wanted), &mut None) {
-                            Ok((_, Served::Rendered)) => {
-                                state.prefetched.fetch_add(1, Ordering::SeqCst);
-                            }
-                            // Stopped on its way by a jump: cancelled too.
-                            Err(_) if !wanted() => {
-                                state.cancelled.fetch_add(1, Ordering::SeqCst);
-                            }
-                            _ => {}
-                        }
-                    }
-                })
-                .expect("spawn prefetch thread");
-            state.own_thread(handle, None);
-            tx
-        });
+            for i in 0..self.prefetch_threads() {
+                let (core, rx) = (Arc::downgrade(&self.core), rx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("framepipe-prefetch-{i}"))
+                    .spawn(move || prefetch_worker(&core, &rx));
+                // Out of threads: prefetch with the ones there are (none:
+                // previews still render, on the caller's thread).
+                match spawned {
+                    Ok(handle) => state.own_thread(handle, None),
+                    Err(_) if i == 0 => return,
+                    Err(_) => break,
+                }
+            }
+            *queue = Some(tx);
+        }
+        let Some(sender) = queue.as_ref() else { return };
         let mut target = from;
         while (until - target) * step > 0 {
             target += step;
@@ -1230,6 +1223,39 @@ impl Engine {
             };
             let (path, frame) = (f.path.clone(), f.number);
             let _ = sender.send(PrefetchJob { generation, path, frame, graph: graph.clone(), scale });
+        }
+    }
+}
+
+/// One prefetch thread: renders queued frames, nearest first, until the
+/// queue closes or no caller is left. Several share one queue, so the next
+/// frames decode at once.
+fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Receiver<PrefetchJob>) {
+    while let Ok(job) = rx.recv() {
+        // Gone, or no caller holds it: nobody will ask for what it would
+        // render.
+        let Some(core) = core.upgrade().filter(|c| Engine::has_callers(c)) else { break };
+        let engine = Engine::internal(core);
+        let state = &engine.core.previews;
+        if job.generation != state.generation.load(Ordering::SeqCst) {
+            state.cancelled.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        // A file gone since it was queued: nothing to render.
+        let Ok(file) = FileStamp::at(job.path) else { continue };
+        let key = PreviewKey { file, frame: job.frame, graph: GradeKey::of(&job.graph), scale: job.scale };
+        // Unwanted once the playhead moves elsewhere or the last caller
+        // goes: it stops at its next wait.
+        let wanted = || Engine::has_callers(&engine.core) && job.generation == state.generation.load(Ordering::SeqCst);
+        match engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &wanted), &mut None) {
+            Ok((_, Served::Rendered)) => {
+                state.prefetched.fetch_add(1, Ordering::SeqCst);
+            }
+            // Stopped on its way by a jump: cancelled too.
+            Err(_) if !wanted() => {
+                state.cancelled.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
         }
     }
 }

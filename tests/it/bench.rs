@@ -64,7 +64,7 @@ fn bench_pool_rows_agree_with_their_runs() {
         assert!(row[9].parse::<u64>().unwrap() > 0, "peak RSS measured");
         let efficiency: f64 = row[6].parse().unwrap();
         assert!(efficiency > 0.0 && efficiency <= 1.0, "efficiency {efficiency}");
-        assert!(["decode", "gpu", "cpu", "readback", "encode"].contains(&row[7]), "bottleneck {}", row[7]);
+        assert!(["decode", "gpu", "compute", "readback", "encode"].contains(&row[7]), "bottleneck {}", row[7]);
     }
     // The runs' own clocks cannot claim more time than the whole command took.
     let total: f64 = rows.iter().map(|r| r[4].parse::<f64>().unwrap()).sum();

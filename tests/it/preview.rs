@@ -484,25 +484,27 @@ fn prefetch_follows_the_playhead_the_grade_and_the_direction() {
     let t = tempfile::tempdir().unwrap();
     let seq = sequence(t.path(), 40, 64, 40, PixelFormat::Rgba8);
     let (g1, g2) = (grade(0.1), grade(-0.3));
-    for backend in backends() {
-        let e = Engine::new(EngineConfig { backend, prefetch: 3, ..Default::default() }).unwrap();
+    // One prefetch thread, or three rendering the next frames at once.
+    for (backend, prefetch_threads) in backends().into_iter().flat_map(|b| [(b, 1), (b, 3)]) {
+        let e = Engine::new(EngineConfig { backend, prefetch: 3, prefetch_threads, ..Default::default() }).unwrap();
+        let backend = format!("{backend:?}, {prefetch_threads} threads");
         // Playing forward queues the next three frames.
         e.preview(&seq, 10, &g1, Scale::Quarter).unwrap();
         e.preview(&seq, 11, &g1, Scale::Quarter).unwrap();
-        assert!(prefetched(&e, &seq, &[12, 13, 14], &g1), "{backend:?}: forward prefetch");
+        assert!(prefetched(&e, &seq, &[12, 13, 14], &g1), "{backend}: forward prefetch");
         // A new grade: the next frames are fetched with it, not only the
         // one frame beyond what the old grade had queued.
         e.preview(&seq, 12, &g2, Scale::Quarter).unwrap();
-        assert!(prefetched(&e, &seq, &[13, 14, 15], &g2), "{backend:?}: prefetch after a grade change");
+        assert!(prefetched(&e, &seq, &[13, 14, 15], &g2), "{backend}: prefetch after a grade change");
         // Turning around fetches backwards.
         e.preview(&seq, 11, &g2, Scale::Quarter).unwrap();
-        assert!(prefetched(&e, &seq, &[10, 9, 8], &g2), "{backend:?}: backward prefetch");
+        assert!(prefetched(&e, &seq, &[10, 9, 8], &g2), "{backend}: backward prefetch");
         // Stepping back to the first frames queues nothing before them,
         // and fails nothing.
         e.preview(&seq, 2, &g2, Scale::Quarter).unwrap();
         e.preview(&seq, 1, &g2, Scale::Quarter).unwrap();
         let stats = e.preview_stats();
-        assert!(stats.prefetched >= 9, "{backend:?}: {stats:?}");
+        assert!(stats.prefetched >= 9, "{backend}: {stats:?}");
     }
 }
 
@@ -512,7 +514,8 @@ fn a_jump_cancels_queued_prefetches_and_async_previews_arrive() {
     // Frames large enough that eight prefetches take a while to render.
     let seq = sequence(t.path(), 40, 640, 400, PixelFormat::Rgba8);
     let g = grade(0.2);
-    let e = Engine::new(EngineConfig { backend: BackendKind::Cpu, prefetch: 8, ..Default::default() }).unwrap();
+    let config = EngineConfig { backend: BackendKind::Cpu, prefetch: 8, prefetch_threads: 2, ..Default::default() };
+    let e = Engine::new(config).unwrap();
     e.preview(&seq, 10, &g, Scale::Quarter).unwrap();
     e.preview(&seq, 11, &g, Scale::Quarter).unwrap(); // queues 12..=19
     e.preview(&seq, 35, &g, Scale::Quarter).unwrap(); // a jump: cancels them, queues nothing
