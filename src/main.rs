@@ -305,6 +305,9 @@ struct DemoArgs {
 /// `demo`) has one going.
 static RUN: std::sync::OnceLock<Cancel> = std::sync::OnceLock::new();
 
+/// Set by the demo, whose folder a second Ctrl-C removes whole.
+static DEMO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// SIGINT, SIGTERM (how render farms stop a job) and SIGHUP. During a
 /// `process` run the first asks it to stop (frames being written finish,
 /// the rest are dropped, the summary is printed, exit 130). Otherwise, and
@@ -322,7 +325,9 @@ fn on_signal() {
             let removed = framepipe::io::remove_partials();
             // (A count of the frames kept could miss one renamed into
             // place just now, before its report: none is given.)
-            let kept = if RUN.get().is_some() { "the frames written so far are kept, " } else { "" };
+            // (Not the demo's: its folder goes whole.)
+            let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
+            let kept = if RUN.get().is_some() && !demo { "the frames written so far are kept, " } else { "" };
             note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
             std::process::exit(130);
         }
@@ -623,11 +628,17 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     // A resumed run (--skip-existing) replaces the reports of the run it
     // finishes, as --overwrite would: they describe the run that made them.
-    let replace_reports = opts.overwrite || opts.skip_existing;
+    // Any other file under a report's name is the user's, kept.
+    let replace = |path: &Option<PathBuf>| {
+        opts.overwrite || (opts.skip_existing && path.as_deref().is_some_and(is_earlier_report))
+    };
+    let (replace_json, replace_timeline) = (replace(&opts.json), replace(&opts.timeline));
     // Held to the end: a folder made for a report goes if it stays empty.
     let mut _made = Vec::new();
-    for path in [&opts.json, &opts.timeline].into_iter().flatten().filter(|p| *p != Path::new("-")) {
-        _made.push(prepared.check_side_file(path, replace_reports)?);
+    for (path, replace) in [(&opts.json, replace_json), (&opts.timeline, replace_timeline)] {
+        if let Some(path) = path.as_deref().filter(|p| *p != Path::new("-")) {
+            _made.push(prepared.check_side_file(path, replace)?);
+        }
     }
     for (flag, path, kind) in
         [("--json", &opts.json, "the JSON report"), ("--timeline", &opts.timeline, "the SVG timeline")]
@@ -736,10 +747,11 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let mut unwritten = false;
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
-        unwritten |= failed_after_run(write_report(path, &text, replace_reports));
+        unwritten |= failed_after_run(write_report(path, &text, replace_json));
     }
     if let Some(path) = &opts.timeline {
-        unwritten |= failed_after_run(write_report(path, &framepipe::timeline::render_svg(&report), replace_reports));
+        let svg = framepipe::timeline::render_svg(&report);
+        unwritten |= failed_after_run(write_report(path, &svg, replace_timeline));
     }
     Ok(if report.cancelled {
         ExitCode::from(130)
@@ -955,6 +967,20 @@ fn failed_after_run(result: Result<(), Error>) -> bool {
     result.map_err(|e| note!("error: {e}")).is_err()
 }
 
+/// Whether `path` holds a report of an earlier run, a JSON report or an
+/// SVG timeline (told by its first 4 KiB): the only existing files a
+/// resumed run replaces without `--overwrite`.
+fn is_earlier_report(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head));
+    let head = String::from_utf8_lossy(&head);
+    let json_keys = ["\"input\"", "\"output\"", "\"ops\"", "\"backend\"", "\"device\"", "\"frames_written\""];
+    read.is_ok()
+        && (head.contains(framepipe::timeline::MARKER)
+            || (head.starts_with('{') && json_keys.iter().all(|k| head.contains(k))))
+}
+
 /// A report to its file (whole or not at all), or to stdout for `-`.
 fn write_report(path: &Path, text: &str, overwrite: bool) -> Result<(), Error> {
     if path == Path::new("-") {
@@ -981,11 +1007,10 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     if args.frames == 0 {
         return Err(Error::invalid("frame count", 0, "at least 1"));
     }
-    // Removed if the demo fails before its frames are graded; kept then.
-    let tmp = tempfile::Builder::new()
-        .prefix("framepipe-demo-")
-        .tempdir()
-        .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+    // Removed if the demo fails or is stopped at once (a second Ctrl-C)
+    // before its frames are graded; kept then.
+    let tmp = framepipe::io::ScratchDir::new("framepipe-demo-")?;
+    DEMO.store(true, std::sync::atomic::Ordering::SeqCst);
     let dir = tmp.path().to_owned();
     let plates = dir.join("plates/shot_%04d.png").display().to_string();
     let graded = dir.join("graded/shot_%04d.png").display().to_string();
@@ -1016,7 +1041,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         demo: true,
     };
     let code = run_job(&job, &run, None)?;
-    let _ = tmp.keep();
+    tmp.keep();
     note!("sources:  {plates}");
     note!("graded:   {graded}");
     note!("report:   {}", dir.join("report.json").display());

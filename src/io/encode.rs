@@ -173,6 +173,15 @@ impl ScratchDir {
     pub fn path(&self) -> &Path {
         self.0.as_ref().expect("there until dropped").path()
     }
+
+    /// Keeps the folder and what it holds (no longer removed by a drop or
+    /// by [`remove_partials`]), returning its path.
+    pub fn keep(mut self) -> PathBuf {
+        let mut scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.0.take().expect("there until dropped");
+        scratch.remove(dir.path());
+        dir.keep()
+    }
 }
 
 impl Drop for ScratchDir {

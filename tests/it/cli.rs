@@ -486,8 +486,10 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         let dir = t.path().join(format!("resumed-{sequential}"));
         let out = dir.join("o_%02d.png").display().to_string();
         let json = t.path().join(format!("r-{sequential}.json"));
+        let svg = t.path().join(format!("t-{sequential}.svg"));
         let first = ["process", &input, "-o", &out, "--blur", "1", "--frames", "1-3", "-q", "--json"];
-        framepipe().args(first).arg(&json).assert().success();
+        framepipe().args(first).arg(&json).arg("--timeline").arg(&svg).assert().success();
+        let first_svg = fs::read(&svg).unwrap();
         // What is there is kept even if it differs from what a run would
         // make (here an ungraded frame), as long as it is a frame.
         let kept = fs::read(t.path().join("s_02.png")).unwrap();
@@ -496,6 +498,7 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         // finishes it.
         let mut resume = framepipe();
         resume.args(["process", &input, "-o", &out, "--blur", "1", "--skip-existing", "--json"]).arg(&json);
+        resume.arg("--timeline").arg(&svg);
         if sequential {
             resume.arg("--sequential");
         }
@@ -507,6 +510,18 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         }
         let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!((report["frames_written"].as_u64(), report["frames_existing"].as_u64()), (Some(3), Some(3)));
+        assert_ne!(fs::read(&svg).unwrap(), first_svg, "the timeline replaced too");
+    }
+    // A file of the user's under a report's name is not a report to
+    // replace: kept, and the run refused up front.
+    let out = t.path().join("resumed-true/o_%02d.png").display().to_string();
+    for (flag, name) in [("--json", "notes.json"), ("--timeline", "drawing.svg")] {
+        let mine = t.path().join(name);
+        fs::write(&mine, "{\"input\": \"mine\"}").unwrap();
+        let mut resume = framepipe();
+        resume.args(["process", &input, "-o", &out, "--skip-existing", flag]).arg(&mine);
+        resume.assert().code(2).stderr(contains(format!("{name}: output exists (use --overwrite")));
+        assert_eq!(fs::read_to_string(&mine).unwrap(), "{\"input\": \"mine\"}");
     }
     // Nothing left to do is not an error; a stream has nothing to keep,
     // and replacing and keeping at once is a contradiction.

@@ -457,6 +457,38 @@ fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
     assert!(!rest.contains("frames/s"), "no summary after stopping at once: {rest}");
 }
 
+/// The demo stopped while it generates its frames leaves no folder behind.
+#[test]
+fn the_demo_interrupted_while_generating_leaves_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
+        .args(["demo", "--size", "1920x1080", "--frames", "40", "--backend", "cpu"])
+        .env("TMPDIR", tmp.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.starts_with("generating") {
+        line.clear();
+    }
+    assert!(line.starts_with("generating"), "{line}");
+    let demo = tmp.path().read_dir().unwrap().flatten().next().expect("the demo's folder").path();
+    // Some frames are there to remove.
+    let plates = demo.join("plates");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fs::read_dir(&plates).map_or(0, |d| d.count()) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let kill = format!("kill -INT {}", child.id());
+    assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
+    let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
+    assert_eq!(status.code(), Some(130));
+    assert!(!demo.exists(), "{} removed", demo.display());
+}
+
 /// A first frame cut short after its header sets the run's frame size in
 /// both paths alike (its header is what the pipeline sizes the pool by),
 /// so under `--on-error skip` they fail and write the same frames.
