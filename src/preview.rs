@@ -531,7 +531,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Area average over `factor` x `factor` blocks to RGBA8, on the CPU: the
 /// twin of `shaders/downscale.wgsl` (same blocks, order and rounding).
+///
+/// # Panics
+/// If `frame` fails [`HostFrame::check`] (its data is not its size).
 pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
+    if let Err(e) = frame.check() {
+        panic!("downscale_cpu: {e}");
+    }
     // 0 would divide by zero; it can only mean no reduction.
     let factor = factor.max(1);
     let (w, h) = (frame.width.div_ceil(factor), frame.height.div_ceil(factor));

@@ -91,8 +91,10 @@ impl Default for EncodeOptions {
 /// no copy: the frame's own bytes come back.
 ///
 /// # Errors
-/// [`Error::Encode`] naming `what` (the stream) and the reason.
+/// [`Error::Encode`] naming `what` (the stream) and the reason;
+/// [`Error::InvalidValue`] for a frame whose data is not its size.
 pub fn encode_frame(frame: HostFrame, format: OutputFormat, options: &EncodeOptions, what: &Path) -> Result<Vec<u8>> {
+    frame.check()?;
     if format == OutputFormat::Raw {
         let mut data = frame.data;
         if cfg!(target_endian = "big") && frame.format == PixelFormat::Rgba16 {
@@ -212,7 +214,8 @@ impl Drop for Registered {
 /// container allows; JPEG and QOI get the frame rounded to 8 bits.
 ///
 /// # Errors
-/// [`Error::OutputExists`], or [`Error::Encode`] naming the path.
+/// [`Error::OutputExists`], or [`Error::Encode`] naming the path;
+/// [`Error::InvalidValue`] for a frame whose data is not its size.
 pub fn write_frame_atomic(
     frame: &HostFrame,
     path: &Path,
@@ -237,6 +240,7 @@ pub(crate) fn write_frame_atomic_unless(
     if format == OutputFormat::Raw {
         return Err(Error::Encode { path: path.to_owned(), reason: "raw output is for streams (-o -) only".into() });
     }
+    frame.check()?;
     write_atomic(path, overwrite, abandon, |w| encode(frame, format, options, w).map_err(|e| e.to_string()))
 }
 
@@ -551,6 +555,20 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_whose_data_is_not_its_size_is_an_error_not_a_panic() {
+        let t = tempfile::tempdir().unwrap();
+        let mut frame = HostFrame::new(64, 64, PixelFormat::Rgba8, true);
+        frame.data.truncate(100);
+        let path = t.path().join("short.png");
+        let e = write_frame_atomic(&frame, &path, OutputFormat::Png, &EncodeOptions::default(), false).unwrap_err();
+        assert_eq!(e.to_string(), "invalid frame data 100 bytes (expected 16384 bytes for 64x64 RGBA8)");
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "nothing written");
+        for format in [OutputFormat::Png, OutputFormat::Raw] {
+            assert!(encode_frame(frame.clone(), format, &EncodeOptions::default(), &path).is_err(), "{format:?}");
+        }
+    }
 
     #[test]
     fn only_folders_this_check_made_are_removed() {

@@ -81,6 +81,27 @@ impl HostFrame {
         HostFrame { width, height, format, has_alpha, data: vec![0; len] }
     }
 
+    /// Checks that `data` holds exactly `width * height` pixels of
+    /// `format`: the fields are public, so a frame built by hand may not.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`](crate::Error::InvalidValue) with both byte
+    /// counts.
+    pub fn check(&self) -> crate::Result<()> {
+        let pixels = (self.width as usize).checked_mul(self.height as usize);
+        match pixels.and_then(|n| n.checked_mul(self.format.bytes_per_pixel())) {
+            Some(n) if n == self.data.len() => Ok(()),
+            n => Err(crate::Error::invalid(
+                "frame data",
+                format!("{} bytes", self.data.len()),
+                match n {
+                    Some(n) => format!("{n} bytes for {}", self.describe()),
+                    None => format!("a size this machine can address, not {}", self.describe()),
+                },
+            )),
+        }
+    }
+
     /// Bytes in one row.
     pub fn row_bytes(&self) -> usize {
         self.width as usize * self.format.bytes_per_pixel()

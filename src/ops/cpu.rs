@@ -28,6 +28,9 @@ type Px = [f32; 4];
 const MIN_BAND_ROWS: usize = 64;
 
 /// Runs `plan` on `src` and returns a frame of the same size and format.
+///
+/// # Panics
+/// If `src` fails [`HostFrame::check`] (its data is not its size).
 pub fn process_cpu(src: &HostFrame, plan: &Plan) -> HostFrame {
     // Bands at least four halos tall keep the recomputed halo rows under
     // half of the work even for wide blurs.
@@ -38,6 +41,9 @@ pub fn process_cpu(src: &HostFrame, plan: &Plan) -> HostFrame {
 /// [`process_cpu`] with an explicit band height (tests force small bands).
 #[doc(hidden)]
 pub fn process_cpu_banded(src: &HostFrame, plan: &Plan, band_rows: usize) -> HostFrame {
+    if let Err(e) = src.check() {
+        panic!("process_cpu: {e}");
+    }
     let width = src.width as usize;
     let height = src.height as usize;
     let mut out = HostFrame::new(src.width, src.height, src.format, src.has_alpha);
