@@ -456,6 +456,10 @@ fn write_atomic(
         fill(&mut w).map_err(fail)?;
         w.flush().map_err(|e| fail(e.to_string()))?;
     }
+    // On disk before it takes its name: a crash or a power cut after the
+    // rename must not leave a name on a file the disk never got whole (a
+    // resumed run keeps any file that is there and reads as a frame).
+    tmp.as_file().sync_data().map_err(|e| fail(e.to_string()))?;
     // On failure the temporary file is removed when `tmp` drops.
     if abandon() {
         return Ok(false);
