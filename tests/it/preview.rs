@@ -298,6 +298,8 @@ fn previews_went_first(trace: &[(Instant, TraceEvent)], previews: &[u64], total:
 fn many_threads_at_once() {
     let t = tempfile::tempdir().unwrap();
     let seq = Arc::new(sequence(t.path(), 12, 48, 32, PixelFormat::Rgba8));
+    let sources: Arc<Vec<HostFrame>> =
+        Arc::new(seq.frames.iter().map(|f| decode_file(&f.path, &DecodeLimits::default()).unwrap()).collect());
     for backend in backends() {
         let cap = 24 * 16 * 4 * 5; // five half-scale previews
         let e =
@@ -305,7 +307,7 @@ fn many_threads_at_once() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let threads: Vec<_> = (0..8)
             .map(|i| {
-                let (e, seq) = (e.clone(), seq.clone());
+                let (e, seq, sources) = (e.clone(), seq.clone(), sources.clone());
                 std::thread::spawn(move || {
                     let mut rng = Rng::fresh(&format!("thread {i}"));
                     let mut n = 0;
@@ -319,6 +321,13 @@ fn many_threads_at_once() {
                         let g = OpGraph::new(vec![Op::Exposure { stops }, Op::Blur { sigma }]).unwrap();
                         let p = e.preview(&seq, frame, &g, scale).unwrap();
                         assert_eq!(p.frame, frame);
+                        // Its own frame, grade and scale: no other request's
+                        // image, whatever ran beside it.
+                        let full = process_cpu(&sources[frame as usize - 1], &g.plan());
+                        let (w, h, expected) = area_average(&full, scale.factor());
+                        assert_eq!((p.width, p.height), (w, h));
+                        let worst = p.data.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+                        assert!(worst <= 1, "frame {frame} {g:?} {scale:?}: off by {worst}");
                         assert!(e.preview_stats().previews.bytes <= cap);
                         n += 1;
                     }
