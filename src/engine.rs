@@ -607,15 +607,15 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let mut existing = Vec::new();
     if keep.contains(&false) {
         let (mut frames, mut left) = (Vec::new(), Vec::new());
-        for ((frame, out), kept) in std::mem::take(&mut sequence.frames).into_iter().zip(outputs).zip(keep) {
+        for ((frame, out), kept) in sequence.frames.iter().zip(outputs).zip(keep) {
             if kept {
-                frames.push(frame);
+                frames.push(frame.clone());
                 left.push(out);
             } else {
                 existing.push(frame.number);
             }
         }
-        (sequence.frames, outputs) = (frames, left);
+        (sequence.frames, outputs) = (frames.into(), left);
         existing.sort_unstable();
     }
     Ok(PreparedJob { sequence, outputs, format, stream: false, existing, reads, _made: made })

@@ -586,9 +586,7 @@ impl Drop for Held<'_> {
 /// The file of `frame` in `sequence`.
 fn frame_path(sequence: &Sequence, frame: u64) -> Result<std::path::PathBuf> {
     sequence
-        .frames
-        .iter()
-        .find(|f| f.number == frame)
+        .frame(frame)
         .map(|f| f.path.clone())
         .ok_or_else(|| Error::Sequence(format!("{}: frame {frame} is not in the sequence", sequence.source)))
 }
@@ -1223,8 +1221,7 @@ impl Engine {
         let mut target = from;
         while (until - target) * step > 0 {
             target += step;
-            let Some(f) = u64::try_from(target).ok().and_then(|n| sequence.frames.iter().find(|f| f.number == n))
-            else {
+            let Some(f) = u64::try_from(target).ok().and_then(|n| sequence.frame(n)) else {
                 break;
             };
             let (path, frame) = (f.path.clone(), f.number);

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -253,20 +254,21 @@ pub struct SequenceFrame {
     pub path: PathBuf,
 }
 
-/// An ordered list of frames found on disk.
+/// An ordered list of frames found on disk. Cheap to clone (its lists are
+/// shared): an editor passes one with every preview request.
 #[derive(Clone, Debug)]
 pub struct Sequence {
     /// The input as given (pattern or directory).
     pub source: String,
     /// Frames to process, ascending by number.
-    pub frames: Vec<SequenceFrame>,
+    pub frames: Arc<[SequenceFrame]>,
     /// Numbers that were asked for (or inside the detected range) but are
     /// absent, as ascending inclusive runs (a stray `shot_20240315.png`
     /// beside `shot_0001.png` is one run, not millions of numbers).
     pub missing: Vec<RangeInclusive<u64>>,
     /// Every file the input matched, selected by the frame spec or not:
     /// sources a run must never write over.
-    pub matched: Vec<PathBuf>,
+    pub matched: Arc<[PathBuf]>,
 }
 
 impl Sequence {
@@ -317,7 +319,13 @@ impl Sequence {
             return Err(Error::Sequence(format!("{input}: none of the requested frames exist")));
         }
         let matched = found.into_values().collect();
-        Ok(Sequence { source: input.to_string(), frames, missing: absent, matched })
+        Ok(Sequence { source: input.to_string(), frames: frames.into(), missing: absent, matched })
+    }
+
+    /// The frame numbered `number`, if the sequence has it.
+    pub fn frame(&self, number: u64) -> Option<&SequenceFrame> {
+        let i = self.frames.binary_search_by_key(&number, |f| f.number).ok()?;
+        Some(&self.frames[i])
     }
 }
 
@@ -497,6 +505,20 @@ fn runs_text(runs: &[RangeInclusive<u64>], separator: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_found_by_number() {
+        let t = tempfile::tempdir().unwrap();
+        for n in [1001, 1003, 1004] {
+            std::fs::write(t.path().join(format!("s_{n}.png")), b"").unwrap();
+        }
+        let pattern = t.path().join("s_%04d.png").display().to_string();
+        let seq = Sequence::scan(&pattern, None, MissingPolicy::Skip).unwrap();
+        assert_eq!(seq.frame(1003).map(|f| f.path.clone()), Some(t.path().join("s_1003.png")));
+        assert!([999, 1002, 1005].iter().all(|&n| seq.frame(n).is_none()));
+        // A clone shares the lists.
+        assert!(Arc::ptr_eq(&seq.clone().frames, &seq.frames));
+    }
 
     #[test]
     fn a_frame_spec_of_runs_reads_back_whole() {

@@ -627,7 +627,7 @@ fn a_slider_drag_rewrites_kernel_buffers_in_place_and_never_mixes_grades() {
     assert!(held[4..].iter().all(|&b| b <= held[3]), "{held:?}");
     // Every exported frame has the export's grade, never a preview's.
     let plan = grade(0.3).plan();
-    for f in &seq.frames {
+    for f in seq.frames.iter() {
         let out = decode_file(&t.path().join(format!("o/o_{:03}.png", f.number)), &DecodeLimits::default()).unwrap();
         let want = process_cpu(&decode_file(&f.path, &DecodeLimits::default()).unwrap(), &plan);
         crate::util::assert_close(&out, &want, &format!("exported frame {}", f.number));
