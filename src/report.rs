@@ -59,8 +59,8 @@ pub struct StageReport {
 /// One stage working on one frame, for the timeline.
 #[derive(Clone, Debug, Serialize)]
 pub struct Interval {
-    /// Stage name.
-    pub stage: String,
+    /// Stage name (one of a run's few, never allocated per frame).
+    pub stage: &'static str,
     /// Worker index within the stage.
     pub worker: usize,
     /// Start, seconds since the run began.

@@ -261,7 +261,7 @@ mod tests {
     use super::*;
 
     fn interval(worker: usize, start: f64, end: f64, frame: u64) -> Interval {
-        Interval { stage: "encode".into(), worker, start, end, frame }
+        Interval { stage: "encode", worker, start, end, frame }
     }
 
     #[test]

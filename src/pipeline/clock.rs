@@ -22,7 +22,7 @@ impl Clock {
     pub(crate) fn work<T>(
         &mut self,
         start: Instant,
-        stage: &str,
+        stage: &'static str,
         worker: usize,
         frame: u64,
         f: impl FnOnce() -> T,
@@ -33,7 +33,7 @@ impl Clock {
         self.busy += t1 - t0;
         self.frames += 1;
         self.intervals.push(Interval {
-            stage: stage.into(),
+            stage,
             worker,
             start: (t0 - start).as_secs_f64(),
             end: (t1 - start).as_secs_f64(),
@@ -44,7 +44,7 @@ impl Clock {
 
     /// Like [`Clock::work`] for the second half of a frame's work (the GPU
     /// owner waiting for it): busy time and an interval, no new frame.
-    pub(crate) fn wait<T>(&mut self, start: Instant, stage: &str, frame: u64, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn wait<T>(&mut self, start: Instant, stage: &'static str, frame: u64, f: impl FnOnce() -> T) -> T {
         let frames = self.frames;
         let out = self.work(start, stage, 0, frame, f);
         self.frames = frames;
