@@ -177,6 +177,31 @@ enum Event {
     Abandoned(u64),
 }
 
+/// A stage's thread, started in `scope`; `None` when the OS will not start
+/// it (a process or container thread limit), which fails the run as a
+/// panic does: the threads already started stop, and the scope joins them.
+fn spawn<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    shared: &Shared<'_>,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Option<std::thread::ScopedJoinHandle<'scope, T>> {
+    let started = std::thread::Builder::new().name(format!("framepipe-{what}")).spawn_scoped(scope, f);
+    match started {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            shared.stop.store(true, Ordering::SeqCst);
+            shared.abort.store(true, Ordering::SeqCst);
+            let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+            fatal
+                .get_or_insert_with(|| Error::Thread { what: format!("the pipeline's {what}"), source: e }.to_string());
+            drop(fatal);
+            shared.next_turn.notify_all();
+            None
+        }
+    }
+}
+
 /// What a thread that died outside its per-frame guard leaves: the run's
 /// fatal error, and an empty clock.
 fn join_failed(shared: &Shared<'_>) -> Clock {
@@ -461,33 +486,33 @@ pub(crate) fn run(
         Ctx { engine, shared: &shared, prepared, pool: &pool, ring: &ring, shape, slot_bytes, compute_name, gpu_slots };
     std::thread::scope(|scope| {
         let shared = &shared;
-        let reader = scope.spawn(move || ctx.read(work, decode_tx));
+        let reader = spawn(scope, shared, "reader", move || ctx.read(work, decode_tx));
         let decoders: Vec<_> = (0..busy)
-            .map(|worker| {
+            .filter_map(|worker| {
                 let (rx, to_compute, to_encode, events) =
                     (decode_rx.clone(), compute_tx.clone(), encode_tx.clone(), events_tx.clone());
-                scope.spawn(move || ctx.decode(worker, rx, to_compute, to_encode, events))
+                spawn(scope, shared, "decoder", move || ctx.decode(worker, rx, to_compute, to_encode, events))
             })
             .collect();
         drop((decode_rx, compute_tx));
         // `to_readback` goes to the compute thread: gone with it, or with
         // the closure `map` never calls, so the copiers see the end.
         let compute_channels = (compute_rx, encode_tx.clone(), to_readback, events_tx.clone());
-        let compute = compute_name.map(|name| {
+        let compute = compute_name.and_then(|name| {
             let (rx, to_encode, to_readback, events) = compute_channels;
-            scope.spawn(move || ctx.compute(name, rx, to_encode, to_readback, events))
+            spawn(scope, shared, "compute", move || ctx.compute(name, rx, to_encode, to_readback, events))
         });
         let readers: Vec<_> = (0..if gpu_slots { readback_threads(busy) } else { 0 })
-            .map(|worker| {
+            .filter_map(|worker| {
                 let (rx, to_encode, events) = (readback_rx.clone(), encode_tx.clone(), events_tx.clone());
-                scope.spawn(move || ctx.copy_out(worker, rx, to_encode, events))
+                spawn(scope, shared, "readback", move || ctx.copy_out(worker, rx, to_encode, events))
             })
             .collect();
         drop((readback_rx, encode_tx));
         let encoders: Vec<_> = (0..busy)
-            .map(|worker| {
+            .filter_map(|worker| {
                 let (rx, events) = (encode_rx.clone(), events_tx.clone());
-                scope.spawn(move || ctx.encode(worker, rx, events))
+                spawn(scope, shared, "encoder", move || ctx.encode(worker, rx, events))
             })
             .collect();
         drop(encode_rx);
@@ -561,9 +586,10 @@ pub(crate) fn run(
         // slot or the stream window.
         shared.stop.store(true, Ordering::SeqCst);
         let join = |h: std::thread::ScopedJoinHandle<'_, Clock>| h.join().unwrap_or_else(|_| join_failed(shared));
-        // A reader that died dispatched an unknown count: say none, and
-        // the run fails with the panic.
-        let (clock, sent) = reader.join().unwrap_or_else(|_| (join_failed(shared), 0));
+        // A reader that died (or never started) dispatched an unknown
+        // count: say none, and the run fails with the panic.
+        let read = reader.map(|h| h.join().unwrap_or_else(|_| (join_failed(shared), 0)));
+        let (clock, sent) = read.unwrap_or_default();
         dispatched = sent;
         clocks.push(("read", vec![clock]));
         let decoders: Vec<Clock> = decoders

@@ -243,14 +243,18 @@ fn new_slots(gpu: &GpuBackend, shape: FrameShape, n: usize, threads: usize) -> V
     if per >= n {
         return (0..n).map(|_| gpu.new_slot(shape)).collect();
     }
+    let make = move |from: usize| (from..(from + per).min(n)).map(|_| gpu.new_slot(shape)).collect::<Vec<_>>();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..n)
             .step_by(per)
-            .map(|from| {
-                scope.spawn(move || (from..(from + per).min(n)).map(|_| gpu.new_slot(shape)).collect::<Vec<_>>())
-            })
+            // A thread the OS will not start: that share is made here.
+            .map(|from| std::thread::Builder::new().spawn_scoped(scope, move || make(from)).map_err(|_| from))
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        let made = |w: std::result::Result<std::thread::ScopedJoinHandle<'_, _>, usize>| match w {
+            Ok(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(from) => make(from),
+        };
+        workers.into_iter().flat_map(made).collect()
     })
 }
 

@@ -457,6 +457,32 @@ fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
     assert!(!rest.contains("frames/s"), "no summary after stopping at once: {rest}");
 }
 
+/// Threads the OS will not start (here for want of address space: each
+/// takes a stack and an allocator arena) fail the run with one line, exit 1,
+/// nothing written, and every thread that did start joined: never a panic
+/// that leaves the others waiting.
+#[cfg(unix)]
+#[test]
+fn threads_the_os_refuses_fail_the_run_without_hanging() {
+    use std::process::Stdio;
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 300, 8, 8);
+    let out = t.path().join("o/o_%03d.png").display().to_string();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -v 600000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_framepipe"))
+        .args(["process", &input, "-o", &out, "--backend", "cpu", "--threads", "256", "-q"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = crate::util::wait_exit(&mut child, Duration::from_secs(60), "with threads refused");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: cannot start a thread for the pipeline's ") && stderr.lines().count() == 1);
+    assert!(fs::read_dir(t.path().join("o")).map_or(0, |d| d.count()) == 0, "nothing written");
+}
+
 /// The demo stopped while it generates its frames leaves no folder behind.
 #[test]
 fn the_demo_interrupted_while_generating_leaves_nothing() {
