@@ -32,6 +32,7 @@ impl Default for DecodeLimits {
 /// oversized or unsupported file; [`Error::Io`] when it cannot be opened.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
     let decoder = open_decoder(path, limits)?;
+    check_jpeg_whole(path)?;
     let info = header(decoder.as_ref());
     // A PNG streams row by row into the frame's one buffer, allocated on
     // its first row (nothing for other formats).
@@ -197,6 +198,7 @@ fn decode_to(
     let info = header(decoder.as_ref());
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
     check(&info)?;
+    check_jpeg_whole(path)?;
     if stream_png(path, limits, &info, &mut sink)? {
         return Ok(info);
     }
@@ -345,6 +347,47 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
     }
 }
 
+/// Refuses a JPEG cut short: the decoder fills what is missing with grey
+/// and reports success, so the file itself must end its last scan (SOS)
+/// with an end-of-image marker (EOI). Entropy-coded data never holds
+/// either marker (a 0xFF in it is followed by 0x00 or a restart marker),
+/// and an embedded thumbnail's come before the main image's scans.
+fn check_jpeg_whole(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut start = [0u8; 3];
+    let opened = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut start));
+    if opened.is_err() || start != [0xFF, 0xD8, 0xFF] {
+        return Ok(());
+    }
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) if end > scan => Ok(()),
+        _ => Err(Error::Decode {
+            path: path.to_owned(),
+            reason: "truncated: no end-of-image marker after the last scan".into(),
+        }),
+    }
+}
+
+/// Refuses a TIFF of 32-bit samples without a SampleFormat tag, which
+/// means unsigned integers: `image` reads them as floats (mid-grey
+/// 0x80000000 becomes -0.0, black), so the pixels would be wrong.
+fn check_tiff_samples(path: &Path, color: image::ColorType) -> Result<()> {
+    use image::ColorType::{Rgb32F, Rgba32F};
+    if !matches!(color, Rgb32F | Rgba32F) {
+        return Ok(());
+    }
+    let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return Ok(()) };
+    match tiff.find_tag(tiff::tags::Tag::SampleFormat) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(fail("32-bit integer samples are not supported (8 or 16 bits, or 32-bit float)".into())),
+        Err(e) => Err(fail(one_line(&e.to_string()))),
+    }
+}
+
 /// The decoder for a file, with the size and allocation limits applied
 /// before anything is decoded.
 fn open_decoder<'a>(path: &'a Path, limits: &DecodeLimits) -> Result<Box<dyn ImageDecoder + 'a>> {
@@ -360,7 +403,11 @@ fn open_decoder<'a>(path: &'a Path, limits: &DecodeLimits) -> Result<Box<dyn Ima
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc);
     reader.limits(image_limits);
+    let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
     let decoder = reader.into_decoder().map_err(|e| fail(one_line(&e.to_string())))?;
+    if is_tiff {
+        check_tiff_samples(path, decoder.color_type())?;
+    }
     let (w, h) = decoder.dimensions();
     if w > limits.max_dimension || h > limits.max_dimension {
         return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
@@ -460,6 +507,88 @@ mod tests {
         }
         let mut writer = encoder.write_header().unwrap();
         writer.write_image_data(&data).unwrap();
+    }
+
+    #[test]
+    fn a_jpeg_cut_short_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u32 | 1;
+        let rgb: Vec<u8> = (0..96 * 64 * 3)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (i / 3 % 96) as u8 + (x % 64) as u8
+            })
+            .collect();
+        use image::ImageEncoder as _;
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .write_image(&rgb, 96, 64, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let whole = dir.path().join("whole.jpg");
+        std::fs::write(&whole, &jpeg).unwrap();
+        assert_eq!(decode_file(&whole, &DecodeLimits::default()).unwrap().width, 96);
+        // Cut in its scan: the decoder alone would fill the rest with grey.
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &jpeg[..jpeg.len() * 6 / 10]).unwrap();
+        for e in [
+            decode_file(&cut, &DecodeLimits::default()).unwrap_err(),
+            decode_with(&cut, &DecodeLimits::default(), |_| Ok(()), |_, _| Ok(())).unwrap_err(),
+        ] {
+            assert!(
+                e.to_string()
+                    .ends_with("cut.jpg: cannot decode: truncated: no end-of-image marker after the last scan")
+            );
+        }
+    }
+
+    /// A TIFF of `w x 1` RGB pixels of 32 bits per sample with no
+    /// SampleFormat tag: unsigned integers, by the TIFF 6.0 default.
+    fn u32_tiff(w: u32, value: u32) -> Vec<u8> {
+        let data: Vec<u8> = (0..w * 3).flat_map(|_| value.to_le_bytes()).collect();
+        let bits_at = 8 + data.len() as u32;
+        let ifd_at = bits_at + 6;
+        let mut b = b"II*\0".to_vec();
+        b.extend(ifd_at.to_le_bytes());
+        b.extend(&data);
+        b.extend([32u16, 32, 32].iter().flat_map(|v| v.to_le_bytes()));
+        // (tag, type: 3 short / 4 long, count, value or offset)
+        let tags: [(u16, u16, u32, u32); 9] = [
+            (256, 4, 1, w),
+            (257, 4, 1, 1),
+            (258, 3, 3, bits_at),
+            (259, 3, 1, 1),
+            (262, 3, 1, 2),
+            (273, 4, 1, 8),
+            (277, 3, 1, 3),
+            (278, 4, 1, 1),
+            (279, 4, 1, data.len() as u32),
+        ];
+        b.extend((tags.len() as u16).to_le_bytes());
+        for (tag, kind, count, value) in tags {
+            b.extend(tag.to_le_bytes());
+            b.extend(kind.to_le_bytes());
+            b.extend(count.to_le_bytes());
+            b.extend(value.to_le_bytes());
+        }
+        b.extend(0u32.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_tiff_of_32_bit_integers_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u32.tif");
+        std::fs::write(&path, u32_tiff(4, 0x8000_0000)).unwrap();
+        let e = probe_info(&path, &DecodeLimits::default()).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "u32.tif: cannot decode: 32-bit integer samples are not supported (8 or 16 bits, or 32-bit float)"
+            ),
+            "{e}"
+        );
+        assert!(decode_file(&path, &DecodeLimits::default()).is_err());
     }
 
     #[test]

@@ -500,10 +500,9 @@ fn encode<W: Write>(
         OutputFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(w, options.jpeg_quality)
             .write_image(&bytes, width, height, color),
         OutputFormat::Tiff => {
-            // The TIFF encoder needs to seek; encode in memory, then copy.
-            let mut cursor = std::io::Cursor::new(Vec::with_capacity(bytes.len() + 4096));
-            image::codecs::tiff::TiffEncoder::new(&mut cursor).write_image(&bytes, width, height, color)?;
-            w.write_all(cursor.get_ref())?;
+            let tiff = encode_tiff(&bytes, (width, height), sixteen, alpha)
+                .map_err(|e| image::ImageError::IoError(std::io::Error::other(e.to_string())))?;
+            w.write_all(&tiff)?;
             Ok(())
         }
         OutputFormat::Qoi => image::codecs::qoi::QoiEncoder::new(w).write_image(&bytes, width, height, color),
@@ -511,6 +510,47 @@ fn encode<W: Write>(
             w.write_all(&frame.data)?;
             Ok(())
         }
+    }
+}
+
+/// An uncompressed TIFF of RGB or RGBA samples, 8 or 16 bits, in memory
+/// (the encoder seeks). Through the `tiff` crate rather than `image`, to
+/// mark a fourth sample as unassociated alpha (ExtraSamples 2, as TIFF 6.0
+/// asks): without the tag, readers such as libtiff do not take it as alpha.
+fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), sixteen: bool, alpha: bool) -> tiff::TiffResult<Vec<u8>> {
+    use tiff::encoder::{TiffEncoder, TiffValue, colortype};
+    fn put<C: colortype::ColorType>(
+        data: &[C::Inner],
+        (width, height): (u32, u32),
+        alpha: bool,
+    ) -> tiff::TiffResult<Vec<u8>>
+    where
+        [C::Inner]: TiffValue,
+    {
+        let mut cursor = std::io::Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) + 4096));
+        let mut tiff = TiffEncoder::new(&mut cursor)?;
+        let mut image = tiff.new_image::<C>(width, height)?;
+        if alpha {
+            image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[2u16][..])?;
+        }
+        image.write_data(data)?;
+        Ok(cursor.into_inner())
+    }
+    if !sixteen {
+        return match alpha {
+            true => put::<colortype::RGBA8>(bytes, (width, height), true),
+            false => put::<colortype::RGB8>(bytes, (width, height), false),
+        };
+    }
+    // Native-endian samples, as the frame holds them (copied only if the
+    // bytes are not aligned for u16).
+    let words: std::borrow::Cow<'_, [u16]> = match bytemuck::try_cast_slice(bytes) {
+        Ok(words) => words.into(),
+        Err(_) => bytemuck::pod_collect_to_vec(bytes).into(),
+    };
+    match alpha {
+        true => put::<colortype::RGBA16>(&words, (width, height), true),
+        false => put::<colortype::RGB16>(&words, (width, height), false),
     }
 }
 
@@ -559,6 +599,34 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiff_alpha_is_marked_as_alpha_and_reads_back() {
+        let t = tempfile::tempdir().unwrap();
+        let mut x = 0x9e37_79b9_u32 ^ std::process::id();
+        for (format, has_alpha) in
+            [(PixelFormat::Rgba8, true), (PixelFormat::Rgba16, true), (PixelFormat::Rgba16, false)]
+        {
+            let mut frame = HostFrame::new(7, 5, format, has_alpha);
+            for b in frame.data.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            if !has_alpha {
+                (0..frame.channel_count()).filter(|i| i % 4 == 3).for_each(|i| frame.set_channel(i, u16::MAX));
+            }
+            let path = t.path().join(format!("{format}-{has_alpha}.tif"));
+            write_frame_atomic(&frame, &path, OutputFormat::Tiff, &EncodeOptions::default(), false).unwrap();
+            let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+            let mut tiff = tiff::decoder::Decoder::new(file).unwrap();
+            let extra = tiff.find_tag_unsigned_vec::<u16>(tiff::tags::Tag::ExtraSamples).unwrap();
+            assert_eq!(extra, has_alpha.then(|| vec![2]), "{format} alpha {has_alpha}");
+            let back = crate::io::decode_file(&path, &Default::default()).unwrap();
+            assert_eq!((back.format, back.has_alpha, &back.data), (format, has_alpha, &frame.data));
+        }
+    }
 
     #[test]
     fn a_frame_whose_data_is_not_its_size_is_an_error_not_a_panic() {
