@@ -67,6 +67,10 @@ pub struct Job {
     /// Test hook: panic in this stage at this frame number.
     #[doc(hidden)]
     pub inject_panic: Option<(crate::pipeline::Stage, u64)>,
+    /// Test hook: the OS refuses every thread of this pipeline stage
+    /// (`reader`, `decoder`, `compute`, `readback`, `encoder`).
+    #[doc(hidden)]
+    pub refuse_threads: Option<&'static str>,
 }
 
 impl Job {
@@ -86,6 +90,7 @@ impl Job {
             limits: DecodeLimits::default(),
             also_reads: Vec::new(),
             inject_panic: None,
+            refuse_threads: None,
         }
     }
 }

@@ -186,7 +186,10 @@ fn spawn<'scope, T: Send + 'scope>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'scope,
 ) -> Option<std::thread::ScopedJoinHandle<'scope, T>> {
-    let started = std::thread::Builder::new().name(format!("framepipe-{what}")).spawn_scoped(scope, f);
+    let started = match shared.job.refuse_threads {
+        Some(refused) if refused == what => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+        _ => std::thread::Builder::new().name(format!("framepipe-{what}")).spawn_scoped(scope, f),
+    };
     match started {
         Ok(handle) => Some(handle),
         Err(e) => {
