@@ -257,8 +257,13 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         "tib" => 1024f64.powi(4),
         _ => return Err(bad()),
     };
+    // Whole numbers exactly (a u64 does not fit an f64's 53 bits); the
+    // rest rounded, and either refused past u64 rather than saturated.
+    if let Ok(whole) = num.parse::<u64>() {
+        return whole.checked_mul(scale as u64).filter(|&b| b >= 1).ok_or_else(bad);
+    }
     let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
         return Err(bad());
     }
     Ok(bytes.round() as u64)
@@ -286,7 +291,11 @@ mod tests {
         assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_bytes("1.5GB").unwrap(), 1_500_000_000);
         assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        for bad in ["", "GiB", "-1GiB", "2 parsecs", "0"] {
+        assert_eq!(parse_bytes("18446744073709551615").unwrap(), u64::MAX);
+        // Past u64: refused, never saturated.
+        for bad in
+            ["", "GiB", "-1GiB", "2 parsecs", "0", "18446744073709551616", "16777216TiB", "18446744073709551615.5"]
+        {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
