@@ -484,6 +484,10 @@ pub struct PreparedJob {
     /// Every file the job reads, matched frames not selected and
     /// [`Job::also_reads`] included: what no output may land on.
     pub reads: crate::io::FileSet,
+    /// Unfinished outputs of a run killed outright (SIGKILL, a power cut)
+    /// that [`prepare`] found in the output folder and removed: hidden
+    /// `.framepipe-*.partial` files no live run holds.
+    pub stale_partials: Vec<PathBuf>,
     /// Output folders [`prepare`] made: removed again when the last copy of
     /// this job drops, if the run left them empty.
     _made: std::sync::Arc<crate::io::MadeDirs>,
@@ -562,7 +566,17 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         if job.skip_existing {
             return Err(Error::invalid("--skip-existing", "with -o -", "file outputs: a stream has none to keep"));
         }
-        return Ok(PreparedJob { sequence, outputs, format, stream: true, existing: Vec::new(), reads, _made: made });
+        let (existing, stale_partials) = (Vec::new(), Vec::new());
+        return Ok(PreparedJob {
+            sequence,
+            outputs,
+            format,
+            stream: true,
+            existing,
+            reads,
+            stale_partials,
+            _made: made,
+        });
     }
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
@@ -594,6 +608,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     }
     // Dropped, and the folders with it, if a check below fails.
     let made = std::sync::Arc::new(crate::io::check_output_dir(crate::io::parent_dir(&outputs[0]))?);
+    let stale_partials = crate::io::remove_stale_partials(crate::io::parent_dir(&outputs[0]));
     let mut keep = Vec::with_capacity(outputs.len());
     for out in &outputs {
         if reads.contains(out) {
@@ -623,7 +638,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         (sequence.frames, outputs) = (frames.into(), left);
         existing.sort_unstable();
     }
-    Ok(PreparedJob { sequence, outputs, format, stream: false, existing, reads, _made: made })
+    Ok(PreparedJob { sequence, outputs, format, stream: false, existing, reads, stale_partials, _made: made })
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:

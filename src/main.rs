@@ -664,6 +664,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         note!("notice: {n}");
     }
+    if let Some(first) = prepared.stale_partials.first().filter(|_| !opts.quiet) {
+        let (n, dir) = (prepared.stale_partials.len(), framepipe::io::parent_dir(first).display());
+        note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
+    }
     if let Some(info) = first_header(&job, &prepared).filter(|_| !opts.quiet) {
         if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
             note!("{hint}");

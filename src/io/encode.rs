@@ -150,6 +150,36 @@ pub fn remove_partials() -> usize {
     removed
 }
 
+/// How long a temporary output must have been left untouched before it
+/// can be taken for a killed run's: a writer locks its file a moment after
+/// creating it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes the unfinished outputs (`.framepipe-*.partial`) that a run
+/// killed outright (SIGKILL, a power cut: nothing it could catch) left in
+/// `dir`: those no live process holds locked, as every writer does its
+/// own, and untouched for 10 s. Returns the paths removed.
+pub fn remove_stale_partials(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let stale = |path: &Path| {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(name.starts_with(".framepipe-") && name.ends_with(".partial")) {
+            return false;
+        }
+        let Ok(file) = std::fs::File::open(path) else { return false };
+        let meta = file.metadata().ok();
+        let old = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        meta.is_some_and(|m| m.is_file()) && old.is_some_and(|age| age >= STALE_AFTER) && file.try_lock().is_ok()
+    };
+    let mut removed = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        if stale(&path) && std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 /// A temporary folder removed when dropped and, should the process be
 /// stopped without unwinding, by [`remove_partials`].
 pub struct ScratchDir(Option<tempfile::TempDir>);
@@ -448,6 +478,11 @@ fn write_atomic(
         let mut live = live();
         let set = live.as_mut().ok_or_else(|| fail("the process is stopping".into()))?;
         let tmp = builder.tempfile_in(dir).map_err(|e| fail(e.to_string()))?;
+        // Held while it is written (the lock goes with the process): how a
+        // later run tells a killed run's leftover from one being written
+        // ([`remove_stale_partials`]). Where locks are not supported, none
+        // is ever taken for stale.
+        let _ = tmp.as_file().try_lock();
         set.insert(tmp.path().to_path_buf());
         (Registered(tmp.path().to_path_buf()), tmp)
     };
@@ -599,6 +634,48 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_killed_runs_unfinished_outputs_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let file = |name: &str, old: bool| {
+            let f = std::fs::File::create(t.path().join(name)).unwrap();
+            f.set_len(100).unwrap();
+            if old {
+                f.set_modified(minute_ago).unwrap();
+            }
+            f
+        };
+        file(".framepipe-AbC123.partial", true);
+        file(".framepipe-fresh1.partial", false);
+        let held = file(".framepipe-held42.partial", true);
+        held.lock().unwrap();
+        file("notes.partial", true);
+        file(".framepipe-notes.txt", true);
+        let removed = remove_stale_partials(t.path());
+        assert_eq!(removed, [t.path().join(".framepipe-AbC123.partial")]);
+        let mut left: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".framepipe-fresh1.partial", ".framepipe-held42.partial", ".framepipe-notes.txt", "notes.partial"]
+        );
+        // A file being written is held by its writer.
+        let busy = t.path().join("frame.png");
+        let frame = HostFrame::new(4, 4, PixelFormat::Rgba8, true);
+        write_atomic(&busy, false, &|| false, |w| {
+            let partial = std::fs::read_dir(t.path()).unwrap().flatten().find(|e| {
+                let name = e.file_name().into_string().unwrap();
+                name.starts_with(".framepipe-") && name.ends_with(".partial") && !left.iter().any(|l| *l == *name)
+            });
+            let partial = std::fs::File::open(partial.expect("the temporary file").path()).unwrap();
+            assert!(partial.try_lock().is_err(), "locked while written");
+            encode(&frame, OutputFormat::Png, &EncodeOptions::default(), w).map_err(|e| e.to_string())
+        })
+        .unwrap();
+        drop(held);
+    }
 
     #[test]
     fn tiff_alpha_is_marked_as_alpha_and_reads_back() {
