@@ -630,14 +630,24 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     // finishes, as --overwrite would: they describe the run that made them.
     // Any other file under a report's name is the user's, kept.
     let replace = |path: &Option<PathBuf>| {
-        opts.overwrite || (opts.skip_existing && path.as_deref().is_some_and(is_earlier_report))
+        opts.overwrite || (opts.skip_existing && path.as_deref().is_some_and(|p| is_earlier_report(p, &job.output)))
     };
     let (replace_json, replace_timeline) = (replace(&opts.json), replace(&opts.timeline));
     // Held to the end: a folder made for a report goes if it stays empty.
     let mut _made = Vec::new();
-    for (path, replace) in [(&opts.json, replace_json), (&opts.timeline, replace_timeline)] {
+    for (flag, path, replace) in
+        [("--json", &opts.json, replace_json), ("--timeline", &opts.timeline, replace_timeline)]
+    {
         if let Some(path) = path.as_deref().filter(|p| *p != Path::new("-")) {
-            _made.push(prepared.check_side_file(path, replace)?);
+            match prepared.check_side_file(path, replace) {
+                // (`--overwrite`, which the message would suggest, does
+                // not go with `--skip-existing`.)
+                Err(Error::OutputExists(_)) if opts.skip_existing => {
+                    let expected = "a new file, or the report of the run this resumes (written to the same output)";
+                    return Err(Error::invalid(flag, path.display(), expected));
+                }
+                made => _made.push(made?),
+            }
         }
     }
     for (flag, path, kind) in
@@ -971,18 +981,19 @@ fn failed_after_run(result: Result<(), Error>) -> bool {
     result.map_err(|e| note!("error: {e}")).is_err()
 }
 
-/// Whether `path` holds a report of an earlier run, a JSON report or an
-/// SVG timeline (told by its first 4 KiB): the only existing files a
-/// resumed run replaces without `--overwrite`.
-fn is_earlier_report(path: &Path) -> bool {
-    use std::io::Read as _;
-    let mut head = Vec::new();
-    let read = std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head));
-    let head = String::from_utf8_lossy(&head);
-    let json_keys = ["\"input\"", "\"output\"", "\"ops\"", "\"backend\"", "\"device\"", "\"frames_written\""];
-    read.is_ok()
-        && (head.contains(framepipe::timeline::MARKER)
-            || (head.starts_with('{') && json_keys.iter().all(|k| head.contains(k))))
+/// Whether `path` holds a report of an earlier run writing to `output` (a
+/// JSON report naming it, or a timeline marked with it): the only existing
+/// report a resumed run replaces. Another run's, or any other file, is
+/// kept.
+fn is_earlier_report(path: &Path, output: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    if text.starts_with("<svg") {
+        return text.lines().nth(1) == Some(framepipe::timeline::marker(output).as_str());
+    }
+    let report = serde_json::from_str::<serde_json::Value>(&text).ok();
+    let is_report =
+        |r: &serde_json::Value| ["input", "ops", "backend", "frames_written"].iter().all(|k| r.get(k).is_some());
+    report.is_some_and(|r| is_report(&r) && r["output"] == output)
 }
 
 /// A report to its file (whole or not at all), or to stdout for `-`.

@@ -9,9 +9,13 @@ use std::fmt::Write;
 
 use crate::report::{Interval, Report};
 
-/// The comment every timeline carries after its `<svg>` tag: how a resumed
-/// run (`--skip-existing`) tells a timeline it may replace from a user's file.
-pub const MARKER: &str = "<!-- framepipe timeline -->";
+/// The comment a timeline of a run writing to `output` carries after its
+/// `<svg>` tag: how a resumed run (`--skip-existing`) tells the timeline of
+/// the run it finishes, which it replaces, from any other file. (Every `-`
+/// is written `%2D`: a comment may not hold `--`.)
+pub fn marker(output: &str) -> String {
+    format!("<!-- framepipe timeline of {} -->", output.replace('-', "%2D"))
+}
 
 const WIDTH: f64 = 1200.0;
 const LEFT: f64 = 110.0;
@@ -147,7 +151,7 @@ pub fn render_svg(report: &Report) -> String {
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = writeln!(s, "{MARKER}");
+    let _ = writeln!(s, "{}", marker(&report.output));
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,

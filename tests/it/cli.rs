@@ -513,14 +513,25 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         assert_ne!(fs::read(&svg).unwrap(), first_svg, "the timeline replaced too");
     }
     // A file of the user's under a report's name is not a report to
-    // replace: kept, and the run refused up front.
+    // replace, nor is another run's report (here the first loop's, which
+    // wrote to another folder): kept, and the run refused up front.
     let out = t.path().join("resumed-true/o_%02d.png").display().to_string();
+    for (flag, report) in [("--json", "r-false.json"), ("--timeline", "t-false.svg")] {
+        let theirs = t.path().join(report);
+        let before = fs::read(&theirs).unwrap();
+        let mut resume = framepipe();
+        resume.args(["process", &input, "-o", &out, "--skip-existing", flag]).arg(&theirs);
+        resume.assert().code(2).stderr(contains("the report of the run this resumes"));
+        assert_eq!(fs::read(&theirs).unwrap(), before);
+    }
     for (flag, name) in [("--json", "notes.json"), ("--timeline", "drawing.svg")] {
         let mine = t.path().join(name);
         fs::write(&mine, "{\"input\": \"mine\"}").unwrap();
         let mut resume = framepipe();
         resume.args(["process", &input, "-o", &out, "--skip-existing", flag]).arg(&mine);
-        resume.assert().code(2).stderr(contains(format!("{name}: output exists (use --overwrite")));
+        let refused =
+            format!("invalid {flag} {} (expected a new file, or the report of the run this resumes", mine.display());
+        resume.assert().code(2).stderr(contains(refused));
         assert_eq!(fs::read_to_string(&mine).unwrap(), "{\"input\": \"mine\"}");
     }
     // Nothing left to do is not an error; a stream has nothing to keep,
