@@ -703,6 +703,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     });
     let started = Instant::now();
     let quiet = opts.quiet;
+    let mut errors = 0;
     let mut on_progress = |p: Progress<'_>| match p {
         Progress::Done { finished, total, record } => match &bar {
             Some(bar) => {
@@ -718,12 +719,20 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             None => {}
         },
         Progress::Failed { finished, failure, .. } => {
+            // Under `--on-error stop` the first failure is the error; the
+            // frames in flight that fail after it (a full disk fails them
+            // all alike) are counted and listed in the summary.
+            errors += 1;
             let line = format!("error: frame {}: {}", failure.number, failure.error);
+            let repeat = opts.on_error == ErrorPolicy::Stop && errors > 1;
             match &bar {
                 Some(bar) => {
                     bar.set_position(finished as u64);
-                    bar.println(printable(&line));
+                    if !repeat {
+                        bar.println(printable(&line));
+                    }
                 }
+                None if repeat => {}
                 None => note!("{line}"),
             }
         }

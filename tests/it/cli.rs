@@ -286,6 +286,31 @@ fn one_bad_frame_on(backend: &str, bad: &dyn Fn(&Path), expect: &str) {
     assert_eq!(files(&out_dir), ["s_01.png", "s_02.png", "s_04.png"], "{backend}");
 }
 
+/// Under `--on-error stop` the first failure is the run's one error line;
+/// frames in flight that fail after it are counted in the summary. Under
+/// `skip` each failure has its line.
+#[test]
+fn one_error_line_under_stop_one_per_frame_under_skip() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 8, PixelFormat::Rgba8);
+    for n in 2..=8 {
+        let p = t.path().join(format!("s_{n:02}.png"));
+        let bytes = fs::read(&p).unwrap();
+        fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    for (policy, lines) in [("stop", 1..=1), ("skip", 7..=7)] {
+        let out = t.path().join(format!("{policy}/s_%02d.png")).display().to_string();
+        let run = framepipe()
+            .args(["process", &input, "-o", &out, "--backend", "cpu", "--threads", "4", "--on-error", policy])
+            .assert()
+            .code(1);
+        let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+        let errors = stderr.lines().filter(|l| l.starts_with("error:")).count();
+        assert!(lines.contains(&errors), "{policy}: {errors} error lines: {stderr}");
+        assert!(stderr.contains(" frame(s) failed: "), "{stderr}");
+    }
+}
+
 #[test]
 fn truncated_frame() {
     one_bad_frame(
