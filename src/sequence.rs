@@ -63,6 +63,9 @@ impl FramePattern {
                 pad: *pad,
                 original: pattern.to_string(),
             }),
+            [] if path.parent().is_some_and(|d| !find_fields(&d.to_string_lossy()).is_empty()) => Err(Error::Sequence(
+                format!("{pattern}: the frame number field must be in the file name, not in a folder's"),
+            )),
             [] => Err(Error::Sequence(format!("{pattern}: no frame number field (use %04d, %d or ####)"))),
             _ => Err(Error::Sequence(format!("{pattern}: more than one frame number field"))),
         }
@@ -371,6 +374,9 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
         let n = path.file_stem().and_then(|s| s.to_str()).and_then(last_digits).map_or(0, |(_, _, n)| n);
         return Ok(BTreeMap::from([(n, path.to_path_buf())]));
     }
+    if std::fs::metadata(path).is_ok() {
+        return Err(Error::Sequence(format!("{input}: not a file or a folder (a pipe or a device?)")));
+    }
     Err(Error::Sequence(format!("{input}: no such file, directory or frame pattern")))
 }
 
@@ -505,6 +511,21 @@ fn runs_text(runs: &[RangeInclusive<u64>], separator: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn misplaced_fields_and_odd_files_are_named_for_what_they_are() {
+        let e = FramePattern::parse("renders/shot_%04d/f.png").unwrap_err().to_string();
+        assert_eq!(e, "renders/shot_%04d/f.png: the frame number field must be in the file name, not in a folder's");
+        #[cfg(unix)]
+        {
+            let t = tempfile::tempdir().unwrap();
+            let fifo = t.path().join("p.png");
+            if std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
+                let e = Sequence::scan(&fifo.display().to_string(), None, MissingPolicy::Error).unwrap_err();
+                assert!(e.to_string().ends_with("p.png: not a file or a folder (a pipe or a device?)"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn frames_are_found_by_number() {
