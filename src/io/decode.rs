@@ -352,22 +352,30 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
 /// with an end-of-image marker (EOI). Entropy-coded data never holds
 /// either marker (a 0xFF in it is followed by 0x00 or a restart marker),
 /// and an embedded thumbnail's come before the main image's scans.
+///
+/// A whole file's marker sits in its last bytes, which are all that is
+/// read then; the whole file is scanned only when they lack it.
 fn check_jpeg_whole(path: &Path) -> Result<()> {
-    use std::io::Read;
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let mut start = [0u8; 3];
-    let opened = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut start));
-    if opened.is_err() || start != [0xFF, 0xD8, 0xFF] {
+    if file.read_exact(&mut start).is_err() || start != [0xFF, 0xD8, 0xFF] {
         return Ok(());
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
-    match (last(0xDA), last(0xD9)) {
-        (Some(scan), Some(end)) if end > scan => Ok(()),
-        _ => Err(Error::Decode {
-            path: path.to_owned(),
-            reason: "truncated: no end-of-image marker after the last scan".into(),
-        }),
+    // An end-of-image marker after the last scan in `bytes` (no scan at
+    // all is the decoder's to refuse).
+    let ends = |bytes: &[u8]| {
+        let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+        matches!((last(0xDA), last(0xD9)), (scan, Some(end)) if scan.is_none_or(|scan| end > scan))
+    };
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::End(-4096)).or_else(|_| file.seek(SeekFrom::Start(0))).map_err(io)?;
+    file.read_to_end(&mut tail).map_err(io)?;
+    if ends(&tail) || ends(&std::fs::read(path).map_err(io)?) {
+        return Ok(());
     }
+    Err(Error::Decode { path: path.to_owned(), reason: "truncated: no end-of-image marker after the last scan".into() })
 }
 
 /// Refuses a TIFF of 32-bit samples without a SampleFormat tag, which
@@ -529,6 +537,11 @@ mod tests {
         let whole = dir.path().join("whole.jpg");
         std::fs::write(&whole, &jpeg).unwrap();
         assert_eq!(decode_file(&whole, &DecodeLimits::default()).unwrap().width, 96);
+        // Whole, with more than the 4 KiB read first trailing its end (a
+        // camera's appended data): found by the scan of the whole file.
+        let trailed = dir.path().join("trailed.jpg");
+        std::fs::write(&trailed, [&jpeg[..], &[0x20; 5000]].concat()).unwrap();
+        assert_eq!(decode_file(&trailed, &DecodeLimits::default()).unwrap().width, 96);
         // Cut in its scan: the decoder alone would fill the rest with grey.
         let cut = dir.path().join("cut.jpg");
         std::fs::write(&cut, &jpeg[..jpeg.len() * 6 / 10]).unwrap();
