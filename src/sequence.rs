@@ -354,8 +354,16 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
             return Err(Error::Sequence(format!("{input}: folder {} does not exist", pattern.dir().display())));
         }
         let mut found = BTreeMap::new();
-        for (name, p) in list_dir(pattern.dir(), false)? {
+        for (name, p, is_file) in list_dir(pattern.dir(), false)? {
             if let Some(n) = pattern.number_of(&name) {
+                // Named as frame `n` but not a frame file: said as such,
+                // not counted as missing.
+                if !is_file {
+                    return Err(Error::Sequence(format!(
+                        "{}: frame {n} is not a file (a folder, a pipe, or a link to nothing)",
+                        p.display()
+                    )));
+                }
                 found.insert(n, p);
             } else if pattern.digits_of(&name).is_some_and(|d| !d.starts_with('0') && d.parse::<u64>().is_err()) {
                 // A number too large for a u64, written as any pattern
@@ -380,19 +388,19 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
     Err(Error::Sequence(format!("{input}: no such file, directory or frame pattern")))
 }
 
-/// The plain files in `dir` by name. A name that is not UTF-8 cannot match
+/// The entries of `dir` by name, each with whether it is a plain file (a
+/// link to one counts). A name that is not UTF-8 cannot match
 /// a pattern (which is text); in a folder scan (`every_image`) one with an
 /// image extension would be a frame left out without a word: refused.
-fn list_dir(dir: &Path, every_image: bool) -> Result<Vec<(String, PathBuf)>> {
+fn list_dir(dir: &Path, every_image: bool) -> Result<Vec<(String, PathBuf, bool)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Sequence(format!("{}: {e}", dir.display())))?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
+        let is_file = path.is_file();
         match entry.file_name().to_str() {
-            Some(name) => out.push((name.to_string(), path)),
+            Some(name) => out.push((name.to_string(), path, is_file)),
+            None if !is_file => {}
             None if every_image && is_image_name(&path) && !entry.file_name().as_encoded_bytes().starts_with(b".") => {
                 return Err(Error::Sequence(format!(
                     "{}: the file name is not UTF-8, which framepipe cannot number; rename it",
@@ -414,8 +422,8 @@ fn is_image_name(path: &Path) -> bool {
 /// A directory must hold exactly one numbered image sequence.
 fn scan_directory(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
     let mut groups: BTreeMap<(String, String), BTreeMap<u64, PathBuf>> = BTreeMap::new();
-    for (name, path) in list_dir(dir, true)? {
-        if !is_image_name(&path) || name.starts_with('.') {
+    for (name, path, is_file) in list_dir(dir, true)? {
+        if !is_file || !is_image_name(&path) || name.starts_with('.') {
             continue;
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -514,6 +522,12 @@ mod tests {
 
     #[test]
     fn misplaced_fields_and_odd_files_are_named_for_what_they_are() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("s_0001.png"), b"").unwrap();
+        std::fs::create_dir(t.path().join("s_0002.png")).unwrap();
+        let pattern = t.path().join("s_%04d.png").display().to_string();
+        let e = Sequence::scan(&pattern, None, MissingPolicy::Skip).unwrap_err().to_string();
+        assert!(e.ends_with("s_0002.png: frame 2 is not a file (a folder, a pipe, or a link to nothing)"), "{e}");
         let e = FramePattern::parse("renders/shot_%04d/f.png").unwrap_err().to_string();
         assert_eq!(e, "renders/shot_%04d/f.png: the frame number field must be in the file name, not in a folder's");
         #[cfg(unix)]
