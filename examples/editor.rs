@@ -215,12 +215,13 @@ fn main() -> Result<(), framepipe::Error> {
         eprintln!("notice: {n}");
     }
     println!(
-        "## Editor session: {} ({} frames), 1/4 previews, on {}, prefetching {} frames on {} threads",
+        "## Editor session: {} ({} frames), 1/4 previews, on {}, prefetching {} frames on {} thread{}",
         input,
         seq.frames.len(),
         idle.device_name(),
         args.prefetch,
-        idle.prefetch_threads()
+        idle.prefetch_threads(),
+        if idle.prefetch_threads() == 1 { "" } else { "s" }
     );
     let quiet = session(&idle, &seq);
     print("engine idle", &quiet, &idle.preview_stats());

@@ -26,7 +26,8 @@
 # the pipelined run against the decode+encode-only run on 48 8K PNG
 # frames; `bench-pool` sweeps for PNG and uncompressed TIFF with the pipelined /
 # decode+encode-only ratio per pool size; the preview cache bench; the
-# editor session. A section that fails says so in the report and the rest
+# editor session (once per PREFETCH_THREADS value, default "0 1": the
+# engine's default prefetch threads, then one). A section that fails says so in the report and the rest
 # still run. Where nvidia-smi is found, the device's memory in use is
 # sampled every 200 ms and each section ends with its peak, beside the
 # ledger's own figures.
@@ -42,7 +43,7 @@
 # adapter, to try the script on a machine without a GPU), and each heavy
 # command has a time limit of its own (a hang is a noted failure, not the
 # whole call): KERNELS_S 300, POOL_S 450 per bench-pool sweep, CACHE_S
-# 150, EDITOR_S 240 seconds.
+# 150, EDITOR_S 240 seconds per editor session.
 set -euo pipefail
 report=${1:-gpu-report.md}
 frames=${FRAMES:-48}
@@ -294,11 +295,17 @@ section_editor() {
   done
   [ -n "$editor_bin" ] || { say "(no editor example: stage with scripts/stage-gpu.sh)"; return 0; }
   sequence
-  # The example prints its own "## Editor session" heading.
-  if ! timeout "${EDITOR_S:-240}" "$editor_bin" --input "$work/seq/seq_%04d.png" --backend gpu --budget "$budget" >&3 2>"$work/editor.log"; then
-    tail -5 "$work/editor.log" | fence
-    return 1
-  fi
+  # Once per prefetch thread count (0: the engine's default, half the
+  # cores; 1: one thread, as before f770c49), back to back, for the ratio.
+  # The example prints its own "## Editor session" heading, with the count.
+  local threads
+  for threads in ${PREFETCH_THREADS:-0 1}; do
+    if ! timeout "${EDITOR_S:-240}" "$editor_bin" --input "$work/seq/seq_%04d.png" --backend gpu --budget "$budget" \
+      --prefetch-threads "$threads" >&3 2>"$work/editor.log"; then
+      tail -5 "$work/editor.log" | fence
+      return 1
+    fi
+  done
 }
 
 say "# framepipe GPU report"
