@@ -67,10 +67,10 @@ pub struct Job {
     /// Test hook: panic in this stage at this frame number.
     #[doc(hidden)]
     pub inject_panic: Option<(crate::pipeline::Stage, u64)>,
-    /// Test hook: the OS refuses every thread of this pipeline stage
-    /// (`reader`, `decoder`, `compute`, `readback`, `encoder`).
+    /// Test hook: the OS refuses every thread of this pipeline stage (the
+    /// reader's for [`Stage::Start`](crate::pipeline::Stage)).
     #[doc(hidden)]
-    pub refuse_threads: Option<&'static str>,
+    pub refuse_threads: Option<crate::pipeline::Stage>,
 }
 
 impl Job {
@@ -354,7 +354,8 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::Budget`] when not even one slot fits; [`Error::Panic`] when
-    /// a stage panicked (all threads are joined first). Per-frame failures
+    /// a stage panicked, [`Error::Thread`] when the OS would not start one
+    /// of its threads (all threads are joined first). Per-frame failures
     /// are in the report.
     pub fn run(
         &self,

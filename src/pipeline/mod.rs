@@ -178,26 +178,33 @@ enum Event {
 }
 
 /// A stage's thread, started in `scope`; `None` when the OS will not start
-/// it (a process or container thread limit), which fails the run as a
-/// panic does: the threads already started stop, and the scope joins them.
+/// it (a process or container thread limit), which fails the run with
+/// [`Error::Thread`]: the threads already started stop, and the scope
+/// joins them. The reader's thread goes as [`Stage::Start`].
 fn spawn<'scope, T: Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     shared: &Shared<'_>,
-    what: &str,
+    stage: Stage,
     f: impl FnOnce() -> T + Send + 'scope,
 ) -> Option<std::thread::ScopedJoinHandle<'scope, T>> {
+    let what = match stage {
+        Stage::Start => "reader",
+        Stage::Decode => "decoder",
+        Stage::Compute => "compute",
+        Stage::Readback => "readback",
+        Stage::Encode => "encoder",
+    };
     let started = match shared.job.refuse_threads {
-        Some(refused) if refused == what => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+        Some(refused) if refused == stage => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
         _ => std::thread::Builder::new().name(format!("framepipe-{what}")).spawn_scoped(scope, f),
     };
     match started {
         Ok(handle) => Some(handle),
-        Err(e) => {
+        Err(source) => {
             shared.stop.store(true, Ordering::SeqCst);
             shared.abort.store(true, Ordering::SeqCst);
             let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
-            fatal
-                .get_or_insert_with(|| Error::Thread { what: format!("the pipeline's {what}"), source: e }.to_string());
+            fatal.get_or_insert(Error::Thread { what: format!("the pipeline's {what}"), source });
             drop(fatal);
             shared.next_turn.notify_all();
             None
@@ -209,7 +216,7 @@ fn spawn<'scope, T: Send + 'scope>(
 /// fatal error, and an empty clock.
 fn join_failed(shared: &Shared<'_>) -> Clock {
     let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
-    fatal.get_or_insert_with(|| "a pipeline thread panicked".into());
+    fatal.get_or_insert_with(|| Error::Panic("a pipeline thread panicked".into()));
     Clock::default()
 }
 
@@ -247,7 +254,9 @@ struct Shared<'a> {
     /// A panic or a device error: frames already started are dropped
     /// rather than finished (a stop under `--on-error stop` drains them).
     abort: AtomicBool,
-    fatal: Mutex<Option<String>>,
+    /// What ends the run as an error, not a report: a panic, a thread the
+    /// OS would not start.
+    fatal: Mutex<Option<Error>>,
     cancel: &'a Cancel,
     /// For a stream: how far the reader may run ahead of the writer.
     window: Option<Window>,
@@ -316,7 +325,7 @@ impl Shared<'_> {
             self.abort.store(true, Ordering::SeqCst);
         }
         if let Error::Panic(msg) = &error {
-            self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| msg.clone());
+            self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| Error::Panic(msg.clone()));
         }
         let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
     }
@@ -489,12 +498,12 @@ pub(crate) fn run(
         Ctx { engine, shared: &shared, prepared, pool: &pool, ring: &ring, shape, slot_bytes, compute_name, gpu_slots };
     std::thread::scope(|scope| {
         let shared = &shared;
-        let reader = spawn(scope, shared, "reader", move || ctx.read(work, decode_tx));
+        let reader = spawn(scope, shared, Stage::Start, move || ctx.read(work, decode_tx));
         let decoders: Vec<_> = (0..busy)
             .filter_map(|worker| {
                 let (rx, to_compute, to_encode, events) =
                     (decode_rx.clone(), compute_tx.clone(), encode_tx.clone(), events_tx.clone());
-                spawn(scope, shared, "decoder", move || ctx.decode(worker, rx, to_compute, to_encode, events))
+                spawn(scope, shared, Stage::Decode, move || ctx.decode(worker, rx, to_compute, to_encode, events))
             })
             .collect();
         drop((decode_rx, compute_tx));
@@ -503,19 +512,19 @@ pub(crate) fn run(
         let compute_channels = (compute_rx, encode_tx.clone(), to_readback, events_tx.clone());
         let compute = compute_name.and_then(|name| {
             let (rx, to_encode, to_readback, events) = compute_channels;
-            spawn(scope, shared, "compute", move || ctx.compute(name, rx, to_encode, to_readback, events))
+            spawn(scope, shared, Stage::Compute, move || ctx.compute(name, rx, to_encode, to_readback, events))
         });
         let readers: Vec<_> = (0..if gpu_slots { readback_threads(busy) } else { 0 })
             .filter_map(|worker| {
                 let (rx, to_encode, events) = (readback_rx.clone(), encode_tx.clone(), events_tx.clone());
-                spawn(scope, shared, "readback", move || ctx.copy_out(worker, rx, to_encode, events))
+                spawn(scope, shared, Stage::Readback, move || ctx.copy_out(worker, rx, to_encode, events))
             })
             .collect();
         drop((readback_rx, encode_tx));
         let encoders: Vec<_> = (0..busy)
             .filter_map(|worker| {
                 let (rx, events) = (encode_rx.clone(), events_tx.clone());
-                spawn(scope, shared, "encoder", move || ctx.encode(worker, rx, events))
+                spawn(scope, shared, Stage::Encode, move || ctx.encode(worker, rx, events))
             })
             .collect();
         drop(encode_rx);
@@ -636,8 +645,8 @@ pub(crate) fn run(
     report.slots_regrown = pool.replenished();
     report.slot_wait_s = slot_wait.as_secs_f64() / slot_waiters.max(1) as f64;
     add_stages(&mut report, clocks, pool.size(), wall);
-    if let Some(msg) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(Error::Panic(msg));
+    if let Some(error) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(error);
     }
     Ok(report)
 }

@@ -467,13 +467,18 @@ fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
 fn threads_the_os_refuses_fail_the_run_without_hanging() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 12, 16, 8);
-    let mut cases: Vec<_> = ["reader", "decoder", "compute", "encoder"].map(|s| (BackendKind::Cpu, s)).into();
+    let stages = [(Stage::Start, "reader"), (Stage::Decode, "decoder"), (Stage::Compute, "compute")];
+    let mut cases: Vec<_> =
+        stages.iter().chain(&[(Stage::Encode, "encoder")]).map(|&s| (BackendKind::Cpu, s)).collect();
     if gpu_available() {
-        cases.extend([(BackendKind::Gpu, "compute"), (BackendKind::Gpu, "readback")]);
+        cases.extend([
+            (BackendKind::Gpu, (Stage::Compute, "compute")),
+            (BackendKind::Gpu, (Stage::Readback, "readback")),
+        ]);
     }
-    for (backend, stage) in cases {
+    for (backend, (stage, thread)) in cases {
         let e = engine(backend, PoolSize::Fixed(2), 2, 2 << 30);
-        let out = t.path().join(format!("{backend:?}-{stage}"));
+        let out = t.path().join(format!("{backend:?}-{thread}"));
         let mut job = Job::new(input.as_str(), out.join("o_%03d.png").display().to_string(), graph());
         job.refuse_threads = Some(stage);
         let prepared = framepipe::prepare(&job).unwrap();
@@ -484,9 +489,13 @@ fn threads_the_os_refuses_fail_the_run_without_hanging() {
         let result = done.recv_timeout(Duration::from_secs(60)).expect("the run ends");
         // The engine goes on that thread: before the process ends.
         run.join().unwrap();
-        let err = result.map(|r| r.frames_written).unwrap_err().to_string();
-        assert_eq!(err, format!("cannot start a thread for the pipeline's {stage}: operation would block"));
-        assert_eq!(fs::read_dir(&out).map_or(0, |d| d.count()), 0, "{backend:?} {stage}: nothing written");
+        let err = result.map(|r| r.frames_written).unwrap_err();
+        assert!(matches!(err, Error::Thread { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot start a thread for the pipeline's {thread}: operation would block")
+        );
+        assert_eq!(fs::read_dir(&out).map_or(0, |d| d.count()), 0, "{backend:?} {thread}: nothing written");
     }
 }
 
