@@ -544,6 +544,10 @@ fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
 }
 
 /// Scans the input and checks every output before any frame is touched.
+/// Once every check has passed, it removes the unfinished outputs a run
+/// killed outright left in the output folder
+/// ([`PreparedJob::stale_partials`]), as the run it prepares will write
+/// there.
 ///
 /// # Errors
 /// Usage errors ([`Error::is_usage`]): bad pattern, nothing found, missing
@@ -608,8 +612,8 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         ));
     }
     // Dropped, and the folders with it, if a check below fails.
-    let made = std::sync::Arc::new(crate::io::check_output_dir(crate::io::parent_dir(&outputs[0]))?);
-    let stale_partials = crate::io::remove_stale_partials(crate::io::parent_dir(&outputs[0]));
+    let out_dir = crate::io::parent_dir(&outputs[0]).to_owned();
+    let made = std::sync::Arc::new(crate::io::check_output_dir(&out_dir)?);
     let mut keep = Vec::with_capacity(outputs.len());
     for out in &outputs {
         if reads.contains(out) {
@@ -639,15 +643,18 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         (sequence.frames, outputs) = (frames.into(), left);
         existing.sort_unstable();
     }
+    // Every check passed: the run will write here.
+    let stale_partials = crate::io::remove_stale_partials(&out_dir);
     Ok(PreparedJob { sequence, outputs, format, stream: false, existing, reads, stale_partials, _made: made })
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
 /// a link to nothing, an empty file, one whose header does not read (cut
-/// short before its header ended). Only the header is read, so one cut
-/// short after it (a power loss soon after its rename: outputs are not
-/// synced) passes. Rendering it again would replace a file framepipe did
-/// not vouch for; the user removes it, or takes `overwrite`.
+/// short before its header ended). Only the header is read: framepipe's
+/// own outputs are synced whole before they take their name, so one cut
+/// short after its header is another program's (or a disk's) doing.
+/// Rendering it again would replace a file framepipe did not vouch for;
+/// the user removes it, or takes `overwrite`.
 fn check_done(out: &Path, limits: &DecodeLimits) -> Result<()> {
     let why = match std::fs::metadata(out) {
         Err(e) => e.to_string(),

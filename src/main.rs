@@ -602,6 +602,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
     };
     let prepared = framepipe::prepare(&job)?;
+    if let Some(first) = prepared.stale_partials.first().filter(|_| !opts.quiet) {
+        let (n, dir) = (prepared.stale_partials.len(), framepipe::io::parent_dir(first).display());
+        note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
+    }
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     if prepared.stream || dash(&opts.json) || dash(&opts.timeline) {
         refuse_stdout_into_input(&job, &prepared)?;
@@ -629,25 +633,27 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     // A resumed run (--skip-existing) replaces the reports of the run it
     // finishes, as --overwrite would: they describe the run that made them.
     // Any other file under a report's name is the user's, kept.
-    let replace = |path: &Option<PathBuf>| {
-        opts.overwrite || (opts.skip_existing && path.as_deref().is_some_and(|p| is_earlier_report(p, &job.output)))
-    };
-    let (replace_json, replace_timeline) = (replace(&opts.json), replace(&opts.timeline));
     // Held to the end: a folder made for a report goes if it stays empty.
     let mut _made = Vec::new();
+    let (mut replace_json, mut replace_timeline) = (opts.overwrite, opts.overwrite);
     for (flag, path, replace) in
-        [("--json", &opts.json, replace_json), ("--timeline", &opts.timeline, replace_timeline)]
+        [("--json", &opts.json, &mut replace_json), ("--timeline", &opts.timeline, &mut replace_timeline)]
     {
-        if let Some(path) = path.as_deref().filter(|p| *p != Path::new("-")) {
-            match prepared.check_side_file(path, replace) {
-                // (`--overwrite`, which the message would suggest, does
-                // not go with `--skip-existing`.)
-                Err(Error::OutputExists(_)) if opts.skip_existing => {
-                    let expected = "a new file, or the report of the run this resumes (written to the same output)";
-                    return Err(Error::invalid(flag, path.display(), expected));
-                }
-                made => _made.push(made?),
+        let Some(path) = path.as_deref().filter(|p| *p != Path::new("-")) else { continue };
+        match prepared.check_side_file(path, opts.overwrite) {
+            // A plain file exists there (anything else was refused):
+            // replaced only if it is the report of the run this resumes.
+            Err(Error::OutputExists(_)) if opts.skip_existing && is_earlier_report(path, &job.output) => {
+                *replace = true;
+                _made.push(prepared.check_side_file(path, true)?);
             }
+            // (`--overwrite`, which the message would suggest, does not
+            // go with `--skip-existing`.)
+            Err(Error::OutputExists(_)) if opts.skip_existing => {
+                let expected = "a new file, or the report of the run this resumes (written to the same output)";
+                return Err(Error::invalid(flag, path.display(), expected));
+            }
+            made => _made.push(made?),
         }
     }
     for (flag, path, kind) in
@@ -673,10 +679,6 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     })?;
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         note!("notice: {n}");
-    }
-    if let Some(first) = prepared.stale_partials.first().filter(|_| !opts.quiet) {
-        let (n, dir) = (prepared.stale_partials.len(), framepipe::io::parent_dir(first).display());
-        note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
     }
     if let Some(info) = first_header(&job, &prepared).filter(|_| !opts.quiet) {
         if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
@@ -995,6 +997,12 @@ fn failed_after_run(result: Result<(), Error>) -> bool {
 /// report a resumed run replaces. Another run's, or any other file, is
 /// kept.
 fn is_earlier_report(path: &Path, output: &str) -> bool {
+    // A report is a few MiB at most (a frame record each); a larger file is
+    // not one, and is not read whole to find out.
+    let size = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
+    if size.is_none_or(|n| n > 256 << 20) {
+        return false;
+    }
     let Ok(text) = std::fs::read_to_string(path) else { return false };
     if text.starts_with("<svg") {
         return text.lines().nth(1) == Some(framepipe::timeline::marker(output).as_str());
