@@ -1207,11 +1207,12 @@ impl Engine {
                 let spawned = std::thread::Builder::new()
                     .name(format!("framepipe-prefetch-{i}"))
                     .spawn(move || prefetch_worker(&core, &rx));
-                // Out of threads: prefetch with the ones there are (none:
-                // previews still render, on the caller's thread).
+                // Out of threads: prefetch with the ones there are. None:
+                // the queue is kept with no reader (what is sent to it is
+                // dropped), so later requests do not try again; previews
+                // still render, on the caller's thread.
                 match spawned {
                     Ok(handle) => state.own_thread(handle, None),
-                    Err(_) if i == 0 => return,
                     Err(_) => break,
                 }
             }

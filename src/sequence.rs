@@ -283,9 +283,19 @@ impl Sequence {
     /// [`Error::Sequence`] when nothing matches; [`Error::MissingFrames`]
     /// when frames are absent and the policy is [`MissingPolicy::Error`].
     pub fn scan(input: &str, spec: Option<&FrameSpec>, missing: MissingPolicy) -> Result<Self> {
-        let found = find_frames(input)?;
+        let (found, odd) = find_frames(input)?;
         if found.is_empty() {
             return Err(Error::Sequence(format!("{input}: no frames match")));
+        }
+        // Named as a frame the run takes, but not a frame file: said as
+        // such, not counted as missing.
+        let (first, last) = (found.keys().next().copied().unwrap_or(0), found.keys().last().copied().unwrap_or(0));
+        let taken = |n: u64| spec.map_or(first <= n && n <= last, |s| s.frames().binary_search(&n).is_ok());
+        if let Some((n, p)) = odd.iter().find(|(n, _)| taken(**n)) {
+            return Err(Error::Sequence(format!(
+                "{}: frame {n} is not a file (a folder, a pipe, or a link to nothing)",
+                p.display()
+            )));
         }
         let mut frames = Vec::new();
         let mut absent: Vec<RangeInclusive<u64>> = Vec::new();
@@ -332,8 +342,11 @@ impl Sequence {
     }
 }
 
-/// Number → path for every frame of `input` on disk.
-fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
+/// Number → path for every frame of `input` on disk; and for a pattern,
+/// the entries named as frames that are not files.
+type Found = (BTreeMap<u64, PathBuf>, BTreeMap<u64, PathBuf>);
+
+fn find_frames(input: &str) -> Result<Found> {
     let path = Path::new(input);
     // A file or pattern names its format: one framepipe cannot read is a
     // usage error now, not a decode error on every frame.
@@ -353,18 +366,10 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
         if !pattern.dir().is_dir() {
             return Err(Error::Sequence(format!("{input}: folder {} does not exist", pattern.dir().display())));
         }
-        let mut found = BTreeMap::new();
+        let (mut found, mut odd) = (BTreeMap::new(), BTreeMap::new());
         for (name, p, is_file) in list_dir(pattern.dir(), false)? {
             if let Some(n) = pattern.number_of(&name) {
-                // Named as frame `n` but not a frame file: said as such,
-                // not counted as missing.
-                if !is_file {
-                    return Err(Error::Sequence(format!(
-                        "{}: frame {n} is not a file (a folder, a pipe, or a link to nothing)",
-                        p.display()
-                    )));
-                }
-                found.insert(n, p);
+                if is_file { &mut found } else { &mut odd }.insert(n, p);
             } else if pattern.digits_of(&name).is_some_and(|d| !d.starts_with('0') && d.parse::<u64>().is_err()) {
                 // A number too large for a u64, written as any pattern
                 // would write it (no leading zero). Other digit runs are
@@ -372,15 +377,15 @@ fn find_frames(input: &str) -> Result<BTreeMap<u64, PathBuf>> {
                 return Err(unreadable_number(&p));
             }
         }
-        return Ok(found);
+        return Ok((found, odd));
     }
     if path.is_dir() {
-        return scan_directory(path);
+        return Ok((scan_directory(path)?, BTreeMap::new()));
     }
     if path.is_file() {
         // A single file: frame number from its name if it has one, else 0.
         let n = path.file_stem().and_then(|s| s.to_str()).and_then(last_digits).map_or(0, |(_, _, n)| n);
-        return Ok(BTreeMap::from([(n, path.to_path_buf())]));
+        return Ok((BTreeMap::from([(n, path.to_path_buf())]), BTreeMap::new()));
     }
     if std::fs::metadata(path).is_ok() {
         return Err(Error::Sequence(format!("{input}: not a file or a folder (a pipe or a device?)")));
@@ -526,8 +531,12 @@ mod tests {
         std::fs::write(t.path().join("s_0001.png"), b"").unwrap();
         std::fs::create_dir(t.path().join("s_0002.png")).unwrap();
         let pattern = t.path().join("s_%04d.png").display().to_string();
+        std::fs::write(t.path().join("s_0003.png"), b"").unwrap();
         let e = Sequence::scan(&pattern, None, MissingPolicy::Skip).unwrap_err().to_string();
         assert!(e.ends_with("s_0002.png: frame 2 is not a file (a folder, a pipe, or a link to nothing)"), "{e}");
+        // Not when the run does not take that frame.
+        let odd = FrameSpec::parse("1,3").unwrap();
+        assert_eq!(Sequence::scan(&pattern, Some(&odd), MissingPolicy::Error).unwrap().frames.len(), 2);
         let e = FramePattern::parse("renders/shot_%04d/f.png").unwrap_err().to_string();
         assert_eq!(e, "renders/shot_%04d/f.png: the frame number field must be in the file name, not in a folder's");
         #[cfg(unix)]

@@ -31,8 +31,8 @@ impl Default for DecodeLimits {
 /// [`Error::Decode`] naming the file for an empty, truncated, corrupt,
 /// oversized or unsupported file; [`Error::Io`] when it cannot be opened.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
-    let decoder = open_decoder(path, limits)?;
-    check_jpeg_whole(path)?;
+    let (decoder, format) = open_decoder(path, limits)?;
+    check_jpeg_whole(path, format)?;
     let info = header(decoder.as_ref());
     // A PNG streams row by row into the frame's one buffer, allocated on
     // its first row (nothing for other formats).
@@ -194,11 +194,11 @@ fn decode_to(
 ) -> Result<FrameInfo> {
     use image::ColorType;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
-    let decoder = open_decoder(path, limits)?;
+    let (decoder, format) = open_decoder(path, limits)?;
     let info = header(decoder.as_ref());
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
     check(&info)?;
-    check_jpeg_whole(path)?;
+    check_jpeg_whole(path, format)?;
     if stream_png(path, limits, &info, &mut sink)? {
         return Ok(info);
     }
@@ -355,14 +355,13 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
 ///
 /// A whole file's marker sits in its last bytes, which are all that is
 /// read then; the whole file is scanned only when they lack it.
-fn check_jpeg_whole(path: &Path) -> Result<()> {
+fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut start = [0u8; 3];
-    if file.read_exact(&mut start).is_err() || start != [0xFF, 0xD8, 0xFF] {
+    if format != Some(image::ImageFormat::Jpeg) {
         return Ok(());
     }
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
     // An end-of-image marker after the last scan in `bytes` (no scan at
     // all is the decoder's to refuse).
     let ends = |bytes: &[u8]| {
@@ -397,8 +396,11 @@ fn check_tiff_samples(path: &Path, color: image::ColorType) -> Result<()> {
 }
 
 /// The decoder for a file, with the size and allocation limits applied
-/// before anything is decoded.
-fn open_decoder<'a>(path: &'a Path, limits: &DecodeLimits) -> Result<Box<dyn ImageDecoder + 'a>> {
+/// before anything is decoded, and the format it found.
+fn open_decoder<'a>(
+    path: &'a Path,
+    limits: &DecodeLimits,
+) -> Result<(Box<dyn ImageDecoder + 'a>, Option<image::ImageFormat>)> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     if meta.len() == 0 {
@@ -411,9 +413,9 @@ fn open_decoder<'a>(path: &'a Path, limits: &DecodeLimits) -> Result<Box<dyn Ima
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc);
     reader.limits(image_limits);
-    let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
+    let format = reader.format();
     let decoder = reader.into_decoder().map_err(|e| fail(one_line(&e.to_string())))?;
-    if is_tiff {
+    if format == Some(image::ImageFormat::Tiff) {
         check_tiff_samples(path, decoder.color_type())?;
     }
     let (w, h) = decoder.dimensions();
@@ -427,7 +429,7 @@ fn open_decoder<'a>(path: &'a Path, limits: &DecodeLimits) -> Result<Box<dyn Ima
     if needs > limits.max_alloc {
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
-    Ok(Box::new(decoder))
+    Ok((Box::new(decoder), format))
 }
 
 /// Reads only the header: size and whether the frame decodes to RGBA8 or
@@ -445,7 +447,7 @@ pub fn probe_file(path: &Path, limits: &DecodeLimits) -> Result<(u32, u32, Pixel
 /// # Errors
 /// As [`decode_file`].
 pub fn probe_info(path: &Path, limits: &DecodeLimits) -> Result<FrameInfo> {
-    Ok(header(open_decoder(path, limits)?.as_ref()))
+    Ok(header(open_decoder(path, limits)?.0.as_ref()))
 }
 
 /// What a decoder's header says the frame widens to.

@@ -494,8 +494,12 @@ fn write_atomic(
     // On disk before it takes its name: a crash or a power cut after the
     // rename must not leave a name on a file the disk never got whole (a
     // resumed run keeps any file that is there and reads as a frame).
-    tmp.as_file().sync_data().map_err(|e| fail(e.to_string()))?;
+    // Not for a file the run no longer wants (a stop syncs nothing).
     // On failure the temporary file is removed when `tmp` drops.
+    if abandon() {
+        return Ok(false);
+    }
+    tmp.as_file().sync_data().map_err(|e| fail(e.to_string()))?;
     if abandon() {
         return Ok(false);
     }
