@@ -602,10 +602,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
     };
     let prepared = framepipe::prepare(&job)?;
-    if let Some(first) = prepared.stale_partials.first().filter(|_| !opts.quiet) {
-        let (n, dir) = (prepared.stale_partials.len(), framepipe::io::parent_dir(first).display());
-        note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
-    }
+    stale_notice(&prepared.stale_partials, opts.quiet);
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     if prepared.stream || dash(&opts.json) || dash(&opts.timeline) {
         refuse_stdout_into_input(&job, &prepared)?;
@@ -787,6 +784,14 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     })
 }
 
+/// Says which unfinished outputs of a killed run were removed.
+fn stale_notice(removed: &[PathBuf], quiet: bool) {
+    if let Some(first) = removed.first().filter(|_| !quiet) {
+        let (n, dir) = (removed.len(), framepipe::io::parent_dir(first).display());
+        note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
+    }
+}
+
 /// After a run that stopped early, the command that finishes it: what was
 /// written stays, the rest is one flag away. (Not `--skip-existing` after
 /// `--overwrite`: the files not yet replaced are an older render's, which
@@ -871,6 +876,11 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         args.repeat,
         if args.repeat == 1 { "" } else { "s" }
     );
+    if !sequence.missing.is_empty() {
+        let n: u64 = sequence.missing.iter().map(|r| r.end() - r.start() + 1).sum();
+        let list = framepipe::sequence::compact_runs(&sequence.missing);
+        note!("bench-pool: {n} missing frame{} left out: {list}", if n == 1 { "" } else { "s" });
+    }
     let mut refused = Vec::new();
     let runs = framepipe::bench::bench_pool(
         &job,
@@ -931,6 +941,10 @@ fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
         seed: args.seed,
     };
     let encode = EncodeOptions { png_compression: args.png_compression, ..Default::default() };
+    // A killed run's leftovers, as `process` removes them.
+    if let Ok(pattern) = framepipe::sequence::FramePattern::parse(&args.output) {
+        stale_notice(&framepipe::io::remove_stale_partials(pattern.dir()), args.quiet);
+    }
     let t = Instant::now();
     let written = generate_sequence(&opts, &args.output, &encode, args.overwrite)?;
     // JPEG and QOI hold 8 bits whatever was generated.

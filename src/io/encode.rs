@@ -162,8 +162,11 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 pub fn remove_stale_partials(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let stale = |path: &Path| {
+        // Only names of the form framepipe gives them: six random letters
+        // or digits between the two.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !(name.starts_with(".framepipe-") && name.ends_with(".partial")) {
+        let random = name.strip_prefix(".framepipe-").and_then(|n| n.strip_suffix(".partial"));
+        if !random.is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric())) {
             return false;
         }
         let Ok(file) = std::fs::File::open(path) else { return false };
@@ -465,7 +468,7 @@ fn write_atomic(
     let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
     let dir = parent_dir(path);
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".framepipe-").suffix(".partial");
+    builder.prefix(".framepipe-").suffix(".partial").rand_bytes(6);
     // Temporary files are private (0600) by default; an output is an
     // ordinary file, so ask for 0666 and let the umask decide, as `cp` does.
     #[cfg(unix)]
@@ -653,6 +656,8 @@ mod tests {
         };
         file(".framepipe-AbC123.partial", true);
         file(".framepipe-fresh1.partial", false);
+        // Not framepipe's form: a user's file that happens to match the glob.
+        file(".framepipe-my notes.partial", true);
         let held = file(".framepipe-held42.partial", true);
         held.lock().unwrap();
         file("notes.partial", true);
@@ -661,10 +666,8 @@ mod tests {
         assert_eq!(removed, [t.path().join(".framepipe-AbC123.partial")]);
         let mut left: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         left.sort();
-        assert_eq!(
-            left,
-            [".framepipe-fresh1.partial", ".framepipe-held42.partial", ".framepipe-notes.txt", "notes.partial"]
-        );
+        let kept = [".framepipe-fresh1.partial", ".framepipe-held42.partial", ".framepipe-my notes.partial"];
+        assert_eq!(left, [&kept[..], &[".framepipe-notes.txt", "notes.partial"]].concat());
         // A file being written is held by its writer.
         let busy = t.path().join("frame.png");
         let frame = HostFrame::new(4, 4, PixelFormat::Rgba8, true);

@@ -189,3 +189,24 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
         .success();
     assert_eq!(fs::read_to_string(&csv).unwrap().lines().count(), 2, "a header and one run");
 }
+
+/// Frames left out with `--missing skip` are said, as `process` says them.
+#[test]
+fn bench_pool_names_the_missing_frames_it_left_out() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = GenerateOptions { width: 16, height: 8, frames: 5, format: PixelFormat::Rgba8, ..Default::default() };
+    let input = t.path().join("s_%03d.png").display().to_string();
+    generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
+    fs::remove_file(t.path().join("s_003.png")).unwrap();
+    let (csv, chart) = (t.path().join("b.csv"), t.path().join("b.svg"));
+    Command::cargo_bin("framepipe")
+        .unwrap()
+        .args(["bench-pool", &input, "--pools", "1", "--repeat", "1", "--backend", "cpu", "--missing", "skip"])
+        .arg("--csv")
+        .arg(&csv)
+        .arg("--chart")
+        .arg(&chart)
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("bench-pool: 1 missing frame left out: 3"));
+}

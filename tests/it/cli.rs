@@ -1043,3 +1043,27 @@ fn folders_made_for_nothing_are_removed() {
     framepipe().args(["process", &input, "-o", &out("e"), "-q"]).assert().success();
     assert_eq!(files(&t.path().join("e/deeper")), ["s_01.png", "s_02.png"]);
 }
+
+/// A killed run's unfinished outputs go with the next run into the folder,
+/// `generate`'s as `process`'s, with a notice; a user's look-alike stays.
+#[test]
+fn the_next_run_removes_a_killed_runs_unfinished_outputs() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for (cmd, dir) in [("process", "p"), ("generate", "g")] {
+        let dir = t.path().join(dir);
+        fs::create_dir(&dir).unwrap();
+        for name in [".framepipe-Ab12Cd.partial", ".framepipe-my notes.partial"] {
+            fs::File::create(dir.join(name)).unwrap().set_modified(minute_ago).unwrap();
+        }
+        let out = dir.join("o_%02d.png").display().to_string();
+        let args: Vec<&str> = match cmd {
+            "process" => vec!["process", &input, "-o", &out, "--backend", "cpu"],
+            _ => vec!["generate", "--size", "8x8", "--frames", "2", "-o", &out],
+        };
+        let notice = format!("notice: removed 1 unfinished output(s) a killed run left in {}", dir.display());
+        framepipe().args(args).assert().success().stderr(contains(notice));
+        assert_eq!(files(&dir), [".framepipe-my notes.partial", "o_01.png", "o_02.png"], "{cmd}");
+    }
+}
