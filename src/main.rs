@@ -877,7 +877,7 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         if args.repeat == 1 { "" } else { "s" }
     );
     if !sequence.missing.is_empty() {
-        let n: u64 = sequence.missing.iter().map(|r| r.end() - r.start() + 1).sum();
+        let n = sequence.missing_count();
         let list = framepipe::sequence::compact_runs(&sequence.missing);
         note!("bench-pool: {n} missing frame{} left out: {list}", if n == 1 { "" } else { "s" });
     }

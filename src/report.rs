@@ -174,7 +174,7 @@ impl Report {
     ) -> Self {
         let missing = &prepared.sequence.missing;
         Report {
-            frames_missing: missing.iter().map(|r| r.end() - r.start() + 1).sum(),
+            frames_missing: crate::sequence::count_runs(missing),
             missing_list: crate::sequence::compact_runs(missing),
             frames_existing: prepared.existing.len(),
             existing_list: crate::sequence::compact_runs(&crate::sequence::runs_of(prepared.existing.iter().copied())),

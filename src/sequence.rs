@@ -335,6 +335,11 @@ impl Sequence {
         Ok(Sequence { source: input.to_string(), frames: frames.into(), missing: absent, matched })
     }
 
+    /// How many numbers [`missing`](Self::missing) holds.
+    pub fn missing_count(&self) -> u64 {
+        count_runs(&self.missing)
+    }
+
     /// The frame numbered `number`, if the sequence has it.
     pub fn frame(&self, number: u64) -> Option<&SequenceFrame> {
         let i = self.frames.binary_search_by_key(&number, |f| f.number).ok()?;
@@ -494,6 +499,11 @@ pub fn runs_of(ascending: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u
         }
     }
     runs
+}
+
+/// How many numbers inclusive `runs` hold.
+pub fn count_runs(runs: &[RangeInclusive<u64>]) -> u64 {
+    runs.iter().map(|r| r.end() - r.start() + 1).sum()
 }
 
 /// Ascending inclusive runs as `1-3, 5, 7-9`: the first 20 runs, then the

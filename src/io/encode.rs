@@ -150,6 +150,12 @@ pub fn remove_partials() -> usize {
     removed
 }
 
+/// A temporary output's name: this, random letters and digits, then
+/// [`TEMP_SUFFIX`]; hidden, and never an image name.
+const TEMP_PREFIX: &str = ".framepipe-";
+const TEMP_SUFFIX: &str = ".partial";
+const TEMP_RANDOM: usize = 6;
+
 /// How long a temporary output must have been left untouched before it
 /// can be taken for a killed run's: a writer locks its file a moment after
 /// creating it.
@@ -165,8 +171,8 @@ pub fn remove_stale_partials(dir: &Path) -> Vec<PathBuf> {
         // Only names of the form framepipe gives them: six random letters
         // or digits between the two.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let random = name.strip_prefix(".framepipe-").and_then(|n| n.strip_suffix(".partial"));
-        if !random.is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        let random = name.strip_prefix(TEMP_PREFIX).and_then(|n| n.strip_suffix(TEMP_SUFFIX));
+        if !random.is_some_and(|r| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric())) {
             return false;
         }
         let Ok(file) = std::fs::File::open(path) else { return false };
@@ -468,7 +474,7 @@ fn write_atomic(
     let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
     let dir = parent_dir(path);
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".framepipe-").suffix(".partial").rand_bytes(6);
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).rand_bytes(TEMP_RANDOM);
     // Temporary files are private (0600) by default; an output is an
     // ordinary file, so ask for 0666 and let the umask decide, as `cp` does.
     #[cfg(unix)]
