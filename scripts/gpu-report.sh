@@ -3,12 +3,13 @@
 #
 # On the NVIDIA machine, from the project root, after staging here with
 #   scripts/stage-gpu.sh
-# run (the device tool's `run`, carry [".device"]) in two calls, each well
+# run (the device tool's `run`, carry [".device"]) in three calls, each
 # inside the tool's 10 minutes (the pool sweeps alone are 30 runs of 48 8K
-# frames; the report is written as it goes, so a call cut short keeps the
-# sections it finished):
-#   SECTIONS=info,kernels,pipeline,cache,editor bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report.md"
+# frames; the editor section is two sessions; the report is written as it
+# goes, so a call cut short keeps the sections it finished):
+#   SECTIONS=info,kernels,pipeline,cache bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report.md"
 #   SECTIONS=info,pipeline,pool bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report-pool.md"
+#   SECTIONS=editor bash .device/on-device bash scripts/gpu-report.sh "$OUT/gpu-report-editor.md"
 # (the second repeats `pipeline`: its decode+encode-only run is what the
 # pool ratios are read against, and a machine released between calls has
 # lost WORK). SECTIONS=decode adds the CPU decode bench. With 16 decode
