@@ -382,12 +382,28 @@ fn host_memory_stays_bounded() {
     }
 }
 
+/// Reads `stderr` up to the first line `wanted` takes (or its end): that line.
+fn read_until(stderr: &mut impl std::io::BufRead, wanted: impl Fn(&str) -> bool) -> String {
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !wanted(&line) {
+        line.clear();
+    }
+    line
+}
+
+/// Sends `signal` (`INT`, `TERM`) to `child` with the shell's builtin kill:
+/// present wherever sh is, unlike /bin/kill.
+fn send(child: &std::process::Child, signal: &str) {
+    let kill = format!("kill -{signal} {}", child.id());
+    assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
+}
+
 /// Starts a CPU run over `frames` frames of `width`x`height`, waits for its
 /// first frame, sends `signals` (one after the other), and checks that it
 /// exits 130 leaving only complete outputs. Returns its stderr after the
 /// first frame.
 fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufReader, Read};
     use std::process::Stdio;
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), frames, width, height);
@@ -399,15 +415,10 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("written") {
-        line.clear();
-    }
+    let line = read_until(&mut stderr, |l| l.contains("written"));
     assert!(line.contains("written"), "a frame was written before the interrupt");
     for signal in signals {
-        // The shell's builtin kill: present wherever sh is, unlike /bin/kill.
-        let kill = format!("kill -{signal} {}", child.id());
-        assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
+        send(&child, signal);
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut rest = String::new();
@@ -502,7 +513,7 @@ fn threads_the_os_refuses_fail_the_run_without_hanging() {
 /// The demo stopped while it generates its frames leaves no folder behind.
 #[test]
 fn the_demo_interrupted_while_generating_leaves_nothing() {
-    use std::io::{BufRead, BufReader};
+    use std::io::BufReader;
     use std::process::Stdio;
     let tmp = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
@@ -511,11 +522,7 @@ fn the_demo_interrupted_while_generating_leaves_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 && !line.starts_with("generating") {
-        line.clear();
-    }
+    let line = read_until(&mut BufReader::new(child.stderr.take().unwrap()), |l| l.starts_with("generating"));
     assert!(line.starts_with("generating"), "{line}");
     let demo = tmp.path().read_dir().unwrap().flatten().next().expect("the demo's folder").path();
     // Some frames are there to remove.
@@ -524,8 +531,7 @@ fn the_demo_interrupted_while_generating_leaves_nothing() {
     while fs::read_dir(&plates).map_or(0, |d| d.count()) < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let kill = format!("kill -INT {}", child.id());
-    assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
+    send(&child, "INT");
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
     assert_eq!(status.code(), Some(130));
     assert!(!demo.exists(), "{} removed", demo.display());
