@@ -4,6 +4,7 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
+use super::gray_alpha_tiff::GrayAlphaTiff;
 use super::{HostFrame, PixelFormat};
 use crate::error::{Error, Result};
 
@@ -414,7 +415,15 @@ fn open_decoder<'a>(
     image_limits.max_alloc = Some(limits.max_alloc);
     reader.limits(image_limits);
     let format = reader.format();
-    let decoder = reader.into_decoder().map_err(|e| fail(one_line(&e.to_string())))?;
+    let decoder: Box<dyn ImageDecoder + 'a> = match reader.into_decoder() {
+        Ok(decoder) => Box::new(decoder),
+        Err(e) if format == Some(image::ImageFormat::Tiff) => match GrayAlphaTiff::open(path, limits.max_alloc) {
+            Ok(Some(decoder)) => Box::new(decoder),
+            Ok(None) => return Err(fail(one_line(&e.to_string()))),
+            Err(reason) => return Err(fail(reason)),
+        },
+        Err(e) => return Err(fail(one_line(&e.to_string()))),
+    };
     if format == Some(image::ImageFormat::Tiff) {
         check_tiff_samples(path, decoder.color_type())?;
     }
@@ -424,12 +433,12 @@ fn open_decoder<'a>(
     }
     // Frames are widened to RGBA: a gray or RGB source needs up to 4x its
     // decoded size once widened, and that is what must stay under the limit.
-    let widened = w as u64 * h as u64 * header(&decoder).format.bytes_per_pixel() as u64;
+    let widened = w as u64 * h as u64 * header(decoder.as_ref()).format.bytes_per_pixel() as u64;
     let needs = decoder.total_bytes().max(widened);
     if needs > limits.max_alloc {
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
-    Ok((Box::new(decoder), format))
+    Ok((decoder, format))
 }
 
 /// Reads only the header: size and whether the frame decodes to RGBA8 or

@@ -8,6 +8,7 @@
 
 mod decode;
 mod encode;
+mod gray_alpha_tiff;
 mod paths;
 
 pub use decode::{

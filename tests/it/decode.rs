@@ -117,3 +117,69 @@ fn a_refused_header_writes_nothing() {
     .unwrap_err();
     assert!(err.to_string().contains("8-bit"), "{err}");
 }
+
+/// Grey plus alpha, as a TIFF (a matte pass): `image` alone refuses it.
+struct GrayAlpha<T>(std::marker::PhantomData<T>);
+
+const TWO_UINTS: &[tiff::tags::SampleFormat] = &[tiff::tags::SampleFormat::Uint; 2];
+
+impl tiff::encoder::colortype::ColorType for GrayAlpha<u8> {
+    type Inner = u8;
+    const TIFF_VALUE: tiff::tags::PhotometricInterpretation = tiff::tags::PhotometricInterpretation::BlackIsZero;
+    const BITS_PER_SAMPLE: &'static [u16] = &[8, 8];
+    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = TWO_UINTS;
+
+    fn horizontal_predict(row: &[u8], result: &mut Vec<u8>) {
+        result.extend(row.iter().enumerate().map(|(i, v)| if i < 2 { *v } else { v.wrapping_sub(row[i - 2]) }));
+    }
+}
+
+impl tiff::encoder::colortype::ColorType for GrayAlpha<u16> {
+    type Inner = u16;
+    const TIFF_VALUE: tiff::tags::PhotometricInterpretation = tiff::tags::PhotometricInterpretation::BlackIsZero;
+    const BITS_PER_SAMPLE: &'static [u16] = &[16, 16];
+    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = TWO_UINTS;
+
+    fn horizontal_predict(row: &[u16], result: &mut Vec<u16>) {
+        result.extend(row.iter().enumerate().map(|(i, v)| if i < 2 { *v } else { v.wrapping_sub(row[i - 2]) }));
+    }
+}
+
+fn write_gray_alpha<C: tiff::encoder::colortype::ColorType>(path: &std::path::Path, w: u32, h: u32, data: &[C::Inner])
+where
+    [C::Inner]: tiff::encoder::TiffValue,
+{
+    let mut encoder = tiff::encoder::TiffEncoder::new(std::fs::File::create(path).unwrap()).unwrap();
+    let mut image = encoder.new_image::<C>(w, h).unwrap();
+    image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[2u16][..]).unwrap();
+    image.write_data(data).unwrap();
+}
+
+#[test]
+fn a_grey_alpha_tiff_widens_to_rgba_with_its_alpha() {
+    let mut rng = Rng::fresh("a_grey_alpha_tiff");
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (17 + (rng.next() % 30) as u32, 5 + (rng.next() % 20) as u32);
+    let samples: Vec<u16> = (0..2 * w * h).map(|_| rng.next() as u16).collect();
+    let eight: Vec<u8> = samples.iter().map(|v| *v as u8).collect();
+    let p8 = t.path().join("matte8.tif");
+    let p16 = t.path().join("matte16.tif");
+    write_gray_alpha::<GrayAlpha<u8>>(&p8, w, h, &eight);
+    write_gray_alpha::<GrayAlpha<u16>>(&p16, w, h, &samples);
+    for (path, format) in [(&p8, PixelFormat::Rgba8), (&p16, PixelFormat::Rgba16)] {
+        let frame = decode_file(path, &DecodeLimits::default()).unwrap();
+        assert_eq!((frame.width, frame.height, frame.format, frame.has_alpha), (w, h, format, true));
+        let px: Vec<u16> = match format {
+            PixelFormat::Rgba8 => frame.data.iter().map(|v| *v as u16).collect(),
+            PixelFormat::Rgba16 => words(&frame.data),
+        };
+        let want: Vec<u16> = match format {
+            PixelFormat::Rgba8 => eight.chunks(2).flat_map(|ga| [ga[0], ga[0], ga[0], ga[1]].map(u16::from)).collect(),
+            PixelFormat::Rgba16 => samples.chunks(2).flat_map(|ga| [ga[0], ga[0], ga[0], ga[1]]).collect(),
+        };
+        assert!(px == want, "{}: grey in R, G and B, alpha in A", path.display());
+        let (info, data) = pieces(path);
+        assert_eq!((info.format, info.has_alpha), (format, true));
+        assert!(data == frame.data, "{}: the pipeline's decoder agrees", path.display());
+    }
+}

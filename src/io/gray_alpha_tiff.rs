@@ -1,0 +1,113 @@
+//! Grey-plus-alpha TIFFs, which `image`'s TIFF codec refuses ("color type
+//! Unknown(16)") although the `tiff` crate under it reads them: matte and
+//! key passes are often written this way (OpenImageIO and libtiff write a
+//! one-channel image with alpha as two samples). This decoder reads them
+//! with `tiff` and hands `image` the usual grey-alpha layout, so the rest of
+//! the decode path (limits, widening to RGBA) is the one every format takes.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use image::error::{DecodingError, ImageFormatHint};
+use image::{ColorType, ImageDecoder, ImageError, ImageResult};
+use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::tags::{PhotometricInterpretation, SampleFormat, Tag};
+
+/// A grey-alpha TIFF, 8 or 16 bits per sample, opened and checked.
+pub(super) struct GrayAlphaTiff {
+    decoder: Decoder<BufReader<File>>,
+    width: u32,
+    height: u32,
+    sixteen: bool,
+}
+
+impl GrayAlphaTiff {
+    /// Opens `path` if it is a grey-alpha TIFF. `Ok(None)` when it is a TIFF
+    /// of another kind (or not one), so the caller reports `image`'s own
+    /// error; `Err` with a reason when it is grey-alpha but cannot be read
+    /// as such.
+    pub(super) fn open(path: &Path, max_alloc: u64) -> Result<Option<GrayAlphaTiff>, String> {
+        let Ok(file) = File::open(path) else { return Ok(None) };
+        let Ok(decoder) = Decoder::new(BufReader::new(file)) else { return Ok(None) };
+        let mut limits = Limits::default();
+        limits.decoding_buffer_size = usize::try_from(max_alloc).unwrap_or(usize::MAX);
+        let mut decoder = decoder.with_limits(limits);
+        // `tiff` calls any grey image with extra samples "multiband";
+        // grey-alpha is two samples, the second marked as alpha
+        // (ExtraSamples 1, associated, or 2, unassociated).
+        let bits = match decoder.colortype() {
+            Ok(tiff::ColorType::Multiband { bit_depth, num_samples: 2 }) => bit_depth,
+            _ => return Ok(None),
+        };
+        let tags = |decoder: &mut Decoder<_>, tag| {
+            decoder.find_tag_unsigned_vec::<u16>(tag).map(Option::unwrap_or_default).map_err(|e| e.to_string())
+        };
+        if !matches!(tags(&mut decoder, Tag::ExtraSamples)?[..], [1 | 2]) {
+            return Ok(None);
+        }
+        let sixteen = match bits {
+            8 => false,
+            16 => true,
+            _ => return Err(format!("{bits}-bit grey-alpha samples are not supported (8 or 16 bits)")),
+        };
+        if tags(&mut decoder, Tag::PhotometricInterpretation)? != [PhotometricInterpretation::BlackIsZero.to_u16()] {
+            return Err("grey-alpha samples must be black-is-zero (PhotometricInterpretation 1)".into());
+        }
+        // Absent means unsigned; present, one value per sample.
+        if tags(&mut decoder, Tag::SampleFormat)?.iter().any(|f| *f != SampleFormat::Uint.to_u16()) {
+            return Err("grey-alpha samples must be unsigned integers".into());
+        }
+        let (width, height) = decoder.dimensions().map_err(|e| e.to_string())?;
+        Ok(Some(GrayAlphaTiff { decoder, width, height, sixteen }))
+    }
+}
+
+impl ImageDecoder for GrayAlphaTiff {
+    fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    fn color_type(&self) -> ColorType {
+        if self.sixteen { ColorType::La16 } else { ColorType::La8 }
+    }
+
+    fn read_image(mut self, buf: &mut [u8]) -> ImageResult<()> {
+        let fail = |reason: String| {
+            ImageError::Decoding(DecodingError::new(ImageFormatHint::Exact(image::ImageFormat::Tiff), reason))
+        };
+        let pixels = self.width as usize * self.height as usize;
+        let mut result = if self.sixteen { DecodingResult::U16(Vec::new()) } else { DecodingResult::U8(Vec::new()) };
+        let layout = self.decoder.read_image_to_buffer(&mut result).map_err(|e| fail(e.to_string()))?;
+        let planar = layout.planes > 1;
+        match &result {
+            DecodingResult::U8(v) => {
+                for (out, (g, a)) in buf.chunks_exact_mut(2).zip(pairs(v, pixels, planar).map_err(fail)?) {
+                    out.copy_from_slice(&[g, a]);
+                }
+            }
+            DecodingResult::U16(v) => {
+                for (out, (g, a)) in buf.chunks_exact_mut(4).zip(pairs(v, pixels, planar).map_err(fail)?) {
+                    out[..2].copy_from_slice(&g.to_ne_bytes());
+                    out[2..].copy_from_slice(&a.to_ne_bytes());
+                }
+            }
+            _ => return Err(fail("unexpected sample type".into())),
+        }
+        Ok(())
+    }
+
+    fn read_image_boxed(self: Box<Self>, buf: &mut [u8]) -> ImageResult<()> {
+        (*self).read_image(buf)
+    }
+}
+
+/// The grey-alpha pairs of `samples`: interleaved, or, `planar`, the grey
+/// plane then the alpha plane.
+fn pairs<T: Copy>(samples: &[T], pixels: usize, planar: bool) -> Result<impl Iterator<Item = (T, T)> + '_, String> {
+    if samples.len() < 2 * pixels {
+        return Err(format!("the file holds {} of the image's {} samples", samples.len(), 2 * pixels));
+    }
+    Ok((0..pixels)
+        .map(move |p| if planar { (samples[p], samples[pixels + p]) } else { (samples[2 * p], samples[2 * p + 1]) }))
+}
