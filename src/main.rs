@@ -500,12 +500,21 @@ fn band_notice(engine: &Engine, job: &Job, info: &framepipe::io::FrameInfo) -> O
 
 /// A report named like a frame (`--timeline tl.png`) would be text under
 /// an image's name, found later as a broken frame: refused up front.
-fn check_report_name(flag: &str, path: &Path, kind: &str) -> Result<(), Error> {
+fn check_report_name(flag: &str, path: &Path, kind: &str, ext: &str) -> Result<(), Error> {
     if OutputFormat::from_path(path).is_ok() {
         return Err(Error::invalid(flag, path.display(), format!("a name for {kind}, not an image name")));
     }
+    // Another report's extension is two names swapped (`--csv t.svg
+    // --chart t.csv`), which would write each file under the other's name.
+    let theirs = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if let Some(theirs) = theirs.filter(|e| REPORT_EXTENSIONS.contains(&e.as_str()) && e != ext) {
+        return Err(Error::invalid(flag, path.display(), format!("a name for {kind} (.{ext}), not a .{theirs} name")));
+    }
     Ok(())
 }
+
+/// The extensions of the files reports and tables are written as.
+const REPORT_EXTENSIONS: [&str; 3] = ["json", "svg", "csv"];
 
 /// Refuses a run that writes to stdout when stdout is redirected into one
 /// of its inputs (`-o - >> shot_0005.png`). (`>` has emptied the file
@@ -653,11 +662,11 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             made => _made.push(made?),
         }
     }
-    for (flag, path, kind) in
-        [("--json", &opts.json, "the JSON report"), ("--timeline", &opts.timeline, "the SVG timeline")]
+    for (flag, path, kind, ext) in
+        [("--json", &opts.json, "the JSON report", "json"), ("--timeline", &opts.timeline, "the SVG timeline", "svg")]
     {
         if let Some(path) = path.as_deref() {
-            check_report_name(flag, path, kind)?;
+            check_report_name(flag, path, kind, ext)?;
             refuse_report_on_stdout(flag, path)?;
         }
     }
@@ -847,8 +856,8 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     };
     // Held to the end: a folder made for them goes if it stays empty.
     let _made = [check(&args.csv, &[])?, check(&args.chart, &[args.csv.as_path()])?];
-    check_report_name("--csv", &args.csv, "the CSV table")?;
-    check_report_name("--chart", &args.chart, "the SVG chart")?;
+    check_report_name("--csv", &args.csv, "the CSV table", "csv")?;
+    check_report_name("--chart", &args.chart, "the SVG chart", "svg")?;
     refuse_report_on_stdout("--csv", &args.csv)?;
     refuse_report_on_stdout("--chart", &args.chart)?;
     let config = EngineConfig {

@@ -673,6 +673,15 @@ fn reports_never_land_on_inputs_outputs_or_existing_files() {
     let same = t.path().join("r.txt");
     let same = same.to_str().unwrap();
     run(&["--json", same, "--timeline", same]).code(2).stderr(contains("also the --json report"));
+    // Names swapped between reports would write each as the other.
+    run(&["--json", "r.svg"]).code(2).stderr(contains("--json r.svg (expected a name for the JSON report (.json)"));
+    run(&["--timeline", "t.JSON"]).code(2).stderr(contains("not a .json name"));
+    framepipe()
+        .args(["bench-pool", &input, "--backend", "cpu", "--pools", "1", "--repeat", "1"])
+        .args(["--csv", "b.svg", "--chart", "b.csv"])
+        .assert()
+        .code(2)
+        .stderr(contains("--csv b.svg (expected a name for the CSV table (.csv), not a .svg name)"));
     // A folder for the report is made; the report is complete and alone.
     let json = t.path().join("reports/r.json");
     let svg = t.path().join("reports/t.svg");
