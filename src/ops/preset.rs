@@ -57,10 +57,29 @@ fn one_line(message: &str) -> String {
 /// [`Error::Preset`] naming the file, the line and the reason (unknown op,
 /// wrong type, out-of-range value).
 pub fn load_preset(path: &Path) -> Result<OpGraph> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::Preset { path: path.to_owned(), reason: e.to_string() })?;
+    use std::io::Read;
+    let fail = |reason: String| Error::Preset { path: path.to_owned(), reason };
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    // A device or a pipe (`--preset /dev/zero`) would be read forever.
+    if !meta.is_file() {
+        return Err(fail("not a file (a pipe or a device?)".into()));
+    }
+    let mut text = String::new();
+    file.take(MAX_PRESET_BYTES + 1).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;
+    if text.len() as u64 > MAX_PRESET_BYTES {
+        return Err(fail(format!("larger than {} KiB: not a preset", MAX_PRESET_BYTES >> 10)));
+    }
     parse_preset(&text, path)
 }
+
+/// Largest preset file read: a grade of a thousand ops is some 50 KiB.
+const MAX_PRESET_BYTES: u64 = 1 << 20;
+
+/// Most ops a preset may hold. Every blur is a pass over the frame, and a
+/// grade is a few ops: more than a thousand is a generated file gone wrong,
+/// refused before it is parsed into gigabytes.
+pub const MAX_PRESET_OPS: usize = 1000;
 
 /// Parses preset text; `path` is only used to name it in errors.
 ///
@@ -78,6 +97,9 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     })?;
     if file.op.is_empty() {
         return Err(fail("no [[op]] entries".into()));
+    }
+    if file.op.len() > MAX_PRESET_OPS {
+        return Err(fail(format!("{} [[op]] entries, at most {MAX_PRESET_OPS}", file.op.len())));
     }
     let op_lines: Vec<usize> = file.op.iter().map(|op| lines.of(op.span().start)).collect();
     let mut ops = Vec::with_capacity(file.op.len());

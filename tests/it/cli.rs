@@ -459,6 +459,20 @@ fn bad_arguments_and_presets_exit_2() {
     assert_eq!(files(&t.path().join("p1")), ["o_1.png"]);
     let nothing = t.path().join("none_%04d.png").display().to_string();
     usage_error(&["process", &nothing, "-o", &out], "no frames match");
+    // A preset is a small file: not a device, not a generated runaway.
+    usage_error(&["process", &input, "-o", &out, "--preset", "/dev/zero"], "/dev/zero: not a file");
+    let many = t.path().join("many.toml");
+    fs::write(&many, "[[op]]\ntype = \"exposure\"\nstops = 0\n".repeat(1001)).unwrap();
+    usage_error(
+        &["process", &input, "-o", &out, "--preset", many.to_str().unwrap()],
+        "1001 [[op]] entries, at most 1000",
+    );
+    let huge = t.path().join("huge.toml");
+    fs::write(&huge, format!("# {}\n", "x".repeat(1 << 20))).unwrap();
+    usage_error(
+        &["process", &input, "-o", &out, "--preset", huge.to_str().unwrap()],
+        "huge.toml: larger than 1024 KiB",
+    );
     let unknown = t.path().join("unknown.toml");
     fs::write(&unknown, "[[op]]\ntype = \"sharpen\"\namount = 1\n").unwrap();
     usage_error(
