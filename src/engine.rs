@@ -649,18 +649,19 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
-/// a link to nothing, an empty file, one whose header does not read (cut
-/// short before its header ended). Only the header is read: framepipe's
-/// own outputs are synced whole before they take their name, so one cut
-/// short after its header is another program's (or a disk's) doing.
+/// a link to nothing, an empty file, one whose header does not read, one
+/// cut short (its format's end marker or data extent missing: a copy
+/// interrupted). Only the header and the structure are read, not the
+/// pixels: framepipe's own outputs are synced whole before they take their
+/// name, so a broken one is another program's (or a disk's) doing.
 /// Rendering it again would replace a file framepipe did not vouch for;
 /// the user removes it, or takes `overwrite`.
 fn check_done(out: &Path, limits: &DecodeLimits) -> Result<()> {
     let why = match std::fs::metadata(out) {
         Err(e) => e.to_string(),
         Ok(m) if m.len() == 0 => "an empty file".into(),
-        Ok(_) => match crate::io::probe_file(out, limits) {
-            Ok(_) => return Ok(()),
+        Ok(_) => match crate::io::probe_file(out, limits).and_then(|_| crate::io::check_whole(out)) {
+            Ok(()) => return Ok(()),
             Err(Error::Decode { reason, .. }) => reason,
             Err(e) => e.to_string(),
         },

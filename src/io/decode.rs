@@ -5,6 +5,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
 use super::gray_alpha_tiff::GrayAlphaTiff;
+use super::whole::check_jpeg_whole;
 use super::{HostFrame, PixelFormat};
 use crate::error::{Error, Result};
 
@@ -346,36 +347,6 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
             o.copy_from_slice(&[i[0], i[1], i[2], 0xff]);
         }
     }
-}
-
-/// Refuses a JPEG cut short: the decoder fills what is missing with grey
-/// and reports success, so the file itself must end its last scan (SOS)
-/// with an end-of-image marker (EOI). Entropy-coded data never holds
-/// either marker (a 0xFF in it is followed by 0x00 or a restart marker),
-/// and an embedded thumbnail's come before the main image's scans.
-///
-/// A whole file's marker sits in its last bytes, which are all that is
-/// read then; the whole file is scanned only when they lack it.
-fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    if format != Some(image::ImageFormat::Jpeg) {
-        return Ok(());
-    }
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    // An end-of-image marker after the last scan in `bytes` (no scan at
-    // all is the decoder's to refuse).
-    let ends = |bytes: &[u8]| {
-        let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
-        matches!((last(0xDA), last(0xD9)), (scan, Some(end)) if scan.is_none_or(|scan| end > scan))
-    };
-    let mut tail = Vec::new();
-    file.seek(SeekFrom::End(-4096)).or_else(|_| file.seek(SeekFrom::Start(0))).map_err(io)?;
-    file.read_to_end(&mut tail).map_err(io)?;
-    if ends(&tail) || ends(&std::fs::read(path).map_err(io)?) {
-        return Ok(());
-    }
-    Err(Error::Decode { path: path.to_owned(), reason: "truncated: no end-of-image marker after the last scan".into() })
 }
 
 /// Refuses a TIFF of 32-bit samples without a SampleFormat tag, which

@@ -10,6 +10,7 @@ mod decode;
 mod encode;
 mod gray_alpha_tiff;
 mod paths;
+mod whole;
 
 pub use decode::{
     Buffers, DecodeLimits, FrameInfo, decode_file, decode_file_with, decode_with, decode_with_buffers, probe_file,
@@ -22,6 +23,7 @@ pub use encode::{
     resolve_path, write_file_atomic, write_frame_atomic,
 };
 pub use paths::{FileSet, file_id};
+pub use whole::check_whole;
 
 /// Bits per channel of a host frame. Frames are always RGBA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

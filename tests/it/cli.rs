@@ -591,6 +591,10 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     let dir = t.path().join("resumed-false");
     fs::write(dir.join("o_05.png"), b"").unwrap();
     usage_error(&["process", &input, "-o", &out, "--skip-existing"], "o_05.png: exists but is not a frame");
+    // Nor a copy cut short after its header (an interrupted copy).
+    let whole = fs::read(dir.join("o_04.png")).unwrap();
+    fs::write(dir.join("o_05.png"), &whole[..whole.len() - 12]).unwrap();
+    usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(truncated: no IEND chunk at its end)");
     #[cfg(unix)]
     {
         fs::remove_file(dir.join("o_05.png")).unwrap();

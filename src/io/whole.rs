@@ -1,0 +1,145 @@
+//! Whether a file holds all of its image, from its structure alone: the
+//! end marker a format closes with, or where its data says it lies. A
+//! decoder finds most files cut short, but not all (a JPEG decoder fills
+//! the missing rows with grey), and a resumed render must know whether an
+//! output already there is whole without decoding every one of them.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Refuses a file cut short: a PNG without its closing IEND chunk, a QOI
+/// without its end marker, a JPEG without an end-of-image marker after
+/// its last scan, a TIFF whose strips or tiles reach past its end. Reads
+/// the file's tail or its first directory, never its pixels. Other formats
+/// pass: their decoders find a short file themselves.
+///
+/// # Errors
+/// [`Error::Decode`] saying what is missing; [`Error::Io`] when the file
+/// cannot be read.
+pub fn check_whole(path: &Path) -> Result<()> {
+    use image::ImageFormat;
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let format = image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?.format();
+    let truncated = |what: &str| Err(Error::Decode { path: path.to_owned(), reason: format!("truncated: {what}") });
+    match format {
+        Some(ImageFormat::Png) if !tail(path, 12)?.ends_with(&PNG_END) => truncated("no IEND chunk at its end"),
+        Some(ImageFormat::Qoi) if !tail(path, 8)?.ends_with(&QOI_END) => truncated("no end marker"),
+        Some(ImageFormat::Jpeg) => check_jpeg_whole(path, format),
+        Some(ImageFormat::Tiff) => check_tiff_extent(path),
+        _ => Ok(()),
+    }
+}
+
+/// The IEND chunk every PNG ends with: zero length, type, CRC.
+const PNG_END: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+
+/// The eight bytes every QOI file ends with.
+const QOI_END: [u8; 8] = [0, 0, 0, 0, 0, 0, 0, 1];
+
+/// The last `n` bytes of `path` (all of it if shorter).
+fn tail(path: &Path, n: u64) -> Result<Vec<u8>> {
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(n))).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// Refuses a TIFF whose first image's strips (or tiles) end past the end
+/// of the file.
+fn check_tiff_extent(path: &Path) -> Result<()> {
+    use tiff::tags::Tag;
+    let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut tiff = tiff::decoder::Decoder::new(std::io::BufReader::new(file)).map_err(|e| fail(e.to_string()))?;
+    let mut list = |tag| tiff.find_tag_unsigned_vec::<u64>(tag).map_err(|e| fail(e.to_string()));
+    let (offsets, counts) = match (list(Tag::StripOffsets)?, list(Tag::StripByteCounts)?) {
+        (Some(o), Some(c)) => (o, c),
+        _ => (list(Tag::TileOffsets)?.unwrap_or_default(), list(Tag::TileByteCounts)?.unwrap_or_default()),
+    };
+    let end = offsets.iter().zip(&counts).map(|(o, c)| o.saturating_add(*c)).max().unwrap_or(0);
+    if end > len {
+        return Err(fail(format!("truncated: its image data ends at byte {end}, the file at {len}")));
+    }
+    Ok(())
+}
+
+/// Refuses a JPEG cut short: the decoder fills what is missing with grey
+/// and reports success, so the file itself must end its last scan (SOS)
+/// with an end-of-image marker (EOI). Entropy-coded data never holds
+/// either marker (a 0xFF in it is followed by 0x00 or a restart marker),
+/// and an embedded thumbnail's come before the main image's scans.
+///
+/// A whole file's marker sits in its last bytes, which are all that is
+/// read then; the whole file is scanned only when they lack it.
+pub(super) fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) -> Result<()> {
+    if format != Some(image::ImageFormat::Jpeg) {
+        return Ok(());
+    }
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    // An end-of-image marker after the last scan in `bytes` (no scan at
+    // all is the decoder's to refuse).
+    let ends = |bytes: &[u8]| {
+        let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+        matches!((last(0xDA), last(0xD9)), (scan, Some(end)) if scan.is_none_or(|scan| end > scan))
+    };
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::End(-4096)).or_else(|_| file.seek(SeekFrom::Start(0))).map_err(io)?;
+    file.read_to_end(&mut tail).map_err(io)?;
+    if ends(&tail) || ends(&std::fs::read(path).map_err(io)?) {
+        return Ok(());
+    }
+    Err(Error::Decode { path: path.to_owned(), reason: "truncated: no end-of-image marker after the last scan".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{EncodeOptions, HostFrame, OutputFormat, PixelFormat, encode_frame};
+
+    #[test]
+    fn a_file_cut_short_is_refused_a_whole_one_passes() {
+        let t = tempfile::tempdir().unwrap();
+        let mut frame = HostFrame::new(37, 23, PixelFormat::Rgba8, false);
+        frame.data.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7919 % 251) as u8);
+        for (name, format) in
+            [("f.png", OutputFormat::Png), ("f.qoi", OutputFormat::Qoi), ("f.jpg", OutputFormat::Jpeg)]
+        {
+            let path = t.path().join(name);
+            let bytes = encode_frame(frame.clone(), format, &EncodeOptions::default(), &path).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+            check_whole(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+            let err = check_whole(&path).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("truncated"), "{err}");
+        }
+        // A TIFF whose directory comes first (as many writers put it): a
+        // 2x1 grey image, its one strip of two bytes after the directory.
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+        let entries: [(u16, u16, u32); 6] =
+            [(256, 3, 2), (257, 3, 1), (258, 3, 8), (262, 3, 1), (273, 4, 86), (279, 4, 2)];
+        tiff.extend((entries.len() as u16).to_le_bytes());
+        for (tag, kind, value) in entries {
+            tiff.extend(tag.to_le_bytes());
+            tiff.extend(kind.to_le_bytes());
+            tiff.extend(1u32.to_le_bytes());
+            tiff.extend(if kind == 3 { (value as u16 as u32).to_le_bytes() } else { value.to_le_bytes() });
+        }
+        tiff.extend(0u32.to_le_bytes());
+        assert_eq!(tiff.len(), 86);
+        tiff.extend([10, 200]);
+        let path = t.path().join("f.tif");
+        std::fs::write(&path, &tiff).unwrap();
+        check_whole(&path).unwrap();
+        std::fs::write(&path, &tiff[..87]).unwrap();
+        let err = check_whole(&path).unwrap_err().to_string();
+        assert!(err.contains("its image data ends at byte 88, the file at 87"), "{err}");
+    }
+}
