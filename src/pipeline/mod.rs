@@ -423,7 +423,7 @@ pub(crate) fn run(
     let Staging { slots, slot_bytes, ring } = loop {
         let mark = ledger.mark();
         let mut backend = engine.backend().lock(Priority::Export);
-        let made = make_slots(&mut backend, ledger, shape, &plan, identity, busy, pool_size);
+        let made = make_slots(&mut backend, ledger, shape, &plan, identity, busy, total, pool_size);
         // Released first: reclaiming takes the backend too.
         drop(backend);
         match made {

@@ -117,15 +117,26 @@ fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64,
 /// one where a second would cost the second slot (two slots let a decode
 /// run beside the GPU, worth more than two frames on it), slots take what fits up to
 /// [`auto_cap`], and the ring grows towards [`ring_size`] only with what
-/// is left. A fixed pool size leaves the ring the rest, at least one.
-pub fn split_budget(free: u64, slot: u64, readback: u64, threads: usize, pool: PoolSize) -> (usize, usize) {
-    let ideal = ring_size(threads);
+/// is left. Neither has more than `frames` (a still, a short shot: one
+/// per frame is all a run can use; past that they only hold VRAM). A
+/// fixed pool size leaves the ring the rest, at least one.
+pub fn split_budget(
+    free: u64,
+    slot: u64,
+    readback: u64,
+    threads: usize,
+    frames: usize,
+    pool: PoolSize,
+) -> (usize, usize) {
+    let frames = frames.max(1);
+    let ideal = ring_size(threads).min(frames);
     match pool {
         PoolSize::Fixed(n) => (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(1, ideal)),
         PoolSize::Auto => {
             let fit = |ring: usize| (free.saturating_sub(ring as u64 * readback) / slot) as usize;
-            let base = if fit(GPU_DEPTH) >= fit(1).clamp(1, 2) { GPU_DEPTH } else { 1 };
-            let n = ((free.saturating_sub(base as u64 * readback) / slot) as usize).clamp(1, auto_cap(threads, true));
+            let base = if fit(GPU_DEPTH) >= fit(1).clamp(1, 2) { GPU_DEPTH } else { 1 }.min(ideal);
+            let cap = auto_cap(threads, true).min(frames);
+            let n = ((free.saturating_sub(base as u64 * readback) / slot) as usize).clamp(1, cap);
             (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(base, ideal))
         }
     }
@@ -186,6 +197,7 @@ pub(super) fn make_slots(
     plan: &Plan,
     identity: bool,
     threads: usize,
+    frames: usize,
     pool: PoolSize,
 ) -> Result<Staging> {
     let gpu: &mut GpuBackend = match backend {
@@ -193,7 +205,7 @@ pub(super) fn make_slots(
         _ => {
             let n = match pool {
                 PoolSize::Fixed(n) => n,
-                PoolSize::Auto => auto_cap(threads, false),
+                PoolSize::Auto => auto_cap(threads, false).min(frames).max(1),
             };
             let slots = (0..n).map(|_| SlotKind::Host).collect();
             return Ok(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new() });
@@ -216,7 +228,7 @@ pub(super) fn make_slots(
         return Err(refuse(ledger.current().saturating_sub(kernels)));
     }
     let free = budget.saturating_sub(ledger.current());
-    let (n, rings) = split_budget(free, slot, readback, threads, pool);
+    let (n, rings) = split_budget(free, slot, readback, threads, frames, pool);
     let ring = (0..rings).map(|_| gpu.new_readback(shape)).collect::<Result<Vec<_>>>()?;
     let made = new_slots(gpu, shape, n, threads);
     let fit = made.iter().filter(|s| s.is_ok()).count();
@@ -270,17 +282,22 @@ mod tests {
         // four slots and two readback buffers, not a full ring and one slot.
         let frame16 = 7680 * 4320 * 8;
         let free = 2 * gib - 320 * mib;
-        let (slots, ring) = split_budget(free, frame16 + 48, frame16, 16, PoolSize::Auto);
+        let (slots, ring) = split_budget(free, frame16 + 48, frame16, 16, usize::MAX, PoolSize::Auto);
         assert_eq!((slots, ring), (4, 2));
         assert!(slots as u64 * (frame16 + 48) + ring as u64 * frame16 <= free);
         // Small frames: every slot that helps and the whole ring.
-        assert_eq!(split_budget(free, 1000, 1000, 16, PoolSize::Auto), (auto_cap(16, true), ring_size(16)));
+        assert_eq!(split_budget(free, 1000, 1000, 16, usize::MAX, PoolSize::Auto), (auto_cap(16, true), ring_size(16)));
         // Room for one frame of each only.
-        assert_eq!(split_budget(2100, 1050, 1000, 4, PoolSize::Auto), (1, 1));
+        assert_eq!(split_budget(2100, 1050, 1000, 4, usize::MAX, PoolSize::Auto), (1, 1));
         // Two slots and one readback buffer rather than one slot and two.
-        assert_eq!(split_budget(3100, 1000, 1000, 4, PoolSize::Auto), (2, 1));
+        assert_eq!(split_budget(3100, 1000, 1000, 4, usize::MAX, PoolSize::Auto), (2, 1));
         // A fixed pool leaves the ring the rest, at least one.
-        assert_eq!(split_budget(12_000, 1000, 1000, 4, PoolSize::Fixed(5)), (5, ring_size(4)));
-        assert_eq!(split_budget(5_500, 1000, 1000, 4, PoolSize::Fixed(5)), (5, 1));
+        assert_eq!(split_budget(12_000, 1000, 1000, 4, usize::MAX, PoolSize::Fixed(5)), (5, ring_size(4)));
+        assert_eq!(split_budget(5_500, 1000, 1000, 4, usize::MAX, PoolSize::Fixed(5)), (5, 1));
+        // A short sequence takes no more than one slot and one readback
+        // buffer per frame, however much room there is.
+        assert_eq!(split_budget(free, 1000, 1000, 16, 1, PoolSize::Auto), (1, 1));
+        assert_eq!(split_budget(free, 1000, 1000, 16, 3, PoolSize::Auto), (3, 3));
+        assert_eq!(split_budget(free, 1000, 1000, 16, 0, PoolSize::Auto), (1, 1));
     }
 }
