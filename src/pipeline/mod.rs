@@ -60,7 +60,7 @@ use crossbeam_channel::{Sender, bounded, unbounded};
 pub(crate) use clock::Clock;
 pub(crate) use slots::check_one_frame_fits;
 pub use slots::split_budget;
-use slots::{Staging, make_slots};
+use slots::{Sizing, Staging, make_slots};
 use stages::Ctx;
 
 use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
@@ -423,7 +423,8 @@ pub(crate) fn run(
     let Staging { slots, slot_bytes, ring } = loop {
         let mark = ledger.mark();
         let mut backend = engine.backend().lock(Priority::Export);
-        let made = make_slots(&mut backend, ledger, shape, &plan, identity, busy, total, pool_size);
+        let sizing = Sizing { pool: pool_size, threads: busy, frames: total };
+        let made = make_slots(&mut backend, ledger, shape, &plan, identity, sizing);
         // Released first: reclaiming takes the backend too.
         drop(backend);
         match made {

@@ -189,6 +189,15 @@ pub(super) struct Staging {
     pub(super) ring: Vec<Readback>,
 }
 
+/// What a run asks of its pool: the size asked for, the workers that can
+/// be busy, the frames it has.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sizing {
+    pub(super) pool: PoolSize,
+    pub(super) threads: usize,
+    pub(super) frames: usize,
+}
+
 /// Builds the slots: GPU staging counted by the ledger, or host permits.
 pub(super) fn make_slots(
     backend: &mut Backend,
@@ -196,9 +205,7 @@ pub(super) fn make_slots(
     shape: FrameShape,
     plan: &Plan,
     identity: bool,
-    threads: usize,
-    frames: usize,
-    pool: PoolSize,
+    Sizing { pool, threads, frames }: Sizing,
 ) -> Result<Staging> {
     let gpu: &mut GpuBackend = match backend {
         Backend::Gpu(g) if !identity => g,
