@@ -288,9 +288,10 @@ impl Sequence {
             return Err(Error::Sequence(format!("{input}: no frames match")));
         }
         // Named as a frame the run takes, but not a frame file: said as
-        // such, not counted as missing.
-        let (first, last) = (found.keys().next().copied().unwrap_or(0), found.keys().last().copied().unwrap_or(0));
-        let taken = |n: u64| spec.map_or(first <= n && n <= last, |s| s.frames().binary_search(&n).is_ok());
+        // such, not counted as missing. Without a spec every one is taken:
+        // had it been a file, the range would reach it (a link to nothing
+        // as the last frame must not shorten the shot without a word).
+        let taken = |n: u64| spec.is_none_or(|s| s.frames().binary_search(&n).is_ok());
         if let Some((n, p)) = odd.iter().find(|(n, _)| taken(**n)) {
             return Err(Error::Sequence(format!(
                 "{}: frame {n} is not a file (a folder, a pipe, or a link to nothing)",
@@ -385,11 +386,17 @@ fn find_frames(input: &str) -> Result<Found> {
         return Ok((found, odd));
     }
     if path.is_dir() {
-        return Ok((scan_directory(path)?, BTreeMap::new()));
+        return scan_directory(path);
     }
     if path.is_file() {
-        // A single file: frame number from its name if it has one, else 0.
-        let n = path.file_stem().and_then(|s| s.to_str()).and_then(last_digits).map_or(0, |(_, _, n)| n);
+        // A single file: frame number from its name if it has one, else 0
+        // (one too large to read is refused, as in a folder).
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let n = match last_digits(stem) {
+            Some((_, _, n)) => n,
+            None if stem.bytes().any(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
+            None => 0,
+        };
         return Ok((BTreeMap::from([(n, path.to_path_buf())]), BTreeMap::new()));
     }
     if std::fs::metadata(path).is_ok() {
@@ -429,36 +436,46 @@ fn is_image_name(path: &Path) -> bool {
     IMAGE_EXTENSIONS.contains(&ext.as_str())
 }
 
-/// A directory must hold exactly one numbered image sequence.
-fn scan_directory(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
-    let mut groups: BTreeMap<(String, String), BTreeMap<u64, PathBuf>> = BTreeMap::new();
+/// A directory must hold exactly one numbered image sequence. Entries
+/// named as its frames that are not files (a link to nothing, a folder)
+/// come back beside it, as for a pattern.
+fn scan_directory(dir: &Path) -> Result<Found> {
+    type Key = (String, String);
+    let mut groups: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
+    let mut odd: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
     for (name, path, is_file) in list_dir(dir, true)? {
-        if !is_file || !is_image_name(&path) || name.starts_with('.') {
+        if !is_image_name(&path) || name.starts_with('.') {
             continue;
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let stem = &name[..name.len() - ext.len() - 1];
-        if last_digits(stem).is_none() && stem.bytes().any(|b| b.is_ascii_digit()) {
+        if is_file && last_digits(stem).is_none() && stem.bytes().any(|b| b.is_ascii_digit()) {
             return Err(unreadable_number(&path));
         }
-        if let Some((start, end, n)) = last_digits(stem) {
-            let key = (name[..start].to_string(), name[end..].to_string());
-            // `shot_1.png` beside `shot_0001.png`: which is frame 1 would
-            // depend on the directory's order. Refuse rather than guess.
-            if let Some(other) = groups.entry(key).or_default().insert(n, path.clone()) {
-                let (a, b) = if other < path { (other, path) } else { (path, other) };
-                return Err(Error::Sequence(format!(
-                    "{}: {} and {} are both frame {n}; pass a pattern (%04d or %d) to choose",
-                    dir.display(),
-                    a.display(),
-                    b.display()
-                )));
-            }
+        let Some((start, end, n)) = last_digits(stem) else { continue };
+        let key = (name[..start].to_string(), name[end..].to_string());
+        if !is_file {
+            odd.entry(key).or_default().insert(n, path);
+            continue;
+        }
+        // `shot_1.png` beside `shot_0001.png`: which is frame 1 would
+        // depend on the directory's order. Refuse rather than guess.
+        if let Some(other) = groups.entry(key).or_default().insert(n, path.clone()) {
+            let (a, b) = if other < path { (other, path) } else { (path, other) };
+            return Err(Error::Sequence(format!(
+                "{}: {} and {} are both frame {n}; pass a pattern (%04d or %d) to choose",
+                dir.display(),
+                a.display(),
+                b.display()
+            )));
         }
     }
     match groups.len() {
-        0 => Ok(BTreeMap::new()),
-        1 => Ok(groups.into_values().next().unwrap()),
+        0 => Ok((BTreeMap::new(), BTreeMap::new())),
+        1 => {
+            let (key, found) = groups.into_iter().next().unwrap();
+            Ok((found, odd.remove(&key).unwrap_or_default()))
+        }
         _ => {
             let names: Vec<String> = groups.keys().map(|(p, s)| format!("{p}#{s}")).collect();
             Err(Error::Sequence(format!(
@@ -547,6 +564,29 @@ mod tests {
         // Not when the run does not take that frame.
         let odd = FrameSpec::parse("1,3").unwrap();
         assert_eq!(Sequence::scan(&pattern, Some(&odd), MissingPolicy::Error).unwrap().frames.len(), 2);
+        // The same in a folder, and for a link to nothing past the last
+        // file: it would have been the last frame.
+        let folder = t.path().display().to_string();
+        let e = Sequence::scan(&folder, None, MissingPolicy::Skip).unwrap_err().to_string();
+        assert!(e.ends_with("s_0002.png: frame 2 is not a file (a folder, a pipe, or a link to nothing)"), "{e}");
+        std::fs::remove_dir(t.path().join("s_0002.png")).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("gone.png", t.path().join("s_0004.png")).unwrap();
+            for input in [&pattern, &folder] {
+                let e = Sequence::scan(input, None, MissingPolicy::Skip).unwrap_err().to_string();
+                assert!(
+                    e.ends_with("s_0004.png: frame 4 is not a file (a folder, a pipe, or a link to nothing)"),
+                    "{e}"
+                );
+            }
+        }
+        // One file whose number does not fit is refused as in a folder,
+        // not taken as frame 0.
+        let big = t.path().join("x_99999999999999999999.png");
+        std::fs::write(&big, b"").unwrap();
+        let e = Sequence::scan(&big.display().to_string(), None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(e.contains("x_99999999999999999999.png: a frame number framepipe cannot read"), "{e}");
         let e = FramePattern::parse("renders/shot_%04d/f.png").unwrap_err().to_string();
         assert_eq!(e, "renders/shot_%04d/f.png: the frame number field must be in the file name, not in a folder's");
         #[cfg(unix)]
