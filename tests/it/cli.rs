@@ -772,7 +772,7 @@ fn sources_are_protected_outside_the_selection_and_under_every_name() {
     assert!(!t.path().join("o").exists(), "nothing was written");
     // A report that stdout is redirected to would be renamed over the
     // stream (or bench-pool's table) at the end.
-    let report = t.path().join("same.json");
+    let report = t.path().join("same.txt");
     for (args, flag) in [
         (vec!["process", input_s, "-o", "-", "--overwrite", "--json"], "--json"),
         (vec!["bench-pool", input_s, "--pools", "1", "--repeat", "1", "--overwrite", "--csv"], "--csv"),
