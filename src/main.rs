@@ -176,7 +176,7 @@ struct BenchPoolArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
     /// VRAM budget: 512MiB, 2GiB, 1.5GB.
-    #[arg(long, alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
+    #[arg(long, visible_alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     budget: u64,
     /// Decode and encode threads, and the CPU backend's kernel threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]

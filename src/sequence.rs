@@ -194,7 +194,10 @@ impl FrameSpec {
         };
         let mut frames = Vec::new();
         for part in spec.split(',').map(str::trim) {
+            // A step belongs to a range: `5x2` alone is a typo (for
+            // `1-5x2`?), refused rather than read as frame 5.
             let (range, step) = match part.split_once(['x', ':']) {
+                Some((r, _)) if !r.contains('-') => return Err(bad(part)),
                 Some((r, s)) => (r, s.trim().parse::<u64>().ok().filter(|&s| s >= 1).ok_or_else(|| bad(part))?),
                 None => (part, 1),
             };
@@ -214,15 +217,20 @@ impl FrameSpec {
                     format!("at most {MAX_SPEC_FRAMES} frames"),
                 ));
             }
-            // A step on one frame (`5x2`) means nothing: a typo for `1-5x2`?
-            if a == b && step > 1 {
-                return Err(bad(part));
-            }
             frames.extend((a..=b).step_by(step as usize));
             if frames.len() as u64 > MAX_SPEC_FRAMES {
+                // Overlapping parts count once.
+                frames.sort_unstable();
+                frames.dedup();
+            }
+            if frames.len() as u64 > MAX_SPEC_FRAMES {
+                let mut shown: String = spec.chars().take(40).collect();
+                if shown.len() < spec.len() {
+                    shown.push('…');
+                }
                 return Err(Error::invalid(
                     "frame spec",
-                    format!("{:?}", spec.chars().take(40).collect::<String>()),
+                    format!("{shown:?}"),
                     format!("at most {MAX_SPEC_FRAMES} frames in all"),
                 ));
             }
@@ -649,9 +657,12 @@ mod tests {
     fn frame_specs() {
         assert_eq!(FrameSpec::parse("1-3,5,7-20x2").unwrap().frames(), &[1, 2, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
         assert_eq!(FrameSpec::parse("1001-1003").unwrap().frames(), &[1001, 1002, 1003]);
-        for bad in ["", "5-1", "a", "1-3x0", "1--3", "1:5"] {
+        for bad in ["", "5-1", "a", "1-3x0", "1--3", "1:5", "5x2", "5x1"] {
             assert!(FrameSpec::parse(bad).is_err(), "{bad}");
         }
+        // A step on a range, however short, is a range's step.
+        assert_eq!(FrameSpec::parse("5-5x2").unwrap().frames(), &[5]);
+        assert_eq!(FrameSpec::parse("4-5x2").unwrap().frames(), &[4]);
         let err = FrameSpec::parse("0-10000000").unwrap_err().to_string();
         assert!(err.contains("at most 10000000 frames"), "{err}");
         // A step counts: this range names a million frames.
