@@ -329,9 +329,25 @@ fn on_signal() {
             let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
             let kept = if RUN.get().is_some() && !demo { "the frames written so far are kept, " } else { "" };
             note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
-            std::process::exit(130);
+            exit_now(130);
         }
     }
+}
+
+/// Ends the process without running exit handlers: `exit` runs the C and
+/// C++ ones (static destructors), and a driver another thread is loading or
+/// using at that moment (Mesa's LLVM, on a signal during start-up) then
+/// frees what it is still building: "double free", an abort, exit 134
+/// instead of 130. Nothing of framepipe's waits on them: its unfinished
+/// files are removed before, and stderr is unbuffered.
+fn exit_now(code: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: `_exit` only ends the process.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
 }
 
 fn main() -> ExitCode {
