@@ -194,14 +194,16 @@ impl GradeKey {
 }
 
 /// Where the last request was, which way it moved, and how far ahead
-/// prefetches are queued.
+/// prefetches are queued. Places are positions in the sequence's frame
+/// list, not frame numbers: a shot on twos (`1-100x2`) or with gaps steps
+/// from one frame to the next that exists.
 #[derive(Default)]
 struct Playhead {
     source: String,
     /// The grade and scale prefetches are queued with.
     graph: GradeKey,
     scale: Option<Scale>,
-    frame: u64,
+    at: i128,
     step: i128,
     queued_until: i128,
 }
@@ -1138,18 +1140,15 @@ impl Engine {
     ) {
         let count = self.core.config.prefetch;
         let state = &self.core.previews;
+        let Ok(at) = sequence.frames.binary_search_by_key(&frame, |f| f.number) else { return };
+        let at = at as i128;
         let mut playhead = lock(&state.playhead);
         if !wanted() {
             return;
         }
         let (source, graph_key) = (sequence.source.clone(), grade.clone());
-        let here = Playhead {
-            source: source.clone(),
-            graph: graph_key.clone(),
-            scale: Some(scale),
-            frame,
-            ..Default::default()
-        };
+        let here =
+            Playhead { source: source.clone(), graph: graph_key.clone(), scale: Some(scale), at, ..Default::default() };
         let mut previous = playhead.replace(here);
         if let Some(p) = previous.as_mut().filter(|p| p.source == source) {
             if p.graph != graph_key || p.scale != Some(scale) {
@@ -1157,14 +1156,14 @@ impl Engine {
                 // renders something nobody will ask for. Cancel it, keep the
                 // direction, and queue afresh from here.
                 state.generation.fetch_add(1, Ordering::SeqCst);
-                p.queued_until = p.frame as i128;
+                p.queued_until = p.at;
                 (p.graph, p.scale) = (graph_key.clone(), Some(scale));
             }
         } else if previous.is_some() {
             state.generation.fetch_add(1, Ordering::SeqCst); // another sequence
         }
         let (step, mut from) = match previous {
-            Some(p) if p.source == sequence.source => match frame as i128 - p.frame as i128 {
+            Some(p) if p.source == sequence.source => match at - p.at {
                 0 => {
                     *playhead = Some(p); // same frame (a slider drag): nothing new to fetch
                     return;
@@ -1176,17 +1175,17 @@ impl Engine {
                 d if d.signum() == p.step => (d.signum(), p.queued_until),
                 d => {
                     state.generation.fetch_add(1, Ordering::SeqCst); // turned around
-                    (d.signum(), frame as i128)
+                    (d.signum(), at)
                 }
             },
             _ => return,
         };
-        if (from - frame as i128) * step <= 0 {
-            from = frame as i128;
+        if (from - at) * step <= 0 {
+            from = at;
         }
-        let until = frame as i128 + step * count as i128;
+        let until = at + step * count as i128;
         let queued_until = if step > 0 { until.max(from) } else { until.min(from) };
-        *playhead = Some(Playhead { source, graph: graph_key, scale: Some(scale), frame, step, queued_until });
+        *playhead = Some(Playhead { source, graph: graph_key, scale: Some(scale), at, step, queued_until });
         // Read under the playhead's lock, which every change of it takes:
         // a jump by another thread right after cancels these prefetches.
         let generation = state.generation.load(Ordering::SeqCst);
@@ -1222,7 +1221,7 @@ impl Engine {
         let mut target = from;
         while (until - target) * step > 0 {
             target += step;
-            let Some(f) = u64::try_from(target).ok().and_then(|n| sequence.frame(n)) else {
+            let Some(f) = usize::try_from(target).ok().and_then(|i| sequence.frames.get(i)) else {
                 break;
             };
             let (path, frame) = (f.path.clone(), f.number);

@@ -12,8 +12,8 @@ use framepipe::io::{DecodeLimits, EncodeOptions, decode_file};
 use framepipe::pool::PoolSize;
 use framepipe::preview::{Scale, TraceEvent};
 use framepipe::{
-    BackendKind, Cancel, Engine, EngineConfig, Error, HostFrame, Job, MissingPolicy, Op, OpGraph, PixelFormat,
-    Sequence, process_cpu,
+    BackendKind, Cancel, Engine, EngineConfig, Error, FrameSpec, HostFrame, Job, MissingPolicy, Op, OpGraph,
+    PixelFormat, Sequence, process_cpu,
 };
 
 use crate::util::{Rng, backends};
@@ -515,6 +515,29 @@ fn prefetch_follows_the_playhead_the_grade_and_the_direction() {
         let stats = e.preview_stats();
         assert!(stats.prefetched >= 9, "{backend}: {stats:?}");
     }
+}
+
+/// A shot on twos (or with gaps) steps from one frame to the next there
+/// is: prefetch counts frames of the sequence, not frame numbers.
+#[test]
+fn prefetch_steps_through_the_frames_a_sequence_has() {
+    let t = tempfile::tempdir().unwrap();
+    sequence(t.path(), 30, 48, 32, PixelFormat::Rgba8);
+    let on_twos = t.path().join("p/s_%03d.png").display().to_string();
+    let spec = FrameSpec::parse("1-30x2").unwrap();
+    let seq = Sequence::scan(&on_twos, Some(&spec), MissingPolicy::Error).unwrap();
+    assert_eq!(seq.frames.len(), 15);
+    let g = grade(0.4);
+    let config = EngineConfig { backend: BackendKind::Cpu, prefetch: 3, prefetch_threads: 1, ..Default::default() };
+    let e = Engine::new(config).unwrap();
+    // 9 then 11: one step forward, whose next three frames are 13, 15, 17.
+    e.preview(&seq, 9, &g, Scale::Quarter).unwrap();
+    e.preview(&seq, 11, &g, Scale::Quarter).unwrap();
+    assert!(prefetched(&e, &seq, &[13, 15, 17], &g), "{:?}", e.preview_stats());
+    // Backwards from 17 after a step back: 13, 11, 9 (not a jump).
+    e.preview(&seq, 17, &g, Scale::Quarter).unwrap();
+    e.preview(&seq, 15, &g, Scale::Quarter).unwrap();
+    assert!(prefetched(&e, &seq, &[13, 11, 9], &g), "{:?}", e.preview_stats());
 }
 
 #[test]
