@@ -435,9 +435,9 @@ pub(crate) struct PreviewState {
     /// mailbox), joined when the engine's last caller goes.
     threads: Mutex<Vec<OwnThread>>,
     /// Keys being rendered now, each with its render's class at the
-    /// backend (raised when a preview joins a prefetch), and the signal
-    /// that one landed.
-    inflight: Mutex<HashMap<PreviewKey, Class>>,
+    /// backend (raised when a preview joins a prefetch) and the image it
+    /// leaves for those who joined it, and the signal that one landed.
+    inflight: Mutex<HashMap<PreviewKey, InFlight>>,
     landed: std::sync::Condvar,
     /// Upload staging for preview sources; used only under the backend lock.
     slot: Mutex<Option<PreviewSlot>>,
@@ -607,6 +607,16 @@ fn fitted_slot(gpu: &GpuBackend, held: Option<PreviewSlot>, shape: FrameShape) -
 
 /// Takes a key out of the in-flight set when its render ends, by return or
 /// by unwinding, and wakes whoever waits for it.
+/// A render under way: its priority class, and where its image is left
+/// for those waiting on it. The cache may not keep an image (one larger
+/// than the cache, or evicted by other inserts at once): waiters take it
+/// from here rather than render it a second time.
+#[derive(Clone, Default)]
+struct InFlight {
+    class: Class,
+    image: Arc<OnceLock<Arc<PreviewImage>>>,
+}
+
 struct Landed<'a> {
     state: &'a PreviewState,
     key: &'a PreviewKey,
@@ -683,19 +693,27 @@ impl Engine {
         gate: &mut Option<GateGuard<'a>>,
     ) -> Result<(Arc<PreviewImage>, Served)> {
         let state = &self.core.previews;
-        let mut joined = false;
+        let mut joined: Option<Arc<OnceLock<Arc<PreviewImage>>>> = None;
         let mut urgent = None;
         loop {
+            if let Some(image) = joined.as_ref().and_then(|j| j.get()) {
+                return Ok((image.clone(), Served::Joined));
+            }
+            let served = if joined.is_some() { Served::Joined } else { Served::Hit };
             if let Some(image) = lock(&state.cache).peek(key) {
-                return Ok((image, if joined { Served::Joined } else { Served::Hit }));
+                return Ok((image, served));
             }
             let mut inflight = lock(&state.inflight);
             // A render that landed between the look above and this lock
-            // has left `inflight` but is in the cache: never render twice.
-            if let Some(image) = lock(&state.cache).peek(key) {
-                return Ok((image, if joined { Served::Joined } else { Served::Hit }));
+            // has left `inflight` but is in the cache (or left its image
+            // with us): never render twice.
+            if let Some(image) = joined.as_ref().and_then(|j| j.get()) {
+                return Ok((image.clone(), Served::Joined));
             }
-            if let Some(class) = inflight.get(key) {
+            if let Some(image) = lock(&state.cache).peek(key) {
+                return Ok((image, served));
+            }
+            if let Some(InFlight { class, image }) = inflight.get(key) {
                 // Overtaken while it waited for someone else's render: it
                 // holds nothing up any longer (the gate, the urgency).
                 if !wanted() {
@@ -707,7 +725,7 @@ impl Engine {
                 if priority == Priority::Preview {
                     self.core.backend.raise(class, Priority::Preview);
                 }
-                joined = true;
+                joined = Some(image.clone());
                 // A prefetch rendering it that waits for memory claims it
                 // at prefetch strength (the export keeps its last slot): a
                 // preview waiting on it makes the claim urgent.
@@ -718,8 +736,8 @@ impl Engine {
                 let _ = state.landed.wait_timeout(inflight, Duration::from_millis(100));
                 continue;
             }
-            let class = Class::default();
-            inflight.insert(key.clone(), class.clone());
+            let InFlight { class, image: handoff } = InFlight::default();
+            inflight.insert(key.clone(), InFlight { class: class.clone(), image: handoff.clone() });
             drop(inflight);
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
@@ -728,6 +746,8 @@ impl Engine {
                 || self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, wanted), gate);
             let result = panic_as_error(key.frame, render).map(Arc::new);
             if let Ok(image) = &result {
+                // Left for the waiters before the key leaves `inflight`.
+                let _ = handoff.set(image.clone());
                 lock(&state.cache).insert(key.clone(), image.clone(), image.data.len() as u64);
             }
             return result.map(|image| (image, Served::Rendered));

@@ -517,6 +517,35 @@ fn prefetch_follows_the_playhead_the_grade_and_the_direction() {
     }
 }
 
+/// Requests for a frame being rendered wait for that render and take its
+/// image, even where the cache cannot keep it (larger than the cache):
+/// every request renders or joins, never both.
+#[test]
+fn a_render_under_way_is_joined_not_repeated_even_past_the_cache() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 2, 640, 400, PixelFormat::Rgba8);
+    let g = grade(0.3);
+    // An image of 1 MB, a cache of 1000 bytes: nothing is ever kept.
+    let e = engine(BackendKind::Cpu, 1000);
+    let start = std::sync::Barrier::new(4);
+    let images: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    e.preview(&seq, 1, &g, Scale::Full).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stats = e.preview_stats();
+    assert_eq!(stats.previews.bytes, 0, "{stats:?}");
+    assert!(stats.joined >= 1, "requests released together joined the first one's render: {stats:?}");
+    assert_eq!(stats.renders + stats.joined, 4, "{stats:?}");
+    assert!(images.iter().all(|i| i.data == images[0].data));
+}
+
 /// A shot on twos (or with gaps) steps from one frame to the next there
 /// is: prefetch counts frames of the sequence, not frame numbers.
 #[test]
