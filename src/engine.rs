@@ -134,6 +134,10 @@ pub struct EngineConfig {
     /// lower it to band small frames. By default, none: the adapter's
     /// binding limit capped at [`BAND_TARGET_BYTES`](crate::gpu::BAND_TARGET_BYTES).
     pub band_bytes: Option<u64>,
+    /// Bounds on what decoding a preview's source may allocate (an export
+    /// takes [`Job::limits`]): raise them with a job's to preview frames
+    /// past the defaults. By default, [`DecodeLimits::default`].
+    pub preview_decode_limits: DecodeLimits,
 }
 
 impl Default for EngineConfig {
@@ -150,6 +154,7 @@ impl Default for EngineConfig {
             prefetch_threads: 0,
             preview_memory_idle: std::time::Duration::from_secs(1),
             band_bytes: None,
+            preview_decode_limits: DecodeLimits::default(),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::cache::{ByteLru, CacheStats};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, GpuBackend, GpuSlot, SetHold};
-use crate::io::{DecodeLimits, HostFrame, decode_file, probe_file};
+use crate::io::{HostFrame, decode_file, probe_file};
 use crate::ops::{OpGraph, process_cpu};
 use crate::priority::{Class, GateGuard, Intent, Priority};
 use crate::sequence::Sequence;
@@ -906,7 +906,7 @@ impl Engine {
             }
         }
         let landing = Landing(state, file, pending);
-        let decoded = decode_file(&file.path, &DecodeLimits::default()).map(Arc::new);
+        let decoded = decode_file(&file.path, &self.core.config.preview_decode_limits).map(Arc::new);
         let shared = match &decoded {
             Ok(src) => {
                 state.decodes.fetch_add(1, Ordering::SeqCst);
@@ -961,7 +961,7 @@ impl Engine {
         // started before the request give memory back, never frames that
         // would then finish ahead of this preview.
         if priority == Priority::Preview && self.backend_name() == "gpu" {
-            let probe = probe_file(&file.path, &DecodeLimits::default());
+            let probe = probe_file(&file.path, &self.core.config.preview_decode_limits);
             // An unreadable header fails in the decode below, with its reason.
             if let Ok((width, height, format)) = probe {
                 let shape = FrameShape { width, height, format };

@@ -546,6 +546,20 @@ fn a_render_under_way_is_joined_not_repeated_even_past_the_cache() {
     assert!(images.iter().all(|i| i.data == images[0].data));
 }
 
+/// Previews decode within the engine's limits, which an application
+/// raises or lowers as it does a job's.
+#[test]
+fn previews_decode_within_the_engines_limits() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 1, 48, 32, PixelFormat::Rgba8);
+    let g = grade(0.1);
+    let preview_decode_limits = DecodeLimits { max_dimension: 40, ..Default::default() };
+    let config = EngineConfig { backend: BackendKind::Cpu, preview_decode_limits, prefetch: 0, ..Default::default() };
+    let err = Engine::new(config).unwrap().preview(&seq, 1, &g, Scale::Half).unwrap_err().to_string();
+    assert!(err.contains("48x32 exceeds the 40x40 size limit"), "{err}");
+    engine(BackendKind::Cpu, 1 << 20).preview(&seq, 1, &g, Scale::Half).unwrap();
+}
+
 /// A shot on twos (or with gaps) steps from one frame to the next there
 /// is: prefetch counts frames of the sequence, not frame numbers.
 #[test]
