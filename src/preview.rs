@@ -14,7 +14,9 @@
 //!
 //! After each request the engine prefetches the next few frames in the
 //! direction the playhead moved, at [`Priority::Prefetch`] (below previews,
-//! above exports); a jump cancels what is still queued.
+//! above exports); a jump cancels what is still queued. Each place (a
+//! sequence at one scale: a viewer, a thumbnail strip) has a playhead of
+//! its own, so one does not cancel the other's prefetches.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -193,23 +195,64 @@ impl GradeKey {
     }
 }
 
-/// Where the last request was, which way it moved, and how far ahead
-/// prefetches are queued. Places are positions in the sequence's frame
-/// list, not frame numbers: a shot on twos (`1-100x2`) or with gaps steps
-/// from one frame to the next that exists.
-#[derive(Default)]
+/// Where the last request of one place (a sequence at one scale) was,
+/// which way it moved, and how far ahead prefetches are queued. Places are
+/// positions in the sequence's frame list, not frame numbers: a shot on
+/// twos (`1-100x2`) or with gaps steps from one frame to the next that
+/// exists.
 struct Playhead {
     source: String,
-    /// The grade and scale prefetches are queued with.
+    /// The grade prefetches are queued with.
     graph: GradeKey,
-    scale: Option<Scale>,
+    scale: Scale,
     at: i128,
     step: i128,
     queued_until: i128,
+    /// Moves when what this playhead queued is cancelled.
+    generation: Arc<AtomicU64>,
+}
+
+impl Playhead {
+    /// A place seen for the first time: no direction yet.
+    fn new(source: String, graph: GradeKey, scale: Scale, at: i128) -> Self {
+        Playhead { source, graph, scale, at, step: 0, queued_until: at, generation: Arc::default() }
+    }
+
+    /// Cancels what it queued: queued jobs are dropped, one under way stops
+    /// at its next wait.
+    fn cancel(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Places whose playheads are followed at once (a viewer, a second viewer
+/// on another clip, a thumbnail strip, scopes); a fifth takes the place of
+/// the one left longest, whose prefetches are cancelled.
+const MAX_PLAYHEADS: usize = 4;
+
+/// When a prefetch was queued: the engine's generation (which moves when
+/// its last caller goes) and its playhead's.
+#[derive(Clone)]
+struct Generation {
+    engine: u64,
+    playhead: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Generation {
+    fn of(state: &PreviewState, counter: &Arc<AtomicU64>) -> Self {
+        let engine = state.generation.load(Ordering::SeqCst);
+        Generation { engine, playhead: counter.load(Ordering::SeqCst), counter: counter.clone() }
+    }
+
+    /// Whether nothing has cancelled it since.
+    fn current(&self, state: &PreviewState) -> bool {
+        state.generation.load(Ordering::SeqCst) == self.engine && self.counter.load(Ordering::SeqCst) == self.playhead
+    }
 }
 
 struct PrefetchJob {
-    generation: u64,
+    generation: Generation,
     /// The frame's file (not the sequence: a request on a long timeline
     /// must not copy its list of frames).
     path: std::path::PathBuf,
@@ -426,7 +469,7 @@ pub(crate) struct PreviewState {
     prefetched: AtomicU64,
     joined: AtomicU64,
     cancelled: AtomicU64,
-    playhead: Mutex<Option<Playhead>>,
+    playheads: Mutex<Vec<Playhead>>,
     generation: AtomicU64,
     /// The prefetch threads' queue: started by the first prefetch, closed
     /// when the last caller's handle goes.
@@ -464,7 +507,7 @@ impl PreviewState {
             prefetched: AtomicU64::new(0),
             joined: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
-            playhead: Mutex::new(None),
+            playheads: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             prefetch: Mutex::new(None),
             threads: Mutex::default(),
@@ -1090,14 +1133,11 @@ impl Engine {
     ) -> Result<R> {
         // Bounded in time: each refusal waits for a release or 250 ms.
         let deadline = Instant::now() + Duration::from_secs(5);
-        // A prefetch stops waiting once the playhead jumped or the grade
-        // changed, and a view's request once a newer one came: either would
-        // hold the export down for a frame nobody wants.
-        let generation = &self.core.previews.generation;
-        let wanted_from = generation.load(Ordering::SeqCst);
-        let wanted = || {
-            (priority != Priority::Prefetch || generation.load(Ordering::SeqCst) == wanted_from) && wanted_by_caller()
-        };
+        // A prefetch stops waiting once its playhead jumped or the grade
+        // changed, and a view's request once a newer one came (each asked
+        // through `wanted`): either would hold the export down for a frame
+        // nobody wants.
+        let wanted = wanted_by_caller;
         // Up from the first refusal to the end: an export must not regrow
         // a slot with memory it just gave back for this request.
         let mut pressure = None;
@@ -1145,11 +1185,12 @@ impl Engine {
         }
     }
 
-    /// Queues the next frames in the direction the playhead moved. Steps in
-    /// the same direction extend the queue; a jump or a change of direction
-    /// cancels what is still queued and starts again.
-    /// `wanted` is asked under the playhead's lock: a request already
-    /// overtaken (a view's) must not turn the playhead back.
+    /// Queues the next frames in the direction the request's playhead (its
+    /// sequence and scale) moved. Steps in the same direction extend the
+    /// queue; a jump, a change of direction or of grade cancels what that
+    /// playhead still has queued and starts again.
+    /// `wanted` is asked under the playheads' lock: a request already
+    /// overtaken (a view's) must not turn its playhead back.
     fn schedule_prefetch(
         &self,
         sequence: &Sequence,
@@ -1162,54 +1203,59 @@ impl Engine {
         let state = &self.core.previews;
         let Ok(at) = sequence.frames.binary_search_by_key(&frame, |f| f.number) else { return };
         let at = at as i128;
-        let mut playhead = lock(&state.playhead);
+        let mut playheads = lock(&state.playheads);
         if !wanted() {
             return;
         }
         let (source, graph_key) = (sequence.source.clone(), grade.clone());
-        let here =
-            Playhead { source: source.clone(), graph: graph_key.clone(), scale: Some(scale), at, ..Default::default() };
-        let mut previous = playhead.replace(here);
-        if let Some(p) = previous.as_mut().filter(|p| p.source == source) {
-            if p.graph != graph_key || p.scale != Some(scale) {
-                // A new grade or scale (a slider moved): what is queued
-                // renders something nobody will ask for. Cancel it, keep the
-                // direction, and queue afresh from here.
-                state.generation.fetch_add(1, Ordering::SeqCst);
-                p.queued_until = p.at;
-                (p.graph, p.scale) = (graph_key.clone(), Some(scale));
+        // Each place in an editor moves on its own: the viewer's playhead is
+        // not turned by a thumbnail's request at another scale, nor by a
+        // second viewer on another clip.
+        let Some(i) = playheads.iter().position(|p| p.source == source && p.scale == scale) else {
+            if playheads.len() == MAX_PLAYHEADS {
+                playheads.remove(0).cancel();
             }
-        } else if previous.is_some() {
-            state.generation.fetch_add(1, Ordering::SeqCst); // another sequence
+            playheads.push(Playhead::new(source, graph_key, scale, at));
+            return;
+        };
+        // Most recently moved last.
+        let mut p = playheads.remove(i);
+        if p.graph != graph_key {
+            // A new grade (a slider moved): what is queued renders something
+            // nobody will ask for. Cancel it, keep the direction, and queue
+            // afresh from here.
+            p.cancel();
+            p.queued_until = p.at;
+            p.graph = graph_key;
         }
-        let (step, mut from) = match previous {
-            Some(p) if p.source == sequence.source => match at - p.at {
-                0 => {
-                    *playhead = Some(p); // same frame (a slider drag): nothing new to fetch
-                    return;
-                }
-                d if d.unsigned_abs() > count.max(1) as u128 => {
-                    state.generation.fetch_add(1, Ordering::SeqCst); // a jump
-                    return;
-                }
-                d if d.signum() == p.step => (d.signum(), p.queued_until),
-                d => {
-                    state.generation.fetch_add(1, Ordering::SeqCst); // turned around
-                    (d.signum(), at)
-                }
-            },
-            _ => return,
+        let (step, mut from) = match at - p.at {
+            0 => {
+                playheads.push(p); // same frame (a slider drag): nothing new to fetch
+                return;
+            }
+            d if d.unsigned_abs() > count.max(1) as u128 => {
+                p.cancel(); // a jump
+                (p.at, p.step, p.queued_until) = (at, 0, at);
+                playheads.push(p);
+                return;
+            }
+            d if d.signum() == p.step => (d.signum(), p.queued_until),
+            d => {
+                p.cancel(); // turned around
+                (d.signum(), at)
+            }
         };
         if (from - at) * step <= 0 {
             from = at;
         }
         let until = at + step * count as i128;
         let queued_until = if step > 0 { until.max(from) } else { until.min(from) };
-        *playhead = Some(Playhead { source, graph: graph_key, scale: Some(scale), at, step, queued_until });
-        // Read under the playhead's lock, which every change of it takes:
+        (p.at, p.step, p.queued_until) = (at, step, queued_until);
+        // Read under the playheads' lock, which every change of one takes:
         // a jump by another thread right after cancels these prefetches.
-        let generation = state.generation.load(Ordering::SeqCst);
-        drop(playhead);
+        let generation = Generation::of(state, &p.generation);
+        playheads.push(p);
+        drop(playheads);
         if count == 0 {
             return;
         }
@@ -1245,7 +1291,8 @@ impl Engine {
                 break;
             };
             let (path, frame) = (f.path.clone(), f.number);
-            let _ = sender.send(PrefetchJob { generation, path, frame, graph: graph.clone(), scale });
+            let _ =
+                sender.send(PrefetchJob { generation: generation.clone(), path, frame, graph: graph.clone(), scale });
         }
     }
 }
@@ -1260,7 +1307,7 @@ fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Recei
         let Some(core) = core.upgrade().filter(|c| Engine::has_callers(c)) else { break };
         let engine = Engine::internal(core);
         let state = &engine.core.previews;
-        if job.generation != state.generation.load(Ordering::SeqCst) {
+        if !job.generation.current(state) {
             state.cancelled.fetch_add(1, Ordering::SeqCst);
             continue;
         }
@@ -1269,7 +1316,7 @@ fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Recei
         let key = PreviewKey { file, frame: job.frame, graph: GradeKey::of(&job.graph), scale: job.scale };
         // Unwanted once the playhead moves elsewhere or the last caller
         // goes: it stops at its next wait.
-        let wanted = || Engine::has_callers(&engine.core) && job.generation == state.generation.load(Ordering::SeqCst);
+        let wanted = || Engine::has_callers(&engine.core) && job.generation.current(state);
         match engine.cached_or_render(&key, &job.graph, (Priority::Prefetch, &wanted), &mut None) {
             Ok((_, Served::Rendered)) => {
                 state.prefetched.fetch_add(1, Ordering::SeqCst);

@@ -560,6 +560,23 @@ fn previews_decode_within_the_engines_limits() {
     engine(BackendKind::Cpu, 1 << 20).preview(&seq, 1, &g, Scale::Half).unwrap();
 }
 
+/// The viewer's playhead is its own: thumbnails asked for at another
+/// scale, elsewhere in the shot, between its steps neither turn it nor
+/// cancel its prefetches.
+#[test]
+fn thumbnails_between_the_viewers_steps_leave_its_prefetch_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 40, 64, 40, PixelFormat::Rgba8);
+    let g = grade(-0.2);
+    let config = EngineConfig { backend: BackendKind::Cpu, prefetch: 3, prefetch_threads: 1, ..Default::default() };
+    let e = Engine::new(config).unwrap();
+    e.preview(&seq, 10, &g, Scale::Quarter).unwrap();
+    e.preview(&seq, 30, &g, Scale::Eighth).unwrap();
+    e.preview(&seq, 11, &g, Scale::Quarter).unwrap();
+    e.preview(&seq, 2, &g, Scale::Eighth).unwrap();
+    assert!(prefetched(&e, &seq, &[12, 13, 14], &g), "{:?}", e.preview_stats());
+}
+
 /// A shot on twos (or with gaps) steps from one frame to the next there
 /// is: prefetch counts frames of the sequence, not frame numbers.
 #[test]
