@@ -87,6 +87,31 @@ impl FramePattern {
         if self.dir.as_os_str().is_empty() { Path::new(".") } else { &self.dir }
     }
 
+    /// Why a file in the pattern's folder that looks like one of its frames
+    /// is not: numbered with other padding (`s_1.png` for `s_%04d.png`), or
+    /// named in other letter case (`S_0001.PNG`). For the "no frames
+    /// match" error, which alone leaves the user guessing.
+    fn near_miss(&self) -> Option<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(self.dir()).ok()?.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        names.sort();
+        let (prefix, suffix) = (self.prefix.to_lowercase(), self.suffix.to_lowercase());
+        let numbered = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+        names.iter().find_map(|name| {
+            if let Some(digits) = self.digits_of(name) {
+                let field = if digits.len() > 1 && digits.starts_with('0') {
+                    format!("%0{}d", digits.len())
+                } else {
+                    "%d".into()
+                };
+                return Some(format!("{name} is numbered with other padding: {field}"));
+            }
+            let lower = name.to_lowercase();
+            let digits = lower.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(&suffix))?;
+            numbered(digits).then(|| format!("{name} differs in letter case; names match exactly"))
+        })
+    }
+
     /// The digits where the frame number goes, if `file_name` is this
     /// pattern's prefix, digits, suffix (whatever their count).
     fn digits_of<'a>(&self, file_name: &'a str) -> Option<&'a str> {
@@ -293,7 +318,9 @@ impl Sequence {
     pub fn scan(input: &str, spec: Option<&FrameSpec>, missing: MissingPolicy) -> Result<Self> {
         let (found, odd) = find_frames(input)?;
         if found.is_empty() {
-            return Err(Error::Sequence(format!("{input}: no frames match")));
+            let near = FramePattern::parse(input).ok().filter(|_| !Path::new(input).exists());
+            let hint = near.and_then(|p| p.near_miss()).map(|h| format!(" ({h})")).unwrap_or_default();
+            return Err(Error::Sequence(format!("{input}: no frames match{hint}")));
         }
         // Named as a frame the run takes, but not a frame file: said as
         // such, not counted as missing. Without a spec every one is taken:
@@ -588,6 +615,19 @@ mod tests {
                     "{e}"
                 );
             }
+        }
+        // A pattern that matches nothing says what nearly matched.
+        let near = tempfile::tempdir().unwrap();
+        std::fs::write(near.path().join("shot_0007.PNG"), b"").unwrap();
+        std::fs::write(near.path().join("take_1.png"), b"").unwrap();
+        for (pattern, hint) in [
+            ("shot_%04d.png", "(shot_0007.PNG differs in letter case; names match exactly)"),
+            ("shot_%d.PNG", "(shot_0007.PNG is numbered with other padding: %04d)"),
+            ("take_%03d.png", "(take_1.png is numbered with other padding: %d)"),
+        ] {
+            let input = near.path().join(pattern).display().to_string();
+            let e = Sequence::scan(&input, None, MissingPolicy::Error).unwrap_err().to_string();
+            assert!(e.ends_with(&format!("{pattern}: no frames match {hint}")), "{e}");
         }
         // One file whose number does not fit is refused as in a folder,
         // not taken as frame 0.
