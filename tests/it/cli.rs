@@ -993,6 +993,9 @@ fn full_or_closed_standard_streams_never_panic() {
     assert_eq!(info.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&info.stderr);
     assert!(stderr.starts_with("error: stdout: No space left") && stderr.lines().count() == 1, "{stderr}");
+    let help = bin().arg("--help").stdout(full.try_clone().unwrap()).output().unwrap();
+    assert_eq!(help.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&help.stderr).starts_with("error: stdout: No space left"));
     let args = ["process", &input, "-o", &out, "--backend", "cpu"];
     let run = bin().args(args).stderr(full).status().unwrap();
     assert_eq!(run.code(), Some(0));
