@@ -651,6 +651,21 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             note!("notice: {flag} is unused: the output is {}", format!("{:?}", prepared.format).to_lowercase());
         }
     }
+    // The same for run options the run has no use for.
+    let files_reported = [&opts.json, &opts.timeline].iter().any(|p| p.is_some() && !dash(p));
+    let unused = [
+        ("--pool", matches!(opts.pool, PoolSize::Fixed(_)) && opts.sequential, "--sequential runs one frame at a time"),
+        (
+            "--overwrite",
+            opts.overwrite && prepared.stream && !files_reported,
+            "-o - and no report file: nothing to replace",
+        ),
+    ];
+    for (flag, given, why) in unused {
+        if given && !opts.quiet {
+            note!("notice: {flag} is unused: {why}");
+        }
+    }
     // `-` writes a report to stdout, unless stdout carries the frames.
     for (flag, path) in [("--json", &opts.json), ("--timeline", &opts.timeline)] {
         if dash(path) && prepared.stream {

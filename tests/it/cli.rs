@@ -980,6 +980,45 @@ fn generate_and_info() {
     framepipe().arg("info").assert().success().stdout(contains("auto picks"));
 }
 
+/// An option the run has no use for is said, as FFmpeg says an option
+/// went unused, rather than dropped without a word.
+#[test]
+fn unused_options_are_said() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let out = |name: &str| t.path().join(name).display().to_string();
+    let cases: [(Vec<String>, &str); 4] = [
+        (
+            vec!["-o".into(), out("a/s_%02d.tif"), "--png-compression".into(), "best".into()],
+            "--png-compression is unused: the output is tiff",
+        ),
+        (
+            vec!["-o".into(), out("b/s_%02d.png"), "--jpeg-quality".into(), "80".into()],
+            "--jpeg-quality is unused: the output is png",
+        ),
+        (
+            vec!["-o".into(), out("c/s_%02d.png"), "--pool".into(), "3".into(), "--sequential".into()],
+            "--pool is unused: --sequential",
+        ),
+        (vec!["-o".into(), "-".into(), "--overwrite".into()], "--overwrite is unused: -o - and no report file"),
+    ];
+    for (args, notice) in cases {
+        framepipe()
+            .args(["process", &input, "--backend", "cpu"])
+            .args(&args)
+            .assert()
+            .success()
+            .stderr(contains(format!("notice: {notice}")));
+    }
+    // With a report file, --overwrite has a use beside -o -.
+    let report = out("r.json");
+    framepipe()
+        .args(["process", &input, "--backend", "cpu", "-o", "-", "--overwrite", "--json", &report])
+        .assert()
+        .success()
+        .stderr(contains("is unused").not());
+}
+
 /// A full disk or a closed pipe on stdout or stderr is an error or the
 /// end of the output, never a panic (exit 101).
 #[test]
