@@ -14,9 +14,10 @@
 //!
 //! After each request the engine prefetches the next few frames in the
 //! direction the playhead moved, at [`Priority::Prefetch`] (below previews,
-//! above exports); a jump cancels what is still queued. Each place (a
-//! sequence at one scale: a viewer, a thumbnail strip) has a playhead of
-//! its own, so one does not cancel the other's prefetches.
+//! above exports); a jump cancels what is still queued. Each
+//! [`PreviewView`] (a viewer, a thumbnail strip) has a playhead of its own,
+//! as do the engine's own [`Engine::preview`] calls, so one does not turn
+//! another's or cancel its prefetches.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -195,16 +196,19 @@ impl GradeKey {
     }
 }
 
-/// Where the last request of one place (a sequence at one scale) was,
-/// which way it moved, and how far ahead prefetches are queued. Places are
-/// positions in the sequence's frame list, not frame numbers: a shot on
-/// twos (`1-100x2`) or with gaps steps from one frame to the next that
-/// exists.
+/// Where the last request of one place (a [`PreviewView`], or the
+/// engine's own [`Engine::preview`] calls) was, which way it moved, and how
+/// far ahead prefetches are queued. Places are positions in the sequence's
+/// frame list, not frame numbers: a shot on twos (`1-100x2`) or with gaps
+/// steps from one frame to the next that exists.
 struct Playhead {
+    place: u64,
     source: String,
-    /// The grade prefetches are queued with.
+    /// The grade and scale prefetches are queued with.
     graph: GradeKey,
     scale: Scale,
+    /// The last request's frame, and its position in that request's list.
+    frame: u64,
     at: i128,
     step: i128,
     queued_until: i128,
@@ -213,9 +217,9 @@ struct Playhead {
 }
 
 impl Playhead {
-    /// A place seen for the first time: no direction yet.
-    fn new(source: String, graph: GradeKey, scale: Scale, at: i128) -> Self {
-        Playhead { source, graph, scale, at, step: 0, queued_until: at, generation: Arc::default() }
+    /// A place seen for the first time, or after a jump: no direction yet.
+    fn new(place: u64, source: String, graph: GradeKey, scale: Scale, (frame, at): (u64, i128)) -> Self {
+        Playhead { place, source, graph, scale, frame, at, step: 0, queued_until: at, generation: Arc::default() }
     }
 
     /// Cancels what it queued: queued jobs are dropped, one under way stops
@@ -225,10 +229,13 @@ impl Playhead {
     }
 }
 
-/// Places whose playheads are followed at once (a viewer, a second viewer
-/// on another clip, a thumbnail strip, scopes); a fifth takes the place of
-/// the one left longest, whose prefetches are cancelled.
-const MAX_PLAYHEADS: usize = 4;
+/// Places whose playheads are followed at once; one more takes the place
+/// of the one left longest, whose prefetches are cancelled.
+const MAX_PLAYHEADS: usize = 8;
+
+/// The place of the engine's own requests ([`Engine::preview`],
+/// [`Engine::preview_async`]); each view numbers its own from 1.
+const ENGINE_PLACE: u64 = 0;
 
 /// When a prefetch was queued: the engine's generation (which moves when
 /// its last caller goes) and its playhead's.
@@ -300,7 +307,9 @@ pub struct PreviewView(Arc<ViewHandle>);
 /// last caller goes).
 struct ViewHandle {
     mailbox: Arc<Mailbox>,
-    _engine: Engine,
+    /// Its prefetch playhead's place.
+    place: u64,
+    engine: Engine,
     /// Why the view has no thread (the OS would not start one): each
     /// request is answered with it.
     no_thread: Option<(std::io::ErrorKind, String)>,
@@ -309,6 +318,11 @@ struct ViewHandle {
 impl Drop for ViewHandle {
     fn drop(&mut self) {
         self.mailbox.close(false);
+        // Nobody will ask for what it had prefetched.
+        let mut playheads = lock(&self.engine.core.previews.playheads);
+        if let Some(i) = playheads.iter().position(|p| p.place == self.place) {
+            playheads.remove(i).cancel();
+        }
     }
 }
 
@@ -339,6 +353,7 @@ impl PreviewView {
     fn new(engine: &Engine) -> Self {
         let mailbox = Arc::new(Mailbox::default());
         let (caller, worker) = (engine.clone(), mailbox.clone());
+        let place = engine.core.previews.places.fetch_add(1, Ordering::SeqCst) + 1;
         let engine = Engine::internal(engine.core.clone());
         let thread = std::thread::Builder::new().name("framepipe-view".into()).spawn(move || {
             while let Some(r) = worker.take() {
@@ -346,7 +361,7 @@ impl PreviewView {
                 // A panic answers its request and leaves the thread
                 // serving the next ones (the render's own are caught
                 // deeper, with its memory given back).
-                let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, r.scale, &newest);
+                let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, (r.scale, place), &newest);
                 let _ = r.reply.send(panic_as_error(r.frame, preview));
             }
         });
@@ -357,7 +372,7 @@ impl PreviewView {
             }
             Err(e) => Some((e.kind(), e.to_string())),
         };
-        PreviewView(Arc::new(ViewHandle { mailbox, _engine: caller, no_thread }))
+        PreviewView(Arc::new(ViewHandle { mailbox, place, engine: caller, no_thread }))
     }
 
     /// The preview of `frame` with `graph` at `scale`, on the returned
@@ -470,6 +485,8 @@ pub(crate) struct PreviewState {
     joined: AtomicU64,
     cancelled: AtomicU64,
     playheads: Mutex<Vec<Playhead>>,
+    /// Views made so far: each is a place with a playhead of its own.
+    places: AtomicU64,
     generation: AtomicU64,
     /// The prefetch threads' queue: started by the first prefetch, closed
     /// when the last caller's handle goes.
@@ -508,6 +525,7 @@ impl PreviewState {
             joined: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             playheads: Mutex::new(Vec::new()),
+            places: AtomicU64::new(ENGINE_PLACE),
             generation: AtomicU64::new(0),
             prefetch: Mutex::new(None),
             threads: Mutex::default(),
@@ -680,7 +698,7 @@ impl Engine {
     /// [`Error::Sequence`] for a frame not in the sequence, a decode error,
     /// an invalid graph, or a GPU error.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
-        self.preview_while(sequence, frame, graph, scale, &|| true)
+        self.preview_while(sequence, frame, graph, (scale, ENGINE_PLACE), &|| true)
     }
 
     /// [`Engine::preview`] for as long as `wanted` says so: asked before
@@ -692,7 +710,7 @@ impl Engine {
         sequence: &Sequence,
         frame: u64,
         graph: &OpGraph,
-        scale: Scale,
+        (scale, place): (Scale, u64),
         wanted: &dyn Fn() -> bool,
     ) -> Result<Arc<PreviewImage>> {
         if !wanted() {
@@ -707,7 +725,7 @@ impl Engine {
         // under way, or is served from the cache.
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
-        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, wanted);
+        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, place, wanted);
         let (image, served) = self.cached_or_render(&key, graph, (Priority::Preview, wanted), &mut gate)?;
         // A render traced its end itself, while it still held the backend.
         if served != Served::Rendered {
@@ -1185,10 +1203,10 @@ impl Engine {
         }
     }
 
-    /// Queues the next frames in the direction the request's playhead (its
-    /// sequence and scale) moved. Steps in the same direction extend the
-    /// queue; a jump, a change of direction or of grade cancels what that
-    /// playhead still has queued and starts again.
+    /// Queues the next frames in the direction the playhead of the
+    /// request's `place` moved. Steps in the same direction extend the
+    /// queue; a jump (or another sequence), a change of direction, grade or
+    /// scale cancels what that playhead still has queued and starts again.
     /// `wanted` is asked under the playheads' lock: a request already
     /// overtaken (a view's) must not turn its playhead back.
     fn schedule_prefetch(
@@ -1197,6 +1215,7 @@ impl Engine {
         frame: u64,
         (graph, grade): (&OpGraph, &GradeKey),
         scale: Scale,
+        place: u64,
         wanted: &dyn Fn() -> bool,
     ) {
         let count = self.core.config.prefetch;
@@ -1209,24 +1228,34 @@ impl Engine {
         }
         let (source, graph_key) = (sequence.source.clone(), grade.clone());
         // Each place in an editor moves on its own: the viewer's playhead is
-        // not turned by a thumbnail's request at another scale, nor by a
-        // second viewer on another clip.
-        let Some(i) = playheads.iter().position(|p| p.source == source && p.scale == scale) else {
+        // not turned by a thumbnail view's request elsewhere in the shot.
+        let Some(i) = playheads.iter().position(|p| p.place == place) else {
             if playheads.len() == MAX_PLAYHEADS {
                 playheads.remove(0).cancel();
             }
-            playheads.push(Playhead::new(source, graph_key, scale, at));
+            playheads.push(Playhead::new(place, source, graph_key, scale, (frame, at)));
             return;
         };
         // Most recently moved last.
         let mut p = playheads.remove(i);
-        if p.graph != graph_key {
-            // A new grade (a slider moved): what is queued renders something
-            // nobody will ask for. Cancel it, keep the direction, and queue
-            // afresh from here.
+        // Another sequence, or another list of its frames (positions in
+        // the old one say nothing in this one): a jump.
+        let same_list = usize::try_from(p.at).ok().and_then(|i| sequence.frames.get(i)).map(|f| f.number);
+        if p.source != source || same_list != Some(p.frame) {
+            p.cancel();
+            playheads.push(Playhead {
+                generation: p.generation,
+                ..Playhead::new(place, source, graph_key, scale, (frame, at))
+            });
+            return;
+        }
+        if p.graph != graph_key || p.scale != scale {
+            // A new grade (a slider moved) or scale: what is queued renders
+            // something nobody will ask for. Cancel it, keep the direction,
+            // and queue afresh from here.
             p.cancel();
             p.queued_until = p.at;
-            p.graph = graph_key;
+            (p.graph, p.scale) = (graph_key, scale);
         }
         let (step, mut from) = match at - p.at {
             0 => {
@@ -1235,7 +1264,7 @@ impl Engine {
             }
             d if d.unsigned_abs() > count.max(1) as u128 => {
                 p.cancel(); // a jump
-                (p.at, p.step, p.queued_until) = (at, 0, at);
+                (p.frame, p.at, p.step, p.queued_until) = (frame, at, 0, at);
                 playheads.push(p);
                 return;
             }
@@ -1250,7 +1279,7 @@ impl Engine {
         }
         let until = at + step * count as i128;
         let queued_until = if step > 0 { until.max(from) } else { until.min(from) };
-        (p.at, p.step, p.queued_until) = (at, step, queued_until);
+        (p.frame, p.at, p.step, p.queued_until) = (frame, at, step, queued_until);
         // Read under the playheads' lock, which every change of one takes:
         // a jump by another thread right after cancels these prefetches.
         let generation = Generation::of(state, &p.generation);

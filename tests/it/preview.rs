@@ -560,9 +560,9 @@ fn previews_decode_within_the_engines_limits() {
     engine(BackendKind::Cpu, 1 << 20).preview(&seq, 1, &g, Scale::Half).unwrap();
 }
 
-/// The viewer's playhead is its own: thumbnails asked for at another
-/// scale, elsewhere in the shot, between its steps neither turn it nor
-/// cancel its prefetches.
+/// The viewer's playhead is its own: thumbnails asked for through their
+/// view, elsewhere in the shot, between its steps neither turn it nor
+/// cancel its prefetches (asked through the viewer's place, they would).
 #[test]
 fn thumbnails_between_the_viewers_steps_leave_its_prefetch_alone() {
     let t = tempfile::tempdir().unwrap();
@@ -570,11 +570,25 @@ fn thumbnails_between_the_viewers_steps_leave_its_prefetch_alone() {
     let g = grade(-0.2);
     let config = EngineConfig { backend: BackendKind::Cpu, prefetch: 3, prefetch_threads: 1, ..Default::default() };
     let e = Engine::new(config).unwrap();
+    let thumbnails = e.preview_view();
+    let thumbnail = |frame| thumbnails.request(&seq, frame, &g, Scale::Eighth).recv().unwrap().unwrap();
     e.preview(&seq, 10, &g, Scale::Quarter).unwrap();
-    e.preview(&seq, 30, &g, Scale::Eighth).unwrap();
+    thumbnail(30);
     e.preview(&seq, 11, &g, Scale::Quarter).unwrap();
-    e.preview(&seq, 2, &g, Scale::Eighth).unwrap();
+    thumbnail(2);
     assert!(prefetched(&e, &seq, &[12, 13, 14], &g), "{:?}", e.preview_stats());
+    // In one place, a request elsewhere is a jump: nothing queued.
+    let settled = |s: &framepipe::preview::PreviewStats| s.prefetched + s.prefetch_cancelled;
+    let before = settled(&e.preview_stats());
+    e.preview(&seq, 20, &g, Scale::Quarter).unwrap();
+    e.preview(&seq, 21, &g, Scale::Quarter).unwrap(); // queues 22..=24
+    e.preview(&seq, 35, &g, Scale::Eighth).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while settled(&e.preview_stats()) < before + 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(settled(&e.preview_stats()), before + 3, "{:?}", e.preview_stats());
+    assert!(!e.preview_cached(&seq, 36, &g, Scale::Eighth), "a jump queues nothing");
 }
 
 /// A shot on twos (or with gaps) steps from one frame to the next there
