@@ -666,8 +666,6 @@ fn fitted_slot(gpu: &GpuBackend, held: Option<PreviewSlot>, shape: FrameShape) -
     }
 }
 
-/// Takes a key out of the in-flight set when its render ends, by return or
-/// by unwinding, and wakes whoever waits for it.
 /// A render under way: its priority class, and where its image is left
 /// for those waiting on it. The cache may not keep an image (one larger
 /// than the cache, or evicted by other inserts at once): waiters take it
@@ -678,6 +676,8 @@ struct InFlight {
     image: Arc<OnceLock<Arc<PreviewImage>>>,
 }
 
+/// Takes a key out of the in-flight set when its render ends, by return or
+/// by unwinding, and wakes whoever waits for it.
 struct Landed<'a> {
     state: &'a PreviewState,
     key: &'a PreviewKey,

@@ -97,7 +97,7 @@ impl FramePattern {
         names.sort();
         let (prefix, suffix) = (self.prefix.to_lowercase(), self.suffix.to_lowercase());
         let numbered = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
-        names.iter().find_map(|name| {
+        names.iter().filter(|name| self.number_of(name).is_none()).find_map(|name| {
             if let Some(digits) = self.digits_of(name) {
                 let field = if digits.len() > 1 && digits.starts_with('0') {
                     format!("%0{}d", digits.len())
@@ -242,12 +242,9 @@ impl FrameSpec {
                     format!("at most {MAX_SPEC_FRAMES} frames"),
                 ));
             }
+            // (Repeats count: parts that overlap past the limit are a spec
+            // gone wrong, refused rather than sorted again and again.)
             frames.extend((a..=b).step_by(step as usize));
-            if frames.len() as u64 > MAX_SPEC_FRAMES {
-                // Overlapping parts count once.
-                frames.sort_unstable();
-                frames.dedup();
-            }
             if frames.len() as u64 > MAX_SPEC_FRAMES {
                 let mut shown: String = spec.chars().take(40).collect();
                 if shown.len() < spec.len() {
@@ -256,7 +253,7 @@ impl FrameSpec {
                 return Err(Error::invalid(
                     "frame spec",
                     format!("{shown:?}"),
-                    format!("at most {MAX_SPEC_FRAMES} frames in all"),
+                    format!("at most {MAX_SPEC_FRAMES} frames in all, repeats counted"),
                 ));
             }
         }
@@ -317,11 +314,6 @@ impl Sequence {
     /// when frames are absent and the policy is [`MissingPolicy::Error`].
     pub fn scan(input: &str, spec: Option<&FrameSpec>, missing: MissingPolicy) -> Result<Self> {
         let (found, odd) = find_frames(input)?;
-        if found.is_empty() {
-            let near = FramePattern::parse(input).ok().filter(|_| !Path::new(input).exists());
-            let hint = near.and_then(|p| p.near_miss()).map(|h| format!(" ({h})")).unwrap_or_default();
-            return Err(Error::Sequence(format!("{input}: no frames match{hint}")));
-        }
         // Named as a frame the run takes, but not a frame file: said as
         // such, not counted as missing. Without a spec every one is taken:
         // had it been a file, the range would reach it (a link to nothing
@@ -332,6 +324,11 @@ impl Sequence {
                 "{}: frame {n} is not a file (a folder, a pipe, or a link to nothing)",
                 p.display()
             )));
+        }
+        if found.is_empty() {
+            let near = FramePattern::parse(input).ok().filter(|_| !Path::new(input).exists());
+            let hint = near.and_then(|p| p.near_miss()).map(|h| format!(" ({h})")).unwrap_or_default();
+            return Err(Error::Sequence(format!("{input}: no frames match{hint}")));
         }
         let mut frames = Vec::new();
         let mut absent: Vec<RangeInclusive<u64>> = Vec::new();
@@ -629,6 +626,11 @@ mod tests {
             let e = Sequence::scan(&input, None, MissingPolicy::Error).unwrap_err().to_string();
             assert!(e.ends_with(&format!("{pattern}: no frames match {hint}")), "{e}");
         }
+        // Where the only match is not a file, that is what is said.
+        std::fs::create_dir(near.path().join("only_0001.png")).unwrap();
+        let input = near.path().join("only_%04d.png").display().to_string();
+        let e = Sequence::scan(&input, None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(e.ends_with("only_0001.png: frame 1 is not a file (a folder, a pipe, or a link to nothing)"), "{e}");
         // One file whose number does not fit is refused as in a folder,
         // not taken as frame 0.
         let big = t.path().join("x_99999999999999999999.png");

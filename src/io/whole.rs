@@ -24,7 +24,7 @@ pub fn check_whole(path: &Path) -> Result<()> {
     let format = image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?.format();
     let truncated = |what: &str| Err(Error::Decode { path: path.to_owned(), reason: format!("truncated: {what}") });
     match format {
-        Some(ImageFormat::Png) if !tail(path, 12)?.ends_with(&PNG_END) => truncated("no IEND chunk at its end"),
+        Some(ImageFormat::Png) if !png_ends(path)? => truncated("no IEND chunk"),
         Some(ImageFormat::Qoi) if !tail(path, 8)?.ends_with(&QOI_END) => truncated("no end marker"),
         Some(ImageFormat::Jpeg) => check_jpeg_whole(path, format),
         Some(ImageFormat::Tiff) => check_tiff_extent(path),
@@ -37,6 +37,19 @@ const PNG_END: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60,
 
 /// The eight bytes every QOI file ends with.
 const QOI_END: [u8; 8] = [0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Whether a PNG holds its closing IEND chunk: at its end, or followed
+/// by bytes some writers append (which decoders ignore), in its last 4 KiB
+/// or, failing that, anywhere (the chunk with its CRC is 12 bytes that
+/// compressed data all but never holds).
+fn png_ends(path: &Path) -> Result<bool> {
+    let has_end = |bytes: &[u8]| bytes.windows(PNG_END.len()).any(|w| w == PNG_END);
+    if has_end(&tail(path, 4096)?) {
+        return Ok(true);
+    }
+    let all = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    Ok(has_end(&all))
+}
 
 /// The last `n` bytes of `path` (all of it if shorter).
 fn tail(path: &Path, n: u64) -> Result<Vec<u8>> {
@@ -116,6 +129,11 @@ mod tests {
             let bytes = encode_frame(frame.clone(), format, &EncodeOptions::default(), &path).unwrap();
             std::fs::write(&path, &bytes).unwrap();
             check_whole(&path).unwrap();
+            if format == OutputFormat::Png {
+                // Bytes some writers append after IEND: still whole.
+                std::fs::write(&path, [&bytes[..], b"trailing notes"].concat()).unwrap();
+                check_whole(&path).unwrap();
+            }
             std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
             let err = check_whole(&path).unwrap_err().to_string();
             assert!(err.contains(name) && err.contains("truncated"), "{err}");

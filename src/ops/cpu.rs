@@ -150,11 +150,13 @@ fn load_row_body(src: &HostFrame, y: usize, rows: &[[f32; 4]; 3], out: &mut [Px]
 /// Four pixels fill four SSE registers with sums; AVX2 takes eight in four
 /// of its wider ones.
 const H_PIXELS: usize = 4;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const H_PIXELS_AVX2: usize = 8;
 
 /// Floats of a row the vertical pass sums at once: eight SSE registers of
 /// sums (8 pixels), or eight AVX2 ones (16), leaving the rest for loads.
 const V_LANES: usize = 32;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const V_LANES_AVX2: usize = 64;
 
 /// One row of the horizontal blur: clamp-to-edge once into `pad`, then
@@ -307,6 +309,7 @@ wide! {
 #[inline(always)]
 #[allow(clippy::manual_clamp, reason = "`clamp` keeps NaN, which the conversion below must not see")]
 fn quantize(v: f32, max: f32) -> i32 {
+    debug_assert!((1.0..=65535.0).contains(&max), "a code value range, not {max}");
     let v = v.max(0.0).min(1.0) * max + 0.5;
     // SAFETY: `v` is finite and within [0.5, 65535.5] (see above).
     unsafe { v.to_int_unchecked::<i32>() }

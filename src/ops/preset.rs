@@ -59,18 +59,36 @@ fn one_line(message: &str) -> String {
 pub fn load_preset(path: &Path) -> Result<OpGraph> {
     use std::io::Read;
     let fail = |reason: String| Error::Preset { path: path.to_owned(), reason };
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    // A device or a pipe (`--preset /dev/zero`) would be read forever.
-    if !meta.is_file() {
-        return Err(fail("not a file (a pipe or a device?)".into()));
+    // Looked at before it is opened: a device (`/dev/zero`) or a folder is
+    // refused; a pipe (`--preset <(make-grade)`) is read, up to the limit.
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if meta.is_dir() {
+        return Err(fail("a folder, not a preset file".into()));
     }
-    let mut text = String::new();
-    file.take(MAX_PRESET_BYTES + 1).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;
-    if text.len() as u64 > MAX_PRESET_BYTES {
+    if !meta.is_file() && !is_fifo(&meta) {
+        return Err(fail("not a file (a device?)".into()));
+    }
+    if meta.len() > MAX_PRESET_BYTES {
         return Err(fail(format!("larger than {} KiB: not a preset", MAX_PRESET_BYTES >> 10)));
     }
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PRESET_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_PRESET_BYTES {
+        return Err(fail(format!("larger than {} KiB: not a preset", MAX_PRESET_BYTES >> 10)));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
     parse_preset(&text, path)
+}
+
+#[cfg(unix)]
+fn is_fifo(meta: &std::fs::Metadata) -> bool {
+    std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type())
+}
+
+#[cfg(not(unix))]
+fn is_fifo(_: &std::fs::Metadata) -> bool {
+    false
 }
 
 /// Largest preset file read: a grade of a thousand ops is some 50 KiB.

@@ -113,6 +113,17 @@ fn sample_presets_parse_and_run() {
             .success();
         let expected = framepipe::process_cpu(&decode(&t.path().join("s_01.png")), &graph.plan());
         assert_eq!(decode(&t.path().join(format!("{name}_01.png"))), expected, "{name}");
+        // A preset from a pipe (a shell's process substitution) reads the same.
+        let piped = t.path().join(format!("{name}_piped_%02d.png")).display().to_string();
+        let bin = assert_cmd::cargo::cargo_bin("framepipe");
+        let line = format!(
+            "'{}' process '{input}' -o '{piped}' --backend cpu -q --preset <(cat '{}')",
+            bin.display(),
+            preset.display()
+        );
+        let status = std::process::Command::new("bash").arg("-c").arg(&line).status().unwrap();
+        assert!(status.success(), "{line}");
+        assert_eq!(decode(&t.path().join(format!("{name}_piped_01.png"))), expected, "{name} from a pipe");
     }
 }
 
@@ -459,8 +470,11 @@ fn bad_arguments_and_presets_exit_2() {
     assert_eq!(files(&t.path().join("p1")), ["o_1.png"]);
     let nothing = t.path().join("none_%04d.png").display().to_string();
     usage_error(&["process", &nothing, "-o", &out], "no frames match");
-    // A preset is a small file: not a device, not a generated runaway.
-    usage_error(&["process", &input, "-o", &out, "--preset", "/dev/zero"], "/dev/zero: not a file");
+    // A preset is a small file: not a device, not a folder, not a
+    // generated runaway.
+    usage_error(&["process", &input, "-o", &out, "--preset", "/dev/zero"], "/dev/zero: not a file (a device?)");
+    let folder = t.path().display().to_string();
+    usage_error(&["process", &input, "-o", &out, "--preset", &folder], "a folder, not a preset file");
     let many = t.path().join("many.toml");
     fs::write(&many, "[[op]]\ntype = \"exposure\"\nstops = 0\n".repeat(1001)).unwrap();
     usage_error(
@@ -594,7 +608,7 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     // Nor a copy cut short after its header (an interrupted copy).
     let whole = fs::read(dir.join("o_04.png")).unwrap();
     fs::write(dir.join("o_05.png"), &whole[..whole.len() - 12]).unwrap();
-    usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(truncated: no IEND chunk at its end)");
+    usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(truncated: no IEND chunk)");
     #[cfg(unix)]
     {
         fs::remove_file(dir.join("o_05.png")).unwrap();
