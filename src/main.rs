@@ -353,6 +353,14 @@ fn exit_now(code: i32) -> ! {
 fn main() -> ExitCode {
     quiet_mesa_wsi();
     let _ = ctrlc::set_handler(on_signal);
+    // A codec's panic on an odd file is that file's one-line decode error
+    // (see `framepipe::io::in_decoder`): not printed as a crash as well.
+    let crash = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !framepipe::io::in_decoder() {
+            crash(info)
+        }
+    }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

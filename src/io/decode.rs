@@ -33,6 +33,10 @@ impl Default for DecodeLimits {
 /// [`Error::Decode`] naming the file for an empty, truncated, corrupt,
 /// oversized or unsupported file; [`Error::Io`] when it cannot be opened.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
+    contained(path, || decode_file_inner(path, limits))
+}
+
+fn decode_file_inner(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
     let (decoder, format) = open_decoder(path, limits)?;
     check_jpeg_whole(path, format)?;
     let info = header(decoder.as_ref());
@@ -131,7 +135,7 @@ pub fn decode_with_buffers(
     check: impl FnOnce(&FrameInfo) -> Result<()>,
     sink: impl FnMut(usize, &[u8]) -> Result<()>,
 ) -> Result<FrameInfo> {
-    decode_to(path, limits, buffers, check, sink, None)
+    contained(path, || decode_to(path, limits, buffers, check, sink, None))
 }
 
 /// [`decode_file`] into a buffer from `buffers`, after `check` has
@@ -170,7 +174,7 @@ pub fn decode_file_with(
         Ok(())
     };
     let FrameInfo { width, height, format, has_alpha } =
-        decode_to(path, limits, buffers, check, sink, Some(&mut whole))?;
+        contained(path, || decode_to(path, limits, buffers, check, sink, Some(&mut whole)))?;
     let data = match whole {
         Some(whole) => whole,
         None if written == bytes.get() => data,
@@ -427,7 +431,41 @@ pub fn probe_file(path: &Path, limits: &DecodeLimits) -> Result<(u32, u32, Pixel
 /// # Errors
 /// As [`decode_file`].
 pub fn probe_info(path: &Path, limits: &DecodeLimits) -> Result<FrameInfo> {
-    Ok(header(open_decoder(path, limits)?.0.as_ref()))
+    contained(path, || Ok(header(open_decoder(path, limits)?.0.as_ref())))
+}
+
+thread_local! {
+    /// How deep this thread is in [`contained`] decoder calls.
+    static DECODING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is running a decoder, whose panic becomes its
+/// file's [`Error::Decode`]: a panic hook can leave such a panic unprinted
+/// (the `framepipe` binary does), the error line saying it instead.
+pub fn in_decoder() -> bool {
+    DECODING.with(|d| d.get() > 0)
+}
+
+/// Runs decoding work on `path`, a panic in it becoming the file's decode
+/// error. Codecs have bugs that only odd files reach (a planar, tiled TIFF
+/// whose edge tiles overhang the image trips an assertion in `tiff`): that
+/// is one bad frame, skipped under `--on-error skip` like any other, not
+/// the end of the run, nor of the program on the one-frame-at-a-time path.
+fn contained<T>(path: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            DECODING.with(|d| d.set(d.get() - 1));
+        }
+    }
+    DECODING.with(|d| d.set(d.get() + 1));
+    let depth = Depth;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    drop(depth);
+    result.unwrap_or_else(|payload| {
+        let reason = format!("the decoder failed on it: {}", one_line(&crate::error::panic_message(&*payload)));
+        Err(Error::Decode { path: path.to_owned(), reason })
+    })
 }
 
 /// What a decoder's header says the frame widens to.
@@ -462,6 +500,24 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A codec's panic is its file's decode error, and marks the thread as
+    /// decoding while it unwinds (for a quiet panic hook).
+    #[test]
+    fn a_decoder_panic_is_the_files_decode_error() {
+        let path = Path::new("plates/odd_0001.tif");
+        let err = contained(path, || -> Result<()> {
+            assert!(in_decoder());
+            panic!("assertion failed: buf.len() >= row_stride");
+        })
+        .unwrap_err();
+        assert!(!in_decoder());
+        assert_eq!(
+            err.to_string(),
+            "plates/odd_0001.tif: cannot decode: the decoder failed on it: assertion failed: buf.len() >= row_stride"
+        );
+        assert_eq!(contained(path, || Ok(7)).unwrap(), 7);
+    }
 
     /// Writes a `w x h` PNG of `color` and `depth` from fresh random bytes
     /// (an indexed one with a palette and partial transparency; a gray or

@@ -38,13 +38,18 @@ impl GrayAlphaTiff {
         // (ExtraSamples 1, associated, or 2, unassociated).
         let bits = match decoder.colortype() {
             Ok(tiff::ColorType::Multiband { bit_depth, num_samples: 2 }) => bit_depth,
+            Ok(tiff::ColorType::Multiband { num_samples, .. }) => {
+                return Err(format!(
+                    "a grey image of {num_samples} samples per pixel (framepipe reads grey, grey with alpha, RGB and RGBA)"
+                ));
+            }
             _ => return Ok(None),
         };
         let tags = |decoder: &mut Decoder<_>, tag| {
             decoder.find_tag_unsigned_vec::<u16>(tag).map(Option::unwrap_or_default).map_err(|e| e.to_string())
         };
         if !matches!(tags(&mut decoder, Tag::ExtraSamples)?[..], [1 | 2]) {
-            return Ok(None);
+            return Err("grey with a second sample not marked as alpha (ExtraSamples 1 or 2)".into());
         }
         let sixteen = match bits {
             8 => false,
