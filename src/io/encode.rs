@@ -246,6 +246,29 @@ impl Drop for Registered {
     }
 }
 
+/// A new temporary output in `dir` (`.framepipe-XXXXXX.partial`), locked
+/// and registered for [`remove_partials`]: created and registered under
+/// one lock, so an abrupt stop either sees it or prevents it. Bind the
+/// pair in this order, so the file goes before it leaves the registry.
+fn new_temp(dir: &Path) -> std::result::Result<(Registered, tempfile::NamedTempFile), String> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).rand_bytes(TEMP_RANDOM);
+    // Temporary files are private (0600) by default; an output is an
+    // ordinary file, so ask for 0666 and let the umask decide, as `cp` does.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut live = live();
+    let set = live.as_mut().ok_or_else(|| "the process is stopping".to_string())?;
+    let tmp = builder.tempfile_in(dir).map_err(|e| e.to_string())?;
+    // Held while it is written (the lock goes with the process): how a
+    // later run tells a killed run's leftover from one being written
+    // ([`remove_stale_partials`]). Where locks are not supported, none
+    // is ever taken for stale.
+    let _ = tmp.as_file().try_lock();
+    set.insert(tmp.path().to_path_buf());
+    Ok((Registered(tmp.path().to_path_buf()), tmp))
+}
+
 /// Encodes `frame` into `path` atomically.
 ///
 /// With `overwrite` false an existing file is never replaced, even one that
@@ -447,13 +470,15 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
             Err(e) => return Err(dir_error(e)),
         }
     }
+    // A temporary output's own kind of file, so that a stop at once
+    // removes it too (and a later run, if the process was killed).
     // The OS reason, not the probe's made-up name.
-    let probe = tempfile::Builder::new().prefix(".framepipe-probe-").tempfile_in(dir);
-    probe.map_err(|e| {
-        let text = e.to_string();
-        let reason = text.split(" at path ").next().unwrap_or(&text).to_string();
-        Error::OutputDir { path: dir.to_owned(), reason }
-    })?;
+    {
+        let (_registered, _probe) = new_temp(dir).map_err(|text| {
+            let reason = text.split(" at path ").next().unwrap_or(&text).to_string();
+            Error::OutputDir { path: dir.to_owned(), reason }
+        })?;
+    }
     Ok(made)
 }
 
@@ -472,29 +497,9 @@ fn write_atomic(
     fill: impl FnOnce(&mut BufWriter<&mut std::fs::File>) -> std::result::Result<(), String>,
 ) -> Result<bool> {
     let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
-    let dir = parent_dir(path);
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).rand_bytes(TEMP_RANDOM);
-    // Temporary files are private (0600) by default; an output is an
-    // ordinary file, so ask for 0666 and let the umask decide, as `cp` does.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    // Created and registered under one lock, so an abrupt stop either sees
-    // it or prevents it.
     // (`tmp` is dropped, deleting the file on failure, before it leaves
     // the registry.)
-    let (_registered, mut tmp) = {
-        let mut live = live();
-        let set = live.as_mut().ok_or_else(|| fail("the process is stopping".into()))?;
-        let tmp = builder.tempfile_in(dir).map_err(|e| fail(e.to_string()))?;
-        // Held while it is written (the lock goes with the process): how a
-        // later run tells a killed run's leftover from one being written
-        // ([`remove_stale_partials`]). Where locks are not supported, none
-        // is ever taken for stale.
-        let _ = tmp.as_file().try_lock();
-        set.insert(tmp.path().to_path_buf());
-        (Registered(tmp.path().to_path_buf()), tmp)
-    };
+    let (_registered, mut tmp) = new_temp(parent_dir(path)).map_err(fail)?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         fill(&mut w).map_err(fail)?;
