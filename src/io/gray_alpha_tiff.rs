@@ -23,10 +23,10 @@ pub(super) struct GrayAlphaTiff {
 }
 
 impl GrayAlphaTiff {
-    /// Opens `path` if it is a grey-alpha TIFF. `Ok(None)` when it is a TIFF
-    /// of another kind (or not one), so the caller reports `image`'s own
-    /// error; `Err` with a reason when it is grey-alpha but cannot be read
-    /// as such.
+    /// Opens `path` if it is a grey-alpha TIFF. `Ok(None)` when it is not a
+    /// grey TIFF with extra samples, so the caller reports `image`'s own
+    /// error; `Err` with a reason when it is one framepipe cannot read (more
+    /// samples, a second one that is not alpha, other bits or encodings).
     pub(super) fn open(path: &Path, max_alloc: u64) -> Result<Option<GrayAlphaTiff>, String> {
         let Ok(file) = File::open(path) else { return Ok(None) };
         let Ok(decoder) = Decoder::new(BufReader::new(file)) else { return Ok(None) };

@@ -39,16 +39,20 @@ const PNG_END: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60,
 const QOI_END: [u8; 8] = [0, 0, 0, 0, 0, 0, 0, 1];
 
 /// Whether a PNG holds its closing IEND chunk: at its end, or followed
-/// by bytes some writers append (which decoders ignore), in its last 4 KiB
-/// or, failing that, anywhere (the chunk with its CRC is 12 bytes that
-/// compressed data all but never holds).
+/// by bytes some writers append (which decoders ignore). The chunk with
+/// its CRC is 12 bytes that compressed data all but never holds.
 fn png_ends(path: &Path) -> Result<bool> {
-    let has_end = |bytes: &[u8]| bytes.windows(PNG_END.len()).any(|w| w == PNG_END);
-    if has_end(&tail(path, 4096)?) {
+    seen_near_end(path, |bytes| bytes.windows(PNG_END.len()).any(|w| w == PNG_END))
+}
+
+/// Whether `seen` holds for the last 4 KiB of `path`, where a whole file's
+/// end marker sits, or failing that for the whole file (a marker followed
+/// by more: trailing bytes, an embedded thumbnail's scans).
+fn seen_near_end(path: &Path, seen: impl Fn(&[u8]) -> bool) -> Result<bool> {
+    if seen(&tail(path, 4096)?) {
         return Ok(true);
     }
-    let all = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    Ok(has_end(&all))
+    Ok(seen(&std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?))
 }
 
 /// The last `n` bytes of `path` (all of it if shorter).
@@ -95,18 +99,13 @@ pub(super) fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) 
     if format != Some(image::ImageFormat::Jpeg) {
         return Ok(());
     }
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
     // An end-of-image marker after the last scan in `bytes` (no scan at
     // all is the decoder's to refuse).
     let ends = |bytes: &[u8]| {
         let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
         matches!((last(0xDA), last(0xD9)), (scan, Some(end)) if scan.is_none_or(|scan| end > scan))
     };
-    let mut tail = Vec::new();
-    file.seek(SeekFrom::End(-4096)).or_else(|_| file.seek(SeekFrom::Start(0))).map_err(io)?;
-    file.read_to_end(&mut tail).map_err(io)?;
-    if ends(&tail) || ends(&std::fs::read(path).map_err(io)?) {
+    if seen_near_end(path, ends)? {
         return Ok(());
     }
     Err(Error::Decode { path: path.to_owned(), reason: "truncated: no end-of-image marker after the last scan".into() })
