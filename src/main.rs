@@ -648,20 +648,14 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     if prepared.stream || dash(&opts.json) || dash(&opts.timeline) {
         refuse_stdout_into_input(&job, &prepared)?;
     }
-    // An encoder option for a format the run does not write is said, as
-    // FFmpeg says an option went unused, rather than silently dropped.
-    let unused = [
-        ("--png-compression", opts.png_compression.is_some(), OutputFormat::Png),
-        ("--jpeg-quality", opts.jpeg_quality.is_some(), OutputFormat::Jpeg),
-    ];
-    for (flag, given, format) in unused {
-        if given && prepared.format != format && !opts.quiet {
-            note!("notice: {flag} is unused: the output is {}", format!("{:?}", prepared.format).to_lowercase());
-        }
-    }
-    // The same for run options the run has no use for.
+    // An option the run has no use for (an encoder option for a format it
+    // does not write, ...) is said, as FFmpeg says an option went unused,
+    // rather than silently dropped.
+    let output = format!("the output is {}", format!("{:?}", prepared.format).to_lowercase());
     let files_reported = [&opts.json, &opts.timeline].iter().any(|p| p.is_some() && !dash(p));
     let unused = [
+        ("--png-compression", opts.png_compression.is_some() && prepared.format != OutputFormat::Png, &*output),
+        ("--jpeg-quality", opts.jpeg_quality.is_some() && prepared.format != OutputFormat::Jpeg, &*output),
         ("--pool", matches!(opts.pool, PoolSize::Fixed(_)) && opts.sequential, "--sequential runs one frame at a time"),
         (
             "--overwrite",
@@ -669,8 +663,8 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             "-o - and no report file: nothing to replace",
         ),
     ];
-    for (flag, given, why) in unused {
-        if given && !opts.quiet {
+    for (flag, unused, why) in unused {
+        if unused && !opts.quiet {
             note!("notice: {flag} is unused: {why}");
         }
     }
