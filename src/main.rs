@@ -649,7 +649,8 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         refuse_stdout_into_input(&job, &prepared)?;
     }
     // An option the run has no use for (an encoder option for a format it
-    // does not write, ...) is said, as FFmpeg says an option went unused,
+    // does not write, a pool size with --sequential, --overwrite with
+    // nothing to replace) is said, as FFmpeg says an option went unused,
     // rather than silently dropped.
     let output = format!("the output is {}", format!("{:?}", prepared.format).to_lowercase());
     let files_reported = [&opts.json, &opts.timeline].iter().any(|p| p.is_some() && !dash(p));
