@@ -118,9 +118,9 @@ pub struct EngineConfig {
     /// Threads that prefetch, each decoding and rendering one frame at a
     /// time (decoding an 8K PNG takes a core about 0.4 s, so playback wants
     /// several at once); 0 means half the engine's [threads](Self::threads),
-    /// at least 1 and at most [`prefetch`](Self::prefetch): the other half
-    /// is left to the requests the caller waits on, and an export. By
-    /// default, 0.
+    /// the other half left to the requests the caller waits on and an
+    /// export. Never more than [`prefetch`](Self::prefetch) (nor fewer than
+    /// 1): more would only wait. By default, 0.
     pub prefetch_threads: usize,
     /// How long the previews' GPU memory (their frame slot, kernel buffers
     /// of other grades) is kept after the last preview once an export
@@ -331,12 +331,15 @@ impl Engine {
         resolve_threads(self.core.config.threads)
     }
 
-    /// Threads that prefetch: the config's, or half the engine's threads
-    /// (at least 1, at most the frames prefetched).
+    /// Threads that prefetch: the config's, or half the engine's threads;
+    /// at least 1, at most the frames prefetched.
     pub fn prefetch_threads(&self) -> usize {
+        // More threads than frames prefetched would only wait (and a
+        // mistyped 100000 would exhaust the process's memory for stacks).
+        let most = self.core.config.prefetch.max(1);
         match self.core.config.prefetch_threads {
-            0 => (self.threads() / 2).clamp(1, self.core.config.prefetch.max(1)),
-            n => n,
+            0 => (self.threads() / 2).clamp(1, most),
+            n => n.min(most),
         }
     }
 

@@ -496,6 +496,7 @@ fn prefetch_follows_the_playhead_the_grade_and_the_direction() {
     // One prefetch thread, or three rendering the next frames at once.
     for (backend, prefetch_threads) in backends().into_iter().flat_map(|b| [(b, 1), (b, 3)]) {
         let e = Engine::new(EngineConfig { backend, prefetch: 3, prefetch_threads, ..Default::default() }).unwrap();
+        assert_eq!(e.prefetch_threads(), prefetch_threads);
         let backend = format!("{backend:?}, {prefetch_threads} threads");
         // Playing forward queues the next three frames.
         e.preview(&seq, 10, &g1, Scale::Quarter).unwrap();
@@ -620,6 +621,9 @@ fn a_jump_cancels_queued_prefetches_and_async_previews_arrive() {
     // Frames large enough that eight prefetches take a while to render.
     let seq = sequence(t.path(), 40, 640, 400, PixelFormat::Rgba8);
     let g = grade(0.2);
+    // More prefetch threads than frames prefetched would only wait.
+    let many = EngineConfig { backend: BackendKind::Cpu, prefetch: 2, prefetch_threads: 100_000, ..Default::default() };
+    assert_eq!(Engine::new(many).unwrap().prefetch_threads(), 2);
     let config = EngineConfig { backend: BackendKind::Cpu, prefetch: 8, prefetch_threads: 2, ..Default::default() };
     let e = Engine::new(config).unwrap();
     e.preview(&seq, 10, &g, Scale::Quarter).unwrap();
