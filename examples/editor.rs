@@ -13,6 +13,7 @@
 //! cargo run --release --example editor -- --size 1080p --backend cpu
 //! ```
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -36,7 +37,7 @@ struct Args {
     #[arg(long)]
     input: Option<String>,
     /// VRAM budget shared by previews and the export: 512MiB, 2GiB, 1.5GB.
-    #[arg(long, default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
+    #[arg(long, visible_alias = "vram-budget", default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
     budget: u64,
     /// Frames prefetched ahead of the playhead.
     #[arg(long, default_value_t = EngineConfig::default().prefetch)]
@@ -59,6 +60,8 @@ fn grade(exposure: f64) -> OpGraph {
 struct Request {
     phase: &'static str,
     ms: f64,
+    /// Why it failed (then left out of the percentiles), if it did.
+    failed: Option<String>,
     /// Found in the cache on arrival.
     hit: bool,
     /// Found being rendered by a prefetch, and waited for.
@@ -79,27 +82,27 @@ struct Split {
     rest: f64,
 }
 
-/// Replays the session; `paced` requests wait for their 24 fps tick.
-fn session(engine: &Engine, seq: &Sequence) -> Vec<Request> {
-    let first = seq.frames[0].number;
-    let n = seq.frames.len() as u64;
+/// Replays the session; `paced` requests wait for their 24 fps tick. The
+/// session walks the sequence's frames by position, so any sequence works,
+/// one frame long or with gaps.
+fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::Error> {
+    let n = seq.frames.len();
+    let frame = |i: usize| seq.frames[i.min(n - 1)].number;
     let mut plan: Vec<(&'static str, u64, f64, bool)> = Vec::new();
     for i in 0..48.min(n) {
-        plan.push(("play 24 fps", first + i, 0.0, true));
+        plan.push(("play 24 fps", frame(i), 0.0, true));
     }
-    let anchor = first + (n / 8).max(1);
-    plan.push(("jump back", anchor, 0.0, false));
+    let anchor = (n / 8).max(1).min(n - 1);
+    plan.push(("jump back", frame(anchor), 0.0, false));
     let settled = 0.9;
     for k in 0..20 {
-        plan.push(("slider drag", anchor, -1.0 + k as f64 * 0.1, false));
+        plan.push(("slider drag", frame(anchor), -1.0 + k as f64 * 0.1, false));
     }
     // The new grade makes what was played stale: scrubbing forward renders
     // (prefetch runs ahead of it), scrubbing back hits.
-    for i in 0..16.min(n - 1) {
-        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), settled, false));
-    }
-    for i in (0..16.min(n - 1)).rev() {
-        plan.push(("scrub", anchor + i.min(n - 1 - (anchor - first)), settled, false));
+    let scrub = 16.min(n - anchor);
+    for i in (0..scrub).chain((0..scrub).rev()) {
+        plan.push(("scrub", frame(anchor + i), settled, false));
     }
     let start = Instant::now();
     let mut out = Vec::new();
@@ -112,9 +115,22 @@ fn session(engine: &Engine, seq: &Sequence) -> Vec<Request> {
         }
         let before = engine.preview_stats();
         let t = Instant::now();
-        let image = engine.preview(seq, frame, &grade(exposure), Scale::Quarter).expect("preview");
+        let image = engine.preview(seq, frame, &grade(exposure), Scale::Quarter);
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let after = engine.preview_stats();
+        let image = match image {
+            Ok(image) => image,
+            // A budget no preview fits in fails every request alike (each
+            // after waiting for memory): the session stops at the first.
+            Err(e @ framepipe::Error::Budget(_)) if out.iter().all(|r: &Request| r.failed.is_some()) => {
+                return Err(e);
+            }
+            Err(e) => {
+                let failed = Some(format!("frame {frame}: {e}"));
+                out.push(Request { phase, ms, failed, hit: false, joined: false, miss: None });
+                continue;
+            }
+        };
         let hit = after.previews.hits > before.previews.hits;
         let joined = after.joined > before.joined;
         let miss = (!hit && !joined).then(|| Split {
@@ -124,12 +140,16 @@ fn session(engine: &Engine, seq: &Sequence) -> Vec<Request> {
             gpu: image.gpu_ms,
             rest: image.render_ms - image.upload_ms - image.gpu_ms.unwrap_or(0.0),
         });
-        out.push(Request { phase, ms, hit, joined, miss });
+        out.push(Request { phase, ms, failed: None, hit, joined, miss });
     }
-    out
+    Ok(out)
 }
 
+/// The `p` quantile of `v`; NaN when it is empty (every request failed).
 fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -145,7 +165,8 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     phases.dedup();
     phases.push("all");
     for phase in phases {
-        let rs: Vec<&Request> = requests.iter().filter(|r| phase == "all" || r.phase == phase).collect();
+        let rs: Vec<&Request> =
+            requests.iter().filter(|r| (phase == "all" || r.phase == phase) && r.failed.is_none()).collect();
         let mut ms: Vec<f64> = rs.iter().map(|r| r.ms).collect();
         let mut hit_ms: Vec<f64> = rs.iter().filter(|r| r.hit).map(|r| r.ms).collect();
         let hit_p95 = if hit_ms.is_empty() { "-".to_string() } else { format!("{:.3}", percentile(&mut hit_ms, 0.95)) };
@@ -185,10 +206,60 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
         p.evictions,
         stats.decodes
     );
+    let failed: Vec<&str> = requests.iter().filter_map(|r| r.failed.as_deref()).collect();
+    if let Some(first) = failed.first() {
+        println!("\n{} preview(s) failed, left out of the figures; the first: {first}", failed.len());
+    }
 }
 
-fn main() -> Result<(), framepipe::Error> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    // Set-up errors (a size, a sequence, a budget too small for a frame)
+    // are usage errors: exit 2; a session that fails part-way, 1.
+    let (dir, input, seq, config) = match set_up(&args) {
+        Ok(ready) => ready,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Ctrl-C or SIGTERM removes the generated plates and the export's
+    // frames with the folder, which a plain exit would leave behind.
+    let scratch = dir.path().to_path_buf();
+    let _ = ctrlc::set_handler(move || {
+        // No new output is started from here (a frame being written would
+        // put files back in the folder being removed).
+        framepipe::io::remove_partials();
+        for _ in 0..5 {
+            if std::fs::remove_dir_all(&scratch).is_ok() || !scratch.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("editor: stopped; {} removed", scratch.display());
+        // Without exit handlers, as framepipe's own stop at once: a driver
+        // in use on another thread must not be torn down under it.
+        #[cfg(unix)]
+        // SAFETY: `_exit` only ends the process.
+        unsafe {
+            libc::_exit(130)
+        }
+        #[cfg(not(unix))]
+        std::process::exit(130);
+    });
+    match run(&args, &dir, &input, &seq, config) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The sequence (generated in `dir`, or the `--input`) and the engine's
+/// configuration.
+fn set_up(args: &Args) -> Result<(tempfile::TempDir, String, Sequence, EngineConfig), framepipe::Error> {
     let dir = tempfile::tempdir().map_err(|source| framepipe::Error::Io { path: std::env::temp_dir(), source })?;
     let input = match &args.input {
         Some(i) => i.clone(),
@@ -209,53 +280,78 @@ fn main() -> Result<(), framepipe::Error> {
         prefetch_threads: args.prefetch_threads,
         ..Default::default()
     };
+    Ok((dir, input, seq, config))
+}
 
+/// Both sessions and their figures; false when a preview or an export
+/// frame failed.
+fn run(
+    args: &Args,
+    dir: &tempfile::TempDir,
+    input: &str,
+    seq: &Sequence,
+    config: EngineConfig,
+) -> Result<bool, framepipe::Error> {
     let idle = Engine::new(config.clone())?;
     if let Some(n) = idle.notice() {
         eprintln!("notice: {n}");
     }
+    let prefetching = match args.prefetch {
+        0 => "no prefetch".to_string(),
+        n => {
+            let threads = idle.prefetch_threads();
+            format!("prefetching {n} frames on {threads} thread{}", if threads == 1 { "" } else { "s" })
+        }
+    };
     println!(
-        "## Editor session: {} ({} frames), 1/4 previews, on {}, prefetching {} frames on {} thread{}",
+        "## Editor session: {} ({} frames), 1/4 previews, on {}, {prefetching}",
         input,
         seq.frames.len(),
         idle.device_name(),
-        args.prefetch,
-        idle.prefetch_threads(),
-        if idle.prefetch_threads() == 1 { "" } else { "s" }
     );
-    let quiet = session(&idle, &seq);
+    let quiet = session(&idle, seq)?;
     print("engine idle", &quiet, &idle.preview_stats());
     drop(idle);
 
     let busy = Engine::new(config)?;
-    let mut job = Job::new(input.as_str(), dir.path().join("export/o_%04d.png").display().to_string(), grade(0.0));
+    let mut job = Job::new(input, dir.path().join("export/o_%04d.png").display().to_string(), grade(0.0));
     job.overwrite = true;
     let prepared = framepipe::prepare(&job)?;
     let exporter = busy.clone();
     let cancel = Cancel::default();
     let stop = cancel.clone();
     // The export restarts until the session is over, so every request
-    // competes with it.
-    let export = std::thread::spawn(move || -> Result<(usize, usize), framepipe::Error> {
-        let (mut frames, mut runs) = (0, 0);
+    // competes with it. Its failed frames are counted, not dropped.
+    let export = std::thread::spawn(move || -> Result<(usize, usize, Vec<String>), framepipe::Error> {
+        let (mut frames, mut runs, mut failed) = (0, 0, Vec::new());
         while !cancel.is_cancelled() {
-            frames += exporter.run(&job, &prepared, &cancel, &mut |_| {})?.frames_written;
+            let report = exporter.run(&job, &prepared, &cancel, &mut |_| {})?;
+            frames += report.frames_written;
+            failed.extend(report.failures.iter().map(|f| format!("frame {}: {}", f.number, f.error)));
             runs += 1;
         }
-        Ok((frames, runs))
+        Ok((frames, runs, failed))
     });
     std::thread::sleep(Duration::from_millis(200));
-    let requests = session(&busy, &seq);
+    let requests = session(&busy, seq);
     stop.cancel();
-    let (frames, runs) = export.join().expect("export thread")?;
+    // Joined before any error goes up: the engine must not be left running
+    // on a thread at exit.
+    let exported = export.join().map_err(|_| framepipe::Error::Panic("the export thread panicked".into()))?;
+    let requests = requests?;
+    let (frames, runs, failed) = exported?;
     print(
         &format!("export running ({frames} frames exported in {runs} passes over the sequence during the session)"),
         &requests,
         &busy.preview_stats(),
     );
+    if let Some(first) = failed.first() {
+        println!("\n{} export frame(s) failed; the first: {first}", failed.len());
+    }
     // The figures the editor issue sets targets for, in one place.
     let p95 = |rs: &[Request], phase: Option<&str>| {
-        let mut ms: Vec<f64> = rs.iter().filter(|r| phase.is_none_or(|p| r.phase == p)).map(|r| r.ms).collect();
+        let mut ms: Vec<f64> =
+            rs.iter().filter(|r| r.failed.is_none() && phase.is_none_or(|p| r.phase == p)).map(|r| r.ms).collect();
         percentile(&mut ms, 0.95)
     };
     let (idle_p95, busy_p95) = (p95(&quiet, None), p95(&requests, None));
@@ -278,5 +374,7 @@ fn main() -> Result<(), framepipe::Error> {
         p95(&requests, Some("slider drag"))
     );
     println!("- cache hit p95: idle {:.3} ms, export running {:.3} ms (target < 1 ms)", hits(&quiet), hits(&requests));
-    Ok(())
+    // Figures taken over failures are not the session's: said in the exit code.
+    let previews_failed = quiet.iter().chain(&requests).any(|r| r.failed.is_some());
+    Ok(!previews_failed && failed.is_empty())
 }
