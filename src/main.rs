@@ -317,21 +317,44 @@ fn on_signal() {
     static SIGNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let first = SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
     match RUN.get() {
+        Some(run) if first && STREAMING.load(std::sync::atomic::Ordering::SeqCst) => {
+            note!(
+                "framepipe: stopping: finishing the frame being written to stdout (interrupt again to stop now; stops at once in {} s if the reader does not take it)",
+                STREAM_GRACE.as_secs()
+            );
+            run.cancel();
+            // A reader that stalls holds that write, and the run, forever:
+            // one signal from a supervisor must still end it.
+            let _ = std::thread::Builder::new().spawn(|| {
+                std::thread::sleep(STREAM_GRACE);
+                stop_now();
+            });
+        }
         Some(run) if first => {
             note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
             run.cancel();
         }
-        _ => {
-            let removed = framepipe::io::remove_partials();
-            // (A count of the frames kept could miss one renamed into
-            // place just now, before its report: none is given.)
-            // (Not the demo's: its folder goes whole.)
-            let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
-            let kept = if RUN.get().is_some() && !demo { "the frames written so far are kept, " } else { "" };
-            note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
-            exit_now(130);
-        }
+        _ => stop_now(),
     }
+}
+
+/// Set while `process` writes its frames to stdout.
+static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long the first signal waits for a stream's frame to be taken.
+const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stops the process at once, removing its unfinished outputs: exit 130.
+fn stop_now() -> ! {
+    let removed = framepipe::io::remove_partials();
+    // (A count of the frames kept could miss one renamed into
+    // place just now, before its report: none is given.)
+    // (Not the demo's: its folder goes whole.)
+    let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
+    let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
+    let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
+    note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
+    exit_now(130);
 }
 
 /// Ends the process without running exit handlers: `exit` runs the C and
@@ -741,6 +764,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     let cancel = Cancel::default();
     // The first interrupt now asks this run to stop (see `on_signal`).
+    STREAMING.store(prepared.stream, std::sync::atomic::Ordering::SeqCst);
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {

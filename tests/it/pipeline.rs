@@ -572,3 +572,31 @@ fn both_paths_take_the_frame_size_from_the_first_header() {
     assert_eq!(failed[0], failed[1]);
     assert_eq!(failed[0], (vec![1, 2, 3, 4], 0));
 }
+
+/// A stream whose reader stalls holds its frame's write forever: one
+/// SIGTERM (a supervisor's) still ends the run, once the grace period for
+/// that frame has passed.
+#[test]
+fn one_signal_ends_a_stream_whose_reader_stalled() {
+    use std::io::BufReader;
+    use std::process::Stdio;
+    let t = tempfile::tempdir().unwrap();
+    // Frames larger than a pipe holds: the writer blocks on the first.
+    let input = sequence(t.path(), 4, 640, 360);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
+        .args(["process", &input, "-o", "-", "--backend", "cpu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    read_until(&mut stderr, |l| l.starts_with("streaming "));
+    // The reader never reads (its end is kept open), and the pipe fills.
+    let _stalled = child.stdout.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    send(&child, "TERM");
+    let line = read_until(&mut stderr, |l| l.contains("stopped at once"));
+    assert!(line.contains("stopped at once"), "{line}");
+    let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the grace period");
+    assert_eq!(status.code(), Some(130));
+}
