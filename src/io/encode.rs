@@ -197,7 +197,9 @@ impl ScratchDir {
     /// A new folder named `prefix…` in the system's temporary folder.
     ///
     /// # Errors
-    /// [`Error::Io`] when it cannot be made.
+    /// [`Error::OutputDir`] naming the temporary folder when it cannot be
+    /// made there (`TMPDIR` set to a folder that is not there): found
+    /// before any work, as an output folder's trouble is.
     pub fn new(prefix: &str) -> Result<Self> {
         // Made and registered under one lock (and removed under it on
         // drop): an interrupt in between would leave it behind.
@@ -205,7 +207,7 @@ impl ScratchDir {
         let dir = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
-            .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+            .map_err(|e| Error::OutputDir { path: std::env::temp_dir(), reason: os_reason(&e.to_string()) })?;
         scratch.insert(dir.path().to_path_buf());
         Ok(ScratchDir(Some(dir)))
     }
@@ -472,14 +474,17 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
     }
     // A temporary output's own kind of file, so that a stop at once
     // removes it too (and a later run, if the process was killed).
-    // The OS reason, not the probe's made-up name.
     {
-        let (_registered, _probe) = new_temp(dir).map_err(|text| {
-            let reason = text.split(" at path ").next().unwrap_or(&text).to_string();
-            Error::OutputDir { path: dir.to_owned(), reason }
-        })?;
+        let (_registered, _probe) =
+            new_temp(dir).map_err(|text| Error::OutputDir { path: dir.to_owned(), reason: os_reason(&text) })?;
     }
     Ok(made)
+}
+
+/// The OS's reason in a `tempfile` error, without the made-up name it
+/// appends (" at path .../.framepipe-x1Y2z3").
+fn os_reason(text: &str) -> String {
+    text.split(" at path ").next().unwrap_or(text).to_string()
 }
 
 /// The folder a file at `path` goes in: `.` for a bare file name.
