@@ -617,20 +617,20 @@ fn first_header(job: &Job, prepared: &framepipe::PreparedJob) -> Option<framepip
 
 /// What the output format cannot hold of the source (16 bits, alpha),
 /// said once before the run rather than found in the files.
-fn format_notice(prepared: &framepipe::PreparedJob, info: &framepipe::io::FrameInfo) -> Option<String> {
-    let name = match prepared.format {
+fn format_notice(format: OutputFormat, (sixteen, alpha): (bool, bool), what: &str) -> Option<String> {
+    let name = match format {
         OutputFormat::Jpeg => "JPEG",
         OutputFormat::Qoi => "QOI",
         _ => return None,
     };
     let mut lost = Vec::new();
-    if info.format == framepipe::io::PixelFormat::Rgba16 {
+    if sixteen {
         lost.push("16-bit values are rounded to 8 bits");
     }
-    if info.has_alpha && prepared.format == OutputFormat::Jpeg {
+    if alpha && format == OutputFormat::Jpeg {
         lost.push("alpha is dropped");
     }
-    (!lost.is_empty()).then(|| format!("notice: {name} holds less than the sources: {}", lost.join(" and ")))
+    (!lost.is_empty()).then(|| format!("notice: {name} holds less than {what}: {}", lost.join(" and ")))
 }
 
 /// The FFmpeg input options that read what a stream job writes.
@@ -755,7 +755,8 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
             note!("{hint}");
         }
-        if let Some(notice) = format_notice(&prepared, &info) {
+        let source = (info.format == framepipe::io::PixelFormat::Rgba16, info.has_alpha);
+        if let Some(notice) = format_notice(prepared.format, source, "the sources") {
             note!("{notice}");
         }
         if let Some(notice) = band_notice(&engine, &job, &info) {
@@ -1018,6 +1019,12 @@ fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
         seed: args.seed,
     };
     let encode = EncodeOptions { png_compression: args.png_compression, ..Default::default() };
+    let output = OutputFormat::from_path(Path::new(&args.output))?;
+    if let Some(notice) = format_notice(output, (args.depth == 16, args.alpha), "what is generated")
+        && !args.quiet
+    {
+        note!("{notice}");
+    }
     // A killed run's leftovers, as `process` removes them.
     if let Ok(pattern) = framepipe::sequence::FramePattern::parse(&args.output) {
         stale_notice(&framepipe::io::remove_stale_partials(pattern.dir()), args.quiet);
@@ -1025,7 +1032,7 @@ fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
     let t = Instant::now();
     let written = generate_sequence(&opts, &args.output, &encode, args.overwrite)?;
     // JPEG and QOI hold 8 bits whatever was generated.
-    let kept = match OutputFormat::from_path(Path::new(&args.output))? {
+    let kept = match output {
         OutputFormat::Png | OutputFormat::Tiff => args.depth,
         _ => 8,
     };

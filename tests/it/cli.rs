@@ -237,6 +237,15 @@ fn formats_round_trip_and_16_bit_stays_16_bit() {
         .assert()
         .success()
         .stderr(contains("notice: QOI holds less than the sources: 16-bit values are rounded to 8 bits\n"));
+    // `generate` says the same of what it is asked to make.
+    let out = t.path().join("g16_%02d.jpg").display().to_string();
+    framepipe()
+        .args(["generate", "--size", "8x8", "--frames", "1", "--depth", "16", "--alpha", "-o", &out])
+        .assert()
+        .success()
+        .stderr(contains(
+            "notice: JPEG holds less than what is generated: 16-bit values are rounded to 8 bits and alpha is dropped",
+        ));
 }
 
 #[test]
