@@ -123,27 +123,25 @@ struct GrayAlpha<T>(std::marker::PhantomData<T>);
 
 const TWO_UINTS: &[tiff::tags::SampleFormat] = &[tiff::tags::SampleFormat::Uint; 2];
 
-impl tiff::encoder::colortype::ColorType for GrayAlpha<u8> {
-    type Inner = u8;
-    const TIFF_VALUE: tiff::tags::PhotometricInterpretation = tiff::tags::PhotometricInterpretation::BlackIsZero;
-    const BITS_PER_SAMPLE: &'static [u16] = &[8, 8];
-    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = TWO_UINTS;
+/// Grey-alpha samples of one type: `tiff`'s encoder knows none.
+macro_rules! gray_alpha {
+    ($sample:ty, $bits:literal) => {
+        impl tiff::encoder::colortype::ColorType for GrayAlpha<$sample> {
+            type Inner = $sample;
+            const TIFF_VALUE: tiff::tags::PhotometricInterpretation =
+                tiff::tags::PhotometricInterpretation::BlackIsZero;
+            const BITS_PER_SAMPLE: &'static [u16] = &[$bits, $bits];
+            const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = TWO_UINTS;
 
-    fn horizontal_predict(row: &[u8], result: &mut Vec<u8>) {
-        result.extend(row.iter().enumerate().map(|(i, v)| if i < 2 { *v } else { v.wrapping_sub(row[i - 2]) }));
-    }
+            fn horizontal_predict(row: &[$sample], result: &mut Vec<$sample>) {
+                result.extend(row.iter().enumerate().map(|(i, v)| if i < 2 { *v } else { v.wrapping_sub(row[i - 2]) }));
+            }
+        }
+    };
 }
 
-impl tiff::encoder::colortype::ColorType for GrayAlpha<u16> {
-    type Inner = u16;
-    const TIFF_VALUE: tiff::tags::PhotometricInterpretation = tiff::tags::PhotometricInterpretation::BlackIsZero;
-    const BITS_PER_SAMPLE: &'static [u16] = &[16, 16];
-    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = TWO_UINTS;
-
-    fn horizontal_predict(row: &[u16], result: &mut Vec<u16>) {
-        result.extend(row.iter().enumerate().map(|(i, v)| if i < 2 { *v } else { v.wrapping_sub(row[i - 2]) }));
-    }
-}
+gray_alpha!(u8, 8);
+gray_alpha!(u16, 16);
 
 fn write_gray_alpha<C: tiff::encoder::colortype::ColorType>(path: &std::path::Path, w: u32, h: u32, data: &[C::Inner])
 where
