@@ -115,7 +115,12 @@ impl Ledger {
     /// Taken before an attempt that the budget may refuse; see
     /// [`ReleaseMark::since`].
     pub fn mark(&self) -> ReleaseMark {
-        ReleaseMark { total: self.releases(), own: OWN_RELEASES.get(), _thread: std::marker::PhantomData }
+        ReleaseMark {
+            total: self.releases(),
+            own: OWN_RELEASES.get(),
+            oversized: OWN_OVERSIZED.get(),
+            _thread: std::marker::PhantomData,
+        }
     }
 
     /// Waits until the release count passes `since` (at once if it already
@@ -136,6 +141,14 @@ impl Ledger {
     }
 
     fn take(self: &Arc<Self>, c: &mut Counts, bytes: u64, what: &str) -> Result<Reservation> {
+        if bytes > self.budget {
+            OWN_OVERSIZED.set(OWN_OVERSIZED.get() + 1);
+            return Err(Error::Budget(format!(
+                "{what} needs {}, more than the whole {} VRAM budget (raise --vram-budget)",
+                human_bytes(bytes),
+                human_bytes(self.budget)
+            )));
+        }
         if c.current.saturating_add(bytes) > self.budget {
             return Err(Error::Budget(format!(
                 "{what} needs {}, but only {} of the {} VRAM budget is free (raise --vram-budget)",
@@ -157,6 +170,9 @@ impl Ledger {
 thread_local! {
     /// Releases (and hand-overs) this thread made, on any ledger.
     static OWN_RELEASES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Requests this thread made that were larger than the whole budget of
+    /// their ledger: no release can ever make room for them.
+    static OWN_OVERSIZED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 fn count_own_release() {
@@ -174,6 +190,7 @@ fn count_own_release() {
 pub struct ReleaseMark {
     total: u64,
     own: u64,
+    oversized: u64,
     _thread: std::marker::PhantomData<*const ()>,
 }
 
@@ -187,6 +204,12 @@ impl ReleaseMark {
     /// wakes the wait as any release does.
     pub fn since(&self) -> u64 {
         self.total + OWN_RELEASES.get().saturating_sub(self.own)
+    }
+
+    /// True when, since the mark, this thread asked for more than the
+    /// whole budget: waiting for releases cannot help, the attempt fails.
+    pub fn hopeless(&self) -> bool {
+        OWN_OVERSIZED.get() > self.oversized
     }
 }
 
@@ -326,6 +349,24 @@ mod tests {
         l.wait_release(mark.since(), Duration::from_secs(30));
         assert!(t.elapsed() < Duration::from_secs(30));
         assert!(l.reserve(60, "rest").is_ok());
+    }
+
+    #[test]
+    fn only_a_request_larger_than_the_whole_budget_is_hopeless() {
+        let l = Ledger::new(100);
+        let held = l.reserve(60, "held").unwrap();
+        let mark = l.mark();
+        assert!(l.reserve(41, "full").is_err());
+        assert!(!mark.hopeless(), "a release can make room");
+        let err = l.reserve(101, "slot").unwrap_err().to_string();
+        assert!(mark.hopeless());
+        assert!(err.contains("slot needs 101 B, more than the whole 100 B VRAM budget"), "{err}");
+        // Another thread's hopeless request is not this one's.
+        let mark = l.mark();
+        let l2 = l.clone();
+        std::thread::spawn(move || assert!(l2.reserve(500, "other").is_err())).join().unwrap();
+        assert!(!mark.hopeless());
+        drop(held);
     }
 
     #[test]

@@ -1138,7 +1138,8 @@ impl Engine {
     /// budget is full (an export holds it) asks the export to hand slots
     /// back, waits for a release without holding or announcing the backend
     /// (the frames holding the memory must get through to free it) and
-    /// tries again, for up to 5 seconds. A preview keeps the gate up
+    /// tries again, for up to 5 seconds; a request larger than the whole
+    /// budget fails at once, as no release can make room. A preview keeps the gate up
     /// meanwhile, so no export frame starts and takes the memory first.
     /// Time spent waiting goes to `waited`.
     fn with_memory<'a, R>(
@@ -1172,7 +1173,7 @@ impl Engine {
                 }
             };
             match result {
-                Err(Error::Budget(_)) if Instant::now() < deadline && wanted() => {
+                Err(Error::Budget(_)) if Instant::now() < deadline && wanted() && !mark.hopeless() => {
                     let since = mark.since();
                     if priority == Priority::Preview && gate.is_none() {
                         *gate = Some(self.core.gate.raise(|| {}));
