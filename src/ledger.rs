@@ -149,7 +149,7 @@ impl Ledger {
                 human_bytes(self.budget)
             )));
         }
-        if c.current.saturating_add(bytes) > self.budget {
+        if c.current.checked_add(bytes).is_none_or(|total| total > self.budget) {
             return Err(Error::Budget(format!(
                 "{what} needs {}, but only {} of the {} VRAM budget is free (raise --vram-budget)",
                 human_bytes(bytes),
@@ -355,6 +355,10 @@ mod tests {
     fn only_a_request_larger_than_the_whole_budget_is_hopeless() {
         let l = Ledger::new(100);
         let held = l.reserve(60, "held").unwrap();
+        // Past u64 is past any budget, however large.
+        let unlimited = Ledger::new(u64::MAX);
+        let _one = unlimited.reserve(1, "one").unwrap();
+        assert!(unlimited.reserve(u64::MAX, "all").is_err());
         let mark = l.mark();
         assert!(l.reserve(41, "full").is_err());
         assert!(!mark.hopeless(), "a release can make room");

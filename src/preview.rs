@@ -272,7 +272,7 @@ struct PrefetchJob {
 /// request made through a view supersedes the ones it made before. One
 /// that was waiting its turn is answered [`Error::Superseded`] at once;
 /// the one under way stops within 20 ms while it waits (for the backend,
-/// for memory, for another request's decode of its frame) and before its
+/// for memory, for another request's decode or render of its frame) and before its
 /// decode and its render; a decode or a render already running finishes.
 /// A slider dragged faster than a frame renders then costs the request
 /// under way plus the newest, not one render per position passed, and an
@@ -674,6 +674,9 @@ fn fitted_slot(gpu: &GpuBackend, held: Option<PreviewSlot>, shape: FrameShape) -
 struct InFlight {
     class: Class,
     image: Arc<OnceLock<Arc<PreviewImage>>>,
+    /// Up while the render waits for VRAM: a preview waiting on it then
+    /// presses the export as its own render would, and only then.
+    starved: Arc<AtomicUsize>,
 }
 
 /// Takes a key out of the in-flight set when its render ends, by return or
@@ -692,11 +695,14 @@ impl Drop for Landed<'_> {
 
 impl Engine {
     /// The preview of `frame` of `sequence` with `graph` at `scale`.
-    /// Thread-safe; a cache hit touches neither the GPU nor the disk.
+    /// Thread-safe; a cache hit touches neither the GPU nor the frame's
+    /// pixels (only its file's metadata, to see it has not changed).
     ///
     /// # Errors
     /// [`Error::Sequence`] for a frame not in the sequence, a decode error,
-    /// an invalid graph, or a GPU error.
+    /// an invalid graph, a GPU error, [`Error::Budget`] when the preview's
+    /// VRAM could not be had within 5 s (or is more than the whole budget),
+    /// or [`Error::Panic`] when its render panicked.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
         self.preview_while(sequence, frame, graph, (scale, ENGINE_PLACE), &|| true)
     }
@@ -774,7 +780,7 @@ impl Engine {
             if let Some(image) = lock(&state.cache).peek(key) {
                 return Ok((image, served));
             }
-            if let Some(InFlight { class, image }) = inflight.get(key) {
+            if let Some(InFlight { class, image, starved }) = inflight.get(key) {
                 // Overtaken while it waited for someone else's render: it
                 // holds nothing up any longer (the gate, the urgency).
                 if !wanted() {
@@ -789,22 +795,29 @@ impl Engine {
                 joined = Some(image.clone());
                 // A prefetch rendering it that waits for memory claims it
                 // at prefetch strength (the export keeps its last slot): a
-                // preview waiting on it makes the claim urgent.
-                let starved = self.core.pressure.any.load(Ordering::SeqCst) > 0;
-                if priority == Priority::Preview && starved && urgent.is_none() {
-                    urgent = Some(Held::new(&self.core.pressure.urgent));
+                // preview waiting on it makes the claim urgent, while the
+                // claim lasts.
+                if priority == Priority::Preview && starved.load(Ordering::SeqCst) > 0 {
+                    urgent.get_or_insert_with(|| Held::new(&self.core.pressure.urgent));
+                } else {
+                    urgent = None;
                 }
-                let _ = state.landed.wait_timeout(inflight, Duration::from_millis(100));
+                let _ = state.landed.wait_timeout(inflight, Duration::from_millis(20));
                 continue;
             }
-            let InFlight { class, image: handoff } = InFlight::default();
-            inflight.insert(key.clone(), InFlight { class: class.clone(), image: handoff.clone() });
+            // Its own render (the one it waited on failed) presses for
+            // memory itself, if it has to.
+            drop(urgent.take());
+            let mine = InFlight::default();
+            inflight.insert(key.clone(), mine.clone());
             drop(inflight);
+            let InFlight { class, image: handoff, starved } = mine;
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
-            let render =
-                || self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, wanted), gate);
+            let render = || {
+                self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, wanted, &starved), gate)
+            };
             let result = panic_as_error(key.frame, render).map(Arc::new);
             if let Ok(image) = &result {
                 // Left for the waiters before the key leaves `inflight`.
@@ -866,6 +879,11 @@ impl Engine {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return false,
         };
+        // A render counts itself active before it takes the slot: one that
+        // started since the look above is seen here, and keeps it.
+        if state.active.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
         {
             // Once per quiet spell: cleared here, set by the next render.
             let mut last = lock(&state.last_render);
@@ -989,7 +1007,7 @@ impl Engine {
         frame: u64,
         graph: &OpGraph,
         scale: Scale,
-        (priority, class, wanted): (Priority, &Class, &dyn Fn() -> bool),
+        (priority, class, wanted, starved): (Priority, &Class, &dyn Fn() -> bool, &AtomicUsize),
         gate: &mut Option<GateGuard<'a>>,
     ) -> Result<PreviewImage> {
         graph.validate()?;
@@ -1026,27 +1044,24 @@ impl Engine {
             // An unreadable header fails in the decode below, with its reason.
             if let Ok((width, height, format)) = probe {
                 let shape = FrameShape { width, height, format };
-                let reserved_ok = self.with_memory(
-                    (priority, class, wanted),
-                    &mut intent,
-                    &mut waited,
-                    gate,
-                    |backend| match backend {
-                        // Overtaken while it waited for the backend (or
-                        // between refusals): it takes no memory.
-                        _ if !wanted() => Err(Error::Superseded),
-                        Backend::Gpu(gpu) => {
-                            let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
-                            let slot = fitted_slot(gpu, held, shape)?;
-                            *lock(&state.last_render) = Some(Instant::now());
-                            let r = gpu.prepare_for_preview(shape, &plan, factor);
-                            let hold = if r.is_ok() { gpu.hold_newest_set() } else { SetHold::default() };
-                            reserved = Some((slot, hold));
-                            r
+                let reserved_ok =
+                    self.with_memory((priority, class, wanted, starved), &mut intent, &mut waited, gate, |backend| {
+                        match backend {
+                            // Overtaken while it waited for the backend (or
+                            // between refusals): it takes no memory.
+                            _ if !wanted() => Err(Error::Superseded),
+                            Backend::Gpu(gpu) => {
+                                let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
+                                let slot = fitted_slot(gpu, held, shape)?;
+                                *lock(&state.last_render) = Some(Instant::now());
+                                let r = gpu.prepare_for_preview(shape, &plan, factor);
+                                let hold = if r.is_ok() { gpu.hold_newest_set() } else { SetHold::default() };
+                                reserved = Some((slot, hold));
+                                r
+                            }
+                            Backend::Cpu => Ok(()),
                         }
-                        Backend::Cpu => Ok(()),
-                    },
-                );
+                    });
                 if let Err(e) = reserved_ok {
                     give_back(reserved.take());
                     return Err(e);
@@ -1069,8 +1084,12 @@ impl Engine {
         let t = Instant::now();
         let before = waited;
         let mut upload = Duration::ZERO;
-        let rendered =
-            self.with_memory((priority, class, wanted), &mut intent, &mut waited, gate, |backend| match backend {
+        let rendered = self.with_memory(
+            (priority, class, wanted, starved),
+            &mut intent,
+            &mut waited,
+            gate,
+            |backend| match backend {
                 // Its turn came after a later request of its view: that
                 // one is what the view shows.
                 _ if !wanted() => Err(Error::Superseded),
@@ -1108,7 +1127,8 @@ impl Engine {
                     let (w, h, data) = self.on_cpu_threads(|| downscale_cpu(&process_cpu(&src, &plan), factor));
                     Ok((w, h, data, None))
                 }
-            });
+            },
+        );
         // Given up before its turn (overtaken, out of time for memory): the
         // slot it reserved is sound, for the next preview.
         if rendered.is_err() {
@@ -1144,7 +1164,7 @@ impl Engine {
     /// Time spent waiting goes to `waited`.
     fn with_memory<'a, R>(
         &'a self,
-        (priority, class, wanted_by_caller): (Priority, &Class, &dyn Fn() -> bool),
+        (priority, class, wanted_by_caller, starved): (Priority, &Class, &dyn Fn() -> bool, &AtomicUsize),
         intent: &mut Option<Intent<'a, Backend>>,
         waited: &mut Duration,
         gate: &mut Option<GateGuard<'a>>,
@@ -1181,7 +1201,7 @@ impl Engine {
                     *intent = None;
                     pressure.get_or_insert_with(|| {
                         let urgent = (priority == Priority::Preview).then(|| Held::new(&self.core.pressure.urgent));
-                        (Held::new(&self.core.pressure.any), urgent)
+                        (Held::new(&self.core.pressure.any), urgent, Held::new(starved))
                     });
                     // Memory an export holds idle goes now rather than
                     // when it next starts a frame: a free pool slot, else
@@ -1189,16 +1209,29 @@ impl Engine {
                     // between frames.
                     // (A prefetch a preview has joined counts: the
                     // preview holds `urgent` up while it waits.)
+                    // Each wait gives up once the request is no longer
+                    // wanted: it must not hold the export back meanwhile.
+                    let asked = Instant::now();
                     if !self.core.pressure.shed_free()
                         && self.core.pressure.urgent.load(Ordering::SeqCst) > 0
-                        && let Backend::Gpu(g) = &mut *self.core.backend.lock(priority)
+                        && let Some(mut backend) =
+                            self.core.backend.intend_as(priority, class).lock_while(Some(&wanted_by_caller))
+                        && let Backend::Gpu(g) = &mut *backend
                     {
                         g.release_own_slot();
                     }
-                    let asked = Instant::now();
-                    self.core.ledger.wait_release(since, Duration::from_millis(250));
+                    let until = asked + Duration::from_millis(250);
+                    while self.core.ledger.releases() <= since && wanted() {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        self.core.ledger.wait_release(since, left.min(Duration::from_millis(20)));
+                    }
                     *waited += asked.elapsed();
                 }
+                // Refused after it was overtaken: what it answers is that.
+                Err(Error::Budget(_)) if !wanted() => return Err(Error::Superseded),
                 r => return r,
             }
         }

@@ -5,7 +5,8 @@
 //! next holder is chosen by class, not arrival: a waiting preview always
 //! goes before a waiting prefetch, which goes before a waiting export frame.
 //! Work already running is never preempted (a GPU submission cannot be),
-//! so a preview waits at most for the one frame in progress.
+//! so at the lock a preview waits at most for the one frame in progress
+//! (and for previews ahead of it; for memory, see the preview module).
 //!
 //! A class can also be announced ahead of the lock with [`PriorityLock::intend`]:
 //! a preview announces itself when it arrives, before it decodes, so export

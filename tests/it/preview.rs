@@ -452,6 +452,24 @@ fn an_export_started_beside_an_active_editor_waits_for_its_memory() {
     assert!(e.ledger().peak() <= budget);
 }
 
+/// A preview whose frame needs more VRAM than the whole budget fails with
+/// the sizes, and gives back whatever it had reserved: no release could
+/// ever make room, so it does not wait for one.
+#[test]
+fn a_preview_larger_than_the_whole_budget_fails_and_holds_nothing() {
+    let Some((_t, seq, shape)) = gpu_sequence(2, 96, 64) else { return };
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: GpuBackend::slot_bytes(shape) - 1,
+        prefetch: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let err = e.preview(&seq, 1, &grade(0.1), Scale::Full).unwrap_err();
+    assert!(matches!(err, Error::Budget(_)) && err.to_string().contains("more than the whole"), "{err}");
+    assert_eq!(e.ledger().current(), 0);
+}
+
 /// On the CPU backend with one thread, previews and a one-frame-at-a-time
 /// export share the backend and the engine's single kernel thread: both
 /// taken in the same order, neither waits for the other forever.
