@@ -318,11 +318,9 @@ struct ViewHandle {
 impl Drop for ViewHandle {
     fn drop(&mut self) {
         self.mailbox.close(false);
-        // Nobody will ask for what it had prefetched.
-        let mut playheads = lock(&self.engine.core.previews.playheads);
-        if let Some(i) = playheads.iter().position(|p| p.place == self.place) {
-            playheads.remove(i).cancel();
-        }
+        // Nobody will ask for what it had prefetched. Its thread sees the
+        // mailbox closed under the playheads' lock: it makes none after.
+        self.engine.core.previews.forget_place(self.place);
     }
 }
 
@@ -361,7 +359,10 @@ impl PreviewView {
                 // A panic answers its request and leaves the thread
                 // serving the next ones (the render's own are caught
                 // deeper, with its memory given back).
-                let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, (r.scale, place), &newest);
+                // Once the last handle went (its last request is still
+                // answered), the view moves no playhead: nobody will step on.
+                let open = || !lock(&worker.next).1;
+                let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, (r.scale, place, &open), &newest);
                 let _ = r.reply.send(panic_as_error(r.frame, preview));
             }
         });
@@ -570,6 +571,15 @@ impl PreviewState {
         }
     }
 
+    /// Drops the prefetch playhead of `place` (a view that went), cancelling
+    /// what it had queued.
+    fn forget_place(&self, place: u64) {
+        let mut playheads = lock(&self.playheads);
+        if let Some(i) = playheads.iter().position(|p| p.place == place) {
+            playheads.remove(i).cancel();
+        }
+    }
+
     /// Keeps a thread of the engine's own (the prefetch thread, a view's, an
     /// async preview's) to join when the engine goes; those that ended are
     /// let go here.
@@ -704,19 +714,20 @@ impl Engine {
     /// VRAM could not be had within 5 s (or is more than the whole budget),
     /// or [`Error::Panic`] when its render panicked.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
-        self.preview_while(sequence, frame, graph, (scale, ENGINE_PLACE), &|| true)
+        self.preview_while(sequence, frame, graph, (scale, ENGINE_PLACE, &|| true), &|| true)
     }
 
     /// [`Engine::preview`] for as long as `wanted` says so: asked before
     /// anything is done, before the decode and once the backend is this
     /// request's, it ends the request with [`Error::Superseded`] (a render
-    /// under way finishes).
+    /// under way finishes). Its `place`'s playhead moves while `open` says
+    /// so.
     fn preview_while(
         &self,
         sequence: &Sequence,
         frame: u64,
         graph: &OpGraph,
-        (scale, place): (Scale, u64),
+        (scale, place, open): (Scale, u64, &dyn Fn() -> bool),
         wanted: &dyn Fn() -> bool,
     ) -> Result<Arc<PreviewImage>> {
         if !wanted() {
@@ -731,7 +742,7 @@ impl Engine {
         // under way, or is served from the cache.
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
-        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, place, wanted);
+        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, place, &|| wanted() && open());
         let (image, served) = self.cached_or_render(&key, graph, (Priority::Preview, wanted), &mut gate)?;
         // A render traced its end itself, while it still held the backend.
         if served != Served::Rendered {
@@ -841,7 +852,8 @@ impl Engine {
         let (engine, sequence, graph) = (Engine::internal(self.core.clone()), sequence.clone(), graph.clone());
         let failed = tx.clone();
         let thread = std::thread::Builder::new().name("framepipe-preview".into()).spawn(move || {
-            let _ = tx.send(engine.preview(&sequence, frame, &graph, scale));
+            // A panic is answered, as a view's is, never a closed channel.
+            let _ = tx.send(panic_as_error(frame, || engine.preview(&sequence, frame, &graph, scale)));
         });
         match thread {
             Ok(thread) => self.core.previews.own_thread(thread, None),
