@@ -762,6 +762,11 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         if let Some(notice) = band_notice(&engine, &job, &info) {
             note!("{notice}");
         }
+        if info.premultiplied {
+            note!(
+                "notice: the sources' alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha"
+            );
+        }
     }
     let cancel = Cancel::default();
     // The first interrupt now asks this run to stop (see `on_signal`).

@@ -37,9 +37,8 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
 }
 
 fn decode_file_inner(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
-    let (decoder, format) = open_decoder(path, limits)?;
+    let (decoder, format, info) = open_decoder(path, limits)?;
     check_jpeg_whole(path, format)?;
-    let info = header(decoder.as_ref());
     // A PNG streams row by row into the frame's one buffer, allocated on
     // its first row (nothing for other formats).
     let mut data = Vec::new();
@@ -52,12 +51,16 @@ fn decode_file_inner(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
         Ok(())
     })?;
     if streamed {
-        let FrameInfo { width, height, format, has_alpha } = info;
+        let FrameInfo { width, height, format, has_alpha, .. } = info;
         return Ok(HostFrame { width, height, format, has_alpha, data });
     }
     let image = DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::Decode { path: path.to_owned(), reason: one_line(&e.to_string()) })?;
-    Ok(from_dynamic(image))
+    let mut frame = from_dynamic(image);
+    if info.premultiplied {
+        unpremultiply(&mut frame.data, frame.format);
+    }
+    Ok(frame)
 }
 
 /// What a frame's header says it decodes to.
@@ -71,6 +74,10 @@ pub struct FrameInfo {
     pub format: PixelFormat,
     /// Whether the source carries alpha.
     pub has_alpha: bool,
+    /// Whether that alpha is premultiplied (a TIFF's associated alpha): the
+    /// decoders divide it out, as the ops and every output format take
+    /// straight alpha.
+    pub premultiplied: bool,
 }
 
 /// Pixels per batch when widening RGB to RGBA: 64 KiB of RGBA8, which
@@ -173,7 +180,7 @@ pub fn decode_file_with(
         written = written.max(at + px.len());
         Ok(())
     };
-    let FrameInfo { width, height, format, has_alpha } =
+    let FrameInfo { width, height, format, has_alpha, .. } =
         contained(path, || decode_to(path, limits, buffers, check, sink, Some(&mut whole)))?;
     let data = match whole {
         Some(whole) => whole,
@@ -200,8 +207,7 @@ fn decode_to(
 ) -> Result<FrameInfo> {
     use image::ColorType;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
-    let (decoder, format) = open_decoder(path, limits)?;
-    let info = header(decoder.as_ref());
+    let (decoder, format, info) = open_decoder(path, limits)?;
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
     check(&info)?;
     check_jpeg_whole(path, format)?;
@@ -220,7 +226,10 @@ fn decode_to(
     };
     match color {
         ColorType::Rgba8 | ColorType::Rgba16 => {
-            let rgba = read(decoder)?;
+            let mut rgba = read(decoder)?;
+            if info.premultiplied {
+                unpremultiply(&mut rgba, info.format);
+            }
             match whole {
                 Some(whole) => *whole = Some(rgba),
                 None => {
@@ -245,7 +254,11 @@ fn decode_to(
         }
         _ => {
             let image = DynamicImage::from_decoder(decoder).map_err(|e| fail(one_line(&e.to_string())))?;
-            sink(0, &from_dynamic(image).data)?;
+            let mut frame = from_dynamic(image);
+            if info.premultiplied {
+                unpremultiply(&mut frame.data, frame.format);
+            }
+            sink(0, &frame.data)?;
         }
     }
     Ok(info)
@@ -353,22 +366,33 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
     }
 }
 
-/// Refuses a TIFF of 32-bit samples without a SampleFormat tag, which
-/// means unsigned integers: `image` reads them as floats (mid-grey
-/// 0x80000000 becomes -0.0, black), so the pixels would be wrong.
-fn check_tiff_samples(path: &Path, color: image::ColorType) -> Result<()> {
+/// What `image` does not say of a TIFF: whether its alpha is associated
+/// (premultiplied; ExtraSamples 1), returned. Refuses 32-bit samples
+/// without a SampleFormat tag, which means unsigned integers: `image` reads
+/// them as floats (mid-grey 0x80000000 becomes -0.0, black), so the pixels
+/// would be wrong.
+fn tiff_premultiplied(path: &Path, color: image::ColorType) -> Result<bool> {
     use image::ColorType::{Rgb32F, Rgba32F};
-    if !matches!(color, Rgb32F | Rgba32F) {
-        return Ok(());
-    }
+    use tiff::tags::Tag;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return Ok(()) };
-    match tiff.find_tag(tiff::tags::Tag::SampleFormat) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(fail("32-bit integer samples are not supported (8 or 16 bits, or 32-bit float)".into())),
-        Err(e) => Err(fail(one_line(&e.to_string()))),
+    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return Ok(false) };
+    if matches!(color, Rgb32F | Rgba32F) {
+        match tiff.find_tag(Tag::SampleFormat) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(fail("32-bit integer samples are not supported (8 or 16 bits, or 32-bit float)".into()));
+            }
+            Err(e) => return Err(fail(one_line(&e.to_string()))),
+        }
     }
+    if !color.has_alpha() {
+        return Ok(false);
+    }
+    // The alpha is the first extra sample (the decoders take no other).
+    let extra = tiff.find_tag(Tag::ExtraSamples).map_err(|e| fail(one_line(&e.to_string())))?;
+    let first = extra.and_then(|v| v.into_u16_vec().ok()).and_then(|v| v.first().copied());
+    Ok(first == Some(1))
 }
 
 /// The decoder for a file, with the size and allocation limits applied
@@ -376,7 +400,7 @@ fn check_tiff_samples(path: &Path, color: image::ColorType) -> Result<()> {
 fn open_decoder<'a>(
     path: &'a Path,
     limits: &DecodeLimits,
-) -> Result<(Box<dyn ImageDecoder + 'a>, Option<image::ImageFormat>)> {
+) -> Result<(Box<dyn ImageDecoder + 'a>, Option<image::ImageFormat>, FrameInfo)> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     if meta.len() == 0 {
@@ -399,8 +423,9 @@ fn open_decoder<'a>(
         },
         Err(e) => return Err(fail(one_line(&e.to_string()))),
     };
+    let mut info = header(decoder.as_ref());
     if format == Some(image::ImageFormat::Tiff) {
-        check_tiff_samples(path, decoder.color_type())?;
+        info.premultiplied = tiff_premultiplied(path, decoder.color_type())?;
     }
     let (w, h) = decoder.dimensions();
     if w > limits.max_dimension || h > limits.max_dimension {
@@ -408,12 +433,12 @@ fn open_decoder<'a>(
     }
     // Frames are widened to RGBA: a gray or RGB source needs up to 4x its
     // decoded size once widened, and that is what must stay under the limit.
-    let widened = w as u64 * h as u64 * header(decoder.as_ref()).format.bytes_per_pixel() as u64;
+    let widened = w as u64 * h as u64 * info.format.bytes_per_pixel() as u64;
     let needs = decoder.total_bytes().max(widened);
     if needs > limits.max_alloc {
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
-    Ok((decoder, format))
+    Ok((decoder, format, info))
 }
 
 /// Reads only the header: size and whether the frame decodes to RGBA8 or
@@ -431,7 +456,7 @@ pub fn probe_file(path: &Path, limits: &DecodeLimits) -> Result<(u32, u32, Pixel
 /// # Errors
 /// As [`decode_file`].
 pub fn probe_info(path: &Path, limits: &DecodeLimits) -> Result<FrameInfo> {
-    contained(path, || Ok(header(open_decoder(path, limits)?.0.as_ref())))
+    contained(path, || Ok(open_decoder(path, limits)?.2))
 }
 
 thread_local! {
@@ -474,7 +499,40 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
     let color = decoder.color_type();
     let sixteen = color.bytes_per_pixel() / color.channel_count() > 1;
     let format = if sixteen { PixelFormat::Rgba16 } else { PixelFormat::Rgba8 };
-    FrameInfo { width, height, format, has_alpha: color.has_alpha() }
+    FrameInfo { width, height, format, has_alpha: color.has_alpha(), premultiplied: false }
+}
+
+/// Premultiplied RGBA to straight: each color divided by its alpha, rounded
+/// to nearest and clamped (a color above its alpha is not a valid
+/// premultiplied value); where alpha is 0 the color is 0.
+fn unpremultiply(data: &mut [u8], format: PixelFormat) {
+    fn divide(c: u32, a: u32, max: u32) -> u32 {
+        (c * max + a / 2).checked_div(a).map_or(0, |v| v.min(max))
+    }
+    match format {
+        PixelFormat::Rgba8 => {
+            for px in data.chunks_exact_mut(4) {
+                let a = px[3] as u32;
+                if a != 255 {
+                    for c in &mut px[..3] {
+                        *c = divide(*c as u32, a, 255) as u8;
+                    }
+                }
+            }
+        }
+        PixelFormat::Rgba16 => {
+            // Samples in native byte order, as everywhere in a frame.
+            for px in data.chunks_exact_mut(8) {
+                let a = u16::from_ne_bytes([px[6], px[7]]) as u32;
+                if a != 65535 {
+                    for c in px[..6].chunks_exact_mut(2) {
+                        let straight = divide(u16::from_ne_bytes([c[0], c[1]]) as u32, a, 65535) as u16;
+                        c.copy_from_slice(&straight.to_ne_bytes());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Converts a decoded image to RGBA, keeping its bit depth class.
@@ -500,6 +558,93 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TIFF whose alpha is associated (premultiplied) reads as straight
+    /// alpha, every path alike: color divided by alpha, rounded to nearest,
+    /// 0 where alpha is 0; a straight-alpha TIFF of the same bytes is read
+    /// as it is.
+    #[test]
+    fn a_premultiplied_tiff_reads_as_straight_alpha() {
+        use tiff::encoder::{TiffEncoder, colortype};
+        let t = tempfile::tempdir().unwrap();
+        let mut x = 0x2545_f491_u32 ^ std::process::id();
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for sixteen in [false, true] {
+            let max = if sixteen { 65535u32 } else { 255 };
+            // Random straight pixels, premultiplied as a renderer would;
+            // some fully transparent, some opaque.
+            let mut premultiplied = Vec::new();
+            for i in 0..64 * 9 {
+                let a = match i % 9 {
+                    0 => 0,
+                    1 => max,
+                    _ => next() % (max + 1),
+                };
+                for _ in 0..3 {
+                    let c = next() % (max + 1);
+                    premultiplied.push(((c as f64 * a as f64 / max as f64).round()) as u32);
+                }
+                premultiplied.push(a);
+            }
+            let expected: Vec<u32> = premultiplied
+                .chunks(4)
+                .flat_map(|p| {
+                    let a = p[3] as f64;
+                    let straight =
+                        |c: u32| if a == 0.0 { 0 } else { ((c as f64 * max as f64 / a).round() as u32).min(max) };
+                    [straight(p[0]), straight(p[1]), straight(p[2]), p[3]]
+                })
+                .collect();
+            let write = |name: &str, extra: u16| {
+                let path = t.path().join(name);
+                let file = std::fs::File::create(&path).unwrap();
+                let mut tiff = TiffEncoder::new(file).unwrap();
+                if sixteen {
+                    let data: Vec<u16> = premultiplied.iter().map(|&v| v as u16).collect();
+                    let mut image = tiff.new_image::<colortype::RGBA16>(64, 9).unwrap();
+                    image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[extra][..]).unwrap();
+                    image.write_data(&data).unwrap();
+                } else {
+                    let data: Vec<u8> = premultiplied.iter().map(|&v| v as u8).collect();
+                    let mut image = tiff.new_image::<colortype::RGBA8>(64, 9).unwrap();
+                    image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[extra][..]).unwrap();
+                    image.write_data(&data).unwrap();
+                }
+                path
+            };
+            let values = |data: &[u8]| -> Vec<u32> {
+                if sixteen {
+                    data.chunks(2).map(|b| u16::from_ne_bytes([b[0], b[1]]) as u32).collect()
+                } else {
+                    data.iter().map(|&b| b as u32).collect()
+                }
+            };
+            let limits = DecodeLimits::default();
+            let path = write("assoc.tif", 1);
+            assert!(probe_info(&path, &limits).unwrap().premultiplied);
+            assert_eq!(values(&decode_file(&path, &limits).unwrap().data), expected, "16-bit {sixteen}");
+            let mut streamed = vec![0u8; premultiplied.len() * if sixteen { 2 } else { 1 }];
+            decode_with(
+                &path,
+                &limits,
+                |_| Ok(()),
+                |at, px| {
+                    streamed[at..at + px.len()].copy_from_slice(px);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(values(&streamed), expected, "16-bit {sixteen}, streamed");
+            let path = write("straight.tif", 2);
+            assert!(!probe_info(&path, &limits).unwrap().premultiplied);
+            assert_eq!(values(&decode_file(&path, &limits).unwrap().data), premultiplied);
+        }
+    }
 
     /// A codec's panic is its file's decode error, and marks the thread as
     /// decoding while it unwinds (for a quiet panic hook).
