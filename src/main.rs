@@ -837,7 +837,8 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         // exist); a budget that holds only one still runs, without
         // overlap, and says so.
         let frames = report.frames_written + report.failures.len() + report.frames_skipped;
-        if matches!(opts.pool, PoolSize::Auto) && report.pool_size == 1 && report.backend == "gpu" && frames > 1 {
+        let pooled = !opts.sequential && matches!(opts.pool, PoolSize::Auto);
+        if pooled && report.pool_size == 1 && report.backend == "gpu" && frames > 1 {
             note!(
                 "notice: --vram-budget {} holds one {} frame slot ({} each): frames went through the GPU one at a time; raise the budget for overlap",
                 human_bytes(report.vram_budget),

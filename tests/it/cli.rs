@@ -264,10 +264,19 @@ fn gpu_and_cpu_cli_outputs_agree() {
             .success()
             .stderr(contains(format!("on the {backend} backend")));
     }
+    // One frame at a time, as asked: no notice that the budget held one.
+    let out = t.path().join("seq/s_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out, "--preset", preset.to_str().unwrap(), "--backend", "gpu"])
+        .arg("--sequential")
+        .assert()
+        .success()
+        .stderr(contains("one at a time").not());
     for n in 1..=2 {
         let a = decode(&t.path().join(format!("cpu/s_{n:02}.png")));
         let b = decode(&t.path().join(format!("gpu/s_{n:02}.png")));
         crate::util::assert_close(&b, &a, "cli gpu vs cpu");
+        assert_eq!(decode(&t.path().join(format!("seq/s_{n:02}.png"))).data, b.data, "sequential vs pipelined");
     }
 }
 
