@@ -14,6 +14,7 @@
 //! ```
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -28,7 +29,7 @@ struct Args {
     #[arg(long, default_value = "8k")]
     size: String,
     /// Frames in the sequence (the export runs over all of them).
-    #[arg(long, default_value_t = 72)]
+    #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..))]
     frames: u32,
     /// Backend.
     #[arg(long, value_enum, default_value_t)]
@@ -155,6 +156,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
+    unless_stopping();
     println!("\n### {label}\n");
     println!(
         "| phase | requests | hits | joined a prefetch | p50 ms | p95 ms | max ms | hit p95 ms \
@@ -212,21 +214,51 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     }
 }
 
+/// Set by the Ctrl-C handler before it removes the plates: what the session
+/// does after (previews failing on files removed under them) is not its.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Waits for a stop under way to end the process, if one is.
+fn unless_stopping() {
+    while STOPPING.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    // Set-up errors (a size, a sequence, a budget too small for a frame)
-    // are usage errors: exit 2; a session that fails part-way, 1.
-    let (dir, input, seq, config) = match set_up(&args) {
-        Ok(ready) => ready,
+    // Mesa's Vulkan drivers complain of an unset XDG_RUNTIME_DIR on
+    // headless machines, which compute does not need (as in framepipe).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, as framepipe's own usage errors.
+            let rendered = e.render().to_string();
+            eprintln!("{} (see --help)", rendered.lines().next().unwrap_or("error: invalid arguments"));
             return ExitCode::from(2);
         }
     };
-    // Ctrl-C or SIGTERM removes the generated plates and the export's
-    // frames with the folder, which a plain exit would leave behind.
+    // Set-up errors (a size, a sequence, a budget too small for a frame)
+    // are usage errors: exit 2; a session that fails part-way, 1.
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {}: {e}", std::env::temp_dir().display());
+            return ExitCode::from(2);
+        }
+    };
+    // Ctrl-C or SIGTERM, from the plates' generation on, removes the
+    // plates and the export's frames with the folder, which a plain exit
+    // would leave behind.
     let scratch = dir.path().to_path_buf();
     let _ = ctrlc::set_handler(move || {
+        // Nothing more of the session is printed (no failures made up by
+        // frames removed under previews still rendering).
+        STOPPING.store(true, Ordering::SeqCst);
         // No new output is started from here (a frame being written would
         // put files back in the folder being removed).
         framepipe::io::remove_partials();
@@ -247,20 +279,29 @@ fn main() -> ExitCode {
         #[cfg(not(unix))]
         std::process::exit(130);
     });
+    let (input, seq, config) = match set_up(&args, &dir) {
+        Ok(ready) => ready,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match run(&args, &dir, &input, &seq, config) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
+            unless_stopping();
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            // A budget that cannot hold one frame, found by the first
+            // preview: set-up, as for `framepipe process`.
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }
 
 /// The sequence (generated in `dir`, or the `--input`) and the engine's
 /// configuration.
-fn set_up(args: &Args) -> Result<(tempfile::TempDir, String, Sequence, EngineConfig), framepipe::Error> {
-    let dir = tempfile::tempdir().map_err(|source| framepipe::Error::Io { path: std::env::temp_dir(), source })?;
+fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, EngineConfig), framepipe::Error> {
     let input = match &args.input {
         Some(i) => i.clone(),
         None => {
@@ -280,7 +321,7 @@ fn set_up(args: &Args) -> Result<(tempfile::TempDir, String, Sequence, EngineCon
         prefetch_threads: args.prefetch_threads,
         ..Default::default()
     };
-    Ok((dir, input, seq, config))
+    Ok((input, seq, config))
 }
 
 /// Both sessions and their figures; false when a preview or an export
