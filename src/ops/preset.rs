@@ -120,13 +120,25 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
         return Err(fail(format!("{} [[op]] entries, at most {MAX_PRESET_OPS}", file.op.len())));
     }
     let op_lines: Vec<usize> = file.op.iter().map(|op| lines.of(op.span().start)).collect();
+    // Where each op's text is: from its span (a table's is its header
+    // alone) to the next op's.
+    let starts: Vec<usize> = file.op.iter().map(|op| op.span().start).chain([text.len()]).collect();
     let mut ops = Vec::with_capacity(file.op.len());
     for (i, table) in file.op.into_iter().enumerate() {
         let at = format!(" (line {})", op_lines[i]);
-        let op: Op = table
-            .into_inner()
-            .try_into()
-            .map_err(|e: toml::de::Error| fail(format!("op {}{at}: {}", i + 1, one_line(e.message()))))?;
+        let span = starts[i]..starts[i + 1].max(table.span().end);
+        let value = table.into_inner();
+        let op: Op = value.clone().try_into().map_err(|e: toml::de::Error| {
+            let reason = match culprit(&value) {
+                Some((key, why)) => {
+                    let line = key_line(&text[span.clone()], &key).map_or(op_lines[i], |at| lines.of(span.start + at));
+                    let name = value.get("type").and_then(|t| t.as_str()).map(|n| format!(" ({n})"));
+                    format!("op {} (line {line}){}: {key}: {why}", i + 1, name.unwrap_or_default())
+                }
+                None => format!("op {}{at}: {}", i + 1, one_line(e.message())),
+            };
+            fail(reason)
+        })?;
         op.validate().map_err(|e| fail(format!("op {}{at} ({}): {e}", i + 1, op.name())))?;
         ops.push(op);
     }
@@ -149,6 +161,47 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     Ok(graph)
 }
 
+/// The key of an op table whose value is what its op cannot take, and
+/// why: serde names the wrong type but not the field. Each key is tried
+/// alone beside the op's `type`: one that is fine then fails only for the
+/// fields left out (or not at all).
+fn culprit(table: &toml::Value) -> Option<(String, String)> {
+    let table = table.as_table()?;
+    match table.get("type") {
+        Some(toml::Value::String(_)) => {}
+        Some(other) => {
+            return Some((
+                "type".into(),
+                format!("{other} is not an op name (a string: exposure, matrix, contrast, saturation, blur)"),
+            ));
+        }
+        None => return None,
+    }
+    let named = |entries: &[(&String, &toml::Value)]| {
+        let alone: toml::Table = entries.iter().map(|(k, v)| ((*k).clone(), (*v).clone())).collect();
+        match Op::deserialize(toml::Value::Table(alone)) {
+            Err(e) if !e.message().starts_with("missing field") => Some(one_line(e.message())),
+            _ => None,
+        }
+    };
+    let kind = table.get_key_value("type")?;
+    // An unknown op name: serde's own message says so, and lists them.
+    if named(&[kind]).is_some() {
+        return None;
+    }
+    table.iter().filter(|(key, _)| *key != "type").find_map(|entry| Some((entry.0.clone(), named(&[kind, entry])?)))
+}
+
+/// Byte offset, in an op's text, of the line that sets `key` (`key =`, in
+/// a table or an inline table).
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.match_indices(key).map(|(at, _)| at).find(|&at| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + key.len()..].trim_start();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') && after.starts_with('=')
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +218,36 @@ mod tests {
         assert!(error(text).contains("op 2 (line 7) (blur)"), "{}", error(text));
         let inline = "op = [\n  { type = \"exposure\", stops = 1.0 },\n  { type = \"blur\", sigma = -1.0 },\n]\n";
         assert!(error(inline).contains("op 2 (line 3) (blur)"), "{}", error(inline));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_key_and_line() {
+        let cases = [
+            (
+                "[[op]]\ntype = \"blur\"\nsigma = 1\n[[op]]\ntype = \"exposure\"\n\nstops = \"half\"\n",
+                "op 2 (line 7) (exposure): stops: invalid type: string \"half\"",
+            ),
+            (
+                "[[op]]\ntype = \"matrix\"\nmatrix = [1,0,0,0,1,0,0,0,1]\noffset = [0,0]\n",
+                "op 1 (line 4) (matrix): offset: invalid length 2",
+            ),
+            (
+                "[[op]]\ntype = \"contrast\"\ncontrast = 1.2\npivot = true\n",
+                "(line 4) (contrast): pivot: invalid type: boolean",
+            ),
+            ("[[op]]\ntype = 5\nstops = 1\n", "op 1 (line 2): type: 5 is not an op name"),
+            ("[[op]]\ntype = \"exposure\"\nstopz = 1\n", "op 1 (line 3) (exposure): stopz: unknown field `stopz`"),
+            (
+                "op = [\n { type = \"blur\", sigma = 1 },\n { type = \"exposure\", stops = [1] },\n]\n",
+                "op 2 (line 3) (exposure): stops: invalid type: sequence",
+            ),
+            // Not a field's fault: said as serde says it.
+            ("[[op]]\ntype = \"blurr\"\nsigma = 1\n", "op 1 (line 1): unknown variant `blurr`"),
+            ("[[op]]\ntype = \"blur\"\n", "op 1 (line 1): missing field `sigma`"),
+        ];
+        for (text, expected) in cases {
+            assert!(error(text).contains(expected), "{text:?}: {}", error(text));
+        }
     }
 
     #[test]
