@@ -274,19 +274,34 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         "m" | "mb" => 1e6,
         "g" | "gb" => 1e9,
         "t" | "tb" => 1e12,
+        "p" | "pb" => 1e15,
+        "e" | "eb" => 1e18,
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "tib" => 1024f64.powi(4),
+        "pib" => 1024f64.powi(5),
+        "eib" => 1024f64.powi(6),
         _ => return Err(bad()),
     };
+    let too_big = || Error::invalid("size", s, "at most 16 EiB (2^64 - 1 bytes)");
     // Whole numbers exactly (a u64 does not fit an f64's 53 bits); the
     // rest rounded, and either refused past u64 rather than saturated.
     if let Ok(whole) = num.parse::<u64>() {
-        return whole.checked_mul(scale as u64).filter(|&b| b >= 1).ok_or_else(bad);
+        return match whole.checked_mul(scale as u64) {
+            Some(0) => Err(bad()),
+            Some(bytes) => Ok(bytes),
+            None => Err(too_big()),
+        };
+    }
+    if scale == 1.0 && value.fract() != 0.0 {
+        return Err(Error::invalid("size", s, "a whole number of bytes, or a unit: 1.5GiB"));
     }
     let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(too_big());
+    }
+    if bytes < 1.0 {
         return Err(bad());
     }
     Ok(bytes.round() as u64)
@@ -316,10 +331,13 @@ mod tests {
         assert_eq!(parse_bytes("4096").unwrap(), 4096);
         assert_eq!(parse_bytes("18446744073709551615").unwrap(), u64::MAX);
         // Past u64: refused, never saturated.
-        for bad in
-            ["", "GiB", "-1GiB", "2 parsecs", "0", "18446744073709551616", "16777216TiB", "18446744073709551615.5"]
-        {
+        assert_eq!(parse_bytes("1PiB").unwrap(), 1 << 50);
+        assert_eq!(parse_bytes("15EiB").unwrap(), 15 << 60);
+        for bad in ["", "GiB", "-1GiB", "2 parsecs", "0", "1.5", "1.5B", "0.0004KB"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        for past in ["18446744073709551616", "16777216TiB", "18446744073709551615.5", "16EiB", "20EB"] {
+            assert!(parse_bytes(past).unwrap_err().to_string().contains("at most 16 EiB"), "{past}");
         }
     }
 

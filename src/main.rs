@@ -973,12 +973,13 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         args.repeat as usize,
         &mut |r| {
             note!(
-                "  pool {} ({} slot{}) run {}: {} frames in {:.2} s, {:.3} frames/s",
+                "  pool {} ({} slot{}) run {}: {} frame{} in {:.2} s, {:.3} frames/s",
                 r.requested,
                 r.pool_size,
                 if r.pool_size == 1 { "" } else { "s" },
-                r.repeat + 1,
+                r.repeat,
                 r.frames,
+                if r.frames == 1 { "" } else { "s" },
                 r.seconds,
                 r.fps
             )

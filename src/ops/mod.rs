@@ -91,7 +91,9 @@ impl Op {
             if v.is_finite() && (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(Error::invalid(what, v, format!("{lo} ≤ {what} ≤ {hi}")))
+                // 1e300 as written, not as 301 digits.
+                let shown = if v != 0.0 && !(1e-6..1e9).contains(&v.abs()) { format!("{v:e}") } else { v.to_string() };
+                Err(Error::invalid(what, shown, format!("{lo} ≤ {what} ≤ {hi}")))
             }
         }
         match self {
