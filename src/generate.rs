@@ -143,8 +143,19 @@ pub fn generate_sequence(
     overwrite: bool,
 ) -> Result<Vec<PathBuf>> {
     crate::io::refuse_folder_name(pattern)?;
-    let pattern = FramePattern::parse(pattern)?;
-    let format = OutputFormat::from_path(&pattern.path(opts.start))?;
+    // One frame may be named as written (as `process` takes it), `%` and
+    // all; more need a frame number field.
+    let single = (opts.frames == 1 && !FramePattern::is_pattern(pattern)).then(|| PathBuf::from(pattern));
+    let pattern = match &single {
+        Some(_) => None,
+        None => Some(FramePattern::parse(pattern)?),
+    };
+    let path_of = |n: u64| match (&single, &pattern) {
+        (Some(one), _) => one.clone(),
+        (None, Some(pattern)) => pattern.path(n),
+        (None, None) => unreachable!("a pattern or a single name"),
+    };
+    let format = OutputFormat::from_path(&path_of(opts.start))?;
     if opts.frames == 0 || opts.frames as u64 > crate::sequence::MAX_SPEC_FRAMES {
         let most = crate::sequence::MAX_SPEC_FRAMES;
         return Err(Error::invalid("frame count", opts.frames, format!("1 to {most}, as many as process takes")));
@@ -166,17 +177,17 @@ pub fn generate_sequence(
         Error::invalid("start frame", opts.start, format!("at most {}", u64::MAX - (opts.frames as u64 - 1)))
     })?;
     // Removed again if a check below (or every frame) fails.
-    let _made = crate::io::check_output_dir(pattern.dir())?;
+    let _made = crate::io::check_output_dir(crate::io::parent_dir(&path_of(opts.start)))?;
     // Every name checked before the first frame: no half-made sequence
     // because frame 5 of 10 was already there.
     for n in opts.start..=last {
-        crate::io::check_output_free(&pattern.path(n), overwrite)?;
+        crate::io::check_output_free(&path_of(n), overwrite)?;
     }
     // Frames in parallel: the PNG encoder is single-threaded.
     (opts.start..=last)
         .into_par_iter()
         .map(|n| {
-            let path = pattern.path(n);
+            let path = path_of(n);
             write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path)
         })
         .collect()

@@ -246,6 +246,13 @@ fn formats_round_trip_and_16_bit_stays_16_bit() {
         .stderr(contains(
             "notice: JPEG holds less than what is generated: 16-bit values are rounded to 8 bits and alpha is dropped",
         ));
+    // One frame may be named as written, as `process` takes it; two need a
+    // frame number field.
+    let plate = t.path().join("plate.png");
+    let args = ["generate", "--size", "8x8", "--depth", "16", "-o", plate.to_str().unwrap(), "--frames"];
+    framepipe().args(args).arg("1").assert().success();
+    assert_eq!(decode(&plate).format, PixelFormat::Rgba16);
+    framepipe().args(args).arg("2").arg("--overwrite").assert().code(2).stderr(contains("no frame number field"));
 }
 
 #[test]
