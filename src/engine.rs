@@ -487,6 +487,9 @@ pub struct PreparedJob {
     pub format: OutputFormat,
     /// Whether the frames go to one stream (output `-`) rather than files.
     pub stream: bool,
+    /// How the frames are encoded: the job's options, with
+    /// [`EncodeOptions::grey`] set where the first frame is grey.
+    pub encode: EncodeOptions,
     /// Frames left out because their output exists
     /// ([`Job::skip_existing`]), ascending.
     pub existing: Vec<u64>,
@@ -564,6 +567,10 @@ fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
     let mut sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
+    // Grey sources make grey outputs (where the ops keep them grey), as
+    // the first frame whose header reads says.
+    let first = sequence.frames.iter().find_map(|f| crate::io::probe_info(&f.path, &job.limits).ok());
+    let encode = EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode };
     let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
     if job.output == "-" {
         // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
@@ -585,6 +592,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
             outputs,
             format,
             stream: true,
+            encode,
             existing,
             reads,
             stale_partials,
@@ -653,7 +661,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     }
     // Every check passed: the run will write here.
     let stale_partials = crate::io::remove_stale_partials(&out_dir);
-    Ok(PreparedJob { sequence, outputs, format, stream: false, existing, reads, stale_partials, _made: made })
+    Ok(PreparedJob { sequence, outputs, format, stream: false, encode, existing, reads, stale_partials, _made: made })
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
@@ -869,12 +877,12 @@ fn run_sequential(
             let output_bytes = encode.work(started, "encode", 0, n, || -> Result<u64> {
                 Ok(match stream.as_deref_mut() {
                     Some(w) => {
-                        let bytes = encode_frame(dst, prepared.format, &job.encode, out)?;
+                        let bytes = encode_frame(dst, prepared.format, &prepared.encode, out)?;
                         w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| Error::Stream(e.to_string()))?;
                         bytes.len() as u64
                     }
                     None => {
-                        write_frame_atomic(&dst, out, prepared.format, &job.encode, job.overwrite)?;
+                        write_frame_atomic(&dst, out, prepared.format, &prepared.encode, job.overwrite)?;
                         std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
                     }
                 })

@@ -664,6 +664,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     job.encode = EncodeOptions {
         png_compression: opts.png_compression.unwrap_or(defaults.png_compression),
         jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
+        ..defaults
     };
     let prepared = framepipe::prepare(&job)?;
     stale_notice(&prepared.stale_partials, opts.quiet);

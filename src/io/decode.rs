@@ -74,6 +74,9 @@ pub struct FrameInfo {
     pub format: PixelFormat,
     /// Whether the source carries alpha.
     pub has_alpha: bool,
+    /// Whether the source is grey (one channel, or grey and alpha): outputs
+    /// of it stay grey where the ops keep it so ([`EncodeOptions::grey`](crate::io::EncodeOptions)).
+    pub grey: bool,
     /// Whether that alpha is premultiplied (a TIFF's associated alpha): the
     /// decoders divide it out, as the ops and every output format take
     /// straight alpha.
@@ -499,7 +502,8 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
     let color = decoder.color_type();
     let sixteen = color.bytes_per_pixel() / color.channel_count() > 1;
     let format = if sixteen { PixelFormat::Rgba16 } else { PixelFormat::Rgba8 };
-    FrameInfo { width, height, format, has_alpha: color.has_alpha(), premultiplied: false }
+    let grey = color.channel_count() <= 2;
+    FrameInfo { width, height, format, has_alpha: color.has_alpha(), grey, premultiplied: false }
 }
 
 /// Premultiplied RGBA to straight: each color divided by its alpha, rounded

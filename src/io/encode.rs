@@ -79,11 +79,17 @@ pub struct EncodeOptions {
     pub png_compression: PngCompression,
     /// JPEG quality 1-100. By default, 95.
     pub jpeg_quality: u8,
+    /// The sources are grey (one channel, or grey and alpha): a frame whose
+    /// every pixel is still grey is written as grey, with its alpha, as it
+    /// came (PNG, TIFF, JPEG; QOI and raw streams have no grey), not three
+    /// times the size as RGB. [`prepare`](crate::prepare) sets it from the
+    /// first frame. By default, false.
+    pub grey: bool,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { png_compression: PngCompression::Fast, jpeg_quality: 95 }
+        EncodeOptions { png_compression: PngCompression::Fast, jpeg_quality: 95, grey: false }
     }
 }
 
@@ -545,7 +551,11 @@ fn encode<W: Write>(
     let (width, height) = (frame.width, frame.height);
     let sixteen = frame.format == PixelFormat::Rgba16 && format.supports_16bit();
     let alpha = frame.has_alpha && format != OutputFormat::Jpeg;
-    let (bytes, color) = pack(frame, sixteen, alpha);
+    let grey = options.grey && matches!(format, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Jpeg);
+    let (bytes, color) = match grey.then(|| pack_grey(frame, sixteen, alpha)).flatten() {
+        Some((bytes, color)) => (std::borrow::Cow::Owned(bytes), color),
+        None => pack(frame, sixteen, alpha),
+    };
     match format {
         OutputFormat::Png => {
             let compression = match options.png_compression {
@@ -558,7 +568,7 @@ fn encode<W: Write>(
         OutputFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(w, options.jpeg_quality)
             .write_image(&bytes, width, height, color),
         OutputFormat::Tiff => {
-            let tiff = encode_tiff(&bytes, (width, height), sixteen, alpha)
+            let tiff = encode_tiff(&bytes, (width, height), color)
                 .map_err(|e| image::ImageError::IoError(std::io::Error::other(e.to_string())))?;
             w.write_all(&tiff)?;
             Ok(())
@@ -571,16 +581,20 @@ fn encode<W: Write>(
     }
 }
 
-/// An uncompressed TIFF of RGB or RGBA samples, 8 or 16 bits, in memory
-/// (the encoder seeks). Through the `tiff` crate rather than `image`, to
-/// mark a fourth sample as unassociated alpha (ExtraSamples 2, as TIFF 6.0
-/// asks): without the tag, readers such as libtiff do not take it as alpha.
-fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), sixteen: bool, alpha: bool) -> tiff::TiffResult<Vec<u8>> {
+/// An uncompressed TIFF of RGB, RGBA, grey or grey-alpha samples, 8 or 16
+/// bits, in memory (the encoder seeks). Through the `tiff` crate rather
+/// than `image`, to mark the last sample as unassociated alpha
+/// (ExtraSamples 2, as TIFF 6.0 asks): without the tag, readers such as
+/// libtiff do not take it as alpha.
+fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorType) -> tiff::TiffResult<Vec<u8>> {
     use tiff::encoder::{TiffEncoder, TiffValue, colortype};
+    use tiff::tags::ExtraSamples;
+    /// `extra`: a grey-alpha image is written as grey plus an extra
+    /// sample; RGBA types count their alpha already and only need the tag.
     fn put<C: colortype::ColorType>(
         data: &[C::Inner],
         (width, height): (u32, u32),
-        alpha: bool,
+        (alpha, extra): (bool, bool),
     ) -> tiff::TiffResult<Vec<u8>>
     where
         [C::Inner]: TiffValue,
@@ -588,16 +602,22 @@ fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), sixteen: bool, alpha: 
         let mut cursor = std::io::Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) + 4096));
         let mut tiff = TiffEncoder::new(&mut cursor)?;
         let mut image = tiff.new_image::<C>(width, height)?;
-        if alpha {
+        if extra {
+            image.extra_samples(&[ExtraSamples::UnassociatedAlpha])?;
+        } else if alpha {
             image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[2u16][..])?;
         }
         image.write_data(data)?;
         Ok(cursor.into_inner())
     }
-    if !sixteen {
-        return match alpha {
-            true => put::<colortype::RGBA8>(bytes, (width, height), true),
-            false => put::<colortype::RGB8>(bytes, (width, height), false),
+    let size = (width, height);
+    use ExtendedColorType as C;
+    if matches!(color, C::Rgb8 | C::Rgba8 | C::L8 | C::La8) {
+        return match color {
+            C::Rgba8 => put::<colortype::RGBA8>(bytes, size, (true, false)),
+            C::L8 => put::<colortype::Gray8>(bytes, size, (false, false)),
+            C::La8 => put::<colortype::Gray8>(bytes, size, (true, true)),
+            _ => put::<colortype::RGB8>(bytes, size, (false, false)),
         };
     }
     // Native-endian samples, as the frame holds them (copied only if the
@@ -606,10 +626,56 @@ fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), sixteen: bool, alpha: 
         Ok(words) => words.into(),
         Err(_) => bytemuck::pod_collect_to_vec(bytes).into(),
     };
-    match alpha {
-        true => put::<colortype::RGBA16>(&words, (width, height), true),
-        false => put::<colortype::RGB16>(&words, (width, height), false),
+    match color {
+        C::Rgba16 => put::<colortype::RGBA16>(&words, size, (true, false)),
+        C::L16 => put::<colortype::Gray16>(&words, size, (false, false)),
+        C::La16 => put::<colortype::Gray16>(&words, size, (true, true)),
+        _ => put::<colortype::RGB16>(&words, size, (false, false)),
     }
+}
+
+/// Grey (and alpha) samples of a frame that is grey, at the depth [`pack`]
+/// would give: its green, the channel nearest luma; `None` for a frame with
+/// any color. Grey is R, G and B within one step of each other: the ops
+/// keep a grey pixel grey, but fused into one matrix in f32 (exposure,
+/// contrast, saturation) each row rounds its own way, so a grey source
+/// comes back with channels one step apart here and there, the same
+/// within the tolerance the kernels are held to.
+fn pack_grey(frame: &HostFrame, sixteen: bool, alpha: bool) -> Option<(Vec<u8>, ExtendedColorType)> {
+    let channel = frame.format.bytes_per_pixel() / 4;
+    let pixels = frame.data.chunks_exact(4 * channel);
+    let grey = |px: &[u8]| match channel {
+        1 => px[0].abs_diff(px[1]) <= 1 && px[2].abs_diff(px[1]) <= 1,
+        _ => {
+            let at = |c: usize| u16::from_ne_bytes([px[2 * c], px[2 * c + 1]]);
+            at(0).abs_diff(at(1)) <= 1 && at(2).abs_diff(at(1)) <= 1
+        }
+    };
+    if !pixels.clone().all(grey) {
+        return None;
+    }
+    let color = match (sixteen, alpha) {
+        (true, true) => ExtendedColorType::La16,
+        (true, false) => ExtendedColorType::L16,
+        (false, true) => ExtendedColorType::La8,
+        (false, false) => ExtendedColorType::L8,
+    };
+    let keep = [Some(1), alpha.then_some(3)];
+    let mut out = Vec::with_capacity(frame.data.len() / 4 * if alpha { 2 } else { 1 });
+    for px in pixels {
+        for c in keep.iter().flatten() {
+            let sample = &px[c * channel..(c + 1) * channel];
+            match (sixteen, channel) {
+                (false, 2) => {
+                    // Round to nearest, as `pack` does.
+                    let v = u16::from_ne_bytes([sample[0], sample[1]]) as u32;
+                    out.push(((v * 255 + 32767) / 65535) as u8);
+                }
+                _ => out.extend_from_slice(sample),
+            }
+        }
+    }
+    Some((out, color))
 }
 
 /// Repacks RGBA to what the encoder takes: drop alpha where not wanted, and

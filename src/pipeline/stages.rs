@@ -404,13 +404,13 @@ impl Ctx<'_> {
                 shared.guarded(Stage::Encode, number, || {
                     let job = shared.job;
                     if prepared.stream {
-                        encode_frame(p.frame, prepared.format, &job.encode, &p.output).map(|b| Some(Some(b)))
+                        encode_frame(p.frame, prepared.format, &prepared.encode, &p.output).map(|b| Some(Some(b)))
                     } else {
                         // A failure elsewhere while this frame encoded (a
                         // PNG takes seconds): it is not written after it.
                         let (frame, format, overwrite) = (p.frame, prepared.format, job.overwrite);
                         let written =
-                            write_frame_atomic_unless(&frame, &p.output, format, &job.encode, overwrite, &|| {
+                            write_frame_atomic_unless(&frame, &p.output, format, &prepared.encode, overwrite, &|| {
                                 shared.aborted()
                             });
                         Buffers::give(&shared.spares, frame.data);

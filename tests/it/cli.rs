@@ -255,6 +255,75 @@ fn formats_round_trip_and_16_bit_stays_16_bit() {
     framepipe().args(args).arg("2").arg("--overwrite").assert().code(2).stderr(contains("no frame number field"));
 }
 
+/// Grey sources (a matte pass, a scan) come out grey, alpha kept, at
+/// their depth, where the ops keep every pixel grey: the same values the
+/// RGB path would write, in a third of the bytes. A tint makes them RGB.
+#[test]
+fn grey_sources_stay_grey_where_the_ops_keep_them_so() {
+    use image::{ColorType, DynamicImage, ImageBuffer, Luma, LumaA};
+    let t = tempfile::tempdir().unwrap();
+    let mut rng = crate::util::Rng::fresh("grey sources");
+    let (w, h) = (31u32, 17u32);
+    let image = |color: ColorType, v: Vec<u16>| -> DynamicImage {
+        let bytes = || v.iter().map(|&x| x as u8).collect::<Vec<u8>>();
+        match color {
+            ColorType::L8 => ImageBuffer::<Luma<u8>, _>::from_raw(w, h, bytes()).unwrap().into(),
+            ColorType::La8 => ImageBuffer::<LumaA<u8>, _>::from_raw(w, h, bytes()).unwrap().into(),
+            ColorType::L16 => ImageBuffer::<Luma<u16>, _>::from_raw(w, h, v).unwrap().into(),
+            _ => ImageBuffer::<LumaA<u16>, _>::from_raw(w, h, v).unwrap().into(),
+        }
+    };
+    let kinds = [("l8", ColorType::L8), ("la8", ColorType::La8), ("l16", ColorType::L16), ("la16", ColorType::La16)];
+    let grade = ["--exposure", "0.4", "--contrast", "1.2", "--saturation", "0.5", "--blur", "1.3"];
+    let graph = framepipe::OpGraph::new(vec![
+        framepipe::Op::Exposure { stops: 0.4 },
+        framepipe::Op::Contrast { contrast: 1.2, pivot: 0.5 },
+        framepipe::Op::Saturation { saturation: 0.5 },
+        framepipe::Op::Blur { sigma: 1.3 },
+    ])
+    .unwrap();
+    for (name, color) in kinds {
+        let channels = color.channel_count() as usize;
+        let max = if color.bytes_per_pixel() / color.channel_count() == 2 { 65536 } else { 256 };
+        let samples: Vec<u16> = (0..(w * h) as usize * channels).map(|_| (rng.next() % max) as u16).collect();
+        let input = t.path().join(format!("{name}/s_01.png"));
+        fs::create_dir_all(input.parent().unwrap()).unwrap();
+        image(color, samples).save(&input).unwrap();
+        let pattern = t.path().join(format!("{name}/s_%02d.png")).display().to_string();
+        let expected = framepipe::process_cpu(&decode(&input), &graph.plan());
+        for ext in ["png", "tif"] {
+            let out = t.path().join(format!("out-{name}/s_%02d.{ext}")).display().to_string();
+            framepipe().args(["process", &pattern, "-o", &out, "--backend", "cpu"]).args(grade).assert().success();
+            let written = t.path().join(format!("out-{name}/s_01.{ext}"));
+            if ext == "png" {
+                assert_eq!(image::open(&written).unwrap().color(), color, "{name} as {ext}");
+            } else {
+                // `image` reads no grey-alpha TIFF: ask `tiff` itself.
+                let mut tiff = tiff::decoder::Decoder::new(fs::File::open(&written).unwrap()).unwrap();
+                use tiff::tags::Tag;
+                let bits = (color.bytes_per_pixel() / color.channel_count()) as u16 * 8;
+                let mut tag = |tag| tiff.find_tag_unsigned_vec::<u16>(tag).unwrap().unwrap();
+                let (photometric, depths) = (tag(Tag::PhotometricInterpretation), tag(Tag::BitsPerSample));
+                assert_eq!((photometric, depths), (vec![1], vec![bits; channels]), "{name}: grey, its depth");
+                let extra = tiff.find_tag_unsigned_vec::<u16>(tiff::tags::Tag::ExtraSamples).unwrap();
+                assert_eq!(extra, color.has_alpha().then(|| vec![2]), "{name}: alpha marked unassociated");
+            }
+            let back = decode(&written);
+            assert_eq!((back.format, back.has_alpha), (expected.format, expected.has_alpha), "{name} as {ext}");
+            // The green RGB would hold, in every channel (the fused matrix
+            // rounds R and B their own way, within the tolerance).
+            let green = |f: &HostFrame, i: usize| if i % 4 == 3 { f.channel(i) } else { f.channel(i - i % 4 + 1) };
+            let n = expected.channel_count();
+            assert!((0..n).all(|i| back.channel(i) == green(&expected, i)), "{name} as {ext}: not RGB's green");
+            crate::util::assert_close(&back, &expected, &format!("{name} as {ext}"));
+        }
+        let tinted = t.path().join(format!("tint-{name}/s_%02d.png")).display().to_string();
+        framepipe().args(["process", &pattern, "-o", &tinted, "--matrix", "1,0,0,0,0.9,0,0,0,0.8"]).assert().success();
+        let rgb = image::open(t.path().join(format!("tint-{name}/s_01.png"))).unwrap().color();
+        assert_eq!(rgb.channel_count(), if color.has_alpha() { 4 } else { 3 }, "{name} tinted");
+    }
+}
+
 #[test]
 fn gpu_and_cpu_cli_outputs_agree() {
     if crate::util::gpu(Default::default()).is_none() {
