@@ -78,8 +78,18 @@ fn check_tiff_extent(path: &Path) -> Result<()> {
     let mut list = |tag| tiff.find_tag_unsigned_vec::<u64>(tag).map_err(|e| fail(e.to_string()));
     let (offsets, counts) = match (list(Tag::StripOffsets)?, list(Tag::StripByteCounts)?) {
         (Some(o), Some(c)) => (o, c),
+        (Some(o), None) => (o, Vec::new()),
         _ => (list(Tag::TileOffsets)?.unwrap_or_default(), list(Tag::TileByteCounts)?.unwrap_or_default()),
     };
+    // Without a size for each piece, where the data ends is unknown: not
+    // to be taken as whole.
+    if counts.len() < offsets.len() {
+        return Err(fail(format!(
+            "{} of its {} image data pieces have no byte count",
+            offsets.len() - counts.len(),
+            offsets.len()
+        )));
+    }
     let end = offsets.iter().zip(&counts).map(|(o, c)| o.saturating_add(*c)).max().unwrap_or(0);
     if end > len {
         return Err(fail(format!("truncated: its image data ends at byte {end}, the file at {len}")));
@@ -94,7 +104,9 @@ fn check_tiff_extent(path: &Path) -> Result<()> {
 /// and an embedded thumbnail's come before the main image's scans.
 ///
 /// A whole file's marker sits in its last bytes, which are all that is
-/// read then; the whole file is scanned only when they lack it.
+/// read then. When they lack it (bytes appended after the image: a phone's
+/// motion-photo video, a camera's trailer, which may hold anything) the
+/// file's segments are walked from the start to its end-of-image marker.
 pub(super) fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) -> Result<()> {
     if format != Some(image::ImageFormat::Jpeg) {
         return Ok(());
@@ -105,10 +117,51 @@ pub(super) fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) 
         let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
         matches!((last(0xDA), last(0xD9)), (scan, Some(end)) if scan.is_none_or(|scan| end > scan))
     };
-    if seen_near_end(path, ends)? {
+    if ends(&tail(path, 4096)?) {
+        return Ok(());
+    }
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    if jpeg_reaches_end(&bytes) {
         return Ok(());
     }
     Err(Error::Decode { path: path.to_owned(), reason: "truncated: no end-of-image marker after the last scan".into() })
+}
+
+/// Walks a JPEG's segments from its start-of-image marker: each marker
+/// segment by its length (an embedded thumbnail, whole JPEG and all, is
+/// inside one), each scan's entropy-coded data to the first marker that
+/// is neither a stuffed 0xFF (FF 00) nor a restart (FF D0-D7). True once
+/// the end-of-image marker is reached; false at the end of the bytes.
+fn jpeg_reaches_end(bytes: &[u8]) -> bool {
+    let mut at = 2;
+    loop {
+        // The next marker: bytes between segments (some writers leave
+        // padding) and fill bytes (FF FF ...) are skipped.
+        let Some(ff) = bytes[at.min(bytes.len())..].iter().position(|&b| b == 0xFF) else { return false };
+        at += ff;
+        while bytes.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at) else { return false };
+        at += 1;
+        match marker {
+            0xD9 => return true,
+            0x00 | 0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let Some(len) = bytes.get(at..at + 2) else { return false };
+                at += u16::from_be_bytes([len[0], len[1]]) as usize;
+                if marker == 0xDA {
+                    // Entropy-coded data up to the next real marker.
+                    while let Some(&b) = bytes.get(at) {
+                        if b == 0xFF && !matches!(bytes.get(at + 1), Some(0x00 | 0xD0..=0xD7)) {
+                            break;
+                        }
+                        at += 1;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -128,9 +181,13 @@ mod tests {
             let bytes = encode_frame(frame.clone(), format, &EncodeOptions::default(), &path).unwrap();
             std::fs::write(&path, &bytes).unwrap();
             check_whole(&path).unwrap();
-            if format == OutputFormat::Png {
-                // Bytes some writers append after IEND: still whole.
-                std::fs::write(&path, [&bytes[..], b"trailing notes"].concat()).unwrap();
+            if format != OutputFormat::Qoi {
+                // Bytes some writers append after the end: still whole,
+                // whatever they hold (a motion photo's video after a JPEG
+                // holds scan and end markers of its own, in any order).
+                let mut junk: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+                junk.extend([0xFF, 0xDA, 0, 4, 1, 2, 0xFF, 0xD9, 0xFF, 0xDA, 7, 7]);
+                std::fs::write(&path, [&bytes[..], &junk].concat()).unwrap();
                 check_whole(&path).unwrap();
             }
             std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
@@ -139,17 +196,19 @@ mod tests {
         }
         // A TIFF whose directory comes first (as many writers put it): a
         // 2x1 grey image, its one strip of two bytes after the directory.
-        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
-        let entries: [(u16, u16, u32); 6] =
-            [(256, 3, 2), (257, 3, 1), (258, 3, 8), (262, 3, 1), (273, 4, 86), (279, 4, 2)];
-        tiff.extend((entries.len() as u16).to_le_bytes());
-        for (tag, kind, value) in entries {
-            tiff.extend(tag.to_le_bytes());
-            tiff.extend(kind.to_le_bytes());
-            tiff.extend(1u32.to_le_bytes());
-            tiff.extend(if kind == 3 { (value as u16 as u32).to_le_bytes() } else { value.to_le_bytes() });
-        }
-        tiff.extend(0u32.to_le_bytes());
+        let tiff_of = |entries: &[(u16, u16, u32)]| {
+            let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+            tiff.extend((entries.len() as u16).to_le_bytes());
+            for &(tag, kind, value) in entries {
+                tiff.extend(tag.to_le_bytes());
+                tiff.extend(kind.to_le_bytes());
+                tiff.extend(1u32.to_le_bytes());
+                tiff.extend(if kind == 3 { (value as u16 as u32).to_le_bytes() } else { value.to_le_bytes() });
+            }
+            tiff.extend(0u32.to_le_bytes());
+            tiff
+        };
+        let mut tiff = tiff_of(&[(256, 3, 2), (257, 3, 1), (258, 3, 8), (262, 3, 1), (273, 4, 86), (279, 4, 2)]);
         assert_eq!(tiff.len(), 86);
         tiff.extend([10, 200]);
         let path = t.path().join("f.tif");
@@ -158,5 +217,11 @@ mod tests {
         std::fs::write(&path, &tiff[..87]).unwrap();
         let err = check_whole(&path).unwrap_err().to_string();
         assert!(err.contains("its image data ends at byte 88, the file at 87"), "{err}");
+        // Its strip without a byte count: where the data ends is unknown
+        // (refused by `tiff` itself, or for fewer counts than strips here).
+        let mut tiff = tiff_of(&[(256, 3, 2), (257, 3, 1), (258, 3, 8), (262, 3, 1), (273, 4, 74)]);
+        tiff.extend([10, 200]);
+        std::fs::write(&path, &tiff).unwrap();
+        assert!(check_whole(&path).unwrap_err().to_string().contains("f.tif"));
     }
 }
