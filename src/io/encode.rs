@@ -165,12 +165,16 @@ const TEMP_RANDOM: usize = 6;
 /// How long a temporary output must have been left untouched before it
 /// can be taken for a killed run's: a writer locks its file a moment after
 /// creating it.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Removes the unfinished outputs (`.framepipe-*.partial`) that a run
 /// killed outright (SIGKILL, a power cut: nothing it could catch) left in
 /// `dir`: those no live process holds locked, as every writer does its
-/// own, and untouched for 10 s. Returns the paths removed.
+/// own, and untouched for 10 minutes (a writer's lock may not reach
+/// another machine sharing the folder, NFS with local locks; a frame
+/// encoded in memory before it is written leaves its file untouched that
+/// long, and clocks differ). Only plain files: a pipe of the name would
+/// block the open. Returns the paths removed.
 pub fn remove_stale_partials(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let stale = |path: &Path| {
@@ -179,6 +183,9 @@ pub fn remove_stale_partials(dir: &Path) -> Vec<PathBuf> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let random = name.strip_prefix(TEMP_PREFIX).and_then(|n| n.strip_suffix(TEMP_SUFFIX));
         if !random.is_some_and(|r| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric())) {
+            return false;
+        }
+        if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
             return false;
         }
         let Ok(file) = std::fs::File::open(path) else { return false };
@@ -529,6 +536,11 @@ fn write_atomic(
         return Ok(false);
     }
     if overwrite {
+        // The file replaced keeps its permissions (a 0600 plate stays
+        // private), as `cp` over an existing file does.
+        if let Some(old) = std::fs::metadata(path).ok().filter(|m| m.is_file()) {
+            let _ = tmp.as_file().set_permissions(old.permissions());
+        }
         tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
     } else {
         tmp.persist_noclobber(path).map_err(|e| {
@@ -727,12 +739,12 @@ mod tests {
     #[test]
     fn only_a_killed_runs_unfinished_outputs_are_removed() {
         let t = tempfile::tempdir().unwrap();
-        let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         let file = |name: &str, old: bool| {
             let f = std::fs::File::create(t.path().join(name)).unwrap();
             f.set_len(100).unwrap();
             if old {
-                f.set_modified(minute_ago).unwrap();
+                f.set_modified(hour_ago).unwrap();
             }
             f
         };
@@ -744,9 +756,17 @@ mod tests {
         held.lock().unwrap();
         file("notes.partial", true);
         file(".framepipe-notes.txt", true);
+        // A pipe of the form: never opened (that would block), never removed.
+        #[cfg(unix)]
+        {
+            let fifo = std::ffi::CString::new(t.path().join(".framepipe-fifo01.partial").to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        }
         let removed = remove_stale_partials(t.path());
         assert_eq!(removed, [t.path().join(".framepipe-AbC123.partial")]);
         let mut left: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.retain(|name| name != ".framepipe-fifo01.partial");
         left.sort();
         let kept = [".framepipe-fresh1.partial", ".framepipe-held42.partial", ".framepipe-my notes.partial"];
         assert_eq!(left, [&kept[..], &[".framepipe-notes.txt", "notes.partial"]].concat());
