@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 pub struct DecodeLimits {
     /// Largest accepted width and height. By default, 32768 (4x 8K).
     pub max_dimension: u32,
-    /// Largest allocation a decoder may make, in bytes. By default, 4 GiB.
+    /// Most memory one frame's decode may hold at its peak, in bytes (its
+    /// file, the decoded pixels, their RGBA copies). By default, 4 GiB.
     pub max_alloc: u64,
 }
 
@@ -409,6 +410,11 @@ fn open_decoder<'a>(
     if meta.len() == 0 {
         return Err(fail("file is empty (0 bytes)".into()));
     }
+    // Some decoders (JPEG) read the whole file first: one larger than what
+    // a frame may take is no frame.
+    if meta.len() > limits.max_alloc {
+        return Err(fail(format!("{} bytes, over the {}-byte decode limit", meta.len(), limits.max_alloc)));
+    }
     let mut reader = ImageReader::open(path)
         .map_err(|source| Error::Io { path: path.to_owned(), source })?
         .with_guessed_format()
@@ -435,9 +441,16 @@ fn open_decoder<'a>(
         return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
     }
     // Frames are widened to RGBA: a gray or RGB source needs up to 4x its
-    // decoded size once widened, and that is what must stay under the limit.
+    // decoded size once widened.
     let widened = w as u64 * h as u64 * info.format.bytes_per_pixel() as u64;
-    let needs = decoder.total_bytes().max(widened);
+    // At the peak: RGB(A) sources are decoded once and widened on their
+    // way (a PNG row by row); others (grey, float, palette TIFFs) are
+    // decoded, converted to RGBA and copied out, three frames of it.
+    use image::ColorType as C;
+    let direct = format == Some(image::ImageFormat::Png)
+        || matches!(decoder.color_type(), C::Rgb8 | C::Rgba8 | C::Rgb16 | C::Rgba16);
+    let total = decoder.total_bytes();
+    let needs = if direct { total.max(widened) } else { total.saturating_add(widened.saturating_mul(3)) };
     if needs > limits.max_alloc {
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
@@ -562,6 +575,32 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limit counts what a decode holds at its peak: a grey 16-bit
+    /// TIFF is decoded, converted and copied (26 bytes a pixel), an RGBA
+    /// PNG goes straight to its frame (8); a file larger than the limit is
+    /// not read at all.
+    #[test]
+    fn the_decode_limit_counts_the_peak() {
+        let t = tempfile::tempdir().unwrap();
+        let (w, h) = (60u32, 40u32);
+        let grey: Vec<u16> = (0..w * h).map(|i| (i.wrapping_mul(2_654_435_761) >> 16) as u16).collect();
+        let path = t.path().join("grey.tif");
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, grey).unwrap().save(&path).unwrap();
+        let rgba = t.path().join("rgba.png");
+        let mut frame = HostFrame::new(w, h, PixelFormat::Rgba16, true);
+        frame.data.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 31 % 251) as u8);
+        let png = crate::io::encode_frame(frame, crate::io::OutputFormat::Png, &Default::default(), &rgba).unwrap();
+        std::fs::write(&rgba, png).unwrap();
+        let pixels = (w * h) as u64;
+        let limits = |max_alloc| DecodeLimits { max_alloc, ..Default::default() };
+        assert!(decode_file(&rgba, &limits(8 * pixels)).is_ok());
+        assert!(decode_file(&path, &limits(26 * pixels)).is_ok());
+        let err = decode_file(&path, &limits(26 * pixels - 1)).unwrap_err().to_string();
+        assert!(err.contains("over the") && err.contains("grey.tif"), "{err}");
+        let small = limits(std::fs::metadata(&rgba).unwrap().len() - 1);
+        assert!(decode_file(&rgba, &small).unwrap_err().to_string().contains("bytes, over the"));
+    }
 
     /// A TIFF whose alpha is associated (premultiplied) reads as straight
     /// alpha, every path alike: color divided by alpha, rounded to nearest,
