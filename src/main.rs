@@ -763,6 +763,11 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         if let Some(notice) = band_notice(&engine, &job, &info) {
             note!("{notice}");
         }
+        if info.float {
+            note!(
+                "notice: the sources hold 32-bit floats: values are clamped to 0..1 and kept to 16 bits (no float pipeline yet; scene-linear values above 1 are lost)"
+            );
+        }
         if info.premultiplied {
             note!(
                 "notice: the sources' alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha"

@@ -135,7 +135,7 @@ impl FramePattern {
     }
 }
 
-/// The most frames a `--frames` spec may name (ten million: 46 days at
+/// The most frames a `--frames` spec may name (ten million: 4.8 days at
 /// 24 fps), in one range or in all.
 pub(crate) const MAX_SPEC_FRAMES: u64 = 10_000_000;
 

@@ -78,6 +78,9 @@ pub struct FrameInfo {
     /// Whether the source is grey (one channel, or grey and alpha): outputs
     /// of it stay grey where the ops keep it so ([`EncodeOptions::grey`](crate::io::EncodeOptions)).
     pub grey: bool,
+    /// Whether the source holds 32-bit floats (a TIFF), clamped to 0..1 and
+    /// read as 16 bits.
+    pub float: bool,
     /// Whether that alpha is premultiplied (a TIFF's associated alpha): the
     /// decoders divide it out, as the ops and every output format take
     /// straight alpha.
@@ -516,7 +519,8 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
     let sixteen = color.bytes_per_pixel() / color.channel_count() > 1;
     let format = if sixteen { PixelFormat::Rgba16 } else { PixelFormat::Rgba8 };
     let grey = color.channel_count() <= 2;
-    FrameInfo { width, height, format, has_alpha: color.has_alpha(), grey, premultiplied: false }
+    let float = matches!(color, image::ColorType::Rgb32F | image::ColorType::Rgba32F);
+    FrameInfo { width, height, format, has_alpha: color.has_alpha(), grey, float, premultiplied: false }
 }
 
 /// Premultiplied RGBA to straight: each color divided by its alpha, rounded
@@ -813,6 +817,20 @@ mod tests {
         }
         b.extend(0u32.to_le_bytes());
         b
+    }
+
+    /// A float TIFF is said to be one, and read clamped to 0..1 at 16 bits.
+    #[test]
+    fn a_float_tiff_is_read_clamped_to_16_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f32.tif");
+        let values = [0.5f32, 1.5, -0.25, 1.0, 0.0, 0.25, 2.0, 0.75];
+        image::Rgba32FImage::from_raw(2, 1, values.to_vec()).unwrap().save(&path).unwrap();
+        let info = probe_info(&path, &DecodeLimits::default()).unwrap();
+        assert!(info.float && info.format == PixelFormat::Rgba16);
+        let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
+        let got: Vec<u16> = (0..8).map(|i| frame.channel(i)).collect();
+        assert_eq!(got, [32768, 65535, 0, 65535, 0, 16384, 65535, 49151]);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Every format goes through one type, [`HostFrame`]: width, height, a pixel
 //! format (RGBA with 8 or 16 bits per channel) and the bytes. Sources are
-//! widened to RGBA so the kernels see one layout, but never narrowed: 16-bit
-//! sources stay 16-bit until an output format that cannot hold them
-//! (JPEG, QOI) is asked for.
+//! widened to RGBA so the kernels see one layout, and 16-bit sources stay
+//! 16-bit until an output format that cannot hold them (JPEG, QOI) is asked
+//! for. The one narrowing: 32-bit float TIFFs are clamped to 0..1 and read
+//! as 16 bits (with a notice from the command line).
 
 mod decode;
 mod encode;

@@ -5,7 +5,10 @@
 //! case-insensitive file system give one file many names. A file that
 //! exists is known by its device and inode; one that does not exist yet is
 //! known by its resolved path ([`resolve_path`]), which is all two outputs
-//! still to be written can share.
+//! still to be written can share. (So on a case-insensitive file system two
+//! new files named apart only by case, a report `R.json` beside an output
+//! `r.json`, are not seen as one: the second is refused as existing, or
+//! with `--overwrite` replaces the first.)
 
 use super::resolve_path;
 use std::collections::HashSet;
