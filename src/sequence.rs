@@ -421,13 +421,14 @@ fn find_frames(input: &str) -> Result<Found> {
         return scan_directory(path);
     }
     if path.is_file() {
-        // A single file: frame number from its name if it has one, else 0
-        // (one too large to read is refused, as in a folder).
+        // A single file: frame number from the digits that end its name
+        // (`shot_1001.png`, `shot.1001.png`), else 0: `plate_v2_final.png`
+        // is no frame 2. One too large to read is refused, as in a folder.
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let n = match last_digits(stem) {
-            Some((_, _, n)) => n,
-            None if stem.bytes().any(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
-            None => 0,
+            Some((_, end, n)) if end == stem.len() => n,
+            None if stem.bytes().last().is_some_and(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
+            _ => 0,
         };
         return Ok((BTreeMap::from([(n, path.to_path_buf())]), BTreeMap::new()));
     }
@@ -662,6 +663,14 @@ mod tests {
         assert!([999, 1002, 1005].iter().all(|&n| seq.frame(n).is_none()));
         // A clone shares the lists.
         assert!(Arc::ptr_eq(&seq.clone().frames, &seq.frames));
+        // One file: numbered by the digits that end its name, else 0.
+        for (name, n) in [("shot.1042.png", 1042), ("plate_v2_final.png", 0), ("take3_grade.png", 0), ("still.png", 0)]
+        {
+            let path = t.path().join(name);
+            std::fs::write(&path, b"").unwrap();
+            let seq = Sequence::scan(path.to_str().unwrap(), None, MissingPolicy::Error).unwrap();
+            assert_eq!(seq.frames.iter().map(|f| f.number).collect::<Vec<_>>(), [n], "{name}");
+        }
     }
 
     #[test]

@@ -573,12 +573,26 @@ pub(crate) fn from_dynamic(image: DynamicImage) -> HostFrame {
 
 /// Decoder messages sometimes span lines; a log line must not.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The png crate names a chunk by its Debug form (`ChunkType { type:
+    // IDAT, critical: true, .. }`): its four letters are the name.
+    while let Some(at) = line.find("ChunkType { type: ") {
+        let Some(close) = line[at..].find('}') else { break };
+        let name: String = line[at + 18..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        line.replace_range(at..at + close + 1, &name);
+    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunks_debug_form_is_its_name() {
+        let png = "CRC error: expected 0x5b4b670d have 0x2af2bc29 while decoding ChunkType { type: IDAT, critical: true, private: false, reserved: false, safecopy: false } chunk.";
+        assert_eq!(one_line(png), "CRC error: expected 0x5b4b670d have 0x2af2bc29 while decoding IDAT chunk.");
+    }
 
     /// The limit counts what a decode holds at its peak: a grey 16-bit
     /// TIFF is decoded, converted and copied (26 bytes a pixel), an RGBA
