@@ -107,6 +107,24 @@ impl Ledger {
         self.take(&mut c, bytes, what)
     }
 
+    /// Refuses, reserving nothing, what needs more than the whole budget
+    /// (`what`'s pieces may each fit, never all of them at once), as
+    /// [`Ledger::reserve`] refuses one such piece: no release can make room.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] with the sizes.
+    pub fn check_fits(&self, bytes: u64, what: &str) -> Result<()> {
+        if bytes > self.budget {
+            OWN_OVERSIZED.set(OWN_OVERSIZED.get() + 1);
+            return Err(Error::Budget(format!(
+                "{what} needs {}, more than the whole {} VRAM budget (raise --vram-budget)",
+                human_bytes(bytes),
+                human_bytes(self.budget)
+            )));
+        }
+        Ok(())
+    }
+
     /// Releases so far.
     pub fn releases(&self) -> u64 {
         self.lock().releases
@@ -141,14 +159,7 @@ impl Ledger {
     }
 
     fn take(self: &Arc<Self>, c: &mut Counts, bytes: u64, what: &str) -> Result<Reservation> {
-        if bytes > self.budget {
-            OWN_OVERSIZED.set(OWN_OVERSIZED.get() + 1);
-            return Err(Error::Budget(format!(
-                "{what} needs {}, more than the whole {} VRAM budget (raise --vram-budget)",
-                human_bytes(bytes),
-                human_bytes(self.budget)
-            )));
-        }
+        self.check_fits(bytes, what)?;
         if c.current.checked_add(bytes).is_none_or(|total| total > self.budget) {
             return Err(Error::Budget(format!(
                 "{what} needs {}, but only {} of the {} VRAM budget is free (raise --vram-budget)",

@@ -1063,6 +1063,14 @@ impl Engine {
                             // between refusals): it takes no memory.
                             _ if !wanted() => Err(Error::Superseded),
                             Backend::Gpu(gpu) => {
+                                // Its slot and kernel buffers may each fit
+                                // and never both: no wait for releases then.
+                                let kernels = gpu.compute_bytes(shape, &plan)?;
+                                let need = GpuBackend::slot_bytes(shape).saturating_add(kernels);
+                                let what = format!(
+                                    "a preview of one {width}x{height} {format} frame (slot and kernel buffers)"
+                                );
+                                self.core.ledger.check_fits(need, &what)?;
                                 let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
                                 let slot = fitted_slot(gpu, held, shape)?;
                                 *lock(&state.last_render) = Some(Instant::now());

@@ -468,6 +468,18 @@ fn a_preview_larger_than_the_whole_budget_fails_and_holds_nothing() {
     let err = e.preview(&seq, 1, &grade(0.1), Scale::Full).unwrap_err();
     assert!(matches!(err, Error::Budget(_)) && err.to_string().contains("more than the whole"), "{err}");
     assert_eq!(e.ledger().current(), 0);
+    // Its slot fits, and its kernel buffers, but never both at once.
+    let (slot, kernels) = (GpuBackend::slot_bytes(shape), kernel_bytes(shape, &grade(0.1)));
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: slot + kernels - 1,
+        prefetch: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let err = e.preview(&seq, 1, &grade(0.1), Scale::Full).unwrap_err().to_string();
+    assert!(err.contains("(slot and kernel buffers)") && err.contains("more than the whole"), "{err}");
+    assert_eq!(e.ledger().current(), 0);
 }
 
 /// On the CPU backend with one thread, previews and a one-frame-at-a-time
