@@ -33,7 +33,8 @@ pub struct FrameFailure {
 /// Time one pipeline stage spent working and waiting.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StageReport {
-    /// `read`, `decode`, `gpu`/`compute`, `encode`.
+    /// `read`, `decode`, `gpu`/`compute`, `readback`, `encode`, and `write`
+    /// for a stream.
     pub name: String,
     /// Threads running the stage.
     pub workers: usize,
@@ -88,7 +89,8 @@ pub struct Report {
     pub frames_written: usize,
     /// Frames that failed.
     pub failures: Vec<FrameFailure>,
-    /// Frames never attempted (after a stop or a cancel).
+    /// Frames neither written nor failed: never started after a stop or a
+    /// cancel, or dropped in flight by one (`unwritten_list` says which).
     pub frames_skipped: usize,
     /// Frames inside the range that are not on disk, left out with
     /// `--missing skip`: how many, and which (`5, 7-9`).

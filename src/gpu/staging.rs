@@ -231,7 +231,8 @@ impl InFlight {
                 let ticks: Option<u64> = t.read.get_mapped_range(..).ok().map(|view| {
                     let words: Vec<u64> =
                         view[..16 * pairs].chunks_exact(8).map(bytemuck::pod_read_unaligned).collect();
-                    words.chunks_exact(2).map(|p| p[1].saturating_sub(p[0])).sum()
+                    // Saturating: a driver's garbage must not overflow.
+                    words.chunks_exact(2).fold(0u64, |sum, p| sum.saturating_add(p[1].saturating_sub(p[0])))
                 });
                 t.read.unmap();
                 ticks.map(|t| (t as f64 * self.period as f64) as u64)

@@ -35,9 +35,10 @@
 //! * A failed frame is reported; with [`ErrorPolicy::Stop`] the reader stops
 //!   and what is in flight drains. A panic in any stage (caught per frame)
 //!   or a lost device aborts the run: every stage drops the frames it holds,
-//!   so none is written after the error, which surfaces as [`Error::Panic`]
-//!   or [`Error::Gpu`] once every thread has joined. Cancellation stops the
-//!   reader and drains.
+//!   so none is written after the error. A panic surfaces as
+//!   [`Error::Panic`] once every thread has joined; a lost device as the
+//!   failures of the frames it took down (each its [`Error::Gpu`]), in the
+//!   report. Cancellation stops the reader and drains.
 //! * Decode and encode run `min(threads, frames)` workers each.
 //!
 //! `stages` holds each thread's loop, `slots` the pool's sizing and the
@@ -236,11 +237,16 @@ impl Drop for StopOnPanic<'_, '_> {
     }
 }
 
-/// Sets the stop flag when dropped.
-struct StopOnDrop<'a>(&'a AtomicBool);
+/// Sets the stop flag when dropped; unwinding, the abort flag too: the
+/// frames in flight are the run's no more (the caller is gone), so none is
+/// renamed into place, and the threads join at once.
+struct StopOnDrop<'a>(&'a AtomicBool, &'a AtomicBool);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.store(true, Ordering::SeqCst);
+        }
         self.0.store(true, Ordering::SeqCst);
     }
 }
@@ -534,7 +540,7 @@ pub(crate) fn run(
 
         // If this thread unwinds (a progress callback panicked), the others
         // must still stop, or the scope would wait for them forever.
-        let _stop_on_unwind = StopOnDrop(&shared.stop);
+        let _stop_on_unwind = StopOnDrop(&shared.stop, &shared.abort);
         // This thread reports progress until every stage has hung up, and
         // writes a stream's frames in order.
         let mut done = Vec::new();

@@ -61,6 +61,11 @@ pub(super) fn start_frame(
             continue;
         }
         let Some(slot) = pool.acquire_timeout(Duration::from_millis(20)) else { continue };
+        // A stop decided while it waited (a failed frame hands its slot
+        // back after it stops the run): no frame starts after it.
+        if shared.stopping() {
+            return None;
+        }
         // The start is traced only if it happens before any preview raises
         // the gate: one raised since the check above sends the slot back.
         // An export without a compute stage never meets a preview at the
