@@ -82,6 +82,16 @@ impl Op {
         }
     }
 
+    /// The preset key of the parameter [`Op::validate`] names `what` (the
+    /// exposure is set as `stops`, a matrix coefficient in `matrix`).
+    pub(crate) fn key_of<'a>(&self, what: &'a str) -> &'a str {
+        match what {
+            "exposure" => "stops",
+            "matrix coefficient" => "matrix",
+            other => other,
+        }
+    }
+
     /// Checks every parameter against its allowed range.
     ///
     /// # Errors

@@ -128,18 +128,30 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
         let at = format!(" (line {})", op_lines[i]);
         let span = starts[i]..starts[i + 1].max(table.span().end);
         let value = table.into_inner();
+        // The line a key of this op is set on, else the op's.
+        let line_of =
+            |key: &str| key_line(&text[span.clone()], key).map_or(op_lines[i], |at| lines.of(span.start + at));
         let op: Op = value.clone().try_into().map_err(|e: toml::de::Error| {
             let reason = match culprit(&value) {
                 Some((key, why)) => {
-                    let line = key_line(&text[span.clone()], &key).map_or(op_lines[i], |at| lines.of(span.start + at));
                     let name = value.get("type").and_then(|t| t.as_str()).map(|n| format!(" ({n})"));
-                    format!("op {} (line {line}){}: {key}: {why}", i + 1, name.unwrap_or_default())
+                    format!("op {} (line {}){}: {key}: {why}", i + 1, line_of(&key), name.unwrap_or_default())
+                }
+                // An unknown op name is the `type` line's.
+                None if e.message().starts_with("unknown variant") => {
+                    format!("op {} (line {}): {}", i + 1, line_of("type"), one_line(e.message()))
                 }
                 None => format!("op {}{at}: {}", i + 1, one_line(e.message())),
             };
             fail(reason)
         })?;
-        op.validate().map_err(|e| fail(format!("op {}{at} ({}): {e}", i + 1, op.name())))?;
+        op.validate().map_err(|e| {
+            let line = match &e {
+                Error::InvalidValue { what, .. } => line_of(op.key_of(what)),
+                _ => op_lines[i],
+            };
+            fail(format!("op {} (line {line}) ({}): {e}", i + 1, op.name()))
+        })?;
         ops.push(op);
     }
     let graph = OpGraph { ops };
@@ -195,11 +207,24 @@ fn culprit(table: &toml::Value) -> Option<(String, String)> {
 /// Byte offset, in an op's text, of the line that sets `key` (`key =`, in
 /// a table or an inline table).
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.match_indices(key).map(|(at, _)| at).find(|&at| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + key.len()..].trim_start();
-        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') && after.starts_with('=')
-    })
+    let forms = [key.to_string(), format!("\"{key}\""), format!("'{key}'")];
+    let mut found: Vec<usize> = forms
+        .iter()
+        .flat_map(|form| {
+            text.match_indices(form.as_str()).map(|(at, _)| at).filter(|&at| {
+                // Where a key starts: the line's first word, or after `{`
+                // or `,` in an inline table; not in a comment.
+                let line = &text[text[..at].rfind('\n').map_or(0, |n| n + 1)..at];
+                let before = line.trim_end().chars().next_back();
+                let after = text[at + form.len()..].trim_start();
+                !line.contains('#')
+                    && before.is_none_or(|c| c == '{' || c == ',')
+                    && (after.starts_with('=') || after.starts_with('.'))
+            })
+        })
+        .collect();
+    found.sort_unstable();
+    found.first().copied()
 }
 
 #[cfg(test)]
@@ -211,11 +236,11 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_line_the_op_was_written_on_whatever_the_layout() {
+    fn errors_name_the_line_of_the_value_at_fault_whatever_the_layout() {
         // A multi-line string holding "[[op]]" is not a header; spaced
         // headers are headers.
         let text = "description = \"\"\"\n[[op]] was here\n\"\"\"\n[[op]]\ntype = \"exposure\"\nstops = 1.0\n[[ op ]]\ntype = \"blur\"\nsigma = -1.0\n";
-        assert!(error(text).contains("op 2 (line 7) (blur)"), "{}", error(text));
+        assert!(error(text).contains("op 2 (line 9) (blur)"), "{}", error(text));
         let inline = "op = [\n  { type = \"exposure\", stops = 1.0 },\n  { type = \"blur\", sigma = -1.0 },\n]\n";
         assert!(error(inline).contains("op 2 (line 3) (blur)"), "{}", error(inline));
     }
@@ -242,8 +267,19 @@ mod tests {
                 "op 2 (line 3) (exposure): stops: invalid type: sequence",
             ),
             // Not a field's fault: said as serde says it.
-            ("[[op]]\ntype = \"blurr\"\nsigma = 1\n", "op 1 (line 1): unknown variant `blurr`"),
+            ("[[op]]\ntype = \"blurr\"\nsigma = 1\n", "op 1 (line 2): unknown variant `blurr`"),
             ("[[op]]\ntype = \"blur\"\n", "op 1 (line 1): missing field `sigma`"),
+            ("[[op]]\ntype = \"Exposure\"\nstops = 1\n", "op 1 (line 2): unknown variant `Exposure`"),
+            // Quoted and dotted keys, a key in a comment first.
+            ("[[op]]\ntype = \"exposure\"\n# stops = 2\n\"stops\" = \"x\"\n", "op 1 (line 4) (exposure): stops:"),
+            ("[[op]]\ntype = \"exposure\"\n'stops' = \"x\"\n", "op 1 (line 3) (exposure): stops:"),
+            ("[[op]]\ntype = \"exposure\"\nstops.x = 1\n", "op 1 (line 3) (exposure): stops: invalid type: map"),
+            // A value out of range: the line of its key.
+            (
+                "[[op]]\ntype = \"exposure\"\nstops = 1\n[[op]]\ntype = \"blur\"\n\nsigma = -1\n",
+                "op 2 (line 7) (blur): invalid sigma -1",
+            ),
+            ("[[op]]\ntype = \"exposure\"\nstops = inf\n", "op 1 (line 3) (exposure): invalid exposure inf"),
         ];
         for (text, expected) in cases {
             assert!(error(text).contains(expected), "{text:?}: {}", error(text));

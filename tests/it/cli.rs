@@ -586,7 +586,7 @@ fn bad_arguments_and_presets_exit_2() {
     fs::write(&unknown, "[[op]]\ntype = \"sharpen\"\namount = 1\n").unwrap();
     usage_error(
         &["process", &input, "-o", &out, "--preset", unknown.to_str().unwrap()],
-        "op 1 (line 1): unknown variant `sharpen`",
+        "op 1 (line 2): unknown variant `sharpen`",
     );
     let wrong = t.path().join("wrong.toml");
     // The second op is named, not the start of the list.
