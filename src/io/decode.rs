@@ -426,16 +426,21 @@ fn open_decoder<'a>(
     image_limits.max_alloc = Some(limits.max_alloc);
     reader.limits(image_limits);
     let format = reader.format();
+    let mut float = false;
     let decoder: Box<dyn ImageDecoder + 'a> = match reader.into_decoder() {
         Ok(decoder) => Box::new(decoder),
         Err(e) if format == Some(image::ImageFormat::Tiff) => match GrayAlphaTiff::open(path, limits.max_alloc) {
-            Ok(Some(decoder)) => Box::new(decoder),
+            Ok(Some(decoder)) => {
+                float = decoder.float();
+                Box::new(decoder)
+            }
             Ok(None) => return Err(fail(one_line(&e.to_string()))),
             Err(reason) => return Err(fail(reason)),
         },
         Err(e) => return Err(fail(one_line(&e.to_string()))),
     };
     let mut info = header(decoder.as_ref());
+    info.float |= float;
     if format == Some(image::ImageFormat::Tiff) {
         info.premultiplied = tiff_premultiplied(path, decoder.color_type())?;
     }
@@ -845,6 +850,34 @@ mod tests {
         let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
         let got: Vec<u16> = (0..8).map(|i| frame.channel(i)).collect();
         assert_eq!(got, [32768, 65535, 0, 65535, 0, 16384, 65535, 49151]);
+    }
+
+    /// Grey float TIFFs (a depth pass, a matte), with or without alpha,
+    /// which `image` refuses, read clamped as RGB floats are.
+    #[test]
+    fn a_grey_float_tiff_is_read_clamped_to_16_bits() {
+        use tiff::encoder::{TiffEncoder, colortype};
+        let dir = tempfile::tempdir().unwrap();
+        let values = [0.5f32, 1.5, -0.25, 0.75, f32::NAN, 0.25];
+        for alpha in [false, true] {
+            let path = dir.path().join(format!("grey-{alpha}.tif"));
+            let mut tiff = TiffEncoder::new(std::fs::File::create(&path).unwrap()).unwrap();
+            let width = if alpha { 3 } else { 6 };
+            let mut image = tiff.new_image::<colortype::Gray32Float>(width, 1).unwrap();
+            if alpha {
+                image.extra_samples(&[tiff::tags::ExtraSamples::UnassociatedAlpha]).unwrap();
+            }
+            image.write_data(&values).unwrap();
+            let info = probe_info(&path, &DecodeLimits::default()).unwrap();
+            assert!(info.float && info.grey && info.has_alpha == alpha && info.format == PixelFormat::Rgba16);
+            let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
+            let got: Vec<u16> = (0..frame.channel_count()).map(|i| frame.channel(i)).collect();
+            let expected: Vec<u16> = match alpha {
+                false => [32768u16, 65535, 0, 49151, 0, 16384].iter().flat_map(|&g| [g, g, g, 65535]).collect(),
+                true => vec![32768, 32768, 32768, 65535, 0, 0, 0, 49151, 0, 0, 0, 16384],
+            };
+            assert_eq!(got, expected, "alpha {alpha}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Grey-plus-alpha TIFFs, which `image`'s TIFF codec refuses ("color type
-//! Unknown(16)") although the `tiff` crate under it reads them: matte and
-//! key passes are often written this way (OpenImageIO and libtiff write a
-//! one-channel image with alpha as two samples). This decoder reads them
-//! with `tiff` and hands `image` the usual grey-alpha layout, so the rest of
-//! the decode path (limits, widening to RGBA) is the one every format takes.
+//! Grey-plus-alpha TIFFs, and grey (or grey-alpha) TIFFs of 32-bit floats,
+//! which `image`'s TIFF codec refuses ("color type Unknown(16)") although
+//! the `tiff` crate under it reads them: matte, key and depth passes are
+//! often written this way (OpenImageIO and libtiff write a one-channel
+//! image with alpha as two samples). This decoder reads them with `tiff`
+//! and hands `image` the usual grey or grey-alpha layout (floats clamped
+//! to 0..1 at 16 bits, as `image` reads RGB floats), so the rest of the
+//! decode path (limits, widening to RGBA) is the one every format takes.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -14,12 +16,15 @@ use image::{ColorType, ImageDecoder, ImageError, ImageResult};
 use tiff::decoder::{Decoder, DecodingResult, Limits};
 use tiff::tags::{PhotometricInterpretation, SampleFormat, Tag};
 
-/// A grey-alpha TIFF, 8 or 16 bits per sample, opened and checked.
+/// A grey-alpha TIFF of 8 or 16 bits per sample, or a grey or grey-alpha
+/// one of 32-bit floats, opened and checked.
 pub(super) struct GrayAlphaTiff {
     decoder: Decoder<BufReader<File>>,
     width: u32,
     height: u32,
-    sixteen: bool,
+    /// 8, 16, or 32 (floats).
+    bits: u8,
+    alpha: bool,
 }
 
 impl GrayAlphaTiff {
@@ -36,35 +41,45 @@ impl GrayAlphaTiff {
         // `tiff` calls any grey image with extra samples "multiband";
         // grey-alpha is two samples, the second marked as alpha
         // (ExtraSamples 1, associated, or 2, unassociated).
-        let bits = match decoder.colortype() {
-            Ok(tiff::ColorType::Multiband { bit_depth, num_samples: 2 }) => bit_depth,
+        let (bits, alpha) = match decoder.colortype() {
+            Ok(tiff::ColorType::Multiband { bit_depth, num_samples: 2 }) => (bit_depth, true),
             Ok(tiff::ColorType::Multiband { num_samples, .. }) => {
                 return Err(format!(
                     "a grey image of {num_samples} samples per pixel (framepipe reads grey, grey with alpha, RGB and RGBA)"
                 ));
             }
+            Ok(tiff::ColorType::Gray(32)) => (32, false),
             _ => return Ok(None),
         };
         let tags = |decoder: &mut Decoder<_>, tag| {
             decoder.find_tag_unsigned_vec::<u16>(tag).map(Option::unwrap_or_default).map_err(|e| e.to_string())
         };
-        if !matches!(tags(&mut decoder, Tag::ExtraSamples)?[..], [1 | 2]) {
+        if alpha && !matches!(tags(&mut decoder, Tag::ExtraSamples)?[..], [1 | 2]) {
             return Err("grey with a second sample not marked as alpha (ExtraSamples 1 or 2)".into());
         }
-        let sixteen = match bits {
-            8 => false,
-            16 => true,
-            _ => return Err(format!("{bits}-bit grey-alpha samples are not supported (8 or 16 bits)")),
-        };
-        if tags(&mut decoder, Tag::PhotometricInterpretation)? != [PhotometricInterpretation::BlackIsZero.to_u16()] {
-            return Err("grey-alpha samples must be black-is-zero (PhotometricInterpretation 1)".into());
+        if !matches!(bits, 8 | 16 | 32) {
+            return Err(format!("{bits}-bit grey-alpha samples are not supported (8 or 16 bits, or 32-bit floats)"));
         }
-        // Absent means unsigned; present, one value per sample.
-        if tags(&mut decoder, Tag::SampleFormat)?.iter().any(|f| *f != SampleFormat::Uint.to_u16()) {
-            return Err("grey-alpha samples must be unsigned integers".into());
+        if tags(&mut decoder, Tag::PhotometricInterpretation)? != [PhotometricInterpretation::BlackIsZero.to_u16()] {
+            return Err("grey samples must be black-is-zero (PhotometricInterpretation 1)".into());
+        }
+        // Absent means unsigned; present, one value per sample. 32 bits
+        // are read as floats only.
+        let format = tags(&mut decoder, Tag::SampleFormat)?;
+        let want = if bits == 32 { SampleFormat::IEEEFP } else { SampleFormat::Uint }.to_u16();
+        if (bits == 32 && format.is_empty()) || format.iter().any(|f| *f != want) {
+            return Err(match bits {
+                32 => "32-bit grey samples must be floats (integers are not supported)".into(),
+                _ => "grey-alpha samples must be unsigned integers".into(),
+            });
         }
         let (width, height) = decoder.dimensions().map_err(|e| e.to_string())?;
-        Ok(Some(GrayAlphaTiff { decoder, width, height, sixteen }))
+        Ok(Some(GrayAlphaTiff { decoder, width, height, bits, alpha }))
+    }
+
+    /// Whether its samples are floats (clamped to 0..1 on reading).
+    pub(super) fn float(&self) -> bool {
+        self.bits == 32
     }
 }
 
@@ -74,7 +89,11 @@ impl ImageDecoder for GrayAlphaTiff {
     }
 
     fn color_type(&self) -> ColorType {
-        if self.sixteen { ColorType::La16 } else { ColorType::La8 }
+        match (self.bits, self.alpha) {
+            (8, _) => ColorType::La8,
+            (_, true) => ColorType::La16,
+            (_, false) => ColorType::L16,
+        }
     }
 
     fn read_image(mut self, buf: &mut [u8]) -> ImageResult<()> {
@@ -82,7 +101,11 @@ impl ImageDecoder for GrayAlphaTiff {
             ImageError::Decoding(DecodingError::new(ImageFormatHint::Exact(image::ImageFormat::Tiff), reason))
         };
         let pixels = self.width as usize * self.height as usize;
-        let mut result = if self.sixteen { DecodingResult::U16(Vec::new()) } else { DecodingResult::U8(Vec::new()) };
+        let mut result = match self.bits {
+            8 => DecodingResult::U8(Vec::new()),
+            16 => DecodingResult::U16(Vec::new()),
+            _ => DecodingResult::F32(Vec::new()),
+        };
         let layout = self.decoder.read_image_to_buffer(&mut result).map_err(|e| fail(e.to_string()))?;
         let planar = layout.planes > 1;
         match &result {
@@ -95,6 +118,23 @@ impl ImageDecoder for GrayAlphaTiff {
                 for (out, (g, a)) in buf.chunks_exact_mut(4).zip(pairs(v, pixels, planar).map_err(fail)?) {
                     out[..2].copy_from_slice(&g.to_ne_bytes());
                     out[2..].copy_from_slice(&a.to_ne_bytes());
+                }
+            }
+            DecodingResult::F32(v) => {
+                // Clamped to 0..1 and rounded to 16 bits (NaN reads as 0).
+                let sixteen = |f: f32| ((f.clamp(0.0, 1.0) * 65535.0).round() as u16).to_ne_bytes();
+                if self.alpha {
+                    for (out, (g, a)) in buf.chunks_exact_mut(4).zip(pairs(v, pixels, planar).map_err(fail)?) {
+                        out[..2].copy_from_slice(&sixteen(g));
+                        out[2..].copy_from_slice(&sixteen(a));
+                    }
+                } else {
+                    if v.len() < pixels {
+                        return Err(fail(format!("the file holds {} of the image's {pixels} samples", v.len())));
+                    }
+                    for (out, g) in buf.chunks_exact_mut(2).zip(v) {
+                        out.copy_from_slice(&sixteen(*g));
+                    }
                 }
             }
             _ => return Err(fail("unexpected sample type".into())),
