@@ -143,6 +143,10 @@ pub fn generate_sequence(
     overwrite: bool,
 ) -> Result<Vec<PathBuf>> {
     crate::io::refuse_folder_name(pattern)?;
+    if opts.frames == 0 || opts.frames as u64 > crate::sequence::MAX_SPEC_FRAMES {
+        let most = crate::sequence::MAX_SPEC_FRAMES;
+        return Err(Error::invalid("frame count", opts.frames, format!("1 to {most}, as many as process takes")));
+    }
     // One frame may be named as written (as `process` takes it), `%` and
     // all; more need a frame number field.
     let single = (opts.frames == 1 && !FramePattern::is_pattern(pattern)).then(|| PathBuf::from(pattern));
@@ -156,10 +160,6 @@ pub fn generate_sequence(
         (None, None) => unreachable!("a pattern or a single name"),
     };
     let format = OutputFormat::from_path(&path_of(opts.start))?;
-    if opts.frames == 0 || opts.frames as u64 > crate::sequence::MAX_SPEC_FRAMES {
-        let most = crate::sequence::MAX_SPEC_FRAMES;
-        return Err(Error::invalid("frame count", opts.frames, format!("1 to {most}, as many as process takes")));
-    }
     // What framepipe would refuse to read back is not worth writing (nor
     // the host memory it takes, one frame per core).
     let limit = crate::io::DecodeLimits::default().max_alloc;

@@ -539,7 +539,15 @@ fn write_atomic(
         // The file replaced keeps its permissions (a 0600 plate stays
         // private), as `cp` over an existing file does.
         if let Some(old) = std::fs::metadata(path).ok().filter(|m| m.is_file()) {
-            let _ = tmp.as_file().set_permissions(old.permissions());
+            // Its read, write and execute bits, not set-id ones.
+            #[cfg(unix)]
+            let permissions = {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::Permissions::from_mode(old.permissions().mode() & 0o777)
+            };
+            #[cfg(not(unix))]
+            let permissions = old.permissions();
+            let _ = tmp.as_file().set_permissions(permissions);
         }
         tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
     } else {
