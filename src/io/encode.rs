@@ -609,12 +609,12 @@ fn encode<W: Write>(
 fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorType) -> tiff::TiffResult<Vec<u8>> {
     use tiff::encoder::{TiffEncoder, TiffValue, colortype};
     use tiff::tags::ExtraSamples;
-    /// `extra`: a grey-alpha image is written as grey plus an extra
-    /// sample; RGBA types count their alpha already and only need the tag.
+    /// With `alpha`, a grey type gets its alpha as an extra sample; an RGBA
+    /// type counts its own and only needs the tag.
     fn put<C: colortype::ColorType>(
         data: &[C::Inner],
         (width, height): (u32, u32),
-        (alpha, extra): (bool, bool),
+        alpha: bool,
     ) -> tiff::TiffResult<Vec<u8>>
     where
         [C::Inner]: TiffValue,
@@ -622,10 +622,12 @@ fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorTy
         let mut cursor = std::io::Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) + 4096));
         let mut tiff = TiffEncoder::new(&mut cursor)?;
         let mut image = tiff.new_image::<C>(width, height)?;
-        if extra {
+        if alpha && C::BITS_PER_SAMPLE.len() == 1 {
             image.extra_samples(&[ExtraSamples::UnassociatedAlpha])?;
         } else if alpha {
-            image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[2u16][..])?;
+            image
+                .encoder()
+                .write_tag(tiff::tags::Tag::ExtraSamples, &[ExtraSamples::UnassociatedAlpha.to_u16()][..])?;
         }
         image.write_data(data)?;
         Ok(cursor.into_inner())
@@ -634,10 +636,9 @@ fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorTy
     use ExtendedColorType as C;
     if matches!(color, C::Rgb8 | C::Rgba8 | C::L8 | C::La8) {
         return match color {
-            C::Rgba8 => put::<colortype::RGBA8>(bytes, size, (true, false)),
-            C::L8 => put::<colortype::Gray8>(bytes, size, (false, false)),
-            C::La8 => put::<colortype::Gray8>(bytes, size, (true, true)),
-            _ => put::<colortype::RGB8>(bytes, size, (false, false)),
+            C::Rgba8 => put::<colortype::RGBA8>(bytes, size, true),
+            C::L8 | C::La8 => put::<colortype::Gray8>(bytes, size, color == C::La8),
+            _ => put::<colortype::RGB8>(bytes, size, false),
         };
     }
     // Native-endian samples, as the frame holds them (copied only if the
@@ -647,10 +648,9 @@ fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorTy
         Err(_) => bytemuck::pod_collect_to_vec(bytes).into(),
     };
     match color {
-        C::Rgba16 => put::<colortype::RGBA16>(&words, size, (true, false)),
-        C::L16 => put::<colortype::Gray16>(&words, size, (false, false)),
-        C::La16 => put::<colortype::Gray16>(&words, size, (true, true)),
-        _ => put::<colortype::RGB16>(&words, size, (false, false)),
+        C::Rgba16 => put::<colortype::RGBA16>(&words, size, true),
+        C::L16 | C::La16 => put::<colortype::Gray16>(&words, size, color == C::La16),
+        _ => put::<colortype::RGB16>(&words, size, false),
     }
 }
 
