@@ -307,7 +307,8 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
         None => {
             let (width, height) = parse_size(&args.size)?;
             let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();
-            eprintln!("generating {} frames of {width}x{height} ...", args.frames);
+            let plural = if args.frames == 1 { "" } else { "s" };
+            eprintln!("generating {} frame{plural} of {width}x{height} ...", args.frames);
             let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
             generate_sequence(&opts, &pattern, &EncodeOptions::default(), false)?;
             pattern
