@@ -487,8 +487,11 @@ pub struct PreparedJob {
     pub format: OutputFormat,
     /// Whether the frames go to one stream (output `-`) rather than files.
     pub stream: bool,
+    /// The header of the first frame to process whose header reads (the
+    /// run's shape, and what the notices speak of); read once, here.
+    pub first: Option<crate::io::FrameInfo>,
     /// How the frames are encoded: the job's options, with
-    /// [`EncodeOptions::grey`] set where the first frame is grey.
+    /// [`EncodeOptions::grey`] set where [`first`](Self::first) is grey.
     pub encode: EncodeOptions,
     /// Frames left out because their output exists
     /// ([`Job::skip_existing`]), ascending.
@@ -569,8 +572,10 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let mut sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
     // Grey sources make grey outputs (where the ops keep them grey), as
     // the first frame whose header reads says.
-    let first = sequence.frames.iter().find_map(|f| crate::io::probe_info(&f.path, &job.limits).ok());
-    let encode = EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode };
+    let first_of = |sequence: &Sequence| {
+        let first = sequence.frames.iter().find_map(|f| crate::io::probe_info(&f.path, &job.limits).ok());
+        (first, EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode })
+    };
     let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
     if job.output == "-" {
         // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
@@ -587,11 +592,13 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
             return Err(Error::invalid("--skip-existing", "with -o -", "file outputs: a stream has none to keep"));
         }
         let (existing, stale_partials) = (Vec::new(), Vec::new());
+        let (first, encode) = first_of(&sequence);
         return Ok(PreparedJob {
             sequence,
             outputs,
             format,
             stream: true,
+            first,
             encode,
             existing,
             reads,
@@ -661,7 +668,19 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     }
     // Every check passed: the run will write here.
     let stale_partials = crate::io::remove_stale_partials(&out_dir);
-    Ok(PreparedJob { sequence, outputs, format, stream: false, encode, existing, reads, stale_partials, _made: made })
+    let (first, encode) = first_of(&sequence);
+    Ok(PreparedJob {
+        sequence,
+        outputs,
+        format,
+        stream: false,
+        first,
+        encode,
+        existing,
+        reads,
+        stale_partials,
+        _made: made,
+    })
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
@@ -802,7 +821,7 @@ fn run_sequential(
     let total = prepared.sequence.frames.len();
     // A budget that cannot hold one frame is refused up front, as the
     // pipeline refuses it (a header that cannot be read fails its frame).
-    let first_header = prepared.sequence.frames.iter().find_map(|f| crate::io::probe_file(&f.path, &job.limits).ok());
+    let first_header = prepared.first.map(|i| (i.width, i.height, i.format));
     if let (false, Some((width, height, format))) = (identity, first_header)
         && let Backend::Gpu(gpu) = &*engine.backend().lock(Priority::Export)
     {

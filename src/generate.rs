@@ -149,16 +149,10 @@ pub fn generate_sequence(
     }
     // One frame may be named as written (as `process` takes it), `%` and
     // all; more need a frame number field.
-    let single = (opts.frames == 1 && !FramePattern::is_pattern(pattern)).then(|| PathBuf::from(pattern));
-    let pattern = match &single {
-        Some(_) => None,
-        None => Some(FramePattern::parse(pattern)?),
-    };
-    let path_of = |n: u64| match (&single, &pattern) {
-        (Some(one), _) => one.clone(),
-        (None, Some(pattern)) => pattern.path(n),
-        (None, None) => unreachable!("a pattern or a single name"),
-    };
+    let name = pattern;
+    let single = opts.frames == 1 && !FramePattern::is_pattern(name);
+    let pattern = if single { None } else { Some(FramePattern::parse(name)?) };
+    let path_of = |n: u64| pattern.as_ref().map_or_else(|| PathBuf::from(name), |p| p.path(n));
     let format = OutputFormat::from_path(&path_of(opts.start))?;
     // What framepipe would refuse to read back is not worth writing (nor
     // the host memory it takes, one frame per core).

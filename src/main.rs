@@ -610,11 +610,6 @@ fn stdout_file_id() -> Option<(u64, u64)> {
     None
 }
 
-/// The header of the first frame that has a readable one.
-fn first_header(job: &Job, prepared: &framepipe::PreparedJob) -> Option<framepipe::io::FrameInfo> {
-    prepared.sequence.frames.iter().find_map(|f| framepipe::io::probe_info(&f.path, &job.limits).ok())
-}
-
 /// What the output format cannot hold of the source (16 bits, alpha),
 /// said once before the run rather than found in the files.
 fn format_notice(format: OutputFormat, (sixteen, alpha): (bool, bool), what: &str) -> Option<String> {
@@ -752,7 +747,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         note!("notice: {n}");
     }
-    if let Some(info) = first_header(&job, &prepared).filter(|_| !opts.quiet) {
+    if let Some(info) = prepared.first.filter(|_| !opts.quiet) {
         if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
             note!("{hint}");
         }
