@@ -46,6 +46,10 @@ struct Args {
     /// Threads that prefetch (0: half the cores, at most --prefetch).
     #[arg(long, default_value_t = 0)]
     prefetch_threads: usize,
+    /// Also write every request of both sessions, one CSV row each (its
+    /// time and, for a render, the split), to find what a tail is made of.
+    #[arg(long, value_name = "FILE.csv")]
+    requests: Option<std::path::PathBuf>,
 }
 
 fn grade(exposure: f64) -> OpGraph {
@@ -60,6 +64,7 @@ fn grade(exposure: f64) -> OpGraph {
 
 struct Request {
     phase: &'static str,
+    frame: u64,
     ms: f64,
     /// Why it failed (then left out of the percentiles), if it did.
     failed: Option<String>,
@@ -128,7 +133,7 @@ fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::E
             }
             Err(e) => {
                 let failed = Some(format!("frame {frame}: {e}"));
-                out.push(Request { phase, ms, failed, hit: false, joined: false, miss: None });
+                out.push(Request { phase, frame, ms, failed, hit: false, joined: false, miss: None });
                 continue;
             }
         };
@@ -141,7 +146,7 @@ fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::E
             gpu: image.gpu_ms,
             rest: image.render_ms - image.upload_ms - image.gpu_ms.unwrap_or(0.0),
         });
-        out.push(Request { phase, ms, failed: None, hit, joined, miss });
+        out.push(Request { phase, frame, ms, failed: None, hit, joined, miss });
     }
     Ok(out)
 }
@@ -212,6 +217,36 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     if let Some(first) = failed.first() {
         println!("\n{} preview(s) failed, left out of the figures; the first: {first}", failed.len());
     }
+}
+
+/// Writes `--requests`: one row per request of each session, in order.
+fn write_requests(path: &std::path::Path, sessions: &[(&str, &[Request])]) -> Result<(), framepipe::Error> {
+    let mut csv =
+        String::from("session,request,phase,frame,ms,hit,joined,failed,decode_ms,wait_ms,upload_ms,gpu_ms,rest_ms\n");
+    for (session, requests) in sessions {
+        for (i, r) in requests.iter().enumerate() {
+            let split = match &r.miss {
+                Some(m) => {
+                    let gpu = m.gpu.map(|g| format!("{g:.3}")).unwrap_or_default();
+                    format!("{:.3},{:.3},{:.3},{gpu},{:.3}", m.decode, m.wait, m.upload, m.rest)
+                }
+                None => ",,,,".to_string(),
+            };
+            csv += &format!(
+                "{session},{i},{},{},{:.3},{},{},{},{split}\n",
+                r.phase,
+                r.frame,
+                r.ms,
+                r.hit,
+                r.joined,
+                r.failed.is_some()
+            );
+        }
+    }
+    // Never over a file of the user's (checked at set-up, and again here).
+    let io = |source| framepipe::Error::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::create_new(path).map_err(io)?;
+    std::io::Write::write_all(&mut file, csv.as_bytes()).map_err(io)
 }
 
 /// Set by the Ctrl-C handler before it removes the plates: what the session
@@ -302,6 +337,10 @@ fn main() -> ExitCode {
 /// The sequence (generated in `dir`, or the `--input`) and the engine's
 /// configuration.
 fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, EngineConfig), framepipe::Error> {
+    if let Some(path) = args.requests.as_ref().filter(|p| p.exists()) {
+        let source = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists; choose another name");
+        return Err(framepipe::Error::Io { path: path.clone(), source });
+    }
     let input = match &args.input {
         Some(i) => i.clone(),
         None => {
@@ -389,6 +428,9 @@ fn run(
     );
     if let Some(first) = failed.first() {
         println!("\n{} export frame(s) failed; the first: {first}", failed.len());
+    }
+    if let Some(path) = &args.requests {
+        write_requests(path, &[("idle", &quiet), ("export", &requests)])?;
     }
     // The figures the editor issue sets targets for, in one place.
     let p95 = |rs: &[Request], phase: Option<&str>| {

@@ -299,10 +299,14 @@ section_editor() {
   # Once per prefetch thread count (0: the engine's default, half the
   # cores; 1: one thread, as before f770c49), back to back, for the ratio.
   # The example prints its own "## Editor session" heading, with the count.
-  local threads
+  # Every request's time and split goes beside the report as CSV.
+  local threads run=0 csv
   for threads in ${PREFETCH_THREADS:-0 1}; do
+    run=$((run + 1))
+    csv="$out_dir/editor-requests-$run-prefetch-threads-$threads.csv"
+    rm -f "$csv"
     if ! timeout "${EDITOR_S:-240}" "$editor_bin" --input "$work/seq/seq_%04d.png" --backend gpu --budget "$budget" \
-      --prefetch-threads "$threads" >&3 2>"$work/editor.log"; then
+      --prefetch-threads "$threads" --requests "$csv" >&3 2>"$work/editor.log"; then
       tail -5 "$work/editor.log" | fence
       return 1
     fi

@@ -131,6 +131,10 @@ enum Served {
 pub enum TraceEvent {
     /// An export frame started decoding.
     ExportDecodeStart(u64),
+    /// An export frame was submitted to the GPU.
+    ExportOnGpu(u64),
+    /// The GPU finished an export frame.
+    ExportOffGpu(u64),
     /// An export frame was written.
     ExportFrameDone(u64),
     /// A preview was asked for.
@@ -918,6 +922,17 @@ impl Engine {
     pub(crate) fn preview_memory_held(&self) -> bool {
         let state = &self.core.previews;
         state.active.load(Ordering::SeqCst) > 0 || lock(&state.last_render).is_some()
+    }
+
+    /// Whether an editor is using previews now: a render is under way, or
+    /// one ran within `preview_memory_idle`. The export then keeps one
+    /// frame on the GPU, not [`GPU_DEPTH`](crate::pipeline::GPU_DEPTH): a
+    /// preview submitted behind export work waits for all of it (one
+    /// queue), and an 8K frame's copies in and out take about 10 ms.
+    pub(crate) fn previews_live(&self) -> bool {
+        let state = &self.core.previews;
+        let idle = self.core.config.preview_memory_idle;
+        state.active.load(Ordering::SeqCst) > 0 || lock(&state.last_render).is_some_and(|t| t.elapsed() < idle)
     }
 
     /// Whether a preview is cached (without counting a hit or a miss).

@@ -187,7 +187,9 @@ impl Ctx<'_> {
         let mut broken = false;
         // Frames on the GPU, oldest first: a new frame is submitted
         // whenever there is room and one is ready, and only when
-        // none is does this thread wait for the oldest.
+        // none is does this thread wait for the oldest. While an editor
+        // is previewing, the room is one frame: its previews queue
+        // behind less export work.
         // (The flight comes first: should this thread unwind, it is
         // waited for before its slot and readback go back.)
         let mut flights: VecDeque<(InFlight, Decoded, Lease<Readback>, Instant)> = VecDeque::new();
@@ -208,7 +210,7 @@ impl Ctx<'_> {
                     pending = Some(d);
                     None
                 }
-            } else if flights.len() >= GPU_DEPTH {
+            } else if flights.len() >= GPU_DEPTH || (!flights.is_empty() && engine.previews_live()) {
                 None
             } else if flights.is_empty() {
                 match clock.recv(&compute_rx) {
@@ -272,6 +274,7 @@ impl Ctx<'_> {
                 clock.wait_out += waited;
                 match result {
                     Ok(Submitted::Gpu(flight)) => {
+                        engine.trace(TraceEvent::ExportOnGpu(d.number));
                         flights.push_back((flight, d, readback.expect("GPU frames have one"), t0))
                     }
                     Ok(Submitted::Done(frame)) => {
@@ -317,6 +320,7 @@ impl Ctx<'_> {
             });
             match result {
                 Ok(gpu_ns) => {
+                    engine.trace(TraceEvent::ExportOffGpu(number));
                     let Decoded { number, output, frame, slot, decode_ms } = d;
                     // The GPU is done with the upload: the slot can take
                     // the next frame while the result is copied out.

@@ -792,6 +792,48 @@ fn a_slider_drag_rewrites_kernel_buffers_in_place_and_never_mixes_grades() {
     }
 }
 
+/// Most export frames on the GPU at once in `trace`, and how many went.
+fn export_depth(trace: &[(Instant, TraceEvent)]) -> (usize, usize) {
+    let (mut on, mut most, mut went) = (0usize, 0, 0);
+    for (_, ev) in trace {
+        match ev {
+            TraceEvent::ExportOnGpu(_) => {
+                on += 1;
+                went += 1;
+                most = most.max(on);
+            }
+            TraceEvent::ExportOffGpu(_) => on -= 1,
+            _ => {}
+        }
+    }
+    (most, went)
+}
+
+/// While an editor previews, the export keeps one frame on the GPU, so a
+/// preview queues behind less of its work (one queue, first in first out).
+#[test]
+fn an_export_keeps_one_frame_on_the_gpu_while_previews_are_live() {
+    let Some((t, seq, _)) = gpu_sequence(24, 160, 96) else { return };
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        threads: 2,
+        prefetch: 0,
+        // Live for the whole export, from one preview.
+        preview_memory_idle: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .unwrap();
+    e.preview(&seq, 3, &grade(0.2), Scale::Quarter).unwrap();
+    e.enable_trace();
+    let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
+    let prepared = framepipe::prepare(&job).unwrap();
+    let report = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap();
+    assert_eq!(report.frames_written, 24);
+    let (most, went) = export_depth(&e.take_trace());
+    assert_eq!(went, 24, "every frame went through the GPU");
+    assert_eq!(most, 1);
+}
+
 /// A stream export whose reader stopped reading: the export's decoders
 /// all wait, its slots sit free (or, one frame at a time, it sits in a
 /// write holding the slot it keeps). A preview that needs that memory
