@@ -137,7 +137,7 @@ struct OpArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["exposure", "matrix", "offset", "contrast", "pivot", "saturation", "blur"])]
     preset: Option<PathBuf>,
     /// Exposure in stops (multiply by 2^stops).
-    #[arg(long, allow_negative_numbers = true, value_name = "STOPS")]
+    #[arg(long, allow_hyphen_values = true, value_name = "STOPS")]
     exposure: Option<f64>,
     /// 3x3 color matrix, row-major: a,b,c,d,e,f,g,h,i.
     #[arg(long, allow_hyphen_values = true, value_name = "A,..,I")]
@@ -146,16 +146,16 @@ struct OpArgs {
     #[arg(long, allow_hyphen_values = true, value_name = "R,G,B")]
     offset: Option<String>,
     /// Contrast slope around the pivot.
-    #[arg(long, allow_negative_numbers = true, value_name = "C")]
+    #[arg(long, allow_hyphen_values = true, value_name = "C")]
     contrast: Option<f64>,
     /// Contrast pivot (with --contrast).
-    #[arg(long, allow_negative_numbers = true, value_name = "P", default_value_t = 0.5, requires = "contrast")]
+    #[arg(long, allow_hyphen_values = true, value_name = "P", default_value_t = 0.5, requires = "contrast")]
     pivot: f64,
     /// Saturation (0 grey, 1 unchanged), Rec.709 luma.
-    #[arg(long, allow_negative_numbers = true, value_name = "S")]
+    #[arg(long, allow_hyphen_values = true, value_name = "S")]
     saturation: Option<f64>,
     /// Gaussian blur sigma in pixels (0 ≤ sigma ≤ 512).
-    #[arg(long, allow_negative_numbers = true, value_name = "SIGMA")]
+    #[arg(long, allow_hyphen_values = true, value_name = "SIGMA")]
     blur: Option<f64>,
 }
 

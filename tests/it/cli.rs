@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use framepipe::generate::{GenerateOptions, generate_sequence};
 use framepipe::io::{DecodeLimits, EncodeOptions, decode_file};
-use framepipe::{HostFrame, PixelFormat};
+use framepipe::{HostFrame, Op, OpGraph, PixelFormat, process_cpu};
 use predicates::prelude::*;
 use predicates::str::contains;
 
@@ -64,6 +64,31 @@ fn printf_pattern_keeps_frame_numbers() {
             .unwrap_or_else(|| panic!("{stderr}"));
         assert!(notice.len() > "notice: using the CPU backend: ".len(), "{notice}");
     }
+}
+
+/// A negative value in any float form is the option's value, not a flag:
+/// `-1e-3` and `-.5` as well as `-0.5`.
+#[test]
+fn negative_values_in_every_float_form() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "p_%02d.png", 1, 1, PixelFormat::Rgba8);
+    let out = t.path().join("o/o_%02d.png").display().to_string();
+    let grade = ["--exposure", "-1e-3", "--contrast", "-.5", "--pivot", "-0.1", "--saturation", "-0.5"];
+    framepipe().args(["process", &input, "-o", &out, "--backend", "cpu", "-q"]).args(grade).assert().success();
+    let want = OpGraph::new(vec![
+        Op::Exposure { stops: -1e-3 },
+        Op::Contrast { contrast: -0.5, pivot: -0.1 },
+        Op::Saturation { saturation: -0.5 },
+    ])
+    .unwrap();
+    let src = decode(&t.path().join("p_01.png"));
+    crate::util::assert_close(&decode(&t.path().join("o/o_01.png")), &process_cpu(&src, &want.plan()), "o_01");
+    // A negative sigma is read as one, and refused as one.
+    framepipe()
+        .args(["process", &input, "-o", &out, "--overwrite", "--blur", "-1e-3"])
+        .assert()
+        .code(2)
+        .stderr(contains("sigma -0.001"));
 }
 
 /// The README's first command, on a tiny frame size: generates, grades,
