@@ -32,6 +32,12 @@
 # still run. Where nvidia-smi is found, the device's memory in use is
 # sampled every 200 ms and each section ends with its peak, beside the
 # ledger's own figures.
+# SCRATCH takes the TIFF sweep's outputs: each output is synced before
+# its rename, so a disk slower than the codecs (the H100 machine's takes
+# 1.1 GB/s with a sync, 8 frames/s of 8K TIFF) would measure the disk. By
+# default /dev/shm/framepipe where /dev/shm has 16 GiB free, else the work
+# folder; the report says where the outputs went and what that folder
+# takes with a sync.
 # FRAMES (default 48) and SIZE (default 8k) set the sequence; BUDGET
 # (default 16GiB: room for the auto pool of 16 threads, 19 8K slots, beside
 # the readback ring and single-band kernel buffers) is the VRAM budget of
@@ -215,6 +221,13 @@ median_fps() {
   tail -1 "$work/$name.log"
 }
 
+# What a folder's file system writes with a sync at the end (1 GiB, dd).
+sync_speed() {
+  local f="$1/.sync-speed"
+  dd if=/dev/zero of="$f" bs=16M count=64 conv=fsync 2>&1 | tail -1 | sed 's/.*, //'
+  rm -f "$f"
+}
+
 section_pipeline() {
   sequence
   say "## Pipeline: $frames frames of $size PNG, color matrix + Gaussian sigma 4, PNG out (3 runs each, medians)"
@@ -267,12 +280,26 @@ section_pool_tif() {
   say "## bench-pool, uncompressed TIFF in and out (a fast codec: the GPU share is larger)"
   rm -rf "$work/tif"
   framepipe process "$work/seq/seq_%04d.png" -o "$work/tif/seq_%04d.tif" -q --backend cpu
-  rm -rf "$work/tif-noop"
-  median_fps tif-noop framepipe process "$work/tif/seq_%04d.tif" -o "$work/tif-noop/o_%04d.tif" --backend gpu --overwrite \
+  # Each output is synced before its rename: 8K TIFF writes 6 GB per run,
+  # and a disk slower than the codecs measures the disk. SCRATCH (e.g. a
+  # tmpfs, /dev/shm/framepipe) takes this section's outputs instead.
+  local scratch=${SCRATCH:-}
+  if [ -z "$scratch" ]; then
+    # A tmpfs where it has room for a run's outputs (16 GiB), else the work folder.
+    scratch=$work
+    if [ "$(df --output=avail -k /dev/shm 2>/dev/null | tail -1)" -gt 16777216 ] 2>/dev/null; then
+      scratch=/dev/shm/framepipe
+    fi
+  fi
+  mkdir -p "$scratch"
+  say "outputs under $scratch ($(df --output=fstype "$scratch" | tail -1)), which takes $(sync_speed "$scratch") written with a sync"
+  say
+  rm -rf "$scratch/tif-noop"
+  median_fps tif-noop framepipe process "$work/tif/seq_%04d.tif" -o "$scratch/tif-noop/o_%04d.tif" --backend gpu --overwrite \
     --vram-budget "$budget" >/dev/null
   say "decode+encode only, 3 runs: $(cat "$work/tif-noop-runs") frames/s"
-  rm -rf "$work/tif-noop"
-  timeout "${POOL_S:-450}" framepipe bench-pool "$work/tif/seq_%04d.tif" --format tif --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
+  rm -rf "$scratch/tif-noop"
+  TMPDIR=$scratch timeout "${POOL_S:-450}" framepipe bench-pool "$work/tif/seq_%04d.tif" --format tif --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
     --backend gpu --budget "$budget" \
     --csv "$out_dir/bench-pool-tif.csv" --chart "$out_dir/bench-pool-tif.svg" 2>&1 | fence
   pool_ratios "$out_dir/bench-pool-tif.csv" "$(cat "$work/tif-noop-fps")"
