@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
+use framepipe::gpu::{FrameShape, GpuBackend};
 use framepipe::io::EncodeOptions;
+use framepipe::ledger::human_bytes;
 use framepipe::preview::{PreviewStats, Scale};
-use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, Op, OpGraph, Sequence};
+use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, Op, OpGraph, PixelFormat, Sequence};
 
 #[derive(Parser)]
 struct Args {
@@ -345,6 +347,18 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
         Some(i) => i.clone(),
         None => {
             let (width, height) = parse_size(&args.size)?;
+            // A budget one frame's slot cannot fit in is found before the
+            // plates are made (minutes at 8K), not by the first preview.
+            let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
+            if GpuBackend::slot_bytes(shape) > args.budget
+                && Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?.backend_name() == "gpu"
+            {
+                return Err(framepipe::Error::Budget(format!(
+                    "--budget {} cannot hold one {width}x{height} frame, which needs {} for its slot alone",
+                    human_bytes(args.budget),
+                    human_bytes(GpuBackend::slot_bytes(shape))
+                )));
+            }
             let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();
             let plural = if args.frames == 1 { "" } else { "s" };
             eprintln!("generating {} frame{plural} of {width}x{height} ...", args.frames);
