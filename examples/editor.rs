@@ -339,9 +339,19 @@ fn main() -> ExitCode {
 /// The sequence (generated in `dir`, or the `--input`) and the engine's
 /// configuration.
 fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, EngineConfig), framepipe::Error> {
-    if let Some(path) = args.requests.as_ref().filter(|p| p.exists()) {
-        let source = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists; choose another name");
-        return Err(framepipe::Error::Io { path: path.clone(), source });
+    if let Some(path) = &args.requests {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let problem = if path.exists() {
+            Some("exists; choose another name")
+        } else if !folder.is_dir() {
+            Some("its folder does not exist")
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            let source = std::io::Error::other(reason);
+            return Err(framepipe::Error::Io { path: path.clone(), source });
+        }
     }
     let input = match &args.input {
         Some(i) => i.clone(),
@@ -443,9 +453,6 @@ fn run(
     if let Some(first) = failed.first() {
         println!("\n{} export frame(s) failed; the first: {first}", failed.len());
     }
-    if let Some(path) = &args.requests {
-        write_requests(path, &[("idle", &quiet), ("export", &requests)])?;
-    }
     // The figures the editor issue sets targets for, in one place.
     let p95 = |rs: &[Request], phase: Option<&str>| {
         let mut ms: Vec<f64> =
@@ -472,6 +479,10 @@ fn run(
         p95(&requests, Some("slider drag"))
     );
     println!("- cache hit p95: idle {:.3} ms, export running {:.3} ms (target < 1 ms)", hits(&quiet), hits(&requests));
+    // After the summary: a file that cannot be written loses only itself.
+    if let Some(path) = &args.requests {
+        write_requests(path, &[("idle", &quiet), ("export", &requests)])?;
+    }
     // Figures taken over failures are not the session's: said in the exit code.
     let previews_failed = quiet.iter().chain(&requests).any(|r| r.failed.is_some());
     Ok(!previews_failed && failed.is_empty())

@@ -283,15 +283,20 @@ section_pool_tif() {
   # Each output is synced before its rename: 8K TIFF writes 6 GB per run,
   # and a disk slower than the codecs measures the disk. SCRATCH (e.g. a
   # tmpfs, /dev/shm/framepipe) takes this section's outputs instead.
-  local scratch=${SCRATCH:-}
+  local scratch=${SCRATCH:-} need_kb
   if [ -z "$scratch" ]; then
-    # A tmpfs where it has room for a run's outputs (16 GiB), else the work folder.
+    # A tmpfs where it has room for a run's outputs (twice the inputs,
+    # which are the same size), else the work folder.
     scratch=$work
-    if [ "$(df --output=avail -k /dev/shm 2>/dev/null | tail -1)" -gt 16777216 ] 2>/dev/null; then
+    need_kb=$(( $(du -sk "$work/tif" | cut -f1) * 2 ))
+    if [ "$(df --output=avail -k /dev/shm 2>/dev/null | tail -1)" -gt "$need_kb" ] 2>/dev/null; then
       scratch=/dev/shm/framepipe
     fi
   fi
   mkdir -p "$scratch"
+  # What a run cut short (a failure, the time limit) left there: on a tmpfs
+  # that is memory, taken from the next runs.
+  rm -rf "$scratch/tif-noop" "$scratch"/framepipe-bench-*
   say "outputs under $scratch ($(df --output=fstype "$scratch" | tail -1)), which takes $(sync_speed "$scratch") written with a sync"
   say
   rm -rf "$scratch/tif-noop"
@@ -302,6 +307,7 @@ section_pool_tif() {
   TMPDIR=$scratch timeout "${POOL_S:-450}" framepipe bench-pool "$work/tif/seq_%04d.tif" --format tif --pools 1,2,4,8,auto --repeat 3 --overwrite --matrix "$matrix" --blur 4 \
     --backend gpu --budget "$budget" \
     --csv "$out_dir/bench-pool-tif.csv" --chart "$out_dir/bench-pool-tif.svg" 2>&1 | fence
+  rm -rf "$scratch"/framepipe-bench-*
   pool_ratios "$out_dir/bench-pool-tif.csv" "$(cat "$work/tif-noop-fps")"
 }
 

@@ -125,7 +125,9 @@ pub struct EngineConfig {
     /// How long the previews' GPU memory (their frame slot, kernel buffers
     /// of other grades) is kept after the last preview once an export
     /// wants it back to regrow its pool. Kept while an editor is active, so
-    /// scrubbing does not reallocate; given back when it is not. By
+    /// scrubbing does not reallocate; given back when it is not. For as
+    /// long after a preview or prefetch renders, an export keeps one frame
+    /// on the GPU instead of two, so previews queue behind less of it. By
     /// default, 1 second.
     pub preview_memory_idle: std::time::Duration,
     /// Most bytes one GPU kernel buffer binds, which sets how many bands of

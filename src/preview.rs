@@ -126,14 +126,17 @@ enum Served {
     Rendered,
 }
 
-/// What the tests and the editor example instrument.
+/// What the tests and the editor example instrument. The export's events
+/// come from pipelined runs ([`Engine::run`](crate::Engine::run)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TraceEvent {
     /// An export frame started decoding.
     ExportDecodeStart(u64),
     /// An export frame was submitted to the GPU.
     ExportOnGpu(u64),
-    /// The GPU finished an export frame.
+    /// The GPU finished an export frame (not recorded for frames a failed
+    /// or aborted run drops).
     ExportOffGpu(u64),
     /// An export frame was written.
     ExportFrameDone(u64),
@@ -920,19 +923,25 @@ impl Engine {
     /// render is under way, or one ran since their memory was last
     /// reclaimed.
     pub(crate) fn preview_memory_held(&self) -> bool {
-        let state = &self.core.previews;
-        state.active.load(Ordering::SeqCst) > 0 || lock(&state.last_render).is_some()
+        self.previews_rendered_within(None)
     }
 
-    /// Whether an editor is using previews now: a render is under way, or
-    /// one ran within `preview_memory_idle`. The export then keeps one
-    /// frame on the GPU, not [`GPU_DEPTH`](crate::pipeline::GPU_DEPTH): a
-    /// preview submitted behind export work waits for all of it (one
-    /// queue), and an 8K frame's copies in and out take about 10 ms.
+    /// Whether an editor is using previews now: a render (a preview's or a
+    /// prefetch's) is under way, or one ran within `preview_memory_idle`.
+    /// The export then keeps one frame on the GPU, not
+    /// [`GPU_DEPTH`](crate::pipeline::GPU_DEPTH): a preview submitted behind
+    /// export work waits for all of it (one queue), and an 8K frame's
+    /// copies in and out take about 10 ms.
     pub(crate) fn previews_live(&self) -> bool {
+        self.previews_rendered_within(Some(self.core.config.preview_memory_idle))
+    }
+
+    /// A render under way, or the last one within `within` (`None`: at
+    /// any time since the previews' memory was last reclaimed).
+    fn previews_rendered_within(&self, within: Option<std::time::Duration>) -> bool {
         let state = &self.core.previews;
-        let idle = self.core.config.preview_memory_idle;
-        state.active.load(Ordering::SeqCst) > 0 || lock(&state.last_render).is_some_and(|t| t.elapsed() < idle)
+        state.active.load(Ordering::SeqCst) > 0
+            || lock(&state.last_render).is_some_and(|t| within.is_none_or(|w| t.elapsed() < w))
     }
 
     /// Whether a preview is cached (without counting a hit or a miss).

@@ -22,7 +22,8 @@
 //! * One thread owns the GPU: it submits a frame as soon as one is decoded
 //!   and fewer than [`GPU_DEPTH`] are on the GPU (one while an editor is
 //!   previewing on the engine: a preview queues behind whatever export work
-//!   was submitted before it), and otherwise waits for the oldest. Once the GPU is done with a frame its slot is free (the
+//!   was submitted before it), and otherwise waits for the oldest. Once
+//!   the GPU is done with a frame its slot is free (the
 //!   upload is mapped again for the next frame) and its result is mapped
 //!   in a [`Readback`] from a ring of [`ring_size`] buffers. A readback
 //!   thread copies it out (a host memcpy that would otherwise be most of
@@ -95,8 +96,9 @@ pub enum Stage {
 /// the owner thread waits; more would only hold slots. While previews are
 /// live the export keeps one: on the H100 an 8K frame's copies in and out
 /// take about 10 ms, and a slider drag's p95 with an export running went
-/// from 21-41 ms (three of four sessions over 30 ms) to 25-28 ms (three
-/// of three under), measured at 27b2090.
+/// from 21-41 ms (three of four sessions over 30 ms, at 27b2090) to
+/// 24-30 ms (five of five under, at 483a7a8 and 2f3e387); each p95 is of
+/// 20 requests, near their maximum.
 pub const GPU_DEPTH: usize = 2;
 
 /// Threads that copy finished frames out of their readback buffers. The

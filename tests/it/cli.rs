@@ -89,6 +89,12 @@ fn negative_values_in_every_float_form() {
         .assert()
         .code(2)
         .stderr(contains("sigma -0.001"));
+    // An option whose value was left out takes the next flag, and says so.
+    framepipe()
+        .args(["process", &input, "-o", &out, "--blur", "--overwrite"])
+        .assert()
+        .code(2)
+        .stderr(contains("'--overwrite'").and(contains("--blur")));
 }
 
 /// The README's first command, on a tiny frame size: generates, grades,
