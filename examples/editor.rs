@@ -341,7 +341,9 @@ fn main() -> ExitCode {
 fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, EngineConfig), framepipe::Error> {
     if let Some(path) = &args.requests {
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let problem = if path.exists() {
+        let problem = if path.as_os_str() == "-" {
+            Some("the rows go to a file; name one")
+        } else if path.exists() {
             Some("exists; choose another name")
         } else if !folder.is_dir() {
             Some("its folder does not exist")

@@ -137,7 +137,7 @@ struct OpArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["exposure", "matrix", "offset", "contrast", "pivot", "saturation", "blur"])]
     preset: Option<PathBuf>,
     /// Exposure in stops (multiply by 2^stops).
-    #[arg(long, allow_hyphen_values = true, value_name = "STOPS")]
+    #[arg(long, value_name = "STOPS")]
     exposure: Option<f64>,
     /// 3x3 color matrix, row-major: a,b,c,d,e,f,g,h,i.
     #[arg(long, allow_hyphen_values = true, value_name = "A,..,I")]
@@ -146,16 +146,16 @@ struct OpArgs {
     #[arg(long, allow_hyphen_values = true, value_name = "R,G,B")]
     offset: Option<String>,
     /// Contrast slope around the pivot.
-    #[arg(long, allow_hyphen_values = true, value_name = "C")]
+    #[arg(long, value_name = "C")]
     contrast: Option<f64>,
     /// Contrast pivot (with --contrast).
-    #[arg(long, allow_hyphen_values = true, value_name = "P", default_value_t = 0.5, requires = "contrast")]
+    #[arg(long, value_name = "P", default_value_t = 0.5, requires = "contrast")]
     pivot: f64,
     /// Saturation (0 grey, 1 unchanged), Rec.709 luma.
-    #[arg(long, allow_hyphen_values = true, value_name = "S")]
+    #[arg(long, value_name = "S")]
     saturation: Option<f64>,
     /// Gaussian blur sigma in pixels (0 ≤ sigma ≤ 512).
-    #[arg(long, allow_hyphen_values = true, value_name = "SIGMA")]
+    #[arg(long, value_name = "SIGMA")]
     blur: Option<f64>,
 }
 
@@ -373,6 +373,34 @@ fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// `--option -1e-3` as `--option=-1e-3`: a long option followed by a
+/// negative number in any form Rust reads (`-1e-3`, `-.5`, `-5`) takes it
+/// as its value. clap takes only `-0.5`-like forms as negative numbers; an
+/// option told to take any value starting with `-` would instead take the
+/// next option when its own value is left out (`--exposure --blur 2`)
+/// and report the `2`, where now clap says the value is missing.
+fn attach_negative_values(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let negative = |a: &std::ffi::OsString| a.to_str().is_some_and(|s| s.starts_with('-') && s.parse::<f64>().is_ok());
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let mut ended = false;
+    for arg in args {
+        let takes = !ended
+            && out
+                .last()
+                .and_then(|l| l.to_str())
+                .is_some_and(|l| l.starts_with("--") && l.len() > 2 && !l.contains('='));
+        if takes && negative(&arg) {
+            let last = out.last_mut().expect("an option before");
+            last.push("=");
+            last.push(&arg);
+            continue;
+        }
+        ended |= arg == "--";
+        out.push(arg);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     quiet_mesa_wsi();
     let _ = ctrlc::set_handler(on_signal);
@@ -384,7 +412,7 @@ fn main() -> ExitCode {
             crash(info)
         }
     }));
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(attach_negative_values(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

@@ -109,7 +109,18 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     let file: PresetFile = toml::from_str(text).map_err(|e| {
         let msg = one_line(e.message());
         fail(match e.span() {
-            Some(span) => format!("line {}: {msg}", lines.of(span.start)),
+            Some(span) => {
+                // What the span covers, where it is a short piece of one
+                // line (a duplicate key's name): the line alone may hold
+                // several keys.
+                let piece = text.get(span.clone()).map(str::trim).filter(|p| {
+                    !p.is_empty() && p.len() <= 40 && !p.contains('\n') && !msg.contains(&format!("`{p}`"))
+                });
+                match piece {
+                    Some(p) => format!("line {}: {msg} (`{}`)", lines.of(span.start), p.escape_debug()),
+                    None => format!("line {}: {msg}", lines.of(span.start)),
+                }
+            }
             None => msg,
         })
     })?;
@@ -280,6 +291,9 @@ mod tests {
                 "op 2 (line 7) (blur): invalid sigma -1",
             ),
             ("[[op]]\ntype = \"exposure\"\nstops = inf\n", "op 1 (line 3) (exposure): invalid exposure inf"),
+            // TOML's own errors: the line, and the key where it names one.
+            ("[[op]]\ntype = \"exposure\"\nstops = 1\nstops = 2\n", "line 4: duplicate key (`stops`)"),
+            ("[[op]]\ntype = \"exposure\"\nstops = 1\ntype = \"blur\"\n", "line 4: duplicate key (`type`)"),
         ];
         for (text, expected) in cases {
             assert!(error(text).contains(expected), "{text:?}: {}", error(text));

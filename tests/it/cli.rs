@@ -89,12 +89,21 @@ fn negative_values_in_every_float_form() {
         .assert()
         .code(2)
         .stderr(contains("sigma -0.001"));
-    // An option whose value was left out takes the next flag, and says so.
+    // An option whose value was left out is named, whatever follows it.
+    for next in [["--overwrite", "-q"], ["--exposure", "2"]] {
+        framepipe()
+            .args(["process", &input, "-o", &out, "--blur"])
+            .args(next)
+            .assert()
+            .code(2)
+            .stderr(contains("a value is required for '--blur"));
+    }
+    // A negative whole number is a value too, refused by its range.
     framepipe()
-        .args(["process", &input, "-o", &out, "--blur", "--overwrite"])
+        .args(["process", &input, "-o", &out, "--jpeg-quality", "-5"])
         .assert()
         .code(2)
-        .stderr(contains("'--overwrite'").and(contains("--blur")));
+        .stderr(contains("invalid value '-5' for '--jpeg-quality"));
 }
 
 /// The README's first command, on a tiny frame size: generates, grades,
