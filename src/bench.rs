@@ -146,22 +146,44 @@ pub fn summarize(runs: &[PoolRun]) -> Vec<(String, usize, f64, f64, f64, PoolRun
         .collect()
 }
 
-/// The table `bench-pool` prints.
+/// The table `bench-pool` prints, each column as wide as its widest cell.
 pub fn table(runs: &[PoolRun]) -> String {
-    let mut s = String::from(
-        "pool   slots  frames/s  (min - max)       efficiency  bottleneck  peak VRAM     peak RSS      slot wait\n",
-    );
-    for (req, slots, median, min, max, m) in summarize(runs) {
-        let _ = writeln!(
-            s,
-            "{req:<6} {slots:>5}  {median:>8.3}  {:<19} {:>8.0} %  {:<10}  {:>12}  {:>12}  {:>7.2} s",
-            format!("({min:.3} - {max:.3})"),
-            100.0 * m.efficiency,
-            m.bottleneck,
-            human_bytes(m.vram_peak),
-            human_bytes(m.rss_peak),
-            m.slot_wait_s
-        );
+    const HEAD: [&str; 9] =
+        ["pool", "slots", "frames/s", "(min - max)", "efficiency", "bottleneck", "peak VRAM", "peak RSS", "slot wait"];
+    // Text columns to the left, figures to the right.
+    const LEFT: [bool; 9] = [true, false, false, true, false, true, false, false, false];
+    let rows: Vec<[String; 9]> = summarize(runs)
+        .into_iter()
+        .map(|(req, slots, median, min, max, m)| {
+            [
+                req.to_string(),
+                slots.to_string(),
+                format!("{median:.3}"),
+                format!("({min:.3} - {max:.3})"),
+                format!("{:.0} %", 100.0 * m.efficiency),
+                m.bottleneck.clone(),
+                human_bytes(m.vram_peak),
+                human_bytes(m.rss_peak),
+                format!("{:.2} s", m.slot_wait_s),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..HEAD.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([HEAD[c].len()]).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    let line = |s: &mut String, cells: &[&str]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .zip(LEFT)
+            .map(|((cell, &w), left)| if left { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .collect();
+        let _ = writeln!(s, "{}", padded.join("  ").trim_end());
+    };
+    line(&mut s, &HEAD);
+    for r in &rows {
+        line(&mut s, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
     if let Some((req, slots, share)) = smallest_within_95(runs) {
         let _ = writeln!(

@@ -170,7 +170,7 @@ struct BenchPoolArgs {
     #[arg(long, value_enum, default_value_t)]
     missing: MissingPolicy,
     /// Pool sizes to compare.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,auto", allow_hyphen_values = true)]
+    #[arg(long, action = clap::ArgAction::Set, value_delimiter = ',', default_value = "1,2,4,8,auto", allow_hyphen_values = true)]
     pools: Vec<PoolSize>,
     /// Runs per pool size (the chart shows the spread).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]

@@ -110,8 +110,11 @@ pub struct Report {
     pub seconds: f64,
     /// Frames written per second of wall time.
     pub fps: f64,
-    /// Frame size and format, e.g. "7680x4320 RGBA8".
+    /// Frame size and the format frames are worked in, e.g. "7680x4320 RGBA8".
     pub frame: String,
+    /// The sources are grey: worked as RGBA (`frame`), written grey where
+    /// the ops leave them so (see [`EncodeOptions::grey`](crate::io::EncodeOptions)).
+    pub grey_sources: bool,
     /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
     /// `pipelined` or `sequential`.
@@ -187,6 +190,7 @@ impl Report {
             backend: engine.backend_name().into(),
             device: engine.device_name().into(),
             mode: mode.into(),
+            grey_sources: prepared.encode.grey,
             vram_budget: engine.ledger().budget(),
             ..Default::default()
         }
@@ -201,7 +205,8 @@ impl Report {
     /// The end-of-run paragraph.
     pub fn summary(&self) -> String {
         // No frame decoded, no size to name.
-        let frame = if self.frame.is_empty() { String::new() } else { format!(" ({})", self.frame) };
+        let grey = if self.grey_sources { ", grey sources" } else { "" };
+        let frame = if self.frame.is_empty() { String::new() } else { format!(" ({}{grey})", self.frame) };
         let mut s = format!(
             "{} frame{}{frame} written in {:.2} s, {:.2} frames/s, on the {} backend: {}.",
             self.frames_written,

@@ -189,13 +189,47 @@ impl OpGraph {
             .ops
             .iter()
             .map(|op| match op {
-                Op::Exposure { stops } => format!("exposure {stops:+}"),
+                Op::Exposure { stops } => {
+                    let sign = if *stops >= 0.0 { "+" } else { "" };
+                    format!("exposure {sign}{}", short(*stops))
+                }
                 Op::Matrix { .. } => "matrix".into(),
-                Op::Contrast { contrast, pivot } => format!("contrast {contrast} @ {pivot}"),
-                Op::Saturation { saturation } => format!("saturation {saturation}"),
-                Op::Blur { sigma } => format!("blur {sigma}"),
+                Op::Contrast { contrast, pivot } => format!("contrast {} @ {}", short(*contrast), short(*pivot)),
+                Op::Saturation { saturation } => format!("saturation {}", short(*saturation)),
+                Op::Blur { sigma } => format!("blur {}", short(*sigma)),
             })
             .collect();
         parts.join(" → ")
+    }
+}
+
+/// A value as a log shows it: `0` for either zero, plain digits for the
+/// usual sizes, an exponent for the very small or large (`1e-300`, not
+/// three hundred zeros).
+fn short(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if (1e-4..1e15).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_show_values_short() {
+        let g = OpGraph::new(vec![
+            Op::Exposure { stops: -0.0 },
+            Op::Exposure { stops: 0.5 },
+            Op::Contrast { contrast: 1.2, pivot: -0.0 },
+            Op::Saturation { saturation: -0.5 },
+            Op::Blur { sigma: 1e-300 },
+        ])
+        .unwrap();
+        assert_eq!(g.describe(), "exposure +0 → exposure +0.5 → contrast 1.2 @ 0 → saturation -0.5 → blur 1e-300");
     }
 }

@@ -615,8 +615,11 @@ pub(crate) fn run(
         // A reader that died (or never started) dispatched an unknown
         // count: say none, and the run fails with the panic.
         let read = reader.map(|h| h.join().unwrap_or_else(|_| (join_failed(shared), 0)));
-        let (clock, sent) = read.unwrap_or_default();
+        let (mut clock, sent) = read.unwrap_or_default();
         dispatched = sent;
+        // It hands out frame numbers (its time is the wait for decoders to
+        // take them): the frames it handed out are its count.
+        clock.frames = sent;
         clocks.push(("read", vec![clock]));
         let decoders: Vec<Clock> = decoders
             .into_iter()

@@ -333,7 +333,13 @@ fn grey_sources_stay_grey_where_the_ops_keep_them_so() {
         let expected = framepipe::process_cpu(&decode(&input), &graph.plan());
         for ext in ["png", "tif"] {
             let out = t.path().join(format!("out-{name}/s_%02d.{ext}")).display().to_string();
-            framepipe().args(["process", &pattern, "-o", &out, "--backend", "cpu"]).args(grade).assert().success();
+            // The summary says the frames are worked as RGBA from grey sources.
+            framepipe()
+                .args(["process", &pattern, "-o", &out, "--backend", "cpu"])
+                .args(grade)
+                .assert()
+                .success()
+                .stderr(contains(format!("({w}x{h} RGBA")).and(contains(", grey sources)")));
             let written = t.path().join(format!("out-{name}/s_01.{ext}"));
             if ext == "png" {
                 assert_eq!(image::open(&written).unwrap().color(), color, "{name} as {ext}");
