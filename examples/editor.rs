@@ -5,8 +5,10 @@
 //! Run once with the engine idle and once with an export of the same
 //! sequence running on it, and print per-request latency percentiles, hit
 //! rate, cache bytes, and where a miss spends its time: decode, waiting for
-//! the backend, upload copy, GPU kernels (timestamps, where the adapter has
-//! them), and the rest (submission, readback, copy out).
+//! the backend, upload copy, on the GPU from submission until the result
+//! was mapped (copies, kernels, and export work queued ahead), of that the
+//! kernels (timestamps, where the adapter has them), and the host's rest
+//! (setting up, submitting, the copy out; on the CPU backend, the kernels).
 //!
 //! ```sh
 //! cargo run --release --example editor -- --size 8k          # the real thing
@@ -83,10 +85,13 @@ struct Split {
     decode: f64,
     wait: f64,
     upload: f64,
-    /// Kernel time from GPU timestamps, where the adapter has them.
+    /// From submission until the result was mapped.
+    on_gpu: f64,
+    /// Kernel time from GPU timestamps, where the adapter has them (part
+    /// of `on_gpu`).
     gpu: Option<f64>,
-    /// Render time less upload and kernels: submission, readback, copy out
-    /// (and the kernels themselves where there are no timestamps).
+    /// Render time less upload and `on_gpu`: the host's setting up,
+    /// submitting and copy out (on the CPU backend, the kernels too).
     rest: f64,
 }
 
@@ -145,8 +150,9 @@ fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::E
             decode: image.decode_ms,
             wait: image.wait_ms,
             upload: image.upload_ms,
+            on_gpu: image.on_gpu_ms,
             gpu: image.gpu_ms,
-            rest: image.render_ms - image.upload_ms - image.gpu_ms.unwrap_or(0.0),
+            rest: image.render_ms - image.upload_ms - image.on_gpu_ms,
         });
         out.push(Request { phase, frame, ms, failed: None, hit, joined, miss });
     }
@@ -167,9 +173,9 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     println!("\n### {label}\n");
     println!(
         "| phase | requests | hits | joined a prefetch | p50 ms | p95 ms | max ms | hit p95 ms \
-         | render: decode ms | wait ms | upload ms | GPU ms | readback + rest ms |"
+         | render: decode ms | wait ms | upload ms | on the GPU ms | of which kernels ms | host rest ms |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut phases: Vec<&str> = requests.iter().map(|r| r.phase).collect();
     phases.dedup();
     phases.push("all");
@@ -180,14 +186,14 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
         let mut hit_ms: Vec<f64> = rs.iter().filter(|r| r.hit).map(|r| r.ms).collect();
         let hit_p95 = if hit_ms.is_empty() { "-".to_string() } else { format!("{:.3}", percentile(&mut hit_ms, 0.95)) };
         let misses: Vec<&Split> = rs.iter().filter_map(|r| r.miss.as_ref()).collect();
-        // Means over the misses; "-" where there are none (or, for the GPU
-        // column, no timestamps: the kernels are then in the last column).
+        // Means over the misses; "-" where there are none (or, for the
+        // kernels column, no timestamps).
         let mean = |f: &dyn Fn(&Split) -> Option<f64>| {
             let v: Vec<f64> = misses.iter().filter_map(|m| f(m)).collect();
             if v.is_empty() { "-".to_string() } else { format!("{:.1}", v.iter().sum::<f64>() / v.len() as f64) }
         };
         println!(
-            "| {phase} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {hit_p95} | {} | {} | {} | {} | {} |",
+            "| {phase} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {hit_p95} | {} | {} | {} | {} | {} | {} |",
             rs.len(),
             rs.iter().filter(|r| r.hit).count(),
             rs.iter().filter(|r| r.joined).count(),
@@ -197,6 +203,7 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
             mean(&|m| Some(m.decode)),
             mean(&|m| Some(m.wait)),
             mean(&|m| Some(m.upload)),
+            mean(&|m| Some(m.on_gpu)),
             mean(&|m| m.gpu),
             mean(&|m| Some(m.rest)),
         );
@@ -223,16 +230,17 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
 
 /// Writes `--requests`: one row per request of each session, in order.
 fn write_requests(path: &std::path::Path, sessions: &[(&str, &[Request])]) -> Result<(), framepipe::Error> {
-    let mut csv =
-        String::from("session,request,phase,frame,ms,hit,joined,failed,decode_ms,wait_ms,upload_ms,gpu_ms,rest_ms\n");
+    let mut csv = String::from(
+        "session,request,phase,frame,ms,hit,joined,failed,decode_ms,wait_ms,upload_ms,on_gpu_ms,kernels_ms,rest_ms\n",
+    );
     for (session, requests) in sessions {
         for (i, r) in requests.iter().enumerate() {
             let split = match &r.miss {
                 Some(m) => {
                     let gpu = m.gpu.map(|g| format!("{g:.3}")).unwrap_or_default();
-                    format!("{:.3},{:.3},{:.3},{gpu},{:.3}", m.decode, m.wait, m.upload, m.rest)
+                    format!("{:.3},{:.3},{:.3},{:.3},{gpu},{:.3}", m.decode, m.wait, m.upload, m.on_gpu, m.rest)
                 }
-                None => ",,,,".to_string(),
+                None => ",,,,,".to_string(),
             };
             csv += &format!(
                 "{session},{i},{},{},{:.3},{},{},{},{split}\n",

@@ -88,6 +88,12 @@ pub struct PreviewImage {
     pub render_ms: f64,
     /// Kernel time from GPU timestamps, ms, where available.
     pub gpu_ms: Option<f64>,
+    /// From submission until the result was mapped, ms (0 on the CPU
+    /// backend): the source's copy onto the GPU, the kernels, the small
+    /// image's copy back, and any GPU work queued ahead of it (one queue,
+    /// in order: an export's frames). The rest of `render_ms` less
+    /// `upload_ms` is the host's: setting up, submitting, the copy out.
+    pub on_gpu_ms: f64,
 }
 
 /// Counters of the preview machinery.
@@ -1155,7 +1161,7 @@ impl Engine {
                     upload += copy.elapsed();
                     let r = r
                         .and_then(|()| gpu.run_preview(&s.slot, &plan, factor, &mut data))
-                        .map(|(w, h, ns)| (w, h, data, ns));
+                        .map(|(w, h, ns, on_gpu)| (w, h, data, ns, on_gpu));
                     // A slot whose frame failed may be left half-mapped:
                     // the next preview makes a new one.
                     if r.is_ok() {
@@ -1169,7 +1175,7 @@ impl Engine {
                 }
                 Backend::Cpu => {
                     let (w, h, data) = self.on_cpu_threads(|| downscale_cpu(&process_cpu(&src, &plan), factor));
-                    Ok((w, h, data, None))
+                    Ok((w, h, data, None, Duration::ZERO))
                 }
             },
         );
@@ -1178,7 +1184,7 @@ impl Engine {
         if rendered.is_err() {
             give_back(reserved.take());
         }
-        let (width, height, data, gpu_ns) = rendered?;
+        let (width, height, data, gpu_ns, on_gpu) = rendered?;
         state.renders.fetch_add(1, Ordering::SeqCst);
         if priority == Priority::Preview {
             // Before the intent goes: no export frame is let in between.
@@ -1195,6 +1201,7 @@ impl Engine {
             upload_ms: upload.as_secs_f64() * 1e3,
             render_ms: (reserve + t.elapsed().saturating_sub(waited - before)).as_secs_f64() * 1e3,
             gpu_ms: gpu_ns.map(|n| n as f64 / 1e6),
+            on_gpu_ms: on_gpu.as_secs_f64() * 1e3,
         })
     }
 

@@ -749,7 +749,9 @@ impl GpuBackend {
 
     /// Runs `plan` on one frame and reads back only its preview: the
     /// result area-averaged over `scale` x `scale` blocks, as RGBA8, into
-    /// `out` (resized to fit). Returns (width, height, GPU ns).
+    /// `out` (resized to fit). Returns (width, height, kernel ns from GPU
+    /// timestamps where the adapter has them, the time from submission
+    /// until the result was mapped).
     ///
     /// # Errors
     /// [`Error::Budget`] or [`Error::Gpu`].
@@ -759,9 +761,11 @@ impl GpuBackend {
         plan: &Plan,
         scale: u32,
         out: &mut Vec<u8>,
-    ) -> Result<(u32, u32, Option<u64>)> {
+    ) -> Result<(u32, u32, Option<u64>, std::time::Duration)> {
         self.prepare_for_preview(slot.shape, plan, scale)?;
+        let submitted = std::time::Instant::now();
         let ns = self.submit_prepared(slot, Err(scale))?.wait(slot)?;
+        let on_gpu = submitted.elapsed();
         let p = self.computes.last().expect("prepared").previews.iter().find(|p| p.scale == scale).expect("prepared");
         out.resize(p.width as usize * p.height as usize * 4, 0);
         {
@@ -770,7 +774,7 @@ impl GpuBackend {
             out.copy_from_slice(&view[..n]);
         }
         p.read.buffer.unmap();
-        Ok((p.width, p.height, ns))
+        Ok((p.width, p.height, ns, on_gpu))
     }
 
     /// Encodes and submits one frame on the newest compute set; the full
