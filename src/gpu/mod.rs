@@ -35,7 +35,7 @@ mod stream;
 
 pub use adapter::{AdapterSummary, choose, instance, list_adapters};
 pub use banding::{BAND_TARGET_BYTES, Banding};
-pub use staging::{GpuSlot, InFlight, Readback, SlotWriter};
+pub use staging::{GpuSlot, InFlight, Readback, SlotWriter, StagingMaker};
 pub use stream::{STREAM_WGSL, StreamCopy};
 
 use banding::SCRATCH_BPP;
@@ -566,10 +566,7 @@ impl GpuBackend {
     }
 
     fn check_error(&self) -> Result<()> {
-        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(e) => Err(Error::Gpu(e)),
-            None => Ok(()),
-        }
+        take_error(&self.error)
     }
 
     /// Lays out every band's kernel launches for `shape` and `plan`: the
@@ -896,6 +893,15 @@ fn pass_timestamps(
         beginning_of_pass_write_index: begin,
         end_of_pass_write_index: end,
     })
+}
+
+/// The device error wgpu reported since the last look, if any, as this
+/// operation's failure.
+fn take_error(error: &Mutex<Option<String>>) -> Result<()> {
+    match error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(e) => Err(Error::Gpu(e)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

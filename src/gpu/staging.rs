@@ -327,6 +327,54 @@ impl GpuBackend {
         shape.frame_bytes()
     }
 
+    /// A new frame slot for `shape` (see [`StagingMaker::new_slot`]).
+    ///
+    /// # Errors
+    /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
+    pub fn new_slot(&self, shape: FrameShape) -> Result<GpuSlot> {
+        self.staging_maker().new_slot(shape)
+    }
+
+    /// A new [`Readback`] for frames of `shape`.
+    ///
+    /// # Errors
+    /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
+    pub fn new_readback(&self, shape: FrameShape) -> Result<Readback> {
+        self.staging_maker().new_readback(shape)
+    }
+
+    /// What makes slots and readback buffers, apart from the backend: an
+    /// 8K slot takes 46 ms to make (wgpu zeroes its mapped memory), so an
+    /// export makes its pool without holding the backend, where previews
+    /// would wait behind it.
+    pub fn staging_maker(&self) -> StagingMaker {
+        StagingMaker {
+            device: self.device.clone(),
+            max_buffer: self.max_buffer,
+            timestamps: self.timestamps,
+            ledger: self.ledger.clone(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// Makes frame slots and readback buffers on a backend's device, counted by
+/// its ledger, without holding the backend ([`GpuBackend::staging_maker`]).
+#[derive(Clone)]
+pub struct StagingMaker {
+    device: wgpu::Device,
+    max_buffer: u64,
+    timestamps: bool,
+    ledger: Arc<crate::ledger::Ledger>,
+    error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl StagingMaker {
+    /// The budget of the ledger it counts with.
+    pub fn budget(&self) -> u64 {
+        self.ledger.budget()
+    }
+
     /// A new frame slot for `shape`, mapped and ready to be written.
     ///
     /// # Errors
@@ -336,7 +384,7 @@ impl GpuBackend {
         if bytes > self.max_buffer {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
-        let reservation = self.ledger.reserve(Self::slot_bytes(shape), "one frame slot (upload staging)")?;
+        let reservation = self.ledger.reserve(GpuBackend::slot_bytes(shape), "one frame slot (upload staging)")?;
         use wgpu::BufferUsages as U;
         let small = |label, usage| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -364,7 +412,7 @@ impl GpuBackend {
             usage: U::MAP_WRITE | U::COPY_SRC,
             mapped_at_creation: true,
         });
-        self.check_error()?;
+        super::take_error(&self.error)?;
         Ok(GpuSlot { shape, upload, timer, _reservation: reservation })
     }
 
@@ -373,7 +421,7 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
     pub fn new_readback(&self, shape: FrameShape) -> Result<Readback> {
-        let bytes = Self::readback_bytes(shape);
+        let bytes = GpuBackend::readback_bytes(shape);
         if bytes > self.max_buffer {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
@@ -384,7 +432,7 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.check_error()?;
+        super::take_error(&self.error)?;
         Ok(Readback { shape, buffer, mapped: Arc::default(), _reservation: reservation })
     }
 }

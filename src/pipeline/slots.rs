@@ -8,7 +8,7 @@ use super::{GPU_DEPTH, Shared, SlotKind, Stage, describe, ring_size};
 use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::gpu::{FrameShape, GpuBackend, GpuSlot, Readback};
+use crate::gpu::{FrameShape, GpuBackend, GpuSlot, Readback, StagingMaker};
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::Plan;
 use crate::pool::{Lease, Pool, PoolSize, auto_cap};
@@ -203,15 +203,18 @@ pub(super) struct Sizing {
     pub(super) frames: usize,
 }
 
-/// Builds the slots: GPU staging counted by the ledger, or host permits.
-pub(super) fn make_slots(
+/// Sizes the slots, under the backend lock: the kernel set for `plan` is
+/// made (or found) first, then what is left of the budget is split. The
+/// slots themselves are made by [`Sized::make`], once the lock is let go:
+/// a preview does not wait behind an export making its pool.
+pub(super) fn size_slots(
     backend: &mut Backend,
     ledger: &Arc<Ledger>,
     shape: FrameShape,
     plan: &Plan,
     identity: bool,
     Sizing { pool, threads, frames }: Sizing,
-) -> Result<Staging> {
+) -> Result<Sized> {
     let gpu: &mut GpuBackend = match backend {
         Backend::Gpu(g) if !identity => g,
         _ => {
@@ -220,7 +223,7 @@ pub(super) fn make_slots(
                 PoolSize::Auto => auto_cap(threads, false).min(frames).max(1),
             };
             let slots = (0..n).map(|_| SlotKind::Host).collect();
-            return Ok(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new() });
+            return Ok(Sized::Host(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new() }));
         }
     };
     let kernels = gpu.compute_bytes(shape, plan)?;
@@ -241,20 +244,41 @@ pub(super) fn make_slots(
     }
     let free = budget.saturating_sub(ledger.current());
     let (n, rings) = split_budget(free, slot, readback, threads, frames, pool);
-    let ring = (0..rings).map(|_| gpu.new_readback(shape)).collect::<Result<Vec<_>>>()?;
-    let made = new_slots(gpu, shape, n, threads);
-    let fit = made.iter().filter(|s| s.is_ok()).count();
-    let slots = made.into_iter().collect::<Result<Vec<_>>>().map_err(|e| match e {
-        Error::Budget(_) => Error::Budget(format!(
-            "{n} slots of {} each do not fit: {fit} fit in the {} budget beside {} of kernel buffers and a readback buffer of {}",
-            human_bytes(slot),
-            human_bytes(budget),
-            human_bytes(kernels),
-            human_bytes(readback)
-        )),
-        e => e,
-    })?;
-    Ok(Staging { slots: slots.into_iter().map(SlotKind::Gpu).collect(), slot_bytes: slot, ring })
+    Ok(Sized::Gpu { maker: gpu.staging_maker(), shape, n, rings, threads, kernels })
+}
+
+/// A pool sized, to be made.
+pub(super) enum Sized {
+    /// Host permits: nothing to make.
+    Host(Staging),
+    /// `n` GPU slots and `rings` readback buffers.
+    Gpu { maker: StagingMaker, shape: FrameShape, n: usize, rings: usize, threads: usize, kernels: u64 },
+}
+
+impl Sized {
+    /// Makes the staging, without the backend lock. Memory a preview took
+    /// since the sizing is a budget error, as a pool that did not fit.
+    pub(super) fn make(self) -> Result<Staging> {
+        let (maker, shape, n, rings, threads, kernels) = match self {
+            Sized::Host(staging) => return Ok(staging),
+            Sized::Gpu { maker, shape, n, rings, threads, kernels } => (maker, shape, n, rings, threads, kernels),
+        };
+        let ring = (0..rings).map(|_| maker.new_readback(shape)).collect::<Result<Vec<_>>>()?;
+        let made = new_slots(&maker, shape, n, threads);
+        let fit = made.iter().filter(|s| s.is_ok()).count();
+        let slot = GpuBackend::slot_bytes(shape);
+        let slots = made.into_iter().collect::<Result<Vec<_>>>().map_err(|e| match e {
+            Error::Budget(_) => Error::Budget(format!(
+                "{n} slots of {} each do not fit: {fit} fit in the {} budget beside {} of kernel buffers and a readback buffer of {}",
+                human_bytes(slot),
+                human_bytes(maker.budget()),
+                human_bytes(kernels),
+                human_bytes(GpuBackend::readback_bytes(shape))
+            )),
+            e => e,
+        })?;
+        Ok(Staging { slots: slots.into_iter().map(SlotKind::Gpu).collect(), slot_bytes: slot, ring })
+    }
 }
 
 /// `n` new slots, made on up to `threads` threads at once. A slot is
@@ -262,7 +286,7 @@ pub(super) fn make_slots(
 /// 8K slot on the H100 machine (write-combined memory across the bus),
 /// 86 ms on the 2-core VM, so 19 slots made one after another kept an 8K
 /// run from starting for 0.87 s.
-fn new_slots(gpu: &GpuBackend, shape: FrameShape, n: usize, threads: usize) -> Vec<Result<GpuSlot>> {
+fn new_slots(gpu: &StagingMaker, shape: FrameShape, n: usize, threads: usize) -> Vec<Result<GpuSlot>> {
     let per = n.div_ceil(threads.clamp(1, n.max(1)));
     if per >= n {
         return (0..n).map(|_| gpu.new_slot(shape)).collect();
