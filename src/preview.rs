@@ -481,37 +481,6 @@ struct PreviewSlot {
     holds: Option<Arc<HostFrame>>,
 }
 
-/// Preview slots kept between renders: a preview reserves one before it
-/// decodes (0.4 s at 8K) while prefetches render through another; with
-/// one kept, each of those renders made a new slot (46 ms at 8K, wgpu
-/// zeroing its mapped memory) and dropped it after.
-const KEPT_SLOTS: usize = 2;
-
-/// The preview slots kept for the next renders, most recently used last.
-#[derive(Default)]
-struct Slots(Vec<PreviewSlot>);
-
-impl Slots {
-    /// A kept slot for frames of `shape`: the one still holding `src`'s
-    /// pixels first, then one of that shape, else any (to be replaced, its
-    /// memory going back first).
-    fn take(&mut self, shape: FrameShape, src: Option<&Arc<HostFrame>>) -> Option<PreviewSlot> {
-        let holds = |s: &PreviewSlot| s.holds.as_ref().zip(src).is_some_and(|(h, src)| Arc::ptr_eq(h, src));
-        let at = (self.0.iter().rposition(|s| s.slot.shape() == shape && holds(s)))
-            .or_else(|| self.0.iter().rposition(|s| s.slot.shape() == shape))
-            .or_else(|| self.0.len().checked_sub(1))?;
-        Some(self.0.remove(at))
-    }
-
-    /// Keeps `slot`, the least recently used going past [`KEPT_SLOTS`].
-    fn put(&mut self, slot: PreviewSlot) {
-        self.0.push(slot);
-        if self.0.len() > KEPT_SLOTS {
-            self.0.remove(0);
-        }
-    }
-}
-
 /// The engine's preview state: caches, counters, prefetch, trace.
 pub(crate) struct PreviewState {
     cache: Mutex<ByteLru<PreviewKey, PreviewImage>>,
@@ -545,7 +514,7 @@ pub(crate) struct PreviewState {
     inflight: Mutex<HashMap<PreviewKey, InFlight>>,
     landed: std::sync::Condvar,
     /// Upload staging for preview sources; used only under the backend lock.
-    slot: Mutex<Slots>,
+    slot: Mutex<Option<PreviewSlot>>,
     /// When a preview last rendered on the GPU, until its memory is
     /// reclaimed.
     last_render: Mutex<Option<Instant>>,
@@ -576,7 +545,7 @@ impl PreviewState {
             threads: Mutex::default(),
             inflight: Mutex::default(),
             landed: std::sync::Condvar::new(),
-            slot: Mutex::default(),
+            slot: Mutex::new(None),
             last_render: Mutex::new(None),
             active: AtomicUsize::new(0),
             tracing: AtomicBool::new(false),
@@ -948,7 +917,7 @@ impl Engine {
             }
             *last = None;
         }
-        slot.0.clear();
+        *slot = None;
         drop(slot);
         if let Backend::Gpu(gpu) = &mut *self.core.backend.lock(Priority::Export) {
             gpu.evict_idle_sets(idle, keep);
@@ -1100,10 +1069,10 @@ impl Engine {
         // or grade arriving meanwhile cannot take either away.
         let mut reserved: Option<(PreviewSlot, SetHold)> = None;
         // A slot reserved for a preview that then fails is sound: back to
-        // the kept slots.
+        // the shared place, unless another preview has put one there since.
         let give_back = |reserved: Option<(PreviewSlot, SetHold)>| {
             if let Some((slot, _)) = reserved {
-                lock(&state.slot).put(slot);
+                lock(&state.slot).get_or_insert(slot);
                 self.core.ledger.hand_over();
             }
         };
@@ -1132,8 +1101,7 @@ impl Engine {
                                     "a preview of one {width}x{height} {format} frame (slot and kernel buffers)"
                                 );
                                 self.core.ledger.check_fits(need, &what)?;
-                                let held =
-                                    reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take(shape, None));
+                                let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
                                 let slot = fitted_slot(gpu, held, shape)?;
                                 *lock(&state.last_render) = Some(Instant::now());
                                 let r = gpu.prepare_for_preview(shape, &plan, factor);
@@ -1178,7 +1146,7 @@ impl Engine {
                 Backend::Gpu(gpu) => {
                     let (held, _hold) = match reserved.take() {
                         Some((slot, hold)) => (Some(slot), Some(hold)),
-                        None => (lock(&state.slot).take(FrameShape::of(&src), Some(&src)), None),
+                        None => (lock(&state.slot).take(), None),
                     };
                     let mut s = fitted_slot(gpu, held, FrameShape::of(&src))?;
                     let mut data = Vec::new();
@@ -1198,7 +1166,7 @@ impl Engine {
                     // the next preview makes a new one.
                     if r.is_ok() {
                         s.holds = Some(src.clone());
-                        lock(&state.slot).put(s);
+                        *lock(&state.slot) = Some(s);
                         // A preview waiting for memory takes this slot.
                         self.core.ledger.hand_over();
                     }
