@@ -63,7 +63,7 @@ use crossbeam_channel::{Sender, bounded, unbounded};
 pub(crate) use clock::Clock;
 pub(crate) use slots::check_one_frame_fits;
 pub use slots::split_budget;
-use slots::{Sized, Sizing, Staging, size_slots};
+use slots::{Sizing, Staging, size_slots};
 use stages::Ctx;
 
 use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
@@ -433,15 +433,31 @@ pub(crate) fn run(
     // A pool that does not fit beside what an active editor's previews
     // hold waits for them to go quiet and give it back (the export yields,
     // never the preview); one that does not fit the budget is the error.
+    // Memory taken between the sizing and the making (a preview, another
+    // run on the engine) is a race, not a pool that does not fit: sized
+    // again from what is left, a few times.
+    let mut raced = 0;
     let Staging { slots, slot_bytes, ring } = loop {
         let mark = ledger.mark();
         let mut backend = engine.backend().lock(Priority::Export);
         let sizing = Sizing { pool: pool_size, threads: busy, frames: total };
-        let sized = size_slots(&mut backend, ledger, shape, &plan, identity, sizing);
+        let planned = size_slots(&mut backend, ledger, shape, &plan, identity, sizing);
         // Released first: reclaiming takes the backend too, and previews
         // must not wait while the slots are made (46 ms per 8K slot).
         drop(backend);
-        let made = sized.and_then(Sized::make);
+        let made = match planned {
+            Ok(planned) => {
+                let fitted = planned.fitted();
+                match planned.make() {
+                    Err(Error::Budget(_)) if fitted && raced < 5 => {
+                        raced += 1;
+                        continue;
+                    }
+                    made => made,
+                }
+            }
+            Err(e) => Err(e),
+        };
         match made {
             Err(Error::Budget(_)) if engine.preview_memory_held() => {
                 // Cancelled while waiting: a run that started no frame.

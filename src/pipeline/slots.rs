@@ -205,7 +205,7 @@ pub(super) struct Sizing {
 
 /// Sizes the slots, under the backend lock: the kernel set for `plan` is
 /// made (or found) first, then what is left of the budget is split. The
-/// slots themselves are made by [`Sized::make`], once the lock is let go:
+/// slots themselves are made by [`PoolPlan::make`], once the lock is let go:
 /// a preview does not wait behind an export making its pool.
 pub(super) fn size_slots(
     backend: &mut Backend,
@@ -214,7 +214,7 @@ pub(super) fn size_slots(
     plan: &Plan,
     identity: bool,
     Sizing { pool, threads, frames }: Sizing,
-) -> Result<Sized> {
+) -> Result<PoolPlan> {
     let gpu: &mut GpuBackend = match backend {
         Backend::Gpu(g) if !identity => g,
         _ => {
@@ -223,7 +223,7 @@ pub(super) fn size_slots(
                 PoolSize::Auto => auto_cap(threads, false).min(frames).max(1),
             };
             let slots = (0..n).map(|_| SlotKind::Host).collect();
-            return Ok(Sized::Host(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new() }));
+            return Ok(PoolPlan::Host(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new() }));
         }
     };
     let kernels = gpu.compute_bytes(shape, plan)?;
@@ -244,24 +244,38 @@ pub(super) fn size_slots(
     }
     let free = budget.saturating_sub(ledger.current());
     let (n, rings) = split_budget(free, slot, readback, threads, frames, pool);
-    Ok(Sized::Gpu { maker: gpu.staging_maker(), shape, n, rings, threads, kernels })
+    let fitted = n as u64 * slot + rings as u64 * readback <= free;
+    Ok(PoolPlan::Gpu { maker: gpu.staging_maker(), shape, n, rings, threads, kernels, fitted })
 }
 
 /// A pool sized, to be made.
-pub(super) enum Sized {
+pub(super) enum PoolPlan {
     /// Host permits: nothing to make.
     Host(Staging),
-    /// `n` GPU slots and `rings` readback buffers.
-    Gpu { maker: StagingMaker, shape: FrameShape, n: usize, rings: usize, threads: usize, kernels: u64 },
+    /// `n` GPU slots and `rings` readback buffers; `fitted`: they fit in
+    /// what was free when sized (a fixed pool may not).
+    Gpu { maker: StagingMaker, shape: FrameShape, n: usize, rings: usize, threads: usize, kernels: u64, fitted: bool },
 }
 
-impl Sized {
-    /// Makes the staging, without the backend lock. Memory a preview took
-    /// since the sizing is a budget error, as a pool that did not fit.
+impl PoolPlan {
+    /// Whether what it will make fit in the budget when it was sized: a
+    /// budget error in [`make`](Self::make) is then another's taking.
+    pub(super) fn fitted(&self) -> bool {
+        match self {
+            PoolPlan::Host(_) => true,
+            PoolPlan::Gpu { fitted, .. } => *fitted,
+        }
+    }
+
+    /// Makes the staging, without the backend lock. Memory taken since the
+    /// sizing (a preview, another run) makes it a budget error: the caller
+    /// sizes again.
     pub(super) fn make(self) -> Result<Staging> {
         let (maker, shape, n, rings, threads, kernels) = match self {
-            Sized::Host(staging) => return Ok(staging),
-            Sized::Gpu { maker, shape, n, rings, threads, kernels } => (maker, shape, n, rings, threads, kernels),
+            PoolPlan::Host(staging) => return Ok(staging),
+            PoolPlan::Gpu { maker, shape, n, rings, threads, kernels, .. } => {
+                (maker, shape, n, rings, threads, kernels)
+            }
         };
         let ring = (0..rings).map(|_| maker.new_readback(shape)).collect::<Result<Vec<_>>>()?;
         let made = new_slots(&maker, shape, n, threads);
