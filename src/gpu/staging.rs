@@ -353,7 +353,6 @@ impl GpuBackend {
             max_buffer: self.max_buffer,
             timestamps: self.timestamps,
             ledger: self.ledger.clone(),
-            error: self.error.clone(),
         }
     }
 }
@@ -366,7 +365,6 @@ pub struct StagingMaker {
     max_buffer: u64,
     timestamps: bool,
     ledger: Arc<crate::ledger::Ledger>,
-    error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl StagingMaker {
@@ -385,6 +383,12 @@ impl StagingMaker {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
         let reservation = self.ledger.reserve(GpuBackend::slot_bytes(shape), "one frame slot (upload staging)")?;
+        let (upload, timer) = self.scoped(|| self.slot_buffers(bytes))?;
+        Ok(GpuSlot { shape, upload, timer, _reservation: reservation })
+    }
+
+    /// A slot's upload buffer and timestamp queries.
+    fn slot_buffers(&self, bytes: u64) -> (wgpu::Buffer, Option<SlotTimer>) {
         use wgpu::BufferUsages as U;
         let small = |label, usage| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -412,8 +416,7 @@ impl StagingMaker {
             usage: U::MAP_WRITE | U::COPY_SRC,
             mapped_at_creation: true,
         });
-        super::take_error(&self.error)?;
-        Ok(GpuSlot { shape, upload, timer, _reservation: reservation })
+        (upload, timer)
     }
 
     /// A new [`Readback`] for frames of `shape`.
@@ -426,13 +429,31 @@ impl StagingMaker {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
         let reservation = self.ledger.reserve(bytes, "one readback staging buffer")?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback staging"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        super::take_error(&self.error)?;
+        let buffer = self.scoped(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback staging"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
         Ok(Readback { shape, buffer, mapped: Arc::default(), _reservation: reservation })
+    }
+
+    /// Runs `make` inside error scopes of this thread's own: it runs
+    /// beside other work on the device (a preview holding the backend), and
+    /// each must get its own errors, not take the other's from the shared
+    /// uncaptured-error slot.
+    fn scoped<T>(&self, make: impl FnOnce() -> T) -> Result<T> {
+        use wgpu::ErrorFilter as F;
+        let scopes = [F::Internal, F::OutOfMemory, F::Validation].map(|f| self.device.push_error_scope(f));
+        let made = make();
+        // Popped innermost first; native scopes resolve at once.
+        let errors: Vec<wgpu::Error> = scopes.into_iter().rev().filter_map(|s| pollster::block_on(s.pop())).collect();
+        match errors.first() {
+            // One line, as the uncaptured errors are.
+            Some(e) => Err(Error::Gpu(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))),
+            None => Ok(made),
+        }
     }
 }
