@@ -382,7 +382,29 @@ impl StagingMaker {
         if bytes > self.max_buffer {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
-        let reservation = self.ledger.reserve(GpuBackend::slot_bytes(shape), "one frame slot (upload staging)")?;
+        let reservation = self.reserve_slot(shape)?;
+        self.new_slot_in(shape, reservation)
+    }
+
+    /// The ledger's share for one slot of `shape`, taken now: a caller
+    /// that decides under a lock whether a slot fits takes its memory there
+    /// and makes it after ([`StagingMaker::new_slot_in`]).
+    ///
+    /// # Errors
+    /// [`Error::Budget`] when the ledger refuses it.
+    pub fn reserve_slot(&self, shape: FrameShape) -> Result<crate::ledger::Reservation> {
+        self.ledger.reserve(GpuBackend::slot_bytes(shape), "one frame slot (upload staging)")
+    }
+
+    /// A new frame slot for `shape` in memory already reserved for it.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`].
+    pub fn new_slot_in(&self, shape: FrameShape, reservation: crate::ledger::Reservation) -> Result<GpuSlot> {
+        let bytes = shape.frame_bytes();
+        if bytes > self.max_buffer {
+            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
+        }
         let (upload, timer) = self.scoped(|| self.slot_buffers(bytes))?;
         Ok(GpuSlot { shape, upload, timer, _reservation: reservation })
     }

@@ -106,12 +106,14 @@ fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64,
         return;
     }
     let backend = engine.backend().lock(Priority::Export);
-    // Asked again under the lock: a preview may have come since.
-    if let Backend::Gpu(g) = &*backend
-        && wanted()
-        && room()
-        && let Ok(s) = g.new_slot(shape)
-    {
+    // Asked again under the lock: a preview may have come since. The
+    // memory is taken under it; the slot is made after (46 ms at 8K), so
+    // a preview asked meanwhile does not wait for it.
+    let Backend::Gpu(g) = &*backend else { return };
+    let maker = g.staging_maker();
+    let Some(reservation) = (wanted() && room()).then(|| maker.reserve_slot(shape).ok()).flatten() else { return };
+    drop(backend);
+    if let Ok(s) = maker.new_slot_in(shape, reservation) {
         let _ = pool.replenish(SlotKind::Gpu(s));
     }
 }
