@@ -378,12 +378,18 @@ impl StagingMaker {
     /// # Errors
     /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
     pub fn new_slot(&self, shape: FrameShape) -> Result<GpuSlot> {
-        let bytes = shape.frame_bytes();
+        // Said before the budget's refusal: no budget makes it fit.
+        self.check_size(shape.frame_bytes())?;
+        let reservation = self.reserve_slot(shape)?;
+        self.new_slot_in(shape, reservation)
+    }
+
+    /// A buffer of `bytes` is one the adapter can make.
+    fn check_size(&self, bytes: u64) -> Result<()> {
         if bytes > self.max_buffer {
             return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
         }
-        let reservation = self.reserve_slot(shape)?;
-        self.new_slot_in(shape, reservation)
+        Ok(())
     }
 
     /// The ledger's share for one slot of `shape`, taken now: a caller
@@ -402,9 +408,7 @@ impl StagingMaker {
     /// [`Error::Gpu`].
     pub fn new_slot_in(&self, shape: FrameShape, reservation: crate::ledger::Reservation) -> Result<GpuSlot> {
         let bytes = shape.frame_bytes();
-        if bytes > self.max_buffer {
-            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
-        }
+        self.check_size(bytes)?;
         let (upload, timer) = self.scoped(|| self.slot_buffers(bytes))?;
         Ok(GpuSlot { shape, upload, timer, _reservation: reservation })
     }
@@ -447,9 +451,7 @@ impl StagingMaker {
     /// [`Error::Budget`] when the ledger refuses it, or [`Error::Gpu`].
     pub fn new_readback(&self, shape: FrameShape) -> Result<Readback> {
         let bytes = GpuBackend::readback_bytes(shape);
-        if bytes > self.max_buffer {
-            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
-        }
+        self.check_size(bytes)?;
         let reservation = self.ledger.reserve(bytes, "one readback staging buffer")?;
         let buffer = self.scoped(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
