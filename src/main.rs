@@ -140,10 +140,10 @@ struct OpArgs {
     #[arg(long, value_name = "STOPS")]
     exposure: Option<f64>,
     /// 3x3 color matrix, row-major: a,b,c,d,e,f,g,h,i.
-    #[arg(long, allow_hyphen_values = true, value_name = "A,..,I")]
+    #[arg(long, value_name = "A,..,I")]
     matrix: Option<String>,
     /// RGB offset added after the matrix: r,g,b.
-    #[arg(long, allow_hyphen_values = true, value_name = "R,G,B")]
+    #[arg(long, value_name = "R,G,B")]
     offset: Option<String>,
     /// Contrast slope around the pivot.
     #[arg(long, value_name = "C")]
@@ -373,22 +373,24 @@ fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// `--option -1e-3` as `--option=-1e-3`: a long option followed by a
-/// negative number in any form Rust reads (`-1e-3`, `-.5`, `-5`) takes it
-/// as its value. clap takes only `-0.5`-like forms as negative numbers; an
-/// option told to take any value starting with `-` would instead take the
-/// next option when its own value is left out (`--exposure --blur 2`)
-/// and report the `2`, where now clap says the value is missing.
-fn attach_negative_values(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let negative = |a: &std::ffi::OsString| a.to_str().is_some_and(|s| s.starts_with('-') && s.parse::<f64>().is_ok());
+/// `--option -1e-3` as `--option=-1e-3`: an option whose value may be a
+/// number (`numeric`) followed by a negative number in any form Rust reads
+/// (`-1e-3`, `-.5`, `-5`), or a list of them (`-1,0,0`), takes it as its
+/// value. clap takes only `-0.5`-like forms as negative numbers; an option
+/// told to take any value starting with `-` would instead take the next
+/// option when its own value is left out (`--exposure --blur 2`) and report
+/// the `2`, where now clap says the value is missing.
+fn attach_negative_values(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    numeric: &std::collections::HashSet<String>,
+) -> Vec<std::ffi::OsString> {
+    let negative = |a: &std::ffi::OsString| {
+        a.to_str().is_some_and(|s| s.starts_with('-') && s.split(',').all(|n| n.trim().parse::<f64>().is_ok()))
+    };
     let mut out: Vec<std::ffi::OsString> = Vec::new();
     let mut ended = false;
     for arg in args {
-        let takes = !ended
-            && out
-                .last()
-                .and_then(|l| l.to_str())
-                .is_some_and(|l| l.starts_with("--") && l.len() > 2 && !l.contains('='));
+        let takes = !ended && out.last().and_then(|l| l.to_str()).is_some_and(|l| numeric.contains(l));
         if takes && negative(&arg) {
             let last = out.last_mut().expect("an option before");
             last.push("=");
@@ -398,6 +400,24 @@ fn attach_negative_values(args: impl IntoIterator<Item = std::ffi::OsString>) ->
         ended |= arg == "--";
         out.push(arg);
     }
+    out
+}
+
+/// Every subcommand's long options (and visible aliases) that take a value
+/// which is not a file name: a file may be named `-5`, but only when said
+/// so (`--json=-5`).
+fn numeric_options() -> std::collections::HashSet<String> {
+    fn walk(cmd: &clap::Command, out: &mut std::collections::HashSet<String>) {
+        for arg in cmd.get_arguments() {
+            let file = arg.get_value_parser().type_id() == std::any::TypeId::of::<PathBuf>();
+            if arg.get_action().takes_values() && !file {
+                out.extend(arg.get_long_and_visible_aliases().into_iter().flatten().map(|l| format!("--{l}")));
+            }
+        }
+        cmd.get_subcommands().for_each(|sub| walk(sub, out));
+    }
+    let mut out = std::collections::HashSet::new();
+    walk(&<Cli as clap::CommandFactory>::command(), &mut out);
     out
 }
 
@@ -412,7 +432,7 @@ fn main() -> ExitCode {
             crash(info)
         }
     }));
-    let cli = match Cli::try_parse_from(attach_negative_values(std::env::args_os())) {
+    let cli = match Cli::try_parse_from(attach_negative_values(std::env::args_os(), &numeric_options())) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

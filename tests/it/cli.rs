@@ -98,6 +98,18 @@ fn negative_values_in_every_float_form() {
             .code(2)
             .stderr(contains("a value is required for '--blur"));
     }
+    framepipe()
+        .args(["process", &input, "-o", &out, "--matrix", "--overwrite"])
+        .assert()
+        .code(2)
+        .stderr(contains("a value is required for '--matrix"));
+    // Lists start with their first number; flags take no value; a file is
+    // named -5 only when said so (--json=-5); help is help.
+    let flip = ["--matrix", "-1,0,0,0,1,0,0,0,1", "--offset", "-0.5,0,0"];
+    framepipe().args(["process", &input, "-o", &out, "--overwrite", "-q"]).args(flip).assert().success();
+    framepipe().args(["process", &input, "-o", &out, "--overwrite", "--json", "-5"]).assert().code(2);
+    assert!(!Path::new("-5").exists());
+    framepipe().args(["process", "--help", "-5"]).assert().success().stdout(contains("--exposure"));
     // A negative whole number is a value too, refused by its range.
     framepipe()
         .args(["process", &input, "-o", &out, "--jpeg-quality", "-5"])
