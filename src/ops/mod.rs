@@ -101,9 +101,7 @@ impl Op {
             if v.is_finite() && (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                // 1e300 as written, not as 301 digits.
-                let shown = if v != 0.0 && !(1e-6..1e9).contains(&v.abs()) { format!("{v:e}") } else { v.to_string() };
-                Err(Error::invalid(what, shown, format!("{lo} ≤ {what} ≤ {hi}")))
+                Err(Error::invalid(what, short(v), format!("{lo} ≤ {what} ≤ {hi}")))
             }
         }
         match self {
@@ -203,13 +201,13 @@ impl OpGraph {
     }
 }
 
-/// A value as a log shows it: `0` for either zero, plain digits for the
-/// usual sizes, an exponent for the very small or large (`1e-300`, not
-/// three hundred zeros).
+/// A value as logs and errors show it: `0` for either zero, plain digits
+/// for the usual sizes, an exponent for the very small or large (`1e300`
+/// as written, not as 301 digits).
 fn short(v: f64) -> String {
     if v == 0.0 {
         "0".into()
-    } else if (1e-4..1e15).contains(&v.abs()) {
+    } else if (1e-6..1e9).contains(&v.abs()) {
         format!("{v}")
     } else {
         format!("{v:e}")
