@@ -861,7 +861,6 @@ fn run_sequential(
         decode.wait_out += held.elapsed();
         if cancel.is_cancelled() {
             report.frames_skipped = total - i;
-            report.cancelled = true;
             break;
         }
         let n = frame.number;
@@ -943,6 +942,9 @@ fn run_sequential(
     }
     report.frames_written = report.frames.len();
     report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
+    // A cancel that came while the last frame was under way is still a
+    // cancelled run (exit 130), as the pipeline reports it.
+    report.cancelled = cancel.is_cancelled();
     report.seconds = started.elapsed().as_secs_f64();
     report.fps = report.frames_written as f64 / report.seconds.max(1e-9);
     let mut clocks = vec![("decode", vec![decode])];

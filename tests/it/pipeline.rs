@@ -352,6 +352,35 @@ fn cancel_stops_taking_frames() {
     assert_eq!(report.frames_written + report.frames_skipped, 200);
 }
 
+/// A cancel that arrives while the last frame is under way still marks the
+/// run cancelled (the CLI exits 130, as a shell expects after Ctrl-C), in
+/// the pipeline and the one-frame-at-a-time path alike.
+#[test]
+fn cancel_during_the_last_frame_is_reported_by_both_paths() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 3, 32, 24);
+    let e = engine(BackendKind::Cpu, PoolSize::Fixed(2), 1, 2 << 30);
+    for (i, sequential) in [false, true].into_iter().enumerate() {
+        let job = Job::new(input.as_str(), t.path().join(format!("l{i}/o_%03d.png")).display().to_string(), graph());
+        let prepared = framepipe::prepare(&job).unwrap();
+        let cancel = Cancel::default();
+        let handle = cancel.clone();
+        let mut progress = |p: framepipe::Progress<'_>| {
+            if let framepipe::Progress::Done { finished: 3, .. } = p {
+                handle.cancel();
+            }
+        };
+        let report = if sequential {
+            e.run_sequential(&job, &prepared, &cancel, &mut progress)
+        } else {
+            e.run(&job, &prepared, &cancel, &mut progress)
+        }
+        .unwrap();
+        assert!(report.cancelled, "sequential: {sequential}");
+        assert_eq!((report.frames_written, report.frames_skipped), (3, 0), "sequential: {sequential}");
+    }
+}
+
 fn peak_rss(dir: &Path, input: &str, frames: u32, backend: &str) -> u64 {
     let json = dir.join(format!("r{frames}{backend}.json"));
     Command::cargo_bin("framepipe")
