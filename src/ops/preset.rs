@@ -228,9 +228,13 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
                 let line = &text[text[..at].rfind('\n').map_or(0, |n| n + 1)..at];
                 let before = line.trim_end().chars().next_back();
                 let after = text[at + form.len()..].trim_start();
-                !line.contains('#')
-                    && before.is_none_or(|c| c == '{' || c == ',')
-                    && (after.starts_with('=') || after.starts_with('.'))
+                let set =
+                    before.is_none_or(|c| c == '{' || c == ',') && (after.starts_with('=') || after.starts_with('.'));
+                // Or a sub-table of the op, `[op.key]` (or deeper).
+                let table = line.trim_start().starts_with('[')
+                    && before == Some('.')
+                    && (after.starts_with(']') || after.starts_with('.'));
+                !line.contains('#') && (set || table)
             })
         })
         .collect();
@@ -244,6 +248,12 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse_preset(text, Path::new("p.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_sub_table_of_an_op_is_named_at_its_own_header() {
+        let text = "[[op]]\ntype = \"blur\"\nsigma = 2.0\n\n[op.extra]\nx = 1\n";
+        assert!(error(text).contains("op 1 (line 5) (blur): extra"), "{}", error(text));
     }
 
     #[test]
