@@ -572,42 +572,57 @@ fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
     let mut sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
+    let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
+    let stream = job.output == "-";
+    let targets = if stream { stream_targets(job, &sequence)? } else { file_targets(job, &mut sequence, &reads)? };
     // Grey sources make grey outputs (where the ops keep them grey), as
     // the first frame whose header reads says.
-    let first_of = |sequence: &Sequence| {
-        let first = sequence.frames.iter().find_map(|f| crate::io::probe_info(&f.path, &job.limits).ok());
-        (first, EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode })
-    };
-    let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
-    if job.output == "-" {
-        // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
-        if job.stream_format == OutputFormat::Tiff {
-            return Err(Error::invalid(
-                "stream format",
-                "tiff",
-                "raw, png, jpeg or qoi (a TIFF stream cannot be split)",
-            ));
-        }
-        let outputs = vec![PathBuf::from("-"); sequence.frames.len()];
-        let (made, format) = (Default::default(), job.stream_format);
-        if job.skip_existing {
-            return Err(Error::invalid("--skip-existing", "with -o -", "file outputs: a stream has none to keep"));
-        }
-        let (existing, stale_partials) = (Vec::new(), Vec::new());
-        let (first, encode) = first_of(&sequence);
-        return Ok(PreparedJob {
-            sequence,
-            outputs,
-            format,
-            stream: true,
-            first,
-            encode,
-            existing,
-            reads,
-            stale_partials,
-            _made: made,
-        });
+    let first = sequence.frames.iter().find_map(|f| crate::io::probe_info(&f.path, &job.limits).ok());
+    let encode = EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode };
+    Ok(PreparedJob {
+        sequence,
+        outputs: targets.outputs,
+        format: targets.format,
+        stream,
+        first,
+        encode,
+        existing: targets.existing,
+        reads,
+        stale_partials: targets.stale_partials,
+        _made: targets.made,
+    })
+}
+
+/// Where a prepared job's frames go, as [`prepare`] decided.
+struct Targets {
+    outputs: Vec<PathBuf>,
+    format: OutputFormat,
+    existing: Vec<u64>,
+    stale_partials: Vec<PathBuf>,
+    made: std::sync::Arc<crate::io::MadeDirs>,
+}
+
+/// The targets of a job written to one stream (output `-`).
+fn stream_targets(job: &Job, sequence: &Sequence) -> Result<Targets> {
+    // FFmpeg (image2pipe, tiff_pipe) cannot split concatenated TIFFs.
+    if job.stream_format == OutputFormat::Tiff {
+        return Err(Error::invalid("stream format", "tiff", "raw, png, jpeg or qoi (a TIFF stream cannot be split)"));
     }
+    if job.skip_existing {
+        return Err(Error::invalid("--skip-existing", "with -o -", "file outputs: a stream has none to keep"));
+    }
+    Ok(Targets {
+        outputs: vec![PathBuf::from("-"); sequence.frames.len()],
+        format: job.stream_format,
+        existing: Vec::new(),
+        stale_partials: Vec::new(),
+        made: Default::default(),
+    })
+}
+
+/// The targets of a job written to files, every one checked; frames whose
+/// output is kept ([`Job::skip_existing`]) leave `sequence`.
+fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) -> Result<Targets> {
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
     }
@@ -670,19 +685,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     }
     // Every check passed: the run will write here.
     let stale_partials = crate::io::remove_stale_partials(&out_dir);
-    let (first, encode) = first_of(&sequence);
-    Ok(PreparedJob {
-        sequence,
-        outputs,
-        format,
-        stream: false,
-        first,
-        encode,
-        existing,
-        reads,
-        stale_partials,
-        _made: made,
-    })
+    Ok(Targets { outputs, format, existing, stale_partials, made })
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
