@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
-use framepipe::gpu::{FrameShape, GpuBackend};
+use framepipe::gpu::FrameShape;
 use framepipe::io::EncodeOptions;
 use framepipe::ledger::human_bytes;
 use framepipe::preview::{PreviewStats, Scale};
@@ -159,13 +159,18 @@ fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::E
     Ok(out)
 }
 
-/// The `p` quantile of `v`; NaN when it is empty (every request failed).
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+/// The `p` quantile of `v`; none when it is empty (every request failed).
+fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
     if v.is_empty() {
-        return f64::NAN;
+        return None;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
+    Some(v[((v.len() as f64 - 1.0) * p).round() as usize])
+}
+
+/// A figure with `digits` decimals, or "-" where there is none.
+fn fixed(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
 }
 
 fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
@@ -184,7 +189,7 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
             requests.iter().filter(|r| (phase == "all" || r.phase == phase) && r.failed.is_none()).collect();
         let mut ms: Vec<f64> = rs.iter().map(|r| r.ms).collect();
         let mut hit_ms: Vec<f64> = rs.iter().filter(|r| r.hit).map(|r| r.ms).collect();
-        let hit_p95 = if hit_ms.is_empty() { "-".to_string() } else { format!("{:.3}", percentile(&mut hit_ms, 0.95)) };
+        let hit_p95 = fixed(percentile(&mut hit_ms, 0.95), 3);
         let misses: Vec<&Split> = rs.iter().filter_map(|r| r.miss.as_ref()).collect();
         // Means over the misses; "-" where there are none (or, for the
         // kernels column, no timestamps).
@@ -193,13 +198,13 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
             if v.is_empty() { "-".to_string() } else { format!("{:.1}", v.iter().sum::<f64>() / v.len() as f64) }
         };
         println!(
-            "| {phase} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {hit_p95} | {} | {} | {} | {} | {} | {} |",
+            "| {phase} | {} | {} | {} | {} | {} | {} | {hit_p95} | {} | {} | {} | {} | {} | {} |",
             rs.len(),
             rs.iter().filter(|r| r.hit).count(),
             rs.iter().filter(|r| r.joined).count(),
-            percentile(&mut ms, 0.5),
-            percentile(&mut ms, 0.95),
-            percentile(&mut ms, 1.0),
+            fixed(percentile(&mut ms, 0.5), 2),
+            fixed(percentile(&mut ms, 0.95), 2),
+            fixed(percentile(&mut ms, 1.0), 2),
             mean(&|m| Some(m.decode)),
             mean(&|m| Some(m.wait)),
             mean(&|m| Some(m.upload)),
@@ -367,16 +372,17 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
         Some(i) => i.clone(),
         None => {
             let (width, height) = parse_size(&args.size)?;
-            // A budget one frame's slot cannot fit in is found before the
-            // plates are made (minutes at 8K), not by the first preview.
+            // A budget no preview fits in is found before the plates are
+            // made (minutes at 8K), not by the first preview.
             let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
-            if GpuBackend::slot_bytes(shape) > args.budget
-                && Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?.backend_name() == "gpu"
+            let engine = Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
+            if let Some(need) = engine.preview_vram(shape, &grade(0.0))?
+                && need > args.budget
             {
                 return Err(framepipe::Error::Budget(format!(
-                    "--budget {} cannot hold one {width}x{height} frame, which needs {} for its slot alone",
+                    "--budget {} cannot hold a preview of one {width}x{height} frame, which needs {} (slot and kernel buffers)",
                     human_bytes(args.budget),
-                    human_bytes(GpuBackend::slot_bytes(shape))
+                    human_bytes(need)
                 )));
             }
             let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();
@@ -472,23 +478,30 @@ fn run(
     let (idle_p95, busy_p95) = (p95(&quiet, None), p95(&requests, None));
     let hits = |rs: &[Request]| {
         let mut ms: Vec<f64> = rs.iter().filter(|r| r.hit).map(|r| r.ms).collect();
-        if ms.is_empty() { f64::NAN } else { percentile(&mut ms, 0.95) }
+        percentile(&mut ms, 0.95)
     };
     println!(
         "
 ### Summary
 "
     );
+    let ratio = idle_p95.zip(busy_p95).map(|(idle, busy)| busy / idle);
     println!(
-        "- preview p95 with an export running / idle: {busy_p95:.2} / {idle_p95:.2} ms = {:.2}x (target ≤ 1.5x)",
-        busy_p95 / idle_p95
+        "- preview p95 with an export running / idle: {} / {} ms = {}x (target ≤ 1.5x)",
+        fixed(busy_p95, 2),
+        fixed(idle_p95, 2),
+        fixed(ratio, 2)
     );
     println!(
-        "- slider drag p95 (same frame, new grade each time): idle {:.2} ms, export running {:.2} ms (target < 30 ms)",
-        p95(&quiet, Some("slider drag")),
-        p95(&requests, Some("slider drag"))
+        "- slider drag p95 (same frame, new grade each time): idle {} ms, export running {} ms (target < 30 ms)",
+        fixed(p95(&quiet, Some("slider drag")), 2),
+        fixed(p95(&requests, Some("slider drag")), 2)
     );
-    println!("- cache hit p95: idle {:.3} ms, export running {:.3} ms (target < 1 ms)", hits(&quiet), hits(&requests));
+    println!(
+        "- cache hit p95: idle {} ms, export running {} ms (target < 1 ms)",
+        fixed(hits(&quiet), 3),
+        fixed(hits(&requests), 3)
+    );
     // After the summary: a file that cannot be written loses only itself.
     if let Some(path) = &args.requests {
         write_requests(path, &[("idle", &quiet), ("export", &requests)])?;

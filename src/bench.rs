@@ -155,6 +155,10 @@ pub fn table(runs: &[PoolRun]) -> String {
     let rows: Vec<[String; 9]> = summarize(runs)
         .into_iter()
         .map(|(req, slots, median, min, max, m)| {
+            // Peaks are the highest of the pool size's runs (the CSV has
+            // each run's), the rest the median run's.
+            let peak = |of: fn(&PoolRun) -> u64| runs.iter().filter(|r| r.requested == req).map(of).max();
+            let (vram, rss) = (peak(|r| r.vram_peak).unwrap_or(0), peak(|r| r.rss_peak).unwrap_or(0));
             [
                 req.to_string(),
                 slots.to_string(),
@@ -162,8 +166,8 @@ pub fn table(runs: &[PoolRun]) -> String {
                 format!("({min:.3} - {max:.3})"),
                 format!("{:.0} %", 100.0 * m.efficiency),
                 m.bottleneck.clone(),
-                human_bytes(m.vram_peak),
-                human_bytes(m.rss_peak),
+                human_bytes(vram),
+                human_bytes(rss),
                 format!("{:.2} s", m.slot_wait_s),
             ]
         })
@@ -268,11 +272,14 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
             let v = ymax * i as f64 / 4.0;
             let _ = writeln!(
                 s,
-                r##"<text x="{}" y="{:.1}" text-anchor="end">{:.2}</text><line x1="{left}" y1="{1:.1}" x2="{}" y2="{1:.1}" stroke="#eee"/>"##,
+                // The label's baseline sits a little below its gridline,
+                // so the text is centred on the value.
+                r##"<line x1="{left}" y1="{:.1}" x2="{}" y2="{0:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{:.2}</text>"##,
+                y(v),
+                left + panel_w,
                 left - 6.0,
                 y(v) + 4.0,
-                v,
-                left + panel_w
+                v
             );
         }
         for (i, r) in sums.iter().enumerate() {

@@ -320,7 +320,7 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
 
 /// `1.50 GiB`, `12.0 MiB`, `512 B`.
 pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = b as f64;
     let mut u = 0;
     while v >= 1024.0 && u + 1 < UNITS.len() {

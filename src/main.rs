@@ -88,7 +88,9 @@ OPERATIONS
   covers all four channels.
 
 PATTERNS
-  shot_%04d.png, shot.####.png, or a directory holding one numbered sequence. Output numbers
+  shot_%04d.png, shot.####.png, or a directory holding one numbered sequence. %4d pads with
+  zeros as %04d does; %% is a literal %, and beside a %d field so is # (take#2_%04d.png).
+  Frame numbers run from 0 up: a negative one (shot_-001.png) is refused. Output numbers
   keep the input numbers; the output extension picks the format (png, jpg, tif, qoi). 16-bit
   sources stay 16-bit in PNG and TIFF.
 
@@ -172,7 +174,8 @@ struct BenchPoolArgs {
     /// Pool sizes to compare.
     #[arg(long, action = clap::ArgAction::Set, value_delimiter = ',', default_value = "1,2,4,8,auto", allow_hyphen_values = true)]
     pools: Vec<PoolSize>,
-    /// Runs per pool size (the chart shows the spread).
+    /// Runs per pool size: the table shows the median run's frames/s with
+    /// the range, and the highest peaks; the chart and CSV every run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
     /// VRAM budget: 512MiB, 2GiB, 1.5GB.
@@ -375,8 +378,8 @@ fn exit_now(code: i32) -> ! {
 
 /// `--option -1e-3` as `--option=-1e-3`: an option whose value may be a
 /// number (`numeric`) followed by a negative number in any form Rust reads
-/// (`-1e-3`, `-.5`, `-5`), or a list of them (`-1,0,0`), takes it as its
-/// value. clap takes only `-0.5`-like forms as negative numbers; an option
+/// (`-1e-3`, `-.5`, `-5`), a list of them (`-1,0,0`), or what starts as
+/// one (`-1GiB`), takes it as its value. clap takes only `-0.5`-like forms as negative numbers; an option
 /// told to take any value starting with `-` would instead take the next
 /// option when its own value is left out (`--exposure --blur 2`) and report
 /// the `2`, where now clap says the value is missing.
@@ -384,8 +387,14 @@ fn attach_negative_values(
     args: impl IntoIterator<Item = std::ffi::OsString>,
     numeric: &std::collections::HashSet<String>,
 ) -> Vec<std::ffi::OsString> {
+    // A number, a list of them, or a value that starts as one does (a
+    // size, `-1GiB`, `-1x5`: refused by its own parser, by name).
     let negative = |a: &std::ffi::OsString| {
-        a.to_str().is_some_and(|s| s.starts_with('-') && s.split(',').all(|n| n.trim().parse::<f64>().is_ok()))
+        a.to_str().is_some_and(|s| {
+            let digit =
+                s.strip_prefix('-').and_then(|r| r.chars().next()).is_some_and(|c| c.is_ascii_digit() || c == '.');
+            s.starts_with('-') && (digit || s.split(',').all(|n| n.trim().parse::<f64>().is_ok()))
+        })
     };
     let mut out: Vec<std::ffi::OsString> = Vec::new();
     let mut ended = false;
@@ -476,6 +485,13 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(2);
     }
+    if e.kind() == ErrorKind::InvalidUtf8 {
+        // clap names neither the argument nor the value: name the value.
+        if let Some(bad) = std::env::args_os().skip(1).find(|a| a.to_str().is_none()) {
+            note!("error: argument {bad:?} is not valid UTF-8 (frame patterns and option values must be)");
+            return ExitCode::from(2);
+        }
+    }
     note!("{}", one_line(&e.render().to_string()));
     ExitCode::from(2)
 }
@@ -491,7 +507,10 @@ fn one_line(rendered: &str) -> String {
         out.push(' ');
         out.push_str(&items.join(", "));
     }
-    for tip in rendered.lines().map(str::trim).filter(|l| l.starts_with("tip:")) {
+    // Not clap's "to pass '-5' as a value, use '-- -5'": after `--` comes
+    // the input, never an option's value.
+    let tips = rendered.lines().map(str::trim).filter(|l| l.starts_with("tip:") && !l.contains("use '-- "));
+    for tip in tips {
         out.push_str("; ");
         out.push_str(tip);
     }

@@ -957,6 +957,21 @@ impl Engine {
         lock(&self.core.previews.cache).contains(&key)
     }
 
+    /// VRAM one preview of a frame of `shape` graded with `graph` takes of
+    /// the budget (its slot and the kernel buffers); none on the CPU
+    /// backend. An editor can refuse a budget no preview fits in before it
+    /// makes or opens anything; a preview asked for anyway fails with
+    /// [`Error::Budget`].
+    ///
+    /// # Errors
+    /// A frame the adapter's limits cannot take ([`Error::Gpu`]).
+    pub fn preview_vram(&self, shape: FrameShape, graph: &OpGraph) -> Result<Option<u64>> {
+        match &*self.backend().lock(Priority::Preview) {
+            Backend::Gpu(gpu) => preview_need(gpu, shape, &graph.plan()).map(Some),
+            Backend::Cpu => Ok(None),
+        }
+    }
+
     /// Cache and render counters.
     pub fn preview_stats(&self) -> PreviewStats {
         let s = &self.core.previews;
@@ -1095,8 +1110,7 @@ impl Engine {
                             Backend::Gpu(gpu) => {
                                 // Its slot and kernel buffers may each fit
                                 // and never both: no wait for releases then.
-                                let kernels = gpu.compute_bytes(shape, &plan)?;
-                                let need = GpuBackend::slot_bytes(shape).saturating_add(kernels);
+                                let need = preview_need(gpu, shape, &plan)?;
                                 let what = format!(
                                     "a preview of one {width}x{height} {format} frame (slot and kernel buffers)"
                                 );
@@ -1442,4 +1456,10 @@ fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Recei
             _ => {}
         }
     }
+}
+
+/// VRAM a preview of `shape` under `plan` takes: its slot, and the kernel
+/// buffers (which each may fit and never both).
+fn preview_need(gpu: &GpuBackend, shape: FrameShape, plan: &crate::ops::Plan) -> Result<u64> {
+    Ok(GpuBackend::slot_bytes(shape).saturating_add(gpu.compute_bytes(shape, plan)?))
 }

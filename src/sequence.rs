@@ -48,7 +48,20 @@ impl FramePattern {
                 "{pattern}: the % at character {at} of {name:?} is not a frame number field (%04d, %d or ####; %% for a literal %)"
             )));
         }
-        let fields = find_fields(name);
+        let mut fields = find_fields(name);
+        // Beside one printf field, `#` is a literal (`take#2_%04d.png`), as
+        // FFmpeg reads it: `#` is a field only where no `%d` is.
+        let printf = |f: &(usize, usize, usize)| name.as_bytes()[f.0] == b'%';
+        if fields.iter().filter(|f| printf(f)).count() == 1 {
+            fields.retain(printf);
+            // A `%04d` in a folder too is a second field, not a name.
+            let folder = path.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+            if find_fields(&folder).iter().any(|f| folder.as_bytes()[f.0] == b'%') {
+                return Err(Error::Sequence(format!(
+                    "{pattern}: a frame number field in a folder's name as well as the file's (%% for a literal %)"
+                )));
+            }
+        }
         match fields.as_slice() {
             // u64 frame numbers have at most 20 digits; a wider pad is a
             // typo, and would only make names the file system refuses.
@@ -117,6 +130,14 @@ impl FramePattern {
     fn digits_of<'a>(&self, file_name: &'a str) -> Option<&'a str> {
         let digits = file_name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+    }
+
+    /// Whether `file_name` is this pattern's frame with a negative number
+    /// (`s_-002.png` for `s_%04d.png`, as printf writes -2).
+    fn negative(&self, file_name: &str) -> bool {
+        let rest = file_name.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix('-'));
+        let digits = rest.and_then(|r| r.strip_suffix(&self.suffix));
+        !self.prefix.ends_with('-') && digits.is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
     }
 
     /// The frame number a file name stands for, if it matches exactly.
@@ -313,7 +334,7 @@ impl Sequence {
     /// [`Error::Sequence`] when nothing matches; [`Error::MissingFrames`]
     /// when frames are absent and the policy is [`MissingPolicy::Error`].
     pub fn scan(input: &str, spec: Option<&FrameSpec>, missing: MissingPolicy) -> Result<Self> {
-        let (found, odd) = find_frames(input)?;
+        let (found, odd) = find_frames(input, spec.is_some())?;
         // Named as a frame the run takes, but not a frame file: said as
         // such, not counted as missing. Without a spec every one is taken:
         // had it been a file, the range would reach it (a link to nothing
@@ -384,7 +405,12 @@ impl Sequence {
 /// the entries named as frames that are not files.
 type Found = (BTreeMap<u64, PathBuf>, BTreeMap<u64, PathBuf>);
 
-fn find_frames(input: &str) -> Result<Found> {
+/// `picked`: a `--frames` spec chooses the frames, so a file whose number
+/// cannot be read cannot be one of them.
+fn find_frames(input: &str, picked: bool) -> Result<Found> {
+    if input.trim().is_empty() {
+        return Err(Error::invalid("input", "\"\"", "a file, a folder or a frame pattern"));
+    }
     let path = Path::new(input);
     // A file or pattern names its format: one framepipe cannot read is a
     // usage error now, not a decode error on every frame.
@@ -405,14 +431,21 @@ fn find_frames(input: &str) -> Result<Found> {
             return Err(Error::Sequence(format!("{input}: folder {} does not exist", pattern.dir().display())));
         }
         let (mut found, mut odd) = (BTreeMap::new(), BTreeMap::new());
-        for (name, p, is_file) in list_dir(pattern.dir(), false)? {
+        for (name, _, is_file) in list_dir(pattern.dir(), false)? {
+            // Named as the pattern names it (`s_0001.png`, not `./s_0001.png`).
+            let p = pattern.dir.join(&name);
             if let Some(n) = pattern.number_of(&name) {
                 if is_file { &mut found } else { &mut odd }.insert(n, p);
             } else if pattern.digits_of(&name).is_some_and(|d| !d.starts_with('0') && d.parse::<u64>().is_err()) {
                 // A number too large for a u64, written as any pattern
-                // would write it (no leading zero). Other digit runs are
-                // padded otherwise: another pattern's frames.
-                return Err(unreadable_number(&p));
+                // would write it (no leading zero), where no spec picks
+                // the frames. Other digit runs are padded otherwise:
+                // another pattern's frames.
+                if !picked {
+                    return Err(unreadable_number(&p));
+                }
+            } else if is_file && !picked && pattern.negative(&name) {
+                return Err(negative_number(&p));
             }
         }
         return Ok((found, odd));
@@ -426,6 +459,7 @@ fn find_frames(input: &str) -> Result<Found> {
         // is no frame 2. One too large to read is refused, as in a folder.
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let n = match last_digits(stem) {
+            Some((start, end, _)) if end == stem.len() && signed(stem, start) => return Err(negative_number(path)),
             Some((_, end, n)) if end == stem.len() => n,
             None if stem.bytes().last().is_some_and(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
             _ => 0,
@@ -486,6 +520,9 @@ fn scan_directory(dir: &Path) -> Result<Found> {
             return Err(unreadable_number(&path));
         }
         let Some((start, end, n)) = last_digits(stem) else { continue };
+        if is_file && signed(stem, start) {
+            return Err(negative_number(&path));
+        }
         let key = (name[..start].to_string(), name[end..].to_string());
         if !is_file {
             odd.entry(key).or_default().insert(n, path);
@@ -528,6 +565,23 @@ fn unreadable_number(path: &Path) -> Error {
         path.display(),
         u64::MAX
     ))
+}
+
+/// A frame number framepipe does not take: refused by name rather than
+/// read without its sign (frames played backwards, renumbered).
+fn negative_number(path: &Path) -> Error {
+    Error::Sequence(format!(
+        "{}: a negative frame number; framepipe numbers frames from 0 up (renumber the sequence)",
+        path.display()
+    ))
+}
+
+/// Whether the digits at `start` in a file name's stem are a negative
+/// number: a `-` before them that is a sign, not a separator (at the start,
+/// or after `_` or `.`: `n_-003`, `shot.-001`; `shot-0001` is frame 1).
+fn signed(stem: &str, start: usize) -> bool {
+    let before = &stem.as_bytes()[..start];
+    before.last() == Some(&b'-') && matches!(before.len().checked_sub(2).map(|i| before[i]), None | Some(b'_' | b'.'))
 }
 
 /// The last run of ASCII digits in `s`: (start, end, value).
@@ -638,6 +692,14 @@ mod tests {
         std::fs::write(&big, b"").unwrap();
         let e = Sequence::scan(&big.display().to_string(), None, MissingPolicy::Error).unwrap_err().to_string();
         assert!(e.contains("x_99999999999999999999.png: a frame number framepipe cannot read"), "{e}");
+        // A field in a folder's name as well as the file's is refused, not
+        // made into a folder named `%04d`; beside a printf field, `#` is a
+        // literal.
+        let e = FramePattern::parse("o/%04d/s_%04d.png").unwrap_err().to_string();
+        assert!(e.contains("a frame number field in a folder's name as well as the file's"), "{e}");
+        let take = FramePattern::parse("take#2/take#2_%04d.png").unwrap();
+        assert_eq!(take.path(7), Path::new("take#2/take#2_0007.png"));
+        assert!(FramePattern::parse("a#_####.png").is_err());
         let e = FramePattern::parse("renders/shot_%04d/f.png").unwrap_err().to_string();
         assert_eq!(e, "renders/shot_%04d/f.png: the frame number field must be in the file name, not in a folder's");
         #[cfg(unix)]
@@ -649,6 +711,32 @@ mod tests {
                 assert!(e.to_string().ends_with("p.png: not a file or a folder (a pipe or a device?)"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn negative_frame_numbers_are_refused_not_read_without_their_sign() {
+        let t = tempfile::tempdir().unwrap();
+        for name in ["n_-003.png", "n_-002.png", "n_0000.png"] {
+            std::fs::write(t.path().join(name), b"").unwrap();
+        }
+        let folder = t.path().display().to_string();
+        let pattern = t.path().join("n_%04d.png").display().to_string();
+        let single = t.path().join("n_-003.png").display().to_string();
+        for input in [&folder, &pattern, &single] {
+            let e = Sequence::scan(input, None, MissingPolicy::Skip).unwrap_err().to_string();
+            assert!(e.contains("a negative frame number"), "{input}: {e}");
+        }
+        // A spec picks frames from 0 up: the others are not its business.
+        let spec = FrameSpec::parse("0").unwrap();
+        assert_eq!(Sequence::scan(&pattern, Some(&spec), MissingPolicy::Error).unwrap().frames.len(), 1);
+        // A hyphen after a letter is a separator: `shot-0001` is frame 1.
+        let dashed = tempfile::tempdir().unwrap();
+        std::fs::write(dashed.path().join("shot-0001.png"), b"").unwrap();
+        let seq = Sequence::scan(&dashed.path().display().to_string(), None, MissingPolicy::Error).unwrap();
+        assert_eq!(seq.frames[0].number, 1);
+        // An empty input is named as such.
+        let e = Sequence::scan("", None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(e.contains("input"), "{e}");
     }
 
     #[test]

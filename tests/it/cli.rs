@@ -116,6 +116,13 @@ fn negative_values_in_every_float_form() {
         .assert()
         .code(2)
         .stderr(contains("invalid value '-5' for '--jpeg-quality"));
+    // So is a negative size, named by its parser.
+    framepipe()
+        .args(["process", &input, "-o", &out, "--vram-budget", "-1GiB"])
+        .assert()
+        .code(2)
+        .stderr(contains("-1GiB"))
+        .stderr(contains("unexpected argument").not());
 }
 
 /// The README's first command, on a tiny frame size: generates, grades,
