@@ -36,7 +36,8 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// GPU frame-processing engine: grade and blur image sequences with WGSL
-/// compute shaders, with an exact CPU fallback.
+/// compute shaders, or on the CPU reference (the GPU matches it within one
+/// code value).
 #[derive(Parser)]
 #[command(name = "framepipe", version, about, long_about = None)]
 struct Cli {
