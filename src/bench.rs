@@ -375,4 +375,17 @@ mod tests {
         // The runs are counted from 1 in the CSV, as in the log.
         assert!(csv(&runs).lines().nth(1).unwrap().starts_with("1,1,1,10,"), "{}", csv(&runs));
     }
+
+    #[test]
+    fn the_table_shows_the_highest_peaks_and_the_chart_grid_sits_on_its_values() {
+        let mut runs = [run("1", 1, 9.0), run("1", 2, 5.0), run("1", 3, 7.0)];
+        runs[0].rss_peak = 3 << 20;
+        runs[1].vram_peak = 2 << 20;
+        let table = table(&runs);
+        assert!(table.contains("2.00 MiB") && table.contains("3.00 MiB"), "{table}");
+        // The 0 gridline is the x axis (y = 320), its label's baseline below it.
+        let svg = chart_svg(&runs, "t");
+        assert!(svg.contains(r##"y1="320.0" x2="430" y2="320.0" stroke="#eee""##), "{svg}");
+        assert!(svg.contains(r#"y="324.0" text-anchor="end">0.00<"#), "{svg}");
+    }
 }
