@@ -376,11 +376,11 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
             // made (minutes at 8K), not by the first preview.
             let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
             let engine = Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
-            if let Some(need) = engine.preview_vram(shape, &grade(0.0))?
+            if let Some(need) = engine.preview_vram(shape, &grade(0.0), Scale::Quarter)?
                 && need > args.budget
             {
                 return Err(framepipe::Error::Budget(format!(
-                    "--budget {} cannot hold a preview of one {width}x{height} frame, which needs {} (slot and kernel buffers)",
+                    "--budget {} cannot hold a preview of one {width}x{height} frame, which needs {} (slot, kernel and downscale buffers)",
                     human_bytes(args.budget),
                     human_bytes(need)
                 )));

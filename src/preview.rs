@@ -957,17 +957,17 @@ impl Engine {
         lock(&self.core.previews.cache).contains(&key)
     }
 
-    /// VRAM one preview of a frame of `shape` graded with `graph` takes of
-    /// the budget (its slot and the kernel buffers); none on the CPU
-    /// backend. An editor can refuse a budget no preview fits in before it
+    /// VRAM one preview of a frame of `shape` graded with `graph` at
+    /// `scale` takes of the budget (its slot, the kernel buffers and its
+    /// downscale pass's); none on the CPU backend. An editor can refuse a budget no preview fits in before it
     /// makes or opens anything; a preview asked for anyway fails with
     /// [`Error::Budget`].
     ///
     /// # Errors
     /// A frame the adapter's limits cannot take ([`Error::Gpu`]).
-    pub fn preview_vram(&self, shape: FrameShape, graph: &OpGraph) -> Result<Option<u64>> {
+    pub fn preview_vram(&self, shape: FrameShape, graph: &OpGraph, scale: Scale) -> Result<Option<u64>> {
         match &*self.backend().lock(Priority::Preview) {
-            Backend::Gpu(gpu) => preview_need(gpu, shape, &graph.plan()).map(Some),
+            Backend::Gpu(gpu) => preview_need(gpu, shape, &graph.plan(), scale.factor()).map(Some),
             Backend::Cpu => Ok(None),
         }
     }
@@ -1108,11 +1108,12 @@ impl Engine {
                             // between refusals): it takes no memory.
                             _ if !wanted() => Err(Error::Superseded),
                             Backend::Gpu(gpu) => {
-                                // Its slot and kernel buffers may each fit
-                                // and never both: no wait for releases then.
-                                let need = preview_need(gpu, shape, &plan)?;
+                                // Its slot, kernel and downscale buffers may
+                                // each fit and never all: no wait for
+                                // releases then.
+                                let need = preview_need(gpu, shape, &plan, factor)?;
                                 let what = format!(
-                                    "a preview of one {width}x{height} {format} frame (slot and kernel buffers)"
+                                    "a preview of one {width}x{height} {format} frame (slot, kernel and downscale buffers)"
                                 );
                                 self.core.ledger.check_fits(need, &what)?;
                                 let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
@@ -1458,8 +1459,10 @@ fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Recei
     }
 }
 
-/// VRAM a preview of `shape` under `plan` takes: its slot, and the kernel
-/// buffers (which each may fit and never both).
-fn preview_need(gpu: &GpuBackend, shape: FrameShape, plan: &crate::ops::Plan) -> Result<u64> {
-    Ok(GpuBackend::slot_bytes(shape).saturating_add(gpu.compute_bytes(shape, plan)?))
+/// VRAM a preview of `shape` under `plan` at 1/`factor` takes: its slot,
+/// the kernel buffers and its downscale pass's (which each may fit and
+/// never all).
+fn preview_need(gpu: &GpuBackend, shape: FrameShape, plan: &crate::ops::Plan, factor: u32) -> Result<u64> {
+    let kernels = gpu.compute_bytes(shape, plan)?.saturating_add(gpu.preview_bytes(shape, plan, factor)?);
+    Ok(GpuBackend::slot_bytes(shape).saturating_add(kernels))
 }

@@ -326,6 +326,28 @@ impl GpuBackend {
         Ok(packed + scratch + weights + self.uniform_bytes(shape.height, banding, plan))
     }
 
+    /// Ledger bytes of the buffers a preview at 1/`scale` adds to the
+    /// kernel buffers of `shape` and `plan` (its downscale pass's).
+    ///
+    /// # Errors
+    /// As [`Banding::new`].
+    pub fn preview_bytes(&self, shape: FrameShape, plan: &Plan, scale: u32) -> Result<u64> {
+        let banding = self.banding(shape.width, shape.height, shape.format, plan)?;
+        let bands: Vec<(u32, u32)> = banding.bands(shape.height).collect();
+        let sizes = self.preview_sizes(shape, &bands, scale);
+        Ok(sizes.band + sizes.read + sizes.uniforms)
+    }
+
+    /// The downscale pass's buffers for `bands` of `shape` at 1/`scale`.
+    fn preview_sizes(&self, shape: FrameShape, bands: &[(u32, u32)], scale: u32) -> PreviewSizes {
+        let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
+        PreviewSizes {
+            band: bands.iter().map(|&b| preview_band_bytes(width, scale, b)).max().unwrap_or(0),
+            read: width as u64 * height as u64 * 4,
+            uniforms: self.uniform_align * bands.len() as u64,
+        }
+    }
+
     fn uniform_bytes(&self, height: u32, banding: Banding, plan: &Plan) -> u64 {
         let per_band = 2 * plan.passes.len().max(1) as u64;
         self.uniform_align * per_band * height.div_ceil(banding.band_rows) as u64
@@ -494,8 +516,6 @@ impl GpuBackend {
         }
         let c = self.computes.last().expect("prepared");
         let shape = c.shape;
-        let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
-        let bytes = width as u64 * height as u64 * 4;
         let bands: Vec<(u32, u32)> = c
             .copies
             .iter()
@@ -504,19 +524,13 @@ impl GpuBackend {
                 ((dst_off / row) as u32, ((dst_off + dst_len) / row) as u32)
             })
             .collect();
-        // Preview rows of a band: bands start on multiples of 8, so of the
-        // scale; only the last one ends on a partial block.
+        let sizes = self.preview_sizes(shape, &bands, scale);
+        let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
         let out_rows = |(y0, y1): (u32, u32)| (y0 / scale, y1.div_ceil(scale));
-        let band_bytes = |b| {
-            let (r0, r1) = out_rows(b);
-            (r1 - r0) as u64 * width as u64 * 4
-        };
-        let widest = bands.iter().map(|&b| band_bytes(b)).max().unwrap_or(0);
         use wgpu::BufferUsages as U;
-        let small = self.buffer("preview", widest, U::STORAGE | U::COPY_SRC)?;
-        let read = self.buffer("preview readback", bytes, U::MAP_READ | U::COPY_DST)?;
-        let uniforms =
-            self.buffer("preview uniforms", self.uniform_align * bands.len() as u64, U::STORAGE | U::COPY_DST)?;
+        let small = self.buffer("preview", sizes.band, U::STORAGE | U::COPY_SRC)?;
+        let read = self.buffer("preview readback", sizes.read, U::MAP_READ | U::COPY_DST)?;
+        let uniforms = self.buffer("preview uniforms", sizes.uniforms, U::STORAGE | U::COPY_DST)?;
         let mut params = vec![0u8; (self.uniform_align * bands.len() as u64) as usize];
         let mut launches = Vec::new();
         for (i, &(y0, y1)) in bands.iter().enumerate() {
@@ -553,7 +567,11 @@ impl GpuBackend {
             let groups =
                 (width.div_ceil(kernels::WORKGROUP.0), (y1 - y0).div_ceil(scale).div_ceil(kernels::WORKGROUP.1));
             let at = out_rows((y0, y1)).0 as u64 * width as u64 * 4;
-            launches.push(PreviewLaunch { group, workgroups: groups, to: (at, band_bytes((y0, y1))) });
+            launches.push(PreviewLaunch {
+                group,
+                workgroups: groups,
+                to: (at, preview_band_bytes(width, scale, (y0, y1))),
+            });
         }
         self.queue.write_buffer(&uniforms.buffer, 0, &params);
         // Kept only once it built: a pass that failed validation would
@@ -878,6 +896,21 @@ impl GpuBackend {
     pub fn release_own_slot(&mut self) {
         self.own_slot = None;
     }
+}
+
+/// Bytes of band `(y0, y1)` of a frame downscaled to `width` pixels at
+/// 1/`scale`: bands start on multiples of 8, so of the scale; only the
+/// last one ends on a partial block.
+fn preview_band_bytes(width: u32, scale: u32, (y0, y1): (u32, u32)) -> u64 {
+    (y1.div_ceil(scale) - y0 / scale) as u64 * width as u64 * 4
+}
+
+/// Bytes of a downscale pass's buffers: the widest band's output, the
+/// whole preview's readback, and one uniform block per band.
+struct PreviewSizes {
+    band: u64,
+    read: u64,
+    uniforms: u64,
 }
 
 /// A compute pass's timestamp writes into `set` (where the adapter has

@@ -468,18 +468,29 @@ fn a_preview_larger_than_the_whole_budget_fails_and_holds_nothing() {
     let err = e.preview(&seq, 1, &grade(0.1), Scale::Full).unwrap_err();
     assert!(matches!(err, Error::Budget(_)) && err.to_string().contains("more than the whole"), "{err}");
     assert_eq!(e.ledger().current(), 0);
-    // Its slot fits, and its kernel buffers, but never both at once.
-    let (slot, kernels) = (GpuBackend::slot_bytes(shape), kernel_bytes(shape, &grade(0.1)));
-    let e = Engine::new(EngineConfig {
-        backend: BackendKind::Gpu,
-        vram_budget: slot + kernels - 1,
-        prefetch: 0,
-        ..Default::default()
-    })
-    .unwrap();
-    let err = e.preview(&seq, 1, &grade(0.1), Scale::Full).unwrap_err().to_string();
-    assert!(err.contains("(slot and kernel buffers)") && err.contains("more than the whole"), "{err}");
-    assert_eq!(e.ledger().current(), 0);
+    // Its slot fits, and its kernel and downscale buffers, but never all
+    // at once. What an editor can ask before it opens anything is exactly
+    // that sum, and a budget of it is enough. The CPU backend takes none.
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    for scale in [Scale::Full, Scale::Quarter] {
+        let need = probe.preview_vram(shape, &grade(0.1), scale).unwrap().expect("a GPU engine");
+        assert!(need > kernel_bytes(shape, &grade(0.1)) + GpuBackend::slot_bytes(shape));
+        for vram_budget in [need - 1, need] {
+            let e =
+                Engine::new(EngineConfig { backend: BackendKind::Gpu, vram_budget, prefetch: 0, ..Default::default() })
+                    .unwrap();
+            match e.preview(&seq, 1, &grade(0.1), scale) {
+                Ok(_) => assert_eq!(vram_budget, need, "{scale:?}"),
+                Err(err) => {
+                    let err = err.to_string();
+                    assert!(vram_budget < need && err.contains("more than the whole"), "{scale:?}: {err}");
+                    assert!(err.contains("(slot, kernel and downscale buffers)"), "{err}");
+                    assert_eq!(e.ledger().current(), 0);
+                }
+            }
+        }
+    }
+    assert_eq!(engine(BackendKind::Cpu, 1 << 20).preview_vram(shape, &grade(0.1), Scale::Full).unwrap(), None);
 }
 
 /// On the CPU backend with one thread, previews and a one-frame-at-a-time
