@@ -375,8 +375,11 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
             // A budget no preview fits in is found before the plates are
             // made (minutes at 8K), not by the first preview.
             let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
+            // (The probe's device is gone before the plates are made.)
             let engine = Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
-            if let Some(need) = engine.preview_vram(shape, &grade(0.0), Scale::Quarter)?
+            let need = engine.preview_vram(shape, &grade(0.0), Scale::Quarter)?;
+            drop(engine);
+            if let Some(need) = need
                 && need > args.budget
             {
                 return Err(framepipe::Error::Budget(format!(

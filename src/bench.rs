@@ -270,17 +270,17 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
         );
         for i in 0..=4 {
             let v = ymax * i as f64 / 4.0;
-            let _ = writeln!(
-                s,
-                // The label's baseline sits a little below its gridline,
-                // so the text is centred on the value.
-                r##"<line x1="{left}" y1="{:.1}" x2="{}" y2="{0:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{:.2}</text>"##,
-                y(v),
-                left + panel_w,
-                left - 6.0,
-                y(v) + 4.0,
-                v
-            );
+            // Gridlines under the data, none over the axis; each label's
+            // baseline a little below its value, so the text is centred on it.
+            if i > 0 {
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{left}" y1="{:.1}" x2="{}" y2="{0:.1}" stroke="#eee"/>"##,
+                    y(v),
+                    left + panel_w
+                );
+            }
+            let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{v:.2}</text>"#, left - 6.0, y(v) + 4.0);
         }
         for (i, r) in sums.iter().enumerate() {
             let label = if r.0 == r.1.to_string() { r.0.clone() } else { format!("{} ({})", r.0, r.1) };
@@ -383,9 +383,13 @@ mod tests {
         runs[1].vram_peak = 2 << 20;
         let table = table(&runs);
         assert!(table.contains("2.00 MiB") && table.contains("3.00 MiB"), "{table}");
-        // The 0 gridline is the x axis (y = 320), its label's baseline below it.
+        // Gridlines sit on their values (the top one, 4/4 of the axis, at
+        // y = 60), labels' baselines just below; none is drawn over the x
+        // axis (y = 320), whose 0 is only labelled.
         let svg = chart_svg(&runs, "t");
-        assert!(svg.contains(r##"y1="320.0" x2="430" y2="320.0" stroke="#eee""##), "{svg}");
+        assert!(svg.contains(r##"y1="60.0" x2="430" y2="60.0" stroke="#eee""##), "{svg}");
+        assert!(svg.contains(r#"y="64.0" text-anchor="end">"#), "{svg}");
+        assert!(!svg.contains(r##"y1="320.0" x2="430" y2="320.0" stroke="#eee""##), "{svg}");
         assert!(svg.contains(r#"y="324.0" text-anchor="end">0.00<"#), "{svg}");
     }
 }

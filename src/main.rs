@@ -91,9 +91,9 @@ OPERATIONS
 PATTERNS
   shot_%04d.png, shot.####.png, or a directory holding one numbered sequence. %4d pads with
   zeros as %04d does; %% is a literal %, and beside a %d field so is # (take#2_%04d.png).
-  Frame numbers run from 0 up: a negative one (shot_-001.png) is refused. Output numbers
-  keep the input numbers; the output extension picks the format (png, jpg, tif, qoi). 16-bit
-  sources stay 16-bit in PNG and TIFF.
+  Frame numbers run from 0 up: a negative one in a sequence (shot_-001.png) is refused.
+  Output numbers keep the input numbers; the output extension picks the format (png, jpg,
+  tif, qoi). 16-bit sources stay 16-bit in PNG and TIFF.
 
 STREAMS
   -o - writes every frame, in sequence order, to stdout (never to a terminal): frames finish
@@ -417,18 +417,39 @@ fn attach_negative_values(
 /// which is not a file name: a file may be named `-5`, but only when said
 /// so (`--json=-5`).
 fn numeric_options() -> std::collections::HashSet<String> {
-    fn walk(cmd: &clap::Command, out: &mut std::collections::HashSet<String>) {
+    value_options(false)
+}
+
+/// Every subcommand's long options (and visible aliases) that take a value,
+/// a file name (`file`) or not.
+fn value_options(file: bool) -> std::collections::HashSet<String> {
+    fn walk(cmd: &clap::Command, file: bool, out: &mut std::collections::HashSet<String>) {
         for arg in cmd.get_arguments() {
-            let file = arg.get_value_parser().type_id() == std::any::TypeId::of::<PathBuf>();
-            if arg.get_action().takes_values() && !file {
+            let names_file = arg.get_value_parser().type_id() == std::any::TypeId::of::<PathBuf>();
+            if arg.get_action().takes_values() && names_file == file {
                 out.extend(arg.get_long_and_visible_aliases().into_iter().flatten().map(|l| format!("--{l}")));
             }
         }
-        cmd.get_subcommands().for_each(|sub| walk(sub, out));
+        cmd.get_subcommands().for_each(|sub| walk(sub, file, out));
     }
     let mut out = std::collections::HashSet::new();
-    walk(&<Cli as clap::CommandFactory>::command(), &mut out);
+    walk(&<Cli as clap::CommandFactory>::command(), file, &mut out);
     out
+}
+
+/// The first argument that is not UTF-8 where it must be: not a file
+/// name given to an option that takes one (`--preset`, `--json`), which
+/// may be any bytes.
+fn non_utf8_argument() -> Option<std::ffi::OsString> {
+    let files = value_options(true);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let file_value = |i: usize| {
+        let option = |a: &std::ffi::OsString| a.to_str().is_some_and(|a| files.contains(a));
+        let joined = args[i].as_encoded_bytes();
+        i.checked_sub(1).is_some_and(|p| option(&args[p]))
+            || files.iter().any(|f| joined.starts_with(f.as_bytes()) && joined.get(f.len()) == Some(&b'='))
+    };
+    (0..args.len()).find(|&i| args[i].to_str().is_none() && !file_value(i)).map(|i| args[i].clone())
 }
 
 fn main() -> ExitCode {
@@ -488,7 +509,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
     if e.kind() == ErrorKind::InvalidUtf8 {
         // clap names neither the argument nor the value: name the value.
-        if let Some(bad) = std::env::args_os().skip(1).find(|a| a.to_str().is_none()) {
+        if let Some(bad) = non_utf8_argument() {
             note!("error: argument {bad:?} is not valid UTF-8 (frame patterns and option values must be)");
             return ExitCode::from(2);
         }

@@ -54,13 +54,17 @@ impl FramePattern {
         let printf = |f: &(usize, usize, usize)| name.as_bytes()[f.0] == b'%';
         if fields.iter().filter(|f| printf(f)).count() == 1 {
             fields.retain(printf);
-            // A `%04d` in a folder too is a second field, not a name.
-            let folder = path.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-            if find_fields(&folder).iter().any(|f| folder.as_bytes()[f.0] == b'%') {
-                return Err(Error::Sequence(format!(
-                    "{pattern}: a frame number field in a folder's name as well as the file's (%% for a literal %)"
-                )));
-            }
+        }
+        // A `%04d` in a folder that is not there is a second field, not a
+        // name to make (a folder that exists is what it is: `20%desat/`).
+        let folder = path.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+        if fields.len() == 1
+            && find_fields(&folder).iter().any(|f| folder.as_bytes()[f.0] == b'%')
+            && !Path::new(&folder).exists()
+        {
+            return Err(Error::Sequence(format!(
+                "{pattern}: a frame number field in a folder's name as well as the file's (%% for a literal %)"
+            )));
         }
         match fields.as_slice() {
             // u64 frame numbers have at most 20 digits; a wider pad is a
@@ -132,12 +136,16 @@ impl FramePattern {
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
     }
 
-    /// Whether `file_name` is this pattern's frame with a negative number
-    /// (`s_-002.png` for `s_%04d.png`, as printf writes -2).
+    /// Whether `file_name` is this pattern's frame with a negative number,
+    /// as printf writes one (`s_-002.png` for `s_%04d.png`: the sign takes
+    /// one place of the padding).
     fn negative(&self, file_name: &str) -> bool {
-        let rest = file_name.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix('-'));
-        let digits = rest.and_then(|r| r.strip_suffix(&self.suffix));
-        !self.prefix.ends_with('-') && digits.is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        let rest = file_name.strip_prefix(&self.prefix).and_then(|r| r.strip_suffix(&self.suffix));
+        let Some(digits) = rest.and_then(|r| r.strip_prefix('-')) else { return false };
+        let number = (digits.len() <= MAX_PAD && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten();
+        number.is_some_and(|n| format!("-{n:0width$}", width = self.pad.saturating_sub(1)) == rest.unwrap_or(""))
     }
 
     /// The frame number a file name stands for, if it matches exactly.
@@ -409,7 +417,7 @@ type Found = (BTreeMap<u64, PathBuf>, BTreeMap<u64, PathBuf>);
 /// cannot be read cannot be one of them.
 fn find_frames(input: &str, picked: bool) -> Result<Found> {
     if input.trim().is_empty() {
-        return Err(Error::invalid("input", "\"\"", "a file, a folder or a frame pattern"));
+        return Err(Error::invalid("input", format!("{input:?}"), "a file, a folder or a frame pattern"));
     }
     let path = Path::new(input);
     // A file or pattern names its format: one framepipe cannot read is a
@@ -451,15 +459,16 @@ fn find_frames(input: &str, picked: bool) -> Result<Found> {
         return Ok((found, odd));
     }
     if path.is_dir() {
-        return scan_directory(path);
+        return scan_directory(path, picked);
     }
     if path.is_file() {
         // A single file: frame number from the digits that end its name
         // (`shot_1001.png`, `shot.1001.png`), else 0: `plate_v2_final.png`
-        // is no frame 2. One too large to read is refused, as in a folder.
+        // is no frame 2, `ev_-1.png` no frame 1. One too large to read is refused, as in a folder.
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let n = match last_digits(stem) {
-            Some((start, end, _)) if end == stem.len() && signed(stem, start) => return Err(negative_number(path)),
+            // `bracket_-2.png` is no frame -2 (nor 2): a still, frame 0.
+            Some((start, end, _)) if end == stem.len() && signed(stem, start) => 0,
             Some((_, end, n)) if end == stem.len() => n,
             None if stem.bytes().last().is_some_and(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
             _ => 0,
@@ -506,7 +515,11 @@ fn is_image_name(path: &Path) -> bool {
 /// A directory must hold exactly one numbered image sequence. Entries
 /// named as its frames that are not files (a link to nothing, a folder)
 /// come back beside it, as for a pattern.
-fn scan_directory(dir: &Path) -> Result<Found> {
+///
+/// With `picked` (a `--frames` spec), files whose number framepipe cannot
+/// take (too large, negative) are left out rather than refused: the spec
+/// cannot name them.
+fn scan_directory(dir: &Path, picked: bool) -> Result<Found> {
     type Key = (String, String);
     let mut groups: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
     let mut odd: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
@@ -517,10 +530,16 @@ fn scan_directory(dir: &Path) -> Result<Found> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let stem = &name[..name.len() - ext.len() - 1];
         if is_file && last_digits(stem).is_none() && stem.bytes().any(|b| b.is_ascii_digit()) {
+            if picked {
+                continue;
+            }
             return Err(unreadable_number(&path));
         }
         let Some((start, end, n)) = last_digits(stem) else { continue };
         if is_file && signed(stem, start) {
+            if picked {
+                continue;
+            }
             return Err(negative_number(&path));
         }
         let key = (name[..start].to_string(), name[end..].to_string());
@@ -695,8 +714,14 @@ mod tests {
         // A field in a folder's name as well as the file's is refused, not
         // made into a folder named `%04d`; beside a printf field, `#` is a
         // literal.
-        let e = FramePattern::parse("o/%04d/s_%04d.png").unwrap_err().to_string();
-        assert!(e.contains("a frame number field in a folder's name as well as the file's"), "{e}");
+        for pattern in ["o/%04d/s_%04d.png", "o/%04d/s_####.png"] {
+            let e = FramePattern::parse(pattern).unwrap_err().to_string();
+            assert!(e.contains("a frame number field in a folder's name as well as the file's"), "{e}");
+        }
+        // A folder that exists is what it is.
+        let odd = t.path().join("20%desat");
+        std::fs::create_dir(&odd).unwrap();
+        assert!(FramePattern::parse(&odd.join("s_%04d.png").display().to_string()).is_ok());
         let take = FramePattern::parse("take#2/take#2_%04d.png").unwrap();
         assert_eq!(take.path(7), Path::new("take#2/take#2_0007.png"));
         assert!(FramePattern::parse("a#_####.png").is_err());
@@ -721,14 +746,19 @@ mod tests {
         }
         let folder = t.path().display().to_string();
         let pattern = t.path().join("n_%04d.png").display().to_string();
-        let single = t.path().join("n_-003.png").display().to_string();
-        for input in [&folder, &pattern, &single] {
+        for input in [&folder, &pattern] {
             let e = Sequence::scan(input, None, MissingPolicy::Skip).unwrap_err().to_string();
             assert!(e.contains("a negative frame number"), "{input}: {e}");
+            // A spec picks frames from 0 up: the others are not its business.
+            let spec = FrameSpec::parse("0").unwrap();
+            assert_eq!(Sequence::scan(input, Some(&spec), MissingPolicy::Error).unwrap().frames.len(), 1, "{input}");
         }
-        // A spec picks frames from 0 up: the others are not its business.
-        let spec = FrameSpec::parse("0").unwrap();
-        assert_eq!(Sequence::scan(&pattern, Some(&spec), MissingPolicy::Error).unwrap().frames.len(), 1);
+        // One still named so (an exposure bracket) is a still: frame 0.
+        let single = t.path().join("n_-003.png").display().to_string();
+        assert_eq!(Sequence::scan(&single, None, MissingPolicy::Error).unwrap().frames[0].number, 0);
+        // As printf pads a negative number, and only so: `-1` is not -0001.
+        let p = FramePattern::parse("s-%04d.png").unwrap();
+        assert!(p.negative("s--001.png") && !p.negative("s--1.png") && !p.negative("s-0001.png"));
         // A hyphen after a letter is a separator: `shot-0001` is frame 1.
         let dashed = tempfile::tempdir().unwrap();
         std::fs::write(dashed.path().join("shot-0001.png"), b"").unwrap();
