@@ -42,7 +42,7 @@ struct Args {
     #[arg(long)]
     input: Option<String>,
     /// VRAM budget shared by previews and the export: 512MiB, 2GiB, 1.5GB.
-    #[arg(long, visible_alias = "vram-budget", default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
+    #[arg(long = "vram-budget", visible_alias = "budget", default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
     budget: u64,
     /// Frames prefetched ahead of the playhead.
     #[arg(long, default_value_t = EngineConfig::default().prefetch)]
@@ -372,20 +372,22 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
         Some(i) => i.clone(),
         None => {
             let (width, height) = parse_size(&args.size)?;
-            // A budget no preview fits in is found before the plates are
-            // made (minutes at 8K), not by the first preview.
+            // A budget that holds no preview, or no export frame, is found
+            // before the plates are made (minutes at 8K), not by the first
+            // request. (The probe's device is gone before they are made.)
             let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
-            // (The probe's device is gone before the plates are made.)
             let engine = Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
-            let need = engine.preview_vram(shape, &grade(0.0), Scale::Quarter)?;
+            let needs =
+                (engine.preview_vram(shape, &grade(0.0), Scale::Quarter)?, engine.export_vram(shape, &grade(0.0))?);
             drop(engine);
-            if let Some(need) = need
-                && need > args.budget
+            if let (Some(preview), Some(export)) = needs
+                && preview.max(export) > args.budget
             {
                 return Err(framepipe::Error::Budget(format!(
-                    "--budget {} cannot hold a preview of one {width}x{height} frame, which needs {} (slot, kernel and downscale buffers)",
+                    "--vram-budget {} cannot hold the session on {width}x{height} frames: a preview needs {}, an export frame {}",
                     human_bytes(args.budget),
-                    human_bytes(need)
+                    human_bytes(preview),
+                    human_bytes(export)
                 )));
             }
             let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();

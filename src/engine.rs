@@ -328,6 +328,30 @@ impl Engine {
         &self.core.config
     }
 
+    /// VRAM one export frame of `shape` graded with `graph` takes of the
+    /// budget (a slot, a readback buffer and the kernel buffers): the
+    /// least a run on this engine needs; none on the CPU backend, or for
+    /// a graph with nothing to do. An editor can check a budget before it
+    /// makes or opens anything (with [`Engine::preview_vram`]); a run asked
+    /// for anyway is refused up front with [`Error::Budget`].
+    ///
+    /// # Errors
+    /// A frame the adapter's limits cannot take ([`Error::Gpu`]).
+    pub fn export_vram(&self, shape: crate::gpu::FrameShape, graph: &OpGraph) -> Result<Option<u64>> {
+        let plan = graph.plan();
+        if is_identity(&plan) {
+            return Ok(None);
+        }
+        match &*self.backend().lock(Priority::Export) {
+            Backend::Gpu(gpu) => {
+                let kernels = gpu.compute_bytes(shape, &plan)?;
+                let frame = crate::gpu::GpuBackend::slot_bytes(shape) + crate::gpu::GpuBackend::readback_bytes(shape);
+                Ok(Some(frame.saturating_add(kernels)))
+            }
+            Backend::Cpu => Ok(None),
+        }
+    }
+
     /// Decode/encode threads (the config's, or one per core).
     pub fn threads(&self) -> usize {
         resolve_threads(self.core.config.threads)

@@ -116,10 +116,9 @@ impl Ledger {
     pub fn check_fits(&self, bytes: u64, what: &str) -> Result<()> {
         if bytes > self.budget {
             OWN_OVERSIZED.set(OWN_OVERSIZED.get() + 1);
+            let (need, budget) = human_bytes_pair(bytes, self.budget);
             return Err(Error::Budget(format!(
-                "{what} needs {}, more than the whole {} VRAM budget (raise --vram-budget)",
-                human_bytes(bytes),
-                human_bytes(self.budget)
+                "{what} needs {need}, more than the whole {budget} VRAM budget (raise --vram-budget)"
             )));
         }
         Ok(())
@@ -161,10 +160,9 @@ impl Ledger {
     fn take(self: &Arc<Self>, c: &mut Counts, bytes: u64, what: &str) -> Result<Reservation> {
         self.check_fits(bytes, what)?;
         if c.current.checked_add(bytes).is_none_or(|total| total > self.budget) {
+            let (need, free) = human_bytes_pair(bytes, self.budget - c.current);
             return Err(Error::Budget(format!(
-                "{what} needs {}, but only {} of the {} VRAM budget is free (raise --vram-budget)",
-                human_bytes(bytes),
-                human_bytes(self.budget - c.current),
+                "{what} needs {need}, but only {free} of the {} VRAM budget is free (raise --vram-budget)",
                 human_bytes(self.budget)
             )));
         }
@@ -330,6 +328,14 @@ pub fn human_bytes(b: u64) -> String {
     if u == 0 { format!("{b} B") } else { format!("{v:.2} {}", UNITS[u]) }
 }
 
+/// Two sizes set against each other (a need and a budget), rounded as
+/// [`human_bytes`] rounds them unless that would make different sizes read
+/// the same (`12.89 MiB, more than the 12.89 MiB budget`): then in bytes.
+pub fn human_bytes_pair(a: u64, b: u64) -> (String, String) {
+    let (ha, hb) = (human_bytes(a), human_bytes(b));
+    if ha == hb && a != b { (format!("{a} B"), format!("{b} B")) } else { (ha, hb) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +400,11 @@ mod tests {
         let err = l.reserve(101, "slot").unwrap_err().to_string();
         assert!(mark.hopeless());
         assert!(err.contains("slot needs 101 B, more than the whole 100 B VRAM budget"), "{err}");
+        // Sizes that would round alike are said in bytes.
+        let close = Ledger::new(13_516_144);
+        let err = close.reserve(13_518_132, "frame").unwrap_err().to_string();
+        assert!(err.contains("frame needs 13518132 B, more than the whole 13516144 B VRAM budget"), "{err}");
+        assert_eq!(human_bytes_pair(2 << 20, 3 << 20), ("2.00 MiB".into(), "3.00 MiB".into()));
         // Another thread's hopeless request is not this one's.
         let mark = l.mark();
         let l2 = l.clone();

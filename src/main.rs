@@ -873,7 +873,9 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     });
     let started = Instant::now();
     let quiet = opts.quiet;
-    let mut errors = 0;
+    // Reasons already said (the error past its file name, `No space left
+    // on device`), under `--on-error stop`.
+    let mut reasons = std::collections::HashSet::new();
     let mut on_progress = |p: Progress<'_>| match p {
         Progress::Done { finished, total, record } => match &bar {
             Some(bar) => {
@@ -890,11 +892,12 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         },
         Progress::Failed { finished, failure, .. } => {
             // Under `--on-error stop` the first failure is the error; the
-            // frames in flight that fail after it (a full disk fails them
-            // all alike) are counted and listed in the summary.
-            errors += 1;
+            // frames in flight that fail after it for the same reason (a
+            // full disk fails them all alike) are counted and listed in
+            // the summary, one that failed for another reason is said.
             let line = format!("error: frame {}: {}", failure.number, failure.error);
-            let repeat = opts.on_error == ErrorPolicy::Stop && errors > 1;
+            let reason = failure.error.split_once(": ").map_or(failure.error.as_str(), |(_, r)| r);
+            let repeat = !reasons.insert(reason.to_string()) && opts.on_error == ErrorPolicy::Stop;
             match &bar {
                 Some(bar) => {
                     bar.set_position(finished as u64);

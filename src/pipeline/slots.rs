@@ -160,14 +160,13 @@ fn one_frame_refused(shape: FrameShape, kernels: u64, budget: u64, held: u64) ->
     } else {
         String::new()
     };
+    let (need, budget) = crate::ledger::human_bytes_pair(kernels + slot + readback, budget);
     Error::Budget(format!(
-        "one {} frame needs {} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {} budget{held} (raise --vram-budget)",
+        "one {} frame needs {need} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {budget} budget{held} (raise --vram-budget)",
         describe(shape),
-        human_bytes(kernels + slot + readback),
         human_bytes(slot),
         human_bytes(readback),
         human_bytes(kernels),
-        human_bytes(budget)
     ))
 }
 

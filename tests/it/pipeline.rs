@@ -186,8 +186,15 @@ fn ledger_peak_never_exceeds_budget() {
         assert!(err.to_string().contains(&says), "{err}");
         assert!(e.ledger().peak() <= budget);
     }
+    // The least a run needs, as the engine says it before any run: one
+    // slot, one readback buffer and the kernels; enough to export.
+    let least = kernels + GpuBackend::readback_bytes(shape) + slot;
+    let e = engine(BackendKind::Gpu, PoolSize::Auto, 4, least);
+    assert_eq!(e.export_vram(shape, &graph()).unwrap(), Some(least));
+    let report = run(&e, &input, &t.path().join("least/o_%03d.png").display().to_string(), false);
+    assert_eq!((report.frames_written, report.pool_size), (6, 1));
     // A budget that fits no slot: a clear error before any frame is read.
-    let e = engine(BackendKind::Gpu, PoolSize::Auto, 4, kernels + GpuBackend::readback_bytes(shape) + slot - 1);
+    let e = engine(BackendKind::Gpu, PoolSize::Auto, 4, least - 1);
     let job = Job::new(input.as_str(), t.path().join("none/o_%03d.png").display().to_string(), graph());
     let prepared = framepipe::prepare(&job).unwrap();
     let err = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err().to_string();
