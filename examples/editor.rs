@@ -380,14 +380,13 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
             let needs =
                 (engine.preview_vram(shape, &grade(0.0), Scale::Quarter)?, engine.export_vram(shape, &grade(0.0))?);
             drop(engine);
-            if let (Some(preview), Some(export)) = needs
-                && preview.max(export) > args.budget
+            if let Some(need) = [needs.0, needs.1].into_iter().flatten().max()
+                && need > args.budget
             {
+                let (need, budget) = framepipe::ledger::human_bytes_pair(need, args.budget);
+                let [preview, export] = [needs.0, needs.1].map(|n| n.map_or("none".into(), human_bytes));
                 return Err(framepipe::Error::Budget(format!(
-                    "--vram-budget {} cannot hold the session on {width}x{height} frames: a preview needs {}, an export frame {}",
-                    human_bytes(args.budget),
-                    human_bytes(preview),
-                    human_bytes(export)
+                    "--vram-budget {budget} cannot hold the session on {width}x{height} frames, which needs {need} (a preview {preview}, an export frame {export})"
                 )));
             }
             let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();

@@ -275,7 +275,8 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
             if i > 0 {
                 let _ = writeln!(
                     s,
-                    r##"<line x1="{left}" y1="{:.1}" x2="{}" y2="{0:.1}" stroke="#eee"/>"##,
+                    r##"<line x1="{}" y1="{:.1}" x2="{}" y2="{1:.1}" stroke="#eee"/>"##,
+                    left + 1.0,
                     y(v),
                     left + panel_w
                 );

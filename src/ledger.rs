@@ -316,9 +316,11 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
     Ok(bytes.round() as u64)
 }
 
+/// Binary units, 1024 apart.
+const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
 /// `1.50 GiB`, `12.0 MiB`, `512 B`.
 pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = b as f64;
     let mut u = 0;
     while v >= 1024.0 && u + 1 < UNITS.len() {
@@ -332,7 +334,21 @@ pub fn human_bytes(b: u64) -> String {
 /// [`human_bytes`] rounds them unless that would make different sizes read
 /// the same (`12.89 MiB, more than the 12.89 MiB budget`): then in bytes.
 pub fn human_bytes_pair(a: u64, b: u64) -> (String, String) {
-    let (ha, hb) = (human_bytes(a), human_bytes(b));
+    // Within a factor of 1024 of each other, in one unit (not `1.00 GiB`
+    // against `1024.00 MiB`).
+    let (ha, hb) = if a.min(b) >= a.max(b) / 1024 {
+        let mut unit = 0;
+        while unit + 1 < UNITS.len() && a.max(b) >> (10 * (unit + 1)) > 0 {
+            unit += 1;
+        }
+        let of = |v: u64| match unit {
+            0 => format!("{v} B"),
+            u => format!("{:.2} {}", v as f64 / (1u64 << (10 * u)) as f64, UNITS[u]),
+        };
+        (of(a), of(b))
+    } else {
+        (human_bytes(a), human_bytes(b))
+    };
     if ha == hb && a != b { (format!("{a} B"), format!("{b} B")) } else { (ha, hb) }
 }
 
@@ -405,6 +421,11 @@ mod tests {
         let err = close.reserve(13_518_132, "frame").unwrap_err().to_string();
         assert!(err.contains("frame needs 13518132 B, more than the whole 13516144 B VRAM budget"), "{err}");
         assert_eq!(human_bytes_pair(2 << 20, 3 << 20), ("2.00 MiB".into(), "3.00 MiB".into()));
+        // One unit for both, across a unit boundary; far apart, each its own.
+        assert_eq!(human_bytes_pair(3 << 29, 1023 << 20), ("1.50 GiB".into(), "1.00 GiB".into()));
+        let close = human_bytes_pair((1 << 30) + (1 << 20), (1 << 30) - 1);
+        assert_eq!(close, ("1074790400 B".into(), "1073741823 B".into()));
+        assert_eq!(human_bytes_pair(3 << 30, 2 << 20), ("3.00 GiB".into(), "2.00 MiB".into()));
         // Another thread's hopeless request is not this one's.
         let mark = l.mark();
         let l2 = l.clone();

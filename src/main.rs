@@ -896,7 +896,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             // full disk fails them all alike) are counted and listed in
             // the summary, one that failed for another reason is said.
             let line = format!("error: frame {}: {}", failure.number, failure.error);
-            let reason = failure.error.split_once(": ").map_or(failure.error.as_str(), |(_, r)| r);
+            let reason = frame_reason(&prepared, failure);
             let repeat = !reasons.insert(reason.to_string()) && opts.on_error == ErrorPolicy::Stop;
             match &bar {
                 Some(bar) => {
@@ -962,6 +962,14 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
 }
 
 /// Says which unfinished outputs of a killed run were removed.
+/// A failure's reason past the file it names (its input's or output's
+/// path, which may hold `: ` itself): what frames failing alike share.
+fn frame_reason<'a>(prepared: &framepipe::PreparedJob, failure: &'a framepipe::report::FrameFailure) -> &'a str {
+    let at = prepared.sequence.frames.iter().position(|f| f.number == failure.number);
+    let mut paths = at.into_iter().flat_map(|i| [&prepared.sequence.frames[i].path, &prepared.outputs[i]]);
+    paths.find_map(|p| failure.error.strip_prefix(&format!("{}: ", p.display()))).unwrap_or(&failure.error)
+}
+
 fn stale_notice(removed: &[PathBuf], quiet: bool) {
     if let Some(first) = removed.first().filter(|_| !quiet) {
         let (n, dir) = (removed.len(), framepipe::io::parent_dir(first).display());

@@ -959,7 +959,9 @@ impl Engine {
 
     /// VRAM one preview of a frame of `shape` graded with `graph` at
     /// `scale` takes of the budget (its slot, the kernel buffers and its
-    /// downscale pass's); none on the CPU backend. An editor can refuse a budget no preview fits in before it
+    /// downscale pass's); none on the CPU backend. Each other scale asked
+    /// of the same frame size and grade keeps a downscale pass of its own
+    /// while the budget has room for it, and gives way when it has not. An editor can refuse a budget no preview fits in before it
     /// makes or opens anything; a preview asked for anyway fails with
     /// [`Error::Budget`].
     ///

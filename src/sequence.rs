@@ -58,10 +58,7 @@ impl FramePattern {
         // A `%04d` in a folder that is not there is a second field, not a
         // name to make (a folder that exists is what it is: `20%desat/`).
         let folder = path.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-        if fields.len() == 1
-            && find_fields(&folder).iter().any(|f| folder.as_bytes()[f.0] == b'%')
-            && !Path::new(&folder).exists()
-        {
+        if fields.len() == 1 && find_fields(&folder).iter().any(|f| folder.as_bytes()[f.0] == b'%') && !dir.exists() {
             return Err(Error::Sequence(format!(
                 "{pattern}: a frame number field in a folder's name as well as the file's (%% for a literal %)"
             )));

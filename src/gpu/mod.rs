@@ -525,9 +525,19 @@ impl GpuBackend {
             })
             .collect();
         let sizes = self.preview_sizes(shape, &bands, scale);
+        // The set's passes at other scales are a cache too: the least
+        // recently asked give way rather than the budget refuse this one (a
+        // preview at another scale, whose pass this drops, builds it again).
+        let need = sizes.band + sizes.read + sizes.uniforms;
+        let previews = &mut self.computes.last_mut().expect("prepared").previews;
+        while !previews.is_empty() && self.ledger.current().saturating_add(need) > self.ledger.budget() {
+            let oldest = (0..previews.len()).min_by_key(|&i| previews[i].used).expect("not empty");
+            drop(previews.remove(oldest));
+        }
         let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
         let out_rows = |(y0, y1): (u32, u32)| (y0 / scale, y1.div_ceil(scale));
         use wgpu::BufferUsages as U;
+        let c = self.computes.last().expect("prepared");
         let small = self.buffer("preview", sizes.band, U::STORAGE | U::COPY_SRC)?;
         let read = self.buffer("preview readback", sizes.read, U::MAP_READ | U::COPY_DST)?;
         let uniforms = self.buffer("preview uniforms", sizes.uniforms, U::STORAGE | U::COPY_DST)?;

@@ -490,6 +490,15 @@ fn a_preview_larger_than_the_whole_budget_fails_and_holds_nothing() {
             }
         }
     }
+    // A budget that holds one scale's preview serves another scale after
+    // it: the first's downscale pass gives way.
+    let full = probe.preview_vram(shape, &grade(0.1), Scale::Full).unwrap().unwrap();
+    let e =
+        Engine::new(EngineConfig { backend: BackendKind::Gpu, vram_budget: full, prefetch: 0, ..Default::default() })
+            .unwrap();
+    for scale in [Scale::Full, Scale::Quarter, Scale::Full] {
+        e.preview(&seq, 2, &grade(0.1), scale).unwrap();
+    }
     assert_eq!(engine(BackendKind::Cpu, 1 << 20).preview_vram(shape, &grade(0.1), Scale::Full).unwrap(), None);
 }
 
