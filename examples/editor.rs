@@ -23,7 +23,7 @@ use clap::Parser;
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
 use framepipe::gpu::FrameShape;
 use framepipe::io::EncodeOptions;
-use framepipe::ledger::human_bytes;
+use framepipe::ledger::human_bytes_pair;
 use framepipe::preview::{PreviewStats, Scale};
 use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, Op, OpGraph, PixelFormat, Sequence};
 
@@ -372,21 +372,19 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
         Some(i) => i.clone(),
         None => {
             let (width, height) = parse_size(&args.size)?;
-            // A budget that holds no preview, or no export frame, is found
+            // A budget that cannot hold previews beside the export is found
             // before the plates are made (minutes at 8K), not by the first
             // request. (The probe's device is gone before they are made.)
             let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
             let engine = Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
-            let needs =
-                (engine.preview_vram(shape, &grade(0.0), Scale::Quarter)?, engine.export_vram(shape, &grade(0.0))?);
+            let need = engine.session_vram(shape, &grade(0.0), Scale::Quarter)?;
             drop(engine);
-            if let Some(need) = [needs.0, needs.1].into_iter().flatten().max()
+            if let Some(need) = need
                 && need > args.budget
             {
-                let (need, budget) = framepipe::ledger::human_bytes_pair(need, args.budget);
-                let [preview, export] = [needs.0, needs.1].map(|n| n.map_or("none".into(), human_bytes));
+                let (need, budget) = human_bytes_pair(need, args.budget);
                 return Err(framepipe::Error::Budget(format!(
-                    "--vram-budget {budget} cannot hold the session on {width}x{height} frames, which needs {need} (a preview {preview}, an export frame {export})"
+                    "--vram-budget {budget} cannot hold previews of {width}x{height} frames beside the export, which needs {need}"
                 )));
             }
             let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();

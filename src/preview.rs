@@ -974,6 +974,28 @@ impl Engine {
         }
     }
 
+    /// VRAM at which previews of `scale` run beside an export of the same
+    /// frame size and grade: one export frame ([`Engine::export_vram`]:
+    /// its slot, readback buffer and the kernel buffers, which previews
+    /// share) and a preview's downscale buffers; a preview takes the slot
+    /// the export gives up for it. Below it (and above both figures alone)
+    /// each preview waits for memory the export cannot give, then fails
+    /// with [`Error::Budget`], and holds the export up meanwhile. Where the
+    /// export needs no VRAM (the CPU backend, a graph that changes nothing)
+    /// it is [`Engine::preview_vram`].
+    ///
+    /// # Errors
+    /// As [`Engine::preview_vram`].
+    pub fn session_vram(&self, shape: FrameShape, graph: &OpGraph, scale: Scale) -> Result<Option<u64>> {
+        let Some(preview) = self.preview_vram(shape, graph, scale)? else { return Ok(None) };
+        let Some(export) = self.export_vram(shape, graph)? else { return Ok(Some(preview)) };
+        let downscale = match &*self.backend().lock(Priority::Preview) {
+            Backend::Gpu(gpu) => gpu.preview_bytes(shape, &graph.plan(), scale.factor())?,
+            Backend::Cpu => 0,
+        };
+        Ok(Some(export.saturating_add(downscale)))
+    }
+
     /// Cache and render counters.
     pub fn preview_stats(&self) -> PreviewStats {
         let s = &self.core.previews;

@@ -426,6 +426,38 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
     }
 }
 
+/// At the budget `session_vram` names, previews of the export's own grade
+/// run beside it: the export gives up its slot, and the preview's
+/// downscale buffers fit beside what it keeps. (Above `export_vram` and
+/// `preview_vram` alone is not enough: the export keeps its readback.)
+#[test]
+fn previews_run_beside_an_export_at_the_session_budget() {
+    let Some((t, seq, shape)) = gpu_sequence(30, 160, 96) else { return };
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    let session = probe.session_vram(shape, &grade(0.3), Scale::Quarter).unwrap().unwrap();
+    let (export, preview) = (
+        probe.export_vram(shape, &grade(0.3)).unwrap().unwrap(),
+        probe.preview_vram(shape, &grade(0.3), Scale::Quarter).unwrap().unwrap(),
+    );
+    assert!(session > export.max(preview), "{session} {export} {preview}");
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: session,
+        threads: 2,
+        prefetch: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let out = t.path().join("o/o_%03d.png").display().to_string();
+    let export = start_export(&e, Job::new(seq.source.as_str(), out, grade(0.3)), false);
+    for f in [5, 12, 19] {
+        e.preview(&seq, f, &grade(0.3), Scale::Quarter).expect("the preview gets memory");
+    }
+    assert_eq!(export.join().unwrap().frames_written, 30);
+    assert!(e.ledger().peak() <= session);
+    assert_eq!(engine(BackendKind::Cpu, 1 << 20).session_vram(shape, &grade(0.3), Scale::Quarter).unwrap(), None);
+}
+
 /// An export of a fixed pool started while the editor's last preview still
 /// holds its slot: the export waits for the previews to go quiet and take
 /// their memory back, rather than fail for want of it.
