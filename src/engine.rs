@@ -194,6 +194,18 @@ pub struct Engine {
     caller: bool,
 }
 
+/// What an engine runs on, for logs: its backend, device and budget.
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.backend_name())
+            .field("device", &self.device_name())
+            .field("vram_budget", &self.ledger().budget())
+            .field("threads", &self.threads())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Engine {
     /// The handle the engine's own threads render through: it keeps the
     /// engine alive while they work but is not counted as a caller's.
@@ -256,8 +268,13 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::NoGpu`] when a GPU was required and none opens;
-    /// [`Error::InvalidValue`] for a bad thread count, pool size or adapter name.
+    /// [`Error::InvalidValue`] for a bad thread count, pool size, VRAM
+    /// budget (0) or adapter name.
     pub fn new(config: EngineConfig) -> Result<Self> {
+        // No frame, preview or kernel buffer fits in none.
+        if config.vram_budget == 0 {
+            return Err(Error::invalid("vram budget", 0, "at least one byte (2GiB by default)"));
+        }
         if config.threads > MAX_THREADS {
             return Err(Error::invalid("thread count", config.threads, format!("0 (one per core) to {MAX_THREADS}")));
         }
@@ -336,7 +353,8 @@ impl Engine {
     /// for anyway is refused up front with [`Error::Budget`].
     ///
     /// # Errors
-    /// A frame the adapter's limits cannot take ([`Error::Gpu`]).
+    /// A frame the adapter's buffers cannot take ([`Error::Gpu`]); a blur
+    /// whose halo its bindings cannot take ([`Error::InvalidValue`]).
     pub fn export_vram(&self, shape: crate::gpu::FrameShape, graph: &OpGraph) -> Result<Option<u64>> {
         let plan = graph.plan();
         if is_identity(&plan) {
@@ -391,6 +409,10 @@ impl Engine {
     /// a stage panicked, [`Error::Thread`] when the OS would not start one
     /// of its threads (all threads are joined first). Per-frame failures
     /// are in the report.
+    ///
+    /// # Panics
+    /// When `progress` panics: the panic goes on out of `run` once every
+    /// thread has stopped (frames already under way may still be written).
     pub fn run(
         &self,
         job: &Job,

@@ -123,7 +123,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The run was cancelled.
+    /// The run was cancelled; or a preview asked through a
+    /// [`PreviewView`](crate::preview::PreviewView) was stopped because
+    /// the engine's last handle went.
     #[error("cancelled")]
     Cancelled,
     /// A preview asked through a [`PreviewView`](crate::preview::PreviewView)

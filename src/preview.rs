@@ -376,7 +376,12 @@ impl PreviewView {
                 // answered), the view moves no playhead: nobody will step on.
                 let open = || !lock(&worker.next).1;
                 let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, (r.scale, place, &open), &newest);
-                let _ = r.reply.send(panic_as_error(r.frame, preview));
+                let answer = match panic_as_error(r.frame, preview) {
+                    // Stopped because the engine is going, not overtaken.
+                    Err(Error::Superseded) if worker.latest.load(Ordering::SeqCst) == u64::MAX => Err(Error::Cancelled),
+                    answer => answer,
+                };
+                let _ = r.reply.send(answer);
             }
         });
         let no_thread = match thread {
@@ -424,9 +429,9 @@ impl PreviewView {
 }
 
 impl Mailbox {
-    /// No request is taken after this; with `stop`, the one under way
-    /// stops at its next check too, and the one waiting is answered as
-    /// overtaken (the engine is going).
+    /// No request is taken after this; with `stop` (the engine is going),
+    /// the one under way stops at its next check too, and it and the one
+    /// waiting are answered [`Error::Cancelled`].
     fn close(&self, stop: bool) {
         let waiting = {
             let mut next = lock(&self.next);
@@ -439,8 +444,8 @@ impl Mailbox {
             }
         };
         self.posted.notify_all();
-        if let Some(overtaken) = waiting {
-            let _ = overtaken.reply.send(Err(Error::Superseded));
+        if let Some(waiting) = waiting {
+            let _ = waiting.reply.send(Err(Error::Cancelled));
         }
     }
 
@@ -723,7 +728,8 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::Sequence`] for a frame not in the sequence, a decode error,
-    /// an invalid graph, a GPU error, [`Error::Budget`] when the preview's
+    /// an invalid graph (or a blur too wide for the adapter's bindings:
+    /// [`Error::InvalidValue`]), a GPU error, [`Error::Budget`] when the preview's
     /// VRAM could not be had within 5 s (or is more than the whole budget),
     /// or [`Error::Panic`] when its render panicked.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
@@ -966,7 +972,8 @@ impl Engine {
     /// [`Error::Budget`].
     ///
     /// # Errors
-    /// A frame the adapter's limits cannot take ([`Error::Gpu`]).
+    /// A frame the adapter's buffers cannot take ([`Error::Gpu`]); a blur
+    /// whose halo its bindings cannot take ([`Error::InvalidValue`]).
     pub fn preview_vram(&self, shape: FrameShape, graph: &OpGraph, scale: Scale) -> Result<Option<u64>> {
         match &*self.backend().lock(Priority::Preview) {
             Backend::Gpu(gpu) => preview_need(gpu, shape, &graph.plan(), scale.factor()).map(Some),

@@ -217,6 +217,15 @@ fn an_auto_pool_is_sized_for_the_frames_there_are() {
     }
 }
 
+/// A budget of nothing is refused when the engine is made, on any backend,
+/// not by every frame and preview after.
+#[test]
+fn an_engine_with_no_budget_is_refused() {
+    let err =
+        Engine::new(EngineConfig { backend: BackendKind::Cpu, vram_budget: 0, ..Default::default() }).unwrap_err();
+    assert!(err.is_usage() && err.to_string().contains("vram budget 0"), "{err}");
+}
+
 #[test]
 fn budget_too_small_on_the_command_line() {
     if !gpu_available() {
