@@ -334,17 +334,16 @@ pub fn human_bytes(b: u64) -> String {
 /// [`human_bytes`] rounds them unless that would make different sizes read
 /// the same (`12.89 MiB, more than the 12.89 MiB budget`): then in bytes.
 pub fn human_bytes_pair(a: u64, b: u64) -> (String, String) {
-    // Within a factor of 1024 of each other, in one unit (not `1.00 GiB`
-    // against `1024.00 MiB`).
-    let (ha, hb) = if a.min(b) >= a.max(b) / 1024 {
-        let mut unit = 0;
-        while unit + 1 < UNITS.len() && a.max(b) >> (10 * (unit + 1)) > 0 {
-            unit += 1;
-        }
-        let of = |v: u64| match unit {
-            0 => format!("{v} B"),
-            u => format!("{:.2} {}", v as f64 / (1u64 << (10 * u)) as f64, UNITS[u]),
-        };
+    // In the larger one's unit where the smaller is at least half of one
+    // (`1.00 GiB` against `0.99 GiB`, not `1023.00 MiB`); else each its own
+    // (not `0.00 GiB`).
+    let (big, small) = (a.max(b), a.min(b));
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && big >> (10 * (unit + 1)) > 0 {
+        unit += 1;
+    }
+    let (ha, hb) = if unit > 0 && small.saturating_mul(2) >> (10 * unit) > 0 {
+        let of = |v: u64| format!("{:.2} {}", v as f64 / (1u64 << (10 * unit)) as f64, UNITS[unit]);
         (of(a), of(b))
     } else {
         (human_bytes(a), human_bytes(b))
@@ -426,6 +425,8 @@ mod tests {
         let close = human_bytes_pair((1 << 30) + (1 << 20), (1 << 30) - 1);
         assert_eq!(close, ("1074790400 B".into(), "1073741823 B".into()));
         assert_eq!(human_bytes_pair(3 << 30, 2 << 20), ("3.00 GiB".into(), "2.00 MiB".into()));
+        assert_eq!(human_bytes_pair(3 << 29, 600 << 20), ("1.50 GiB".into(), "0.59 GiB".into()));
+        assert_eq!(human_bytes_pair(3 << 29, 500 << 20), ("1.50 GiB".into(), "500.00 MiB".into()));
         // Another thread's hopeless request is not this one's.
         let mark = l.mark();
         let l2 = l.clone();

@@ -961,7 +961,6 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     })
 }
 
-/// Says which unfinished outputs of a killed run were removed.
 /// A failure's reason past the file it names (its input's or output's
 /// path, which may hold `: ` itself): what frames failing alike share.
 fn frame_reason<'a>(prepared: &framepipe::PreparedJob, failure: &'a framepipe::report::FrameFailure) -> &'a str {
@@ -970,6 +969,7 @@ fn frame_reason<'a>(prepared: &framepipe::PreparedJob, failure: &'a framepipe::r
     paths.find_map(|p| failure.error.strip_prefix(&format!("{}: ", p.display()))).unwrap_or(&failure.error)
 }
 
+/// Says which unfinished outputs of a killed run were removed.
 fn stale_notice(removed: &[PathBuf], quiet: bool) {
     if let Some(first) = removed.first().filter(|_| !quiet) {
         let (n, dir) = (removed.len(), framepipe::io::parent_dir(first).display());

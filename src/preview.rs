@@ -292,8 +292,8 @@ struct PrefetchJob {
 /// export waits for neither of the rest. One thread per view serves its requests;
 /// cloning a view gives another handle to the same view, and the thread
 /// ends once the last handle is gone and the request it left is answered
-/// (rendered; or answered as superseded if the view held the engine's
-/// last handle, which stops the engine).
+/// (rendered; or answered [`Error::Cancelled`] if the view held the
+/// engine's last handle, which stops the engine).
 ///
 /// ```no_run
 /// # fn main() -> framepipe::Result<()> {
@@ -349,6 +349,9 @@ struct Mailbox {
     /// The newest request's number: one under way that is no longer the
     /// newest stops at its next check.
     latest: AtomicU64,
+    /// The newest request's number when the engine stopped the view (0
+    /// while it has not): that request was stopped, not overtaken.
+    stopped_at: AtomicU64,
 }
 
 struct ViewRequest {
@@ -378,7 +381,7 @@ impl PreviewView {
                 let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, (r.scale, place, &open), &newest);
                 let answer = match panic_as_error(r.frame, preview) {
                     // Stopped because the engine is going, not overtaken.
-                    Err(Error::Superseded) if worker.latest.load(Ordering::SeqCst) == u64::MAX => Err(Error::Cancelled),
+                    Err(Error::Superseded) if worker.stopped_at.load(Ordering::SeqCst) == r.id => Err(Error::Cancelled),
                     answer => answer,
                 };
                 let _ = r.reply.send(answer);
@@ -437,6 +440,10 @@ impl Mailbox {
             let mut next = lock(&self.next);
             next.1 = true;
             if stop {
+                // Under the lock no request is posted meanwhile; stored
+                // before `latest` moves, so a request that sees it moved
+                // sees this too.
+                self.stopped_at.store(self.latest.load(Ordering::SeqCst), Ordering::SeqCst);
                 self.latest.store(u64::MAX, Ordering::SeqCst);
                 next.0.take()
             } else {
@@ -981,15 +988,17 @@ impl Engine {
         }
     }
 
-    /// VRAM at which previews of `scale` run beside an export of the same
-    /// frame size and grade: one export frame ([`Engine::export_vram`]:
-    /// its slot, readback buffer and the kernel buffers, which previews
-    /// share) and a preview's downscale buffers; a preview takes the slot
-    /// the export gives up for it. Below it (and above both figures alone)
-    /// each preview waits for memory the export cannot give, then fails
-    /// with [`Error::Budget`], and holds the export up meanwhile. Where the
-    /// export needs no VRAM (the CPU backend, a graph that changes nothing)
-    /// it is [`Engine::preview_vram`].
+    /// VRAM at and above which previews of `scale` run beside an export of
+    /// the same frame size and grade with an automatic pool: one export
+    /// frame ([`Engine::export_vram`]: its slot, a readback buffer and the
+    /// kernel buffers, which previews share), the second readback buffer
+    /// of the export's ring (taken as soon as it fits, and kept: the frames
+    /// on the GPU land in it), and a preview's downscale buffers; a
+    /// preview takes the slots the export gives up for it. Below it each
+    /// preview may wait for memory the export cannot give, then fail with
+    /// [`Error::Budget`], holding the export up meanwhile. Where the export
+    /// needs no VRAM (the CPU backend, a graph that changes nothing) it is
+    /// [`Engine::preview_vram`].
     ///
     /// # Errors
     /// As [`Engine::preview_vram`].
@@ -1000,7 +1009,8 @@ impl Engine {
             Backend::Gpu(gpu) => gpu.preview_bytes(shape, &graph.plan(), scale.factor())?,
             Backend::Cpu => 0,
         };
-        Ok(Some(export.saturating_add(downscale)))
+        let ring = (crate::pipeline::GPU_DEPTH as u64 - 1) * GpuBackend::readback_bytes(shape);
+        Ok(Some(export.saturating_add(ring).saturating_add(downscale)))
     }
 
     /// Cache and render counters.

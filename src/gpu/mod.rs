@@ -151,7 +151,7 @@ impl Compute {
         let mut all = vec![self.packed.reservation.clone(), self.uniforms.reservation.clone()];
         all.extend(self.scratch.iter().flatten().map(|b| b.reservation.clone()));
         all.extend(self.weights.iter().map(|b| b.reservation.clone()));
-        all.extend(self.previews.iter().flat_map(|p| [&p.small, &p.read, &p._uniforms]).map(|b| b.reservation.clone()));
+        all.extend(self.previews.iter().flat_map(PreviewPass::buffers).map(|b| b.reservation.clone()));
         all
     }
 
@@ -178,6 +178,24 @@ struct PreviewPass {
     launches: Vec<PreviewLaunch>,
     /// When a preview last asked for it.
     used: std::time::Instant,
+}
+
+impl PreviewPass {
+    fn buffers(&self) -> [&LedgerBuffer; 3] {
+        [&self.small, &self.read, &self._uniforms]
+    }
+
+    /// Ledger bytes of its buffers.
+    fn bytes(&self) -> u64 {
+        self.buffers().iter().map(|b| b.reservation.bytes()).sum()
+    }
+
+    /// Whether only the pass holds its buffers' memory: no frame on the
+    /// GPU and no preview waiting to render holds it (see
+    /// [`Compute::reservations`]).
+    fn idle(&self) -> bool {
+        self.buffers().iter().all(|b| Arc::strong_count(&b.reservation) == 1)
+    }
 }
 
 /// One band's downscale dispatch.
@@ -527,12 +545,25 @@ impl GpuBackend {
         let sizes = self.preview_sizes(shape, &bands, scale);
         // The set's passes at other scales are a cache too: the least
         // recently asked give way rather than the budget refuse this one (a
-        // preview at another scale, whose pass this drops, builds it again).
+        // preview at another scale, whose pass this drops, builds it again),
+        // where that makes room. Not one that a frame on the GPU or a
+        // preview waiting to render holds (dropping it frees nothing).
         let need = sizes.band + sizes.read + sizes.uniforms;
+        let short = (self.ledger.current().saturating_add(need)).saturating_sub(self.ledger.budget());
         let previews = &mut self.computes.last_mut().expect("prepared").previews;
-        while !previews.is_empty() && self.ledger.current().saturating_add(need) > self.ledger.budget() {
-            let oldest = (0..previews.len()).min_by_key(|&i| previews[i].used).expect("not empty");
-            drop(previews.remove(oldest));
+        let mut idle: Vec<usize> = (0..previews.len()).filter(|&i| previews[i].idle()).collect();
+        idle.sort_by_key(|&i| previews[i].used);
+        let (mut freed, mut going) = (0, Vec::new());
+        for i in idle {
+            if freed >= short {
+                break;
+            }
+            freed += previews[i].bytes();
+            going.push(i);
+        }
+        if short > 0 && freed >= short {
+            going.sort_unstable_by(|a, b| b.cmp(a));
+            going.into_iter().for_each(|i| drop(previews.remove(i)));
         }
         let (width, height) = (shape.width.div_ceil(scale), shape.height.div_ceil(scale));
         let out_rows = |(y0, y1): (u32, u32)| (y0 / scale, y1.div_ceil(scale));

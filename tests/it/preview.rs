@@ -428,8 +428,8 @@ fn a_full_budget_makes_the_export_yield_to_previews() {
 
 /// At the budget `session_vram` names, previews of the export's own grade
 /// run beside it: the export gives up its slot, and the preview's
-/// downscale buffers fit beside what it keeps. (Above `export_vram` and
-/// `preview_vram` alone is not enough: the export keeps its readback.)
+/// downscale buffers fit beside what it keeps, its readback ring of two
+/// included. (Above `export_vram` and `preview_vram` alone is not enough.)
 #[test]
 fn previews_run_beside_an_export_at_the_session_budget() {
     let Some((t, seq, shape)) = gpu_sequence(30, 160, 96) else { return };
