@@ -221,9 +221,13 @@ impl<T: Send + 'static> Pool<T> {
     }
 
     /// Whether the pool is short of slots it gave back and nothing asks
-    /// for memory now: the moment to [`Pool::replenish`] it.
+    /// for memory now, or it is below the floor the requests waiting
+    /// allow (a preview took every slot, and now prefetches alone wait:
+    /// the export slows for them, never stops): the moment to
+    /// [`Pool::replenish`] it.
     pub fn wants_slot(&self) -> bool {
-        self.live() < self.size && self.free.yielding.pressure.any.load(Ordering::SeqCst) == 0
+        let pressure = &self.free.yielding.pressure;
+        self.live() < self.size && (pressure.any.load(Ordering::SeqCst) == 0 || self.live() < pressure.floor())
     }
 
     /// Puts a new slot in place of a retired one; hands it back if the pool
@@ -345,9 +349,14 @@ mod tests {
         assert!(!pool.shed(), "nothing left to shed");
         // Once the pressure is gone the pool grows back to its size, no further.
         assert!(!pool.wants_slot());
+        // With prefetches alone still waiting, back to the one slot they
+        // leave an export, no more.
+        set(1, 0);
+        assert!(pool.wants_slot(), "a prefetch never stops the export");
+        assert_eq!(pool.replenish(6), None);
+        assert!(!pool.wants_slot());
         set(0, 0);
         assert!(pool.wants_slot());
-        assert_eq!(pool.replenish(6), None);
         assert_eq!(pool.replenish(7), None);
         assert_eq!((pool.live(), pool.retired()), (2, 2));
         assert!(!pool.wants_slot());

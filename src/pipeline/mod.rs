@@ -39,8 +39,9 @@
 //!   or a lost device aborts the run: every stage drops the frames it holds,
 //!   so none is written after the error. A panic surfaces as
 //!   [`Error::Panic`] once every thread has joined; a lost device as the
-//!   failures of the frames it took down (each its [`Error::Gpu`]), in the
-//!   report. Cancellation stops the reader and drains.
+//!   failure of the frame whose wait found it ([`Error::Gpu`]) in the
+//!   report, the frames it took down beside it as not written (skipped).
+//!   Cancellation stops the reader and drains.
 //! * Decode and encode run `min(threads, frames)` workers each.
 //!
 //! `stages` holds each thread's loop, `slots` the pool's sizing and the
@@ -460,6 +461,11 @@ pub(crate) fn run(
         };
         match made {
             Err(Error::Budget(_)) if engine.preview_memory_held() => {
+                // One frame more than the whole budget is the error, whatever
+                // previews hold: nothing they give back makes it fit.
+                if let crate::backend::Backend::Gpu(gpu) = &*engine.backend().lock(Priority::Export) {
+                    check_one_frame_fits(gpu, shape, &plan, ledger.budget())?;
+                }
                 // Cancelled while waiting: a run that started no frame.
                 if cancel.is_cancelled() {
                     report.cancelled = true;

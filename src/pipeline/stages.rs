@@ -246,10 +246,12 @@ impl Ctx<'_> {
                             break Some(r);
                         }
                         // A stopped run still drains the frames it
-                        // decoded (the copiers free the ring); only a
-                        // cancel, or a ring still full seconds after
-                        // a stop (a failed copier), drops this one.
-                        let stuck = shared.stopping() && asked.elapsed() > Duration::from_secs(5);
+                        // decoded (the copiers free the ring, once the
+                        // encoders take their frames: seconds each at
+                        // 8K, 16-bit, a slow PNG setting); only a cancel,
+                        // or a ring still full a minute after a stop (a
+                        // copier that can never free it), drops this one.
+                        let stuck = shared.stopping() && asked.elapsed() > Duration::from_secs(60);
                         if shared.cancel.is_cancelled() || shared.aborted() || stuck {
                             break None;
                         }

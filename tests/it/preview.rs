@@ -458,6 +458,35 @@ fn previews_run_beside_an_export_at_the_session_budget() {
     assert_eq!(engine(BackendKind::Cpu, 1 << 20).session_vram(shape, &grade(0.3), Scale::Quarter).unwrap(), None);
 }
 
+/// An export whose one frame is more than the whole budget fails at once,
+/// even beside an editor that holds memory: nothing it gives back helps.
+#[test]
+fn an_export_no_budget_holds_fails_at_once_beside_an_active_editor() {
+    let Some((t, seq, shape)) = gpu_sequence(3, 96, 64) else { return };
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    let preview = probe.preview_vram(shape, &grade(0.3), Scale::Quarter).unwrap().unwrap();
+    assert!(preview < probe.export_vram(shape, &grade(0.3)).unwrap().unwrap());
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: preview,
+        prefetch: 0,
+        preview_memory_idle: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .unwrap();
+    e.preview(&seq, 1, &grade(0.3), Scale::Quarter).unwrap();
+    let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
+    let prepared = framepipe::prepare(&job).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let exporter = e.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(exporter.run(&job, &prepared, &Cancel::default(), &mut |_| {}).map(|r| r.frames_written));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the export answers, not waits for the editor");
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("one 96x64 RGBA8 frame needs"), "{err}");
+}
+
 /// An export of a fixed pool started while the editor's last preview still
 /// holds its slot: the export waits for the previews to go quiet and take
 /// their memory back, rather than fail for want of it.
