@@ -548,9 +548,11 @@ pub struct PreparedJob {
     /// [`Job::also_reads`] included: what no output may land on.
     pub reads: crate::io::FileSet,
     /// Unfinished outputs of a run killed outright (SIGKILL, a power cut)
-    /// that [`prepare`] found in the output folder and removed: hidden
-    /// `.framepipe-*.partial` files no live run holds.
-    pub stale_partials: Vec<PathBuf>,
+    /// that [`prepare`] found in the output folder: hidden
+    /// `.framepipe-*.partial` files no live run holds, removed where they
+    /// were untouched for 10 minutes, else kept (see
+    /// [`remove_stale_partials`](crate::io::remove_stale_partials)).
+    pub stale_partials: crate::io::StalePartials,
     /// Output folders [`prepare`] made: removed again when the last copy of
     /// this job drops, if the run left them empty.
     _made: std::sync::Arc<crate::io::MadeDirs>,
@@ -644,7 +646,7 @@ struct Targets {
     outputs: Vec<PathBuf>,
     format: OutputFormat,
     existing: Vec<u64>,
-    stale_partials: Vec<PathBuf>,
+    stale_partials: crate::io::StalePartials,
     made: std::sync::Arc<crate::io::MadeDirs>,
 }
 
@@ -661,7 +663,7 @@ fn stream_targets(job: &Job, sequence: &Sequence) -> Result<Targets> {
         outputs: vec![PathBuf::from("-"); sequence.frames.len()],
         format: job.stream_format,
         existing: Vec::new(),
-        stale_partials: Vec::new(),
+        stale_partials: Default::default(),
         made: Default::default(),
     })
 }

@@ -345,6 +345,9 @@ fn on_signal() {
 /// Set while `process` writes its frames to stdout.
 static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Set while `process` writes files that `--skip-existing` can resume.
+static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How long the first signal waits for a stream's frame to be taken.
 const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -358,6 +361,9 @@ fn stop_now() -> ! {
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
     note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
+    if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) {
+        note!("notice: the same command with --skip-existing processes only the frames not written");
+    }
     exit_now(130);
 }
 
@@ -861,6 +867,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let cancel = Cancel::default();
     // The first interrupt now asks this run to stop (see `on_signal`).
     STREAMING.store(prepared.stream, std::sync::atomic::Ordering::SeqCst);
+    // What a second interrupt can say of finishing (not after --overwrite:
+    // the files not yet replaced are an older render's, which it keeps).
+    RESUMABLE
+        .store(!prepared.stream && !opts.demo && !opts.overwrite && !opts.quiet, std::sync::atomic::Ordering::SeqCst);
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
@@ -923,7 +933,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     }
     if !opts.quiet {
         note!("{}", report.summary());
-        if let Some(notice) = resume_notice(opts, &prepared, &report) {
+        if let Some(notice) = resume_notice(opts, job.frames.is_some(), &prepared, &report) {
             note!("{notice}");
         }
         // Auto takes two slots or more where two fit (and two frames
@@ -970,10 +980,22 @@ fn frame_reason<'a>(prepared: &framepipe::PreparedJob, failure: &'a framepipe::r
 }
 
 /// Says which unfinished outputs of a killed run were removed.
-fn stale_notice(removed: &[PathBuf], quiet: bool) {
-    if let Some(first) = removed.first().filter(|_| !quiet) {
-        let (n, dir) = (removed.len(), framepipe::io::parent_dir(first).display());
+/// And which were kept, too recent to be sure no other machine's run is
+/// writing them.
+fn stale_notice(found: &framepipe::io::StalePartials, quiet: bool) {
+    if quiet {
+        return;
+    }
+    let dir = |p: &PathBuf| framepipe::io::parent_dir(p).display().to_string();
+    if let Some(first) = found.removed.first() {
+        let (n, dir) = (found.removed.len(), dir(first));
         note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
+    }
+    if let Some(first) = found.recent.first() {
+        let (n, dir) = (found.recent.len(), dir(first));
+        note!(
+            "notice: kept {n} unfinished output(s) in {dir} (.framepipe-*.partial): under 10 minutes old, they may be another machine's run's; a run after that removes them"
+        );
     }
 }
 
@@ -981,7 +1003,14 @@ fn stale_notice(removed: &[PathBuf], quiet: bool) {
 /// written stays, the rest is one flag away. (Not `--skip-existing` after
 /// `--overwrite`: the files not yet replaced are an older render's, which
 /// it would keep; `--frames` with every frame not written, failed ones too.)
-fn resume_notice(opts: &RunArgs, prepared: &framepipe::PreparedJob, report: &framepipe::Report) -> Option<String> {
+/// `picked`: the command has a `--frames` of its own, which the new one
+/// replaces.
+fn resume_notice(
+    opts: &RunArgs,
+    picked: bool,
+    prepared: &framepipe::PreparedJob,
+    report: &framepipe::Report,
+) -> Option<String> {
     if prepared.stream || opts.demo || report.frames_skipped == 0 || report.frames.is_empty() {
         return None;
     }
@@ -993,11 +1022,13 @@ fn resume_notice(opts: &RunArgs, prepared: &framepipe::PreparedJob, report: &fra
         prepared.sequence.frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
     left.sort_unstable();
     let spec = framepipe::sequence::frame_spec(&framepipe::sequence::runs_of(left));
+    let instead = if picked { " in place of its own" } else { "" };
     Some(if spec.len() <= 200 {
-        format!("notice: to finish, run the same command with --frames '{spec}'")
+        format!("notice: to finish, run the same command with --frames '{spec}'{instead}")
     } else {
-        "notice: to finish, run the same command with --frames and the frames the summary lists as failed or not written"
-            .into()
+        format!(
+            "notice: to finish, run the same command with --frames{instead} and the frames the summary lists as failed or not written"
+        )
     })
 }
 

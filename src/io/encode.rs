@@ -68,7 +68,8 @@ pub enum PngCompression {
     Fast,
     /// zlib's default level.
     Default,
-    /// Smallest files, slowest.
+    /// Most deflate effort, slowest: the smallest files as a rule (on
+    /// small, noisy frames fast's adaptive filters can win).
     Best,
 }
 
@@ -174,32 +175,47 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 /// another machine sharing the folder, NFS with local locks; a frame
 /// encoded in memory before it is written leaves its file untouched that
 /// long, and clocks differ). Only plain files: a pipe of the name would
-/// block the open. Returns the paths removed.
-pub fn remove_stale_partials(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let stale = |path: &Path| {
+/// block the open.
+pub fn remove_stale_partials(dir: &Path) -> StalePartials {
+    let Ok(entries) = std::fs::read_dir(dir) else { return StalePartials::default() };
+    // Some(true): stale; Some(false): no live process holds it, but it is
+    // too recent to be sure; None: not one to touch.
+    let stale = |path: &Path| -> Option<bool> {
         // Only names of the form framepipe gives them: six random letters
         // or digits between the two.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let random = name.strip_prefix(TEMP_PREFIX).and_then(|n| n.strip_suffix(TEMP_SUFFIX));
         if !random.is_some_and(|r| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric())) {
-            return false;
+            return None;
         }
         if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
-            return false;
+            return None;
         }
-        let Ok(file) = std::fs::File::open(path) else { return false };
-        let meta = file.metadata().ok();
-        let old = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-        meta.is_some_and(|m| m.is_file()) && old.is_some_and(|age| age >= STALE_AFTER) && file.try_lock().is_ok()
+        let file = std::fs::File::open(path).ok()?;
+        let meta = file.metadata().ok().filter(|m| m.is_file())?;
+        file.try_lock().ok()?;
+        let old = meta.modified().ok().and_then(|t| t.elapsed().ok());
+        Some(old.is_some_and(|age| age >= STALE_AFTER))
     };
-    let mut removed = Vec::new();
+    let mut found = StalePartials::default();
     for path in entries.flatten().map(|e| e.path()) {
-        if stale(&path) && std::fs::remove_file(&path).is_ok() {
-            removed.push(path);
+        match stale(&path) {
+            Some(true) if std::fs::remove_file(&path).is_ok() => found.removed.push(path),
+            Some(false) => found.recent.push(path),
+            _ => {}
         }
     }
-    removed
+    found
+}
+
+/// What [`remove_stale_partials`] found.
+#[derive(Debug, Default)]
+pub struct StalePartials {
+    /// Removed: no live process held them, untouched for 10 minutes.
+    pub removed: Vec<PathBuf>,
+    /// Kept: no process here holds them, but they are younger than that
+    /// (a run just killed; or one on another machine sharing the folder).
+    pub recent: Vec<PathBuf>,
 }
 
 /// A temporary folder removed when dropped and, should the process be
@@ -601,26 +617,41 @@ fn encode<W: Write>(
     }
 }
 
+/// Frames from this many bytes are written as BigTIFF: a classic TIFF's
+/// offsets are 32 bits, so it holds less than 4 GiB (a 32768x16384 16-bit
+/// RGBA frame is 4 GiB). Readers of TIFF (libtiff, OpenImageIO, `tiff`)
+/// read both; smaller frames stay classic, which every reader takes.
+const BIG_TIFF_FROM: u64 = (1 << 32) - (1 << 20);
+
 /// An uncompressed TIFF of RGB, RGBA, grey or grey-alpha samples, 8 or 16
 /// bits, in memory (the encoder seeks). Through the `tiff` crate rather
 /// than `image`, to mark the last sample as unassociated alpha
 /// (ExtraSamples 2, as TIFF 6.0 asks): without the tag, readers such as
 /// libtiff do not take it as alpha.
-fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorType) -> tiff::TiffResult<Vec<u8>> {
-    use tiff::encoder::{TiffEncoder, TiffValue, colortype};
+fn encode_tiff(bytes: &[u8], size: (u32, u32), color: ExtendedColorType) -> tiff::TiffResult<Vec<u8>> {
+    encode_tiff_from(bytes, size, color, BIG_TIFF_FROM)
+}
+
+/// [`encode_tiff`], BigTIFF from `big` bytes of samples (tests lower it).
+fn encode_tiff_from(
+    bytes: &[u8],
+    (width, height): (u32, u32),
+    color: ExtendedColorType,
+    big: u64,
+) -> tiff::TiffResult<Vec<u8>> {
+    use tiff::encoder::{TiffEncoder, TiffKind, TiffValue, colortype};
     use tiff::tags::ExtraSamples;
     /// With `alpha`, a grey type gets its alpha as an extra sample; an RGBA
     /// type counts its own and only needs the tag.
-    fn put<C: colortype::ColorType>(
+    fn write<C: colortype::ColorType, K: TiffKind, W: std::io::Write + std::io::Seek>(
+        mut tiff: TiffEncoder<W, K>,
         data: &[C::Inner],
         (width, height): (u32, u32),
         alpha: bool,
-    ) -> tiff::TiffResult<Vec<u8>>
+    ) -> tiff::TiffResult<()>
     where
         [C::Inner]: TiffValue,
     {
-        let mut cursor = std::io::Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) + 4096));
-        let mut tiff = TiffEncoder::new(&mut cursor)?;
         let mut image = tiff.new_image::<C>(width, height)?;
         if alpha && C::BITS_PER_SAMPLE.len() == 1 {
             image.extra_samples(&[ExtraSamples::UnassociatedAlpha])?;
@@ -629,16 +660,32 @@ fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorTy
                 .encoder()
                 .write_tag(tiff::tags::Tag::ExtraSamples, &[ExtraSamples::UnassociatedAlpha.to_u16()][..])?;
         }
-        image.write_data(data)?;
+        image.write_data(data)
+    }
+    fn put<C: colortype::ColorType>(
+        data: &[C::Inner],
+        size: (u32, u32),
+        alpha: bool,
+        big: u64,
+    ) -> tiff::TiffResult<Vec<u8>>
+    where
+        [C::Inner]: TiffValue,
+    {
+        let mut cursor = std::io::Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) + 4096));
+        if std::mem::size_of_val(data) as u64 >= big {
+            write::<C, _, _>(TiffEncoder::new_big(&mut cursor)?, data, size, alpha)?;
+        } else {
+            write::<C, _, _>(TiffEncoder::new(&mut cursor)?, data, size, alpha)?;
+        }
         Ok(cursor.into_inner())
     }
     let size = (width, height);
     use ExtendedColorType as C;
     if matches!(color, C::Rgb8 | C::Rgba8 | C::L8 | C::La8) {
         return match color {
-            C::Rgba8 => put::<colortype::RGBA8>(bytes, size, true),
-            C::L8 | C::La8 => put::<colortype::Gray8>(bytes, size, color == C::La8),
-            _ => put::<colortype::RGB8>(bytes, size, false),
+            C::Rgba8 => put::<colortype::RGBA8>(bytes, size, true, big),
+            C::L8 | C::La8 => put::<colortype::Gray8>(bytes, size, color == C::La8, big),
+            _ => put::<colortype::RGB8>(bytes, size, false, big),
         };
     }
     // Native-endian samples, as the frame holds them (copied only if the
@@ -648,9 +695,9 @@ fn encode_tiff(bytes: &[u8], (width, height): (u32, u32), color: ExtendedColorTy
         Err(_) => bytemuck::pod_collect_to_vec(bytes).into(),
     };
     match color {
-        C::Rgba16 => put::<colortype::RGBA16>(&words, size, true),
-        C::L16 | C::La16 => put::<colortype::Gray16>(&words, size, color == C::La16),
-        _ => put::<colortype::RGB16>(&words, size, false),
+        C::Rgba16 => put::<colortype::RGBA16>(&words, size, true, big),
+        C::L16 | C::La16 => put::<colortype::Gray16>(&words, size, color == C::La16, big),
+        _ => put::<colortype::RGB16>(&words, size, false, big),
     }
 }
 
@@ -771,8 +818,9 @@ mod tests {
             // SAFETY: a valid NUL-terminated path.
             assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         }
-        let removed = remove_stale_partials(t.path());
-        assert_eq!(removed, [t.path().join(".framepipe-AbC123.partial")]);
+        let found = remove_stale_partials(t.path());
+        assert_eq!(found.removed, [t.path().join(".framepipe-AbC123.partial")]);
+        assert_eq!(found.recent, [t.path().join(".framepipe-fresh1.partial")], "said, not removed");
         let mut left: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         left.sort();
         let mut kept = vec![".framepipe-fresh1.partial", ".framepipe-held42.partial", ".framepipe-my notes.partial"];
@@ -822,6 +870,32 @@ mod tests {
             let back = crate::io::decode_file(&path, &Default::default()).unwrap();
             assert_eq!((back.format, back.has_alpha, &back.data), (format, has_alpha, &frame.data));
         }
+    }
+
+    /// Frames too large for a classic TIFF's 32-bit offsets are BigTIFF
+    /// (here from 0 bytes), which reads back alike, alpha marked.
+    #[test]
+    fn big_frames_are_written_as_bigtiff_and_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        let mut x = 0x2545_f491_u32 ^ std::process::id();
+        let bytes: Vec<u8> = (0..9 * 4 * 2 * 4)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let (classic, big) = (
+            encode_tiff(&bytes, (9, 4), ExtendedColorType::Rgba16).unwrap(),
+            encode_tiff_from(&bytes, (9, 4), ExtendedColorType::Rgba16, 0).unwrap(),
+        );
+        assert_eq!((classic[2], big[2]), (42, 43), "version 42 is classic TIFF, 43 BigTIFF (little-endian)");
+        let path = t.path().join("big.tif");
+        std::fs::write(&path, &big).unwrap();
+        let back = crate::io::decode_file(&path, &Default::default()).unwrap();
+        assert_eq!((back.width, back.height, back.format, back.has_alpha), (9, 4, PixelFormat::Rgba16, true));
+        assert_eq!(back.data, bytes);
     }
 
     #[test]

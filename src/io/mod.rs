@@ -19,7 +19,7 @@ pub use decode::{
 };
 pub(crate) use encode::write_frame_atomic_unless;
 pub use encode::{
-    EncodeOptions, MadeDirs, OutputFormat, PngCompression, ScratchDir, check_new_file, check_output_dir,
+    EncodeOptions, MadeDirs, OutputFormat, PngCompression, ScratchDir, StalePartials, check_new_file, check_output_dir,
     check_output_free, encode_frame, parent_dir, refuse_folder_name, remove_partials, remove_stale_partials,
     resolve_path, write_file_atomic, write_frame_atomic,
 };

@@ -1321,3 +1321,23 @@ fn the_next_run_removes_a_killed_runs_unfinished_outputs() {
         assert_eq!(files(&dir), [".framepipe-my notes.partial", "o_01.png", "o_02.png"], "{cmd}");
     }
 }
+
+/// A run that stopped at a failed frame says how to finish it: with
+/// `--skip-existing`, or after `--overwrite` with the frames left, in place
+/// of a `--frames` the command has (a second one is refused).
+#[test]
+fn a_stopped_run_says_the_command_that_finishes_it() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 4, PixelFormat::Rgba8);
+    fs::write(t.path().join("s_02.png"), b"not a png").unwrap();
+    let out = t.path().join("o/o_%02d.png").display().to_string();
+    let run = |extra: &[&str]| {
+        let mut cmd = framepipe();
+        cmd.args(["process", &input, "-o", &out, "--threads", "1", "--pool", "1", "--sequential", "--exposure", "1"]);
+        cmd.args(extra).assert().code(1)
+    };
+    run(&[]).stderr(contains("notice: the same command with --skip-existing processes only the frames not written"));
+    run(&["--overwrite", "--frames", "1-4"])
+        .stderr(contains("notice: to finish, run the same command with --frames '2-4' in place of its own"));
+    run(&["--overwrite"]).stderr(contains("with --frames '2-4'\n"));
+}
