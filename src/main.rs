@@ -295,7 +295,7 @@ struct GenerateArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// Frames to generate and grade.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     frames: u32,
     /// Frame size.
     #[arg(long, default_value = "8k")]
@@ -1273,9 +1273,6 @@ fn print_stdout(text: &str) -> Result<(), Error> {
 
 fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let (width, height) = parse_size(&args.size)?;
-    if args.frames == 0 {
-        return Err(Error::invalid("frame count", 0, "at least 1"));
-    }
     // Removed if the demo fails or is stopped at once (a second Ctrl-C)
     // before its frames are graded; kept then.
     let tmp = framepipe::io::ScratchDir::new("framepipe-demo-")?;
