@@ -361,11 +361,7 @@ impl Engine {
             return Ok(None);
         }
         match &*self.backend().lock(Priority::Export) {
-            Backend::Gpu(gpu) => {
-                let kernels = gpu.compute_bytes(shape, &plan)?;
-                let frame = crate::gpu::GpuBackend::slot_bytes(shape) + crate::gpu::GpuBackend::readback_bytes(shape);
-                Ok(Some(frame.saturating_add(kernels)))
-            }
+            Backend::Gpu(gpu) => Ok(Some(crate::pipeline::one_frame_bytes(shape, gpu.compute_bytes(shape, &plan)?))),
             Backend::Cpu => Ok(None),
         }
     }

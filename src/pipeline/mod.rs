@@ -62,9 +62,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, bounded, unbounded};
 
 pub(crate) use clock::Clock;
-pub(crate) use slots::check_one_frame_fits;
 pub use slots::split_budget;
 use slots::{Sizing, Staging, size_slots};
+pub(crate) use slots::{check_one_frame_fits, one_frame_bytes};
 use stages::Ctx;
 
 use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};

@@ -160,7 +160,7 @@ fn one_frame_refused(shape: FrameShape, kernels: u64, budget: u64, held: u64) ->
     } else {
         String::new()
     };
-    let (need, budget) = crate::ledger::human_bytes_pair(kernels + slot + readback, budget);
+    let (need, budget) = crate::ledger::human_bytes_pair(one_frame_bytes(shape, kernels), budget);
     Error::Budget(format!(
         "one {} frame needs {need} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {budget} budget{held} (raise --vram-budget)",
         describe(shape),
@@ -182,8 +182,13 @@ pub(crate) fn check_one_frame_fits(gpu: &GpuBackend, shape: FrameShape, plan: &P
 
 /// [`check_one_frame_fits`] with the kernel bytes known.
 fn one_frame_fits(shape: FrameShape, kernels: u64, budget: u64) -> Result<()> {
-    let needed = kernels + GpuBackend::slot_bytes(shape) + GpuBackend::readback_bytes(shape);
-    if needed > budget { Err(one_frame_refused(shape, kernels, budget, 0)) } else { Ok(()) }
+    if one_frame_bytes(shape, kernels) > budget { Err(one_frame_refused(shape, kernels, budget, 0)) } else { Ok(()) }
+}
+
+/// The least VRAM an export of frames of `shape` runs in: a slot, a
+/// readback buffer and `kernels` bytes of kernel buffers.
+pub(crate) fn one_frame_bytes(shape: FrameShape, kernels: u64) -> u64 {
+    kernels.saturating_add(GpuBackend::slot_bytes(shape) + GpuBackend::readback_bytes(shape))
 }
 
 /// The frame slots and, on the GPU, the readback ring: staging counted by
