@@ -264,7 +264,7 @@ struct GenerateArgs {
     #[arg(long, default_value = "1080p")]
     size: String,
     /// Number of frames.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24, value_parser = frame_count())]
     frames: u32,
     /// First frame number.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
@@ -295,7 +295,7 @@ struct GenerateArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// Frames to generate and grade.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, value_parser = frame_count())]
     frames: u32,
     /// Frame size.
     #[arg(long, default_value = "8k")]
@@ -551,6 +551,11 @@ fn quiet_mesa_wsi() {
         // SAFETY: called first thing in main, before any other thread exists.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
+}
+
+/// A count of frames to generate: 1 to as many as `process` takes.
+fn frame_count() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=framepipe::sequence::MAX_SPEC_FRAMES as i64)
 }
 
 fn parse_budget(s: &str) -> Result<u64, String> {

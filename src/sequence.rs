@@ -163,7 +163,7 @@ impl FramePattern {
 
 /// The most frames a `--frames` spec may name (ten million: 4.8 days at
 /// 24 fps), in one range or in all.
-pub(crate) const MAX_SPEC_FRAMES: u64 = 10_000_000;
+pub const MAX_SPEC_FRAMES: u64 = 10_000_000;
 
 /// The widest zero padding a frame number field may ask for.
 const MAX_PAD: usize = 20;

@@ -193,7 +193,10 @@ pub fn remove_stale_partials(dir: &Path) -> StalePartials {
         }
         let file = std::fs::File::open(path).ok()?;
         let meta = file.metadata().ok().filter(|m| m.is_file())?;
-        file.try_lock().ok()?;
+        // Shared: it conflicts with a writer's exclusive lock all the same,
+        // and needs no write access (NFS emulates flock with fcntl locks,
+        // whose exclusive kind a read-only file cannot take).
+        file.try_lock_shared().ok()?;
         let old = meta.modified().ok().and_then(|t| t.elapsed().ok());
         Some(old.is_some_and(|age| age >= STALE_AFTER))
     };
@@ -295,7 +298,9 @@ fn new_temp(dir: &Path) -> std::result::Result<(Registered, tempfile::NamedTempF
     // later run tells a killed run's leftover from one being written
     // ([`remove_stale_partials`]). Where locks are not supported, none
     // is ever taken for stale.
-    let _ = tmp.as_file().try_lock();
+    // Blocking: a scan holds its shared lock for an instant, and a write
+    // that lost that race would go unlocked, taken for a killed run's.
+    let _ = tmp.as_file().lock();
     set.insert(tmp.path().to_path_buf());
     Ok((Registered(tmp.path().to_path_buf()), tmp))
 }
@@ -890,7 +895,8 @@ mod tests {
             encode_tiff(&bytes, (9, 4), ExtendedColorType::Rgba16).unwrap(),
             encode_tiff_from(&bytes, (9, 4), ExtendedColorType::Rgba16, 0).unwrap(),
         );
-        assert_eq!((classic[2], big[2]), (42, 43), "version 42 is classic TIFF, 43 BigTIFF (little-endian)");
+        let version = |tiff: &[u8]| u16::from_ne_bytes([tiff[2], tiff[3]]);
+        assert_eq!((version(&classic), version(&big)), (42, 43), "42 is classic TIFF, 43 BigTIFF");
         let path = t.path().join("big.tif");
         std::fs::write(&path, &big).unwrap();
         let back = crate::io::decode_file(&path, &Default::default()).unwrap();

@@ -241,6 +241,7 @@ impl Ctx<'_> {
                     None
                 } else if may_wait {
                     let asked = Instant::now();
+                    let mut stopped: Option<Instant> = None;
                     let r = loop {
                         if let Some(r) = ring.acquire_timeout(Duration::from_millis(20)) {
                             break Some(r);
@@ -251,7 +252,10 @@ impl Ctx<'_> {
                         // 8K, 16-bit, a slow PNG setting); only a cancel,
                         // or a ring still full a minute after a stop (a
                         // copier that can never free it), drops this one.
-                        let stuck = shared.stopping() && asked.elapsed() > Duration::from_secs(60);
+                        if shared.stopping() {
+                            stopped.get_or_insert_with(Instant::now);
+                        }
+                        let stuck = stopped.is_some_and(|t| t.elapsed() > Duration::from_secs(60));
                         if shared.cancel.is_cancelled() || shared.aborted() || stuck {
                             break None;
                         }
