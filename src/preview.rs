@@ -760,16 +760,26 @@ impl Engine {
             return Err(Error::Superseded);
         }
         let state = &self.core.previews;
-        // A frame not in the sequence is an error before it moves the
-        // playhead (and cancels what is prefetched for the real one).
+        // A frame not in the sequence, or a grade out of range (a value
+        // typed in a field), is an error before it moves the playhead (and
+        // cancels what is prefetched for the real one).
         let file = FileStamp::of(sequence, frame)?;
+        graph.validate()?;
         // Raised before the request is recorded: no export frame starts
         // after it until this preview holds its VRAM, has joined a render
         // under way, or is served from the cache.
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
         self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, place, &|| wanted() && open());
-        let (image, served) = self.cached_or_render(&key, graph, (Priority::Preview, wanted), &mut gate)?;
+        let (image, served) = match self.cached_or_render(&key, graph, (Priority::Preview, wanted), &mut gate) {
+            Ok(served) => served,
+            Err(e) => {
+                // Not found in the cache either: a miss, or the hit rate
+                // would count only the misses that went well.
+                lock(&state.cache).count(false);
+                return Err(e);
+            }
+        };
         // A render traced its end itself, while it still held the backend.
         if served != Served::Rendered {
             state.record(TraceEvent::PreviewDone(frame));

@@ -118,6 +118,25 @@ fn preview_equals_cpu_downscale_of_the_full_render() {
     }
 }
 
+/// A request that fails is a miss all the same (the hit rate counts every
+/// request not found in the cache); a grade out of range fails before any
+/// work, as a usage error.
+#[test]
+fn failed_requests_count_as_misses() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 2, 32, 24, PixelFormat::Rgba8);
+    std::fs::write(&seq.frames[1].path, b"not a png").unwrap();
+    let e = engine(BackendKind::Cpu, 64 << 20);
+    let err = e.preview(&seq, 2, &grade(0.2), Scale::Half).unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    let mut wild = grade(0.2);
+    wild.ops[0] = Op::Exposure { stops: 99.0 };
+    assert!(e.preview(&seq, 1, &wild, Scale::Half).unwrap_err().is_usage());
+    let s = e.preview_stats();
+    // The bad grade was refused before it was a request: not counted.
+    assert_eq!((s.previews.hits, s.previews.misses), (0, 1), "{s:?}");
+}
+
 #[test]
 fn hits_do_no_work_and_grade_changes_are_never_stale() {
     let t = tempfile::tempdir().unwrap();
