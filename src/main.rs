@@ -419,15 +419,9 @@ fn attach_negative_values(
     out
 }
 
-/// Every subcommand's long options (and visible aliases) that take a value
-/// which is not a file name: a file may be named `-5`, but only when said
-/// so (`--json=-5`).
-fn numeric_options() -> std::collections::HashSet<String> {
-    value_options(false)
-}
-
 /// Every subcommand's long options (and visible aliases) that take a value,
-/// a file name (`file`) or not.
+/// a file name (`file`) or not: a file may be named `-5`, but only when
+/// said so (`--json=-5`), so negative numbers attach to the others.
 fn value_options(file: bool) -> std::collections::HashSet<String> {
     fn walk(cmd: &clap::Command, file: bool, out: &mut std::collections::HashSet<String>) {
         for arg in cmd.get_arguments() {
@@ -469,7 +463,7 @@ fn main() -> ExitCode {
             crash(info)
         }
     }));
-    let cli = match Cli::try_parse_from(attach_negative_values(std::env::args_os(), &numeric_options())) {
+    let cli = match Cli::try_parse_from(attach_negative_values(std::env::args_os(), &value_options(false))) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

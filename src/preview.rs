@@ -1013,13 +1013,14 @@ impl Engine {
     /// # Errors
     /// As [`Engine::preview_vram`].
     pub fn session_vram(&self, shape: FrameShape, graph: &OpGraph, scale: Scale) -> Result<Option<u64>> {
-        let Some(preview) = self.preview_vram(shape, graph, scale)? else { return Ok(None) };
-        let Some(export) = self.export_vram(shape, graph)? else { return Ok(Some(preview)) };
-        let downscale = match &*self.backend().lock(Priority::Preview) {
-            Backend::Gpu(gpu) => gpu.preview_bytes(shape, &graph.plan(), scale.factor())?,
-            Backend::Cpu => 0,
-        };
+        let plan = graph.plan();
+        let Backend::Gpu(gpu) = &*self.backend().lock(Priority::Preview) else { return Ok(None) };
+        if crate::engine::is_identity(&plan) {
+            return preview_need(gpu, shape, &plan, scale.factor()).map(Some);
+        }
+        let export = crate::pipeline::one_frame_bytes(shape, gpu.compute_bytes(shape, &plan)?);
         let ring = (crate::pipeline::GPU_DEPTH as u64 - 1) * GpuBackend::readback_bytes(shape);
+        let downscale = gpu.preview_bytes(shape, &plan, scale.factor())?;
         Ok(Some(export.saturating_add(ring).saturating_add(downscale)))
     }
 

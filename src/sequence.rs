@@ -139,9 +139,8 @@ impl FramePattern {
     fn negative(&self, file_name: &str) -> bool {
         let rest = file_name.strip_prefix(&self.prefix).and_then(|r| r.strip_suffix(&self.suffix));
         let Some(digits) = rest.and_then(|r| r.strip_prefix('-')) else { return false };
-        let number = (digits.len() <= MAX_PAD && digits.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| digits.parse::<u64>().ok())
-            .flatten();
+        let digits_only = digits.len() <= MAX_PAD && digits.bytes().all(|b| b.is_ascii_digit());
+        let number = digits.parse::<u64>().ok().filter(|_| digits_only);
         number.is_some_and(|n| format!("-{n:0width$}", width = self.pad.saturating_sub(1)) == rest.unwrap_or(""))
     }
 

@@ -534,14 +534,8 @@ impl GpuBackend {
         }
         let c = self.computes.last().expect("prepared");
         let shape = c.shape;
-        let bands: Vec<(u32, u32)> = c
-            .copies
-            .iter()
-            .map(|&(_, _, dst_off, dst_len)| {
-                let row = shape.row_bytes();
-                ((dst_off / row) as u32, ((dst_off + dst_len) / row) as u32)
-            })
-            .collect();
+        // The set's own bands, as `preview_bytes` counts them.
+        let bands: Vec<(u32, u32)> = c.banding.bands(shape.height).collect();
         let sizes = self.preview_sizes(shape, &bands, scale);
         // The set's passes at other scales are a cache too: the least
         // recently asked give way rather than the budget refuse this one (a
