@@ -108,8 +108,8 @@ STREAMS
 EXIT CODES
   0 every frame written; 1 a frame failed (or the GPU did, or a report could not be written
   once the frames were); 2 usage, preset or input errors
-  found before any frame was processed; 130 interrupted (Ctrl-C): in-flight frames finished or
-  discarded, nothing partial left.";
+  found before any frame was processed; 130 interrupted (Ctrl-C; 143 SIGTERM, 129 SIGHUP):
+  in-flight frames finished or discarded, nothing partial left.";
 
 #[derive(Args)]
 struct ProcessArgs {
@@ -314,12 +314,14 @@ static DEMO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 
 /// SIGINT, SIGTERM (how render farms stop a job) and SIGHUP. During a
 /// `process` run the first asks it to stop (frames being written finish,
-/// the rest are dropped, the summary is printed, exit 130). Otherwise, and
-/// on a second signal, the process stops at once after removing its
-/// unfinished outputs and scratch folders, exiting 130.
-fn on_signal() {
-    static SIGNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let first = SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+/// the rest are dropped, the summary is printed, exit 128 + the signal's
+/// number: 130, 143, 129). Otherwise, and on a second signal, the process
+/// stops at once after removing its unfinished outputs and scratch
+/// folders, exiting with the code of the signal that stopped it.
+fn on_signal(signal: i32) {
+    let first = FIRST_SIGNAL
+        .compare_exchange(0, signal, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
+        .is_ok();
     match RUN.get() {
         Some(run) if first && STREAMING.load(std::sync::atomic::Ordering::SeqCst) => {
             note!(
@@ -329,17 +331,56 @@ fn on_signal() {
             run.cancel();
             // A reader that stalls holds that write, and the run, forever:
             // one signal from a supervisor must still end it.
-            let _ = std::thread::Builder::new().spawn(|| {
+            let _ = std::thread::Builder::new().spawn(move || {
                 std::thread::sleep(STREAM_GRACE);
-                stop_now();
+                stop_now(signal);
             });
         }
         Some(run) if first => {
             note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
             run.cancel();
         }
-        _ => stop_now(),
+        _ => stop_now(signal),
     }
+}
+
+/// The first signal received (0 before any): a run it stopped exits with
+/// its code.
+static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// SIGINT's number, what Ctrl-C is where there are no signals.
+const SIGINT: i32 = 2;
+
+/// The exit code of a process `signal` stopped: 128 + its number, as a
+/// shell reports one the signal ended (130 for Ctrl-C).
+fn signal_exit_code(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(130)
+}
+
+/// Routes SIGINT, SIGTERM and SIGHUP (Ctrl-C where there are no signals)
+/// to [`on_signal`], on a thread of its own, not in the signal handler.
+/// Returns once they are routed; if they cannot be, they keep their
+/// default action (ending the process).
+fn route_signals() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let (routed, ready) = crossbeam_channel::bounded(1);
+        // Registered on the thread that serves them: no thread, no
+        // registration, so a signal never goes unanswered.
+        let thread = std::thread::Builder::new().name("framepipe-signals".into()).spawn(move || {
+            let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]);
+            let _ = routed.send(());
+            if let Ok(mut signals) = signals {
+                signals.forever().for_each(on_signal);
+            }
+        });
+        if thread.is_ok() {
+            let _ = ready.recv();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrlc::set_handler(|| on_signal(SIGINT));
 }
 
 /// Set while `process` writes its frames to stdout.
@@ -351,8 +392,9 @@ static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// How long the first signal waits for a stream's frame to be taken.
 const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Stops the process at once, removing its unfinished outputs: exit 130.
-fn stop_now() -> ! {
+/// Stops the process at once, removing its unfinished outputs: exits with
+/// `signal`'s code.
+fn stop_now(signal: i32) -> ! {
     let removed = framepipe::io::remove_partials();
     // (A count of the frames kept could miss one renamed into
     // place just now, before its report: none is given.)
@@ -364,7 +406,7 @@ fn stop_now() -> ! {
     if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) {
         note!("notice: the same command with --skip-existing processes only the frames not written");
     }
-    exit_now(130);
+    exit_now(signal_exit_code(signal).into());
 }
 
 /// Ends the process without running exit handlers: `exit` runs the C and
@@ -454,7 +496,7 @@ fn non_utf8_argument() -> Option<std::ffi::OsString> {
 
 fn main() -> ExitCode {
     quiet_mesa_wsi();
-    let _ = ctrlc::set_handler(on_signal);
+    route_signals();
     // A codec's panic on an odd file is that file's one-line decode error
     // (see `framepipe::io::in_decoder`): not printed as a crash as well.
     let crash = std::panic::take_hook();
@@ -962,7 +1004,9 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         unwritten |= failed_after_run(write_report(path, &svg, replace_timeline));
     }
     Ok(if report.cancelled {
-        ExitCode::from(130)
+        // Cancelled only by a signal here (the first; Ctrl-C if none came).
+        let signal = FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+        ExitCode::from(signal_exit_code(if signal == 0 { SIGINT } else { signal }))
     } else if report.failures.is_empty() && report.frames_skipped == 0 && !unwritten {
         ExitCode::SUCCESS
     } else {

@@ -445,8 +445,9 @@ fn send(child: &std::process::Child, signal: &str) {
 
 /// Starts a CPU run over `frames` frames of `width`x`height`, waits for its
 /// first frame, sends `signals` (one after the other), and checks that it
-/// exits 130 leaving only complete outputs. Returns its stderr after the
-/// first frame.
+/// exits with the last one's code (128 + its number, as a shell reports a
+/// process it ended) leaving only complete outputs. Returns its stderr
+/// after the first frame.
 fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
     use std::io::{BufReader, Read};
     use std::process::Stdio;
@@ -469,7 +470,7 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
-    assert_eq!(status.code(), Some(130), "{signals:?}: {rest}");
+    assert_eq!(status.code(), signals.last().map(|s| signal_code(s)), "{signals:?}: {rest}");
     let written: Vec<_> = fs::read_dir(&out).unwrap().flatten().collect();
     assert!(!written.is_empty() && written.len() < frames as usize);
     // The summary names every frame that is not on disk, to run again.
@@ -495,9 +496,19 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
     rest
 }
 
+/// The exit code of a process stopped by `signal`.
+fn signal_code(signal: &str) -> i32 {
+    128 + match signal {
+        "HUP" => 1,
+        "INT" => 2,
+        "TERM" => 15,
+        other => panic!("no code for SIG{other}"),
+    }
+}
+
 #[test]
-fn ctrl_c_or_sigterm_drains_in_flight_frames_and_exits_130() {
-    for signal in ["INT", "TERM"] {
+fn ctrl_c_sigterm_or_sighup_drains_in_flight_frames_and_exits_with_its_code() {
+    for signal in ["INT", "TERM", "HUP"] {
         let rest = interrupt(&[signal], 80, 320, 200);
         assert!(rest.contains("not written: "), "{signal}: the summary is printed: {rest}");
         assert!(rest.contains("with --skip-existing processes only the frames not written"), "{rest}");
@@ -508,7 +519,8 @@ fn ctrl_c_or_sigterm_drains_in_flight_frames_and_exits_130() {
 fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
     // Frames slow enough (a wide blur on one thread) that the second signal
     // lands while the first drain is still working.
-    let rest = interrupt(&["INT", "INT"], 8, 1280, 720);
+    // The second signal's code is the exit code: it stopped the process.
+    let rest = interrupt(&["INT", "TERM"], 8, 1280, 720);
     assert!(rest.contains("stopped at once; the frames written so far are kept, "), "{rest}");
     assert!(!rest.contains("frames/s"), "no summary after stopping at once: {rest}");
 }
@@ -643,5 +655,5 @@ fn one_signal_ends_a_stream_whose_reader_stalled() {
     let line = read_until(&mut stderr, |l| l.contains("stopped at once"));
     assert!(line.contains("stopped at once"), "{line}");
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the grace period");
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(signal_code("TERM")));
 }
