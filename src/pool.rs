@@ -125,28 +125,39 @@ trait Shed: Send + Sync {
     fn shed(&self) -> bool;
 }
 
-/// The receiving end of a pool's free slots and how it yields them.
+/// A pool's free slots (and the way back in for one taken out and kept)
+/// and how it yields them.
 struct Free<T> {
     rx: Receiver<T>,
+    tx: Sender<T>,
     yielding: Arc<Yield>,
 }
 
 impl<T: Send> Shed for Free<T> {
     fn shed(&self) -> bool {
         let y = &self.yielding;
-        let floor = y.pressure.floor();
-        if y.pressure.any.load(Ordering::SeqCst) == 0
-            || y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > floor).then(|| n - 1)).is_err()
-        {
+        if y.pressure.any.load(Ordering::SeqCst) == 0 {
             return false;
         }
-        if self.rx.try_recv().is_ok() {
+        // The slot first, then the count: a count lowered before a slot was
+        // found would let `Pool::replenish` add one meanwhile, and putting
+        // the count back would then leave more live slots than the free
+        // list holds (the last one returned would block on it).
+        let Ok(slot) = self.rx.try_recv() else { return false };
+        let floor = y.pressure.floor();
+        if y.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > floor).then(|| n - 1)).is_ok() {
             y.retired.fetch_add(1, Ordering::SeqCst);
-            true
-        } else {
-            y.live.fetch_add(1, Ordering::SeqCst);
-            false
+            return true;
         }
+        // At the floor: it stays. The list has room (it just came out of
+        // it; free slots never outnumber live ones); were it full, the slot
+        // would go, counted as retired.
+        if self.tx.try_send(slot).is_err() {
+            y.live.fetch_sub(1, Ordering::SeqCst);
+            y.retired.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        false
     }
 }
 
@@ -189,7 +200,7 @@ impl<T: Send + 'static> Pool<T> {
             retired: AtomicUsize::new(0),
             replenished: AtomicUsize::new(0),
         });
-        let free = Arc::new(Free { rx, yielding });
+        let free = Arc::new(Free { rx, tx: free_tx.clone(), yielding });
         let weak: Weak<dyn Shed> = Arc::downgrade(&free) as Weak<Free<T>>;
         let mut pools = pressure.pools.lock().unwrap_or_else(|p| p.into_inner());
         // Pools of runs that ended go here too, or an engine's list would
@@ -397,5 +408,45 @@ mod tests {
         assert!(!pressure.shed_free());
         assert_eq!(a.live(), 0);
         assert_eq!(pressure.pools.lock().unwrap().len(), 1, "a dropped pool is forgotten");
+    }
+
+    /// Shedding and regrowing on two threads while the pressure comes and
+    /// goes never leaves more live slots than free and leased ones: each
+    /// slot returned has room in the free list (a count lowered before its
+    /// slot was found once let a regrow slip in, and the last slot back
+    /// then blocked).
+    #[test]
+    fn shedding_and_regrowing_at_once_keep_the_count_true() {
+        let pressure = Arc::new(Pressure::default());
+        let pool = Arc::new(Pool::new(vec![0u32], Instant::now(), pressure.clone()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shedder = {
+            let (pressure, stop) = (pressure.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    pressure.any.store(1, Ordering::SeqCst);
+                    pressure.urgent.store(i % 2, Ordering::SeqCst);
+                    pressure.shed_free();
+                    pressure.urgent.store(0, Ordering::SeqCst);
+                    i += 1;
+                }
+            })
+        };
+        for n in 1..20_000u32 {
+            if pool.wants_slot() {
+                pool.replenish(n);
+            }
+            // A lease taken and given back, as a decoder's.
+            drop(pool.acquire_timeout(Duration::ZERO));
+        }
+        stop.store(true, Ordering::SeqCst);
+        shedder.join().unwrap();
+        let mut free = 0;
+        while pool.acquire_timeout(Duration::ZERO).map(std::mem::forget).is_some() {
+            free += 1;
+        }
+        assert_eq!(free, pool.live(), "every live slot is in the free list");
+        assert!(pool.live() <= pool.size());
     }
 }

@@ -62,7 +62,10 @@ impl Scale {
     }
 }
 
-/// A finished preview: RGBA8, ready to display.
+/// A finished preview: RGBA8, ready to display. Its timings are those of
+/// the render that made it: a cache hit, or a request that joined a render
+/// under way, returns that same image (shared, not copied), so time a
+/// request on its caller's clock to see what it cost.
 #[derive(Clone, Debug)]
 pub struct PreviewImage {
     /// Frame number.
