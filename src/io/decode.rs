@@ -57,11 +57,7 @@ fn decode_file_inner(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
     }
     let image = DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::Decode { path: path.to_owned(), reason: one_line(&e.to_string()) })?;
-    let mut frame = from_dynamic(image);
-    if info.premultiplied {
-        unpremultiply(&mut frame.data, frame.format);
-    }
-    Ok(frame)
+    Ok(straight_frame(image, &info))
 }
 
 /// What a frame's header says it decodes to.
@@ -261,11 +257,7 @@ fn decode_to(
         }
         _ => {
             let image = DynamicImage::from_decoder(decoder).map_err(|e| fail(one_line(&e.to_string())))?;
-            let mut frame = from_dynamic(image);
-            if info.premultiplied {
-                unpremultiply(&mut frame.data, frame.format);
-            }
-            sink(0, &frame.data)?;
+            sink(0, &straight_frame(image, &info).data)?;
         }
     }
     Ok(info)
@@ -526,6 +518,32 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
     let grey = color.channel_count() <= 2;
     let float = matches!(color, image::ColorType::Rgb32F | image::ColorType::Rgba32F);
     FrameInfo { width, height, format, has_alpha: color.has_alpha(), grey, float, premultiplied: false }
+}
+
+/// `image` (decoded from a source `info` describes) as a frame with
+/// straight alpha. A float source's color is divided by its alpha in f32,
+/// before it is clamped and rounded to 16 bits: divided after, the
+/// rounding would grow by 1/alpha (500 steps at alpha 0.001). Integer
+/// sources are divided as stored. (A grey-alpha float TIFF's reader
+/// divides its own.)
+fn straight_frame(image: DynamicImage, info: &FrameInfo) -> HostFrame {
+    let image = match image {
+        DynamicImage::ImageRgba32F(mut float) if info.premultiplied => {
+            for px in float.pixels_mut() {
+                let a = px[3];
+                for c in &mut px.0[..3] {
+                    *c = if a > 0.0 { *c / a } else { 0.0 };
+                }
+            }
+            DynamicImage::ImageRgba32F(float)
+        }
+        other => other,
+    };
+    let mut frame = from_dynamic(image);
+    if info.premultiplied && !info.float {
+        unpremultiply(&mut frame.data, frame.format);
+    }
+    frame
 }
 
 /// Premultiplied RGBA to straight: each color divided by its alpha, rounded
@@ -850,6 +868,72 @@ mod tests {
         let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
         let got: Vec<u16> = (0..8).map(|i| frame.channel(i)).collect();
         assert_eq!(got, [32768, 65535, 0, 65535, 0, 16384, 65535, 49151]);
+    }
+
+    /// A float TIFF with associated alpha is made straight in f32, before
+    /// it is rounded to 16 bits: within one step of the straight color
+    /// however small the alpha (divided after rounding, 500 steps off at
+    /// alpha 0.001). RGBA and grey-alpha alike, decoded whole or streamed.
+    #[test]
+    fn a_premultiplied_float_tiff_is_divided_before_rounding() {
+        use tiff::encoder::{TiffEncoder, colortype};
+        use tiff::tags::ExtraSamples::AssociatedAlpha;
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(std::process::id());
+        let mut unit = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32
+        };
+        // Straight colors and alphas from 1 down to 1e-4 (and 0: color 0).
+        let pixels: Vec<([f32; 3], f32)> = (0..256)
+            .map(|i| {
+                let c = [unit(), unit(), unit()];
+                let a = if i == 0 { 0.0 } else { 10f32.powf(-4.0 * unit()) };
+                (c, a)
+            })
+            .collect();
+        let step = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as i32;
+        for grey in [false, true] {
+            let path = dir.path().join(format!("assoc-grey-{grey}.tif"));
+            let mut tiff = TiffEncoder::new(std::fs::File::create(&path).unwrap()).unwrap();
+            let mut expected = Vec::new();
+            if grey {
+                let data: Vec<f32> = pixels.iter().flat_map(|&(c, a)| [c[0] * a, a]).collect();
+                let mut image = tiff.new_image::<colortype::Gray32Float>(256, 1).unwrap();
+                image.extra_samples(&[AssociatedAlpha]).unwrap();
+                image.write_data(&data).unwrap();
+                for &(c, a) in &pixels {
+                    let g = if a > 0.0 { step(c[0]) } else { 0 };
+                    expected.extend([g, g, g, step(a)]);
+                }
+            } else {
+                let data: Vec<f32> = pixels.iter().flat_map(|&(c, a)| [c[0] * a, c[1] * a, c[2] * a, a]).collect();
+                let mut image = tiff.new_image::<colortype::RGBA32Float>(256, 1).unwrap();
+                image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[AssociatedAlpha.to_u16()][..]).unwrap();
+                image.write_data(&data).unwrap();
+                for &(c, a) in &pixels {
+                    let rgb = c.map(|v| if a > 0.0 { step(v) } else { 0 });
+                    expected.extend([rgb[0], rgb[1], rgb[2], step(a)]);
+                }
+            }
+            let limits = DecodeLimits::default();
+            let info = probe_info(&path, &limits).unwrap();
+            assert!(info.float && info.premultiplied, "grey {grey}");
+            let whole = decode_file(&path, &limits).unwrap();
+            let mut streamed = vec![0u8; whole.data.len()];
+            let sink = |at: usize, px: &[u8]| {
+                streamed[at..at + px.len()].copy_from_slice(px);
+                Ok(())
+            };
+            decode_with(&path, &limits, |_| Ok(()), sink).unwrap();
+            assert_eq!(streamed, whole.data, "grey {grey}: both paths alike");
+            for (i, (&want, got)) in expected.iter().zip(whole.data.chunks(2)).enumerate() {
+                let got = u16::from_ne_bytes([got[0], got[1]]) as i32;
+                assert!((got - want).abs() <= 1, "grey {grey}, sample {i}: {got} for {want}");
+            }
+        }
     }
 
     /// Grey float TIFFs (a depth pass, a matte), with or without alpha,

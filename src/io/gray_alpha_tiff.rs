@@ -25,6 +25,9 @@ pub(super) struct GrayAlphaTiff {
     /// 8, 16, or 32 (floats).
     bits: u8,
     alpha: bool,
+    /// Whether the alpha is associated (premultiplied): float samples are
+    /// made straight here, before they are rounded to 16 bits.
+    associated: bool,
 }
 
 impl GrayAlphaTiff {
@@ -54,9 +57,11 @@ impl GrayAlphaTiff {
         let tags = |decoder: &mut Decoder<_>, tag| {
             decoder.find_tag_unsigned_vec::<u16>(tag).map(Option::unwrap_or_default).map_err(|e| e.to_string())
         };
-        if alpha && !matches!(tags(&mut decoder, Tag::ExtraSamples)?[..], [1 | 2]) {
+        let extra = tags(&mut decoder, Tag::ExtraSamples)?;
+        if alpha && !matches!(extra[..], [1 | 2]) {
             return Err("grey with a second sample not marked as alpha (ExtraSamples 1 or 2)".into());
         }
+        let associated = alpha && extra[..] == [1];
         if !matches!(bits, 8 | 16 | 32) {
             return Err(format!("{bits}-bit grey-alpha samples are not supported (8 or 16 bits, or 32-bit floats)"));
         }
@@ -74,7 +79,7 @@ impl GrayAlphaTiff {
             });
         }
         let (width, height) = decoder.dimensions().map_err(|e| e.to_string())?;
-        Ok(Some(GrayAlphaTiff { decoder, width, height, bits, alpha }))
+        Ok(Some(GrayAlphaTiff { decoder, width, height, bits, alpha, associated }))
     }
 
     /// Whether its samples are floats (clamped to 0..1 on reading).
@@ -125,6 +130,13 @@ impl ImageDecoder for GrayAlphaTiff {
                 let sixteen = |f: f32| ((f.clamp(0.0, 1.0) * 65535.0).round() as u16).to_ne_bytes();
                 if self.alpha {
                     for (out, (g, a)) in buf.chunks_exact_mut(4).zip(pairs(v, pixels, planar).map_err(fail)?) {
+                        // Straight before rounding (the caller divides
+                        // integer samples only).
+                        let g = match self.associated {
+                            true if a > 0.0 => g / a,
+                            true => 0.0,
+                            false => g,
+                        };
                         out[..2].copy_from_slice(&sixteen(g));
                         out[2..].copy_from_slice(&sixteen(a));
                     }
