@@ -344,6 +344,9 @@ fn on_signal(signal: i32) {
     }
 }
 
+/// Set once a signal stops the process at once: it exits from there.
+static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The first signal received (0 before any): a run it stopped exits with
 /// its code.
 static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -395,6 +398,7 @@ const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Stops the process at once, removing its unfinished outputs: exits with
 /// `signal`'s code.
 fn stop_now(signal: i32) -> ! {
+    STOPPING_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
     let removed = framepipe::io::remove_partials();
     // (A count of the frames kept could miss one renamed into
     // place just now, before its report: none is given.)
@@ -516,9 +520,22 @@ fn main() -> ExitCode {
         Command::BenchPool(args) => bench_pool(args),
         Command::Demo(args) => demo(args),
     };
+    // A signal stopping the process at once ends it, with its code: what
+    // failed because of it (no new output may be made) says nothing.
+    let stopping = || {
+        if STOPPING_NOW.load(std::sync::atomic::Ordering::SeqCst) {
+            loop {
+                std::thread::park();
+            }
+        }
+    };
     match result {
-        Ok(code) => code,
+        Ok(code) => {
+            stopping();
+            code
+        }
         Err(e) => {
+            stopping();
             note!("error: {e}");
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }

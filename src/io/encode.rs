@@ -127,16 +127,25 @@ fn live() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
 }
 
 /// Scratch folders of this process (bench-pool's outputs), removed with the
-/// partial outputs by [`remove_partials`].
-static SCRATCH: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// partial outputs by [`remove_partials`]; `None` once it has run, after
+/// which none is made.
+static SCRATCH: Mutex<Option<BTreeSet<PathBuf>>> = Mutex::new(Some(BTreeSet::new()));
+
+fn scratch() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
+    SCRATCH.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Folders [`MadeDirs`] alive now hold, outermost first: an abrupt stop
-/// removes those left empty, as their drops would have.
-static MADE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// removes those left empty, as their drops would have. `None` once
+/// [`remove_partials`] has run, after which none is made.
+static MADE: Mutex<Option<Vec<PathBuf>>> = Mutex::new(Some(Vec::new()));
 
-fn made() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+fn made() -> std::sync::MutexGuard<'static, Option<Vec<PathBuf>>> {
     MADE.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Why nothing more is made once [`remove_partials`] has run.
+const STOPPING: &str = "the process is stopping";
 
 /// Removes every temporary output this process is writing and stops new
 /// ones from being created, for a process about to exit without unwinding
@@ -147,10 +156,12 @@ pub fn remove_partials() -> usize {
     let mut live = live();
     let paths = live.take().unwrap_or_default();
     let removed = paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count();
-    for dir in std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|p| p.into_inner())) {
+    // Taken, not emptied: a folder another thread would make after this
+    // (bench-pool's next run) is refused instead of left behind.
+    for dir in scratch().take().unwrap_or_default() {
         let _ = std::fs::remove_dir_all(dir);
     }
-    for dir in std::mem::take(&mut *made()).iter().rev() {
+    for dir in made().take().unwrap_or_default().iter().rev() {
         // Fails, as it should, once the folder holds anything.
         let _ = std::fs::remove_dir(dir);
     }
@@ -235,12 +246,11 @@ impl ScratchDir {
     pub fn new(prefix: &str) -> Result<Self> {
         // Made and registered under one lock (and removed under it on
         // drop): an interrupt in between would leave it behind.
-        let mut scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir()
-            .map_err(|e| Error::OutputDir { path: std::env::temp_dir(), reason: os_reason(&e.to_string()) })?;
-        scratch.insert(dir.path().to_path_buf());
+        let mut scratch = scratch();
+        let fail = |reason: String| Error::OutputDir { path: std::env::temp_dir(), reason };
+        let registry = scratch.as_mut().ok_or_else(|| fail(STOPPING.into()))?;
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().map_err(|e| fail(os_reason(&e.to_string())))?;
+        registry.insert(dir.path().to_path_buf());
         Ok(ScratchDir(Some(dir)))
     }
 
@@ -252,18 +262,18 @@ impl ScratchDir {
     /// Keeps the folder and what it holds (no longer removed by a drop or
     /// by [`remove_partials`]), returning its path.
     pub fn keep(mut self) -> PathBuf {
-        let mut scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scratch = scratch();
         let dir = self.0.take().expect("there until dropped");
-        scratch.remove(dir.path());
+        scratch.as_mut().map(|s| s.remove(dir.path()));
         dir.keep()
     }
 }
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        let mut scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scratch = scratch();
         if let Some(dir) = self.0.take() {
-            scratch.remove(dir.path());
+            scratch.as_mut().map(|s| s.remove(dir.path()));
             let _ = dir.close();
         }
     }
@@ -292,7 +302,7 @@ fn new_temp(dir: &Path) -> std::result::Result<(Registered, tempfile::NamedTempF
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let mut live = live();
-    let set = live.as_mut().ok_or_else(|| "the process is stopping".to_string())?;
+    let set = live.as_mut().ok_or_else(|| STOPPING.to_string())?;
     let tmp = builder.tempfile_in(dir).map_err(|e| e.to_string())?;
     // Held while it is written (the lock goes with the process): how a
     // later run tells a killed run's leftover from one being written
@@ -460,7 +470,9 @@ impl Drop for MadeDirs {
         for dir in self.0.iter().rev() {
             // Fails, as it should, once the folder holds anything.
             let _ = std::fs::remove_dir(dir);
-            if let Some(i) = made.iter().rposition(|d| d == dir) {
+            if let Some(made) = made.as_mut()
+                && let Some(i) = made.iter().rposition(|d| d == dir)
+            {
                 made.remove(i);
             }
         }
@@ -488,12 +500,21 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
         if !matches!(part, Component::Normal(_)) {
             continue;
         }
-        match std::fs::create_dir(&at) {
-            Ok(()) => {
+        // Made and recorded under one lock: an abrupt stop either sees it
+        // or prevents it.
+        // (The lock goes before `made` can drop, which takes it.)
+        let created = self::made().as_mut().map(|registry| {
+            std::fs::create_dir(&at).map(|()| {
                 let path = resolve_path(&at);
-                self::made().push(path.clone());
-                made.0.push(path);
-            }
+                registry.push(path.clone());
+                path
+            })
+        });
+        let Some(created) = created else {
+            return Err(Error::OutputDir { path: dir.to_owned(), reason: STOPPING.into() });
+        };
+        match created {
+            Ok(path) => made.0.push(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !at.is_dir() && at.exists() => {
                 let reason = "it is a file".to_string();
                 return Err(Error::OutputDir { path: at, reason });
