@@ -297,8 +297,9 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
     // Whole numbers exactly (a u64 does not fit an f64's 53 bits); the
     // rest rounded, and either refused past u64 rather than saturated.
     if let Ok(whole) = num.parse::<u64>() {
+        let zero = || Error::invalid("size", s, "more than 0 bytes");
         return match whole.checked_mul(scale as u64) {
-            Some(0) => Err(bad()),
+            Some(0) => Err(zero()),
             Some(bytes) => Ok(bytes),
             None => Err(too_big()),
         };
@@ -311,7 +312,7 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         return Err(too_big());
     }
     if bytes < 1.0 {
-        return Err(bad());
+        return Err(Error::invalid("size", s, "at least 1 byte"));
     }
     Ok(bytes.round() as u64)
 }
@@ -365,6 +366,13 @@ mod tests {
         // Past u64: refused, never saturated.
         assert_eq!(parse_bytes("1PiB").unwrap(), 1 << 50);
         assert_eq!(parse_bytes("15EiB").unwrap(), 15 << 60);
+        for zero in ["0", "0B", "0MiB"] {
+            assert!(parse_bytes(zero).unwrap_err().to_string().contains("more than 0 bytes"), "{zero}");
+        }
+        assert!(
+            parse_bytes("0.1B").is_err()
+                && parse_bytes("0.0001KiB").unwrap_err().to_string().contains("at least 1 byte")
+        );
         for bad in ["", "GiB", "-1GiB", "2 parsecs", "0", "1.5", "1.5B", "0.0004KB"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
