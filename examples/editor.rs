@@ -30,15 +30,15 @@ use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, O
 #[derive(Parser)]
 struct Args {
     /// Frame size of the generated sequence.
-    #[arg(long, default_value = "8k")]
+    #[arg(long, default_value = "8k", conflicts_with = "input")]
     size: String,
-    /// Frames in the sequence (the export runs over all of them).
-    #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Frames in the generated sequence (the export runs over all of them).
+    #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "input")]
     frames: u32,
     /// Backend.
     #[arg(long, value_enum, default_value_t)]
     backend: BackendKind,
-    /// Use this existing sequence instead of generating one.
+    /// Use this existing sequence (all its frames) instead of generating one.
     #[arg(long)]
     input: Option<String>,
     /// VRAM budget shared by previews and the export: 512MiB, 2GiB, 1.5GB.
@@ -353,6 +353,8 @@ fn main() -> ExitCode {
 /// configuration.
 fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, EngineConfig), framepipe::Error> {
     if let Some(path) = &args.requests {
+        // `rows/` names a folder: found now, not after the session.
+        framepipe::io::refuse_folder_name(path)?;
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         let problem = if path.as_os_str() == "-" {
             Some("the rows go to a file; name one")
@@ -444,14 +446,16 @@ fn run(
     let cancel = Cancel::default();
     let stop = cancel.clone();
     // The export restarts until the session is over, so every request
-    // competes with it. Its failed frames are counted, not dropped.
+    // competes with it. Its failed frames are counted, not dropped; a pass
+    // counts once it went over the whole sequence (the last one is cut
+    // short by the session's end).
     let export = std::thread::spawn(move || -> Result<(usize, usize, Vec<String>), framepipe::Error> {
         let (mut frames, mut runs, mut failed) = (0, 0, Vec::new());
         while !cancel.is_cancelled() {
             let report = exporter.run(&job, &prepared, &cancel, &mut |_| {})?;
             frames += report.frames_written;
             failed.extend(report.failures.iter().map(|f| format!("frame {}: {}", f.number, f.error)));
-            runs += 1;
+            runs += usize::from(report.frames_written + report.failures.len() == prepared.outputs.len());
         }
         Ok((frames, runs, failed))
     });
@@ -464,7 +468,7 @@ fn run(
     let requests = requests?;
     let (frames, runs, failed) = exported?;
     print(
-        &format!("export running ({frames} frames exported in {runs} passes over the sequence during the session)"),
+        &format!("export running ({frames} frames exported during the session, {runs} whole passes over the sequence)"),
         &requests,
         &busy.preview_stats(),
     );
