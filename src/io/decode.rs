@@ -34,30 +34,10 @@ impl Default for DecodeLimits {
 /// [`Error::Decode`] naming the file for an empty, truncated, corrupt,
 /// oversized or unsupported file; [`Error::Io`] when it cannot be opened.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
-    contained(path, || decode_file_inner(path, limits))
-}
-
-fn decode_file_inner(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
-    let (decoder, format, info) = open_decoder(path, limits)?;
-    check_jpeg_whole(path, format)?;
-    // A PNG streams row by row into the frame's one buffer, allocated on
-    // its first row (nothing for other formats).
-    let mut data = Vec::new();
-    let bytes = info.width as usize * info.height as usize * info.format.bytes_per_pixel();
-    let streamed = stream_png(path, limits, &info, &mut |at, px| {
-        if data.is_empty() {
-            data = vec![0; bytes];
-        }
-        data[at..at + px.len()].copy_from_slice(px);
-        Ok(())
-    })?;
-    if streamed {
-        let FrameInfo { width, height, format, has_alpha, .. } = info;
-        return Ok(HostFrame { width, height, format, has_alpha, data });
-    }
-    let image = DynamicImage::from_decoder(decoder)
-        .map_err(|e| Error::Decode { path: path.to_owned(), reason: one_line(&e.to_string()) })?;
-    Ok(straight_frame(image, &info))
+    // The pipeline's own way, into a new buffer: a PNG row by row, an RGBA
+    // source as decoded, an RGB one widened in batches (no frame-sized
+    // copy on the way, which the limits count on).
+    decode_file_with(path, limits, &Fresh, |_| Ok(()))
 }
 
 /// What a frame's header says it decodes to.
@@ -443,18 +423,37 @@ fn open_decoder<'a>(
     // Frames are widened to RGBA: a gray or RGB source needs up to 4x its
     // decoded size once widened.
     let widened = w as u64 * h as u64 * info.format.bytes_per_pixel() as u64;
-    // At the peak: RGB(A) sources are decoded once and widened on their
-    // way (a PNG row by row); others (grey, float, palette TIFFs) are
-    // decoded, converted to RGBA and copied out, three frames of it.
+    // At the peak, on every path ([`decode_to`]): a PNG streamed row by
+    // row holds only the frame; an RGBA source is decoded into the
+    // frame's buffer; an RGB one is decoded whole and widened into the
+    // frame; others (grey, float, palette TIFFs, interlaced PNGs) are
+    // decoded, converted to RGBA and copied out, three frames of it. A
+    // JPEG decoder holds its file as well.
     use image::ColorType as C;
-    let direct = format == Some(image::ImageFormat::Png)
-        || matches!(decoder.color_type(), C::Rgb8 | C::Rgba8 | C::Rgb16 | C::Rgba16);
     let total = decoder.total_bytes();
-    let needs = if direct { total.max(widened) } else { total.saturating_add(widened.saturating_mul(3)) };
+    let streamed = format == Some(image::ImageFormat::Png) && !png_interlaced(path)?;
+    let needs = match decoder.color_type() {
+        _ if streamed => widened,
+        C::Rgba8 | C::Rgba16 => total,
+        C::Rgb8 | C::Rgb16 => total.saturating_add(widened),
+        _ => total.saturating_add(widened.saturating_mul(3)),
+    };
+    let needs = if format == Some(image::ImageFormat::Jpeg) { needs.saturating_add(meta.len()) } else { needs };
     if needs > limits.max_alloc {
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
     Ok((decoder, format, info))
+}
+
+/// Whether the PNG at `path` is interlaced (Adam7): decoded whole, not
+/// streamed by rows. Its header says so at a fixed place, in the first
+/// chunk; a file too short to hold it is left to the decoder to refuse.
+fn png_interlaced(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let mut head = Vec::with_capacity(29);
+    file.take(29).read_to_end(&mut head).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    Ok(head.len() == 29 && head[..8] == PNG_SIGNATURE && &head[12..16] == b"IHDR" && head[28] != 0)
 }
 
 /// Reads only the header: size and whether the frame decodes to RGBA8 or
@@ -868,6 +867,83 @@ mod tests {
         let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
         let got: Vec<u16> = (0..8).map(|i| frame.channel(i)).collect();
         assert_eq!(got, [32768, 65535, 0, 65535, 0, 16384, 65535, 49151]);
+    }
+
+    /// The decode limit counts what each path holds at its peak: an RGB
+    /// JPEG its file, the decoded RGB and the RGBA frame it is widened
+    /// into; a PNG streamed by rows only the frame, and an interlaced one,
+    /// decoded whole and converted, more.
+    #[test]
+    fn the_decode_limit_counts_each_paths_peak() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (100u32, 60u32);
+        let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+        let frame = (w * h * 4) as u64;
+        let rgb = image::RgbImage::from_raw(w, h, pixels).unwrap();
+        let jpeg = dir.path().join("f.jpg");
+        rgb.save(&jpeg).unwrap();
+        let png = dir.path().join("f.png");
+        rgb.save(&png).unwrap();
+        let file = std::fs::metadata(&jpeg).unwrap().len();
+        let limits = |max_alloc| DecodeLimits { max_alloc, ..Default::default() };
+        // The JPEG: its file, 3 bytes a pixel decoded, 4 widened.
+        let jpeg_needs = file + frame / 4 * 3 + frame;
+        assert!(decode_file(&jpeg, &limits(jpeg_needs)).is_ok());
+        let refused = decode_file(&jpeg, &limits(jpeg_needs - 1)).unwrap_err().to_string();
+        assert!(refused.contains(&format!("needs {jpeg_needs} bytes")), "{refused}");
+        // The streamed PNG: the frame alone.
+        assert!(decode_file(&png, &limits(frame)).is_ok());
+        // Interlaced: decoded whole, then converted and copied out.
+        let interlaced = dir.path().join("i.png");
+        std::fs::write(&interlaced, adam7_png(&rgb)).unwrap();
+        assert!(png_interlaced(&interlaced).unwrap() && !png_interlaced(&png).unwrap());
+        assert!(decode_file(&interlaced, &limits(frame)).is_err());
+        let whole = decode_file(&interlaced, &limits(frame / 4 * 3 + 3 * frame)).unwrap();
+        assert_eq!(whole.data, decode_file(&png, &limits(frame)).unwrap().data, "both read alike");
+    }
+
+    /// `rgb` as an interlaced (Adam7) PNG, which the png crate does not
+    /// write: each pass's rows unfiltered, in stored deflate blocks.
+    fn adam7_png(rgb: &image::RgbImage) -> Vec<u8> {
+        let (w, h) = rgb.dimensions();
+        let mut raw = Vec::new();
+        for (x0, y0, dx, dy) in
+            [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+        {
+            if x0 >= w || y0 >= h {
+                continue;
+            }
+            for y in (y0..h).step_by(dy) {
+                raw.push(0);
+                (x0..w).step_by(dx).for_each(|x| raw.extend(rgb.get_pixel(x, y).0));
+            }
+        }
+        let mut zlib = vec![0x78, 0x01];
+        let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
+        for (i, block) in blocks.iter().enumerate() {
+            let len = block.len() as u16;
+            zlib.push(u8::from(i + 1 == blocks.len()));
+            zlib.extend(len.to_le_bytes().into_iter().chain((!len).to_le_bytes()));
+            zlib.extend(*block);
+        }
+        let (a, b) = raw.iter().fold((1u32, 0u32), |(a, b), &v| ((a + v as u32) % 65521, (b + a + v as u32) % 65521));
+        zlib.extend(((b << 16) | a).to_be_bytes());
+        let crc = |bytes: &[u8]| {
+            !bytes.iter().fold(!0u32, |mut c, &v| {
+                c ^= v as u32;
+                (0..8).for_each(|_| c = if c & 1 == 1 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 });
+                c
+            })
+        };
+        let mut png = PNG_SIGNATURE.to_vec();
+        let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 2, 0, 0, 1]].concat();
+        for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &zlib), (b"IEND", &[])] {
+            png.extend((data.len() as u32).to_be_bytes());
+            let body = [kind, data].concat();
+            png.extend(&body);
+            png.extend(crc(&body).to_be_bytes());
+        }
+        png
     }
 
     /// A float TIFF with associated alpha is made straight in f32, before
