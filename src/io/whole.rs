@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 /// Refuses a file cut short: a PNG without its closing IEND chunk, a QOI
 /// without its end marker, a JPEG without an end-of-image marker after
 /// its last scan, a TIFF whose strips or tiles reach past its end. Reads
-/// the file's tail or its first directory, never its pixels. Other formats
-/// pass: their decoders find a short file themselves.
+/// the file's tail, a TIFF's first directory, or where a PNG's tail holds
+/// no IEND (a file cut short, or bytes appended) its chunk headers; only
+/// a JPEG whose tail has no end marker is read whole, its scans walked.
+/// Other formats pass: their decoders find a short file themselves.
 ///
 /// # Errors
 /// [`Error::Decode`] saying what is missing; [`Error::Io`] when the file
@@ -40,19 +42,30 @@ const QOI_END: [u8; 8] = [0, 0, 0, 0, 0, 0, 0, 1];
 
 /// Whether a PNG holds its closing IEND chunk: at its end, or followed
 /// by bytes some writers append (which decoders ignore). The chunk with
-/// its CRC is 12 bytes that compressed data all but never holds.
+/// its CRC is 12 bytes that compressed data all but never holds, so the
+/// last 4 KiB are looked at first; failing that, the chunks are walked
+/// from the start by their lengths (their headers read, never their data)
+/// to an IEND, or to the end of the file.
 fn png_ends(path: &Path) -> Result<bool> {
-    seen_near_end(path, |bytes| bytes.windows(PNG_END.len()).any(|w| w == PNG_END))
-}
-
-/// Whether `seen` holds for the last 4 KiB of `path`, where a whole file's
-/// end marker sits, or failing that for the whole file (a marker followed
-/// by more: trailing bytes, an embedded thumbnail's scans).
-fn seen_near_end(path: &Path, seen: impl Fn(&[u8]) -> bool) -> Result<bool> {
-    if seen(&tail(path, 4096)?) {
+    if tail(path, 4096)?.windows(PNG_END.len()).any(|w| w == PNG_END) {
         return Ok(true);
     }
-    Ok(seen(&std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?))
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    // Past the signature: length (4), type (4), data, CRC (4) each.
+    let mut at = 8u64;
+    while at.saturating_add(12) <= len {
+        let mut head = [0u8; 8];
+        file.seek(SeekFrom::Start(at)).map_err(io)?;
+        file.read_exact(&mut head).map_err(io)?;
+        if &head[4..] == b"IEND" {
+            return Ok(true);
+        }
+        let data = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
+        at = at.saturating_add(12).saturating_add(data);
+    }
+    Ok(false)
 }
 
 /// The last `n` bytes of `path` (all of it if shorter).
