@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
-use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, decode_file, encode_frame, write_frame_atomic};
+use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, encode_frame, write_frame_atomic};
 use crate::ledger::{DEFAULT_BUDGET, Ledger};
 use crate::ops::{Affine, OpGraph, Plan};
 use crate::pool::PoolSize;
@@ -878,6 +878,7 @@ fn run_sequential(
         crate::pipeline::check_one_frame_fits(gpu, shape, &plan, engine.ledger().budget())?;
     }
     let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, prepared, engine, "sequential") };
+    let mut sources = crate::report::SourceKinds::default();
     // The run's shape is the first frame's whose header reads, as in the
     // pipeline: a first frame cut short after its header still sets it
     // (its neighbours are not then mismatched).
@@ -913,7 +914,12 @@ fn run_sequential(
         let n = frame.number;
         let result = (|| -> Result<FrameRecord> {
             let t0 = Instant::now();
-            let src = decode.work(started, "decode", 0, n, || decode_file(&frame.path, &job.limits))?;
+            let note = |info: &crate::io::FrameInfo| {
+                sources.note(n, info);
+                Ok(())
+            };
+            let read = || crate::io::decode_file_with(&frame.path, &job.limits, &crate::io::Fresh, note);
+            let src = decode.work(started, "decode", 0, n, read)?;
             let shape = (src.width, src.height, src.format);
             match expected {
                 None => {
@@ -989,6 +995,7 @@ fn run_sequential(
     }
     report.frames_written = report.frames.len();
     report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
+    report.list_sources(sources);
     // A cancel that came while the last frame was under way is still a
     // cancelled run (exit 130), as the pipeline reports it.
     report.cancelled = cancel.is_cancelled();

@@ -347,6 +347,12 @@ fn on_signal(signal: i32) {
 /// Set once a signal stops the process at once: it exits from there.
 static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// What reading float sources does to them.
+const FLOAT_NOTICE: &str = "32-bit floats: values are clamped to 0..1 and kept to 16 bits (no float pipeline yet; scene-linear values above 1 are lost)";
+
+/// What reading sources with premultiplied alpha does to them.
+const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha";
+
 /// The first signal received (0 before any): a run it stopped exits with
 /// its code.
 static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -912,14 +918,10 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             note!("{notice}");
         }
         if info.float {
-            note!(
-                "notice: the sources hold 32-bit floats: values are clamped to 0..1 and kept to 16 bits (no float pipeline yet; scene-linear values above 1 are lost)"
-            );
+            note!("notice: the sources hold {FLOAT_NOTICE}");
         }
         if info.premultiplied {
-            note!(
-                "notice: the sources' alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha"
-            );
+            note!("notice: the sources' {PREMULTIPLIED_NOTICE}");
         }
     }
     let cancel = Cancel::default();
@@ -993,6 +995,15 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         note!("{}", report.summary());
         if let Some(notice) = resume_notice(opts, job.frames.is_some(), &prepared, &report) {
             note!("{notice}");
+        }
+        // Frames of another kind than the first, whose header the notices
+        // before the run spoke of.
+        let first = prepared.first;
+        if !report.float_list.is_empty() && !first.is_some_and(|i| i.float) {
+            note!("notice: frames {} hold {FLOAT_NOTICE}", report.float_list);
+        }
+        if !report.premultiplied_list.is_empty() && !first.is_some_and(|i| i.premultiplied) {
+            note!("notice: frames {}: their {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
         }
         // Auto takes two slots or more where two fit (and two frames
         // exist); a budget that holds only one still runs, without

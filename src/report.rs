@@ -115,6 +115,13 @@ pub struct Report {
     /// The sources are grey: worked as RGBA (`frame`), written grey where
     /// the ops leave them so (see [`EncodeOptions::grey`](crate::io::EncodeOptions)).
     pub grey_sources: bool,
+    /// Frames whose sources hold 32-bit floats, clamped to 0..1 and read
+    /// as 16 bits, as a compact list (`12-14`); empty when none.
+    pub float_list: String,
+    /// Frames whose sources' alpha is premultiplied (a TIFF's associated
+    /// alpha), divided out as they were read, as a compact list; empty
+    /// when none.
+    pub premultiplied_list: String,
     /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
     /// `pipelined` or `sequential`.
@@ -266,10 +273,42 @@ impl Report {
 
     /// Fills [`Report::unwritten_list`] from the job's frame numbers
     /// (ascending) and what was written and failed.
+    /// Lists the frames whose sources `kinds` noted.
+    pub(crate) fn list_sources(&mut self, kinds: SourceKinds) {
+        let list = |mut numbers: Vec<u64>| {
+            numbers.sort_unstable();
+            crate::sequence::compact_runs(&crate::sequence::runs_of(numbers))
+        };
+        self.float_list = list(kinds.float);
+        self.premultiplied_list = list(kinds.premultiplied);
+    }
+
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
         let done: std::collections::HashSet<u64> =
             self.frames.iter().map(|f| f.number).chain(self.failures.iter().map(|f| f.number)).collect();
         let runs = crate::sequence::runs_of(job_frames.into_iter().filter(|n| !done.contains(n)));
         self.unwritten_list = crate::sequence::compact_runs(&runs);
+    }
+}
+
+/// The frames whose sources were converted on reading in ways the notices
+/// speak of (floats clamped, premultiplied alpha divided out): the first
+/// frame's header says what the run starts with, not what a later frame
+/// of another kind holds.
+#[derive(Debug, Default)]
+pub(crate) struct SourceKinds {
+    float: Vec<u64>,
+    premultiplied: Vec<u64>,
+}
+
+impl SourceKinds {
+    /// Notes frame `number`, whose header reads `info`.
+    pub(crate) fn note(&mut self, number: u64, info: &crate::io::FrameInfo) {
+        if info.float {
+            self.float.push(number);
+        }
+        if info.premultiplied {
+            self.premultiplied.push(number);
+        }
     }
 }

@@ -104,7 +104,7 @@ pub trait Buffers {
 }
 
 /// New buffers, dropped when done.
-struct Fresh;
+pub struct Fresh;
 
 impl Buffers for Fresh {
     fn take(&self, len: usize) -> Vec<u8> {

@@ -14,8 +14,8 @@ mod paths;
 mod whole;
 
 pub use decode::{
-    Buffers, DecodeLimits, FrameInfo, decode_file, decode_file_with, decode_with, decode_with_buffers, in_decoder,
-    probe_file, probe_info,
+    Buffers, DecodeLimits, FrameInfo, Fresh, decode_file, decode_file_with, decode_with, decode_with_buffers,
+    in_decoder, probe_file, probe_info,
 };
 pub(crate) use encode::write_frame_atomic_unless;
 pub use encode::{

@@ -280,6 +280,8 @@ struct Shared<'a> {
     /// Host frame buffers the encoders are done with, for the decoders and
     /// copiers.
     spares: Spares,
+    /// Frames whose sources hold floats or premultiplied alpha.
+    sources: Mutex<crate::report::SourceKinds>,
 }
 
 /// Host frame buffers handed back for the next frames: the encoders give
@@ -504,6 +506,7 @@ pub(crate) fn run(
         next_turn: std::sync::Condvar::new(),
         // Frames waiting to be encoded, one per encoder, one per copier.
         spares: Spares { keep: encode_queue(busy) + busy + readback_threads(busy), free: Mutex::default() },
+        sources: Mutex::default(),
     };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()
@@ -686,6 +689,7 @@ pub(crate) fn run(
     report.slots_regrown = pool.replenished();
     report.slot_wait_s = slot_wait.as_secs_f64() / slot_waiters.max(1) as f64;
     add_stages(&mut report, clocks, pool.size(), wall);
+    report.list_sources(shared.sources.into_inner().unwrap_or_else(|p| p.into_inner()));
     if let Some(error) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(error);
     }

@@ -116,7 +116,7 @@ impl Ctx<'_> {
             };
             let t0 = Instant::now();
             let result = clock.work(shared.start, "decode", worker, number, || {
-                shared.guarded(Stage::Decode, number, || self.decode_into(&slot, &input))
+                shared.guarded(Stage::Decode, number, || self.decode_into(&slot, (number, &input)))
             });
             let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
             match result {
@@ -144,12 +144,13 @@ impl Ctx<'_> {
     /// own), or into a host buffer (one an encoder gave back, where there
     /// is one). A frame of another shape than the run's is refused before
     /// anything is written.
-    fn decode_into(self, slot: &SlotKind, input: &std::path::Path) -> Result<HostFrame> {
+    fn decode_into(self, slot: &SlotKind, (number, input): (u64, &std::path::Path)) -> Result<HostFrame> {
         let (shape, spares) = (self.shape, &self.shared.spares);
         let limits = &self.shared.job.limits;
         let check = |i: &FrameInfo| {
             let got = FrameShape { width: i.width, height: i.height, format: i.format };
             if got == shape {
+                self.shared.sources.lock().unwrap_or_else(|p| p.into_inner()).note(number, i);
                 Ok(())
             } else {
                 Err(Error::FrameMismatch { path: input.to_owned(), got: describe(got), expected: describe(shape) })

@@ -1341,3 +1341,47 @@ fn a_stopped_run_says_the_command_that_finishes_it() {
         .stderr(contains("notice: to finish, run the same command with --frames '2-4' in place of its own"));
     run(&["--overwrite"]).stderr(contains("with --frames '2-4'\n"));
 }
+
+/// A frame of another kind than the first (float samples, premultiplied
+/// alpha), which the notices before the run could not know of, is named
+/// after it and in the JSON report, pipelined and one frame at a time.
+#[test]
+fn later_frames_of_another_kind_are_named_after_the_run() {
+    use tiff::encoder::{TiffEncoder, colortype};
+    use tiff::tags::{ExtraSamples, Tag};
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir(t.path().join("in")).unwrap();
+    let mut rng = crate::util::Rng::fresh("kinds of frames");
+    let (w, h) = (9u32, 7u32);
+    let mut samples = || -> Vec<u16> { (0..w * h * 4).map(|_| (rng.next() >> 48) as u16).collect() };
+    let create = |n: u32| TiffEncoder::new(fs::File::create(t.path().join(format!("in/f_{n}.tif"))).unwrap()).unwrap();
+    // 1: straight 16-bit; 2: floats; 3: premultiplied 16-bit.
+    let mut tiff = create(1);
+    let mut image = tiff.new_image::<colortype::RGBA16>(w, h).unwrap();
+    image.encoder().write_tag(Tag::ExtraSamples, &[ExtraSamples::UnassociatedAlpha.to_u16()][..]).unwrap();
+    image.write_data(&samples()).unwrap();
+    let floats: Vec<f32> = samples().iter().map(|&v| v as f32 / 65535.0).collect();
+    create(2).write_image::<colortype::RGBA32Float>(w, h, &floats).unwrap();
+    let mut tiff = create(3);
+    let mut image = tiff.new_image::<colortype::RGBA16>(w, h).unwrap();
+    image.encoder().write_tag(Tag::ExtraSamples, &[ExtraSamples::AssociatedAlpha.to_u16()][..]).unwrap();
+    image.write_data(&samples()).unwrap();
+    let input = t.path().join("in/f_%d.tif").display().to_string();
+    for sequential in [false, true] {
+        let out = t.path().join(format!("o{sequential}/o_%d.tif")).display().to_string();
+        let json = t.path().join(format!("r{sequential}.json"));
+        let mut cmd = framepipe();
+        cmd.args(["process", &input, "-o", &out, "--exposure", "0.25", "--backend", "cpu"]);
+        cmd.args(["--json", json.to_str().unwrap()]);
+        if sequential {
+            cmd.arg("--sequential");
+        }
+        cmd.assert()
+            .success()
+            .stderr(contains("notice: frames 2 hold 32-bit floats: values are clamped to 0..1"))
+            .stderr(contains("notice: frames 3: their alpha is premultiplied"))
+            .stderr(contains("notice: the sources hold").not());
+        let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!((report["float_list"].as_str(), report["premultiplied_list"].as_str()), (Some("2"), Some("3")));
+    }
+}
