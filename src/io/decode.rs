@@ -428,7 +428,9 @@ fn open_decoder<'a>(
     // frame's buffer; an RGB one is decoded whole and widened into the
     // frame; others (grey, float, palette TIFFs, interlaced PNGs) are
     // decoded, converted to RGBA and copied out, three frames of it. A
-    // JPEG decoder holds its file as well.
+    // JPEG decoder holds its file as well, and a TIFF decoder its own copy
+    // of the decoded samples (twice the size for grey floats, which ours
+    // hands on as 16 bits).
     use image::ColorType as C;
     let total = decoder.total_bytes();
     let streamed = format == Some(image::ImageFormat::Png) && !png_interlaced(path)?;
@@ -438,7 +440,13 @@ fn open_decoder<'a>(
         C::Rgb8 | C::Rgb16 => total.saturating_add(widened),
         _ => total.saturating_add(widened.saturating_mul(3)),
     };
-    let needs = if format == Some(image::ImageFormat::Jpeg) { needs.saturating_add(meta.len()) } else { needs };
+    let needs = match format {
+        Some(image::ImageFormat::Jpeg) => needs.saturating_add(meta.len()),
+        Some(image::ImageFormat::Tiff) => {
+            needs.saturating_add(total.saturating_mul(if info.grey && info.float { 2 } else { 1 }))
+        }
+        _ => needs,
+    };
     if needs > limits.max_alloc {
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
@@ -617,9 +625,10 @@ mod tests {
     }
 
     /// The limit counts what a decode holds at its peak: a grey 16-bit
-    /// TIFF is decoded, converted and copied (26 bytes a pixel), an RGBA
-    /// PNG goes straight to its frame (8); a file larger than the limit is
-    /// not read at all.
+    /// TIFF is decoded (2 bytes a pixel, and the TIFF decoder's own copy,
+    /// 2), converted and copied (8 each, three times): 28 bytes a pixel; an
+    /// RGBA PNG goes straight to its frame (8); a file larger than the
+    /// limit is not read at all.
     #[test]
     fn the_decode_limit_counts_the_peak() {
         let t = tempfile::tempdir().unwrap();
@@ -635,8 +644,8 @@ mod tests {
         let pixels = (w * h) as u64;
         let limits = |max_alloc| DecodeLimits { max_alloc, ..Default::default() };
         assert!(decode_file(&rgba, &limits(8 * pixels)).is_ok());
-        assert!(decode_file(&path, &limits(26 * pixels)).is_ok());
-        let err = decode_file(&path, &limits(26 * pixels - 1)).unwrap_err().to_string();
+        assert!(decode_file(&path, &limits(28 * pixels)).is_ok());
+        let err = decode_file(&path, &limits(28 * pixels - 1)).unwrap_err().to_string();
         assert!(err.contains("over the") && err.contains("grey.tif"), "{err}");
         let small = limits(std::fs::metadata(&rgba).unwrap().len() - 1);
         assert!(decode_file(&rgba, &small).unwrap_err().to_string().contains("bytes, over the"));
