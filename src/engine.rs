@@ -914,8 +914,11 @@ fn run_sequential(
         let n = frame.number;
         let result = (|| -> Result<FrameRecord> {
             let t0 = Instant::now();
+            // The header, noted among the sources of its kind once the
+            // frame is read whole and found the run's size.
+            let header = std::cell::Cell::new(None);
             let note = |info: &crate::io::FrameInfo| {
-                sources.note(n, info);
+                header.set(Some(*info));
                 Ok(())
             };
             let read = || crate::io::decode_file_with(&frame.path, &job.limits, &crate::io::Fresh, note);
@@ -934,6 +937,9 @@ fn run_sequential(
                     });
                 }
                 Some(_) => {}
+            }
+            if let Some(info) = header.get() {
+                sources.note(n, &info);
             }
             let t1 = Instant::now();
             let (dst, gpu_ns) = if identity {

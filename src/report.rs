@@ -141,7 +141,8 @@ pub struct Report {
     pub rss_peak: u64,
     /// Per-stage statistics.
     pub stages: Vec<StageReport>,
-    /// The stage with the highest utilization.
+    /// The stage with the highest utilization, of those that worked on
+    /// frames (not `read`, which only hands out frame numbers).
     pub bottleneck: String,
     /// frames × bottleneck busy per frame ÷ its parallelism ÷ wall time.
     pub efficiency: f64,
@@ -271,8 +272,6 @@ impl Report {
         s
     }
 
-    /// Fills [`Report::unwritten_list`] from the job's frame numbers
-    /// (ascending) and what was written and failed.
     /// Lists the frames whose sources `kinds` noted.
     pub(crate) fn list_sources(&mut self, kinds: SourceKinds) {
         let list = |mut numbers: Vec<u64>| {
@@ -283,6 +282,8 @@ impl Report {
         self.premultiplied_list = list(kinds.premultiplied);
     }
 
+    /// Fills [`Report::unwritten_list`] from the job's frame numbers
+    /// (ascending) and what was written and failed.
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
         let done: std::collections::HashSet<u64> =
             self.frames.iter().map(|f| f.number).chain(self.failures.iter().map(|f| f.number)).collect();

@@ -42,9 +42,10 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::Budget`] when the ledger refuses the buffers, or [`Error::Gpu`].
     pub fn stream_copy(&self, bytes: u64, passes: u32) -> Result<StreamCopy> {
+        let asked = bytes;
         let bytes = bytes.min(self.binding_ceiling) / 16 * 16;
         if bytes == 0 {
-            return Err(Error::invalid("stream size", bytes, "at least 16 bytes"));
+            return Err(Error::invalid("stream size", asked, "at least 16 bytes"));
         }
         if passes == 0 {
             return Err(Error::invalid("stream passes", passes, "at least one"));

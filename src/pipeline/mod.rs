@@ -28,8 +28,10 @@
 //!   in a [`Readback`] from a ring of [`ring_size`] buffers. A readback
 //!   thread copies it out (a host memcpy that would otherwise be most of
 //!   the owner's time per frame), frees the buffer and hands the host
-//!   frame to the encoders. A slot is one frame of VRAM, not two, and is
-//!   held only while its frame decodes or is on the GPU. With the CPU backend the owner runs the
+//!   frame to the encoders. A slot is one frame of VRAM, not two, held
+//!   from its frame's decode until the GPU has read it, waiting for the
+//!   owner meanwhile (up to the whole pool decoded and waiting, when the
+//!   GPU is the slowest stage). With the CPU backend the owner runs the
 //!   rayon kernels and there is no readback stage; with no ops there is
 //!   no compute stage and nothing touches the GPU.
 //! * Stages are joined by bounded channels. Output files may complete out
@@ -41,7 +43,9 @@
 //!   [`Error::Panic`] once every thread has joined; a lost device as the
 //!   failure of the frame whose wait found it ([`Error::Gpu`]) in the
 //!   report, the frames it took down beside it as not written (skipped).
-//!   Cancellation stops the reader and drains.
+//!   Cancellation stops the reader; frames already on the GPU or past it
+//!   are finished and written, those decoded and waiting for it are
+//!   dropped (not written; on a stream, nothing after the first of them).
 //! * Decode and encode run `min(threads, frames)` workers each.
 //!
 //! `stages` holds each thread's loop, `slots` the pool's sizing and the
@@ -64,7 +68,7 @@ use crossbeam_channel::{Sender, bounded, unbounded};
 pub(crate) use clock::Clock;
 pub use slots::split_budget;
 use slots::{Sizing, Staging, size_slots};
-pub(crate) use slots::{check_one_frame_fits, one_frame_bytes};
+pub(crate) use slots::{check_one_frame_fits, check_pool_fits, one_frame_bytes};
 use stages::Ctx;
 
 use crate::engine::{Cancel, Engine, ErrorPolicy, Job, PreparedJob, Progress, is_identity};
@@ -463,10 +467,11 @@ pub(crate) fn run(
         };
         match made {
             Err(Error::Budget(_)) if engine.preview_memory_held() => {
-                // One frame more than the whole budget is the error, whatever
-                // previews hold: nothing they give back makes it fit.
+                // A pool more than the whole budget (one frame, or a fixed
+                // pool's slots) is the error, whatever previews hold:
+                // nothing they give back makes it fit.
                 if let crate::backend::Backend::Gpu(gpu) = &*engine.backend().lock(Priority::Export) {
-                    check_one_frame_fits(gpu, shape, &plan, ledger.budget())?;
+                    check_pool_fits(gpu, shape, &plan, pool_size, ledger.budget())?;
                 }
                 // Cancelled while waiting: a run that started no frame.
                 if cancel.is_cancelled() {

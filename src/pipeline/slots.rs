@@ -180,6 +180,46 @@ pub(crate) fn check_one_frame_fits(gpu: &GpuBackend, shape: FrameShape, plan: &P
     one_frame_fits(shape, gpu.compute_bytes(shape, plan)?, budget)
 }
 
+/// Refuses a pool that no wait for memory could make fit: more than the
+/// whole budget holds beside nothing else. One frame is an auto pool's
+/// least; a fixed pool of N needs its N slots beside one readback buffer
+/// and the kernel buffers. (Beside what previews hold it may not fit now,
+/// and fit once they give it back: not refused here.)
+///
+/// # Errors
+/// [`Error::Budget`] with the sizes.
+pub(crate) fn check_pool_fits(
+    gpu: &GpuBackend,
+    shape: FrameShape,
+    plan: &Plan,
+    pool: PoolSize,
+    budget: u64,
+) -> Result<()> {
+    let kernels = gpu.compute_bytes(shape, plan)?;
+    one_frame_fits(shape, kernels, budget)?;
+    let (slot, readback) = (GpuBackend::slot_bytes(shape), GpuBackend::readback_bytes(shape));
+    match pool {
+        PoolSize::Fixed(n) if kernels.saturating_add(readback).saturating_add(n as u64 * slot) > budget => {
+            let fit = budget.saturating_sub(kernels + readback) / slot;
+            Err(slots_refused(n, fit as usize, (slot, readback, kernels), budget))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The refusal of `n` slots of which `fit` fit in `budget` beside the
+/// kernel buffers and a readback buffer (`slot`, `readback`, `kernels`
+/// bytes).
+fn slots_refused(n: usize, fit: usize, (slot, readback, kernels): (u64, u64, u64), budget: u64) -> Error {
+    Error::Budget(format!(
+        "{n} slots of {} each do not fit: {fit} fit in the {} budget beside {} of kernel buffers and a readback buffer of {}",
+        human_bytes(slot),
+        human_bytes(budget),
+        human_bytes(kernels),
+        human_bytes(readback)
+    ))
+}
+
 /// [`check_one_frame_fits`] with the kernel bytes known.
 fn one_frame_fits(shape: FrameShape, kernels: u64, budget: u64) -> Result<()> {
     if one_frame_bytes(shape, kernels) > budget { Err(one_frame_refused(shape, kernels, budget, 0)) } else { Ok(()) }
@@ -287,14 +327,9 @@ impl PoolPlan {
         let made = new_slots(&maker, shape, n, threads);
         let fit = made.iter().filter(|s| s.is_ok()).count();
         let slot = GpuBackend::slot_bytes(shape);
+        let sizes = (slot, GpuBackend::readback_bytes(shape), kernels);
         let slots = made.into_iter().collect::<Result<Vec<_>>>().map_err(|e| match e {
-            Error::Budget(_) => Error::Budget(format!(
-                "{n} slots of {} each do not fit: {fit} fit in the {} budget beside {} of kernel buffers and a readback buffer of {}",
-                human_bytes(slot),
-                human_bytes(maker.budget()),
-                human_bytes(kernels),
-                human_bytes(GpuBackend::readback_bytes(shape))
-            )),
+            Error::Budget(_) => slots_refused(n, fit, sizes, maker.budget()),
             e => e,
         })?;
         Ok(Staging { slots: slots.into_iter().map(SlotKind::Gpu).collect(), slot_bytes: slot, ring })

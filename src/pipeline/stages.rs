@@ -143,19 +143,36 @@ impl Ctx<'_> {
     /// upload, in pieces (the frame it returns then has no pixels of its
     /// own), or into a host buffer (one an encoder gave back, where there
     /// is one). A frame of another shape than the run's is refused before
-    /// anything is written.
+    /// anything is written. A frame read whole is noted among the run's
+    /// sources of its kind.
     fn decode_into(self, slot: &SlotKind, (number, input): (u64, &std::path::Path)) -> Result<HostFrame> {
-        let (shape, spares) = (self.shape, &self.shared.spares);
-        let limits = &self.shared.job.limits;
+        let shape = self.shape;
+        let header = std::cell::Cell::new(None);
         let check = |i: &FrameInfo| {
             let got = FrameShape { width: i.width, height: i.height, format: i.format };
+            header.set(Some(*i));
             if got == shape {
-                self.shared.sources.lock().unwrap_or_else(|p| p.into_inner()).note(number, i);
                 Ok(())
             } else {
                 Err(Error::FrameMismatch { path: input.to_owned(), got: describe(got), expected: describe(shape) })
             }
         };
+        let frame = self.decode_checked(slot, input, check)?;
+        if let Some(info) = header.get() {
+            self.shared.sources.lock().unwrap_or_else(|p| p.into_inner()).note(number, &info);
+        }
+        Ok(frame)
+    }
+
+    /// [`Self::decode_into`] with `check` for the header.
+    fn decode_checked(
+        self,
+        slot: &SlotKind,
+        input: &std::path::Path,
+        check: impl FnOnce(&FrameInfo) -> Result<()>,
+    ) -> Result<HostFrame> {
+        let (shape, spares) = (self.shape, &self.shared.spares);
+        let limits = &self.shared.job.limits;
         match slot {
             SlotKind::Gpu(s) => {
                 let mut w = s.writer()?;

@@ -504,6 +504,28 @@ fn an_export_no_budget_holds_fails_at_once_beside_an_active_editor() {
     let result = rx.recv_timeout(Duration::from_secs(60)).expect("the export answers, not waits for the editor");
     let err = result.unwrap_err().to_string();
     assert!(err.contains("one 96x64 RGBA8 frame needs"), "{err}");
+    // Nor does a fixed pool whose slots are more than the whole budget,
+    // though one frame fits.
+    let budget = preview.max(probe.export_vram(shape, &grade(0.3)).unwrap().unwrap());
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: budget,
+        pool: PoolSize::Fixed(50),
+        prefetch: 0,
+        preview_memory_idle: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .unwrap();
+    e.preview(&seq, 1, &grade(0.3), Scale::Quarter).unwrap();
+    let job = Job::new(seq.source.as_str(), t.path().join("p/o_%03d.png").display().to_string(), grade(0.3));
+    let prepared = framepipe::prepare(&job).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).map(|r| r.frames_written));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the export answers, not waits for the editor");
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("50 slots of ") && err.contains(" fit in the "), "{err}");
 }
 
 /// An export of a fixed pool started while the editor's last preview still
