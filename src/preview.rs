@@ -9,7 +9,8 @@
 //! small image (a 1/4 preview reads back 1/16 of the bytes). The backend is
 //! taken at [`Priority::Preview`], so a waiting preview goes before every
 //! export frame that is not already on the GPU; the decode happens on the
-//! caller's thread, never queued behind the export's decoders. When the
+//! requesting thread (the caller's, or its view's or async preview's own),
+//! never queued behind the export's decoders. When the
 //! VRAM budget is full, the export hands slots back until the preview fits.
 //!
 //! After each request the engine prefetches the next few frames in the
@@ -120,7 +121,9 @@ pub struct PreviewStats {
     /// though they did no work of their own.
     pub joined: u64,
     /// Prefetches dropped from the queue, or stopped on their way, because
-    /// the playhead jumped or turned.
+    /// nobody would ask for them any more: the playhead jumped or turned,
+    /// the grade or scale changed, its view went (or its playhead was
+    /// dropped for a newer place's), or the engine's last caller went.
     pub prefetch_cancelled: u64,
 }
 
@@ -740,7 +743,9 @@ impl Engine {
     /// [`Error::Sequence`] for a frame not in the sequence, a decode error,
     /// an invalid graph (or a blur too wide for the adapter's bindings:
     /// [`Error::InvalidValue`]), a GPU error, [`Error::Budget`] when the preview's
-    /// VRAM could not be had within 5 s (or is more than the whole budget),
+    /// VRAM could not be had (each of its two asks, before the decode and
+    /// for the render, waits up to 5 s for an export to give memory back;
+    /// one larger than the whole budget fails at once),
     /// or [`Error::Panic`] when its render panicked.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
         self.preview_while(sequence, frame, graph, (scale, ENGINE_PLACE, &|| true), &|| true)
@@ -769,8 +774,10 @@ impl Engine {
         let file = FileStamp::of(sequence, frame)?;
         graph.validate()?;
         // Raised before the request is recorded: no export frame starts
-        // after it until this preview holds its VRAM, has joined a render
-        // under way, or is served from the cache.
+        // after it until this preview holds its VRAM, the render under way
+        // it joined (a prefetch's, decoding perhaps) has landed, or it is
+        // served from the cache. (Lowered at the join, an export frame
+        // started meanwhile could finish ahead of the preview.)
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
         self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, place, &|| wanted() && open());
@@ -865,8 +872,13 @@ impl Engine {
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
+            // A prefetch a preview has joined (raising its class) is that
+            // preview's render from then on: a cancel of its playhead (the
+            // request that joined it turned the playhead back onto it)
+            // no longer stops it.
+            let kept = || wanted() || class.at_least(Priority::Preview);
             let render = || {
-                self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, wanted, &starved), gate)
+                self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, &kept, &starved), gate)
             };
             let result = panic_as_error(key.frame, render).map(Arc::new);
             if let Ok(image) = &result {
@@ -1223,12 +1235,12 @@ impl Engine {
                     // A slider drag re-grades the frame the slot already
                     // holds: its upload still has the pixels, skip the copy.
                     let held = s.holds.take().is_some_and(|h| Arc::ptr_eq(&h, &src));
-                    if !held {
-                        state.uploads.fetch_add(1, Ordering::SeqCst);
-                    }
                     let copy = Instant::now();
                     let r = if held { Ok(()) } else { s.slot.write(&src.data) };
                     upload += copy.elapsed();
+                    if !held && r.is_ok() {
+                        state.uploads.fetch_add(1, Ordering::SeqCst);
+                    }
                     let r = r
                         .and_then(|()| gpu.run_preview(&s.slot, &plan, factor, &mut data))
                         .map(|(w, h, ns, on_gpu)| (w, h, data, ns, on_gpu));
@@ -1281,7 +1293,8 @@ impl Engine {
     /// (the frames holding the memory must get through to free it) and
     /// tries again, for up to 5 seconds; a request larger than the whole
     /// budget fails at once, as no release can make room. A preview keeps the gate up
-    /// meanwhile, so no export frame starts and takes the memory first.
+    /// meanwhile, so no export frame starts and takes the memory first,
+    /// and a prefetch takes none while a preview waits (as if refused).
     /// Time spent waiting goes to `waited`.
     fn with_memory<'a, R>(
         &'a self,
@@ -1308,7 +1321,14 @@ impl Engine {
                 let intent = intent.get_or_insert_with(|| self.core.backend.intend_as(priority, class));
                 let backend = intent.lock_while(Some(&wanted_by_caller));
                 *waited += asked.elapsed();
+                // A prefetch takes no memory while a preview waits for
+                // some: what the export gives back is the preview's. (One
+                // a preview joined was raised to a preview's class.)
+                let yields = priority == Priority::Prefetch
+                    && !class.at_least(Priority::Preview)
+                    && self.core.pressure.urgent.load(Ordering::SeqCst) > 0;
                 match backend {
+                    Some(_) if yields => Err(Error::Budget("a preview is waiting for memory".into())),
                     Some(mut backend) => work(&mut backend),
                     None => Err(Error::Superseded),
                 }

@@ -141,6 +141,13 @@ struct ClassState {
     attached: AtomicUsize,
 }
 
+impl Class {
+    /// Whether it was raised to `to` or above (or made there).
+    pub fn at_least(&self, to: Priority) -> bool {
+        self.0.wanted.load(Ordering::SeqCst) >= to as usize
+    }
+}
+
 impl Default for Class {
     fn default() -> Self {
         Class(Arc::new(ClassState { wanted: AtomicUsize::new(0), attached: AtomicUsize::new(DETACHED) }))
