@@ -279,6 +279,10 @@ impl Generation {
 
 struct PrefetchJob {
     generation: Generation,
+    /// Its playhead's place, and its frame's position in that playhead's
+    /// list: one the playhead has stepped past is not rendered.
+    place: u64,
+    at: i128,
     /// The frame's file (not the sequence: a request on a long timeline
     /// must not copy its list of frames).
     path: std::path::PathBuf,
@@ -609,6 +613,12 @@ impl PreviewState {
         if let Some(i) = playheads.iter().position(|p| p.place == place) {
             playheads.remove(i).cancel();
         }
+    }
+
+    /// Whether the playhead of `place` has moved past position `at` in the
+    /// direction it moves.
+    fn passed(&self, place: u64, at: i128) -> bool {
+        lock(&self.playheads).iter().any(|p| p.place == place && (at - p.at) * p.step < 0)
     }
 
     /// Keeps a thread of the engine's own (the prefetch thread, a view's, an
@@ -1494,9 +1504,9 @@ impl Engine {
             let Some(f) = usize::try_from(target).ok().and_then(|i| sequence.frames.get(i)) else {
                 break;
             };
-            let (path, frame) = (f.path.clone(), f.number);
-            let _ =
-                sender.send(PrefetchJob { generation: generation.clone(), path, frame, graph: graph.clone(), scale });
+            let (path, frame, generation) = (f.path.clone(), f.number, generation.clone());
+            let job = PrefetchJob { generation, place, at: target, path, frame, graph: graph.clone(), scale };
+            let _ = sender.send(job);
         }
     }
 }
@@ -1511,7 +1521,10 @@ fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Recei
         let Some(core) = core.upgrade().filter(|c| Engine::has_callers(c)) else { break };
         let engine = Engine::internal(core);
         let state = &engine.core.previews;
-        if !job.generation.current(state) {
+        // Cancelled, or stepped past (playback skipping frames, steps of
+        // two or three, leaves the frames between queued ahead of the
+        // ones it will ask for).
+        if !job.generation.current(state) || state.passed(job.place, job.at) {
             state.cancelled.fetch_add(1, Ordering::SeqCst);
             continue;
         }
@@ -1540,4 +1553,27 @@ fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Recei
 fn preview_need(gpu: &GpuBackend, shape: FrameShape, plan: &crate::ops::Plan, factor: u32) -> Result<u64> {
     let kernels = gpu.compute_bytes(shape, plan)?.saturating_add(gpu.preview_bytes(shape, plan, factor)?);
     Ok(GpuBackend::slot_bytes(shape).saturating_add(kernels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queued prefetch is passed once its playhead has stepped beyond it
+    /// in the way it moves (playback on twos skips the frames between);
+    /// ahead of it, at it, or for another place, it is not.
+    #[test]
+    fn a_prefetch_the_playhead_stepped_past_is_passed() {
+        let state = PreviewState::new(0, 0);
+        let mut forward = Playhead::new(1, "s".into(), GradeKey::default(), Scale::Half, (1005, 5));
+        forward.step = 1;
+        let mut back = Playhead::new(2, "s".into(), GradeKey::default(), Scale::Half, (1005, 5));
+        back.step = -1;
+        let still = Playhead::new(3, "s".into(), GradeKey::default(), Scale::Half, (1005, 5));
+        lock(&state.playheads).extend([forward, back, still]);
+        assert!(state.passed(1, 4) && !state.passed(1, 5) && !state.passed(1, 6));
+        assert!(state.passed(2, 6) && !state.passed(2, 5) && !state.passed(2, 4));
+        assert!(!state.passed(3, 4) && !state.passed(3, 6), "no direction yet");
+        assert!(!state.passed(9, 4), "no such place");
+    }
 }
