@@ -233,12 +233,17 @@ struct Playhead {
     queued_until: i128,
     /// Moves when what this playhead queued is cancelled.
     generation: Arc<AtomicU64>,
+    /// The number of the request that last moved it: an older one that
+    /// reaches it late (async previews, each on a thread of its own) does
+    /// not move it back.
+    ticket: u64,
 }
 
 impl Playhead {
     /// A place seen for the first time, or after a jump: no direction yet.
     fn new(place: u64, source: String, graph: GradeKey, scale: Scale, (frame, at): (u64, i128)) -> Self {
-        Playhead { place, source, graph, scale, frame, at, step: 0, queued_until: at, generation: Arc::default() }
+        let generation = Arc::default();
+        Playhead { place, source, graph, scale, frame, at, step: 0, queued_until: at, generation, ticket: 0 }
     }
 
     /// Cancels what it queued: queued jobs are dropped, one under way stops
@@ -255,6 +260,16 @@ const MAX_PLAYHEADS: usize = 8;
 /// The place of the engine's own requests ([`Engine::preview`],
 /// [`Engine::preview_async`]); each view numbers its own from 1.
 const ENGINE_PLACE: u64 = 0;
+
+/// Where a request comes from: its place (whose playhead it moves), its
+/// number in the order requests were made, and whether it may still move
+/// the playhead (`open`).
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    place: u64,
+    ticket: u64,
+    open: &'a dyn Fn() -> bool,
+}
 
 /// When a prefetch was queued: the engine's generation (which moves when
 /// its last caller goes) and its playhead's.
@@ -388,7 +403,8 @@ impl PreviewView {
                 // Once the last handle went (its last request is still
                 // answered), the view moves no playhead: nobody will step on.
                 let open = || !lock(&worker.next).1;
-                let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, (r.scale, place, &open), &newest);
+                let origin = Origin { place, ticket: engine.core.previews.ticket(), open: &open };
+                let preview = || engine.preview_while(&r.sequence, r.frame, &r.graph, (r.scale, origin), &newest);
                 let answer = match panic_as_error(r.frame, preview) {
                     // Stopped because the engine is going, not overtaken.
                     Err(Error::Superseded) if worker.stopped_at.load(Ordering::SeqCst) == r.id => Err(Error::Cancelled),
@@ -523,6 +539,8 @@ pub(crate) struct PreviewState {
     playheads: Mutex<Vec<Playhead>>,
     /// Views made so far: each is a place with a playhead of its own.
     places: AtomicU64,
+    /// Requests made so far, numbering them in the order they were made.
+    tickets: AtomicU64,
     generation: AtomicU64,
     /// The prefetch threads' queue: started by the first prefetch, closed
     /// when the last caller's handle goes.
@@ -562,6 +580,7 @@ impl PreviewState {
             cancelled: AtomicU64::new(0),
             playheads: Mutex::new(Vec::new()),
             places: AtomicU64::new(ENGINE_PLACE),
+            tickets: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             prefetch: Mutex::new(None),
             threads: Mutex::default(),
@@ -613,6 +632,11 @@ impl PreviewState {
         if let Some(i) = playheads.iter().position(|p| p.place == place) {
             playheads.remove(i).cancel();
         }
+    }
+
+    /// The next request's number.
+    fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Whether the playhead of `place` has moved past position `at` in the
@@ -758,20 +782,33 @@ impl Engine {
     /// one larger than the whole budget fails at once),
     /// or [`Error::Panic`] when its render panicked.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
-        self.preview_while(sequence, frame, graph, (scale, ENGINE_PLACE, &|| true), &|| true)
+        self.preview_from(sequence, frame, graph, scale, self.core.previews.ticket())
+    }
+
+    /// [`Engine::preview`] made as the `ticket`th request.
+    fn preview_from(
+        &self,
+        sequence: &Sequence,
+        frame: u64,
+        graph: &OpGraph,
+        scale: Scale,
+        ticket: u64,
+    ) -> Result<Arc<PreviewImage>> {
+        let origin = Origin { place: ENGINE_PLACE, ticket, open: &|| true };
+        self.preview_while(sequence, frame, graph, (scale, origin), &|| true)
     }
 
     /// [`Engine::preview`] for as long as `wanted` says so: asked before
     /// anything is done, before the decode and once the backend is this
     /// request's, it ends the request with [`Error::Superseded`] (a render
-    /// under way finishes). Its `place`'s playhead moves while `open` says
-    /// so.
+    /// under way finishes). Its origin's playhead moves while its `open`
+    /// says so.
     fn preview_while(
         &self,
         sequence: &Sequence,
         frame: u64,
         graph: &OpGraph,
-        (scale, place, open): (Scale, u64, &dyn Fn() -> bool),
+        (scale, origin): (Scale, Origin),
         wanted: &dyn Fn() -> bool,
     ) -> Result<Arc<PreviewImage>> {
         if !wanted() {
@@ -790,7 +827,9 @@ impl Engine {
         // started meanwhile could finish ahead of the preview.)
         let mut gate = Some(self.core.gate.raise(|| state.record(TraceEvent::PreviewRequested(frame))));
         let key = PreviewKey { file, frame, graph: GradeKey::of(graph), scale };
-        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, place, &|| wanted() && open());
+        let open = origin.open;
+        let origin = Origin { open: &|| wanted() && open(), ..origin };
+        self.schedule_prefetch(sequence, frame, (graph, &key.graph), scale, origin);
         let (image, served) = match self.cached_or_render(&key, graph, (Priority::Preview, wanted), &mut gate) {
             Ok(served) => served,
             Err(e) => {
@@ -901,7 +940,9 @@ impl Engine {
     }
 
     /// [`Engine::preview`] on another thread: the result arrives on the
-    /// returned channel, so a UI thread never blocks.
+    /// returned channel, so a UI thread never blocks. Requests move the
+    /// prefetch playhead in the order they were made, whichever thread
+    /// gets going first.
     pub fn preview_async(
         &self,
         sequence: &Sequence,
@@ -912,9 +953,11 @@ impl Engine {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let (engine, sequence, graph) = (Engine::internal(self.core.clone()), sequence.clone(), graph.clone());
         let failed = tx.clone();
+        let ticket = self.core.previews.ticket();
         let thread = std::thread::Builder::new().name("framepipe-preview".into()).spawn(move || {
             // A panic is answered, as a view's is, never a closed channel.
-            let _ = tx.send(panic_as_error(frame, || engine.preview(&sequence, frame, &graph, scale)));
+            let preview = || engine.preview_from(&sequence, frame, &graph, scale, ticket);
+            let _ = tx.send(panic_as_error(frame, preview));
         });
         match thread {
             Ok(thread) => self.core.previews.own_thread(thread, None),
@@ -1392,16 +1435,16 @@ impl Engine {
     /// request's `place` moved. Steps in the same direction extend the
     /// queue; a jump (or another sequence), a change of direction, grade or
     /// scale cancels what that playhead still has queued and starts again.
-    /// `wanted` is asked under the playheads' lock: a request already
-    /// overtaken (a view's) must not turn its playhead back.
+    /// The origin's `open` is asked under the playheads' lock: a request
+    /// already overtaken (a view's) must not turn its playhead back; nor
+    /// does one made before the request that last moved it.
     fn schedule_prefetch(
         &self,
         sequence: &Sequence,
         frame: u64,
         (graph, grade): (&OpGraph, &GradeKey),
         scale: Scale,
-        place: u64,
-        wanted: &dyn Fn() -> bool,
+        Origin { place, ticket, open: wanted }: Origin,
     ) {
         let count = self.core.config.prefetch;
         let state = &self.core.previews;
@@ -1418,11 +1461,15 @@ impl Engine {
             if playheads.len() == MAX_PLAYHEADS {
                 playheads.remove(0).cancel();
             }
-            playheads.push(Playhead::new(place, source, graph_key, scale, (frame, at)));
+            playheads.push(Playhead { ticket, ..Playhead::new(place, source, graph_key, scale, (frame, at)) });
             return;
         };
+        if playheads[i].ticket > ticket {
+            return;
+        }
         // Most recently moved last.
         let mut p = playheads.remove(i);
+        p.ticket = ticket;
         // Another sequence, or another list of its frames (positions in
         // the old one say nothing in this one): a jump.
         let same_list = usize::try_from(p.at).ok().and_then(|i| sequence.frames.get(i)).map(|f| f.number);
@@ -1430,6 +1477,7 @@ impl Engine {
             p.cancel();
             playheads.push(Playhead {
                 generation: p.generation,
+                ticket,
                 ..Playhead::new(place, source, graph_key, scale, (frame, at))
             });
             return;
@@ -1575,5 +1623,36 @@ mod tests {
         assert!(state.passed(2, 6) && !state.passed(2, 5) && !state.passed(2, 4));
         assert!(!state.passed(3, 4) && !state.passed(3, 6), "no direction yet");
         assert!(!state.passed(9, 4), "no such place");
+    }
+
+    /// Requests move the playhead in the order they were made: one made
+    /// earlier that gets going later (an async preview's thread) does not
+    /// move it back, nor turn it.
+    #[test]
+    fn an_older_request_arriving_late_does_not_move_the_playhead() {
+        let t = tempfile::tempdir().unwrap();
+        let pattern = t.path().join("f_%02d.png").display().to_string();
+        let opts = crate::generate::GenerateOptions { width: 8, height: 8, frames: 6, start: 1, ..Default::default() };
+        crate::generate::generate_sequence(&opts, &pattern, &Default::default(), false).unwrap();
+        let seq = Sequence::scan(&pattern, None, crate::MissingPolicy::Error).unwrap();
+        let config = crate::EngineConfig { backend: crate::BackendKind::Cpu, prefetch: 0, ..Default::default() };
+        let engine = Engine::new(config).unwrap();
+        let graph = OpGraph::new(vec![crate::Op::Exposure { stops: 0.5 }]).unwrap();
+        let playhead = || {
+            let playheads = lock(&engine.core.previews.playheads);
+            let p = &playheads[0];
+            (p.frame, p.step, p.generation.load(Ordering::SeqCst))
+        };
+        engine.preview_from(&seq, 3, &graph, Scale::Half, 10).unwrap();
+        engine.preview_from(&seq, 4, &graph, Scale::Half, 11).unwrap();
+        let (frame, step, generation) = playhead();
+        assert_eq!((frame, step), (4, 1));
+        engine.preview_from(&seq, 2, &graph, Scale::Half, 9).unwrap();
+        assert_eq!(playhead(), (4, 1, generation), "made before the others: no turn, nothing cancelled");
+        engine.preview_from(&seq, 5, &graph, Scale::Half, 12).unwrap();
+        assert_eq!(playhead(), (5, 1, generation));
+        // Made in order, the same step back turns it.
+        engine.preview_from(&seq, 4, &graph, Scale::Half, 13).unwrap();
+        assert_eq!(playhead(), (4, -1, generation + 1));
     }
 }
