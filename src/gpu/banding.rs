@@ -43,8 +43,18 @@ impl Banding {
     /// # Errors
     /// [`Error::InvalidValue`] (a usage error: the blur is too wide for
     /// this adapter, whatever the frames) when not even a band of 8 rows
-    /// plus the blur halo fits.
+    /// plus the blur halo fits; for a frame of no pixels, or wider than
+    /// the kernels' dispatches reach.
     pub fn new(width: u32, height: u32, format: PixelFormat, plan: &Plan, limit: u64) -> Result<Self> {
+        // A frame of no pixels is the caller's mistake (`HostFrame::check`),
+        // a frame wider than 65535 workgroups the adapter's limit.
+        if width == 0 || height == 0 {
+            return Err(Error::invalid("frame size", format!("{width}x{height}"), "at least 1x1 pixels"));
+        }
+        let max_width = 65535 * kernels::WORKGROUP.0;
+        if width > max_width {
+            return Err(Error::invalid("frame width", width, format!("at most {max_width} px on the GPU")));
+        }
         let row = width as u64 * band_bpp(plan, format);
         // Dispatch height is capped at 65535 workgroups of WORKGROUP.1 rows.
         let max_rows = (limit / row).min(65535 * kernels::WORKGROUP.1 as u64) as u32;

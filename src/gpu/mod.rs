@@ -905,9 +905,11 @@ impl GpuBackend {
     /// timestamps.
     ///
     /// # Errors
-    /// [`Error::Gpu`] for a layout that cannot fit or a device error;
-    /// [`Error::Budget`] when the ledger refuses the buffers.
+    /// [`Error::InvalidValue`] for a frame whose data is not its size, or
+    /// of no pixels; [`Error::Gpu`] for a layout that cannot fit or a
+    /// device error; [`Error::Budget`] when the ledger refuses the buffers.
     pub fn process(&mut self, src: &HostFrame, plan: &Plan) -> Result<(HostFrame, Option<u64>)> {
+        src.check()?;
         let shape = FrameShape::of(src);
         self.banding(shape.width, shape.height, shape.format, plan)?;
         // The kernel set first: refused it, the call holds no slot it made.

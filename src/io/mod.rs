@@ -86,12 +86,16 @@ impl HostFrame {
     }
 
     /// Checks that `data` holds exactly `width * height` pixels of
-    /// `format`: the fields are public, so a frame built by hand may not.
+    /// `format`, and that there is a pixel: the fields are public, so a
+    /// frame built by hand may not.
     ///
     /// # Errors
     /// [`Error::InvalidValue`](crate::Error::InvalidValue) with both byte
-    /// counts.
+    /// counts, or naming a size of no pixels.
     pub fn check(&self) -> crate::Result<()> {
+        if self.width == 0 || self.height == 0 {
+            return Err(crate::Error::invalid("frame size", self.describe(), "at least 1x1 pixels"));
+        }
         let pixels = (self.width as usize).checked_mul(self.height as usize);
         match pixels.and_then(|n| n.checked_mul(self.format.bytes_per_pixel())) {
             Some(n) if n == self.data.len() => Ok(()),

@@ -25,6 +25,15 @@ pub const MAX_SIGMA: f64 = 512.0;
 /// beyond any grade, far below where f32 coefficients overflow.
 pub const MAX_FUSED_GAIN: f64 = 1e12;
 
+/// The largest product of the gains of a graph's runs of colour ops (kept
+/// apart by blurs, which do not make values larger): values stay far
+/// inside f32's range (3.4e38), where an overflow to inf would turn the
+/// next mixed-sign stage into NaN pixels.
+pub const MAX_TOTAL_GAIN: f64 = 1e30;
+
+/// What a graph past [`MAX_TOTAL_GAIN`] is refused for.
+const WHOLE_GAIN: &str = "color gain over the whole graph";
+
 /// Rec.709 luma weights used by [`Op::Saturation`].
 pub const REC709_LUMA: [f64; 3] = [0.2126, 0.7152, 0.0722];
 
@@ -155,6 +164,7 @@ impl OpGraph {
         // The stages as written: moving strong ones ahead of the blurs
         // composes runs the user kept apart, whose gains may cancel.
         let plan = Plan::fuse(&self.ops);
+        let mut total = 1.0f64;
         for stage in std::iter::once(&plan.pre).chain(plan.passes.iter().map(|p| &p.post)) {
             let gain = stage.gain();
             if gain.is_nan() || gain > MAX_FUSED_GAIN {
@@ -164,6 +174,16 @@ impl OpGraph {
                     format!("at most {MAX_FUSED_GAIN:e} (consecutive color ops multiply)"),
                 ));
             }
+            // A run that gives nothing back (gain below 1 still carries
+            // what came in) cannot shrink the bound.
+            total *= gain.max(1.0);
+        }
+        if total > MAX_TOTAL_GAIN {
+            return Err(Error::invalid(
+                WHOLE_GAIN,
+                format!("{total:.3e}"),
+                format!("at most {MAX_TOTAL_GAIN:e} (runs of color ops between blurs multiply too)"),
+            ));
         }
         Ok(())
     }

@@ -168,12 +168,15 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     let graph = OpGraph { ops };
     if graph.validate().is_err() {
         // Each op is in range, but consecutive color ops multiply: name the
-        // run that crossed the limit, from the blur before it to the op
-        // that tipped it over.
+        // run that crossed the limit, from the blur before it (or the first
+        // op, for the whole graph's gain) to the op that tipped it over.
         let prefix = |n: usize| OpGraph { ops: graph.ops[..n].to_vec() }.validate().err().map(|e| (n, e));
         let (end, e) = (1..=graph.ops.len()).find_map(prefix).expect("the whole graph fails");
         let blur = |op: &Op| matches!(op, Op::Blur { sigma } if *sigma > 0.0);
-        let start = graph.ops[..end].iter().rposition(blur).map_or(0, |i| i + 1).min(end - 1);
+        // (Runs that multiply past the limit together, blurs between: from
+        // the first op.)
+        let whole = matches!(&e, Error::InvalidValue { what, .. } if what == super::WHOLE_GAIN);
+        let start = if whole { 0 } else { graph.ops[..end].iter().rposition(blur).map_or(0, |i| i + 1).min(end - 1) };
         let lines = match (op_lines[start], op_lines[end - 1]) {
             (a, b) if a != b => format!(" (lines {a}-{b})"),
             (a, _) => format!(" (line {a})"),

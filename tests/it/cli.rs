@@ -676,6 +676,14 @@ fn bad_arguments_and_presets_exit_2() {
         &["process", &input, "-o", &out, "--preset", huge.to_str().unwrap()],
         "huge.toml: ops 2-3 (lines 4-7): invalid fused color gain 1.845e19",
     );
+    // Runs each in range, kept apart by blurs, whose gains multiply past
+    // f32 (inf, then NaN at a mixed-sign matrix): named from the first op.
+    let run = "[[op]]\ntype = \"exposure\"\nstops = 32\n".to_string() + blur;
+    fs::write(&huge, run.repeat(5)).unwrap();
+    usage_error(
+        &["process", &input, "-o", &out, "--preset", huge.to_str().unwrap()],
+        "huge.toml: ops 1-7 (lines 1-19): invalid color gain over the whole graph 3.403e38 (expected at most 1e30",
+    );
     // So many that the composition overflows f64 (inf, and NaN off the
     // diagonal): refused too, never black frames.
     fs::write(&huge, "[[op]]\ntype = \"exposure\"\nstops = 32\n".repeat(33)).unwrap();

@@ -342,3 +342,21 @@ fn the_streaming_reference_is_timed_and_gives_its_memory_back() {
     assert!(backend.stream_copy(8, 1).is_err(), "less than one 16-byte copy");
     assert!(backend.stream_copy(64, 0).is_err(), "no pass");
 }
+
+/// A frame of no pixels, which a library caller can build by hand, is an
+/// error naming its size on the GPU (the CPU backend's documented panic
+/// says the same), never a division by zero deep in the banding.
+#[test]
+fn a_frame_of_no_pixels_is_refused_by_size() {
+    let plan = OpGraph::new(vec![Op::Exposure { stops: 0.5 }, Op::Blur { sigma: 2.0 }]).unwrap().plan();
+    for (w, h) in [(0, 10), (10, 0)] {
+        let empty = framepipe::HostFrame::new(w, h, PixelFormat::Rgba8, true);
+        let panic = std::panic::catch_unwind(|| process_cpu(&empty, &plan)).unwrap_err();
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains(&format!("invalid frame size {w}x{h} RGBA8")), "{message}");
+        if let Some(mut g) = gpu(GpuOptions::default()) {
+            let err = g.process(&empty, &plan).unwrap_err().to_string();
+            assert!(err.contains(&format!("invalid frame size {w}x{h} RGBA8")), "{err}");
+        }
+    }
+}
