@@ -468,7 +468,10 @@ fn run(
     let requests = requests?;
     let (frames, runs, failed) = exported?;
     print(
-        &format!("export running ({frames} frames exported during the session, {runs} whole passes over the sequence)"),
+        &format!(
+            "export running ({frames} frames exported during the session, {runs} whole pass{} over the sequence)",
+            if runs == 1 { "" } else { "es" }
+        ),
         &requests,
         &busy.preview_stats(),
     );

@@ -625,6 +625,9 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     // Grey sources make grey outputs (where the ops keep them grey), as
     // the first frame whose header reads says.
     let first = sequence.frames.iter().find_map(|f| crate::io::probe_info(&f.path, &job.limits).ok());
+    if let Some(info) = first {
+        targets.format.check_size(info.width, info.height)?;
+    }
     let encode = EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode };
     Ok(PreparedJob {
         sequence,

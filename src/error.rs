@@ -152,9 +152,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Shorthand for [`Error::InvalidValue`].
+    /// Shorthand for [`Error::InvalidValue`]; an empty or blank value is
+    /// shown quoted (`invalid size "" (expected …)`), not as a gap.
     pub fn invalid(what: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
-        Error::InvalidValue { what: what.into(), value: value.to_string(), expected: expected.into() }
+        let value = value.to_string();
+        let value = if value.trim().is_empty() { format!("{value:?}") } else { value };
+        Error::InvalidValue { what: what.into(), value, expected: expected.into() }
     }
 
     /// True when the error is about the arguments, preset or inputs as a

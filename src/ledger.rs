@@ -373,6 +373,7 @@ mod tests {
             parse_bytes("0.1B").is_err()
                 && parse_bytes("0.0001KiB").unwrap_err().to_string().contains("at least 1 byte")
         );
+        assert!(parse_bytes("").unwrap_err().to_string().starts_with("invalid size \"\" (expected"));
         for bad in ["", "GiB", "-1GiB", "2 parsecs", "0", "1.5", "1.5B", "0.0004KB"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }

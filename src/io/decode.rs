@@ -528,18 +528,32 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
 }
 
 /// `image` (decoded from a source `info` describes) as a frame with
-/// straight alpha. A float source's color is divided by its alpha in f32,
-/// before it is clamped and rounded to 16 bits: divided after, the
-/// rounding would grow by 1/alpha (500 steps at alpha 0.001). Integer
-/// sources are divided as stored. (A grey-alpha float TIFF's reader
-/// divides its own.)
+/// straight alpha. NaN float samples read as 0. A float source's color is
+/// divided by its alpha in f32, before it is clamped and rounded to 16
+/// bits: divided after, the rounding would grow by 1/alpha (500 steps at
+/// alpha 0.001). Integer sources are divided as stored. (A grey-alpha
+/// float TIFF's reader divides its own.)
 fn straight_frame(image: DynamicImage, info: &FrameInfo) -> HostFrame {
+    // NaN samples read as 0, as grey float TIFFs' do (`image` would make
+    // them white): a NaN alpha is a transparent pixel, its color 0.
+    let zero_nan = |v: &mut f32| {
+        if v.is_nan() {
+            *v = 0.0;
+        }
+    };
     let image = match image {
-        DynamicImage::ImageRgba32F(mut float) if info.premultiplied => {
-            for px in float.pixels_mut() {
-                let a = px[3];
-                for c in &mut px.0[..3] {
-                    *c = if a > 0.0 { *c / a } else { 0.0 };
+        DynamicImage::ImageRgb32F(mut float) => {
+            float.iter_mut().for_each(zero_nan);
+            DynamicImage::ImageRgb32F(float)
+        }
+        DynamicImage::ImageRgba32F(mut float) => {
+            float.iter_mut().for_each(zero_nan);
+            if info.premultiplied {
+                for px in float.pixels_mut() {
+                    let a = px[3];
+                    for c in &mut px.0[..3] {
+                        *c = if a > 0.0 { *c / a } else { 0.0 };
+                    }
                 }
             }
             DynamicImage::ImageRgba32F(float)
@@ -601,8 +615,8 @@ pub(crate) fn from_dynamic(image: DynamicImage) -> HostFrame {
     }
 }
 
-/// Decoder messages sometimes span lines; a log line must not.
-fn one_line(s: &str) -> String {
+/// Codec messages sometimes span lines; a log line must not.
+pub(super) fn one_line(s: &str) -> String {
     let mut line = s.split_whitespace().collect::<Vec<_>>().join(" ");
     // The png crate names a chunk by its Debug form (`ChunkType { type:
     // IDAT, critical: true, .. }`): its four letters are the name.
@@ -865,11 +879,13 @@ mod tests {
     }
 
     /// A float TIFF is said to be one, and read clamped to 0..1 at 16 bits.
+    /// NaN reads as 0.
     #[test]
     fn a_float_tiff_is_read_clamped_to_16_bits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f32.tif");
-        let values = [0.5f32, 1.5, -0.25, 1.0, 0.0, 0.25, 2.0, 0.75];
+        // NaN reads as 0 (`image` alone would make it white).
+        let values = [0.5f32, 1.5, -0.25, 1.0, f32::NAN, 0.25, 2.0, 0.75];
         image::Rgba32FImage::from_raw(2, 1, values.to_vec()).unwrap().save(&path).unwrap();
         let info = probe_info(&path, &DecodeLimits::default()).unwrap();
         assert!(info.float && info.format == PixelFormat::Rgba16);
@@ -971,11 +987,16 @@ mod tests {
             x ^= x << 17;
             (x >> 40) as f32 / (1u64 << 24) as f32
         };
-        // Straight colors and alphas from 1 down to 1e-4 (and 0: color 0).
+        // Straight colors and alphas from 1 down to 1e-4 (and 0, and NaN:
+        // color 0, alpha 0).
         let pixels: Vec<([f32; 3], f32)> = (0..256)
             .map(|i| {
                 let c = [unit(), unit(), unit()];
-                let a = if i == 0 { 0.0 } else { 10f32.powf(-4.0 * unit()) };
+                let a = match i {
+                    0 => 0.0,
+                    1 => f32::NAN,
+                    _ => 10f32.powf(-4.0 * unit()),
+                };
                 (c, a)
             })
             .collect();

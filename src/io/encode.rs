@@ -57,7 +57,33 @@ impl OutputFormat {
     pub fn supports_16bit(self) -> bool {
         matches!(self, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Raw)
     }
+
+    /// Refuses a frame size the container cannot hold: QOI takes fewer than
+    /// 400 million pixels, JPEG at most 65535 a side. Known from the first
+    /// header, before anything is decoded or written.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the size and the limit.
+    pub fn check_size(self, width: u32, height: u32) -> Result<()> {
+        let size = format!("{width}x{height}");
+        match self {
+            OutputFormat::Qoi if width as u64 * height as u64 >= QOI_MAX_PIXELS => Err(Error::invalid(
+                "frame size for QOI output",
+                size,
+                format!("fewer than {QOI_MAX_PIXELS} pixels, QOI's limit (write PNG or TIFF)"),
+            )),
+            OutputFormat::Jpeg if width.max(height) > 65535 => Err(Error::invalid(
+                "frame size for JPEG output",
+                size,
+                "at most 65535 pixels a side, JPEG's limit (write PNG or TIFF)",
+            )),
+            _ => Ok(()),
+        }
+    }
 }
+
+/// The most pixels a QOI image holds, less one (the format's own limit).
+const QOI_MAX_PIXELS: u64 = 400_000_000;
 
 /// PNG deflate effort. Measured on an 8K graded frame (in the design notes, kept outside this repository): fast
 /// is 13x quicker than default for 12 % more bytes, so it is the default.
@@ -113,7 +139,7 @@ pub fn encode_frame(frame: HostFrame, format: OutputFormat, options: &EncodeOpti
     }
     let mut out = Vec::new();
     encode(&frame, format, options, &mut out)
-        .map_err(|e| Error::Encode { path: what.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| Error::Encode { path: what.to_owned(), reason: super::decode::one_line(&e.to_string()) })?;
     Ok(out)
 }
 
@@ -349,7 +375,9 @@ pub(crate) fn write_frame_atomic_unless(
         return Err(Error::Encode { path: path.to_owned(), reason: "raw output is for streams (-o -) only".into() });
     }
     frame.check()?;
-    write_atomic(path, overwrite, abandon, |w| encode(frame, format, options, w).map_err(|e| e.to_string()))
+    write_atomic(path, overwrite, abandon, |w| {
+        encode(frame, format, options, w).map_err(|e| super::decode::one_line(&e.to_string()))
+    })
 }
 
 /// Writes `bytes` (a report, a chart, a table) into `path` the way frames

@@ -544,11 +544,16 @@ fn frame_of_another_size() {
 
 /// A valid PNG whose header claims 100000 x 100000 pixels.
 fn decompression_bomb(path: &Path) {
+    claimed_size_png(path, 100_000, 100_000);
+}
+
+/// A 1x1 PNG whose header claims `width` x `height` pixels.
+fn claimed_size_png(path: &Path, width: u32, height: u32) {
     let mut png = Vec::new();
     image::RgbaImage::new(1, 1).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     // IHDR data starts at byte 16: width, height (big-endian), then its CRC.
-    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
-    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
     let crc = crc32(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     fs::write(path, png).unwrap();
@@ -568,6 +573,21 @@ fn crc32(bytes: &[u8]) -> u32 {
 #[test]
 fn decompression_bomb_is_refused() {
     one_bad_frame(decompression_bomb, "limit");
+}
+
+/// A frame larger than the output format holds (QOI: 400 million pixels)
+/// is refused from its header, before any frame is decoded: exit 2.
+#[test]
+fn a_frame_the_output_format_cannot_hold_is_refused_up_front() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir(t.path().join("in")).unwrap();
+    claimed_size_png(&t.path().join("in/big_1.png"), 20_001, 20_001);
+    let input = t.path().join("in/big_%d.png").display().to_string();
+    let expect = "invalid frame size for QOI output 20001x20001 (expected fewer than 400000000 pixels, QOI's limit";
+    let out = t.path().join("o/big_%d.qoi").display().to_string();
+    usage_error(&["process", &input, "-o", &out, "--backend", "cpu"], expect);
+    usage_error(&["process", &input, "-o", "-", "--stream-format", "qoi", "--backend", "cpu"], expect);
+    assert!(!t.path().join("o").exists());
 }
 
 fn usage_error(args: &[&str], expect: &str) {
