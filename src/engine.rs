@@ -112,9 +112,10 @@ pub struct EngineConfig {
     /// Bytes of finished previews kept. By default, 512 MiB.
     pub preview_cache_bytes: u64,
     /// Bytes of decoded source frames kept for re-grading. By default, 1 GiB.
-    /// (The source the GPU's preview upload holds is kept as well, whether
-    /// or not the cache keeps it, until that memory is reclaimed: a re-grade
-    /// of it needs no copy. Host memory can hold one frame more.)
+    /// (The source decoded last is kept as well, whether or not the cache
+    /// keeps it, so a slider dragged on a frame larger than the cache never
+    /// decodes it twice; so is the one the GPU's preview upload holds, until
+    /// that memory is reclaimed. Host memory can hold two frames more.)
     pub source_cache_bytes: u64,
     /// Frames prefetched ahead of the playhead. By default, 3.
     pub prefetch: usize,

@@ -530,6 +530,10 @@ pub(crate) struct PreviewState {
     /// here, not through the source cache, which may not keep it.)
     decoding: Mutex<HashMap<FileStamp, Arc<PendingSource>>>,
     decoded: std::sync::Condvar,
+    /// The source decoded last, kept whatever the source cache keeps (a
+    /// frame larger than it, or a cache of 0 bytes): a slider dragged on
+    /// that frame never decodes it again.
+    last_source: Mutex<Option<(FileStamp, Arc<HostFrame>)>>,
     renders: AtomicU64,
     decodes: AtomicU64,
     uploads: AtomicU64,
@@ -572,6 +576,7 @@ impl PreviewState {
             sources: Mutex::new(ByteLru::new(source_bytes)),
             decoding: Default::default(),
             decoded: Default::default(),
+            last_source: Mutex::new(None),
             renders: AtomicU64::new(0),
             decodes: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
@@ -1135,6 +1140,9 @@ impl Engine {
         if let Some(src) = lock(&state.sources).get(file) {
             return Ok((src, 0.0));
         }
+        if let Some((_, src)) = lock(&state.last_source).as_ref().filter(|(stamp, _)| stamp == file) {
+            return Ok((src.clone(), 0.0));
+        }
         if let Some(pending) = decoding.get(file).cloned() {
             while pending.get().is_none() {
                 if !wanted() {
@@ -1167,6 +1175,7 @@ impl Engine {
             Ok(src) => {
                 state.decodes.fetch_add(1, Ordering::SeqCst);
                 lock(&state.sources).insert(file.clone(), src.clone(), src.data.len() as u64);
+                *lock(&state.last_source) = Some((file.clone(), src.clone()));
                 Ok(src.clone())
             }
             Err(Error::Decode { path, reason }) => Err((path.clone(), reason.clone())),

@@ -204,6 +204,26 @@ fn grades_of_one_frame_asked_at_once_decode_it_once() {
     }
 }
 
+/// A slider dragged on a frame larger than the source cache (here one of
+/// no bytes) still decodes it once: the source decoded last is kept.
+#[test]
+fn a_slider_on_a_frame_larger_than_the_source_cache_decodes_it_once() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 2, 64, 40, PixelFormat::Rgba8);
+    for backend in backends() {
+        let config = EngineConfig { backend, source_cache_bytes: 0, prefetch: 0, ..Default::default() };
+        let e = Engine::new(config).unwrap();
+        for stops in [-0.2, 0.0, 0.2, 0.4] {
+            e.preview(&seq, 1, &grade(stops), Scale::Half).unwrap();
+        }
+        assert_eq!(e.preview_stats().decodes, 1, "{backend:?}: four grades, one decode");
+        // Another frame is decoded; coming back decodes the first again.
+        e.preview(&seq, 2, &grade(0.4), Scale::Half).unwrap();
+        e.preview(&seq, 1, &grade(0.6), Scale::Half).unwrap();
+        assert_eq!(e.preview_stats().decodes, 3, "{backend:?}");
+    }
+}
+
 /// A slider dragged faster than frames render, through one view: the
 /// newest request gets its own image; those it overtook before they
 /// rendered end as superseded rather than taking the backend in turn.
