@@ -108,8 +108,10 @@ STREAMS
 EXIT CODES
   0 every frame written; 1 a frame failed (or the GPU did, or a report could not be written
   once the frames were); 2 usage, preset or input errors
-  found before any frame was processed; 130 interrupted (Ctrl-C; 143 SIGTERM, 129 SIGHUP):
-  in-flight frames finished or discarded, nothing partial left.";
+  found before any frame was processed. Stopped by Ctrl-C, SIGTERM or SIGHUP: in-flight frames
+  finished or discarded, nothing partial left, then it ends as the signal would (the shell's
+  $? is 130, 143 or 129, and a loop running it stops); a signal ignored by its parent (nohup)
+  stays ignored.";
 
 #[derive(Args)]
 struct ProcessArgs {
@@ -344,6 +346,10 @@ fn on_signal(signal: i32) {
     }
 }
 
+/// The signal that stopped a run which then drained and reported: `main`
+/// ends the process by it (0 while none did).
+static DIE_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 /// Set once a signal stops the process at once: it exits from there.
 static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -353,8 +359,8 @@ const FLOAT_NOTICE: &str = "32-bit floats: values are clamped to 0..1 and kept t
 /// What reading sources with premultiplied alpha does to them.
 const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha";
 
-/// The first signal received (0 before any): a run it stopped exits with
-/// its code.
+/// The first signal received (0 before any): a run it stopped ends as it
+/// would have ([`die_by`]), once the summary and reports are out.
 static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// SIGINT's number, what Ctrl-C is where there are no signals.
@@ -369,16 +375,18 @@ fn signal_exit_code(signal: i32) -> u8 {
 /// Routes SIGINT, SIGTERM and SIGHUP (Ctrl-C where there are no signals)
 /// to [`on_signal`], on a thread of its own, not in the signal handler.
 /// Returns once they are routed; if they cannot be, they keep their
-/// default action (ending the process).
+/// default action (ending the process). One the parent set to be ignored
+/// stays ignored: `nohup` (SIGHUP), a script's background job (SIGINT).
 fn route_signals() {
     #[cfg(unix)]
     {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let routed_signals: Vec<i32> = [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| !ignored(s)).collect();
         let (routed, ready) = crossbeam_channel::bounded(1);
         // Registered on the thread that serves them: no thread, no
         // registration, so a signal never goes unanswered.
         let thread = std::thread::Builder::new().name("framepipe-signals".into()).spawn(move || {
-            let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]);
+            let signals = signal_hook::iterator::Signals::new(routed_signals);
             let _ = routed.send(());
             if let Ok(mut signals) = signals {
                 signals.forever().for_each(on_signal);
@@ -392,6 +400,38 @@ fn route_signals() {
     let _ = ctrlc::set_handler(|| on_signal(SIGINT));
 }
 
+/// Whether `signal` is set to be ignored (as a parent left it).
+#[cfg(unix)]
+fn ignored(signal: i32) -> bool {
+    // SAFETY: only reads the current action (no new one is given), into a
+    // zeroed struct of the platform's layout.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut action) == 0 && action.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Ends the process as `signal` would have had it not been caught, once
+/// its clean-up is done: a shell then sees a process the signal ended
+/// (`$?` is 128 + its number) and stops a loop or script running it, where
+/// one that exits with that code is taken to have handled the signal and
+/// the loop goes on. Like `_exit`, it runs no exit handlers. Where the
+/// signal cannot end it, it exits with 128 + the number.
+fn die_by(signal: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: the signal's default action is restored, unblocked on this
+    // thread and raised on it: the process ends.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    exit_now(signal_exit_code(signal).into())
+}
+
 /// Set while `process` writes its frames to stdout.
 static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -401,8 +441,8 @@ static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// How long the first signal waits for a stream's frame to be taken.
 const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Stops the process at once, removing its unfinished outputs: exits with
-/// `signal`'s code.
+/// Stops the process at once, removing its unfinished outputs: ends as
+/// `signal` would ([`die_by`]).
 fn stop_now(signal: i32) -> ! {
     STOPPING_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
     let removed = framepipe::io::remove_partials();
@@ -416,7 +456,7 @@ fn stop_now(signal: i32) -> ! {
     if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) {
         note!("notice: the same command with --skip-existing processes only the frames not written");
     }
-    exit_now(signal_exit_code(signal).into());
+    die_by(signal);
 }
 
 /// Ends the process without running exit handlers: `exit` runs the C and
@@ -538,6 +578,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => {
             stopping();
+            let signal = DIE_BY.load(std::sync::atomic::Ordering::SeqCst);
+            if signal != 0 {
+                die_by(signal);
+            }
             code
         }
         Err(e) => {
@@ -1032,9 +1076,12 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         unwritten |= failed_after_run(write_report(path, &svg, replace_timeline));
     }
     Ok(if report.cancelled {
-        // Cancelled only by a signal here (the first; Ctrl-C if none came).
+        // Cancelled only by a signal here (the first; Ctrl-C if none came):
+        // `main` ends the process by it, once this run's state is dropped.
         let signal = FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
-        ExitCode::from(signal_exit_code(if signal == 0 { SIGINT } else { signal }))
+        let signal = if signal == 0 { SIGINT } else { signal };
+        DIE_BY.store(signal, std::sync::atomic::Ordering::SeqCst);
+        ExitCode::from(signal_exit_code(signal))
     } else if report.failures.is_empty() && report.frames_skipped == 0 && !unwritten {
         ExitCode::SUCCESS
     } else {

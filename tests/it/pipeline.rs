@@ -445,9 +445,9 @@ fn send(child: &std::process::Child, signal: &str) {
 
 /// Starts a CPU run over `frames` frames of `width`x`height`, waits for its
 /// first frame, sends `signals` (one after the other), and checks that it
-/// exits with the last one's code (128 + its number, as a shell reports a
-/// process it ended) leaving only complete outputs. Returns its stderr
-/// after the first frame.
+/// ends as the last one would have (a shell sees a process the signal
+/// ended, `$?` 128 + its number, and stops a loop running it) leaving only
+/// complete outputs. Returns its stderr after the first frame.
 fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
     use std::io::{BufReader, Read};
     use std::process::Stdio;
@@ -470,7 +470,7 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
-    assert_eq!(status.code(), signals.last().map(|s| signal_code(s)), "{signals:?}: {rest}");
+    assert_eq!(ended_by(status), signals.last().map(|s| signal_number(s)), "{signals:?}: {rest}");
     let written: Vec<_> = fs::read_dir(&out).unwrap().flatten().collect();
     assert!(!written.is_empty() && written.len() < frames as usize);
     // The summary names every frame that is not on disk, to run again.
@@ -496,23 +496,60 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
     rest
 }
 
-/// The exit code of a process stopped by `signal`.
-fn signal_code(signal: &str) -> i32 {
-    128 + match signal {
+/// The number of SIG`signal`.
+fn signal_number(signal: &str) -> i32 {
+    match signal {
         "HUP" => 1,
         "INT" => 2,
         "TERM" => 15,
-        other => panic!("no code for SIG{other}"),
+        other => panic!("no number for SIG{other}"),
     }
 }
 
+/// The signal that ended a process that caught it and then ended as it
+/// would have (so a shell loop running it stops): killed by it, not an
+/// exit with 128 + its number.
+fn ended_by(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.code(), None, "ended by a signal, not an exit code");
+    status.signal()
+}
+
 #[test]
-fn ctrl_c_sigterm_or_sighup_drains_in_flight_frames_and_exits_with_its_code() {
+fn ctrl_c_sigterm_or_sighup_drains_in_flight_frames_and_ends_by_it() {
     for signal in ["INT", "TERM", "HUP"] {
         let rest = interrupt(&[signal], 80, 320, 200);
         assert!(rest.contains("not written: "), "{signal}: the summary is printed: {rest}");
         assert!(rest.contains("with --skip-existing processes only the frames not written"), "{rest}");
     }
+}
+
+/// A signal the parent set to be ignored (`nohup`: SIGHUP) stays ignored:
+/// the run goes on to the end.
+#[test]
+fn a_signal_the_parent_ignores_does_not_stop_the_run() {
+    use std::io::{BufReader, Read};
+    use std::process::Stdio;
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 12, 320, 200);
+    let out = t.path().join("o/o_%03d.png").display().to_string();
+    // `sh` ignores it, and `exec` keeps it ignored, as nohup does.
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "trap '' HUP; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_framepipe")])
+        .args(["process", &input, "-o", &out, "--blur", "6", "--backend", "cpu", "--threads", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let line = read_until(&mut stderr, |l| l.contains("written"));
+    assert!(line.contains("written"), "a frame was written before the signal");
+    send(&child, "HUP");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = crate::util::wait_exit(&mut child, Duration::from_secs(60), "the whole run");
+    assert!(status.success(), "{rest}");
+    assert!(!rest.contains("stopping"), "{rest}");
+    assert_eq!(fs::read_dir(t.path().join("o")).unwrap().count(), 12);
 }
 
 #[test]
@@ -590,7 +627,7 @@ fn the_demo_interrupted_while_generating_leaves_nothing() {
     }
     send(&child, "INT");
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(ended_by(status), Some(signal_number("INT")));
     assert!(!demo.exists(), "{} removed", demo.display());
 }
 
@@ -655,5 +692,5 @@ fn one_signal_ends_a_stream_whose_reader_stalled() {
     let line = read_until(&mut stderr, |l| l.contains("stopped at once"));
     assert!(line.contains("stopped at once"), "{line}");
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the grace period");
-    assert_eq!(status.code(), Some(signal_code("TERM")));
+    assert_eq!(ended_by(status), Some(signal_number("TERM")));
 }
