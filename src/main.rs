@@ -1352,16 +1352,24 @@ fn failed_after_run(result: Result<(), Error>) -> bool {
 /// report a resumed run replaces. Another run's, or any other file, is
 /// kept.
 fn is_earlier_report(path: &Path, output: &str) -> bool {
-    // A report is a few MiB at most (a frame record each); a larger file is
-    // not one, and is not read whole to find out.
+    use std::io::Read;
     let size = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
-    if size.is_none_or(|n| n > 256 << 20) {
+    // A timeline says whose it is on its second line: only its head is read.
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(1 << 20).read_to_end(&mut head));
+    if read.is_err() {
+        return false;
+    }
+    if head.starts_with(b"<svg") {
+        let marker = framepipe::timeline::marker(output);
+        return head.split(|&b| b == b'\n').nth(1) == Some(marker.as_bytes());
+    }
+    // A JSON report holds a record per frame (about 1 KB): 2 GiB is two
+    // million frames; a larger file is not one, and is not read to find out.
+    if size.is_none_or(|n| n > 2 << 30) {
         return false;
     }
     let Ok(text) = std::fs::read_to_string(path) else { return false };
-    if text.starts_with("<svg") {
-        return text.lines().nth(1) == Some(framepipe::timeline::marker(output).as_str());
-    }
     let report = serde_json::from_str::<serde_json::Value>(&text).ok();
     let is_report =
         |r: &serde_json::Value| ["input", "ops", "backend", "frames_written"].iter().all(|k| r.get(k).is_some());

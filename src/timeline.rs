@@ -11,10 +11,24 @@ use crate::report::{Interval, Report};
 
 /// The comment a timeline of a run writing to `output` carries after its
 /// `<svg>` tag: how a resumed run (`--skip-existing`) tells the timeline of
-/// the run it finishes, which it replaces, from any other file. (Every `-`
-/// is written `%2D`: a comment may not hold `--`.)
+/// the run it finishes, which it replaces, from any other file. The name is
+/// percent-encoded where a comment line could not hold it as written: `-`
+/// (a comment may not hold `--`), `%` itself (so no two names read alike),
+/// control characters (XML allows none but tab and line ends, and a line
+/// end would split the marker) and the non-characters U+FFFE and U+FFFF.
 pub fn marker(output: &str) -> String {
-    format!("<!-- framepipe timeline of {} -->", output.replace('-', "%2D"))
+    let mut name = String::with_capacity(output.len());
+    for c in output.chars() {
+        if matches!(c, '-' | '%' | '\u{fffe}' | '\u{ffff}') || c.is_control() {
+            let mut utf8 = [0u8; 4];
+            c.encode_utf8(&mut utf8).bytes().for_each(|b| {
+                let _ = write!(name, "%{b:02X}");
+            });
+        } else {
+            name.push(c);
+        }
+    }
+    format!("<!-- framepipe timeline of {name} -->")
 }
 
 const WIDTH: f64 = 1200.0;
@@ -318,5 +332,16 @@ mod tests {
         // XML 1.0 has no escape for most control characters: written out.
         assert_eq!(escape("\u{1}a\u{1b}b\nc"), "\\u{1}a\\u{1b}b\\nc");
         assert_eq!(escape("a\u{ffff}"), "a\\u{ffff}");
+    }
+
+    /// The marker is one line a comment can hold, whatever the name: no
+    /// `--`, no control character, and two names never read alike.
+    #[test]
+    fn the_marker_holds_any_name_on_one_line() {
+        let odd = "out\u{1}-shot\n%2D_%04d.png";
+        let m = marker(odd);
+        assert_eq!(m, "<!-- framepipe timeline of out%01%2Dshot%0A%252D_%2504d.png -->");
+        assert!(!m[4..m.len() - 3].contains("--") && !m.chars().any(char::is_control));
+        assert_ne!(marker("a-b"), marker("a%2Db"));
     }
 }
