@@ -55,7 +55,7 @@ enum Command {
     Generate(GenerateArgs),
     /// List GPU adapters and say which one `--backend auto` picks.
     Info,
-    /// Run the same job once per pool size and compare throughput and memory.
+    /// Run the same job for each pool size (--repeat times each, after one warm-up) and compare throughput and memory.
     BenchPool(BenchPoolArgs),
     /// Generate a short 8K sequence in a temporary folder and grade it.
     Demo(DemoArgs),
@@ -272,7 +272,7 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     start: u64,
     /// Bits per channel: 8 or 16.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(8..=16))]
+    #[arg(long, default_value_t = 8, value_parser = parse_depth)]
     depth: u8,
     /// Include a varying alpha channel.
     #[arg(long)]
@@ -286,9 +286,9 @@ struct GenerateArgs {
     /// Replace existing files.
     #[arg(long)]
     overwrite: bool,
-    /// PNG deflate effort.
-    #[arg(long, value_enum, default_value_t)]
-    png_compression: PngCompression,
+    /// PNG deflate effort (default: fast).
+    #[arg(long, value_enum)]
+    png_compression: Option<PngCompression>,
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
@@ -779,9 +779,14 @@ const REPORT_EXTENSIONS: [&str; 3] = ["json", "svg", "csv"];
 /// before framepipe starts: only the shell can refuse that, with
 /// `set -o noclobber`.)
 fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::PreparedJob) -> Result<(), Error> {
-    let Some(id) = stdout_file_id().filter(|&id| prepared.reads.contains_id(id)) else { return Ok(()) };
-    let mut reads = prepared.sequence.matched.iter().chain(&job.also_reads);
-    let name = reads.find(|p| framepipe::io::file_id(p) == Some(id)).map(|p| p.display().to_string());
+    let inputs = prepared.sequence.matched.iter().chain(&job.also_reads).map(PathBuf::as_path);
+    refuse_stdout_into(&prepared.reads, inputs)
+}
+
+/// [`refuse_stdout_into_input`] for the files `reads` (named `inputs`).
+fn refuse_stdout_into<'a>(reads: &FileSet, mut inputs: impl Iterator<Item = &'a Path>) -> Result<(), Error> {
+    let Some(id) = stdout_file_id().filter(|&id| reads.contains_id(id)) else { return Ok(()) };
+    let name = inputs.find(|p| framepipe::io::file_id(p) == Some(id)).map(|p| p.display().to_string());
     let what = format!("(redirected to {})", name.as_deref().unwrap_or("an input"));
     Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"))
 }
@@ -1004,6 +1009,9 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
             ),
             None => {}
         },
+        // A frame the stop at once failed (no new output may be made) is
+        // not its own failure: the stop says what happened.
+        Progress::Failed { .. } if STOPPING_NOW.load(std::sync::atomic::Ordering::SeqCst) => {}
         Progress::Failed { finished, failure, .. } => {
             // Under `--on-error stop` the first failure is the error; the
             // frames in flight that fail after it for the same reason (a
@@ -1175,7 +1183,10 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     // Before minutes of runs: neither file may replace a frame, the
     // preset, or the other.
     let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), args.missing)?;
-    let reads = FileSet::new(sequence.matched.iter().map(PathBuf::as_path).chain(args.ops.preset.as_deref()));
+    let inputs = || sequence.matched.iter().map(PathBuf::as_path).chain(args.ops.preset.as_deref());
+    let reads = FileSet::new(inputs());
+    // The table goes to stdout, after minutes of runs: not into an input.
+    refuse_stdout_into(&reads, inputs())?;
     let check = |path: &Path, writes: &[&Path]| {
         framepipe::engine::check_side_file(path, args.overwrite, &reads, &FileSet::new(writes))
     };
@@ -1259,13 +1270,18 @@ fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// `--depth`: 8 or 16 bits per channel, nothing between.
+fn parse_depth(s: &str) -> Result<u8, String> {
+    match s.trim() {
+        "8" => Ok(8),
+        "16" => Ok(16),
+        _ => Err(format!("invalid depth {s} (expected 8 or 16)")),
+    }
+}
+
 fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
     let (width, height) = parse_size(&args.size)?;
-    let format = match args.depth {
-        8 => PixelFormat::Rgba8,
-        16 => PixelFormat::Rgba16,
-        d => return Err(Error::invalid("depth", d, "8 or 16")),
-    };
+    let format = if args.depth == 16 { PixelFormat::Rgba16 } else { PixelFormat::Rgba8 };
     let opts = GenerateOptions {
         width,
         height,
@@ -1275,8 +1291,13 @@ fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
         alpha: args.alpha,
         seed: args.seed,
     };
-    let encode = EncodeOptions { png_compression: args.png_compression, ..Default::default() };
+    let defaults = EncodeOptions::default();
+    let encode =
+        EncodeOptions { png_compression: args.png_compression.unwrap_or(defaults.png_compression), ..defaults };
     let output = OutputFormat::from_path(Path::new(&args.output))?;
+    if args.png_compression.is_some() && output != OutputFormat::Png && !args.quiet {
+        note!("notice: --png-compression is unused: the output is {}", format!("{output:?}").to_lowercase());
+    }
     if let Some(notice) = format_notice(output, (args.depth == 16, args.alpha), "what is generated")
         && !args.quiet
     {

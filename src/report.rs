@@ -236,15 +236,20 @@ impl Report {
             s += ".";
         }
         if !self.bottleneck.is_empty() {
+            // The CPU backend's slots are host frames: no VRAM to speak of.
+            let vram = if self.backend == "gpu" {
+                let (peak, budget) = (self.vram_peak, self.vram_budget);
+                format!("VRAM peak {} of {}", crate::ledger::human_bytes(peak), crate::ledger::human_bytes(budget))
+            } else {
+                "host frames, no VRAM".to_string()
+            };
             s += &format!(
-                " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slot{}, VRAM peak {} of {}; host RSS peak {}.",
+                " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slot{}, {vram}; host RSS peak {}.",
                 self.bottleneck,
                 100.0 * self.stages.iter().find(|st| st.name == self.bottleneck).map_or(0.0, |st| st.utilization),
                 100.0 * self.efficiency,
                 self.pool_size,
                 if self.pool_size == 1 { "" } else { "s" },
-                crate::ledger::human_bytes(self.vram_peak),
-                crate::ledger::human_bytes(self.vram_budget),
                 crate::ledger::human_bytes(self.rss_peak),
             );
         }

@@ -190,4 +190,17 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
         .success()
         .stderr(predicates::str::contains("bench-pool: 1 missing frame left out: 2"));
     assert_eq!(fs::read_to_string(&csv).unwrap().lines().count(), 2, "a header and one run");
+    // The table goes to stdout: not appended to a frame it reads.
+    let frame = t.path().join("s_001.png");
+    let before = fs::read(&frame).unwrap();
+    let appended = fs::OpenOptions::new().append(true).open(&frame).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
+        .args(["bench-pool", &input, "--backend", "cpu", "--missing", "skip", "--overwrite", "--csv", &csv])
+        .stdout(appended)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid stdout (redirected to ") && stderr.contains("s_001.png"), "{stderr}");
+    assert_eq!(fs::read(&frame).unwrap(), before, "the frame untouched");
 }
