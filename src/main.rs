@@ -234,9 +234,9 @@ struct RunArgs {
     /// JPEG quality, 1-100 (default: 95).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
     jpeg_quality: Option<u8>,
-    /// Hard ceiling on GPU memory: 512MiB, 2GiB, 1.5GB.
-    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
-    vram_budget: u64,
+    /// Hard ceiling on GPU memory: 512MiB, 2GiB, 1.5GB (default: 2GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
+    vram_budget: Option<u64>,
     /// Frame slots in flight: a number, or auto (as many as fit the budget beside a readback ring of two, or of one where the second buffer would cost the second slot; capped at threads + 3: one slot per decoder, per frame on the GPU (two), one decoded frame waiting its turn; threads + 2 without GPU work). A number N leaves the ring what the N slots leave, at least one buffer.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pool: PoolSize,
@@ -947,13 +947,17 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
     let engine = Engine::new(EngineConfig {
         backend: opts.backend,
         adapter: opts.adapter.clone(),
-        vram_budget: opts.vram_budget,
+        vram_budget: opts.vram_budget.unwrap_or(DEFAULT_BUDGET),
         threads: opts.threads,
         pool: opts.pool,
         ..Default::default()
     })?;
     if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
         note!("notice: {n}");
+    }
+    // Known once the backend is: the CPU backend holds no VRAM.
+    if opts.vram_budget.is_some() && engine.backend_name() != "gpu" && !opts.quiet {
+        note!("notice: --vram-budget is unused: the CPU backend holds no GPU memory");
     }
     if let Some(info) = prepared.first.filter(|_| !opts.quiet) {
         if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
@@ -1444,7 +1448,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
         on_error: ErrorPolicy::Stop,
         png_compression: None,
         jpeg_quality: None,
-        vram_budget: DEFAULT_BUDGET,
+        vram_budget: None,
         pool: PoolSize::Auto,
         threads: 0,
         sequential: false,
