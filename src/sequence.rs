@@ -474,7 +474,16 @@ fn find_frames(input: &str, picked: bool) -> Result<Found> {
     if std::fs::metadata(path).is_ok() {
         return Err(Error::Sequence(format!("{input}: not a file or a folder (a pipe or a device?)")));
     }
-    Err(Error::Sequence(format!("{input}: no such file, directory or frame pattern")))
+    // A `%` that is no frame field (`shot_%s.png`, or a name that is not
+    // there): said as for an output.
+    let why = match FramePattern::parse(input) {
+        Err(e) if input.contains('%') => {
+            let e = e.to_string();
+            format!(" ({})", e.strip_prefix(&format!("{input}: ")).unwrap_or(&e))
+        }
+        _ => String::new(),
+    };
+    Err(Error::Sequence(format!("{input}: no such file, directory or frame pattern{why}")))
 }
 
 /// The entries of `dir` by name, each with whether it is a plain file (a
@@ -850,6 +859,11 @@ mod tests {
         assert!(!FramePattern::is_pattern("grade 50%.png"));
         let ok = FramePattern::parse("100%%_%04d.png").unwrap();
         assert_eq!(ok.path(7), Path::new("100%_0007.png"));
+        // As an input that is not there: what is wrong with its `%` too.
+        let t = tempfile::tempdir().unwrap();
+        let input = t.path().join("shot_%s.png").display().to_string();
+        let err = Sequence::scan(&input, None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(err.contains("no such file, directory or frame pattern (the % at character 6"), "{err}");
     }
 
     #[test]
