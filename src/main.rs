@@ -316,10 +316,10 @@ static DEMO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 
 /// SIGINT, SIGTERM (how render farms stop a job) and SIGHUP. During a
 /// `process` run the first asks it to stop (frames being written finish,
-/// the rest are dropped, the summary is printed, exit 128 + the signal's
-/// number: 130, 143, 129). Otherwise, and on a second signal, the process
-/// stops at once after removing its unfinished outputs and scratch
-/// folders, exiting with the code of the signal that stopped it.
+/// the rest are dropped, the summary is printed, then the process ends by
+/// that signal: [`die_by`]). Otherwise, and on a second signal, the
+/// process stops at once after removing its unfinished outputs and scratch
+/// folders, ending by the signal that stopped it.
 fn on_signal(signal: i32) {
     let first = FIRST_SIGNAL
         .compare_exchange(0, signal, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
@@ -566,8 +566,9 @@ fn main() -> ExitCode {
         Command::BenchPool(args) => bench_pool(args),
         Command::Demo(args) => demo(args),
     };
-    // A signal stopping the process at once ends it, with its code: what
-    // failed because of it (no new output may be made) says nothing.
+    // A signal stopping the process at once ends it (the signal thread is
+    // on its way to): what failed because of it (no new output may be
+    // made) says nothing.
     let stopping = || {
         if STOPPING_NOW.load(std::sync::atomic::Ordering::SeqCst) {
             loop {
