@@ -629,6 +629,8 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     if let Some(info) = first {
         targets.format.check_size(info.width, info.height)?;
     }
+    // Every check passed: the run will write there.
+    let stale_partials = targets.out_dir.as_deref().map(crate::io::remove_stale_partials).unwrap_or_default();
     let encode = EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode };
     Ok(PreparedJob {
         sequence,
@@ -639,7 +641,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         encode,
         existing: targets.existing,
         reads,
-        stale_partials: targets.stale_partials,
+        stale_partials,
         _made: targets.made,
     })
 }
@@ -649,7 +651,8 @@ struct Targets {
     outputs: Vec<PathBuf>,
     format: OutputFormat,
     existing: Vec<u64>,
-    stale_partials: crate::io::StalePartials,
+    /// The folder the files go to (none for a stream).
+    out_dir: Option<PathBuf>,
     made: std::sync::Arc<crate::io::MadeDirs>,
 }
 
@@ -666,7 +669,7 @@ fn stream_targets(job: &Job, sequence: &Sequence) -> Result<Targets> {
         outputs: vec![PathBuf::from("-"); sequence.frames.len()],
         format: job.stream_format,
         existing: Vec::new(),
-        stale_partials: Default::default(),
+        out_dir: None,
         made: Default::default(),
     })
 }
@@ -734,9 +737,7 @@ fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) 
         (sequence.frames, outputs) = (frames.into(), left);
         existing.sort_unstable();
     }
-    // Every check passed: the run will write here.
-    let stale_partials = crate::io::remove_stale_partials(&out_dir);
-    Ok(Targets { outputs, format, existing, stale_partials, made })
+    Ok(Targets { outputs, format, existing, out_dir: Some(out_dir), made })
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:

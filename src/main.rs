@@ -346,10 +346,6 @@ fn on_signal(signal: i32) {
     }
 }
 
-/// The signal that stopped a run which then drained and reported: `main`
-/// ends the process by it (0 while none did).
-static DIE_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
 /// Set once a signal stops the process at once: it exits from there.
 static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -364,7 +360,7 @@ const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF associated alph
 static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// SIGINT's number, what Ctrl-C is where there are no signals.
-const SIGINT: i32 = 2;
+const CTRL_C: i32 = 2;
 
 /// The exit code of a process `signal` stopped: 128 + its number, as a
 /// shell reports one the signal ended (130 for Ctrl-C).
@@ -397,7 +393,7 @@ fn route_signals() {
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrlc::set_handler(|| on_signal(SIGINT));
+    let _ = ctrlc::set_handler(|| on_signal(CTRL_C));
 }
 
 /// Whether `signal` is set to be ignored (as a parent left it).
@@ -576,18 +572,24 @@ fn main() -> ExitCode {
             }
         }
     };
+    // A signal that asked a run to stop (or came once it had finished)
+    // ends the process, once the run's state is dropped and all is said.
+    let signalled = || {
+        let signal = FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+        if signal != 0 {
+            die_by(signal);
+        }
+    };
     match result {
         Ok(code) => {
             stopping();
-            let signal = DIE_BY.load(std::sync::atomic::Ordering::SeqCst);
-            if signal != 0 {
-                die_by(signal);
-            }
+            signalled();
             code
         }
         Err(e) => {
             stopping();
             note!("error: {e}");
+            signalled();
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
@@ -1092,9 +1094,7 @@ fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode,
         // Cancelled only by a signal here (the first; Ctrl-C if none came):
         // `main` ends the process by it, once this run's state is dropped.
         let signal = FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
-        let signal = if signal == 0 { SIGINT } else { signal };
-        DIE_BY.store(signal, std::sync::atomic::Ordering::SeqCst);
-        ExitCode::from(signal_exit_code(signal))
+        ExitCode::from(signal_exit_code(if signal == 0 { CTRL_C } else { signal }))
     } else if report.failures.is_empty() && report.frames_skipped == 0 && !unwritten {
         ExitCode::SUCCESS
     } else {
@@ -1387,12 +1387,13 @@ fn is_earlier_report(path: &Path, output: &str) -> bool {
         return false;
     }
     if head.starts_with(b"<svg") {
-        let marker = framepipe::timeline::marker(output);
-        return head.split(|&b| b == b'\n').nth(1) == Some(marker.as_bytes());
+        let second = head.split(|&b| b == b'\n').nth(1).and_then(|l| std::str::from_utf8(l).ok());
+        return second.is_some_and(|l| framepipe::timeline::marks(l, output));
     }
-    // A JSON report holds a record per frame (about 1 KB): 2 GiB is two
-    // million frames; a larger file is not one, and is not read to find out.
-    if size.is_none_or(|n| n > 2 << 30) {
+    // A JSON report holds a record per frame (about 1 KB): 256 MiB is a
+    // quarter of a million frames; a larger file is taken for another's,
+    // and is not read whole to find out.
+    if size.is_none_or(|n| n > 256 << 20) {
         return false;
     }
     let Ok(text) = std::fs::read_to_string(path) else { return false };

@@ -240,10 +240,16 @@ struct Playhead {
 }
 
 impl Playhead {
-    /// A place seen for the first time, or after a jump: no direction yet.
-    fn new(place: u64, source: String, graph: GradeKey, scale: Scale, (frame, at): (u64, i128)) -> Self {
+    /// A place seen for the first time, or after a jump, by the `ticket`th
+    /// request: no direction yet.
+    fn new(
+        (place, ticket): (u64, u64),
+        source: String,
+        (graph, scale): (GradeKey, Scale),
+        (frame, at): (u64, i128),
+    ) -> Self {
         let generation = Arc::default();
-        Playhead { place, source, graph, scale, frame, at, step: 0, queued_until: at, generation, ticket: 0 }
+        Playhead { place, source, graph, scale, frame, at, step: 0, queued_until: at, generation, ticket }
     }
 
     /// Cancels what it queued: queued jobs are dropped, one under way stops
@@ -530,9 +536,9 @@ pub(crate) struct PreviewState {
     /// here, not through the source cache, which may not keep it.)
     decoding: Mutex<HashMap<FileStamp, Arc<PendingSource>>>,
     decoded: std::sync::Condvar,
-    /// The source decoded last, kept whatever the source cache keeps (a
-    /// frame larger than it, or a cache of 0 bytes): a slider dragged on
-    /// that frame never decodes it again.
+    /// The source a preview (not a prefetch) decoded last, kept whatever
+    /// the source cache keeps (a frame larger than it, or a cache of 0
+    /// bytes): a slider dragged on that frame never decodes it again.
     last_source: Mutex<Option<(FileStamp, Arc<HostFrame>)>>,
     renders: AtomicU64,
     decodes: AtomicU64,
@@ -757,6 +763,25 @@ struct InFlight {
     /// Up while the render waits for VRAM: a preview waiting on it then
     /// presses the export as its own render would, and only then.
     starved: Arc<AtomicUsize>,
+    /// Requests waiting for it (that joined it): while one does, the
+    /// render goes on though its own request no longer wants it.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// One request counted among those waiting for a render, until dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Takes a key out of the in-flight set when its render ends, by return or
@@ -873,6 +898,7 @@ impl Engine {
         let state = &self.core.previews;
         let mut joined: Option<Arc<OnceLock<Arc<PreviewImage>>>> = None;
         let mut urgent = None;
+        let mut counted: Option<Waiting> = None;
         loop {
             if let Some(image) = joined.as_ref().and_then(|j| j.get()) {
                 return Ok((image.clone(), Served::Joined));
@@ -891,7 +917,7 @@ impl Engine {
             if let Some(image) = lock(&state.cache).peek(key) {
                 return Ok((image, served));
             }
-            if let Some(InFlight { class, image, starved }) = inflight.get(key) {
+            if let Some(InFlight { class, image, starved, waiting }) = inflight.get(key) {
                 // Overtaken while it waited for someone else's render: it
                 // holds nothing up any longer (the gate, the urgency).
                 if !wanted() {
@@ -904,6 +930,9 @@ impl Engine {
                     self.core.backend.raise(class, Priority::Preview);
                 }
                 joined = Some(image.clone());
+                if !counted.as_ref().is_some_and(|c| Arc::ptr_eq(&c.0, waiting)) {
+                    counted = Some(Waiting::new(waiting));
+                }
                 // A prefetch rendering it that waits for memory claims it
                 // at prefetch strength (the export keeps its last slot): a
                 // preview waiting on it makes the claim urgent, while the
@@ -919,18 +948,18 @@ impl Engine {
             // Its own render (the one it waited on failed) presses for
             // memory itself, if it has to.
             drop(urgent.take());
+            drop(counted.take());
             let mine = InFlight::default();
             inflight.insert(key.clone(), mine.clone());
             drop(inflight);
-            let InFlight { class, image: handoff, starved } = mine;
+            let InFlight { class, image: handoff, starved, waiting } = mine;
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
-            // A prefetch a preview has joined (raising its class) is that
-            // preview's render from then on: a cancel of its playhead (the
-            // request that joined it turned the playhead back onto it)
-            // no longer stops it.
-            let kept = || wanted() || class.at_least(Priority::Preview);
+            // A render others joined is theirs too: while one of them waits,
+            // the cancel of its own request (a prefetch's playhead turned
+            // back onto it by the preview that joined it) does not stop it.
+            let kept = || wanted() || waiting.load(Ordering::SeqCst) > 0;
             let render = || {
                 self.render_preview(&key.file, key.frame, graph, key.scale, (priority, &class, &kept, &starved), gate)
             };
@@ -1131,13 +1160,22 @@ impl Engine {
     /// One decode per file at a time: a request for a file another is
     /// decoding waits for that decode and takes its result (its wait counts
     /// as this request's decode), unless `wanted` says it no longer wants it.
-    fn source(&self, file: &FileStamp, wanted: &dyn Fn() -> bool) -> Result<(Arc<HostFrame>, f64)> {
+    fn source(&self, file: &FileStamp, priority: Priority, wanted: &dyn Fn() -> bool) -> Result<(Arc<HostFrame>, f64)> {
         let state = &self.core.previews;
         let t = Instant::now();
         let mut decoding = lock(&state.decoding);
         // Under the in-flight lock: a decode that ends meanwhile has put
         // its frame in the cache before it leaves the map.
-        if let Some(src) = lock(&state.sources).get(file) {
+        // A preview's source is kept as the last: the frames prefetched
+        // ahead are not the one a slider is on.
+        let remember = |src: &Arc<HostFrame>| {
+            if priority == Priority::Preview {
+                *lock(&state.last_source) = Some((file.clone(), src.clone()));
+            }
+        };
+        let cached = lock(&state.sources).get(file);
+        if let Some(src) = cached {
+            remember(&src);
             return Ok((src, 0.0));
         }
         if let Some((_, src)) = lock(&state.last_source).as_ref().filter(|(stamp, _)| stamp == file) {
@@ -1152,7 +1190,10 @@ impl Engine {
                 decoding = wait.unwrap_or_else(|e| e.into_inner()).0;
             }
             return match pending.get().expect("landed") {
-                Ok(src) => Ok((src.clone(), t.elapsed().as_secs_f64() * 1e3)),
+                Ok(src) => {
+                    remember(src);
+                    Ok((src.clone(), t.elapsed().as_secs_f64() * 1e3))
+                }
                 Err((path, reason)) => Err(Error::Decode { path: path.clone(), reason: reason.clone() }),
             };
         }
@@ -1175,7 +1216,7 @@ impl Engine {
             Ok(src) => {
                 state.decodes.fetch_add(1, Ordering::SeqCst);
                 lock(&state.sources).insert(file.clone(), src.clone(), src.data.len() as u64);
-                *lock(&state.last_source) = Some((file.clone(), src.clone()));
+                remember(src);
                 Ok(src.clone())
             }
             Err(Error::Decode { path, reason }) => Err((path.clone(), reason.clone())),
@@ -1268,7 +1309,7 @@ impl Engine {
             return Err(Error::Superseded);
         }
         let reserve = t.elapsed().saturating_sub(waited);
-        let (src, decode_ms) = match self.source(file, wanted) {
+        let (src, decode_ms) = match self.source(file, priority, wanted) {
             Ok(source) => source,
             Err(e) => {
                 give_back(reserved.take());
@@ -1470,7 +1511,7 @@ impl Engine {
             if playheads.len() == MAX_PLAYHEADS {
                 playheads.remove(0).cancel();
             }
-            playheads.push(Playhead { ticket, ..Playhead::new(place, source, graph_key, scale, (frame, at)) });
+            playheads.push(Playhead::new((place, ticket), source, (graph_key, scale), (frame, at)));
             return;
         };
         if playheads[i].ticket > ticket {
@@ -1486,8 +1527,7 @@ impl Engine {
             p.cancel();
             playheads.push(Playhead {
                 generation: p.generation,
-                ticket,
-                ..Playhead::new(place, source, graph_key, scale, (frame, at))
+                ..Playhead::new((place, ticket), source, (graph_key, scale), (frame, at))
             });
             return;
         }
@@ -1622,11 +1662,12 @@ mod tests {
     #[test]
     fn a_prefetch_the_playhead_stepped_past_is_passed() {
         let state = PreviewState::new(0, 0);
-        let mut forward = Playhead::new(1, "s".into(), GradeKey::default(), Scale::Half, (1005, 5));
+        let at = |place| Playhead::new((place, 0), "s".into(), (GradeKey::default(), Scale::Half), (1005, 5));
+        let mut forward = at(1);
         forward.step = 1;
-        let mut back = Playhead::new(2, "s".into(), GradeKey::default(), Scale::Half, (1005, 5));
+        let mut back = at(2);
         back.step = -1;
-        let still = Playhead::new(3, "s".into(), GradeKey::default(), Scale::Half, (1005, 5));
+        let still = at(3);
         lock(&state.playheads).extend([forward, back, still]);
         assert!(state.passed(1, 4) && !state.passed(1, 5) && !state.passed(1, 6));
         assert!(state.passed(2, 6) && !state.passed(2, 5) && !state.passed(2, 4));

@@ -31,6 +31,14 @@ pub fn marker(output: &str) -> String {
     format!("<!-- framepipe timeline of {name} -->")
 }
 
+/// Whether `line` is the marker of a timeline of a run writing to
+/// `output`: this build's, or the one timelines carried before `%` and
+/// control characters were encoded (only `-` was), so a run started by an
+/// older framepipe is still resumed.
+pub fn marks(line: &str, output: &str) -> bool {
+    line == marker(output) || line == format!("<!-- framepipe timeline of {} -->", output.replace('-', "%2D"))
+}
+
 const WIDTH: f64 = 1200.0;
 const LEFT: f64 = 110.0;
 const RIGHT: f64 = 20.0;
@@ -343,5 +351,8 @@ mod tests {
         assert_eq!(m, "<!-- framepipe timeline of out%01%2Dshot%0A%252D_%2504d.png -->");
         assert!(!m[4..m.len() - 3].contains("--") && !m.chars().any(char::is_control));
         assert_ne!(marker("a-b"), marker("a%2Db"));
+        // An older build's marker of the same run is still its.
+        assert!(marks("<!-- framepipe timeline of o%2Dx_%04d.png -->", "o-x_%04d.png"));
+        assert!(marks(&marker(odd), odd) && !marks(&marker("a"), "b"));
     }
 }

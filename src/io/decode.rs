@@ -424,9 +424,9 @@ fn open_decoder<'a>(
     // decoded size once widened.
     let widened = w as u64 * h as u64 * info.format.bytes_per_pixel() as u64;
     // At the peak, on every path ([`decode_to`]): a PNG streamed row by
-    // row holds only the frame; an RGBA source is decoded into the
-    // frame's buffer; an RGB one is decoded whole and widened into the
-    // frame; others (grey, float, palette TIFFs, interlaced PNGs) are
+    // row holds only the frame; any other RGBA source (an interlaced PNG
+    // too) is decoded into the frame's buffer; an RGB one is decoded whole
+    // and widened into the frame; other layouts (grey, float, palette) are
     // decoded, converted to RGBA and copied out, three frames of it. A
     // JPEG decoder holds its file as well, and a TIFF decoder its own copy
     // of the decoded samples (twice the size for grey floats, which ours
@@ -551,9 +551,7 @@ fn straight_frame(image: DynamicImage, info: &FrameInfo) -> HostFrame {
             if info.premultiplied {
                 for px in float.pixels_mut() {
                     let a = px[3];
-                    for c in &mut px.0[..3] {
-                        *c = if a > 0.0 { *c / a } else { 0.0 };
-                    }
+                    px.0[..3].iter_mut().for_each(|c| *c = straight_f32(*c, a));
                 }
             }
             DynamicImage::ImageRgba32F(float)
@@ -565,6 +563,12 @@ fn straight_frame(image: DynamicImage, info: &FrameInfo) -> HostFrame {
         unpremultiply(&mut frame.data, frame.format);
     }
     frame
+}
+
+/// A premultiplied float color `c` of alpha `a` made straight: 0 where
+/// there is no alpha (0, or NaN).
+pub(super) fn straight_f32(c: f32, a: f32) -> f32 {
+    if a > 0.0 { c / a } else { 0.0 }
 }
 
 /// Premultiplied RGBA to straight: each color divided by its alpha, rounded
@@ -897,7 +901,7 @@ mod tests {
     /// The decode limit counts what each path holds at its peak: an RGB
     /// JPEG its file, the decoded RGB and the RGBA frame it is widened
     /// into; a PNG streamed by rows only the frame, and an interlaced one,
-    /// decoded whole and converted, more.
+    /// decoded whole, its RGB and the frame.
     #[test]
     fn the_decode_limit_counts_each_paths_peak() {
         let dir = tempfile::tempdir().unwrap();
@@ -922,8 +926,10 @@ mod tests {
         let interlaced = dir.path().join("i.png");
         std::fs::write(&interlaced, adam7_png(&rgb)).unwrap();
         assert!(png_interlaced(&interlaced).unwrap() && !png_interlaced(&png).unwrap());
-        assert!(decode_file(&interlaced, &limits(frame)).is_err());
-        let whole = decode_file(&interlaced, &limits(frame / 4 * 3 + 3 * frame)).unwrap();
+        let rgb_needs = frame / 4 * 3 + frame;
+        let refused = decode_file(&interlaced, &limits(rgb_needs - 1)).unwrap_err().to_string();
+        assert!(refused.contains(&format!("needs {rgb_needs} bytes")), "{refused}");
+        let whole = decode_file(&interlaced, &limits(rgb_needs)).unwrap();
         assert_eq!(whole.data, decode_file(&png, &limits(frame)).unwrap().data, "both read alike");
     }
 

@@ -58,7 +58,7 @@ impl OutputFormat {
         matches!(self, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Raw)
     }
 
-    /// Refuses a frame size the container cannot hold: QOI takes fewer than
+    /// Refuses a frame size the container cannot hold: QOI takes at most
     /// 400 million pixels, JPEG at most 65535 a side. Known from the first
     /// header, before anything is decoded or written.
     ///
@@ -67,10 +67,10 @@ impl OutputFormat {
     pub fn check_size(self, width: u32, height: u32) -> Result<()> {
         let size = format!("{width}x{height}");
         match self {
-            OutputFormat::Qoi if width as u64 * height as u64 >= QOI_MAX_PIXELS => Err(Error::invalid(
+            OutputFormat::Qoi if width as u64 * height as u64 > QOI_MAX_PIXELS => Err(Error::invalid(
                 "frame size for QOI output",
                 size,
-                format!("fewer than {QOI_MAX_PIXELS} pixels, QOI's limit (write PNG or TIFF)"),
+                format!("at most {QOI_MAX_PIXELS} pixels, QOI's limit (write PNG or TIFF)"),
             )),
             OutputFormat::Jpeg if width.max(height) > 65535 => Err(Error::invalid(
                 "frame size for JPEG output",
@@ -82,7 +82,7 @@ impl OutputFormat {
     }
 }
 
-/// The most pixels a QOI image holds, less one (the format's own limit).
+/// The most pixels a QOI image holds (the format's own limit).
 const QOI_MAX_PIXELS: u64 = 400_000_000;
 
 /// PNG deflate effort. Measured on an 8K graded frame (in the design notes, kept outside this repository): fast

@@ -132,11 +132,7 @@ impl ImageDecoder for GrayAlphaTiff {
                     for (out, (g, a)) in buf.chunks_exact_mut(4).zip(pairs(v, pixels, planar).map_err(fail)?) {
                         // Straight before rounding (the caller divides
                         // integer samples only).
-                        let g = match self.associated {
-                            true if a > 0.0 => g / a,
-                            true => 0.0,
-                            false => g,
-                        };
+                        let g = if self.associated { super::decode::straight_f32(g, a) } else { g };
                         out[..2].copy_from_slice(&sixteen(g));
                         out[2..].copy_from_slice(&sixteen(a));
                     }

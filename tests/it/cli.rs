@@ -583,7 +583,7 @@ fn a_frame_the_output_format_cannot_hold_is_refused_up_front() {
     fs::create_dir(t.path().join("in")).unwrap();
     claimed_size_png(&t.path().join("in/big_1.png"), 20_001, 20_001);
     let input = t.path().join("in/big_%d.png").display().to_string();
-    let expect = "invalid frame size for QOI output 20001x20001 (expected fewer than 400000000 pixels, QOI's limit";
+    let expect = "invalid frame size for QOI output 20001x20001 (expected at most 400000000 pixels, QOI's limit";
     let out = t.path().join("o/big_%d.qoi").display().to_string();
     usage_error(&["process", &input, "-o", &out, "--backend", "cpu"], expect);
     usage_error(&["process", &input, "-o", "-", "--stream-format", "qoi", "--backend", "cpu"], expect);

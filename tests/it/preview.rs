@@ -205,22 +205,29 @@ fn grades_of_one_frame_asked_at_once_decode_it_once() {
 }
 
 /// A slider dragged on a frame larger than the source cache (here one of
-/// no bytes) still decodes it once: the source decoded last is kept.
+/// no bytes) still decodes it once: the source a preview decoded last is
+/// kept, whatever the prefetches ahead of it decode meanwhile.
 #[test]
 fn a_slider_on_a_frame_larger_than_the_source_cache_decodes_it_once() {
     let t = tempfile::tempdir().unwrap();
-    let seq = sequence(t.path(), 2, 64, 40, PixelFormat::Rgba8);
+    let seq = sequence(t.path(), 6, 64, 40, PixelFormat::Rgba8);
     for backend in backends() {
-        let config = EngineConfig { backend, source_cache_bytes: 0, prefetch: 0, ..Default::default() };
+        let config = EngineConfig { backend, source_cache_bytes: 0, prefetch: 2, ..Default::default() };
         let e = Engine::new(config).unwrap();
-        for stops in [-0.2, 0.0, 0.2, 0.4] {
-            e.preview(&seq, 1, &grade(stops), Scale::Half).unwrap();
+        // Stepping onto frame 2 prefetches 3 and 4; let them land.
+        e.preview(&seq, 1, &grade(-0.2), Scale::Half).unwrap();
+        e.preview(&seq, 2, &grade(-0.2), Scale::Half).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !(3..=4).all(|f| e.preview_cached(&seq, f, &grade(-0.2), Scale::Half)) {
+            assert!(std::time::Instant::now() < deadline, "{backend:?}: the prefetches land");
+            std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(e.preview_stats().decodes, 1, "{backend:?}: four grades, one decode");
-        // Another frame is decoded; coming back decodes the first again.
-        e.preview(&seq, 2, &grade(0.4), Scale::Half).unwrap();
-        e.preview(&seq, 1, &grade(0.6), Scale::Half).unwrap();
-        assert_eq!(e.preview_stats().decodes, 3, "{backend:?}");
+        let decodes = e.preview_stats().decodes;
+        assert_eq!(decodes, 4, "{backend:?}: frames 1 to 4, once each");
+        for stops in [0.0, 0.2, 0.4] {
+            e.preview(&seq, 2, &grade(stops), Scale::Half).unwrap();
+        }
+        assert_eq!(e.preview_stats().decodes, decodes, "{backend:?}: three more grades of frame 2, no decode");
     }
 }
 
