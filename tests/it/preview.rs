@@ -512,46 +512,34 @@ fn an_export_no_budget_holds_fails_at_once_beside_an_active_editor() {
     let probe = engine(BackendKind::Gpu, 1 << 20);
     let preview = probe.preview_vram(shape, &grade(0.3), Scale::Quarter).unwrap().unwrap();
     assert!(preview < probe.export_vram(shape, &grade(0.3)).unwrap().unwrap());
-    let e = Engine::new(EngineConfig {
-        backend: BackendKind::Gpu,
-        vram_budget: preview,
-        prefetch: 0,
-        preview_memory_idle: Duration::from_secs(600),
-        ..Default::default()
-    })
-    .unwrap();
-    e.preview(&seq, 1, &grade(0.3), Scale::Quarter).unwrap();
-    let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
-    let prepared = framepipe::prepare(&job).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let exporter = e.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(exporter.run(&job, &prepared, &Cancel::default(), &mut |_| {}).map(|r| r.frames_written));
-    });
-    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the export answers, not waits for the editor");
-    let err = result.unwrap_err().to_string();
+    // An export on an engine whose editor has just previewed a frame: its
+    // error, which must come at once.
+    let export_fails = |vram_budget: u64, pool: PoolSize, out: &str| {
+        let config = EngineConfig {
+            backend: BackendKind::Gpu,
+            vram_budget,
+            pool,
+            prefetch: 0,
+            preview_memory_idle: Duration::from_secs(600),
+            ..Default::default()
+        };
+        let e = Engine::new(config).unwrap();
+        e.preview(&seq, 1, &grade(0.3), Scale::Quarter).unwrap();
+        let job = Job::new(seq.source.as_str(), t.path().join(out).display().to_string(), grade(0.3));
+        let prepared = framepipe::prepare(&job).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).map(|r| r.frames_written));
+        });
+        let result = rx.recv_timeout(Duration::from_secs(60)).expect("the export answers, not waits for the editor");
+        result.unwrap_err().to_string()
+    };
+    let err = export_fails(preview, PoolSize::Auto, "o/o_%03d.png");
     assert!(err.contains("one 96x64 RGBA8 frame needs"), "{err}");
     // Nor does a fixed pool whose slots are more than the whole budget,
     // though one frame fits.
     let budget = preview.max(probe.export_vram(shape, &grade(0.3)).unwrap().unwrap());
-    let e = Engine::new(EngineConfig {
-        backend: BackendKind::Gpu,
-        vram_budget: budget,
-        pool: PoolSize::Fixed(50),
-        prefetch: 0,
-        preview_memory_idle: Duration::from_secs(600),
-        ..Default::default()
-    })
-    .unwrap();
-    e.preview(&seq, 1, &grade(0.3), Scale::Quarter).unwrap();
-    let job = Job::new(seq.source.as_str(), t.path().join("p/o_%03d.png").display().to_string(), grade(0.3));
-    let prepared = framepipe::prepare(&job).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).map(|r| r.frames_written));
-    });
-    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the export answers, not waits for the editor");
-    let err = result.unwrap_err().to_string();
+    let err = export_fails(budget, PoolSize::Fixed(50), "p/o_%03d.png");
     assert!(err.contains("50 slots of ") && err.contains(" fit in the "), "{err}");
 }
 
