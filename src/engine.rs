@@ -988,6 +988,13 @@ fn run_sequential(
         })();
         let finished = i + 1;
         match result {
+            // Memory previews held, waited for until the run was cancelled:
+            // the frame is abandoned with the rest, not a budget failure
+            // (as the pipeline drops a refused frame once it is stopping).
+            Err(Error::Budget(_)) if cancel.is_cancelled() => {
+                report.frames_skipped = total - i;
+                break;
+            }
             Ok(record) => {
                 engine.trace(crate::preview::TraceEvent::ExportFrameDone(frame.number));
                 report.frames.push(record);

@@ -569,6 +569,43 @@ fn an_export_started_beside_an_active_editor_waits_for_its_memory() {
     assert!(e.ledger().peak() <= budget);
 }
 
+/// A one-frame-at-a-time export waiting for the memory an active editor
+/// holds, cancelled: a cancelled run with nothing failed, not a budget
+/// error (the frame was abandoned, not refused).
+#[test]
+fn a_sequential_export_cancelled_while_it_waits_for_preview_memory_is_cancelled() {
+    let Some((t, seq, shape)) = gpu_sequence(3, 96, 64) else { return };
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    // Another grade: kernel buffers the export cannot share.
+    let wider = OpGraph::new(vec![Op::Blur { sigma: 2.7 }]).unwrap();
+    let (export, preview) = (
+        probe.export_vram(shape, &grade(0.3)).unwrap().unwrap(),
+        probe.preview_vram(shape, &wider, Scale::Quarter).unwrap().unwrap(),
+    );
+    let budget = export.max(preview);
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: budget,
+        prefetch: 0,
+        preview_memory_idle: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .unwrap();
+    e.preview(&seq, 1, &wider, Scale::Quarter).unwrap();
+    let job = Job::new(seq.source.as_str(), t.path().join("o/o_%03d.png").display().to_string(), grade(0.3));
+    let prepared = framepipe::prepare(&job).unwrap();
+    let cancel = Cancel::default();
+    let (stopper, exporter) = (cancel.clone(), e.clone());
+    let export = std::thread::spawn(move || exporter.run_sequential(&job, &prepared, &cancel, &mut |_| {}));
+    std::thread::sleep(Duration::from_millis(1500));
+    stopper.cancel();
+    let report = export.join().unwrap().expect("a cancelled run, not an error");
+    assert!(report.cancelled && report.failures.is_empty(), "{report:?}");
+    assert_eq!((report.frames_written, report.frames_skipped), (0, 3));
+    assert!(!t.path().join("o/o_001.png").exists());
+    assert!(e.ledger().peak() <= budget);
+}
+
 /// A preview whose frame needs more VRAM than the whole budget fails with
 /// the sizes, and gives back whatever it had reserved: no release could
 /// ever make room, so it does not wait for one.
