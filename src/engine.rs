@@ -619,7 +619,11 @@ fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
 /// folder that cannot be created or written.
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
-    let mut sequence = Sequence::scan(&job.input, job.frames.as_ref(), job.missing)?;
+    // Only for a run that replaces nothing: which of two sequences is the
+    // sources is then a guess that can lose no file (with --overwrite, the
+    // graded frames read as sources could replace the real ones).
+    let output = (job.output != "-" && !job.overwrite).then_some(job.output.as_str());
+    let mut sequence = Sequence::scan_for(&job.input, job.frames.as_ref(), job.missing, output)?;
     let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
     let stream = job.output == "-";
     let targets = if stream { stream_targets(job, &sequence)? } else { file_targets(job, &mut sequence, &reads)? };

@@ -338,7 +338,27 @@ impl Sequence {
     /// [`Error::Sequence`] when nothing matches; [`Error::MissingFrames`]
     /// when frames are absent and the policy is [`MissingPolicy::Error`].
     pub fn scan(input: &str, spec: Option<&FrameSpec>, missing: MissingPolicy) -> Result<Self> {
-        let (found, odd) = find_frames(input, spec.is_some())?;
+        Self::scan_for(input, spec, missing, None)
+    }
+
+    /// [`Self::scan`] for a run that writes `output` (a frame pattern): a
+    /// folder given as the input that also holds that run's own outputs
+    /// (graded frames written beside their sources, by an earlier or an
+    /// interrupted run) is the sequence of sources, the outputs left out,
+    /// so that the same command can be resumed (`--skip-existing`). Only
+    /// for a run that replaces no file: the two sequences could be either
+    /// way round.
+    ///
+    /// # Errors
+    /// As [`Self::scan`].
+    pub fn scan_for(
+        input: &str,
+        spec: Option<&FrameSpec>,
+        missing: MissingPolicy,
+        output: Option<&str>,
+    ) -> Result<Self> {
+        let output = output.and_then(|o| FramePattern::parse(o).ok());
+        let (found, odd) = find_frames(input, spec.is_some(), output.as_ref())?;
         // Named as a frame the run takes, but not a frame file: said as
         // such, not counted as missing. Without a spec every one is taken:
         // had it been a file, the range would reach it (a link to nothing
@@ -410,8 +430,9 @@ impl Sequence {
 type Found = (BTreeMap<u64, PathBuf>, BTreeMap<u64, PathBuf>);
 
 /// `picked`: a `--frames` spec chooses the frames, so a file whose number
-/// cannot be read cannot be one of them.
-fn find_frames(input: &str, picked: bool) -> Result<Found> {
+/// cannot be read cannot be one of them. `output`: the run's output
+/// pattern, whose frames a folder scan leaves out ([`Sequence::scan_for`]).
+fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Result<Found> {
     if input.trim().is_empty() {
         return Err(Error::invalid("input", format!("{input:?}"), "a file, a folder or a frame pattern"));
     }
@@ -455,7 +476,7 @@ fn find_frames(input: &str, picked: bool) -> Result<Found> {
         return Ok((found, odd));
     }
     if path.is_dir() {
-        return scan_directory(path, picked);
+        return scan_directory(path, picked, output);
     }
     if path.is_file() {
         // A single file: frame number from the digits that end its name
@@ -524,7 +545,11 @@ fn is_image_name(path: &Path) -> bool {
 /// With `picked` (a `--frames` spec), files whose number framepipe cannot
 /// take (too large, negative) are left out rather than refused: the spec
 /// cannot name them.
-fn scan_directory(dir: &Path, picked: bool) -> Result<Found> {
+///
+/// Where it holds several, the one `output` names (a run writing into the
+/// folder it reads, again) is not a candidate; it still is when it is the
+/// only one, for the run to refuse writing over its own sources.
+fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Result<Found> {
     type Key = (String, String);
     let mut groups: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
     let mut odd: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
@@ -564,6 +589,14 @@ fn scan_directory(dir: &Path, picked: bool) -> Result<Found> {
             )));
         }
     }
+    if groups.len() > 1
+        && let Some(output) = output.filter(|o| same_folder(o.dir(), dir))
+    {
+        groups.retain(|_, found| {
+            let name = found.values().next().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+            name.is_none_or(|n| output.number_of(n).is_none())
+        });
+    }
     match groups.len() {
         0 => Ok((BTreeMap::new(), BTreeMap::new())),
         1 => {
@@ -578,6 +611,14 @@ fn scan_directory(dir: &Path, picked: bool) -> Result<Found> {
                 names.join(", ")
             )))
         }
+    }
+}
+
+/// Whether `a` and `b` are the same existing folder, however named.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 

@@ -212,6 +212,42 @@ fn hash_pattern_directory_and_frame_specs() {
     assert_eq!(files(&t.path().join("c")), ["o_04.png", "o_05.png", "o_06.png"]);
 }
 
+/// Graded frames written into the folder given as the input: the run
+/// resumes (the folder's sources are the sequence, its own outputs left
+/// out). Where a file would be replaced, which sequence is the sources is
+/// not guessed: a pattern says it.
+#[test]
+fn a_folder_input_that_holds_the_runs_own_outputs() {
+    let t = tempfile::tempdir().unwrap();
+    let sources = sequence(t.path(), "s_%04d.png", 1001, 6, PixelFormat::Rgba8);
+    let dir = t.path().display().to_string();
+    let out = t.path().join("g_%04d.png").display().to_string();
+    framepipe().args(["process", &dir, "-o", &out, "--frames", "1001-1003", "-q"]).assert().success();
+    framepipe().args(["process", &dir, "-o", &out, "--skip-existing", "-q"]).assert().success();
+    assert_eq!(files(t.path()).len(), 12);
+    let made: Vec<Vec<u8>> = files(t.path()).iter().map(|f| fs::read(t.path().join(f)).unwrap()).collect();
+    // Either way round, a run that would replace files needs a pattern:
+    // read as sources, the graded frames would be written over the real ones.
+    let over = t.path().join("s_%04d.png").display().to_string();
+    for o in [&out, &over] {
+        framepipe()
+            .args(["process", &dir, "-o", o, "--overwrite", "--exposure", "1"])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("holds several sequences"));
+    }
+    let after: Vec<Vec<u8>> = files(t.path()).iter().map(|f| fs::read(t.path().join(f)).unwrap()).collect();
+    assert_eq!(made, after, "nothing was replaced");
+    framepipe().args(["process", &sources, "-o", &out, "--overwrite", "-q"]).assert().success();
+    // A third sequence is not the run's: which to read is the user's call.
+    sequence(t.path(), "x_%04d.png", 1, 2, PixelFormat::Rgba8);
+    framepipe()
+        .args(["process", &dir, "-o", &out, "--skip-existing"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("holds several sequences"));
+}
+
 #[test]
 fn missing_frames_are_listed_or_skipped() {
     let t = tempfile::tempdir().unwrap();
