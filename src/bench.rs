@@ -45,8 +45,18 @@ pub struct PoolRun {
 }
 
 /// Resets the kernel's peak-RSS counter so each run reports its own
-/// peak (Linux ≥ 4.0; elsewhere the peak is cumulative).
+/// peak (Linux ≥ 4.0; elsewhere the peak is cumulative). The counter
+/// restarts from what is resident now, so the memory earlier runs freed
+/// goes back to the system first: the C allocator keeps freed frames
+/// mapped for reuse, and a run after a larger pool would report that
+/// pool's peak as its own.
 fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system; it
+    // takes the allocator's own locks and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
