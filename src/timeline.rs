@@ -188,7 +188,8 @@ pub fn render_svg(report: &Report) -> String {
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="38">bottleneck: {} · efficiency {:.0} % · pool {} slots · VRAM peak {}</text>"#,
-        escape(&report.bottleneck),
+        // A run with nothing to do (every output there) had none.
+        escape(if report.bottleneck.is_empty() { "none" } else { &report.bottleneck }),
         100.0 * report.efficiency,
         report.pool_size,
         crate::ledger::human_bytes(report.vram_peak)
@@ -260,17 +261,17 @@ pub fn render_svg(report: &Report) -> String {
     let axis = base + 4.0;
     let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{axis}" x2="{}" y2="{axis}" stroke="#333"/>"##, LEFT + plot);
     let step = nice_step(span / 10.0);
-    let mut t = 0.0;
-    while t <= span + 1e-9 {
+    // Counted, not summed: a sum of steps drifts, and a tick can go missing.
+    for i in 0..=(span / step + 1e-6).floor() as u32 {
+        let t = f64::from(i) * step;
         let _ = writeln!(
             s,
             r##"<line x1="{0:.1}" y1="{axis}" x2="{0:.1}" y2="{1}" stroke="#333"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3}</text>"##,
             x(t),
             axis + 5.0,
             axis + 18.0,
-            trim(t)
+            tick_label(t, step)
         );
-        t += step;
     }
     let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">time (s)</text>"#, LEFT + plot / 2.0, axis + 36.0);
     s.push_str("</svg>\n");
@@ -282,9 +283,12 @@ fn nice_step(raw: f64) -> f64 {
     [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= raw).unwrap_or(10.0 * p)
 }
 
-fn trim(t: f64) -> String {
-    let s = format!("{t:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+/// `t` with as many decimals as the tick step needs (0.0005 s steps are
+/// labelled 0.0005, 0.001, 0.0015, never 0.001 twice), trailing zeros cut.
+fn tick_label(t: f64, step: f64) -> String {
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    let s = format!("{t:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
 #[cfg(test)]
@@ -293,6 +297,26 @@ mod tests {
 
     fn interval(worker: usize, start: f64, end: f64, frame: u64) -> Interval {
         Interval { stage: "encode", worker, start, end, frame }
+    }
+
+    #[test]
+    fn tick_labels_tell_ticks_apart() {
+        let labels = |span: f64| {
+            let step = nice_step(span / 10.0);
+            (0..=(span / step + 1e-6).floor() as u32).map(|i| tick_label(f64::from(i) * step, step)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            labels(0.005),
+            ["0", "0.0005", "0.001", "0.0015", "0.002", "0.0025", "0.003", "0.0035", "0.004", "0.0045", "0.005"]
+        );
+        assert_eq!(labels(0.001)[..3], ["0", "0.0001", "0.0002"]);
+        assert_eq!(labels(42.0)[..3], ["0", "5", "10"]);
+        assert_eq!(labels(1.0).last().unwrap(), "1");
+        for span in [0.001, 0.0037, 0.02, 0.7, 3.3, 130.0, 4000.0] {
+            let l = labels(span);
+            let distinct: std::collections::BTreeSet<_> = l.iter().collect();
+            assert_eq!(distinct.len(), l.len(), "{span}: {l:?}");
+        }
     }
 
     #[test]
