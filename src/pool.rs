@@ -18,7 +18,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub enum PoolSize {
     /// As many as fit the VRAM budget after fixed costs, at least 2 where
-    /// they fit, capped at [`auto_cap`] where more cannot be used.
+    /// they fit, capped at [`auto_cap`] where more cannot be used and at
+    /// the run's frame count (a still takes one).
     #[default]
     Auto,
     /// Exactly this many (at least 1).
@@ -62,7 +63,7 @@ impl std::fmt::Display for PoolSize {
 /// false: the CPU backend, or no ops) a slot is a host frame between
 /// decode and the kernels, and one per worker plus two waiting is enough.
 pub fn auto_cap(threads: usize, gpu: bool) -> usize {
-    let cap = if gpu { threads + crate::pipeline::GPU_DEPTH + 1 } else { threads + 2 };
+    let cap = threads.saturating_add(if gpu { crate::pipeline::GPU_DEPTH + 1 } else { 2 });
     cap.min(MAX_POOL)
 }
 

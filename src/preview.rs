@@ -263,6 +263,10 @@ impl Playhead {
 /// of the one left longest, whose prefetches are cancelled.
 const MAX_PLAYHEADS: usize = 8;
 
+/// How long a preview's ask for VRAM waits, from its first refusal, for an
+/// export to give memory back.
+const MEMORY_WAIT: Duration = Duration::from_secs(5);
+
 /// The place of the engine's own requests ([`Engine::preview`],
 /// [`Engine::preview_async`]); each view numbers its own from 1.
 const ENGINE_PLACE: u64 = 0;
@@ -763,7 +767,7 @@ struct InFlight {
     /// Up while the render waits for VRAM: a preview waiting on it then
     /// presses the export as its own render would, and only then.
     starved: Arc<AtomicUsize>,
-    /// Requests waiting for it (that joined it): while one does, the
+    /// Previews waiting for it (that joined it): while one does, the
     /// render goes on though its own request no longer wants it.
     waiting: Arc<AtomicUsize>,
 }
@@ -801,14 +805,17 @@ impl Drop for Landed<'_> {
 impl Engine {
     /// The preview of `frame` of `sequence` with `graph` at `scale`.
     /// Thread-safe; a cache hit touches neither the GPU nor the frame's
-    /// pixels (only its file's metadata, to see it has not changed).
+    /// pixels (only its file's metadata, to see it has not changed). Like
+    /// any request it moves the playhead, so the next frames may be
+    /// prefetched (rendered) after it.
     ///
     /// # Errors
     /// [`Error::Sequence`] for a frame not in the sequence, a decode error,
     /// an invalid graph (or a blur too wide for the adapter's bindings:
     /// [`Error::InvalidValue`]), a GPU error, [`Error::Budget`] when the preview's
     /// VRAM could not be had (each of its two asks, before the decode and
-    /// for the render, waits up to 5 s for an export to give memory back;
+    /// for the render, waits up to 5 s from its first refusal for an export
+    /// to give memory back;
     /// one larger than the whole budget fails at once),
     /// or [`Error::Panic`] when its render panicked.
     pub fn preview(&self, sequence: &Sequence, frame: u64, graph: &OpGraph, scale: Scale) -> Result<Arc<PreviewImage>> {
@@ -930,7 +937,11 @@ impl Engine {
                     self.core.backend.raise(class, Priority::Preview);
                 }
                 joined = Some(image.clone());
-                if !counted.as_ref().is_some_and(|c| Arc::ptr_eq(&c.0, waiting)) {
+                // Only a preview keeps a superseded render going: one kept
+                // for a prefetch would hold the export off at preview
+                // strength for speculative work (the prefetch renders the
+                // frame itself, at its own priority, if it is dropped).
+                if priority == Priority::Preview && !counted.as_ref().is_some_and(|c| Arc::ptr_eq(&c.0, waiting)) {
                     counted = Some(Waiting::new(waiting));
                 }
                 // A prefetch rendering it that waits for memory claims it
@@ -1394,7 +1405,8 @@ impl Engine {
     /// budget is full (an export holds it) asks the export to hand slots
     /// back, waits for a release without holding or announcing the backend
     /// (the frames holding the memory must get through to free it) and
-    /// tries again, for up to 5 seconds; a request larger than the whole
+    /// tries again, for up to [`MEMORY_WAIT`] from the first refusal; a
+    /// request larger than the whole
     /// budget fails at once, as no release can make room. A preview keeps the gate up
     /// meanwhile, so no export frame starts and takes the memory first,
     /// and a prefetch takes none while a preview waits (as if refused).
@@ -1407,8 +1419,10 @@ impl Engine {
         gate: &mut Option<GateGuard<'a>>,
         mut work: impl FnMut(&mut Backend) -> Result<R>,
     ) -> Result<R> {
-        // Bounded in time: each refusal waits for a release or 250 ms.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Bounded in time from the first refusal (time queued behind other
+        // previews for the backend is not time waiting for memory); each
+        // refusal waits for a release or 250 ms.
+        let mut deadline = None;
         // A prefetch stops waiting once its playhead jumped or the grade
         // changed, and a view's request once a newer one came (each asked
         // through `wanted`): either would hold the export down for a frame
@@ -1437,7 +1451,11 @@ impl Engine {
                 }
             };
             match result {
-                Err(Error::Budget(_)) if Instant::now() < deadline && wanted() && !mark.hopeless() => {
+                Err(Error::Budget(_))
+                    if wanted()
+                        && !mark.hopeless()
+                        && Instant::now() < *deadline.get_or_insert_with(|| Instant::now() + MEMORY_WAIT) =>
+                {
                     let since = mark.since();
                     if priority == Priority::Preview && gate.is_none() {
                         *gate = Some(self.core.gate.raise(|| {}));

@@ -289,7 +289,9 @@ struct Shared<'a> {
 }
 
 /// Host frame buffers handed back for the next frames: the encoders give
-/// back each frame's once it is written, decoders and copiers take them to
+/// back each frame's once it is written to a file (a frame for a stream
+/// leaves as the stream's bytes, a raw one without a copy, and is not
+/// given back), decoders and copiers take them to
 /// decode or copy the next frames into. A new 132 MB buffer per 8K frame
 /// costs its page faults (its first write touches 32,000 new pages) on top
 /// of the work: the readback's copy into one ran at about 1 GB/s on the

@@ -126,7 +126,8 @@ fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64,
 /// [`auto_cap`], and the ring grows towards [`ring_size`] only with what
 /// is left. Neither has more than `frames` (a still, a short shot: one
 /// per frame is all a run can use; past that they only hold VRAM). A
-/// fixed pool size leaves the ring the rest, at least one.
+/// fixed pool size leaves the ring the rest, at least one. (A slot or
+/// buffer of 0 bytes counts as 1: a split never divides by zero.)
 pub fn split_budget(
     free: u64,
     slot: u64,
@@ -135,15 +136,17 @@ pub fn split_budget(
     frames: usize,
     pool: PoolSize,
 ) -> (usize, usize) {
-    let frames = frames.max(1);
+    let (slot, readback, frames) = (slot.max(1), readback.max(1), frames.max(1));
     let ideal = ring_size(threads).min(frames);
     match pool {
-        PoolSize::Fixed(n) => (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(1, ideal)),
+        PoolSize::Fixed(n) => {
+            (n, ((free.saturating_sub((n as u64).saturating_mul(slot)) / readback) as usize).clamp(1, ideal))
+        }
         PoolSize::Auto => {
             let fit = |ring: usize| (free.saturating_sub(ring as u64 * readback) / slot) as usize;
             let base = if fit(GPU_DEPTH) >= fit(1).clamp(1, 2) { GPU_DEPTH } else { 1 }.min(ideal);
             let cap = auto_cap(threads, true).min(frames);
-            let n = ((free.saturating_sub(base as u64 * readback) / slot) as usize).clamp(1, cap);
+            let n = fit(base).clamp(1, cap);
             (n, ((free.saturating_sub(n as u64 * slot) / readback) as usize).clamp(base, ideal))
         }
     }
@@ -390,5 +393,8 @@ mod tests {
         assert_eq!(split_budget(free, 1000, 1000, 16, 1, PoolSize::Auto), (1, 1));
         assert_eq!(split_budget(free, 1000, 1000, 16, 3, PoolSize::Auto), (3, 3));
         assert_eq!(split_budget(free, 1000, 1000, 16, 0, PoolSize::Auto), (1, 1));
+        // Edges a caller of the public function may pass: no panic.
+        assert_eq!(split_budget(free, 0, 0, usize::MAX, 4, PoolSize::Auto).0, 4);
+        assert_eq!(split_budget(free, 1000, 1000, 4, 4, PoolSize::Fixed(usize::MAX)), (usize::MAX, 1));
     }
 }
