@@ -215,14 +215,14 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     }
     let p = stats.previews;
     println!(
-        "\nhit rate {:.0} % ({} hits, {} misses of which {} joined a prefetch under way), {} prefetched, {} prefetches cancelled, preview cache {:.1} MiB in {} entries, {} evictions; {} decodes",
+        "\nhit rate {:.0} % ({} hits, {} misses of which {} joined a prefetch under way), {} prefetched, {} prefetch(es) cancelled, preview cache {} in {} entries, {} evictions; {} decodes",
         100.0 * p.hits as f64 / (p.hits + p.misses).max(1) as f64,
         p.hits,
         p.misses,
         stats.joined,
         stats.prefetched,
         stats.prefetch_cancelled,
-        p.bytes as f64 / 1048576.0,
+        framepipe::ledger::human_bytes(p.bytes),
         p.entries,
         p.evictions,
         stats.decodes
@@ -425,13 +425,15 @@ fn run(
         0 => "no prefetch".to_string(),
         n => {
             let threads = idle.prefetch_threads();
-            format!("prefetching {n} frames on {threads} thread{}", if threads == 1 { "" } else { "s" })
+            let (frames, threads_s) = (if n == 1 { "" } else { "s" }, if threads == 1 { "" } else { "s" });
+            format!("prefetching {n} frame{frames} on {threads} thread{threads_s}")
         }
     };
     println!(
-        "## Editor session: {} ({} frames), 1/4 previews, on {}, {prefetching}",
+        "## Editor session: {} ({} frame{}), 1/4 previews, on {}, {prefetching}",
         input,
         seq.frames.len(),
+        if seq.frames.len() == 1 { "" } else { "s" },
         idle.device_name(),
     );
     let quiet = session(&idle, seq)?;

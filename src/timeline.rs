@@ -187,11 +187,12 @@ pub fn render_svg(report: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="38">bottleneck: {} · efficiency {:.0} % · pool {} slots · VRAM peak {}</text>"#,
+        r#"<text x="{LEFT}" y="38">bottleneck: {} · efficiency {:.0} % · pool {} slot{} · VRAM peak {}</text>"#,
         // A run with nothing to do (every output there) had none.
         escape(if report.bottleneck.is_empty() { "none" } else { &report.bottleneck }),
         100.0 * report.efficiency,
         report.pool_size,
+        if report.pool_size == 1 { "" } else { "s" },
         crate::ledger::human_bytes(report.vram_peak)
     );
     for (i, stage) in report.stages.iter().enumerate() {
