@@ -254,9 +254,9 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
     let (top, bottom) = (60.0, 320.0);
     let n = sums.len().max(1) as f64;
     let index = |req: &str| sums.iter().position(|r| r.0 == req).unwrap_or(0) as f64;
-    let max_fps = runs.iter().map(|r| r.fps).fold(0.0, f64::max).max(1e-6) * 1.1;
+    let max_fps = runs.iter().map(|r| r.fps).fold(0.0, f64::max).max(1e-6);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let max_mem = runs.iter().map(|r| mib(r.vram_peak).max(mib(r.rss_peak))).fold(0.0, f64::max).max(1.0) * 1.1;
+    let max_mem = runs.iter().map(|r| mib(r.vram_peak).max(mib(r.rss_peak))).fold(0.0, f64::max).max(1.0);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -272,14 +272,19 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
         [(70.0, "frames/s", max_fps), (520.0, "peak memory (MiB)", max_mem)].into_iter().enumerate()
     {
         let x = |i: f64| left + panel_w * (i + 0.5) / n;
-        let y = |v: f64| bottom - (bottom - top) * (v / ymax);
         let _ = writeln!(
             s,
             r##"<line x1="{left}" y1="{bottom}" x2="{}" y2="{bottom}" stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#333"/>"##,
             left + panel_w
         );
-        for i in 0..=4 {
-            let v = ymax * i as f64 / 4.0;
+        // Round ticks, at most four: the axis ends at the first one at or
+        // past the data.
+        let step = crate::timeline::nice_step(ymax / 4.0);
+        let ymax = step * (ymax / step).ceil().max(1.0);
+        let y = |v: f64| bottom - (bottom - top) * (v / ymax);
+        let ticks = (ymax / step).round() as u32;
+        for i in 0..=ticks {
+            let v = step * f64::from(i);
             // Gridlines under the data, none over the axis; each label's
             // baseline a little below its value, so the text is centred on it.
             if i > 0 {
@@ -291,7 +296,8 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
                     left + panel_w
                 );
             }
-            let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{v:.2}</text>"#, left - 6.0, y(v) + 4.0);
+            let label = crate::timeline::tick_label(v, step);
+            let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{label}</text>"#, left - 6.0, y(v) + 4.0);
         }
         for (i, r) in sums.iter().enumerate() {
             let label = if r.0 == r.1.to_string() { r.0.clone() } else { format!("{} ({})", r.0, r.1) };
@@ -401,6 +407,12 @@ mod tests {
         assert!(svg.contains(r##"y1="60.0" x2="430" y2="60.0" stroke="#eee""##), "{svg}");
         assert!(svg.contains(r#"y="64.0" text-anchor="end">"#), "{svg}");
         assert!(!svg.contains(r##"y1="320.0" x2="430" y2="320.0" stroke="#eee""##), "{svg}");
-        assert!(svg.contains(r#"y="324.0" text-anchor="end">0.00<"#), "{svg}");
+        assert!(svg.contains(r#"y="324.0" text-anchor="end">0<"#), "{svg}");
+        // Round ticks: 9 frames/s at most reads 0, 5, 10 (the axis ends
+        // at 10, the top gridline); 3 MiB reads 0, 1, 2, 3.
+        for label in ["0", "5", "10", "1", "2", "3"] {
+            assert!(svg.contains(&format!(r#"text-anchor="end">{label}<"#)), "{label}: {svg}");
+        }
+        assert!(!svg.contains(r#"text-anchor="end">2.5<"#), "{svg}");
     }
 }

@@ -279,14 +279,15 @@ pub fn render_svg(report: &Report) -> String {
     s
 }
 
-fn nice_step(raw: f64) -> f64 {
+/// The 1, 2 or 5 times a power of ten at or above `raw`: a tick step.
+pub(crate) fn nice_step(raw: f64) -> f64 {
     let p = 10f64.powf(raw.max(1e-6).log10().floor());
     [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= raw).unwrap_or(10.0 * p)
 }
 
 /// `t` with as many decimals as the tick step needs (0.0005 s steps are
 /// labelled 0.0005, 0.001, 0.0015, never 0.001 twice), trailing zeros cut.
-fn tick_label(t: f64, step: f64) -> String {
+pub(crate) fn tick_label(t: f64, step: f64) -> String {
     let decimals = (-step.log10().floor()).max(0.0) as usize;
     let s = format!("{t:.decimals$}");
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
