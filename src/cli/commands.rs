@@ -1,0 +1,254 @@
+//! The other subcommands: `bench-pool`, `generate`, `info` and `demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
+use framepipe::io::{EncodeOptions, FileSet, OutputFormat};
+use framepipe::pool::PoolSize;
+use framepipe::{Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, PixelFormat};
+
+use crate::args::{BenchPoolArgs, DemoArgs, GenerateArgs, RunArgs, op_graph};
+use crate::files::{check_report_name, failed_after_run, print_stdout, refuse_report_on_stdout, refuse_stdout_into};
+use crate::notices::{format_notice, stale_notice};
+use crate::process::run_job;
+use crate::signals::DEMO;
+
+pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
+    let graph = op_graph(&args.ops)?;
+    let mut job = Job::new(args.input.clone(), format!("out_%06d.{}", args.format), graph);
+    job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
+    job.missing = args.missing;
+    job.overwrite = true;
+    // An extension alone: `%d.png` would end like one and name a pattern.
+    if !args.format.chars().all(|c| c.is_ascii_alphanumeric())
+        || OutputFormat::from_path(Path::new(&job.output)).is_err()
+    {
+        return Err(Error::invalid("--format", &args.format, "png, jpg, jpeg, tif, tiff or qoi"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = args.pools.iter().find(|p| !seen.insert(p.to_string())) {
+        return Err(Error::invalid("--pools", twice, "each pool size once"));
+    }
+    // The table goes to stdout; the CSV and the chart are files.
+    for (flag, path) in [("--csv", &args.csv), ("--chart", &args.chart)] {
+        if path.as_os_str() == "-" {
+            return Err(Error::invalid(flag, "-", "a file name (the table is printed on stdout)"));
+        }
+    }
+    // Before minutes of runs: neither file may replace a frame, the
+    // preset, or the other.
+    let sequence = framepipe::Sequence::scan(&args.input, job.frames.as_ref(), args.missing)?;
+    let inputs = || sequence.matched.iter().map(PathBuf::as_path).chain(args.ops.preset.as_deref());
+    let reads = FileSet::new(inputs());
+    // The table goes to stdout, after minutes of runs: not into an input.
+    refuse_stdout_into(&reads, inputs())?;
+    let check = |path: &Path, writes: &[&Path]| {
+        framepipe::engine::check_side_file(path, args.overwrite, &reads, &FileSet::new(writes))
+    };
+    // Held to the end: a folder made for them goes if it stays empty.
+    let _made = [check(&args.csv, &[])?, check(&args.chart, &[args.csv.as_path()])?];
+    check_report_name("--csv", &args.csv, "the CSV table", "csv")?;
+    check_report_name("--chart", &args.chart, "the SVG chart", "svg")?;
+    refuse_report_on_stdout("--csv", &args.csv)?;
+    refuse_report_on_stdout("--chart", &args.chart)?;
+    let config = EngineConfig {
+        backend: args.backend,
+        adapter: args.adapter.clone(),
+        vram_budget: args.budget,
+        threads: args.threads,
+        pool: PoolSize::Auto,
+        ..Default::default()
+    };
+    let probe = Engine::new(config.clone())?;
+    if let Some(n) = probe.notice() {
+        note!("notice: {n}");
+    }
+    let device = probe.device_name().to_string();
+    let threads = probe.threads();
+    drop(probe);
+    note!(
+        "bench-pool: {} ({}), {} on {device}, {threads} decode/encode threads, budget {}, pools {}, {} run{} each after one warm-up",
+        args.input,
+        job.graph.describe(),
+        args.format,
+        framepipe::ledger::human_bytes(args.budget),
+        args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
+        args.repeat,
+        if args.repeat == 1 { "" } else { "s" }
+    );
+    if !sequence.missing.is_empty() {
+        let n = sequence.missing_count();
+        let list = framepipe::sequence::compact_runs(&sequence.missing);
+        note!("bench-pool: {n} missing frame{} left out: {list}", if n == 1 { "" } else { "s" });
+    }
+    let mut refused = Vec::new();
+    let runs = framepipe::bench::bench_pool(
+        &job,
+        &config,
+        &args.pools,
+        args.repeat as usize,
+        &mut |r| {
+            note!(
+                "  pool {} ({} slot{}) run {}: {} frame{} in {:.2} s, {:.3} frames/s",
+                r.requested,
+                r.pool_size,
+                if r.pool_size == 1 { "" } else { "s" },
+                r.repeat,
+                r.frames,
+                if r.frames == 1 { "" } else { "s" },
+                r.seconds,
+                r.fps
+            )
+        },
+        &mut |pool, e| {
+            note!("  pool {pool}: skipped: {e}");
+            refused.push(format!("pool {pool} not measured: {e}"));
+        },
+    )?;
+    let mut table = framepipe::bench::table(&runs);
+    for line in &refused {
+        table += line;
+        table.push('\n');
+    }
+    // After minutes of runs, each output is tried whatever became of the
+    // others, and one that fails is a failure of the run (exit 1).
+    let mut failed = failed_after_run(print_stdout(&table));
+    let title = format!("{} · {} · {} · {device}", args.input, job.graph.describe(), args.format);
+    let files = [(&args.csv, framepipe::bench::csv(&runs)), (&args.chart, framepipe::bench::chart_svg(&runs, &title))];
+    for (path, text) in files {
+        if failed_after_run(framepipe::io::write_file_atomic(path, text.as_bytes(), args.overwrite)) {
+            failed = true;
+        } else {
+            note!("wrote {}", path.display());
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub(crate) fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
+    let (width, height) = parse_size(&args.size)?;
+    let format = if args.depth == 16 { PixelFormat::Rgba16 } else { PixelFormat::Rgba8 };
+    let opts = GenerateOptions {
+        width,
+        height,
+        frames: args.frames,
+        start: args.start,
+        format,
+        alpha: args.alpha,
+        seed: args.seed,
+    };
+    let defaults = EncodeOptions::default();
+    let encode =
+        EncodeOptions { png_compression: args.png_compression.unwrap_or(defaults.png_compression), ..defaults };
+    let output = OutputFormat::from_path(Path::new(&args.output))?;
+    if args.png_compression.is_some() && output != OutputFormat::Png && !args.quiet {
+        note!("notice: --png-compression is unused: the output is {}", format!("{output:?}").to_lowercase());
+    }
+    if let Some(notice) = format_notice(output, (args.depth == 16, args.alpha), "what is generated")
+        && !args.quiet
+    {
+        note!("{notice}");
+    }
+    // A killed run's leftovers, as `process` removes them.
+    if let Ok(pattern) = framepipe::sequence::FramePattern::parse(&args.output) {
+        stale_notice(&framepipe::io::remove_stale_partials(pattern.dir()), args.quiet);
+    }
+    let t = Instant::now();
+    let written = generate_sequence(&opts, &args.output, &encode, args.overwrite)?;
+    // JPEG and QOI hold 8 bits whatever was generated.
+    let kept = match output {
+        OutputFormat::Png | OutputFormat::Tiff => args.depth,
+        _ => 8,
+    };
+    if !args.quiet {
+        let n = written.len();
+        note!(
+            "wrote {n} frame{} of {width}x{height} ({kept}-bit) to {} in {:.1} s",
+            if n == 1 { "" } else { "s" },
+            args.output,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn info() -> Result<ExitCode, Error> {
+    use std::fmt::Write as _;
+    let instance = framepipe::gpu::instance();
+    let adapters = framepipe::gpu::list_adapters(&instance);
+    let mut out = String::new();
+    if adapters.is_empty() {
+        out += "no GPU adapters found (no Vulkan, Metal or DX12 driver)\n";
+    }
+    for (i, (_, a)) in adapters.iter().enumerate() {
+        let _ = writeln!(out, "[{i}] {}", a.name);
+        let software = if a.software { " (software rasterizer)" } else { "" };
+        let _ = writeln!(out, "    backend {}, type {}{software}", a.backend, a.device_type);
+        let _ = writeln!(out, "    driver {}", a.driver);
+        let _ = writeln!(
+            out,
+            "    max storage binding {} MiB, max buffer {} MiB, timestamps {}",
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_buffer_size >> 20,
+            if a.timestamps { "yes" } else { "no" }
+        );
+    }
+    match framepipe::gpu::choose(adapters, None, true) {
+        Ok((_, _, why)) => {
+            let _ = writeln!(out, "auto picks: {why}");
+        }
+        Err(Error::Gpu(why)) => {
+            let threads = rayon::current_num_threads();
+            let _ = writeln!(out, "auto picks: the CPU backend ({threads} threads), because {why}");
+        }
+        Err(e) => return Err(e),
+    }
+    print_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
+    let (width, height) = parse_size(&args.size)?;
+    // Removed if the demo fails or is stopped at once (a second Ctrl-C)
+    // before its frames are graded; kept then.
+    let tmp = framepipe::io::ScratchDir::new("framepipe-demo-")?;
+    DEMO.store(true, std::sync::atomic::Ordering::SeqCst);
+    let dir = tmp.path().to_owned();
+    let plates = dir.join("plates/shot_%04d.png").display().to_string();
+    let graded = dir.join("graded/shot_%04d.png").display().to_string();
+    let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
+    note!("generating {} frames of {width}x{height} in {} ...", args.frames, dir.display());
+    let t = Instant::now();
+    generate_sequence(&opts, &plates, &EncodeOptions::default(), false)?;
+    note!("generated in {:.1} s; grading with the built-in samples/grade.toml ...", t.elapsed().as_secs_f64());
+    let preset = include_str!("../../samples/grade.toml");
+    let graph = framepipe::ops::parse_preset(preset, Path::new("samples/grade.toml"))?;
+    note!("ops: {}", graph.describe());
+    let job = Job::new(plates.clone(), graded.clone(), graph);
+    let run = RunArgs {
+        backend: args.backend,
+        adapter: None,
+        overwrite: false,
+        skip_existing: false,
+        on_error: ErrorPolicy::Stop,
+        png_compression: None,
+        jpeg_quality: None,
+        vram_budget: None,
+        pool: PoolSize::Auto,
+        threads: 0,
+        sequential: false,
+        json: Some(dir.join("report.json")),
+        timeline: Some(dir.join("timeline.svg")),
+        quiet: false,
+        demo: true,
+    };
+    let code = run_job(&job, &run, None)?;
+    tmp.keep();
+    note!("sources:  {plates}");
+    note!("graded:   {graded}");
+    note!("report:   {}", dir.join("report.json").display());
+    note!("timeline: {}", dir.join("timeline.svg").display());
+    Ok(code)
+}

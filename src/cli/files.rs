@@ -1,0 +1,127 @@
+//! The files the command writes besides frames (reports, tables, charts)
+//! and stdout: checked before a run, written whole after it.
+
+use std::path::{Path, PathBuf};
+
+use framepipe::io::{FileSet, OutputFormat};
+use framepipe::{Error, Job};
+
+/// A report named like a frame (`--timeline tl.png`) would be text under
+/// an image's name, found later as a broken frame: refused up front.
+pub(crate) fn check_report_name(flag: &str, path: &Path, kind: &str, ext: &str) -> Result<(), Error> {
+    if OutputFormat::from_path(path).is_ok() {
+        return Err(Error::invalid(flag, path.display(), format!("a name for {kind}, not an image name")));
+    }
+    // Another report's extension is two names swapped (`--csv t.svg
+    // --chart t.csv`), which would write each file under the other's name.
+    let theirs = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if let Some(theirs) = theirs.filter(|e| REPORT_EXTENSIONS.contains(&e.as_str()) && e != ext) {
+        return Err(Error::invalid(flag, path.display(), format!("a name for {kind} (.{ext}), not a .{theirs} name")));
+    }
+    Ok(())
+}
+
+/// The extensions of the files reports and tables are written as.
+const REPORT_EXTENSIONS: [&str; 3] = ["json", "svg", "csv"];
+
+/// Refuses a run that writes to stdout when stdout is redirected into one
+/// of its inputs (`-o - >> shot_0005.png`). (`>` has emptied the file
+/// before framepipe starts: only the shell can refuse that, with
+/// `set -o noclobber`.)
+pub(crate) fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::PreparedJob) -> Result<(), Error> {
+    let inputs = prepared.sequence.matched.iter().chain(&job.also_reads).map(PathBuf::as_path);
+    refuse_stdout_into(&prepared.reads, inputs)
+}
+
+/// [`refuse_stdout_into_input`] for the files `reads` (named `inputs`).
+pub(crate) fn refuse_stdout_into<'a>(reads: &FileSet, mut inputs: impl Iterator<Item = &'a Path>) -> Result<(), Error> {
+    let Some(id) = stdout_file_id().filter(|&id| reads.contains_id(id)) else { return Ok(()) };
+    let name = inputs.find(|p| framepipe::io::file_id(p) == Some(id)).map(|p| p.display().to_string());
+    let what = format!("(redirected to {})", name.as_deref().unwrap_or("an input"));
+    Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"))
+}
+
+/// Refuses a report file that stdout is redirected to (`--json r.json
+/// --overwrite > r.json`): the report is renamed into place at the end,
+/// which would throw away everything written to stdout (the frames of
+/// `-o -`, bench-pool's table).
+pub(crate) fn refuse_report_on_stdout(flag: &str, path: &Path) -> Result<(), Error> {
+    match stdout_file_id() {
+        Some(id) if path != Path::new("-") && framepipe::io::file_id(path) == Some(id) => {
+            Err(Error::invalid(flag, path.display(), "a file other than the one stdout is redirected to"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The identity on disk of the file stdout is redirected to, if it is one.
+fn stdout_file_id() -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+        let meta = std::fs::File::from(fd).metadata().ok()?;
+        meta.is_file().then(|| (meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reports an error met after the work was done (a report that cannot be
+/// written) and says whether there was one: such an error fails the run
+/// rather than being a usage error.
+pub(crate) fn failed_after_run(result: Result<(), Error>) -> bool {
+    result.map_err(|e| note!("error: {e}")).is_err()
+}
+
+/// Whether `path` holds a report of an earlier run writing to `output` (a
+/// JSON report naming it, or a timeline marked with it): the only existing
+/// report a resumed run replaces. Another run's, or any other file, is
+/// kept.
+pub(crate) fn is_earlier_report(path: &Path, output: &str) -> bool {
+    use std::io::Read;
+    let size = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
+    // A timeline says whose it is on its second line: only its head is read.
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(1 << 20).read_to_end(&mut head));
+    if read.is_err() {
+        return false;
+    }
+    if head.starts_with(b"<svg") {
+        let second = head.split(|&b| b == b'\n').nth(1).and_then(|l| std::str::from_utf8(l).ok());
+        return second.is_some_and(|l| framepipe::timeline::marks(l, output));
+    }
+    // A JSON report holds a record per frame (about 1 KB): 256 MiB is a
+    // quarter of a million frames; a larger file is taken for another's,
+    // and is not read whole to find out.
+    if size.is_none_or(|n| n > 256 << 20) {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    let report = serde_json::from_str::<serde_json::Value>(&text).ok();
+    let is_report =
+        |r: &serde_json::Value| ["input", "ops", "backend", "frames_written"].iter().all(|k| r.get(k).is_some());
+    report.is_some_and(|r| is_report(&r) && r["output"] == output)
+}
+
+/// A report to its file (whole or not at all), or to stdout for `-`.
+pub(crate) fn write_report(path: &Path, text: &str, overwrite: bool) -> Result<(), Error> {
+    if path == Path::new("-") {
+        return print_stdout(text);
+    }
+    framepipe::io::write_file_atomic(path, text.as_bytes(), overwrite)
+}
+
+/// Writes `text` to stdout. A reader that stopped reading (`| head`) got
+/// what it wanted: that ends quietly; any other failure (`>/dev/full`) is
+/// an error naming stdout, never a panic.
+pub(crate) fn print_stdout(text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(Error::Io { path: "stdout".into(), source }),
+        Ok(()) => Ok(()),
+    }
+}

@@ -1,0 +1,124 @@
+//! The notices a run prints: what the output or the adapter does to the
+//! sources, what a killed run left, how to finish a run stopped early.
+
+use std::path::PathBuf;
+
+use framepipe::io::OutputFormat;
+use framepipe::{Engine, Job};
+
+use crate::args::RunArgs;
+
+/// What reading float sources does to them.
+pub(crate) const FLOAT_NOTICE: &str = "32-bit floats: values are clamped to 0..1 and kept to 16 bits (no float pipeline yet; scene-linear values above 1 are lost)";
+
+/// What reading sources with premultiplied alpha does to them.
+pub(crate) const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha";
+
+/// Says when a blur's halo dwarfs the bands an adapter's binding limit
+/// leaves (σ 169 at 8192 wide on a 128 MiB adapter: bands of 8 rows, each
+/// reading 1014 more): the run is many times the work of one pass, which
+/// should be known before it starts rather than found in its speed.
+pub(crate) fn band_notice(engine: &Engine, job: &Job, info: &framepipe::io::FrameInfo) -> Option<String> {
+    let plan = job.graph.plan();
+    let banding = match &*engine.backend().lock(framepipe::priority::Priority::Export) {
+        framepipe::Backend::Gpu(g) => g.banding(info.width, info.height, info.format, &plan).ok()?,
+        framepipe::Backend::Cpu => return None,
+    };
+    let work = banding.scratch_rows.min(info.height) as f64 / banding.band_rows.min(info.height) as f64;
+    (work >= 4.0).then(|| {
+        format!(
+            "notice: the blurs' halo of {} rows leaves this adapter's bindings room for bands of {} rows: about {work:.0}x the kernel work of one pass (--backend cpu has no such limit)",
+            banding.halo, banding.band_rows
+        )
+    })
+}
+
+/// What the output format cannot hold of the source (16 bits, alpha),
+/// said once before the run rather than found in the files.
+pub(crate) fn format_notice(format: OutputFormat, (sixteen, alpha): (bool, bool), what: &str) -> Option<String> {
+    let name = match format {
+        OutputFormat::Jpeg => "JPEG",
+        OutputFormat::Qoi => "QOI",
+        _ => return None,
+    };
+    let mut lost = Vec::new();
+    if sixteen {
+        lost.push("16-bit values are rounded to 8 bits");
+    }
+    if alpha && format == OutputFormat::Jpeg {
+        lost.push("alpha is dropped");
+    }
+    (!lost.is_empty()).then(|| format!("notice: {name} holds less than {what}: {}", lost.join(" and ")))
+}
+
+/// The FFmpeg input options that read what a stream job writes.
+pub(crate) fn stream_hint(prepared: &framepipe::PreparedJob, info: &framepipe::io::FrameInfo) -> Option<String> {
+    let (w, h, format) = (info.width, info.height, info.format);
+    Some(match prepared.format {
+        OutputFormat::Raw => {
+            let pix = if format == framepipe::io::PixelFormat::Rgba16 { "rgba64le" } else { "rgba" };
+            format!("streaming raw {pix} {w}x{h} frames to stdout (ffmpeg: -f rawvideo -pix_fmt {pix} -s {w}x{h} -i -)")
+        }
+        f => {
+            let codec = match f {
+                OutputFormat::Jpeg => "mjpeg",
+                OutputFormat::Qoi => "qoi",
+                _ => "png",
+            };
+            format!("streaming {w}x{h} {f:?} images to stdout (ffmpeg: -f image2pipe -c:v {codec} -i -)").to_lowercase()
+        }
+    })
+}
+
+/// Says which unfinished outputs of a killed run were removed.
+/// And which were kept, too recent to be sure no other machine's run is
+/// writing them.
+pub(crate) fn stale_notice(found: &framepipe::io::StalePartials, quiet: bool) {
+    if quiet {
+        return;
+    }
+    let dir = |p: &PathBuf| framepipe::io::parent_dir(p).display().to_string();
+    if let Some(first) = found.removed.first() {
+        let (n, dir) = (found.removed.len(), dir(first));
+        note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
+    }
+    if let Some(first) = found.recent.first() {
+        let (n, dir) = (found.recent.len(), dir(first));
+        note!(
+            "notice: kept {n} unfinished output(s) in {dir} (.framepipe-*.partial): under 10 minutes old, they may be another machine's run's; a run after that removes them"
+        );
+    }
+}
+
+/// After a run that stopped early, the command that finishes it: what was
+/// written stays, the rest is one flag away. (Not `--skip-existing` after
+/// `--overwrite`: the files not yet replaced are an older render's, which
+/// it would keep; `--frames` with every frame not written, failed ones too.)
+/// `picked`: the command has a `--frames` of its own, which the new one
+/// replaces.
+pub(crate) fn resume_notice(
+    opts: &RunArgs,
+    picked: bool,
+    prepared: &framepipe::PreparedJob,
+    report: &framepipe::Report,
+) -> Option<String> {
+    if prepared.stream || opts.demo || report.frames_skipped == 0 || report.frames.is_empty() {
+        return None;
+    }
+    if !opts.overwrite {
+        return Some("notice: the same command with --skip-existing processes only the frames not written".into());
+    }
+    let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
+    let mut left: Vec<u64> =
+        prepared.sequence.frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
+    left.sort_unstable();
+    let spec = framepipe::sequence::frame_spec(&framepipe::sequence::runs_of(left));
+    let instead = if picked { " in place of its own" } else { "" };
+    Some(if spec.len() <= 200 {
+        format!("notice: to finish, run the same command with --frames '{spec}'{instead}")
+    } else {
+        format!(
+            "notice: to finish, run the same command with --frames{instead} and the frames the summary lists as failed or not written"
+        )
+    })
+}

@@ -1,0 +1,313 @@
+//! `framepipe process`: a job from the options, run with a progress bar or
+//! log lines, a summary, reports, and the exit code.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use framepipe::io::{EncodeOptions, OutputFormat};
+use framepipe::ledger::{DEFAULT_BUDGET, human_bytes};
+use framepipe::pool::PoolSize;
+use framepipe::{Cancel, Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::args::{ProcessArgs, RunArgs, op_graph};
+use crate::files::{
+    check_report_name, failed_after_run, is_earlier_report, refuse_report_on_stdout, refuse_stdout_into_input,
+    write_report,
+};
+use crate::notices::{
+    FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, format_notice, resume_notice, stale_notice, stream_hint,
+};
+use crate::printable;
+use crate::signals::{CTRL_C, FIRST_SIGNAL, RESUMABLE, RUN, STOPPING_NOW, STREAMING, signal_exit_code};
+
+pub(crate) fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
+    let graph = op_graph(&args.ops)?;
+    let mut job = Job::new(args.input.clone(), args.output.clone(), graph);
+    job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
+    job.missing = args.missing;
+    if let Some(format) = args.stream_format {
+        if args.output != "-" {
+            return Err(Error::invalid("--stream-format", format!("{format:?}").to_lowercase(), "-o - (a stream)"));
+        }
+        job.stream_format = format;
+    }
+    if args.output == "-" && std::io::stdout().is_terminal() {
+        return Err(Error::invalid(
+            "output",
+            "- (stdout is a terminal)",
+            "a pipe or a file to stream binary frames into",
+        ));
+    }
+    run_job(&job, &args.run, args.ops.preset.as_deref())
+}
+
+/// Standard output as a plain file: frames are large binary writes, which
+/// `Stdout`'s line buffering would only scan for newlines.
+fn stdout_writer() -> Box<dyn std::io::Write + Send> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
+            return Box::new(std::fs::File::from(fd));
+        }
+    }
+    Box::new(std::io::stdout())
+}
+
+/// Runs a job from the command line; `preset` is a file it read, which
+/// no report may replace.
+pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Result<ExitCode, Error> {
+    let mut job = job.clone();
+    job.also_reads.extend(preset.map(Path::to_owned));
+    job.overwrite = opts.overwrite;
+    job.skip_existing = opts.skip_existing;
+    job.on_error = opts.on_error;
+    let defaults = EncodeOptions::default();
+    job.encode = EncodeOptions {
+        png_compression: opts.png_compression.unwrap_or(defaults.png_compression),
+        jpeg_quality: opts.jpeg_quality.unwrap_or(defaults.jpeg_quality),
+        ..defaults
+    };
+    let prepared = framepipe::prepare(&job)?;
+    stale_notice(&prepared.stale_partials, opts.quiet);
+    let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
+    if prepared.stream || dash(&opts.json) || dash(&opts.timeline) {
+        refuse_stdout_into_input(&job, &prepared)?;
+    }
+    // An option the run has no use for (an encoder option for a format it
+    // does not write, a pool size with --sequential, --overwrite with
+    // nothing to replace) is said, as FFmpeg says an option went unused,
+    // rather than silently dropped.
+    let output = format!("the output is {}", format!("{:?}", prepared.format).to_lowercase());
+    let files_reported = [&opts.json, &opts.timeline].iter().any(|p| p.is_some() && !dash(p));
+    let unused = [
+        ("--png-compression", opts.png_compression.is_some() && prepared.format != OutputFormat::Png, &*output),
+        ("--jpeg-quality", opts.jpeg_quality.is_some() && prepared.format != OutputFormat::Jpeg, &*output),
+        ("--pool", matches!(opts.pool, PoolSize::Fixed(_)) && opts.sequential, "--sequential runs one frame at a time"),
+        (
+            "--overwrite",
+            opts.overwrite && prepared.stream && !files_reported,
+            "-o - and no report file: nothing to replace",
+        ),
+    ];
+    for (flag, unused, why) in unused {
+        if unused && !opts.quiet {
+            note!("notice: {flag} is unused: {why}");
+        }
+    }
+    // `-` writes a report to stdout, unless stdout carries the frames.
+    for (flag, path) in [("--json", &opts.json), ("--timeline", &opts.timeline)] {
+        if dash(path) && prepared.stream {
+            return Err(Error::invalid(flag, "-", "a file: stdout carries the frames (-o -)"));
+        }
+    }
+    if dash(&opts.json) && dash(&opts.timeline) {
+        return Err(Error::invalid("--timeline", "-", "a file: --json - already writes to stdout"));
+    }
+    // A resumed run (--skip-existing) replaces the reports of the run it
+    // finishes, as --overwrite would: they describe the run that made them.
+    // Any other file under a report's name is the user's, kept.
+    // Held to the end: a folder made for a report goes if it stays empty.
+    let mut _made = Vec::new();
+    let (mut replace_json, mut replace_timeline) = (opts.overwrite, opts.overwrite);
+    for (flag, path, replace) in
+        [("--json", &opts.json, &mut replace_json), ("--timeline", &opts.timeline, &mut replace_timeline)]
+    {
+        let Some(path) = path.as_deref().filter(|p| *p != Path::new("-")) else { continue };
+        match prepared.check_side_file(path, opts.overwrite) {
+            // A plain file exists there (anything else was refused):
+            // replaced only if it is the report of the run this resumes.
+            Err(Error::OutputExists(_)) if opts.skip_existing && is_earlier_report(path, &job.output) => {
+                *replace = true;
+                _made.push(prepared.check_side_file(path, true)?);
+            }
+            // (`--overwrite`, which the message would suggest, does not
+            // go with `--skip-existing`.)
+            Err(Error::OutputExists(_)) if opts.skip_existing => {
+                let expected = "a new file, or the report of the run this resumes (written to the same output)";
+                return Err(Error::invalid(flag, path.display(), expected));
+            }
+            made => _made.push(made?),
+        }
+    }
+    for (flag, path, kind, ext) in
+        [("--json", &opts.json, "the JSON report", "json"), ("--timeline", &opts.timeline, "the SVG timeline", "svg")]
+    {
+        if let Some(path) = path.as_deref() {
+            check_report_name(flag, path, kind, ext)?;
+            refuse_report_on_stdout(flag, path)?;
+        }
+    }
+    if let (Some(a), Some(b)) = (&opts.json, &opts.timeline)
+        && framepipe::io::resolve_path(a) == framepipe::io::resolve_path(b)
+    {
+        return Err(Error::PathClash { path: a.clone(), role: "the --json report".into() });
+    }
+    let engine = Engine::new(EngineConfig {
+        backend: opts.backend,
+        adapter: opts.adapter.clone(),
+        vram_budget: opts.vram_budget.unwrap_or(DEFAULT_BUDGET),
+        threads: opts.threads,
+        pool: opts.pool,
+        ..Default::default()
+    })?;
+    if let Some(n) = engine.notice().filter(|_| !opts.quiet) {
+        note!("notice: {n}");
+    }
+    // Known once the backend is: the CPU backend holds no VRAM.
+    if opts.vram_budget.is_some() && engine.backend_name() != "gpu" && !opts.quiet {
+        note!("notice: --vram-budget is unused: the CPU backend holds no GPU memory");
+    }
+    if let Some(info) = prepared.first.filter(|_| !opts.quiet) {
+        if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
+            note!("{hint}");
+        }
+        let source = (info.format == framepipe::io::PixelFormat::Rgba16, info.has_alpha);
+        if let Some(notice) = format_notice(prepared.format, source, "the sources") {
+            note!("{notice}");
+        }
+        if let Some(notice) = band_notice(&engine, &job, &info) {
+            note!("{notice}");
+        }
+        if info.float {
+            note!("notice: the sources hold {FLOAT_NOTICE}");
+        }
+        if info.premultiplied {
+            note!("notice: the sources' {PREMULTIPLIED_NOTICE}");
+        }
+    }
+    let cancel = Cancel::default();
+    // The first interrupt now asks this run to stop (see `on_signal`).
+    STREAMING.store(prepared.stream, std::sync::atomic::Ordering::SeqCst);
+    // What a second interrupt can say of finishing (not after --overwrite:
+    // the files not yet replaced are an older render's, which it keeps).
+    RESUMABLE
+        .store(!prepared.stream && !opts.demo && !opts.overwrite && !opts.quiet, std::sync::atomic::Ordering::SeqCst);
+    let _ = RUN.set(cancel.clone());
+    let total = prepared.outputs.len();
+    let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {per_sec}  ETA {eta}  {msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let started = Instant::now();
+    let quiet = opts.quiet;
+    // Reasons already said (the error past its file name, `No space left
+    // on device`), under `--on-error stop`.
+    let mut reasons = std::collections::HashSet::new();
+    let mut on_progress = |p: Progress<'_>| match p {
+        Progress::Done { finished, total, record } => match &bar {
+            Some(bar) => {
+                bar.set_position(finished as u64);
+                bar.set_message(format!("frame {}", record.number));
+            }
+            None if !quiet => note!(
+                "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
+                record.number,
+                if record.output == "-" { "to stdout" } else { &record.output },
+                started.elapsed().as_secs_f64()
+            ),
+            None => {}
+        },
+        // A frame the stop at once failed (no new output may be made) is
+        // not its own failure: the stop says what happened.
+        Progress::Failed { .. } if STOPPING_NOW.load(std::sync::atomic::Ordering::SeqCst) => {}
+        Progress::Failed { finished, failure, .. } => {
+            // Under `--on-error stop` the first failure is the error; the
+            // frames in flight that fail after it for the same reason (a
+            // full disk fails them all alike) are counted and listed in
+            // the summary, one that failed for another reason is said.
+            let line = format!("error: frame {}: {}", failure.number, failure.error);
+            let reason = frame_reason(&prepared, failure);
+            let repeat = !reasons.insert(reason.to_string()) && opts.on_error == ErrorPolicy::Stop;
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(finished as u64);
+                    if !repeat {
+                        bar.println(printable(&line));
+                    }
+                }
+                None if repeat => {}
+                None => note!("{line}"),
+            }
+        }
+    };
+    let report = match (opts.sequential, prepared.stream) {
+        (true, false) => engine.run_sequential(&job, &prepared, &cancel, &mut on_progress)?,
+        (false, false) => engine.run(&job, &prepared, &cancel, &mut on_progress)?,
+        (true, true) => {
+            engine.run_sequential_stream(&job, &prepared, &mut stdout_writer(), &cancel, &mut on_progress)?
+        }
+        (false, true) => engine.run_stream(&job, &prepared, &mut stdout_writer(), &cancel, &mut on_progress)?,
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if !opts.quiet {
+        note!("{}", report.summary());
+        if let Some(notice) = resume_notice(opts, job.frames.is_some(), &prepared, &report) {
+            note!("{notice}");
+        }
+        // Frames of another kind than the first, whose header the notices
+        // before the run spoke of.
+        let first = prepared.first;
+        if !report.float_list.is_empty() && !first.is_some_and(|i| i.float) {
+            note!("notice: frames {} hold {FLOAT_NOTICE}", report.float_list);
+        }
+        if !report.premultiplied_list.is_empty() && !first.is_some_and(|i| i.premultiplied) {
+            note!("notice: frames {}: their {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
+        }
+        // Auto takes two slots or more where two fit (and two frames
+        // exist); a budget that holds only one still runs, without
+        // overlap, and says so.
+        let frames = report.frames_written + report.failures.len() + report.frames_skipped;
+        let pooled = !opts.sequential && matches!(opts.pool, PoolSize::Auto);
+        if pooled && report.pool_size == 1 && report.backend == "gpu" && frames > 1 {
+            note!(
+                "notice: --vram-budget {} holds one {} frame slot ({} each): frames went through the GPU one at a time; raise the budget for overlap",
+                human_bytes(report.vram_budget),
+                report.frame,
+                human_bytes(report.slot_bytes)
+            );
+        }
+    }
+    // The frames are written: a report that cannot be (its name taken
+    // meanwhile, a full disk) is a failure of the run, exit 1, not a usage
+    // error, and does not keep the other report from being written.
+    let mut unwritten = false;
+    if let Some(path) = &opts.json {
+        let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
+        unwritten |= failed_after_run(write_report(path, &text, replace_json));
+    }
+    if let Some(path) = &opts.timeline {
+        let svg = framepipe::timeline::render_svg(&report);
+        unwritten |= failed_after_run(write_report(path, &svg, replace_timeline));
+    }
+    Ok(if report.cancelled {
+        // Cancelled only by a signal here (the first; Ctrl-C if none came):
+        // `main` ends the process by it, once this run's state is dropped.
+        let signal = FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+        ExitCode::from(signal_exit_code(if signal == 0 { CTRL_C } else { signal }))
+    } else if report.failures.is_empty() && report.frames_skipped == 0 && !unwritten {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A failure's reason past the file it names (its input's or output's
+/// path, which may hold `: ` itself): what frames failing alike share.
+fn frame_reason<'a>(
+    prepared: &framepipe::PreparedJob,
+    failure: &'a framepipe::report::FrameFailure,
+) -> &'a str {
+    let at = prepared.sequence.frames.iter().position(|f| f.number == failure.number);
+    let mut paths = at.into_iter().flat_map(|i| [&prepared.sequence.frames[i].path, &prepared.outputs[i]]);
+    paths.find_map(|p| failure.error.strip_prefix(&format!("{}: ", p.display()))).unwrap_or(&failure.error)
+}

@@ -1,0 +1,162 @@
+//! Signals: the first asks a run to stop, a second (or one outside a run)
+//! stops the process at once; either way it ends by the signal.
+
+use framepipe::Cancel;
+
+/// The run that the first interrupt asks to stop, once `process` (or
+/// `demo`) has one going.
+pub(crate) static RUN: std::sync::OnceLock<Cancel> = std::sync::OnceLock::new();
+
+/// Set by the demo, whose folder a second Ctrl-C removes whole.
+pub(crate) static DEMO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// SIGINT, SIGTERM (how render farms stop a job) and SIGHUP. During a
+/// `process` run the first asks it to stop (frames being written finish,
+/// the rest are dropped, the summary is printed, then the process ends by
+/// that signal: [`die_by`]). Otherwise, and on a second signal, the
+/// process stops at once after removing its unfinished outputs and scratch
+/// folders, ending by the signal that stopped it.
+fn on_signal(signal: i32) {
+    let first = FIRST_SIGNAL
+        .compare_exchange(0, signal, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
+        .is_ok();
+    match RUN.get() {
+        Some(run) if first && STREAMING.load(std::sync::atomic::Ordering::SeqCst) => {
+            note!(
+                "framepipe: stopping: finishing the frame being written to stdout (interrupt again to stop now; stops at once in {} s if the reader does not take it)",
+                STREAM_GRACE.as_secs()
+            );
+            run.cancel();
+            // A reader that stalls holds that write, and the run, forever:
+            // one signal from a supervisor must still end it.
+            let _ = std::thread::Builder::new().spawn(move || {
+                std::thread::sleep(STREAM_GRACE);
+                stop_now(signal);
+            });
+        }
+        Some(run) if first => {
+            note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
+            run.cancel();
+        }
+        _ => stop_now(signal),
+    }
+}
+
+/// Set once a signal stops the process at once: it exits from there.
+pub(crate) static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The first signal received (0 before any): a run it stopped ends as it
+/// would have ([`die_by`]), once the summary and reports are out.
+pub(crate) static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// SIGINT's number, what Ctrl-C is where there are no signals.
+pub(crate) const CTRL_C: i32 = 2;
+
+/// The exit code of a process `signal` stopped: 128 + its number, as a
+/// shell reports one the signal ended (130 for Ctrl-C).
+pub(crate) fn signal_exit_code(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(130)
+}
+
+/// Routes SIGINT, SIGTERM and SIGHUP (Ctrl-C where there are no signals)
+/// to [`on_signal`], on a thread of its own, not in the signal handler.
+/// Returns once they are routed; if they cannot be, they keep their
+/// default action (ending the process). One the parent set to be ignored
+/// stays ignored: `nohup` (SIGHUP), a script's background job (SIGINT).
+pub(crate) fn route_signals() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let routed_signals: Vec<i32> = [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| !ignored(s)).collect();
+        let (routed, ready) = crossbeam_channel::bounded(1);
+        // Registered on the thread that serves them: no thread, no
+        // registration, so a signal never goes unanswered.
+        let thread = std::thread::Builder::new().name("framepipe-signals".into()).spawn(move || {
+            let signals = signal_hook::iterator::Signals::new(routed_signals);
+            let _ = routed.send(());
+            if let Ok(mut signals) = signals {
+                signals.forever().for_each(on_signal);
+            }
+        });
+        if thread.is_ok() {
+            let _ = ready.recv();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrlc::set_handler(|| on_signal(CTRL_C));
+}
+
+/// Whether `signal` is set to be ignored (as a parent left it).
+#[cfg(unix)]
+fn ignored(signal: i32) -> bool {
+    // SAFETY: only reads the current action (no new one is given), into a
+    // zeroed struct of the platform's layout.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut action) == 0 && action.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Ends the process as `signal` would have had it not been caught, once
+/// its clean-up is done: a shell then sees a process the signal ended
+/// (`$?` is 128 + its number) and stops a loop or script running it, where
+/// one that exits with that code is taken to have handled the signal and
+/// the loop goes on. Like `_exit`, it runs no exit handlers. Where the
+/// signal cannot end it, it exits with 128 + the number.
+pub(crate) fn die_by(signal: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: the signal's default action is restored, unblocked on this
+    // thread and raised on it: the process ends.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    exit_now(signal_exit_code(signal).into())
+}
+
+/// Set while `process` writes its frames to stdout.
+pub(crate) static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set while `process` writes files that `--skip-existing` can resume.
+pub(crate) static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long the first signal waits for a stream's frame to be taken.
+const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stops the process at once, removing its unfinished outputs: ends as
+/// `signal` would ([`die_by`]).
+fn stop_now(signal: i32) -> ! {
+    STOPPING_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
+    let removed = framepipe::io::remove_partials();
+    // (A count of the frames kept could miss one renamed into
+    // place just now, before its report: none is given.)
+    // (Not the demo's: its folder goes whole.)
+    let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
+    let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
+    let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
+    note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
+    if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) {
+        note!("notice: the same command with --skip-existing processes only the frames not written");
+    }
+    die_by(signal);
+}
+
+/// Ends the process without running exit handlers: `exit` runs the C and
+/// C++ ones (static destructors), and a driver another thread is loading or
+/// using at that moment (Mesa's LLVM, on a signal during start-up) then
+/// frees what it is still building: "double free", an abort, exit 134
+/// instead of 130. Nothing of framepipe's waits on them: its unfinished
+/// files are removed before, and stderr is unbuffered.
+fn exit_now(code: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: `_exit` only ends the process.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
+}
