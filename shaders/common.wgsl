@@ -7,11 +7,12 @@ struct Params {
     // Rows of the band held in `packed` on input and in the f32 scratch
     // (halo included).
     rows: u32,
-    // First band row that the final kernel writes out.
+    // First band row that the final kernel writes out (downscale: the
+    // first row of `small` that this band's blocks fill).
     first_row: u32,
     // Rows that the final kernel writes out (to `packed`, from row 0).
     store_rows: u32,
-    // Blur radius in taps (blur kernels only).
+    // Blur radius in taps (downscale: the block size, the scale factor).
     radius: u32,
     // 0: RGBA8, one u32 per pixel. 1: RGBA16, two u32 per pixel.
     sixteen: u32,

@@ -303,10 +303,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
 
 /// A failure's reason past the file it names (its input's or output's
 /// path, which may hold `: ` itself): what frames failing alike share.
-fn frame_reason<'a>(
-    prepared: &framepipe::PreparedJob,
-    failure: &'a framepipe::report::FrameFailure,
-) -> &'a str {
+fn frame_reason<'a>(prepared: &framepipe::PreparedJob, failure: &'a framepipe::report::FrameFailure) -> &'a str {
     let at = prepared.sequence.frames.iter().position(|f| f.number == failure.number);
     let mut paths = at.into_iter().flat_map(|i| [&prepared.sequence.frames[i].path, &prepared.outputs[i]]);
     paths.find_map(|p| failure.error.strip_prefix(&format!("{}: ", p.display()))).unwrap_or(&failure.error)

@@ -64,6 +64,19 @@ impl Banding {
         let halo = plan.halo();
         // Bands start on multiples of 8 so preview downscale blocks (up to
         // 8x8) never straddle two bands.
+        // Not even 8 rows without a halo: the rows themselves are too wide
+        // for the binding (or the dispatch), whatever the blur.
+        if max_rows < 8 {
+            return Err(Error::invalid(
+                "frame width",
+                width,
+                format!(
+                    "at most {} px for {format} frames with these ops on this adapter: a band of 8 rows must fit one {} binding (--backend cpu has no such limit)",
+                    limit / (8 * band_bpp(plan, format)),
+                    crate::ledger::human_bytes(limit)
+                ),
+            ));
+        }
         if max_rows < 2 * halo + 8 {
             return Err(Error::invalid(
                 "blur radius total",
@@ -84,8 +97,8 @@ impl Banding {
     /// the work re-reading context): then under `ceiling`, the adapter's
     /// own limit: the least limit up to it whose bands are twice their
     /// halo, so the kernel buffers grow no more than they must. A 8192-wide
-    /// frame blurred at sigma 170 needs 1021 rows of context, more than the
-    /// 1024 rows 128 MiB holds.
+    /// frame blurred at sigma 170 needs bands of 2 x 510 rows of context
+    /// and 8 of its own, 1028 rows, more than the 1024 rows 128 MiB holds.
     ///
     /// # Errors
     /// As [`Banding::new`], under the larger limit.
@@ -140,5 +153,16 @@ mod tests {
         // Frames that fit one binding need no bands, whatever the blur.
         let b = Banding::new(8192, 1000, PixelFormat::Rgba8, &blur(400.0), limit).unwrap();
         assert_eq!((b.band_rows, b.halo), (1000, 0));
+    }
+
+    #[test]
+    fn rows_too_wide_for_eight_in_a_binding_name_the_width_not_the_blur() {
+        // 1920 px of RGBA16, no blur: 15 KiB a row, 4 rows in 64 KiB.
+        let colour = OpGraph::new(vec![Op::Exposure { stops: 1.0 }]).unwrap().plan();
+        let e = Banding::new(1920, 1080, PixelFormat::Rgba16, &colour, 64 << 10).unwrap_err();
+        let msg = e.to_string();
+        assert!(e.is_usage() && msg.contains("frame width") && msg.contains("at most 1024 px"), "{msg}");
+        assert!(!msg.contains("blur"), "{msg}");
+        assert!(Banding::new(1024, 1080, PixelFormat::Rgba16, &colour, 64 << 10).is_ok());
     }
 }

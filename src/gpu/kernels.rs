@@ -44,11 +44,12 @@ pub struct Params {
     pub width: u32,
     /// Rows of the band, halo included.
     pub rows: u32,
-    /// First band row that the final kernel writes out.
+    /// First band row that the final kernel writes out (for `downscale`:
+    /// the first row of `small` this band's blocks fill).
     pub first_row: u32,
     /// Rows the final kernel writes out.
     pub store_rows: u32,
-    /// Blur radius.
+    /// Blur radius (for `downscale`: the block size, the scale factor).
     pub radius: u32,
     /// 1 for RGBA16 frames, 0 for RGBA8.
     pub sixteen: u32,

@@ -12,8 +12,8 @@
 //! (never `queue.write_buffer`, measured 3x slower for frame-sized data).
 //! One submission then does, per band: copy the band's rows (with halo)
 //! into `packed`, one compute pass of kernels that write their results back
-//! into `packed` from row 0, and a copy of those rows into the slot's
-//! readback buffer (or, for a preview, a downscale pass into a small
+//! into `packed` from row 0, and a copy of those rows into a readback
+//! buffer of the ring (or, for a preview, a downscale pass into a small
 //! buffer, so only the small image is read back).
 //! A plan without blur is one kernel (`color`); a blur is two, horizontal
 //! reading the packed pixels and vertical writing them, with the color
@@ -223,8 +223,6 @@ struct LedgerBuffer {
     reservation: Arc<Reservation>,
 }
 
-/// One kernel launch while recording: band, pipeline, (binding, buffer,
-/// uniform offset) per binding, workgroups in x and y.
 /// How often kernel buffer sets were built and rewritten.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ComputeStats {
@@ -240,6 +238,8 @@ fn taps(plan: &Plan) -> Vec<usize> {
     plan.passes.iter().map(|p| p.kernel.weights.len()).collect()
 }
 
+/// One kernel launch while recording: band, pipeline, (binding, buffer,
+/// uniform offset) per binding, workgroups in x and y.
 type Dispatch<'a> = (usize, &'a wgpu::ComputePipeline, Vec<(u32, &'a wgpu::Buffer, u64)>, (u32, u32));
 
 impl GpuBackend {
@@ -249,6 +249,14 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::Gpu`] when no adapter qualifies or the device cannot be created.
     pub fn new(options: &GpuOptions, ledger: Arc<Ledger>) -> Result<Self> {
+        // Frames go to the GPU as their bytes, and the kernels read 16-bit
+        // samples in little-endian order: on a big-endian host every one
+        // would arrive byte-swapped (the CPU backend is right there).
+        if cfg!(target_endian = "big") {
+            return Err(Error::Gpu(
+                "the GPU kernels read frames in little-endian order; this host is big-endian".into(),
+            ));
+        }
         let instance = instance();
         let (adapter, summary, why) =
             choose(list_adapters(&instance), options.adapter.as_deref(), options.hardware_only)?;

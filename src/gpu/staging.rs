@@ -9,10 +9,12 @@ use crate::ledger::Reservation;
 
 use super::{FrameShape, GpuBackend};
 
-/// Bands whose kernels are timed one by one; bands past the last of these
-/// share one bracket (a frame of more bands is wider than 16K at 16 bytes
-/// per pixel of scratch).
-pub(super) const TIMED_BANDS: usize = 16;
+/// Bands whose kernels are timed one by one. Past the last of these, the
+/// rest share one bracket, which then takes in the copies between them
+/// too (kernel time reads high). The count of bands follows the frame's
+/// area and the blur's halo: an 8K frame at 16 bytes of scratch a pixel
+/// is 4 bands of 128 MiB, 16K square 32; 64 pairs cost 3 KiB a slot.
+pub(super) const TIMED_BANDS: usize = 64;
 
 /// Bytes of a slot's timestamp queries: a pair of 8-byte queries per timed
 /// band, their resolve buffer and its readback. Counted whether or not the
