@@ -189,6 +189,8 @@ fn decode_to(
     whole: Option<&mut Option<Vec<u8>>>,
 ) -> Result<FrameInfo> {
     use image::ColorType;
+    let check = |info: &FrameInfo| ours(|| check(info));
+    let mut sink = |at: usize, px: &[u8]| ours(|| sink(at, px));
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let (decoder, format, info) = open_decoder(path, limits)?;
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
@@ -430,7 +432,7 @@ fn open_decoder<'a>(
     // decoded, converted to RGBA and copied out, three frames of it. A
     // JPEG decoder holds its file as well, and a TIFF decoder its own copy
     // of the decoded samples (twice the size for grey floats, which ours
-    // hands on as 16 bits).
+    // hands on as 16 bits; four samples a pixel for CMYK).
     use image::ColorType as C;
     let total = decoder.total_bytes();
     let streamed = format == Some(image::ImageFormat::Png) && !png_interlaced(path)?;
@@ -443,7 +445,13 @@ fn open_decoder<'a>(
     let needs = match format {
         Some(image::ImageFormat::Jpeg) => needs.saturating_add(meta.len()),
         Some(image::ImageFormat::Tiff) => {
-            needs.saturating_add(total.saturating_mul(if info.grey && info.float { 2 } else { 1 }))
+            // Its copy holds the samples as stored: four a pixel for CMYK,
+            // which `image` hands on as RGB, three.
+            let stored = match decoder.original_color_type() {
+                image::ExtendedColorType::Cmyk8 | image::ExtendedColorType::Cmyk16 => total / 3 * 4,
+                _ => total,
+            };
+            needs.saturating_add(stored.saturating_mul(if info.grey && info.float { 2 } else { 1 }))
         }
         _ => needs,
     };
@@ -485,6 +493,27 @@ pub fn probe_info(path: &Path, limits: &DecodeLimits) -> Result<FrameInfo> {
 thread_local! {
     /// How deep this thread is in [`contained`] decoder calls.
     static DECODING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Set when a panic unwinds out of [`ours`]: framepipe's, not the codec's.
+    static OURS_PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs the caller's own code (a header check, a sink writing pixels into
+/// staging) from inside [`contained`] decoding work: a panic there is a
+/// bug of framepipe's, not the file's, so the panic hook sees it as one
+/// and it goes on unwinding past [`contained`], never a decode error that
+/// `--on-error skip` would pass over.
+fn ours<T>(work: impl FnOnce() -> T) -> T {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODING.with(|d| d.set(self.0));
+            if std::thread::panicking() {
+                OURS_PANICKED.with(|p| p.set(true));
+            }
+        }
+    }
+    let _restore = Restore(DECODING.with(|d| d.replace(0)));
+    work()
 }
 
 /// Whether this thread is running a decoder, whose panic becomes its
@@ -511,6 +540,9 @@ fn contained<T>(path: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
     drop(depth);
     result.unwrap_or_else(|payload| {
+        if OURS_PANICKED.with(|p| p.replace(false)) {
+            std::panic::resume_unwind(payload);
+        }
         let reason = format!("the decoder failed on it: {}", one_line(&crate::error::panic_message(&*payload)));
         Err(Error::Decode { path: path.to_owned(), reason })
     })
@@ -772,6 +804,19 @@ mod tests {
             "plates/odd_0001.tif: cannot decode: the decoder failed on it: assertion failed: buf.len() >= row_stride"
         );
         assert_eq!(contained(path, || Ok(7)).unwrap(), 7);
+        // framepipe's own code run from the decoding (a check, a sink)
+        // panics as itself: not the file's error, not quiet.
+        let ours_panic = std::panic::catch_unwind(|| {
+            contained(path, || -> Result<()> {
+                ours(|| {
+                    assert!(!in_decoder());
+                    panic!("a bug of ours")
+                })
+            })
+        });
+        assert_eq!(crate::error::panic_message(&*ours_panic.unwrap_err()), "a bug of ours");
+        assert!(!in_decoder());
+        assert_eq!(contained(path, || Ok(8)).unwrap(), 8);
     }
 
     /// Writes a `w x h` PNG of `color` and `depth` from fresh random bytes

@@ -4,7 +4,7 @@
 //! the missing rows with grey), and a resumed render must know whether an
 //! output already there is whole without decoding every one of them.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 /// without its end marker, a JPEG without an end-of-image marker after
 /// its last scan, a TIFF whose strips or tiles reach past its end. Reads
 /// the file's tail, a TIFF's first directory, or where a PNG's tail holds
-/// no IEND (a file cut short, or bytes appended) its chunk headers; only
-/// a JPEG whose tail has no end marker is read whole, its scans walked.
+/// no IEND (a file cut short, or bytes appended) its chunk headers; a
+/// JPEG whose tail has no end marker is read through, its scans walked.
 /// Other formats pass: their decoders find a short file themselves.
 ///
 /// # Errors
@@ -51,21 +51,35 @@ fn png_ends(path: &Path) -> Result<bool> {
         return Ok(true);
     }
     let io = |source| Error::Io { path: path.to_owned(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    // Past the signature: length (4), type (4), data, CRC (4) each.
-    let mut at = 8u64;
-    while at.saturating_add(12) <= len {
-        let mut head = [0u8; 8];
-        file.seek(SeekFrom::Start(at)).map_err(io)?;
-        file.read_exact(&mut head).map_err(io)?;
+    let mut file = buffered(path)?;
+    // Past the signature: length (4), type (4), data, CRC (4) each. Read
+    // through a buffer: a file of millions of empty chunks costs no
+    // system call per chunk.
+    file.seek_relative(8).map_err(io)?;
+    let mut head = [0u8; 8];
+    while read_all(&mut file, &mut head).map_err(io)? {
         if &head[4..] == b"IEND" {
             return Ok(true);
         }
-        let data = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
-        at = at.saturating_add(12).saturating_add(data);
+        let data = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        file.seek_relative(i64::from(data) + 4).map_err(io)?;
     }
     Ok(false)
+}
+
+/// `path` opened for reading forward through a buffer.
+fn buffered(path: &Path) -> Result<BufReader<std::fs::File>> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    Ok(BufReader::with_capacity(64 << 10, file))
+}
+
+/// Fills `buf`; false where the file ends first.
+fn read_all(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The last `n` bytes of `path` (all of it if shorter).
@@ -133,8 +147,10 @@ pub(super) fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) 
     if ends(&tail(path, 4096)?) {
         return Ok(());
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    if jpeg_reaches_end(&bytes) {
+    // Walked through a buffer, never held whole: a frame's decoder holds
+    // the file already (the decode limit counts it once).
+    let reached = jpeg_reaches_end(&mut buffered(path)?);
+    if reached.map_err(|source| Error::Io { path: path.to_owned(), source })? {
         return Ok(());
     }
     Err(Error::Decode { path: path.to_owned(), reason: "truncated: no end-of-image marker after the last scan".into() })
@@ -144,37 +160,79 @@ pub(super) fn check_jpeg_whole(path: &Path, format: Option<image::ImageFormat>) 
 /// segment by its length (an embedded thumbnail, whole JPEG and all, is
 /// inside one), each scan's entropy-coded data to the first marker that
 /// is neither a stuffed 0xFF (FF 00) nor a restart (FF D0-D7). True once
-/// the end-of-image marker is reached; false at the end of the bytes.
-fn jpeg_reaches_end(bytes: &[u8]) -> bool {
-    let mut at = 2;
+/// the end-of-image marker is reached; false at the end of the file.
+fn jpeg_reaches_end<R: Read + Seek>(r: &mut BufReader<R>) -> std::io::Result<bool> {
+    r.seek_relative(2)?;
+    // Set where a scan's data ended on a marker's 0xFF, already read.
+    let mut at_marker = false;
     loop {
         // The next marker: bytes between segments (some writers leave
         // padding) and fill bytes (FF FF ...) are skipped.
-        let Some(ff) = bytes[at.min(bytes.len())..].iter().position(|&b| b == 0xFF) else { return false };
-        at += ff;
-        while bytes.get(at) == Some(&0xFF) {
-            at += 1;
+        if !at_marker && !skip_past_ff(r)? {
+            return Ok(false);
         }
-        let Some(&marker) = bytes.get(at) else { return false };
-        at += 1;
+        at_marker = false;
+        let marker = loop {
+            match next_byte(r)? {
+                None => return Ok(false),
+                Some(0xFF) => {}
+                Some(m) => break m,
+            }
+        };
         match marker {
-            0xD9 => return true,
+            0xD9 => return Ok(true),
             0x00 | 0x01 | 0xD0..=0xD7 => {}
             _ => {
-                let Some(len) = bytes.get(at..at + 2) else { return false };
-                at += u16::from_be_bytes([len[0], len[1]]) as usize;
+                let mut len = [0u8; 2];
+                if !read_all(r, &mut len)? {
+                    return Ok(false);
+                }
+                r.seek_relative(i64::from(u16::from_be_bytes(len)) - 2)?;
                 if marker == 0xDA {
                     // Entropy-coded data up to the next real marker.
-                    while let Some(&b) = bytes.get(at) {
-                        if b == 0xFF && !matches!(bytes.get(at + 1), Some(0x00 | 0xD0..=0xD7)) {
-                            break;
+                    loop {
+                        if !skip_past_ff(r)? {
+                            return Ok(false);
                         }
-                        at += 1;
+                        match r.fill_buf()?.first() {
+                            Some(0x00 | 0xD0..=0xD7) => r.consume(1),
+                            _ => break,
+                        }
                     }
+                    at_marker = true;
                 }
             }
         }
     }
+}
+
+/// Reads up to and including the next 0xFF; false at the end of the file.
+fn skip_past_ff(r: &mut impl BufRead) -> std::io::Result<bool> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        match buf.iter().position(|&b| b == 0xFF) {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(true);
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
+    }
+}
+
+/// The next byte, `None` at the end of the file.
+fn next_byte(r: &mut impl BufRead) -> std::io::Result<Option<u8>> {
+    let b = r.fill_buf()?.first().copied();
+    if b.is_some() {
+        r.consume(1);
+    }
+    Ok(b)
 }
 
 #[cfg(test)]
@@ -236,5 +294,24 @@ mod tests {
         tiff.extend([10, 200]);
         std::fs::write(&path, &tiff).unwrap();
         assert!(check_whole(&path).unwrap_err().to_string().contains("f.tif"));
+    }
+
+    #[test]
+    fn a_jpeg_walk_passes_stuffed_bytes_and_restarts_to_the_end_marker() {
+        let walk = |bytes: &[u8]| jpeg_reaches_end(&mut BufReader::with_capacity(3, std::io::Cursor::new(bytes)));
+        // SOI, an APP0 segment holding FF D9 (skipped by its length), a
+        // scan whose data holds a stuffed FF 00 and a restart FF D0, EOI,
+        // then a trailer.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 6, 0xFF, 0xD9, 1, 2];
+        jpeg.extend([0xFF, 0xDA, 0, 3, 9, 5, 0xFF, 0x00, 7, 0xFF, 0xD0, 8, 0xFF, 0xFF, 0xD9]);
+        assert!(walk(&jpeg).unwrap());
+        jpeg.extend([0, 1, 2, 0xFF]);
+        assert!(walk(&jpeg).unwrap());
+        // Cut inside the scan, or inside a segment: no end.
+        assert!(!walk(&jpeg[..14]).unwrap());
+        assert!(!walk(&jpeg[..7]).unwrap());
+        // A segment length under 2 (no room for itself) does not stall.
+        assert!(!walk(&[0xFF, 0xD8, 0xFF, 0xE1, 0, 0, 5, 5]).unwrap());
+        assert!(walk(&[0xFF, 0xD8, 0xFF, 0xE1, 0, 1, 0xFF, 0xD9]).unwrap());
     }
 }
