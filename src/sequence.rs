@@ -268,9 +268,9 @@ impl FrameSpec {
                 ));
             }
             // (Repeats count: parts that overlap past the limit are a spec
-            // gone wrong, refused rather than sorted again and again.)
-            frames.extend((a..=b).step_by(step as usize));
-            if frames.len() as u64 > MAX_SPEC_FRAMES {
+            // gone wrong, refused rather than sorted again and again; and
+            // before the part is taken, which would first allocate it.)
+            if frames.len() as u64 + (b - a) / step + 1 > MAX_SPEC_FRAMES {
                 let mut shown: String = spec.chars().take(40).collect();
                 if shown.len() < spec.len() {
                     shown.push('…');
@@ -281,6 +281,9 @@ impl FrameSpec {
                     format!("at most {MAX_SPEC_FRAMES} frames in all, repeats counted"),
                 ));
             }
+            // A step past the range takes its first frame alone (and a
+            // step over usize::MAX, on a 32-bit host, is no panic).
+            frames.extend((a..=b).step_by(usize::try_from(step).unwrap_or(usize::MAX)));
         }
         frames.sort_unstable();
         frames.dedup();
@@ -663,7 +666,7 @@ pub fn runs_of(ascending: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u
     let mut runs: Vec<RangeInclusive<u64>> = Vec::new();
     for n in ascending {
         match runs.last_mut() {
-            Some(run) if *run.end() + 1 == n => *run = *run.start()..=n,
+            Some(run) if run.end().checked_add(1) == Some(n) => *run = *run.start()..=n,
             _ => runs.push(n..=n),
         }
     }
@@ -672,7 +675,7 @@ pub fn runs_of(ascending: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u
 
 /// How many numbers inclusive `runs` hold.
 pub fn count_runs(runs: &[RangeInclusive<u64>]) -> u64 {
-    runs.iter().map(|r| r.end() - r.start() + 1).sum()
+    runs.iter().map(|r| (r.end() - r.start()).saturating_add(1)).fold(0, u64::saturating_add)
 }
 
 /// Ascending inclusive runs as `1-3, 5, 7-9`: the first 20 runs, then the
