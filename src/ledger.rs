@@ -76,7 +76,7 @@ impl Ledger {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.counts)
     }
 
     /// Reserves `bytes` for `what`, or fails at once if that would cross

@@ -77,3 +77,11 @@ pub use io::{HostFrame, PixelFormat};
 pub use ops::{Op, OpGraph, Plan, load_preset, process_cpu};
 pub use report::Report;
 pub use sequence::{FrameSpec, MissingPolicy, Sequence};
+
+/// Locks `m`, taking it over from a thread that panicked holding it: every
+/// state the engine guards is left whole between statements (a panic is
+/// reported as the run's error on its own), and one stage's panic must not
+/// turn every later lock into a second one.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -95,7 +95,7 @@ impl Pressure {
     /// [`Pool::shed`]); returns whether any went. Called by whoever raised
     /// the pressure, after raising it.
     pub fn shed_free(&self) -> bool {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pools = crate::lock(&self.pools);
         pools.retain(|p| p.strong_count() > 0);
         pools.iter().filter_map(Weak::upgrade).fold(false, |shed, p| p.shed() | shed)
     }
@@ -172,15 +172,15 @@ pub struct Occupancy {
 
 impl Occupancy {
     fn change(&self, delta: i32) {
-        let mut n = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = crate::lock(&self.in_use);
         *n = (*n as i32 + delta) as u32;
         let t = self.start.elapsed().as_secs_f64();
-        self.samples.lock().unwrap_or_else(|p| p.into_inner()).push((t, *n));
+        crate::lock(&self.samples).push((t, *n));
     }
 
     /// `(seconds since start, slots in use)` after every change.
     pub fn samples(&self) -> Vec<(f64, u32)> {
-        self.samples.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::lock(&self.samples).clone()
     }
 }
 
@@ -203,7 +203,7 @@ impl<T: Send + 'static> Pool<T> {
         });
         let free = Arc::new(Free { rx, tx: free_tx.clone(), yielding });
         let weak: Weak<dyn Shed> = Arc::downgrade(&free) as Weak<Free<T>>;
-        let mut pools = pressure.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pools = crate::lock(&pressure.pools);
         // Pools of runs that ended go here too, or an engine's list would
         // grow by one per run.
         pools.retain(|p| p.strong_count() > 0);

@@ -34,6 +34,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::{FrameShape, GpuBackend, GpuSlot, SetHold};
 use crate::io::{HostFrame, decode_file, probe_file};
+use crate::lock;
 use crate::ops::{OpGraph, process_cpu};
 use crate::priority::{Class, GateGuard, Intent, Priority};
 use crate::sequence::Sequence;
@@ -676,10 +677,6 @@ impl Drop for PreviewState {
     fn drop(&mut self) {
         self.stop_threads();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Area average over `factor` x `factor` blocks to RGBA8, on the CPU: the

@@ -64,7 +64,7 @@ impl<T> PriorityLock<T> {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Waits until the value is free and no higher class is waiting.
@@ -186,7 +186,7 @@ impl<'a, T> Intent<'a, T> {
         }
         s.held = true;
         drop(s);
-        Some(PriorityGuard { lock, value: Some(lock.value.lock().unwrap_or_else(|e| e.into_inner())) })
+        Some(PriorityGuard { lock, value: Some(crate::lock(&lock.value)) })
     }
 }
 
@@ -234,7 +234,7 @@ pub struct Gate {
 
 impl Gate {
     fn count(&self) -> MutexGuard<'_, usize> {
-        self.raised.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.raised)
     }
 
     /// Raises the gate until the guard drops; `then` runs once it is up.

@@ -67,7 +67,7 @@ impl Window {
 
     /// Records that the first `released` positions are written (or dropped).
     pub(crate) fn advance(&self, released: usize) {
-        *self.released.lock().unwrap_or_else(|p| p.into_inner()) = released;
+        *crate::lock(&self.released) = released;
         self.moved.notify_all();
     }
 
@@ -75,7 +75,7 @@ impl Window {
     /// returns whether it is, so the caller can check for a stop between
     /// waits.
     pub(crate) fn admit(&self, position: usize, timeout: Duration) -> bool {
-        let guard = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = crate::lock(&self.released);
         let (guard, _) = self
             .moved
             .wait_timeout_while(guard, timeout, |released| position >= *released + self.size)

@@ -277,7 +277,7 @@ impl GpuBackend {
         let error = Arc::new(Mutex::new(None));
         let sink = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slot = crate::lock(&sink);
             slot.get_or_insert_with(|| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "));
         }));
         let limits = device.limits();
@@ -976,7 +976,7 @@ fn pass_timestamps(
 /// The device error wgpu reported since the last look, if any, as this
 /// operation's failure.
 fn take_error(error: &Mutex<Option<String>>) -> Result<()> {
-    match error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    match crate::lock(error).take() {
         Some(e) => Err(Error::Gpu(e)),
         None => Ok(()),
     }

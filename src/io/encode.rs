@@ -149,7 +149,7 @@ pub fn encode_frame(frame: HostFrame, format: OutputFormat, options: &EncodeOpti
 static LIVE: Mutex<Option<BTreeSet<PathBuf>>> = Mutex::new(Some(BTreeSet::new()));
 
 fn live() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
-    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+    crate::lock(&LIVE)
 }
 
 /// Scratch folders of this process (bench-pool's outputs), removed with the
@@ -158,7 +158,7 @@ fn live() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
 static SCRATCH: Mutex<Option<BTreeSet<PathBuf>>> = Mutex::new(Some(BTreeSet::new()));
 
 fn scratch() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
-    SCRATCH.lock().unwrap_or_else(|p| p.into_inner())
+    crate::lock(&SCRATCH)
 }
 
 /// Folders [`MadeDirs`] alive now hold, outermost first: an abrupt stop
@@ -167,7 +167,7 @@ fn scratch() -> std::sync::MutexGuard<'static, Option<BTreeSet<PathBuf>>> {
 static MADE: Mutex<Option<Vec<PathBuf>>> = Mutex::new(Some(Vec::new()));
 
 fn made() -> std::sync::MutexGuard<'static, Option<Vec<PathBuf>>> {
-    MADE.lock().unwrap_or_else(|p| p.into_inner())
+    crate::lock(&MADE)
 }
 
 /// Why nothing more is made once [`remove_partials`] has run.

@@ -216,7 +216,7 @@ fn spawn<'scope, T: Send + 'scope>(
         Err(source) => {
             shared.stop.store(true, Ordering::SeqCst);
             shared.abort.store(true, Ordering::SeqCst);
-            let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+            let mut fatal = crate::lock(&shared.fatal);
             fatal.get_or_insert(Error::Thread { what: format!("the pipeline's {what}"), source });
             drop(fatal);
             shared.next_turn.notify_all();
@@ -228,7 +228,7 @@ fn spawn<'scope, T: Send + 'scope>(
 /// What a thread that died outside its per-frame guard leaves: the run's
 /// fatal error, and an empty clock.
 fn join_failed(shared: &Shared<'_>) -> Clock {
-    let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fatal = crate::lock(&shared.fatal);
     fatal.get_or_insert_with(|| Error::Panic("a pipeline thread panicked".into()));
     Clock::default()
 }
@@ -305,7 +305,7 @@ struct Spares {
 impl crate::io::Buffers for Spares {
     /// A buffer of `len` bytes: a spare, else a new one.
     fn take(&self, len: usize) -> Vec<u8> {
-        let spare = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let spare = crate::lock(&self.free).pop();
         match spare {
             // A smaller one (an RGB decode's) would be reallocated and
             // copied: a new one costs no more.
@@ -319,7 +319,7 @@ impl crate::io::Buffers for Spares {
 
     /// Keeps `data` for the next frame, unless enough are kept already.
     fn give(&self, data: Vec<u8>) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = crate::lock(&self.free);
         if data.capacity() > 0 && free.len() < self.keep {
             free.push(data);
         }
@@ -347,7 +347,7 @@ impl Shared<'_> {
             self.abort.store(true, Ordering::SeqCst);
         }
         if let Error::Panic(msg) = &error {
-            self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| Error::Panic(msg.clone()));
+            crate::lock(&self.fatal).get_or_insert_with(|| Error::Panic(msg.clone()));
         }
         let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
     }

@@ -42,7 +42,7 @@ pub(super) fn start_frame(
             return None;
         }
         {
-            let turn = shared.turn.lock().unwrap_or_else(|p| p.into_inner());
+            let turn = crate::lock(&shared.turn);
             if *turn != position {
                 let wait = shared.next_turn.wait_timeout(turn, Duration::from_millis(20));
                 drop(wait.unwrap_or_else(|p| p.into_inner()));
@@ -79,7 +79,7 @@ pub(super) fn start_frame(
             !held
         };
         if engine.core.gate.pass(Duration::ZERO, start) {
-            *shared.turn.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            *crate::lock(&shared.turn) += 1;
             shared.next_turn.notify_all();
             return Some(slot);
         }

@@ -159,7 +159,7 @@ impl Ctx<'_> {
         };
         let frame = self.decode_checked(slot, input, check)?;
         if let Some(info) = header.get() {
-            self.shared.sources.lock().unwrap_or_else(|p| p.into_inner()).note(number, &info);
+            crate::lock(&self.shared.sources).note(number, &info);
         }
         Ok(frame)
     }
