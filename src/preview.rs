@@ -716,18 +716,20 @@ pub fn downscale_cpu(frame: &HostFrame, factor: u32) -> (u32, u32, Vec<u8>) {
     (w, h, out)
 }
 
-/// One count on a counter (renders under way, the engine's pressure)
-/// from creation until dropped, unwinding included.
-struct Held<'a>(&'a AtomicUsize);
+/// One count on a counter (renders under way, the engine's pressure, the
+/// requests waiting for a render) from creation until dropped, unwinding
+/// included. `C` is a borrow of the counter, or an `Arc` of one that is to
+/// outlive the lock it was found under.
+struct Held<C: std::ops::Deref<Target = AtomicUsize>>(C);
 
-impl<'a> Held<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
+impl<C: std::ops::Deref<Target = AtomicUsize>> Held<C> {
+    fn new(counter: C) -> Self {
         counter.fetch_add(1, Ordering::SeqCst);
         Held(counter)
     }
 }
 
-impl Drop for Held<'_> {
+impl<C: std::ops::Deref<Target = AtomicUsize>> Drop for Held<C> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -767,22 +769,6 @@ struct InFlight {
     /// Previews waiting for it (that joined it): while one does, the
     /// render goes on though its own request no longer wants it.
     waiting: Arc<AtomicUsize>,
-}
-
-/// One request counted among those waiting for a render, until dropped.
-struct Waiting(Arc<AtomicUsize>);
-
-impl Waiting {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Waiting(count.clone())
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Takes a key out of the in-flight set when its render ends, by return or
@@ -902,7 +888,7 @@ impl Engine {
         let state = &self.core.previews;
         let mut joined: Option<Arc<OnceLock<Arc<PreviewImage>>>> = None;
         let mut urgent = None;
-        let mut counted: Option<Waiting> = None;
+        let mut counted: Option<Held<Arc<AtomicUsize>>> = None;
         loop {
             if let Some(image) = joined.as_ref().and_then(|j| j.get()) {
                 return Ok((image.clone(), Served::Joined));
@@ -939,7 +925,7 @@ impl Engine {
                 // strength for speculative work (the prefetch renders the
                 // frame itself, at its own priority, if it is dropped).
                 if priority == Priority::Preview && !counted.as_ref().is_some_and(|c| Arc::ptr_eq(&c.0, waiting)) {
-                    counted = Some(Waiting::new(waiting));
+                    counted = Some(Held::new(waiting.clone()));
                 }
                 // A prefetch rendering it that waits for memory claims it
                 // at prefetch strength (the export keeps its last slot): a
