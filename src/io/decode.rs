@@ -270,8 +270,11 @@ fn stream_png(
         return Ok(false);
     }
     std::io::Seek::rewind(&mut file).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let png_limits = png::Limits { bytes: usize::try_from(limits.max_alloc).unwrap_or(usize::MAX) };
+    let png_limits = png::Limits { bytes: png_side_bytes(limits) };
     let mut decoder = png::Decoder::new_with_limits(file, png_limits);
+    // Nothing reads them here: a 4 MB file's profile may inflate to GBs.
+    decoder.set_ignore_iccp_chunk(true);
+    decoder.set_ignore_text_chunk(true);
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(|e| fail(one_line(&e.to_string())))?;
     if reader.info().interlaced {
@@ -396,10 +399,14 @@ fn open_decoder<'a>(
         .map_err(|source| Error::Io { path: path.to_owned(), source })?
         .with_guessed_format()
         .map_err(|e| fail(e.to_string()))?;
-    let mut image_limits = image::Limits::default();
-    image_limits.max_alloc = Some(limits.max_alloc);
-    reader.limits(image_limits);
     let format = reader.format();
+    let mut image_limits = image::Limits::default();
+    // A PNG decoder's own allocations are its chunks' (an ICC profile, text,
+    // inflated whole) and a row, never the frame (counted below): bounded
+    // apart, or a small file whose profile inflates to gigabytes takes them.
+    image_limits.max_alloc =
+        Some(if format == Some(image::ImageFormat::Png) { png_side_bytes(limits) as u64 } else { limits.max_alloc });
+    reader.limits(image_limits);
     let mut float = false;
     let decoder: Box<dyn ImageDecoder + 'a> = match reader.into_decoder() {
         Ok(decoder) => Box::new(decoder),
@@ -459,6 +466,13 @@ fn open_decoder<'a>(
         return Err(fail(format!("{w}x{h} needs {needs} bytes, over the {}-byte decode limit", limits.max_alloc)));
     }
     Ok((decoder, format, info))
+}
+
+/// What a PNG decoder may allocate besides the frame (ancillary chunks, an
+/// ICC profile inflated, a row): the `png` crate's own default, 64 MiB, or
+/// the decode limit if that is less.
+fn png_side_bytes(limits: &DecodeLimits) -> usize {
+    usize::try_from(limits.max_alloc.min(64 << 20)).unwrap_or(usize::MAX)
 }
 
 /// Whether the PNG at `path` is interlaced (Adam7): decoded whole, not
@@ -1020,6 +1034,29 @@ mod tests {
             png.extend(crc(&body).to_be_bytes());
         }
         png
+    }
+
+    /// A PNG whose ICC profile inflates far past its file (a 100 KB file,
+    /// 96 MiB of profile) reads as its pixels: the profile, which nothing
+    /// uses, is dropped at the PNG decoder's own bound (64 MiB), never
+    /// inflated whole. (A 512 MiB profile took the decode to 1.06 GB of
+    /// RSS before the bound, 72 MB after.)
+    #[test]
+    fn a_png_whose_profile_inflates_to_a_bomb_reads_as_its_pixels() {
+        use image::ImageEncoder;
+        let t = tempfile::tempdir().unwrap();
+        let rgb = image::RgbImage::from_fn(13, 7, |x, y| image::Rgb([(x * 19) as u8, (y * 37) as u8, (x ^ y) as u8]));
+        let path = t.path().join("profiled.png");
+        let mut bytes = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+        encoder.set_icc_profile(vec![0; 96 << 20]).unwrap();
+        encoder.write_image(rgb.as_raw(), 13, 7, image::ExtendedColorType::Rgb8).unwrap();
+        assert!(bytes.len() < 1 << 20, "{}", bytes.len());
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(png_side_bytes(&DecodeLimits::default()), 64 << 20);
+        let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
+        let widened: Vec<u8> = rgb.pixels().flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        assert_eq!(frame.data, widened);
     }
 
     /// A float TIFF with associated alpha is made straight in f32, before
