@@ -437,7 +437,9 @@ fn open_decoder<'a>(
     // too) is decoded into the frame's buffer; an RGB one is decoded whole
     // and widened into the frame; other layouts (grey, float, palette) are
     // decoded, converted to RGBA and copied out, three frames of it. A
-    // JPEG decoder holds its file as well, and a TIFF decoder its own copy
+    // JPEG decoder holds its file as well (a progressive one every
+    // coefficient too, two bytes per component per pixel at most, as at
+    // 4:4:4), and a TIFF decoder its own copy
     // of the decoded samples (twice the size for grey floats, which ours
     // hands on as 16 bits; four samples a pixel for CMYK).
     use image::ColorType as C;
@@ -450,7 +452,13 @@ fn open_decoder<'a>(
         _ => total.saturating_add(widened.saturating_mul(3)),
     };
     let needs = match format {
-        Some(image::ImageFormat::Jpeg) => needs.saturating_add(meta.len()),
+        Some(image::ImageFormat::Jpeg) => {
+            let coefficients = match super::whole::jpeg_progressive_components(path)? {
+                Some(components) => (w as u64 * h as u64).saturating_mul(2 * u64::from(components)),
+                None => 0,
+            };
+            needs.saturating_add(meta.len()).saturating_add(coefficients)
+        }
         Some(image::ImageFormat::Tiff) => {
             // Its copy holds the samples as stored: four a pixel for CMYK,
             // which `image` hands on as RGB, three.
@@ -979,6 +987,17 @@ mod tests {
         assert!(decode_file(&jpeg, &limits(jpeg_needs)).is_ok());
         let refused = decode_file(&jpeg, &limits(jpeg_needs - 1)).unwrap_err().to_string();
         assert!(refused.contains(&format!("needs {jpeg_needs} bytes")), "{refused}");
+        // The same marked progressive (SOF2): every coefficient as well,
+        // two bytes for each of its three components a pixel.
+        let bytes = std::fs::read(&jpeg).unwrap();
+        let sof = bytes.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        let progressive = dir.path().join("p.jpg");
+        std::fs::write(&progressive, [&bytes[..sof + 1], &[0xC2], &bytes[sof + 2..]].concat()).unwrap();
+        assert_eq!(super::super::whole::jpeg_progressive_components(&progressive).unwrap(), Some(3));
+        assert_eq!(super::super::whole::jpeg_progressive_components(&jpeg).unwrap(), None);
+        let progressive_needs = jpeg_needs + frame / 4 * 6;
+        let refused = decode_file(&progressive, &limits(progressive_needs - 1)).unwrap_err().to_string();
+        assert!(refused.contains(&format!("needs {progressive_needs} bytes")), "{refused}");
         // The streamed PNG: the frame alone.
         assert!(decode_file(&png, &limits(frame)).is_ok());
         // Interlaced: decoded whole, then converted and copied out.

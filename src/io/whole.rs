@@ -206,6 +206,50 @@ fn jpeg_reaches_end<R: Read + Seek>(r: &mut BufReader<R>) -> std::io::Result<boo
     }
 }
 
+/// The count of components of a progressive JPEG (from its frame header,
+/// the first SOF marker), `None` for a baseline one or where none is
+/// found: a progressive decoder holds every coefficient of the frame,
+/// two bytes per component per pixel at most, on top of its output.
+pub(super) fn jpeg_progressive_components(path: &Path) -> Result<Option<u8>> {
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut r = buffered(path)?;
+    r.seek_relative(2).map_err(io)?;
+    loop {
+        if !skip_past_ff(&mut r).map_err(io)? {
+            return Ok(None);
+        }
+        let marker = loop {
+            match next_byte(&mut r).map_err(io)? {
+                None => return Ok(None),
+                Some(0xFF) => {}
+                Some(m) => break m,
+            }
+        };
+        match marker {
+            0x00 | 0x01 | 0xD0..=0xD7 => continue,
+            // A scan or the end before any frame header: none to read.
+            0xD9 | 0xDA => return Ok(None),
+            _ => {}
+        }
+        let mut len = [0u8; 2];
+        if !read_all(&mut r, &mut len).map_err(io)? {
+            return Ok(None);
+        }
+        let len = i64::from(u16::from_be_bytes(len));
+        // SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC): precision (1),
+        // height (2), width (2), then the count of components.
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let mut head = [0u8; 6];
+            if !read_all(&mut r, &mut head).map_err(io)? {
+                return Ok(None);
+            }
+            let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
+            return Ok(progressive.then_some(head[5]));
+        }
+        r.seek_relative(len - 2).map_err(io)?;
+    }
+}
+
 /// Reads up to and including the next 0xFF; false at the end of the file.
 fn skip_past_ff(r: &mut impl BufRead) -> std::io::Result<bool> {
     loop {
