@@ -154,6 +154,8 @@ pub fn generate_sequence(
     let pattern = if single { None } else { Some(FramePattern::parse(name)?) };
     let path_of = |n: u64| pattern.as_ref().map_or_else(|| PathBuf::from(name), |p| p.path(n));
     let format = OutputFormat::from_path(&path_of(opts.start))?;
+    // A size the format cannot hold is refused before a frame is made.
+    format.check_size(opts.width, opts.height)?;
     // What framepipe would refuse to read back is not worth writing (nor
     // the host memory it takes, one frame per core).
     let limit = crate::io::DecodeLimits::default().max_alloc;

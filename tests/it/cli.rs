@@ -1208,6 +1208,14 @@ fn generate_and_info() {
         .assert()
         .code(2)
         .stderr(contains("invalid frame size 32768x32768 at 16 bits (8.00 GiB)"));
+    // A size the output format cannot hold, at once, before any frame.
+    let qoi = t.path().join("q/q_%d.qoi").display().to_string();
+    framepipe()
+        .args(["generate", "--size", "20001x20000", "-o", &qoi])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid frame size for QOI output 20001x20000"));
+    assert!(!t.path().join("q").exists());
     // An existing frame stops generate before it writes anything.
     fs::write(t.path().join("g_012.png"), b"mine").unwrap();
     framepipe()
