@@ -549,9 +549,10 @@ fn is_image_name(path: &Path) -> bool {
 /// take (too large, negative) are left out rather than refused: the spec
 /// cannot name them.
 ///
-/// Where it holds several, the one `output` names (a run writing into the
-/// folder it reads, again) is not a candidate; it still is when it is the
-/// only one, for the run to refuse writing over its own sources.
+/// Where it holds two, the one `output` names (a run writing into the
+/// folder it reads, again) is left out, if its frame numbers are among the
+/// other's as a run's outputs are; it still is read when it is the only
+/// one, for the run to refuse writing over its own sources.
 fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Result<Found> {
     type Key = (String, String);
     let mut groups: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
@@ -595,10 +596,20 @@ fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Re
     if groups.len() > 1
         && let Some(output) = output.filter(|o| same_folder(o.dir(), dir))
     {
-        groups.retain(|_, found| {
+        let named = |found: &BTreeMap<u64, PathBuf>| {
             let name = found.values().next().and_then(|p| p.file_name()).and_then(|n| n.to_str());
-            name.is_none_or(|n| output.number_of(n).is_none())
-        });
+            name.is_some_and(|n| output.number_of(n).is_some())
+        };
+        let (outputs, sources): (Vec<_>, Vec<_>) = groups.iter().partition(|(_, found)| named(found));
+        // A run's outputs carry their sources' numbers: a sequence the
+        // output pattern names that does not (a typo naming another shot's
+        // frames) is no output of this run, and the folder stays ambiguous.
+        if let ([(key, made)], [(_, read)]) = (&outputs[..], &sources[..])
+            && made.keys().all(|n| read.contains_key(n))
+        {
+            let key = (*key).clone();
+            groups.remove(&key);
+        }
     }
     match groups.len() {
         0 => Ok((BTreeMap::new(), BTreeMap::new())),

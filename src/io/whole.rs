@@ -59,7 +59,8 @@ fn png_ends(path: &Path) -> Result<bool> {
     let mut head = [0u8; 8];
     while read_all(&mut file, &mut head).map_err(io)? {
         if &head[4..] == b"IEND" {
-            return Ok(true);
+            // Whole once its CRC is there too.
+            return read_all(&mut file, &mut [0u8; 4]).map_err(io);
         }
         let data = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         file.seek_relative(i64::from(data) + 4).map_err(io)?;
@@ -305,9 +306,11 @@ mod tests {
                 std::fs::write(&path, [&bytes[..], &junk].concat()).unwrap();
                 check_whole(&path).unwrap();
             }
-            std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-            let err = check_whole(&path).unwrap_err().to_string();
-            assert!(err.contains(name) && err.contains("truncated"), "{err}");
+            for cut in [5, 2] {
+                std::fs::write(&path, &bytes[..bytes.len() - cut]).unwrap();
+                let err = check_whole(&path).unwrap_err().to_string();
+                assert!(err.contains(name) && err.contains("truncated"), "{cut}: {err}");
+            }
         }
         // A TIFF whose directory comes first (as many writers put it): a
         // 2x1 grey image, its one strip of two bytes after the directory.

@@ -143,7 +143,7 @@ pub fn split_budget(
             (n, ((free.saturating_sub((n as u64).saturating_mul(slot)) / readback) as usize).clamp(1, ideal))
         }
         PoolSize::Auto => {
-            let fit = |ring: usize| (free.saturating_sub(ring as u64 * readback) / slot) as usize;
+            let fit = |ring: usize| (free.saturating_sub((ring as u64).saturating_mul(readback)) / slot) as usize;
             let base = if fit(GPU_DEPTH) >= fit(1).clamp(1, 2) { GPU_DEPTH } else { 1 }.min(ideal);
             let cap = auto_cap(threads, true).min(frames);
             let n = fit(base).clamp(1, cap);
@@ -396,5 +396,6 @@ mod tests {
         // Edges a caller of the public function may pass: no panic.
         assert_eq!(split_budget(free, 0, 0, usize::MAX, 4, PoolSize::Auto).0, 4);
         assert_eq!(split_budget(free, 1000, 1000, 4, 4, PoolSize::Fixed(usize::MAX)), (usize::MAX, 1));
+        assert_eq!(split_budget(free, 1000, u64::MAX, 4, 4, PoolSize::Auto).1, 1);
     }
 }

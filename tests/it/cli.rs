@@ -239,6 +239,14 @@ fn a_folder_input_that_holds_the_runs_own_outputs() {
     let after: Vec<Vec<u8>> = files(t.path()).iter().map(|f| fs::read(t.path().join(f)).unwrap()).collect();
     assert_eq!(made, after, "nothing was replaced");
     framepipe().args(["process", &sources, "-o", &out, "--overwrite", "-q"]).assert().success();
+    // Frames under the output's name that no source has: not this run's.
+    fs::copy(t.path().join("g_1001.png"), t.path().join("g_2000.png")).unwrap();
+    framepipe()
+        .args(["process", &dir, "-o", &out, "--skip-existing"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("holds several sequences"));
+    fs::remove_file(t.path().join("g_2000.png")).unwrap();
     // A third sequence is not the run's: which to read is the user's call.
     sequence(t.path(), "x_%04d.png", 1, 2, PixelFormat::Rgba8);
     framepipe()
@@ -609,6 +617,36 @@ fn crc32(bytes: &[u8]) -> u32 {
 #[test]
 fn decompression_bomb_is_refused() {
     one_bad_frame(decompression_bomb, "limit");
+}
+
+/// A small PNG whose ICC profile inflates to 384 MiB: read as its pixels,
+/// the profile never inflated whole (the run's peak RSS was over 1 GB
+/// before the PNG decoder's own allocations were bounded apart).
+#[test]
+fn a_png_whose_profile_is_a_bomb_is_read_in_bounded_memory() {
+    use image::ImageEncoder;
+    let t = tempfile::tempdir().unwrap();
+    let rgb = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 31) as u8, (y * 29) as u8, 7]));
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+    encoder.set_icc_profile(vec![0; 384 << 20]).unwrap();
+    encoder.write_image(rgb.as_raw(), 8, 8, image::ExtendedColorType::Rgb8).unwrap();
+    let input = t.path().join("bomb.png");
+    fs::write(&input, &bytes).unwrap();
+    let (out, json) = (t.path().join("o.png"), t.path().join("r.json"));
+    framepipe()
+        .args(["process", "--backend", "cpu", "-q"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--json")
+        .arg(&json)
+        .assert()
+        .success();
+    assert_eq!(decode(&out).data, decode(&input).data);
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let rss = report["rss_peak"].as_u64().unwrap();
+    assert!(rss > 0 && rss < 200 << 20, "peak RSS {rss}");
 }
 
 /// A frame larger than the output format holds (QOI: 400 million pixels)
