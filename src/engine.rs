@@ -895,8 +895,15 @@ fn run_sequential(
     // pipeline: a first frame cut short after its header still sets it
     // (its neighbours are not then mismatched).
     let mut expected = first_header;
+    // Its one slot, as the pipelined run reports its slots': GPU staging
+    // where the frames go through the GPU, else a host frame.
+    let on_gpu = !identity && engine.backend_name() == "gpu";
+    let slot_of = |shape: crate::gpu::FrameShape| {
+        if on_gpu { crate::gpu::GpuBackend::slot_bytes(shape) } else { shape.frame_bytes() }
+    };
     if let Some((width, height, format)) = expected {
         report.frame = format!("{width}x{height} {format}");
+        report.slot_bytes = slot_of(crate::gpu::FrameShape { width, height, format });
     }
     // One worker per stage, one stage at a time: the report and timeline
     // show where each frame's time went, as for the pipeline.
@@ -940,6 +947,7 @@ fn run_sequential(
                 None => {
                     expected = Some(shape);
                     report.frame = src.describe();
+                    report.slot_bytes = slot_of(crate::gpu::FrameShape::of(&src));
                 }
                 Some(e) if e != shape => {
                     return Err(Error::FrameMismatch {

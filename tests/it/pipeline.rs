@@ -76,6 +76,10 @@ fn pipelined_outputs_equal_sequential() {
         assert_eq!(names, ["decode", if backend == BackendKind::Gpu { "gpu" } else { "compute" }, "encode"]);
         assert!(names.contains(&one_at_a_time.bottleneck.as_str()));
         assert!(one_at_a_time.efficiency > 0.0 && one_at_a_time.efficiency <= 1.0);
+        // Its one slot, as the pipelined run reports its slots'.
+        let pooled = run(&e, &input, &format!("{}-pooled/o_%03d.png", oracle.display()), false);
+        assert_eq!(one_at_a_time.slot_bytes, pooled.slot_bytes, "{backend:?}");
+        assert!(one_at_a_time.slot_bytes >= 61 * 37 * 4);
         for pool in [PoolSize::Fixed(1), PoolSize::Fixed(2), PoolSize::Fixed(3), PoolSize::Auto] {
             for threads in [1, 4] {
                 let dir = t.path().join(format!("{backend:?}-{pool}-{threads}"));
