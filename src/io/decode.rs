@@ -428,6 +428,14 @@ fn open_decoder<'a>(
             Ok(None) => return Err(fail(one_line(&e.to_string()))),
             Err(reason) => return Err(fail(reason)),
         },
+        // Said as what it is, not as the decoder's confusion ("number of
+        // components cannot be zero").
+        Err(_)
+            if format == Some(image::ImageFormat::Jpeg)
+                && super::whole::jpeg_frame_header(path)?.is_some_and(|(sof, _)| super::whole::jpeg_lossless(sof)) =>
+        {
+            return Err(fail("a lossless JPEG (SOF3 or JPEG-LS), which framepipe does not read".into()));
+        }
         Err(e) => return Err(fail(one_line(&e.to_string()))),
     };
     let mut info = header(decoder.as_ref());
@@ -463,9 +471,11 @@ fn open_decoder<'a>(
     };
     let needs = match format {
         Some(image::ImageFormat::Jpeg) => {
-            let coefficients = match super::whole::jpeg_progressive_components(path)? {
-                Some(components) => (w as u64 * h as u64).saturating_mul(2 * u64::from(components)),
-                None => 0,
+            let coefficients = match super::whole::jpeg_frame_header(path)? {
+                Some((sof, components)) if super::whole::jpeg_progressive(sof) => {
+                    (w as u64 * h as u64).saturating_mul(2 * u64::from(components))
+                }
+                _ => 0,
             };
             needs.saturating_add(meta.len()).saturating_add(coefficients)
         }
@@ -1003,11 +1013,19 @@ mod tests {
         let sof = bytes.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
         let progressive = dir.path().join("p.jpg");
         std::fs::write(&progressive, [&bytes[..sof + 1], &[0xC2], &bytes[sof + 2..]].concat()).unwrap();
-        assert_eq!(super::super::whole::jpeg_progressive_components(&progressive).unwrap(), Some(3));
-        assert_eq!(super::super::whole::jpeg_progressive_components(&jpeg).unwrap(), None);
+        assert_eq!(super::super::whole::jpeg_frame_header(&progressive).unwrap(), Some((0xC2, 3)));
+        assert_eq!(super::super::whole::jpeg_frame_header(&jpeg).unwrap(), Some((0xC0, 3)));
         let progressive_needs = jpeg_needs + frame / 4 * 6;
         let refused = decode_file(&progressive, &limits(progressive_needs - 1)).unwrap_err().to_string();
         assert!(refused.contains(&format!("needs {progressive_needs} bytes")), "{refused}");
+        // Marked lossless (SOF3), which the decoder does not read: said so.
+        let lossless = dir.path().join("l.jpg");
+        std::fs::write(&lossless, [&bytes[..sof + 1], &[0xC3], &bytes[sof + 2..]].concat()).unwrap();
+        let refused = decode_file(&lossless, &limits(u64::MAX)).unwrap_err().to_string();
+        assert!(
+            refused.ends_with("l.jpg: cannot decode: a lossless JPEG (SOF3 or JPEG-LS), which framepipe does not read"),
+            "{refused}"
+        );
         // The streamed PNG: the frame alone.
         assert!(decode_file(&png, &limits(frame)).is_ok());
         // Interlaced: decoded whole, then converted and copied out.

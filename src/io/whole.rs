@@ -207,11 +207,10 @@ fn jpeg_reaches_end<R: Read + Seek>(r: &mut BufReader<R>) -> std::io::Result<boo
     }
 }
 
-/// The count of components of a progressive JPEG (from its frame header,
-/// the first SOF marker), `None` for a baseline one or where none is
-/// found: a progressive decoder holds every coefficient of the frame,
-/// two bytes per component per pixel at most, on top of its output.
-pub(super) fn jpeg_progressive_components(path: &Path) -> Result<Option<u8>> {
+/// A JPEG's frame header: its SOF marker (0xC0 baseline, 0xC2
+/// progressive, 0xC3 lossless, 0xF7 JPEG-LS, ...) and count of components,
+/// from the first one; `None` where there is none before a scan.
+pub(super) fn jpeg_frame_header(path: &Path) -> Result<Option<(u8, u8)>> {
     let io = |source| Error::Io { path: path.to_owned(), source };
     let mut r = buffered(path)?;
     r.seek_relative(2).map_err(io)?;
@@ -237,18 +236,31 @@ pub(super) fn jpeg_progressive_components(path: &Path) -> Result<Option<u8>> {
             return Ok(None);
         }
         let len = i64::from(u16::from_be_bytes(len));
-        // SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC): precision (1),
-        // height (2), width (2), then the count of components.
-        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+        // SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC), and JPEG-LS's
+        // SOF55: precision (1), height (2), width (2), then the count of
+        // components.
+        if ((0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC)) || marker == 0xF7 {
             let mut head = [0u8; 6];
             if !read_all(&mut r, &mut head).map_err(io)? {
                 return Ok(None);
             }
-            let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
-            return Ok(progressive.then_some(head[5]));
+            return Ok(Some((marker, head[5])));
         }
         r.seek_relative(len - 2).map_err(io)?;
     }
+}
+
+/// Whether a SOF marker is a progressive frame's: its decoder holds every
+/// coefficient of the frame, two bytes per component per pixel at most,
+/// on top of its output.
+pub(super) fn jpeg_progressive(marker: u8) -> bool {
+    matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE)
+}
+
+/// Whether a SOF marker is a lossless frame's (SOF3 and its kin, or
+/// JPEG-LS), which the JPEG decoder does not read.
+pub(super) fn jpeg_lossless(marker: u8) -> bool {
+    matches!(marker, 0xC3 | 0xC7 | 0xCB | 0xCF | 0xF7)
 }
 
 /// Reads up to and including the next 0xFF; false at the end of the file.
