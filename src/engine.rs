@@ -968,8 +968,7 @@ fn run_sequential(
                 let (processed, waited) =
                     compute.work(started, compute_name, 0, n, || process_yielding(engine, &src, &plan, cancel));
                 // Waiting behind previews is not the stage's work.
-                compute.busy = compute.busy.saturating_sub(waited);
-                compute.wait_out += waited;
+                compute.discount(waited);
                 processed?
             };
             let t2 = Instant::now();

@@ -11,7 +11,11 @@ pub struct FrameRecord {
     pub output: String,
     /// Decode time, ms.
     pub decode_ms: f64,
-    /// Processing time on the host clock (upload + kernels + readback), ms.
+    /// From the frame's submission to its result back in host memory, on
+    /// the host clock, ms: upload, kernels and readback, and in a pipelined
+    /// run the waits between them too (behind the other frame on the GPU,
+    /// for a copier): a latency, not the stage's work (the stage's busy
+    /// time is in `stages`; kernel time alone in `gpu_ms`).
     pub process_ms: f64,
     /// Kernel time from GPU timestamps, ms, where the adapter has them.
     pub gpu_ms: Option<f64>,
@@ -229,7 +233,10 @@ impl Report {
             self.mean_ms(|f| Some(f.process_ms)),
             self.mean_ms(|f| Some(f.encode_ms)),
         ) {
-            s += &format!(" Per frame: decode {d:.0} ms, process {p:.0} ms, encode {e:.0} ms");
+            // Pipelined, a frame's processing is a latency, waits between
+            // its steps included: said as such.
+            let waits = if self.mode == "pipelined" { " (waits included)" } else { "" };
+            s += &format!(" Per frame: decode {d:.0} ms, process {p:.0} ms{waits}, encode {e:.0} ms");
             if let Some(g) = self.mean_ms(|f| f.gpu_ms) {
                 s += &format!(" (GPU kernels {g:.2} ms)");
             }

@@ -42,6 +42,19 @@ impl Clock {
         out
     }
 
+    /// Takes `waited` (spent inside the last [`Clock::work`] waiting behind
+    /// previews, for the backend or for memory) off its busy time, as time
+    /// held back by what is downstream; its interval ends that much
+    /// earlier, so the timeline's bar is as long as the work.
+    pub(crate) fn discount(&mut self, waited: Duration) {
+        let waited = waited.min(self.busy);
+        self.busy -= waited;
+        self.wait_out += waited;
+        if let Some(last) = self.intervals.last_mut() {
+            last.end = (last.end - waited.as_secs_f64()).max(last.start);
+        }
+    }
+
     /// Like [`Clock::work`] for the second half of a frame's work (the GPU
     /// owner waiting for it): busy time and an interval, no new frame.
     pub(crate) fn wait<T>(&mut self, start: Instant, stage: &'static str, frame: u64, f: impl FnOnce() -> T) -> T {
@@ -63,5 +76,30 @@ impl Clock {
         let ok = tx.send(v).is_ok();
         self.wait_out += t.elapsed();
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Time waited inside a frame's work leaves its busy time and its bar.
+    #[test]
+    fn a_discounted_wait_is_neither_busy_nor_drawn() {
+        let start = Instant::now();
+        let mut clock = Clock::default();
+        clock.work(start, "gpu", 0, 7, || std::thread::sleep(Duration::from_millis(30)));
+        let (busy, end) = (clock.busy, clock.intervals[0].end);
+        clock.discount(Duration::from_millis(20));
+        assert_eq!(
+            (clock.busy, clock.wait_out, clock.frames),
+            (busy - Duration::from_millis(20), Duration::from_millis(20), 1)
+        );
+        let bar = clock.intervals[0].end - clock.intervals[0].start;
+        assert!((bar - clock.busy.as_secs_f64()).abs() < 1e-9 && clock.intervals[0].end < end, "{bar}");
+        // Never more than the work took.
+        clock.discount(Duration::from_secs(5));
+        assert_eq!(clock.busy, Duration::ZERO);
+        assert_eq!(clock.intervals[0].end, clock.intervals[0].start);
     }
 }

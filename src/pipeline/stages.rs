@@ -294,8 +294,7 @@ impl Ctx<'_> {
                 let (result, waited) = clock.work(shared.start, name, 0, number, || {
                     submit(engine, shared, &d, readback.as_deref(), shape, may_wait)
                 });
-                clock.busy = clock.busy.saturating_sub(waited);
-                clock.wait_out += waited;
+                clock.discount(waited);
                 match result {
                     Ok(Submitted::Gpu(flight)) => {
                         engine.trace(TraceEvent::ExportOnGpu(d.number));
