@@ -105,23 +105,32 @@ pub(crate) fn is_earlier_report(path: &Path, output: &str) -> bool {
     report.is_some_and(|r| is_report(&r) && r["output"] == output)
 }
 
-/// A report to its file (whole or not at all), or to stdout for `-`.
+/// A report to its file (whole or not at all), or to stdout for `-`: there
+/// a reader that closed it before the end lost the report (a script reads
+/// it whole), which fails the run as a full disk would.
 pub(crate) fn write_report(path: &Path, text: &str, overwrite: bool) -> Result<(), Error> {
     if path == Path::new("-") {
-        return print_stdout(text);
+        return write_stdout(text);
     }
     framepipe::io::write_file_atomic(path, text.as_bytes(), overwrite)
 }
 
-/// Writes `text` to stdout. A reader that stopped reading (`| head`) got
-/// what it wanted: that ends quietly; any other failure (`>/dev/full`) is
-/// an error naming stdout, never a panic.
+/// Writes `text` to stdout for a reader to look at (a listing, a table).
+/// A reader that stopped reading (`| head`) got what it wanted: that ends
+/// quietly; any other failure (`>/dev/full`) is an error naming stdout,
+/// never a panic.
 pub(crate) fn print_stdout(text: &str) -> Result<(), Error> {
+    match write_stdout(text) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes `text` to stdout, whole or with an error naming stdout.
+fn write_stdout(text: &str) -> Result<(), Error> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(source) => Err(Error::Io { path: "stdout".into(), source }),
-        Ok(()) => Ok(()),
-    }
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|source| Error::Io { path: "stdout".into(), source })
 }

@@ -1346,6 +1346,18 @@ fn stdout_reports_and_stream_formats() {
     let report: serde_json::Value = serde_json::from_slice(&run.get_output().stdout).unwrap();
     assert_eq!(report["frames_written"], 2);
     assert!(!t.path().join("-").exists());
+    // A reader that closed stdout before the report came lost it: exit 1.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+        .args(["process", &input, "-o", &t.path().join("c/s_%02d.png").display().to_string(), "--json", "-", "-q"])
+        .args(["--backend", "cpu"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let lost = child.wait_with_output().unwrap();
+    assert_eq!(lost.status.code(), Some(1), "{}", String::from_utf8_lossy(&lost.stderr));
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("error: stdout"));
     // Not when stdout carries the frames, and not both reports at once.
     framepipe()
         .args(["process", &input, "-o", "-", "--json", "-"])
