@@ -110,6 +110,14 @@ pub struct Report {
     /// first, in flight or never started) as a compact list: the ones to
     /// run again. Empty when none.
     pub unwritten_list: String,
+    /// `missing_list`, `existing_list` and `unwritten_list` whole, as
+    /// `--frames` specs (`1011-1059x2`): those lists name the first 20 runs
+    /// for a reader; these name every frame, for a script.
+    pub missing_frames: String,
+    /// See [`Report::missing_frames`].
+    pub existing_frames: String,
+    /// See [`Report::missing_frames`].
+    pub unwritten_frames: String,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Frames written per second of wall time.
@@ -196,6 +204,10 @@ impl Report {
             frames_existing: prepared.existing.len(),
             existing_list: crate::sequence::compact_runs(&crate::sequence::runs_of(prepared.existing.iter().copied())),
             unwritten_list: String::new(),
+            // The gaps are runs, never enumerated (a gap may be millions).
+            missing_frames: crate::sequence::frame_spec(missing),
+            existing_frames: crate::sequence::stepped_spec(&prepared.existing),
+            unwritten_frames: String::new(),
             input: job.input.clone(),
             output: job.output.clone(),
             ops: job.graph.describe(),
@@ -299,8 +311,9 @@ impl Report {
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
         let done: std::collections::HashSet<u64> =
             self.frames.iter().map(|f| f.number).chain(self.failures.iter().map(|f| f.number)).collect();
-        let runs = crate::sequence::runs_of(job_frames.into_iter().filter(|n| !done.contains(n)));
-        self.unwritten_list = crate::sequence::compact_runs(&runs);
+        let left: Vec<u64> = job_frames.into_iter().filter(|n| !done.contains(n)).collect();
+        self.unwritten_list = crate::sequence::compact_runs(&crate::sequence::runs_of(left.iter().copied()));
+        self.unwritten_frames = crate::sequence::stepped_spec(&left);
     }
 }
 

@@ -706,6 +706,34 @@ pub fn frame_spec(runs: &[RangeInclusive<u64>]) -> String {
     runs_text(runs, ",")
 }
 
+/// Ascending frame numbers as a whole `--frames` spec, every number in it,
+/// runs of a steady step of three or more written with it as a render
+/// farm writes them (`1001,1003,1005` as `1001-1005x2`): what a script
+/// reads back, or passes to `--frames`.
+pub fn stepped_spec(ascending: &[u64]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < ascending.len() {
+        let first = ascending[i];
+        let step = ascending.get(i + 1).map_or(0, |&next| next - first);
+        let mut j = i;
+        while step > 0 && ascending.get(j + 1).is_some_and(|&next| next - ascending[j] == step) {
+            j += 1;
+        }
+        let last = ascending[j];
+        match j - i + 1 {
+            n if step == 1 && n >= 2 => parts.push(format!("{first}-{last}")),
+            n if n >= 3 => parts.push(format!("{first}-{last}x{step}")),
+            _ => {
+                parts.push(first.to_string());
+                j = i;
+            }
+        }
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
 fn runs_text(runs: &[RangeInclusive<u64>], separator: &str) -> String {
     let text: Vec<String> = runs
         .iter()
@@ -901,6 +929,26 @@ mod tests {
             (0..3u64).map(|i| format!("{}-{}", i * 20_000_000, i * 20_000_000 + 9_000_000)).collect();
         let err = FrameSpec::parse(&many.join(",")).unwrap_err().to_string();
         assert!(err.contains("at most 10000000 frames in all"), "{err}");
+    }
+
+    #[test]
+    fn a_stepped_spec_holds_every_number_and_reads_back() {
+        let cases: [(&[u64], &str); 6] = [
+            (&[], ""),
+            (&[5], "5"),
+            (&[1, 2, 3, 5, 7, 9, 10, 20], "1-3,5-9x2,10,20"),
+            (&[1001, 1003], "1001,1003"),
+            (&[4, 8, 12, 13, 14], "4-12x4,13-14"),
+            (&[0, u64::MAX], "0,18446744073709551615"),
+        ];
+        for (numbers, spec) in cases {
+            assert_eq!(stepped_spec(numbers), spec);
+            if !numbers.is_empty() {
+                assert_eq!(FrameSpec::parse(spec).unwrap().frames(), numbers);
+            }
+        }
+        let every: Vec<u64> = (1011..=1059).step_by(2).collect();
+        assert_eq!(stepped_spec(&every), "1011-1059x2");
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub(crate) fn resume_notice(
     let mut left: Vec<u64> =
         prepared.sequence.frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
     left.sort_unstable();
-    let spec = framepipe::sequence::frame_spec(&framepipe::sequence::runs_of(left));
+    let spec = framepipe::sequence::stepped_spec(&left);
     let instead = if picked { " in place of its own" } else { "" };
     Some(if spec.len() <= 200 {
         format!("notice: to finish, run the same command with --frames '{spec}'{instead}")

@@ -835,6 +835,17 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         assert_eq!((report["frames_written"].as_u64(), report["frames_existing"].as_u64()), (Some(3), Some(3)));
         assert_ne!(fs::read(&svg).unwrap(), first_svg, "the timeline replaced too");
     }
+    // More runs than a reader's list names: the report's spec names them
+    // all, as --frames takes them.
+    let many = sequence(t.path(), "m_%02d.png", 1, 50, PixelFormat::Rgba8);
+    let out = t.path().join("many/o_%02d.png").display().to_string();
+    framepipe().args(["process", &many, "-o", &out, "--frames", "1-49x2", "-q"]).assert().success();
+    let json = t.path().join("many.json");
+    framepipe().args(["process", &many, "-o", &out, "--skip-existing", "-q", "--json"]).arg(&json).assert().success();
+    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["existing_frames"], "1-49x2");
+    assert!(report["existing_list"].as_str().unwrap().ends_with("(25 numbers in all)"), "{}", report["existing_list"]);
+    assert_eq!((report["unwritten_frames"].as_str(), report["missing_frames"].as_str()), (Some(""), Some("")));
     // A file of the user's under a report's name is not a report to
     // replace, nor is another run's report (here the first loop's, which
     // wrote to another folder): kept, and the run refused up front.
