@@ -81,8 +81,12 @@ pub struct Interval {
 pub struct Report {
     /// Input as given.
     pub input: String,
-    /// Output pattern.
+    /// Output pattern, as given.
     pub output: String,
+    /// Where the output writes, however it was spelt (its folder resolved,
+    /// its frame field as `%0Nd`): how a resumed run knows this report is
+    /// its own ([`output_identity`](crate::sequence::output_identity)).
+    pub output_identity: String,
     /// The op graph, in words.
     pub ops: String,
     /// `gpu` or `cpu`.
@@ -210,6 +214,7 @@ impl Report {
             unwritten_frames: String::new(),
             input: job.input.clone(),
             output: job.output.clone(),
+            output_identity: crate::sequence::output_identity(&job.output),
             ops: job.graph.describe(),
             backend: engine.backend_name().into(),
             device: engine.device_name().into(),

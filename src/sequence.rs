@@ -85,6 +85,13 @@ impl FramePattern {
         }
     }
 
+    /// The file name with its frame field written one way (`%d` unpadded,
+    /// `%0Nd` padded; `#` and `####` alike), `%` escaped.
+    fn canonical_name(&self) -> String {
+        let field = if self.pad > 1 { format!("%0{}d", self.pad) } else { "%d".into() };
+        format!("{}{field}{}", self.prefix.replace('%', "%%"), self.suffix.replace('%', "%%"))
+    }
+
     /// Whether a string contains a frame-number field at all.
     pub fn is_pattern(s: &str) -> bool {
         let name = Path::new(s).file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -633,6 +640,21 @@ fn same_folder(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
+    }
+}
+
+/// Where an output writes, as one string however it is spelt: its folder
+/// resolved (`q8/`, `./q8/`, the absolute path, a link to it, from any
+/// working folder) and its frame field written one way (`s_####.png` is
+/// `s_%04d.png`). A report names its run's output so, and a resumed run
+/// knows its own report by it, never another run's of the same spelling.
+pub fn output_identity(output: &str) -> String {
+    if output == "-" {
+        return output.into();
+    }
+    match FramePattern::parse(output) {
+        Ok(p) => crate::io::resolve_path(p.dir()).join(p.canonical_name()).display().to_string(),
+        Err(_) => crate::io::resolve_path(Path::new(output)).display().to_string(),
     }
 }
 

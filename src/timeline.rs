@@ -173,7 +173,7 @@ pub fn render_svg(report: &Report) -> String {
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = writeln!(s, "{}", marker(&report.output));
+    let _ = writeln!(s, "{}", marker(&report.output_identity));
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,

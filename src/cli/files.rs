@@ -76,10 +76,13 @@ pub(crate) fn failed_after_run(result: Result<(), Error>) -> bool {
 }
 
 /// Whether `path` holds a report of an earlier run writing to `output` (a
-/// JSON report naming it, or a timeline marked with it): the only existing
-/// report a resumed run replaces. Another run's, or any other file, is
-/// kept.
+/// JSON report naming it, or a timeline marked with it, by where it writes
+/// however it was spelt: [`framepipe::sequence::output_identity`]): the
+/// only existing report a resumed run replaces. Another run's, or any
+/// other file, is kept. (A report of a build before the identity names
+/// its output as typed: compared so.)
 pub(crate) fn is_earlier_report(path: &Path, output: &str) -> bool {
+    let identity = framepipe::sequence::output_identity(output);
     use std::io::Read;
     let size = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
     // A timeline says whose it is on its second line: only its head is read.
@@ -90,7 +93,8 @@ pub(crate) fn is_earlier_report(path: &Path, output: &str) -> bool {
     }
     if head.starts_with(b"<svg") {
         let second = head.split(|&b| b == b'\n').nth(1).and_then(|l| std::str::from_utf8(l).ok());
-        return second.is_some_and(|l| framepipe::timeline::marks(l, output));
+        return second
+            .is_some_and(|l| framepipe::timeline::marks(l, &identity) || framepipe::timeline::marks(l, output));
     }
     // A JSON report holds a record per frame (about 1 KB): 256 MiB is a
     // quarter of a million frames; a larger file is taken for another's,
@@ -102,7 +106,13 @@ pub(crate) fn is_earlier_report(path: &Path, output: &str) -> bool {
     let report = serde_json::from_str::<serde_json::Value>(&text).ok();
     let is_report =
         |r: &serde_json::Value| ["input", "ops", "backend", "frames_written"].iter().all(|k| r.get(k).is_some());
-    report.is_some_and(|r| is_report(&r) && r["output"] == output)
+    report.is_some_and(|r| {
+        is_report(&r)
+            && match r.get("output_identity") {
+                Some(id) => *id == identity,
+                None => r["output"] == output,
+            }
+    })
 }
 
 /// A report to its file (whole or not at all), or to stdout for `-`: there

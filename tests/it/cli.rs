@@ -835,6 +835,26 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         assert_eq!((report["frames_written"].as_u64(), report["frames_existing"].as_u64()), (Some(3), Some(3)));
         assert_ne!(fs::read(&svg).unwrap(), first_svg, "the timeline replaced too");
     }
+    // A run knows its report by where it writes, however that is spelt;
+    // the same spelling from another folder is another run's.
+    let spelt = t.path().join("spelt");
+    fs::create_dir_all(spelt.join("sub")).unwrap();
+    let at = |dir: &Path| {
+        let mut cmd = framepipe();
+        cmd.current_dir(dir).args(["process", &input, "-q"]);
+        cmd
+    };
+    at(&spelt).args(["-o", "q8/o_%02d.png", "--frames", "1-3", "--json", "rep.json"]).assert().success();
+    at(&spelt).args(["-o", "./q8/o_##.png", "--skip-existing", "--json", "rep.json"]).assert().success();
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(spelt.join("rep.json")).unwrap()).unwrap();
+    assert_eq!((report["frames_written"].as_u64(), report["output"].as_str()), (Some(3), Some("./q8/o_##.png")));
+    let theirs = fs::read(spelt.join("rep.json")).unwrap();
+    at(&spelt.join("sub"))
+        .args(["-o", "q8/o_%02d.png", "--skip-existing", "--json", "../rep.json"])
+        .assert()
+        .code(2)
+        .stderr(contains("the report of the run this resumes"));
+    assert_eq!(fs::read(spelt.join("rep.json")).unwrap(), theirs);
     // More runs than a reader's list names: the report's spec names them
     // all, as --frames takes them.
     let many = sequence(t.path(), "m_%02d.png", 1, 50, PixelFormat::Rgba8);
