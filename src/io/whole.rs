@@ -167,19 +167,7 @@ fn jpeg_reaches_end<R: Read + Seek>(r: &mut BufReader<R>) -> std::io::Result<boo
     // Set where a scan's data ended on a marker's 0xFF, already read.
     let mut at_marker = false;
     loop {
-        // The next marker: bytes between segments (some writers leave
-        // padding) and fill bytes (FF FF ...) are skipped.
-        if !at_marker && !skip_past_ff(r)? {
-            return Ok(false);
-        }
-        at_marker = false;
-        let marker = loop {
-            match next_byte(r)? {
-                None => return Ok(false),
-                Some(0xFF) => {}
-                Some(m) => break m,
-            }
-        };
+        let Some(marker) = next_marker(r, std::mem::take(&mut at_marker))? else { return Ok(false) };
         match marker {
             0xD9 => return Ok(true),
             0x00 | 0x01 | 0xD0..=0xD7 => {}
@@ -215,16 +203,7 @@ pub(super) fn jpeg_frame_header(path: &Path) -> Result<Option<(u8, u8)>> {
     let mut r = buffered(path)?;
     r.seek_relative(2).map_err(io)?;
     loop {
-        if !skip_past_ff(&mut r).map_err(io)? {
-            return Ok(None);
-        }
-        let marker = loop {
-            match next_byte(&mut r).map_err(io)? {
-                None => return Ok(None),
-                Some(0xFF) => {}
-                Some(m) => break m,
-            }
-        };
+        let Some(marker) = next_marker(&mut r, false).map_err(io)? else { return Ok(None) };
         match marker {
             0x00 | 0x01 | 0xD0..=0xD7 => continue,
             // A scan or the end before any frame header: none to read.
@@ -261,6 +240,22 @@ pub(super) fn jpeg_progressive(marker: u8) -> bool {
 /// JPEG-LS), which the JPEG decoder does not read.
 pub(super) fn jpeg_lossless(marker: u8) -> bool {
     matches!(marker, 0xC3 | 0xC7 | 0xCB | 0xCF | 0xF7)
+}
+
+/// The next marker's code, `None` at the end of the file. Bytes between
+/// segments (some writers leave padding) and fill bytes (FF FF ...) are
+/// skipped; `after_ff`: its 0xFF was read already (a scan's data ended on
+/// it).
+fn next_marker(r: &mut impl BufRead, after_ff: bool) -> std::io::Result<Option<u8>> {
+    if !after_ff && !skip_past_ff(r)? {
+        return Ok(None);
+    }
+    loop {
+        match next_byte(r)? {
+            Some(0xFF) => {}
+            other => return Ok(other),
+        }
+    }
 }
 
 /// Reads up to and including the next 0xFF; false at the end of the file.
