@@ -654,7 +654,16 @@ pub fn output_identity(output: &str) -> String {
     }
     match FramePattern::parse(output) {
         Ok(p) => crate::io::resolve_path(p.dir()).join(p.canonical_name()).display().to_string(),
-        Err(_) => crate::io::resolve_path(Path::new(output)).display().to_string(),
+        // One file: its folder resolved, its name as written (a link there
+        // is replaced by the output, not followed).
+        Err(_) => {
+            let path = Path::new(output);
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            match path.file_name() {
+                Some(name) => crate::io::resolve_path(dir).join(name).display().to_string(),
+                None => crate::io::resolve_path(path).display().to_string(),
+            }
+        }
     }
 }
 
@@ -733,6 +742,7 @@ pub fn frame_spec(runs: &[RangeInclusive<u64>]) -> String {
 /// farm writes them (`1001,1003,1005` as `1001-1005x2`): what a script
 /// reads back, or passes to `--frames`.
 pub fn stepped_spec(ascending: &[u64]) -> String {
+    debug_assert!(ascending.windows(2).all(|w| w[0] < w[1]), "ascending, each once");
     let mut parts = Vec::new();
     let mut i = 0;
     while i < ascending.len() {

@@ -354,10 +354,7 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
 /// (premultiplied; ExtraSamples 1), returned. Refuses 32-bit samples
 /// without a SampleFormat tag, which means unsigned integers: `image` reads
 /// them as floats (mid-grey 0x80000000 becomes -0.0, black), so the pixels
-/// would be wrong. Refuses extra channels the decoders would drop without
-/// a word: an RGB or grey frame's extra samples whose first is not marked
-/// as alpha (ExtraSamples 0, unspecified: a 4th channel that may be alpha
-/// or a matte, or one before the alpha).
+/// would be wrong.
 fn tiff_premultiplied(path: &Path, color: image::ColorType) -> Result<bool> {
     use image::ColorType::{Rgb32F, Rgba32F};
     use tiff::tags::Tag;
@@ -373,20 +370,13 @@ fn tiff_premultiplied(path: &Path, color: image::ColorType) -> Result<bool> {
             Err(e) => return Err(fail(one_line(&e.to_string()))),
         }
     }
-    // The alpha is the first extra sample (the decoders take no other).
-    let extra = tiff.find_tag(Tag::ExtraSamples).map_err(|e| fail(one_line(&e.to_string())))?;
-    let extra = extra.and_then(|v| v.into_u16_vec().ok()).unwrap_or_default();
     if !color.has_alpha() {
-        if !extra.is_empty() {
-            let n = extra.len();
-            return Err(fail(format!(
-                "{n} extra channel{} not marked as alpha (TIFF ExtraSamples {extra:?}; 0 is unspecified) would be dropped: mark the alpha as such (2, or 1 if premultiplied) to read it",
-                if n == 1 { "" } else { "s" }
-            )));
-        }
         return Ok(false);
     }
-    Ok(extra.first() == Some(&1))
+    // The alpha is the first extra sample (the decoders take no other).
+    let extra = tiff.find_tag(Tag::ExtraSamples).map_err(|e| fail(one_line(&e.to_string())))?;
+    let first = extra.and_then(|v| v.into_u16_vec().ok()).and_then(|v| v.first().copied());
+    Ok(first == Some(1))
 }
 
 /// The decoder for a file, with the size and allocation limits applied
@@ -1203,31 +1193,6 @@ mod tests {
             };
             assert_eq!(got, expected, "alpha {alpha}");
         }
-    }
-
-    /// An RGB TIFF's 4th channel of unspecified meaning, which the decoder
-    /// would drop without a word: refused by name.
-    #[test]
-    fn a_tiff_channel_not_marked_as_alpha_is_refused_not_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let rgba = image::RgbaImage::from_fn(5, 4, |x, y| image::Rgba([10, 20, 30, (x * 40 + y * 9) as u8]));
-        let marked = dir.path().join("marked.tif");
-        let frame = HostFrame { width: 5, height: 4, format: PixelFormat::Rgba8, has_alpha: true, data: rgba.to_vec() };
-        let bytes =
-            crate::io::encode_frame(frame, crate::io::OutputFormat::Tiff, &Default::default(), &marked).unwrap();
-        std::fs::write(&marked, &bytes).unwrap();
-        // ExtraSamples (338), SHORT, one value: 2 (unassociated alpha) → 0.
-        let entry = [0x52, 0x01, 3, 0, 1, 0, 0, 0, 2, 0];
-        let at = bytes.windows(entry.len()).position(|w| w == entry).expect("an ExtraSamples entry");
-        let mut unmarked = bytes.clone();
-        unmarked[at + 8] = 0;
-        let path = dir.path().join("unspecified.tif");
-        std::fs::write(&path, unmarked).unwrap();
-        let e = decode_file(&path, &DecodeLimits::default()).unwrap_err().to_string();
-        assert!(e.contains("unspecified.tif: cannot decode: 1 extra channel not marked as alpha"), "{e}");
-        assert!(probe_info(&path, &DecodeLimits::default()).is_err());
-        let read = decode_file(&marked, &DecodeLimits::default()).unwrap();
-        assert!(read.has_alpha && read.data.chunks(4).zip(rgba.pixels()).all(|(a, b)| a == b.0));
     }
 
     #[test]

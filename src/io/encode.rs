@@ -329,16 +329,7 @@ fn new_temp(dir: &Path) -> std::result::Result<(Registered, tempfile::NamedTempF
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let mut live = live();
     let set = live.as_mut().ok_or_else(|| STOPPING.to_string())?;
-    let tmp = match builder.tempfile_in(dir) {
-        // The folder went since the run checked it: another run that
-        // shares it (a render farm's other chunk of the shot) removed it,
-        // empty, as it ended. Made again, as this run would have made it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).and_then(|()| builder.tempfile_in(dir))
-        }
-        made => made,
-    }
-    .map_err(|e| e.to_string())?;
+    let tmp = builder.tempfile_in(dir).map_err(|e| e.to_string())?;
     // Held while it is written (the lock goes with the process): how a
     // later run tells a killed run's leftover from one being written
     // ([`remove_stale_partials`]). Where locks are not supported, none
@@ -853,20 +844,6 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A run sharing the output folder removed it, empty, as it ended
-    /// (a render farm's other chunk, cancelled): the next write makes it
-    /// again rather than fail every frame left.
-    #[test]
-    fn a_folder_another_run_removed_is_made_again() {
-        let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("shot/graded");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::remove_dir(&dir).unwrap();
-        std::fs::remove_dir(t.path().join("shot")).unwrap();
-        write_file_atomic(&dir.join("o_0001.png"), b"frame", false).unwrap();
-        assert_eq!(std::fs::read(dir.join("o_0001.png")).unwrap(), b"frame");
-    }
 
     #[test]
     fn only_a_killed_runs_unfinished_outputs_are_removed() {

@@ -850,7 +850,7 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     assert_eq!((report["frames_written"].as_u64(), report["output"].as_str()), (Some(3), Some("./q8/o_##.png")));
     let theirs = fs::read(spelt.join("rep.json")).unwrap();
     at(&spelt.join("sub"))
-        .args(["-o", "q8/o_%02d.png", "--skip-existing", "--json", "../rep.json"])
+        .args(["-o", "./q8/o_##.png", "--skip-existing", "--json", "../rep.json"])
         .assert()
         .code(2)
         .stderr(contains("the report of the run this resumes"));
