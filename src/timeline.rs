@@ -261,22 +261,27 @@ pub fn render_svg(report: &Report) -> String {
     // Time axis.
     let axis = base + 4.0;
     let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{axis}" x2="{}" y2="{axis}" stroke="#333"/>"##, LEFT + plot);
-    let step = nice_step(span / 10.0);
-    // Counted, not summed: a sum of steps drifts, and a tick can go missing.
-    for i in 0..=(span / step + 1e-6).floor() as u32 {
-        let t = f64::from(i) * step;
+    for (t, label) in time_ticks(span) {
         let _ = writeln!(
             s,
             r##"<line x1="{0:.1}" y1="{axis}" x2="{0:.1}" y2="{1}" stroke="#333"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3}</text>"##,
             x(t),
             axis + 5.0,
             axis + 18.0,
-            tick_label(t, step)
+            label
         );
     }
     let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">time (s)</text>"#, LEFT + plot / 2.0, axis + 36.0);
     s.push_str("</svg>\n");
     s
+}
+
+/// The time axis's ticks over `span` seconds, about ten: each one's time
+/// and label. Counted, not summed: a sum of steps drifts, and a tick can go
+/// missing.
+fn time_ticks(span: f64) -> Vec<(f64, String)> {
+    let step = nice_step(span / 10.0);
+    (0..=(span / step + 1e-6).floor() as u32).map(|i| f64::from(i) * step).map(|t| (t, tick_label(t, step))).collect()
 }
 
 /// The 1, 2 or 5 times a power of ten at or above `raw`: a tick step.
@@ -303,10 +308,7 @@ mod tests {
 
     #[test]
     fn tick_labels_tell_ticks_apart() {
-        let labels = |span: f64| {
-            let step = nice_step(span / 10.0);
-            (0..=(span / step + 1e-6).floor() as u32).map(|i| tick_label(f64::from(i) * step, step)).collect::<Vec<_>>()
-        };
+        let labels = |span: f64| time_ticks(span).into_iter().map(|(_, label)| label).collect::<Vec<_>>();
         assert_eq!(
             labels(0.005),
             ["0", "0.0005", "0.001", "0.0015", "0.002", "0.0025", "0.003", "0.0035", "0.004", "0.0045", "0.005"]
