@@ -494,6 +494,19 @@ impl GpuBackend {
         checked
     }
 
+    /// Drops the kernel sets only exports built (no preview pass on them)
+    /// that no frame on the GPU uses, but `keep`'s: an export about to size
+    /// its pool calls it when the pool would not fit beside them. They are
+    /// a cache for an export of the same grade and size, worth less than
+    /// the slots of the one starting now; previews' sets stay (an export
+    /// yields to previews, never the reverse). Returns how many went.
+    pub fn evict_export_sets(&mut self, keep: (FrameShape, &Plan)) -> usize {
+        let before = self.computes.len();
+        let (shape, plan) = keep;
+        self.computes.retain(|c| (c.shape == shape && c.plan == *plan) || c.in_flight() || !c.previews.is_empty());
+        before - self.computes.len()
+    }
+
     /// Drops the kernel sets no frame has asked for in `idle`, but the one
     /// for `keep` (a running export's, however long it waited) and those
     /// frames on the GPU or a preview hold (dropping them would free
@@ -926,6 +939,10 @@ impl GpuBackend {
         self.prepare(shape, plan)?;
         if self.own_slot.as_ref().is_none_or(|(s, _)| s.shape != shape) {
             self.own_slot = None;
+            // Kernel sets other exports left give way to this frame.
+            if self.ledger.current() + Self::slot_bytes(shape) + Self::readback_bytes(shape) > self.ledger.budget() {
+                self.evict_export_sets((shape, plan));
+            }
             self.own_slot = Some((self.new_slot(shape)?, self.new_readback(shape)?));
         }
         let (slot, readback) = self.own_slot.take().expect("slot");

@@ -288,6 +288,15 @@ pub(super) fn size_slots(
         Err(Error::Budget(_)) => return Err(refuse(ledger.current())),
         r => r?,
     }
+    // The kernel sets earlier exports left (another grade, another size)
+    // give way to the pool this one wants rather than shrink it.
+    let wanted = match pool {
+        PoolSize::Fixed(n) => n,
+        PoolSize::Auto => auto_cap(threads, true).min(frames.max(1)),
+    };
+    if ledger.current().saturating_add((wanted as u64).saturating_mul(slot)).saturating_add(readback) > budget {
+        gpu.evict_export_sets((shape, plan));
+    }
     if ledger.current() + readback + slot > budget {
         return Err(refuse(ledger.current().saturating_sub(kernels)));
     }

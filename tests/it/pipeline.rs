@@ -206,6 +206,49 @@ fn ledger_peak_never_exceeds_budget() {
     assert!(fs::read_dir(t.path().join("none")).unwrap().next().is_none());
 }
 
+/// The kernel set an earlier export left on the engine (another grade) is
+/// a cache: it gives way to the next export's pool, which gets the slots
+/// it would get on a fresh engine, fixed or auto.
+#[test]
+fn an_earlier_grades_kernels_give_way_to_the_next_pool() {
+    if !gpu_available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (64, 48);
+    let input = sequence(t.path(), 4, w, h);
+    let shape = FrameShape { width: w, height: h, format: PixelFormat::Rgba8 };
+    let plain = OpGraph::new(vec![Op::Exposure { stops: 0.5 }]).unwrap();
+    let probe = engine(BackendKind::Gpu, PoolSize::Auto, 2, u64::MAX);
+    let (blurred, exposed) = match &*probe.backend().lock(Priority::Export) {
+        Backend::Gpu(gpu) => {
+            (gpu.compute_bytes(shape, &graph().plan()).unwrap(), gpu.compute_bytes(shape, &plain.plan()).unwrap())
+        }
+        Backend::Cpu => panic!("gpu backend"),
+    };
+    drop(probe);
+    let (slot, readback) = (GpuBackend::slot_bytes(shape), GpuBackend::readback_bytes(shape));
+    for pool in [PoolSize::Fixed(3), PoolSize::Auto] {
+        // Three slots and the ring (auto: one per frame on the GPU; fixed:
+        // the rest, at least one) fit beside either set, not beside both.
+        let ring = if pool == PoolSize::Auto { framepipe::pipeline::GPU_DEPTH as u64 } else { 1 };
+        let budget = blurred + ring * readback + 3 * slot;
+        assert!(exposed > 0 && exposed < blurred);
+        let e = engine(BackendKind::Gpu, pool, 4, budget);
+        let dir = t.path().join(format!("{pool}"));
+        let first = run(&e, &input, &format!("{}/blurred_%03d.png", dir.display()), false);
+        assert_eq!((first.frames_written, first.pool_size), (4, 3), "{pool}");
+        assert_eq!(e.ledger().current(), blurred);
+        let job = Job::new(input.as_str(), format!("{}/exposed_%03d.png", dir.display()), plain.clone());
+        let prepared = framepipe::prepare(&job).unwrap();
+        let next = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap();
+        assert_eq!(next.frames_written, 4, "{pool}");
+        assert!(next.pool_size >= 3, "{pool}: {} slots", next.pool_size);
+        assert_eq!(e.ledger().current(), exposed, "{pool}: the earlier set went");
+        assert!(e.ledger().peak() <= budget);
+    }
+}
+
 /// Auto takes no more slots than the workers that can be busy: a short
 /// sequence on many threads does not fill the budget with idle frames.
 #[test]
