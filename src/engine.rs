@@ -768,7 +768,9 @@ fn check_done(out: &Path, limits: &DecodeLimits) -> Result<()> {
     )))
 }
 
-/// A handle that stops a running job after the frame in flight.
+/// A handle that stops a running job: no frame starts after it, frames on
+/// the GPU or past it are finished and written, decoded frames still
+/// waiting for the GPU are dropped (listed as unwritten in the report).
 #[derive(Clone, Debug, Default)]
 pub struct Cancel(Arc<AtomicBool>);
 

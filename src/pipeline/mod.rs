@@ -437,8 +437,10 @@ pub(crate) fn run(
     // sized (kept while the editor is active).
     engine.reclaim_preview_memory(Some((shape, &plan)));
     // The pool (auto) and the stage threads are sized for the workers
-    // that can be busy: no more than frames.
-    let busy = threads.min(total);
+    // that can be busy: no more than the frames left to start (those
+    // before `first` failed their header).
+    let remaining = total - first;
+    let busy = threads.min(remaining);
     // A pool that does not fit beside what an active editor's previews
     // hold waits for them to go quiet and give it back (the export yields,
     // never the preview); one that does not fit the budget is the error.
@@ -449,7 +451,7 @@ pub(crate) fn run(
     let Staging { slots, slot_bytes, ring } = loop {
         let mark = ledger.mark();
         let mut backend = engine.backend().lock(Priority::Export);
-        let sizing = Sizing { pool: pool_size, threads: busy, frames: total };
+        let sizing = Sizing { pool: pool_size, threads: busy, frames: remaining };
         let planned = size_slots(&mut backend, ledger, shape, &plan, identity, sizing);
         // Released first: reclaiming takes the backend too, and previews
         // must not wait while the slots are made (46 ms per 8K slot).

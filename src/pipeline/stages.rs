@@ -215,6 +215,10 @@ impl Ctx<'_> {
         // buffer, while others were on the GPU: it goes again once
         // they are done.
         let mut pending: Option<Decoded> = None;
+        // When this thread first saw the run stopping while it waited for a
+        // readback buffer: the minute it gives a stuck ring counts from
+        // there, once per run, not once per frame.
+        let mut stopped: Option<Instant> = None;
         // Frames a failed device never processed are reported as
         // such, so a stream's reorder buffer does not wait for them.
         let abandon = |d: Decoded| {
@@ -259,7 +263,6 @@ impl Ctx<'_> {
                     None
                 } else if may_wait {
                     let asked = Instant::now();
-                    let mut stopped: Option<Instant> = None;
                     let r = loop {
                         if let Some(r) = ring.acquire_timeout(Duration::from_millis(20)) {
                             break Some(r);

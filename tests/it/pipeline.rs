@@ -264,6 +264,27 @@ fn an_auto_pool_is_sized_for_the_frames_there_are() {
     }
 }
 
+/// Frames whose header does not read fail before the pool is made, which
+/// is sized for the frames left to start: one here, not eight threads'
+/// worth.
+#[test]
+fn a_pool_is_sized_for_the_frames_left_after_unreadable_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 4, 32, 24);
+    for n in 1..=3 {
+        fs::write(t.path().join(format!("in/s_{n:03}.png")), b"not a png").unwrap();
+    }
+    for backend in crate::util::backends() {
+        let e = engine(backend, PoolSize::Auto, 8, 1 << 30);
+        let mut job = Job::new(input.as_str(), format!("{}/{backend:?}/o_%03d.png", t.path().display()), graph());
+        job.on_error = framepipe::ErrorPolicy::Skip;
+        let prepared = framepipe::prepare(&job).unwrap();
+        let report = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap();
+        assert_eq!((report.frames_written, report.failures.len()), (1, 3), "{backend:?}");
+        assert_eq!(report.pool_size, 1, "{backend:?}");
+    }
+}
+
 /// A budget of nothing is refused when the engine is made, on any backend,
 /// not by every frame and preview after.
 #[test]
