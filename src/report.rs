@@ -122,6 +122,9 @@ pub struct Report {
     pub existing_frames: String,
     /// See [`Report::missing_frames`].
     pub unwritten_frames: String,
+    /// The failed frames (`failures`) as a `--frames` spec: with
+    /// `unwritten_frames`, what a farm queues again.
+    pub failed_frames: String,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Frames written per second of wall time.
@@ -212,6 +215,7 @@ impl Report {
             missing_frames: crate::sequence::frame_spec(missing),
             existing_frames: crate::sequence::stepped_spec(&prepared.existing),
             unwritten_frames: String::new(),
+            failed_frames: String::new(),
             input: job.input.clone(),
             output: job.output.clone(),
             output_identity: crate::sequence::output_identity(&job.output),
@@ -312,8 +316,13 @@ impl Report {
     }
 
     /// Fills [`Report::unwritten_list`] from the job's frame numbers
-    /// (ascending) and what was written and failed.
+    /// (ascending) and what was written and failed, and
+    /// [`Report::failed_frames`].
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
+        let mut failed: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
+        failed.sort_unstable();
+        failed.dedup();
+        self.failed_frames = crate::sequence::stepped_spec(&failed);
         let done: std::collections::HashSet<u64> =
             self.frames.iter().map(|f| f.number).chain(self.failures.iter().map(|f| f.number)).collect();
         let left: Vec<u64> = job_frames.into_iter().filter(|n| !done.contains(n)).collect();

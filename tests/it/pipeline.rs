@@ -282,6 +282,7 @@ fn a_pool_is_sized_for_the_frames_left_after_unreadable_ones() {
         let report = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap();
         assert_eq!((report.frames_written, report.failures.len()), (1, 3), "{backend:?}");
         assert_eq!(report.pool_size, 1, "{backend:?}");
+        assert_eq!((report.failed_frames.as_str(), report.unwritten_frames.as_str()), ("1-3", ""));
     }
 }
 
