@@ -713,6 +713,16 @@ fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) 
     let out_dir = crate::io::parent_dir(&outputs[0]).to_owned();
     let made = std::sync::Arc::new(crate::io::check_output_dir(&out_dir)?);
     let mut keep = Vec::with_capacity(outputs.len());
+    // The size this run renders, from the first frame's header, read once
+    // an output is there to compare (none when it does not read: the run
+    // reports that frame).
+    let mut size = None;
+    let mut rendered = || {
+        *size.get_or_insert_with(|| {
+            let first = sequence.frames.first()?;
+            crate::io::probe_file(&first.path, &job.limits).ok().map(|(w, h, _)| (w, h))
+        })
+    };
     for out in &outputs {
         if reads.contains(out) {
             return Err(Error::OutputIsInput(out.clone()));
@@ -721,7 +731,7 @@ fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) 
         // file counts as done only if it reads as a frame.
         keep.push(match crate::io::check_output_free(out, job.overwrite) {
             Err(Error::OutputExists(_)) if job.skip_existing => {
-                check_done(out, &job.limits)?;
+                check_done(out, format, rendered(), &job.limits)?;
                 false
             }
             r => r.map(|()| true)?,
@@ -747,17 +757,31 @@ fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
 /// a link to nothing, an empty file, one whose header does not read, one
 /// cut short (its format's end marker or data extent missing: a copy
-/// interrupted). Only the header and the structure are read, not the
-/// pixels: framepipe's own outputs are synced whole before they take their
-/// name, so a broken one is another program's (or a disk's) doing.
-/// Rendering it again would replace a file framepipe did not vouch for;
-/// the user removes it, or takes `overwrite`.
-fn check_done(out: &Path, limits: &DecodeLimits) -> Result<()> {
+/// interrupted), one whose content is another format than its name's
+/// (`format`) or another size than the run renders (`size`, where known):
+/// not this render's frame. Only the header and the structure are read,
+/// not the pixels: framepipe's own outputs are synced whole before they
+/// take their name, so a broken one is another program's (or a disk's)
+/// doing. Rendering it again would replace a file framepipe did not vouch
+/// for; the user removes it, or takes `overwrite`.
+fn check_done(out: &Path, format: OutputFormat, size: Option<(u32, u32)>, limits: &DecodeLimits) -> Result<()> {
     let why = match std::fs::metadata(out) {
         Err(e) => e.to_string(),
         Ok(m) if m.len() == 0 => "an empty file".into(),
-        Ok(_) => match crate::io::probe_file(out, limits).and_then(|_| crate::io::check_whole(out)) {
-            Ok(()) => return Ok(()),
+        Ok(_) => match crate::io::probe_file(out, limits).and_then(|(w, h, _)| {
+            crate::io::check_whole(out)?;
+            Ok(((w, h), crate::io::content_format(out)?))
+        }) {
+            Ok((_, held)) if held != format.image_format() => {
+                let name =
+                    |f: Option<image::ImageFormat>| f.map_or("unknown".into(), |f| format!("{f:?}").to_uppercase());
+                format!("its content is {}, its name says {}", name(held), name(format.image_format()))
+            }
+            Ok(((w, h), _)) if size.is_some_and(|s| s != (w, h)) => {
+                let (rw, rh) = size.expect("checked");
+                format!("{w}x{h}, not the {rw}x{rh} this run renders")
+            }
+            Ok(_) => return Ok(()),
             Err(Error::Decode { reason, .. }) => reason,
             Err(e) => e.to_string(),
         },

@@ -53,6 +53,17 @@ impl OutputFormat {
         }
     }
 
+    /// The `image` crate's name for the container; none for raw pixels.
+    pub fn image_format(self) -> Option<image::ImageFormat> {
+        match self {
+            OutputFormat::Raw => None,
+            OutputFormat::Png => Some(image::ImageFormat::Png),
+            OutputFormat::Jpeg => Some(image::ImageFormat::Jpeg),
+            OutputFormat::Tiff => Some(image::ImageFormat::Tiff),
+            OutputFormat::Qoi => Some(image::ImageFormat::Qoi),
+        }
+    }
+
     /// Whether the container can store 16 bits per channel.
     pub fn supports_16bit(self) -> bool {
         matches!(self, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Raw)

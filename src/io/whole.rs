@@ -22,8 +22,7 @@ use crate::error::{Error, Result};
 /// cannot be read.
 pub fn check_whole(path: &Path) -> Result<()> {
     use image::ImageFormat;
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    let format = image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?.format();
+    let format = content_format(path)?;
     let truncated = |what: &str| Err(Error::Decode { path: path.to_owned(), reason: format!("truncated: {what}") });
     match format {
         Some(ImageFormat::Png) if !png_ends(path)? => truncated("no IEND chunk"),
@@ -32,6 +31,16 @@ pub fn check_whole(path: &Path) -> Result<()> {
         Some(ImageFormat::Tiff) => check_tiff_extent(path),
         _ => Ok(()),
     }
+}
+
+/// The format a file's first bytes say it holds, whatever its name says;
+/// `None` for none `image` knows.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read.
+pub fn content_format(path: &Path) -> Result<Option<image::ImageFormat>> {
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    Ok(image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?.format())
 }
 
 /// The IEND chunk every PNG ends with: zero length, type, CRC.

@@ -902,6 +902,13 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     let whole = fs::read(dir.join("o_04.png")).unwrap();
     fs::write(dir.join("o_05.png"), &whole[..whole.len() - 12]).unwrap();
     usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(truncated: no IEND chunk)");
+    // Nor another format under its name, nor another size than the run
+    // renders (24x16): not this render's frame.
+    let pixels = image::RgbaImage::from_fn(24, 16, |x, y| image::Rgba([x as u8 * 9, y as u8 * 13, 77, 255]));
+    pixels.save_with_format(dir.join("o_05.png"), image::ImageFormat::Qoi).unwrap();
+    usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(its content is QOI, its name says PNG)");
+    image::imageops::crop_imm(&pixels, 0, 0, 20, 16).to_image().save(dir.join("o_05.png")).unwrap();
+    usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(20x16, not the 24x16 this run renders)");
     #[cfg(unix)]
     {
         fs::remove_file(dir.join("o_05.png")).unwrap();
