@@ -151,8 +151,9 @@ pub(crate) struct BenchPoolArgs {
     /// Pool sizes to compare.
     #[arg(long, action = clap::ArgAction::Set, value_delimiter = ',', default_value = "1,2,4,8,auto", allow_hyphen_values = true)]
     pub(crate) pools: Vec<PoolSize>,
-    /// Runs per pool size: the table shows the median run's frames/s with
-    /// the range, and the highest peaks; the chart and CSV every run.
+    /// Runs per pool size: the table shows the median run's frames/s (of
+    /// an even count, the slower middle run) with the range, and the
+    /// highest peaks; the chart and CSV every run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) repeat: u32,
     /// VRAM budget: 512MiB, 2GiB, 1.5GB.
