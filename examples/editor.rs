@@ -282,6 +282,9 @@ fn main() -> ExitCode {
         // SAFETY: first thing in main, before any other thread exists.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
+    // A codec's panic on an odd frame is that request's error, counted in
+    // the summary: not a crash report on stderr for every request of it.
+    framepipe::io::quiet_decoder_panics();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
@@ -449,15 +452,19 @@ fn run(
     let stop = cancel.clone();
     // The export restarts until the session is over, so every request
     // competes with it. Its failed frames are counted, not dropped; a pass
-    // counts once it went over the whole sequence (the last one is cut
-    // short by the session's end).
+    // counts once it wrote every frame (the last one is cut short by the
+    // session's end). One that wrote nothing for failures would only fail
+    // again: the export ends there, and the summary says why.
     let export = std::thread::spawn(move || -> Result<(usize, usize, Vec<String>), framepipe::Error> {
         let (mut frames, mut runs, mut failed) = (0, 0, Vec::new());
         while !cancel.is_cancelled() {
             let report = exporter.run(&job, &prepared, &cancel, &mut |_| {})?;
             frames += report.frames_written;
             failed.extend(report.failures.iter().map(|f| format!("frame {}: {}", f.number, f.error)));
-            runs += usize::from(report.frames_written + report.failures.len() == prepared.outputs.len());
+            runs += usize::from(report.frames_written == prepared.outputs.len());
+            if report.frames_written == 0 && !report.failures.is_empty() {
+                break;
+            }
         }
         Ok((frames, runs, failed))
     });

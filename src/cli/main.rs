@@ -36,14 +36,9 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 fn main() -> ExitCode {
     quiet_mesa_wsi();
     route_signals();
-    // A codec's panic on an odd file is that file's one-line decode error
-    // (see `framepipe::io::in_decoder`): not printed as a crash as well.
-    let crash = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !framepipe::io::in_decoder() {
-            crash(info)
-        }
-    }));
+    // A codec's panic on an odd file is that file's one-line decode error:
+    // not printed as a crash as well.
+    framepipe::io::quiet_decoder_panics();
     let cli = match Cli::try_parse_from(attach_negative_values(std::env::args_os(), &value_options(false))) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

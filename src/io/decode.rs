@@ -555,6 +555,21 @@ pub fn in_decoder() -> bool {
     DECODING.with(|d| d.get() > 0)
 }
 
+/// Installs a panic hook that leaves decoders' panics unprinted (each is
+/// already its file's one-line decode error: see [`in_decoder`]) and hands
+/// every other panic to the hook that was there. For a program that reads
+/// files its users bring: a codec's bug on an odd file would otherwise
+/// print a crash report each time the frame is asked for. Call it once,
+/// early in `main`.
+pub fn quiet_decoder_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !in_decoder() {
+            previous(info)
+        }
+    }));
+}
+
 /// Runs decoding work on `path`, a panic in it becoming the file's decode
 /// error. Codecs have bugs that only odd files reach (a planar, tiled TIFF
 /// whose edge tiles overhang the image trips an assertion in `tiff`): that

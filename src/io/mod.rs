@@ -15,7 +15,7 @@ mod whole;
 
 pub use decode::{
     Buffers, DecodeLimits, FrameInfo, Fresh, decode_file, decode_file_with, decode_with, decode_with_buffers,
-    in_decoder, probe_file, probe_info,
+    in_decoder, probe_file, probe_info, quiet_decoder_panics,
 };
 pub(crate) use encode::write_frame_atomic_unless;
 pub use encode::{
