@@ -21,7 +21,7 @@ use crate::notices::{
     FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, format_notice, resume_notice, stale_notice, stream_hint,
 };
 use crate::printable;
-use crate::signals::{CTRL_C, FIRST_SIGNAL, RESUMABLE, RUN, STOPPING_NOW, STREAMING, signal_exit_code};
+use crate::signals::{CTRL_C, FIRST_SIGNAL, RESUMABLE, RUN, STOPPING_NOW, STREAMING, signal_exit_code, stale_reports};
 
 pub(crate) fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
     let graph = op_graph(&args.ops)?;
@@ -186,6 +186,12 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // the files not yet replaced are an older render's, which it keeps).
     RESUMABLE
         .store(!prepared.stream && !opts.demo && !opts.overwrite && !opts.quiet, std::sync::atomic::Ordering::SeqCst);
+    // The reports this run replaces, which a second interrupt removes: by
+    // then they describe outputs the run has begun to replace.
+    let replaced = [(&opts.json, replace_json), (&opts.timeline, replace_timeline)]
+        .into_iter()
+        .filter_map(|(path, replace)| path.clone().filter(|p| replace && p.as_os_str() != "-" && p.is_file()));
+    *stale_reports() = replaced.collect();
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
@@ -281,6 +287,9 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // meanwhile, a full disk) is a failure of the run, exit 1, not a usage
     // error, and does not keep the other report from being written.
     let mut unwritten = false;
+    // Replaced from here on, not removed: a second interrupt now would
+    // take the new report.
+    stale_reports().clear();
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
         unwritten |= failed_after_run(write_report(path, &text, replace_json));

@@ -122,6 +122,17 @@ pub(crate) fn die_by(signal: i32) -> ! {
 pub(crate) static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Set while `process` writes files that `--skip-existing` can resume.
+/// The earlier reports a run replaces at its end (`--overwrite`, or those
+/// of the run a `--skip-existing` run finishes): stopped at once, it
+/// writes none, and they no longer describe the outputs, so they go.
+/// Emptied before the run writes its own.
+static STALE_REPORTS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// [`STALE_REPORTS`], locked (its lists stay whole through any panic).
+pub(crate) fn stale_reports() -> std::sync::MutexGuard<'static, Vec<std::path::PathBuf>> {
+    STALE_REPORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub(crate) static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How long the first signal waits for a stream's frame to be taken.
@@ -139,6 +150,14 @@ fn stop_now(signal: i32) -> ! {
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
     note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
+    for report in stale_reports().iter() {
+        if std::fs::remove_file(report).is_ok() {
+            note!(
+                "framepipe: removed the earlier report {}: the run had begun to replace what it describes",
+                report.display()
+            );
+        }
+    }
     if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) {
         note!("notice: the same command with --skip-existing processes only the frames not written");
     }

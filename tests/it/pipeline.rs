@@ -517,18 +517,29 @@ fn send(child: &std::process::Child, signal: &str) {
 /// ends as the last one would have (a shell sees a process the signal
 /// ended, `$?` 128 + its number, and stops a loop running it) leaving only
 /// complete outputs. Returns its stderr after the first frame.
-fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
+/// `replacing`: the run replaces (`--overwrite`) a report an earlier run
+/// left; returned is what is under its name once the run ended.
+fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32, replacing: bool) -> (String, Option<String>) {
     use std::io::{BufReader, Read};
     use std::process::Stdio;
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), frames, width, height);
     let out = t.path().join("o");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"))
-        .args(["process", &input, "-o", &format!("{}/o_%03d.png", out.display()), "--blur", "6"])
-        .args(["--backend", "cpu", "--threads", "1", "--pool", "2"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let report = t.path().join("r.json");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"));
+    command.args(["process", &input, "-o", &format!("{}/o_%03d.png", out.display()), "--blur", "6"]).args([
+        "--backend",
+        "cpu",
+        "--threads",
+        "1",
+        "--pool",
+        "2",
+    ]);
+    if replacing {
+        fs::write(&report, "{\"cancelled\": false}").unwrap();
+        command.arg("--overwrite").arg("--json").arg(&report);
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let line = read_until(&mut stderr, |l| l.contains("written"));
     assert!(line.contains("written"), "a frame was written before the interrupt");
@@ -562,7 +573,7 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32) -> String {
         assert!(!name.starts_with('.'), "{signals:?}: no temporary file left: {name}");
         framepipe::io::decode_file(&f.path(), &Default::default()).expect("complete frame");
     }
-    rest
+    (rest, fs::read_to_string(&report).ok())
 }
 
 /// The number of SIG`signal`.
@@ -587,7 +598,7 @@ fn ended_by(status: std::process::ExitStatus) -> Option<i32> {
 #[test]
 fn ctrl_c_sigterm_or_sighup_drains_in_flight_frames_and_ends_by_it() {
     for signal in ["INT", "TERM", "HUP"] {
-        let rest = interrupt(&[signal], 80, 320, 200);
+        let (rest, _) = interrupt(&[signal], 80, 320, 200, false);
         assert!(rest.contains("not written: "), "{signal}: the summary is printed: {rest}");
         assert!(rest.contains("with --skip-existing processes only the frames not written"), "{rest}");
     }
@@ -626,9 +637,13 @@ fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
     // Frames slow enough (a wide blur on one thread) that the second signal
     // lands while the first drain is still working.
     // The second signal's code is the exit code: it stopped the process.
-    let rest = interrupt(&["INT", "TERM"], 8, 1280, 720);
+    let (rest, report) = interrupt(&["INT", "TERM"], 8, 1280, 720, true);
     assert!(rest.contains("stopped at once; the frames written so far are kept, "), "{rest}");
     assert!(!rest.contains("frames/s"), "no summary after stopping at once: {rest}");
+    // No report is written, and the earlier run's it was replacing no
+    // longer describes the outputs: it goes, said so.
+    assert_eq!(report, None, "{rest}");
+    assert!(rest.contains("removed the earlier report "), "{rest}");
 }
 
 /// A stage's threads the OS will not start (a thread limit) fail the run
