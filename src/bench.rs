@@ -167,8 +167,7 @@ pub fn table(runs: &[PoolRun]) -> String {
         .map(|(req, slots, median, min, max, m)| {
             // Peaks are the highest of the pool size's runs (the CSV has
             // each run's), the rest the median run's.
-            let peak = |of: fn(&PoolRun) -> u64| runs.iter().filter(|r| r.requested == req).map(of).max();
-            let (vram, rss) = (peak(|r| r.vram_peak).unwrap_or(0), peak(|r| r.rss_peak).unwrap_or(0));
+            let (vram, rss) = (highest(runs, &req, |r| r.vram_peak), highest(runs, &req, |r| r.rss_peak));
             [
                 req.to_string(),
                 slots.to_string(),
@@ -243,8 +242,15 @@ pub fn csv(runs: &[PoolRun]) -> String {
     s
 }
 
+/// The highest of `of` over the runs of pool size `requested`: a peak is
+/// what a machine must hold, whichever run reached it.
+fn highest(runs: &[PoolRun], requested: &str, of: fn(&PoolRun) -> u64) -> u64 {
+    runs.iter().filter(|r| r.requested == requested).map(of).max().unwrap_or(0)
+}
+
 /// Two panels against pool size: frames/s (every run as a dot, the median
-/// joined by a line) and peak memory (VRAM ledger and host RSS, MiB). Pool
+/// joined by a line) and peak memory (VRAM ledger and host RSS, MiB: every
+/// run as a dot, the highest joined by a line, as the table gives it). Pool
 /// sizes are categories in the order asked for, `auto` labelled with the
 /// slots it took.
 pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
@@ -337,10 +343,13 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
                 pts.join(" ")
             );
         } else {
-            for (field, color, label, dy) in [(0, "#e15759", "VRAM (ledger)", 0.0), (1, "#59a14f", "host RSS", 16.0)] {
-                let val = |r: &PoolRun| if field == 0 { mib(r.vram_peak) } else { mib(r.rss_peak) };
-                let pts: Vec<String> =
-                    sums.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", x(i as f64), y(val(&r.5)))).collect();
+            let fields: [(fn(&PoolRun) -> u64, _, _, _); 2] =
+                [(|r| r.vram_peak, "#e15759", "VRAM (ledger)", 0.0), (|r| r.rss_peak, "#59a14f", "host RSS", 16.0)];
+            for (of, color, label, dy) in fields {
+                let val = |r: &PoolRun| mib(of(r));
+                let pts: Vec<String> = (sums.iter().enumerate())
+                    .map(|(i, r)| format!("{:.1},{:.1}", x(i as f64), y(mib(highest(runs, &r.0, of)))))
+                    .collect();
                 let _ = writeln!(
                     s,
                     r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
@@ -404,6 +413,10 @@ mod tests {
         // y = 60), labels' baselines just below; none is drawn over the x
         // axis (y = 320), whose 0 is only labelled.
         let svg = chart_svg(&runs, "t");
+        // The memory lines join the same highest peaks (the median run's
+        // are 1 byte): RSS 3 MiB at the top of a 0-3 MiB axis, VRAM 2 MiB.
+        assert!(svg.contains(r##"<polyline points="700.0,60.0" fill="none" stroke="#59a14f""##), "{svg}");
+        assert!(svg.contains(r##"<polyline points="700.0,146.7" fill="none" stroke="#e15759""##), "{svg}");
         assert!(svg.contains(r##"y1="60.0" x2="430" y2="60.0" stroke="#eee""##), "{svg}");
         assert!(svg.contains(r#"y="64.0" text-anchor="end">"#), "{svg}");
         assert!(!svg.contains(r##"y1="320.0" x2="430" y2="320.0" stroke="#eee""##), "{svg}");
