@@ -242,9 +242,12 @@ pub fn csv(runs: &[PoolRun]) -> String {
     s
 }
 
+/// One of a run's figures.
+type RunFigure = fn(&PoolRun) -> u64;
+
 /// The highest of `of` over the runs of pool size `requested`: a peak is
 /// what a machine must hold, whichever run reached it.
-fn highest(runs: &[PoolRun], requested: &str, of: fn(&PoolRun) -> u64) -> u64 {
+fn highest(runs: &[PoolRun], requested: &str, of: RunFigure) -> u64 {
     runs.iter().filter(|r| r.requested == requested).map(of).max().unwrap_or(0)
 }
 
@@ -343,7 +346,7 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
                 pts.join(" ")
             );
         } else {
-            let fields: [(fn(&PoolRun) -> u64, _, _, _); 2] =
+            let fields: [(RunFigure, _, _, _); 2] =
                 [(|r| r.vram_peak, "#e15759", "VRAM (ledger)", 0.0), (|r| r.rss_peak, "#59a14f", "host RSS", 16.0)];
             for (of, color, label, dy) in fields {
                 let val = |r: &PoolRun| mib(of(r));
