@@ -792,9 +792,11 @@ fn check_done(out: &Path, format: OutputFormat, size: Option<(u32, u32)>, limits
     )))
 }
 
-/// A handle that stops a running job: no frame starts after it, frames on
-/// the GPU or past it are finished and written, decoded frames still
-/// waiting for the GPU are dropped (listed as unwritten in the report).
+/// A handle that stops a running job: no frame starts after it, frames
+/// being processed (on the GPU, or the CPU backend's kernels) or past that
+/// are finished and written, decoded frames still waiting to be processed
+/// are dropped (listed as unwritten in the report). A sequential run
+/// finishes the frame it started.
 #[derive(Clone, Debug, Default)]
 pub struct Cancel(Arc<AtomicBool>);
 

@@ -186,11 +186,14 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // the files not yet replaced are an older render's, which it keeps).
     RESUMABLE
         .store(!prepared.stream && !opts.demo && !opts.overwrite && !opts.quiet, std::sync::atomic::Ordering::SeqCst);
-    // The reports this run replaces, which a second interrupt removes: by
-    // then they describe outputs the run has begun to replace.
-    let replaced = [(&opts.json, replace_json), (&opts.timeline, replace_timeline)]
-        .into_iter()
-        .filter_map(|(path, replace)| path.clone().filter(|p| replace && p.as_os_str() != "-" && p.is_file()));
+    // The earlier reports of this output that an --overwrite run replaces,
+    // which a second interrupt removes: by then they describe outputs the
+    // run has begun to replace. (A --skip-existing run replaces no output:
+    // the report of the run it finishes still lists what is left to do.
+    // A file that is not a report of this output is not the run's to take.)
+    let replaced = [&opts.json, &opts.timeline].into_iter().filter_map(|path| {
+        path.clone().filter(|p| opts.overwrite && p.as_os_str() != "-" && is_earlier_report(p, &job.output))
+    });
     *stale_reports() = replaced.collect();
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs.len();
@@ -287,16 +290,13 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // meanwhile, a full disk) is a failure of the run, exit 1, not a usage
     // error, and does not keep the other report from being written.
     let mut unwritten = false;
-    // Replaced from here on, not removed: a second interrupt now would
-    // take the new report.
-    stale_reports().clear();
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
-        unwritten |= failed_after_run(write_report(path, &text, replace_json));
+        unwritten |= failed_after_run(write_replacing(path, &text, replace_json));
     }
     if let Some(path) = &opts.timeline {
         let svg = framepipe::timeline::render_svg(&report);
-        unwritten |= failed_after_run(write_report(path, &svg, replace_timeline));
+        unwritten |= failed_after_run(write_replacing(path, &svg, replace_timeline));
     }
     Ok(if report.cancelled {
         // Cancelled only by a signal here (the first; Ctrl-C if none came):
@@ -316,4 +316,19 @@ fn frame_reason<'a>(prepared: &framepipe::PreparedJob, failure: &'a framepipe::r
     let at = prepared.sequence.frames.iter().position(|f| f.number == failure.number);
     let mut paths = at.into_iter().flat_map(|i| [&prepared.sequence.frames[i].path, &prepared.outputs[i]]);
     paths.find_map(|p| failure.error.strip_prefix(&format!("{}: ", p.display()))).unwrap_or(&failure.error)
+}
+
+/// [`write_report`] for a run's report, which from then on is no earlier
+/// report for a second interrupt to remove. The list is held while the
+/// file is written (not stdout, which a stalled reader may hold): an
+/// interrupt meanwhile waits for the rename, and neither removes the new
+/// report nor leaves the old one.
+fn write_replacing(path: &Path, text: &str, replace: bool) -> Result<(), Error> {
+    if path == Path::new("-") {
+        return write_report(path, text, replace);
+    }
+    let mut stale = stale_reports();
+    let written = write_report(path, text, replace);
+    stale.retain(|p| p != path);
+    written
 }

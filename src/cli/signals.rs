@@ -121,11 +121,10 @@ pub(crate) fn die_by(signal: i32) -> ! {
 /// Set while `process` writes its frames to stdout.
 pub(crate) static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Set while `process` writes files that `--skip-existing` can resume.
-/// The earlier reports a run replaces at its end (`--overwrite`, or those
-/// of the run a `--skip-existing` run finishes): stopped at once, it
-/// writes none, and they no longer describe the outputs, so they go.
-/// Emptied before the run writes its own.
+/// The earlier reports of its output that an `--overwrite` run replaces
+/// at its end: stopped at once, it writes none, and they no longer
+/// describe the outputs, so they go. Each leaves the list as the run's own
+/// report takes its name.
 static STALE_REPORTS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// [`STALE_REPORTS`], locked (its lists stay whole through any panic).
@@ -133,6 +132,7 @@ pub(crate) fn stale_reports() -> std::sync::MutexGuard<'static, Vec<std::path::P
     STALE_REPORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Set while `process` writes files that `--skip-existing` can resume.
 pub(crate) static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How long the first signal waits for a stream's frame to be taken.
@@ -142,6 +142,8 @@ const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// `signal` would ([`die_by`]).
 fn stop_now(signal: i32) -> ! {
     STOPPING_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
+    // First: a report being written over an earlier one is let finish.
+    let stale = stale_reports();
     let removed = framepipe::io::remove_partials();
     // (A count of the frames kept could miss one renamed into
     // place just now, before its report: none is given.)
@@ -150,7 +152,7 @@ fn stop_now(signal: i32) -> ! {
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
     note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
-    for report in stale_reports().iter() {
+    for report in stale.iter() {
         if std::fs::remove_file(report).is_ok() {
             note!(
                 "framepipe: removed the earlier report {}: the run had begun to replace what it describes",

@@ -517,27 +517,29 @@ fn send(child: &std::process::Child, signal: &str) {
 /// ends as the last one would have (a shell sees a process the signal
 /// ended, `$?` 128 + its number, and stops a loop running it) leaving only
 /// complete outputs. Returns its stderr after the first frame.
-/// `replacing`: the run replaces (`--overwrite`) a report an earlier run
-/// left; returned is what is under its name once the run ended.
-fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32, replacing: bool) -> (String, Option<String>) {
+/// `replacing`: the run replaces (`--overwrite`) the JSON report an
+/// earlier run of its output left, and a file of the user's under its
+/// timeline's name; returned is what is under those names once it ended.
+fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32, replacing: bool) -> (String, [Option<String>; 2]) {
     use std::io::{BufReader, Read};
     use std::process::Stdio;
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), frames, width, height);
     let out = t.path().join("o");
-    let report = t.path().join("r.json");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"));
-    command.args(["process", &input, "-o", &format!("{}/o_%03d.png", out.display()), "--blur", "6"]).args([
-        "--backend",
-        "cpu",
-        "--threads",
-        "1",
-        "--pool",
-        "2",
-    ]);
+    let (report, timeline) = (t.path().join("r.json"), t.path().join("t.svg"));
+    let output = format!("{}/o_%03d.png", out.display());
+    let framepipe = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"));
+        command.args(["process", &input, "-o", &output, "--blur", "6", "--backend", "cpu", "--threads", "1"]);
+        command.args(["--pool", "2"]);
+        command
+    };
+    let mut command = framepipe();
     if replacing {
-        fs::write(&report, "{\"cancelled\": false}").unwrap();
-        command.arg("--overwrite").arg("--json").arg(&report);
+        let earlier = framepipe().args(["--frames", "1", "-q", "--json"]).arg(&report).status().unwrap();
+        assert!(earlier.success());
+        fs::write(&timeline, "<svg>mine</svg>").unwrap();
+        command.arg("--overwrite").arg("--json").arg(&report).arg("--timeline").arg(&timeline);
     }
     let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
@@ -573,7 +575,7 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32, replacing: 
         assert!(!name.starts_with('.'), "{signals:?}: no temporary file left: {name}");
         framepipe::io::decode_file(&f.path(), &Default::default()).expect("complete frame");
     }
-    (rest, fs::read_to_string(&report).ok())
+    (rest, [fs::read_to_string(&report).ok(), fs::read_to_string(&timeline).ok()])
 }
 
 /// The number of SIG`signal`.
@@ -637,13 +639,15 @@ fn a_second_interrupt_stops_at_once_and_removes_unfinished_outputs() {
     // Frames slow enough (a wide blur on one thread) that the second signal
     // lands while the first drain is still working.
     // The second signal's code is the exit code: it stopped the process.
-    let (rest, report) = interrupt(&["INT", "TERM"], 8, 1280, 720, true);
+    let (rest, [report, timeline]) = interrupt(&["INT", "TERM"], 8, 1280, 720, true);
     assert!(rest.contains("stopped at once; the frames written so far are kept, "), "{rest}");
     assert!(!rest.contains("frames/s"), "no summary after stopping at once: {rest}");
     // No report is written, and the earlier run's it was replacing no
-    // longer describes the outputs: it goes, said so.
+    // longer describes the outputs: it goes, said so. A file of the
+    // user's under a report's name was to be replaced only by a report.
     assert_eq!(report, None, "{rest}");
-    assert!(rest.contains("removed the earlier report "), "{rest}");
+    assert!(rest.contains("removed the earlier report ") && rest.contains("r.json"), "{rest}");
+    assert_eq!(timeline.as_deref(), Some("<svg>mine</svg>"));
 }
 
 /// A stage's threads the OS will not start (a thread limit) fail the run
