@@ -21,7 +21,10 @@ use crate::notices::{
     FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, format_notice, resume_notice, stale_notice, stream_hint,
 };
 use crate::printable;
-use crate::signals::{CTRL_C, FIRST_SIGNAL, RESUMABLE, RUN, STOPPING_NOW, STREAMING, signal_exit_code, stale_reports};
+use crate::signals::{
+    CTRL_C, FIRST_SIGNAL, REPLACING, RESUMABLE, RUN, STOPPING_NOW, STREAMING, StaleReport, signal_exit_code,
+    stale_reports,
+};
 
 pub(crate) fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
     let graph = op_graph(&args.ops)?;
@@ -194,7 +197,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     let replaced = [&opts.json, &opts.timeline].into_iter().filter_map(|path| {
         path.clone().filter(|p| opts.overwrite && p.as_os_str() != "-" && is_earlier_report(p, &job.output))
     });
-    *stale_reports() = replaced.collect();
+    *stale_reports() = replaced.map(StaleReport::new).collect();
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
@@ -211,19 +214,22 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // on device`), under `--on-error stop`.
     let mut reasons = std::collections::HashSet::new();
     let mut on_progress = |p: Progress<'_>| match p {
-        Progress::Done { finished, total, record } => match &bar {
-            Some(bar) => {
-                bar.set_position(finished as u64);
-                bar.set_message(format!("frame {}", record.number));
+        Progress::Done { finished, total, record } => {
+            REPLACING.store(true, std::sync::atomic::Ordering::SeqCst);
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(finished as u64);
+                    bar.set_message(format!("frame {}", record.number));
+                }
+                None if !quiet => note!(
+                    "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
+                    record.number,
+                    if record.output == "-" { "to stdout" } else { &record.output },
+                    started.elapsed().as_secs_f64()
+                ),
+                None => {}
             }
-            None if !quiet => note!(
-                "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
-                record.number,
-                if record.output == "-" { "to stdout" } else { &record.output },
-                started.elapsed().as_secs_f64()
-            ),
-            None => {}
-        },
+        }
         // A frame the stop at once failed (no new output may be made) is
         // not its own failure: the stop says what happened.
         Progress::Failed { .. } if STOPPING_NOW.load(std::sync::atomic::Ordering::SeqCst) => {}
@@ -329,6 +335,6 @@ fn write_replacing(path: &Path, text: &str, replace: bool) -> Result<(), Error> 
     }
     let mut stale = stale_reports();
     let written = write_report(path, text, replace);
-    stale.retain(|p| p != path);
+    stale.retain(|r| r.path != path);
     written
 }

@@ -125,12 +125,41 @@ pub(crate) static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::
 /// at its end: stopped at once, it writes none, and they no longer
 /// describe the outputs, so they go. Each leaves the list as the run's own
 /// report takes its name.
-static STALE_REPORTS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+static STALE_REPORTS: std::sync::Mutex<Vec<StaleReport>> = std::sync::Mutex::new(Vec::new());
 
 /// [`STALE_REPORTS`], locked (its lists stay whole through any panic).
-pub(crate) fn stale_reports() -> std::sync::MutexGuard<'static, Vec<std::path::PathBuf>> {
+pub(crate) fn stale_reports() -> std::sync::MutexGuard<'static, Vec<StaleReport>> {
     STALE_REPORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// An earlier report as the run found it: removed only while still that
+/// file (not one put under its name since).
+pub(crate) struct StaleReport {
+    pub(crate) path: std::path::PathBuf,
+    stamp: Option<(u64, std::time::SystemTime)>,
+}
+
+impl StaleReport {
+    pub(crate) fn new(path: std::path::PathBuf) -> Self {
+        let stamp = Self::stamp(&path);
+        StaleReport { path, stamp }
+    }
+
+    /// Length and modification time.
+    fn stamp(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
+    }
+
+    /// Whether it is still the file the run found.
+    fn unchanged(&self) -> bool {
+        self.stamp.is_some() && Self::stamp(&self.path) == self.stamp
+    }
+}
+
+/// Set once the run has written a frame: its earlier reports no longer
+/// describe the outputs from then on (before, they still do, and stay).
+pub(crate) static REPLACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Set while `process` writes files that `--skip-existing` can resume.
 pub(crate) static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -152,11 +181,12 @@ fn stop_now(signal: i32) -> ! {
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
     note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
-    for report in stale.iter() {
-        if std::fs::remove_file(report).is_ok() {
+    let replacing = REPLACING.load(std::sync::atomic::Ordering::SeqCst);
+    for report in stale.iter().filter(|r| replacing && r.unchanged()) {
+        if std::fs::remove_file(&report.path).is_ok() {
             note!(
                 "framepipe: removed the earlier report {}: the run had begun to replace what it describes",
-                report.display()
+                report.path.display()
             );
         }
     }
