@@ -535,8 +535,9 @@ pub struct PreparedJob {
     pub format: OutputFormat,
     /// Whether the frames go to one stream (output `-`) rather than files.
     pub stream: bool,
-    /// The header of the first frame to process whose header reads (the
-    /// run's shape, and what the notices speak of); read once, here.
+    /// The header of the first frame asked whose header reads, kept
+    /// frames ([`Job::skip_existing`]) included (the run's shape, and what
+    /// the notices speak of); read once, here.
     pub first: Option<crate::io::FrameInfo>,
     /// How the frames are encoded: the job's options, with
     /// [`EncodeOptions::grey`] set where [`first`](Self::first) is grey.
@@ -626,10 +627,16 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let mut sequence = Sequence::scan_for(&job.input, job.frames.as_ref(), job.missing, output)?;
     let reads = crate::io::FileSet::new(sequence.matched.iter().chain(&job.also_reads));
     let stream = job.output == "-";
-    let targets = if stream { stream_targets(job, &sequence)? } else { file_targets(job, &mut sequence, &reads)? };
-    // Grey sources make grey outputs (where the ops keep them grey), as
-    // the first frame whose header reads says.
+    // The run's shape, and whether its sources are grey, as the first frame
+    // whose header reads says: of every frame asked, those whose outputs
+    // are kept too, so that a resumed run renders what the whole one did
+    // (and refuses the same frames as of another size).
     let first = sequence.frames.iter().find_map(|f| crate::io::probe_info(&f.path, &job.limits).ok());
+    let targets = if stream {
+        stream_targets(job, &sequence)?
+    } else {
+        file_targets(job, &mut sequence, &reads, first.map(|i| (i.width, i.height)))?
+    };
     if let Some(info) = first {
         targets.format.check_size(info.width, info.height)?;
     }
@@ -680,7 +687,12 @@ fn stream_targets(job: &Job, sequence: &Sequence) -> Result<Targets> {
 
 /// The targets of a job written to files, every one checked; frames whose
 /// output is kept ([`Job::skip_existing`]) leave `sequence`.
-fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) -> Result<Targets> {
+fn file_targets(
+    job: &Job,
+    sequence: &mut Sequence,
+    reads: &crate::io::FileSet,
+    rendered: Option<(u32, u32)>,
+) -> Result<Targets> {
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
     }
@@ -713,16 +725,6 @@ fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) 
     let out_dir = crate::io::parent_dir(&outputs[0]).to_owned();
     let made = std::sync::Arc::new(crate::io::check_output_dir(&out_dir)?);
     let mut keep = Vec::with_capacity(outputs.len());
-    // The size this run renders, from the first frame's header, read once
-    // an output is there to compare (none when it does not read: the run
-    // reports that frame).
-    let mut size = None;
-    let mut rendered = || {
-        *size.get_or_insert_with(|| {
-            let first = sequence.frames.first()?;
-            crate::io::probe_file(&first.path, &job.limits).ok().map(|(w, h, _)| (w, h))
-        })
-    };
     for out in &outputs {
         if reads.contains(out) {
             return Err(Error::OutputIsInput(out.clone()));
@@ -731,7 +733,7 @@ fn file_targets(job: &Job, sequence: &mut Sequence, reads: &crate::io::FileSet) 
         // file counts as done only if it reads as a frame.
         keep.push(match crate::io::check_output_free(out, job.overwrite) {
             Err(Error::OutputExists(_)) if job.skip_existing => {
-                check_done(out, format, rendered(), &job.limits)?;
+                check_done(out, format, rendered, &job.limits)?;
                 false
             }
             r => r.map(|()| true)?,

@@ -117,6 +117,9 @@ pub struct GpuBackend {
     sets: ComputeStats,
     /// The slot `process` uses for one-off frames.
     own_slot: Option<(GpuSlot, Readback)>,
+    /// The kernel set `process` last ran, held ([`GpuBackend::hold_set`])
+    /// until a run of frames is over, as `own_slot`.
+    own_set: Option<(FrameShape, Plan, RunHold)>,
     error: Arc<Mutex<Option<String>>>,
 }
 
@@ -143,6 +146,8 @@ struct Compute {
     copies: Vec<(u64, u64, u64, u64)>,
     /// Downscale passes for previews, by scale.
     previews: Vec<PreviewPass>,
+    /// Cloned by each export running with this set ([`RunHold`]).
+    runs: Arc<()>,
 }
 
 impl Compute {
@@ -160,6 +165,11 @@ impl Compute {
     /// behind them build it again beside it.
     fn in_flight(&self) -> bool {
         Arc::strong_count(&self.packed.reservation) > 1
+    }
+
+    /// Whether an export is running with this set ([`GpuBackend::hold_set`]).
+    fn held_by_run(&self) -> bool {
+        Arc::strong_count(&self.runs) > 1
     }
 }
 
@@ -211,6 +221,11 @@ struct PreviewLaunch {
 /// [`GpuBackend::hold_newest_set`].
 #[derive(Default)]
 pub struct SetHold(#[allow(dead_code)] Vec<Arc<Reservation>>);
+
+/// Marks a kernel set as an export's for as long as it runs; see
+/// [`GpuBackend::hold_set`].
+#[derive(Default)]
+pub struct RunHold(#[allow(dead_code)] Option<Arc<()>>);
 
 /// Most (shape, plan) kernel buffer sets kept at once.
 const COMPUTE_CACHE: usize = 3;
@@ -311,6 +326,7 @@ impl GpuBackend {
             computes: Vec::new(),
             sets: ComputeStats::default(),
             own_slot: None,
+            own_set: None,
             error,
         })
     }
@@ -478,6 +494,7 @@ impl GpuBackend {
             launches,
             copies,
             previews: Vec::new(),
+            runs: Arc::default(),
         };
         self.computes.push(compute);
         self.sets.built += 1;
@@ -503,7 +520,9 @@ impl GpuBackend {
     pub fn evict_export_sets(&mut self, keep: (FrameShape, &Plan)) -> usize {
         let before = self.computes.len();
         let (shape, plan) = keep;
-        self.computes.retain(|c| (c.shape == shape && c.plan == *plan) || c.in_flight() || !c.previews.is_empty());
+        self.computes.retain(|c| {
+            (c.shape == shape && c.plan == *plan) || c.in_flight() || c.held_by_run() || !c.previews.is_empty()
+        });
         before - self.computes.len()
     }
 
@@ -516,11 +535,20 @@ impl GpuBackend {
     pub fn evict_idle_sets(&mut self, idle: std::time::Duration, keep: Option<(FrameShape, &Plan)>) -> usize {
         let before = self.computes.len();
         let kept = |c: &Compute| keep.is_some_and(|(shape, plan)| c.shape == shape && c.plan == *plan);
-        self.computes.retain(|c| kept(c) || c.in_flight() || c.used.elapsed() < idle);
+        self.computes.retain(|c| kept(c) || c.in_flight() || c.held_by_run() || c.used.elapsed() < idle);
         for c in &mut self.computes {
             c.previews.retain(|p| p.used.elapsed() < idle);
         }
         before - self.computes.len()
+    }
+
+    /// Marks the kernel set for `shape` and `plan`, if there is one, as an
+    /// export's for as long as the returned hold lives: between its frames
+    /// too, other exports (their sets, their pools) never evict it from
+    /// under the run; a preview still may ([`GpuBackend::prepare_for_preview`]:
+    /// the export yields to previews, never the reverse).
+    pub fn hold_set(&self, shape: FrameShape, plan: &Plan) -> RunHold {
+        RunHold(self.computes.iter().find(|c| c.shape == shape && c.plan == *plan).map(|c| c.runs.clone()))
     }
 
     /// Kernel sets built and rewritten so far.
@@ -937,6 +965,10 @@ impl GpuBackend {
         // A preview that had this slot given up for it would otherwise see
         // the slot taken back by an attempt that cannot run anyway.
         self.prepare(shape, plan)?;
+        if self.own_set.as_ref().is_none_or(|(s, p, _)| *s != shape || p != plan) {
+            self.own_set = None;
+            self.own_set = Some((shape, plan.clone(), self.hold_set(shape, plan)));
+        }
         if self.own_slot.as_ref().is_none_or(|(s, _)| s.shape != shape) {
             self.own_slot = None;
             // Kernel sets other exports left give way to this frame.
@@ -954,9 +986,11 @@ impl GpuBackend {
 
     /// Gives back the slot and readback buffer that [`GpuBackend::process`]
     /// keeps from one frame to the next, once a run of frames is over:
-    /// two frames of budget an export or a preview may want next.
+    /// two frames of budget an export or a preview may want next. Its
+    /// kernel set is let go too: a cache again, evicted as others are.
     pub fn release_own_slot(&mut self) {
         self.own_slot = None;
+        self.own_set = None;
     }
 }
 

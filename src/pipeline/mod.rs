@@ -376,9 +376,12 @@ impl Shared<'_> {
 /// The shape every frame must have: the first frame whose header reads.
 /// Frames before it that cannot be read are failures.
 fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailure>) -> Option<(usize, FrameShape)> {
+    // The run's shape is the prepared one (a kept frame's, on a resumed
+    // run): a first frame of another size fails as in the whole run.
+    let run = prepared.first.map(|i| FrameShape { width: i.width, height: i.height, format: i.format });
     for (i, f) in prepared.sequence.frames.iter().enumerate() {
         match probe_file(&f.path, &job.limits) {
-            Ok((width, height, format)) => return Some((i, FrameShape { width, height, format })),
+            Ok((width, height, format)) => return Some((i, run.unwrap_or(FrameShape { width, height, format }))),
             Err(e) => {
                 failures.push(FrameFailure { number: f.number, error: e.to_string() });
                 if job.on_error == ErrorPolicy::Stop {
@@ -448,7 +451,8 @@ pub(crate) fn run(
     // run on the engine) is a race, not a pool that does not fit: sized
     // again from what is left, a few times.
     let mut raced = 0;
-    let Staging { slots, slot_bytes, ring } = loop {
+    // (`_kernels` holds the run's kernel set to its end: see `size_slots`.)
+    let Staging { slots, slot_bytes, ring, hold: _kernels } = loop {
         let mark = ledger.mark();
         let mut backend = engine.backend().lock(Priority::Export);
         let sizing = Sizing { pool: pool_size, threads: busy, frames: remaining };

@@ -8,7 +8,7 @@ use super::{GPU_DEPTH, Shared, SlotKind, Stage, describe, ring_size};
 use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::gpu::{FrameShape, GpuBackend, GpuSlot, Readback, StagingMaker};
+use crate::gpu::{FrameShape, GpuBackend, GpuSlot, Readback, RunHold, StagingMaker};
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::Plan;
 use crate::pool::{Lease, Pool, PoolSize, auto_cap};
@@ -241,6 +241,8 @@ pub(super) struct Staging {
     /// Ledger bytes of one slot (a host frame's bytes for host permits).
     pub(super) slot_bytes: u64,
     pub(super) ring: Vec<Readback>,
+    /// The run's kernel set, kept from eviction while the run lasts.
+    pub(super) hold: RunHold,
 }
 
 /// What a run asks of its pool: the size asked for, the workers that can
@@ -272,7 +274,8 @@ pub(super) fn size_slots(
                 PoolSize::Auto => auto_cap(threads, false).min(frames).max(1),
             };
             let slots = (0..n).map(|_| SlotKind::Host).collect();
-            return Ok(PoolPlan::Host(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new() }));
+            let hold = RunHold::default();
+            return Ok(PoolPlan::Host(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new(), hold }));
         }
     };
     let kernels = gpu.compute_bytes(shape, plan)?;
@@ -288,13 +291,17 @@ pub(super) fn size_slots(
         Err(Error::Budget(_)) => return Err(refuse(ledger.current())),
         r => r?,
     }
+    let hold = gpu.hold_set(shape, plan);
     // The kernel sets earlier exports left (another grade, another size)
-    // give way to the pool this one wants rather than shrink it.
+    // give way to the pool this one wants, its slots and its whole ring,
+    // rather than shrink it.
     let wanted = match pool {
         PoolSize::Fixed(n) => n,
         PoolSize::Auto => auto_cap(threads, true).min(frames.max(1)),
     };
-    if ledger.current().saturating_add((wanted as u64).saturating_mul(slot)).saturating_add(readback) > budget {
+    let ring = ring_size(threads).min(frames.max(1)) as u64;
+    let wanted_bytes = (wanted as u64).saturating_mul(slot).saturating_add(ring.saturating_mul(readback));
+    if ledger.current().saturating_add(wanted_bytes) > budget {
         gpu.evict_export_sets((shape, plan));
     }
     if ledger.current() + readback + slot > budget {
@@ -303,7 +310,7 @@ pub(super) fn size_slots(
     let free = budget.saturating_sub(ledger.current());
     let (n, rings) = split_budget(free, slot, readback, threads, frames, pool);
     let fitted = n as u64 * slot + rings as u64 * readback <= free;
-    Ok(PoolPlan::Gpu { maker: gpu.staging_maker(), shape, n, rings, threads, kernels, fitted })
+    Ok(PoolPlan::Gpu { maker: gpu.staging_maker(), shape, n, rings, threads, kernels, fitted, hold })
 }
 
 /// A pool sized, to be made.
@@ -312,7 +319,17 @@ pub(super) enum PoolPlan {
     Host(Staging),
     /// `n` GPU slots and `rings` readback buffers; `fitted`: they fit in
     /// what was free when sized (a fixed pool may not).
-    Gpu { maker: StagingMaker, shape: FrameShape, n: usize, rings: usize, threads: usize, kernels: u64, fitted: bool },
+    Gpu {
+        maker: StagingMaker,
+        shape: FrameShape,
+        n: usize,
+        rings: usize,
+        threads: usize,
+        kernels: u64,
+        fitted: bool,
+        /// The run's kernel set, held from its sizing to its end.
+        hold: RunHold,
+    },
 }
 
 impl PoolPlan {
@@ -329,10 +346,10 @@ impl PoolPlan {
     /// sizing (a preview, another run) makes it a budget error: the caller
     /// sizes again.
     pub(super) fn make(self) -> Result<Staging> {
-        let (maker, shape, n, rings, threads, kernels) = match self {
+        let (maker, shape, n, rings, threads, kernels, hold) = match self {
             PoolPlan::Host(staging) => return Ok(staging),
-            PoolPlan::Gpu { maker, shape, n, rings, threads, kernels, .. } => {
-                (maker, shape, n, rings, threads, kernels)
+            PoolPlan::Gpu { maker, shape, n, rings, threads, kernels, hold, .. } => {
+                (maker, shape, n, rings, threads, kernels, hold)
             }
         };
         let ring = (0..rings).map(|_| maker.new_readback(shape)).collect::<Result<Vec<_>>>()?;
@@ -344,7 +361,7 @@ impl PoolPlan {
             Error::Budget(_) => slots_refused(n, fit, sizes, maker.budget()),
             e => e,
         })?;
-        Ok(Staging { slots: slots.into_iter().map(SlotKind::Gpu).collect(), slot_bytes: slot, ring })
+        Ok(Staging { slots: slots.into_iter().map(SlotKind::Gpu).collect(), slot_bytes: slot, ring, hold })
     }
 }
 

@@ -917,6 +917,33 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     }
 }
 
+/// A resumed run renders the frames left as the whole run did: at the
+/// size of the first frame asked, a kept one too, so a source of another
+/// size fails as it did, rather than setting the size of the rest.
+#[test]
+fn a_resumed_run_keeps_the_whole_runs_frame_size() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 4, PixelFormat::Rgba8);
+    let odd = image::RgbaImage::from_fn(20, 16, |x, y| image::Rgba([x as u8 * 7, y as u8 * 11, 90, 255]));
+    odd.save(t.path().join("s_03.png")).unwrap();
+    for sequential in [false, true] {
+        let out = t.path().join(format!("o-{sequential}/o_%02d.png")).display().to_string();
+        let run = |extra: &[&str]| {
+            let mut cmd = framepipe();
+            cmd.args(["process", &input, "-o", &out, "--backend", "cpu", "--on-error", "skip"]).args(extra);
+            if sequential {
+                cmd.arg("--sequential");
+            }
+            cmd.assert().code(1).stderr(contains("is 20x16 RGBA8 but the sequence is 24x16 RGBA8"))
+        };
+        run(&[]);
+        run(&["--skip-existing"]);
+        let dir = t.path().join(format!("o-{sequential}"));
+        assert!(!dir.join("o_03.png").exists(), "sequential {sequential}");
+        assert_eq!(files(&dir), ["o_01.png", "o_02.png", "o_04.png"]);
+    }
+}
+
 #[test]
 fn existing_outputs_and_inputs_are_never_overwritten() {
     let t = tempfile::tempdir().unwrap();
