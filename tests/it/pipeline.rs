@@ -264,6 +264,64 @@ fn an_auto_pool_is_sized_for_the_frames_there_are() {
     }
 }
 
+/// A running export holds its kernel set, pipelined (from its sizing) or
+/// one frame at a time (from its first frame): another export making room
+/// for its pool evicts the sets earlier exports left, never that one,
+/// even between its frames; once the run is over it is a cache again.
+#[test]
+fn a_running_exports_kernel_set_is_not_evicted_for_another() {
+    let Some(mut gpu) = crate::util::gpu(Default::default()) else { return };
+    let shape = FrameShape { width: 64, height: 48, format: PixelFormat::Rgba8 };
+    let plan = |ops: Vec<Op>| OpGraph::new(ops).unwrap().plan();
+    let (running, left, next) =
+        (graph().plan(), plan(vec![Op::Exposure { stops: 0.5 }]), plan(vec![Op::Blur { sigma: 3.0 }]));
+    let bytes = |p| gpu.compute_bytes(shape, p).unwrap();
+    let (running_bytes, next_bytes) = (bytes(&running), bytes(&next));
+    gpu.prepare(shape, &running).unwrap();
+    let held = gpu.hold_set(shape, &running);
+    gpu.prepare(shape, &left).unwrap();
+    gpu.prepare(shape, &next).unwrap();
+    assert_eq!(gpu.evict_export_sets((shape, &next)), 1, "the set left behind goes");
+    assert_eq!(gpu.ledger().current(), running_bytes + next_bytes, "the running one stays");
+    drop(held);
+    assert_eq!(gpu.evict_export_sets((shape, &next)), 1, "over, it is a cache");
+    assert_eq!(gpu.ledger().current(), next_bytes);
+    // One frame at a time: held from its frame to the end of the run.
+    let mut rng = crate::util::Rng::fresh("held set");
+    let frame = crate::util::random_frame(&mut rng, 64, 48, PixelFormat::Rgba8, true);
+    gpu.process(&frame, &running).unwrap();
+    assert_eq!(gpu.evict_export_sets((shape, &next)), 0);
+    gpu.release_own_slot();
+    assert_eq!(gpu.evict_export_sets((shape, &next)), 1);
+    assert_eq!(gpu.ledger().current(), next_bytes);
+}
+
+/// One frame at a time too, the set an earlier export left gives way to
+/// the frame's slot rather than fail it.
+#[test]
+fn an_earlier_grades_kernels_give_way_to_a_sequential_frame() {
+    if !gpu_available() {
+        return;
+    }
+    let shape = FrameShape { width: 64, height: 48, format: PixelFormat::Rgba8 };
+    let (left, plain) = (graph().plan(), OpGraph::new(vec![Op::Exposure { stops: 0.5 }]).unwrap().plan());
+    let probe = crate::util::gpu(Default::default()).unwrap();
+    let (left_bytes, plain_bytes) =
+        (probe.compute_bytes(shape, &left).unwrap(), probe.compute_bytes(shape, &plain).unwrap());
+    let frame_bytes = GpuBackend::slot_bytes(shape) + GpuBackend::readback_bytes(shape);
+    drop(probe);
+    // Both sets fit, or one set and a frame: not both sets and a frame.
+    let budget = left_bytes + plain_bytes + frame_bytes - 1;
+    let ledger = framepipe::ledger::Ledger::new(budget);
+    let mut gpu = GpuBackend::new(&Default::default(), ledger.clone()).unwrap();
+    gpu.prepare(shape, &left).unwrap();
+    let mut rng = crate::util::Rng::fresh("sequential frame beside a left set");
+    let frame = crate::util::random_frame(&mut rng, 64, 48, PixelFormat::Rgba8, true);
+    gpu.process(&frame, &plain).unwrap();
+    assert_eq!(ledger.current(), plain_bytes + frame_bytes);
+    assert!(ledger.peak() <= budget);
+}
+
 /// Frames whose header does not read fail before the pool is made, which
 /// is sized for the frames left to start: one here, not eight threads'
 /// worth.
