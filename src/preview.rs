@@ -211,8 +211,20 @@ struct PreviewKey {
 struct GradeKey(Arc<str>);
 
 impl GradeKey {
+    /// -0.0 is written as 0.0: the same grade (a slider crossing zero as
+    /// `-x * step`) is the same key, not a render and a cache entry again.
     fn of(graph: &OpGraph) -> Self {
-        GradeKey(serde_json::to_string(&graph.ops).expect("ops serialise").into())
+        fn positive_zero(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Number(n) if n.as_f64() == Some(0.0) => *v = serde_json::Value::from(0.0),
+                serde_json::Value::Array(a) => a.iter_mut().for_each(positive_zero),
+                serde_json::Value::Object(o) => o.values_mut().for_each(positive_zero),
+                _ => {}
+            }
+        }
+        let mut ops = serde_json::to_value(&graph.ops).expect("ops serialise");
+        positive_zero(&mut ops);
+        GradeKey(ops.to_string().into())
     }
 }
 
@@ -859,7 +871,8 @@ impl Engine {
                 return Err(e);
             }
         };
-        // A render traced its end itself, while it still held the backend.
+        // A render traced its end itself, once its image was read back
+        // (still holding its intent, so no export frame came between).
         if served != Served::Rendered {
             state.record(TraceEvent::PreviewDone(frame));
         }
@@ -1656,6 +1669,20 @@ fn preview_need(gpu: &GpuBackend, shape: FrameShape, plan: &crate::ops::Plan, fa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grade_key_takes_negative_zero_for_zero_and_nothing_else() {
+        use crate::ops::Op;
+        let key = |stops: f64, m0: f64| {
+            let matrix = [m0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+            let ops = vec![Op::Exposure { stops }, Op::Matrix { matrix, offset: [-0.0, 0.0, 0.25] }];
+            GradeKey::of(&OpGraph::new(ops).unwrap())
+        };
+        assert_eq!(key(-0.0, 1.0), key(0.0, 1.0));
+        assert_ne!(key(-0.0, 1.0), key(-0.05, 1.0));
+        assert_ne!(key(0.0, 1.0), key(0.0, -1.0));
+        assert!(key(0.0, 1.0).0.contains("0.25"));
+    }
 
     /// A queued prefetch is passed once its playhead has stepped beyond it
     /// in the way it moves (playback on twos skips the frames between);

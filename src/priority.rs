@@ -6,7 +6,9 @@
 //! goes before a waiting prefetch, which goes before a waiting export frame.
 //! Work already running is never preempted (a GPU submission cannot be),
 //! so at the lock a preview waits at most for the one frame in progress
-//! (and for previews ahead of it; for memory, see the preview module).
+//! (and for previews ahead of it; for memory, see the preview module). On
+//! the GPU queue itself it also waits for the export frames already
+//! submitted (at most `GPU_DEPTH`, one while previews are live).
 //!
 //! A class can also be announced ahead of the lock with [`PriorityLock::intend`]:
 //! a preview announces itself when it arrives, before it decodes, so export

@@ -372,8 +372,10 @@ impl GpuBackend {
     /// kernel buffers of `shape` and `plan` (its downscale pass's).
     ///
     /// # Errors
-    /// As [`Banding::new`].
+    /// As [`Banding::new`]; [`Error::InvalidValue`] for a scale other than
+    /// 1, 2, 4 or 8.
     pub fn preview_bytes(&self, shape: FrameShape, plan: &Plan, scale: u32) -> Result<u64> {
+        check_scale(scale)?;
         let banding = self.banding(shape.width, shape.height, shape.format, plan)?;
         let bands: Vec<(u32, u32)> = banding.bands(shape.height).collect();
         let sizes = self.preview_sizes(shape, &bands, scale);
@@ -561,8 +563,10 @@ impl GpuBackend {
     /// [`GpuBackend::run_preview`] allocates nothing.
     ///
     /// # Errors
-    /// [`Error::Budget`] or [`Error::Gpu`].
+    /// [`Error::Budget`] or [`Error::Gpu`]; [`Error::InvalidValue`] for a
+    /// scale other than 1, 2, 4 or 8.
     pub fn prepare_for_preview(&mut self, shape: FrameShape, plan: &Plan, scale: u32) -> Result<()> {
+        check_scale(scale)?;
         self.prepare(shape, plan)?;
         self.prepare_preview(scale)
     }
@@ -853,7 +857,8 @@ impl GpuBackend {
     /// until the result was mapped).
     ///
     /// # Errors
-    /// [`Error::Budget`] or [`Error::Gpu`].
+    /// [`Error::Budget`] or [`Error::Gpu`]; [`Error::InvalidValue`] for a
+    /// scale other than 1, 2, 4 or 8.
     pub fn run_preview(
         &mut self,
         slot: &GpuSlot,
@@ -867,12 +872,14 @@ impl GpuBackend {
         let on_gpu = submitted.elapsed();
         let p = self.computes.last().expect("prepared").previews.iter().find(|p| p.scale == scale).expect("prepared");
         out.resize(p.width as usize * p.height as usize * 4, 0);
-        {
-            let view = p.read.buffer.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?;
+        // Unmapped whatever the view's fate: the pass is reused, and a
+        // buffer left mapped would fail every later preview at this scale.
+        let copied = p.read.buffer.get_mapped_range(..).map(|view| {
             let n = out.len();
             out.copy_from_slice(&view[..n]);
-        }
+        });
         p.read.buffer.unmap();
+        copied.map_err(|e| Error::Gpu(e.to_string()))?;
         Ok((p.width, p.height, ns, on_gpu))
     }
 
@@ -994,6 +1001,13 @@ impl GpuBackend {
     }
 }
 
+/// Refuses a preview scale the kernel does not take: bands start on
+/// multiples of 8 rows, so a band's first preview row is whole only at 1,
+/// 2, 4 or 8 (what [`Scale`](crate::preview::Scale) offers).
+fn check_scale(scale: u32) -> Result<()> {
+    if matches!(scale, 1 | 2 | 4 | 8) { Ok(()) } else { Err(Error::invalid("preview scale", scale, "1, 2, 4 or 8")) }
+}
+
 /// Bytes of band `(y0, y1)` of a frame downscaled to `width` pixels at
 /// 1/`scale`: bands start on multiples of 8, so of the scale; only the
 /// last one ends on a partial block.
@@ -1037,6 +1051,14 @@ fn take_error(error: &Mutex<Option<String>>) -> Result<()> {
 mod tests {
     use super::*;
     use crate::ops::{Op, OpGraph};
+
+    #[test]
+    fn previews_take_the_scales_whose_bands_start_whole() {
+        assert!([1, 2, 4, 8].into_iter().all(|s| check_scale(s).is_ok()));
+        for s in [0, 3, 16] {
+            assert!(check_scale(s).unwrap_err().to_string().contains("1, 2, 4 or 8"), "{s}");
+        }
+    }
 
     #[test]
     fn an_8k_frame_is_banded_to_the_target_even_where_the_adapter_binds_more() {
