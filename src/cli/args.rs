@@ -218,7 +218,7 @@ pub(crate) struct RunArgs {
     /// Decode and encode threads, and the CPU backend's kernel threads (default, or 0: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub(crate) threads: usize,
-    /// Process one frame at a time instead of pipelining (the reference path).
+    /// Process one frame at a time instead of pipelining (the reference path): one frame decodes, is processed and is encoded before the next; --threads then sets only the CPU backend's kernel threads, and --pool is unused.
     #[arg(long)]
     pub(crate) sequential: bool,
     /// Write a JSON report of the run (- for stdout).
