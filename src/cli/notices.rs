@@ -18,6 +18,14 @@ pub(crate) const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF asso
 /// leaves (σ 169 at 8192 wide on a 128 MiB adapter: bands of 8 rows, each
 /// reading 1014 more): the run is many times the work of one pass, which
 /// should be known before it starts rather than found in its speed.
+/// What becomes of a source's `n` extra channels of no stated meaning.
+pub(crate) fn unnamed_notice(n: std::num::NonZeroU16) -> String {
+    let (n, s) = (n.get(), if n.get() == 1 { "" } else { "s" });
+    format!(
+        "the sources hold {n} extra channel{s} of no stated meaning (TIFF ExtraSamples 0: a saved selection, a matte), not alpha: left out of the outputs"
+    )
+}
+
 pub(crate) fn band_notice(engine: &Engine, job: &Job, info: &framepipe::io::FrameInfo) -> Option<String> {
     let plan = job.graph.plan();
     let banding = match &*engine.backend().lock(framepipe::priority::Priority::Export) {

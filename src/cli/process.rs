@@ -19,6 +19,7 @@ use crate::files::{
 };
 use crate::notices::{
     FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, format_notice, resume_notice, stale_notice, stream_hint,
+    unnamed_notice,
 };
 use crate::printable;
 use crate::signals::{
@@ -180,6 +181,9 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         }
         if info.premultiplied {
             note!("notice: the sources' {PREMULTIPLIED_NOTICE}");
+        }
+        if let Some(n) = std::num::NonZeroU16::new(info.unnamed_channels) {
+            note!("notice: {}", unnamed_notice(n));
         }
     }
     let cancel = Cancel::default();

@@ -61,6 +61,10 @@ pub struct FrameInfo {
     /// decoders divide it out, as the ops and every output format take
     /// straight alpha.
     pub premultiplied: bool,
+    /// Channels the source holds beyond color and alpha with no stated
+    /// meaning (a TIFF's ExtraSamples 0: Photoshop's saved selections, a
+    /// matte): not alpha, so not read, and not in the outputs.
+    pub unnamed_channels: u16,
 }
 
 /// Pixels per batch when widening RGB to RGBA: 64 KiB of RGBA8, which
@@ -351,16 +355,17 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
 }
 
 /// What `image` does not say of a TIFF: whether its alpha is associated
-/// (premultiplied; ExtraSamples 1), returned. Refuses 32-bit samples
-/// without a SampleFormat tag, which means unsigned integers: `image` reads
-/// them as floats (mid-grey 0x80000000 becomes -0.0, black), so the pixels
-/// would be wrong.
-fn tiff_premultiplied(path: &Path, color: image::ColorType) -> Result<bool> {
+/// (premultiplied; ExtraSamples 1), and how many extra samples of no
+/// stated meaning (ExtraSamples 0) it leaves out, returned. Refuses 32-bit
+/// samples without a SampleFormat tag, which means unsigned integers:
+/// `image` reads them as floats (mid-grey 0x80000000 becomes -0.0, black),
+/// so the pixels would be wrong.
+fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16)> {
     use image::ColorType::{Rgb32F, Rgba32F};
     use tiff::tags::Tag;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return Ok(false) };
+    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return Ok((false, 0)) };
     if matches!(color, Rgb32F | Rgba32F) {
         match tiff.find_tag(Tag::SampleFormat) {
             Ok(Some(_)) => {}
@@ -370,13 +375,18 @@ fn tiff_premultiplied(path: &Path, color: image::ColorType) -> Result<bool> {
             Err(e) => return Err(fail(one_line(&e.to_string()))),
         }
     }
-    if !color.has_alpha() {
-        return Ok(false);
-    }
+    // (Unreadable, it fails a frame with alpha, whose kind it says; a frame
+    // without is read as before, its extra samples uncounted.)
+    let extra = match tiff.find_tag(Tag::ExtraSamples) {
+        Ok(extra) => extra,
+        Err(e) if color.has_alpha() => return Err(fail(one_line(&e.to_string()))),
+        Err(_) => None,
+    };
+    let extra = extra.and_then(|v| v.into_u16_vec().ok()).unwrap_or_default();
     // The alpha is the first extra sample (the decoders take no other).
-    let extra = tiff.find_tag(Tag::ExtraSamples).map_err(|e| fail(one_line(&e.to_string())))?;
-    let first = extra.and_then(|v| v.into_u16_vec().ok()).and_then(|v| v.first().copied());
-    Ok(first == Some(1))
+    let (alpha, rest) = if color.has_alpha() { extra.split_first().unzip() } else { (None, Some(&extra[..])) };
+    let unnamed = rest.unwrap_or_default().iter().filter(|&&e| e == 0).count();
+    Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX)))
 }
 
 /// The decoder for a file, with the size and allocation limits applied
@@ -431,7 +441,7 @@ fn open_decoder<'a>(
     let mut info = header(decoder.as_ref());
     info.float |= float;
     if format == Some(image::ImageFormat::Tiff) {
-        info.premultiplied = tiff_premultiplied(path, decoder.color_type())?;
+        (info.premultiplied, info.unnamed_channels) = tiff_extra_samples(path, decoder.color_type())?;
     }
     let (w, h) = decoder.dimensions();
     if w > limits.max_dimension || h > limits.max_dimension {
@@ -603,7 +613,16 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
     let format = if sixteen { PixelFormat::Rgba16 } else { PixelFormat::Rgba8 };
     let grey = color.channel_count() <= 2;
     let float = matches!(color, image::ColorType::Rgb32F | image::ColorType::Rgba32F);
-    FrameInfo { width, height, format, has_alpha: color.has_alpha(), grey, float, premultiplied: false }
+    FrameInfo {
+        width,
+        height,
+        format,
+        has_alpha: color.has_alpha(),
+        grey,
+        float,
+        premultiplied: false,
+        unnamed_channels: 0,
+    }
 }
 
 /// `image` (decoded from a source `info` describes) as a frame with

@@ -153,6 +153,27 @@ where
     image.write_data(data).unwrap();
 }
 
+/// A fourth sample of no stated meaning (Photoshop's saved selection) is
+/// not alpha: the color is read, the channel left out and counted, so a
+/// notice can say so.
+#[test]
+fn a_tiff_channel_of_no_stated_meaning_is_counted_not_taken_for_alpha() {
+    let mut rng = Rng::fresh("a_tiff_unnamed_channel");
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (9 + (rng.next() % 20) as u32, 3 + (rng.next() % 10) as u32);
+    let samples: Vec<u8> = (0..4 * w * h).map(|_| rng.next() as u8).collect();
+    let path = t.path().join("selection.tif");
+    let mut encoder = tiff::encoder::TiffEncoder::new(std::fs::File::create(&path).unwrap()).unwrap();
+    let mut image = encoder.new_image::<tiff::encoder::colortype::RGBA8>(w, h).unwrap();
+    image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[0u16][..]).unwrap();
+    image.write_data(&samples).unwrap();
+    let info = framepipe::io::probe_info(&path, &DecodeLimits::default()).unwrap();
+    assert_eq!((info.has_alpha, info.unnamed_channels), (false, 1));
+    let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
+    let want: Vec<u8> = samples.chunks(4).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+    assert!(frame.data == want, "the color as stored, opaque");
+}
+
 #[test]
 fn a_grey_alpha_tiff_widens_to_rgba_with_its_alpha() {
     let mut rng = Rng::fresh("a_grey_alpha_tiff");
