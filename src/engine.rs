@@ -273,7 +273,7 @@ impl Engine {
     /// # Errors
     /// [`Error::NoGpu`] when a GPU was required and none opens;
     /// [`Error::InvalidValue`] for a bad thread count, pool size, VRAM
-    /// budget (0) or adapter name.
+    /// budget (0), prefetch count, band size (0) or adapter name.
     pub fn new(config: EngineConfig) -> Result<Self> {
         // No frame, preview or kernel buffer fits in none.
         if config.vram_budget == 0 {
@@ -287,6 +287,15 @@ impl Engine {
             && !(1..=crate::pool::MAX_POOL).contains(&n)
         {
             return Err(Error::invalid("pool size", n, format!("auto or 1 to {}", crate::pool::MAX_POOL)));
+        }
+        // Prefetch threads are at most the frames prefetched, each decoding
+        // one at a time: a mistyped 100000 would start as many.
+        if config.prefetch > MAX_THREADS {
+            return Err(Error::invalid("prefetch", config.prefetch, format!("0 to {MAX_THREADS} frames")));
+        }
+        // No band of rows fits in none.
+        if config.band_bytes == Some(0) {
+            return Err(Error::invalid("band bytes", 0, "at least one row's bytes, or none (the adapter's limit)"));
         }
         // Every name contains "": it would pick any adapter, a software one
         // too, where the user meant to choose one.
@@ -358,10 +367,14 @@ impl Engine {
     ///
     /// # Errors
     /// A frame the adapter's buffers cannot take ([`Error::Gpu`]); a blur
-    /// whose halo its bindings cannot take ([`Error::InvalidValue`]).
+    /// whose halo its bindings cannot take, or a graph
+    /// [`OpGraph::validate`] refuses ([`Error::InvalidValue`]).
     pub fn export_vram(&self, shape: crate::gpu::FrameShape, graph: &OpGraph) -> Result<Option<u64>> {
+        graph.validate()?;
         let plan = graph.plan();
-        if is_identity(&plan) {
+        // (On the CPU backend it never waits for the lock an export's
+        // kernels hold.)
+        if is_identity(&plan) || self.backend_name() == "cpu" {
             return Ok(None);
         }
         match &*self.backend().lock(Priority::Export) {
@@ -420,7 +433,7 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        check_sink(prepared, false)?;
+        check_runnable(job, prepared, false)?;
         self.pipelined(job, prepared, None, cancel, progress)
     }
 
@@ -443,7 +456,7 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        check_sink(prepared, true)?;
+        check_runnable(job, prepared, true)?;
         self.pipelined(job, prepared, Some(out), cancel, progress)
     }
 
@@ -469,7 +482,7 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        check_sink(prepared, false)?;
+        check_runnable(job, prepared, false)?;
         self.sequential(job, prepared, None, cancel, progress)
     }
 
@@ -485,7 +498,7 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        check_sink(prepared, true)?;
+        check_runnable(job, prepared, true)?;
         self.sequential(job, prepared, Some(out), cancel, progress)
     }
 
@@ -557,6 +570,8 @@ pub struct PreparedJob {
     /// Output folders [`prepare`] made: removed again when the last copy of
     /// this job drops, if the run left them empty.
     _made: std::sync::Arc<crate::io::MadeDirs>,
+    /// The job as prepared: a run is refused another.
+    from: Job,
 }
 
 impl PreparedJob {
@@ -599,8 +614,30 @@ pub fn check_side_file(
     crate::io::check_new_file(path, overwrite)
 }
 
-/// Stream jobs need a writer, file jobs must not get one.
-fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
+/// A run's `job` must be the one `prepared` was made from (what prepare
+/// checked and decided: the frames, the outputs, their encoding), its
+/// graph valid (checked again: it may have been changed since, or built
+/// without [`OpGraph::new`]); stream jobs need a writer, file jobs must
+/// not get one.
+fn check_runnable(job: &Job, prepared: &PreparedJob, have_writer: bool) -> Result<()> {
+    job.graph.validate()?;
+    let from = &prepared.from;
+    let same = job.input == from.input
+        && job.frames == from.frames
+        && job.missing == from.missing
+        && job.output == from.output
+        && job.stream_format == from.stream_format
+        && job.overwrite == from.overwrite
+        && job.skip_existing == from.skip_existing
+        && job.encode == from.encode
+        && job.also_reads == from.also_reads;
+    if !same {
+        return Err(Error::invalid(
+            "job",
+            &job.output,
+            "the job it was prepared from: prepare it again after changing its input, frames, outputs or encoding",
+        ));
+    }
     match (prepared.stream, have_writer) {
         (true, false) => Err(Error::invalid("output", "-", "a writer: run a stream job with Engine::run_stream")),
         (false, true) => Err(Error::invalid("output", "a file pattern", "-, for Engine::run_stream")),
@@ -620,6 +657,10 @@ fn check_sink(prepared: &PreparedJob, have_writer: bool) -> Result<()> {
 /// folder that cannot be created or written.
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
+    // `image` would clamp it silently.
+    if !(1..=100).contains(&job.encode.jpeg_quality) {
+        return Err(Error::invalid("JPEG quality", job.encode.jpeg_quality, "1 to 100"));
+    }
     // Only for a run that replaces nothing: which of two sequences is the
     // sources is then a guess that can lose no file (with --overwrite, the
     // graded frames read as sources could replace the real ones).
@@ -654,6 +695,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         reads,
         stale_partials,
         _made: targets.made,
+        from: job.clone(),
     })
 }
 
@@ -798,7 +840,8 @@ fn check_done(out: &Path, format: OutputFormat, size: Option<(u32, u32)>, limits
 /// being processed (on the GPU, or the CPU backend's kernels) or past that
 /// are finished and written, decoded frames still waiting to be processed
 /// are dropped (listed as unwritten in the report). A sequential run
-/// finishes the frame it started.
+/// finishes the frame it started. Once cancelled it stays so: a run
+/// given it afterwards starts no frame; use a new one per run.
 #[derive(Clone, Debug, Default)]
 pub struct Cancel(Arc<AtomicBool>);
 

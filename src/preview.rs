@@ -1099,8 +1099,15 @@ impl Engine {
     ///
     /// # Errors
     /// A frame the adapter's buffers cannot take ([`Error::Gpu`]); a blur
-    /// whose halo its bindings cannot take ([`Error::InvalidValue`]).
+    /// whose halo its bindings cannot take, or a graph
+    /// [`OpGraph::validate`] refuses ([`Error::InvalidValue`]).
     pub fn preview_vram(&self, shape: FrameShape, graph: &OpGraph, scale: Scale) -> Result<Option<u64>> {
+        graph.validate()?;
+        // Asked from a UI thread: on the CPU backend it never waits for
+        // the lock an export's kernels hold.
+        if self.backend_name() == "cpu" {
+            return Ok(None);
+        }
         match &*self.backend().lock(Priority::Preview) {
             Backend::Gpu(gpu) => preview_need(gpu, shape, &graph.plan(), scale.factor()).map(Some),
             Backend::Cpu => Ok(None),
@@ -1122,6 +1129,10 @@ impl Engine {
     /// # Errors
     /// As [`Engine::preview_vram`].
     pub fn session_vram(&self, shape: FrameShape, graph: &OpGraph, scale: Scale) -> Result<Option<u64>> {
+        graph.validate()?;
+        if self.backend_name() == "cpu" {
+            return Ok(None);
+        }
         let plan = graph.plan();
         let Backend::Gpu(gpu) = &*self.backend().lock(Priority::Preview) else { return Ok(None) };
         if crate::engine::is_identity(&plan) {

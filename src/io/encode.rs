@@ -111,7 +111,7 @@ pub enum PngCompression {
 }
 
 /// How frames are encoded.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct EncodeOptions {
     /// PNG deflate effort. By default, [`PngCompression::Fast`].
     pub png_compression: PngCompression,

@@ -188,7 +188,9 @@ impl OpGraph {
         Ok(())
     }
 
-    /// True when no op does any GPU-worthy work (the graph is the identity).
+    /// True when the graph has no ops. (Ops that change nothing, such as
+    /// a blur of sigma 0, still count: whether a graph is the identity is
+    /// its [`plan`](Self::plan)'s to say.)
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

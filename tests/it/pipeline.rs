@@ -353,6 +353,43 @@ fn an_engine_with_no_budget_is_refused() {
     assert!(err.is_usage() && err.to_string().contains("vram budget 0"), "{err}");
 }
 
+/// What an embedding program can get wrong is refused with a reason, not
+/// trusted: a config out of range, a grade built or changed without its
+/// checks, a job changed between `prepare` and `run`.
+#[test]
+fn a_library_user_s_mistakes_are_refused_with_a_reason() {
+    let refused = |config: EngineConfig, says: &str| {
+        let err = Engine::new(config).unwrap_err();
+        assert!(err.is_usage() && err.to_string().contains(says), "{err}");
+    };
+    let cpu = || EngineConfig { backend: BackendKind::Cpu, ..Default::default() };
+    refused(EngineConfig { prefetch: 100_000, ..cpu() }, "invalid prefetch 100000");
+    refused(EngineConfig { band_bytes: Some(0), ..cpu() }, "invalid band bytes 0");
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 2, 16, 8);
+    let e = engine(BackendKind::Cpu, PoolSize::Auto, 2, 1 << 30);
+    let mut job = Job::new(input.as_str(), t.path().join("o/o_%03d.png").display().to_string(), graph());
+    job.encode.jpeg_quality = 0;
+    assert!(framepipe::prepare(&job).unwrap_err().to_string().contains("invalid JPEG quality 0"));
+    job.encode.jpeg_quality = 90;
+    let prepared = framepipe::prepare(&job).unwrap();
+    // A grade whose sigma came from a text field, set without OpGraph::new.
+    let mut bad = job.clone();
+    bad.graph.ops.push(Op::Blur { sigma: f64::NAN });
+    let shape = FrameShape { width: 16, height: 8, format: PixelFormat::Rgba8 };
+    assert!(e.export_vram(shape, &bad.graph).unwrap_err().is_usage());
+    let ran = e.run(&bad, &prepared, &Cancel::default(), &mut |_| {});
+    assert!(ran.unwrap_err().to_string().contains("sigma"));
+    // Another output than the one prepared (its folder checked, its
+    // existing files refused) would be written unchecked: refused.
+    let mut moved = job.clone();
+    moved.output = t.path().join("elsewhere/o_%03d.png").display().to_string();
+    let err = e.run_sequential(&moved, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("the job it was prepared from"), "{err}");
+    // The job as prepared runs.
+    assert_eq!(e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap().frames_written, 2);
+}
+
 #[test]
 fn budget_too_small_on_the_command_line() {
     if !gpu_available() {
