@@ -1523,7 +1523,7 @@ impl Engine {
     ) {
         let count = self.core.config.prefetch;
         let state = &self.core.previews;
-        let Ok(at) = sequence.frames.binary_search_by_key(&frame, |f| f.number) else { return };
+        let Some(at) = sequence.position(frame) else { return };
         let at = at as i128;
         let mut playheads = lock(&state.playheads);
         if !wanted() {

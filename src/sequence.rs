@@ -430,8 +430,15 @@ impl Sequence {
 
     /// The frame numbered `number`, if the sequence has it.
     pub fn frame(&self, number: u64) -> Option<&SequenceFrame> {
-        let i = self.frames.binary_search_by_key(&number, |f| f.number).ok()?;
-        Some(&self.frames[i])
+        self.position(number).map(|i| &self.frames[i])
+    }
+
+    /// Where the frame numbered `number` is in [`frames`](Self::frames).
+    /// A scan lists them ascending, so a binary search finds it; a list
+    /// an editor built out of order is searched through.
+    pub fn position(&self, number: u64) -> Option<usize> {
+        (self.frames.binary_search_by_key(&number, |f| f.number).ok())
+            .or_else(|| self.frames.iter().position(|f| f.number == number))
     }
 }
 
@@ -717,7 +724,10 @@ pub fn runs_of(ascending: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u
 
 /// How many numbers inclusive `runs` hold.
 pub fn count_runs(runs: &[RangeInclusive<u64>]) -> u64 {
-    runs.iter().map(|r| (r.end() - r.start()).saturating_add(1)).fold(0, u64::saturating_add)
+    // (A reversed run, from a list built by hand, holds none.)
+    runs.iter()
+        .map(|r| if r.is_empty() { 0 } else { (r.end() - r.start()).saturating_add(1) })
+        .fold(0, u64::saturating_add)
 }
 
 /// Ascending inclusive runs as `1-3, 5, 7-9`: the first 20 runs, then the
@@ -725,7 +735,7 @@ pub fn count_runs(runs: &[RangeInclusive<u64>]) -> u64 {
 pub fn compact_runs(runs: &[RangeInclusive<u64>]) -> String {
     let text = runs_text(&runs[..runs.len().min(20)], ", ");
     if runs.len() > 20 {
-        let total: u128 = runs.iter().map(|r| (*r.end() - *r.start()) as u128 + 1).sum();
+        let total: u128 = runs.iter().map(|r| (*r.end() as u128 + 1).saturating_sub(*r.start() as u128)).sum();
         return format!("{text}, … ({total} numbers in all)");
     }
     text
@@ -777,6 +787,23 @@ fn runs_text(runs: &[RangeInclusive<u64>], separator: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sequence_built_by_hand_out_of_order_still_finds_its_frames() {
+        let frame = |number: u64| SequenceFrame { number, path: format!("f{number}.png").into() };
+        let seq = Sequence {
+            source: "by hand".into(),
+            frames: vec![frame(5), frame(1), frame(9), frame(3)].into(),
+            missing: vec![8..=6, 2..=2],
+            matched: Arc::from(Vec::new()),
+        };
+        assert_eq!([1, 3, 5, 9, 4].map(|n| seq.position(n)), [Some(1), Some(3), Some(0), Some(2), None]);
+        assert_eq!(seq.frame(9).map(|f| f.number), Some(9));
+        // A reversed run holds no numbers.
+        assert_eq!(count_runs(&seq.missing), 1);
+        let many: Vec<RangeInclusive<u64>> = (0..30).map(|i| if i == 0 { 8..=6 } else { i * 10..=i * 10 }).collect();
+        assert!(compact_runs(&many).ends_with("(29 numbers in all)"), "{}", compact_runs(&many));
+    }
 
     #[test]
     fn misplaced_fields_and_odd_files_are_named_for_what_they_are() {
