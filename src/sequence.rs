@@ -794,14 +794,15 @@ mod tests {
         let seq = Sequence {
             source: "by hand".into(),
             frames: vec![frame(5), frame(1), frame(9), frame(3)].into(),
-            missing: vec![8..=6, 2..=2],
+            missing: vec![RangeInclusive::new(8, 6), 2..=2],
             matched: Arc::from(Vec::new()),
         };
         assert_eq!([1, 3, 5, 9, 4].map(|n| seq.position(n)), [Some(1), Some(3), Some(0), Some(2), None]);
         assert_eq!(seq.frame(9).map(|f| f.number), Some(9));
         // A reversed run holds no numbers.
         assert_eq!(count_runs(&seq.missing), 1);
-        let many: Vec<RangeInclusive<u64>> = (0..30).map(|i| if i == 0 { 8..=6 } else { i * 10..=i * 10 }).collect();
+        let many: Vec<RangeInclusive<u64>> =
+            (0..30).map(|i| if i == 0 { RangeInclusive::new(8, 6) } else { i * 10..=i * 10 }).collect();
         assert!(compact_runs(&many).ends_with("(29 numbers in all)"), "{}", compact_runs(&many));
     }
 
