@@ -212,7 +212,7 @@ pub(crate) struct RunArgs {
     /// Hard ceiling on GPU memory: 512MiB, 2GiB, 1.5GB (default: 2GiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
     pub(crate) vram_budget: Option<u64>,
-    /// Frame slots in flight: a number, or auto (as many as fit the budget beside a readback ring of two, or of one where the second buffer would cost the second slot; capped at threads + 3: one slot per decoder, per frame on the GPU (two), one decoded frame waiting its turn; threads + 2 without GPU work). A number N leaves the ring what the N slots leave, at least one buffer.
+    /// Frame slots in flight: a number, or auto (as many as fit the budget beside a readback ring of two, or of one where the second buffer would cost the second slot; capped at threads + 3: one slot per decoder, per frame on the GPU (two), one decoded frame waiting its turn; threads + 2 without GPU work). A number N (at most one slot per frame to process) leaves the ring what the N slots leave, at least one buffer.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pub(crate) pool: PoolSize,
     /// Decode and encode threads, and the CPU backend's kernel threads (default, or 0: one per core).

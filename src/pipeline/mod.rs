@@ -444,6 +444,13 @@ pub(crate) fn run(
     // before `first` failed their header).
     let remaining = total - first;
     let busy = threads.min(remaining);
+    // A fixed pool takes no more slots than frames either: one past them
+    // never holds a frame, and only takes VRAM (a farm's `--pool 16` on
+    // a three-frame 8K shot would not fit the budget).
+    let pool_size = match pool_size {
+        PoolSize::Fixed(n) => PoolSize::Fixed(n.min(remaining.max(1))),
+        auto => auto,
+    };
     // A pool that does not fit beside what an active editor's previews
     // hold waits for them to go quiet and give it back (the export yields,
     // never the preview); one that does not fit the budget is the error.

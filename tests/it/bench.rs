@@ -16,8 +16,7 @@ fn bench_pool_rows_agree_with_their_runs() {
     let input = t.path().join("s_%03d.png").display().to_string();
     generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
     let (csv, chart) = (t.path().join("b.csv"), t.path().join("b.svg"));
-    // On the GPU a 1 MiB budget holds 3 slots of these frames but not 200:
-    // that size is reported as not measured and the sweep goes on.
+    // A pool of 200 takes one slot per frame: 6.
     let pools = if backend == "gpu" { "1,2,3,200" } else { "1,2,3" };
     let started = std::time::Instant::now();
     let out = Command::cargo_bin("framepipe")
@@ -37,19 +36,14 @@ fn bench_pool_rows_agree_with_their_runs() {
         .success();
     let elapsed = started.elapsed().as_secs_f64();
     let table = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    if backend == "gpu" {
-        let refused = table.lines().last().unwrap();
-        assert!(refused.starts_with("pool 200 not measured: ") && refused.contains("200 slots of"), "{table}");
-        assert_eq!(table.lines().count(), 6, "{table}");
-    } else {
-        assert_eq!(table.lines().count(), 5, "{table}");
-    }
+    let sizes: &[usize] = if backend == "gpu" { &[1, 2, 3, 6] } else { &[1, 2, 3] };
+    assert_eq!(table.lines().count(), sizes.len() + 2, "{table}");
     assert!(table.contains("smallest pool within 95 % of the best"), "{table}");
     let text = fs::read_to_string(&csv).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 3, "one row per pool size: {text}");
+    assert_eq!(rows.len(), sizes.len(), "one row per pool size: {text}");
     let mut last_vram = 0;
-    for (row, slots) in rows.iter().zip([1, 2, 3]) {
+    for (row, slots) in rows.iter().zip(sizes) {
         let (frames, seconds, fps): (f64, f64, f64) =
             (row[3].parse().unwrap(), row[4].parse().unwrap(), row[5].parse().unwrap());
         assert_eq!(row[1], slots.to_string());
@@ -71,6 +65,31 @@ fn bench_pool_rows_agree_with_their_runs() {
     assert!(total < elapsed, "runs sum to {total} s but the command took {elapsed} s");
     let svg = fs::read_to_string(&chart).unwrap();
     assert!(svg.contains("pool size (slots)") && svg.contains("frames/s") && svg.contains("peak memory (MiB)"));
+    if backend == "gpu" {
+        // A budget that holds one frame and one more slot: a pool of 3 is
+        // reported as not measured, and the sweep goes on.
+        let shape = framepipe::gpu::FrameShape { width: 48, height: 32, format: PixelFormat::Rgba8 };
+        let config = framepipe::EngineConfig { backend: framepipe::BackendKind::Gpu, ..Default::default() };
+        let grade = framepipe::OpGraph::new(vec![framepipe::Op::Blur { sigma: 1.5 }]).unwrap();
+        let one = framepipe::Engine::new(config).unwrap().export_vram(shape, &grade).unwrap().unwrap();
+        let budget = (one + framepipe::gpu::GpuBackend::slot_bytes(shape)).to_string();
+        let out = Command::cargo_bin("framepipe")
+            .unwrap()
+            .args(["bench-pool", &input, "--pools", "3,1", "--repeat", "1", "--blur", "1.5", "--backend", "gpu"])
+            .args(["--budget", &budget, "--threads", "2"])
+            .args([
+                "--csv",
+                t.path().join("r.csv").to_str().unwrap(),
+                "--chart",
+                t.path().join("r.svg").to_str().unwrap(),
+            ])
+            .assert()
+            .success();
+        let table = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+        let refused = table.lines().last().unwrap();
+        assert!(refused.starts_with("pool 3 not measured: ") && refused.contains("3 slots of"), "{table}");
+        assert_eq!(table.lines().count(), 4, "the header, pool 1, the pick, the refusal: {table}");
+    }
 }
 
 /// Each run's wall time, timed from outside: no more than the time between

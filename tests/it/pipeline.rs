@@ -250,7 +250,8 @@ fn an_earlier_grades_kernels_give_way_to_the_next_pool() {
 }
 
 /// Auto takes no more slots than the workers that can be busy: a short
-/// sequence on many threads does not fill the budget with idle frames.
+/// sequence on many threads does not fill the budget with idle frames; a
+/// fixed pool no more than the frames.
 #[test]
 fn an_auto_pool_is_sized_for_the_frames_there_are() {
     let t = tempfile::tempdir().unwrap();
@@ -261,6 +262,10 @@ fn an_auto_pool_is_sized_for_the_frames_there_are() {
         assert_eq!(report.frames_written, 3);
         let cap = framepipe::pool::auto_cap(3, backend == BackendKind::Gpu);
         assert!((2..=cap).contains(&report.pool_size), "{backend:?}: {} slots for 3 frames", report.pool_size);
+        // Nor does a fixed pool larger than the frames.
+        let e = engine(backend, PoolSize::Fixed(8), 2, 1 << 30);
+        let report = run(&e, &input, &format!("{}/{backend:?}-8/o_%03d.png", t.path().display()), false);
+        assert_eq!((report.frames_written, report.pool_size), (3, 3), "{backend:?}");
     }
 }
 

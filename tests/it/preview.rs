@@ -539,8 +539,9 @@ fn an_export_no_budget_holds_fails_at_once_beside_an_active_editor() {
     // Nor does a fixed pool whose slots are more than the whole budget,
     // though one frame fits.
     let budget = preview.max(probe.export_vram(shape, &grade(0.3)).unwrap().unwrap());
+    let frames = seq.frames.len();
     let err = export_fails(budget, PoolSize::Fixed(50), "p/o_%03d.png");
-    assert!(err.contains("50 slots of ") && err.contains(" fit in the "), "{err}");
+    assert!(err.contains(&format!("{frames} slots of ")) && err.contains(" fit in the "), "{err}");
 }
 
 /// An export of a fixed pool started while the editor's last preview still
