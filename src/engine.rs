@@ -657,10 +657,6 @@ fn check_runnable(job: &Job, prepared: &PreparedJob, have_writer: bool) -> Resul
 /// folder that cannot be created or written.
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
     job.graph.validate()?;
-    // `image` would clamp it silently.
-    if !(1..=100).contains(&job.encode.jpeg_quality) {
-        return Err(Error::invalid("JPEG quality", job.encode.jpeg_quality, "1 to 100"));
-    }
     // Only for a run that replaces nothing: which of two sequences is the
     // sources is then a guess that can lose no file (with --overwrite, the
     // graded frames read as sources could replace the real ones).
@@ -680,6 +676,10 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     };
     if let Some(info) = first {
         targets.format.check_size(info.width, info.height)?;
+    }
+    // `image` would clamp it silently.
+    if targets.format == OutputFormat::Jpeg && !(1..=100).contains(&job.encode.jpeg_quality) {
+        return Err(Error::invalid("JPEG quality", job.encode.jpeg_quality, "1 to 100"));
     }
     // Every check passed: the run will write there.
     let stale_partials = targets.out_dir.as_deref().map(crate::io::remove_stale_partials).unwrap_or_default();

@@ -159,6 +159,8 @@ impl StaleReport {
 
 /// Set once the run has written a frame: its earlier reports no longer
 /// describe the outputs from then on (before, they still do, and stay).
+/// Set as the frame's progress reaches the main thread, a moment after
+/// its rename: a second signal in between keeps the earlier report.
 pub(crate) static REPLACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Set while `process` writes files that `--skip-existing` can resume.
@@ -171,8 +173,20 @@ const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// `signal` would ([`die_by`]).
 fn stop_now(signal: i32) -> ! {
     STOPPING_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
-    // First: a report being written over an earlier one is let finish.
-    let stale = stale_reports();
+    // First: a report being written over an earlier one is let finish,
+    // for a while (a hung network mount must not keep the process from
+    // stopping; the earlier report then stays).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let stale = loop {
+        match STALE_REPORTS.try_lock() {
+            Ok(list) => break Some(list),
+            Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => break None,
+        }
+    };
     let removed = framepipe::io::remove_partials();
     // (A count of the frames kept could miss one renamed into
     // place just now, before its report: none is given.)
@@ -182,7 +196,7 @@ fn stop_now(signal: i32) -> ! {
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
     note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
     let replacing = REPLACING.load(std::sync::atomic::Ordering::SeqCst);
-    for report in stale.iter().filter(|r| replacing && r.unchanged()) {
+    for report in stale.iter().flat_map(|s| s.iter()).filter(|r| replacing && r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {
             note!(
                 "framepipe: removed the earlier report {}: the run had begun to replace what it describes",

@@ -120,6 +120,8 @@ pub struct GpuBackend {
     /// The kernel set `process` last ran, held ([`GpuBackend::hold_set`])
     /// until a run of frames is over, as `own_slot`.
     own_set: Option<(FrameShape, Plan, RunHold)>,
+    /// What running exports hold ([`RunHold`]).
+    run_keys: RunKeys,
     error: Arc<Mutex<Option<String>>>,
 }
 
@@ -146,8 +148,6 @@ struct Compute {
     copies: Vec<(u64, u64, u64, u64)>,
     /// Downscale passes for previews, by scale.
     previews: Vec<PreviewPass>,
-    /// Cloned by each export running with this set ([`RunHold`]).
-    runs: Arc<()>,
 }
 
 impl Compute {
@@ -165,11 +165,6 @@ impl Compute {
     /// behind them build it again beside it.
     fn in_flight(&self) -> bool {
         Arc::strong_count(&self.packed.reservation) > 1
-    }
-
-    /// Whether an export is running with this set ([`GpuBackend::hold_set`]).
-    fn held_by_run(&self) -> bool {
-        Arc::strong_count(&self.runs) > 1
     }
 }
 
@@ -222,10 +217,25 @@ struct PreviewLaunch {
 #[derive(Default)]
 pub struct SetHold(#[allow(dead_code)] Vec<Arc<Reservation>>);
 
+/// The kernel sets running exports hold, by (shape, plan): the key, not
+/// one set, so a set rebuilt mid-run (a preview evicted it) is held too.
+type RunKeys = Arc<Mutex<Vec<(FrameShape, Plan)>>>;
+
 /// Marks a kernel set as an export's for as long as it runs; see
 /// [`GpuBackend::hold_set`].
 #[derive(Default)]
-pub struct RunHold(#[allow(dead_code)] Option<Arc<()>>);
+pub struct RunHold(Option<(RunKeys, FrameShape, Plan)>);
+
+impl Drop for RunHold {
+    fn drop(&mut self) {
+        if let Some((keys, shape, plan)) = self.0.take() {
+            let mut keys = crate::lock(&keys);
+            if let Some(i) = keys.iter().position(|(s, p)| *s == shape && *p == plan) {
+                keys.swap_remove(i);
+            }
+        }
+    }
+}
 
 /// Most (shape, plan) kernel buffer sets kept at once.
 const COMPUTE_CACHE: usize = 3;
@@ -327,6 +337,7 @@ impl GpuBackend {
             sets: ComputeStats::default(),
             own_slot: None,
             own_set: None,
+            run_keys: RunKeys::default(),
             error,
         })
     }
@@ -412,11 +423,19 @@ impl GpuBackend {
     }
 
     /// Allocates the shared kernel buffers for `shape` and `plan`, unless
-    /// they are already there.
+    /// they are already there, for an export: the sets running exports
+    /// hold ([`GpuBackend::hold_set`]) are neither evicted nor rewritten
+    /// to make room.
     ///
     /// # Errors
     /// [`Error::Budget`] or [`Error::Gpu`].
     pub fn prepare(&mut self, shape: FrameShape, plan: &Plan) -> Result<()> {
+        self.prepare_set(shape, plan, false)
+    }
+
+    /// [`GpuBackend::prepare`]; for a preview (`preview`), the sets running
+    /// exports hold give way too: an export yields to previews.
+    fn prepare_set(&mut self, shape: FrameShape, plan: &Plan, preview: bool) -> Result<()> {
         if let Some(i) = self.computes.iter().position(|c| c.shape == shape && c.plan == *plan) {
             let mut c = self.computes.remove(i);
             c.used = std::time::Instant::now();
@@ -430,10 +449,13 @@ impl GpuBackend {
         let full = self.computes.len() >= COMPUTE_CACHE || self.ledger.current() + needed > self.ledger.budget();
         let same_layout = |c: &Compute| c.shape == shape && c.banding == banding && taps(&c.plan) == taps(plan);
         // Preferably one no frame or preview is using (a held set would be
-        // rewritten back by its holder: correct, but work twice).
+        // rewritten back by its holder: correct, but work twice); never,
+        // for an export, one a running export holds.
+        let held = self.held_by_runs();
+        let untouchable = |c: &Compute| c.in_flight() || (!preview && held(c));
         let reusable = (self.computes.iter())
-            .position(|c| same_layout(c) && !c.in_flight())
-            .or_else(|| self.computes.iter().position(same_layout));
+            .position(|c| same_layout(c) && !untouchable(c))
+            .or_else(|| self.computes.iter().position(|c| same_layout(c) && (preview || !held(c))));
         if let Some(i) = reusable.filter(|_| full) {
             let mut c = self.computes.remove(i);
             let (params, _, _) = self.layout(shape, plan, banding, &c.packed, c.scratch.as_ref(), &c.weights);
@@ -452,11 +474,12 @@ impl GpuBackend {
         // Older sets are only a cache: drop them (oldest first) rather than
         // fail when the new one would not fit beside them, but never sets
         // that frames on the GPU use (that frees nothing until they land,
-        // and their next frames would build them again beside themselves).
+        // and their next frames would build them again beside themselves),
+        // nor, for an export, those running exports hold.
         // With only those left the cache may hold one more for a while, if
         // the budget allows; if not, the caller is refused and retries once
         // they have landed.
-        let idle = |c: &Compute| !c.in_flight();
+        let idle = |c: &Compute| !untouchable(c);
         while self.computes.len() >= COMPUTE_CACHE
             || (!self.computes.is_empty() && self.ledger.current() + needed > self.ledger.budget())
         {
@@ -496,7 +519,6 @@ impl GpuBackend {
             launches,
             copies,
             previews: Vec::new(),
-            runs: Arc::default(),
         };
         self.computes.push(compute);
         self.sets.built += 1;
@@ -522,9 +544,9 @@ impl GpuBackend {
     pub fn evict_export_sets(&mut self, keep: (FrameShape, &Plan)) -> usize {
         let before = self.computes.len();
         let (shape, plan) = keep;
-        self.computes.retain(|c| {
-            (c.shape == shape && c.plan == *plan) || c.in_flight() || c.held_by_run() || !c.previews.is_empty()
-        });
+        let held = self.held_by_runs();
+        self.computes
+            .retain(|c| (c.shape == shape && c.plan == *plan) || c.in_flight() || held(c) || !c.previews.is_empty());
         before - self.computes.len()
     }
 
@@ -537,7 +559,8 @@ impl GpuBackend {
     pub fn evict_idle_sets(&mut self, idle: std::time::Duration, keep: Option<(FrameShape, &Plan)>) -> usize {
         let before = self.computes.len();
         let kept = |c: &Compute| keep.is_some_and(|(shape, plan)| c.shape == shape && c.plan == *plan);
-        self.computes.retain(|c| kept(c) || c.in_flight() || c.held_by_run() || c.used.elapsed() < idle);
+        let held = self.held_by_runs();
+        self.computes.retain(|c| kept(c) || c.in_flight() || held(c) || c.used.elapsed() < idle);
         for c in &mut self.computes {
             c.previews.retain(|p| p.used.elapsed() < idle);
         }
@@ -550,7 +573,15 @@ impl GpuBackend {
     /// under the run; a preview still may ([`GpuBackend::prepare_for_preview`]:
     /// the export yields to previews, never the reverse).
     pub fn hold_set(&self, shape: FrameShape, plan: &Plan) -> RunHold {
-        RunHold(self.computes.iter().find(|c| c.shape == shape && c.plan == *plan).map(|c| c.runs.clone()))
+        crate::lock(&self.run_keys).push((shape, plan.clone()));
+        RunHold(Some((self.run_keys.clone(), shape, plan.clone())))
+    }
+
+    /// Whether a running export holds a set ([`GpuBackend::hold_set`]),
+    /// as the holds are now.
+    fn held_by_runs(&self) -> impl Fn(&Compute) -> bool + use<> {
+        let keys = crate::lock(&self.run_keys).clone();
+        move |c| keys.iter().any(|(s, p)| *s == c.shape && *p == c.plan)
     }
 
     /// Kernel sets built and rewritten so far.
@@ -567,7 +598,7 @@ impl GpuBackend {
     /// scale other than 1, 2, 4 or 8.
     pub fn prepare_for_preview(&mut self, shape: FrameShape, plan: &Plan, scale: u32) -> Result<()> {
         check_scale(scale)?;
-        self.prepare(shape, plan)?;
+        self.prepare_set(shape, plan, true)?;
         self.prepare_preview(scale)
     }
 

@@ -286,7 +286,20 @@ fn a_running_exports_kernel_set_is_not_evicted_for_another() {
     let held = gpu.hold_set(shape, &running);
     gpu.prepare(shape, &left).unwrap();
     gpu.prepare(shape, &next).unwrap();
-    assert_eq!(gpu.evict_export_sets((shape, &next)), 1, "the set left behind goes");
+    // Another export's grade of the running one's layout, the cache full
+    // (three sets): the set left behind gives way, the running one is
+    // neither evicted nor rewritten for it.
+    let variant = plan(vec![
+        Op::Exposure { stops: 0.9 },
+        Op::Blur { sigma: 1.5 },
+        Op::Saturation { saturation: 1.1 },
+        Op::Blur { sigma: 0.7 },
+    ]);
+    let before = gpu.compute_stats();
+    gpu.prepare(shape, &variant).unwrap();
+    gpu.prepare(shape, &running).unwrap();
+    assert_eq!((gpu.compute_stats().built, gpu.compute_stats().rewritten), (before.built + 1, before.rewritten));
+    assert_eq!(gpu.evict_export_sets((shape, &next)), 1, "the variant goes, the running one stays");
     assert_eq!(gpu.ledger().current(), running_bytes + next_bytes, "the running one stays");
     drop(held);
     assert_eq!(gpu.evict_export_sets((shape, &next)), 1, "over, it is a cache");
@@ -373,7 +386,7 @@ fn a_library_user_s_mistakes_are_refused_with_a_reason() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 2, 16, 8);
     let e = engine(BackendKind::Cpu, PoolSize::Auto, 2, 1 << 30);
-    let mut job = Job::new(input.as_str(), t.path().join("o/o_%03d.png").display().to_string(), graph());
+    let mut job = Job::new(input.as_str(), t.path().join("o/o_%03d.jpg").display().to_string(), graph());
     job.encode.jpeg_quality = 0;
     assert!(framepipe::prepare(&job).unwrap_err().to_string().contains("invalid JPEG quality 0"));
     job.encode.jpeg_quality = 90;
