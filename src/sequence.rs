@@ -531,7 +531,11 @@ fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Resu
 fn list_dir(dir: &Path, every_image: bool) -> Result<Vec<(String, PathBuf, bool)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Sequence(format!("{}: {e}", dir.display())))?;
     let mut out = Vec::new();
-    for entry in entries.flatten() {
+    // An entry that cannot be read ends the listing (a network share's
+    // EIO or ESTALE): the frames after it would be missing, or the range
+    // shorter, without a word.
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::Sequence(format!("{}: listing failed: {e}", dir.display())))?;
         let path = entry.path();
         let is_file = path.is_file();
         match entry.file_name().to_str() {
@@ -742,9 +746,33 @@ pub fn compact_runs(runs: &[RangeInclusive<u64>]) -> String {
 }
 
 /// Runs as a `--frames` spec that [`FrameSpec::parse`] reads back
-/// (`1-3,5`): every run, no spaces.
+/// (`1-3,5`): every run, no spaces; three or more single numbers a steady
+/// step apart as one stepped run, as a render farm writes them (the gaps
+/// of a shot on twos, `1011,1013,…,1059`, as `1011-1059x2`).
 pub fn frame_spec(runs: &[RangeInclusive<u64>]) -> String {
-    runs_text(runs, ",")
+    let single = |i: usize| runs.get(i).filter(|r| r.start() == r.end()).map(|r| *r.start());
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < runs.len() {
+        let step = single(i).zip(single(i + 1)).and_then(|(a, b)| b.checked_sub(a)).filter(|&s| s > 0);
+        let mut j = i;
+        while let Some(step) = step
+            && single(j + 1).zip(single(j)).is_some_and(|(next, this)| next.checked_sub(this) == Some(step))
+        {
+            j += 1;
+        }
+        match step {
+            Some(step) if j - i >= 2 => {
+                parts.push(format!("{}-{}x{step}", runs[i].start(), runs[j].start()));
+                i = j + 1;
+            }
+            _ => {
+                parts.push(runs_text(&runs[i..=i], ","));
+                i += 1;
+            }
+        }
+    }
+    parts.join(",")
 }
 
 /// Ascending frame numbers as a whole `--frames` spec, every number in it,
@@ -947,6 +975,13 @@ mod tests {
         let spec = frame_spec(&runs);
         assert!(!spec.contains(' '));
         assert_eq!(FrameSpec::parse(&spec).unwrap().frames(), numbers.as_slice());
+        // Single numbers a steady step apart are one stepped run; ranges
+        // and the rest stay as they are.
+        let gaps: Vec<u64> = (1011..=1059).step_by(2).chain([1070, 1080, 1085]).collect();
+        let runs: Vec<RangeInclusive<u64>> = (gaps.iter().map(|&n| n..=n)).chain([1090..=1099, 2000..=2000]).collect();
+        assert_eq!(frame_spec(&runs), "1011-1059x2,1070,1080,1085,1090-1099,2000");
+        let expected: Vec<u64> = gaps.iter().copied().chain(1090..=1099).chain([2000]).collect();
+        assert_eq!(FrameSpec::parse(&frame_spec(&runs)).unwrap().frames(), expected.as_slice());
     }
 
     #[test]

@@ -632,13 +632,23 @@ fn write_atomic(
         }
         tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
     } else {
-        tmp.persist_noclobber(path).map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::OutputExists(path.to_owned())
-            } else {
-                fail(e.error.to_string())
+        match tmp.persist_noclobber(path) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::OutputExists(path.to_owned()));
             }
-        })?;
+            // A file system without an exclusive rename (some macOS network
+            // volumes answer ENOTSUP, which tempfile passes on): a hard
+            // link takes the name only if it is free, as the rename would;
+            // the temporary name goes with `e.file`.
+            Err(e) if e.error.kind() == std::io::ErrorKind::Unsupported => {
+                std::fs::hard_link(e.file.path(), path).map_err(|l| match l.kind() {
+                    std::io::ErrorKind::AlreadyExists => Error::OutputExists(path.to_owned()),
+                    _ => fail(l.to_string()),
+                })?;
+            }
+            Err(e) => return Err(fail(e.error.to_string())),
+        }
     }
     Ok(true)
 }
