@@ -636,7 +636,12 @@ fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Re
             Ok((found, odd.remove(&key).unwrap_or_default()))
         }
         _ => {
-            let names: Vec<String> = groups.keys().map(|(p, s)| format!("{p}#{s}")).collect();
+            // The first few: a folder of thousands of stills (`shot_0001_v2.png`,
+            // numbered last by their version) is one line, not thousands.
+            let mut names: Vec<String> = groups.keys().take(5).map(|(p, s)| format!("{p}#{s}")).collect();
+            if groups.len() > names.len() {
+                names.push(format!("… {} in all", groups.len()));
+            }
             Err(Error::Sequence(format!(
                 "{}: holds several sequences ({}); pass a pattern instead",
                 dir.display(),
@@ -965,6 +970,21 @@ mod tests {
             let seq = Sequence::scan(path.to_str().unwrap(), None, MissingPolicy::Error).unwrap();
             assert_eq!(seq.frames.iter().map(|f| f.number).collect::<Vec<_>>(), [n], "{name}");
         }
+    }
+
+    #[test]
+    fn a_folder_of_many_sequences_names_a_few() {
+        let t = tempfile::tempdir().unwrap();
+        for n in 1..=8 {
+            std::fs::write(t.path().join(format!("shot_{n:04}_v2.png")), b"").unwrap();
+        }
+        let err = Sequence::scan(t.path().to_str().unwrap(), None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(
+            err.contains("holds several sequences (shot_0001_v#")
+                && err.ends_with("… 8 in all); pass a pattern instead"),
+            "{err}"
+        );
+        assert_eq!(err.matches("shot_").count(), 5, "{err}");
     }
 
     #[test]
