@@ -117,7 +117,8 @@ pub struct EngineConfig {
     /// decodes it twice; so is the one the GPU's preview upload holds, until
     /// that memory is reclaimed. Host memory can hold two frames more.)
     pub source_cache_bytes: u64,
-    /// Frames prefetched ahead of the playhead. By default, 3.
+    /// Frames prefetched ahead of the playhead, at most
+    /// [`MAX_THREADS`] (each may take a thread of its own). By default, 3.
     pub prefetch: usize,
     /// Threads that prefetch, each decoding and rendering one frame at a
     /// time (decoding an 8K PNG takes a core about 0.4 s, so playback wants
@@ -139,6 +140,7 @@ pub struct EngineConfig {
     /// buffers (more for slots) at the cost of more halo rows re-read; tests
     /// lower it to band small frames. By default, none: the adapter's
     /// binding limit capped at [`BAND_TARGET_BYTES`](crate::gpu::BAND_TARGET_BYTES).
+    /// `Some(0)` is refused.
     pub band_bytes: Option<u64>,
     /// Bounds on what decoding a preview's source may allocate (an export
     /// takes [`Job::limits`]): raise them with a job's to preview frames
@@ -812,23 +814,21 @@ fn check_done(out: &Path, format: OutputFormat, size: Option<(u32, u32)>, limits
     let why = match std::fs::metadata(out) {
         Err(e) => e.to_string(),
         Ok(m) if m.len() == 0 => "an empty file".into(),
-        Ok(_) => match crate::io::probe_file(out, limits).and_then(|(w, h, _)| {
-            crate::io::check_whole(out)?;
-            Ok(((w, h), crate::io::content_format(out)?))
-        }) {
-            Ok((_, held)) if held != format.image_format() => {
-                let name =
-                    |f: Option<image::ImageFormat>| f.map_or("unknown".into(), |f| format!("{f:?}").to_uppercase());
-                format!("its content is {}, its name says {}", name(held), name(format.image_format()))
+        Ok(_) => {
+            match crate::io::probe_file(out, limits).and_then(|(w, h, _)| Ok(((w, h), crate::io::whole_format(out)?))) {
+                Ok((_, held)) if held != format.image_format() => {
+                    let name =
+                        |f: Option<image::ImageFormat>| f.map_or("unknown".into(), |f| format!("{f:?}").to_uppercase());
+                    format!("its content is {}, its name says {}", name(held), name(format.image_format()))
+                }
+                Ok(((w, h), _)) => match size {
+                    Some((rw, rh)) if (rw, rh) != (w, h) => format!("{w}x{h}, not the {rw}x{rh} this run renders"),
+                    _ => return Ok(()),
+                },
+                Err(Error::Decode { reason, .. }) => reason,
+                Err(e) => e.to_string(),
             }
-            Ok(((w, h), _)) if size.is_some_and(|s| s != (w, h)) => {
-                let (rw, rh) = size.expect("checked");
-                format!("{w}x{h}, not the {rw}x{rh} this run renders")
-            }
-            Ok(_) => return Ok(()),
-            Err(Error::Decode { reason, .. }) => reason,
-            Err(e) => e.to_string(),
-        },
+        }
     };
     Err(Error::Sequence(format!(
         "{}: exists but is not a frame --skip-existing can keep ({why}); remove it to render it again",

@@ -744,7 +744,7 @@ pub fn count_runs(runs: &[RangeInclusive<u64>]) -> u64 {
 pub fn compact_runs(runs: &[RangeInclusive<u64>]) -> String {
     let text = runs_text(&runs[..runs.len().min(20)], ", ");
     if runs.len() > 20 {
-        let total: u128 = runs.iter().map(|r| (*r.end() as u128 + 1).saturating_sub(*r.start() as u128)).sum();
+        let total = count_runs(runs);
         return format!("{text}, … ({total} numbers in all)");
     }
     text
@@ -755,28 +755,19 @@ pub fn compact_runs(runs: &[RangeInclusive<u64>]) -> String {
 /// step apart as one stepped run, as a render farm writes them (the gaps
 /// of a shot on twos, `1011,1013,…,1059`, as `1011-1059x2`).
 pub fn frame_spec(runs: &[RangeInclusive<u64>]) -> String {
-    let single = |i: usize| runs.get(i).filter(|r| r.start() == r.end()).map(|r| *r.start());
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < runs.len() {
-        let step = single(i).zip(single(i + 1)).and_then(|(a, b)| b.checked_sub(a)).filter(|&s| s > 0);
-        let mut j = i;
-        while let Some(step) = step
-            && single(j + 1).zip(single(j)).is_some_and(|(next, this)| next.checked_sub(this) == Some(step))
-        {
-            j += 1;
-        }
-        match step {
-            Some(step) if j - i >= 2 => {
-                parts.push(format!("{}-{}x{step}", runs[i].start(), runs[j].start()));
-                i = j + 1;
+    let single = |r: &RangeInclusive<u64>| r.start() == r.end();
+    let parts: Vec<String> = runs
+        .chunk_by(|a, b| single(a) == single(b))
+        .map(|chunk| {
+            let numbers: Vec<u64> = chunk.iter().map(|r| *r.start()).collect();
+            // (A list built by hand out of order is written as it is.)
+            if single(&chunk[0]) && numbers.windows(2).all(|w| w[0] < w[1]) {
+                stepped_spec(&numbers)
+            } else {
+                runs_text(chunk, ",")
             }
-            _ => {
-                parts.push(runs_text(&runs[i..=i], ","));
-                i += 1;
-            }
-        }
-    }
+        })
+        .collect();
     parts.join(",")
 }
 

@@ -14,10 +14,6 @@ pub(crate) const FLOAT_NOTICE: &str = "32-bit floats: values are clamped to 0..1
 /// What reading sources with premultiplied alpha does to them.
 pub(crate) const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha";
 
-/// Says when a blur's halo dwarfs the bands an adapter's binding limit
-/// leaves (σ 169 at 8192 wide on a 128 MiB adapter: bands of 8 rows, each
-/// reading 1014 more): the run is many times the work of one pass, which
-/// should be known before it starts rather than found in its speed.
 /// What becomes of a source's `n` extra channels of no stated meaning.
 pub(crate) fn unnamed_notice(n: std::num::NonZeroU16) -> String {
     let (n, s) = (n.get(), if n.get() == 1 { "" } else { "s" });
@@ -26,6 +22,10 @@ pub(crate) fn unnamed_notice(n: std::num::NonZeroU16) -> String {
     )
 }
 
+/// Says when a blur's halo dwarfs the bands an adapter's binding limit
+/// leaves (σ 169 at 8192 wide on a 128 MiB adapter: bands of 8 rows, each
+/// reading 1014 more): the run is many times the work of one pass, which
+/// should be known before it starts rather than found in its speed.
 pub(crate) fn band_notice(engine: &Engine, job: &Job, info: &framepipe::io::FrameInfo) -> Option<String> {
     let plan = job.graph.plan();
     let banding = match &*engine.backend().lock(framepipe::priority::Priority::Export) {

@@ -116,6 +116,12 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // Any other file under a report's name is the user's, kept.
     // Held to the end: a folder made for a report goes if it stays empty.
     let mut _made = Vec::new();
+    // The earlier reports of this output that an --overwrite run replaces,
+    // which a second interrupt removes: by then they describe outputs the
+    // run has begun to replace. (A --skip-existing run replaces no output:
+    // the report of the run it finishes still lists what is left to do.
+    // A file that is not a report of this output is not the run's to take.)
+    let mut earlier = Vec::new();
     let (mut replace_json, mut replace_timeline) = (opts.overwrite, opts.overwrite);
     for (flag, path, replace) in
         [("--json", &opts.json, &mut replace_json), ("--timeline", &opts.timeline, &mut replace_timeline)]
@@ -135,6 +141,11 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                 return Err(Error::invalid(flag, path.display(), expected));
             }
             made => _made.push(made?),
+        }
+        // (Read only once it is known to be a plain file, or nothing: a
+        // link to a pipe would never answer.)
+        if opts.overwrite && path.is_file() && is_earlier_report(path, &job.output) {
+            earlier.push(StaleReport::new(path.to_owned()));
         }
     }
     for (flag, path, kind, ext) in
@@ -193,15 +204,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // the files not yet replaced are an older render's, which it keeps).
     RESUMABLE
         .store(!prepared.stream && !opts.demo && !opts.overwrite && !opts.quiet, std::sync::atomic::Ordering::SeqCst);
-    // The earlier reports of this output that an --overwrite run replaces,
-    // which a second interrupt removes: by then they describe outputs the
-    // run has begun to replace. (A --skip-existing run replaces no output:
-    // the report of the run it finishes still lists what is left to do.
-    // A file that is not a report of this output is not the run's to take.)
-    let replaced = [&opts.json, &opts.timeline].into_iter().filter_map(|path| {
-        path.clone().filter(|p| opts.overwrite && p.as_os_str() != "-" && is_earlier_report(p, &job.output))
-    });
-    *stale_reports() = replaced.map(StaleReport::new).collect();
+    *stale_reports() = earlier;
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs.len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {

@@ -133,11 +133,16 @@ pub(crate) fn stale_reports() -> std::sync::MutexGuard<'static, Vec<StaleReport>
 }
 
 /// An earlier report as the run found it: removed only while still that
-/// file (not one put under its name since).
+/// file (not one put under its name since: another file, or another
+/// length or modification time).
 pub(crate) struct StaleReport {
     pub(crate) path: std::path::PathBuf,
-    stamp: Option<(u64, std::time::SystemTime)>,
+    stamp: Option<ReportStamp>,
 }
+
+/// A file's identity (device and inode, where it has them), length and
+/// modification time.
+type ReportStamp = (Option<(u64, u64)>, u64, std::time::SystemTime);
 
 impl StaleReport {
     pub(crate) fn new(path: std::path::PathBuf) -> Self {
@@ -145,10 +150,9 @@ impl StaleReport {
         StaleReport { path, stamp }
     }
 
-    /// Length and modification time.
-    fn stamp(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    fn stamp(path: &std::path::Path) -> Option<ReportStamp> {
         let meta = std::fs::metadata(path).ok()?;
-        Some((meta.len(), meta.modified().ok()?))
+        Some((framepipe::io::file_id(path), meta.len(), meta.modified().ok()?))
     }
 
     /// Whether it is still the file the run found.
@@ -173,20 +177,12 @@ const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// `signal` would ([`die_by`]).
 fn stop_now(signal: i32) -> ! {
     STOPPING_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
-    // First: a report being written over an earlier one is let finish,
-    // for a while (a hung network mount must not keep the process from
-    // stopping; the earlier report then stays).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let stale = loop {
-        match STALE_REPORTS.try_lock() {
-            Ok(list) => break Some(list),
-            Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(std::sync::TryLockError::WouldBlock) => break None,
-        }
-    };
+    // Once a frame was written, earlier reports go: first, a report being
+    // written over one is let finish, for a while (a hung network mount
+    // must not keep the process from stopping; the earlier report then
+    // stays).
+    let replacing = REPLACING.load(std::sync::atomic::Ordering::SeqCst);
+    let stale = replacing.then(|| lock_within(&STALE_REPORTS, std::time::Duration::from_secs(2))).flatten();
     let removed = framepipe::io::remove_partials();
     // (A count of the frames kept could miss one renamed into
     // place just now, before its report: none is given.)
@@ -195,8 +191,7 @@ fn stop_now(signal: i32) -> ! {
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
     note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
-    let replacing = REPLACING.load(std::sync::atomic::Ordering::SeqCst);
-    for report in stale.iter().flat_map(|s| s.iter()).filter(|r| replacing && r.unchanged()) {
+    for report in stale.iter().flat_map(|s| s.iter()).filter(|r| r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {
             note!(
                 "framepipe: removed the earlier report {}: the run had begun to replace what it describes",
@@ -208,6 +203,21 @@ fn stop_now(signal: i32) -> ! {
         note!("notice: the same command with --skip-existing processes only the frames not written");
     }
     die_by(signal);
+}
+
+/// `mutex` locked, if it comes free within `wait`.
+fn lock_within<T>(mutex: &std::sync::Mutex<T>, wait: std::time::Duration) -> Option<std::sync::MutexGuard<'_, T>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
 }
 
 /// Ends the process without running exit handlers: `exit` runs the C and

@@ -66,6 +66,11 @@ impl FrameShape {
         FrameShape { width: frame.width, height: frame.height, format: frame.format }
     }
 
+    /// The shape a frame of header `info` decodes to.
+    pub fn of_info(info: &crate::io::FrameInfo) -> Self {
+        FrameShape { width: info.width, height: info.height, format: info.format }
+    }
+
     /// Bytes of one packed frame.
     pub fn frame_bytes(&self) -> u64 {
         self.row_bytes() * self.height as u64
@@ -119,7 +124,7 @@ pub struct GpuBackend {
     own_slot: Option<(GpuSlot, Readback)>,
     /// The kernel set `process` last ran, held ([`GpuBackend::hold_set`])
     /// until a run of frames is over, as `own_slot`.
-    own_set: Option<(FrameShape, Plan, RunHold)>,
+    own_set: RunHold,
     /// What running exports hold ([`RunHold`]).
     run_keys: RunKeys,
     error: Arc<Mutex<Option<String>>>,
@@ -225,6 +230,13 @@ type RunKeys = Arc<Mutex<Vec<(FrameShape, Plan)>>>;
 /// [`GpuBackend::hold_set`].
 #[derive(Default)]
 pub struct RunHold(Option<(RunKeys, FrameShape, Plan)>);
+
+impl RunHold {
+    /// Whether it holds the set for `shape` and `plan`.
+    fn holds(&self, shape: FrameShape, plan: &Plan) -> bool {
+        self.0.as_ref().is_some_and(|(_, s, p)| *s == shape && p == plan)
+    }
+}
 
 impl Drop for RunHold {
     fn drop(&mut self) {
@@ -336,7 +348,7 @@ impl GpuBackend {
             computes: Vec::new(),
             sets: ComputeStats::default(),
             own_slot: None,
-            own_set: None,
+            own_set: RunHold::default(),
             run_keys: RunKeys::default(),
             error,
         })
@@ -536,22 +548,22 @@ impl GpuBackend {
     }
 
     /// Drops the kernel sets only exports built (no preview pass on them)
-    /// that no frame on the GPU uses, but `keep`'s: an export about to size
-    /// its pool calls it when the pool would not fit beside them. They are
-    /// a cache for an export of the same grade and size, worth less than
-    /// the slots of the one starting now; previews' sets stay (an export
-    /// yields to previews, never the reverse). Returns how many went.
-    pub fn evict_export_sets(&mut self, keep: (FrameShape, &Plan)) -> usize {
+    /// that no frame on the GPU uses and no running export holds
+    /// ([`GpuBackend::hold_set`]): an export about to size its pool, having
+    /// taken its hold, calls it when the pool would not fit beside them.
+    /// They are a cache for an export of the same grade and size, worth
+    /// less than the slots of the one starting now; previews' sets stay (an
+    /// export yields to previews, never the reverse). Returns how many went.
+    pub fn evict_export_sets(&mut self) -> usize {
         let before = self.computes.len();
-        let (shape, plan) = keep;
         let held = self.held_by_runs();
-        self.computes
-            .retain(|c| (c.shape == shape && c.plan == *plan) || c.in_flight() || held(c) || !c.previews.is_empty());
+        self.computes.retain(|c| c.in_flight() || held(c) || !c.previews.is_empty());
         before - self.computes.len()
     }
 
     /// Drops the kernel sets no frame has asked for in `idle`, but the one
-    /// for `keep` (a running export's, however long it waited) and those
+    /// for `keep` (a running export's, however long it waited), those
+    /// running exports hold ([`GpuBackend::hold_set`]) and those
     /// frames on the GPU or a preview hold (dropping them would free
     /// nothing until they are done, and their next frame would build them
     /// again), and the preview passes left on the others. Returns how many
@@ -1003,15 +1015,14 @@ impl GpuBackend {
         // A preview that had this slot given up for it would otherwise see
         // the slot taken back by an attempt that cannot run anyway.
         self.prepare(shape, plan)?;
-        if self.own_set.as_ref().is_none_or(|(s, p, _)| *s != shape || p != plan) {
-            self.own_set = None;
-            self.own_set = Some((shape, plan.clone(), self.hold_set(shape, plan)));
+        if !self.own_set.holds(shape, plan) {
+            self.own_set = self.hold_set(shape, plan);
         }
         if self.own_slot.as_ref().is_none_or(|(s, _)| s.shape != shape) {
             self.own_slot = None;
             // Kernel sets other exports left give way to this frame.
             if self.ledger.current() + Self::slot_bytes(shape) + Self::readback_bytes(shape) > self.ledger.budget() {
-                self.evict_export_sets((shape, plan));
+                self.evict_export_sets();
             }
             self.own_slot = Some((self.new_slot(shape)?, self.new_readback(shape)?));
         }
@@ -1028,7 +1039,7 @@ impl GpuBackend {
     /// kernel set is let go too: a cache again, evicted as others are.
     pub fn release_own_slot(&mut self) {
         self.own_slot = None;
-        self.own_set = None;
+        self.own_set = RunHold::default();
     }
 }
 

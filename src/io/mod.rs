@@ -24,7 +24,8 @@ pub use encode::{
     resolve_path, write_file_atomic, write_frame_atomic,
 };
 pub use paths::{FileSet, file_id};
-pub use whole::{check_whole, content_format};
+pub use whole::check_whole;
+pub(crate) use whole::whole_format;
 
 /// Bits per channel of a host frame. Frames are always RGBA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

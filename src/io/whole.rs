@@ -21,8 +21,15 @@ use crate::error::{Error, Result};
 /// [`Error::Decode`] saying what is missing; [`Error::Io`] when the file
 /// cannot be read.
 pub fn check_whole(path: &Path) -> Result<()> {
+    whole_format(path).map(drop)
+}
+
+/// [`check_whole`], returning the format the file's first bytes say it
+/// holds, whatever its name says (`None` for none `image` knows).
+pub(crate) fn whole_format(path: &Path) -> Result<Option<image::ImageFormat>> {
     use image::ImageFormat;
-    let format = content_format(path)?;
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let format = image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?.format();
     let truncated = |what: &str| Err(Error::Decode { path: path.to_owned(), reason: format!("truncated: {what}") });
     match format {
         Some(ImageFormat::Png) if !png_ends(path)? => truncated("no IEND chunk"),
@@ -31,16 +38,7 @@ pub fn check_whole(path: &Path) -> Result<()> {
         Some(ImageFormat::Tiff) => check_tiff_extent(path),
         _ => Ok(()),
     }
-}
-
-/// The format a file's first bytes say it holds, whatever its name says;
-/// `None` for none `image` knows.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be read.
-pub fn content_format(path: &Path) -> Result<Option<image::ImageFormat>> {
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    Ok(image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?.format())
+    .map(|()| format)
 }
 
 /// The IEND chunk every PNG ends with: zero length, type, CRC.

@@ -373,12 +373,14 @@ impl Shared<'_> {
     }
 }
 
-/// The shape every frame must have: the first frame whose header reads.
-/// Frames before it that cannot be read are failures.
+/// The shape every frame must have, the prepared job's (the first frame
+/// asked whose header reads, a kept one too: [`PreparedJob::first`]), and
+/// the first frame to process whose header reads. Frames before it that
+/// cannot be read are failures.
 fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailure>) -> Option<(usize, FrameShape)> {
     // The run's shape is the prepared one (a kept frame's, on a resumed
     // run): a first frame of another size fails as in the whole run.
-    let run = prepared.first.map(|i| FrameShape { width: i.width, height: i.height, format: i.format });
+    let run = prepared.first.as_ref().map(FrameShape::of_info);
     for (i, f) in prepared.sequence.frames.iter().enumerate() {
         match probe_file(&f.path, &job.limits) {
             Ok((width, height, format)) => return Some((i, run.unwrap_or(FrameShape { width, height, format }))),

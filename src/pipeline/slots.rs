@@ -293,16 +293,12 @@ pub(super) fn size_slots(
     }
     let hold = gpu.hold_set(shape, plan);
     // The kernel sets earlier exports left (another grade, another size)
-    // give way to the pool this one wants, its slots and its whole ring,
-    // rather than shrink it.
-    let wanted = match pool {
-        PoolSize::Fixed(n) => n,
-        PoolSize::Auto => auto_cap(threads, true).min(frames.max(1)),
-    };
-    let ring = ring_size(threads).min(frames.max(1)) as u64;
-    let wanted_bytes = (wanted as u64).saturating_mul(slot).saturating_add(ring.saturating_mul(readback));
+    // give way to the pool this one wants, its slots and its whole ring
+    // (what a budget without end would split into), rather than shrink it.
+    let (wanted, ring) = split_budget(u64::MAX, slot, readback, threads, frames, pool);
+    let wanted_bytes = (wanted as u64).saturating_mul(slot).saturating_add((ring as u64).saturating_mul(readback));
     if ledger.current().saturating_add(wanted_bytes) > budget {
-        gpu.evict_export_sets((shape, plan));
+        gpu.evict_export_sets();
     }
     if ledger.current() + readback + slot > budget {
         return Err(refuse(ledger.current().saturating_sub(kernels)));

@@ -149,7 +149,7 @@ impl Ctx<'_> {
         let shape = self.shape;
         let header = std::cell::Cell::new(None);
         let check = |i: &FrameInfo| {
-            let got = FrameShape { width: i.width, height: i.height, format: i.format };
+            let got = FrameShape::of_info(i);
             header.set(Some(*i));
             if got == shape {
                 Ok(())
