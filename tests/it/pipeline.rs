@@ -13,8 +13,7 @@ use framepipe::io::EncodeOptions;
 use framepipe::ledger::human_bytes;
 use framepipe::pipeline::Stage;
 use framepipe::pool::PoolSize;
-use framepipe::priority::Priority;
-use framepipe::{Backend, BackendKind, Cancel, Engine, EngineConfig, Error, Job, Op, OpGraph, PixelFormat};
+use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Error, Job, Op, OpGraph, PixelFormat};
 use predicates::prelude::PredicateBooleanExt;
 
 fn sequence(dir: &Path, frames: u32, width: u32, height: u32) -> String {
@@ -33,6 +32,13 @@ fn graph() -> OpGraph {
         Op::Blur { sigma: 0.7 },
     ])
     .unwrap()
+}
+
+/// The kernel buffer bytes of each graph for frames of `shape` on the GPU;
+/// none where no adapter opens (the test then has nothing to check).
+fn kernel_bytes<const N: usize>(shape: FrameShape, graphs: [&OpGraph; N]) -> Option<[u64; N]> {
+    let gpu = crate::util::gpu(Default::default())?;
+    Some(graphs.map(|g| gpu.compute_bytes(shape, &g.plan()).unwrap()))
 }
 
 fn gpu_available() -> bool {
@@ -136,24 +142,16 @@ fn banded_frames_through_the_pipeline_equal_whole_frames() {
 
 #[test]
 fn ledger_peak_never_exceeds_budget() {
-    if !gpu_available() {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
     let (w, h) = (64, 48);
-    let input = sequence(t.path(), 6, w, h);
     let shape = FrameShape { width: w, height: h, format: PixelFormat::Rgba8 };
-    let probe = engine(BackendKind::Gpu, PoolSize::Auto, 2, u64::MAX);
+    let Some([kernels]) = kernel_bytes(shape, [&graph()]) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 6, w, h);
     // Kernel buffers and two readback buffers (one per frame on the GPU)
     // come first; the ring grows past two only when slots are at their cap.
     let ring = framepipe::pipeline::GPU_DEPTH as u64 * GpuBackend::readback_bytes(shape);
-    let kernels = match &*probe.backend().lock(Priority::Export) {
-        Backend::Gpu(gpu) => gpu.compute_bytes(shape, &graph().plan()).unwrap(),
-        Backend::Cpu => panic!("gpu backend"),
-    };
     let fixed = kernels + ring;
     let slot = GpuBackend::slot_bytes(shape);
-    drop(probe);
     for slots in [1u64, 2, 3] {
         let budget = fixed + slots * slot;
         let e = engine(BackendKind::Gpu, PoolSize::Auto, 4, budget);
@@ -211,22 +209,12 @@ fn ledger_peak_never_exceeds_budget() {
 /// it would get on a fresh engine, fixed or auto.
 #[test]
 fn an_earlier_grades_kernels_give_way_to_the_next_pool() {
-    if !gpu_available() {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
     let (w, h) = (64, 48);
-    let input = sequence(t.path(), 4, w, h);
     let shape = FrameShape { width: w, height: h, format: PixelFormat::Rgba8 };
     let plain = OpGraph::new(vec![Op::Exposure { stops: 0.5 }]).unwrap();
-    let probe = engine(BackendKind::Gpu, PoolSize::Auto, 2, u64::MAX);
-    let (blurred, exposed) = match &*probe.backend().lock(Priority::Export) {
-        Backend::Gpu(gpu) => {
-            (gpu.compute_bytes(shape, &graph().plan()).unwrap(), gpu.compute_bytes(shape, &plain.plan()).unwrap())
-        }
-        Backend::Cpu => panic!("gpu backend"),
-    };
-    drop(probe);
+    let Some([blurred, exposed]) = kernel_bytes(shape, [&graph(), &plain]) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 4, w, h);
     let (slot, readback) = (GpuBackend::slot_bytes(shape), GpuBackend::readback_bytes(shape));
     for pool in [PoolSize::Fixed(3), PoolSize::Auto] {
         // Three slots and the ring (auto: one per frame on the GPU; fixed:
@@ -320,13 +308,11 @@ fn a_running_exports_kernel_set_is_not_evicted_for_another() {
 /// the frame's slot rather than fail it.
 #[test]
 fn an_earlier_grades_kernels_give_way_to_a_sequential_frame() {
-    let Some(probe) = crate::util::gpu(Default::default()) else { return };
     let shape = FrameShape { width: 64, height: 48, format: PixelFormat::Rgba8 };
-    let (left, plain) = (graph().plan(), OpGraph::new(vec![Op::Exposure { stops: 0.5 }]).unwrap().plan());
-    let (left_bytes, plain_bytes) =
-        (probe.compute_bytes(shape, &left).unwrap(), probe.compute_bytes(shape, &plain).unwrap());
+    let (left, plain) = (graph(), OpGraph::new(vec![Op::Exposure { stops: 0.5 }]).unwrap());
+    let Some([left_bytes, plain_bytes]) = kernel_bytes(shape, [&left, &plain]) else { return };
+    let (left, plain) = (left.plan(), plain.plan());
     let frame_bytes = GpuBackend::slot_bytes(shape) + GpuBackend::readback_bytes(shape);
-    drop(probe);
     // Both sets fit, or one set and a frame: not both sets and a frame.
     let budget = left_bytes + plain_bytes + frame_bytes - 1;
     let ledger = framepipe::ledger::Ledger::new(budget);
