@@ -375,10 +375,12 @@ impl Sequence {
         // as the last frame must not shorten the shot without a word).
         let taken = |n: u64| spec.is_none_or(|s| s.frames().binary_search(&n).is_ok());
         if let Some((n, p)) = odd.iter().find(|(n, _)| taken(**n)) {
-            return Err(Error::Sequence(format!(
-                "{}: frame {n} is not a file (a folder, a pipe, or a link to nothing)",
-                p.display()
-            )));
+            // A lookup that failed (a share's EIO, a folder that can be
+            // listed but not entered) says why, not "not a file".
+            return Err(Error::Sequence(match std::fs::metadata(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => format!("{}: frame {n}: {e}", p.display()),
+                _ => format!("{}: frame {n} is not a file (a folder, a pipe, or a link to nothing)", p.display()),
+            }));
         }
         if found.is_empty() {
             let near = FramePattern::parse(input).ok().filter(|_| !Path::new(input).exists());
@@ -470,7 +472,8 @@ fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Resu
     if FramePattern::is_pattern(input) && !path.exists() {
         let pattern = FramePattern::parse(input)?;
         if !pattern.dir().is_dir() {
-            return Err(Error::Sequence(format!("{input}: folder {} does not exist", pattern.dir().display())));
+            let is = if pattern.dir().exists() { "is a file, not a folder" } else { "does not exist" };
+            return Err(Error::Sequence(format!("{input}: folder {} {is}", pattern.dir().display())));
         }
         let (mut found, mut odd) = (BTreeMap::new(), BTreeMap::new());
         for (name, _, is_file) in list_dir(pattern.dir(), false)? {
@@ -877,6 +880,27 @@ mod tests {
         let input = near.path().join("only_%04d.png").display().to_string();
         let e = Sequence::scan(&input, None, MissingPolicy::Error).unwrap_err().to_string();
         assert!(e.ends_with("only_0001.png: frame 1 is not a file (a folder, a pipe, or a link to nothing)"), "{e}");
+        // A pattern's folder that is a file is said to be one.
+        let file = near.path().join("take_1.png").join("s_%04d.png").display().to_string();
+        let e = Sequence::scan(&file, None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(e.ends_with("take_1.png is a file, not a folder"), "{e}");
+        // A frame that cannot be looked up (a folder that can be listed but
+        // not entered) says why, where the permission holds (not as root).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let shut = near.path().join("shut");
+            std::fs::create_dir(&shut).unwrap();
+            std::fs::write(shut.join("s_0001.png"), b"").unwrap();
+            std::fs::set_permissions(&shut, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let denied = std::fs::metadata(shut.join("s_0001.png")).is_err();
+            let e = Sequence::scan(&shut.join("s_%04d.png").display().to_string(), None, MissingPolicy::Error);
+            std::fs::set_permissions(&shut, std::fs::Permissions::from_mode(0o755)).unwrap();
+            if denied {
+                let e = e.unwrap_err().to_string();
+                assert!(e.contains("s_0001.png: frame 1: Permission denied"), "{e}");
+            }
+        }
         // One file whose number does not fit is refused as in a folder,
         // not taken as frame 0.
         let big = t.path().join("x_99999999999999999999.png");

@@ -24,6 +24,10 @@ pub(super) struct GrayAlphaTiff {
     height: u32,
     /// 8, 16, or 32 (floats).
     bits: u8,
+    /// Whether each pixel has a second sample: alpha, or one of no stated
+    /// meaning (ExtraSamples 0, a saved selection), left out on reading
+    /// as an RGB file's is.
+    two: bool,
     alpha: bool,
     /// Whether the alpha is associated (premultiplied): float samples are
     /// made straight here, before they are rounded to 16 bits.
@@ -31,10 +35,11 @@ pub(super) struct GrayAlphaTiff {
 }
 
 impl GrayAlphaTiff {
-    /// Opens `path` if it is a grey-alpha TIFF. `Ok(None)` when it is not a
-    /// grey TIFF with extra samples, so the caller reports `image`'s own
-    /// error; `Err` with a reason when it is one framepipe cannot read (more
-    /// samples, a second one that is not alpha, other bits or encodings).
+    /// Opens `path` if it is a grey-alpha TIFF (or grey with one unnamed
+    /// extra sample). `Ok(None)` when it is not a grey TIFF with extra
+    /// samples, so the caller reports `image`'s own error; `Err` with a
+    /// reason when it is one framepipe cannot read (more samples, other
+    /// bits or encodings).
     pub(super) fn open(path: &Path, max_alloc: u64) -> Result<Option<GrayAlphaTiff>, String> {
         let Ok(file) = File::open(path) else { return Ok(None) };
         let Ok(decoder) = Decoder::new(BufReader::new(file)) else { return Ok(None) };
@@ -43,8 +48,9 @@ impl GrayAlphaTiff {
         let mut decoder = decoder.with_limits(limits);
         // `tiff` calls any grey image with extra samples "multiband";
         // grey-alpha is two samples, the second marked as alpha
-        // (ExtraSamples 1, associated, or 2, unassociated).
-        let (bits, alpha) = match decoder.colortype() {
+        // (ExtraSamples 1, associated, or 2, unassociated); 0 is a sample
+        // of no stated meaning.
+        let (bits, two) = match decoder.colortype() {
             Ok(tiff::ColorType::Multiband { bit_depth, num_samples: 2 }) => (bit_depth, true),
             Ok(tiff::ColorType::Multiband { num_samples, .. }) => {
                 return Err(format!(
@@ -58,9 +64,10 @@ impl GrayAlphaTiff {
             decoder.find_tag_unsigned_vec::<u16>(tag).map(Option::unwrap_or_default).map_err(|e| e.to_string())
         };
         let extra = tags(&mut decoder, Tag::ExtraSamples)?;
-        if alpha && !matches!(extra[..], [1 | 2]) {
-            return Err("grey with a second sample not marked as alpha (ExtraSamples 1 or 2)".into());
+        if two && !matches!(extra[..], [0..=2]) {
+            return Err("grey with a second sample not described (ExtraSamples 0, 1 or 2)".into());
         }
+        let alpha = two && extra[..] != [0];
         let associated = alpha && extra[..] == [1];
         if !matches!(bits, 8 | 16 | 32) {
             return Err(format!("{bits}-bit grey-alpha samples are not supported (8 or 16 bits, or 32-bit floats)"));
@@ -79,7 +86,7 @@ impl GrayAlphaTiff {
             });
         }
         let (width, height) = decoder.dimensions().map_err(|e| e.to_string())?;
-        Ok(Some(GrayAlphaTiff { decoder, width, height, bits, alpha, associated }))
+        Ok(Some(GrayAlphaTiff { decoder, width, height, bits, two, alpha, associated }))
     }
 
     /// Whether its samples are floats (clamped to 0..1 on reading).
@@ -95,7 +102,8 @@ impl ImageDecoder for GrayAlphaTiff {
 
     fn color_type(&self) -> ColorType {
         match (self.bits, self.alpha) {
-            (8, _) => ColorType::La8,
+            (8, true) => ColorType::La8,
+            (8, false) => ColorType::L8,
             (_, true) => ColorType::La16,
             (_, false) => ColorType::L16,
         }
@@ -113,35 +121,60 @@ impl ImageDecoder for GrayAlphaTiff {
         };
         let layout = self.decoder.read_image_to_buffer(&mut result).map_err(|e| fail(e.to_string()))?;
         let planar = layout.planes > 1;
+        // Per pixel, the grey sample and the alpha (`None` where the
+        // second sample is not one and is left out, or there is none).
+        let (two, alpha) = (self.two, self.alpha);
+        let samples = |n: usize| {
+            let want = if two { 2 * pixels } else { pixels };
+            if n < want {
+                return Err(fail(format!("the file holds {n} of the image's {want} samples")));
+            }
+            Ok(move |p: usize| -> (usize, Option<usize>) {
+                match (two, planar) {
+                    (false, _) => (p, None),
+                    (true, true) => (p, alpha.then_some(pixels + p)),
+                    (true, false) => (2 * p, alpha.then_some(2 * p + 1)),
+                }
+            })
+        };
+        let width = if alpha { 2 } else { 1 } * if self.bits == 8 { 1 } else { 2 };
+        let out = buf.chunks_exact_mut(width).take(pixels).enumerate();
         match &result {
             DecodingResult::U8(v) => {
-                for (out, (g, a)) in buf.chunks_exact_mut(2).zip(pairs(v, pixels, planar).map_err(fail)?) {
-                    out.copy_from_slice(&[g, a]);
+                let at = samples(v.len())?;
+                for (p, out) in out {
+                    let (g, a) = at(p);
+                    out[0] = v[g];
+                    if let Some(a) = a {
+                        out[1] = v[a];
+                    }
                 }
             }
             DecodingResult::U16(v) => {
-                for (out, (g, a)) in buf.chunks_exact_mut(4).zip(pairs(v, pixels, planar).map_err(fail)?) {
-                    out[..2].copy_from_slice(&g.to_ne_bytes());
-                    out[2..].copy_from_slice(&a.to_ne_bytes());
+                let at = samples(v.len())?;
+                for (p, out) in out {
+                    let (g, a) = at(p);
+                    out[..2].copy_from_slice(&v[g].to_ne_bytes());
+                    if let Some(a) = a {
+                        out[2..].copy_from_slice(&v[a].to_ne_bytes());
+                    }
                 }
             }
             DecodingResult::F32(v) => {
                 // Clamped to 0..1 and rounded to 16 bits (NaN reads as 0).
                 let sixteen = |f: f32| ((f.clamp(0.0, 1.0) * 65535.0).round() as u16).to_ne_bytes();
-                if self.alpha {
-                    for (out, (g, a)) in buf.chunks_exact_mut(4).zip(pairs(v, pixels, planar).map_err(fail)?) {
+                let at = samples(v.len())?;
+                for (p, out) in out {
+                    let (g, a) = at(p);
+                    let (g, a) = (v[g], a.map(|a| v[a]));
+                    if let Some(a) = a {
                         // Straight before rounding (the caller divides
                         // integer samples only).
                         let g = if self.associated { super::decode::straight_f32(g, a) } else { g };
                         out[..2].copy_from_slice(&sixteen(g));
                         out[2..].copy_from_slice(&sixteen(a));
-                    }
-                } else {
-                    if v.len() < pixels {
-                        return Err(fail(format!("the file holds {} of the image's {pixels} samples", v.len())));
-                    }
-                    for (out, g) in buf.chunks_exact_mut(2).zip(v) {
-                        out.copy_from_slice(&sixteen(*g));
+                    } else {
+                        out.copy_from_slice(&sixteen(g));
                     }
                 }
             }
@@ -153,14 +186,4 @@ impl ImageDecoder for GrayAlphaTiff {
     fn read_image_boxed(self: Box<Self>, buf: &mut [u8]) -> ImageResult<()> {
         (*self).read_image(buf)
     }
-}
-
-/// The grey-alpha pairs of `samples`: interleaved, or, `planar`, the grey
-/// plane then the alpha plane.
-fn pairs<T: Copy>(samples: &[T], pixels: usize, planar: bool) -> Result<impl Iterator<Item = (T, T)> + '_, String> {
-    if samples.len() < 2 * pixels {
-        return Err(format!("the file holds {} of the image's {} samples", samples.len(), 2 * pixels));
-    }
-    Ok((0..pixels)
-        .map(move |p| if planar { (samples[p], samples[pixels + p]) } else { (samples[2 * p], samples[2 * p + 1]) }))
 }

@@ -147,9 +147,22 @@ fn write_gray_alpha<C: tiff::encoder::colortype::ColorType>(path: &std::path::Pa
 where
     [C::Inner]: tiff::encoder::TiffValue,
 {
+    write_gray_extra::<C>(path, w, h, data, 2);
+}
+
+/// Grey and a second sample of the ExtraSamples kind `extra`.
+fn write_gray_extra<C: tiff::encoder::colortype::ColorType>(
+    path: &std::path::Path,
+    w: u32,
+    h: u32,
+    data: &[C::Inner],
+    extra: u16,
+) where
+    [C::Inner]: tiff::encoder::TiffValue,
+{
     let mut encoder = tiff::encoder::TiffEncoder::new(std::fs::File::create(path).unwrap()).unwrap();
     let mut image = encoder.new_image::<C>(w, h).unwrap();
-    image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[2u16][..]).unwrap();
+    image.encoder().write_tag(tiff::tags::Tag::ExtraSamples, &[extra][..]).unwrap();
     image.write_data(data).unwrap();
 }
 
@@ -172,6 +185,36 @@ fn a_tiff_channel_of_no_stated_meaning_is_counted_not_taken_for_alpha() {
     let frame = decode_file(&path, &DecodeLimits::default()).unwrap();
     let want: Vec<u8> = samples.chunks(4).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
     assert!(frame.data == want, "the color as stored, opaque");
+}
+
+/// Grey with a second sample of no stated meaning is read as grey, the
+/// sample left out and counted, as it is beside RGB.
+#[test]
+fn a_grey_tiff_with_a_channel_of_no_stated_meaning_is_read_as_grey() {
+    let mut rng = Rng::fresh("a_grey_tiff_unnamed_channel");
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (7 + (rng.next() % 30) as u32, 3 + (rng.next() % 20) as u32);
+    let samples: Vec<u16> = (0..2 * w * h).map(|_| rng.next() as u16).collect();
+    let eight: Vec<u8> = samples.iter().map(|v| *v as u8).collect();
+    let (p8, p16) = (t.path().join("sel8.tif"), t.path().join("sel16.tif"));
+    write_gray_extra::<GrayAlpha<u8>>(&p8, w, h, &eight, 0);
+    write_gray_extra::<GrayAlpha<u16>>(&p16, w, h, &samples, 0);
+    for (path, format) in [(&p8, PixelFormat::Rgba8), (&p16, PixelFormat::Rgba16)] {
+        let info = framepipe::io::probe_info(path, &DecodeLimits::default()).unwrap();
+        assert_eq!((info.format, info.has_alpha, info.unnamed_channels), (format, false, 1));
+        let frame = decode_file(path, &DecodeLimits::default()).unwrap();
+        let px: Vec<u16> = match format {
+            PixelFormat::Rgba8 => frame.data.iter().map(|v| *v as u16).collect(),
+            PixelFormat::Rgba16 => words(&frame.data),
+        };
+        let want: Vec<u16> = match format {
+            PixelFormat::Rgba8 => eight.chunks(2).flat_map(|gx| [gx[0], gx[0], gx[0], 255].map(u16::from)).collect(),
+            PixelFormat::Rgba16 => samples.chunks(2).flat_map(|gx| [gx[0], gx[0], gx[0], 65535]).collect(),
+        };
+        assert!(px == want, "{}: grey in R, G and B, opaque", path.display());
+        let (_, data) = pieces(path);
+        assert!(data == frame.data, "{}: the pipeline's decoder agrees", path.display());
+    }
 }
 
 #[test]
