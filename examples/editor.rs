@@ -308,7 +308,7 @@ fn main() -> ExitCode {
     // plates and the export's frames with the folder, which a plain exit
     // would leave behind.
     let scratch = dir.path().to_path_buf();
-    let _ = ctrlc::set_handler(move || {
+    on_stop_signal(move |signal| {
         // Nothing more of the session is printed (no failures made up by
         // frames removed under previews still rendering).
         STOPPING.store(true, Ordering::SeqCst);
@@ -322,15 +322,18 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!("editor: stopped; {} removed", scratch.display());
-        // Without exit handlers, as framepipe's own stop at once: a driver
-        // in use on another thread must not be torn down under it.
+        // 128 + the signal's number, as a shell reports it (130 for
+        // Ctrl-C, 143 for a farm's SIGTERM). Without exit handlers, as
+        // framepipe's own stop at once: a driver in use on another thread
+        // must not be torn down under it.
+        let code = 128 + signal;
         #[cfg(unix)]
         // SAFETY: `_exit` only ends the process.
         unsafe {
-            libc::_exit(130)
+            libc::_exit(code)
         }
         #[cfg(not(unix))]
-        std::process::exit(130);
+        std::process::exit(code);
     });
     let (input, seq, config) = match set_up(&args, &dir) {
         Ok(ready) => ready,
@@ -527,4 +530,20 @@ fn run(
     // Figures taken over failures are not the session's: said in the exit code.
     let previews_failed = quiet.iter().chain(&requests).any(|r| r.failed.is_some());
     Ok(!previews_failed && failed.is_empty())
+}
+
+/// Calls `stop` with the signal's number on SIGINT, SIGTERM or SIGHUP (on
+/// Ctrl-C, as SIGINT, where there are no signals), on a thread of its own.
+fn on_stop_signal(stop: impl Fn(i32) + Send + 'static) {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            let _ = std::thread::Builder::new().name("editor-signals".into()).spawn(move || {
+                signals.forever().take(1).for_each(stop);
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrlc::set_handler(move || stop(2));
 }
