@@ -67,13 +67,18 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     }
     let device = probe.device_name().to_string();
     let threads = probe.threads();
+    // The CPU backend holds no VRAM: no budget is said to bound it.
+    let budget = match probe.backend_name() {
+        "gpu" => framepipe::ledger::human_bytes(args.budget),
+        _ => "unused (the CPU backend holds no GPU memory)".to_string(),
+    };
     drop(probe);
     note!(
         "bench-pool: {} ({}), {} on {device}, {threads} decode/encode threads, budget {}, pools {}, {} run{} each after one warm-up",
         args.input,
         job.graph.describe(),
         args.format,
-        framepipe::ledger::human_bytes(args.budget),
+        budget,
         args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
         args.repeat,
         if args.repeat == 1 { "" } else { "s" }
@@ -82,6 +87,22 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         let n = sequence.missing_count();
         let list = framepipe::sequence::compact_runs(&sequence.missing);
         note!("bench-pool: {n} missing frame{} left out: {list}", if n == 1 { "" } else { "s" });
+    }
+    // A fixed pool takes no more slots than the run has frames (as in
+    // `process`): said before the runs, not found in the table's slots.
+    let frames = sequence.frames.len();
+    let capped: Vec<String> =
+        args.pools.iter().filter(|p| matches!(p, PoolSize::Fixed(n) if *n > frames)).map(|p| p.to_string()).collect();
+    if !capped.is_empty() {
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        note!(
+            "bench-pool: pool{} {} run{} with {frames} slot{}: a slot past the sequence's {frames} frame{} would never hold one",
+            s(capped.len()),
+            capped.join(","),
+            if capped.len() == 1 { "s" } else { "" },
+            s(frames),
+            s(frames)
+        );
     }
     let mut refused = Vec::new();
     let runs = framepipe::bench::bench_pool(

@@ -36,6 +36,10 @@ fn bench_pool_rows_agree_with_their_runs() {
         .success();
     let elapsed = started.elapsed().as_secs_f64();
     let table = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    if backend == "gpu" {
+        let said = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(said.contains("pool 200 runs with 6 slots"), "said before the runs: {said}");
+    }
     let sizes: &[usize] = if backend == "gpu" { &[1, 2, 3, 6] } else { &[1, 2, 3] };
     assert_eq!(table.lines().count(), sizes.len() + 2, "{table}");
     assert!(table.contains("smallest pool within 95 % of the best"), "{table}");
