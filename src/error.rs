@@ -65,6 +65,15 @@ pub enum Error {
     /// An output (frame, report) would replace a folder.
     #[error("{0}: is a folder; an output must be a file")]
     OutputIsFolder(PathBuf),
+    /// An output's name is one the file system cannot hold (longer than
+    /// its limit, 255 bytes on most): found before any frame is processed.
+    #[error("{path}: cannot be an output name: {reason}")]
+    OutputName {
+        /// The name.
+        path: PathBuf,
+        /// The OS reason.
+        reason: String,
+    },
     /// The output folder cannot be created or written.
     #[error("{path}: output folder is not writable: {reason}")]
     OutputDir {
@@ -174,6 +183,7 @@ impl Error {
                 | Error::PathClash { .. }
                 | Error::OutputIsFolder(_)
                 | Error::OutputNotFile(_)
+                | Error::OutputName { .. }
                 | Error::OutputDir { .. }
                 | Error::Budget(_)
                 | Error::NoGpu(_)

@@ -460,12 +460,20 @@ pub fn refuse_folder_name(path: impl AsRef<Path>) -> Result<()> {
 /// Checks that an output may go to `path`: not a folder, nothing there (a
 /// dangling link counts) unless `overwrite`, and never anything but a plain
 /// file: outputs are renamed into place, which would replace a pipe, a
-/// device or `/dev/stdout` with a file.
+/// device or `/dev/stdout` with a file. A name the file system cannot
+/// hold is refused here, not found at the rename after the frame's work.
 ///
 /// # Errors
-/// [`Error::OutputIsFolder`], [`Error::OutputNotFile`], [`Error::OutputExists`].
+/// [`Error::OutputIsFolder`], [`Error::OutputNotFile`], [`Error::OutputExists`],
+/// [`Error::OutputName`].
 pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
-    if std::fs::symlink_metadata(path).is_ok() {
+    let there = std::fs::symlink_metadata(path);
+    if let Err(e) = &there
+        && e.kind() == std::io::ErrorKind::InvalidFilename
+    {
+        return Err(Error::OutputName { path: path.to_owned(), reason: e.to_string() });
+    }
+    if there.is_ok() {
         if path.is_dir() {
             return Err(Error::OutputIsFolder(path.to_owned()));
         }

@@ -797,6 +797,23 @@ fn unwritable_output_folder() {
     usage_error(&["process", &input, "-o", &out], "output folder is not writable");
 }
 
+/// A name longer than the file system holds (255 bytes on most) is refused
+/// before any frame, not found at each frame's rename or the report's.
+#[test]
+fn an_output_name_too_long_is_refused_before_any_frame() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 2, PixelFormat::Rgba8);
+    let long = "L".repeat(300);
+    let frames = t.path().join("o").join(format!("{long}_%02d.png")).display().to_string();
+    usage_error(&["process", &input, "-o", &frames], "_01.png: cannot be an output name:");
+    let out = t.path().join("p/s_%02d.png").display().to_string();
+    for flag in ["--json", "--timeline"] {
+        let report = t.path().join(format!("{long}.{}", if flag == "--json" { "json" } else { "svg" }));
+        usage_error(&["process", &input, "-o", &out, flag, report.to_str().unwrap()], "cannot be an output name:");
+    }
+    assert!(!t.path().join("o").exists() && !t.path().join("p").exists(), "nothing made");
+}
+
 /// An interrupted render resumes: the outputs that exist are kept as they
 /// are (each was renamed into place complete) and only the others are made.
 #[test]
