@@ -771,7 +771,7 @@ fn fitted_slot(gpu: &GpuBackend, held: Option<PreviewSlot>, shape: FrameShape) -
 /// for those waiting on it. The cache may not keep an image (one larger
 /// than the cache, or evicted by other inserts at once): waiters take it
 /// from here rather than render it a second time.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct InFlight {
     class: Class,
     image: Arc<OnceLock<Arc<PreviewImage>>>,
@@ -781,6 +781,9 @@ struct InFlight {
     /// Previews waiting for it (that joined it): while one does, the
     /// render goes on though its own request no longer wants it.
     waiting: Arc<AtomicUsize>,
+    /// The priority of the request rendering it, which its class goes
+    /// back to when the last preview that joined it leaves.
+    owner: Priority,
 }
 
 /// Takes a key out of the in-flight set when its render ends, by return or
@@ -920,10 +923,19 @@ impl Engine {
             if let Some(image) = lock(&state.cache).peek(key) {
                 return Ok((image, served));
             }
-            if let Some(InFlight { class, image, starved, waiting }) = inflight.get(key) {
+            if let Some(InFlight { class, image, starved, waiting, owner }) = inflight.get(key) {
                 // Overtaken while it waited for someone else's render: it
-                // holds nothing up any longer (the gate, the urgency).
+                // holds nothing up any longer (the gate, the urgency, the
+                // class it raised the render to, once no other preview
+                // waits on it: a prefetch no one waits for must not take
+                // memory or the GPU ahead of the preview now shown).
                 if !wanted() {
+                    if let Some(c) = counted.take().filter(|c| Arc::ptr_eq(&c.0, waiting)) {
+                        drop(c);
+                        if waiting.load(Ordering::SeqCst) == 0 && *owner < Priority::Preview {
+                            self.core.backend.lower(class, *owner);
+                        }
+                    }
                     return Err(Error::Superseded);
                 }
                 // A preview waiting on a prefetch's render makes it a
@@ -956,10 +968,16 @@ impl Engine {
             // memory itself, if it has to.
             drop(urgent.take());
             drop(counted.take());
-            let mine = InFlight::default();
+            let mine = InFlight {
+                class: Class::default(),
+                image: Default::default(),
+                starved: Default::default(),
+                waiting: Default::default(),
+                owner: priority,
+            };
             inflight.insert(key.clone(), mine.clone());
             drop(inflight);
-            let InFlight { class, image: handoff, starved, waiting } = mine;
+            let InFlight { class, image: handoff, starved, waiting, .. } = mine;
             // Whatever happens below, the key leaves `inflight`, or every
             // later request for it would wait forever.
             let _landed = Landed { state, key };
@@ -1299,11 +1317,7 @@ impl Engine {
                                 // Its slot, kernel and downscale buffers may
                                 // each fit and never all: no wait for
                                 // releases then.
-                                let need = preview_need(gpu, shape, &plan, factor)?;
-                                let what = format!(
-                                    "a preview of one {width}x{height} {format} frame (slot, kernel and downscale buffers)"
-                                );
-                                self.core.ledger.check_fits(need, &what)?;
+                                check_preview_fits(&self.core.ledger, gpu, shape, &plan, factor)?;
                                 let held = reserved.take().map(|(s, _)| s).or_else(|| lock(&state.slot).take());
                                 let slot = fitted_slot(gpu, held, shape)?;
                                 *lock(&state.last_render) = Some(Instant::now());
@@ -1347,11 +1361,19 @@ impl Engine {
                 // one is what the view shows.
                 _ if !wanted() => Err(Error::Superseded),
                 Backend::Gpu(gpu) => {
+                    let shape = FrameShape::of(&src);
                     let (held, _hold) = match reserved.take() {
                         Some((slot, hold)) => (Some(slot), Some(hold)),
-                        None => (lock(&state.slot).take(), None),
+                        None => {
+                            // Not reserved ahead (a prefetch): one that can
+                            // never fit fails at once, as a preview's
+                            // reservation does, rather than pressing the
+                            // export for memory that cannot help.
+                            check_preview_fits(&self.core.ledger, gpu, shape, &plan, factor)?;
+                            (lock(&state.slot).take(), None)
+                        }
                     };
-                    let mut s = fitted_slot(gpu, held, FrameShape::of(&src))?;
+                    let mut s = fitted_slot(gpu, held, shape)?;
                     let mut data = Vec::new();
                     // A slider drag re-grades the frame the slot already
                     // holds: its upload still has the pixels, skip the copy.
@@ -1675,6 +1697,21 @@ fn prefetch_worker(core: &std::sync::Weak<crate::engine::EngineCore>, rx: &Recei
 fn preview_need(gpu: &GpuBackend, shape: FrameShape, plan: &crate::ops::Plan, factor: u32) -> Result<u64> {
     let kernels = gpu.compute_bytes(shape, plan)?.saturating_add(gpu.preview_bytes(shape, plan, factor)?);
     Ok(GpuBackend::slot_bytes(shape).saturating_add(kernels))
+}
+
+/// Refuses a preview of `shape` whose buffers may each fit the budget and
+/// never all ([`preview_need`]): no release makes room, so none is waited
+/// for.
+fn check_preview_fits(
+    ledger: &crate::ledger::Ledger,
+    gpu: &GpuBackend,
+    shape: FrameShape,
+    plan: &crate::ops::Plan,
+    factor: u32,
+) -> Result<()> {
+    let FrameShape { width, height, format } = shape;
+    let what = format!("a preview of one {width}x{height} {format} frame (slot, kernel and downscale buffers)");
+    ledger.check_fits(preview_need(gpu, shape, plan, factor)?, &what)
 }
 
 #[cfg(test)]

@@ -110,6 +110,24 @@ impl<T> PriorityLock<T> {
         }
     }
 
+    /// Undoes [`PriorityLock::raise`]: `class` goes back to `to`, the
+    /// priority its own work was announced at (a prefetch whose waiting
+    /// preview left). Its live intent, if one counts higher, counts at
+    /// `to` from now.
+    pub fn lower(&self, class: &Class, to: Priority) {
+        let s = &mut *self.state();
+        let to = to as usize;
+        class.0.wanted.store(to, Ordering::SeqCst);
+        let at = class.0.attached.load(Ordering::SeqCst);
+        if at != DETACHED && at > to {
+            s.waiting[at] -= 1;
+            s.waiting[to] += 1;
+            class.0.attached.store(to, Ordering::SeqCst);
+        }
+        // (Lower classes may now be served: a raised waiter held them out.)
+        self.changed.notify_all();
+    }
+
     /// Whether a class above `priority` is waiting (or announced).
     pub fn waiting_above(&self, priority: Priority) -> bool {
         self.state().waiting[priority as usize + 1..].iter().any(|&n| n > 0)
@@ -365,6 +383,17 @@ mod tests {
         lock.raise(&later, Priority::Preview);
         let intent = lock.intend_as(Priority::Prefetch, &later);
         assert!(lock.waiting_above(Priority::Prefetch));
+        drop(intent);
+        assert!(!lock.waiting_above(Priority::Export));
+        // Lowered again (the preview waiting on it left), a live intent
+        // counts at its own class, and later ones start there.
+        let intent = lock.intend_as(Priority::Prefetch, &later);
+        lock.lower(&later, Priority::Prefetch);
+        assert!(!later.at_least(Priority::Preview));
+        assert!(!lock.waiting_above(Priority::Prefetch) && lock.waiting_above(Priority::Export));
+        drop(intent);
+        let intent = lock.intend_as(Priority::Prefetch, &later);
+        assert!(!lock.waiting_above(Priority::Prefetch));
         drop(intent);
         assert!(!lock.waiting_above(Priority::Export));
     }
