@@ -322,6 +322,11 @@ impl Ctx<'_> {
                     }
                     // It stopped waiting for memory because the run stopped.
                     Err(Error::Budget(_)) if shared.stopping() => abandon(d),
+                    // Cancelled while it waited for the backend: never started.
+                    Err(Error::Cancelled) => {
+                        clock.frames -= 1;
+                        abandon(d);
+                    }
                     Err(e) => {
                         broken = matches!(e, Error::Panic(_) | Error::Gpu(_));
                         shared.fail(&events, d.number, e);
@@ -509,6 +514,11 @@ fn submit(
         let mark = engine.ledger().mark();
         let mut backend = engine.backend().lock(Priority::Export);
         waited += asked.elapsed();
+        // Cancelled (or aborted) while previews held the backend: the
+        // frame has not started, and is dropped as one not yet taken.
+        if shared.cancel.is_cancelled() || shared.aborted() {
+            return (Err(Error::Cancelled), waited);
+        }
         let r = shared.guarded(Stage::Compute, d.number, || match (&mut *backend, &*d.slot, readback) {
             (Backend::Gpu(g), SlotKind::Gpu(s), Some(r)) => Ok(Submitted::Gpu(g.submit(s, r, &shared.plan)?)),
             (_, _, _) => {
