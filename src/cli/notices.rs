@@ -110,7 +110,10 @@ pub(crate) fn resume_notice(
     prepared: &framepipe::PreparedJob,
     report: &framepipe::Report,
 ) -> Option<String> {
-    if prepared.stream || opts.demo || report.frames_skipped == 0 || report.frames.is_empty() {
+    // (Failed frames count: under --on-error skip they are all that is
+    // left to do.)
+    let left = report.frames_skipped + report.failures.len();
+    if prepared.stream || opts.demo || left == 0 || report.frames.is_empty() {
         return None;
     }
     if !opts.overwrite {
@@ -128,5 +131,38 @@ pub(crate) fn resume_notice(
         format!(
             "notice: to finish, run the same command with --frames{instead} and the frames the summary lists as failed or not written"
         )
+    })
+}
+
+/// After an `--overwrite` run in which frames failed: the outputs those
+/// frames left as they were, which hold an earlier render (never removed:
+/// they are the user's), named so they are not taken for this run's.
+pub(crate) fn earlier_render_notice(
+    opts: &RunArgs,
+    prepared: &framepipe::PreparedJob,
+    report: &framepipe::Report,
+) -> Option<String> {
+    if !opts.overwrite || prepared.stream || report.failures.is_empty() {
+        return None;
+    }
+    let failed: std::collections::HashSet<u64> = report.failures.iter().map(|f| f.number).collect();
+    let mut kept: Vec<u64> = (prepared.sequence.frames.iter().zip(&prepared.outputs))
+        .filter(|(f, out)| failed.contains(&f.number) && out.is_file())
+        .map(|(f, _)| f.number)
+        .collect();
+    kept.sort_unstable();
+    let (_, path) =
+        prepared.sequence.frames.iter().zip(&prepared.outputs).find(|(f, _)| kept.first() == Some(&f.number))?;
+    Some(match kept.len() {
+        1 => format!(
+            "notice: {} (frame {} failed) still holds an earlier render, left as it was",
+            path.display(),
+            kept[0]
+        ),
+        n => format!(
+            "notice: the outputs of the {n} failed frames {} ({} and others) still hold an earlier render, left as they were",
+            framepipe::sequence::stepped_spec(&kept),
+            path.display()
+        ),
     })
 }

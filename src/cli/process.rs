@@ -18,8 +18,8 @@ use crate::files::{
     write_report,
 };
 use crate::notices::{
-    FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, format_notice, resume_notice, stale_notice, stream_hint,
-    unnamed_notice,
+    FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, earlier_render_notice, format_notice, resume_notice, stale_notice,
+    stream_hint, unnamed_notice,
 };
 use crate::printable;
 use crate::signals::{
@@ -273,6 +273,9 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     }
     if !opts.quiet {
         note!("{}", report.summary());
+        if let Some(notice) = earlier_render_notice(opts, &prepared, &report) {
+            note!("{notice}");
+        }
         if let Some(notice) = resume_notice(opts, job.frames.is_some(), &prepared, &report) {
             note!("{notice}");
         }

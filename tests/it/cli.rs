@@ -1544,6 +1544,15 @@ fn a_stopped_run_says_the_command_that_finishes_it() {
     run(&["--overwrite", "--frames", "1-4"])
         .stderr(contains("notice: to finish, run the same command with --frames '2-4' in place of its own"));
     run(&["--overwrite"]).stderr(contains("with --frames '2-4'\n"));
+    // Under --on-error skip the failed frames are what is left; the output
+    // an earlier render left for one is named, and kept.
+    let earlier = t.path().join("o/o_02.png");
+    fs::copy(t.path().join("s_01.png"), &earlier).unwrap();
+    run(&["--overwrite", "--on-error", "skip"]).stderr(
+        contains("with --frames '2'\n")
+            .and(contains("o_02.png (frame 2 failed) still holds an earlier render, left as it was")),
+    );
+    assert_eq!(fs::read(&earlier).unwrap(), fs::read(t.path().join("s_01.png")).unwrap());
 }
 
 /// A frame of another kind than the first (float samples, premultiplied
