@@ -544,7 +544,13 @@ fn list_dir(dir: &Path, every_image: bool) -> Result<Vec<(String, PathBuf, bool)
         match entry.file_name().to_str() {
             Some(name) => out.push((name.to_string(), path, is_file)),
             None if !is_file => {}
-            None if every_image && is_image_name(&path) && !entry.file_name().as_encoded_bytes().starts_with(b".") => {
+            // (One with no digit could not be a frame: left out, as a
+            // UTF-8 one would be.)
+            None if every_image
+                && is_image_name(&path)
+                && !entry.file_name().as_encoded_bytes().starts_with(b".")
+                && entry.file_name().as_encoded_bytes().iter().any(u8::is_ascii_digit) =>
+            {
                 return Err(Error::Sequence(format!(
                     "{}: the file name is not UTF-8, which framepipe cannot number; rename it",
                     path.display()
@@ -578,6 +584,11 @@ fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Re
     type Key = (String, String);
     let mut groups: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
     let mut odd: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
+    // Files the output pattern names, where it writes into this folder:
+    // the run's own outputs, perhaps under its sources' name in another
+    // padding (`shot_01001.png` beside `shot_1001.png`).
+    let here = output.filter(|o| same_folder(o.dir(), dir));
+    let mut mine: BTreeMap<Key, BTreeMap<u64, PathBuf>> = BTreeMap::new();
     for (name, path, is_file) in list_dir(dir, true)? {
         if !is_image_name(&path) || name.starts_with('.') {
             continue;
@@ -604,18 +615,31 @@ fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Re
         }
         // `shot_1.png` beside `shot_0001.png`: which is frame 1 would
         // depend on the directory's order. Refuse rather than guess.
-        if let Some(other) = groups.entry(key).or_default().insert(n, path.clone()) {
-            let (a, b) = if other < path { (other, path) } else { (path, other) };
-            return Err(Error::Sequence(format!(
-                "{}: {} and {} are both frame {n}; pass a pattern (%04d or %d) to choose",
-                dir.display(),
-                a.display(),
-                b.display()
-            )));
+        let into = if here.is_some_and(|o| o.number_of(&name).is_some()) { &mut mine } else { &mut groups };
+        if let Some(other) = into.entry(key).or_default().insert(n, path.clone()) {
+            return Err(both_frame(dir, other, path, n));
+        }
+    }
+    // Outputs under their sources' name (another padding) whose sources
+    // are all there are left out; any other joins the files of its name,
+    // to be refused beside one of the same number, or read as a frame.
+    for (key, made) in mine {
+        match groups.get_mut(&key) {
+            Some(read) if made.keys().all(|n| read.contains_key(n)) => {}
+            Some(read) => {
+                for (n, path) in made {
+                    if let Some(other) = read.insert(n, path.clone()) {
+                        return Err(both_frame(dir, other, path, n));
+                    }
+                }
+            }
+            None => {
+                groups.insert(key, made);
+            }
         }
     }
     if groups.len() > 1
-        && let Some(output) = output.filter(|o| same_folder(o.dir(), dir))
+        && let Some(output) = here
     {
         let named = |found: &BTreeMap<u64, PathBuf>| {
             let name = found.values().next().and_then(|p| p.file_name()).and_then(|n| n.to_str());
@@ -652,6 +676,17 @@ fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Re
             )))
         }
     }
+}
+
+/// Two files in `dir` that both name frame `n` (`shot_1.png`, `shot_0001.png`).
+fn both_frame(dir: &Path, a: PathBuf, b: PathBuf, n: u64) -> Error {
+    let (a, b) = if a < b { (a, b) } else { (b, a) };
+    Error::Sequence(format!(
+        "{}: {} and {} are both frame {n}; pass a pattern (%04d or %d) to choose",
+        dir.display(),
+        a.display(),
+        b.display()
+    ))
 }
 
 /// Whether `a` and `b` are the same existing folder, however named.

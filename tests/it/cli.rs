@@ -254,6 +254,25 @@ fn a_folder_input_that_holds_the_runs_own_outputs() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("holds several sequences"));
+    // Under the sources' own name in another padding, the same.
+    let padded = tempfile::tempdir().unwrap();
+    sequence(padded.path(), "s_%04d.png", 1001, 4, PixelFormat::Rgba8);
+    let dir = padded.path().display().to_string();
+    let out = padded.path().join("s_%05d.png").display().to_string();
+    framepipe().args(["process", &dir, "-o", &out, "--frames", "1001-1002", "-q"]).assert().success();
+    framepipe()
+        .args(["process", &dir, "-o", &out, "--skip-existing"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("2 frames already there, left as they were: 1001-1002."));
+    assert_eq!(files(padded.path()).len(), 8);
+    // One of them with no source is not this run's: two frames of a number.
+    fs::copy(padded.path().join("s_01001.png"), padded.path().join("s_01005.png")).unwrap();
+    framepipe()
+        .args(["process", &dir, "-o", &out, "--skip-existing"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("s_01001.png and ").and(predicates::str::contains("are both frame 1001")));
 }
 
 #[test]
@@ -1265,6 +1284,10 @@ fn a_folder_frame_whose_name_is_not_utf8_is_refused_by_name() {
     }
     let out = t.path().join("o/s_%02d.png").display().to_string();
     usage_error(&["process", &t.path().display().to_string(), "-o", &out], "03.png: the file name is not UTF-8");
+    // One with no digit could be no frame: left out, as a UTF-8 one is.
+    fs::rename(&odd, t.path().join(std::ffi::OsStr::from_bytes(b"thumb\xe9.png"))).unwrap();
+    framepipe().args(["process", &t.path().display().to_string(), "-o", &out, "-q"]).assert().success();
+    fs::remove_dir_all(t.path().join("o")).unwrap();
     // A pattern is text: such a name cannot be one of its frames.
     let pattern = t.path().join("s_%02d.png").display().to_string();
     framepipe().args(["process", &pattern, "-o", &out, "-q"]).assert().success();
