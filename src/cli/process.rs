@@ -283,10 +283,13 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         // before the run spoke of.
         let first = prepared.first;
         if !report.float_list.is_empty() && !first.is_some_and(|i| i.float) {
-            note!("notice: frames {} hold {FLOAT_NOTICE}", report.float_list);
+            let (frames, hold) = if one_frame(&report.float_list) { ("frame", "holds") } else { ("frames", "hold") };
+            note!("notice: {frames} {} {hold} {FLOAT_NOTICE}", report.float_list);
         }
         if !report.premultiplied_list.is_empty() && !first.is_some_and(|i| i.premultiplied) {
-            note!("notice: frames {}: their {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
+            let (frames, their) =
+                if one_frame(&report.premultiplied_list) { ("frame", "its") } else { ("frames", "their") };
+            note!("notice: {frames} {}: {their} {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
         }
         // Auto takes two slots or more where two fit (and two frames
         // exist); a budget that holds only one still runs, without
@@ -347,4 +350,9 @@ fn write_replacing(path: &Path, text: &str, replace: bool) -> Result<(), Error> 
     let written = write_report(path, text, replace);
     stale.retain(|r| r.path != path);
     written
+}
+
+/// Whether a frame list (`2`, `1-3,7`) names one frame.
+fn one_frame(list: &str) -> bool {
+    list.parse::<u64>().is_ok()
 }

@@ -480,13 +480,9 @@ pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
         // `/dev/stdout` is a link to a plain file when stdout is redirected
         // to one: the path, where a link points and where it ends all count.
         // `/dev/shm` is a RAM disk of plain files, written like any folder.
-        let system = |p: &Path| {
-            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-            p.starts_with("/proc") || (p.starts_with("/dev") && !p.starts_with("/dev/shm"))
-        };
         let link = std::fs::read_link(path).ok().map(|to| parent_dir(path).join(to));
         let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
-        if special || system(path) || link.as_deref().is_some_and(system) || system(&resolve_path(path)) {
+        if special || is_system(path) || link.as_deref().is_some_and(is_system) || is_system(&resolve_path(path)) {
             return Err(Error::OutputNotFile(path.to_owned()));
         }
         if !overwrite {
@@ -494,6 +490,13 @@ pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `path` is in `/proc` or `/dev` (not `/dev/shm`, a RAM disk of
+/// plain files, written like any folder): files there are the system's.
+fn is_system(path: &Path) -> bool {
+    let p = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    p.starts_with("/proc") || (p.starts_with("/dev") && !p.starts_with("/dev/shm"))
 }
 
 /// Folders made for outputs that may end up holding nothing (a later check
@@ -535,6 +538,11 @@ impl Drop for MadeDirs {
 pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
     use std::path::Component;
     let dir_error = |e: std::io::Error| Error::OutputDir { path: dir.to_owned(), reason: e.to_string() };
+    // (The system's own answer there is no reason: ENOENT in `/proc`.)
+    if is_system(dir) || is_system(&resolve_path(dir)) {
+        let reason = "it is a system folder (/proc, /dev)".to_string();
+        return Err(Error::OutputDir { path: dir.to_owned(), reason });
+    }
     // One component at a time, as written (`a/../renders` needs `a` to
     // exist for the system to reach `renders`), recording only what this
     // call made: not `renders` (the user's, reached through `a/..`), not a

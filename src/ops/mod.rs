@@ -213,6 +213,7 @@ impl OpGraph {
                     let sign = if *stops >= 0.0 { "+" } else { "" };
                     format!("exposure {sign}{}", short(*stops))
                 }
+                Op::Matrix { offset, .. } if offset.iter().any(|o| *o != 0.0) => "matrix + offset".into(),
                 Op::Matrix { .. } => "matrix".into(),
                 Op::Contrast { contrast, pivot } => format!("contrast {} @ {}", short(*contrast), short(*pivot)),
                 Op::Saturation { saturation } => format!("saturation {}", short(*saturation)),
@@ -251,5 +252,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(g.describe(), "exposure +0 → exposure +0.5 → contrast 1.2 @ 0 → saturation -0.5 → blur 1e-300");
+        // An offset is said: a matrix alone would hide a lift.
+        let identity = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let m = |offset| OpGraph::new(vec![Op::Matrix { matrix: identity, offset }]).unwrap().describe();
+        assert_eq!((m([0.0; 3]), m([0.0, 0.1, 0.0])), ("matrix".into(), "matrix + offset".into()));
     }
 }

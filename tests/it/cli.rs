@@ -1110,6 +1110,11 @@ fn reports_never_land_on_inputs_outputs_or_existing_files() {
     }
     assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert!(fs::symlink_metadata("/dev/stdout").unwrap().file_type().is_symlink());
+    // A new name there is refused for the folder it is in, with that reason.
+    for new in ["/dev/framepipe-test.json", "/proc/framepipe-test.json"] {
+        run(&["--json", new, "--overwrite"]).code(2).stderr(contains("it is a system folder (/proc, /dev)"));
+        assert!(!Path::new(new).exists());
+    }
     // bench-pool prints its table on stdout: its files are files.
     framepipe()
         .args(["bench-pool", &input, "--backend", "cpu", "--pools", "1", "--repeat", "1", "--csv", "-"])
@@ -1617,8 +1622,8 @@ fn later_frames_of_another_kind_are_named_after_the_run() {
         cmd.assert()
             .code(1)
             .stderr(contains("f_4.tif: frame is 8x7"))
-            .stderr(contains("notice: frames 2 hold 32-bit floats: values are clamped to 0..1"))
-            .stderr(contains("notice: frames 3: their alpha is premultiplied"))
+            .stderr(contains("notice: frame 2 holds 32-bit floats: values are clamped to 0..1"))
+            .stderr(contains("notice: frame 3: its alpha is premultiplied"))
             .stderr(contains("notice: the sources hold").not());
         let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!((report["float_list"].as_str(), report["premultiplied_list"].as_str()), (Some("2"), Some("3")));
