@@ -220,6 +220,8 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // Reasons already said (the error past its file name, `No space left
     // on device`), under `--on-error stop`.
     let mut reasons = std::collections::HashSet::new();
+    // Frames failed so far: "done" counts them, a log line says how many.
+    let mut failed = 0usize;
     let mut on_progress = |p: Progress<'_>| match p {
         Progress::Done { finished, total, record } => {
             REPLACING.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -229,9 +231,10 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                     bar.set_message(format!("frame {}", record.number));
                 }
                 None if !quiet => note!(
-                    "framepipe: frame {} written {} ({finished}/{total} done, {:.2} s elapsed)",
+                    "framepipe: frame {} written {} ({finished}/{total} done{}, {:.2} s elapsed)",
                     record.number,
                     if record.output == "-" { "to stdout" } else { &record.output },
+                    if failed > 0 { format!(", {failed} failed") } else { String::new() },
                     started.elapsed().as_secs_f64()
                 ),
                 None => {}
@@ -241,6 +244,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         // not its own failure: the stop says what happened.
         Progress::Failed { .. } if STOPPING_NOW.load(std::sync::atomic::Ordering::SeqCst) => {}
         Progress::Failed { finished, failure, .. } => {
+            failed += 1;
             // Under `--on-error stop` the first failure is the error; the
             // frames in flight that fail after it for the same reason (a
             // full disk fails them all alike) are counted and listed in

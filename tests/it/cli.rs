@@ -1578,7 +1578,8 @@ fn a_stopped_run_says_the_command_that_finishes_it() {
     fs::copy(t.path().join("s_01.png"), &earlier).unwrap();
     run(&["--overwrite", "--on-error", "skip"]).stderr(
         contains("with --frames '2'\n")
-            .and(contains("o_02.png (frame 2 failed) still holds an earlier render, left as it was")),
+            .and(contains("o_02.png (frame 2 failed) still holds an earlier render, left as it was"))
+            .and(contains("o_04.png (4/4 done, 1 failed, ")),
     );
     assert_eq!(fs::read(&earlier).unwrap(), fs::read(t.path().join("s_01.png")).unwrap());
 }
