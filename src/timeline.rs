@@ -177,8 +177,9 @@ pub fn render_svg(report: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{} frames{} in {:.2} s ({:.2} frames/s), {} backend</text>"#,
+        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{} frame{}{} in {:.2} s ({:.2} frames/s), {} backend</text>"#,
         report.frames_written,
+        if report.frames_written == 1 { "" } else { "s" },
         // No frame decoded, no size to name.
         if report.frame.is_empty() { String::new() } else { format!(" of {}", escape(&report.frame)) },
         report.seconds,
@@ -360,6 +361,11 @@ mod tests {
         let svg = render_svg(&report);
         assert!(svg.matches("<rect").count() < 100, "{} rectangles", svg.matches("<rect").count());
         assert!(svg.len() < 200_000, "{} bytes", svg.len());
+        // The title counts as the summary does.
+        for (written, said) in [(0, ">0 frames in"), (1, ">1 frame in"), (2, ">2 frames in")] {
+            let svg = render_svg(&Report { frames_written: written, ..Default::default() });
+            assert!(svg.contains(said), "{said}: {svg}");
+        }
     }
 
     #[test]

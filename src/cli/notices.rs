@@ -1,7 +1,7 @@
 //! The notices a run prints: what the output or the adapter does to the
 //! sources, what a killed run left, how to finish a run stopped early.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use framepipe::io::OutputFormat;
 use framepipe::{Engine, Job};
@@ -125,12 +125,17 @@ pub(crate) fn resume_notice(
     left.sort_unstable();
     let spec = framepipe::sequence::stepped_spec(&left);
     let instead = if picked { " in place of its own" } else { "" };
+    // (The summary's lists stop after twenty runs; the report's are whole.)
+    let lists = match opts.json.as_deref() {
+        Some(json) if json != Path::new("-") => {
+            format!("the frames {} lists as failed_frames and unwritten_frames", json.display())
+        }
+        _ => "every frame not written (the summary lists the first; --json lists them all)".to_string(),
+    };
     Some(if spec.len() <= 200 {
         format!("notice: to finish, run the same command with --frames '{spec}'{instead}")
     } else {
-        format!(
-            "notice: to finish, run the same command with --frames{instead} and the frames the summary lists as failed or not written"
-        )
+        format!("notice: to finish, run the same command with --frames{instead} and {lists}")
     })
 }
 

@@ -23,8 +23,8 @@ use crate::notices::{
 };
 use crate::printable;
 use crate::signals::{
-    CTRL_C, FIRST_SIGNAL, REPLACING, RESUMABLE, RUN, STOPPING_NOW, STREAMING, StaleReport, signal_exit_code,
-    stale_reports,
+    CTRL_C, FIRST_SIGNAL, REPLACING, RESUMABLE, RUN, RUN_RETURNED, STOPPING_NOW, STREAMING, StaleReport,
+    signal_exit_code, stale_reports,
 };
 
 pub(crate) fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
@@ -272,6 +272,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         }
         (false, true) => engine.run_stream(&job, &prepared, &mut stdout_writer(), &cancel, &mut on_progress)?,
     };
+    RUN_RETURNED.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -29,9 +29,13 @@ fn on_signal(signal: i32) {
             run.cancel();
             // A reader that stalls holds that write, and the run, forever:
             // one signal from a supervisor must still end it.
+            // Not once the run has returned: its frame was taken, and
+            // the report being written must not be cut off.
             let _ = std::thread::Builder::new().spawn(move || {
                 std::thread::sleep(STREAM_GRACE);
-                stop_now(signal);
+                if !RUN_RETURNED.load(std::sync::atomic::Ordering::SeqCst) {
+                    stop_now(signal);
+                }
             });
         }
         Some(run) if first => {
@@ -117,6 +121,10 @@ pub(crate) fn die_by(signal: i32) -> ! {
     }
     exit_now(signal_exit_code(signal).into())
 }
+
+/// Set once the run has returned (its stream's last frame taken): a
+/// stream's grace for its reader is over.
+pub(crate) static RUN_RETURNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Set while `process` writes its frames to stdout.
 pub(crate) static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
