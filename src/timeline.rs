@@ -201,10 +201,17 @@ pub fn render_svg(report: &Report) -> String {
         let _ = writeln!(s, r##"<rect x="{LEFT}" y="{y0}" width="{plot}" height="{}" fill="#f4f4f4"/>"##, LANE - 6.0);
         // The read stage hands frame numbers to the decoders (which read the
         // files): it has waits, never busy time, so its lane says what it does.
-        let load = if stage.name == "read" {
-            format!("{} handed out", stage.frames)
-        } else {
-            format!("×{} · {:.0} % busy", stage.workers, 100.0 * stage.utilization)
+        // Decoders beyond the pool's slots wait for one: its busy share is
+        // of the decodes that can run at once, which the lane says.
+        let load = match stage.name.as_str() {
+            "read" => format!("{} handed out", stage.frames),
+            "decode" if (1..stage.workers).contains(&report.pool_size) => format!(
+                "×{} ({} at once: the slots) · {:.0} % busy",
+                stage.workers,
+                report.pool_size,
+                100.0 * stage.utilization
+            ),
+            _ => format!("×{} · {:.0} % busy", stage.workers, 100.0 * stage.utilization),
         };
         let _ = writeln!(
             s,
@@ -361,6 +368,10 @@ mod tests {
         let svg = render_svg(&report);
         assert!(svg.matches("<rect").count() < 100, "{} rectangles", svg.matches("<rect").count());
         assert!(svg.len() < 200_000, "{} bytes", svg.len());
+        // Decoders beyond the slots: the lane says how many run at once.
+        let decode = crate::report::StageReport { name: "decode".into(), workers: 8, ..Default::default() };
+        let svg = render_svg(&Report { stages: vec![decode], pool_size: 2, ..Default::default() });
+        assert!(svg.contains(">×8 (2 at once: the slots) · 0 % busy<"), "{svg}");
         // The title counts as the summary does.
         for (written, said) in [(0, ">0 frames in"), (1, ">1 frame in"), (2, ">2 frames in")] {
             let svg = render_svg(&Report { frames_written: written, ..Default::default() });
