@@ -685,7 +685,10 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     }
     // Every check passed: the run will write there.
     let stale_partials = targets.out_dir.as_deref().map(crate::io::remove_stale_partials).unwrap_or_default();
-    let encode = EncodeOptions { grey: job.encode.grey || first.is_some_and(|i| i.grey), ..job.encode };
+    // Grey sources come out grey where the grade keeps grey grey (a tint
+    // too small to survive rounding is kept as RGB, not lost).
+    let grey = first.is_some_and(|i| i.grey) && job.graph.keeps_grey();
+    let encode = EncodeOptions { grey: job.encode.grey || grey, ..job.encode };
     Ok(PreparedJob {
         sequence,
         outputs: targets.outputs,

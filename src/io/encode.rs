@@ -121,7 +121,9 @@ pub struct EncodeOptions {
     /// every pixel is still grey is written as grey, with its alpha, as it
     /// came (PNG, TIFF, JPEG; QOI and raw streams have no grey), not three
     /// times the size as RGB. [`prepare`](crate::prepare) sets it from the
-    /// first frame. By default, false.
+    /// first frame, where the grade keeps grey grey
+    /// ([`OpGraph::keeps_grey`](crate::OpGraph::keeps_grey)). By default,
+    /// false.
     pub grey: bool,
 }
 

@@ -200,6 +200,22 @@ impl OpGraph {
         Plan::compile(&self.ops)
     }
 
+    /// Whether the graph maps every grey pixel to a grey one: each color
+    /// matrix adds the same to R, G and B (rows of equal sums and equal
+    /// offsets; exposure, contrast, saturation and blur always do). A grey
+    /// source is written grey only then: a tint of less than a step would
+    /// otherwise be lost where the pixels round to grey.
+    pub fn keeps_grey(&self) -> bool {
+        self.ops.iter().all(|op| match op {
+            Op::Matrix { matrix, offset } => {
+                let sums = [0, 1, 2].map(|r| matrix[3 * r..3 * r + 3].iter().sum::<f64>());
+                let same = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0);
+                same(sums[0], sums[1]) && same(sums[1], sums[2]) && offset[0] == offset[1] && offset[1] == offset[2]
+            }
+            _ => true,
+        })
+    }
+
     /// `exposure +0.5 → blur 4` style summary for logs.
     pub fn describe(&self) -> String {
         if self.ops.is_empty() {
@@ -256,5 +272,16 @@ mod tests {
         let identity = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
         let m = |offset| OpGraph::new(vec![Op::Matrix { matrix: identity, offset }]).unwrap().describe();
         assert_eq!((m([0.0; 3]), m([0.0, 0.1, 0.0])), ("matrix".into(), "matrix + offset".into()));
+    }
+
+    #[test]
+    fn grey_is_kept_by_matrices_that_add_alike_to_each_channel() {
+        let m = |matrix, offset| OpGraph::new(vec![Op::Exposure { stops: 1.0 }, Op::Matrix { matrix, offset }]);
+        let mixing = [0.2, 0.5, 0.3, 0.5, 0.3, 0.2, 0.3, 0.2, 0.5];
+        assert!(m(mixing, [0.1; 3]).unwrap().keeps_grey(), "rows of one sum (1, to an ulp), one lift");
+        assert!(!m(mixing, [1.0 / 255.0, 0.0, 0.0]).unwrap().keeps_grey(), "a tint of one step");
+        let warm = [1.003, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        assert!(!m(warm, [0.0; 3]).unwrap().keeps_grey(), "a gain on red alone");
+        assert!(OpGraph::new(vec![Op::Saturation { saturation: -3.0 }, Op::Blur { sigma: 2.0 }]).unwrap().keeps_grey());
     }
 }

@@ -445,10 +445,16 @@ fn grey_sources_stay_grey_where_the_ops_keep_them_so() {
             assert!((0..n).all(|i| back.channel(i) == green(&expected, i)), "{name} as {ext}: not RGB's green");
             crate::util::assert_close(&back, &expected, &format!("{name} as {ext}"));
         }
-        let tinted = t.path().join(format!("tint-{name}/s_%02d.png")).display().to_string();
-        framepipe().args(["process", &pattern, "-o", &tinted, "--matrix", "1,0,0,0,0.9,0,0,0,0.8"]).assert().success();
-        let rgb = image::open(t.path().join(format!("tint-{name}/s_01.png"))).unwrap().color();
-        assert_eq!(rgb.channel_count(), if color.has_alpha() { 4 } else { 3 }, "{name} tinted");
+        // A tint makes them RGB, even one of a step that rounds away in
+        // most pixels.
+        for (i, tint) in
+            [["--matrix", "1,0,0,0,0.9,0,0,0,0.8"], ["--offset", "0.00392156862745098,0,0"]].iter().enumerate()
+        {
+            let tinted = t.path().join(format!("tint{i}-{name}/s_%02d.png")).display().to_string();
+            framepipe().args(["process", &pattern, "-o", &tinted]).args(tint).assert().success();
+            let rgb = image::open(t.path().join(format!("tint{i}-{name}/s_01.png"))).unwrap().color();
+            assert_eq!(rgb.channel_count(), if color.has_alpha() { 4 } else { 3 }, "{name} tinted: {tint:?}");
+        }
     }
 }
 
