@@ -41,6 +41,21 @@ pub(crate) fn refuse_stdout_into<'a>(reads: &FileSet, mut inputs: impl Iterator<
     Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"))
 }
 
+/// Refuses stdout redirected to one of the run's output frames (`--json -
+/// --overwrite > o/s_0003.png`): the frame's rename would replace the
+/// report written there, without a word.
+pub(crate) fn refuse_stdout_into_output(prepared: &framepipe::PreparedJob) -> Result<(), Error> {
+    let Some(id) = stdout_file_id() else { return Ok(()) };
+    match prepared.outputs.iter().find(|p| framepipe::io::file_id(p) == Some(id)) {
+        Some(out) => Err(Error::invalid(
+            "stdout",
+            format!("(redirected to {})", out.display()),
+            "a pipe or a file that is not an output frame",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a report file that stdout is redirected to (`--json r.json
 /// --overwrite > r.json`): the report is renamed into place at the end,
 /// which would throw away everything written to stdout (the frames of

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::args::{ProcessArgs, RunArgs, op_graph};
 use crate::files::{
     check_report_name, failed_after_run, is_earlier_report, refuse_report_on_stdout, refuse_stdout_into_input,
-    write_report,
+    refuse_stdout_into_output, write_report,
 };
 use crate::notices::{
     FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, earlier_render_notice, format_notice, resume_notice, stale_notice,
@@ -80,6 +80,9 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     if prepared.stream || dash(&opts.json) || dash(&opts.timeline) {
         refuse_stdout_into_input(&job, &prepared)?;
+    }
+    if !prepared.stream && (dash(&opts.json) || dash(&opts.timeline)) {
+        refuse_stdout_into_output(&prepared)?;
     }
     // An option the run has no use for (an encoder option for a format it
     // does not write, a pool size with --sequential, --overwrite with

@@ -1187,6 +1187,21 @@ fn sources_are_protected_outside_the_selection_and_under_every_name() {
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(&format!("invalid {flag} ")) && stderr.contains("stdout is redirected"), "{stderr}");
     }
+    // So would an output frame over a report written to stdout.
+    let frame = t.path().join("f/o_02.png");
+    fs::create_dir_all(frame.parent().unwrap()).unwrap();
+    let out = t.path().join("f/o_%02d.png").display().to_string();
+    for flag in ["--json", "--timeline"] {
+        let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+            .args(["process", input_s, "-o", &out, "--overwrite", "--backend", "cpu", flag, "-"])
+            .stdout(fs::File::create(&frame).unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("invalid stdout (redirected to ") && stderr.contains("o_02.png"), "{stderr}");
+        assert_eq!(files(frame.parent().unwrap()), ["o_02.png"], "no frame written");
+    }
 }
 
 /// Report names that can only fail once the frames are done (a folder's
