@@ -55,10 +55,38 @@ fn stdout_writer() -> Box<dyn std::io::Write + Send> {
     {
         use std::os::fd::AsFd;
         if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
-            return Box::new(std::fs::File::from(fd));
+            return Box::new(Waiting(std::fs::File::from(fd)));
         }
     }
     Box::new(std::io::stdout())
+}
+
+/// A file descriptor that may have been left non-blocking by whoever made
+/// it (a Python or Node parent's pipe): a full pipe answers EAGAIN, which
+/// would end the stream part-way through a frame. A write waits for room
+/// instead, as on a blocking pipe.
+#[cfg(unix)]
+struct Waiting(std::fs::File);
+
+#[cfg(unix)]
+impl std::io::Write for Waiting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut fd = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd; an interrupted wait is tried again.
+                    unsafe { libc::poll(&mut fd, 1, -1) };
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Runs a job from the command line; `preset` is a file it read, which

@@ -204,3 +204,41 @@ fn a_panicking_progress_callback_does_not_hang_a_stream() {
     let panicked = rx.recv_timeout(Duration::from_secs(60)).expect("the run ends instead of hanging");
     assert!(panicked, "the callback's panic reaches the caller");
 }
+
+/// A pipe its maker left non-blocking (a Python or Node parent's) answers
+/// EAGAIN when full: the stream waits for its reader, as on a blocking
+/// pipe, rather than ending part-way through a frame.
+#[cfg(unix)]
+#[test]
+fn a_stream_into_a_non_blocking_pipe_waits_for_its_reader() {
+    use std::os::fd::AsRawFd;
+    let t = tempfile::tempdir().unwrap();
+    let (frames, w, h) = (6, 160, 120);
+    let opts = framepipe::generate::GenerateOptions { width: w, height: h, frames, ..Default::default() };
+    let input = t.path().join("s_%02d.png").display().to_string();
+    framepipe::generate::generate_sequence(&opts, &input, &EncodeOptions::default(), false).unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    // SAFETY: reads and sets the flags of a descriptor this test owns.
+    unsafe {
+        let flags = libc::fcntl(writer.as_raw_fd(), libc::F_GETFL);
+        assert!(libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0);
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe"));
+    cmd.args(["process", &input, "-o", "-", "--backend", "cpu", "-q"]).stdout(writer).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // The writing end goes with the command: the read below ends with the run.
+    drop(cmd);
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 16 << 10]);
+    loop {
+        std::thread::sleep(Duration::from_millis(2));
+        match reader.read(&mut buf).unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = wait_exit(&mut child, Duration::from_secs(60), "a slow reader");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(got.len(), (frames * w * h * 4) as usize, "every frame whole");
+}
