@@ -135,7 +135,9 @@ pub fn synthetic_frame(opts: &GenerateOptions, n: u64) -> HostFrame {
 /// Writes the sequence to `pattern`; returns the paths written.
 ///
 /// # Errors
-/// [`Error::OutputExists`] (unless `overwrite`), or an encode error.
+/// [`Error::OutputExists`] (unless `overwrite`), found before any frame is
+/// made; an encode error (a name taken while generating among them),
+/// which says the frames that were written.
 pub fn generate_sequence(
     opts: &GenerateOptions,
     pattern: &str,
@@ -180,11 +182,37 @@ pub fn generate_sequence(
         crate::io::check_output_free(&path_of(n), overwrite)?;
     }
     // Frames in parallel: the PNG encoder is single-threaded.
-    (opts.start..=last)
+    let results: Vec<Result<PathBuf>> = (opts.start..=last)
         .into_par_iter()
         .map(|n| {
             let path = path_of(n);
             write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path)
         })
-        .collect()
+        .collect();
+    let mut written = Vec::new();
+    let mut failed = None;
+    for (n, r) in (opts.start..=last).zip(results) {
+        match r {
+            Ok(path) => written.push((n, path)),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    let Some(e) = failed else { return Ok(written.into_iter().map(|(_, p)| p).collect()) };
+    // Past the checks, a name taken is one that appeared meanwhile
+    // (another run writing there): the run failed, its arguments did not.
+    // What it wrote is said, since the folder may now mix two runs.
+    let (path, reason) = match e {
+        Error::OutputExists(path) => (path, "it appeared while generating (another run writing there?)".to_string()),
+        Error::Encode { path, reason } => (path, reason),
+        e => return Err(e),
+    };
+    let numbers: Vec<u64> = written.iter().map(|(n, _)| *n).collect();
+    let wrote = match numbers.len() {
+        0 => "no frame was written".to_string(),
+        1 => format!("frame {} was written", numbers[0]),
+        _ => format!("frames {} were written", crate::sequence::stepped_spec(&numbers)),
+    };
+    Err(Error::Encode { path, reason: format!("{reason}; {wrote}") })
 }
