@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value = "8k", conflicts_with = "input")]
     size: String,
     /// Frames in the generated sequence (the export runs over all of them).
-    #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "input")]
+    #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..=framepipe::sequence::MAX_SPEC_FRAMES as i64), conflicts_with = "input")]
     frames: u32,
     /// Backend.
     #[arg(long, value_enum, default_value_t)]

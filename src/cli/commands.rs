@@ -163,6 +163,9 @@ pub(crate) fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
     let defaults = EncodeOptions::default();
     let encode =
         EncodeOptions { png_compression: args.png_compression.unwrap_or(defaults.png_compression), ..defaults };
+    if args.output == "-" {
+        return Err(Error::invalid("-o", "-", "a file pattern: generate writes files, not a stream"));
+    }
     let output = OutputFormat::from_path(Path::new(&args.output))?;
     if args.png_compression.is_some() && output != OutputFormat::Png && !args.quiet {
         note!("notice: --png-compression is unused: the output is {}", format!("{output:?}").to_lowercase());

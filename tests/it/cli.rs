@@ -1228,6 +1228,7 @@ fn report_names_that_cannot_work_are_refused_up_front() {
         usage_error(&["process", input, "-o", &output], "is a folder");
     }
     usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", &format!("{out}/")], "is a folder");
+    usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", "-"], "generate writes files, not a stream");
     assert!(!t.path().join("o").exists() && !t.path().join("reports").exists());
 }
 
