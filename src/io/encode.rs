@@ -656,19 +656,48 @@ fn write_atomic(
                 return Err(Error::OutputExists(path.to_owned()));
             }
             // A file system without an exclusive rename (some macOS network
-            // volumes answer ENOTSUP, which tempfile passes on): a hard
-            // link takes the name only if it is free, as the rename would;
-            // the temporary name goes with `e.file`.
-            Err(e) if e.error.kind() == std::io::ErrorKind::Unsupported => {
-                std::fs::hard_link(e.file.path(), path).map_err(|l| match l.kind() {
-                    std::io::ErrorKind::AlreadyExists => Error::OutputExists(path.to_owned()),
-                    _ => fail(l.to_string()),
-                })?;
-            }
-            Err(e) => return Err(fail(e.error.to_string())),
+            // volumes answer ENOTSUP, which tempfile passes on; on Linux it
+            // tries a hard link itself): a hard link takes the name only if
+            // it is free, as the rename would; the temporary name goes with
+            // `e.file`. Without hard links either (FUSE mounts, SMB), the
+            // name is reserved by an exclusive create.
+            Err(e) => match std::fs::hard_link(e.file.path(), path) {
+                Ok(()) => {}
+                Err(l) if l.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::OutputExists(path.to_owned()));
+                }
+                Err(_) => persist_over_placeholder(e.file, path).map_err(|r| match r {
+                    Error::Encode { reason, .. } => fail(format!("{} (then: {reason})", e.error)),
+                    r => r,
+                })?,
+            },
         }
     }
     Ok(true)
+}
+
+/// Renames `tmp` to `path` where the file system can neither rename without
+/// replacing nor hard-link: an exclusive create takes the name first (never
+/// a file that is there, even one that appears meanwhile), and the finished
+/// file is renamed over that empty placeholder, its own. A reader may see
+/// the name empty for that instant; a crash in it leaves the placeholder,
+/// which a resumed run refuses by name rather than keeps.
+///
+/// # Errors
+/// [`Error::OutputExists`]; [`Error::Encode`] with the reason.
+fn persist_over_placeholder(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::OutputExists(path.to_owned())),
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    tmp.persist(path).map(|_| ()).map_err(|e| {
+        // The placeholder is this run's: it goes (the temporary file goes
+        // with `e.file`).
+        let _ = std::fs::remove_file(path);
+        fail(e.error.to_string())
+    })
 }
 
 fn encode<W: Write>(
@@ -883,6 +912,28 @@ fn pack(frame: &HostFrame, sixteen: bool, alpha: bool) -> (std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last resort of a file system with neither an exclusive rename
+    /// nor hard links: the name is taken only if free, and the file lands
+    /// whole under it.
+    #[test]
+    fn a_placeholder_takes_a_free_name_and_never_a_file_that_is_there() {
+        use std::io::Write as _;
+        let t = tempfile::tempdir().unwrap();
+        let made = |bytes: &[u8]| {
+            let mut f = tempfile::NamedTempFile::new_in(t.path()).unwrap();
+            f.write_all(bytes).unwrap();
+            f
+        };
+        let path = t.path().join("o_0001.png");
+        persist_over_placeholder(made(b"frame"), &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"frame");
+        let e = persist_over_placeholder(made(b"other"), &path).unwrap_err();
+        assert!(matches!(e, Error::OutputExists(_)), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"frame", "the file there is kept");
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["o_0001.png"], "the refused file's temporary name went with it");
+    }
 
     #[test]
     fn only_a_killed_runs_unfinished_outputs_are_removed() {
