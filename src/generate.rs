@@ -181,22 +181,32 @@ pub fn generate_sequence(
     for n in opts.start..=last {
         crate::io::check_output_free(&path_of(n), overwrite)?;
     }
-    // Frames in parallel: the PNG encoder is single-threaded.
-    let results: Vec<Result<PathBuf>> = (opts.start..=last)
+    // Frames in parallel: the PNG encoder is single-threaded. None is
+    // started after one failed (a full disk, a name another run took).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<Option<Result<PathBuf>>> = (opts.start..=last)
         .into_par_iter()
         .map(|n| {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
             let path = path_of(n);
-            write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path)
+            let r = write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path);
+            if r.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(r)
         })
         .collect();
     let mut written = Vec::new();
     let mut failed = None;
     for (n, r) in (opts.start..=last).zip(results) {
         match r {
-            Ok(path) => written.push((n, path)),
-            Err(e) => {
+            Some(Ok(path)) => written.push((n, path)),
+            Some(Err(e)) => {
                 failed.get_or_insert(e);
             }
+            None => {}
         }
     }
     let Some(e) = failed else { return Ok(written.into_iter().map(|(_, p)| p).collect()) };

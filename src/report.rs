@@ -223,7 +223,8 @@ impl Report {
             backend: engine.backend_name().into(),
             device: engine.device_name().into(),
             mode: mode.into(),
-            grey_sources: prepared.encode.grey,
+            // Grey as read, written grey or not (a tint makes them RGB).
+            grey_sources: job.encode.grey || prepared.first.is_some_and(|i| i.grey),
             vram_budget: engine.ledger().budget(),
             ..Default::default()
         }

@@ -10,7 +10,7 @@ use framepipe::pool::PoolSize;
 use framepipe::{Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, PixelFormat};
 
 use crate::args::{BenchPoolArgs, DemoArgs, GenerateArgs, RunArgs, op_graph};
-use crate::files::{check_report_name, failed_after_run, print_stdout, refuse_report_on_stdout, refuse_stdout_into};
+use crate::files::{check_report_name, failed_after_run, print_stdout, refuse_report_on_stdout, refuse_stdout_onto};
 use crate::notices::{format_notice, stale_notice};
 use crate::process::run_job;
 use crate::signals::DEMO;
@@ -43,7 +43,7 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let inputs = || sequence.matched.iter().map(PathBuf::as_path).chain(args.ops.preset.as_deref());
     let reads = FileSet::new(inputs());
     // The table goes to stdout, after minutes of runs: not into an input.
-    refuse_stdout_into(&reads, inputs())?;
+    refuse_stdout_onto(inputs(), "an input")?;
     let check = |path: &Path, writes: &[&Path]| {
         framepipe::engine::check_side_file(path, args.overwrite, &reads, &FileSet::new(writes))
     };

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use framepipe::io::{FileSet, OutputFormat};
+use framepipe::io::OutputFormat;
 use framepipe::{Error, Job};
 
 /// A report named like a frame (`--timeline tl.png`) would be text under
@@ -30,27 +30,25 @@ const REPORT_EXTENSIONS: [&str; 3] = ["json", "svg", "csv"];
 /// `set -o noclobber`.)
 pub(crate) fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::PreparedJob) -> Result<(), Error> {
     let inputs = prepared.sequence.matched.iter().chain(&job.also_reads).map(PathBuf::as_path);
-    refuse_stdout_into(&prepared.reads, inputs)
-}
-
-/// [`refuse_stdout_into_input`] for the files `reads` (named `inputs`).
-pub(crate) fn refuse_stdout_into<'a>(reads: &FileSet, mut inputs: impl Iterator<Item = &'a Path>) -> Result<(), Error> {
-    let Some(id) = stdout_file_id().filter(|&id| reads.contains_id(id)) else { return Ok(()) };
-    let name = inputs.find(|p| framepipe::io::file_id(p) == Some(id)).map(|p| p.display().to_string());
-    let what = format!("(redirected to {})", name.as_deref().unwrap_or("an input"));
-    Err(Error::invalid("stdout", what, "a pipe or a file that is not an input"))
+    refuse_stdout_onto(inputs, "an input")
 }
 
 /// Refuses stdout redirected to one of the run's output frames (`--json -
 /// --overwrite > o/s_0003.png`): the frame's rename would replace the
 /// report written there, without a word.
 pub(crate) fn refuse_stdout_into_output(prepared: &framepipe::PreparedJob) -> Result<(), Error> {
+    refuse_stdout_onto(prepared.outputs.iter().map(PathBuf::as_path), "an output frame")
+}
+
+/// Refuses stdout redirected to one of `files` (`kind`: an input, an
+/// output frame), under any of its names.
+pub(crate) fn refuse_stdout_onto<'a>(mut files: impl Iterator<Item = &'a Path>, kind: &str) -> Result<(), Error> {
     let Some(id) = stdout_file_id() else { return Ok(()) };
-    match prepared.outputs.iter().find(|p| framepipe::io::file_id(p) == Some(id)) {
-        Some(out) => Err(Error::invalid(
+    match files.find(|p| framepipe::io::file_id(p) == Some(id)) {
+        Some(p) => Err(Error::invalid(
             "stdout",
-            format!("(redirected to {})", out.display()),
-            "a pipe or a file that is not an output frame",
+            format!("(redirected to {})", p.display()),
+            format!("a pipe or a file that is not {kind}"),
         )),
         None => Ok(()),
     }
@@ -154,8 +152,53 @@ pub(crate) fn print_stdout(text: &str) -> Result<(), Error> {
 /// Writes `text` to stdout, whole or with an error naming stdout.
 fn write_stdout(text: &str) -> Result<(), Error> {
     use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|source| Error::Io { path: "stdout".into(), source })
+    let write = || -> std::io::Result<()> {
+        // (Anything printed before goes first.)
+        std::io::stdout().flush()?;
+        let mut out = stdout_writer();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    };
+    write().map_err(|source| Error::Io { path: "stdout".into(), source })
+}
+
+/// Standard output as a plain file: frames are large binary writes, which
+/// `Stdout`'s line buffering would only scan for newlines.
+pub(crate) fn stdout_writer() -> Box<dyn std::io::Write + Send> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
+            return Box::new(Waiting(std::fs::File::from(fd)));
+        }
+    }
+    Box::new(std::io::stdout())
+}
+
+/// A file descriptor that may have been left non-blocking by whoever made
+/// it (a Python or Node parent's pipe): a full pipe answers EAGAIN, which
+/// would end the stream part-way through a frame. A write waits for room
+/// instead, as on a blocking pipe.
+#[cfg(unix)]
+struct Waiting(std::fs::File);
+
+#[cfg(unix)]
+impl std::io::Write for Waiting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut fd = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd; an interrupted wait is tried again.
+                    unsafe { libc::poll(&mut fd, 1, -1) };
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

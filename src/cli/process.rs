@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::args::{ProcessArgs, RunArgs, op_graph};
 use crate::files::{
     check_report_name, failed_after_run, is_earlier_report, refuse_report_on_stdout, refuse_stdout_into_input,
-    refuse_stdout_into_output, write_report,
+    refuse_stdout_into_output, stdout_writer, write_report,
 };
 use crate::notices::{
     FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, earlier_render_notice, format_notice, resume_notice, stale_notice,
@@ -46,47 +46,6 @@ pub(crate) fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
         ));
     }
     run_job(&job, &args.run, args.ops.preset.as_deref())
-}
-
-/// Standard output as a plain file: frames are large binary writes, which
-/// `Stdout`'s line buffering would only scan for newlines.
-fn stdout_writer() -> Box<dyn std::io::Write + Send> {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
-            return Box::new(Waiting(std::fs::File::from(fd)));
-        }
-    }
-    Box::new(std::io::stdout())
-}
-
-/// A file descriptor that may have been left non-blocking by whoever made
-/// it (a Python or Node parent's pipe): a full pipe answers EAGAIN, which
-/// would end the stream part-way through a frame. A write waits for room
-/// instead, as on a blocking pipe.
-#[cfg(unix)]
-struct Waiting(std::fs::File);
-
-#[cfg(unix)]
-impl std::io::Write for Waiting {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use std::os::fd::AsRawFd;
-        loop {
-            match self.0.write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let mut fd = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                    // SAFETY: one valid pollfd; an interrupted wait is tried again.
-                    unsafe { libc::poll(&mut fd, 1, -1) };
-                }
-                r => return r,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
 }
 
 /// Runs a job from the command line; `preset` is a file it read, which

@@ -481,9 +481,11 @@ fn open_decoder<'a>(
         }
         Some(image::ImageFormat::Tiff) => {
             // Its copy holds the samples as stored: four a pixel for CMYK,
-            // which `image` hands on as RGB, three.
+            // which `image` hands on as RGB, three; two for grey with a
+            // sample left out, handed on as grey.
             let stored = match decoder.original_color_type() {
                 image::ExtendedColorType::Cmyk8 | image::ExtendedColorType::Cmyk16 => total / 3 * 4,
+                image::ExtendedColorType::La8 | image::ExtendedColorType::La16 if !info.has_alpha => total * 2,
                 _ => total,
             };
             needs.saturating_add(stored.saturating_mul(if info.grey && info.float { 2 } else { 1 }))

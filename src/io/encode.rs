@@ -440,8 +440,12 @@ pub fn resolve_path(path: &Path) -> PathBuf {
 /// [`Error::OutputExists`], [`Error::OutputIsFolder`], [`Error::OutputDir`].
 pub fn check_new_file(path: &Path, overwrite: bool) -> Result<MadeDirs> {
     refuse_folder_name(path)?;
+    // What is there is checked first (an existing file is the error to
+    // give); a name too long is only found once its folder exists.
     check_output_free(path, overwrite)?;
-    check_output_dir(parent_dir(path))
+    let made = check_output_dir(parent_dir(path))?;
+    check_output_free(path, overwrite)?;
+    Ok(made)
 }
 
 /// Refuses a file name that can only name a folder (`report/`, `out.png/.`,

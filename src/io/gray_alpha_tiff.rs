@@ -109,6 +109,18 @@ impl ImageDecoder for GrayAlphaTiff {
         }
     }
 
+    /// As stored: a second sample left out is still in the file (and in
+    /// the decoder's copy of it).
+    fn original_color_type(&self) -> image::ExtendedColorType {
+        use image::ExtendedColorType::{L8, L16, La8, La16};
+        match (self.bits, self.two) {
+            (8, true) => La8,
+            (8, false) => L8,
+            (_, true) => La16,
+            (_, false) => L16,
+        }
+    }
+
     fn read_image(mut self, buf: &mut [u8]) -> ImageResult<()> {
         let fail = |reason: String| {
             ImageError::Decoding(DecodingError::new(ImageFormatHint::Exact(image::ImageFormat::Tiff), reason))

@@ -833,10 +833,16 @@ fn an_output_name_too_long_is_refused_before_any_frame() {
     usage_error(&["process", &input, "-o", &frames], "_01.png: cannot be an output name:");
     let out = t.path().join("p/s_%02d.png").display().to_string();
     for flag in ["--json", "--timeline"] {
-        let report = t.path().join(format!("{long}.{}", if flag == "--json" { "json" } else { "svg" }));
-        usage_error(&["process", &input, "-o", &out, flag, report.to_str().unwrap()], "cannot be an output name:");
+        let ext = if flag == "--json" { "json" } else { "svg" };
+        // In a folder that is there, or one that is to be made.
+        for dir in ["", "new/"] {
+            let report = t.path().join(format!("{dir}{long}.{ext}"));
+            usage_error(&["process", &input, "-o", &out, flag, report.to_str().unwrap()], "cannot be an output name:");
+        }
     }
-    assert!(!t.path().join("o").exists() && !t.path().join("p").exists(), "nothing made");
+    for made in ["o", "p", "new"] {
+        assert!(!t.path().join(made).exists(), "nothing made: {made}");
+    }
 }
 
 /// An interrupted render resumes: the outputs that exist are kept as they
