@@ -535,6 +535,47 @@ fn cancel_stops_taking_frames() {
     assert_eq!(report.frames_written + report.frames_skipped, 200);
 }
 
+/// A frame whose compute waited for the backend (a preview held it) when
+/// the run was cancelled has not started: it is dropped, not processed
+/// (and its write abandoned) after the cancel.
+#[test]
+fn a_frame_waiting_for_the_backend_at_a_cancel_is_dropped() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 40, 32, 24);
+    let e = engine(BackendKind::Cpu, PoolSize::Fixed(2), 1, 2 << 30);
+    let job = Job::new(input.as_str(), t.path().join("w/o_%03d.png").display().to_string(), graph());
+    let prepared = framepipe::prepare(&job).unwrap();
+    let cancel = Cancel::default();
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    let (first_tx, first) = crossbeam_channel::bounded(1);
+    let report = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            let mut progress = |p: framepipe::Progress<'_>| {
+                if let framepipe::Progress::Done { finished, .. } = p {
+                    written.store(finished, std::sync::atomic::Ordering::SeqCst);
+                    let _ = first_tx.try_send(());
+                }
+            };
+            e.run(&job, &prepared, &cancel, &mut progress).unwrap()
+        });
+        // Once frames flow, the backend is held as a preview's render holds
+        // it: the next frame's compute waits, the frames computed before
+        // are written (tiny frames: well within the wait).
+        first.recv_timeout(Duration::from_secs(60)).unwrap();
+        let held = e.backend().lock(framepipe::priority::Priority::Preview);
+        std::thread::sleep(Duration::from_millis(800));
+        let before = written.load(std::sync::atomic::Ordering::SeqCst);
+        cancel.cancel();
+        drop(held);
+        (run.join().unwrap(), before)
+    });
+    let (report, before) = report;
+    assert!(report.cancelled);
+    assert_eq!(report.frames_written, before, "{report:?}");
+    let compute = report.stages.iter().find(|s| s.name == "compute").expect("a compute stage");
+    assert_eq!(compute.frames, before, "no frame processed after the cancel: {:?}", report.stages);
+}
+
 /// A cancel that arrives while the last frame is under way still marks the
 /// run cancelled (the CLI exits 130, as a shell expects after Ctrl-C), in
 /// the pipeline and the one-frame-at-a-time path alike.
