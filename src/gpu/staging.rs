@@ -345,6 +345,14 @@ impl GpuBackend {
         self.staging_maker().new_readback(shape)
     }
 
+    /// Refuses a frame of `shape` larger than the adapter's largest buffer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] with both sizes.
+    pub fn check_frame_buffer(&self, shape: FrameShape) -> Result<()> {
+        frame_fits_buffer(shape.frame_bytes(), self.max_buffer)
+    }
+
     /// What makes slots and readback buffers, apart from the backend: an
     /// 8K slot takes 46 ms to make (wgpu zeroes its mapped memory), so an
     /// export makes its pool without holding the backend, where previews
@@ -388,10 +396,7 @@ impl StagingMaker {
 
     /// A buffer of `bytes` is one the adapter can make.
     fn check_size(&self, bytes: u64) -> Result<()> {
-        if bytes > self.max_buffer {
-            return Err(Error::Gpu(format!("a {bytes}-byte frame exceeds the adapter's buffer limit")));
-        }
-        Ok(())
+        frame_fits_buffer(bytes, self.max_buffer)
     }
 
     /// The ledger's share for one slot of `shape`, taken now: a caller
@@ -481,5 +486,38 @@ impl StagingMaker {
             Some(e) => Err(Error::Gpu(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))),
             None => Ok(made),
         }
+    }
+}
+
+/// Refuses a frame of `bytes` larger than the adapter's largest buffer
+/// (`max`): no VRAM budget makes a slot for it; the CPU backend has no
+/// such limit.
+///
+/// # Errors
+/// [`Error::InvalidValue`] with both sizes.
+pub(crate) fn frame_fits_buffer(bytes: u64, max: u64) -> Result<()> {
+    if bytes > max {
+        let (frame, max) = crate::ledger::human_bytes_pair(bytes, max);
+        return Err(Error::invalid(
+            "frame size for this GPU",
+            frame,
+            format!("at most {max}, the adapter's largest buffer; --backend cpu has no such limit"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_past_the_adapters_largest_buffer_is_a_usage_error_with_both_sizes() {
+        assert!(frame_fits_buffer(2047 << 20, 2047 << 20).is_ok());
+        let e = frame_fits_buffer(2 << 30, 2047 << 20).unwrap_err();
+        assert!(e.is_usage(), "exit 2: found before any frame");
+        let e = e.to_string();
+        // (Close sizes are told apart in bytes.)
+        assert!(e.contains("2147483648 B") && e.contains("at most 2146435072 B") && e.contains("--backend cpu"), "{e}");
     }
 }

@@ -278,6 +278,8 @@ pub(super) fn size_slots(
             return Ok(PoolPlan::Host(Staging { slots, slot_bytes: shape.frame_bytes(), ring: Vec::new(), hold }));
         }
     };
+    // Before the budget: no budget makes a slot the adapter cannot.
+    gpu.check_frame_buffer(shape)?;
     let kernels = gpu.compute_bytes(shape, plan)?;
     let slot = GpuBackend::slot_bytes(shape);
     let readback = GpuBackend::readback_bytes(shape);
