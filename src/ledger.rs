@@ -293,7 +293,7 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         "eib" => 1024f64.powi(6),
         _ => return Err(bad()),
     };
-    let too_big = || Error::invalid("size", s, "at most 16 EiB (2^64 - 1 bytes)");
+    let too_big = || Error::invalid("size", s, "at most 2^64 - 1 bytes, one byte under 16 EiB");
     // Whole numbers exactly (a u64 does not fit an f64's 53 bits); the
     // rest rounded, and either refused past u64 rather than saturated.
     if let Ok(whole) = num.parse::<u64>() {
@@ -378,7 +378,7 @@ mod tests {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
         for past in ["18446744073709551616", "16777216TiB", "18446744073709551615.5", "16EiB", "20EB"] {
-            assert!(parse_bytes(past).unwrap_err().to_string().contains("at most 16 EiB"), "{past}");
+            assert!(parse_bytes(past).unwrap_err().to_string().contains("at most 2^64 - 1 bytes, one byte under 16 EiB"), "{past}");
         }
     }
 
