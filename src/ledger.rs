@@ -378,7 +378,10 @@ mod tests {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
         for past in ["18446744073709551616", "16777216TiB", "18446744073709551615.5", "16EiB", "20EB"] {
-            assert!(parse_bytes(past).unwrap_err().to_string().contains("at most 2^64 - 1 bytes, one byte under 16 EiB"), "{past}");
+            assert!(
+                parse_bytes(past).unwrap_err().to_string().contains("at most 2^64 - 1 bytes, one byte under 16 EiB"),
+                "{past}"
+            );
         }
     }
 
