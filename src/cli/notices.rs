@@ -151,22 +151,17 @@ pub(crate) fn earlier_render_notice(
         return None;
     }
     let failed: std::collections::HashSet<u64> = report.failures.iter().map(|f| f.number).collect();
-    let mut kept: Vec<u64> = (prepared.sequence.frames.iter().zip(&prepared.outputs))
+    let mut kept: Vec<(u64, &PathBuf)> = (prepared.sequence.frames.iter().zip(&prepared.outputs))
         .filter(|(f, out)| failed.contains(&f.number) && out.is_file())
-        .map(|(f, _)| f.number)
+        .map(|(f, out)| (f.number, out))
         .collect();
     kept.sort_unstable();
-    let (_, path) =
-        prepared.sequence.frames.iter().zip(&prepared.outputs).find(|(f, _)| kept.first() == Some(&f.number))?;
+    let &(first, path) = kept.first()?;
     Some(match kept.len() {
-        1 => format!(
-            "notice: {} (frame {} failed) still holds an earlier render, left as it was",
-            path.display(),
-            kept[0]
-        ),
+        1 => format!("notice: {} (frame {first} failed) still holds an earlier render, left as it was", path.display()),
         n => format!(
             "notice: the outputs of the {n} failed frames {} ({} and others) still hold an earlier render, left as they were",
-            framepipe::sequence::stepped_spec(&kept),
+            framepipe::sequence::stepped_spec(&kept.iter().map(|k| k.0).collect::<Vec<_>>()),
             path.display()
         ),
     })
