@@ -143,13 +143,6 @@ macro_rules! gray_alpha {
 gray_alpha!(u8, 8);
 gray_alpha!(u16, 16);
 
-fn write_gray_alpha<C: tiff::encoder::colortype::ColorType>(path: &std::path::Path, w: u32, h: u32, data: &[C::Inner])
-where
-    [C::Inner]: tiff::encoder::TiffValue,
-{
-    write_gray_extra::<C>(path, w, h, data, 2);
-}
-
 /// Grey and a second sample of the ExtraSamples kind `extra`.
 fn write_gray_extra<C: tiff::encoder::colortype::ColorType>(
     path: &std::path::Path,
@@ -191,57 +184,53 @@ fn a_tiff_channel_of_no_stated_meaning_is_counted_not_taken_for_alpha() {
 /// sample left out and counted, as it is beside RGB.
 #[test]
 fn a_grey_tiff_with_a_channel_of_no_stated_meaning_is_read_as_grey() {
-    let mut rng = Rng::fresh("a_grey_tiff_unnamed_channel");
-    let t = tempfile::tempdir().unwrap();
-    let (w, h) = (7 + (rng.next() % 30) as u32, 3 + (rng.next() % 20) as u32);
-    let samples: Vec<u16> = (0..2 * w * h).map(|_| rng.next() as u16).collect();
-    let eight: Vec<u8> = samples.iter().map(|v| *v as u8).collect();
-    let (p8, p16) = (t.path().join("sel8.tif"), t.path().join("sel16.tif"));
-    write_gray_extra::<GrayAlpha<u8>>(&p8, w, h, &eight, 0);
-    write_gray_extra::<GrayAlpha<u16>>(&p16, w, h, &samples, 0);
-    for (path, format) in [(&p8, PixelFormat::Rgba8), (&p16, PixelFormat::Rgba16)] {
-        let info = framepipe::io::probe_info(path, &DecodeLimits::default()).unwrap();
+    let (_t, written) = grey_pair_tiffs_read_back("a_grey_tiff_unnamed_channel", 0, false);
+    for (path, format) in written {
+        let info = framepipe::io::probe_info(&path, &DecodeLimits::default()).unwrap();
         assert_eq!((info.format, info.has_alpha, info.unnamed_channels), (format, false, 1));
-        let frame = decode_file(path, &DecodeLimits::default()).unwrap();
-        let px: Vec<u16> = match format {
-            PixelFormat::Rgba8 => frame.data.iter().map(|v| *v as u16).collect(),
-            PixelFormat::Rgba16 => words(&frame.data),
-        };
-        let want: Vec<u16> = match format {
-            PixelFormat::Rgba8 => eight.chunks(2).flat_map(|gx| [gx[0], gx[0], gx[0], 255].map(u16::from)).collect(),
-            PixelFormat::Rgba16 => samples.chunks(2).flat_map(|gx| [gx[0], gx[0], gx[0], 65535]).collect(),
-        };
-        assert!(px == want, "{}: grey in R, G and B, opaque", path.display());
-        let (_, data) = pieces(path);
-        assert!(data == frame.data, "{}: the pipeline's decoder agrees", path.display());
     }
 }
 
 #[test]
 fn a_grey_alpha_tiff_widens_to_rgba_with_its_alpha() {
-    let mut rng = Rng::fresh("a_grey_alpha_tiff");
+    grey_pair_tiffs_read_back("a_grey_alpha_tiff", 2, true);
+}
+
+/// Writes random grey pairs as 8- and 16-bit TIFFs whose second sample is
+/// of the ExtraSamples kind `extra`, and checks each reads back with grey
+/// in R, G and B and, in A, the second sample (`alpha`) or opaque, the
+/// pipeline's decoder agreeing. Returns the folder and the files.
+fn grey_pair_tiffs_read_back(
+    seed: &str,
+    extra: u16,
+    alpha: bool,
+) -> (tempfile::TempDir, Vec<(std::path::PathBuf, PixelFormat)>) {
+    let mut rng = Rng::fresh(seed);
     let t = tempfile::tempdir().unwrap();
     let (w, h) = (17 + (rng.next() % 30) as u32, 5 + (rng.next() % 20) as u32);
     let samples: Vec<u16> = (0..2 * w * h).map(|_| rng.next() as u16).collect();
     let eight: Vec<u8> = samples.iter().map(|v| *v as u8).collect();
-    let p8 = t.path().join("matte8.tif");
-    let p16 = t.path().join("matte16.tif");
-    write_gray_alpha::<GrayAlpha<u8>>(&p8, w, h, &eight);
-    write_gray_alpha::<GrayAlpha<u16>>(&p16, w, h, &samples);
-    for (path, format) in [(&p8, PixelFormat::Rgba8), (&p16, PixelFormat::Rgba16)] {
+    let (p8, p16) = (t.path().join("grey8.tif"), t.path().join("grey16.tif"));
+    write_gray_extra::<GrayAlpha<u8>>(&p8, w, h, &eight, extra);
+    write_gray_extra::<GrayAlpha<u16>>(&p16, w, h, &samples, extra);
+    let written = vec![(p8, PixelFormat::Rgba8), (p16, PixelFormat::Rgba16)];
+    for (path, format) in &written {
         let frame = decode_file(path, &DecodeLimits::default()).unwrap();
-        assert_eq!((frame.width, frame.height, frame.format, frame.has_alpha), (w, h, format, true));
+        assert_eq!((frame.width, frame.height, frame.format, frame.has_alpha), (w, h, *format, alpha));
         let px: Vec<u16> = match format {
             PixelFormat::Rgba8 => frame.data.iter().map(|v| *v as u16).collect(),
             PixelFormat::Rgba16 => words(&frame.data),
         };
-        let want: Vec<u16> = match format {
-            PixelFormat::Rgba8 => eight.chunks(2).flat_map(|ga| [ga[0], ga[0], ga[0], ga[1]].map(u16::from)).collect(),
-            PixelFormat::Rgba16 => samples.chunks(2).flat_map(|ga| [ga[0], ga[0], ga[0], ga[1]]).collect(),
+        let (wide, opaque): (Vec<u16>, u16) = match format {
+            PixelFormat::Rgba8 => (eight.iter().map(|&v| v.into()).collect(), 255),
+            PixelFormat::Rgba16 => (samples.clone(), 65535),
         };
-        assert!(px == want, "{}: grey in R, G and B, alpha in A", path.display());
+        let want: Vec<u16> =
+            wide.chunks(2).flat_map(|ga| [ga[0], ga[0], ga[0], if alpha { ga[1] } else { opaque }]).collect();
+        assert!(px == want, "{}: grey in R, G and B, alpha {alpha} in A", path.display());
         let (info, data) = pieces(path);
-        assert_eq!((info.format, info.has_alpha), (format, true));
+        assert_eq!((info.format, info.has_alpha), (*format, alpha));
         assert!(data == frame.data, "{}: the pipeline's decoder agrees", path.display());
     }
+    (t, written)
 }
