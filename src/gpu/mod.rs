@@ -867,8 +867,11 @@ impl GpuBackend {
     /// Returns the GPU time of the compute work in ns, where timed.
     ///
     /// # Errors
-    /// [`Error::Budget`] or [`Error::Gpu`].
+    /// [`Error::InvalidValue`] for an `out` that is not one frame long
+    /// (checked before anything is submitted); [`Error::Budget`] or
+    /// [`Error::Gpu`].
     pub fn run(&mut self, slot: &GpuSlot, readback: &Readback, plan: &Plan, out: &mut [u8]) -> Result<Option<u64>> {
+        readback.check_len(out.len())?;
         let ns = self.submit(slot, readback, plan)?.wait(slot)?;
         readback.take_result_into(out)?;
         Ok(ns)
@@ -1028,9 +1031,11 @@ impl GpuBackend {
         }
         let (slot, readback) = self.own_slot.take().expect("slot");
         let mut out = HostFrame::new(src.width, src.height, src.format, src.has_alpha);
-        let result = slot.write(&src.data).and_then(|()| self.run(&slot, &readback, plan, &mut out.data));
+        let ns = slot.write(&src.data).and_then(|()| self.run(&slot, &readback, plan, &mut out.data))?;
+        // Kept only after a frame that came back: a failed one may leave
+        // the upload half-mapped, and every later frame would fail on it.
         self.own_slot = Some((slot, readback));
-        result.map(|ns| (out, ns))
+        Ok((out, ns))
     }
 
     /// Gives back the slot and readback buffer that [`GpuBackend::process`]

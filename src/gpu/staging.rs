@@ -116,9 +116,21 @@ impl Readback {
     /// As [`Readback::take_result`], into `out` (`frame_bytes` long).
     ///
     /// # Errors
-    /// [`Error::Gpu`] when it holds no finished frame.
+    /// [`Error::InvalidValue`] for an `out` of another length (the frame
+    /// stays, for a right one); [`Error::Gpu`] when it holds no finished
+    /// frame.
     pub fn take_result_into(&self, out: &mut [u8]) -> Result<()> {
+        self.check_len(out.len())?;
         self.copy_result(|view| out.copy_from_slice(view))
+    }
+
+    /// Refuses a destination that is not exactly one result long.
+    pub(super) fn check_len(&self, len: usize) -> Result<()> {
+        let size = self.buffer.size();
+        if len as u64 != size {
+            return Err(Error::invalid("readback destination length", len, format!("{size} bytes, one frame")));
+        }
+        Ok(())
     }
 
     fn copy_result(&self, f: impl FnOnce(&[u8])) -> Result<()> {

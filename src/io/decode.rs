@@ -152,10 +152,16 @@ pub fn decode_file_with(
     };
     let mut data = Vec::new();
     let mut whole = None;
-    // Pieces arrive in order; a recycled buffer holds an earlier frame's
-    // pixels, so every byte must have been written.
+    // Pieces arrive in order, each where the last ended; a recycled buffer
+    // holds an earlier frame's pixels, so a gap is refused, not left.
     let mut written = 0;
     let sink = |at: usize, px: &[u8]| {
+        if at != written {
+            return Err(Error::Decode {
+                path: path.to_owned(),
+                reason: format!("the decoder skipped from byte {written} to {at} of the frame"),
+            });
+        }
         if data.is_empty() {
             data = buffers.take(bytes.get());
         }
@@ -164,7 +170,7 @@ pub fn decode_file_with(
             reason: format!("{} bytes at offset {at} overrun the frame", px.len()),
         })?;
         piece.copy_from_slice(px);
-        written = written.max(at + px.len());
+        written = at + px.len();
         Ok(())
     };
     let FrameInfo { width, height, format, has_alpha, .. } =
