@@ -214,8 +214,12 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
         );
     }
     let p = stats.previews;
+    let failed: Vec<&str> = requests.iter().filter_map(|r| r.failed.as_deref()).collect();
+    // The engine counts a failed request as a miss (it found nothing
+    // cached); said here, as the table above leaves failures out.
+    let failed_misses = if failed.is_empty() { String::new() } else { format!(" and {} failed", failed.len()) };
     println!(
-        "\nhit rate {:.0} % ({} hits, {} misses of which {} joined a prefetch under way), {} prefetched, {} prefetch(es) cancelled, preview cache {} in {} entries, {} evictions; {} decodes",
+        "\nhit rate {:.0} % ({} hits, {} misses of which {} joined a prefetch under way{failed_misses}), {} prefetched, {} prefetch(es) cancelled, preview cache {} in {} entries, {} evictions; {} decodes",
         100.0 * p.hits as f64 / (p.hits + p.misses).max(1) as f64,
         p.hits,
         p.misses,
@@ -227,7 +231,6 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
         p.evictions,
         stats.decodes
     );
-    let failed: Vec<&str> = requests.iter().filter_map(|r| r.failed.as_deref()).collect();
     if let Some(first) = failed.first() {
         println!("\n{} preview(s) failed, left out of the figures; the first: {first}", failed.len());
     }
@@ -280,7 +283,7 @@ fn main() -> ExitCode {
     // headless machines, which compute does not need (as in framepipe).
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // SAFETY: first thing in main, before any other thread exists.
-        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", framepipe::io::temp_root().0) };
     }
     // A codec's panic on an odd frame is that request's error, counted in
     // the summary: not a crash report on stderr for every request of it.
@@ -297,10 +300,11 @@ fn main() -> ExitCode {
     };
     // Set-up errors (a size, a sequence, a budget too small for a frame)
     // are usage errors: exit 2; a session that fails part-way, 1.
-    let dir = match tempfile::tempdir() {
+    let root = framepipe::io::temp_root().0;
+    let dir = match tempfile::tempdir_in(&root) {
         Ok(dir) => dir,
         Err(e) => {
-            eprintln!("error: {}: {e}", std::env::temp_dir().display());
+            eprintln!("error: {}: cannot make a temporary folder there: {e}", root.display());
             return ExitCode::from(2);
         }
     };

@@ -34,6 +34,8 @@ impl std::str::FromStr for PoolSize {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // `--pools "1, 2"`: spaces around a value are the shell's, not it.
+        let s = s.trim();
         if s == "auto" {
             return Ok(PoolSize::Auto);
         }

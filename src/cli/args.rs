@@ -182,6 +182,9 @@ pub(crate) struct BenchPoolArgs {
     /// Replace an existing CSV or chart.
     #[arg(long)]
     pub(crate) overwrite: bool,
+    /// Print only the table, notices and errors (no line per run).
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Args)]

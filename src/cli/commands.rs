@@ -73,7 +73,15 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         _ => "unused (the CPU backend holds no GPU memory)".to_string(),
     };
     drop(probe);
-    note!(
+    // Progress: left out with -q (the table, notices and errors stay).
+    macro_rules! progress {
+        ($($arg:tt)*) => {
+            if !args.quiet {
+                note!($($arg)*);
+            }
+        };
+    }
+    progress!(
         "bench-pool: {} ({}), {} on {device}, {threads} decode/encode threads, budget {}, pools {}, {} run{} each after one warm-up",
         args.input,
         job.graph.describe(),
@@ -111,7 +119,7 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         &args.pools,
         args.repeat as usize,
         &mut |r| {
-            note!(
+            progress!(
                 "  pool {} ({} slot{}) run {}: {} frame{} in {:.2} s, {:.3} frames/s",
                 r.requested,
                 r.pool_size,
@@ -142,7 +150,7 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         if failed_after_run(framepipe::io::write_file_atomic(path, text.as_bytes(), args.overwrite)) {
             failed = true;
         } else {
-            note!("wrote {}", path.display());
+            progress!("wrote {}", path.display());
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -243,7 +251,8 @@ pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let plates = dir.join("plates/shot_%04d.png").display().to_string();
     let graded = dir.join("graded/shot_%04d.png").display().to_string();
     let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
-    note!("generating {} frames of {width}x{height} in {} ...", args.frames, dir.display());
+    let s = if args.frames == 1 { "" } else { "s" };
+    note!("generating {} frame{s} of {width}x{height} in {} ...", args.frames, dir.display());
     let t = Instant::now();
     generate_sequence(&opts, &plates, &EncodeOptions::default(), false)?;
     note!("generated in {:.1} s; grading with the built-in samples/grade.toml ...", t.elapsed().as_secs_f64());
@@ -274,5 +283,32 @@ pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     note!("graded:   {graded}");
     note!("report:   {}", dir.join("report.json").display());
     note!("timeline: {}", dir.join("timeline.svg").display());
+    // Kept for the user to look at, and left to them: a temporary folder
+    // the system may clear, but an 8K demo is over 100 MB each run.
+    let held = framepipe::ledger::human_bytes(folder_bytes(&dir));
+    note!("the folder is kept ({held}); remove it with: rm -rf {}", shell_word(&dir.display().to_string()));
     Ok(code)
+}
+
+/// `word` as one shell word: as it is when plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The bytes of the files under `dir`, for the demo's closing line (what
+/// cannot be read counts as nothing: a figure, not a check).
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }

@@ -143,6 +143,6 @@ fn one_line(rendered: &str) -> String {
 fn quiet_mesa_wsi() {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // SAFETY: called first thing in main, before any other thread exists.
-        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", framepipe::io::temp_root().0) };
     }
 }

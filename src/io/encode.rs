@@ -271,6 +271,17 @@ pub struct StalePartials {
     pub recent: Vec<PathBuf>,
 }
 
+/// The system's temporary folder and whether `TMPDIR` named it. An empty
+/// `TMPDIR` counts as unset (`/tmp`), where [`std::env::temp_dir`] would
+/// give the working folder: an 8K demo would land beside the user's files.
+pub fn temp_root() -> (PathBuf, bool) {
+    match std::env::var_os("TMPDIR") {
+        Some(dir) if !dir.is_empty() => (PathBuf::from(dir), true),
+        _ if cfg!(unix) => (PathBuf::from("/tmp"), false),
+        _ => (std::env::temp_dir(), false),
+    }
+}
+
 /// A temporary folder removed when dropped and, should the process be
 /// stopped without unwinding, by [`remove_partials`].
 pub struct ScratchDir(Option<tempfile::TempDir>);
@@ -283,12 +294,22 @@ impl ScratchDir {
     /// made there (`TMPDIR` set to a folder that is not there): found
     /// before any work, as an output folder's trouble is.
     pub fn new(prefix: &str) -> Result<Self> {
+        let (root, from_env) = temp_root();
+        // The reason names where the folder came from: a user who set
+        // `TMPDIR` long ago does not think of it as an output folder.
+        let fail = |reason: String| {
+            let reason = if from_env { format!("{reason} (the temporary folder, from TMPDIR)") } else { reason };
+            Error::OutputDir { path: root.clone(), reason }
+        };
+        if is_system(&root) || is_system(&resolve_path(&root)) {
+            return Err(fail("it is a system folder (/proc, /dev)".into()));
+        }
         // Made and registered under one lock (and removed under it on
         // drop): an interrupt in between would leave it behind.
         let mut scratch = scratch();
-        let fail = |reason: String| Error::OutputDir { path: std::env::temp_dir(), reason };
         let registry = scratch.as_mut().ok_or_else(|| fail(STOPPING.into()))?;
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir().map_err(|e| fail(os_reason(&e.to_string())))?;
+        let dir =
+            tempfile::Builder::new().prefix(prefix).tempdir_in(&root).map_err(|e| fail(os_reason(&e.to_string())))?;
         registry.insert(dir.path().to_path_buf());
         Ok(ScratchDir(Some(dir)))
     }

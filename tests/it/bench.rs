@@ -7,6 +7,7 @@ use framepipe::PixelFormat;
 use framepipe::generate::{GenerateOptions, generate_sequence};
 use framepipe::io::EncodeOptions;
 use framepipe::pool::PoolSize;
+use predicates::prelude::*;
 
 #[test]
 fn bench_pool_rows_agree_with_their_runs() {
@@ -204,14 +205,21 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
         let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
         assert!(stderr.contains(expect) && stderr.lines().count() == 1, "{args:?}: {stderr}");
     }
-    // The gap is left out when asked, and said, as with `process`.
+    // The gap is left out when asked, and said, as with `process`, even
+    // with -q (which leaves out the line per run). A pool size may come
+    // with spaces around it.
     Command::cargo_bin("framepipe")
         .unwrap()
-        .args(["bench-pool", &input, "--backend", "cpu", "--pools", "1", "--repeat", "1", "--missing", "skip"])
+        .args(["bench-pool", &input, "--backend", "cpu", "--pools", " 1", "--repeat", "1", "--missing", "skip", "-q"])
         .args(["--csv", &csv, "--chart", &t.path().join("b.svg").display().to_string()])
         .assert()
         .success()
-        .stderr(predicates::str::contains("bench-pool: 1 missing frame left out: 2"));
+        .stdout(predicates::str::contains("smallest pool within 95 % of the best: 1 (1 slot"))
+        .stderr(
+            predicates::str::contains("bench-pool: 1 missing frame left out: 2")
+                .and(predicates::str::contains("run 1:").not())
+                .and(predicates::str::contains("wrote").not()),
+        );
     assert_eq!(fs::read_to_string(&csv).unwrap().lines().count(), 2, "a header and one run");
     // The table goes to stdout: not appended to a frame it reads.
     let frame = t.path().join("s_001.png");

@@ -149,7 +149,18 @@ fn demo_runs_without_a_gpu() {
     let (a, b) = (decode(&graded.join("shot_1001.png")), decode(&graded.join("shot_1002.png")));
     assert_eq!((a.width, a.height), (64, 36));
     assert_ne!(a, b);
+    // The folder is left to the user, who is told its size and how to go.
+    let dir = graded.parent().unwrap().display().to_string();
+    assert!(stderr.contains(&format!("KiB); remove it with: rm -rf {dir}\n")), "{stderr}");
     framepipe().args(["demo", "--size", "0x36"]).assert().code(2).stderr(contains("invalid size"));
+    // A temporary folder the system keeps for itself is named, with where
+    // it came from.
+    framepipe()
+        .env("TMPDIR", "/proc")
+        .args(["demo", "--size", "64x36", "--frames", "1"])
+        .assert()
+        .code(2)
+        .stderr(contains("/proc: output folder is not writable: it is a system folder").and(contains("from TMPDIR")));
 }
 
 /// Every preset in samples/ parses, and grades a frame the same on the
