@@ -1007,7 +1007,16 @@ fn run_sequential(
             break;
         }
         let n = frame.number;
-        let result = (|| -> Result<FrameRecord> {
+        // A panic in a codec or the backend ends the run with an error, as
+        // in the pipeline, not the caller's thread.
+        // The test hook, as in the pipeline.
+        let inject = |stage| {
+            if job.inject_panic == Some((stage, n)) {
+                panic!("injected test panic");
+            }
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<FrameRecord> {
+            inject(crate::pipeline::Stage::Decode);
             let t0 = Instant::now();
             // The header, noted among the sources of its kind once the
             // frame is read whole and found the run's size.
@@ -1038,6 +1047,7 @@ fn run_sequential(
                 sources.note(n, &info);
             }
             let t1 = Instant::now();
+            inject(crate::pipeline::Stage::Compute);
             let (dst, gpu_ns) = if identity {
                 (src, None)
             } else {
@@ -1048,6 +1058,7 @@ fn run_sequential(
                 processed?
             };
             let t2 = Instant::now();
+            inject(crate::pipeline::Stage::Encode);
             let output_bytes = encode.work(started, "encode", 0, n, || -> Result<u64> {
                 Ok(match stream.as_deref_mut() {
                     Some(w) => {
@@ -1072,7 +1083,14 @@ fn run_sequential(
                 encode_ms: ms(t2, t3),
                 output_bytes,
             })
-        })();
+        }))
+        .unwrap_or_else(|payload| {
+            let msg = crate::error::panic_message(&*payload);
+            Err(Error::Panic(format!("frame {n} panicked: {msg}")))
+        });
+        if let Err(e @ Error::Panic(_)) = result {
+            return Err(e);
+        }
         let finished = i + 1;
         match result {
             // Memory previews held, waited for until the run was cancelled:
@@ -1115,6 +1133,6 @@ fn run_sequential(
     }
     clocks.push(("encode", vec![encode]));
     let wall = report.seconds;
-    crate::pipeline::add_stages(&mut report, clocks, 1, wall);
+    crate::pipeline::add_stages(&mut report, clocks, (1, 1), wall);
     Ok(report)
 }

@@ -602,7 +602,13 @@ pub(crate) fn run(
         let mut done = Vec::new();
         let mut failed = Vec::new();
         let mut halted = false;
-        while let Ok(event) = events_rx.recv() {
+        loop {
+            let asked = Instant::now();
+            let Ok(event) = events_rx.recv() else { break };
+            // Writing a stream waits here for its next frame.
+            if stream.is_some() {
+                write_clock.wait_in += asked.elapsed();
+            }
             match event {
                 Event::Done(record) => {
                     finished += 1;
@@ -710,7 +716,7 @@ pub(crate) fn run(
     report.slots_yielded = pool.retired();
     report.slots_regrown = pool.replenished();
     report.slot_wait_s = slot_wait.as_secs_f64() / slot_waiters.max(1) as f64;
-    add_stages(&mut report, clocks, pool.size(), wall);
+    add_stages(&mut report, clocks, (pool.size(), ring.size()), wall);
     report.list_sources(shared.sources.into_inner().unwrap_or_else(|p| p.into_inner()));
     if let Some(error) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(error);
@@ -721,14 +727,28 @@ pub(crate) fn run(
 /// Per-stage statistics from the workers' clocks, and the bottleneck: the
 /// stage (other than the reader) busiest for its parallelism, whose
 /// utilization is the run's efficiency.
-pub(crate) fn add_stages(report: &mut Report, clocks: Vec<(&'static str, Vec<Clock>)>, slots: usize, wall: f64) {
+///
+/// `slots` and `ring` bound the decodes and the copies out at once (their
+/// threads can do no more than the frame slots, and the readback buffers,
+/// allow).
+pub(crate) fn add_stages(
+    report: &mut Report,
+    clocks: Vec<(&'static str, Vec<Clock>)>,
+    (slots, ring): (usize, usize),
+    wall: f64,
+) {
     for (name, workers) in clocks {
         let busy: f64 = workers.iter().map(|c| c.busy.as_secs_f64()).sum();
         let frames: usize = workers.iter().map(|c| c.frames).sum();
         let n = workers.len().max(1);
         // A decoder holds a slot while it decodes: fewer slots than
-        // decoders means fewer decodes at once than threads.
-        let parallel = if name == "decode" { n.min(slots.max(1)) } else { n };
+        // decoders means fewer decodes at once than threads. A copier
+        // holds a readback buffer in the same way.
+        let parallel = match name {
+            "decode" => n.min(slots.max(1)),
+            "readback" => n.min(ring.max(1)),
+            _ => n,
+        };
         report.stages.push(StageReport {
             name: name.into(),
             workers: n,

@@ -113,7 +113,12 @@ fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64,
     let maker = g.staging_maker();
     let Some(reservation) = (wanted() && room()).then(|| maker.reserve_slot(shape).ok()).flatten() else { return };
     drop(backend);
-    if let Ok(s) = maker.new_slot_in(shape, reservation) {
+    // A preview that came while the slot was made (the gate is raised
+    // without the backend lock) gets its memory back at once: dropped, the
+    // slot frees it, rather than sitting in the pool until shed.
+    if let Ok(s) = maker.new_slot_in(shape, reservation)
+        && wanted()
+    {
         let _ = pool.replenish(SlotKind::Gpu(s));
     }
 }

@@ -511,6 +511,21 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         );
         assert!(elapsed < Duration::from_secs(1), "{backend:?} {stage:?} took {elapsed:?}");
     }
+    // The one-frame-at-a-time path returns the same error, having written
+    // the frames before and nothing partial.
+    for stage in [Stage::Decode, Stage::Compute, Stage::Encode] {
+        let e = engine(BackendKind::Cpu, PoolSize::Fixed(1), 1, 2 << 30);
+        let dir = t.path().join(format!("seq{stage:?}"));
+        let mut job = Job::new(input.as_str(), dir.join("o_%03d.png").display().to_string(), graph());
+        job.inject_panic = Some((stage, 3));
+        let prepared = framepipe::prepare(&job).unwrap();
+        let err = e.run_sequential(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
+        assert!(matches!(&err, Error::Panic(m) if m.contains("frame 3 panicked: injected test panic")), "{err}");
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["o_001.png", "o_002.png"], "{stage:?}");
+    }
 }
 
 #[test]
