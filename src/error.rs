@@ -62,6 +62,11 @@ pub enum Error {
     /// a device, a socket, or a link into `/dev` or `/proc` (`/dev/stdout`).
     #[error("{0}: not a plain file (a pipe, device or system link); name a file, or - where the option takes it")]
     OutputNotFile(PathBuf),
+    /// `--overwrite` would replace a file that is read-only: a mark of a
+    /// file not to be replaced (an approved frame), as `cp` and FFmpeg's
+    /// `-y` respect it.
+    #[error("{0}: is read-only; --overwrite does not replace it (make it writable to replace it)")]
+    OutputReadOnly(PathBuf),
     /// An output (frame, report) would replace a folder.
     #[error("{0}: is a folder; an output must be a file")]
     OutputIsFolder(PathBuf),
@@ -185,6 +190,7 @@ impl Error {
                 | Error::OutputNotFile(_)
                 | Error::OutputName { .. }
                 | Error::OutputDir { .. }
+                | Error::OutputReadOnly(_)
                 | Error::Budget(_)
                 | Error::NoGpu(_)
         )

@@ -492,7 +492,7 @@ pub fn refuse_folder_name(path: impl AsRef<Path>) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::OutputIsFolder`], [`Error::OutputNotFile`], [`Error::OutputExists`],
-/// [`Error::OutputName`].
+/// [`Error::OutputReadOnly`], [`Error::OutputName`].
 pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
     let there = std::fs::symlink_metadata(path);
     if let Err(e) = &there
@@ -515,6 +515,16 @@ pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
         if !overwrite {
             return Err(Error::OutputExists(path.to_owned()));
         }
+        refuse_read_only(path)?;
+    }
+    Ok(())
+}
+
+/// Refuses to replace a read-only file (see [`Error::OutputReadOnly`]);
+/// checked again just before the rename, as it may be made so mid-run.
+fn refuse_read_only(path: &Path) -> Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().readonly()) {
+        return Err(Error::OutputReadOnly(path.to_owned()));
     }
     Ok(())
 }
@@ -660,6 +670,7 @@ fn write_atomic(
         return Ok(false);
     }
     if overwrite {
+        refuse_read_only(path)?;
         // The file replaced keeps its permissions (a 0600 plate stays
         // private), as `cp` over an existing file does.
         if let Some(old) = std::fs::metadata(path).ok().filter(|m| m.is_file()) {

@@ -1034,6 +1034,21 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
         let mode = fs::metadata(t.path().join("o/s_02.png")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    // A read-only file is one not to be replaced (an approved frame):
+    // refused up front even with --overwrite, nothing written.
+    let approved = t.path().join("o/s_02.png");
+    let kept = fs::read(&approved).unwrap();
+    let mut read_only = fs::metadata(&approved).unwrap().permissions();
+    read_only.set_readonly(true);
+    fs::set_permissions(&approved, read_only).unwrap();
+    fs::remove_file(t.path().join("o/s_01.png")).unwrap();
+    framepipe()
+        .args(["process", &input, "-o", &out, "--overwrite", "--exposure", "1"])
+        .assert()
+        .code(2)
+        .stderr(contains("s_02.png: is read-only; --overwrite does not replace it"));
+    assert_eq!(fs::read(&approved).unwrap(), kept);
+    assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
     // A folder where a frame would go is refused before any frame, even
     // with --overwrite.
     fs::create_dir(t.path().join("d")).unwrap();
