@@ -42,6 +42,11 @@ pub struct StageReport {
     pub name: String,
     /// Threads running the stage.
     pub workers: usize,
+    /// How many of them can work at once: the workers, or fewer where
+    /// each needs a frame slot (`decode`) or a readback buffer
+    /// (`readback`) and there are fewer of those. `utilization` is per
+    /// this many.
+    pub parallel: usize,
     /// Items it handled.
     pub frames: usize,
     /// Seconds working, summed over workers.
@@ -55,9 +60,7 @@ pub struct StageReport {
     pub wait_output_s: f64,
     /// Busy time per item, ms.
     pub busy_ms_per_frame: f64,
-    /// Busy time ÷ (parallelism × wall time), where parallelism is the
-    /// workers, or for `decode` the pool size when smaller (a decoder holds
-    /// a slot while it decodes).
+    /// Busy time ÷ (`parallel` × wall time).
     pub utilization: f64,
 }
 
@@ -264,7 +267,8 @@ impl Report {
             }
             s += ".";
         }
-        if !self.bottleneck.is_empty() {
+        // A run that wrote nothing has no throughput to explain.
+        if !self.bottleneck.is_empty() && self.frames_written > 0 {
             // The CPU backend's slots are host frames: no VRAM to speak of.
             let vram = if self.backend == "gpu" {
                 let (peak, budget) = (self.vram_peak, self.vram_budget);

@@ -201,14 +201,16 @@ pub fn render_svg(report: &Report) -> String {
         let _ = writeln!(s, r##"<rect x="{LEFT}" y="{y0}" width="{plot}" height="{}" fill="#f4f4f4"/>"##, LANE - 6.0);
         // The read stage hands frame numbers to the decoders (which read the
         // files): it has waits, never busy time, so its lane says what it does.
-        // Decoders beyond the pool's slots wait for one: its busy share is
-        // of the decodes that can run at once, which the lane says.
+        // Decoders beyond the pool's slots wait for one (copiers for a
+        // readback buffer): its busy share is of those that can run at
+        // once, which the lane says.
         let load = match stage.name.as_str() {
             "read" => format!("{} handed out", stage.frames),
-            "decode" if (1..stage.workers).contains(&report.pool_size) => format!(
-                "×{} ({} at once: the slots) · {:.0} % busy",
+            name if (1..stage.workers).contains(&stage.parallel) => format!(
+                "×{} ({} at once: the {}) · {:.0} % busy",
                 stage.workers,
-                report.pool_size,
+                stage.parallel,
+                if name == "readback" { "readback buffers" } else { "slots" },
                 100.0 * stage.utilization
             ),
             _ => format!("×{} · {:.0} % busy", stage.workers, 100.0 * stage.utilization),
@@ -369,7 +371,8 @@ mod tests {
         assert!(svg.matches("<rect").count() < 100, "{} rectangles", svg.matches("<rect").count());
         assert!(svg.len() < 200_000, "{} bytes", svg.len());
         // Decoders beyond the slots: the lane says how many run at once.
-        let decode = crate::report::StageReport { name: "decode".into(), workers: 8, ..Default::default() };
+        let decode =
+            crate::report::StageReport { name: "decode".into(), workers: 8, parallel: 2, ..Default::default() };
         let svg = render_svg(&Report { stages: vec![decode], pool_size: 2, ..Default::default() });
         assert!(svg.contains(">×8 (2 at once: the slots) · 0 % busy<"), "{svg}");
         // The title counts as the summary does.

@@ -434,6 +434,7 @@ pub(crate) fn run(
         report.frames_skipped = total - report.failures.len();
         report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
         report.seconds = start.elapsed().as_secs_f64();
+        report.rss_peak = peak_rss();
         Ok(report)
     };
     let Some((first, shape)) = probed else { return unstarted(report) };
@@ -752,6 +753,7 @@ pub(crate) fn add_stages(
         report.stages.push(StageReport {
             name: name.into(),
             workers: n,
+            parallel,
             frames,
             busy_s: busy,
             wait_input_s: workers.iter().map(|c| c.wait_in.as_secs_f64()).sum(),

@@ -98,6 +98,15 @@ fn pipelined_outputs_equal_sequential() {
                 }
                 let most = report.occupancy.iter().map(|&(_, n)| n as usize).max().unwrap_or(0);
                 assert!(most <= report.pool_size, "{most} slots in use of {}", report.pool_size);
+                // Each stage's utilization is its busy time over the
+                // workers that can run at once: no more decoders than slots.
+                for st in &report.stages {
+                    assert!((1..=st.workers).contains(&st.parallel), "{st:?}");
+                    let expect = st.busy_s / (st.parallel as f64 * report.seconds);
+                    assert!((st.utilization - expect).abs() < 1e-9, "{st:?} over {} s", report.seconds);
+                }
+                let decode = report.stages.iter().find(|s| s.name == "decode").unwrap();
+                assert_eq!(decode.parallel, decode.workers.min(report.pool_size), "{decode:?}");
                 same_files(&oracle, &dir);
             }
         }
