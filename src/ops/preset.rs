@@ -47,8 +47,23 @@ impl Lines {
     }
 }
 
+/// A parser's message on one line, in the preset's terms where serde's
+/// would name Rust types (`internally tagged enum Op`, `i128`).
 fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(number) = message
+        .strip_prefix("invalid type: integer ")
+        .and_then(|m| m.strip_suffix(" as i128, expected any valid TOML value"))
+    {
+        return format!("integer {number} is out of range (at most 2^63 - 1; write a float, 1e20, for more)");
+    }
+    let terms = [
+        ("expected internally tagged enum Op", "expected an op table: [[op]] with type = \"exposure\" and its values"),
+        ("expected f64", "expected a number"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: array"),
+    ];
+    terms.iter().fold(message, |m, (serde, ours)| m.replace(serde, ours))
 }
 
 /// Reads a preset file into a validated op graph.
@@ -107,7 +122,8 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
     let fail = |reason: String| Error::Preset { path: path.to_owned(), reason };
     let lines = Lines::new(text);
     let file: PresetFile = toml::from_str(text).map_err(|e| {
-        let msg = one_line(e.message());
+        // At the top level only `op` is an array: of op tables.
+        let msg = one_line(e.message()).replace("expected a sequence", "expected [[op]] tables, one per op");
         fail(match e.span() {
             Some(span) => {
                 // What the span covers, where it is a short piece of one
@@ -288,7 +304,7 @@ mod tests {
             ("[[op]]\ntype = \"exposure\"\nstopz = 1\n", "op 1 (line 3) (exposure): stopz: unknown field `stopz`"),
             (
                 "op = [\n { type = \"blur\", sigma = 1 },\n { type = \"exposure\", stops = [1] },\n]\n",
-                "op 2 (line 3) (exposure): stops: invalid type: sequence",
+                "op 2 (line 3) (exposure): stops: invalid type: array",
             ),
             // Not a field's fault: said as serde says it.
             ("[[op]]\ntype = \"blurr\"\nsigma = 1\n", "op 1 (line 2): unknown variant `blurr`"),
@@ -297,7 +313,7 @@ mod tests {
             // Quoted and dotted keys, a key in a comment first.
             ("[[op]]\ntype = \"exposure\"\n# stops = 2\n\"stops\" = \"x\"\n", "op 1 (line 4) (exposure): stops:"),
             ("[[op]]\ntype = \"exposure\"\n'stops' = \"x\"\n", "op 1 (line 3) (exposure): stops:"),
-            ("[[op]]\ntype = \"exposure\"\nstops.x = 1\n", "op 1 (line 3) (exposure): stops: invalid type: map"),
+            ("[[op]]\ntype = \"exposure\"\nstops.x = 1\n", "op 1 (line 3) (exposure): stops: invalid type: table"),
             // A value out of range: the line of its key.
             (
                 "[[op]]\ntype = \"exposure\"\nstops = 1\n[[op]]\ntype = \"blur\"\n\nsigma = -1\n",
@@ -307,6 +323,15 @@ mod tests {
             // TOML's own errors: the line, and the key where it names one.
             ("[[op]]\ntype = \"exposure\"\nstops = 1\nstops = 2\n", "line 4: duplicate key (`stops`)"),
             ("[[op]]\ntype = \"exposure\"\nstops = 1\ntype = \"blur\"\n", "line 4: duplicate key (`type`)"),
+            // Said in the preset's terms, not serde's Rust types.
+            ("op = [1, 2]\n", "op 1 (line 1): invalid type: integer `1`, expected an op table: [[op]] with type"),
+            ("[op]\ntype = \"blur\"\nsigma = 1\n", "line 1: invalid type: table, expected [[op]] tables, one per op"),
+            ("op = \"blur\"\n", "expected [[op]] tables, one per op"),
+            (
+                "[[op]]\ntype = \"exposure\"\nstops = 99999999999999999999\n",
+                "line 3: integer `99999999999999999999` is out of range (at most 2^63 - 1",
+            ),
+            ("[[op]]\ntype = \"blur\"\nsigma = \"big\"\n", "sigma: invalid type: string \"big\", expected a number"),
         ];
         for (text, expected) in cases {
             assert!(error(text).contains(expected), "{text:?}: {}", error(text));

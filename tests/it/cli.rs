@@ -792,7 +792,7 @@ fn bad_arguments_and_presets_exit_2() {
     .unwrap();
     usage_error(
         &["process", &input, "-o", &out, "--preset", wrong.to_str().unwrap()],
-        "op 2 (line 9) (blur): sigma: invalid type: string \"big\", expected f64",
+        "op 2 (line 9) (blur): sigma: invalid type: string \"big\", expected a number",
     );
     let negative = t.path().join("neg.toml");
     fs::write(&negative, "[[op]]\ntype = \"blur\"\nsigma = -2.0\n").unwrap();
