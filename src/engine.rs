@@ -966,7 +966,7 @@ fn run_sequential(
         crate::pipeline::check_one_frame_fits(gpu, shape, &plan, engine.ledger().budget())?;
     }
     let mut report = Report { threads: 1, pool_size: 1, ..Report::for_job(job, prepared, engine, "sequential") };
-    let mut sources = crate::report::SourceKinds::default();
+    let mut sources = crate::report::SourceKinds::new(prepared);
     // The run's shape is the first frame's whose header reads, as in the
     // pipeline: a first frame cut short after its header still sets it
     // (its neighbours are not then mismatched).

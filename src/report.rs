@@ -144,6 +144,11 @@ pub struct Report {
     /// alpha), divided out as they were read, as a compact list; empty
     /// when none.
     pub premultiplied_list: String,
+    /// Frames whose outputs have other channels than the first frame's
+    /// (grey or color, with or without alpha), as each keeps its own
+    /// source's: the sequence's layout changes there. A compact list;
+    /// empty when none.
+    pub other_channels_list: String,
     /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
     /// `pipelined` or `sequential`.
@@ -318,6 +323,7 @@ impl Report {
         };
         self.float_list = list(kinds.float);
         self.premultiplied_list = list(kinds.premultiplied);
+        self.other_channels_list = list(kinds.other_channels);
     }
 
     /// Fills [`Report::unwritten_list`] from the job's frame numbers
@@ -344,9 +350,28 @@ impl Report {
 pub(crate) struct SourceKinds {
     float: Vec<u64>,
     premultiplied: Vec<u64>,
+    /// Which of (grey, alpha) a source passes on to its output.
+    carried: (bool, bool),
+    /// The first frame's output channels (grey, alpha), and the frames
+    /// whose outputs have others.
+    first: Option<(bool, bool)>,
+    other_channels: Vec<u64>,
 }
 
 impl SourceKinds {
+    /// For a prepared job, whose first frame is the one others are
+    /// compared with.
+    pub(crate) fn new(prepared: &crate::engine::PreparedJob) -> Self {
+        let carried = (prepared.encode.grey && prepared.format.stores_grey(), prepared.format.alpha_per_frame());
+        let mut kinds = SourceKinds { carried, ..Default::default() };
+        kinds.first = prepared.first.as_ref().map(|i| kinds.channels(i));
+        kinds
+    }
+
+    fn channels(&self, info: &crate::io::FrameInfo) -> (bool, bool) {
+        (info.grey && self.carried.0, info.has_alpha && self.carried.1)
+    }
+
     /// Notes frame `number`, whose header reads `info`.
     pub(crate) fn note(&mut self, number: u64, info: &crate::io::FrameInfo) {
         if info.float {
@@ -354,6 +379,9 @@ impl SourceKinds {
         }
         if info.premultiplied {
             self.premultiplied.push(number);
+        }
+        if self.first.is_some_and(|first| first != self.channels(info)) {
+            self.other_channels.push(number);
         }
     }
 }

@@ -286,6 +286,14 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                 if one_frame(&report.premultiplied_list) { ("frame", "its") } else { ("frames", "their") };
             note!("notice: {frames} {}: {their} {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
         }
+        if !report.other_channels_list.is_empty() {
+            let (frames, have) =
+                if one_frame(&report.other_channels_list) { ("frame", "has") } else { ("frames", "have") };
+            note!(
+                "notice: {frames} {} {have} other channels than the first (grey or color, alpha or not), kept in the output: the sequence's channels change there",
+                report.other_channels_list
+            );
+        }
         // Auto takes two slots or more where two fit (and two frames
         // exist); a budget that holds only one still runs, without
         // overlap, and says so.

@@ -69,6 +69,18 @@ impl OutputFormat {
         matches!(self, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Raw)
     }
 
+    /// Whether a grey frame can be stored as grey (one channel, or grey
+    /// and alpha), where [`EncodeOptions::grey`] asks for it.
+    pub fn stores_grey(self) -> bool {
+        matches!(self, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Jpeg)
+    }
+
+    /// Whether a frame's alpha decides if its output has one: JPEG has
+    /// none, a raw stream always carries it.
+    pub fn alpha_per_frame(self) -> bool {
+        !matches!(self, OutputFormat::Jpeg | OutputFormat::Raw)
+    }
+
     /// Refuses a frame size the container cannot hold: QOI takes at most
     /// 400 million pixels, JPEG at most 65535 a side. Known from the first
     /// header, before anything is decoded or written.
@@ -745,7 +757,7 @@ fn encode<W: Write>(
     let (width, height) = (frame.width, frame.height);
     let sixteen = frame.format == PixelFormat::Rgba16 && format.supports_16bit();
     let alpha = frame.has_alpha && format != OutputFormat::Jpeg;
-    let grey = options.grey && matches!(format, OutputFormat::Png | OutputFormat::Tiff | OutputFormat::Jpeg);
+    let grey = options.grey && format.stores_grey();
     let (bytes, color) = match grey.then(|| pack_grey(frame, sixteen, alpha)).flatten() {
         Some((bytes, color)) => (std::borrow::Cow::Owned(bytes), color),
         None => pack(frame, sixteen, alpha),

@@ -529,7 +529,7 @@ pub(crate) fn run(
         next_turn: std::sync::Condvar::new(),
         // Frames waiting to be encoded, one per encoder, one per copier.
         spares: Spares { keep: encode_queue(busy) + busy + readback_threads(busy), free: Mutex::default() },
-        sources: Mutex::default(),
+        sources: Mutex::new(crate::report::SourceKinds::new(prepared)),
     };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()

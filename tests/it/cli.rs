@@ -469,6 +469,58 @@ fn grey_sources_stay_grey_where_the_ops_keep_them_so() {
     }
 }
 
+/// A sequence whose frames change channels (a grey frame among color
+/// ones, alpha on some) keeps each frame's in its output, and says where
+/// the layout changes: some tools reading it back would not expect that.
+#[test]
+fn frames_with_other_channels_than_the_first_are_named() {
+    use image::{DynamicImage, ImageBuffer, Luma, Rgb, Rgba};
+    let t = tempfile::tempdir().unwrap();
+    let mut rng = crate::util::Rng::fresh("mixed channels");
+    let (w, h) = (12u32, 9u32);
+    let mut bytes = |n: u32| (0..(w * h * n)).map(|_| (rng.next() % 256) as u8).collect::<Vec<u8>>();
+    let frames: [DynamicImage; 4] = [
+        ImageBuffer::<Luma<u8>, _>::from_raw(w, h, bytes(1)).unwrap().into(),
+        ImageBuffer::<Luma<u8>, _>::from_raw(w, h, bytes(1)).unwrap().into(),
+        ImageBuffer::<Rgb<u8>, _>::from_raw(w, h, bytes(3)).unwrap().into(),
+        ImageBuffer::<Rgba<u8>, _>::from_raw(w, h, bytes(4)).unwrap().into(),
+    ];
+    for (i, frame) in frames.iter().enumerate() {
+        frame.save(t.path().join(format!("m_{:02}.png", i + 1))).unwrap();
+    }
+    let input = t.path().join("m_%02d.png").display().to_string();
+    let out = t.path().join("o/m_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out, "--exposure", "0.5"])
+        .assert()
+        .success()
+        .stderr(contains("notice: frames 3-4 have other channels than the first"));
+    let channels: Vec<u8> = (1..=4)
+        .map(|n| image::open(t.path().join(format!("o/m_{n:02}.png"))).unwrap().color().channel_count())
+        .collect();
+    assert_eq!(channels, [1, 1, 3, 4]);
+    // In JPEG, only grey or color can change: the RGBA frame is RGB there.
+    let jpeg = t.path().join("j/m_%02d.jpg").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &jpeg, "--exposure", "0.5"])
+        .assert()
+        .success()
+        .stderr(contains("notice: frames 3-4 have other channels"));
+    // One frame, said so; QOI stores no grey, so grey and RGB frames
+    // come out alike there.
+    let one = t.path().join("c/m_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &one, "--frames", "2-3", "--exposure", "0.5"])
+        .assert()
+        .success()
+        .stderr(contains("frame 3 has other channels than the first"));
+    framepipe()
+        .args(["process", &input, "-o", &t.path().join("q/m_%02d.qoi").display().to_string(), "--frames", "1-3"])
+        .assert()
+        .success()
+        .stderr(contains("other channels").not());
+}
+
 #[test]
 fn gpu_and_cpu_cli_outputs_agree() {
     if crate::util::gpu(Default::default()).is_none() {
