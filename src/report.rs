@@ -130,6 +130,13 @@ pub struct Report {
     pub failed_frames: String,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// Of it, the seconds before the first frame could start: reading the
+    /// first header, sizing and making the pool and the readback buffers
+    /// (46 ms an 8K slot on the H100), building the kernels. No stage is
+    /// busy then, so on a short run it is the wall time the stages'
+    /// figures leave unexplained. 0 one frame at a time (set-up is the
+    /// first frame's work there).
+    pub setup_s: f64,
     /// Frames written per second of wall time.
     pub fps: f64,
     /// Frame size and the format frames are worked in, e.g. "7680x4320 RGBA8".

@@ -241,6 +241,21 @@ pub fn render_svg(report: &Report) -> String {
             }
         }
     }
+    // Set-up (the pool made, kernels built) before any stage could start:
+    // shaded and named, where it is wide enough to see, so the empty start
+    // of the lanes reads as what it is.
+    if x(report.setup_s) - LEFT >= 2.0 {
+        let (bottom, w) = (top + LANE * lanes.len() as f64, x(report.setup_s) - LEFT);
+        let _ = writeln!(
+            s,
+            r##"<rect x="{LEFT}" y="{top}" width="{w:.1}" height="{:.1}" fill="#bbbbbb" fill-opacity="0.35"><title>set-up: {:.1} ms</title></rect>"##,
+            bottom - top,
+            report.setup_s * 1e3
+        );
+        if w >= 40.0 {
+            let _ = writeln!(s, r##"<text x="{:.1}" y="{}" fill="#666">set-up</text>"##, LEFT + 4.0, bottom - 6.0);
+        }
+    }
     // Pool occupancy as a step area.
     let oy = top + LANE * lanes.len() as f64 + 10.0;
     let base = oy + OCCUPANCY - 20.0;
@@ -375,6 +390,11 @@ mod tests {
             crate::report::StageReport { name: "decode".into(), workers: 8, parallel: 2, ..Default::default() };
         let svg = render_svg(&Report { stages: vec![decode], pool_size: 2, ..Default::default() });
         assert!(svg.contains(">×8 (2 at once: the slots) · 0 % busy<"), "{svg}");
+        assert!(!svg.contains("set-up"), "none to show");
+        // The set-up before the first frame is shaded and named.
+        let encode = crate::report::StageReport { name: "encode".into(), workers: 1, ..Default::default() };
+        let svg = render_svg(&Report { stages: vec![encode], seconds: 1.0, setup_s: 0.25, ..Default::default() });
+        assert!(svg.contains("<title>set-up: 250.0 ms</title>") && svg.contains(">set-up</text>"), "{svg}");
         // The title counts as the summary does.
         for (written, said) in [(0, ">0 frames in"), (1, ">1 frame in"), (2, ">2 frames in")] {
             let svg = render_svg(&Report { frames_written: written, ..Default::default() });

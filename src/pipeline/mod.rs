@@ -506,6 +506,7 @@ pub(crate) fn run(
     };
     report.pool_size = slots.len();
     report.slot_bytes = slot_bytes;
+    report.setup_s = start.elapsed().as_secs_f64();
     // Host permits hold no VRAM: previews' pressure must not shrink them.
     let pressure = if ring.is_empty() { Default::default() } else { engine.core.pressure.clone() };
     let pool = Pool::new(slots, start, pressure);

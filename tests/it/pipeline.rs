@@ -107,6 +107,10 @@ fn pipelined_outputs_equal_sequential() {
                 }
                 let decode = report.stages.iter().find(|s| s.name == "decode").unwrap();
                 assert_eq!(decode.parallel, decode.workers.min(report.pool_size), "{decode:?}");
+                // Making the pool is part of the wall time, before any stage.
+                assert!(report.setup_s > 0.0 && report.setup_s < report.seconds, "{}", report.setup_s);
+                let first = report.intervals.iter().map(|i| i.start).fold(f64::INFINITY, f64::min);
+                assert!(first >= report.setup_s, "a stage at {first} s, before set-up ended");
                 same_files(&oracle, &dir);
             }
         }
