@@ -468,7 +468,7 @@ fn run(
             let report = exporter.run(&job, &prepared, &cancel, &mut |_| {})?;
             frames += report.frames_written;
             failed.extend(report.failures.iter().map(|f| format!("frame {}: {}", f.number, f.error)));
-            runs += usize::from(report.frames_written == prepared.outputs.len());
+            runs += usize::from(report.frames_written == prepared.outputs().len());
             if report.frames_written == 0 && !report.failures.is_empty() {
                 break;
             }

@@ -540,35 +540,37 @@ impl Engine {
 pub const MAX_THREADS: usize = 1024;
 
 /// A job checked against the disk: frames found, output paths decided.
+/// Read-only to callers: a run trusts what [`prepare`] checked (no output
+/// on an input, one output per frame), so nothing may change it after.
 #[derive(Debug)]
 pub struct PreparedJob {
     /// The frames to process.
-    pub sequence: Sequence,
+    pub(crate) sequence: Sequence,
     /// One output path per frame, same order (`-` for a stream).
-    pub outputs: Vec<PathBuf>,
+    pub(crate) outputs: Vec<PathBuf>,
     /// Output container.
-    pub format: OutputFormat,
+    pub(crate) format: OutputFormat,
     /// Whether the frames go to one stream (output `-`) rather than files.
-    pub stream: bool,
+    pub(crate) stream: bool,
     /// The header of the first frame asked whose header reads, kept
     /// frames ([`Job::skip_existing`]) included (the run's shape, and what
     /// the notices speak of); read once, here.
-    pub first: Option<crate::io::FrameInfo>,
+    pub(crate) first: Option<crate::io::FrameInfo>,
     /// How the frames are encoded: the job's options, with
     /// [`EncodeOptions::grey`] set where [`first`](Self::first) is grey.
-    pub encode: EncodeOptions,
+    pub(crate) encode: EncodeOptions,
     /// Frames left out because their output exists
     /// ([`Job::skip_existing`]), ascending.
-    pub existing: Vec<u64>,
+    pub(crate) existing: Vec<u64>,
     /// Every file the job reads, matched frames not selected and
     /// [`Job::also_reads`] included: what no output may land on.
-    pub reads: crate::io::FileSet,
+    pub(crate) reads: crate::io::FileSet,
     /// Unfinished outputs of a run killed outright (SIGKILL, a power cut)
     /// that [`prepare`] found in the output folder: hidden
     /// `.framepipe-*.partial` files no live run holds, removed where they
     /// were untouched for 10 minutes, else kept (see
     /// [`remove_stale_partials`](crate::io::remove_stale_partials)).
-    pub stale_partials: crate::io::StalePartials,
+    pub(crate) stale_partials: crate::io::StalePartials,
     /// Output folders [`prepare`] made: removed again when the last copy of
     /// this job drops, if the run left them empty.
     _made: std::sync::Arc<crate::io::MadeDirs>,
@@ -577,6 +579,53 @@ pub struct PreparedJob {
 }
 
 impl PreparedJob {
+    /// The frames to process.
+    pub fn sequence(&self) -> &Sequence {
+        &self.sequence
+    }
+
+    /// One output path per frame, same order (`-` for a stream).
+    pub fn outputs(&self) -> &[PathBuf] {
+        &self.outputs
+    }
+
+    /// Output container.
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// Whether the frames go to one stream (output `-`) rather than files.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// The header of the first frame asked whose header reads (see the
+    /// field's notes): the run's shape.
+    pub fn first(&self) -> Option<&crate::io::FrameInfo> {
+        self.first.as_ref()
+    }
+
+    /// How the frames are encoded: the job's options, grey decided.
+    pub fn encode(&self) -> &EncodeOptions {
+        &self.encode
+    }
+
+    /// Frames left out because their output exists, ascending.
+    pub fn existing(&self) -> &[u64] {
+        &self.existing
+    }
+
+    /// Every file the job reads: what no output may land on.
+    pub fn reads(&self) -> &crate::io::FileSet {
+        &self.reads
+    }
+
+    /// Unfinished outputs of a killed run that [`prepare`] found, removed
+    /// or kept.
+    pub fn stale_partials(&self) -> &crate::io::StalePartials {
+        &self.stale_partials
+    }
+
     /// Checks a side file the run will write when it ends (a JSON report, a
     /// timeline): none of the files the job reads ([`PreparedJob::reads`])
     /// or writes, whatever `overwrite` says; not an existing file unless

@@ -29,7 +29,7 @@ const REPORT_EXTENSIONS: [&str; 3] = ["json", "svg", "csv"];
 /// before framepipe starts: only the shell can refuse that, with
 /// `set -o noclobber`.)
 pub(crate) fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::PreparedJob) -> Result<(), Error> {
-    let inputs = prepared.sequence.matched.iter().chain(&job.also_reads).map(PathBuf::as_path);
+    let inputs = prepared.sequence().matched.iter().chain(&job.also_reads).map(PathBuf::as_path);
     refuse_stdout_onto(inputs, "an input")
 }
 
@@ -37,7 +37,7 @@ pub(crate) fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::Prepared
 /// --overwrite > o/s_0003.png`): the frame's rename would replace the
 /// report written there, without a word.
 pub(crate) fn refuse_stdout_into_output(prepared: &framepipe::PreparedJob) -> Result<(), Error> {
-    refuse_stdout_onto(prepared.outputs.iter().map(PathBuf::as_path), "an output frame")
+    refuse_stdout_onto(prepared.outputs().iter().map(PathBuf::as_path), "an output frame")
 }
 
 /// Refuses stdout redirected to one of `files` (`kind`: an input, an

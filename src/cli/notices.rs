@@ -62,7 +62,7 @@ pub(crate) fn format_notice(format: OutputFormat, (sixteen, alpha): (bool, bool)
 /// The FFmpeg input options that read what a stream job writes.
 pub(crate) fn stream_hint(prepared: &framepipe::PreparedJob, info: &framepipe::io::FrameInfo) -> Option<String> {
     let (w, h, format) = (info.width, info.height, info.format);
-    Some(match prepared.format {
+    Some(match prepared.format() {
         OutputFormat::Raw => {
             let pix = if format == framepipe::io::PixelFormat::Rgba16 { "rgba64le" } else { "rgba" };
             format!("streaming raw {pix} {w}x{h} frames to stdout (ffmpeg: -f rawvideo -pix_fmt {pix} -s {w}x{h} -i -)")
@@ -113,7 +113,7 @@ pub(crate) fn resume_notice(
     // (Failed frames count: under --on-error skip they are all that is
     // left to do.)
     let left = report.frames_skipped + report.failures.len();
-    if prepared.stream || opts.demo || left == 0 || report.frames.is_empty() {
+    if prepared.is_stream() || opts.demo || left == 0 || report.frames.is_empty() {
         return None;
     }
     if !opts.overwrite {
@@ -121,7 +121,7 @@ pub(crate) fn resume_notice(
     }
     let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
     let mut left: Vec<u64> =
-        prepared.sequence.frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
+        prepared.sequence().frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
     left.sort_unstable();
     let spec = framepipe::sequence::stepped_spec(&left);
     let instead = if picked { " in place of its own" } else { "" };
@@ -147,11 +147,11 @@ pub(crate) fn earlier_render_notice(
     prepared: &framepipe::PreparedJob,
     report: &framepipe::Report,
 ) -> Option<String> {
-    if !opts.overwrite || prepared.stream || report.failures.is_empty() {
+    if !opts.overwrite || prepared.is_stream() || report.failures.is_empty() {
         return None;
     }
     let failed: std::collections::HashSet<u64> = report.failures.iter().map(|f| f.number).collect();
-    let mut kept: Vec<(u64, &PathBuf)> = (prepared.sequence.frames.iter().zip(&prepared.outputs))
+    let mut kept: Vec<(u64, &PathBuf)> = (prepared.sequence().frames.iter().zip(prepared.outputs()))
         .filter(|(f, out)| failed.contains(&f.number) && out.is_file())
         .map(|(f, out)| (f.number, out))
         .collect();

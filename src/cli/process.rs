@@ -63,27 +63,27 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         ..defaults
     };
     let prepared = framepipe::prepare(&job)?;
-    stale_notice(&prepared.stale_partials, opts.quiet);
+    stale_notice(prepared.stale_partials(), opts.quiet);
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
-    if prepared.stream || dash(&opts.json) || dash(&opts.timeline) {
+    if prepared.is_stream() || dash(&opts.json) || dash(&opts.timeline) {
         refuse_stdout_into_input(&job, &prepared)?;
     }
-    if !prepared.stream && (dash(&opts.json) || dash(&opts.timeline)) {
+    if !prepared.is_stream() && (dash(&opts.json) || dash(&opts.timeline)) {
         refuse_stdout_into_output(&prepared)?;
     }
     // An option the run has no use for (an encoder option for a format it
     // does not write, a pool size with --sequential, --overwrite with
     // nothing to replace) is said, as FFmpeg says an option went unused,
     // rather than silently dropped.
-    let output = format!("the output is {}", format!("{:?}", prepared.format).to_lowercase());
+    let output = format!("the output is {}", format!("{:?}", prepared.format()).to_lowercase());
     let files_reported = [&opts.json, &opts.timeline].iter().any(|p| p.is_some() && !dash(p));
     let unused = [
-        ("--png-compression", opts.png_compression.is_some() && prepared.format != OutputFormat::Png, &*output),
-        ("--jpeg-quality", opts.jpeg_quality.is_some() && prepared.format != OutputFormat::Jpeg, &*output),
+        ("--png-compression", opts.png_compression.is_some() && prepared.format() != OutputFormat::Png, &*output),
+        ("--jpeg-quality", opts.jpeg_quality.is_some() && prepared.format() != OutputFormat::Jpeg, &*output),
         ("--pool", matches!(opts.pool, PoolSize::Fixed(_)) && opts.sequential, "--sequential runs one frame at a time"),
         (
             "--overwrite",
-            opts.overwrite && prepared.stream && !files_reported,
+            opts.overwrite && prepared.is_stream() && !files_reported,
             "-o - and no report file: nothing to replace",
         ),
     ];
@@ -94,7 +94,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     }
     // `-` writes a report to stdout, unless stdout carries the frames.
     for (flag, path) in [("--json", &opts.json), ("--timeline", &opts.timeline)] {
-        if dash(path) && prepared.stream {
+        if dash(path) && prepared.is_stream() {
             return Err(Error::invalid(flag, "-", "a file: stdout carries the frames (-o -)"));
         }
     }
@@ -166,12 +166,12 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     if opts.vram_budget.is_some() && engine.backend_name() != "gpu" && !opts.quiet {
         note!("notice: --vram-budget is unused: the CPU backend holds no GPU memory");
     }
-    if let Some(info) = prepared.first.filter(|_| !opts.quiet) {
-        if let Some(hint) = prepared.stream.then(|| stream_hint(&prepared, &info)).flatten() {
+    if let Some(info) = prepared.first().copied().filter(|_| !opts.quiet) {
+        if let Some(hint) = prepared.is_stream().then(|| stream_hint(&prepared, &info)).flatten() {
             note!("{hint}");
         }
         let source = (info.format == framepipe::io::PixelFormat::Rgba16, info.has_alpha);
-        if let Some(notice) = format_notice(prepared.format, source, "the sources") {
+        if let Some(notice) = format_notice(prepared.format(), source, "the sources") {
             note!("{notice}");
         }
         if let Some(notice) = band_notice(&engine, &job, &info) {
@@ -189,14 +189,16 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     }
     let cancel = Cancel::default();
     // The first interrupt now asks this run to stop (see `on_signal`).
-    STREAMING.store(prepared.stream, std::sync::atomic::Ordering::SeqCst);
+    STREAMING.store(prepared.is_stream(), std::sync::atomic::Ordering::SeqCst);
     // What a second interrupt can say of finishing (not after --overwrite:
     // the files not yet replaced are an older render's, which it keeps).
-    RESUMABLE
-        .store(!prepared.stream && !opts.demo && !opts.overwrite && !opts.quiet, std::sync::atomic::Ordering::SeqCst);
+    RESUMABLE.store(
+        !prepared.is_stream() && !opts.demo && !opts.overwrite && !opts.quiet,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     *stale_reports() = earlier;
     let _ = RUN.set(cancel.clone());
-    let total = prepared.outputs.len();
+    let total = prepared.outputs().len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
@@ -254,7 +256,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
             }
         }
     };
-    let report = match (opts.sequential, prepared.stream) {
+    let report = match (opts.sequential, prepared.is_stream()) {
         (true, false) => engine.run_sequential(&job, &prepared, &cancel, &mut on_progress)?,
         (false, false) => engine.run(&job, &prepared, &cancel, &mut on_progress)?,
         (true, true) => {
@@ -276,7 +278,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         }
         // Frames of another kind than the first, whose header the notices
         // before the run spoke of.
-        let first = prepared.first;
+        let first = prepared.first().copied();
         if !report.float_list.is_empty() && !first.is_some_and(|i| i.float) {
             let (frames, hold) = if one_frame(&report.float_list) { ("frame", "holds") } else { ("frames", "hold") };
             note!("notice: {frames} {} {hold} {FLOAT_NOTICE}", report.float_list);
@@ -335,8 +337,8 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
 /// A failure's reason past the file it names (its input's or output's
 /// path, which may hold `: ` itself): what frames failing alike share.
 fn frame_reason<'a>(prepared: &framepipe::PreparedJob, failure: &'a framepipe::report::FrameFailure) -> &'a str {
-    let at = prepared.sequence.frames.iter().position(|f| f.number == failure.number);
-    let mut paths = at.into_iter().flat_map(|i| [&prepared.sequence.frames[i].path, &prepared.outputs[i]]);
+    let at = prepared.sequence().frames.iter().position(|f| f.number == failure.number);
+    let mut paths = at.into_iter().flat_map(|i| [&prepared.sequence().frames[i].path, &prepared.outputs()[i]]);
     paths.find_map(|p| failure.error.strip_prefix(&format!("{}: ", p.display()))).unwrap_or(&failure.error)
 }
 

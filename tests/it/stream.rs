@@ -35,7 +35,7 @@ fn graph() -> OpGraph {
 
 fn stream(engine: &Engine, job: &Job, sequential: bool) -> Vec<u8> {
     let prepared = framepipe::prepare(job).unwrap();
-    assert!(prepared.stream);
+    assert!(prepared.is_stream());
     let mut out = Vec::new();
     let report = if sequential {
         engine.run_sequential_stream(job, &prepared, &mut out, &Cancel::default(), &mut |_| {})
@@ -44,7 +44,7 @@ fn stream(engine: &Engine, job: &Job, sequential: bool) -> Vec<u8> {
     }
     .unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert_eq!(report.frames_written, prepared.sequence.frames.len());
+    assert_eq!(report.frames_written, prepared.sequence().frames.len());
     if !sequential {
         // Writing to the stream is timed as a stage (a slow reader is a
         // bottleneck the report can name).
