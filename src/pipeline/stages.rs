@@ -320,8 +320,12 @@ impl Ctx<'_> {
                         clock.frames -= 1;
                         pending = Some(d);
                     }
-                    // It stopped waiting for memory because the run stopped.
-                    Err(Error::Budget(_)) if shared.stopping() => abandon(d),
+                    // It stopped waiting for memory because the run stopped:
+                    // never processed, so not counted as a frame.
+                    Err(Error::Budget(_)) if shared.stopping() => {
+                        clock.frames -= 1;
+                        abandon(d);
+                    }
                     // Cancelled while it waited for the backend: never started.
                     Err(Error::Cancelled) => {
                         clock.frames -= 1;
@@ -493,8 +497,8 @@ enum Submitted {
 /// Submits one decoded frame under the export's priority: on the GPU it
 /// returns at once; the CPU backend runs the kernels here. When previews
 /// have taken the budget, waits for memory if `may_wait` (for as long as
-/// previews hold memory they will give back, else up to 10 s; never past
-/// a cancel); else the caller first finishes the frames it has on the GPU
+/// previews hold memory they will give back, else up to 10 s, and only
+/// that after a stop; never past a cancel); else the caller first finishes the frames it has on the GPU
 /// (they free nothing while they wait).
 ///
 /// Also returns the time spent waiting for the backend (previews ahead)
@@ -528,8 +532,14 @@ fn submit(
         });
         drop(backend);
         match r {
+            // A stopped run still drains the frames it started: this one
+            // waits out its deadline, though no longer for an editor's
+            // previews to go quiet (which may be never).
             Err(Error::Budget(_))
-                if may_wait && !shared.stopping() && (Instant::now() < deadline || engine.preview_memory_held()) =>
+                if may_wait
+                    && !shared.cancel.is_cancelled()
+                    && !shared.aborted()
+                    && (Instant::now() < deadline || (engine.preview_memory_held() && !shared.stopping())) =>
             {
                 // Memory an editor left idle is given back (this run's
                 // kernel set stays); frames on the GPU free theirs as
