@@ -1056,16 +1056,19 @@ fn run_sequential(
             break;
         }
         let n = frame.number;
-        // A panic in a codec or the backend ends the run with an error, as
-        // in the pipeline, not the caller's thread.
-        // The test hook, as in the pipeline.
-        let inject = |stage| {
-            if job.inject_panic == Some((stage, n)) {
+        // The stage a panic is blamed on, as the pipeline names it; the
+        // test hook may inject one at its start.
+        let stage = std::cell::Cell::new(crate::pipeline::Stage::Decode);
+        let enter = |next| {
+            stage.set(next);
+            if job.inject_panic == Some((next, n)) {
                 panic!("injected test panic");
             }
         };
+        // A panic in a codec or the backend ends the run with an error, as
+        // in the pipeline, not the caller's thread.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<FrameRecord> {
-            inject(crate::pipeline::Stage::Decode);
+            enter(crate::pipeline::Stage::Decode);
             let t0 = Instant::now();
             // The header, noted among the sources of its kind once the
             // frame is read whole and found the run's size.
@@ -1096,10 +1099,10 @@ fn run_sequential(
                 sources.note(n, &info);
             }
             let t1 = Instant::now();
-            inject(crate::pipeline::Stage::Compute);
             let (dst, gpu_ns) = if identity {
                 (src, None)
             } else {
+                enter(crate::pipeline::Stage::Compute);
                 let (processed, waited) =
                     compute.work(started, compute_name, 0, n, || process_yielding(engine, &src, &plan, cancel));
                 // Waiting behind previews is not the stage's work.
@@ -1107,7 +1110,7 @@ fn run_sequential(
                 processed?
             };
             let t2 = Instant::now();
-            inject(crate::pipeline::Stage::Encode);
+            enter(crate::pipeline::Stage::Encode);
             let output_bytes = encode.work(started, "encode", 0, n, || -> Result<u64> {
                 Ok(match stream.as_deref_mut() {
                     Some(w) => {
@@ -1135,7 +1138,7 @@ fn run_sequential(
         }))
         .unwrap_or_else(|payload| {
             let msg = crate::error::panic_message(&*payload);
-            Err(Error::Panic(format!("frame {n} panicked: {msg}")))
+            Err(Error::Panic(format!("{:?} stage panicked on frame {n}: {msg}", stage.get())))
         });
         if let Err(e @ Error::Panic(_)) = result {
             return Err(e);

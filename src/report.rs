@@ -151,10 +151,11 @@ pub struct Report {
     /// alpha), divided out as they were read, as a compact list; empty
     /// when none.
     pub premultiplied_list: String,
-    /// Frames whose outputs have other channels than the first frame's
-    /// (grey or color, with or without alpha), as each keeps its own
-    /// source's: the sequence's layout changes there. A compact list;
-    /// empty when none.
+    /// Frames whose sources have other channels than the first frame's
+    /// (grey or color, with or without alpha), of those the output format
+    /// keeps: each output keeps its own source's, so the sequence's layout
+    /// may change there (a color source of grey pixels is written grey in
+    /// a grey sequence all the same). A compact list; empty when none.
     pub other_channels_list: String,
     /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
@@ -279,8 +280,7 @@ impl Report {
             }
             s += ".";
         }
-        // A run that wrote nothing has no throughput to explain.
-        if !self.bottleneck.is_empty() && self.frames_written > 0 {
+        if !self.bottleneck.is_empty() {
             // The CPU backend's slots are host frames: no VRAM to speak of.
             let vram = if self.backend == "gpu" {
                 let (peak, budget) = (self.vram_peak, self.vram_budget);

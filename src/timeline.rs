@@ -388,9 +388,13 @@ mod tests {
         // Decoders beyond the slots: the lane says how many run at once.
         let decode =
             crate::report::StageReport { name: "decode".into(), workers: 8, parallel: 2, ..Default::default() };
-        let svg = render_svg(&Report { stages: vec![decode], pool_size: 2, ..Default::default() });
+        let svg = render_svg(&Report { stages: vec![decode], ..Default::default() });
         assert!(svg.contains(">×8 (2 at once: the slots) · 0 % busy<"), "{svg}");
         assert!(!svg.contains("set-up"), "none to show");
+        let copiers =
+            crate::report::StageReport { name: "readback".into(), workers: 2, parallel: 1, ..Default::default() };
+        let svg = render_svg(&Report { stages: vec![copiers], ..Default::default() });
+        assert!(svg.contains(">×2 (1 at once: the readback buffers) · 0 % busy<"), "{svg}");
         // The set-up before the first frame is shaded and named.
         let encode = crate::report::StageReport { name: "encode".into(), workers: 1, ..Default::default() };
         let svg = render_svg(&Report { stages: vec![encode], seconds: 1.0, setup_s: 0.25, ..Default::default() });

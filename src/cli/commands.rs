@@ -286,7 +286,11 @@ pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     // Kept for the user to look at, and left to them: a temporary folder
     // the system may clear, but an 8K demo is over 100 MB each run.
     let held = framepipe::ledger::human_bytes(folder_bytes(&dir));
-    note!("the folder is kept ({held}); remove it with: rm -rf {}", shell_word(&dir.display().to_string()));
+    if cfg!(unix) {
+        note!("the folder is kept ({held}); remove it with: rm -rf {}", shell_word(&dir.display().to_string()));
+    } else {
+        note!("the folder is kept ({held}); remove it when done: {}", dir.display());
+    }
     Ok(code)
 }
 
@@ -311,4 +315,20 @@ fn folder_bytes(dir: &Path) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo's `rm -rf` line pastes as one word, whatever the path.
+    #[test]
+    fn shell_words_paste_as_one() {
+        assert_eq!(shell_word("/tmp/framepipe-demo-x1Y2"), "/tmp/framepipe-demo-x1Y2");
+        assert_eq!(shell_word("/tmp/my demos/d"), "'/tmp/my demos/d'");
+        assert_eq!(shell_word("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(shell_word("/tmp/a\nb"), "'/tmp/a\nb'");
+        assert_eq!(shell_word("/tmp/$HOME`x`"), "'/tmp/$HOME`x`'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

@@ -289,10 +289,13 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
             note!("notice: {frames} {}: {their} {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
         }
         if !report.other_channels_list.is_empty() {
-            let (frames, have) =
-                if one_frame(&report.other_channels_list) { ("frame", "has") } else { ("frames", "have") };
+            let (frames, have) = if one_frame(&report.other_channels_list) {
+                ("frame", "has a source")
+            } else {
+                ("frames", "have sources")
+            };
             note!(
-                "notice: {frames} {} {have} other channels than the first (grey or color, alpha or not), kept in the output: the sequence's channels change there",
+                "notice: {frames} {} {have} with other channels than the first's (grey or color, alpha or not): outputs keep their own source's, so the sequence's channels may change there",
                 report.other_channels_list
             );
         }

@@ -127,9 +127,44 @@ pub fn decode_with_buffers(
     limits: &DecodeLimits,
     buffers: &dyn Buffers,
     check: impl FnOnce(&FrameInfo) -> Result<()>,
-    sink: impl FnMut(usize, &[u8]) -> Result<()>,
+    mut sink: impl FnMut(usize, &[u8]) -> Result<()>,
 ) -> Result<FrameInfo> {
-    contained(path, || decode_to(path, limits, buffers, check, sink, None))
+    let mut order = InOrder::default();
+    let sink = |at: usize, px: &[u8]| {
+        order.piece(path, at, px.len())?;
+        sink(at, px)
+    };
+    let info = contained(path, || decode_to(path, limits, buffers, check, sink, None))?;
+    order.finish(path, info.width as usize * info.height as usize * info.format.bytes_per_pixel())?;
+    Ok(info)
+}
+
+/// Checks that a decoder's pieces arrive in order, each where the last
+/// ended, and cover the frame: the destination (a recycled host buffer, a
+/// GPU slot's upload) holds an earlier frame's pixels, so a gap would
+/// pass them off as this one's.
+#[derive(Default)]
+struct InOrder {
+    written: usize,
+}
+
+impl InOrder {
+    fn piece(&mut self, path: &Path, at: usize, len: usize) -> Result<()> {
+        if at != self.written {
+            let reason = format!("the decoder wrote at byte {at} of the frame, where {} was next", self.written);
+            return Err(Error::Decode { path: path.to_owned(), reason });
+        }
+        self.written = at.saturating_add(len);
+        Ok(())
+    }
+
+    fn finish(&self, path: &Path, bytes: usize) -> Result<()> {
+        if self.written != bytes {
+            let reason = format!("the decoder gave {} of the frame's {bytes} bytes", self.written);
+            return Err(Error::Decode { path: path.to_owned(), reason });
+        }
+        Ok(())
+    }
 }
 
 /// [`decode_file`] into a buffer from `buffers`, after `check` has
@@ -152,16 +187,9 @@ pub fn decode_file_with(
     };
     let mut data = Vec::new();
     let mut whole = None;
-    // Pieces arrive in order, each where the last ended; a recycled buffer
-    // holds an earlier frame's pixels, so a gap is refused, not left.
-    let mut written = 0;
+    let mut order = InOrder::default();
     let sink = |at: usize, px: &[u8]| {
-        if at != written {
-            return Err(Error::Decode {
-                path: path.to_owned(),
-                reason: format!("the decoder skipped from byte {written} to {at} of the frame"),
-            });
-        }
+        order.piece(path, at, px.len())?;
         if data.is_empty() {
             data = buffers.take(bytes.get());
         }
@@ -170,19 +198,15 @@ pub fn decode_file_with(
             reason: format!("{} bytes at offset {at} overrun the frame", px.len()),
         })?;
         piece.copy_from_slice(px);
-        written = at + px.len();
         Ok(())
     };
     let FrameInfo { width, height, format, has_alpha, .. } =
         contained(path, || decode_to(path, limits, buffers, check, sink, Some(&mut whole)))?;
     let data = match whole {
         Some(whole) => whole,
-        None if written == bytes.get() => data,
         None => {
-            return Err(Error::Decode {
-                path: path.to_owned(),
-                reason: format!("the decoder gave {written} of the frame's {} bytes", bytes.get()),
-            });
+            order.finish(path, bytes.get())?;
+            data
         }
     };
     Ok(HostFrame { width, height, format, has_alpha, data })
@@ -741,6 +765,22 @@ pub(super) fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pieces out of order, or short of the frame, are the file's error:
+    /// never an earlier frame's pixels left in the gap.
+    #[test]
+    fn pieces_must_come_in_order_and_cover_the_frame() {
+        let path = Path::new("f.png");
+        let mut order = InOrder::default();
+        order.piece(path, 0, 8).unwrap();
+        order.piece(path, 8, 8).unwrap();
+        order.finish(path, 16).unwrap();
+        let gap = order.piece(path, 20, 4).unwrap_err().to_string();
+        assert!(gap.contains("f.png") && gap.contains("wrote at byte 20 of the frame, where 16 was next"), "{gap}");
+        assert!(InOrder::default().piece(path, 4, 4).is_err(), "a first piece past the start");
+        let short = order.finish(path, 24).unwrap_err().to_string();
+        assert!(short.contains("gave 16 of the frame's 24 bytes"), "{short}");
+    }
 
     #[test]
     fn a_chunks_debug_form_is_its_name() {

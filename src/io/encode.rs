@@ -283,13 +283,14 @@ pub struct StalePartials {
     pub recent: Vec<PathBuf>,
 }
 
-/// The system's temporary folder and whether `TMPDIR` named it. An empty
-/// `TMPDIR` counts as unset (`/tmp`), where [`std::env::temp_dir`] would
-/// give the working folder: an 8K demo would land beside the user's files.
+/// The system's temporary folder, absolute (it is printed for the user to
+/// find, from anywhere), and whether `TMPDIR` named it. An empty `TMPDIR`
+/// counts as unset (`/tmp`), where [`std::env::temp_dir`] would give the
+/// working folder: an 8K demo would land beside the user's files.
 pub fn temp_root() -> (PathBuf, bool) {
     match std::env::var_os("TMPDIR") {
-        Some(dir) if !dir.is_empty() => (PathBuf::from(dir), true),
-        _ if cfg!(unix) => (PathBuf::from("/tmp"), false),
+        Some(dir) if !dir.is_empty() => (std::path::absolute(&dir).unwrap_or_else(|_| dir.into()), true),
+        Some(_) if cfg!(unix) => (PathBuf::from("/tmp"), false),
         _ => (std::env::temp_dir(), false),
     }
 }

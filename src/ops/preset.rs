@@ -55,7 +55,7 @@ fn one_line(message: &str) -> String {
         .strip_prefix("invalid type: integer ")
         .and_then(|m| m.strip_suffix(" as i128, expected any valid TOML value"))
     {
-        return format!("integer {number} is out of range (at most 2^63 - 1; write a float, 1e20, for more)");
+        return format!("integer {number} is out of range for TOML (-2^63 to 2^63 - 1)");
     }
     let terms = [
         ("expected internally tagged enum Op", "expected an op table: [[op]] with type = \"exposure\" and its values"),
@@ -329,7 +329,7 @@ mod tests {
             ("op = \"blur\"\n", "expected [[op]] tables, one per op"),
             (
                 "[[op]]\ntype = \"exposure\"\nstops = 99999999999999999999\n",
-                "line 3: integer `99999999999999999999` is out of range (at most 2^63 - 1",
+                "line 3: integer `99999999999999999999` is out of range for TOML (-2^63 to 2^63 - 1)",
             ),
             ("[[op]]\ntype = \"blur\"\nsigma = \"big\"\n", "sigma: invalid type: string \"big\", expected a number"),
         ];

@@ -728,7 +728,8 @@ pub(crate) fn run(
 
 /// Per-stage statistics from the workers' clocks, and the bottleneck: the
 /// stage (other than the reader) busiest for its parallelism, whose
-/// utilization is the run's efficiency.
+/// utilization is the run's efficiency. Call it once `frames_written` is
+/// set.
 ///
 /// `slots` and `ring` bound the decodes and the copies out at once (their
 /// threads can do no more than the frame slots, and the readback buffers,
@@ -764,10 +765,11 @@ pub(crate) fn add_stages(
         });
         report.intervals.extend(workers.into_iter().flat_map(|c| c.intervals));
     }
+    // A run that wrote nothing has no throughput to explain: no bottleneck.
     if let Some(b) = report
         .stages
         .iter()
-        .filter(|s| s.name != "read" && s.frames > 0)
+        .filter(|s| s.name != "read" && s.frames > 0 && report.frames_written > 0)
         .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
     {
         report.bottleneck = b.name.clone();

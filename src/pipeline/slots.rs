@@ -115,7 +115,8 @@ fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64,
     drop(backend);
     // A preview that came while the slot was made (the gate is raised
     // without the backend lock) gets its memory back at once: dropped, the
-    // slot frees it, rather than sitting in the pool until shed.
+    // slot frees it, rather than sitting in the pool until shed. (This
+    // narrows the window; one that comes after is served by shedding.)
     if let Ok(s) = maker.new_slot_in(shape, reservation)
         && wanted()
     {

@@ -153,6 +153,22 @@ fn demo_runs_without_a_gpu() {
     let dir = graded.parent().unwrap().display().to_string();
     assert!(stderr.contains(&format!("KiB); remove it with: rm -rf {dir}\n")), "{stderr}");
     framepipe().args(["demo", "--size", "0x36"]).assert().code(2).stderr(contains("invalid size"));
+    // An empty TMPDIR is no TMPDIR: /tmp, not the working folder.
+    #[cfg(unix)]
+    {
+        let cwd = tempfile::tempdir().unwrap();
+        let assert = framepipe()
+            .env("TMPDIR", "")
+            .current_dir(cwd.path())
+            .args(["demo", "--size", "16x8", "--frames", "1", "--backend", "cpu"])
+            .assert()
+            .success();
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let dir = stderr.lines().find_map(|l| l.split("remove it with: rm -rf ").nth(1)).expect("the folder named");
+        assert!(dir.starts_with("/tmp/framepipe-demo-"), "{stderr}");
+        fs::remove_dir_all(dir).unwrap();
+        assert!(files(cwd.path()).is_empty(), "nothing in the working folder");
+    }
     // A temporary folder the system keeps for itself is named, with where
     // it came from.
     framepipe()
@@ -494,7 +510,7 @@ fn frames_with_other_channels_than_the_first_are_named() {
         .args(["process", &input, "-o", &out, "--exposure", "0.5"])
         .assert()
         .success()
-        .stderr(contains("notice: frames 3-4 have other channels than the first"));
+        .stderr(contains("notice: frames 3-4 have sources with other channels than the first"));
     let channels: Vec<u8> = (1..=4)
         .map(|n| image::open(t.path().join(format!("o/m_{n:02}.png"))).unwrap().color().channel_count())
         .collect();
@@ -505,7 +521,7 @@ fn frames_with_other_channels_than_the_first_are_named() {
         .args(["process", &input, "-o", &jpeg, "--exposure", "0.5"])
         .assert()
         .success()
-        .stderr(contains("notice: frames 3-4 have other channels"));
+        .stderr(contains("notice: frames 3-4 have sources with other channels"));
     // One frame, said so; QOI stores no grey, so grey and RGB frames
     // come out alike there.
     let one = t.path().join("c/m_%02d.png").display().to_string();
@@ -513,7 +529,7 @@ fn frames_with_other_channels_than_the_first_are_named() {
         .args(["process", &input, "-o", &one, "--frames", "2-3", "--exposure", "0.5"])
         .assert()
         .success()
-        .stderr(contains("frame 3 has other channels than the first"));
+        .stderr(contains("frame 3 has a source with other channels"));
     framepipe()
         .args(["process", &input, "-o", &t.path().join("q/m_%02d.qoi").display().to_string(), "--frames", "1-3"])
         .assert()
@@ -1101,6 +1117,11 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
         .stderr(contains("s_02.png: is read-only; --overwrite does not replace it"));
     assert_eq!(fs::read(&approved).unwrap(), kept);
     assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
+    // (Writable again, or Windows could not remove the folder after.)
+    let mut writable = fs::metadata(&approved).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    writable.set_readonly(false);
+    fs::set_permissions(&approved, writable).unwrap();
     // A folder where a frame would go is refused before any frame, even
     // with --overwrite.
     fs::create_dir(t.path().join("d")).unwrap();

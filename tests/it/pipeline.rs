@@ -533,7 +533,8 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         job.inject_panic = Some((stage, 3));
         let prepared = framepipe::prepare(&job).unwrap();
         let err = e.run_sequential(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap_err();
-        assert!(matches!(&err, Error::Panic(m) if m.contains("frame 3 panicked: injected test panic")), "{err}");
+        let said = format!("{stage:?} stage panicked on frame 3: injected test panic");
+        assert!(matches!(&err, Error::Panic(m) if m.contains(&said)), "{err}");
         let mut names: Vec<String> =
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
