@@ -335,7 +335,11 @@ impl Engine {
     }
 
     /// The backend, shared by exports and previews: lock it with the
-    /// priority of the work (see [`crate::priority`]).
+    /// priority of the work (see [`crate::priority`]). Machinery, for the
+    /// tests and the binary: a guard held here stops every export and
+    /// preview, and one held while calling [`Engine::preview`] on the same
+    /// thread deadlocks.
+    #[doc(hidden)]
     pub fn backend(&self) -> &PriorityLock<Backend> {
         &self.core.backend
     }
@@ -1052,7 +1056,7 @@ fn run_sequential(
         }
         decode.wait_out += held.elapsed();
         if cancel.is_cancelled() {
-            report.frames_skipped = total - i;
+            report.frames_unwritten = total - i;
             break;
         }
         let n = frame.number;
@@ -1149,7 +1153,7 @@ fn run_sequential(
             // the frame is abandoned with the rest, not a budget failure
             // (as the pipeline drops a refused frame once it is stopping).
             Err(Error::Budget(_)) if cancel.is_cancelled() => {
-                report.frames_skipped = total - i;
+                report.frames_unwritten = total - i;
                 break;
             }
             Ok(record) => {
@@ -1165,7 +1169,7 @@ fn run_sequential(
                 report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });
                 if job.on_error == ErrorPolicy::Stop || matches!(e, Error::Gpu(_) | Error::Stream(_)) {
-                    report.frames_skipped = total - finished;
+                    report.frames_unwritten = total - finished;
                     break;
                 }
             }

@@ -52,6 +52,10 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+// The engine's machinery: public for the benches, the tests and the
+// `framepipe` binary, hidden from the docs, and not part of the API an
+// embedder should build on (it changes as the engine does).
+#[doc(hidden)]
 pub mod bench;
 pub mod cache;
 pub mod engine;
@@ -61,9 +65,11 @@ pub mod gpu;
 pub mod io;
 pub mod ledger;
 pub mod ops;
+#[doc(hidden)]
 pub mod pipeline;
 pub mod pool;
 pub mod preview;
+#[doc(hidden)]
 pub mod priority;
 mod reorder;
 pub mod report;
@@ -73,10 +79,25 @@ pub mod timeline;
 pub use backend::{Backend, BackendKind};
 pub use engine::{Cancel, Engine, EngineConfig, ErrorPolicy, Job, PreparedJob, Progress, prepare};
 pub use error::{Error, Result};
-pub use io::{HostFrame, PixelFormat};
+pub use gpu::FrameShape;
+pub use io::{EncodeOptions, HostFrame, OutputFormat, PixelFormat};
 pub use ops::{Op, OpGraph, Plan, load_preset, process_cpu};
-pub use report::Report;
+pub use pool::PoolSize;
+pub use preview::{PreviewImage, PreviewStats, PreviewView, Scale};
+pub use report::{FrameFailure, FrameRecord, Report};
 pub use sequence::{FrameSpec, MissingPolicy, Sequence};
+
+// What a UI shares between threads must stay shareable.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Engine>();
+    shared::<PreviewView>();
+    shared::<PreviewImage>();
+    shared::<Report>();
+    shared::<Error>();
+    shared::<Cancel>();
+    shared::<PreparedJob>();
+};
 
 /// Locks `m`, taking it over from a thread that panicked holding it: every
 /// state the engine guards is left whole between statements (a panic is

@@ -68,7 +68,7 @@ impl Scale {
 /// the render that made it: a cache hit, or a request that joined a render
 /// under way, returns that same image (shared, not copied), so time a
 /// request on its caller's clock to see what it cost.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PreviewImage {
     /// Frame number.
     pub frame: u64,
@@ -99,6 +99,24 @@ pub struct PreviewImage {
     /// in order: an export's frames). The rest of `render_ms` less
     /// `upload_ms` is the host's: setting up, submitting, the copy out.
     pub on_gpu_ms: f64,
+}
+
+impl std::fmt::Debug for PreviewImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviewImage")
+            .field("frame", &self.frame)
+            .field("scale", &self.scale)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("data", &crate::io::ByteCount(&self.data))
+            .field("decode_ms", &self.decode_ms)
+            .field("wait_ms", &self.wait_ms)
+            .field("upload_ms", &self.upload_ms)
+            .field("render_ms", &self.render_ms)
+            .field("gpu_ms", &self.gpu_ms)
+            .field("on_gpu_ms", &self.on_gpu_ms)
+            .finish()
+    }
 }
 
 /// Counters of the preview machinery.

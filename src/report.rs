@@ -102,7 +102,7 @@ pub struct Report {
     pub failures: Vec<FrameFailure>,
     /// Frames neither written nor failed: never started after a stop or a
     /// cancel, or dropped in flight by one (`unwritten_list` says which).
-    pub frames_skipped: usize,
+    pub frames_unwritten: usize,
     /// Frames inside the range that are not on disk, left out with
     /// `--missing skip`: how many, and which (`5, 7-9`).
     pub frames_missing: u64,
@@ -316,8 +316,8 @@ impl Report {
             let (n, list) = (self.frames_missing, &self.missing_list);
             s += &format!(" {n} missing frame{} left out: {list}.", if n == 1 { "" } else { "s" });
         }
-        if self.frames_skipped > 0 {
-            s += &format!(" {} frame(s) not written: {}.", self.frames_skipped, self.unwritten_list);
+        if self.frames_unwritten > 0 {
+            s += &format!(" {} frame(s) not written: {}.", self.frames_unwritten, self.unwritten_list);
         }
         s
     }

@@ -112,7 +112,7 @@ pub(crate) fn resume_notice(
 ) -> Option<String> {
     // (Failed frames count: under --on-error skip they are all that is
     // left to do.)
-    let left = report.frames_skipped + report.failures.len();
+    let left = report.frames_unwritten + report.failures.len();
     if prepared.is_stream() || opts.demo || left == 0 || report.frames.is_empty() {
         return None;
     }

@@ -302,7 +302,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         // Auto takes two slots or more where two fit (and two frames
         // exist); a budget that holds only one still runs, without
         // overlap, and says so.
-        let frames = report.frames_written + report.failures.len() + report.frames_skipped;
+        let frames = report.frames_written + report.failures.len() + report.frames_unwritten;
         let pooled = !opts.sequential && matches!(opts.pool, PoolSize::Auto);
         if pooled && report.pool_size == 1 && report.backend == "gpu" && frames > 1 {
             note!(
@@ -330,7 +330,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         // `main` ends the process by it, once this run's state is dropped.
         let signal = FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
         ExitCode::from(signal_exit_code(if signal == 0 { CTRL_C } else { signal }))
-    } else if report.failures.is_empty() && report.frames_skipped == 0 && !unwritten {
+    } else if report.failures.is_empty() && report.frames_unwritten == 0 && !unwritten {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -64,7 +64,7 @@ impl std::fmt::Display for PixelFormat {
 }
 
 /// One decoded frame in host memory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HostFrame {
     /// Width in pixels.
     pub width: u32,
@@ -77,6 +77,28 @@ pub struct HostFrame {
     pub has_alpha: bool,
     /// Row-major pixels, `width * height * format.bytes_per_pixel()` bytes.
     pub data: Vec<u8>,
+}
+
+/// Pixels shown by their count, not each byte: a debug print of an 8K
+/// frame (or a failed `assert_eq!` of two) would be 130 MB of text.
+pub(crate) struct ByteCount<'a>(pub(crate) &'a [u8]);
+
+impl std::fmt::Debug for ByteCount<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl std::fmt::Debug for HostFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFrame")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("format", &self.format)
+            .field("has_alpha", &self.has_alpha)
+            .field("data", &ByteCount(&self.data))
+            .finish()
+    }
 }
 
 impl HostFrame {

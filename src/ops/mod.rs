@@ -134,11 +134,27 @@ impl Op {
     }
 }
 
-/// An ordered list of operations, applied first to last.
+/// An ordered list of operations, applied first to last. Deserialized
+/// graphs (an editor's project file) are validated as [`OpGraph::new`]'s.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
 pub struct OpGraph {
     /// The operations.
     pub ops: Vec<Op>,
+}
+
+/// An [`OpGraph`] as read, before [`OpGraph::new`] checks it.
+#[derive(Deserialize)]
+struct Unchecked {
+    ops: Vec<Op>,
+}
+
+impl TryFrom<Unchecked> for OpGraph {
+    type Error = Error;
+
+    fn try_from(graph: Unchecked) -> Result<Self> {
+        OpGraph::new(graph.ops)
+    }
 }
 
 impl OpGraph {
@@ -256,6 +272,20 @@ fn short(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A graph read from a project file is held to the same ranges as one
+    /// built in code: a wild sigma is an error, not a 69 GB kernel.
+    #[test]
+    fn deserialized_graphs_are_validated() {
+        let good: OpGraph = serde_json::from_str(r#"{"ops":[{"type":"blur","sigma":4.0}]}"#).unwrap();
+        assert_eq!(good.ops, [Op::Blur { sigma: 4.0 }]);
+        let wild = serde_json::from_str::<OpGraph>(r#"{"ops":[{"type":"blur","sigma":1e10}]}"#).unwrap_err();
+        assert!(wild.to_string().contains("sigma"), "{wild}");
+        let back: OpGraph = serde_json::from_str(&serde_json::to_string(&good).unwrap()).unwrap();
+        assert_eq!(back, good);
+        let caught = std::panic::catch_unwind(|| BlurKernel::new(1e10)).unwrap_err();
+        assert!(crate::error::panic_message(&*caught).contains("out of range"));
+    }
 
     #[test]
     fn descriptions_show_values_short() {

@@ -98,7 +98,17 @@ pub struct BlurKernel {
 
 impl BlurKernel {
     /// The kernel for `sigma` (> 0).
+    ///
+    /// # Panics
+    /// For a sigma past [`MAX_SIGMA`](super::MAX_SIGMA) or not finite,
+    /// which [`OpGraph::new`](super::OpGraph::new) and every engine entry
+    /// refuse: a panic with the reason, where `1e10` would otherwise ask
+    /// for a 69 GB kernel and abort the process.
     pub fn new(sigma: f64) -> Self {
+        assert!(
+            sigma.is_finite() && sigma <= super::MAX_SIGMA,
+            "blur sigma {sigma} is out of range (validate the graph first: OpGraph::validate)"
+        );
         let radius = (3.0 * sigma).ceil() as u32;
         // The centre tap is 1 whatever sigma is: for a sigma so small that
         // 2σ² underflows to 0, 0/0 would make every weight NaN.

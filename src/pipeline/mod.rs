@@ -431,7 +431,7 @@ pub(crate) fn run(
     report.failures = early;
     // The report of a run that ends before any frame starts.
     let unstarted = |mut report: Report| {
-        report.frames_skipped = total - report.failures.len();
+        report.frames_unwritten = total - report.failures.len();
         report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
         report.seconds = start.elapsed().as_secs_f64();
         report.rss_peak = peak_rss();
@@ -709,7 +709,7 @@ pub(crate) fn run(
     report.fps = report.frames_written as f64 / wall.max(1e-9);
     // Frames a halted stream did not write count as skipped, like the ones
     // never dispatched.
-    report.frames_skipped = total - first - dispatched + dropped + abandoned;
+    report.frames_unwritten = total - first - dispatched + dropped + abandoned;
     report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
     report.cancelled = cancel.is_cancelled();
     report.vram_peak = watch.peak();

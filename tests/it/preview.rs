@@ -602,7 +602,7 @@ fn a_sequential_export_cancelled_while_it_waits_for_preview_memory_is_cancelled(
     stopper.cancel();
     let report = export.join().unwrap().expect("a cancelled run, not an error");
     assert!(report.cancelled && report.failures.is_empty(), "{report:?}");
-    assert_eq!((report.frames_written, report.frames_skipped), (0, 3));
+    assert_eq!((report.frames_written, report.frames_unwritten), (0, 3));
     assert!(!t.path().join("o/o_001.png").exists());
     assert!(e.ledger().peak() <= budget);
 }
