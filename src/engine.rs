@@ -424,10 +424,12 @@ impl Engine {
     /// Runs a prepared job with every stage at once over the slot pool.
     ///
     /// # Errors
-    /// [`Error::Budget`] when not even one slot fits; [`Error::Panic`] when
-    /// a stage panicked, [`Error::Thread`] when the OS would not start one
-    /// of its threads (all threads are joined first). Per-frame failures
-    /// are in the report.
+    /// [`Error::InvalidValue`] for a `job` other than the one `prepared`
+    /// was made from, or whose graph is no longer valid; [`Error::Budget`]
+    /// when not even one slot fits; [`Error::Panic`] when a stage panicked,
+    /// [`Error::Thread`] when the OS would not start one of its threads
+    /// (all threads are joined first). Per-frame failures are in the
+    /// report; a cancel is its `cancelled`, not an error.
     ///
     /// # Panics
     /// When `progress` panics: the panic goes on out of `run` once every

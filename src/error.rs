@@ -137,9 +137,10 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The run was cancelled; or a preview asked through a
-    /// [`PreviewView`](crate::preview::PreviewView) was stopped because
-    /// the engine's last handle went.
+    /// Work that was asked for and stopped before it started: a preview
+    /// asked through a [`PreviewView`](crate::preview::PreviewView) whose
+    /// engine's last handle went. (A cancelled run is not an error: its
+    /// [`Report`](crate::Report) says `cancelled`.)
     #[error("cancelled")]
     Cancelled,
     /// A preview asked through a [`PreviewView`](crate::preview::PreviewView)

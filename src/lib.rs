@@ -35,6 +35,50 @@
 //! # Ok::<(), framepipe::Error>(())
 //! ```
 //!
+//! Embed it in an editor: an export runs in the background while the UI
+//! asks for previews, which come from an LRU cache or go ahead of the
+//! export's frames:
+//!
+//! ```
+//! use framepipe::generate::{GenerateOptions, generate_sequence};
+//! use framepipe::{Cancel, Engine, EngineConfig, Error, Job, MissingPolicy, Op, OpGraph, Scale, Sequence};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let plates = dir.path().join("plates/shot_%04d.png").display().to_string();
+//! # let graded = dir.path().join("graded/shot_%04d.png").display().to_string();
+//! # let opts = GenerateOptions { width: 64, height: 36, frames: 4, start: 1001, ..Default::default() };
+//! # generate_sequence(&opts, &plates, &Default::default(), false)?;
+//! let engine = Engine::new(EngineConfig { vram_budget: 1 << 30, ..Default::default() })?;
+//! let grade = OpGraph::new(vec![Op::Exposure { stops: 0.5 }, Op::Blur { sigma: 2.0 }])?;
+//!
+//! // The export, on a thread of its own; `stop` is the UI's Cancel button.
+//! let job = Job::new(plates.as_str(), graded.as_str(), grade.clone());
+//! let prepared = framepipe::prepare(&job)?;
+//! let (exporter, cancel) = (engine.clone(), Cancel::default());
+//! let stop = cancel.clone();
+//! let export = std::thread::spawn(move || exporter.run(&job, &prepared, &cancel, &mut |_| {}));
+//!
+//! // A preview blocks until its image is there (call it from a worker)...
+//! let seq = Sequence::scan(&plates, None, MissingPolicy::Error)?;
+//! let image = engine.preview(&seq, 1002, &grade, Scale::Half)?;
+//! assert_eq!((image.width, image.height, image.data.len()), (32, 18, 32 * 18 * 4)); // RGBA8
+//! // ...and the same request again is a cache hit: no decode, no GPU.
+//! let again = engine.preview(&seq, 1002, &grade, Scale::Half)?;
+//! assert!(std::sync::Arc::ptr_eq(&image, &again));
+//!
+//! // A UI thread never blocks: a view's newest request supersedes the ones
+//! // not yet rendered (they end with Error::Superseded); poll try_recv().
+//! let viewer = engine.preview_view();
+//! let brighter = OpGraph::new(vec![Op::Exposure { stops: 1.0 }])?;
+//! let newest = viewer.request(&seq, 1003, &brighter, Scale::Quarter);
+//! assert_eq!(newest.recv().expect("answered")?.frame, 1003);
+//!
+//! stop.cancel(); // closing: stop the export and wait for it
+//! let report = export.join().expect("the export thread")?;
+//! assert!(report.frames_written <= 4);
+//! # Ok::<(), Error>(())
+//! ```
+//!
 //! Process one frame in memory with the CPU reference:
 //!
 //! ```

@@ -468,6 +468,11 @@ impl PreviewView {
     /// channel, superseding this view's earlier requests that have not
     /// rendered yet (a cache hit is served while it is the newest). Never
     /// blocks.
+    ///
+    /// # Errors
+    /// On the channel: as [`Engine::preview`]; [`Error::Superseded`] for a
+    /// request a newer one of this view replaced before it rendered;
+    /// [`Error::Thread`] when the view's thread could not be started.
     pub fn request(
         &self,
         sequence: &Sequence,
@@ -1020,6 +1025,14 @@ impl Engine {
     /// returned channel, so a UI thread never blocks. Requests move the
     /// prefetch playhead in the order they were made, whichever thread
     /// gets going first.
+    ///
+    /// Each call is a thread of its own and every request renders: for a
+    /// UI that asks on every slider move, a [`PreviewView`]
+    /// ([`Engine::preview_view`]) renders only the newest.
+    ///
+    /// # Errors
+    /// On the channel: as [`Engine::preview`]; [`Error::Thread`] when no
+    /// thread could be started for it.
     pub fn preview_async(
         &self,
         sequence: &Sequence,
