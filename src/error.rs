@@ -36,7 +36,7 @@ pub enum Error {
     #[error("{0}")]
     Sequence(String),
     /// Frames inside the requested range are absent on disk.
-    #[error("{pattern}: missing frames {list} (use --missing skip to process the others)")]
+    #[error("{pattern}: missing frames {list}")]
     MissingFrames {
         /// The input pattern.
         pattern: String,
@@ -44,7 +44,7 @@ pub enum Error {
         list: String,
     },
     /// An output file exists and overwriting was not allowed.
-    #[error("{0}: output exists (use --overwrite to replace it)")]
+    #[error("{0}: output exists")]
     OutputExists(PathBuf),
     /// An output path is also one of the inputs.
     #[error("{0}: output path is also an input (a frame or the preset); refusing to overwrite a source")]
@@ -65,7 +65,7 @@ pub enum Error {
     /// `--overwrite` would replace a file that is read-only: a mark of a
     /// file not to be replaced (an approved frame), as `cp` and FFmpeg's
     /// `-y` respect it.
-    #[error("{0}: is read-only; --overwrite does not replace it (make it writable to replace it)")]
+    #[error("{0}: is read-only, so not replaced even when overwriting (make it writable to replace it)")]
     OutputReadOnly(PathBuf),
     /// An output (frame, report) would replace a folder.
     #[error("{0}: is a folder; an output must be a file")]

@@ -117,9 +117,7 @@ impl Ledger {
         if bytes > self.budget {
             OWN_OVERSIZED.set(OWN_OVERSIZED.get() + 1);
             let (need, budget) = human_bytes_pair(bytes, self.budget);
-            return Err(Error::Budget(format!(
-                "{what} needs {need}, more than the whole {budget} VRAM budget (raise --vram-budget)"
-            )));
+            return Err(Error::Budget(format!("{what} needs {need}, more than the whole {budget} VRAM budget")));
         }
         Ok(())
     }
@@ -162,7 +160,7 @@ impl Ledger {
         if c.current.checked_add(bytes).is_none_or(|total| total > self.budget) {
             let (need, free) = human_bytes_pair(bytes, self.budget - c.current);
             return Err(Error::Budget(format!(
-                "{what} needs {need}, but only {free} of the {} VRAM budget is free (raise --vram-budget)",
+                "{what} needs {need}, but only {free} of the {} VRAM budget is free",
                 human_bytes(self.budget)
             )));
         }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use framepipe::Error;
 
 use crate::args::{Cli, Command, attach_negative_values, non_utf8_argument, value_options};
 use crate::signals::{FIRST_SIGNAL, STOPPING_NOW, die_by, route_signals};
@@ -76,10 +77,22 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             stopping();
-            note!("error: {e}");
+            note!("error: {e}{}", flag_hint(&e));
             signalled();
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
+    }
+}
+
+/// The flag that changes the outcome of an error, where one does: the
+/// library's messages name no command-line flags (an editor embedding it
+/// shows them to its users), so the command line adds its own.
+fn flag_hint(e: &Error) -> &'static str {
+    match e {
+        Error::MissingFrames { .. } => " (use --missing skip to process the others)",
+        Error::OutputExists(_) => " (use --overwrite to replace it)",
+        Error::Budget(_) => " (raise --vram-budget)",
+        _ => "",
     }
 }
 

@@ -71,7 +71,7 @@ impl Banding {
                 "frame width",
                 width,
                 format!(
-                    "at most {} px for {format} frames with these ops on this adapter: a band of 8 rows must fit one {} binding (--backend cpu has no such limit)",
+                    "at most {} px for {format} frames with these ops on this adapter: a band of 8 rows must fit one {} binding (the CPU backend has no such limit)",
                     limit / (8 * band_bpp(plan, format)),
                     crate::ledger::human_bytes(limit)
                 ),
@@ -82,7 +82,7 @@ impl Banding {
                 "blur radius total",
                 format!("{halo} px"),
                 format!(
-                    "at most {} px for {width}-px-wide frames on this adapter: a band of 8 rows and the context each side must fit the {max_rows} rows one {} binding holds (--backend cpu has no such limit)",
+                    "at most {} px for {width}-px-wide frames on this adapter: a band of 8 rows and the context each side must fit the {max_rows} rows one {} binding holds (the CPU backend has no such limit)",
                     max_rows.saturating_sub(8) / 2,
                     crate::ledger::human_bytes(limit)
                 ),

@@ -513,7 +513,7 @@ pub(crate) fn frame_fits_buffer(bytes: u64, max: u64) -> Result<()> {
         return Err(Error::invalid(
             "frame size for this GPU",
             frame,
-            format!("at most {max}, the adapter's largest buffer; --backend cpu has no such limit"),
+            format!("at most {max}, the adapter's largest buffer; the CPU backend has no such limit"),
         ));
     }
     Ok(())
@@ -530,6 +530,11 @@ mod tests {
         assert!(e.is_usage(), "exit 2: found before any frame");
         let e = e.to_string();
         // (Close sizes are told apart in bytes.)
-        assert!(e.contains("2147483648 B") && e.contains("at most 2146435072 B") && e.contains("--backend cpu"), "{e}");
+        assert!(
+            e.contains("2147483648 B")
+                && e.contains("at most 2146435072 B")
+                && e.contains("the CPU backend has no such limit"),
+            "{e}"
+        );
     }
 }

@@ -171,7 +171,7 @@ fn one_frame_refused(shape: FrameShape, kernels: u64, budget: u64, held: u64) ->
     };
     let (need, budget) = crate::ledger::human_bytes_pair(one_frame_bytes(shape, kernels), budget);
     Error::Budget(format!(
-        "one {} frame needs {need} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {budget} budget{held} (raise --vram-budget)",
+        "one {} frame needs {need} ({} for its slot's upload staging, {} for a readback buffer, {} of kernel buffers), more than the {budget} budget{held}",
         describe(shape),
         human_bytes(slot),
         human_bytes(readback),

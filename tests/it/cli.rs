@@ -1086,7 +1086,11 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
     let out = t.path().join("o/s_%02d.png").display().to_string();
     fs::create_dir(t.path().join("o")).unwrap();
     fs::write(t.path().join("o/s_02.png"), b"precious").unwrap();
-    framepipe().args(["process", &input, "-o", &out]).assert().code(2).stderr(contains("s_02.png: output exists"));
+    framepipe()
+        .args(["process", &input, "-o", &out])
+        .assert()
+        .code(2)
+        .stderr(contains("s_02.png: output exists (use --overwrite to replace it)"));
     assert_eq!(fs::read(t.path().join("o/s_02.png")).unwrap(), b"precious");
     assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
     // Replaced, it keeps its permissions (private stays private).
@@ -1114,7 +1118,7 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
         .args(["process", &input, "-o", &out, "--overwrite", "--exposure", "1"])
         .assert()
         .code(2)
-        .stderr(contains("s_02.png: is read-only; --overwrite does not replace it"));
+        .stderr(contains("s_02.png: is read-only, so not replaced even when overwriting"));
     assert_eq!(fs::read(&approved).unwrap(), kept);
     assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
     // (Writable again, or Windows could not remove the folder after.)
