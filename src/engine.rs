@@ -915,8 +915,9 @@ impl Cancel {
     }
 }
 
-/// Progress events, one per frame.
+/// Progress events, one per frame (more kinds may come: a `_` arm).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Progress<'a> {
     /// A frame was written.
     Done {

@@ -255,6 +255,8 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                 None => note!("{line}"),
             }
         }
+        // Kinds of event this command does not show yet.
+        _ => {}
     };
     let report = match (opts.sequential, prepared.is_stream()) {
         (true, false) => engine.run_sequential(&job, &prepared, &cancel, &mut on_progress)?,

@@ -39,8 +39,11 @@ pub const REC709_LUMA: [f64; 3] = [0.2126, 0.7152, 0.0722];
 
 /// One operation. Values are processed as stored, on 0..1 code values, and
 /// are not clamped between operations (a float pipeline).
+///
+/// More ops are to come: matches on it outside this crate need a `_` arm.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum Op {
     /// Multiply RGB by 2^stops.
     Exposure {

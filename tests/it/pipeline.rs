@@ -513,6 +513,7 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         let mut progress = |p: framepipe::Progress<'_>| match p {
             framepipe::Progress::Failed { .. } => _ = failed.get_or_insert_with(Instant::now),
             framepipe::Progress::Done { .. } => after += usize::from(failed.is_some()),
+            _ => {}
         };
         // `run` returns only after every thread has joined.
         let err = e.run(&job, &prepared, &Cancel::default(), &mut progress).unwrap_err();

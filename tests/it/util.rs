@@ -89,6 +89,7 @@ pub fn reference(src: &HostFrame, ops: &[Op]) -> HostFrame {
                 }
             }
             Op::Blur { .. } => {}
+            ref other => panic!("no reference for {other:?}: write one with the op"),
         }
     }
     let mut out = HostFrame::new(src.width, src.height, src.format, src.has_alpha);
