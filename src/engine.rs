@@ -801,6 +801,19 @@ fn file_targets(
     crate::io::refuse_folder_name(&job.output)?;
     let mut outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
         let pattern = FramePattern::parse(&job.output)?;
+        // One still (`plate.png`) has no number to put in a frame field:
+        // `take#2.png` would silently become `take02.png`.
+        let only = Path::new(&job.input);
+        if sequence.frames.len() == 1
+            && !FramePattern::is_pattern(&job.input)
+            && only.is_file()
+            && crate::sequence::number_in_name(only)?.is_none()
+        {
+            return Err(Error::Sequence(format!(
+                "{}: a frame number field (# or %d), but the input {} is one file with no frame number: name the output as a file",
+                job.output, job.input
+            )));
+        }
         sequence.frames.iter().map(|f| pattern.path(f.number)).collect()
     } else if sequence.frames.len() == 1 {
         vec![PathBuf::from(&job.output)]

@@ -502,14 +502,7 @@ fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Resu
         // A single file: frame number from the digits that end its name
         // (`shot_1001.png`, `shot.1001.png`), else 0: `plate_v2_final.png`
         // is no frame 2, `ev_-1.png` no frame 1. One too large to read is refused, as in a folder.
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-        let n = match last_digits(stem) {
-            // `bracket_-2.png` is no frame -2 (nor 2): a still, frame 0.
-            Some((start, end, _)) if end == stem.len() && signed(stem, start) => 0,
-            Some((_, end, n)) if end == stem.len() => n,
-            None if stem.bytes().last().is_some_and(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
-            _ => 0,
-        };
+        let n = number_in_name(path)?.unwrap_or(0);
         return Ok((BTreeMap::from([(n, path.to_path_buf())]), BTreeMap::new()));
     }
     if std::fs::metadata(path).is_ok() {
@@ -723,6 +716,23 @@ pub fn output_identity(output: &str) -> String {
 
 /// A file named like a frame of the sequence whose number framepipe cannot
 /// hold: refused by name rather than left out without a word.
+/// The frame number a single file's name gives: the digits that end its
+/// stem, unsigned; `None` for a still (`plate_v2_final.png`,
+/// `bracket_-2.png`), which is frame 0.
+///
+/// # Errors
+/// [`Error::Sequence`] for a number too long to read.
+pub(crate) fn number_in_name(path: &Path) -> Result<Option<u64>> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    Ok(match last_digits(stem) {
+        // `bracket_-2.png` is no frame -2 (nor 2): a still.
+        Some((start, end, _)) if end == stem.len() && signed(stem, start) => None,
+        Some((_, end, n)) if end == stem.len() => Some(n),
+        None if stem.bytes().last().is_some_and(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
+        _ => None,
+    })
+}
+
 fn unreadable_number(path: &Path) -> Error {
     Error::Sequence(format!(
         "{}: a frame number framepipe cannot read (at most {MAX_PAD} digits, up to {})",

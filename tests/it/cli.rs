@@ -774,6 +774,27 @@ fn usage_error(args: &[&str], expect: &str) {
     );
 }
 
+/// One still in, one file out: an output with a frame field has no number
+/// to take (`take#2.png` would become `take02.png`); a numbered file is a
+/// frame, whose number the field takes.
+#[test]
+fn a_still_has_no_frame_number_for_an_output_field() {
+    let t = tempfile::tempdir().unwrap();
+    let numbered = sequence(t.path(), "s_%04d.png", 42, 1, PixelFormat::Rgba8).replace("%04d", "0042");
+    let still = t.path().join("plate.png");
+    fs::copy(&numbered, &still).unwrap();
+    let (still, take) = (still.display().to_string(), t.path().join("take#2.png").display().to_string());
+    usage_error(&["process", &still, "-o", &take, "--exposure", "1"], "is one file with no frame number");
+    assert!(!t.path().join("take02.png").exists());
+    framepipe()
+        .args(["process", &still, "-o", &t.path().join("graded.png").display().to_string(), "-q"])
+        .assert()
+        .success();
+    let out = t.path().join("o_%04d.png").display().to_string();
+    framepipe().args(["process", &numbered, "-o", &out, "-q"]).assert().success();
+    assert!(t.path().join("o_0042.png").is_file());
+}
+
 /// Argument errors from the parser are one line too, naming the argument
 /// and keeping clap's suggestion; help still prints in full.
 #[test]
