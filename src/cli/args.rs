@@ -179,7 +179,7 @@ pub(crate) struct BenchPoolArgs {
     /// Write the chart (frames/s and peak memory against pool size).
     #[arg(long, value_name = "FILE.svg", default_value = "bench-pool.svg")]
     pub(crate) chart: PathBuf,
-    /// Replace an existing CSV or chart.
+    /// Replace an existing CSV or chart (not a read-only one).
     #[arg(long)]
     pub(crate) overwrite: bool,
     /// Print only the table, notices and errors (no line per run).
@@ -195,7 +195,7 @@ pub(crate) struct RunArgs {
     /// Use the adapter whose name contains this text.
     #[arg(long, value_name = "NAME")]
     pub(crate) adapter: Option<String>,
-    /// Replace existing output files.
+    /// Replace existing output files (not read-only ones: make those writable first).
     #[arg(long)]
     pub(crate) overwrite: bool,
     /// Keep the output files that exist and process only the other frames (resume an interrupted
@@ -261,7 +261,7 @@ pub(crate) struct GenerateArgs {
     /// Output pattern, e.g. plates/shot_%04d.png.
     #[arg(short, long)]
     pub(crate) output: String,
-    /// Replace existing files.
+    /// Replace existing files (not read-only ones).
     #[arg(long)]
     pub(crate) overwrite: bool,
     /// PNG deflate effort (default: fast).
