@@ -36,7 +36,7 @@ pub enum Error {
     #[error("{0}")]
     Sequence(String),
     /// Frames inside the requested range are absent on disk.
-    #[error("{pattern}: missing frames {list}")]
+    #[error("{}: missing frame{} {}", .pattern, if .list.contains([',', '-']) { "s" } else { "" }, .list)]
     MissingFrames {
         /// The input pattern.
         pattern: String,
@@ -65,7 +65,7 @@ pub enum Error {
     /// `--overwrite` would replace a file that is read-only: a mark of a
     /// file not to be replaced (an approved frame), as `cp` and FFmpeg's
     /// `-y` respect it.
-    #[error("{0}: is read-only, so not replaced even when overwriting (make it writable to replace it)")]
+    #[error("{0}: is read-only (or not this user's to write), so it is not replaced; make it writable to replace it")]
     OutputReadOnly(PathBuf),
     /// An output (frame, report) would replace a folder.
     #[error("{0}: is a folder; an output must be a file")]

@@ -302,7 +302,8 @@ impl Report {
             let mut numbers: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
             numbers.sort_unstable();
             let list = crate::sequence::compact_runs(&crate::sequence::runs_of(numbers));
-            s += &format!(" {} frame(s) failed: {list}.", self.failures.len());
+            let n = self.failures.len();
+            s += &format!(" {n} frame{} failed: {list}.", if n == 1 { "" } else { "s" });
         }
         if self.frames_existing > 0 {
             let (n, list) = (self.frames_existing, &self.existing_list);
@@ -317,7 +318,8 @@ impl Report {
             s += &format!(" {n} missing frame{} left out: {list}.", if n == 1 { "" } else { "s" });
         }
         if self.frames_unwritten > 0 {
-            s += &format!(" {} frame(s) not written: {}.", self.frames_unwritten, self.unwritten_list);
+            let n = self.frames_unwritten;
+            s += &format!(" {n} frame{} not written: {}.", if n == 1 { "" } else { "s" }, self.unwritten_list);
         }
         s
     }

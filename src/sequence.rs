@@ -415,6 +415,14 @@ impl Sequence {
                 }
             }
         }
+        // None there at all is that error, whatever `missing` says: no
+        // other frames for skipping to leave.
+        if frames.is_empty() && !absent.is_empty() {
+            return Err(Error::Sequence(format!(
+                "{input}: none of the requested frames exist ({})",
+                compact_runs(&absent)
+            )));
+        }
         if !absent.is_empty() && missing == MissingPolicy::Error {
             return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_runs(&absent) });
         }

@@ -286,20 +286,24 @@ pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     // Kept for the user to look at, and left to them: a temporary folder
     // the system may clear, but an 8K demo is over 100 MB each run.
     let held = framepipe::ledger::human_bytes(folder_bytes(&dir));
-    if cfg!(unix) {
-        note!("the folder is kept ({held}); remove it with: rm -rf {}", shell_word(&dir.display().to_string()));
+    if let Some(word) = shell_word(&dir.display().to_string()).filter(|_| cfg!(unix)) {
+        note!("the folder is kept ({held}); remove it with: rm -rf {word}");
     } else {
         note!("the folder is kept ({held}); remove it when done: {}", dir.display());
     }
     Ok(code)
 }
 
-/// `word` as one shell word: as it is when plain, else single-quoted.
-fn shell_word(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%".contains(c)) {
-        word.to_string()
+/// `word` as one shell word: as it is when plain, else single-quoted;
+/// none for a word with control characters, which the terminal line
+/// shows escaped (`\n`): pasted back, that would name another path.
+fn shell_word(word: &str) -> Option<String> {
+    if word.chars().any(char::is_control) {
+        None
+    } else if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%".contains(c)) {
+        Some(word.to_string())
     } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
+        Some(format!("'{}'", word.replace('\'', r"'\''")))
     }
 }
 
@@ -324,11 +328,14 @@ mod tests {
     /// The demo's `rm -rf` line pastes as one word, whatever the path.
     #[test]
     fn shell_words_paste_as_one() {
-        assert_eq!(shell_word("/tmp/framepipe-demo-x1Y2"), "/tmp/framepipe-demo-x1Y2");
-        assert_eq!(shell_word("/tmp/my demos/d"), "'/tmp/my demos/d'");
-        assert_eq!(shell_word("/tmp/it's"), r"'/tmp/it'\''s'");
-        assert_eq!(shell_word("/tmp/a\nb"), "'/tmp/a\nb'");
-        assert_eq!(shell_word("/tmp/$HOME`x`"), "'/tmp/$HOME`x`'");
-        assert_eq!(shell_word(""), "''");
+        let word = |w: &str| shell_word(w).unwrap();
+        assert_eq!(word("/tmp/framepipe-demo-x1Y2"), "/tmp/framepipe-demo-x1Y2");
+        assert_eq!(word("/tmp/my demos/d"), "'/tmp/my demos/d'");
+        assert_eq!(word("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(word("/tmp/$HOME`x`"), "'/tmp/$HOME`x`'");
+        assert_eq!(word(""), "''");
+        // Printed escaped, it would not paste back: no command then.
+        assert_eq!(shell_word("/tmp/a\nb"), None);
+        assert_eq!(shell_word("/tmp/a\tb"), None);
     }
 }

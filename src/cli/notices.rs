@@ -88,12 +88,15 @@ pub(crate) fn stale_notice(found: &framepipe::io::StalePartials, quiet: bool) {
     let dir = |p: &PathBuf| framepipe::io::parent_dir(p).display().to_string();
     if let Some(first) = found.removed.first() {
         let (n, dir) = (found.removed.len(), dir(first));
-        note!("notice: removed {n} unfinished output(s) a killed run left in {dir} (.framepipe-*.partial)");
+        let s = if n == 1 { "" } else { "s" };
+        note!("notice: removed {n} unfinished output{s} a killed run left in {dir} (.framepipe-*.partial)");
     }
     if let Some(first) = found.recent.first() {
         let (n, dir) = (found.recent.len(), dir(first));
+        let (s, they) = if n == 1 { ("", "it") } else { ("s", "they") };
         note!(
-            "notice: kept {n} unfinished output(s) in {dir} (.framepipe-*.partial): under 10 minutes old, they may be another machine's run's; a run after that removes them"
+            "notice: kept {n} unfinished output{s} in {dir} (.framepipe-*.partial): under 10 minutes old, {they} may be another machine's run's; a run after that removes {}",
+            if n == 1 { "it" } else { "them" }
         );
     }
 }
@@ -160,9 +163,10 @@ pub(crate) fn earlier_render_notice(
     Some(match kept.len() {
         1 => format!("notice: {} (frame {first} failed) still holds an earlier render, left as it was", path.display()),
         n => format!(
-            "notice: the outputs of the {n} failed frames {} ({} and others) still hold an earlier render, left as they were",
+            "notice: the outputs of the {n} failed frames {} ({} and {}) still hold an earlier render, left as they were",
             framepipe::sequence::stepped_spec(&kept.iter().map(|k| k.0).collect::<Vec<_>>()),
-            path.display()
+            path.display(),
+            if n == 2 { "1 other".to_string() } else { format!("{} others", n - 1) }
         ),
     })
 }

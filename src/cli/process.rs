@@ -190,6 +190,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     let cancel = Cancel::default();
     // The first interrupt now asks this run to stop (see `on_signal`).
     STREAMING.store(prepared.is_stream(), std::sync::atomic::Ordering::SeqCst);
+    crate::signals::QUIET.store(opts.quiet, std::sync::atomic::Ordering::SeqCst);
     // What a second interrupt can say of finishing (not after --overwrite:
     // the files not yet replaced are an older render's, which it keeps).
     RESUMABLE.store(

@@ -7,6 +7,10 @@ use framepipe::Cancel;
 /// `demo`) has one going.
 pub(crate) static RUN: std::sync::OnceLock<Cancel> = std::sync::OnceLock::new();
 
+/// Set by a `-q` run: a stop it was asked for is said by its exit code
+/// alone.
+pub(crate) static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Set by the demo, whose folder a second Ctrl-C removes whole.
 pub(crate) static DEMO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -22,10 +26,12 @@ fn on_signal(signal: i32) {
         .is_ok();
     match RUN.get() {
         Some(run) if first && STREAMING.load(std::sync::atomic::Ordering::SeqCst) => {
-            note!(
-                "framepipe: stopping: finishing the frame being written to stdout (interrupt again to stop now; stops at once in {} s if the reader does not take it)",
-                STREAM_GRACE.as_secs()
-            );
+            if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
+                note!(
+                    "framepipe: stopping: finishing the frame being written to stdout (interrupt again to stop now; stops at once in {} s if the reader does not take it)",
+                    STREAM_GRACE.as_secs()
+                );
+            }
             run.cancel();
             // A reader that stalls holds that write, and the run, forever:
             // one signal from a supervisor must still end it.
@@ -39,7 +45,9 @@ fn on_signal(signal: i32) {
             });
         }
         Some(run) if first => {
-            note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
+            if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
+                note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
+            }
             run.cancel();
         }
         _ => stop_now(signal),
@@ -198,7 +206,10 @@ fn stop_now(signal: i32) -> ! {
     let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
-    note!("framepipe: stopped at once; {kept}{removed} unfinished output(s) removed");
+    note!(
+        "framepipe: stopped at once; {kept}{removed} unfinished output{} removed",
+        if removed == 1 { "" } else { "s" }
+    );
     for report in stale.iter().flat_map(|s| s.iter()).filter(|r| r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {
             note!(

@@ -535,11 +535,30 @@ pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
 
 /// Refuses to replace a read-only file (see [`Error::OutputReadOnly`]);
 /// checked again just before the rename, as it may be made so mid-run.
+/// Read-only is a file with no write bit at all (refused even for root:
+/// an approved frame), or one this user may not write (owner bits
+/// without `w`, another user's file): the rename would replace it all the
+/// same, as the folder allows, where `cp` would fail.
 fn refuse_read_only(path: &Path) -> Result<()> {
-    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().readonly()) {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    if meta.is_file() && (meta.permissions().readonly() || !writable(path)) {
         return Err(Error::OutputReadOnly(path.to_owned()));
     }
     Ok(())
+}
+
+/// Whether this process may write `path` (`access(W_OK)`).
+#[cfg(unix)]
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: a valid NUL-terminated path; access() only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+#[cfg(not(unix))]
+fn writable(_: &Path) -> bool {
+    true
 }
 
 /// Whether `path` is in `/proc` or `/dev` (not `/dev/shm`, a RAM disk of

@@ -133,7 +133,14 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
                     !p.is_empty() && p.len() <= 40 && !p.contains('\n') && !msg.contains(&format!("`{p}`"))
                 });
                 match piece {
-                    Some(p) => format!("line {}: {msg} (`{}`)", lines.of(span.start), p.escape_debug()),
+                    // Quotes as written; only control characters escaped.
+                    Some(p) => {
+                        let shown: String = p
+                            .chars()
+                            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+                            .collect();
+                        format!("line {}: {msg} (`{shown}`)", lines.of(span.start))
+                    }
                     None => format!("line {}: {msg}", lines.of(span.start)),
                 }
             }
@@ -326,7 +333,7 @@ mod tests {
             // Said in the preset's terms, not serde's Rust types.
             ("op = [1, 2]\n", "op 1 (line 1): invalid type: integer `1`, expected an op table: [[op]] with type"),
             ("[op]\ntype = \"blur\"\nsigma = 1\n", "line 1: invalid type: table, expected [[op]] tables, one per op"),
-            ("op = \"blur\"\n", "expected [[op]] tables, one per op"),
+            ("op = \"blur\"\n", "expected [[op]] tables, one per op (`\"blur\"`)"),
             (
                 "[[op]]\ntype = \"exposure\"\nstops = 99999999999999999999\n",
                 "line 3: integer `99999999999999999999` is out of range for TOML (-2^63 to 2^63 - 1)",

@@ -194,7 +194,7 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
         (&["--format", "bmp"][..], "invalid --format bmp"),
         (&["--format", "%d.png"][..], "invalid --format %d.png"),
         (&["--pools", "2,1,2"][..], "invalid --pools 2"),
-        (&[][..], "missing frames 2"),
+        (&[][..], "missing frame 2 (use --missing skip"),
     ] {
         let out = Command::cargo_bin("framepipe")
             .unwrap()

@@ -327,6 +327,9 @@ fn missing_frames_are_listed_or_skipped() {
         .assert()
         .code(2)
         .stderr(contains("4, 7-8, 11-12"));
+    // One missing frame is one; none of them there is no gap to skip.
+    usage_error(&["process", &input, "-o", &out2, "--frames", "3-4"], "missing frame 4 (use --missing skip");
+    usage_error(&["process", &input, "-o", &out2, "--frames", "7-8"], "none of the requested frames exist (7-8)");
     // A stray file numbered far beyond the others is one gap, named as
     // such, not trillions of numbers to list (or allocate).
     fs::copy(t.path().join("s_0001.png"), t.path().join("s_20240315120000.png")).unwrap();
@@ -623,7 +626,8 @@ fn one_error_line_under_stop_one_per_frame_under_skip() {
         let run = framepipe().args(args).assert().code(1);
         let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
         let errors = stderr.lines().filter(|l| l.starts_with("error:")).count();
-        let failed = stderr.split(" frame(s) failed").next().and_then(|s| s.rsplit(' ').next()?.parse().ok());
+        // "... 15 frames failed: 1-15." (or "1 frame failed: 4.")
+        let failed = stderr.split(" failed: ").next().and_then(|s| s.rsplit(' ').nth(1)?.parse().ok());
         (errors, failed.unwrap_or_else(|| panic!("no count of failed frames: {stderr}")))
     };
     assert_eq!(run("skip", 0), (15, 15));
@@ -1139,9 +1143,21 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
         .args(["process", &input, "-o", &out, "--overwrite", "--exposure", "1"])
         .assert()
         .code(2)
-        .stderr(contains("s_02.png: is read-only, so not replaced even when overwriting"));
+        .stderr(contains("s_02.png: is read-only (or not this user's to write), so it is not replaced"));
     assert_eq!(fs::read(&approved).unwrap(), kept);
     assert_eq!(files(&t.path().join("o")), ["s_02.png"]);
+    // Write bits for the group only: not the owner's to write (root may).
+    #[cfg(unix)]
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&approved, fs::Permissions::from_mode(0o464)).unwrap();
+        framepipe()
+            .args(["process", &input, "-o", &out, "--overwrite", "--exposure", "1"])
+            .assert()
+            .code(2)
+            .stderr(contains("s_02.png: is read-only (or not this user's to write)"));
+        assert_eq!(fs::read(&approved).unwrap(), kept);
+    }
     // (Writable again, or Windows could not remove the folder after.)
     let mut writable = fs::metadata(&approved).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]
@@ -1700,7 +1716,7 @@ fn the_next_run_removes_a_killed_runs_unfinished_outputs() {
             "process" => vec!["process", &input, "-o", &out, "--backend", "cpu"],
             _ => vec!["generate", "--size", "8x8", "--frames", "2", "-o", &out],
         };
-        let notice = format!("notice: removed 1 unfinished output(s) a killed run left in {}", dir.display());
+        let notice = format!("notice: removed 1 unfinished output a killed run left in {}", dir.display());
         framepipe().args(args).assert().success().stderr(contains(notice));
         assert_eq!(files(&dir), [".framepipe-my notes.partial", "o_01.png", "o_02.png"], "{cmd}");
     }

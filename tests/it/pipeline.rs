@@ -455,7 +455,7 @@ fn failing_frame_skip_and_stop() {
             .assert()
             .code(1)
             // The summary names the frame to look at.
-            .stderr(predicates::str::contains("s_006.png").and(predicates::str::contains("1 frame(s) failed: 6.")));
+            .stderr(predicates::str::contains("s_006.png").and(predicates::str::contains("1 frame failed: 6.")));
         let mut written: Vec<_> =
             fs::read_dir(&skip).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
         written.sort();
