@@ -492,7 +492,8 @@ fn run(
         &busy.preview_stats(),
     );
     if let Some(first) = failed.first() {
-        println!("\n{} export frame(s) failed; the first: {first}", failed.len());
+        let n = failed.len();
+        println!("\n{n} export frame{} failed; the first: {first}", if n == 1 { "" } else { "s" });
     }
     // The figures the editor issue sets targets for, in one place.
     let p95 = |rs: &[Request], phase: Option<&str>| {

@@ -1,6 +1,6 @@
 //! The engine and its jobs: a sequence in, an op graph, frames out.
 //!
-//! [`Engine::run`] is the pipelined path (see [`crate::pipeline`]).
+//! [`Engine::run`] is the pipelined path (the `pipeline` module).
 //! [`Engine::run_sequential`] is the one-frame-at-a-time path: decode,
 //! process, encode, write, next. It is simple enough to be obviously right,
 //! which makes it the oracle the pipelined path must match byte for byte.
@@ -804,11 +804,7 @@ fn file_targets(
         // One still (`plate.png`) has no number to put in a frame field:
         // `take#2.png` would silently become `take02.png`.
         let only = Path::new(&job.input);
-        if sequence.frames.len() == 1
-            && !FramePattern::is_pattern(&job.input)
-            && only.is_file()
-            && crate::sequence::number_in_name(only)?.is_none()
-        {
+        if sequence.frames.len() == 1 && only.is_file() && crate::sequence::number_in_name(only)?.is_none() {
             return Err(Error::Sequence(format!(
                 "{}: a frame number field (# or %d), but the input {} is one file with no frame number: name the output as a file",
                 job.output, job.input

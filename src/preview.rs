@@ -7,14 +7,14 @@
 //! one frame never decodes twice), runs the plan
 //! at full resolution, area-averages it on the GPU and reads back only the
 //! small image (a 1/4 preview reads back 1/16 of the bytes). The backend is
-//! taken at [`Priority::Preview`], so a waiting preview goes before every
+//! taken at preview priority, so a waiting preview goes before every
 //! export frame that is not already on the GPU; the decode happens on the
 //! requesting thread (the caller's, or its view's or async preview's own),
 //! never queued behind the export's decoders. When the
 //! VRAM budget is full, the export hands slots back until the preview fits.
 //!
 //! After each request the engine prefetches the next few frames in the
-//! direction the playhead moved, at [`Priority::Prefetch`] (below previews,
+//! direction the playhead moved, at prefetch priority (below previews,
 //! above exports); a jump cancels what is still queued. Each
 //! [`PreviewView`] (a viewer, a thumbnail strip) has a playhead of its own,
 //! as do the engine's own [`Engine::preview`] calls, so one does not turn
@@ -103,18 +103,32 @@ pub struct PreviewImage {
 
 impl std::fmt::Debug for PreviewImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one must be added here too.
+        let PreviewImage {
+            frame,
+            scale,
+            width,
+            height,
+            data,
+            decode_ms,
+            wait_ms,
+            upload_ms,
+            render_ms,
+            gpu_ms,
+            on_gpu_ms,
+        } = self;
         f.debug_struct("PreviewImage")
-            .field("frame", &self.frame)
-            .field("scale", &self.scale)
-            .field("width", &self.width)
-            .field("height", &self.height)
-            .field("data", &crate::io::ByteCount(&self.data))
-            .field("decode_ms", &self.decode_ms)
-            .field("wait_ms", &self.wait_ms)
-            .field("upload_ms", &self.upload_ms)
-            .field("render_ms", &self.render_ms)
-            .field("gpu_ms", &self.gpu_ms)
-            .field("on_gpu_ms", &self.on_gpu_ms)
+            .field("frame", frame)
+            .field("scale", scale)
+            .field("width", width)
+            .field("height", height)
+            .field("data", &crate::io::ByteCount(data))
+            .field("decode_ms", decode_ms)
+            .field("wait_ms", wait_ms)
+            .field("upload_ms", upload_ms)
+            .field("render_ms", render_ms)
+            .field("gpu_ms", gpu_ms)
+            .field("on_gpu_ms", on_gpu_ms)
             .finish()
     }
 }

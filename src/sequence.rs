@@ -417,17 +417,12 @@ impl Sequence {
         }
         // None there at all is that error, whatever `missing` says: no
         // other frames for skipping to leave.
-        if frames.is_empty() && !absent.is_empty() {
-            return Err(Error::Sequence(format!(
-                "{input}: none of the requested frames exist ({})",
-                compact_runs(&absent)
-            )));
+        if frames.is_empty() {
+            let which = if absent.is_empty() { String::new() } else { format!(" ({})", compact_runs(&absent)) };
+            return Err(Error::Sequence(format!("{input}: none of the requested frames exist{which}")));
         }
         if !absent.is_empty() && missing == MissingPolicy::Error {
             return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_runs(&absent) });
-        }
-        if frames.is_empty() {
-            return Err(Error::Sequence(format!("{input}: none of the requested frames exist")));
         }
         let matched = found.into_values().collect();
         Ok(Sequence { source: input.to_string(), frames: frames.into(), missing: absent, matched })
@@ -722,8 +717,6 @@ pub fn output_identity(output: &str) -> String {
     }
 }
 
-/// A file named like a frame of the sequence whose number framepipe cannot
-/// hold: refused by name rather than left out without a word.
 /// The frame number a single file's name gives: the digits that end its
 /// stem, unsigned; `None` for a still (`plate_v2_final.png`,
 /// `bracket_-2.png`), which is frame 0.
@@ -741,6 +734,8 @@ pub(crate) fn number_in_name(path: &Path) -> Result<Option<u64>> {
     })
 }
 
+/// A file named like a frame of the sequence whose number framepipe cannot
+/// hold: refused by name rather than left out without a word.
 fn unreadable_number(path: &Path) -> Error {
     Error::Sequence(format!(
         "{}: a frame number framepipe cannot read (at most {MAX_PAD} digits, up to {})",

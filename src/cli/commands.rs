@@ -286,7 +286,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     // Kept for the user to look at, and left to them: a temporary folder
     // the system may clear, but an 8K demo is over 100 MB each run.
     let held = framepipe::ledger::human_bytes(folder_bytes(&dir));
-    if let Some(word) = shell_word(&dir.display().to_string()).filter(|_| cfg!(unix)) {
+    if let Some(word) = cfg!(unix).then(|| shell_word(&dir.display().to_string())).flatten() {
         note!("the folder is kept ({held}); remove it with: rm -rf {word}");
     } else {
         note!("the folder is kept ({held}); remove it when done: {}", dir.display());

@@ -91,12 +91,14 @@ impl std::fmt::Debug for ByteCount<'_> {
 
 impl std::fmt::Debug for HostFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one must be added here too.
+        let HostFrame { width, height, format, has_alpha, data } = self;
         f.debug_struct("HostFrame")
-            .field("width", &self.width)
-            .field("height", &self.height)
-            .field("format", &self.format)
-            .field("has_alpha", &self.has_alpha)
-            .field("data", &ByteCount(&self.data))
+            .field("width", width)
+            .field("height", height)
+            .field("format", format)
+            .field("has_alpha", has_alpha)
+            .field("data", &ByteCount(data))
             .finish()
     }
 }

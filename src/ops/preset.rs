@@ -133,11 +133,17 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
                     !p.is_empty() && p.len() <= 40 && !p.contains('\n') && !msg.contains(&format!("`{p}`"))
                 });
                 match piece {
-                    // Quotes as written; only control characters escaped.
+                    // Quotes as written; control and invisible characters escaped.
                     Some(p) => {
                         let shown: String = p
                             .chars()
-                            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+                            .map(|c| {
+                                if matches!(c, '"' | '\'' | '\\') {
+                                    c.to_string()
+                                } else {
+                                    c.escape_debug().to_string()
+                                }
+                            })
                             .collect();
                         format!("line {}: {msg} (`{shown}`)", lines.of(span.start))
                     }
