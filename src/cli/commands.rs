@@ -89,12 +89,12 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         budget,
         args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
         args.repeat,
-        if args.repeat == 1 { "" } else { "s" }
+        crate::plural(args.repeat)
     );
     if !sequence.missing.is_empty() {
         let n = sequence.missing_count();
         let list = framepipe::sequence::compact_runs(&sequence.missing);
-        note!("bench-pool: {n} missing frame{} left out: {list}", if n == 1 { "" } else { "s" });
+        note!("bench-pool: {n} missing frame{} left out: {list}", crate::plural(n));
     }
     // A fixed pool takes no more slots than the run has frames (as in
     // `process`): said before the runs, not found in the table's slots.
@@ -102,7 +102,7 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let capped: Vec<String> =
         args.pools.iter().filter(|p| matches!(p, PoolSize::Fixed(n) if *n > frames)).map(|p| p.to_string()).collect();
     if !capped.is_empty() {
-        let s = |n: usize| if n == 1 { "" } else { "s" };
+        let s = crate::plural::<usize>;
         note!(
             "bench-pool: pool{} {} run{} with {frames} slot{}: a slot past the sequence's {frames} frame{} would never hold one",
             s(capped.len()),
@@ -123,10 +123,10 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
                 "  pool {} ({} slot{}) run {}: {} frame{} in {:.2} s, {:.3} frames/s",
                 r.requested,
                 r.pool_size,
-                if r.pool_size == 1 { "" } else { "s" },
+                crate::plural(r.pool_size),
                 r.repeat,
                 r.frames,
-                if r.frames == 1 { "" } else { "s" },
+                crate::plural(r.frames),
                 r.seconds,
                 r.fps
             )
@@ -198,7 +198,7 @@ pub(crate) fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
         let n = written.len();
         note!(
             "wrote {n} frame{} of {width}x{height} ({kept}-bit) to {} in {:.1} s",
-            if n == 1 { "" } else { "s" },
+            crate::plural(n),
             args.output,
             t.elapsed().as_secs_f64()
         );
@@ -251,7 +251,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let plates = dir.join("plates/shot_%04d.png").display().to_string();
     let graded = dir.join("graded/shot_%04d.png").display().to_string();
     let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
-    let s = if args.frames == 1 { "" } else { "s" };
+    let s = crate::plural(args.frames);
     note!("generating {} frame{s} of {width}x{height} in {} ...", args.frames, dir.display());
     let t = Instant::now();
     generate_sequence(&opts, &plates, &EncodeOptions::default(), false)?;

@@ -19,6 +19,11 @@ macro_rules! note {
     }};
 }
 
+/// The plural ending for a count: `frame{}` of 1 is `frame`, of 2 `frames`.
+pub(crate) fn plural<N: PartialEq + From<u8>>(n: N) -> &'static str {
+    if n == N::from(1) { "" } else { "s" }
+}
+
 mod args;
 mod commands;
 mod files;

@@ -16,7 +16,7 @@ pub(crate) const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF asso
 
 /// What becomes of a source's `n` extra channels of no stated meaning.
 pub(crate) fn unnamed_notice(n: std::num::NonZeroU16) -> String {
-    let (n, s) = (n.get(), if n.get() == 1 { "" } else { "s" });
+    let (n, s) = (n.get(), crate::plural(n.get()));
     format!(
         "the sources hold {n} extra channel{s} of no stated meaning (TIFF ExtraSamples 0: a saved selection, a matte), not alpha: left out of the outputs"
     )
@@ -88,7 +88,7 @@ pub(crate) fn stale_notice(found: &framepipe::io::StalePartials, quiet: bool) {
     let dir = |p: &PathBuf| framepipe::io::parent_dir(p).display().to_string();
     if let Some(first) = found.removed.first() {
         let (n, dir) = (found.removed.len(), dir(first));
-        let s = if n == 1 { "" } else { "s" };
+        let s = crate::plural(n);
         note!("notice: removed {n} unfinished output{s} a killed run left in {dir} (.framepipe-*.partial)");
     }
     if let Some(first) = found.recent.first() {

@@ -206,10 +206,7 @@ fn stop_now(signal: i32) -> ! {
     let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
-    note!(
-        "framepipe: stopped at once; {kept}{removed} unfinished output{} removed",
-        if removed == 1 { "" } else { "s" }
-    );
+    note!("framepipe: stopped at once; {kept}{removed} unfinished output{} removed", crate::plural(removed));
     for report in stale.iter().flat_map(|s| s.iter()).filter(|r| r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {
             note!(

@@ -314,7 +314,7 @@ impl ScratchDir {
             let reason = if from_env { format!("{reason} (the temporary folder, from TMPDIR)") } else { reason };
             Error::OutputDir { path: root.clone(), reason }
         };
-        if is_system(&root) || is_system(&resolve_path(&root)) {
+        if in_system_folder(&root) {
             return Err(fail("it is a system folder (/proc, /dev)".into()));
         }
         // Made and registered under one lock (and removed under it on
@@ -522,7 +522,7 @@ pub fn check_output_free(path: &Path, overwrite: bool) -> Result<()> {
         // `/dev/shm` is a RAM disk of plain files, written like any folder.
         let link = std::fs::read_link(path).ok().map(|to| parent_dir(path).join(to));
         let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
-        if special || is_system(path) || link.as_deref().is_some_and(is_system) || is_system(&resolve_path(path)) {
+        if special || link.as_deref().is_some_and(is_system) || in_system_folder(path) {
             return Err(Error::OutputNotFile(path.to_owned()));
         }
         if !overwrite {
@@ -568,6 +568,12 @@ fn is_system(path: &Path) -> bool {
     p.starts_with("/proc") || (p.starts_with("/dev") && !p.starts_with("/dev/shm"))
 }
 
+/// [`is_system`] for `path` as written and as it resolves (through links
+/// and `..`).
+fn in_system_folder(path: &Path) -> bool {
+    is_system(path) || is_system(&resolve_path(path))
+}
+
 /// Folders made for outputs that may end up holding nothing (a later check
 /// failed, every frame failed): dropping this removes those still empty,
 /// innermost first, so a refused command leaves no trace. Folders that got
@@ -608,7 +614,7 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
     use std::path::Component;
     let dir_error = |e: std::io::Error| Error::OutputDir { path: dir.to_owned(), reason: e.to_string() };
     // (The system's own answer there is no reason: ENOENT in `/proc`.)
-    if is_system(dir) || is_system(&resolve_path(dir)) {
+    if in_system_folder(dir) {
         let reason = "it is a system folder (/proc, /dev)".to_string();
         return Err(Error::OutputDir { path: dir.to_owned(), reason });
     }

@@ -122,14 +122,14 @@ impl Ctx<'_> {
             match result {
                 Ok(frame) if compute_name.is_some() => {
                     let d = Decoded { number, output, frame, slot, decode_ms };
-                    if !forward(&mut clock, &to_compute, d, &events) {
+                    if !forward(&mut clock, &to_compute, d, number, &events) {
                         break;
                     }
                 }
                 Ok(frame) => {
                     drop(slot);
                     let p = Processed { number, output, frame, decode_ms, process_ms: 0.0, gpu_ns: None };
-                    if !forward(&mut clock, &to_encode, p, &events) {
+                    if !forward(&mut clock, &to_encode, p, number, &events) {
                         break;
                     }
                 }
@@ -311,7 +311,7 @@ impl Ctx<'_> {
                         drop(slot);
                         let process_ms = t0.elapsed().as_secs_f64() * 1e3;
                         let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns: None };
-                        if !forward(&mut clock, &to_encode, p, &events) {
+                        if !forward(&mut clock, &to_encode, p, number, &events) {
                             break;
                         }
                     }
@@ -362,7 +362,7 @@ impl Ctx<'_> {
                     drop(slot);
                     let has_alpha = frame.has_alpha;
                     let f = Finished { number, output, has_alpha, readback, decode_ms, t0, gpu_ns };
-                    if !forward(&mut clock, &to_readback, f, &events) {
+                    if !forward(&mut clock, &to_readback, f, number, &events) {
                         break;
                     }
                 }
@@ -416,7 +416,7 @@ impl Ctx<'_> {
                         HostFrame { width: shape.width, height: shape.height, format: shape.format, has_alpha, data };
                     let process_ms = t0.elapsed().as_secs_f64() * 1e3;
                     let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns };
-                    if !forward(&mut clock, &to_encode, p, &events) {
+                    if !forward(&mut clock, &to_encode, p, number, &events) {
                         break;
                     }
                 }
@@ -555,27 +555,10 @@ fn submit(
     }
 }
 
-/// What the stages pass on, by frame number.
-trait Numbered {
-    fn number(&self) -> u64;
-}
-
-macro_rules! numbered {
-    ($($t:ty),*) => {$(
-        impl Numbered for $t {
-            fn number(&self) -> u64 {
-                self.number
-            }
-        }
-    )*};
-}
-numbered!(Decoded, Processed, Finished);
-
 /// Passes a frame to the next stage; when that stage is gone (it reported
 /// why), reports the frame dropped, so a stream does not wait for it, and
 /// returns false.
-fn forward<T: Numbered>(clock: &mut Clock, tx: &Sender<T>, v: T, events: &Sender<Event>) -> bool {
-    let number = v.number();
+fn forward<T>(clock: &mut Clock, tx: &Sender<T>, v: T, number: u64, events: &Sender<Event>) -> bool {
     if clock.send(tx, v) {
         return true;
     }
