@@ -43,7 +43,7 @@ impl Backend {
         let options = |hardware_only| GpuOptions { hardware_only, ..options.clone() };
         match kind {
             BackendKind::Cpu => match named {
-                Some(name) => Err(Error::invalid("--adapter", name, "no adapter with --backend cpu")),
+                Some(name) => Err(Error::invalid("adapter", name, "none with the CPU backend")),
                 None => Ok((Backend::Cpu, None)),
             },
             BackendKind::Gpu => match GpuBackend::new(&options(false), ledger) {

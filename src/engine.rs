@@ -302,7 +302,7 @@ impl Engine {
         // Every name contains "": it would pick any adapter, a software one
         // too, where the user meant to choose one.
         if config.adapter.as_deref().is_some_and(|n| n.trim().is_empty()) {
-            return Err(Error::invalid("--adapter", "\"\"", "part of an adapter's name (framepipe info lists them)"));
+            return Err(Error::invalid("adapter", "\"\"", "part of an adapter's name (framepipe info lists them)"));
         }
         let ledger = Ledger::new(config.vram_budget);
         let options = crate::gpu::GpuOptions {
@@ -776,7 +776,7 @@ fn stream_targets(job: &Job, sequence: &Sequence) -> Result<Targets> {
         return Err(Error::invalid("stream format", "tiff", "raw, png, jpeg or qoi (a TIFF stream cannot be split)"));
     }
     if job.skip_existing {
-        return Err(Error::invalid("--skip-existing", "with -o -", "file outputs: a stream has none to keep"));
+        return Err(Error::invalid("skip existing", "with a stream output", "file outputs: a stream has none to keep"));
     }
     Ok(Targets {
         outputs: vec![PathBuf::from("-"); sequence.frames.len()],
@@ -826,11 +826,7 @@ fn file_targets(
     };
     let format = OutputFormat::from_path(&outputs[0])?;
     if job.skip_existing && job.overwrite {
-        return Err(Error::invalid(
-            "--skip-existing",
-            "with --overwrite",
-            "one of them: keep what exists, or replace it",
-        ));
+        return Err(Error::invalid("skip existing", "with overwrite", "one of them: keep what exists, or replace it"));
     }
     // Dropped, and the folders with it, if a check below fails.
     let out_dir = crate::io::parent_dir(&outputs[0]).to_owned();
@@ -898,7 +894,7 @@ fn check_done(out: &Path, format: OutputFormat, size: Option<(u32, u32)>, limits
         }
     };
     Err(Error::Sequence(format!(
-        "{}: exists but is not a frame --skip-existing can keep ({why}); remove it to render it again",
+        "{}: exists but is not a frame to keep ({why}); remove it to render it again",
         out.display()
     )))
 }

@@ -49,6 +49,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    // `demo` runs on the default budget: no flag to raise it.
+    let budget_flag = !matches!(cli.command, Command::Demo(_));
     let result = match cli.command {
         Command::Process(args) => process::process(args),
         Command::Generate(args) => commands::generate(args),
@@ -82,21 +84,38 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             stopping();
-            note!("error: {e}{}", flag_hint(&e));
+            let e = in_flag_terms(e);
+            note!("error: {e}{}", flag_hint(&e, budget_flag));
             signalled();
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }
 
+/// `e` with the library's name for a setting replaced by the flag that
+/// sets it, where the two differ in more than spelling.
+fn in_flag_terms(e: Error) -> Error {
+    match e {
+        Error::InvalidValue { what, value, expected } => {
+            let what = match what.as_str() {
+                "adapter" => "--adapter".to_owned(),
+                "skip existing" => "--skip-existing".to_owned(),
+                _ => what,
+            };
+            Error::InvalidValue { what, value, expected }
+        }
+        e => e,
+    }
+}
+
 /// The flag that changes the outcome of an error, where one does: the
 /// library's messages name no command-line flags (an editor embedding it
 /// shows them to its users), so the command line adds its own.
-fn flag_hint(e: &Error) -> &'static str {
+fn flag_hint(e: &Error, budget_flag: bool) -> &'static str {
     match e {
         Error::MissingFrames { .. } => " (use --missing skip to process the others)",
         Error::OutputExists(_) => " (use --overwrite to replace it)",
-        Error::Budget(_) => " (raise --vram-budget)",
+        Error::Budget(_) if budget_flag => " (raise --vram-budget)",
         _ => "",
     }
 }

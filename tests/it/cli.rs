@@ -1044,7 +1044,7 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     // and replacing and keeping at once is a contradiction.
     let out = t.path().join("resumed-false/o_%02d.png").display().to_string();
     framepipe().args(["process", &input, "-o", &out, "--skip-existing"]).assert().success();
-    usage_error(&["process", &input, "-o", "-", "--skip-existing"], "invalid --skip-existing with -o -");
+    usage_error(&["process", &input, "-o", "-", "--skip-existing"], "invalid --skip-existing with a stream output");
     usage_error(&["process", &input, "-o", &out, "--skip-existing", "--overwrite"], "cannot be used with");
     // Kept only if it is a frame: not an empty file, not a link to nothing.
     let dir = t.path().join("resumed-false");
