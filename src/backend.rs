@@ -9,7 +9,8 @@ use crate::ledger::Ledger;
 use crate::ops::{Plan, process_cpu};
 
 /// Which backend the user asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum BackendKind {
     /// A hardware GPU if there is one, else the CPU backend (with a notice).
     #[default]

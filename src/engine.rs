@@ -21,7 +21,8 @@ use crate::report::{FrameFailure, FrameRecord, Report};
 use crate::sequence::{FramePattern, FrameSpec, MissingPolicy, Sequence};
 
 /// What to do when one frame fails.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum ErrorPolicy {
     /// Stop at the first failed frame (nothing partial is left), exit 1.
     #[default]

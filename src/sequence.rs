@@ -304,7 +304,8 @@ impl FrameSpec {
 }
 
 /// What to do about frames missing inside the range.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum MissingPolicy {
     /// Refuse to start and list the missing numbers.
     #[default]

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 
 /// Output container, chosen from the output file's extension (or, for a
 /// stream, named).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum OutputFormat {
     /// Headerless packed RGBA, 8 bits (FFmpeg's `rawvideo` `rgba`) or 16
     /// bits little-endian (`rgba64le`), alpha always included: what a
@@ -27,7 +28,7 @@ pub enum OutputFormat {
     Jpeg,
     /// Uncompressed TIFF, 8 or 16 bits. Files only (a TIFF stream cannot
     /// be split), so not offered by `--stream-format`.
-    #[value(skip)]
+    #[cfg_attr(feature = "cli", value(skip))]
     Tiff,
     /// QOI, 8 bits.
     Qoi,
@@ -110,7 +111,8 @@ const QOI_MAX_PIXELS: u64 = 400_000_000;
 
 /// PNG deflate effort. Measured on an 8K graded frame (in the design notes, kept outside this repository): fast
 /// is 13x quicker than default for 12 % more bytes, so it is the default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum PngCompression {
     /// Fastest deflate with adaptive filtering.
     #[default]
