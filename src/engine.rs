@@ -303,7 +303,7 @@ impl Engine {
         // Every name contains "": it would pick any adapter, a software one
         // too, where the user meant to choose one.
         if config.adapter.as_deref().is_some_and(|n| n.trim().is_empty()) {
-            return Err(Error::invalid("adapter", "\"\"", "part of an adapter's name (framepipe info lists them)"));
+            return Err(Error::invalid("adapter", "\"\"", "part of an adapter's name, not blank"));
         }
         let ledger = Ledger::new(config.vram_budget);
         let options = crate::gpu::GpuOptions {

@@ -317,6 +317,14 @@ impl GpuBackend {
             let mut slot = crate::lock(&sink);
             slot.get_or_insert_with(|| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "));
         }));
+        // wgpu reports a lost device here, not as an uncaptured error: a
+        // submission to it then fails with nothing else to say so.
+        let lost = error.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                crate::lock(&lost).get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
+            }
+        });
         let limits = device.limits();
         let kernels = Kernels::new(&device);
         let binding_ceiling = options
@@ -1083,6 +1091,18 @@ fn pass_timestamps(
         beginning_of_pass_write_index: begin,
         end_of_pass_write_index: end,
     })
+}
+
+/// `device.poll`, a lost device an error. wgpu panics on any failed poll
+/// but a timeout: a driver reset or an unplugged GPU would unwind through
+/// the in-flight frame's drop (which polls to settle its maps: a second
+/// panic, the process aborted, an embedding editor with it).
+fn poll(device: &wgpu::Device, what: wgpu::PollType) -> Result<wgpu::PollStatus> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.poll(what))) {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(Error::Gpu(format!("device poll failed: {e}"))),
+        Err(payload) => Err(Error::Gpu(format!("device lost: {}", crate::error::panic_message(&*payload)))),
+    }
 }
 
 /// The device error wgpu reported since the last look, if any, as this

@@ -220,7 +220,7 @@ impl InFlight {
     /// upload (the slot is unusable if that failed too).
     pub fn wait(self, slot: &GpuSlot) -> Result<Option<u64>> {
         let wait_for = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
-        self.device.poll(wait_for).map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+        super::poll(&self.device, wait_for)?;
         let mapped = |rx: &MapRx| -> Result<()> {
             // Another thread's poll may be delivering the callback right
             // now: wait a little, poll again, never spin.
@@ -228,9 +228,7 @@ impl InFlight {
                 match rx.recv_timeout(std::time::Duration::from_millis(20)) {
                     Ok(r) => return r.map_err(|e| Error::Gpu(format!("buffer map failed: {e}"))),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        self.device
-                            .poll(wgpu::PollType::Poll)
-                            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+                        super::poll(&self.device, wgpu::PollType::Poll)?;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                         return Err(Error::Gpu("buffer map never completed".into()));
@@ -282,6 +280,11 @@ impl Drop for InFlight {
     /// cannot land later on a buffer that has been handed out again.
     fn drop(&mut self) {
         use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        // Unwinding (a failed wait): the device is not to be touched again
+        // on the way out; the buffers go with their slot.
+        if std::thread::panicking() {
+            return;
+        }
         let settle = |buffer: &wgpu::Buffer, rx: &MapRx| {
             let unmap = match rx.try_recv() {
                 Ok(mapped) => mapped.is_ok(),
@@ -292,7 +295,7 @@ impl Drop for InFlight {
                         submission_index: Some(self.index.clone()),
                         timeout: Some(std::time::Duration::from_secs(2)),
                     };
-                    let _ = self.device.poll(done);
+                    let _ = super::poll(&self.device, done);
                     match rx.recv_timeout(std::time::Duration::from_secs(1)) {
                         Ok(mapped) => mapped.is_ok(),
                         // Pending (or landed just now): unmapping either
@@ -305,12 +308,12 @@ impl Drop for InFlight {
                 Err(TryRecvError::Disconnected) => false,
             };
             if unmap {
+                // Idle afterwards whatever the map's state: a pending map
+                // is aborted, a landed one undone. A success answered
+                // after this (its callback was on its way) is stale: a
+                // second unmap would be a validation error on an idle
+                // buffer, failing whatever checks for errors next.
                 buffer.unmap();
-                // An aborted map answers at once. No answer means it was
-                // landing as it was aborted: wait for it, and undo it.
-                if let Ok(Ok(())) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
-                    buffer.unmap();
-                }
             }
         };
         settle(&self.result.0, &self.result.1);

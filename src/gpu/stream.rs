@@ -98,7 +98,7 @@ impl GpuBackend {
         });
         let groups = (bytes / 16).div_ceil(STREAM_GROUP);
         let (gx, gy) = (groups.min(STREAM_ROW) as u32, groups.div_ceil(STREAM_ROW) as u32);
-        let poll = |what| self.device.poll(what).map_err(|e| Error::Gpu(format!("device poll failed: {e}")));
+        let poll = |what| super::poll(&self.device, what);
         // One untimed pass first, submitted and finished on its own, so the
         // timed one reads and writes memory the GPU has touched, as the
         // frame kernels' reused buffers are (and a host clock times it alone).

@@ -184,9 +184,11 @@ impl Plan {
         plan
     }
 
-    /// Rows of context each side that the blurs need: the sum of radii.
+    /// Rows of context each side that the blurs need: the sum of radii,
+    /// held below 2^28 (more rows than any frame has) so that sums of it
+    /// stay in `u32` whatever a preset repeats.
     pub fn halo(&self) -> u32 {
-        self.passes.iter().map(|p| p.kernel.radius).sum()
+        self.passes.iter().fold(0u32, |sum, p| sum.saturating_add(p.kernel.radius)).min(1 << 28)
     }
 }
 

@@ -828,7 +828,7 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--pivot", "0.3"], "--contrast <C>");
     if crate::util::gpu(Default::default()).is_some() {
         let args = ["process", &input, "-o", &out, "--backend", "gpu", "--adapter", "no such card"];
-        usage_error(&args, "invalid adapter \"no such card\" (expected part of an adapter's name; found: ");
+        usage_error(&args, "invalid --adapter \"no such card\" (expected part of an adapter's name; found: ");
     }
     usage_error(&["process", &input, "-o", "o/x_%0999999999999999999999d.png"], "pads to too many digits");
     usage_error(&["process", &input, "-o", "o/x_%0300d.png"], "pads to 300 digits (at most 20)");
