@@ -11,6 +11,7 @@ use crate::ops::{Plan, process_cpu};
 /// Which backend the user asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum BackendKind {
     /// A hardware GPU if there is one, else the CPU backend (with a notice).
     #[default]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 /// Hit, miss and eviction counts and the bytes held.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// Lookups that found their key.
     pub hits: u64,

@@ -23,6 +23,7 @@ use crate::sequence::{FramePattern, FrameSpec, MissingPolicy, Sequence};
 /// What to do when one frame fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum ErrorPolicy {
     /// Stop at the first failed frame (nothing partial is left), exit 1.
     #[default]

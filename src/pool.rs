@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 /// How many slots a pool should have.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum PoolSize {
     /// As many as fit the VRAM budget after fixed costs, at least 2 where
     /// they fit, capped at [`auto_cap`] where more cannot be used and at

@@ -69,6 +69,7 @@ impl Scale {
 /// under way, returns that same image (shared, not copied), so time a
 /// request on its caller's clock to see what it cost.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PreviewImage {
     /// Frame number.
     pub frame: u64,
@@ -135,6 +136,7 @@ impl std::fmt::Debug for PreviewImage {
 
 /// Counters of the preview machinery.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[non_exhaustive]
 pub struct PreviewStats {
     /// The finished-preview cache.
     pub previews: CacheStats,

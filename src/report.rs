@@ -4,6 +4,7 @@ use serde::Serialize;
 
 /// Timings of one written frame.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct FrameRecord {
     /// Frame number.
     pub number: u64,
@@ -27,6 +28,7 @@ pub struct FrameRecord {
 
 /// One failed frame.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct FrameFailure {
     /// Frame number.
     pub number: u64,
@@ -36,6 +38,7 @@ pub struct FrameFailure {
 
 /// Time one pipeline stage spent working and waiting.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct StageReport {
     /// `read`, `decode`, `gpu`/`compute`, `readback`, `encode`, and `write`
     /// for a stream.
@@ -81,6 +84,7 @@ pub struct Interval {
 
 /// What a run did, for the summary line and `--json`.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct Report {
     /// Input as given.
     pub input: String,

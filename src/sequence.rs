@@ -306,6 +306,7 @@ impl FrameSpec {
 /// What to do about frames missing inside the range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum MissingPolicy {
     /// Refuse to start and list the missing numbers.
     #[default]

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 /// stream, named).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum OutputFormat {
     /// Headerless packed RGBA, 8 bits (FFmpeg's `rawvideo` `rgba`) or 16
     /// bits little-endian (`rgba64le`), alpha always included: what a

@@ -29,6 +29,7 @@ pub(crate) use whole::whole_format;
 
 /// Bits per channel of a host frame. Frames are always RGBA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
 pub enum PixelFormat {
     /// 8 bits per channel, 4 bytes per pixel.
     Rgba8,

@@ -220,10 +220,12 @@ fn grey_pair_tiffs_read_back(
         let px: Vec<u16> = match format {
             PixelFormat::Rgba8 => frame.data.iter().map(|v| *v as u16).collect(),
             PixelFormat::Rgba16 => words(&frame.data),
+            other => panic!("{other} written"),
         };
         let (wide, opaque): (Vec<u16>, u16) = match format {
             PixelFormat::Rgba8 => (eight.iter().map(|&v| v.into()).collect(), 255),
             PixelFormat::Rgba16 => (samples.clone(), 65535),
+            other => panic!("{other} written"),
         };
         let want: Vec<u16> =
             wide.chunks(2).flat_map(|ga| [ga[0], ga[0], ga[0], if alpha { ga[1] } else { opaque }]).collect();

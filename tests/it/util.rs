@@ -122,6 +122,7 @@ pub fn assert_close(actual: &HostFrame, expected: &HostFrame, what: &str) {
     let (limit, frac) = match actual.format {
         PixelFormat::Rgba8 => (1, 0.005),
         PixelFormat::Rgba16 => (2, 1.0),
+        other => panic!("no tolerance for {other}"),
     };
     let fraction = off as f64 / n as f64;
     if max_diff > limit || fraction >= frac {
