@@ -286,9 +286,9 @@ const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n
 /// no frame-sized buffer at all, the decoder's output goes straight to the
 /// destination (mapped staging, for the pipeline). The same decoder and
 /// expansion `image` uses, so the pixels are the ones [`decode_file`]
-/// gives. Returns false, having written nothing, for anything but a
-/// non-interlaced PNG (interlaced rows arrive in seven passes), which
-/// the caller decodes whole.
+/// gives. An interlaced PNG (its rows arrive in seven passes) is decoded
+/// whole first. Returns false, having written nothing, for anything but a
+/// PNG.
 fn stream_png(
     path: &Path,
     limits: &DecodeLimits,
@@ -310,10 +310,16 @@ fn stream_png(
     decoder.set_ignore_iccp_chunk(true);
     decoder.set_ignore_text_chunk(true);
     decoder.set_transformations(png::Transformations::EXPAND);
-    let mut reader = decoder.read_info().map_err(|e| fail(one_line(&e.to_string())))?;
-    if reader.info().interlaced {
-        return Ok(false);
-    }
+    // Every checksum verified: the data's own (Adler-32), off by default
+    // in `png`, is what finds a corrupt stream whose chunk CRCs were
+    // rewritten to match (a buggy writer); unverified, it decodes to
+    // wrong pixels without a word.
+    decoder.ignore_checksums(false);
+    let decoding = |e: png::DecodingError| match e.to_string() {
+        e if e.contains("WrongChecksum") => fail("corrupt image data (its checksum does not match)".into()),
+        e => fail(one_line(&e)),
+    };
+    let mut reader = decoder.read_info().map_err(decoding)?;
     let (color, depth) = reader.output_color_type();
     let sixteen = depth == png::BitDepth::Sixteen;
     let (width, height) = (reader.info().width, reader.info().height);
@@ -322,21 +328,36 @@ fn stream_png(
     }
     let row_bytes = width as usize * info.format.bytes_per_pixel();
     let mut rgba = vec![0u8; row_bytes];
-    let mut rows = 0;
-    while let Some(row) = reader.next_row().map_err(|e| fail(one_line(&e.to_string())))? {
-        let data = row.data();
-        let at = rows * row_bytes;
+    let mut emit = |row: usize, data: &[u8]| {
+        let at = row * row_bytes;
         if color == png::ColorType::Rgba && !sixteen {
-            sink(at, data)?;
+            sink(at, data)
         } else {
             expand_row(data, color.samples(), sixteen, &mut rgba);
-            sink(at, &rgba)?;
+            sink(at, &rgba)
         }
-        rows += 1;
+    };
+    let mut rows = 0;
+    if reader.info().interlaced {
+        // Its rows arrive in seven passes: whole, then row by row.
+        let size = reader.output_buffer_size().ok_or_else(|| fail("too large to decode".into()))?;
+        let mut frame = vec![0u8; size];
+        let out = reader.next_frame(&mut frame).map_err(decoding)?;
+        for line in frame.chunks_exact(out.line_size).take(height as usize) {
+            emit(rows, line)?;
+            rows += 1;
+        }
+    } else {
+        while let Some(row) = reader.next_row().map_err(decoding)? {
+            emit(rows, row.data())?;
+            rows += 1;
+        }
     }
     if rows != height as usize {
         return Err(fail(format!("image data ends after {rows} of {height} rows")));
     }
+    // The rest of the stream: its checksum is checked at its end.
+    reader.finish().map_err(decoding)?;
     Ok(true)
 }
 
@@ -481,8 +502,8 @@ fn open_decoder<'a>(
     // decoded size once widened.
     let widened = w as u64 * h as u64 * info.format.bytes_per_pixel() as u64;
     // At the peak, on every path ([`decode_to`]): a PNG streamed row by
-    // row holds only the frame; any other RGBA source (an interlaced PNG
-    // too) is decoded into the frame's buffer; an RGB one is decoded whole
+    // row holds only the frame (an interlaced one its decoded whole
+    // besides); any other RGBA source is decoded into the frame's buffer; an RGB one is decoded whole
     // and widened into the frame; other layouts (grey, float, palette) are
     // decoded, converted to RGBA and copied out, three frames of it. A
     // JPEG decoder holds its file as well (a progressive one every
@@ -492,9 +513,11 @@ fn open_decoder<'a>(
     // hands on as 16 bits; four samples a pixel for CMYK).
     use image::ColorType as C;
     let total = decoder.total_bytes();
-    let streamed = format == Some(image::ImageFormat::Png) && !png_interlaced(path)?;
+    let png = format == Some(image::ImageFormat::Png);
     let needs = match decoder.color_type() {
-        _ if streamed => widened,
+        // By rows into the frame; interlaced, decoded whole, then by rows.
+        _ if png && !png_interlaced(path)? => widened,
+        _ if png => total.saturating_add(widened),
         C::Rgba8 | C::Rgba16 => total,
         C::Rgb8 | C::Rgb16 => total.saturating_add(widened),
         _ => total.saturating_add(widened.saturating_mul(3)),
@@ -1111,6 +1134,53 @@ mod tests {
         assert_eq!(whole.data, decode_file(&png, &limits(frame)).unwrap().data, "both read alike");
     }
 
+    /// A PNG chunk's CRC-32 (of its type and data).
+    fn crc(bytes: &[u8]) -> u32 {
+        !bytes.iter().fold(!0u32, |mut c, &v| {
+            c ^= v as u32;
+            (0..8).for_each(|_| c = if c & 1 == 1 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 });
+            c
+        })
+    }
+
+    /// `png` (of one IDAT chunk) with its data's Adler-32 checksum wrong
+    /// and the chunk's CRC made to match: a stream only the checksum
+    /// finds corrupt, as from a writer that fixed up its CRCs.
+    fn spoil_adler(png: &[u8]) -> Vec<u8> {
+        let at = png.windows(4).position(|w| w == b"IDAT").unwrap();
+        let len = u32::from_be_bytes(png[at - 4..at].try_into().unwrap()) as usize;
+        let mut spoilt = png.to_vec();
+        spoilt[at + 4 + len - 1] ^= 0x10;
+        let sum = crc(&spoilt[at..at + 4 + len]);
+        spoilt[at + 4 + len..at + 8 + len].copy_from_slice(&sum.to_be_bytes());
+        spoilt
+    }
+
+    /// A PNG whose data decodes but does not match its checksum is
+    /// corrupt (its pixels are wrong), interlaced or not.
+    #[test]
+    fn a_png_whose_data_checksum_is_wrong_is_refused() {
+        use image::ImageEncoder;
+        let t = tempfile::tempdir().unwrap();
+        let rgb = image::RgbImage::from_fn(21, 13, |x, y| image::Rgb([(x * 11) as u8, (y * 17) as u8, (x ^ y) as u8]));
+        let mut plain = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut plain)
+            .write_image(&rgb, 21, 13, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        for (name, png) in [("plain.png", plain), ("adam7.png", adam7_png(&rgb))] {
+            let good = t.path().join(format!("good-{name}"));
+            std::fs::write(&good, &png).unwrap();
+            assert!(decode_file(&good, &DecodeLimits::default()).is_ok(), "{name}");
+            let bad = t.path().join(name);
+            std::fs::write(&bad, spoil_adler(&png)).unwrap();
+            let e = decode_file(&bad, &DecodeLimits::default()).unwrap_err().to_string();
+            assert!(
+                e.ends_with(&format!("{name}: cannot decode: corrupt image data (its checksum does not match)")),
+                "{e}"
+            );
+        }
+    }
+
     /// `rgb` as an interlaced (Adam7) PNG, which the png crate does not
     /// write: each pass's rows unfiltered, in stored deflate blocks.
     fn adam7_png(rgb: &image::RgbImage) -> Vec<u8> {
@@ -1137,13 +1207,6 @@ mod tests {
         }
         let (a, b) = raw.iter().fold((1u32, 0u32), |(a, b), &v| ((a + v as u32) % 65521, (b + a + v as u32) % 65521));
         zlib.extend(((b << 16) | a).to_be_bytes());
-        let crc = |bytes: &[u8]| {
-            !bytes.iter().fold(!0u32, |mut c, &v| {
-                c ^= v as u32;
-                (0..8).for_each(|_| c = if c & 1 == 1 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 });
-                c
-            })
-        };
         let mut png = PNG_SIGNATURE.to_vec();
         let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 2, 0, 0, 1]].concat();
         for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &zlib), (b"IEND", &[])] {
