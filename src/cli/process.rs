@@ -202,10 +202,23 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     let total = prepared.outputs().len();
     let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {per_sec}  ETA {eta}  {msg}")
-                .expect("valid template"),
-        );
+        // The rate and ETA from the mean since the start, as the summary
+        // reckons frames/s: indicatif's own is a recent average, which a
+        // pipeline filling up (or a slow frame) swings far from it.
+        let rate = |state: &indicatif::ProgressState| state.pos() as f64 / state.elapsed().as_secs_f64().max(1e-3);
+        let style = ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {rate}  ETA {left}  {msg}")
+            .expect("valid template")
+            .with_key("rate", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.2} frames/s", rate(state));
+            })
+            .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let left = state.len().unwrap_or(0).saturating_sub(state.pos()) as f64;
+                let _ = match state.pos() {
+                    0 => write!(w, "-"),
+                    _ => write!(w, "{:#}", indicatif::HumanDuration(std::time::Duration::from_secs_f64(left / rate(state)))),
+                };
+            });
+        bar.set_style(style);
         bar
     });
     let started = Instant::now();
