@@ -7,7 +7,7 @@ use std::time::Instant;
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
 use framepipe::io::{EncodeOptions, FileSet, OutputFormat};
 use framepipe::pool::PoolSize;
-use framepipe::{Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, PixelFormat};
+use framepipe::{BackendKind, Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, PixelFormat};
 
 use crate::args::{BenchPoolArgs, DemoArgs, GenerateArgs, RunArgs, op_graph};
 use crate::files::{check_report_name, failed_after_run, print_stdout, refuse_report_on_stdout, refuse_stdout_onto};
@@ -243,6 +243,10 @@ pub(crate) fn info() -> Result<ExitCode, Error> {
 
 pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let (width, height) = parse_size(&args.size)?;
+    // A GPU asked for and not there is said before seconds of generating.
+    if args.backend == BackendKind::Gpu {
+        Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
+    }
     // Removed if the demo fails or is stopped at once (a second Ctrl-C)
     // before its frames are graded; kept then.
     let tmp = framepipe::io::ScratchDir::new("framepipe-demo-")?;
