@@ -292,16 +292,26 @@ impl Report {
             } else {
                 "host frames, no VRAM".to_string()
             };
+            let rss = crate::ledger::human_bytes(self.rss_peak);
+            if self.mode == "sequential" {
+                // Nothing overlaps: no stage holds the others back.
+                s += &format!(" One frame at a time: {vram}; host RSS peak {rss}.");
+                return self.summary_tail(s);
+            }
             s += &format!(
-                " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slot{}, {vram}; host RSS peak {}.",
+                " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slot{}, {vram}; host RSS peak {rss}.",
                 self.bottleneck,
                 100.0 * self.stages.iter().find(|st| st.name == self.bottleneck).map_or(0.0, |st| st.utilization),
                 100.0 * self.efficiency,
                 self.pool_size,
                 if self.pool_size == 1 { "" } else { "s" },
-                crate::ledger::human_bytes(self.rss_peak),
             );
         }
+        self.summary_tail(s)
+    }
+
+    /// `s` and what the summary says of frames not written.
+    fn summary_tail(&self, mut s: String) -> String {
         if !self.failures.is_empty() {
             let mut numbers: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
             numbers.sort_unstable();

@@ -215,7 +215,11 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                 let left = state.len().unwrap_or(0).saturating_sub(state.pos()) as f64;
                 let _ = match state.pos() {
                     0 => write!(w, "-"),
-                    _ => write!(w, "{:#}", indicatif::HumanDuration(std::time::Duration::from_secs_f64(left / rate(state)))),
+                    _ => write!(
+                        w,
+                        "{:#}",
+                        indicatif::HumanDuration(std::time::Duration::from_secs_f64(left / rate(state)))
+                    ),
                 };
             });
         bar.set_style(style);

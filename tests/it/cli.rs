@@ -53,6 +53,13 @@ fn printf_pattern_keeps_frame_numbers() {
         // The summary names the bottleneck and the efficiency.
         .stderr(contains("Bottleneck: ").and(contains("pipeline efficiency")));
     assert_eq!(files(&t.path().join("graded")), ["shot_1001.png", "shot_1002.png", "shot_1003.png"]);
+    // One frame at a time, no stage holds another back: no bottleneck.
+    framepipe()
+        .args(["process", &input, "-o", out.to_str().unwrap(), "--blur", "1", "--backend", "cpu", "--sequential"])
+        .arg("--overwrite")
+        .assert()
+        .success()
+        .stderr(contains("One frame at a time: host frames, no VRAM").and(contains("Bottleneck").not()));
     // Auto without a hardware GPU says in one line why it runs on the CPU.
     let out = t.path().join("auto/shot_%04d.png");
     let assert = framepipe().args(["process", &input, "-o", out.to_str().unwrap(), "--blur", "1"]).assert().success();
