@@ -177,14 +177,16 @@ pub fn render_svg(report: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{} frame{}{} in {:.2} s ({:.2} frames/s), {} backend</text>"#,
+        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{} frame{}{} in {:.2} s ({:.2} frames/s), {} backend{}</text>"#,
         report.frames_written,
         if report.frames_written == 1 { "" } else { "s" },
         // No frame decoded, no size to name.
         if report.frame.is_empty() { String::new() } else { format!(" of {}", escape(&report.frame)) },
         report.seconds,
         report.fps,
-        escape(&report.backend)
+        escape(&report.backend),
+        // A run that did not finish does not look like one that did.
+        outcome(report)
     );
     let _ = writeln!(
         s,
@@ -323,6 +325,24 @@ pub(crate) fn tick_label(t: f64, step: f64) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
+/// What the title adds for frames a run did not write: `; 2 failed, 5
+/// not written (stopped)`; nothing for a run that wrote them all.
+fn outcome(report: &Report) -> String {
+    let mut parts = Vec::new();
+    if !report.failures.is_empty() {
+        parts.push(format!("{} failed", report.failures.len()));
+    }
+    if report.frames_unwritten > 0 {
+        parts.push(format!("{} not written", report.frames_unwritten));
+    }
+    let stopped = if report.cancelled { " (stopped)" } else { "" };
+    match (parts.is_empty(), report.cancelled) {
+        (true, false) => String::new(),
+        (true, true) => "; stopped".into(),
+        _ => format!("; {}{stopped}", parts.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +420,8 @@ mod tests {
         let svg = render_svg(&Report { stages: vec![encode], seconds: 1.0, setup_s: 0.25, ..Default::default() });
         assert!(svg.contains("<title>set-up: 250.0 ms</title>") && svg.contains(">set-up</text>"), "{svg}");
         // The title counts as the summary does.
+        let stopped = Report { frames_written: 3, frames_unwritten: 5, cancelled: true, ..Default::default() };
+        assert!(render_svg(&stopped).contains("backend; 5 not written (stopped)</text>"));
         for (written, said) in [(0, ">0 frames in"), (1, ">1 frame in"), (2, ">2 frames in")] {
             let svg = render_svg(&Report { frames_written: written, ..Default::default() });
             assert!(svg.contains(said), "{said}: {svg}");
