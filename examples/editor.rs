@@ -219,20 +219,26 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     // cached); said here, as the table above leaves failures out.
     let failed_misses = if failed.is_empty() { String::new() } else { format!(" and {} failed", failed.len()) };
     println!(
-        "\nhit rate {:.0} % ({} hits, {} misses of which {} joined a prefetch under way{failed_misses}), {} prefetched, {} prefetch(es) cancelled, preview cache {} in {} entries, {} evictions; {} decodes",
+        "\nhit rate {:.0} % ({} hits, {} misses of which {} joined a prefetch under way{failed_misses}), {} prefetched, {} prefetch{} cancelled, preview cache {} in {} entr{}, {} eviction{}; {} decode{}",
         100.0 * p.hits as f64 / (p.hits + p.misses).max(1) as f64,
         p.hits,
         p.misses,
         stats.joined,
         stats.prefetched,
         stats.prefetch_cancelled,
+        if stats.prefetch_cancelled == 1 { "" } else { "es" },
         framepipe::ledger::human_bytes(p.bytes),
         p.entries,
+        if p.entries == 1 { "y" } else { "ies" },
         p.evictions,
-        stats.decodes
+        if p.evictions == 1 { "" } else { "s" },
+        stats.decodes,
+        if stats.decodes == 1 { "" } else { "s" }
     );
     if let Some(first) = failed.first() {
-        println!("\n{} preview(s) failed, left out of the figures; the first: {first}", failed.len());
+        let n = failed.len();
+        let s = if n == 1 { "" } else { "s" };
+        println!("\n{n} preview{s} failed, left out of the figures; the first: {first}");
     }
 }
 
@@ -326,10 +332,14 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!("editor: stopped; {} removed", scratch.display());
-        // 128 + the signal's number, as a shell reports it (130 for
-        // Ctrl-C, 143 for a farm's SIGTERM). Without exit handlers, as
-        // framepipe's own stop at once: a driver in use on another thread
-        // must not be torn down under it.
+        // Ended by the signal itself, as framepipe is: a shell loop
+        // running the example stops on Ctrl-C, where an exit code of 130
+        // would have it go on. Without exit handlers either way: a driver
+        // in use on another thread must not be torn down under it.
+        #[cfg(unix)]
+        let _ = signal_hook::low_level::emulate_default_handler(signal);
+        // Were the signal's default not to end it: 128 + its number, as a
+        // shell reports it (130 for Ctrl-C, 143 for a farm's SIGTERM).
         let code = 128 + signal;
         #[cfg(unix)]
         // SAFETY: `_exit` only ends the process.

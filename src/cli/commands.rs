@@ -82,10 +82,11 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         };
     }
     progress!(
-        "bench-pool: {} ({}), {} on {device}, {threads} decode/encode threads, budget {}, pools {}, {} run{} each after one warm-up",
+        "bench-pool: {} ({}), {} on {device}, {threads} decode/encode thread{}, budget {}, pools {}, {} run{} each after one warm-up",
         args.input,
         job.graph.describe(),
         args.format,
+        crate::plural(threads),
         budget,
         args.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
         args.repeat,
