@@ -806,7 +806,10 @@ fn file_targets(
         // One still (`plate.png`) has no number to put in a frame field:
         // `take#2.png` would silently become `take02.png`.
         let only = Path::new(&job.input);
-        if sequence.frames.len() == 1 && only.is_file() && crate::sequence::number_in_name(only)?.is_none() {
+        if sequence.frames.len() == 1
+            && only.is_file()
+            && crate::sequence::number_in_name(only).ok().flatten().is_none()
+        {
             return Err(Error::Sequence(format!(
                 "{}: a frame number field (# or %d), but the input {} is one file with no frame number: name the output as a file",
                 job.output, job.input

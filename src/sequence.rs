@@ -506,8 +506,10 @@ fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Resu
     if path.is_file() {
         // A single file: frame number from the digits that end its name
         // (`shot_1001.png`, `shot.1001.png`), else 0: `plate_v2_final.png`
-        // is no frame 2, `ev_-1.png` no frame 1. One too large to read is refused, as in a folder.
-        let n = number_in_name(path)?.unwrap_or(0);
+        // is no frame 2, `ev_-1.png` no frame 1, a name ending in more
+        // digits than a frame number has (a timestamp) no frame at all:
+        // one file is a still, whose number nothing needs.
+        let n = number_in_name(path).ok().flatten().unwrap_or(0);
         return Ok((BTreeMap::from([(n, path.to_path_buf())]), BTreeMap::new()));
     }
     if std::fs::metadata(path).is_ok() {
@@ -951,12 +953,13 @@ mod tests {
                 assert!(e.contains("s_0001.png: frame 1: Permission denied"), "{e}");
             }
         }
-        // One file whose number does not fit is refused as in a folder,
-        // not taken as frame 0.
+        // One file whose name ends in more digits than a frame number
+        // holds (a timestamp) is a still, frame 0: nothing needs its number
+        // (an output with a frame field is refused for it).
         let big = t.path().join("x_99999999999999999999.png");
         std::fs::write(&big, b"").unwrap();
-        let e = Sequence::scan(&big.display().to_string(), None, MissingPolicy::Error).unwrap_err().to_string();
-        assert!(e.contains("x_99999999999999999999.png: a frame number framepipe cannot read"), "{e}");
+        let still = Sequence::scan(&big.display().to_string(), None, MissingPolicy::Error).unwrap();
+        assert_eq!(still.frames.iter().map(|f| (f.number, f.path.clone())).collect::<Vec<_>>(), [(0, big.clone())]);
         // A field in a folder's name as well as the file's is refused, not
         // made into a folder named `%04d`; beside a printf field, `#` is a
         // literal.

@@ -1449,6 +1449,11 @@ fn twenty_digit_frame_numbers_round_trip() {
     for input in [input.clone(), t.path().display().to_string()] {
         usage_error(&["process", &input, "-o", &out, "--overwrite"], "b_99999999999999999999.png: a frame number");
     }
+    // Named alone it is a still (its digits a timestamp, say): processed.
+    let alone = t.path().join("b_99999999999999999999.png").display().to_string();
+    let still = t.path().join("still.png");
+    framepipe().args(["process", &alone, "-o"]).arg(&still).args(["--backend", "cpu", "-q"]).assert().success();
+    assert!(still.is_file());
 }
 
 /// A frame whose name is not UTF-8 is named in a folder scan, not left out.
