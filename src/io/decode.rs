@@ -440,6 +440,34 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX)))
 }
 
+/// The kind of TIFF `image` refused, in a user's terms (`a palette TIFF`),
+/// where its tags say it: the codec's own words name its internal types
+/// (`color type Unknown(24)`, `sample format 3 for 16 bits`).
+fn tiff_refusal(path: &Path) -> Option<String> {
+    use tiff::tags::Tag;
+    let file = std::fs::File::open(path).ok()?;
+    let mut tiff = tiff::decoder::Decoder::new(std::io::BufReader::new(file)).ok()?;
+    let first = |tiff: &mut tiff::decoder::Decoder<_>, tag| {
+        tiff.find_tag_unsigned_vec::<u32>(tag).ok().flatten().and_then(|v| v.first().copied())
+    };
+    let photometric = first(&mut tiff, Tag::PhotometricInterpretation)?;
+    let bits = first(&mut tiff, Tag::BitsPerSample).unwrap_or(1);
+    let sample_format = first(&mut tiff, Tag::SampleFormat).unwrap_or(1);
+    let kind = match (photometric, sample_format, bits) {
+        (3, ..) => "a palette (indexed colour) TIFF".to_string(),
+        (4, ..) => "a transparency mask TIFF".into(),
+        (6, ..) => "a YCbCr TIFF".into(),
+        (8..=10, ..) => "a CIELab TIFF".into(),
+        (32844 | 32845, ..) => "a LogLuv TIFF".into(),
+        (_, 2, _) => format!("a TIFF of {bits}-bit signed integers"),
+        (_, 3, 32) => return None,
+        (_, 3, _) => format!("a TIFF of {bits}-bit floats"),
+        (_, _, 8 | 16) => return None,
+        _ => format!("a TIFF of {bits}-bit samples"),
+    };
+    Some(format!("{kind}, which framepipe does not read (RGB or grey: 8 or 16 bits, or 32-bit float)"))
+}
+
 /// The decoder for a file, with the size and allocation limits applied
 /// before anything is decoded, and the format it found.
 fn open_decoder<'a>(
@@ -476,7 +504,7 @@ fn open_decoder<'a>(
                 float = decoder.float();
                 Box::new(decoder)
             }
-            Ok(None) => return Err(fail(one_line(&e.to_string()))),
+            Ok(None) => return Err(fail(tiff_refusal(path).unwrap_or_else(|| one_line(&e.to_string())))),
             Err(reason) => return Err(fail(reason)),
         },
         // Said as what it is, not as the decoder's confusion ("number of
@@ -1132,6 +1160,27 @@ mod tests {
         assert!(refused.contains(&format!("needs {rgb_needs} bytes")), "{refused}");
         let whole = decode_file(&interlaced, &limits(rgb_needs)).unwrap();
         assert_eq!(whole.data, decode_file(&png, &limits(frame)).unwrap().data, "both read alike");
+    }
+
+    /// TIFFs of a kind framepipe does not read are said as that kind, not
+    /// in the codec's terms.
+    #[test]
+    fn an_unread_kind_of_tiff_is_named() {
+        use tiff::encoder::{TiffEncoder, colortype};
+        let t = tempfile::tempdir().unwrap();
+        let (w, h) = (5u32, 3u32);
+        let signed = t.path().join("i16.tif");
+        let data: Vec<i16> = (0..(w * h) as i16).map(|i| i * 97 - 700).collect();
+        let file = std::fs::File::create(&signed).unwrap();
+        TiffEncoder::new(file).unwrap().write_image::<colortype::GrayI16>(w, h, &data).unwrap();
+        let wide = t.path().join("f64.tif");
+        let data: Vec<f64> = (0..w * h * 3).map(|i| i as f64 / 45.0).collect();
+        let file = std::fs::File::create(&wide).unwrap();
+        TiffEncoder::new(file).unwrap().write_image::<colortype::RGB64Float>(w, h, &data).unwrap();
+        for (path, kind) in [(signed, "a TIFF of 16-bit signed integers"), (wide, "a TIFF of 64-bit floats")] {
+            let e = decode_file(&path, &DecodeLimits::default()).unwrap_err().to_string();
+            assert!(e.contains(&format!("cannot decode: {kind}, which framepipe does not read")), "{e}");
+        }
     }
 
     /// A PNG chunk's CRC-32 (of its type and data).
