@@ -161,6 +161,10 @@ pub struct Report {
     /// may change there (a color source of grey pixels is written grey in
     /// a grey sequence all the same). A compact list; empty when none.
     pub other_channels_list: String,
+    /// Frames whose source files hold more images than the one read (a
+    /// multi-page TIFF, an animated PNG), as a compact list; empty when
+    /// none.
+    pub more_images_list: String,
     /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
     /// `pipelined` or `sequential`.
@@ -347,6 +351,7 @@ impl Report {
         self.float_list = list(kinds.float);
         self.premultiplied_list = list(kinds.premultiplied);
         self.other_channels_list = list(kinds.other_channels);
+        self.more_images_list = list(kinds.more_images);
     }
 
     /// Fills [`Report::unwritten_list`] from the job's frame numbers
@@ -379,6 +384,7 @@ pub(crate) struct SourceKinds {
     /// whose outputs have others.
     first: Option<(bool, bool)>,
     other_channels: Vec<u64>,
+    more_images: Vec<u64>,
 }
 
 impl SourceKinds {
@@ -402,6 +408,9 @@ impl SourceKinds {
         }
         if info.premultiplied {
             self.premultiplied.push(number);
+        }
+        if info.more_images {
+            self.more_images.push(number);
         }
         if self.first.is_some_and(|first| first != self.channels(info)) {
             self.other_channels.push(number);

@@ -11,6 +11,10 @@ use crate::args::RunArgs;
 /// What reading float sources does to them.
 pub(crate) const FLOAT_NOTICE: &str = "32-bit floats: values are clamped to 0..1 and kept to 16 bits (no float pipeline yet; scene-linear values above 1 are lost)";
 
+/// What reading sources of several images does.
+pub(crate) const MORE_IMAGES_NOTICE: &str =
+    "more than one image (a multi-page TIFF, an animated PNG): only the first is read";
+
 /// What reading sources with premultiplied alpha does to them.
 pub(crate) const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha";
 

@@ -18,8 +18,8 @@ use crate::files::{
     refuse_stdout_into_output, stdout_writer, write_report,
 };
 use crate::notices::{
-    FLOAT_NOTICE, PREMULTIPLIED_NOTICE, band_notice, earlier_render_notice, format_notice, resume_notice, stale_notice,
-    stream_hint, unnamed_notice,
+    FLOAT_NOTICE, MORE_IMAGES_NOTICE, PREMULTIPLIED_NOTICE, band_notice, earlier_render_notice, format_notice,
+    resume_notice, stale_notice, stream_hint, unnamed_notice,
 };
 use crate::printable;
 use crate::signals::{
@@ -183,6 +183,9 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         if info.premultiplied {
             note!("notice: the sources' {PREMULTIPLIED_NOTICE}");
         }
+        if info.more_images {
+            note!("notice: the sources hold {MORE_IMAGES_NOTICE}");
+        }
         if let Some(n) = std::num::NonZeroU16::new(info.unnamed_channels) {
             note!("notice: {}", unnamed_notice(n));
         }
@@ -307,6 +310,11 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
             let (frames, their) =
                 if one_frame(&report.premultiplied_list) { ("frame", "its") } else { ("frames", "their") };
             note!("notice: {frames} {}: {their} {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
+        }
+        if !report.more_images_list.is_empty() && !first.is_some_and(|i| i.more_images) {
+            let (frames, hold) =
+                if one_frame(&report.more_images_list) { ("frame", "holds") } else { ("frames", "hold") };
+            note!("notice: {frames} {} {hold} {MORE_IMAGES_NOTICE}", report.more_images_list);
         }
         if !report.other_channels_list.is_empty() {
             let (frames, have) = if one_frame(&report.other_channels_list) {

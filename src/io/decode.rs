@@ -65,6 +65,10 @@ pub struct FrameInfo {
     /// meaning (a TIFF's ExtraSamples 0: Photoshop's saved selections, a
     /// matte): not alpha, so not read, and not in the outputs.
     pub unnamed_channels: u16,
+    /// Whether the file holds images past the one read: a multi-page
+    /// TIFF's later pages, an animated PNG's frames (its default image is
+    /// read). As other readers of stills take them, only the first.
+    pub more_images: bool,
 }
 
 /// Pixels per batch when widening RGB to RGBA: 64 KiB of RGBA8, which
@@ -440,6 +444,13 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX)))
 }
 
+/// Whether a TIFF holds more than one image (pages, or reduced-size
+/// versions of the first): its first directory links to another.
+fn tiff_more_images(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    tiff::decoder::Decoder::new(std::io::BufReader::new(file)).is_ok_and(|tiff| tiff.more_images())
+}
+
 /// The kind of TIFF `image` refused, in a user's terms (`a palette TIFF`),
 /// where its tags say it: the codec's own words name its internal types
 /// (`color type Unknown(24)`, `sample format 3 for 16 bits`).
@@ -522,6 +533,11 @@ fn open_decoder<'a>(
     if format == Some(image::ImageFormat::Tiff) {
         (info.premultiplied, info.unnamed_channels) = tiff_extra_samples(path, decoder.color_type())?;
     }
+    info.more_images = match format {
+        Some(image::ImageFormat::Png) => super::whole::png_animated(path)?,
+        Some(image::ImageFormat::Tiff) => tiff_more_images(path),
+        _ => false,
+    };
     let (w, h) = decoder.dimensions();
     if w > limits.max_dimension || h > limits.max_dimension {
         return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
@@ -705,6 +721,7 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
         float,
         premultiplied: false,
         unnamed_channels: 0,
+        more_images: false,
     }
 }
 

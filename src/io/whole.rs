@@ -75,6 +75,26 @@ fn png_ends(path: &Path) -> Result<bool> {
     Ok(false)
 }
 
+/// Whether a PNG is animated (APNG: an acTL chunk, which comes before its
+/// image data): its chunk headers walked to the first IDAT. The image
+/// data is the default image, the one read.
+pub(crate) fn png_animated(path: &Path) -> Result<bool> {
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut file = buffered(path)?;
+    file.seek_relative(8).map_err(io)?;
+    let mut head = [0u8; 8];
+    while read_all(&mut file, &mut head).map_err(io)? {
+        match &head[4..] {
+            b"acTL" => return Ok(true),
+            b"IDAT" | b"IEND" => return Ok(false),
+            _ => {}
+        }
+        let data = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        file.seek_relative(i64::from(data) + 4).map_err(io)?;
+    }
+    Ok(false)
+}
+
 /// `path` opened for reading forward through a buffer.
 fn buffered(path: &Path) -> Result<BufReader<std::fs::File>> {
     let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;

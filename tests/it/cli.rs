@@ -1810,3 +1810,53 @@ fn later_frames_of_another_kind_are_named_after_the_run() {
         assert_eq!((report["float_list"].as_str(), report["premultiplied_list"].as_str()), (Some("2"), Some("3")));
     }
 }
+
+/// Files of several images (a multi-page TIFF, an animated PNG) are read as
+/// their first, and said to be: up front for the first frame, at the end
+/// for a later one, and in the report.
+#[test]
+fn only_the_first_image_of_a_many_image_file_is_read_and_said_so() {
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (6u32, 4u32);
+    let page = |seed: u8| -> Vec<u8> { (0..w * h * 3).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect() };
+    let pages = t.path().join("pages.tif");
+    let mut tiff = tiff::encoder::TiffEncoder::new(fs::File::create(&pages).unwrap()).unwrap();
+    for seed in [7, 99] {
+        tiff.write_image::<tiff::encoder::colortype::RGB8>(w, h, &page(seed)).unwrap();
+    }
+    drop(tiff);
+    let json = t.path().join("r.json");
+    framepipe()
+        .args(["process", pages.to_str().unwrap(), "-o", t.path().join("o.png").to_str().unwrap(), "--backend", "cpu"])
+        .arg("--json")
+        .arg(&json)
+        .assert()
+        .success()
+        .stderr(contains("notice: the sources hold more than one image (a multi-page TIFF, an animated PNG)"));
+    let first = decode_file(&t.path().join("o.png"), &DecodeLimits::default()).unwrap();
+    let want: Vec<u8> = page(7).chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+    assert_eq!(first.data, want, "the first page");
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["more_images_list"], "0");
+    // An animated PNG as the second frame of a sequence: said at the end.
+    let seq = t.path().join("seq");
+    fs::create_dir(&seq).unwrap();
+    let still = image::RgbImage::from_raw(w, h, page(1)).unwrap();
+    still.save(seq.join("s_01.png")).unwrap();
+    let mut apng = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut apng, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_animated(2, 0).unwrap();
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&page(3)).unwrap();
+        writer.write_image_data(&page(4)).unwrap();
+    }
+    fs::write(seq.join("s_02.png"), apng).unwrap();
+    let out = t.path().join("q/o_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &format!("{}/s_%02d.png", seq.display()), "-o", &out, "--backend", "cpu"])
+        .assert()
+        .success()
+        .stderr(contains("notice: frame 2 holds more than one image").and(contains("the sources hold").not()));
+}
