@@ -20,6 +20,10 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries dropped to make room.
     pub evictions: u64,
+    /// Values not kept because each alone is larger than the bound (a
+    /// full-scale 8K preview in a small cache): why misses can climb with
+    /// nothing held.
+    pub too_large: u64,
     /// Bytes held now.
     pub bytes: u64,
     /// Entries held now.
@@ -103,6 +107,7 @@ impl<K: Clone + Eq + Hash, V> ByteLru<K, V> {
             self.stats.bytes -= old;
         }
         if bytes > self.stats.capacity {
+            self.stats.too_large += 1;
             self.stats.entries = self.map.len();
             return;
         }
@@ -145,7 +150,7 @@ mod tests {
         c.insert("huge", Arc::new("huge"), 31);
         assert!(!c.contains(&"huge"));
         let s = c.stats();
-        assert_eq!((s.hits, s.evictions), (1, 4)); // b, then c, a and d for "big"
+        assert_eq!((s.hits, s.evictions, s.too_large), (1, 4, 1)); // b, then c, a and d for "big"
         assert!(c.get(&"zzz").is_none());
         assert_eq!(c.stats().misses, 1);
     }

@@ -1256,13 +1256,18 @@ impl Engine {
                 *lock(&state.last_source) = Some((file.clone(), src.clone()));
             }
         };
-        let cached = lock(&state.sources).get(file);
+        // Counted once it is known: the last source kept beside the cache
+        // (a frame larger than the cache, a slider on it) is a hit too.
+        let cached = lock(&state.sources).peek(file);
         if let Some(src) = cached {
+            lock(&state.sources).count(true);
             remember(&src);
             return Ok((src, 0.0));
         }
-        if let Some((_, src)) = lock(&state.last_source).as_ref().filter(|(stamp, _)| stamp == file) {
-            return Ok((src.clone(), 0.0));
+        let last = lock(&state.last_source).as_ref().filter(|(stamp, _)| stamp == file).map(|(_, src)| src.clone());
+        lock(&state.sources).count(last.is_some());
+        if let Some(src) = last {
+            return Ok((src, 0.0));
         }
         if let Some(pending) = decoding.get(file).cloned() {
             while pending.get().is_none() {

@@ -222,12 +222,17 @@ fn a_slider_on_a_frame_larger_than_the_source_cache_decodes_it_once() {
             assert!(std::time::Instant::now() < deadline, "{backend:?}: the prefetches land");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let decodes = e.preview_stats().decodes;
-        assert_eq!(decodes, 4, "{backend:?}: frames 1 to 4, once each");
+        let before = e.preview_stats();
+        assert_eq!(before.decodes, 4, "{backend:?}: frames 1 to 4, once each");
+        assert_eq!(before.sources.too_large, 4, "{backend:?}: none kept in the cache, each counted");
         for stops in [0.0, 0.2, 0.4] {
             e.preview(&seq, 2, &grade(stops), Scale::Half).unwrap();
         }
-        assert_eq!(e.preview_stats().decodes, decodes, "{backend:?}: three more grades of frame 2, no decode");
+        let after = e.preview_stats();
+        assert_eq!(after.decodes, before.decodes, "{backend:?}: three more grades of frame 2, no decode");
+        // The source kept beside the cache served them: hits, not misses.
+        assert_eq!(after.sources.hits - before.sources.hits, 3, "{backend:?}");
+        assert_eq!(after.sources.misses, before.sources.misses, "{backend:?}");
     }
 }
 
