@@ -318,6 +318,9 @@ const MEMORY_WAIT: Duration = Duration::from_secs(5);
 /// [`Engine::preview_async`]); each view numbers its own from 1.
 const ENGINE_PLACE: u64 = 0;
 
+/// The most trace events held between takes.
+const MAX_TRACE: usize = 1 << 20;
+
 /// Where a request comes from: its place (whose playhead it moves), its
 /// number in the order requests were made, and whether it may still move
 /// the playhead (`open`).
@@ -661,9 +664,13 @@ impl PreviewState {
         }
     }
 
+    /// Records `event` when tracing, up to [`MAX_TRACE`] held.
     pub(crate) fn record(&self, event: TraceEvent) {
         if self.tracing.load(Ordering::Relaxed) {
-            lock(&self.trace).push((Instant::now(), event));
+            let mut trace = lock(&self.trace);
+            if trace.len() < MAX_TRACE {
+                trace.push((Instant::now(), event));
+            }
         }
     }
 
@@ -1224,9 +1231,18 @@ impl Engine {
         }
     }
 
-    /// Starts recording [`TraceEvent`]s (exports and previews).
+    /// Starts recording [`TraceEvent`]s (exports and previews). At most a
+    /// million are held (about 32 MB) until [`Engine::take_trace`] takes
+    /// them; later ones are dropped, so a trace left on in a long session
+    /// does not grow without end.
     pub fn enable_trace(&self) {
         self.core.previews.tracing.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops recording [`TraceEvent`]s; those recorded stay for
+    /// [`Engine::take_trace`].
+    pub fn disable_trace(&self) {
+        self.core.previews.tracing.store(false, Ordering::SeqCst);
     }
 
     /// The events recorded so far, oldest first.
