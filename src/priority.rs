@@ -86,7 +86,9 @@ impl<T> PriorityLock<T> {
     /// it lives (a prefetch that a preview came to wait for).
     pub fn intend_as(&self, priority: Priority, class: &Class) -> Intent<'_, T> {
         let mut s = self.state();
-        debug_assert_eq!(class.0.attached.load(Ordering::SeqCst), DETACHED, "one live intent per class");
+        // Checked in release builds too: a second intent would be undone
+        // twice, which no Drop can survive.
+        assert_eq!(class.0.attached.load(Ordering::SeqCst), DETACHED, "one live intent per class");
         let at = (priority as usize).max(class.0.wanted.load(Ordering::SeqCst));
         s.waiting[at] += 1;
         class.0.attached.store(at, Ordering::SeqCst);
