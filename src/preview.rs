@@ -875,8 +875,12 @@ impl Engine {
         scale: Scale,
         ticket: u64,
     ) -> Result<Arc<PreviewImage>> {
-        let origin = Origin { place: ENGINE_PLACE, ticket, open: &|| true };
-        self.preview_while(sequence, frame, graph, (scale, origin), &|| true)
+        // Wanted while a caller holds the engine: an async request (on an
+        // engine thread) stops at its next check once the last caller's
+        // handle goes, whose drop joins it, rather than rendering on.
+        let wanted = || Engine::has_callers(&self.core);
+        let origin = Origin { place: ENGINE_PLACE, ticket, open: &wanted };
+        self.preview_while(sequence, frame, graph, (scale, origin), &wanted)
     }
 
     /// [`Engine::preview`] for as long as `wanted` says so: asked before
@@ -1051,11 +1055,14 @@ impl Engine {
     ///
     /// Each call is a thread of its own and every request renders: for a
     /// UI that asks on every slider move, a [`PreviewView`]
-    /// ([`Engine::preview_view`]) renders only the newest.
+    /// ([`Engine::preview_view`]) renders only the newest. Dropping the
+    /// engine's last handle ends one still under way at its next check
+    /// (a render started finishes), so the drop is not held up by it.
     ///
     /// # Errors
     /// On the channel: as [`Engine::preview`]; [`Error::Thread`] when no
-    /// thread could be started for it.
+    /// thread could be started for it; [`Error::Superseded`] when the
+    /// engine's last handle went first.
     pub fn preview_async(
         &self,
         sequence: &Sequence,
