@@ -44,11 +44,11 @@ struct Args {
     /// VRAM budget shared by previews and the export: 512MiB, 2GiB, 1.5GB.
     #[arg(long = "vram-budget", visible_alias = "budget", default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
     budget: u64,
-    /// Frames prefetched ahead of the playhead.
-    #[arg(long, default_value_t = EngineConfig::default().prefetch)]
+    /// Frames prefetched ahead of the playhead, 0 to 1024.
+    #[arg(long, default_value_t = EngineConfig::default().prefetch, allow_negative_numbers = true)]
     prefetch: usize,
     /// Threads that prefetch (0: half the cores, at most --prefetch).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     prefetch_threads: usize,
     /// Also write every request of both sessions, one CSV row each (its
     /// time and, for a render, the split), to find what a tail is made of.
@@ -84,9 +84,10 @@ struct Request {
 struct Split {
     decode: f64,
     wait: f64,
-    upload: f64,
+    /// None on the CPU backend, which has no upload or GPU.
+    upload: Option<f64>,
     /// From submission until the result was mapped.
-    on_gpu: f64,
+    on_gpu: Option<f64>,
     /// Kernel time from GPU timestamps, where the adapter has them (part
     /// of `on_gpu`).
     gpu: Option<f64>,
@@ -117,6 +118,7 @@ fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::E
     for i in (0..scrub).chain((0..scrub).rev()) {
         plan.push(("scrub", frame(anchor + i), settled, false));
     }
+    let on_gpu = engine.backend_name() == "gpu";
     let start = Instant::now();
     let mut out = Vec::new();
     for (i, (phase, frame, exposure, paced)) in plan.into_iter().enumerate() {
@@ -149,8 +151,8 @@ fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::E
         let miss = (!hit && !joined).then(|| Split {
             decode: image.decode_ms,
             wait: image.wait_ms,
-            upload: image.upload_ms,
-            on_gpu: image.on_gpu_ms,
+            upload: on_gpu.then_some(image.upload_ms),
+            on_gpu: on_gpu.then_some(image.on_gpu_ms),
             gpu: image.gpu_ms,
             rest: image.render_ms - image.upload_ms - image.on_gpu_ms,
         });
@@ -178,7 +180,7 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
     println!("\n### {label}\n");
     println!(
         "| phase | requests | hits | joined a prefetch | p50 ms | p95 ms | max ms | hit p95 ms \
-         | render: decode ms | wait ms | upload ms | on the GPU ms | of which kernels ms | host rest ms |"
+         | render, mean of misses: decode ms | wait ms | upload ms | on the GPU ms | of which kernels ms | host rest ms |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut phases: Vec<&str> = requests.iter().map(|r| r.phase).collect();
@@ -207,8 +209,8 @@ fn print(label: &str, requests: &[Request], stats: &PreviewStats) {
             fixed(percentile(&mut ms, 1.0), 2),
             mean(&|m| Some(m.decode)),
             mean(&|m| Some(m.wait)),
-            mean(&|m| Some(m.upload)),
-            mean(&|m| Some(m.on_gpu)),
+            mean(&|m| m.upload),
+            mean(&|m| m.on_gpu),
             mean(&|m| m.gpu),
             mean(&|m| Some(m.rest)),
         );
@@ -251,8 +253,9 @@ fn write_requests(path: &std::path::Path, sessions: &[(&str, &[Request])]) -> Re
         for (i, r) in requests.iter().enumerate() {
             let split = match &r.miss {
                 Some(m) => {
-                    let gpu = m.gpu.map(|g| format!("{g:.3}")).unwrap_or_default();
-                    format!("{:.3},{:.3},{:.3},{:.3},{gpu},{:.3}", m.decode, m.wait, m.upload, m.on_gpu, m.rest)
+                    let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+                    let (upload, on_gpu, gpu) = (ms(m.upload), ms(m.on_gpu), ms(m.gpu));
+                    format!("{:.3},{:.3},{upload},{on_gpu},{gpu},{:.3}", m.decode, m.wait, m.rest)
                 }
                 None => ",,,,,".to_string(),
             };

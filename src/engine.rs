@@ -1132,7 +1132,7 @@ fn run_sequential(
                 Ok(match stream.as_deref_mut() {
                     Some(w) => {
                         let bytes = encode_frame(dst, prepared.format, &prepared.encode, out)?;
-                        w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| Error::Stream(e.to_string()))?;
+                        w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| Error::stream(&e))?;
                         bytes.len() as u64
                     }
                     None => {

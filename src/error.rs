@@ -167,6 +167,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Stream`] for a failed write to the output stream; a reader
+    /// that went away (a closed pipe, `| head`) is said as that, not as
+    /// the system's `Broken pipe (os error 32)`.
+    pub(crate) fn stream(e: &std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Error::Stream("its reader closed it (broken pipe)".into()),
+            _ => Error::Stream(e.to_string()),
+        }
+    }
+
     /// Shorthand for [`Error::InvalidValue`]; an empty or blank value is
     /// shown quoted (`invalid size "" (expected …)`), not as a gap.
     pub fn invalid(what: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {

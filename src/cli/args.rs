@@ -115,7 +115,7 @@ pub(crate) struct OpArgs {
     /// TOML preset with an ordered [[op]] list (conflicts with the op flags).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["exposure", "matrix", "offset", "contrast", "pivot", "saturation", "blur"])]
     pub(crate) preset: Option<PathBuf>,
-    /// Exposure in stops (multiply by 2^stops).
+    /// Exposure in stops (multiply by 2^stops), -32 to 32.
     #[arg(long, value_name = "STOPS")]
     pub(crate) exposure: Option<f64>,
     /// 3x3 color matrix, row-major: a,b,c,d,e,f,g,h,i.
@@ -124,13 +124,13 @@ pub(crate) struct OpArgs {
     /// RGB offset added after the matrix: r,g,b.
     #[arg(long, value_name = "R,G,B")]
     pub(crate) offset: Option<String>,
-    /// Contrast slope around the pivot.
+    /// Contrast slope around the pivot, -1000 to 1000.
     #[arg(long, value_name = "C")]
     pub(crate) contrast: Option<f64>,
     /// Contrast pivot (with --contrast).
     #[arg(long, value_name = "P", default_value_t = 0.5, requires = "contrast")]
     pub(crate) pivot: f64,
-    /// Saturation (0 grey, 1 unchanged), Rec.709 luma.
+    /// Saturation (0 grey, 1 unchanged), Rec.709 luma; -1000 to 1000.
     #[arg(long, value_name = "S")]
     pub(crate) saturation: Option<f64>,
     /// Gaussian blur sigma in pixels (0 ≤ sigma ≤ 512).
@@ -153,13 +153,13 @@ pub(crate) struct BenchPoolArgs {
     pub(crate) pools: Vec<PoolSize>,
     /// Runs per pool size: the table shows the median run's frames/s (of
     /// an even count, the slower middle run) with the range, and the
-    /// highest peaks; the chart and CSV every run.
+    /// highest peaks; the chart and CSV every run. 1 to 100.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) repeat: u32,
     /// VRAM budget: 512MiB, 2GiB, 1.5GB.
     #[arg(long, visible_alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     pub(crate) budget: u64,
-    /// Decode and encode threads, and the CPU backend's kernel threads (default, or 0: one per core).
+    /// Decode and encode threads, and the CPU backend's kernel threads: up to 1024 (default, or 0: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub(crate) threads: usize,
     /// auto, gpu or cpu.
@@ -218,7 +218,7 @@ pub(crate) struct RunArgs {
     /// Frame slots in flight: a number, or auto (as many as fit the budget beside a readback ring of two, or of one where the second buffer would cost the second slot; capped at threads + 3: one slot per decoder, per frame on the GPU (two), one decoded frame waiting its turn; threads + 2 without GPU work). A number N (at most one slot per frame to process) leaves the ring what the N slots leave, at least one buffer.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pub(crate) pool: PoolSize,
-    /// Decode and encode threads, and the CPU backend's kernel threads (default, or 0: one per core).
+    /// Decode and encode threads, and the CPU backend's kernel threads: up to 1024 (default, or 0: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub(crate) threads: usize,
     /// Process one frame at a time instead of pipelining (the reference path): one frame decodes, is processed and is encoded before the next; --threads then sets only the CPU backend's kernel threads, and --pool is unused.
@@ -277,7 +277,7 @@ pub(crate) struct DemoArgs {
     /// Frames to generate and grade.
     #[arg(long, default_value_t = 3, value_parser = frame_count())]
     pub(crate) frames: u32,
-    /// Frame size.
+    /// Frame size: 8k, 4k, 1080p, 720p or WxH.
     #[arg(long, default_value = "8k")]
     pub(crate) size: String,
     /// Backend to grade on.

@@ -649,7 +649,7 @@ pub(crate) fn run(
                             Err(e) => {
                                 halted = true;
                                 shared.stop.store(true, Ordering::SeqCst);
-                                let error = Error::Stream(e.to_string()).to_string();
+                                let error = Error::stream(&e).to_string();
                                 failed.push(FrameFailure { number: record.number, error });
                                 let failure = failed.last().expect("just pushed");
                                 progress(Progress::Failed { finished, total, failure });
