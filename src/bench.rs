@@ -217,15 +217,17 @@ pub fn smallest_within_95(runs: &[PoolRun]) -> Option<(String, usize, f64)> {
     sums.iter().filter(|r| r.2 >= 0.95 * best).min_by_key(|r| r.1).map(|r| (r.0.clone(), r.1, r.2 / best.max(1e-12)))
 }
 
-/// Every run as CSV.
-pub fn csv(runs: &[PoolRun]) -> String {
+/// Every run as CSV, then a row for each pool size not measured
+/// (`unmeasured`: the size asked for and why), its figures empty and the
+/// reason in the `note` column.
+pub fn csv(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
     let mut s = String::from(
-        "pool,slots,repeat,frames,seconds,fps,efficiency,bottleneck,vram_peak_bytes,rss_peak_bytes,slot_wait_s\n",
+        "pool,slots,repeat,frames,seconds,fps,efficiency,bottleneck,vram_peak_bytes,rss_peak_bytes,slot_wait_s,note\n",
     );
     for r in runs {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.6},{:.4},{:.4},{},{},{},{:.4}",
+            "{},{},{},{},{:.6},{:.4},{:.4},{},{},{},{:.4},",
             r.requested,
             r.pool_size,
             r.repeat,
@@ -238,6 +240,9 @@ pub fn csv(runs: &[PoolRun]) -> String {
             r.rss_peak,
             r.slot_wait_s
         );
+    }
+    for (pool, why) in unmeasured {
+        let _ = writeln!(s, "{pool},,,,,,,,,,,\"not measured: {}\"", why.replace('"', "\"\""));
     }
     s
 }
@@ -255,8 +260,9 @@ fn highest(runs: &[PoolRun], requested: &str, of: RunFigure) -> u64 {
 /// joined by a line) and peak memory (VRAM ledger and host RSS, MiB: every
 /// run as a dot, the highest joined by a line, as the table gives it). Pool
 /// sizes are categories in the order asked for, `auto` labelled with the
-/// slots it took.
-pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
+/// slots it took; sizes not measured (`unmeasured`, as for [`csv`]) are
+/// named under the title.
+pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)]) -> String {
     let sums = summarize(runs);
     let (w, h) = (900.0, 380.0);
     let panel_w = 360.0;
@@ -277,6 +283,14 @@ pub fn chart_svg(runs: &[PoolRun], title: &str) -> String {
         r#"<text x="20" y="24" font-size="14" font-weight="bold">{}</text>"#,
         crate::timeline::escape(title)
     );
+    if !unmeasured.is_empty() {
+        let pools: Vec<&str> = unmeasured.iter().map(|(pool, _)| pool.as_str()).collect();
+        let _ = writeln!(
+            s,
+            r##"<text x="20" y="42" fill="#b00">not measured (see the CSV for why): pool {}</text>"##,
+            crate::timeline::escape(&pools.join(", "))
+        );
+    }
     for (p, (left, ylabel, ymax)) in
         [(70.0, "frames/s", max_fps), (520.0, "peak memory (MiB)", max_mem)].into_iter().enumerate()
     {
@@ -402,7 +416,11 @@ mod tests {
         let medians: Vec<(&str, f64, f64, f64)> = sums.iter().map(|s| (s.0.as_str(), s.2, s.3, s.4)).collect();
         assert_eq!(medians, [("1", 5.0, 5.0, 9.0), ("2", 7.0, 6.0, 8.0)]);
         // The runs are counted from 1 in the CSV, as in the log.
-        assert!(csv(&runs).lines().nth(1).unwrap().starts_with("1,1,1,10,"), "{}", csv(&runs));
+        assert!(csv(&runs, &[]).lines().nth(1).unwrap().starts_with("1,1,1,10,"), "{}", csv(&runs, &[]));
+        // A size not measured has its row, figures empty, the reason quoted.
+        let skipped = [("8".to_string(), "needs \"more\"".to_string())];
+        assert!(csv(&runs, &skipped).ends_with("\n8,,,,,,,,,,,\"not measured: needs \"\"more\"\"\"\n"));
+        assert!(chart_svg(&runs, "t", &skipped).contains(">not measured (see the CSV for why): pool 8</text>"));
     }
 
     #[test]
@@ -415,7 +433,7 @@ mod tests {
         // Gridlines sit on their values (the top one, 4/4 of the axis, at
         // y = 60), labels' baselines just below; none is drawn over the x
         // axis (y = 320), whose 0 is only labelled.
-        let svg = chart_svg(&runs, "t");
+        let svg = chart_svg(&runs, "t", &[]);
         // The memory lines join the same highest peaks (the median run's
         // are 1 byte): RSS 3 MiB at the top of a 0-3 MiB axis, VRAM 2 MiB.
         assert!(svg.contains(r##"<polyline points="700.0,60.0" fill="none" stroke="#59a14f""##), "{svg}");

@@ -134,19 +134,21 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
         },
         &mut |pool, e| {
             note!("  pool {pool}: skipped: {e}");
-            refused.push(format!("pool {pool} not measured: {e}"));
+            refused.push((pool.to_string(), e.to_string()));
         },
     )?;
     let mut table = framepipe::bench::table(&runs);
-    for line in &refused {
-        table += line;
-        table.push('\n');
+    for (pool, why) in &refused {
+        table += &format!("pool {pool} not measured: {why}\n");
     }
     // After minutes of runs, each output is tried whatever became of the
     // others, and one that fails is a failure of the run (exit 1).
     let mut failed = failed_after_run(print_stdout(&table));
     let title = format!("{} · {} · {} · {device}", args.input, job.graph.describe(), args.format);
-    let files = [(&args.csv, framepipe::bench::csv(&runs)), (&args.chart, framepipe::bench::chart_svg(&runs, &title))];
+    let files = [
+        (&args.csv, framepipe::bench::csv(&runs, &refused)),
+        (&args.chart, framepipe::bench::chart_svg(&runs, &title, &refused)),
+    ];
     for (path, text) in files {
         if failed_after_run(framepipe::io::write_file_atomic(path, text.as_bytes(), args.overwrite)) {
             failed = true;

@@ -94,6 +94,11 @@ fn bench_pool_rows_agree_with_their_runs() {
         let refused = table.lines().last().unwrap();
         assert!(refused.starts_with("pool 3 not measured: ") && refused.contains("3 slots of"), "{table}");
         assert_eq!(table.lines().count(), 4, "the header, pool 1, the pick, the refusal: {table}");
+        // The CSV and chart say so too, not only the table.
+        let csv = fs::read_to_string(t.path().join("r.csv")).unwrap();
+        assert!(csv.lines().last().unwrap().starts_with("3,,,,,,,,,,,\"not measured: "), "{csv}");
+        let svg = fs::read_to_string(t.path().join("r.svg")).unwrap();
+        assert!(svg.contains("not measured (see the CSV for why): pool 3</text>"), "{svg}");
     }
 }
 
