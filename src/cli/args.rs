@@ -112,7 +112,7 @@ pub(crate) struct ProcessArgs {
 
 #[derive(Args)]
 pub(crate) struct OpArgs {
-    /// TOML preset with an ordered [[op]] list (conflicts with the op flags).
+    /// TOML preset with an ordered [[op]] list, - for standard input (conflicts with the op flags).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["exposure", "matrix", "offset", "contrast", "pivot", "saturation", "blur"])]
     pub(crate) preset: Option<PathBuf>,
     /// Exposure in stops (multiply by 2^stops), -32 to 32.

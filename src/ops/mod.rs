@@ -52,7 +52,9 @@ pub enum Op {
     },
     /// `rgb' = M · rgb + offset`, M row-major.
     Matrix {
-        /// Nine coefficients, row-major.
+        /// Nine coefficients, row-major. By default, the identity (an
+        /// offset alone, as `--offset` without `--matrix`).
+        #[serde(default = "identity")]
         matrix: [f64; 9],
         /// Added after the matrix. By default, zero.
         #[serde(default)]
@@ -135,6 +137,11 @@ impl Op {
             Op::Blur { sigma } => finite("sigma", *sigma, 0.0, MAX_SIGMA),
         }
     }
+}
+
+/// The identity matrix, row-major.
+fn identity() -> [f64; 9] {
+    [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 }
 
 /// An ordered list of operations, applied first to last. Deserialized
@@ -248,8 +255,17 @@ impl OpGraph {
                     let sign = if *stops >= 0.0 { "+" } else { "" };
                     format!("exposure {sign}{}", short(*stops))
                 }
-                Op::Matrix { offset, .. } if offset.iter().any(|o| *o != 0.0) => "matrix + offset".into(),
-                Op::Matrix { .. } => "matrix".into(),
+                // The values, as the flags take them: a matrix or an
+                // offset named alone would hide what it does.
+                Op::Matrix { matrix, offset } => {
+                    let list = |v: &[f64]| v.iter().map(|v| short(*v)).collect::<Vec<_>>().join(",");
+                    match (*matrix == identity(), offset.iter().any(|o| *o != 0.0)) {
+                        (true, false) => "matrix identity".into(),
+                        (true, true) => format!("offset {}", list(offset)),
+                        (false, false) => format!("matrix {}", list(matrix)),
+                        (false, true) => format!("matrix {} + offset {}", list(matrix), list(offset)),
+                    }
+                }
                 Op::Contrast { contrast, pivot } => format!("contrast {} @ {}", short(*contrast), short(*pivot)),
                 Op::Saturation { saturation } => format!("saturation {}", short(*saturation)),
                 Op::Blur { sigma } => format!("blur {}", short(*sigma)),
@@ -301,10 +317,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(g.describe(), "exposure +0 → exposure +0.5 → contrast 1.2 @ 0 → saturation -0.5 → blur 1e-300");
-        // An offset is said: a matrix alone would hide a lift.
-        let identity = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
-        let m = |offset| OpGraph::new(vec![Op::Matrix { matrix: identity, offset }]).unwrap().describe();
-        assert_eq!((m([0.0; 3]), m([0.0, 0.1, 0.0])), ("matrix".into(), "matrix + offset".into()));
+        // A matrix and its offset are said with their values.
+        let m = |matrix, offset| OpGraph::new(vec![Op::Matrix { matrix, offset }]).unwrap().describe();
+        let tint = [1.1, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.9];
+        assert_eq!(m(identity(), [0.0; 3]), "matrix identity");
+        assert_eq!(m(identity(), [0.0, 0.1, 0.0]), "offset 0,0.1,0");
+        assert_eq!(m(tint, [0.0; 3]), "matrix 1.1,0,0,0,1,0,0,0,0.9");
+        assert_eq!(m(tint, [0.0, 0.1, 0.0]), "matrix 1.1,0,0,0,1,0,0,0,0.9 + offset 0,0.1,0");
     }
 
     #[test]

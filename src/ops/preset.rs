@@ -74,6 +74,15 @@ fn one_line(message: &str) -> String {
 pub fn load_preset(path: &Path) -> Result<OpGraph> {
     use std::io::Read;
     let fail = |reason: String| Error::Preset { path: path.to_owned(), reason };
+    // `-`: standard input (`make-grade | framepipe process ... --preset -`).
+    if path == Path::new("-") {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(fail("standard input is a terminal: pipe a preset into it".into()));
+        }
+        let mut bytes = Vec::new();
+        std::io::stdin().take(MAX_PRESET_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+        return parse_preset_bytes(bytes, path);
+    }
     // Looked at before it is opened: a device (`/dev/zero`) or a folder is
     // refused; a pipe (`--preset <(make-grade)`) is read, up to the limit.
     let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
@@ -89,6 +98,12 @@ pub fn load_preset(path: &Path) -> Result<OpGraph> {
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let mut bytes = Vec::new();
     file.take(MAX_PRESET_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+    parse_preset_bytes(bytes, path)
+}
+
+/// A preset read whole (up to one byte past the limit), checked and parsed.
+fn parse_preset_bytes(bytes: Vec<u8>, path: &Path) -> Result<OpGraph> {
+    let fail = |reason: String| Error::Preset { path: path.to_owned(), reason };
     if bytes.len() as u64 > MAX_PRESET_BYTES {
         return Err(fail(format!("larger than {} KiB: not a preset", MAX_PRESET_BYTES >> 10)));
     }

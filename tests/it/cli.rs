@@ -217,7 +217,29 @@ fn sample_presets_parse_and_run() {
         let status = std::process::Command::new("bash").arg("-c").arg(&line).status().unwrap();
         assert!(status.success(), "{line}");
         assert_eq!(decode(&t.path().join(format!("{name}_piped_01.png"))), expected, "{name} from a pipe");
+        // And from standard input, named `-`.
+        let stdin = t.path().join(format!("{name}_stdin_%02d.png")).display().to_string();
+        framepipe()
+            .args(["process", &input, "-o", &stdin, "--preset", "-", "--backend", "cpu", "-q"])
+            .write_stdin(fs::read(&preset).unwrap())
+            .assert()
+            .success();
+        assert_eq!(decode(&t.path().join(format!("{name}_stdin_01.png"))), expected, "{name} from stdin");
     }
+    // An offset alone lifts, as --offset without --matrix does.
+    let out = t.path().join("lift_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out, "--preset", "-", "--backend", "cpu", "--json", "-", "-q"])
+        .write_stdin("[[op]]\ntype = \"matrix\"\noffset = [0.1, 0, 0]\n")
+        .assert()
+        .success()
+        .stdout(contains(r#""ops": "offset 0.1,0,0""#));
+    let lift = OpGraph::new(vec![Op::Matrix {
+        matrix: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        offset: [0.1, 0.0, 0.0],
+    }]);
+    let expected = framepipe::process_cpu(&decode(&t.path().join("s_01.png")), &lift.unwrap().plan());
+    assert_eq!(decode(&t.path().join("lift_01.png")), expected);
 }
 
 #[test]
