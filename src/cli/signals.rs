@@ -215,7 +215,8 @@ fn stop_now(signal: i32) -> ! {
             );
         }
     }
-    if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) {
+    // Only once a frame was written: before, the same command is as good.
+    if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) && replacing {
         note!("notice: the same command with --skip-existing processes only the frames not written");
     }
     die_by(signal);
