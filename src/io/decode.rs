@@ -817,9 +817,19 @@ pub(crate) fn from_dynamic(image: DynamicImage) -> HostFrame {
     }
 }
 
-/// Codec messages sometimes span lines; a log line must not.
+/// Codec messages sometimes span lines; a log line must not. Some say
+/// what happened in their own terms: said in a user's.
 pub(super) fn one_line(s: &str) -> String {
     let mut line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    // `image`'s wrapper of a codec's error: `Format error decoding Png:
+    // Invalid PNG signature.`
+    if let Some((format, why)) = line.strip_prefix("Format error decoding ").and_then(|r| r.split_once(": ")) {
+        line = format!("not a valid {} file: {why}", format.to_uppercase());
+    }
+    // A reader's `read_exact` past the end (TIFF strips, QOI runs).
+    if line.contains("failed to fill whole buffer") {
+        line = "truncated: the file ends inside its image data".into();
+    }
     // The png crate names a chunk by its Debug form (`ChunkType { type:
     // IDAT, critical: true, .. }`): its four letters are the name.
     while let Some(at) = line.find("ChunkType { type: ") {
