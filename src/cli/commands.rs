@@ -246,9 +246,13 @@ pub(crate) fn info() -> Result<ExitCode, Error> {
 
 pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let (width, height) = parse_size(&args.size)?;
-    // A GPU asked for and not there is said before seconds of generating.
+    // A GPU asked for and not there is said before seconds of generating
+    // (its adapters listed, as `info` does: no device made twice).
     if args.backend == BackendKind::Gpu {
-        Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
+        let adapters = framepipe::gpu::list_adapters(&framepipe::gpu::instance());
+        if let Err(Error::Gpu(why)) = framepipe::gpu::choose(adapters, None, false) {
+            return Err(Error::NoGpu(why));
+        }
     }
     // Removed if the demo fails or is stopped at once (a second Ctrl-C)
     // before its frames are graded; kept then.

@@ -302,30 +302,30 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         // Frames of another kind than the first, whose header the notices
         // before the run spoke of.
         let first = prepared.first().copied();
-        if !report.float_list.is_empty() && !first.is_some_and(|i| i.float) {
-            let (frames, hold) = if one_frame(&report.float_list) { ("frame", "holds") } else { ("frames", "hold") };
-            note!("notice: {frames} {} {hold} {FLOAT_NOTICE}", report.float_list);
-        }
-        if !report.premultiplied_list.is_empty() && !first.is_some_and(|i| i.premultiplied) {
-            let (frames, their) =
-                if one_frame(&report.premultiplied_list) { ("frame", "its") } else { ("frames", "their") };
-            note!("notice: {frames} {}: {their} {PREMULTIPLIED_NOTICE}", report.premultiplied_list);
-        }
-        if !report.more_images_list.is_empty() && !first.is_some_and(|i| i.more_images) {
-            let (frames, hold) =
-                if one_frame(&report.more_images_list) { ("frame", "holds") } else { ("frames", "hold") };
-            note!("notice: {frames} {} {hold} {MORE_IMAGES_NOTICE}", report.more_images_list);
-        }
-        if !report.other_channels_list.is_empty() {
-            let (frames, have) = if one_frame(&report.other_channels_list) {
-                ("frame", "has a source")
-            } else {
-                ("frames", "have sources")
-            };
-            note!(
-                "notice: {frames} {} {have} with other channels than the first's (grey or color, alpha or not): outputs keep their own source's, so the sequence's channels may change there",
-                report.other_channels_list
-            );
+        // (list, whether the first frame was said up front, what follows
+        // the list for one frame and for more, the notice).
+        let later: [(&str, bool, [&str; 2], &str); 4] = [
+            (&report.float_list, first.is_some_and(|i| i.float), [" holds", " hold"], FLOAT_NOTICE),
+            (
+                &report.premultiplied_list,
+                first.is_some_and(|i| i.premultiplied),
+                [": its", ": their"],
+                PREMULTIPLIED_NOTICE,
+            ),
+            (&report.more_images_list, first.is_some_and(|i| i.more_images), [" holds", " hold"], MORE_IMAGES_NOTICE),
+            (
+                &report.other_channels_list,
+                false,
+                [" has a source", " have sources"],
+                "with other channels than the first's (grey or color, alpha or not): outputs keep their own source's, so the sequence's channels may change there",
+            ),
+        ];
+        for (list, said, [one, many], notice) in later {
+            if list.is_empty() || said {
+                continue;
+            }
+            let (frames, verb) = if one_frame(list) { ("frame", one) } else { ("frames", many) };
+            note!("notice: {frames} {list}{verb} {notice}");
         }
         // Auto takes two slots or more where two fit (and two frames
         // exist); a budget that holds only one still runs, without

@@ -1098,10 +1098,11 @@ fn pass_timestamps(
 /// the in-flight frame's drop (which polls to settle its maps: a second
 /// panic, the process aborted, an embedding editor with it).
 fn poll(device: &wgpu::Device, what: wgpu::PollType) -> Result<wgpu::PollStatus> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.poll(what))) {
+    let one_line = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match crate::io::catch_quiet(|| device.poll(what)) {
         Ok(Ok(status)) => Ok(status),
-        Ok(Err(e)) => Err(Error::Gpu(format!("device poll failed: {e}"))),
-        Err(payload) => Err(Error::Gpu(format!("device lost: {}", crate::error::panic_message(&*payload)))),
+        Ok(Err(e)) => Err(Error::Gpu(format!("device poll failed: {}", one_line(e.to_string())))),
+        Err(payload) => Err(Error::Gpu(format!("device lost: {}", one_line(crate::error::panic_message(&*payload))))),
     }
 }
 

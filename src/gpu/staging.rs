@@ -280,11 +280,6 @@ impl Drop for InFlight {
     /// cannot land later on a buffer that has been handed out again.
     fn drop(&mut self) {
         use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
-        // Unwinding (a failed wait): the device is not to be touched again
-        // on the way out; the buffers go with their slot.
-        if std::thread::panicking() {
-            return;
-        }
         let settle = |buffer: &wgpu::Buffer, rx: &MapRx| {
             let unmap = match rx.try_recv() {
                 Ok(mapped) => mapped.is_ok(),

@@ -42,6 +42,7 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<HostFrame> {
 
 /// What a frame's header says it decodes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrameInfo {
     /// Width in pixels.
     pub width: u32,
@@ -100,8 +101,9 @@ pub fn decode_with(
     decode_with_buffers(path, limits, &Fresh, check, sink)
 }
 
-/// Where a whole-frame decode (any source but a non-interlaced PNG) takes
-/// its frame-sized buffer and gives it back. The pipeline hands back
+/// Where a whole-frame decode (any source but a non-interlaced PNG; an
+/// interlaced one's decoded passes) takes its frame-sized buffer and gives
+/// it back. The pipeline hands back
 /// buffers its encoders are done with: a new 132 MB buffer per 8K frame
 /// costs its page faults (32,000 of them) every time.
 pub trait Buffers {
@@ -234,7 +236,7 @@ fn decode_to(
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
     check(&info)?;
     check_jpeg_whole(path, format)?;
-    if stream_png(path, limits, &info, &mut sink)? {
+    if stream_png(path, limits, &info, buffers, &mut sink)? {
         return Ok(info);
     }
     let read = |decoder: Box<dyn ImageDecoder + '_>| -> Result<Vec<u8>> {
@@ -297,6 +299,7 @@ fn stream_png(
     path: &Path,
     limits: &DecodeLimits,
     info: &FrameInfo,
+    buffers: &dyn Buffers,
     sink: &mut impl FnMut(usize, &[u8]) -> Result<()>,
 ) -> Result<bool> {
     use std::io::Read;
@@ -317,7 +320,10 @@ fn stream_png(
     // Every checksum verified: the data's own (Adler-32), off by default
     // in `png`, is what finds a corrupt stream whose chunk CRCs were
     // rewritten to match (a buggy writer); unverified, it decodes to
-    // wrong pixels without a word.
+    // wrong pixels without a word. (`png` checks it as it reads it: a
+    // trailer in a chunk of its own after the last row's data is not
+    // read. Nor is what follows the image data: an APNG's later frames,
+    // which another reader may reject, are not this one's concern.)
     decoder.ignore_checksums(false);
     let decoding = |e: png::DecodingError| match e.to_string() {
         e if e.contains("WrongChecksum") => fail("corrupt image data (its checksum does not match)".into()),
@@ -345,12 +351,16 @@ fn stream_png(
     if reader.info().interlaced {
         // Its rows arrive in seven passes: whole, then row by row.
         let size = reader.output_buffer_size().ok_or_else(|| fail("too large to decode".into()))?;
-        let mut frame = vec![0u8; size];
-        let out = reader.next_frame(&mut frame).map_err(decoding)?;
-        for line in frame.chunks_exact(out.line_size).take(height as usize) {
-            emit(rows, line)?;
-            rows += 1;
-        }
+        let mut frame = buffers.take(size);
+        let sent = reader.next_frame(&mut frame).map_err(decoding).and_then(|out| {
+            frame.chunks_exact(out.line_size).take(height as usize).try_for_each(|line| {
+                emit(rows, line)?;
+                rows += 1;
+                Ok(())
+            })
+        });
+        buffers.give(frame);
+        sent?;
     } else {
         while let Some(row) = reader.next_row().map_err(decoding)? {
             emit(rows, row.data())?;
@@ -360,8 +370,6 @@ fn stream_png(
     if rows != height as usize {
         return Err(fail(format!("image data ends after {rows} of {height} rows")));
     }
-    // The rest of the stream: its checksum is checked at its end.
-    reader.finish().map_err(decoding)?;
     Ok(true)
 }
 
@@ -444,11 +452,23 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX)))
 }
 
-/// Whether a TIFF holds more than one image (pages, or reduced-size
-/// versions of the first): its first directory links to another.
+/// Whether a TIFF holds more than one page: a later directory of full
+/// resolution (NewSubfileType without its reduced-resolution bit; a
+/// thumbnail or a pyramid level of the first is no page). Looks at a few
+/// directories at most.
 fn tiff_more_images(path: &Path) -> bool {
     let Ok(file) = std::fs::File::open(path) else { return false };
-    tiff::decoder::Decoder::new(std::io::BufReader::new(file)).is_ok_and(|tiff| tiff.more_images())
+    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return false };
+    for _ in 0..16 {
+        if !tiff.more_images() || tiff.next_image().is_err() {
+            return false;
+        }
+        let kind = tiff.find_tag_unsigned::<u32>(tiff::tags::Tag::NewSubfileType).ok().flatten().unwrap_or(0);
+        if kind & 1 == 0 {
+            return true;
+        }
+    }
+    false
 }
 
 /// The kind of TIFF `image` refused, in a user's terms (`a palette TIFF`),
@@ -658,7 +678,8 @@ fn ours<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Whether this thread is running a decoder, whose panic becomes its
-/// file's [`Error::Decode`]: a panic hook can leave such a panic unprinted
+/// file's [`Error::Decode`] (or a GPU poll, whose panic is a lost
+/// device's [`Error::Gpu`]): a panic hook can leave such a panic unprinted
 /// (the `framepipe` binary does), the error line saying it instead.
 pub fn in_decoder() -> bool {
     DECODING.with(|d| d.get() > 0)
@@ -677,6 +698,17 @@ pub fn quiet_decoder_panics() {
             previous(info)
         }
     }));
+}
+
+/// Runs `work`, a library call that reports a failure by panicking (wgpu's
+/// poll of a lost device), with the panic caught and counted as a
+/// decoder's ([`in_decoder`]): unprinted under [`quiet_decoder_panics`],
+/// the caller's one-line error says it instead.
+pub(crate) fn catch_quiet<T>(work: impl FnOnce() -> T) -> std::thread::Result<T> {
+    DECODING.with(|d| d.set(d.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    DECODING.with(|d| d.set(d.get() - 1));
+    result
 }
 
 /// Runs decoding work on `path`, a panic in it becoming the file's decode

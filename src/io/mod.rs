@@ -13,6 +13,7 @@ mod gray_alpha_tiff;
 mod paths;
 mod whole;
 
+pub(crate) use decode::catch_quiet;
 pub use decode::{
     Buffers, DecodeLimits, FrameInfo, Fresh, decode_file, decode_file_with, decode_with, decode_with_buffers,
     in_decoder, probe_file, probe_info, quiet_decoder_panics,

@@ -75,21 +75,25 @@ fn png_ends(path: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// Whether a PNG is animated (APNG: an acTL chunk, which comes before its
-/// image data): its chunk headers walked to the first IDAT. The image
-/// data is the default image, the one read.
+/// Whether a PNG holds more images than its default one (an APNG whose
+/// acTL chunk, before the image data, counts more than one frame: of one,
+/// that frame is the default image): its chunk headers walked to the
+/// first IDAT. The default image is the one read.
 pub(crate) fn png_animated(path: &Path) -> Result<bool> {
     let io = |source| Error::Io { path: path.to_owned(), source };
     let mut file = buffered(path)?;
     file.seek_relative(8).map_err(io)?;
     let mut head = [0u8; 8];
     while read_all(&mut file, &mut head).map_err(io)? {
+        let data = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         match &head[4..] {
-            b"acTL" => return Ok(true),
+            b"acTL" => {
+                let mut frames = [0u8; 4];
+                return Ok(read_all(&mut file, &mut frames).map_err(io)? && u32::from_be_bytes(frames) > 1);
+            }
             b"IDAT" | b"IEND" => return Ok(false),
             _ => {}
         }
-        let data = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         file.seek_relative(i64::from(data) + 4).map_err(io)?;
     }
     Ok(false)

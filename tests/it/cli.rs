@@ -1865,16 +1865,21 @@ fn only_the_first_image_of_a_many_image_file_is_read_and_said_so() {
     fs::create_dir(&seq).unwrap();
     let still = image::RgbImage::from_raw(w, h, page(1)).unwrap();
     still.save(seq.join("s_01.png")).unwrap();
-    let mut apng = Vec::new();
-    {
+    let apng = |frames: u32| {
+        let mut apng = Vec::new();
         let mut encoder = png::Encoder::new(&mut apng, w, h);
         encoder.set_color(png::ColorType::Rgb);
-        encoder.set_animated(2, 0).unwrap();
+        encoder.set_animated(frames, 0).unwrap();
         let mut writer = encoder.write_header().unwrap();
-        writer.write_image_data(&page(3)).unwrap();
-        writer.write_image_data(&page(4)).unwrap();
-    }
-    fs::write(seq.join("s_02.png"), apng).unwrap();
+        for f in 0..frames {
+            writer.write_image_data(&page(3 + f as u8)).unwrap();
+        }
+        drop(writer);
+        apng
+    };
+    fs::write(seq.join("s_02.png"), apng(2)).unwrap();
+    // An APNG of one frame holds its default image only: not said.
+    fs::write(seq.join("s_03.png"), apng(1)).unwrap();
     let out = t.path().join("q/o_%02d.png").display().to_string();
     framepipe()
         .args(["process", &format!("{}/s_%02d.png", seq.display()), "-o", &out, "--backend", "cpu"])
