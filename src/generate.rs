@@ -144,6 +144,23 @@ pub fn generate_sequence(
     encode: &EncodeOptions,
     overwrite: bool,
 ) -> Result<Vec<PathBuf>> {
+    generate_sequence_with(opts, pattern, encode, overwrite, &|_| {})
+}
+
+/// [`generate_sequence`], calling `written` with each frame's number once
+/// it is in place (from the threads writing them), for a progress bar.
+/// Frames are started in order, so a run stopped part way has written a
+/// first run of them (and the few under way), not scattered ones.
+///
+/// # Errors
+/// As [`generate_sequence`].
+pub fn generate_sequence_with(
+    opts: &GenerateOptions,
+    pattern: &str,
+    encode: &EncodeOptions,
+    overwrite: bool,
+    written: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<PathBuf>> {
     crate::io::refuse_folder_name(pattern)?;
     if opts.frames == 0 || opts.frames as u64 > crate::sequence::MAX_SPEC_FRAMES {
         let most = crate::sequence::MAX_SPEC_FRAMES;
@@ -184,29 +201,32 @@ pub fn generate_sequence(
     // Frames in parallel: the PNG encoder is single-threaded. None is
     // started after one failed (a full disk, a name another run took).
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let results: Vec<Option<Result<PathBuf>>> = (opts.start..=last)
-        .into_par_iter()
-        .map(|n| {
+    // Taken in order by whichever thread is free (a split range would
+    // start its halves at once).
+    let mut results: Vec<(u64, Result<PathBuf>)> = (opts.start..=last)
+        .par_bridge()
+        .filter_map(|n| {
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return None;
             }
             let path = path_of(n);
             let r = write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path);
-            if r.is_err() {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            match &r {
+                Ok(_) => written(n),
+                Err(_) => stop.store(true, std::sync::atomic::Ordering::Relaxed),
             }
-            Some(r)
+            Some((n, r))
         })
         .collect();
+    results.sort_unstable_by_key(|(n, _)| *n);
     let mut written = Vec::new();
     let mut failed = None;
-    for (n, r) in (opts.start..=last).zip(results) {
+    for (n, r) in results {
         match r {
-            Some(Ok(path)) => written.push((n, path)),
-            Some(Err(e)) => {
+            Ok(path) => written.push((n, path)),
+            Err(e) => {
                 failed.get_or_insert(e);
             }
-            None => {}
         }
     }
     let Some(e) = failed else { return Ok(written.into_iter().map(|(_, p)| p).collect()) };

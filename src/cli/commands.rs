@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
+use framepipe::generate::{GenerateOptions, generate_sequence, generate_sequence_with, parse_size};
 use framepipe::io::{EncodeOptions, FileSet, OutputFormat};
 use framepipe::pool::PoolSize;
 use framepipe::{BackendKind, Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, PixelFormat};
@@ -191,7 +191,24 @@ pub(crate) fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
         stale_notice(&framepipe::io::remove_stale_partials(pattern.dir()), args.quiet);
     }
     let t = Instant::now();
-    let written = generate_sequence(&opts, &args.output, &encode, args.overwrite)?;
+    // A bar on a terminal: an 8K sequence takes a while to write.
+    let bar = (!args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let bar = indicatif::ProgressBar::new(u64::from(args.frames));
+        let style =
+            indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames generated  ETA {eta}")
+                .expect("valid template");
+        bar.set_style(style);
+        bar
+    });
+    let written = generate_sequence_with(&opts, &args.output, &encode, args.overwrite, &|_| {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let written = written?;
     // JPEG and QOI hold 8 bits whatever was generated.
     let kept = match output {
         OutputFormat::Png | OutputFormat::Tiff => args.depth,
