@@ -165,6 +165,12 @@ pub struct Report {
     /// multi-page TIFF, an animated PNG), as a compact list; empty when
     /// none.
     pub more_images_list: String,
+    /// Frames whose source files carry an ICC profile, which the outputs
+    /// do not, as a compact list; empty when none.
+    pub icc_profile_list: String,
+    /// Frames whose source files carry an orientation (EXIF, TIFF) that
+    /// is not applied, as a compact list; empty when none.
+    pub oriented_list: String,
     /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
     /// `pipelined` or `sequential`.
@@ -352,6 +358,8 @@ impl Report {
         self.premultiplied_list = list(kinds.premultiplied);
         self.other_channels_list = list(kinds.other_channels);
         self.more_images_list = list(kinds.more_images);
+        self.icc_profile_list = list(kinds.icc_profile);
+        self.oriented_list = list(kinds.oriented);
     }
 
     /// Fills [`Report::unwritten_list`] from the job's frame numbers
@@ -385,6 +393,8 @@ pub(crate) struct SourceKinds {
     first: Option<(bool, bool)>,
     other_channels: Vec<u64>,
     more_images: Vec<u64>,
+    icc_profile: Vec<u64>,
+    oriented: Vec<u64>,
 }
 
 impl SourceKinds {
@@ -409,8 +419,14 @@ impl SourceKinds {
         if info.premultiplied {
             self.premultiplied.push(number);
         }
-        if info.more_images {
-            self.more_images.push(number);
+        for (set, list) in [
+            (info.more_images, &mut self.more_images),
+            (info.icc_profile, &mut self.icc_profile),
+            (info.oriented, &mut self.oriented),
+        ] {
+            if set {
+                list.push(number);
+            }
         }
         if self.first.is_some_and(|first| first != self.channels(info)) {
             self.other_channels.push(number);

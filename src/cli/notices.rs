@@ -15,6 +15,13 @@ pub(crate) const FLOAT_NOTICE: &str = "32-bit floats: values are clamped to 0..1
 pub(crate) const MORE_IMAGES_NOTICE: &str =
     "more than one image (a multi-page TIFF, an animated PNG): only the first is read";
 
+/// What becomes of the sources' ICC profiles.
+pub(crate) const ICC_NOTICE: &str = "an ICC profile, which the outputs do not carry: the values are processed and stored as they are, so a color-managed viewer may show the outputs differently";
+
+/// What becomes of the sources' orientation tags.
+pub(crate) const ORIENTED_NOTICE: &str =
+    "an orientation tag (EXIF, TIFF) that is not applied: the outputs hold the pixels as stored, without it";
+
 /// What reading sources with premultiplied alpha does to them.
 pub(crate) const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF associated alpha): it is divided out as they are read, since the ops and every output take straight alpha";
 

@@ -18,8 +18,8 @@ use crate::files::{
     refuse_stdout_into_output, stdout_writer, write_report,
 };
 use crate::notices::{
-    FLOAT_NOTICE, MORE_IMAGES_NOTICE, PREMULTIPLIED_NOTICE, band_notice, earlier_render_notice, format_notice,
-    resume_notice, stale_notice, stream_hint, unnamed_notice,
+    FLOAT_NOTICE, ICC_NOTICE, MORE_IMAGES_NOTICE, ORIENTED_NOTICE, PREMULTIPLIED_NOTICE, band_notice,
+    earlier_render_notice, format_notice, resume_notice, stale_notice, stream_hint, unnamed_notice,
 };
 use crate::printable;
 use crate::signals::{
@@ -186,6 +186,12 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         if info.more_images {
             note!("notice: the sources hold {MORE_IMAGES_NOTICE}");
         }
+        if info.icc_profile {
+            note!("notice: the sources carry {ICC_NOTICE}");
+        }
+        if info.oriented {
+            note!("notice: the sources carry {ORIENTED_NOTICE}");
+        }
         if let Some(n) = std::num::NonZeroU16::new(info.unnamed_channels) {
             note!("notice: {}", unnamed_notice(n));
         }
@@ -304,7 +310,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         let first = prepared.first().copied();
         // (list, whether the first frame was said up front, what follows
         // the list for one frame and for more, the notice).
-        let later: [(&str, bool, [&str; 2], &str); 4] = [
+        let later: [(&str, bool, [&str; 2], &str); 6] = [
             (&report.float_list, first.is_some_and(|i| i.float), [" holds", " hold"], FLOAT_NOTICE),
             (
                 &report.premultiplied_list,
@@ -313,6 +319,8 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                 PREMULTIPLIED_NOTICE,
             ),
             (&report.more_images_list, first.is_some_and(|i| i.more_images), [" holds", " hold"], MORE_IMAGES_NOTICE),
+            (&report.icc_profile_list, first.is_some_and(|i| i.icc_profile), [" carries", " carry"], ICC_NOTICE),
+            (&report.oriented_list, first.is_some_and(|i| i.oriented), [" carries", " carry"], ORIENTED_NOTICE),
             (
                 &report.other_channels_list,
                 false,

@@ -70,6 +70,12 @@ pub struct FrameInfo {
     /// TIFF's later pages, an animated PNG's frames (its default image is
     /// read). As other readers of stills take them, only the first.
     pub more_images: bool,
+    /// Whether the file carries an ICC profile: the outputs carry none
+    /// (the values are processed and stored as they are).
+    pub icc_profile: bool,
+    /// Whether the file carries an orientation (EXIF, a TIFF tag) other
+    /// than as stored: not applied, the outputs hold the pixels as stored.
+    pub oriented: bool,
 }
 
 /// Pixels per batch when widening RGB to RGBA: 64 KiB of RGBA8, which
@@ -528,7 +534,7 @@ fn open_decoder<'a>(
         Some(if format == Some(image::ImageFormat::Png) { png_side_bytes(limits) as u64 } else { limits.max_alloc });
     reader.limits(image_limits);
     let mut float = false;
-    let decoder: Box<dyn ImageDecoder + 'a> = match reader.into_decoder() {
+    let mut decoder: Box<dyn ImageDecoder + 'a> = match reader.into_decoder() {
         Ok(decoder) => Box::new(decoder),
         Err(e) if format == Some(image::ImageFormat::Tiff) => match GrayAlphaTiff::open(path, limits.max_alloc) {
             Ok(Some(decoder)) => {
@@ -550,6 +556,9 @@ fn open_decoder<'a>(
     };
     let mut info = header(decoder.as_ref());
     info.float |= float;
+    // (Unreadable, neither is anything to speak of: the pixels decode.)
+    info.icc_profile = decoder.icc_profile().is_ok_and(|p| p.is_some());
+    info.oriented = decoder.orientation().is_ok_and(|o| o != image::metadata::Orientation::NoTransforms);
     if format == Some(image::ImageFormat::Tiff) {
         (info.premultiplied, info.unnamed_channels) = tiff_extra_samples(path, decoder.color_type())?;
     }
@@ -754,6 +763,8 @@ fn header(decoder: &dyn ImageDecoder) -> FrameInfo {
         premultiplied: false,
         unnamed_channels: 0,
         more_images: false,
+        icc_profile: false,
+        oriented: false,
     }
 }
 

@@ -1887,3 +1887,42 @@ fn only_the_first_image_of_a_many_image_file_is_read_and_said_so() {
         .success()
         .stderr(contains("notice: frame 2 holds more than one image").and(contains("the sources hold").not()));
 }
+
+/// A source's ICC profile and orientation tag are not carried to the
+/// outputs nor applied: said, for the frames that have them.
+#[test]
+fn icc_profiles_and_orientation_tags_left_behind_are_said() {
+    use image::ImageEncoder;
+    let t = tempfile::tempdir().unwrap();
+    let (w, h) = (6u32, 4u32);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i as u8).wrapping_mul(37)).collect();
+    image::RgbImage::from_raw(w, h, rgb.clone()).unwrap().save(t.path().join("s_01.png")).unwrap();
+    // Frame 2: a profile, and EXIF saying "rotate 90" (orientation 6).
+    let exif = [
+        &b"MM\0\x2a\0\0\0\x08"[..],
+        &[0, 1],
+        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    let mut tagged = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut tagged);
+    encoder.set_icc_profile(b"a profile's bytes".to_vec()).unwrap();
+    encoder.set_exif_metadata(exif).unwrap();
+    encoder.write_image(&rgb, w, h, image::ExtendedColorType::Rgb8).unwrap();
+    fs::write(t.path().join("s_02.png"), tagged).unwrap();
+    let input = t.path().join("s_%02d.png").display().to_string();
+    let out = t.path().join("o/o_%02d.png").display().to_string();
+    let json = t.path().join("r.json");
+    framepipe()
+        .args(["process", &input, "-o", &out, "--backend", "cpu", "--json"])
+        .arg(&json)
+        .assert()
+        .success()
+        .stderr(contains("notice: frame 2 carries an ICC profile, which the outputs do not carry"))
+        .stderr(contains("notice: frame 2 carries an orientation tag (EXIF, TIFF) that is not applied"));
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    assert_eq!((&report["icc_profile_list"], &report["oriented_list"]), (&"2".into(), &"2".into()));
+    // The pixels as stored, unrotated.
+    assert_eq!(decode(&t.path().join("o/o_02.png")).width, w);
+}
