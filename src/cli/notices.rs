@@ -130,6 +130,9 @@ pub(crate) fn resume_notice(
     if prepared.is_stream() || opts.demo || left == 0 || report.frames.is_empty() {
         return None;
     }
+    if opts.skip_existing {
+        return Some("notice: the same command again processes only the frames not written".into());
+    }
     if !opts.overwrite {
         return Some("notice: the same command with --skip-existing processes only the frames not written".into());
     }

@@ -353,11 +353,24 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // meanwhile, a full disk) is a failure of the run, exit 1, not a usage
     // error, and does not keep the other report from being written.
     let mut unwritten = false;
-    if let Some(path) = &opts.json {
+    // A resumed run that found every frame there (a task queued again
+    // after it finished) keeps the reports of the run that made them:
+    // its own would say only that nothing was done.
+    let keeps = |path: &Path, replace: bool| {
+        let kept = replace && opts.skip_existing && prepared.outputs().is_empty() && path.is_file();
+        if kept && !opts.quiet {
+            note!(
+                "notice: {} is kept: every frame was already there, and it describes the run that made them",
+                path.display()
+            );
+        }
+        kept
+    };
+    if let Some(path) = opts.json.as_deref().filter(|p| !keeps(p, replace_json)) {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
         unwritten |= failed_after_run(write_replacing(path, &text, replace_json));
     }
-    if let Some(path) = &opts.timeline {
+    if let Some(path) = opts.timeline.as_deref().filter(|p| !keeps(p, replace_timeline)) {
         let svg = framepipe::timeline::render_svg(&report);
         unwritten |= failed_after_run(write_replacing(path, &svg, replace_timeline));
     }

@@ -1015,6 +1015,13 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!((report["frames_written"].as_u64(), report["frames_existing"].as_u64()), (Some(3), Some(3)));
         assert_ne!(fs::read(&svg).unwrap(), first_svg, "the timeline replaced too");
+        // Queued again once finished: nothing to do, and the reports of the
+        // run that did it are kept.
+        let (done_json, done_svg) = (fs::read(&json).unwrap(), fs::read(&svg).unwrap());
+        let mut again = framepipe();
+        again.args(["process", &input, "-o", &out, "--blur", "1", "--skip-existing", "--json"]).arg(&json);
+        again.arg("--timeline").arg(&svg).assert().success().stderr(contains("is kept: every frame was already there"));
+        assert_eq!((fs::read(&json).unwrap(), fs::read(&svg).unwrap()), (done_json, done_svg));
     }
     // A run knows its report by where it writes, however that is spelt;
     // the same spelling from another folder is another run's.
@@ -1898,13 +1905,8 @@ fn icc_profiles_and_orientation_tags_left_behind_are_said() {
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i as u8).wrapping_mul(37)).collect();
     image::RgbImage::from_raw(w, h, rgb.clone()).unwrap().save(t.path().join("s_01.png")).unwrap();
     // Frame 2: a profile, and EXIF saying "rotate 90" (orientation 6).
-    let exif = [
-        &b"MM\0\x2a\0\0\0\x08"[..],
-        &[0, 1],
-        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
-        &[0, 0, 0, 0],
-    ]
-    .concat();
+    let exif =
+        [&b"MM\0\x2a\0\0\0\x08"[..], &[0, 1], &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0], &[0, 0, 0, 0]].concat();
     let mut tagged = Vec::new();
     let mut encoder = image::codecs::png::PngEncoder::new(&mut tagged);
     encoder.set_icc_profile(b"a profile's bytes".to_vec()).unwrap();
