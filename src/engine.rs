@@ -947,6 +947,18 @@ pub enum Progress<'a> {
         /// The failure.
         failure: &'a FrameFailure,
     },
+    /// A frame's output appeared while the run went on (another run
+    /// writing to the same place, a farm's retried task) and, under
+    /// [`Job::skip_existing`], is kept: counted with the frames already
+    /// there, not written again.
+    Kept {
+        /// Frames finished so far (written, failed or kept).
+        finished: usize,
+        /// Frames in the job.
+        total: usize,
+        /// The frame's number.
+        number: u64,
+    },
 }
 
 pub(crate) fn is_identity(plan: &Plan) -> bool {
@@ -1178,6 +1190,10 @@ fn run_sequential(
             // is the run not fitting it: a usage error, as the pipelined
             // run reports it before any frame, not one failure per frame.
             Err(e @ Error::Budget(_)) if report.frames.is_empty() => return Err(e),
+            Err(Error::OutputExists(_)) if job.skip_existing => {
+                report.keep(frame.number);
+                progress(Progress::Kept { finished, total, number: frame.number });
+            }
             Err(e) => {
                 report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });

@@ -127,6 +127,10 @@ pub struct Report {
     pub missing_frames: String,
     /// See [`Report::missing_frames`].
     pub existing_frames: String,
+    /// The frames already there, ascending (those kept when the run began,
+    /// and those whose output appeared during it).
+    #[serde(skip)]
+    pub(crate) existing: Vec<u64>,
     /// See [`Report::missing_frames`].
     pub unwritten_frames: String,
     /// The failed frames (`failures`) as a `--frames` spec: with
@@ -235,15 +239,15 @@ impl Report {
         mode: &str,
     ) -> Self {
         let missing = &prepared.sequence.missing;
-        Report {
+        let mut existing = prepared.existing.clone();
+        existing.sort_unstable();
+        let mut report = Report {
             frames_missing: crate::sequence::count_runs(missing),
             missing_list: crate::sequence::compact_runs(missing),
-            frames_existing: prepared.existing.len(),
-            existing_list: crate::sequence::compact_runs(&crate::sequence::runs_of(prepared.existing.iter().copied())),
+            existing,
             unwritten_list: String::new(),
             // The gaps are runs, never enumerated (a gap may be millions).
             missing_frames: crate::sequence::frame_spec(missing),
-            existing_frames: crate::sequence::stepped_spec(&prepared.existing),
             unwritten_frames: String::new(),
             failed_frames: String::new(),
             input: job.input.clone(),
@@ -257,7 +261,9 @@ impl Report {
             grey_sources: job.encode.grey || prepared.first.is_some_and(|i| i.grey),
             vram_budget: engine.ledger().budget(),
             ..Default::default()
-        }
+        };
+        report.list_existing();
+        report
     }
 
     /// Mean of a per-frame field over written frames, ms.
@@ -365,13 +371,30 @@ impl Report {
     /// Fills [`Report::unwritten_list`] from the job's frame numbers
     /// (ascending) and what was written and failed, and
     /// [`Report::failed_frames`].
+    /// Counts frame `number`, whose output appeared during the run (under
+    /// [`crate::Job::skip_existing`]), with the frames already there.
+    pub(crate) fn keep(&mut self, number: u64) {
+        let at = self.existing.partition_point(|&n| n < number);
+        self.existing.insert(at, number);
+        self.list_existing();
+    }
+
+    /// Fills the counts and lists of the frames already there.
+    fn list_existing(&mut self) {
+        self.frames_existing = self.existing.len();
+        self.existing_list = crate::sequence::compact_runs(&crate::sequence::runs_of(self.existing.iter().copied()));
+        self.existing_frames = crate::sequence::stepped_spec(&self.existing);
+    }
+
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
         let mut failed: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
         failed.sort_unstable();
         failed.dedup();
         self.failed_frames = crate::sequence::stepped_spec(&failed);
-        let done: std::collections::HashSet<u64> =
-            self.frames.iter().map(|f| f.number).chain(self.failures.iter().map(|f| f.number)).collect();
+        let done: std::collections::HashSet<u64> = (self.frames.iter().map(|f| f.number))
+            .chain(self.failures.iter().map(|f| f.number))
+            .chain(self.existing.iter().copied())
+            .collect();
         let left: Vec<u64> = job_frames.into_iter().filter(|n| !done.contains(n)).collect();
         self.unwritten_list = crate::sequence::compact_runs(&crate::sequence::runs_of(left.iter().copied()));
         self.unwritten_frames = crate::sequence::stepped_spec(&left);

@@ -282,6 +282,17 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                 None => note!("{line}"),
             }
         }
+        Progress::Kept { finished, total, number } => {
+            let line = format!("framepipe: frame {number} was written meanwhile (another run?): kept");
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(finished as u64);
+                    bar.println(line);
+                }
+                None if !quiet => note!("{line} ({finished}/{total} done)"),
+                None => {}
+            }
+        }
         // Kinds of event this command does not show yet.
         _ => {}
     };

@@ -185,6 +185,8 @@ enum Event {
     /// Encoded for the stream; the progress thread writes it in order.
     Encoded(FrameRecord, Vec<u8>),
     Failed(FrameFailure),
+    /// Its output appeared during the run: kept, under skip-existing.
+    Kept(u64),
     /// Dispatched but never finished: the run was cancelled, or aborted by
     /// a panic or a failed device on an earlier frame. Counted as skipped.
     Abandoned(u64),
@@ -339,6 +341,12 @@ impl Shared<'_> {
     }
 
     fn fail(&self, events: &Sender<Event>, number: u64, error: Error) {
+        // Written meanwhile by another run (a farm's retried task): under
+        // skip-existing that frame is there, as if found at the start.
+        if self.job.skip_existing && matches!(error, Error::OutputExists(_)) {
+            let _ = events.send(Event::Kept(number));
+            return;
+        }
         let fatal = matches!(error, Error::Panic(_) | Error::Gpu(_));
         if fatal || self.job.on_error == ErrorPolicy::Stop {
             self.stop.store(true, Ordering::SeqCst);
@@ -603,6 +611,7 @@ pub(crate) fn run(
         // writes a stream's frames in order.
         let mut done = Vec::new();
         let mut failed = Vec::new();
+        let mut kept = Vec::new();
         let mut halted = false;
         loop {
             let asked = Instant::now();
@@ -622,6 +631,11 @@ pub(crate) fn run(
                     reorder.insert(failure.number, None);
                     failed.push(failure);
                     progress(Progress::Failed { finished, total, failure: failed.last().expect("just pushed") });
+                }
+                Event::Kept(number) => {
+                    finished += 1;
+                    kept.push(number);
+                    progress(Progress::Kept { finished, total, number });
                 }
                 Event::Encoded(record, bytes) => reorder.insert(record.number, Some((record, bytes))),
                 Event::Abandoned(number) => {
@@ -701,6 +715,7 @@ pub(crate) fn run(
         done.sort_by_key(|r| r.number);
         report.frames = done;
         report.failures.extend(failed);
+        kept.into_iter().for_each(|n| report.keep(n));
     });
 
     let wall = start.elapsed().as_secs_f64();

@@ -114,6 +114,14 @@ impl Ctx<'_> {
                     continue;
                 }
             };
+            // Written meanwhile by another run (a farm's retried task):
+            // under skip-existing, kept without the work. (Looked at once
+            // its turn came, so the frames after it start in order.)
+            if shared.job.skip_existing && std::fs::symlink_metadata(&output).is_ok() {
+                drop(slot);
+                let _ = events.send(Event::Kept(number));
+                continue;
+            }
             let t0 = Instant::now();
             let result = clock.work(shared.start, "decode", worker, number, || {
                 shared.guarded(Stage::Decode, number, || self.decode_into(&slot, (number, &input)))

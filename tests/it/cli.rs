@@ -1928,3 +1928,38 @@ fn icc_profiles_and_orientation_tags_left_behind_are_said() {
     // The pixels as stored, unrotated.
     assert_eq!(decode(&t.path().join("o/o_02.png")).width, w);
 }
+
+/// Two --skip-existing runs on the same frames at once (a farm retrying a
+/// task still running): each keeps what the other wrote meanwhile, and
+/// together they write every frame once, neither failing.
+#[test]
+fn skip_existing_runs_at_once_share_the_frames() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 12, PixelFormat::Rgba8);
+    let out = t.path().join("o/o_%02d.png").display().to_string();
+    let run = |json: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+            .args(["process", &input, "-o", &out, "--blur", "2", "--backend", "cpu", "--threads", "1"])
+            .args(["--skip-existing", "-q", "--json"])
+            .arg(t.path().join(json))
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (run("a.json"), run("b.json"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let report =
+        |json: &str| -> serde_json::Value { serde_json::from_slice(&fs::read(t.path().join(json)).unwrap()).unwrap() };
+    let (a, b) = (report("a.json"), report("b.json"));
+    for r in [&a, &b] {
+        assert_eq!(r["failures"].as_array().unwrap().len(), 0, "{r}");
+        assert_eq!(r["unwritten_frames"], "", "{r}");
+        let (written, existing) = (r["frames_written"].as_u64().unwrap(), r["frames_existing"].as_u64().unwrap());
+        assert_eq!(written + existing, 12, "every frame written or kept: {r}");
+    }
+    assert!(a["frames_written"].as_u64().unwrap() + b["frames_written"].as_u64().unwrap() >= 12);
+    let written = files(&t.path().join("o"));
+    assert_eq!(written.len(), 12, "{written:?}");
+    for name in written {
+        decode(&t.path().join("o").join(name));
+    }
+}
