@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
-use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, encode_frame, write_frame_atomic};
+use crate::io::{DecodeLimits, EncodeOptions, OutputFormat, PixelFormat, encode_frame, write_frame_atomic};
 use crate::ledger::{DEFAULT_BUDGET, Ledger};
 use crate::ops::{Affine, OpGraph, Plan};
 use crate::pool::PoolSize;
@@ -731,7 +731,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let targets = if stream {
         stream_targets(job, &sequence)?
     } else {
-        file_targets(job, &mut sequence, &reads, first.map(|i| (i.width, i.height)))?
+        file_targets(job, &mut sequence, &reads, first.as_ref())?
     };
     if let Some(info) = first {
         targets.format.check_size(info.width, info.height)?;
@@ -795,7 +795,7 @@ fn file_targets(
     job: &Job,
     sequence: &mut Sequence,
     reads: &crate::io::FileSet,
-    rendered: Option<(u32, u32)>,
+    rendered: Option<&crate::io::FrameInfo>,
 ) -> Result<Targets> {
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
@@ -845,7 +845,13 @@ fn file_targets(
         // file counts as done only if it reads as a frame.
         keep.push(match crate::io::check_output_free(out, job.overwrite) {
             Err(Error::OutputExists(_)) if job.skip_existing => {
-                check_done(out, format, rendered, &job.limits)?;
+                // What this run writes: the first source's size, its depth
+                // where the format holds 16 bits.
+                let shape = rendered.map(|i| {
+                    let depth = if format.supports_16bit() { i.format } else { PixelFormat::Rgba8 };
+                    (i.width, i.height, depth)
+                });
+                check_done(out, format, shape, &job.limits)?;
                 false
             }
             r => r.map(|()| true)?,
@@ -872,25 +878,36 @@ fn file_targets(
 /// a link to nothing, an empty file, one whose header does not read, one
 /// cut short (its format's end marker or data extent missing: a copy
 /// interrupted), one whose content is another format than its name's
-/// (`format`) or another size than the run renders (`size`, where known):
-/// not this render's frame. Only the header and the structure are read,
+/// (`format`) or another size or bit depth than the run renders
+/// (`rendered`, where known): not this render's frame. Only the header and the structure are read,
 /// not the pixels: framepipe's own outputs are synced whole before they
 /// take their name, so a broken one is another program's (or a disk's)
 /// doing. Rendering it again would replace a file framepipe did not vouch
 /// for; the user removes it, or takes `overwrite`.
-fn check_done(out: &Path, format: OutputFormat, size: Option<(u32, u32)>, limits: &DecodeLimits) -> Result<()> {
+fn check_done(
+    out: &Path,
+    format: OutputFormat,
+    rendered: Option<(u32, u32, PixelFormat)>,
+    limits: &DecodeLimits,
+) -> Result<()> {
+    let bits = |f: PixelFormat| if f == PixelFormat::Rgba16 { 16 } else { 8 };
     let why = match std::fs::metadata(out) {
         Err(e) => e.to_string(),
         Ok(m) if m.len() == 0 => "an empty file".into(),
         Ok(_) => {
-            match crate::io::probe_file(out, limits).and_then(|(w, h, _)| Ok(((w, h), crate::io::whole_format(out)?))) {
+            match crate::io::probe_file(out, limits)
+                .and_then(|(w, h, f)| Ok(((w, h, f), crate::io::whole_format(out)?)))
+            {
                 Ok((_, held)) if held != format.image_format() => {
                     let name =
                         |f: Option<image::ImageFormat>| f.map_or("unknown".into(), |f| format!("{f:?}").to_uppercase());
                     format!("its content is {}, its name says {}", name(held), name(format.image_format()))
                 }
-                Ok(((w, h), _)) => match size {
-                    Some((rw, rh)) if (rw, rh) != (w, h) => format!("{w}x{h}, not the {rw}x{rh} this run renders"),
+                Ok(((w, h, f), _)) => match rendered {
+                    Some((rw, rh, _)) if (rw, rh) != (w, h) => format!("{w}x{h}, not the {rw}x{rh} this run renders"),
+                    Some((.., rf)) if rf != f => {
+                        format!("{}-bit, not the {}-bit frames this run renders", bits(f), bits(rf))
+                    }
                     _ => return Ok(()),
                 },
                 Err(Error::Decode { reason, .. }) => reason,

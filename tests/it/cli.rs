@@ -1963,3 +1963,19 @@ fn skip_existing_runs_at_once_share_the_frames() {
         decode(&t.path().join("o").join(name));
     }
 }
+
+/// An output of another bit depth than the run writes is not this
+/// render's frame: --skip-existing refuses it by name, as another size.
+#[test]
+fn skip_existing_refuses_an_output_of_another_depth() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), "s_%02d.png", 1, 3, PixelFormat::Rgba8);
+    let deep = sequence(&t.path().join("o"), "o_%02d.png", 2, 1, PixelFormat::Rgba16);
+    assert!(deep.ends_with("o_%02d.png"));
+    let out = t.path().join("o/o_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &out, "--backend", "cpu", "--skip-existing"])
+        .assert()
+        .code(2)
+        .stderr(contains("o_02.png: exists but is not a frame to keep (16-bit, not the 8-bit frames this run renders)"));
+}
