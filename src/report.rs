@@ -104,6 +104,9 @@ pub struct Report {
     pub frames_written: usize,
     /// Frames that failed.
     pub failures: Vec<FrameFailure>,
+    /// How many frames failed (`failures`' length, beside the other
+    /// `frames_*` counts).
+    pub frames_failed: usize,
     /// Frames neither written nor failed: never started after a stop or a
     /// cancel, or dropped in flight by one (`unwritten_list` says which).
     pub frames_unwritten: usize,
@@ -391,6 +394,7 @@ impl Report {
         failed.sort_unstable();
         failed.dedup();
         self.failed_frames = crate::sequence::stepped_spec(&failed);
+        self.frames_failed = self.failures.len();
         let done: std::collections::HashSet<u64> = (self.frames.iter().map(|f| f.number))
             .chain(self.failures.iter().map(|f| f.number))
             .chain(self.existing.iter().copied())

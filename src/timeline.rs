@@ -188,14 +188,22 @@ pub fn render_svg(report: &Report) -> String {
         // A run that did not finish does not look like one that did.
         outcome(report)
     );
+    // One frame at a time nothing overlaps: no stage holds another back.
+    let overlap = if report.mode == "sequential" {
+        "one frame at a time".to_string()
+    } else {
+        format!(
+            "bottleneck: {} · efficiency {:.0} % · pool {} slot{}",
+            // A run with nothing to do (every output there) had none.
+            escape(if report.bottleneck.is_empty() { "none" } else { &report.bottleneck }),
+            100.0 * report.efficiency,
+            report.pool_size,
+            if report.pool_size == 1 { "" } else { "s" },
+        )
+    };
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="38">bottleneck: {} · efficiency {:.0} % · pool {} slot{} · VRAM peak {}</text>"#,
-        // A run with nothing to do (every output there) had none.
-        escape(if report.bottleneck.is_empty() { "none" } else { &report.bottleneck }),
-        100.0 * report.efficiency,
-        report.pool_size,
-        if report.pool_size == 1 { "" } else { "s" },
+        r#"<text x="{LEFT}" y="38">{overlap} · VRAM peak {}</text>"#,
         crate::ledger::human_bytes(report.vram_peak)
     );
     for (i, stage) in report.stages.iter().enumerate() {

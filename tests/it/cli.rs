@@ -1973,9 +1973,7 @@ fn skip_existing_refuses_an_output_of_another_depth() {
     let deep = sequence(&t.path().join("o"), "o_%02d.png", 2, 1, PixelFormat::Rgba16);
     assert!(deep.ends_with("o_%02d.png"));
     let out = t.path().join("o/o_%02d.png").display().to_string();
-    framepipe()
-        .args(["process", &input, "-o", &out, "--backend", "cpu", "--skip-existing"])
-        .assert()
-        .code(2)
-        .stderr(contains("o_02.png: exists but is not a frame to keep (16-bit, not the 8-bit frames this run renders)"));
+    framepipe().args(["process", &input, "-o", &out, "--backend", "cpu", "--skip-existing"]).assert().code(2).stderr(
+        contains("o_02.png: exists but is not a frame to keep (16-bit, not the 8-bit frames this run renders)"),
+    );
 }
