@@ -169,10 +169,49 @@ pub(crate) fn stdout_writer() -> Box<dyn std::io::Write + Send> {
     {
         use std::os::fd::AsFd;
         if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
-            return Box::new(Waiting(std::fs::File::from(fd)));
+            return Box::new(Timed(Waiting(std::fs::File::from(fd))));
         }
     }
-    Box::new(std::io::stdout())
+    Box::new(Timed(std::io::stdout()))
+}
+
+/// When the write to stdout under way began (ms since [`write_clock`]'s
+/// start, plus one), 0 when none is: how long a reader has left one
+/// waiting, which is what a stopping stream gives a time limit, not the
+/// frames still being made.
+pub(crate) static WRITING_SINCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The milliseconds [`WRITING_SINCE`] counts, from the first look.
+pub(crate) fn write_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// A writer whose writes under way are timed in [`WRITING_SINCE`].
+struct Timed<W>(W);
+
+impl<W: std::io::Write> Timed<W> {
+    fn timed<T>(&mut self, op: impl FnOnce(&mut W) -> T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        WRITING_SINCE.store(write_clock(), SeqCst);
+        let r = op(&mut self.0);
+        WRITING_SINCE.store(0, SeqCst);
+        r
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Timed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.timed(|w| w.write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.timed(|w| w.write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.timed(|w| w.flush())
+    }
 }
 
 /// A file descriptor that may have been left non-blocking by whoever made

@@ -28,19 +28,27 @@ fn on_signal(signal: i32) {
         Some(run) if first && STREAMING.load(std::sync::atomic::Ordering::SeqCst) => {
             if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
                 note!(
-                    "framepipe: stopping: finishing the frame being written to stdout (interrupt again to stop now; stops at once in {} s if the reader does not take it)",
+                    "framepipe: stopping: finishing the frames under way and writing them to stdout (interrupt again to stop now; stops at once if the reader leaves a write waiting {} s)",
                     STREAM_GRACE.as_secs()
                 );
             }
             run.cancel();
-            // A reader that stalls holds that write, and the run, forever:
-            // one signal from a supervisor must still end it.
-            // Not once the run has returned: its frame was taken, and
-            // the report being written must not be cut off.
+            // A reader that stalls holds a write, and the run, forever:
+            // one signal from a supervisor must still end it. Frames
+            // still being made (an 8K frame on a software adapter takes
+            // half a minute) are not the reader's doing: only a write
+            // left waiting counts. Not once the run has returned: its
+            // frames were taken, and the report being written must not be
+            // cut off.
             let _ = std::thread::Builder::new().spawn(move || {
-                std::thread::sleep(STREAM_GRACE);
-                if !RUN_RETURNED.load(std::sync::atomic::Ordering::SeqCst) {
-                    stop_now(signal);
+                use std::sync::atomic::Ordering::SeqCst;
+                while !RUN_RETURNED.load(SeqCst) {
+                    let since = crate::files::WRITING_SINCE.load(SeqCst);
+                    let waited = crate::files::write_clock().saturating_sub(since);
+                    if since != 0 && waited > STREAM_GRACE.as_millis() as u64 {
+                        stop_now(signal);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
         }
