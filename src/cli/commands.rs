@@ -17,7 +17,9 @@ use crate::signals::DEMO;
 
 pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     let graph = op_graph(&args.ops)?;
-    let mut job = Job::new(args.input.clone(), format!("out_%06d.{}", args.format), graph);
+    // One file in (a still) is one file out: no frame field for it.
+    let field = if Path::new(&args.input).is_file() { "" } else { "_%06d" };
+    let mut job = Job::new(args.input.clone(), format!("out{field}.{}", args.format), graph);
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;
     job.missing = args.missing;
     job.overwrite = true;

@@ -240,3 +240,18 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
     assert!(stderr.contains("invalid stdout (redirected to ") && stderr.contains("s_001.png"), "{stderr}");
     assert_eq!(fs::read(&frame).unwrap(), before, "the frame untouched");
 }
+
+/// One still in (no frame number in its name) is swept as one frame.
+#[test]
+fn bench_pool_takes_a_single_still() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = GenerateOptions { width: 16, height: 8, frames: 1, ..Default::default() };
+    let still = t.path().join("plate_final.png").display().to_string();
+    generate_sequence(&opts, &still, &EncodeOptions::default(), false).unwrap();
+    Command::cargo_bin("framepipe")
+        .unwrap()
+        .args(["bench-pool", &still, "--pools", "1", "--repeat", "1", "--backend", "cpu", "--blur", "1"])
+        .args(["--csv", t.path().join("b.csv").to_str().unwrap(), "--chart", t.path().join("b.svg").to_str().unwrap()])
+        .assert()
+        .success();
+}
