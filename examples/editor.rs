@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value = "8k", conflicts_with = "input")]
     size: String,
     /// Frames in the generated sequence (the export runs over all of them).
-    #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..=framepipe::sequence::MAX_SPEC_FRAMES as i64), conflicts_with = "input")]
+    #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..=framepipe::sequence::MAX_SPEC_FRAMES as i64), conflicts_with = "input", allow_negative_numbers = true)]
     frames: u32,
     /// Backend.
     #[arg(long, value_enum, default_value_t)]
@@ -393,15 +393,23 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
             return Err(framepipe::Error::Io { path: path.clone(), source });
         }
     }
+    let config = EngineConfig {
+        backend: args.backend,
+        vram_budget: args.budget,
+        prefetch: args.prefetch,
+        prefetch_threads: args.prefetch_threads,
+        ..Default::default()
+    };
     let input = match &args.input {
         Some(i) => i.clone(),
         None => {
             let (width, height) = parse_size(&args.size)?;
             // A budget that cannot hold previews beside the export is found
             // before the plates are made (minutes at 8K), not by the first
-            // request. (The probe's device is gone before they are made.)
+            // request, and so is a setting out of range. (The probe's device
+            // is gone before they are made.)
             let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
-            let engine = Engine::new(EngineConfig { backend: args.backend, ..Default::default() })?;
+            let engine = Engine::new(config.clone())?;
             let need = engine.session_vram(shape, &grade(0.0), Scale::Quarter)?;
             drop(engine);
             if let Some(need) = need
@@ -421,13 +429,6 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
         }
     };
     let seq = Sequence::scan(&input, None, MissingPolicy::Error)?;
-    let config = EngineConfig {
-        backend: args.backend,
-        vram_budget: args.budget,
-        prefetch: args.prefetch,
-        prefetch_threads: args.prefetch_threads,
-        ..Default::default()
-    };
     Ok((input, seq, config))
 }
 
