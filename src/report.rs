@@ -198,9 +198,11 @@ pub struct Report {
     /// Per-stage statistics.
     pub stages: Vec<StageReport>,
     /// The stage with the highest utilization, of those that worked on
-    /// frames (not `read`, which only hands out frame numbers).
+    /// frames (not `read`, which only hands out frame numbers); empty when
+    /// no frame was written, and for a sequential run (nothing overlaps).
     pub bottleneck: String,
-    /// frames × bottleneck busy per frame ÷ its parallelism ÷ wall time.
+    /// frames × bottleneck busy per frame ÷ its parallelism ÷ wall time;
+    /// 0 without a bottleneck.
     pub efficiency: f64,
     /// Seconds a decode worker waited to start a frame it had: for a free
     /// slot, for its turn (frames start in read order) or for previews at
@@ -303,7 +305,7 @@ impl Report {
             }
             s += ".";
         }
-        if !self.bottleneck.is_empty() {
+        if !self.bottleneck.is_empty() || (self.mode == "sequential" && self.frames_written > 0) {
             // The CPU backend's slots are host frames: no VRAM to speak of.
             let vram = if self.backend == "gpu" {
                 let (peak, budget) = (self.vram_peak, self.vram_budget);

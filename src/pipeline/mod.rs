@@ -780,11 +780,12 @@ pub(crate) fn add_stages(
         });
         report.intervals.extend(workers.into_iter().flat_map(|c| c.intervals));
     }
-    // A run that wrote nothing has no throughput to explain: no bottleneck.
+    // A run that wrote nothing has no throughput to explain, one frame at a
+    // time nothing overlaps: no bottleneck.
     if let Some(b) = report
         .stages
         .iter()
-        .filter(|s| s.name != "read" && s.frames > 0 && report.frames_written > 0)
+        .filter(|s| s.name != "read" && s.frames > 0 && report.frames_written > 0 && report.mode != "sequential")
         .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
     {
         report.bottleneck = b.name.clone();

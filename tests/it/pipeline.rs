@@ -80,8 +80,8 @@ fn pipelined_outputs_equal_sequential() {
         // The reference path reports its stages too.
         let names: Vec<&str> = one_at_a_time.stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["decode", if backend == BackendKind::Gpu { "gpu" } else { "compute" }, "encode"]);
-        assert!(names.contains(&one_at_a_time.bottleneck.as_str()));
-        assert!(one_at_a_time.efficiency > 0.0 && one_at_a_time.efficiency <= 1.0);
+        // Nothing overlaps one frame at a time: no bottleneck to name.
+        assert_eq!((one_at_a_time.bottleneck.as_str(), one_at_a_time.efficiency), ("", 0.0));
         // Its one slot, as the pipelined run reports its slots'.
         let pooled = run(&e, &input, &format!("{}-pooled/o_%03d.png", oracle.display()), false);
         assert_eq!(one_at_a_time.slot_bytes, pooled.slot_bytes, "{backend:?}");
