@@ -239,6 +239,13 @@ fn decode_to(
     let mut sink = |at: usize, px: &[u8]| ours(|| sink(at, px));
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let (decoder, format, info) = open_decoder(path, limits)?;
+    // A codec's refusal found only as the pixels are read (a TIFF's
+    // compression), said as the kind of file it is where its tags tell.
+    let refused = |e: image::ImageError| {
+        let said = e.to_string();
+        let kind = (format == Some(image::ImageFormat::Tiff)).then(|| tiff_refusal(path, &said)).flatten();
+        fail(kind.unwrap_or_else(|| one_line(&said)))
+    };
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
     check(&info)?;
     check_jpeg_whole(path, format)?;
@@ -251,7 +258,7 @@ fn decode_to(
             Ok(()) => Ok(buf),
             Err(e) => {
                 buffers.give(buf);
-                Err(fail(one_line(&e.to_string())))
+                Err(refused(e))
             }
         }
     };
@@ -284,7 +291,7 @@ fn decode_to(
             sent?
         }
         _ => {
-            let image = DynamicImage::from_decoder(decoder).map_err(|e| fail(one_line(&e.to_string())))?;
+            let image = DynamicImage::from_decoder(decoder).map_err(refused)?;
             sink(0, &straight_frame(image, &info).data)?;
         }
     }
@@ -480,18 +487,36 @@ fn tiff_more_images(path: &Path) -> bool {
 /// The kind of TIFF `image` refused, in a user's terms (`a palette TIFF`),
 /// where its tags say it: the codec's own words name its internal types
 /// (`color type Unknown(24)`, `sample format 3 for 16 bits`).
-fn tiff_refusal(path: &Path) -> Option<String> {
+fn tiff_refusal(path: &Path, error: &str) -> Option<String> {
     use tiff::tags::Tag;
     let file = std::fs::File::open(path).ok()?;
     let mut tiff = tiff::decoder::Decoder::new(std::io::BufReader::new(file)).ok()?;
     let first = |tiff: &mut tiff::decoder::Decoder<_>, tag| {
         tiff.find_tag_unsigned_vec::<u32>(tag).ok().flatten().and_then(|v| v.first().copied())
     };
+    if error.contains("compression") {
+        let code = first(&mut tiff, Tag::Compression)?;
+        let name = match code {
+            2 => "CCITT modified Huffman".to_string(),
+            3 => "CCITT Group 3 fax".into(),
+            6 => "old-style JPEG".into(),
+            34661 => "JBIG".into(),
+            34676 | 34677 => "SGILog".into(),
+            34712 => "JPEG 2000".into(),
+            34925 => "LZMA".into(),
+            50000 => "Zstandard".into(),
+            50001 => "WebP".into(),
+            code => format!("compression method {code}"),
+        };
+        return Some(format!(
+            "a TIFF compressed with {name}, which framepipe does not read (uncompressed, LZW, Deflate, PackBits, JPEG or Group 4 fax)"
+        ));
+    }
     let photometric = first(&mut tiff, Tag::PhotometricInterpretation)?;
     let bits = first(&mut tiff, Tag::BitsPerSample).unwrap_or(1);
     let sample_format = first(&mut tiff, Tag::SampleFormat).unwrap_or(1);
     let kind = match (photometric, sample_format, bits) {
-        (3, ..) => "a palette (indexed colour) TIFF".to_string(),
+        (3, ..) => "a palette (indexed color) TIFF".to_string(),
         (4, ..) => "a transparency mask TIFF".into(),
         (6, ..) => "a YCbCr TIFF".into(),
         (8..=10, ..) => "a CIELab TIFF".into(),
@@ -541,7 +566,10 @@ fn open_decoder<'a>(
                 float = decoder.float();
                 Box::new(decoder)
             }
-            Ok(None) => return Err(fail(tiff_refusal(path).unwrap_or_else(|| one_line(&e.to_string())))),
+            Ok(None) => {
+                let said = e.to_string();
+                return Err(fail(tiff_refusal(path, &said).unwrap_or_else(|| one_line(&said))));
+            }
             Err(reason) => return Err(fail(reason)),
         },
         // Said as what it is, not as the decoder's confusion ("number of
@@ -1247,7 +1275,20 @@ mod tests {
         let data: Vec<f64> = (0..w * h * 3).map(|i| i as f64 / 45.0).collect();
         let file = std::fs::File::create(&wide).unwrap();
         TiffEncoder::new(file).unwrap().write_image::<colortype::RGB64Float>(w, h, &data).unwrap();
-        for (path, kind) in [(signed, "a TIFF of 16-bit signed integers"), (wide, "a TIFF of 64-bit floats")] {
+        // An RGB TIFF whose Compression tag says Zstandard (50000).
+        let squeezed = t.path().join("zstd.tif");
+        let data: Vec<u8> = (0..w * h * 3).map(|i| i as u8).collect();
+        let mut bytes = Vec::new();
+        let cursor = std::io::Cursor::new(&mut bytes);
+        TiffEncoder::new(cursor).unwrap().write_image::<colortype::RGB8>(w, h, &data).unwrap();
+        let entry = bytes.windows(8).position(|e| e == [0x03, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]).unwrap();
+        bytes[entry + 8..entry + 10].copy_from_slice(&50000u16.to_le_bytes());
+        std::fs::write(&squeezed, bytes).unwrap();
+        for (path, kind) in [
+            (signed, "a TIFF of 16-bit signed integers"),
+            (wide, "a TIFF of 64-bit floats"),
+            (squeezed, "a TIFF compressed with Zstandard"),
+        ] {
             let e = decode_file(&path, &DecodeLimits::default()).unwrap_err().to_string();
             assert!(e.contains(&format!("cannot decode: {kind}, which framepipe does not read")), "{e}");
         }
