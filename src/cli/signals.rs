@@ -213,7 +213,8 @@ fn stop_now(signal: i32) -> ! {
     // (Not the demo's: its folder goes whole.)
     let demo = DEMO.load(std::sync::atomic::Ordering::SeqCst);
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
-    let kept = if RUN.get().is_some() && !demo && !streaming { "the frames written so far are kept, " } else { "" };
+    let wrote = RUN.get().is_some() && replacing;
+    let kept = if wrote && !demo && !streaming { "the frames written so far are kept, " } else { "" };
     note!("framepipe: stopped at once; {kept}{removed} unfinished output{} removed", crate::plural(removed));
     for report in stale.iter().flat_map(|s| s.iter()).filter(|r| r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {

@@ -340,6 +340,9 @@ fn stream_png(
     decoder.ignore_checksums(false);
     let decoding = |e: png::DecodingError| match e.to_string() {
         e if e.contains("WrongChecksum") => fail("corrupt image data (its checksum does not match)".into()),
+        e if e.contains("Corrupt deflate stream") => {
+            fail("corrupt image data (its compressed stream is broken)".into())
+        }
         e => fail(one_line(&e)),
     };
     let mut reader = decoder.read_info().map_err(decoding)?;
@@ -466,8 +469,8 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
 }
 
 /// Whether a TIFF holds more than one page: a later directory of full
-/// resolution (NewSubfileType without its reduced-resolution bit; a
-/// thumbnail or a pyramid level of the first is no page). Looks at a few
+/// resolution (NewSubfileType without its reduced-resolution or mask bit;
+/// a thumbnail, a pyramid level or a transparency mask is no page). Looks at a few
 /// directories at most.
 fn tiff_more_images(path: &Path) -> bool {
     let Ok(file) = std::fs::File::open(path) else { return false };
@@ -476,8 +479,9 @@ fn tiff_more_images(path: &Path) -> bool {
         if !tiff.more_images() || tiff.next_image().is_err() {
             return false;
         }
+        // Bit 0: a reduced-resolution version, bit 2: a transparency mask.
         let kind = tiff.find_tag_unsigned::<u32>(tiff::tags::Tag::NewSubfileType).ok().flatten().unwrap_or(0);
-        if kind & 1 == 0 {
+        if kind & 0b101 == 0 {
             return true;
         }
     }
@@ -897,8 +901,9 @@ pub(super) fn one_line(s: &str) -> String {
     if let Some((format, why)) = line.strip_prefix("Format error decoding ").and_then(|r| r.split_once(": ")) {
         line = format!("not a valid {} file: {why}", format.to_uppercase());
     }
-    // A reader's `read_exact` past the end (TIFF strips, QOI runs).
-    if line.contains("failed to fill whole buffer") {
+    // A reader's `read_exact` past the end (TIFF strips, QOI runs), or a
+    // PNG's data cut off.
+    if line.contains("failed to fill whole buffer") || line == "unexpected end of file" {
         line = "truncated: the file ends inside its image data".into();
     }
     // The png crate names a chunk by its Debug form (`ChunkType { type:
