@@ -845,13 +845,7 @@ fn file_targets(
         // file counts as done only if it reads as a frame.
         keep.push(match crate::io::check_output_free(out, job.overwrite) {
             Err(Error::OutputExists(_)) if job.skip_existing => {
-                // What this run writes: the first source's size, its depth
-                // where the format holds 16 bits.
-                let shape = rendered.map(|i| {
-                    let depth = if format.supports_16bit() { i.format } else { PixelFormat::Rgba8 };
-                    (i.width, i.height, depth)
-                });
-                check_done(out, format, shape, &job.limits)?;
+                check_done(out, format, written_shape(format, rendered), &job.limits)?;
                 false
             }
             r => r.map(|()| true)?,
@@ -872,6 +866,27 @@ fn file_targets(
         existing.sort_unstable();
     }
     Ok(Targets { outputs, format, existing, out_dir: Some(out_dir), made })
+}
+
+/// What a run writes in `format` from sources whose first frame reads
+/// `first`: its size, and its depth where the format holds 16 bits.
+fn written_shape(format: OutputFormat, first: Option<&crate::io::FrameInfo>) -> Option<(u32, u32, PixelFormat)> {
+    first.map(|i| {
+        let depth = if format.supports_16bit() { i.format } else { PixelFormat::Rgba8 };
+        (i.width, i.height, depth)
+    })
+}
+
+impl PreparedJob {
+    /// Whether the output `out`, which appeared while the run went on
+    /// (another run writing there), is a frame [`Job::skip_existing`]
+    /// keeps: as one found at the start, it must read as this render's.
+    ///
+    /// # Errors
+    /// As for an output found at the start that is not a frame to keep.
+    pub(crate) fn check_kept(&self, out: &Path, limits: &DecodeLimits) -> Result<()> {
+        check_done(out, self.format, written_shape(self.format, self.first.as_ref()), limits)
+    }
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:
@@ -1080,6 +1095,7 @@ fn run_sequential(
     // show where each frame's time went, as for the pipeline.
     let [mut decode, mut compute, mut encode] = [(); 3].map(|()| crate::pipeline::Clock::default());
     let compute_name = if engine.backend_name() == "gpu" { "gpu" } else { "compute" };
+    let mut kept = Vec::new();
     for (i, (frame, out)) in prepared.sequence.frames.iter().zip(&prepared.outputs).enumerate() {
         // As in the pipeline, a frame starts only while no preview holds the
         // gate up or waits for the backend: previews go first.
@@ -1102,6 +1118,14 @@ fn run_sequential(
             break;
         }
         let n = frame.number;
+        // Written meanwhile by another run, and a frame to keep: kept
+        // without the work, as in the pipeline.
+        if job.skip_existing && std::fs::symlink_metadata(out).is_ok() && prepared.check_kept(out, &job.limits).is_ok()
+        {
+            kept.push(n);
+            progress(Progress::Kept { finished: i + 1, total, number: n });
+            continue;
+        }
         // The stage a panic is blamed on, as the pipeline names it; the
         // test hook may inject one at its start.
         let stage = std::cell::Cell::new(crate::pipeline::Stage::Decode);
@@ -1190,6 +1214,19 @@ fn run_sequential(
             return Err(e);
         }
         let finished = i + 1;
+        // Written meanwhile, found at the rename: kept if a frame to keep,
+        // else that is the failure.
+        let result = match result {
+            Err(Error::OutputExists(o)) if job.skip_existing => match prepared.check_kept(&o, &job.limits) {
+                Ok(()) => {
+                    kept.push(n);
+                    progress(Progress::Kept { finished, total, number: n });
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            r => r,
+        };
         match result {
             // Memory previews held, waited for until the run was cancelled:
             // the frame is abandoned with the rest, not a budget failure
@@ -1207,10 +1244,6 @@ fn run_sequential(
             // is the run not fitting it: a usage error, as the pipelined
             // run reports it before any frame, not one failure per frame.
             Err(e @ Error::Budget(_)) if report.frames.is_empty() => return Err(e),
-            Err(Error::OutputExists(_)) if job.skip_existing => {
-                report.keep(frame.number);
-                progress(Progress::Kept { finished, total, number: frame.number });
-            }
             Err(e) => {
                 report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });
@@ -1222,6 +1255,7 @@ fn run_sequential(
         }
     }
     report.frames_written = report.frames.len();
+    report.keep(kept);
     report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
     report.list_sources(sources);
     // A cancel that came while the last frame was under way is still a

@@ -376,11 +376,14 @@ impl Report {
     /// Fills [`Report::unwritten_list`] from the job's frame numbers
     /// (ascending) and what was written and failed, and
     /// [`Report::failed_frames`].
-    /// Counts frame `number`, whose output appeared during the run (under
-    /// [`crate::Job::skip_existing`]), with the frames already there.
-    pub(crate) fn keep(&mut self, number: u64) {
-        let at = self.existing.partition_point(|&n| n < number);
-        self.existing.insert(at, number);
+    /// Counts the frames `numbers`, whose outputs appeared during the run
+    /// (under [`crate::Job::skip_existing`]), with the frames already there.
+    pub(crate) fn keep(&mut self, numbers: Vec<u64>) {
+        if numbers.is_empty() {
+            return;
+        }
+        self.existing.extend(numbers);
+        self.existing.sort_unstable();
         self.list_existing();
     }
 

@@ -187,7 +187,10 @@ pub(crate) fn write_clock() -> u64 {
     START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// A writer whose writes under way are timed in [`WRITING_SINCE`].
+/// A writer whose writes under way are timed in [`WRITING_SINCE`], each
+/// piece of a frame on its own: a slow reader that takes a frame in
+/// bursts is taking it, only one that takes nothing leaves a write
+/// waiting.
 struct Timed<W>(W);
 
 impl<W: std::io::Write> Timed<W> {
@@ -203,10 +206,6 @@ impl<W: std::io::Write> Timed<W> {
 impl<W: std::io::Write> std::io::Write for Timed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.timed(|w| w.write(buf))
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.timed(|w| w.write_all(buf))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -23,7 +23,7 @@ use crate::notices::{
 };
 use crate::printable;
 use crate::signals::{
-    CTRL_C, FIRST_SIGNAL, REPLACING, RESUMABLE, RUN, RUN_RETURNED, STOPPING_NOW, STREAMING, StaleReport,
+    CTRL_C, FIRST_SIGNAL, REPLACING, RESUMABLE, RUN, RUN_RETURNED, SKIPPING, STOPPING_NOW, STREAMING, StaleReport,
     signal_exit_code, stale_reports,
 };
 
@@ -206,6 +206,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         !prepared.is_stream() && !opts.demo && !opts.overwrite && !opts.quiet,
         std::sync::atomic::Ordering::SeqCst,
     );
+    SKIPPING.store(opts.skip_existing, std::sync::atomic::Ordering::SeqCst);
     *stale_reports() = earlier;
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs().len();
@@ -368,7 +369,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // after it finished) keeps the reports of the run that made them:
     // its own would say only that nothing was done.
     let keeps = |path: &Path, replace: bool| {
-        let kept = replace && opts.skip_existing && prepared.outputs().is_empty() && path.is_file();
+        let kept = replace && opts.skip_existing && prepared.outputs().is_empty() && reports_complete(path);
         if kept && !opts.quiet {
             note!(
                 "notice: {} is kept: every frame was already there, and it describes the run that made them",
@@ -418,6 +419,23 @@ fn write_replacing(path: &Path, text: &str, replace: bool) -> Result<(), Error> 
     let written = write_report(path, text, replace);
     stale.retain(|r| r.path != path);
     written
+}
+
+/// Whether the report at `path` is of a run that finished every frame it
+/// was given (none failed or left unwritten, not stopped): one that did
+/// not would send a farm reading it to do again what is done.
+fn reports_complete(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
+        // Its title names what a run did not write: `backend; 2 failed`.
+        return !text.contains(" backend; ");
+    }
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    let none = |key: &str| report.get(key).is_none_or(|v| v.as_u64() == Some(0));
+    report["failures"].as_array().is_some_and(|f| f.is_empty())
+        && none("frames_unwritten")
+        && none("frames_skipped")
+        && report["cancelled"] != true
 }
 
 /// Whether a frame list (`2`, `1-3,7`) names one frame.

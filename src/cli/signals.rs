@@ -194,6 +194,9 @@ pub(crate) static REPLACING: std::sync::atomic::AtomicBool = std::sync::atomic::
 /// Set while `process` writes files that `--skip-existing` can resume.
 pub(crate) static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Set while that run has `--skip-existing` itself.
+pub(crate) static SKIPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How long the first signal waits for a stream's frame to be taken.
 const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -226,7 +229,8 @@ fn stop_now(signal: i32) -> ! {
     }
     // Only once a frame was written: before, the same command is as good.
     if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) && replacing {
-        note!("notice: the same command with --skip-existing processes only the frames not written");
+        let again = if SKIPPING.load(std::sync::atomic::Ordering::SeqCst) { "again" } else { "with --skip-existing" };
+        note!("notice: the same command {again} processes only the frames not written");
     }
     die_by(signal);
 }

@@ -243,8 +243,11 @@ fn decode_to(
     // compression), said as the kind of file it is where its tags tell.
     let refused = |e: image::ImageError| {
         let said = e.to_string();
-        let kind = (format == Some(image::ImageFormat::Tiff)).then(|| tiff_refusal(path, &said)).flatten();
-        fail(kind.unwrap_or_else(|| one_line(&said)))
+        // (Only a refusal: a bilevel TIFF cut short is truncated, not a
+        // kind of file that is not read.)
+        let unsupported = matches!(e, image::ImageError::Unsupported(_));
+        let tiff = format == Some(image::ImageFormat::Tiff) && unsupported;
+        fail(tiff.then(|| tiff_refusal(path, &said)).flatten().unwrap_or_else(|| one_line(&said)))
     };
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
     check(&info)?;

@@ -268,6 +268,7 @@ impl Drop for StopOnDrop<'_> {
 /// Shared run state.
 struct Shared<'a> {
     job: &'a Job,
+    prepared: &'a PreparedJob,
     plan: Plan,
     start: Instant,
     stop: AtomicBool,
@@ -342,11 +343,18 @@ impl Shared<'_> {
 
     fn fail(&self, events: &Sender<Event>, number: u64, error: Error) {
         // Written meanwhile by another run (a farm's retried task): under
-        // skip-existing that frame is there, as if found at the start.
-        if self.job.skip_existing && matches!(error, Error::OutputExists(_)) {
-            let _ = events.send(Event::Kept(number));
-            return;
-        }
+        // skip-existing that frame is there, as if found at the start, if
+        // it reads as this render's frame (else that is the failure).
+        let error = match error {
+            Error::OutputExists(out) if self.job.skip_existing => match self.kept(&out) {
+                Ok(()) => {
+                    let _ = events.send(Event::Kept(number));
+                    return;
+                }
+                Err(e) => e,
+            },
+            e => e,
+        };
         let fatal = matches!(error, Error::Panic(_) | Error::Gpu(_));
         if fatal || self.job.on_error == ErrorPolicy::Stop {
             self.stop.store(true, Ordering::SeqCst);
@@ -358,6 +366,12 @@ impl Shared<'_> {
             crate::lock(&self.fatal).get_or_insert_with(|| Error::Panic(msg.clone()));
         }
         let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
+    }
+
+    /// Whether `out`, found at a frame's output during the run, is a frame
+    /// this run keeps ([`PreparedJob::check_kept`]).
+    fn kept(&self, out: &std::path::Path) -> Result<()> {
+        self.prepared.check_kept(out, &self.job.limits)
     }
 
     /// Runs one frame's work for `stage`, turning a panic into an error;
@@ -527,6 +541,7 @@ pub(crate) fn run(
     let window = stream.is_some().then(|| Window::new(pool.size() + 2 * busy));
     let shared = Shared {
         job,
+        prepared,
         plan,
         start,
         stop: AtomicBool::new(false),
@@ -715,7 +730,7 @@ pub(crate) fn run(
         done.sort_by_key(|r| r.number);
         report.frames = done;
         report.failures.extend(failed);
-        kept.into_iter().for_each(|n| report.keep(n));
+        report.keep(kept);
     });
 
     let wall = start.elapsed().as_secs_f64();

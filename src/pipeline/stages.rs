@@ -115,9 +115,11 @@ impl Ctx<'_> {
                 }
             };
             // Written meanwhile by another run (a farm's retried task):
-            // under skip-existing, kept without the work. (Looked at once
-            // its turn came, so the frames after it start in order.)
-            if shared.job.skip_existing && std::fs::symlink_metadata(&output).is_ok() {
+            // under skip-existing, kept without the work, if it reads as
+            // this render's frame (anything else there is left for the
+            // rename to find). Looked at once its turn came, so the frames
+            // after it start in order.
+            if shared.job.skip_existing && std::fs::symlink_metadata(&output).is_ok() && shared.kept(&output).is_ok() {
                 drop(slot);
                 let _ = events.send(Event::Kept(number));
                 continue;

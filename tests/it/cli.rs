@@ -1021,7 +1021,16 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
         let mut again = framepipe();
         again.args(["process", &input, "-o", &out, "--blur", "1", "--skip-existing", "--json"]).arg(&json);
         again.arg("--timeline").arg(&svg).assert().success().stderr(contains("is kept: every frame was already there"));
-        assert_eq!((fs::read(&json).unwrap(), fs::read(&svg).unwrap()), (done_json, done_svg));
+        assert_eq!((fs::read(&json).unwrap(), fs::read(&svg).unwrap()), (done_json.clone(), done_svg));
+        // Not a report of a run that left frames to do (another run did
+        // them since): a farm reading it would queue them again.
+        let stopped = String::from_utf8(done_json).unwrap().replace(r#""cancelled": false"#, r#""cancelled": true"#);
+        fs::write(&json, stopped).unwrap();
+        let mut last = framepipe();
+        last.args(["process", &input, "-o", &out, "--blur", "1", "--skip-existing", "-q", "--json"]).arg(&json);
+        last.assert().success();
+        let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!((report["frames_written"].as_u64(), report["cancelled"].as_bool()), (Some(0), Some(false)));
     }
     // A run knows its report by where it writes, however that is spelt;
     // the same spelling from another folder is another run's.

@@ -951,3 +951,39 @@ fn one_signal_ends_a_stream_whose_reader_stalled() {
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the grace period");
     assert_eq!(ended_by(status), Some(signal_number("TERM")));
 }
+
+/// Outputs that appear after a --skip-existing run was prepared (another
+/// run writing there): one that reads as this render's frame is kept and
+/// counted with the frames already there; anything else there (an empty
+/// file) is that frame's failure, never counted as done.
+#[test]
+fn outputs_appearing_mid_run_are_kept_only_if_frames() {
+    let t = tempfile::tempdir().unwrap();
+    let input = sequence(t.path(), 5, 40, 24);
+    for sequential in [false, true] {
+        let dir = t.path().join(format!("o-{sequential}"));
+        let mut job = Job::new(input.as_str(), format!("{}/o_%03d.png", dir.display()), graph());
+        job.skip_existing = true;
+        job.on_error = framepipe::ErrorPolicy::Skip;
+        let prepared = framepipe::prepare(&job).unwrap();
+        // After the run was prepared: a frame another run rendered, and
+        // an empty file.
+        let e = engine(BackendKind::Cpu, PoolSize::Auto, 2, 2 << 30);
+        let other = Job::new(input.replace("s_%03d", "s_002"), dir.join("o_002.png").display().to_string(), graph());
+        e.run(&other, &framepipe::prepare(&other).unwrap(), &Cancel::default(), &mut |_| {}).unwrap();
+        fs::write(dir.join("o_004.png"), b"").unwrap();
+        let cancel = Cancel::default();
+        let report = if sequential {
+            e.run_sequential(&job, &prepared, &cancel, &mut |_| {}).unwrap()
+        } else {
+            e.run(&job, &prepared, &cancel, &mut |_| {}).unwrap()
+        };
+        let written: Vec<u64> = report.frames.iter().map(|f| f.number).collect();
+        assert_eq!(written, [1, 3, 5], "sequential {sequential}");
+        assert_eq!((report.frames_existing, report.existing_list.as_str()), (1, "2"), "sequential {sequential}");
+        assert_eq!(report.failures.len(), 1, "sequential {sequential}: {:?}", report.failures);
+        assert_eq!(report.failures[0].number, 4);
+        assert!(report.failures[0].error.contains("o_004.png: exists but is not a frame to keep (an empty file)"));
+        assert_eq!(report.unwritten_frames, "", "sequential {sequential}");
+    }
+}
