@@ -806,10 +806,7 @@ fn file_targets(
         // One still (`plate.png`) has no number to put in a frame field:
         // `take#2.png` would silently become `take02.png`.
         let only = Path::new(&job.input);
-        if sequence.frames.len() == 1
-            && only.is_file()
-            && crate::sequence::number_in_name(only).ok().flatten().is_none()
-        {
+        if sequence.frames.len() == 1 && only.is_file() && crate::sequence::still_number(only).is_none() {
             return Err(Error::Sequence(format!(
                 "{}: a frame number field (# or %d), but the input {} is one file with no frame number: name the output as a file",
                 job.output, job.input
@@ -884,8 +881,26 @@ impl PreparedJob {
     ///
     /// # Errors
     /// As for an output found at the start that is not a frame to keep.
-    pub(crate) fn check_kept(&self, out: &Path, limits: &DecodeLimits) -> Result<()> {
+    fn check_kept(&self, out: &Path, limits: &DecodeLimits) -> Result<()> {
         check_done(out, self.format, written_shape(self.format, self.first.as_ref()), limits)
+    }
+
+    /// Whether a frame's output `out` has appeared since the run was
+    /// prepared and is kept without the work (under `job`'s
+    /// `skip_existing`). Anything else there is left for the rename to
+    /// find ([`PreparedJob::unless_kept`]).
+    pub(crate) fn appeared(&self, job: &Job, out: &Path) -> bool {
+        job.skip_existing && std::fs::symlink_metadata(out).is_ok() && self.check_kept(out, &job.limits).is_ok()
+    }
+
+    /// A frame's `error`, unless it is the output found at its rename (a
+    /// run writing there meanwhile) that `job`'s `skip_existing` keeps:
+    /// then none. One that is not a frame to keep is the error instead.
+    pub(crate) fn unless_kept(&self, job: &Job, error: Error) -> Option<Error> {
+        match error {
+            Error::OutputExists(out) if job.skip_existing => self.check_kept(&out, &job.limits).err(),
+            e => Some(e),
+        }
     }
 }
 
@@ -905,7 +920,6 @@ fn check_done(
     rendered: Option<(u32, u32, PixelFormat)>,
     limits: &DecodeLimits,
 ) -> Result<()> {
-    let bits = |f: PixelFormat| if f == PixelFormat::Rgba16 { 16 } else { 8 };
     let why = match std::fs::metadata(out) {
         Err(e) => e.to_string(),
         Ok(m) if m.len() == 0 => "an empty file".into(),
@@ -921,7 +935,7 @@ fn check_done(
                 Ok(((w, h, f), _)) => match rendered {
                     Some((rw, rh, _)) if (rw, rh) != (w, h) => format!("{w}x{h}, not the {rw}x{rh} this run renders"),
                     Some((.., rf)) if rf != f => {
-                        format!("{}-bit, not the {}-bit frames this run renders", bits(f), bits(rf))
+                        format!("{}-bit, not the {}-bit frames this run renders", f.bits(), rf.bits())
                     }
                     _ => return Ok(()),
                 },
@@ -1120,8 +1134,7 @@ fn run_sequential(
         let n = frame.number;
         // Written meanwhile by another run, and a frame to keep: kept
         // without the work, as in the pipeline.
-        if job.skip_existing && std::fs::symlink_metadata(out).is_ok() && prepared.check_kept(out, &job.limits).is_ok()
-        {
+        if prepared.appeared(job, out) {
             kept.push(n);
             progress(Progress::Kept { finished: i + 1, total, number: n });
             continue;
@@ -1216,16 +1229,13 @@ fn run_sequential(
         let finished = i + 1;
         // Written meanwhile, found at the rename: kept if a frame to keep,
         // else that is the failure.
-        let result = match result {
-            Err(Error::OutputExists(o)) if job.skip_existing => match prepared.check_kept(&o, &job.limits) {
-                Ok(()) => {
-                    kept.push(n);
-                    progress(Progress::Kept { finished, total, number: n });
-                    continue;
-                }
-                Err(e) => Err(e),
-            },
-            r => r,
+        let result = match result.map_err(|e| prepared.unless_kept(job, e)) {
+            Err(None) => {
+                kept.push(n);
+                progress(Progress::Kept { finished, total, number: n });
+                continue;
+            }
+            r => r.map_err(|e| e.expect("not kept")),
         };
         match result {
             // Memory previews held, waited for until the run was cancelled:

@@ -208,6 +208,12 @@ impl Error {
     }
 }
 
+/// `message` on one line (a log line's, an error's), its runs of white
+/// space, line ends among them, one space each.
+pub(crate) fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The message a panic carried (`panic!` with a literal or a format).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

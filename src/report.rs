@@ -305,20 +305,18 @@ impl Report {
             }
             s += ".";
         }
-        if !self.bottleneck.is_empty() || (self.mode == "sequential" && self.frames_written > 0) {
-            // The CPU backend's slots are host frames: no VRAM to speak of.
-            let vram = if self.backend == "gpu" {
-                let (peak, budget) = (self.vram_peak, self.vram_budget);
-                format!("VRAM peak {} of {}", crate::ledger::human_bytes(peak), crate::ledger::human_bytes(budget))
-            } else {
-                "host frames, no VRAM".to_string()
-            };
-            let rss = crate::ledger::human_bytes(self.rss_peak);
-            if self.mode == "sequential" {
-                // Nothing overlaps: no stage holds the others back.
-                s += &format!(" One frame at a time: {vram}; host RSS peak {rss}.");
-                return self.summary_tail(s);
-            }
+        // The CPU backend's slots are host frames: no VRAM to speak of.
+        let vram = if self.backend == "gpu" {
+            let (peak, budget) = (self.vram_peak, self.vram_budget);
+            format!("VRAM peak {} of {}", crate::ledger::human_bytes(peak), crate::ledger::human_bytes(budget))
+        } else {
+            "host frames, no VRAM".to_string()
+        };
+        let rss = crate::ledger::human_bytes(self.rss_peak);
+        if self.mode == "sequential" && self.frames_written > 0 {
+            // Nothing overlaps: no stage holds the others back.
+            s += &format!(" One frame at a time: {vram}; host RSS peak {rss}.");
+        } else if !self.bottleneck.is_empty() {
             s += &format!(
                 " Bottleneck: {} ({:.0} % busy); pipeline efficiency {:.0} %; pool {} slot{}, {vram}; host RSS peak {rss}.",
                 self.bottleneck,
@@ -328,11 +326,6 @@ impl Report {
                 if self.pool_size == 1 { "" } else { "s" },
             );
         }
-        self.summary_tail(s)
-    }
-
-    /// `s` and what the summary says of frames not written.
-    fn summary_tail(&self, mut s: String) -> String {
         if !self.failures.is_empty() {
             let mut numbers: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
             numbers.sort_unstable();
@@ -373,9 +366,6 @@ impl Report {
         self.oriented_list = list(kinds.oriented);
     }
 
-    /// Fills [`Report::unwritten_list`] from the job's frame numbers
-    /// (ascending) and what was written and failed, and
-    /// [`Report::failed_frames`].
     /// Counts the frames `numbers`, whose outputs appeared during the run
     /// (under [`crate::Job::skip_existing`]), with the frames already there.
     pub(crate) fn keep(&mut self, numbers: Vec<u64>) {
@@ -394,6 +384,9 @@ impl Report {
         self.existing_frames = crate::sequence::stepped_spec(&self.existing);
     }
 
+    /// Fills [`Report::unwritten_list`] from the job's frame numbers
+    /// (ascending) and what was written, failed or kept, and
+    /// [`Report::failed_frames`] and [`Report::frames_failed`].
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
         let mut failed: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
         failed.sort_unstable();

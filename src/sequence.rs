@@ -509,7 +509,7 @@ fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Resu
         // is no frame 2, `ev_-1.png` no frame 1, a name ending in more
         // digits than a frame number has (a timestamp) no frame at all:
         // one file is a still, whose number nothing needs.
-        let n = number_in_name(path).ok().flatten().unwrap_or(0);
+        let n = still_number(path).unwrap_or(0);
         return Ok((BTreeMap::from([(n, path.to_path_buf())]), BTreeMap::new()));
     }
     if std::fs::metadata(path).is_ok() {
@@ -736,6 +736,13 @@ pub(crate) fn number_in_name(path: &Path) -> Result<Option<u64>> {
         None if stem.bytes().last().is_some_and(|b| b.is_ascii_digit()) => return Err(unreadable_number(path)),
         _ => None,
     })
+}
+
+/// The frame number of one file named on its own: the digits that end its
+/// name, none for a still (no digits, a sign before them, more digits than
+/// a frame number holds: a timestamp), whose number nothing needs.
+pub(crate) fn still_number(path: &Path) -> Option<u64> {
+    number_in_name(path).ok().flatten()
 }
 
 /// A file named like a frame of the sequence whose number framepipe cannot

@@ -333,8 +333,15 @@ pub(crate) fn tick_label(t: f64, step: f64) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
+/// Whether a timeline (its SVG text) is of a run that wrote every frame it
+/// was given: its title adds nothing ([`outcome`]).
+pub fn is_complete(svg: &str) -> bool {
+    !svg.contains(" backend; ")
+}
+
 /// What the title adds for frames a run did not write: `; 2 failed, 5
-/// not written (stopped)`; nothing for a run that wrote them all.
+/// not written (stopped)` after the backend's name; nothing for a run that
+/// wrote them all.
 fn outcome(report: &Report) -> String {
     let mut parts = Vec::new();
     if !report.failures.is_empty() {

@@ -200,7 +200,8 @@ pub(crate) struct RunArgs {
     pub(crate) overwrite: bool,
     /// Keep the output files that exist and process only the other frames (resume an interrupted
     /// render: outputs are renamed into place complete, so one that exists is whole). Replaces
-    /// the --json and --timeline reports of the run it finishes.
+    /// the --json and --timeline reports of the run it finishes (kept where every frame is
+    /// there and they tell of a finished run).
     #[arg(long, conflicts_with = "overwrite")]
     pub(crate) skip_existing: bool,
     /// On a failed frame: stop, or skip it and go on (exit code 1 either way).

@@ -112,6 +112,16 @@ pub(crate) fn stale_notice(found: &framepipe::io::StalePartials, quiet: bool) {
     }
 }
 
+/// How a run of files that stopped early is finished: with
+/// `--skip-existing`, or the same command again where it has it.
+pub(crate) fn resume_hint(skipping: bool) -> &'static str {
+    if skipping {
+        "notice: the same command again processes only the frames not written"
+    } else {
+        "notice: the same command with --skip-existing processes only the frames not written"
+    }
+}
+
 /// After a run that stopped early, the command that finishes it: what was
 /// written stays, the rest is one flag away. (Not `--skip-existing` after
 /// `--overwrite`: the files not yet replaced are an older render's, which
@@ -126,15 +136,12 @@ pub(crate) fn resume_notice(
 ) -> Option<String> {
     // (Failed frames count: under --on-error skip they are all that is
     // left to do.)
-    let left = report.frames_unwritten + report.failures.len();
+    let left = report.frames_unwritten + report.frames_failed;
     if prepared.is_stream() || opts.demo || left == 0 || report.frames.is_empty() {
         return None;
     }
-    if opts.skip_existing {
-        return Some("notice: the same command again processes only the frames not written".into());
-    }
     if !opts.overwrite {
-        return Some("notice: the same command with --skip-existing processes only the frames not written".into());
+        return Some(resume_hint(opts.skip_existing).into());
     }
     let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
     let mut left: Vec<u64> =

@@ -197,7 +197,8 @@ pub(crate) static RESUMABLE: std::sync::atomic::AtomicBool = std::sync::atomic::
 /// Set while that run has `--skip-existing` itself.
 pub(crate) static SKIPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// How long the first signal waits for a stream's frame to be taken.
+/// How long, once a signal asked a stream's run to stop, a write to it may
+/// be left waiting by its reader before the run stops at once.
 const STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Stops the process at once, removing its unfinished outputs: ends as
@@ -229,8 +230,7 @@ fn stop_now(signal: i32) -> ! {
     }
     // Only once a frame was written: before, the same command is as good.
     if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) && replacing {
-        let again = if SKIPPING.load(std::sync::atomic::Ordering::SeqCst) { "again" } else { "with --skip-existing" };
-        note!("notice: the same command {again} processes only the frames not written");
+        note!("{}", crate::notices::resume_hint(SKIPPING.load(std::sync::atomic::Ordering::SeqCst)));
     }
     die_by(signal);
 }

@@ -315,13 +315,14 @@ impl GpuBackend {
         let sink = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut slot = crate::lock(&sink);
-            slot.get_or_insert_with(|| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "));
+            slot.get_or_insert_with(|| crate::error::one_line(&e.to_string()));
         }));
         // wgpu reports a lost device here, not as an uncaptured error: a
         // submission to it then fails with nothing else to say so.
         let lost = error.clone();
         device.set_device_lost_callback(move |reason, message| {
             if reason != wgpu::DeviceLostReason::Destroyed {
+                let message = crate::error::one_line(&message);
                 crate::lock(&lost).get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
             }
         });
@@ -1098,11 +1099,11 @@ fn pass_timestamps(
 /// the in-flight frame's drop (which polls to settle its maps: a second
 /// panic, the process aborted, an embedding editor with it).
 fn poll(device: &wgpu::Device, what: wgpu::PollType) -> Result<wgpu::PollStatus> {
-    let one_line = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    use crate::error::{one_line, panic_message};
     match crate::io::catch_quiet(|| device.poll(what)) {
         Ok(Ok(status)) => Ok(status),
-        Ok(Err(e)) => Err(Error::Gpu(format!("device poll failed: {}", one_line(e.to_string())))),
-        Err(payload) => Err(Error::Gpu(format!("device lost: {}", one_line(crate::error::panic_message(&*payload))))),
+        Ok(Err(e)) => Err(Error::Gpu(format!("device poll failed: {}", one_line(&e.to_string())))),
+        Err(payload) => Err(Error::Gpu(format!("device lost: {}", one_line(&panic_message(&*payload))))),
     }
 }
 

@@ -493,7 +493,7 @@ impl StagingMaker {
         let errors: Vec<wgpu::Error> = scopes.into_iter().rev().filter_map(|s| pollster::block_on(s.pop())).collect();
         match errors.first() {
             // One line, as the uncaptured errors are.
-            Some(e) => Err(Error::Gpu(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))),
+            Some(e) => Err(Error::Gpu(crate::error::one_line(&e.to_string()))),
             None => Ok(made),
         }
     }

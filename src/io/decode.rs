@@ -241,14 +241,7 @@ fn decode_to(
     let (decoder, format, info) = open_decoder(path, limits)?;
     // A codec's refusal found only as the pixels are read (a TIFF's
     // compression), said as the kind of file it is where its tags tell.
-    let refused = |e: image::ImageError| {
-        let said = e.to_string();
-        // (Only a refusal: a bilevel TIFF cut short is truncated, not a
-        // kind of file that is not read.)
-        let unsupported = matches!(e, image::ImageError::Unsupported(_));
-        let tiff = format == Some(image::ImageFormat::Tiff) && unsupported;
-        fail(tiff.then(|| tiff_refusal(path, &said)).flatten().unwrap_or_else(|| one_line(&said)))
-    };
+    let refused = |e: image::ImageError| fail(codec_said(path, format, &e));
     let (color, sixteen) = (decoder.color_type(), info.format == PixelFormat::Rgba16);
     check(&info)?;
     check_jpeg_whole(path, format)?;
@@ -491,6 +484,16 @@ fn tiff_more_images(path: &Path) -> bool {
     false
 }
 
+/// A codec's error `e` on the file at `path` (of `format`) as one line: a
+/// TIFF's refusal as the kind of file it is, where its tags tell ([`tiff_refusal`];
+/// only a refusal: a bilevel TIFF cut short is truncated, not a kind of
+/// file that is not read).
+fn codec_said(path: &Path, format: Option<image::ImageFormat>, e: &image::ImageError) -> String {
+    let said = e.to_string();
+    let refusal = format == Some(image::ImageFormat::Tiff) && matches!(e, image::ImageError::Unsupported(_));
+    refusal.then(|| tiff_refusal(path, &said)).flatten().unwrap_or_else(|| one_line(&said))
+}
+
 /// The kind of TIFF `image` refused, in a user's terms (`a palette TIFF`),
 /// where its tags say it: the codec's own words name its internal types
 /// (`color type Unknown(24)`, `sample format 3 for 16 bits`).
@@ -573,10 +576,7 @@ fn open_decoder<'a>(
                 float = decoder.float();
                 Box::new(decoder)
             }
-            Ok(None) => {
-                let said = e.to_string();
-                return Err(fail(tiff_refusal(path, &said).unwrap_or_else(|| one_line(&said))));
-            }
+            Ok(None) => return Err(fail(codec_said(path, format, &e))),
             Err(reason) => return Err(fail(reason)),
         },
         // Said as what it is, not as the decoder's confusion ("number of
@@ -761,17 +761,7 @@ pub(crate) fn catch_quiet<T>(work: impl FnOnce() -> T) -> std::thread::Result<T>
 /// is one bad frame, skipped under `--on-error skip` like any other, not
 /// the end of the run, nor of the program on the one-frame-at-a-time path.
 fn contained<T>(path: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    struct Depth;
-    impl Drop for Depth {
-        fn drop(&mut self) {
-            DECODING.with(|d| d.set(d.get() - 1));
-        }
-    }
-    DECODING.with(|d| d.set(d.get() + 1));
-    let depth = Depth;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-    drop(depth);
-    result.unwrap_or_else(|payload| {
+    catch_quiet(work).unwrap_or_else(|payload| {
         if OURS_PANICKED.with(|p| p.replace(false)) {
             std::panic::resume_unwind(payload);
         }
@@ -898,7 +888,7 @@ pub(crate) fn from_dynamic(image: DynamicImage) -> HostFrame {
 /// Codec messages sometimes span lines; a log line must not. Some say
 /// what happened in their own terms: said in a user's.
 pub(super) fn one_line(s: &str) -> String {
-    let mut line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut line = crate::error::one_line(s);
     // `image`'s wrapper of a codec's error: `Format error decoding Png:
     // Invalid PNG signature.`
     if let Some((format, why)) = line.strip_prefix("Format error decoding ").and_then(|r| r.split_once(": ")) {

@@ -47,6 +47,14 @@ impl PixelFormat {
         }
     }
 
+    /// Bits per channel (8 or 16).
+    pub fn bits(self) -> u32 {
+        match self {
+            PixelFormat::Rgba8 => 8,
+            PixelFormat::Rgba16 => 16,
+        }
+    }
+
     /// Largest code value of a channel (255 or 65535).
     pub fn max_value(self) -> f32 {
         match self {

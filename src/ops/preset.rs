@@ -50,7 +50,7 @@ impl Lines {
 /// A parser's message on one line, in the preset's terms where serde's
 /// would name Rust types (`internally tagged enum Op`, `i128`).
 fn one_line(message: &str) -> String {
-    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = crate::error::one_line(message);
     if let Some(number) = message
         .strip_prefix("invalid type: integer ")
         .and_then(|m| m.strip_suffix(" as i128, expected any valid TOML value"))

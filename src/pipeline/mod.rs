@@ -345,15 +345,9 @@ impl Shared<'_> {
         // Written meanwhile by another run (a farm's retried task): under
         // skip-existing that frame is there, as if found at the start, if
         // it reads as this render's frame (else that is the failure).
-        let error = match error {
-            Error::OutputExists(out) if self.job.skip_existing => match self.kept(&out) {
-                Ok(()) => {
-                    let _ = events.send(Event::Kept(number));
-                    return;
-                }
-                Err(e) => e,
-            },
-            e => e,
+        let Some(error) = self.prepared.unless_kept(self.job, error) else {
+            let _ = events.send(Event::Kept(number));
+            return;
         };
         let fatal = matches!(error, Error::Panic(_) | Error::Gpu(_));
         if fatal || self.job.on_error == ErrorPolicy::Stop {
@@ -366,12 +360,6 @@ impl Shared<'_> {
             crate::lock(&self.fatal).get_or_insert_with(|| Error::Panic(msg.clone()));
         }
         let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
-    }
-
-    /// Whether `out`, found at a frame's output during the run, is a frame
-    /// this run keeps ([`PreparedJob::check_kept`]).
-    fn kept(&self, out: &std::path::Path) -> Result<()> {
-        self.prepared.check_kept(out, &self.job.limits)
     }
 
     /// Runs one frame's work for `stage`, turning a panic into an error;
@@ -797,10 +785,13 @@ pub(crate) fn add_stages(
     }
     // A run that wrote nothing has no throughput to explain, one frame at a
     // time nothing overlaps: no bottleneck.
+    if report.frames_written == 0 || report.mode == "sequential" {
+        return;
+    }
     if let Some(b) = report
         .stages
         .iter()
-        .filter(|s| s.name != "read" && s.frames > 0 && report.frames_written > 0 && report.mode != "sequential")
+        .filter(|s| s.name != "read" && s.frames > 0)
         .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
     {
         report.bottleneck = b.name.clone();

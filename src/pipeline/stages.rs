@@ -119,7 +119,7 @@ impl Ctx<'_> {
             // this render's frame (anything else there is left for the
             // rename to find). Looked at once its turn came, so the frames
             // after it start in order.
-            if shared.job.skip_existing && std::fs::symlink_metadata(&output).is_ok() && shared.kept(&output).is_ok() {
+            if shared.prepared.appeared(shared.job, &output) {
                 drop(slot);
                 let _ = events.send(Event::Kept(number));
                 continue;
