@@ -334,7 +334,7 @@ pub(crate) fn tick_label(t: f64, step: f64) -> String {
 }
 
 /// Whether a timeline (its SVG text) is of a run that wrote every frame it
-/// was given: its title adds nothing ([`outcome`]).
+/// was given: its title adds nothing after the backend.
 pub fn is_complete(svg: &str) -> bool {
     !svg.contains(" backend; ")
 }
