@@ -430,17 +430,20 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
 }
 
 /// What `image` does not say of a TIFF: whether its alpha is associated
-/// (premultiplied; ExtraSamples 1), and how many extra samples of no
-/// stated meaning (ExtraSamples 0) it leaves out, returned. Refuses 32-bit
+/// (premultiplied; ExtraSamples 1), how many extra samples of no stated
+/// meaning (ExtraSamples 0) it leaves out, and whether it holds more pages
+/// ([`tiff_more_images`]), returned, from one read of its tags. Refuses 32-bit
 /// samples without a SampleFormat tag, which means unsigned integers:
 /// `image` reads them as floats (mid-grey 0x80000000 becomes -0.0, black),
 /// so the pixels would be wrong.
-fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16)> {
+fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16, bool)> {
     use image::ColorType::{Rgb32F, Rgba32F};
     use tiff::tags::Tag;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return Ok((false, 0)) };
+    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else {
+        return Ok((false, 0, false));
+    };
     if matches!(color, Rgb32F | Rgba32F) {
         match tiff.find_tag(Tag::SampleFormat) {
             Ok(Some(_)) => {}
@@ -461,16 +464,14 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     // The alpha is the first extra sample (the decoders take no other).
     let (alpha, rest) = if color.has_alpha() { extra.split_first().unzip() } else { (None, Some(&extra[..])) };
     let unnamed = rest.unwrap_or_default().iter().filter(|&&e| e == 0).count();
-    Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX)))
+    Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX), tiff_more_images(&mut tiff)))
 }
 
 /// Whether a TIFF holds more than one page: a later directory of full
 /// resolution (NewSubfileType without its reduced-resolution or mask bit;
 /// a thumbnail, a pyramid level or a transparency mask is no page). Looks at a few
-/// directories at most.
-fn tiff_more_images(path: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(path) else { return false };
-    let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else { return false };
+/// directories at most, from `tiff`'s first on.
+fn tiff_more_images<R: std::io::Read + std::io::Seek>(tiff: &mut tiff::decoder::Decoder<R>) -> bool {
     for _ in 0..16 {
         if !tiff.more_images() || tiff.next_image().is_err() {
             return false;
@@ -594,14 +595,14 @@ fn open_decoder<'a>(
     // (Unreadable, neither is anything to speak of: the pixels decode.)
     info.icc_profile = decoder.icc_profile().is_ok_and(|p| p.is_some());
     info.oriented = decoder.orientation().is_ok_and(|o| o != image::metadata::Orientation::NoTransforms);
-    if format == Some(image::ImageFormat::Tiff) {
-        (info.premultiplied, info.unnamed_channels) = tiff_extra_samples(path, decoder.color_type())?;
+    match format {
+        Some(image::ImageFormat::Tiff) => {
+            (info.premultiplied, info.unnamed_channels, info.more_images) =
+                tiff_extra_samples(path, decoder.color_type())?;
+        }
+        Some(image::ImageFormat::Png) => info.more_images = super::whole::png_animated(path)?,
+        _ => {}
     }
-    info.more_images = match format {
-        Some(image::ImageFormat::Png) => super::whole::png_animated(path)?,
-        Some(image::ImageFormat::Tiff) => tiff_more_images(path),
-        _ => false,
-    };
     let (w, h) = decoder.dimensions();
     if w > limits.max_dimension || h > limits.max_dimension {
         return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
