@@ -1255,7 +1255,7 @@ fn run_sequential(
             // run reports it before any frame, not one failure per frame.
             Err(e @ Error::Budget(_)) if report.frames.is_empty() => return Err(e),
             Err(e) => {
-                report.failures.push(FrameFailure { number: frame.number, error: e.to_string() });
+                report.failures.push(FrameFailure::new(frame.number, &e));
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });
                 if job.on_error == ErrorPolicy::Stop || matches!(e, Error::Gpu(_) | Error::Stream(_)) {
                     report.frames_unwritten = total - finished;

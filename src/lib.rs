@@ -128,7 +128,7 @@ pub use io::{EncodeOptions, HostFrame, OutputFormat, PixelFormat};
 pub use ops::{Op, OpGraph, Plan, load_preset, process_cpu};
 pub use pool::PoolSize;
 pub use preview::{PreviewImage, PreviewStats, PreviewView, Scale};
-pub use report::{FrameFailure, FrameRecord, Report};
+pub use report::{FailureKind, FrameFailure, FrameRecord, Report};
 pub use sequence::{FrameSpec, MissingPolicy, Sequence};
 
 // What a UI shares between threads must stay shareable.

@@ -32,8 +32,62 @@ pub struct FrameRecord {
 pub struct FrameFailure {
     /// Frame number.
     pub number: u64,
+    /// Where it failed, for a farm's retry logic: a bad source stays bad
+    /// on a re-run, a full disk or a lost device may not.
+    pub kind: FailureKind,
     /// The one-line error.
     pub error: String,
+}
+
+impl FrameFailure {
+    pub(crate) fn new(number: u64, error: &crate::Error) -> Self {
+        FrameFailure { number, kind: FailureKind::of(error), error: error.to_string() }
+    }
+}
+
+/// What a frame's failure was about: what to fix before the frame is run
+/// again (with `--skip-existing`, only the frames not written are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The source frame: unreadable, corrupt, truncated, or of another
+    /// size or format than the sequence. Re-running will not help until
+    /// the file is replaced.
+    Source,
+    /// The output: it could not be encoded or written (a full disk, a
+    /// folder's permissions, an output stream's reader gone).
+    Output,
+    /// The GPU: lost, or its memory (the VRAM budget) would not hold the
+    /// frame's work.
+    Gpu,
+    /// A fault of framepipe's own (a stage panicked): worth a bug report.
+    Internal,
+}
+
+impl FailureKind {
+    /// The kind of a frame's error.
+    pub fn of(error: &crate::Error) -> Self {
+        use crate::Error as E;
+        match error {
+            E::Decode { .. } | E::FrameMismatch { .. } | E::Io { .. } => FailureKind::Source,
+            E::Encode { .. }
+            | E::OutputExists(_)
+            | E::OutputIsInput(_)
+            | E::OutputNotFile(_)
+            | E::OutputReadOnly(_)
+            | E::OutputIsFolder(_)
+            | E::OutputName { .. }
+            | E::OutputDir { .. }
+            | E::PathClash { .. }
+            | E::Stream(_) => FailureKind::Output,
+            // Of one frame, the only sequence error: under skip-existing,
+            // its output found there and not a frame to keep.
+            E::Sequence(_) => FailureKind::Output,
+            E::Gpu(_) | E::NoGpu(_) | E::Budget(_) => FailureKind::Gpu,
+            _ => FailureKind::Internal,
+        }
+    }
 }
 
 /// Time one pipeline stage spent working and waiting.

@@ -359,7 +359,7 @@ impl Shared<'_> {
         if let Error::Panic(msg) = &error {
             crate::lock(&self.fatal).get_or_insert_with(|| Error::Panic(msg.clone()));
         }
-        let _ = events.send(Event::Failed(FrameFailure { number, error: error.to_string() }));
+        let _ = events.send(Event::Failed(FrameFailure::new(number, &error)));
     }
 
     /// Runs one frame's work for `stage`, turning a panic into an error;
@@ -395,7 +395,7 @@ fn probe_shape(job: &Job, prepared: &PreparedJob, failures: &mut Vec<FrameFailur
         match probe_file(&f.path, &job.limits) {
             Ok((width, height, format)) => return Some((i, run.unwrap_or(FrameShape { width, height, format }))),
             Err(e) => {
-                failures.push(FrameFailure { number: f.number, error: e.to_string() });
+                failures.push(FrameFailure::new(f.number, &e));
                 if job.on_error == ErrorPolicy::Stop {
                     return None;
                 }
@@ -666,8 +666,7 @@ pub(crate) fn run(
                             Err(e) => {
                                 halted = true;
                                 shared.stop.store(true, Ordering::SeqCst);
-                                let error = Error::stream(&e).to_string();
-                                failed.push(FrameFailure { number: record.number, error });
+                                failed.push(FrameFailure::new(record.number, &Error::stream(&e)));
                                 let failure = failed.last().expect("just pushed");
                                 progress(Progress::Failed { finished, total, failure });
                             }

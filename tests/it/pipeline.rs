@@ -355,6 +355,7 @@ fn a_pool_is_sized_for_the_frames_left_after_unreadable_ones() {
         let prepared = framepipe::prepare(&job).unwrap();
         let report = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap();
         assert_eq!((report.frames_written, report.failures.len()), (1, 3), "{backend:?}");
+        assert!(report.failures.iter().all(|f| f.kind == framepipe::FailureKind::Source), "{:?}", report.failures);
         assert_eq!(report.pool_size, 1, "{backend:?}");
         assert_eq!((report.failed_frames.as_str(), report.unwritten_frames.as_str()), ("1-3", ""));
     }
@@ -511,7 +512,10 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         // (building kernels on a loaded software adapter is not the point).
         let (mut failed, mut after) = (None, 0);
         let mut progress = |p: framepipe::Progress<'_>| match p {
-            framepipe::Progress::Failed { .. } => _ = failed.get_or_insert_with(Instant::now),
+            framepipe::Progress::Failed { failure, .. } => {
+                assert_eq!(failure.kind, framepipe::FailureKind::Internal, "{failure:?}");
+                _ = failed.get_or_insert_with(Instant::now);
+            }
             framepipe::Progress::Done { .. } => after += usize::from(failed.is_some()),
             _ => {}
         };
@@ -982,7 +986,7 @@ fn outputs_appearing_mid_run_are_kept_only_if_frames() {
         assert_eq!(written, [1, 3, 5], "sequential {sequential}");
         assert_eq!((report.frames_existing, report.existing_list.as_str()), (1, "2"), "sequential {sequential}");
         assert_eq!(report.failures.len(), 1, "sequential {sequential}: {:?}", report.failures);
-        assert_eq!(report.failures[0].number, 4);
+        assert_eq!((report.failures[0].number, report.failures[0].kind), (4, framepipe::FailureKind::Output));
         assert!(report.failures[0].error.contains("o_004.png: exists but is not a frame to keep (an empty file)"));
         assert_eq!(report.unwritten_frames, "", "sequential {sequential}");
     }
