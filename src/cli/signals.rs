@@ -24,6 +24,14 @@ fn on_signal(signal: i32) {
     let first = FIRST_SIGNAL
         .compare_exchange(0, signal, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
         .is_ok();
+    let at = *FIRST_AT.get_or_init(std::time::Instant::now);
+    // `timeout` (a farm's wrapper) sends its signal to the process, then
+    // again to its process group: the same signal twice within
+    // microseconds is one request to stop, not the second that stops at
+    // once. A person's second Ctrl-C comes later than this.
+    if !first && signal == FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) && at.elapsed() < SAME_REQUEST {
+        return;
+    }
     match RUN.get() {
         Some(run) if first && STREAMING.load(std::sync::atomic::Ordering::SeqCst) => {
             if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
@@ -68,6 +76,13 @@ pub(crate) static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomi
 /// The first signal received (0 before any): a run it stopped ends as it
 /// would have ([`die_by`]), once the summary and reports are out.
 pub(crate) static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// When the first signal was handled.
+static FIRST_AT: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// How soon after the first the same signal again is taken as a repeat
+/// of its delivery, not a second request ([`on_signal`]).
+const SAME_REQUEST: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// SIGINT's number, what Ctrl-C is where there are no signals.
 pub(crate) const CTRL_C: i32 = 2;

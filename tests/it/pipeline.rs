@@ -678,10 +678,12 @@ fn read_until(stderr: &mut impl std::io::BufRead, wanted: impl Fn(&str) -> bool)
     line
 }
 
-/// Sends `signal` (`INT`, `TERM`) to `child` with the shell's builtin kill:
-/// present wherever sh is, unlike /bin/kill.
+/// Sends `signal` (`INT`, `TERM`; `TERM TERM`: twice, back to back) to
+/// `child` with the shell's builtin kill: present wherever sh is, unlike
+/// /bin/kill.
 fn send(child: &std::process::Child, signal: &str) {
-    let kill = format!("kill -{signal} {}", child.id());
+    let kill: Vec<String> = signal.split_whitespace().map(|s| format!("kill -{s} {}", child.id())).collect();
+    let kill = kill.join("; ");
     assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
 }
 
@@ -725,7 +727,8 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32, replacing: 
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
-    assert_eq!(ended_by(status), signals.last().map(|s| signal_number(s)), "{signals:?}: {rest}");
+    let last = signals.last().and_then(|s| s.split_whitespace().last());
+    assert_eq!(ended_by(status), last.map(signal_number), "{signals:?}: {rest}");
     let written: Vec<_> = fs::read_dir(&out).unwrap().flatten().collect();
     assert!(!written.is_empty() && written.len() < frames as usize);
     // The summary names every frame that is not on disk, to run again.
@@ -777,6 +780,15 @@ fn ctrl_c_sigterm_or_sighup_drains_in_flight_frames_and_ends_by_it() {
         assert!(rest.contains("not written: "), "{signal}: the summary is printed: {rest}");
         assert!(rest.contains("with --skip-existing processes only the frames not written"), "{rest}");
     }
+}
+
+/// `timeout` sends its signal to the process and then to its group: the
+/// same signal twice at once is one request to stop, which drains and
+/// prints the summary, not a second that stops at once.
+#[test]
+fn the_same_signal_twice_at_once_is_one_request_to_stop() {
+    let (rest, _) = interrupt(&["TERM TERM"], 80, 320, 200, false);
+    assert!(rest.contains("not written: ") && !rest.contains("at once"), "{rest}");
 }
 
 /// A signal the parent set to be ignored (`nohup`: SIGHUP) stays ignored:
