@@ -147,6 +147,10 @@ pub fn generate_sequence(
     generate_sequence_with(opts, pattern, encode, overwrite, &|_| {})
 }
 
+/// Host memory the frames being generated at once may take, about: 8 GiB
+/// (ten 8K 16-bit frames under way; one at a time past 2.7 GiB a frame).
+const GENERATE_HOST_BYTES: u64 = 8 << 30;
+
 /// [`generate_sequence`], calling `written` with each frame's number once
 /// it is in place (from the threads writing them), for a progress bar.
 /// Frames are started in order, so a run stopped part way has written a
@@ -201,23 +205,35 @@ pub fn generate_sequence_with(
     // Frames in parallel: the PNG encoder is single-threaded. None is
     // started after one failed (a full disk, a name another run took).
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // As many at once as cores, or as fit the host memory allowed: each
+    // holds its frame and, while it is encoded, up to twice that more (a
+    // TIFF built whole, channels packed), so 16 threads of 4 GiB frames
+    // would take some 190 GiB.
+    let at_once = (GENERATE_HOST_BYTES / (3 * bytes.max(1))).clamp(1, rayon::current_num_threads() as u64);
+    let threads = rayon::ThreadPoolBuilder::new()
+        .num_threads(at_once as usize)
+        .thread_name(|i| format!("framepipe-generate-{i}"))
+        .build()
+        .map_err(|e| Error::Thread { what: "generating frames".into(), source: std::io::Error::other(e) })?;
     // Taken in order by whichever thread is free (a split range would
     // start its halves at once).
-    let mut results: Vec<(u64, Result<PathBuf>)> = (opts.start..=last)
-        .par_bridge()
-        .filter_map(|n| {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                return None;
-            }
-            let path = path_of(n);
-            let r = write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path);
-            match &r {
-                Ok(_) => written(n),
-                Err(_) => stop.store(true, std::sync::atomic::Ordering::Relaxed),
-            }
-            Some((n, r))
-        })
-        .collect();
+    let mut results: Vec<(u64, Result<PathBuf>)> = threads.install(|| {
+        (opts.start..=last)
+            .par_bridge()
+            .filter_map(|n| {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return None;
+                }
+                let path = path_of(n);
+                let r = write_frame_atomic(&synthetic_frame(opts, n), &path, format, encode, overwrite).map(|()| path);
+                match &r {
+                    Ok(_) => written(n),
+                    Err(_) => stop.store(true, std::sync::atomic::Ordering::Relaxed),
+                }
+                Some((n, r))
+            })
+            .collect()
+    });
     results.sort_unstable_by_key(|(n, _)| *n);
     let mut written = Vec::new();
     let mut failed = None;
