@@ -57,7 +57,12 @@ impl Backend {
             // software rasterizer: the user chose it.
             BackendKind::Auto => match GpuBackend::new(&options(named.is_none()), ledger) {
                 Ok(gpu) => Ok((Backend::Gpu(Box::new(gpu)), None)),
-                Err(Error::Gpu(why)) => Ok((Backend::Cpu, Some(format!("using the CPU backend: {why}")))),
+                // No adapter at all: one that was named is said to be
+                // missing too, as it was asked for.
+                Err(Error::Gpu(why)) => {
+                    let asked = named.map(|n| format!(" (the adapter {n:?} was asked for)")).unwrap_or_default();
+                    Ok((Backend::Cpu, Some(format!("using the CPU backend: {why}{asked}"))))
+                }
                 Err(e) => Err(e),
             },
         }

@@ -165,7 +165,7 @@ pub(crate) struct BenchPoolArgs {
     /// auto, gpu or cpu.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) backend: BackendKind,
-    /// Use the adapter whose name contains this text.
+    /// Use the adapter whose name contains this text, or its number in `framepipe info` (0, 1, ...).
     #[arg(long, value_name = "NAME")]
     pub(crate) adapter: Option<String>,
     /// Output codec (by extension): png, qoi, tif, jpg.
@@ -192,7 +192,7 @@ pub(crate) struct RunArgs {
     /// auto: a hardware GPU, else the CPU backend; gpu: any adapter; cpu: the CPU backend.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) backend: BackendKind,
-    /// Use the adapter whose name contains this text.
+    /// Use the adapter whose name contains this text, or its number in `framepipe info` (0, 1, ...).
     #[arg(long, value_name = "NAME")]
     pub(crate) adapter: Option<String>,
     /// Replace existing output files (not read-only ones: make those writable first).

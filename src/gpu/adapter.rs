@@ -81,7 +81,10 @@ pub fn list_adapters(instance: &wgpu::Instance) -> Vec<(wgpu::Adapter, AdapterSu
 
 /// The adapter a backend request gets, and a sentence saying why.
 ///
-/// `name` keeps adapters whose name contains it (case-insensitive).
+/// `name` keeps adapters whose name contains it (case-insensitive), or,
+/// all digits and below their count, the adapter at that place in
+/// [`list_adapters`]' order (`framepipe info` numbers them so: `0`). A
+/// number past them is part of a name (`4090`).
 /// `hardware_only` is `auto`'s rule: skip software rasterizers.
 ///
 /// # Errors
@@ -96,16 +99,26 @@ pub fn choose(
     }
     let found: Vec<String> = adapters.iter().map(|(_, s)| format!("{} ({})", s.name, s.device_type)).collect();
     let needle = name.map(str::to_lowercase);
+    let index = name
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&i| i < adapters.len());
     let matching: Vec<_> = adapters
         .into_iter()
-        .filter(|(_, s)| needle.as_ref().is_none_or(|n| s.name.to_lowercase().contains(n)))
+        .enumerate()
+        .filter(|(i, (_, s))| match index {
+            Some(index) => *i == index,
+            None => needle.as_ref().is_none_or(|n| s.name.to_lowercase().contains(n)),
+        })
+        .map(|(_, a)| a)
         .collect();
     if matching.is_empty() {
         // A usage error (exit 2): the name asked for, not the machine, is wrong.
+        let numbered: Vec<String> = found.iter().enumerate().map(|(i, f)| format!("[{i}] {f}")).collect();
         return Err(Error::invalid(
             "adapter",
             format!("{:?}", name.unwrap_or("")),
-            format!("part of an adapter's name; found: {}", found.join(", ")),
+            format!("part of an adapter's name, or its number; found: {}", numbered.join(", ")),
         ));
     }
     for (adapter, summary) in matching {
@@ -113,7 +126,11 @@ pub fn choose(
             continue;
         }
         let why = if summary.software {
-            let why = if name.is_some() { "it was named" } else { "a GPU was asked for" };
+            let why = match index {
+                Some(_) => "it was asked for by number",
+                None if name.is_some() => "it was named",
+                None => "a GPU was asked for",
+            };
             format!("{} is a software rasterizer, taken because {why}", summary.name)
         } else {
             format!("{} is the best hardware adapter ({})", summary.name, summary.device_type)

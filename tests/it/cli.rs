@@ -857,7 +857,12 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--pivot", "0.3"], "--contrast <C>");
     if crate::util::gpu(Default::default()).is_some() {
         let args = ["process", &input, "-o", &out, "--backend", "gpu", "--adapter", "no such card"];
-        usage_error(&args, "invalid --adapter \"no such card\" (expected part of an adapter's name; found: ");
+        let found = "(expected part of an adapter's name, or its number; found: [0] ";
+        usage_error(&args, &format!("invalid --adapter \"no such card\" {found}"));
+        // By its number in `framepipe info`, as it lists them.
+        let by_number = t.path().join("n/s_%02d.png").display().to_string();
+        let args = ["process", &input, "-o", &by_number, "--backend", "gpu", "--adapter", "0"];
+        framepipe().args(args).assert().success().stderr(contains("on the gpu backend"));
     }
     usage_error(&["process", &input, "-o", "o/x_%0999999999999999999999d.png"], "pads to too many digits");
     usage_error(&["process", &input, "-o", "o/x_%0300d.png"], "pads to 300 digits (at most 20)");
