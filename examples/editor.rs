@@ -45,15 +45,21 @@ struct Args {
     #[arg(long = "vram-budget", visible_alias = "budget", default_value = "2GiB", value_parser = |s: &str| framepipe::ledger::parse_bytes(s).map_err(|e| e.to_string()))]
     budget: u64,
     /// Frames prefetched ahead of the playhead, 0 to 1024.
-    #[arg(long, default_value_t = EngineConfig::default().prefetch, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = EngineConfig::default().prefetch, value_parser = up_to_1024(), allow_negative_numbers = true)]
     prefetch: usize,
     /// Threads that prefetch (0: half the cores, at most --prefetch).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0, value_parser = up_to_1024(), allow_negative_numbers = true)]
     prefetch_threads: usize,
     /// Also write every request of both sessions, one CSV row each (its
     /// time and, for a render, the split), to find what a tail is made of.
     #[arg(long, value_name = "FILE.csv")]
     requests: Option<std::path::PathBuf>,
+}
+
+/// 0 to 1024, a negative number refused as out of that range (not as
+/// `invalid digit`).
+fn up_to_1024() -> clap::builder::RangedI64ValueParser<usize> {
+    clap::builder::RangedI64ValueParser::new().range(0..=1024)
 }
 
 fn grade(exposure: f64) -> OpGraph {

@@ -160,7 +160,7 @@ pub(crate) struct BenchPoolArgs {
     #[arg(long, visible_alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     pub(crate) budget: u64,
     /// Decode and encode threads, and the CPU backend's kernel threads: up to 1024 (default, or 0: one per core).
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = whole::<usize>, allow_negative_numbers = true)]
     pub(crate) threads: usize,
     /// auto, gpu or cpu.
     #[arg(long, value_enum, default_value_t)]
@@ -220,7 +220,7 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pub(crate) pool: PoolSize,
     /// Decode and encode threads, and the CPU backend's kernel threads: up to 1024 (default, or 0: one per core).
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = whole::<usize>, allow_negative_numbers = true)]
     pub(crate) threads: usize,
     /// Process one frame at a time instead of pipelining (the reference path): one frame decodes, is processed and is encoded before the next; --threads then sets only the CPU backend's kernel threads, and --pool is unused.
     #[arg(long)]
@@ -248,7 +248,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long, default_value_t = 24, value_parser = frame_count())]
     pub(crate) frames: u32,
     /// First frame number.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = whole::<u64>, allow_negative_numbers = true)]
     pub(crate) start: u64,
     /// Bits per channel: 8 or 16.
     #[arg(long, default_value_t = 8, value_parser = parse_depth)]
@@ -257,7 +257,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long)]
     pub(crate) alpha: bool,
     /// Varies the content.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = whole::<u64>, allow_negative_numbers = true)]
     pub(crate) seed: u64,
     /// Output pattern, e.g. plates/shot_%04d.png.
     #[arg(short, long)]
@@ -368,6 +368,20 @@ fn parse_list<const N: usize>(what: &str, s: &str) -> Result<[f64; N], Error> {
     let bad = || Error::invalid(what, s, format!("{N} comma-separated numbers"));
     let v: Vec<f64> = s.split(',').map(|x| x.trim().parse::<f64>().map_err(|_| bad())).collect::<Result<_, _>>()?;
     v.try_into().map_err(|_| bad())
+}
+
+/// A whole number, 0 or more, refused saying what is wrong with it
+/// (clap's own parser answers `-1` with `invalid digit found in string`).
+fn whole<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    use std::num::IntErrorKind;
+    let t = s.trim();
+    let n = t.parse::<u64>().map_err(|e| match e.kind() {
+        _ if t.strip_prefix('-').is_some_and(|n| n.parse::<u64>().is_ok()) => "expected 0 or more".to_string(),
+        IntErrorKind::PosOverflow => format!("expected at most {}", u64::MAX),
+        IntErrorKind::Empty => "expected a whole number".to_string(),
+        _ => "not a whole number".to_string(),
+    })?;
+    T::try_from(n).map_err(|_| "too large".to_string())
 }
 
 /// `--depth`: 8 or 16 bits per channel, nothing between.

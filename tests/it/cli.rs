@@ -854,6 +854,8 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--blur", "NaN"], "invalid sigma NaN");
     usage_error(&["process", &input, "-o", &out, "--matrix", "1,2,3"], "invalid matrix");
     usage_error(&["process", &input, "-o", &out, "--threads", "100000"], "invalid thread count 100000");
+    usage_error(&["process", &input, "-o", &out, "--threads", "-1"], "'--threads <N>': expected 0 or more");
+    usage_error(&["generate", "-o", &out, "--start", "-1"], "'--start <START>': expected 0 or more");
     usage_error(&["process", &input, "-o", &out, "--pivot", "0.3"], "--contrast <C>");
     if crate::util::gpu(Default::default()).is_some() {
         let args = ["process", &input, "-o", &out, "--backend", "gpu", "--adapter", "no such card"];
