@@ -106,8 +106,8 @@ pub struct EngineConfig {
     pub adapter: Option<String>,
     /// Hard ceiling on GPU bytes. By default, 2 GiB ([`DEFAULT_BUDGET`]).
     pub vram_budget: u64,
-    /// Decode and encode threads, and the CPU backend's kernel threads; 0
-    /// means one per core. By default, 0.
+    /// Decode and encode threads, and the CPU backend's kernel threads (at
+    /// most one per core); 0 means one per core. By default, 0.
     pub threads: usize,
     /// Frame slots. By default, [`PoolSize::Auto`].
     pub pool: PoolSize,
@@ -263,7 +263,8 @@ pub(crate) struct EngineCore {
     /// start while it is up.
     pub(crate) gate: crate::priority::Gate,
     pub(crate) previews: crate::preview::PreviewState,
-    /// The CPU backend's kernels run here, on [`Engine::threads`] threads:
+    /// The CPU backend's kernels run here, on [`Engine::threads`] threads
+    /// (at most one per core):
     /// `--threads 1` on a render farm's one-core slot means one core, not
     /// rayon's global pool of all of them. Started on first use (a GPU
     /// engine never needs it); `None` if the threads could not be started,
@@ -313,7 +314,7 @@ impl Engine {
             ..Default::default()
         };
         let (backend, notice) = Backend::open(config.backend, &options, ledger.clone())?;
-        let (name, device) = (backend.name(), backend.device_name(resolve_threads(config.threads)));
+        let (name, device) = (backend.name(), backend.device_name(kernel_threads(config.threads)));
         let previews = crate::preview::PreviewState::new(config.preview_cache_bytes, config.source_cache_bytes);
         let core = EngineCore {
             handles: std::sync::atomic::AtomicUsize::new(1),
@@ -408,13 +409,14 @@ impl Engine {
         }
     }
 
-    /// Runs `work` on the engine's CPU threads (see [`Engine::threads`]):
-    /// what it runs in parallel (the CPU kernels) stays within them.
+    /// Runs `work` on the engine's CPU threads (see [`Engine::threads`],
+    /// at most one per core): what it runs in parallel (the CPU kernels)
+    /// stays within them.
     /// Call it holding the backend, never the other way round: a pool
     /// thread must not wait for the backend.
     pub(crate) fn on_cpu_threads<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
         let pool = self.core.cpu.get_or_init(|| {
-            let builder = rayon::ThreadPoolBuilder::new().num_threads(self.threads());
+            let builder = rayon::ThreadPoolBuilder::new().num_threads(kernel_threads(self.core.config.threads));
             builder.thread_name(|i| format!("framepipe-cpu-{i}")).build().ok()
         });
         match pool {
@@ -1058,9 +1060,21 @@ fn process_yielding(
 /// `threads` as configured, or one per core for 0.
 fn resolve_threads(threads: usize) -> usize {
     match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => cores(),
         n => n,
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPU kernels' threads: the config's, at most one per core. Decoders
+/// and encoders may usefully outnumber the cores (each waits on its file
+/// now and then); kernels never do, and a thousand of them on two cores
+/// ran twenty times slower.
+fn kernel_threads(threads: usize) -> usize {
+    resolve_threads(threads).min(cores())
 }
 
 /// Processes every frame of a prepared job, one at a time.

@@ -84,20 +84,29 @@ struct Run {
     start: f64,
     end: f64,
     busy: f64,
-    /// The distinct frames (the GPU lane has two intervals a frame: its
-    /// submission and the wait for it).
+    /// The distinct frames with any interval in it: the GPU lane has two
+    /// intervals a frame (its submission and the wait for it), often with
+    /// another frame's between them, so neither the intervals' count nor
+    /// the frames of the first and last to start say which frames it holds.
+    /// A frame whose two intervals fall in two rectangles is in both: only
+    /// such frames make the rectangles' counts add up to more than the
+    /// frames the lane worked on.
     frames: std::collections::BTreeSet<u64>,
-    first: u64,
-    last: u64,
 }
 
 impl Run {
-    /// `frame 7`, `frames 1, 4`, `120 frames, 1 first, 361 last`.
+    /// `frame 7`, `frames 1, 4`, `12 frames, 1-12`, `120 frames between 1
+    /// and 361` (the lowest and highest numbers, where it does not hold
+    /// every frame between them: another worker had those).
     fn what(&self) -> String {
+        let (Some(&first), Some(&last)) = (self.frames.first(), self.frames.last()) else {
+            return "no frame".into();
+        };
         match self.frames.len() {
-            1 => format!("frame {}", self.first),
+            1 => format!("frame {first}"),
             2 | 3 => format!("frames {}", self.frames.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
-            n => format!("{n} frames, {} first, {} last", self.first, self.last),
+            n if last - first + 1 == n as u64 => format!("{n} frames, {first}-{last}"),
+            n => format!("{n} frames between {first} and {last}"),
         }
     }
 }
@@ -112,16 +121,8 @@ fn runs<'a>(intervals: impl Iterator<Item = &'a Interval>, x: &dyn Fn(f64) -> f6
                 run.end = run.end.max(iv.end);
                 run.busy += iv.end - iv.start;
                 run.frames.insert(iv.frame);
-                run.last = iv.frame;
             }
-            _ => out.push(Run {
-                start: iv.start,
-                end: iv.end,
-                busy: iv.end - iv.start,
-                frames: [iv.frame].into(),
-                first: iv.frame,
-                last: iv.frame,
-            }),
+            _ => out.push(Run { start: iv.start, end: iv.end, busy: iv.end - iv.start, frames: [iv.frame].into() }),
         }
     }
     out
@@ -164,7 +165,15 @@ fn steps(samples: &[(f64, u32)], x: &dyn Fn(f64) -> f64) -> Vec<(f64, u32)> {
 pub fn render_svg(report: &Report) -> String {
     let lanes: Vec<&str> = report.stages.iter().map(|s| s.name.as_str()).collect();
     let top = 54.0;
-    let height = top + LANE * lanes.len() as f64 + OCCUPANCY + 60.0;
+    // One frame at a time there is no pool to share (a sequential run
+    // takes no occupancy samples; nor does one with nothing to do): no
+    // lane for it, which would read as a pool never used, and the time
+    // axis right under the stages' lanes, as far below the last as it is
+    // below the pool's area.
+    let pool = !report.occupancy.is_empty();
+    let lanes_end = top + LANE * lanes.len() as f64;
+    let axis = if pool { lanes_end + OCCUPANCY - 6.0 } else { lanes_end - 2.0 };
+    let height = axis + 66.0;
     let span = report.seconds.max(1e-3);
     let plot = WIDTH - LEFT - RIGHT;
     let x = |t: f64| LEFT + plot * (t / span).clamp(0.0, 1.0);
@@ -175,19 +184,7 @@ pub fn render_svg(report: &Report) -> String {
     );
     let _ = writeln!(s, "{}", marker(&report.output_identity));
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{} frame{}{} in {:.2} s ({:.2} frames/s), {} backend{}</text>"#,
-        report.frames_written,
-        if report.frames_written == 1 { "" } else { "s" },
-        // No frame decoded, no size to name.
-        if report.frame.is_empty() { String::new() } else { format!(" of {}", escape(&report.frame)) },
-        report.seconds,
-        report.fps,
-        escape(&report.backend),
-        // A run that did not finish does not look like one that did.
-        outcome(report)
-    );
+    let _ = writeln!(s, r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{}</text>"#, title(report));
     // One frame at a time nothing overlaps: no stage holds another back.
     let overlap = if report.mode == "sequential" {
         "one frame at a time".to_string()
@@ -255,7 +252,7 @@ pub fn render_svg(report: &Report) -> String {
     // shaded and named, where it is wide enough to see, so the empty start
     // of the lanes reads as what it is.
     if x(report.setup_s) - LEFT >= 2.0 {
-        let (bottom, w) = (top + LANE * lanes.len() as f64, x(report.setup_s) - LEFT);
+        let (bottom, w) = (lanes_end, x(report.setup_s) - LEFT);
         let _ = writeln!(
             s,
             r##"<rect x="{LEFT}" y="{top}" width="{w:.1}" height="{:.1}" fill="#bbbbbb" fill-opacity="0.35"><title>set-up: {:.1} ms</title></rect>"##,
@@ -267,34 +264,35 @@ pub fn render_svg(report: &Report) -> String {
         }
     }
     // Pool occupancy as a step area.
-    let oy = top + LANE * lanes.len() as f64 + 10.0;
-    let base = oy + OCCUPANCY - 20.0;
-    let max = report.pool_size.max(1) as f64;
-    let yv = |n: u32| base - (OCCUPANCY - 30.0) * (n as f64 / max);
-    let _ = writeln!(
-        s,
-        r##"<text x="8" y="{}">pool slots</text><text x="8" y="{}" fill="#666">in use (max {})</text>"##,
-        oy + 20.0,
-        oy + 36.0,
-        report.pool_size
-    );
-    let mut path = format!("M{LEFT},{base}");
-    let mut last = 0;
-    for (t, n) in steps(&report.occupancy, &x) {
-        let _ = write!(path, " L{:.1},{:.1} L{:.1},{:.1}", x(t), yv(last), x(t), yv(n));
-        last = n;
+    if pool {
+        let oy = lanes_end + 10.0;
+        let base = oy + OCCUPANCY - 20.0;
+        let max = report.pool_size.max(1) as f64;
+        let yv = |n: u32| base - (OCCUPANCY - 30.0) * (n as f64 / max);
+        let _ = writeln!(
+            s,
+            r##"<text x="8" y="{}">pool slots</text><text x="8" y="{}" fill="#666">in use (max {})</text>"##,
+            oy + 20.0,
+            oy + 36.0,
+            report.pool_size
+        );
+        let mut path = format!("M{LEFT},{base}");
+        let mut last = 0;
+        for (t, n) in steps(&report.occupancy, &x) {
+            let _ = write!(path, " L{:.1},{:.1} L{:.1},{:.1}", x(t), yv(last), x(t), yv(n));
+            last = n;
+        }
+        let _ = write!(path, " L{:.1},{:.1} L{:.1},{base} Z", x(span), yv(last), x(span));
+        let _ = writeln!(s, r##"<path d="{path}" fill="#f28e2b" fill-opacity="0.5" stroke="#f28e2b"/>"##);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="#999" stroke-dasharray="4 3"/>"##,
+            yv(report.pool_size as u32),
+            LEFT + plot,
+            yv(report.pool_size as u32)
+        );
     }
-    let _ = write!(path, " L{:.1},{:.1} L{:.1},{base} Z", x(span), yv(last), x(span));
-    let _ = writeln!(s, r##"<path d="{path}" fill="#f28e2b" fill-opacity="0.5" stroke="#f28e2b"/>"##);
-    let _ = writeln!(
-        s,
-        r##"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="#999" stroke-dasharray="4 3"/>"##,
-        yv(report.pool_size as u32),
-        LEFT + plot,
-        yv(report.pool_size as u32)
-    );
     // Time axis.
-    let axis = base + 4.0;
     let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{axis}" x2="{}" y2="{axis}" stroke="#333"/>"##, LEFT + plot);
     for (t, label) in time_ticks(span) {
         let _ = writeln!(
@@ -334,28 +332,70 @@ pub(crate) fn tick_label(t: f64, step: f64) -> String {
 }
 
 /// Whether a timeline (its SVG text) is of a run that wrote every frame it
-/// was given: its title adds nothing after the backend.
+/// was given: its title adds nothing after the backend but the frames
+/// already there ([`outcome`]), which a resumed run did not have to write.
+/// (A timeline of a build before those were named has them nowhere.)
 pub fn is_complete(svg: &str) -> bool {
-    !svg.contains(" backend; ")
+    let Some(at) = svg.find(" backend; ") else { return true };
+    let said = &svg[at + " backend; ".len()..];
+    let said = said.split('<').next().unwrap_or(said);
+    said.split(", ").all(|part| part.strip_suffix(" already there").is_some_and(|n| n.parse::<u64>().is_ok()))
 }
 
-/// What the title adds for frames a run did not write: `; 2 failed, 5
-/// not written (stopped)` after the backend's name; nothing for a run that
-/// wrote them all.
-fn outcome(report: &Report) -> String {
+/// The chart's title: what the run wrote, how fast and on which backend,
+/// then [`outcome`]. A run that found every frame already there (a resumed
+/// run queued again after it finished) processed nothing, which it says in
+/// so many words, not as 0 frames in 0.00 s at 0.00 frames/s; so does one
+/// stopped before it started any, beside those already there.
+fn title(report: &Report) -> String {
+    let backend = escape(&report.backend);
+    let existing = report.frames_existing;
+    if report.frames_written == 0 && report.failures.is_empty() && existing > 0 {
+        let all = if report.frames_unwritten == 0 && existing > 1 { "all " } else { "" };
+        return format!(
+            "no frames processed: {all}{existing} already there, {backend} backend{}",
+            outcome(report, false)
+        );
+    }
+    format!(
+        "{} frame{}{} in {:.2} s ({:.2} frames/s), {backend} backend{}",
+        report.frames_written,
+        if report.frames_written == 1 { "" } else { "s" },
+        // No frame decoded, no size to name.
+        if report.frame.is_empty() { String::new() } else { format!(" of {}", escape(&report.frame)) },
+        report.seconds,
+        report.fps,
+        // A run that did not finish does not look like one that did.
+        outcome(report, true)
+    )
+}
+
+/// What the title adds after the backend's name for the frames a run did
+/// not write: `; 16 already there, 2 failed, 5 not written (stopped)`, as
+/// the summary counts them (the frames already there only where `existing`:
+/// not when the title led with them); nothing for a run that wrote them all
+/// (and found none there). [`is_complete`] reads it.
+fn outcome(report: &Report, existing: bool) -> String {
     let mut parts = Vec::new();
+    if existing && report.frames_existing > 0 {
+        parts.push(format!("{} already there", report.frames_existing));
+    }
+    let kept = parts.len();
     if !report.failures.is_empty() {
         parts.push(format!("{} failed", report.failures.len()));
     }
     if report.frames_unwritten > 0 {
         parts.push(format!("{} not written", report.frames_unwritten));
     }
-    let stopped = if report.cancelled { " (stopped)" } else { "" };
-    match (parts.is_empty(), report.cancelled) {
-        (true, false) => String::new(),
-        (true, true) => "; stopped".into(),
-        _ => format!("; {}{stopped}", parts.join(", ")),
+    if report.cancelled {
+        // Beside the frames the stop left undone; alone where it left none.
+        let undone = parts.len() > kept;
+        match parts.last_mut() {
+            Some(last) if undone => last.push_str(" (stopped)"),
+            _ => parts.push("stopped".into()),
+        }
     }
+    if parts.is_empty() { String::new() } else { format!("; {}", parts.join(", ")) }
 }
 
 #[cfg(test)]
@@ -441,6 +481,139 @@ mod tests {
             let svg = render_svg(&Report { frames_written: written, ..Default::default() });
             assert!(svg.contains(said), "{said}: {svg}");
         }
+    }
+
+    /// A GPU lane's frames as the pipeline records them: each frame's
+    /// submission, then the wait for the frame before it, a second long
+    /// each and back to back, with a gap of `gap` seconds after the wait
+    /// for frame `split`.
+    fn gpu_lane(frames: u64, split: u64, gap: f64) -> Vec<Interval> {
+        let mut order = vec![1];
+        for f in 2..=frames {
+            order.extend([f, f - 1]);
+        }
+        order.push(frames);
+        let mut t = 0.0;
+        let mut waited = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for f in order {
+            out.push(Interval { stage: "gpu", worker: 0, start: t, end: t + 1.0, frame: f });
+            t += 1.0;
+            if !waited.insert(f) && f == split {
+                t += gap;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn gpu_tooltips_count_each_frame_once_and_name_the_lowest_and_highest() {
+        let px = |t: f64| t * 10.0;
+        // Frame 12 submitted before the gap, waited for after it: in both.
+        let lane = gpu_lane(16, 11, 5.0);
+        let r = runs(lane.iter(), &px);
+        assert_eq!(r.iter().map(Run::what).collect::<Vec<_>>(), ["12 frames, 1-12", "5 frames, 12-16"]);
+        // One rectangle: every frame once, though each has two intervals.
+        let r = runs(gpu_lane(16, 0, 0.0).iter(), &px);
+        assert_eq!((r.len(), r[0].what()), (1, "16 frames, 1-16".to_string()));
+        // Another worker's frames between them are not this one's.
+        let every_other: Vec<Interval> = (0..5).map(|i| interval(0, i as f64, i as f64 + 1.0, 2 * i + 1)).collect();
+        assert_eq!(runs(every_other.iter(), &px)[0].what(), "5 frames between 1 and 9");
+        // In the chart, the tooltip after the stage's name.
+        let gpu = crate::report::StageReport { name: "gpu".into(), workers: 1, ..Default::default() };
+        let report = Report { seconds: 40.0, stages: vec![gpu], intervals: lane, ..Default::default() };
+        let svg = render_svg(&report);
+        assert!(svg.contains("<title>gpu 12 frames, 1-12: 23000.0 ms</title>"), "{svg}");
+        assert!(svg.contains("<title>gpu 5 frames, 12-16: 9000.0 ms</title>"), "{svg}");
+    }
+
+    /// The height the SVG says it has, and the time axis's height (the
+    /// last line drawn from the plot's left edge: after the pool's).
+    fn heights(svg: &str) -> (f64, f64) {
+        let number = |at: Option<usize>, after: &str| -> f64 {
+            let at = at.unwrap_or_else(|| panic!("{after}: {svg}")) + after.len();
+            svg[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        let (height, axis) = (r#"height=""#, r#"<line x1="110" y1=""#);
+        (number(svg.find(height), height), number(svg.rfind(axis), axis))
+    }
+
+    #[test]
+    fn a_sequential_run_has_no_pool_lane() {
+        let stage = |name: &str| crate::report::StageReport { name: name.into(), workers: 1, ..Default::default() };
+        let sequential = Report {
+            mode: "sequential".into(),
+            seconds: 1.0,
+            pool_size: 1,
+            stages: vec![stage("decode"), stage("gpu"), stage("encode")],
+            ..Default::default()
+        };
+        let svg = render_svg(&sequential);
+        assert!(!svg.contains("pool slots") && !svg.contains("<path") && !svg.contains("stroke-dasharray"), "{svg}");
+        // The axis right under the last lane (its rectangle ends 6 px short
+        // of the lane's end), as far below it as it is below the pool's area.
+        let lanes_end = 54.0 + 3.0 * LANE;
+        let (height, axis) = heights(&svg);
+        assert_eq!(axis, lanes_end - 6.0 + 4.0);
+        // Pipelined, the pool's lane is between, as it was.
+        let pipelined = Report { mode: "pipelined".into(), pool_size: 4, occupancy: vec![(0.0, 1)], ..sequential };
+        let svg = render_svg(&pipelined);
+        assert!(svg.contains(">in use (max 4)</text>") && svg.contains("<path"), "{svg}");
+        let (tall, pool_axis) = heights(&svg);
+        assert_eq!((pool_axis, tall), (lanes_end + OCCUPANCY - 6.0, lanes_end + OCCUPANCY + 60.0));
+        // All else the same distance from the axis.
+        assert_eq!(tall - pool_axis, height - axis);
+    }
+
+    #[test]
+    fn the_title_names_frames_already_there() {
+        let title = |report: &Report| {
+            let svg = render_svg(report);
+            let at = svg.find(r#"font-weight="bold">"#).unwrap() + r#"font-weight="bold">"#.len();
+            (svg[at..].split("</text>").next().unwrap().to_string(), is_complete(&svg))
+        };
+        let resumed = Report {
+            backend: "gpu".into(),
+            frames_written: 16,
+            frames_existing: 16,
+            seconds: 3.9,
+            fps: 16.0 / 3.9,
+            frame: "320x180 RGBA8".into(),
+            ..Default::default()
+        };
+        // Already there is done: the resumed run finished what it was given.
+        assert_eq!(
+            title(&resumed),
+            ("16 frames of 320x180 RGBA8 in 3.90 s (4.10 frames/s), gpu backend; 16 already there".into(), true)
+        );
+        let failure =
+            crate::report::FrameFailure { number: 20, kind: crate::report::FailureKind::Gpu, error: "lost".into() };
+        let failed = Report { failures: vec![failure], frames_written: 15, fps: 15.0 / 3.9, ..resumed.clone() };
+        assert_eq!(
+            title(&failed),
+            (
+                "15 frames of 320x180 RGBA8 in 3.90 s (3.85 frames/s), gpu backend; 16 already there, 1 failed".into(),
+                false
+            )
+        );
+        let stopped = Report { cancelled: true, ..resumed.clone() };
+        assert!(title(&stopped).0.ends_with("backend; 16 already there, stopped") && !title(&stopped).1);
+        // Every frame there: nothing processed, said so.
+        let all_there = Report { backend: "gpu".into(), frames_existing: 32, seconds: 2.8e-5, ..Default::default() };
+        assert_eq!(title(&all_there), ("no frames processed: all 32 already there, gpu backend".into(), true));
+        let one = Report { frames_existing: 1, ..all_there.clone() };
+        assert_eq!(title(&one).0, "no frames processed: 1 already there, gpu backend");
+        // Stopped before it started any of the rest.
+        let none_yet = Report { frames_existing: 16, frames_unwritten: 16, cancelled: true, ..all_there };
+        assert_eq!(
+            title(&none_yet),
+            ("no frames processed: 16 already there, gpu backend; 16 not written (stopped)".into(), false)
+        );
+        // Timelines of builds before these named no frames already there.
+        assert!(is_complete(r#"<text font-weight="bold">2 frames in 1.00 s (2.00 frames/s), gpu backend</text>"#));
+        assert!(!is_complete(
+            r#"<text font-weight="bold">2 frames in 1.00 s (2.00 frames/s), gpu backend; stopped</text>"#
+        ));
     }
 
     #[test]

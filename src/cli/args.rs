@@ -159,7 +159,7 @@ pub(crate) struct BenchPoolArgs {
     /// VRAM budget: 512MiB, 2GiB, 1.5GB.
     #[arg(long, visible_alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     pub(crate) budget: u64,
-    /// Decode and encode threads, and the CPU backend's kernel threads: up to 1024 (default, or 0: one per core).
+    /// Decode and encode threads (up to 1024), and the CPU backend's kernel threads (at most one per core); default, or 0: one per core.
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = whole::<usize>, allow_negative_numbers = true)]
     pub(crate) threads: usize,
     /// auto, gpu or cpu.
@@ -219,7 +219,7 @@ pub(crate) struct RunArgs {
     /// Frame slots in flight: a number, or auto (as many as fit the budget beside a readback ring of two, or of one where the second buffer would cost the second slot; capped at threads + 3: one slot per decoder, per frame on the GPU (two), one decoded frame waiting its turn; threads + 2 without GPU work). A number N (at most one slot per frame to process) leaves the ring what the N slots leave, at least one buffer.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pub(crate) pool: PoolSize,
-    /// Decode and encode threads, and the CPU backend's kernel threads: up to 1024 (default, or 0: one per core).
+    /// Decode and encode threads (up to 1024), and the CPU backend's kernel threads (at most one per core); default, or 0: one per core.
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = whole::<usize>, allow_negative_numbers = true)]
     pub(crate) threads: usize,
     /// Process one frame at a time instead of pipelining (the reference path): one frame decodes, is processed and is encoded before the next; --threads then sets only the CPU backend's kernel threads, and --pool is unused.
