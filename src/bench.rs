@@ -139,7 +139,9 @@ pub fn bench_pool(
 /// slower middle one: never a figure better than half the runs.
 pub fn summarize(runs: &[PoolRun]) -> Vec<(String, usize, f64, f64, f64, PoolRun)> {
     let mut order: Vec<String> = Vec::new();
-    for r in runs {
+    let mut sorted: Vec<&PoolRun> = runs.iter().collect();
+    sorted.sort_by_key(|r| pool_order(&r.requested, r.pool_size));
+    for r in sorted {
         if !order.contains(&r.requested) {
             order.push(r.requested.clone());
         }
@@ -156,8 +158,21 @@ pub fn summarize(runs: &[PoolRun]) -> Vec<(String, usize, f64, f64, f64, PoolRun
         .collect()
 }
 
-/// The table `bench-pool` prints, each column as wide as its widest cell.
-pub fn table(runs: &[PoolRun]) -> String {
+/// Where pool size `requested` goes in the table, the CSV and the chart:
+/// by the slots it took (`slots`; a size not measured, by its number),
+/// `auto` after the fixed size that took as many: whatever order
+/// `--pools` gave them in, the chart's line joins them left to right.
+fn pool_order(requested: &str, slots: usize) -> (usize, bool) {
+    match requested.parse::<usize>() {
+        Ok(n) if slots == 0 => (n, false),
+        _ => (slots, requested.parse::<usize>().is_err()),
+    }
+}
+
+/// The table `bench-pool` prints, each column as wide as its widest cell,
+/// then a line for each pool size not measured (`unmeasured`, as for
+/// [`csv`]) and the smallest pool worth its VRAM.
+pub fn table(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
     const HEAD: [&str; 9] =
         ["pool", "slots", "frames/s", "(min - max)", "efficiency", "bottleneck", "peak VRAM", "peak RSS", "slot wait"];
     // Text columns to the left, figures to the right.
@@ -198,6 +213,9 @@ pub fn table(runs: &[PoolRun]) -> String {
     for r in &rows {
         line(&mut s, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
+    for (pool, why) in unmeasured {
+        let _ = writeln!(s, "pool {pool} not measured: {why}");
+    }
     if let Some((req, slots, share)) = smallest_within_95(runs) {
         let _ = writeln!(
             s,
@@ -224,25 +242,34 @@ pub fn csv(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
     let mut s = String::from(
         "pool,slots,repeat,frames,seconds,fps,efficiency,bottleneck,vram_peak_bytes,rss_peak_bytes,slot_wait_s,note\n",
     );
-    for r in runs {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{:.6},{:.4},{:.4},{},{},{},{:.4},",
-            r.requested,
-            r.pool_size,
-            r.repeat,
-            r.frames,
-            r.seconds,
-            r.fps,
-            r.efficiency,
-            r.bottleneck,
-            r.vram_peak,
-            r.rss_peak,
-            r.slot_wait_s
-        );
-    }
+    // Rows in pool order, each size's runs in turn (a stable sort).
+    let mut rows: Vec<((usize, bool), String)> = runs
+        .iter()
+        .map(|r| {
+            let row = format!(
+                "{},{},{},{},{:.6},{:.4},{:.4},{},{},{},{:.4},",
+                r.requested,
+                r.pool_size,
+                r.repeat,
+                r.frames,
+                r.seconds,
+                r.fps,
+                r.efficiency,
+                r.bottleneck,
+                r.vram_peak,
+                r.rss_peak,
+                r.slot_wait_s
+            );
+            (pool_order(&r.requested, r.pool_size), row)
+        })
+        .collect();
     for (pool, why) in unmeasured {
-        let _ = writeln!(s, "{pool},,,,,,,,,,,\"not measured: {}\"", why.replace('"', "\"\""));
+        let row = format!("{pool},,,,,,,,,,,\"not measured: {}\"", why.replace('"', "\"\""));
+        rows.push((pool_order(pool, 0), row));
+    }
+    rows.sort_by_key(|(order, _)| *order);
+    for (_, row) in rows {
+        let _ = writeln!(s, "{row}");
     }
     s
 }
@@ -259,8 +286,8 @@ fn highest(runs: &[PoolRun], requested: &str, of: RunFigure) -> u64 {
 /// Two panels against pool size: frames/s (every run as a dot, the median
 /// joined by a line) and peak memory (VRAM ledger and host RSS, MiB: every
 /// run as a dot, the highest joined by a line, as the table gives it). Pool
-/// sizes are categories in the order asked for, `auto` labelled with the
-/// slots it took; sizes not measured (`unmeasured`, as for [`csv`]) are
+/// sizes are categories by the slots they took ([`summarize`]'s order),
+/// `auto` labelled with its slots; sizes not measured (`unmeasured`, as for [`csv`]) are
 /// named under the title.
 pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)]) -> String {
     let sums = summarize(runs);
@@ -423,12 +450,35 @@ mod tests {
         assert!(chart_svg(&runs, "t", &skipped).contains(">not measured (see the CSV for why): pool 8</text>"));
     }
 
+    /// `--pools 8,auto,4,2` with 8 not fitting: every output in order of
+    /// the slots taken, auto (4 slots) after 4, the size not measured in
+    /// its place (in the table, after those measured and before the line
+    /// that picks the smallest pool).
+    #[test]
+    fn pool_sizes_come_out_in_order_of_slots_whatever_the_order_asked() {
+        let runs = [run("auto", 1, 9.0), run("4", 1, 8.0), run("2", 1, 6.0), run("2", 2, 6.5)];
+        let skipped = [("8".to_string(), "too big".to_string())];
+        let order: Vec<String> = summarize(&runs).into_iter().map(|r| r.0).collect();
+        assert_eq!(order, ["2", "4", "auto"]);
+        let csv = csv(&runs, &skipped);
+        let pools: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+        assert_eq!(pools, ["2", "2", "4", "auto", "8"], "{csv}");
+        let table = table(&runs, &skipped);
+        let first = |what: &str| table.find(what).unwrap_or_else(|| panic!("{what}: {table}"));
+        assert!(first("\n2 ") < first("\n4 ") && first("\n4 ") < first("\nauto "), "{table}");
+        assert!(first("\nauto ") < first("pool 8 not measured") && first("pool 8 not") < first("smallest"), "{table}");
+        // The chart's categories left to right: 2, 4, auto.
+        let svg = chart_svg(&runs, "t", &skipped);
+        let at = |label: &str| svg.find(&format!(">{label}<")).unwrap_or_else(|| panic!("{label}: {svg}"));
+        assert!(at("2") < at("4") && at("4") < at("auto (4)"), "{svg}");
+    }
+
     #[test]
     fn the_table_shows_the_highest_peaks_and_the_chart_grid_sits_on_its_values() {
         let mut runs = [run("1", 1, 9.0), run("1", 2, 5.0), run("1", 3, 7.0)];
         runs[0].rss_peak = 3 << 20;
         runs[1].vram_peak = 2 << 20;
-        let table = table(&runs);
+        let table = table(&runs, &[]);
         assert!(table.contains("2.00 MiB") && table.contains("3.00 MiB"), "{table}");
         // Gridlines sit on their values (the top one, 4/4 of the axis, at
         // y = 60), labels' baselines just below; none is drawn over the x

@@ -139,10 +139,7 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
             refused.push((pool.to_string(), e.to_string()));
         },
     )?;
-    let mut table = framepipe::bench::table(&runs);
-    for (pool, why) in &refused {
-        table += &format!("pool {pool} not measured: {why}\n");
-    }
+    let table = framepipe::bench::table(&runs, &refused);
     // After minutes of runs, each output is tried whatever became of the
     // others, and one that fails is a failure of the run (exit 1).
     let mut failed = failed_after_run(print_stdout(&table));
