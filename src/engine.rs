@@ -802,7 +802,7 @@ fn file_targets(
     if job.output.trim().is_empty() {
         return Err(Error::invalid("output", "\"\"", "a file, a frame pattern, or - for a stream"));
     }
-    crate::io::refuse_folder_name(&job.output)?;
+    refuse_output_folder(job, sequence)?;
     let mut outputs: Vec<PathBuf> = if FramePattern::is_pattern(&job.output) {
         let pattern = FramePattern::parse(&job.output)?;
         // One still (`plate.png`) has no number to put in a frame field:
@@ -904,6 +904,27 @@ impl PreparedJob {
             e => Some(e),
         }
     }
+}
+
+/// Refuses an output that names a folder (`-o graded`, `-o graded/`),
+/// saying how to name the frames in it: the input's own names where it has
+/// them (`graded/shot_%04d.png`, `graded/plate.png`).
+fn refuse_output_folder(job: &Job, sequence: &Sequence) -> Result<()> {
+    let out = Path::new(&job.output);
+    let named_folder = crate::io::refuse_folder_name(out).is_err();
+    if !named_folder && (FramePattern::is_pattern(&job.output) || !out.is_dir()) {
+        return Ok(());
+    }
+    let input = Path::new(&job.input).file_name().map(|n| n.to_string_lossy().into_owned());
+    let one_file = sequence.frames.len() == 1 && Path::new(&job.input).is_file();
+    let name = input.filter(|n| one_file || FramePattern::is_pattern(n)).unwrap_or_else(|| "frame_%04d.png".into());
+    let folder = job.output.trim_end_matches(std::path::is_separator);
+    let folder = if folder.is_empty() { &job.output } else { folder };
+    Err(Error::Sequence(format!(
+        "{}: names a folder; name the output files in it, as {}",
+        job.output,
+        Path::new(folder).join(name).display()
+    )))
 }
 
 /// Refuses an output [`Job::skip_existing`] would keep that is not a frame:

@@ -1564,11 +1564,15 @@ impl Engine {
                     if priority == Priority::Preview && gate.is_none() {
                         *gate = Some(self.core.gate.raise(|| {}));
                     }
-                    *intent = None;
+                    // Pressure is raised before the intent goes: dropping
+                    // it wakes a prefetch waiting on it, which must see
+                    // the preview's claim and yield, not take the memory
+                    // just freed.
                     pressure.get_or_insert_with(|| {
                         let urgent = (priority == Priority::Preview).then(|| Held::new(&self.core.pressure.urgent));
                         (Held::new(&self.core.pressure.any), urgent, Held::new(starved))
                     });
+                    *intent = None;
                     // Memory an export holds idle goes now rather than
                     // when it next starts a frame: a free pool slot, else
                     // (for a preview) the slot a sequential export keeps

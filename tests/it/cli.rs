@@ -1423,8 +1423,12 @@ fn report_names_that_cannot_work_are_refused_up_front() {
     // found only when the frame is written (one file).
     let one = t.path().join("s_01.png").display().to_string();
     for (input, output) in [(&input, format!("{out}/")), (&one, t.path().join("o/x.png/.").display().to_string())] {
-        usage_error(&["process", input, "-o", &output], "is a folder");
+        usage_error(&["process", input, "-o", &output], "names a folder; name the output files in it, as ");
     }
+    // A folder that is there: named with the input's names.
+    let here = t.path().display().to_string();
+    let expect = format!("{here}: names a folder; name the output files in it, as {here}/s_%02d.png");
+    usage_error(&["process", &input, "-o", &here], &expect);
     usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", &format!("{out}/")], "is a folder");
     usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", "-"], "generate writes files, not a stream");
     assert!(!t.path().join("o").exists() && !t.path().join("reports").exists());
