@@ -270,6 +270,9 @@ pub(crate) struct EngineCore {
     /// engine never needs it); `None` if the threads could not be started,
     /// and the work then runs on the caller's thread.
     cpu: std::sync::OnceLock<Option<rayon::ThreadPool>>,
+    /// Seconds [`Engine::new`] took (the adapter, the device), until the
+    /// first run's report takes them: that run paid them.
+    opened_s: std::sync::Mutex<Option<f64>>,
 }
 
 impl Engine {
@@ -307,6 +310,7 @@ impl Engine {
         if config.adapter.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return Err(Error::invalid("adapter", "\"\"", "part of an adapter's name, not blank"));
         }
+        let opening = Instant::now();
         let ledger = Ledger::new(config.vram_budget);
         let options = crate::gpu::GpuOptions {
             adapter: config.adapter.clone(),
@@ -328,8 +332,15 @@ impl Engine {
             gate: Default::default(),
             previews,
             cpu: std::sync::OnceLock::new(),
+            opened_s: std::sync::Mutex::new(Some(opening.elapsed().as_secs_f64())),
         };
         Ok(Engine { core: std::sync::Arc::new(core), caller: true })
+    }
+
+    /// Seconds the engine took to open, the first time asked (a report's
+    /// [`open_s`](crate::Report::open_s)); 0 after.
+    pub(crate) fn take_opened_s(&self) -> f64 {
+        crate::lock(&self.core.opened_s).take().unwrap_or(0.0)
     }
 
     /// Why `auto` fell back to the CPU, if it did.
@@ -581,6 +592,9 @@ pub struct PreparedJob {
     /// were untouched for 10 minutes, else kept (see
     /// [`remove_stale_partials`](crate::io::remove_stale_partials)).
     pub(crate) stale_partials: crate::io::StalePartials,
+    /// Seconds [`prepare`] took: scanning the sequence, reading the first
+    /// header, checking every output.
+    pub(crate) prepare_s: f64,
     /// Output folders [`prepare`] made: removed again when the last copy of
     /// this job drops, if the run left them empty.
     _made: std::sync::Arc<crate::io::MadeDirs>,
@@ -717,6 +731,7 @@ fn check_runnable(job: &Job, prepared: &PreparedJob, have_writer: bool) -> Resul
 /// frames, bad extension, an output that exists or is an input, an output
 /// folder that cannot be created or written.
 pub fn prepare(job: &Job) -> Result<PreparedJob> {
+    let preparing = Instant::now();
     job.graph.validate()?;
     // Only for a run that replaces nothing: which of two sequences is the
     // sources is then a guess that can lose no file (with --overwrite, the
@@ -760,6 +775,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         stale_partials,
         _made: targets.made,
         from: job.clone(),
+        prepare_s: preparing.elapsed().as_secs_f64(),
     })
 }
 

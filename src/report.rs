@@ -202,6 +202,15 @@ pub struct Report {
     /// figures leave unexplained. 0 one frame at a time (set-up is the
     /// first frame's work there).
     pub setup_s: f64,
+    /// Before the run (not in `seconds`): how long its engine took to open
+    /// (finding the adapter, making the device: a quarter of a second on a
+    /// software adapter), in the report of the engine's first run only, 0
+    /// in later ones; and how long preparing the job took (scanning the
+    /// sequence, checking the outputs). The CLI's summary names them, so
+    /// frames/s of a short run is not read as its wall clock's.
+    pub open_s: f64,
+    /// See [`open_s`](Self::open_s).
+    pub prepare_s: f64,
     /// Frames written per second of wall time.
     pub fps: f64,
     /// Frame size and the format frames are worked in, e.g. "7680x4320 RGBA8".
@@ -288,6 +297,10 @@ pub fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Start-up (opening the engine, preparing the job) the summary names from
+/// this many seconds: a twentieth of a second shows on a wall clock.
+const START_UP_SAID_FROM: f64 = 0.05;
+
 impl Report {
     /// An empty report for `job` on `engine`, in `mode` (`pipelined` or
     /// `sequential`): the header fields every run fills in the same way.
@@ -319,6 +332,8 @@ impl Report {
             // Grey as read, written grey or not (a tint makes them RGB).
             grey_sources: job.encode.grey || prepared.first.is_some_and(|i| i.grey),
             vram_budget: engine.ledger().budget(),
+            open_s: engine.take_opened_s(),
+            prepare_s: prepared.prepare_s,
             ..Default::default()
         };
         report.list_existing();
@@ -379,6 +394,13 @@ impl Report {
                 self.pool_size,
                 if self.pool_size == 1 { "" } else { "s" },
             );
+        }
+        // Start-up a short run's frames/s does not count, said where it
+        // is enough to notice on a wall clock.
+        if self.open_s + self.prepare_s >= START_UP_SAID_FROM {
+            let open =
+                if self.open_s > 0.0 { format!("{:.2} s opening the backend, ", self.open_s) } else { String::new() };
+            s += &format!(" Before the run: {open}{:.2} s preparing it.", self.prepare_s);
         }
         if !self.failures.is_empty() {
             let mut numbers: Vec<u64> = self.failures.iter().map(|f| f.number).collect();

@@ -85,6 +85,10 @@ fn pipelined_outputs_equal_sequential() {
         // Its one slot, as the pipelined run reports its slots'.
         let pooled = run(&e, &input, &format!("{}-pooled/o_%03d.png", oracle.display()), false);
         assert_eq!(one_at_a_time.slot_bytes, pooled.slot_bytes, "{backend:?}");
+        // Opening the engine is the first run's start-up, not the second's;
+        // each prepared its own job.
+        assert!(one_at_a_time.open_s > 0.0 && pooled.open_s == 0.0, "{backend:?}");
+        assert!(one_at_a_time.prepare_s > 0.0 && pooled.prepare_s > 0.0, "{backend:?}");
         assert!(one_at_a_time.slot_bytes >= 61 * 37 * 4);
         for pool in [PoolSize::Fixed(1), PoolSize::Fixed(2), PoolSize::Fixed(3), PoolSize::Auto] {
             for threads in [1, 4] {
