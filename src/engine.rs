@@ -1179,7 +1179,6 @@ fn run_sequential(
         }
         decode.wait_out += held.elapsed();
         if cancel.is_cancelled() {
-            report.frames_unwritten = total - i;
             break;
         }
         let n = frame.number;
@@ -1292,10 +1291,7 @@ fn run_sequential(
             // Memory previews held, waited for until the run was cancelled:
             // the frame is abandoned with the rest, not a budget failure
             // (as the pipeline drops a refused frame once it is stopping).
-            Err(Error::Budget(_)) if cancel.is_cancelled() => {
-                report.frames_unwritten = total - i;
-                break;
-            }
+            Err(Error::Budget(_)) if cancel.is_cancelled() => break,
             Ok(record) => {
                 engine.trace(crate::preview::TraceEvent::ExportFrameDone(frame.number));
                 report.frames.push(record);
@@ -1309,7 +1305,6 @@ fn run_sequential(
                 report.failures.push(FrameFailure::new(frame.number, &e));
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });
                 if job.on_error == ErrorPolicy::Stop || matches!(e, Error::Gpu(_) | Error::Stream(_)) {
-                    report.frames_unwritten = total - finished;
                     break;
                 }
             }

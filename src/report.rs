@@ -460,9 +460,10 @@ impl Report {
         self.existing_frames = crate::sequence::stepped_spec(&self.existing);
     }
 
-    /// Fills [`Report::unwritten_list`] from the job's frame numbers
-    /// (ascending) and what was written, failed or kept, and
-    /// [`Report::failed_frames`] and [`Report::frames_failed`].
+    /// Fills [`Report::unwritten_list`] and [`Report::frames_unwritten`]
+    /// from the job's frame numbers (ascending) and what was written,
+    /// failed or kept, and [`Report::failed_frames`] and
+    /// [`Report::frames_failed`].
     pub(crate) fn list_unwritten(&mut self, job_frames: impl IntoIterator<Item = u64>) {
         let mut failed: Vec<u64> = self.failures.iter().map(|f| f.number).collect();
         failed.sort_unstable();
@@ -474,6 +475,9 @@ impl Report {
             .chain(self.existing.iter().copied())
             .collect();
         let left: Vec<u64> = job_frames.into_iter().filter(|n| !done.contains(n)).collect();
+        // Counted from the list itself: frames dropped anywhere (in a
+        // channel a stopped stage left, a halted stream's) are in it.
+        self.frames_unwritten = left.len();
         self.unwritten_list = crate::sequence::compact_runs(&crate::sequence::runs_of(left.iter().copied()));
         self.unwritten_frames = crate::sequence::stepped_spec(&left);
     }

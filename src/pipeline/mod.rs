@@ -441,7 +441,6 @@ pub(crate) fn run(
     report.failures = early;
     // The report of a run that ends before any frame starts.
     let unstarted = |mut report: Report| {
-        report.frames_unwritten = total - report.failures.len();
         report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
         report.seconds = start.elapsed().as_secs_f64();
         report.rss_peak = peak_rss();
@@ -549,8 +548,6 @@ pub(crate) fn run(
         .map(|(f, o)| (f.number, f.path.clone(), o.clone()))
         .collect();
     let mut reorder = Reorder::new(work.iter().map(|w| w.0).collect());
-    let mut dropped = 0;
-    let mut abandoned = 0;
     // Frames dropped in flight (a cancel, a stop): a gap no failure was
     // reported for, so a stream ends before one whatever `--on-error` says.
     let mut abandoned_numbers = std::collections::HashSet::new();
@@ -566,7 +563,6 @@ pub(crate) fn run(
     // Writing to a stream is a stage of its own: a slow consumer (an
     // encoder reading the pipe) is then what the report names.
     let mut write_clock = Clock::default();
-    let mut dispatched = 0usize;
     let mut slot_wait = Duration::ZERO;
     let mut slot_waiters = 1;
 
@@ -642,7 +638,6 @@ pub(crate) fn run(
                 }
                 Event::Encoded(record, bytes) => reorder.insert(record.number, Some((record, bytes))),
                 Event::Abandoned(number) => {
-                    abandoned += 1;
                     abandoned_numbers.insert(number);
                     reorder.insert(number, None);
                 }
@@ -654,7 +649,8 @@ pub(crate) fn run(
                     // more goes out: the consumer must not get frames after a
                     // gap it was not told about.
                     // Nor after a panic or a lost device elsewhere.
-                    Some(_) if halted || shared.aborted() => dropped += 1,
+                    // (Counted unwritten from the frames not written.)
+                    Some(_) if halted || shared.aborted() => {}
                     Some((record, bytes)) => {
                         finished += 1;
                         let write = || out.write_all(&bytes).and_then(|()| out.flush());
@@ -679,7 +675,7 @@ pub(crate) fn run(
                 }
             }
         }
-        dropped += reorder.abandon();
+        reorder.abandon();
         // Every stage has hung up (normally, or a thread died outside its
         // per-frame guard): make sure the reader is not left waiting for a
         // slot or the stream window.
@@ -689,7 +685,6 @@ pub(crate) fn run(
         // count: say none, and the run fails with the panic.
         let read = reader.map(|h| h.join().unwrap_or_else(|_| (join_failed(shared), 0)));
         let (mut clock, sent) = read.unwrap_or_default();
-        dispatched = sent;
         // It hands out frame numbers (its time is the wait for decoders to
         // take them): the frames it handed out are its count.
         clock.frames = sent;
@@ -724,9 +719,6 @@ pub(crate) fn run(
     report.seconds = wall;
     report.frames_written = report.frames.len();
     report.fps = report.frames_written as f64 / wall.max(1e-9);
-    // Frames a halted stream did not write count as skipped, like the ones
-    // never dispatched.
-    report.frames_unwritten = total - first - dispatched + dropped + abandoned;
     report.list_unwritten(prepared.sequence.frames.iter().map(|f| f.number));
     report.cancelled = cancel.is_cancelled();
     report.vram_peak = watch.peak();
