@@ -1219,11 +1219,11 @@ fn run_sequential(
                     report.frame = src.describe();
                     report.slot_bytes = slot_of(crate::gpu::FrameShape::of(&src));
                 }
-                Some(e) if e != shape => {
+                Some((width, height, format)) if (width, height, format) != shape => {
                     return Err(Error::FrameMismatch {
                         path: frame.path.clone(),
-                        got: src.describe(),
-                        expected: report.frame.clone(),
+                        got: crate::gpu::FrameShape::of(&src).in_words(),
+                        expected: crate::gpu::FrameShape { width, height, format }.in_words(),
                     });
                 }
                 Some(_) => {}

@@ -61,6 +61,13 @@ pub struct FrameShape {
 }
 
 impl FrameShape {
+    /// `1920x1080 16-bit`: the size and depth, as a frame of another shape
+    /// than the run's is told (its channels may differ freely: grey, RGB
+    /// and RGBA sources are all worked as RGBA).
+    pub(crate) fn in_words(self) -> String {
+        format!("{}x{} {}-bit", self.width, self.height, self.format.bits())
+    }
+
     /// The shape of a frame.
     pub fn of(frame: &HostFrame) -> Self {
         FrameShape { width: frame.width, height: frame.height, format: frame.format }

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::clock::Clock;
 use super::slots::start_frame;
-use super::{Decoded, Event, Finished, GPU_DEPTH, Processed, Shared, SlotKind, Stage, StopOnPanic, Work, describe};
+use super::{Decoded, Event, Finished, GPU_DEPTH, Processed, Shared, SlotKind, Stage, StopOnPanic, Work};
 use crate::backend::Backend;
 use crate::engine::{Engine, PreparedJob};
 use crate::error::{Error, Result};
@@ -164,7 +164,7 @@ impl Ctx<'_> {
             if got == shape {
                 Ok(())
             } else {
-                Err(Error::FrameMismatch { path: input.to_owned(), got: describe(got), expected: describe(shape) })
+                Err(Error::FrameMismatch { path: input.to_owned(), got: got.in_words(), expected: shape.in_words() })
             }
         };
         let frame = self.decode_checked(slot, input, check)?;

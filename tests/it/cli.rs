@@ -1138,7 +1138,7 @@ fn a_resumed_run_keeps_the_whole_runs_frame_size() {
             if sequential {
                 cmd.arg("--sequential");
             }
-            cmd.assert().code(1).stderr(contains("is 20x16 RGBA8 but the sequence is 24x16 RGBA8"))
+            cmd.assert().code(1).stderr(contains("is 20x16 8-bit but the sequence is 24x16 8-bit"))
         };
         run(&[]);
         run(&["--skip-existing"]);
