@@ -1211,7 +1211,7 @@ fn run_sequential(
                 Ok(())
             };
             let read = || crate::io::decode_file_with(&frame.path, &job.limits, &crate::io::Fresh, note);
-            let src = decode.work(started, "decode", 0, n, read)?;
+            let mut src = decode.work(started, "decode", 0, n, read)?;
             let shape = (src.width, src.height, src.format);
             match expected {
                 None => {
@@ -1220,11 +1220,14 @@ fn run_sequential(
                     report.slot_bytes = slot_of(crate::gpu::FrameShape::of(&src));
                 }
                 Some((width, height, format)) if (width, height, format) != shape => {
-                    return Err(Error::FrameMismatch {
-                        path: frame.path.clone(),
-                        got: crate::gpu::FrameShape::of(&src).in_words(),
-                        expected: crate::gpu::FrameShape { width, height, format }.in_words(),
-                    });
+                    let (got, run) =
+                        (crate::gpu::FrameShape::of(&src), crate::gpu::FrameShape { width, height, format });
+                    if !got.deepens_to(run) {
+                        let (got, expected) = (got.in_words(), run.in_words());
+                        return Err(Error::FrameMismatch { path: frame.path.clone(), got, expected });
+                    }
+                    // An 8-bit frame of a 16-bit sequence, as in the pipeline.
+                    src = src.deepened();
                 }
                 Some(_) => {}
             }

@@ -231,6 +231,10 @@ pub struct Report {
     /// may change there (a color source of grey pixels is written grey in
     /// a grey sequence all the same). A compact list; empty when none.
     pub other_channels_list: String,
+    /// Frames whose 8-bit sources were widened to the 16-bit sequence's
+    /// depth (exactly: each value times 257), as a compact list; empty
+    /// when none.
+    pub deepened_list: String,
     /// Frames whose source files hold more images than the one read (a
     /// multi-page TIFF, an animated PNG), as a compact list; empty when
     /// none.
@@ -437,6 +441,7 @@ impl Report {
         self.float_list = list(kinds.float);
         self.premultiplied_list = list(kinds.premultiplied);
         self.other_channels_list = list(kinds.other_channels);
+        self.deepened_list = list(kinds.deepened);
         self.more_images_list = list(kinds.more_images);
         self.icc_profile_list = list(kinds.icc_profile);
         self.oriented_list = list(kinds.oriented);
@@ -497,6 +502,9 @@ pub(crate) struct SourceKinds {
     /// whose outputs have others.
     first: Option<(bool, bool)>,
     other_channels: Vec<u64>,
+    /// The first frame's depth, and the frames of less, widened to it.
+    depth: Option<crate::io::PixelFormat>,
+    deepened: Vec<u64>,
     more_images: Vec<u64>,
     icc_profile: Vec<u64>,
     oriented: Vec<u64>,
@@ -509,6 +517,7 @@ impl SourceKinds {
         let carried = (prepared.encode.grey && prepared.format.stores_grey(), prepared.format.alpha_per_frame());
         let mut kinds = SourceKinds { carried, ..Default::default() };
         kinds.first = prepared.first.as_ref().map(|i| kinds.channels(i));
+        kinds.depth = prepared.first.as_ref().map(|i| i.format);
         kinds
     }
 
@@ -535,6 +544,9 @@ impl SourceKinds {
         }
         if self.first.is_some_and(|first| first != self.channels(info)) {
             self.other_channels.push(number);
+        }
+        if self.depth.is_some_and(|depth| depth != info.format) {
+            self.deepened.push(number);
         }
     }
 }

@@ -322,7 +322,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         let first = prepared.first().copied();
         // (list, whether the first frame was said up front, what follows
         // the list for one frame and for more, the notice).
-        let later: [(&str, bool, [&str; 2], &str); 6] = [
+        let later: [(&str, bool, [&str; 2], &str); 7] = [
             (&report.float_list, first.is_some_and(|i| i.float), [" holds", " hold"], FLOAT_NOTICE),
             (
                 &report.premultiplied_list,
@@ -338,6 +338,12 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
                 false,
                 [" has a source", " have sources"],
                 "with other channels than the first's (grey or color, alpha or not): outputs keep their own source's, so the sequence's channels may change there",
+            ),
+            (
+                &report.deepened_list,
+                false,
+                [" is", " are"],
+                "8-bit in a 16-bit sequence: widened exactly (each value times 257) and worked as the rest",
             ),
         ];
         for (list, said, [one, many], notice) in later {

@@ -68,6 +68,14 @@ impl FrameShape {
         format!("{}x{} {}-bit", self.width, self.height, self.format.bits())
     }
 
+    /// Whether a frame of this shape joins a run of `run`'s by widening
+    /// its samples: an 8-bit frame of a 16-bit run's size. (Not the other
+    /// way: narrowing would lose the frame's depth.)
+    pub(crate) fn deepens_to(self, run: FrameShape) -> bool {
+        (self.width, self.height, self.format, run.format)
+            == (run.width, run.height, PixelFormat::Rgba8, PixelFormat::Rgba16)
+    }
+
     /// The shape of a frame.
     pub fn of(frame: &HostFrame) -> Self {
         FrameShape { width: frame.width, height: frame.height, format: frame.format }

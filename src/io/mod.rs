@@ -175,4 +175,24 @@ impl HostFrame {
     pub fn describe(&self) -> String {
         format!("{}x{} {}", self.width, self.height, self.format)
     }
+
+    /// An 8-bit frame as a 16-bit one of the same values ([`deepen`]): how
+    /// it joins a 16-bit sequence. A 16-bit frame is returned as it is.
+    pub(crate) fn deepened(self) -> HostFrame {
+        if self.format == PixelFormat::Rgba16 {
+            return self;
+        }
+        let mut data = vec![0; 2 * self.data.len()];
+        deepen(&self.data, &mut data);
+        HostFrame { format: PixelFormat::Rgba16, data, ..self }
+    }
+}
+
+/// 8-bit samples to 16-bit ones of the same value, in native byte order:
+/// `v · 257`, so 255 is 65535 and every 8-bit value is a 16-bit one
+/// exactly (`v / 255 = 257 v / 65535`): the kernels see the same numbers.
+pub(crate) fn deepen(samples: &[u8], out: &mut [u8]) {
+    for (o, &v) in out.chunks_exact_mut(2).zip(samples) {
+        o.copy_from_slice(&(u16::from(v) * 257).to_ne_bytes());
+    }
 }

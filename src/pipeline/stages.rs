@@ -158,28 +158,33 @@ impl Ctx<'_> {
     fn decode_into(self, slot: &SlotKind, (number, input): (u64, &std::path::Path)) -> Result<HostFrame> {
         let shape = self.shape;
         let header = std::cell::Cell::new(None);
+        let deepen = std::cell::Cell::new(false);
         let check = |i: &FrameInfo| {
             let got = FrameShape::of_info(i);
             header.set(Some(*i));
-            if got == shape {
+            deepen.set(got.deepens_to(shape));
+            if got == shape || deepen.get() {
                 Ok(())
             } else {
                 Err(Error::FrameMismatch { path: input.to_owned(), got: got.in_words(), expected: shape.in_words() })
             }
         };
-        let frame = self.decode_checked(slot, input, check)?;
+        let frame = self.decode_checked(slot, input, check, &deepen)?;
         if let Some(info) = header.get() {
             crate::lock(&self.shared.sources).note(number, &info);
         }
         Ok(frame)
     }
 
-    /// [`Self::decode_into`] with `check` for the header.
+    /// [`Self::decode_into`] with `check` for the header, which sets
+    /// `deepen` for an 8-bit frame of a 16-bit run: its samples are
+    /// widened as they come.
     fn decode_checked(
         self,
         slot: &SlotKind,
         input: &std::path::Path,
         check: impl FnOnce(&FrameInfo) -> Result<()>,
+        deepen: &std::cell::Cell<bool>,
     ) -> Result<HostFrame> {
         let (shape, spares) = (self.shape, &self.shared.spares);
         let limits = &self.shared.job.limits;
@@ -187,14 +192,25 @@ impl Ctx<'_> {
             SlotKind::Gpu(s) => {
                 let mut w = s.writer()?;
                 // A piece that does not fit is the file's fault, not the GPU's.
-                let write = |at, px: &[u8]| {
+                let mut deep = Vec::new();
+                let write = |at: usize, px: &[u8]| {
+                    let (at, px) = if deepen.get() {
+                        deep.resize(2 * px.len(), 0);
+                        crate::io::deepen(px, &mut deep);
+                        (2 * at, &deep[..])
+                    } else {
+                        (at, px)
+                    };
                     w.write(at, px).map_err(|e| Error::Decode { path: input.to_owned(), reason: e.to_string() })
                 };
                 let info = decode_with_buffers(input, limits, spares, check, write)?;
                 let (width, height, format) = (shape.width, shape.height, shape.format);
                 Ok(HostFrame { width, height, format, has_alpha: info.has_alpha, data: Vec::new() })
             }
-            SlotKind::Host => decode_file_with(input, limits, spares, check),
+            SlotKind::Host => {
+                let frame = decode_file_with(input, limits, spares, check)?;
+                Ok(if deepen.get() { frame.deepened() } else { frame })
+            }
         }
     }
 

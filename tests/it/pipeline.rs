@@ -121,6 +121,65 @@ fn pipelined_outputs_equal_sequential() {
     }
 }
 
+/// An 8-bit frame in a 16-bit sequence (a shot partly re-rendered) joins
+/// it widened exactly: its outputs are those of the same frame saved
+/// 16-bit, pipelined or one frame at a time, on every backend.
+#[test]
+fn an_8_bit_frame_in_a_16_bit_sequence_is_widened_exactly() {
+    use framepipe::io::{OutputFormat, write_frame_atomic};
+    let t = tempfile::tempdir().unwrap();
+    let mut rng = crate::util::Rng::fresh("8-bit frame in 16");
+    let (mixed, deep) = (t.path().join("mixed"), t.path().join("deep"));
+    let write = |frame: &framepipe::io::HostFrame, dir: &Path, n: u32| {
+        let path = dir.join(format!("s_{n:03}.png"));
+        write_frame_atomic(frame, &path, OutputFormat::Png, &EncodeOptions::default(), true).unwrap();
+    };
+    fs::create_dir_all(&mixed).unwrap();
+    fs::create_dir_all(&deep).unwrap();
+    for n in [1, 3] {
+        let frame = crate::util::random_frame(&mut rng, 37, 23, PixelFormat::Rgba16, true);
+        write(&frame, &mixed, n);
+        write(&frame, &deep, n);
+    }
+    let shallow = crate::util::random_frame(&mut rng, 37, 23, PixelFormat::Rgba8, true);
+    let mut widened = framepipe::io::HostFrame::new(37, 23, PixelFormat::Rgba16, true);
+    for i in 0..shallow.channel_count() {
+        widened.set_channel(i, shallow.channel(i) * 257);
+    }
+    write(&shallow, &mixed, 2);
+    write(&widened, &deep, 2);
+    for backend in crate::util::backends() {
+        let e = engine(backend, PoolSize::Auto, 2, 2 << 30);
+        for sequential in [false, true] {
+            let out =
+                |dir: &Path| t.path().join(format!("{backend:?}{sequential}-{}", dir.display().to_string().len()));
+            let pattern = |dir: &Path| format!("{}/s_%03d.png", dir.display());
+            let report = run(&e, &pattern(&mixed), &pattern(&out(&mixed)), sequential);
+            assert_eq!((report.frames_written, report.deepened_list.as_str()), (3, "2"), "{:?}", report.failures);
+            run(&e, &pattern(&deep), &pattern(&out(&deep)), sequential);
+            same_files(&out(&deep), &out(&mixed));
+        }
+    }
+    // The other way, a 16-bit frame in an 8-bit sequence, would lose its
+    // depth: refused.
+    let narrow = t.path().join("narrow");
+    fs::create_dir_all(&narrow).unwrap();
+    write(&shallow, &narrow, 1);
+    write(&widened, &narrow, 2);
+    let job =
+        Job::new(format!("{}/s_%03d.png", narrow.display()), format!("{}/o/o_%03d.png", narrow.display()), graph());
+    let prepared = framepipe::prepare(&job).unwrap();
+    let report = engine(BackendKind::Cpu, PoolSize::Auto, 2, 2 << 30)
+        .run(&job, &prepared, &Cancel::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(report.failures.len(), 1);
+    assert!(
+        report.failures[0].error.ends_with("frame is 37x23 16-bit but the sequence is 37x23 8-bit"),
+        "{:?}",
+        report.failures
+    );
+}
+
 #[test]
 fn banded_frames_through_the_pipeline_equal_whole_frames() {
     if !gpu_available() {
