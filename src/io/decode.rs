@@ -541,6 +541,31 @@ fn tiff_refusal(path: &Path, error: &str) -> Option<String> {
     Some(format!("{kind}, which framepipe does not read (RGB or grey: 8 or 16 bits, or 32-bit float)"))
 }
 
+/// Refuses a file that does not begin as any image framepipe reads does
+/// (PNG, JPEG, TIFF and QOI all have a signature): a text file, or
+/// another kind, under an image's name. Left to the decoder its name picks,
+/// it would say what it made of the bytes (`invalid number of channels:
+/// 114`, the letter `r`).
+fn refuse_unsigned(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
+    // Classic and big TIFF, either byte order; a JPEG's SOI and a marker.
+    const SIGNATURES: [&[u8]; 7] =
+        [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\0", b"MM\0*", b"II+\0", b"MM\0+", b"qoif"];
+    if SIGNATURES.iter().any(|s| head.starts_with(s)) {
+        return Ok(());
+    }
+    let named = path.extension().map(|e| e.to_string_lossy().to_uppercase()).unwrap_or_default();
+    let reason = if head.len() < 8 {
+        format!("{} bytes, too short for an image file", head.len())
+    } else {
+        format!("not a {named} file: it does not begin as one (nor as a PNG, JPEG, TIFF or QOI file)")
+    };
+    Err(Error::Decode { path: path.to_owned(), reason })
+}
+
 /// The decoder for a file, with the size and allocation limits applied
 /// before anything is decoded, and the format it found.
 fn open_decoder<'a>(
@@ -557,6 +582,7 @@ fn open_decoder<'a>(
     if meta.len() > limits.max_alloc {
         return Err(fail(format!("{} bytes, over the {}-byte decode limit", meta.len(), limits.max_alloc)));
     }
+    refuse_unsigned(path)?;
     let mut reader = ImageReader::open(path)
         .map_err(|source| Error::Io { path: path.to_owned(), source })?
         .with_guessed_format()
@@ -897,8 +923,16 @@ pub(super) fn one_line(s: &str) -> String {
     }
     // A reader's `read_exact` past the end (TIFF strips, QOI runs), or a
     // PNG's data cut off.
-    if line.contains("failed to fill whole buffer") || line == "unexpected end of file" {
+    if line.contains("failed to fill whole buffer")
+        || line == "unexpected end of file"
+        || line.contains("Not enough bytes, expected")
+    {
         line = "truncated: the file ends inside its image data".into();
+    }
+    // A PNG row whose filter byte is none of the five: the image data is
+    // corrupt (its checksum agreed, so it was written so).
+    if let Some(n) = line.strip_prefix("Unknown filter method ").map(|n| n.trim_end_matches('.')) {
+        line = format!("corrupt image data: a row's filter type is {n}, not one of PNG's (0 to 4)");
     }
     // The png crate names a chunk by its Debug form (`ChunkType { type:
     // IDAT, critical: true, .. }`): its four letters are the name.
@@ -928,6 +962,27 @@ mod tests {
         assert!(InOrder::default().piece(path, 4, 4).is_err(), "a first piece past the start");
         let short = order.finish(path, 24).unwrap_err().to_string();
         assert!(short.contains("gave 16 of the frame's 24 bytes"), "{short}");
+    }
+
+    /// Codecs' own words for a file cut short or corrupt, in a user's.
+    #[test]
+    fn codec_words_are_said_in_a_users() {
+        let jpeg = "Format error decoding Jpeg: I/O errors Not enough bytes, expected 64 but found 56";
+        assert_eq!(one_line(jpeg), "truncated: the file ends inside its image data");
+        assert_eq!(
+            one_line("Unknown filter method 61."),
+            "corrupt image data: a row's filter type is 61, not one of PNG's (0 to 4)"
+        );
+        // A file that begins as no image does, whatever its name.
+        let t = tempfile::tempdir().unwrap();
+        for (name, bytes, said) in [
+            ("t.qoi", &b"some text that is long enough"[..], "not a QOI file: it does not begin as one"),
+            ("s.png", b"\x89PN", "3 bytes, too short for an image file"),
+        ] {
+            std::fs::write(t.path().join(name), bytes).unwrap();
+            let err = decode_file(&t.path().join(name), &DecodeLimits::default()).unwrap_err().to_string();
+            assert!(err.contains(said), "{err}");
+        }
     }
 
     #[test]

@@ -702,7 +702,10 @@ fn zero_byte_frame() {
 
 #[test]
 fn text_file_with_image_extension() {
-    one_bad_frame(|p| fs::write(p, "this is not an image\n".repeat(20)).unwrap(), "cannot decode");
+    one_bad_frame(
+        |p| fs::write(p, "this is not an image\n".repeat(20)).unwrap(),
+        "cannot decode: not a PNG file: it does not begin as one (nor as a PNG, JPEG, TIFF or QOI file)",
+    );
 }
 
 #[test]
