@@ -142,13 +142,15 @@ impl FramePattern {
 
     /// Whether `file_name` is this pattern's frame with a negative number,
     /// as printf writes one (`s_-002.png` for `s_%04d.png`: the sign takes
-    /// one place of the padding).
+    /// one place of the padding) or as other tools do, the sign before the
+    /// whole padding (`s_-0002.png`).
     fn negative(&self, file_name: &str) -> bool {
         let rest = file_name.strip_prefix(&self.prefix).and_then(|r| r.strip_suffix(&self.suffix));
         let Some(digits) = rest.and_then(|r| r.strip_prefix('-')) else { return false };
         let digits_only = digits.len() <= MAX_PAD && digits.bytes().all(|b| b.is_ascii_digit());
         let number = digits.parse::<u64>().ok().filter(|_| digits_only);
-        number.is_some_and(|n| format!("-{n:0width$}", width = self.pad.saturating_sub(1)) == rest.unwrap_or(""))
+        let padded = |n: u64, width: usize| format!("{n:0width$}") == digits;
+        number.is_some_and(|n| padded(n, self.pad.saturating_sub(1)) || padded(n, self.pad))
     }
 
     /// The frame number a file name stands for, if it matches exactly.
@@ -1015,6 +1017,10 @@ mod tests {
         // As printf pads a negative number, and only so: `-1` is not -0001.
         let p = FramePattern::parse("s-%04d.png").unwrap();
         assert!(p.negative("s--001.png") && !p.negative("s--1.png") && !p.negative("s-0001.png"));
+        // Or with the sign before the whole padding, as other tools write it.
+        assert!(p.negative("s--0001.png") && !p.negative("s--00001.png"));
+        let hashed = FramePattern::parse("n.####.png").unwrap();
+        assert!(hashed.negative("n.-0001.png") && hashed.negative("n.-001.png"));
         // A hyphen after a letter is a separator: `shot-0001` is frame 1.
         let dashed = tempfile::tempdir().unwrap();
         std::fs::write(dashed.path().join("shot-0001.png"), b"").unwrap();
