@@ -451,6 +451,55 @@ impl Sequence {
     }
 }
 
+/// Files padded otherwise than the rest of `sequence` (scanned from
+/// `input`), which a user may not know of: through a pattern, files of its
+/// name in its folder with another padding, left out (`a_3.png` beside
+/// `a_0001.png` for `a_%04d.png`); through a folder, frames whose number is
+/// written with fewer digits than the others are padded to, taken all
+/// the same (`a_3.png` there is frame 3). A compact list of names, at most
+/// five, and whether they were left out; none when all agree.
+pub fn padding_strays(input: &str, sequence: &Sequence) -> Option<(String, bool)> {
+    let path = Path::new(input);
+    let (names, left_out): (Vec<String>, bool) = if FramePattern::is_pattern(input) && !path.exists() {
+        let pattern = FramePattern::parse(input).ok()?;
+        let mut names: Vec<String> = std::fs::read_dir(pattern.dir())
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| pattern.digits_of(n).is_some() && pattern.number_of(n).is_none())
+            .collect();
+        names.sort();
+        (names, true)
+    } else if path.is_dir() {
+        let digits = |f: &SequenceFrame| {
+            let stem = f.path.file_stem()?.to_str()?;
+            let (start, end, _) = last_digits(stem)?;
+            Some(stem[start..end].len())
+        };
+        // Padded to: the widest number written with a leading zero.
+        let padded = |f: &&SequenceFrame| {
+            let stem = f.path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            last_digits(stem).is_some_and(|(start, end, _)| end - start > 1 && stem[start..].starts_with('0'))
+        };
+        let pad = sequence.frames.iter().filter(padded).filter_map(digits).max()?;
+        let names = (sequence.frames.iter())
+            .filter(|f| digits(f).is_some_and(|d| d < pad))
+            .filter_map(|f| f.path.file_name()?.to_str().map(str::to_string))
+            .collect();
+        (names, false)
+    } else {
+        return None;
+    };
+    if names.is_empty() {
+        return None;
+    }
+    let mut list = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        list += &format!(" … {} in all", names.len());
+    }
+    Some((list, left_out))
+}
+
 /// Number → path for every frame of `input` on disk; and for a pattern,
 /// the entries named as frames that are not files.
 type Found = (BTreeMap<u64, PathBuf>, BTreeMap<u64, PathBuf>);
@@ -1029,6 +1078,30 @@ mod tests {
         // An empty input is named as such.
         let e = Sequence::scan("", None, MissingPolicy::Error).unwrap_err().to_string();
         assert!(e.contains("input"), "{e}");
+    }
+
+    /// A file padded otherwise is named: left out by a pattern, taken by a
+    /// folder scan; frames past the padding's width (10000 of `%04d`) and
+    /// sequences never padded are no strays.
+    #[test]
+    fn frames_padded_otherwise_are_named() {
+        let t = tempfile::tempdir().unwrap();
+        for name in ["a_0001.png", "a_0002.png", "a_3.png", "a_10000.png"] {
+            std::fs::write(t.path().join(name), b"").unwrap();
+        }
+        let folder = t.path().display().to_string();
+        let pattern = t.path().join("a_%04d.png").display().to_string();
+        for (input, expect) in [(&folder, ("a_3.png".to_string(), false)), (&pattern, ("a_3.png".into(), true))] {
+            let seq = Sequence::scan(input, None, MissingPolicy::Skip).unwrap();
+            assert_eq!(padding_strays(input, &seq), Some(expect), "{input}");
+        }
+        let plain = tempfile::tempdir().unwrap();
+        for name in ["b_1.png", "b_2.png", "b_10.png"] {
+            std::fs::write(plain.path().join(name), b"").unwrap();
+        }
+        let input = plain.path().display().to_string();
+        let seq = Sequence::scan(&input, None, MissingPolicy::Skip).unwrap();
+        assert_eq!(padding_strays(&input, &seq), None);
     }
 
     #[test]

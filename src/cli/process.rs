@@ -64,6 +64,16 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     };
     let prepared = framepipe::prepare(&job)?;
     stale_notice(prepared.stale_partials(), opts.quiet);
+    if let Some((list, left_out)) = framepipe::sequence::padding_strays(&job.input, prepared.sequence())
+        && !opts.quiet
+    {
+        let how = match (left_out, list.contains(", ")) {
+            (true, _) => "left out (a pattern's padding is matched exactly)",
+            (false, false) => "taken as a frame all the same",
+            (false, true) => "taken as frames all the same",
+        };
+        note!("notice: {list}: numbered with other padding than the sequence's frames; {how}");
+    }
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     if prepared.is_stream() || dash(&opts.json) || dash(&opts.timeline) {
         refuse_stdout_into_input(&job, &prepared)?;
