@@ -358,7 +358,7 @@ fn main() -> ExitCode {
         #[cfg(not(unix))]
         std::process::exit(code);
     });
-    let (input, seq, config) = match set_up(&args, &dir) {
+    let (input, seq, config, _made) = match set_up(&args, &dir) {
         Ok(ready) => ready,
         Err(e) => {
             eprintln!("error: {e}");
@@ -380,24 +380,21 @@ fn main() -> ExitCode {
 
 /// The sequence (generated in `dir`, or the `--input`) and the engine's
 /// configuration.
-fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, EngineConfig), framepipe::Error> {
+/// A folder made for `--requests` is held to the end (removed if the
+/// session fails before writing there).
+type SetUp = (String, Sequence, EngineConfig, Option<framepipe::io::MadeDirs>);
+
+fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<SetUp, framepipe::Error> {
+    let mut made = None;
     if let Some(path) = &args.requests {
-        // `rows/` names a folder: found now, not after the session.
-        framepipe::io::refuse_folder_name(path)?;
-        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let problem = if path.as_os_str() == "-" {
-            Some("the rows go to a file; name one")
-        } else if path.exists() {
-            Some("exists; choose another name")
-        } else if !folder.is_dir() {
-            Some("its folder does not exist")
-        } else {
-            None
-        };
-        if let Some(reason) = problem {
-            let source = std::io::Error::other(reason);
+        if path.as_os_str() == "-" {
+            let source = std::io::Error::other("the rows go to a file; name one");
             return Err(framepipe::Error::Io { path: path.clone(), source });
         }
+        // What `framepipe process` checks of its report: found now, not
+        // after the session (a folder's name, a file there, a system
+        // folder, one that cannot be made).
+        made = Some(framepipe::io::check_new_file(path, false)?);
     }
     let config = EngineConfig {
         backend: args.backend,
@@ -435,7 +432,7 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<(String, Sequence, Eng
         }
     };
     let seq = Sequence::scan(&input, None, MissingPolicy::Error)?;
-    Ok((input, seq, config))
+    Ok((input, seq, config, made))
 }
 
 /// Both sessions and their figures; false when a preview or an export
