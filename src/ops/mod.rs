@@ -189,9 +189,8 @@ impl OpGraph {
         // precision), where 0 · inf makes NaN pixels.
         // The stages as written: moving strong ones ahead of the blurs
         // composes runs the user kept apart, whose gains may cancel.
-        let plan = Plan::fuse(&self.ops);
         let mut total = 1.0f64;
-        for stage in std::iter::once(&plan.pre).chain(plan.passes.iter().map(|p| &p.post)) {
+        for stage in &Plan::color_stages(&self.ops) {
             let gain = stage.gain();
             if gain.is_nan() || gain > MAX_FUSED_GAIN {
                 return Err(Error::invalid(

@@ -168,20 +168,32 @@ impl Plan {
     /// Fuses each run of consecutive color ops into one stage and drops
     /// sigma-0 blurs: the stages as written, which validation bounds.
     pub fn fuse(ops: &[Op]) -> Plan {
-        let mut plan = Plan { pre: Affine::IDENTITY, passes: Vec::new() };
+        let stages = Self::color_stages(ops);
+        let sigmas = ops.iter().filter_map(|op| match op {
+            Op::Blur { sigma } if *sigma > 0.0 => Some(*sigma),
+            _ => None,
+        });
+        let passes = sigmas.zip(&stages[1..]).map(|(s, &post)| BlurPass { kernel: BlurKernel::new(s), post }).collect();
+        Plan { pre: stages[0], passes }
+    }
+
+    /// The color stages [`Plan::fuse`] makes, before the first blur and
+    /// after each, without the blurs' kernels: what validation bounds,
+    /// once per prefix of a preset that fails it (a thousand blurs of
+    /// σ 512 would otherwise build half a million kernels to name the op).
+    pub(crate) fn color_stages(ops: &[Op]) -> Vec<Affine> {
+        let mut stages = vec![Affine::IDENTITY];
         for op in ops {
             match (op, Affine::of(op)) {
                 (_, Some(a)) => {
-                    let current = plan.passes.last_mut().map_or(&mut plan.pre, |p| &mut p.post);
-                    *current = current.then(&a);
+                    let last = stages.last_mut().expect("the stage before any blur");
+                    *last = last.then(&a);
                 }
-                (Op::Blur { sigma }, None) if *sigma > 0.0 => {
-                    plan.passes.push(BlurPass { kernel: BlurKernel::new(*sigma), post: Affine::IDENTITY });
-                }
+                (Op::Blur { sigma }, None) if *sigma > 0.0 => stages.push(Affine::IDENTITY),
                 _ => {}
             }
         }
-        plan
+        stages
     }
 
     /// Rows of context each side that the blurs need: the sum of radii,
