@@ -165,6 +165,8 @@ pub fn summarize(runs: &[PoolRun]) -> Vec<(String, usize, f64, f64, f64, PoolRun
 fn pool_order(requested: &str, slots: usize) -> (usize, bool) {
     match requested.parse::<usize>() {
         Ok(n) if slots == 0 => (n, false),
+        // Auto not measured: its slots unknown, last.
+        Err(_) if slots == 0 => (usize::MAX, true),
         _ => (slots, requested.parse::<usize>().is_err()),
     }
 }

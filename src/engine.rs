@@ -337,10 +337,10 @@ impl Engine {
         Ok(Engine { core: std::sync::Arc::new(core), caller: true })
     }
 
-    /// Seconds the engine took to open, the first time asked (a report's
-    /// [`open_s`](crate::Report::open_s)); 0 after.
-    pub(crate) fn take_opened_s(&self) -> f64 {
-        crate::lock(&self.core.opened_s).take().unwrap_or(0.0)
+    /// Seconds the engine took to open, until a run has paid them ([`a
+    /// report`](crate::Report::open_s) of one that returned); 0 after.
+    pub(crate) fn opened_s(&self) -> f64 {
+        crate::lock(&self.core.opened_s).unwrap_or(0.0)
     }
 
     /// Why `auto` fell back to the CPU, if it did.
@@ -491,7 +491,19 @@ impl Engine {
         cancel: &Cancel,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Report> {
-        crate::pipeline::run(job, prepared, self, self.threads(), self.core.config.pool, out, cancel, progress)
+        let report =
+            crate::pipeline::run(job, prepared, self, self.threads(), self.core.config.pool, out, cancel, progress);
+        self.opened_paid(report)
+    }
+
+    /// A run's `report`: one that returned has paid the engine's opening
+    /// (its `open_s`, which later runs' reports leave at 0); one that
+    /// failed leaves it to the next.
+    fn opened_paid(&self, report: Result<Report>) -> Result<Report> {
+        if report.is_ok() {
+            crate::lock(&self.core.opened_s).take();
+        }
+        report
     }
 
     /// Runs a prepared job one frame at a time (the oracle).
@@ -549,7 +561,7 @@ impl Engine {
             let _release = ReleaseOwnSlot(self);
             run_sequential(job, prepared, self, out, cancel, progress)
         };
-        let mut report = report?;
+        let mut report = self.opened_paid(report)?;
         report.vram_peak = watch.peak();
         report.rss_peak = crate::report::peak_rss();
         Ok(report)
@@ -1219,17 +1231,19 @@ fn run_sequential(
                     report.frame = src.describe();
                     report.slot_bytes = slot_of(crate::gpu::FrameShape::of(&src));
                 }
-                Some((width, height, format)) if (width, height, format) != shape => {
+                Some((width, height, format)) => {
                     let (got, run) =
                         (crate::gpu::FrameShape::of(&src), crate::gpu::FrameShape { width, height, format });
-                    if !got.deepens_to(run) {
-                        let (got, expected) = (got.in_words(), run.in_words());
-                        return Err(Error::FrameMismatch { path: frame.path.clone(), got, expected });
+                    match run.admits(got) {
+                        Some(false) => {}
+                        // An 8-bit frame of a 16-bit sequence, as in the pipeline.
+                        Some(true) => src = src.deepened(&crate::io::Fresh),
+                        None => {
+                            let (got, expected) = (got.in_words(), run.in_words());
+                            return Err(Error::FrameMismatch { path: frame.path.clone(), got, expected });
+                        }
                     }
-                    // An 8-bit frame of a 16-bit sequence, as in the pipeline.
-                    src = src.deepened();
                 }
-                Some(_) => {}
             }
             if let Some(info) = header.get() {
                 sources.note(n, &info);

@@ -148,7 +148,7 @@ pub fn generate_sequence(
 }
 
 /// Host memory the frames being generated at once may take, about: 8 GiB
-/// (ten 8K 16-bit frames under way; one at a time past 2.7 GiB a frame).
+/// (ten 8K 16-bit frames under way; one at a time past 1.3 GiB a frame).
 const GENERATE_HOST_BYTES: u64 = 8 << 30;
 
 /// [`generate_sequence`], calling `written` with each frame's number once
@@ -209,12 +209,25 @@ pub fn generate_sequence_with(
     // holds its frame and, while it is encoded, up to twice that more (a
     // TIFF built whole, channels packed), so 16 threads of 4 GiB frames
     // would take some 190 GiB.
-    let at_once = (GENERATE_HOST_BYTES / (3 * bytes.max(1))).clamp(1, rayon::current_num_threads() as u64);
-    let threads = rayon::ThreadPoolBuilder::new()
-        .num_threads(at_once as usize)
-        .thread_name(|i| format!("framepipe-generate-{i}"))
-        .build()
-        .map_err(|e| Error::Thread { what: "generating frames".into(), source: std::io::Error::other(e) })?;
+    let cores = rayon::current_num_threads();
+    let at_once = (GENERATE_HOST_BYTES / (3 * bytes.max(1))).clamp(1, cores as u64) as usize;
+    let pool = |threads: usize, name: &'static str| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("framepipe-{name}-{i}"))
+            .build()
+            .map_err(|e| Error::Thread { what: "generating frames".into(), source: std::io::Error::other(e) })
+    };
+    // Fewer frames at once than cores: each is still drawn on all of them.
+    let (threads, draw) = if at_once < cores {
+        (pool(at_once, "generate")?, Some(pool(cores, "draw")?))
+    } else {
+        (pool(at_once, "generate")?, None)
+    };
+    let synthetic_frame = |opts: &GenerateOptions, n| match &draw {
+        Some(draw) => draw.install(|| synthetic_frame(opts, n)),
+        None => synthetic_frame(opts, n),
+    };
     // Taken in order by whichever thread is free (a split range would
     // start its halves at once).
     let mut results: Vec<(u64, Result<PathBuf>)> = threads.install(|| {

@@ -61,6 +61,10 @@ pub enum FailureKind {
     /// The GPU: lost, or its memory (the VRAM budget) would not hold the
     /// frame's work.
     Gpu,
+    /// The system, not the file: a read the OS failed or refused (too many
+    /// open files, a network share's I/O error, a permission), a thread it
+    /// would not start. A re-run may succeed once that is put right.
+    System,
     /// A fault of framepipe's own (a stage panicked): worth a bug report.
     Internal,
 }
@@ -70,7 +74,16 @@ impl FailureKind {
     pub fn of(error: &crate::Error) -> Self {
         use crate::Error as E;
         match error {
-            E::Decode { .. } | E::FrameMismatch { .. } | E::Io { .. } => FailureKind::Source,
+            E::Decode { .. } | E::FrameMismatch { .. } => FailureKind::Source,
+            // A source gone, or cut short as it was read: the file's; any
+            // other failed read is the system's.
+            E::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
+                    FailureKind::Source
+                }
+                _ => FailureKind::System,
+            },
+            E::Thread { .. } => FailureKind::System,
             E::Encode { .. }
             | E::OutputExists(_)
             | E::OutputIsInput(_)
@@ -204,8 +217,8 @@ pub struct Report {
     pub setup_s: f64,
     /// Before the run (not in `seconds`): how long its engine took to open
     /// (finding the adapter, making the device: a quarter of a second on a
-    /// software adapter), in the report of the engine's first run only, 0
-    /// in later ones; and how long preparing the job took (scanning the
+    /// software adapter), in the report of the engine's first run that
+    /// returned one, 0 in later ones; and how long preparing the job took (scanning the
     /// sequence, checking the outputs). The CLI's summary names them, so
     /// frames/s of a short run is not read as its wall clock's.
     pub open_s: f64,
@@ -336,7 +349,7 @@ impl Report {
             // Grey as read, written grey or not (a tint makes them RGB).
             grey_sources: job.encode.grey || prepared.first.is_some_and(|i| i.grey),
             vram_budget: engine.ledger().budget(),
-            open_s: engine.take_opened_s(),
+            open_s: engine.opened_s(),
             prepare_s: prepared.prepare_s,
             ..Default::default()
         };
@@ -547,6 +560,31 @@ impl SourceKinds {
         }
         if self.depth.is_some_and(|depth| depth != info.format) {
             self.deepened.push(number);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    /// What a farm reads to decide whether to run a frame again.
+    #[test]
+    fn failures_are_told_by_what_failed() {
+        let io = |kind| Error::Io { path: "s_0001.png".into(), source: std::io::Error::from(kind) };
+        let cases = [
+            (Error::Decode { path: "s.png".into(), reason: "truncated".into() }, FailureKind::Source),
+            (io(std::io::ErrorKind::NotFound), FailureKind::Source),
+            (io(std::io::ErrorKind::PermissionDenied), FailureKind::System),
+            (Error::Io { path: "s.png".into(), source: std::io::Error::other("EIO") }, FailureKind::System),
+            (Error::Encode { path: "o.png".into(), reason: "disk full".into() }, FailureKind::Output),
+            (Error::stream(&std::io::Error::from(std::io::ErrorKind::BrokenPipe)), FailureKind::Output),
+            (Error::Gpu("device lost".into()), FailureKind::Gpu),
+            (Error::Panic("decode stage panicked".into()), FailureKind::Internal),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(FrameFailure::new(7, &error).kind, kind, "{error}");
         }
     }
 }

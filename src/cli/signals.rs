@@ -24,12 +24,14 @@ fn on_signal(signal: i32) {
     let first = FIRST_SIGNAL
         .compare_exchange(0, signal, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
         .is_ok();
-    let at = *FIRST_AT.get_or_init(std::time::Instant::now);
     // `timeout` (a farm's wrapper) sends its signal to the process, then
     // again to its process group: the same signal twice within
     // microseconds is one request to stop, not the second that stops at
-    // once. A person's second Ctrl-C comes later than this.
-    if !first && signal == FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) && at.elapsed() < SAME_REQUEST {
+    // once. A person's second Ctrl-C comes later than this. Timed from
+    // when the first was answered: a copy that came while it was (its
+    // notice held up by a slow log pipe) is read just after.
+    let answered = FIRST_ANSWERED.get().is_some_and(|at| at.elapsed() < SAME_REQUEST);
+    if !first && answered && signal == FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
         return;
     }
     match RUN.get() {
@@ -59,12 +61,14 @@ fn on_signal(signal: i32) {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
+            let _ = FIRST_ANSWERED.set(std::time::Instant::now());
         }
         Some(run) if first => {
+            run.cancel();
             if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
                 note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
             }
-            run.cancel();
+            let _ = FIRST_ANSWERED.set(std::time::Instant::now());
         }
         _ => stop_now(signal),
     }
@@ -77,11 +81,11 @@ pub(crate) static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomi
 /// would have ([`die_by`]), once the summary and reports are out.
 pub(crate) static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// When the first signal was handled.
-static FIRST_AT: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+/// When the first signal, asking a run to stop, was answered.
+static FIRST_ANSWERED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
-/// How soon after the first the same signal again is taken as a repeat
-/// of its delivery, not a second request ([`on_signal`]).
+/// How soon after the first was answered the same signal again is taken
+/// as a repeat of its delivery, not a second request ([`on_signal`]).
 const SAME_REQUEST: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// SIGINT's number, what Ctrl-C is where there are no signals.

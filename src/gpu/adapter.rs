@@ -82,9 +82,9 @@ pub fn list_adapters(instance: &wgpu::Instance) -> Vec<(wgpu::Adapter, AdapterSu
 /// The adapter a backend request gets, and a sentence saying why.
 ///
 /// `name` keeps adapters whose name contains it (case-insensitive), or,
-/// all digits and below their count, the adapter at that place in
-/// [`list_adapters`]' order (`framepipe info` numbers them so: `0`). A
-/// number past them is part of a name (`4090`).
+/// one or two digits, the adapter at that place in [`list_adapters`]'
+/// order (`framepipe info` numbers them so: `0`); longer numbers are part
+/// of a name (`4090`).
 /// `hardware_only` is `auto`'s rule: skip software rasterizers.
 ///
 /// # Errors
@@ -99,10 +99,11 @@ pub fn choose(
     }
     let found: Vec<String> = adapters.iter().map(|(_, s)| format!("{} ({})", s.name, s.device_type)).collect();
     let needle = name.map(str::to_lowercase);
-    let index = name
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&i| i < adapters.len());
+    // One or two digits are a number in the list, never part of a name
+    // (`--adapter 2` on a machine of two must not pick `llvmpipe (LLVM
+    // 17.0.6)` for its digit); longer ones are a name (`4090`).
+    let index = name.filter(|n| (1..=2).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()));
+    let index = index.map(|n| n.parse::<usize>().unwrap_or(usize::MAX));
     let matching: Vec<_> = adapters
         .into_iter()
         .enumerate()

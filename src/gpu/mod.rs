@@ -68,12 +68,17 @@ impl FrameShape {
         format!("{}x{} {}-bit", self.width, self.height, self.format.bits())
     }
 
-    /// Whether a frame of this shape joins a run of `run`'s by widening
-    /// its samples: an 8-bit frame of a 16-bit run's size. (Not the other
-    /// way: narrowing would lose the frame's depth.)
-    pub(crate) fn deepens_to(self, run: FrameShape) -> bool {
-        (self.width, self.height, self.format, run.format)
-            == (run.width, run.height, PixelFormat::Rgba8, PixelFormat::Rgba16)
+    /// How a frame of shape `got` joins a run of this shape: as it is
+    /// (`Some(false)`), its samples widened (`Some(true)`: an 8-bit frame
+    /// of a 16-bit run's size), or not at all (another size, or a 16-bit
+    /// frame of an 8-bit run, whose depth narrowing would lose).
+    pub(crate) fn admits(self, got: FrameShape) -> Option<bool> {
+        if got == self {
+            return Some(false);
+        }
+        let deepens = (got.width, got.height, got.format, self.format)
+            == (self.width, self.height, PixelFormat::Rgba8, PixelFormat::Rgba16);
+        deepens.then_some(true)
     }
 
     /// The shape of a frame.

@@ -177,13 +177,15 @@ impl HostFrame {
     }
 
     /// An 8-bit frame as a 16-bit one of the same values ([`deepen`]): how
-    /// it joins a 16-bit sequence. A 16-bit frame is returned as it is.
-    pub(crate) fn deepened(self) -> HostFrame {
+    /// it joins a 16-bit sequence. Its buffer comes from `buffers`, and
+    /// the 8-bit one goes back there. A 16-bit frame is returned as it is.
+    pub(crate) fn deepened(self, buffers: &dyn Buffers) -> HostFrame {
         if self.format == PixelFormat::Rgba16 {
             return self;
         }
-        let mut data = vec![0; 2 * self.data.len()];
+        let mut data = buffers.take(2 * self.data.len());
         deepen(&self.data, &mut data);
+        buffers.give(self.data);
         HostFrame { format: PixelFormat::Rgba16, data, ..self }
     }
 }

@@ -11,6 +11,10 @@ use crossbeam_channel::{Receiver, Sender};
 use super::clock::Clock;
 use super::slots::start_frame;
 use super::{Decoded, Event, Finished, GPU_DEPTH, Processed, Shared, SlotKind, Stage, StopOnPanic, Work};
+
+/// Bytes of 8-bit samples an 8-bit frame of a 16-bit run is widened at a
+/// time on its way into a GPU slot.
+const DEEPEN_BATCH: usize = 256 << 10;
 use crate::backend::Backend;
 use crate::engine::{Engine, PreparedJob};
 use crate::error::{Error, Result};
@@ -162,11 +166,16 @@ impl Ctx<'_> {
         let check = |i: &FrameInfo| {
             let got = FrameShape::of_info(i);
             header.set(Some(*i));
-            deepen.set(got.deepens_to(shape));
-            if got == shape || deepen.get() {
-                Ok(())
-            } else {
-                Err(Error::FrameMismatch { path: input.to_owned(), got: got.in_words(), expected: shape.in_words() })
+            match shape.admits(got) {
+                Some(widened) => {
+                    deepen.set(widened);
+                    Ok(())
+                }
+                None => Err(Error::FrameMismatch {
+                    path: input.to_owned(),
+                    got: got.in_words(),
+                    expected: shape.in_words(),
+                }),
             }
         };
         let frame = self.decode_checked(slot, input, check, &deepen)?;
@@ -194,14 +203,19 @@ impl Ctx<'_> {
                 // A piece that does not fit is the file's fault, not the GPU's.
                 let mut deep = Vec::new();
                 let write = |at: usize, px: &[u8]| {
-                    let (at, px) = if deepen.get() {
-                        deep.resize(2 * px.len(), 0);
-                        crate::io::deepen(px, &mut deep);
-                        (2 * at, &deep[..])
-                    } else {
-                        (at, px)
-                    };
-                    w.write(at, px).map_err(|e| Error::Decode { path: input.to_owned(), reason: e.to_string() })
+                    let fail = |e: Error| Error::Decode { path: input.to_owned(), reason: e.to_string() };
+                    if !deepen.get() {
+                        return w.write(at, px).map_err(fail);
+                    }
+                    // In batches through one buffer: a piece of the whole
+                    // frame (a TIFF's, a QOI's) is not copied whole at
+                    // twice its size.
+                    for (k, part) in px.chunks(DEEPEN_BATCH).enumerate() {
+                        deep.resize(2 * part.len(), 0);
+                        crate::io::deepen(part, &mut deep);
+                        w.write(2 * (at + k * DEEPEN_BATCH), &deep).map_err(fail)?;
+                    }
+                    Ok(())
                 };
                 let info = decode_with_buffers(input, limits, spares, check, write)?;
                 let (width, height, format) = (shape.width, shape.height, shape.format);
@@ -209,7 +223,7 @@ impl Ctx<'_> {
             }
             SlotKind::Host => {
                 let frame = decode_file_with(input, limits, spares, check)?;
-                Ok(if deepen.get() { frame.deepened() } else { frame })
+                Ok(if deepen.get() { frame.deepened(spares) } else { frame })
             }
         }
     }

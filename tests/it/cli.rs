@@ -868,6 +868,9 @@ fn bad_arguments_and_presets_exit_2() {
         let by_number = t.path().join("n/s_%02d.png").display().to_string();
         let args = ["process", &input, "-o", &by_number, "--backend", "gpu", "--adapter", "0"];
         framepipe().args(args).assert().success().stderr(contains("on the gpu backend"));
+        // A number past them is refused, never read as a digit of a name.
+        let args = ["process", &input, "-o", &out, "--backend", "gpu", "--adapter", "97"];
+        usage_error(&args, &format!("invalid --adapter \"97\" {found}"));
     }
     usage_error(&["process", &input, "-o", "o/x_%0999999999999999999999d.png"], "pads to too many digits");
     usage_error(&["process", &input, "-o", "o/x_%0300d.png"], "pads to 300 digits (at most 20)");

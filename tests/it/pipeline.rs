@@ -123,61 +123,65 @@ fn pipelined_outputs_equal_sequential() {
 
 /// An 8-bit frame in a 16-bit sequence (a shot partly re-rendered) joins
 /// it widened exactly: its outputs are those of the same frame saved
-/// 16-bit, pipelined or one frame at a time, on every backend.
+/// 16-bit, pipelined or one frame at a time, on every backend; PNG (rows)
+/// and TIFF (the whole frame in one piece, past one batch of widening).
 #[test]
 fn an_8_bit_frame_in_a_16_bit_sequence_is_widened_exactly() {
     use framepipe::io::{OutputFormat, write_frame_atomic};
     let t = tempfile::tempdir().unwrap();
     let mut rng = crate::util::Rng::fresh("8-bit frame in 16");
-    let (mixed, deep) = (t.path().join("mixed"), t.path().join("deep"));
-    let write = |frame: &framepipe::io::HostFrame, dir: &Path, n: u32| {
-        let path = dir.join(format!("s_{n:03}.png"));
-        write_frame_atomic(frame, &path, OutputFormat::Png, &EncodeOptions::default(), true).unwrap();
-    };
-    fs::create_dir_all(&mixed).unwrap();
-    fs::create_dir_all(&deep).unwrap();
-    for n in [1, 3] {
-        let frame = crate::util::random_frame(&mut rng, 37, 23, PixelFormat::Rgba16, true);
-        write(&frame, &mixed, n);
-        write(&frame, &deep, n);
-    }
-    let shallow = crate::util::random_frame(&mut rng, 37, 23, PixelFormat::Rgba8, true);
-    let mut widened = framepipe::io::HostFrame::new(37, 23, PixelFormat::Rgba16, true);
-    for i in 0..shallow.channel_count() {
-        widened.set_channel(i, shallow.channel(i) * 257);
-    }
-    write(&shallow, &mixed, 2);
-    write(&widened, &deep, 2);
-    for backend in crate::util::backends() {
-        let e = engine(backend, PoolSize::Auto, 2, 2 << 30);
-        for sequential in [false, true] {
-            let out =
-                |dir: &Path| t.path().join(format!("{backend:?}{sequential}-{}", dir.display().to_string().len()));
-            let pattern = |dir: &Path| format!("{}/s_%03d.png", dir.display());
-            let report = run(&e, &pattern(&mixed), &pattern(&out(&mixed)), sequential);
-            assert_eq!((report.frames_written, report.deepened_list.as_str()), (3, "2"), "{:?}", report.failures);
-            run(&e, &pattern(&deep), &pattern(&out(&deep)), sequential);
-            same_files(&out(&deep), &out(&mixed));
+    // 288 KB of 8-bit samples: more than one batch.
+    let (w, h) = (300, 240);
+    for (ext, format) in [("png", OutputFormat::Png), ("tif", OutputFormat::Tiff)] {
+        let (mixed, deep) = (t.path().join(format!("mixed-{ext}")), t.path().join(format!("deep-{ext}")));
+        let write = |frame: &framepipe::io::HostFrame, dir: &Path, n: u32| {
+            fs::create_dir_all(dir).unwrap();
+            let path = dir.join(format!("s_{n:03}.{ext}"));
+            write_frame_atomic(frame, &path, format, &EncodeOptions::default(), true).unwrap();
+        };
+        for n in [1, 3] {
+            let frame = crate::util::random_frame(&mut rng, w, h, PixelFormat::Rgba16, true);
+            write(&frame, &mixed, n);
+            write(&frame, &deep, n);
+        }
+        let shallow = crate::util::random_frame(&mut rng, w, h, PixelFormat::Rgba8, true);
+        let mut widened = framepipe::io::HostFrame::new(w, h, PixelFormat::Rgba16, true);
+        for i in 0..shallow.channel_count() {
+            widened.set_channel(i, shallow.channel(i) * 257);
+        }
+        write(&shallow, &mixed, 2);
+        write(&widened, &deep, 2);
+        for backend in crate::util::backends() {
+            let e = engine(backend, PoolSize::Auto, 2, 2 << 30);
+            for sequential in [false, true] {
+                let out = |dir: &Path| {
+                    let name = dir.file_name().unwrap().to_str().unwrap();
+                    t.path().join(format!("o-{backend:?}-{sequential}-{name}"))
+                };
+                let pattern = |dir: &Path| format!("{}/s_%03d.{ext}", dir.display());
+                let report = run(&e, &pattern(&mixed), &pattern(&out(&mixed)), sequential);
+                let said = (report.frames_written, report.deepened_list.as_str());
+                assert_eq!(said, (3, "2"), "{ext} {backend:?} {sequential}: {:?}", report.failures);
+                run(&e, &pattern(&deep), &pattern(&out(&deep)), sequential);
+                same_files(&out(&deep), &out(&mixed));
+            }
+        }
+        // The other way, a 16-bit frame in an 8-bit sequence, would lose
+        // its depth: refused.
+        if ext == "png" {
+            let narrow = t.path().join("narrow");
+            write(&shallow, &narrow, 1);
+            write(&widened, &narrow, 2);
+            let input = format!("{}/s_%03d.png", narrow.display());
+            let job = Job::new(input, format!("{}/o/o_%03d.png", narrow.display()), graph());
+            let prepared = framepipe::prepare(&job).unwrap();
+            let e = engine(BackendKind::Cpu, PoolSize::Auto, 2, 2 << 30);
+            let report = e.run(&job, &prepared, &Cancel::default(), &mut |_| {}).unwrap();
+            let failures: Vec<&str> = report.failures.iter().map(|f| f.error.as_str()).collect();
+            assert_eq!(failures.len(), 1);
+            assert!(failures[0].ends_with("frame is 300x240 16-bit but the sequence is 300x240 8-bit"), "{failures:?}");
         }
     }
-    // The other way, a 16-bit frame in an 8-bit sequence, would lose its
-    // depth: refused.
-    let narrow = t.path().join("narrow");
-    fs::create_dir_all(&narrow).unwrap();
-    write(&shallow, &narrow, 1);
-    write(&widened, &narrow, 2);
-    let job =
-        Job::new(format!("{}/s_%03d.png", narrow.display()), format!("{}/o/o_%03d.png", narrow.display()), graph());
-    let prepared = framepipe::prepare(&job).unwrap();
-    let report = engine(BackendKind::Cpu, PoolSize::Auto, 2, 2 << 30)
-        .run(&job, &prepared, &Cancel::default(), &mut |_| {})
-        .unwrap();
-    assert_eq!(report.failures.len(), 1);
-    assert!(
-        report.failures[0].error.ends_with("frame is 37x23 16-bit but the sequence is 37x23 8-bit"),
-        "{:?}",
-        report.failures
-    );
 }
 
 #[test]
@@ -741,12 +745,12 @@ fn read_until(stderr: &mut impl std::io::BufRead, wanted: impl Fn(&str) -> bool)
     line
 }
 
-/// Sends `signal` (`INT`, `TERM`; `TERM TERM`: twice, back to back) to
-/// `child` with the shell's builtin kill: present wherever sh is, unlike
-/// /bin/kill.
+/// Sends `signal` (`INT`, `TERM`; `TERM TERM`: twice, 50 ms apart, which
+/// the signal thread reads as two deliveries, not one) to `child` with the
+/// shell's builtin kill: present wherever sh is, unlike /bin/kill.
 fn send(child: &std::process::Child, signal: &str) {
     let kill: Vec<String> = signal.split_whitespace().map(|s| format!("kill -{s} {}", child.id())).collect();
-    let kill = kill.join("; ");
+    let kill = kill.join("; sleep 0.05; ");
     assert!(std::process::Command::new("sh").args(["-c", &kill]).status().unwrap().success());
 }
 
@@ -850,7 +854,7 @@ fn ctrl_c_sigterm_or_sighup_drains_in_flight_frames_and_ends_by_it() {
 /// prints the summary, not a second that stops at once.
 #[test]
 fn the_same_signal_twice_at_once_is_one_request_to_stop() {
-    let (rest, _) = interrupt(&["TERM TERM"], 80, 320, 200, false);
+    let (rest, _) = interrupt(&["TERM TERM"], 8, 1280, 720, false);
     assert!(rest.contains("not written: ") && !rest.contains("at once"), "{rest}");
 }
 
