@@ -947,11 +947,18 @@ fn refuse_output_folder(job: &Job, sequence: &Sequence) -> Result<()> {
     let one_file = sequence.frames.len() == 1 && Path::new(&job.input).is_file();
     let name = input.filter(|n| one_file || FramePattern::is_pattern(n)).unwrap_or_else(|| "frame_%04d.png".into());
     let folder = job.output.trim_end_matches(std::path::is_separator);
-    let folder = if folder.is_empty() { &job.output } else { folder };
+    let folder = Path::new(if folder.is_empty() { job.output.as_str() } else { folder });
+    // The sources' own folder: there the names would be theirs.
+    let here = |p: &'_ Path| if p.as_os_str().is_empty() { Path::new(".").to_owned() } else { p.to_owned() };
+    let sources = sequence.frames.first().and_then(|f| f.path.parent()).map(|p| crate::io::file_id(&here(p)));
+    let example = match sources {
+        Some(Some(id)) if crate::io::file_id(folder) == Some(id) => folder.join("graded").join(name),
+        _ => folder.join(name),
+    };
     Err(Error::Sequence(format!(
         "{}: names a folder; name the output files in it, as {}",
         job.output,
-        Path::new(folder).join(name).display()
+        example.display()
     )))
 }
 

@@ -1431,10 +1431,16 @@ fn report_names_that_cannot_work_are_refused_up_front() {
     for (input, output) in [(&input, format!("{out}/")), (&one, t.path().join("o/x.png/.").display().to_string())] {
         usage_error(&["process", input, "-o", &output], "names a folder; name the output files in it, as ");
     }
-    // A folder that is there: named with the input's names.
+    // A folder that is there: named with the input's names, in a folder
+    // of its own where it is the sources' (their names are taken there).
+    let said =
+        |folder: &str, example: &str| format!("{folder}: names a folder; name the output files in it, as {example}");
     let here = t.path().display().to_string();
-    let expect = format!("{here}: names a folder; name the output files in it, as {here}/s_%02d.png");
-    usage_error(&["process", &input, "-o", &here], &expect);
+    usage_error(&["process", &input, "-o", &here], &said(&here, &format!("{here}/graded/s_%02d.png")));
+    let other = t.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let other = other.display().to_string();
+    usage_error(&["process", &input, "-o", &other], &said(&other, &format!("{other}/s_%02d.png")));
     usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", &format!("{out}/")], "is a folder");
     usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", "-"], "generate writes files, not a stream");
     assert!(!t.path().join("o").exists() && !t.path().join("reports").exists());
