@@ -165,10 +165,10 @@ pub fn encode_frame(frame: HostFrame, format: OutputFormat, options: &EncodeOpti
         }
         return Ok(data);
     }
-    let mut out = Vec::new();
+    let mut out = std::io::Cursor::new(Vec::new());
     encode(&frame, format, options, &mut out)
         .map_err(|e| Error::Encode { path: what.to_owned(), reason: super::decode::one_line(&e.to_string()) })?;
-    Ok(out)
+    Ok(out.into_inner())
 }
 
 /// The temporary outputs being written right now, so that an abrupt stop
@@ -777,7 +777,7 @@ fn persist_over_placeholder(tmp: tempfile::NamedTempFile, path: &Path) -> Result
     })
 }
 
-fn encode<W: Write>(
+fn encode<W: Write + std::io::Seek>(
     frame: &HostFrame,
     format: OutputFormat,
     options: &EncodeOptions,
@@ -802,12 +802,11 @@ fn encode<W: Write>(
         }
         OutputFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(w, options.jpeg_quality)
             .write_image(&bytes, width, height, color),
-        OutputFormat::Tiff => {
-            let tiff = encode_tiff(&bytes, (width, height), color)
-                .map_err(|e| image::ImageError::IoError(std::io::Error::other(e.to_string())))?;
-            w.write_all(&tiff)?;
-            Ok(())
-        }
+        // Into the file as it is encoded (the encoder seeks back to write
+        // its offsets): not built whole in memory first, a copy the size
+        // of the frame per encoder.
+        OutputFormat::Tiff => encode_tiff_into(w, &bytes, (width, height), color, BIG_TIFF_FROM)
+            .map_err(|e| image::ImageError::IoError(std::io::Error::other(e.to_string()))),
         OutputFormat::Qoi => image::codecs::qoi::QoiEncoder::new(w).write_image(&bytes, width, height, color),
         OutputFormat::Raw => {
             w.write_all(&frame.data)?;
@@ -823,21 +822,32 @@ fn encode<W: Write>(
 const BIG_TIFF_FROM: u64 = (1 << 32) - (1 << 20);
 
 /// An uncompressed TIFF of RGB, RGBA, grey or grey-alpha samples, 8 or 16
-/// bits, in memory (the encoder seeks). Through the `tiff` crate rather
+/// bits, in memory. Through the `tiff` crate rather
 /// than `image`, to mark the last sample as unassociated alpha
 /// (ExtraSamples 2, as TIFF 6.0 asks): without the tag, readers such as
 /// libtiff do not take it as alpha.
+#[cfg(test)]
 fn encode_tiff(bytes: &[u8], size: (u32, u32), color: ExtendedColorType) -> tiff::TiffResult<Vec<u8>> {
     encode_tiff_from(bytes, size, color, BIG_TIFF_FROM)
 }
 
 /// [`encode_tiff`], BigTIFF from `big` bytes of samples (tests lower it).
-fn encode_tiff_from(
+#[cfg(test)]
+fn encode_tiff_from(bytes: &[u8], size: (u32, u32), color: ExtendedColorType, big: u64) -> tiff::TiffResult<Vec<u8>> {
+    let mut cursor = std::io::Cursor::new(Vec::with_capacity(bytes.len() + 4096));
+    encode_tiff_into(&mut cursor, bytes, size, color, big)?;
+    Ok(cursor.into_inner())
+}
+
+/// The TIFF [`encode_tiff`] makes, written into `w` (which the encoder
+/// seeks); BigTIFF from `big` bytes of samples.
+fn encode_tiff_into<W: Write + std::io::Seek>(
+    w: &mut W,
     bytes: &[u8],
     (width, height): (u32, u32),
     color: ExtendedColorType,
     big: u64,
-) -> tiff::TiffResult<Vec<u8>> {
+) -> tiff::TiffResult<()> {
     use tiff::encoder::{TiffEncoder, TiffKind, TiffValue, colortype};
     use tiff::tags::ExtraSamples;
     /// With `alpha`, a grey type gets its alpha as an extra sample; an RGBA
@@ -861,30 +871,29 @@ fn encode_tiff_from(
         }
         image.write_data(data)
     }
-    fn put<C: colortype::ColorType>(
+    fn put<C: colortype::ColorType, W: Write + std::io::Seek>(
+        w: &mut W,
         data: &[C::Inner],
         size: (u32, u32),
         alpha: bool,
         big: u64,
-    ) -> tiff::TiffResult<Vec<u8>>
+    ) -> tiff::TiffResult<()>
     where
         [C::Inner]: TiffValue,
     {
-        let mut cursor = std::io::Cursor::new(Vec::with_capacity(std::mem::size_of_val(data) + 4096));
         if std::mem::size_of_val(data) as u64 >= big {
-            write::<C, _, _>(TiffEncoder::new_big(&mut cursor)?, data, size, alpha)?;
+            write::<C, _, _>(TiffEncoder::new_big(w)?, data, size, alpha)
         } else {
-            write::<C, _, _>(TiffEncoder::new(&mut cursor)?, data, size, alpha)?;
+            write::<C, _, _>(TiffEncoder::new(w)?, data, size, alpha)
         }
-        Ok(cursor.into_inner())
     }
     let size = (width, height);
     use ExtendedColorType as C;
     if matches!(color, C::Rgb8 | C::Rgba8 | C::L8 | C::La8) {
         return match color {
-            C::Rgba8 => put::<colortype::RGBA8>(bytes, size, true, big),
-            C::L8 | C::La8 => put::<colortype::Gray8>(bytes, size, color == C::La8, big),
-            _ => put::<colortype::RGB8>(bytes, size, false, big),
+            C::Rgba8 => put::<colortype::RGBA8, _>(w, bytes, size, true, big),
+            C::L8 | C::La8 => put::<colortype::Gray8, _>(w, bytes, size, color == C::La8, big),
+            _ => put::<colortype::RGB8, _>(w, bytes, size, false, big),
         };
     }
     // Native-endian samples, as the frame holds them (copied only if the
@@ -894,9 +903,9 @@ fn encode_tiff_from(
         Err(_) => bytemuck::pod_collect_to_vec(bytes).into(),
     };
     match color {
-        C::Rgba16 => put::<colortype::RGBA16>(&words, size, true, big),
-        C::L16 | C::La16 => put::<colortype::Gray16>(&words, size, color == C::La16, big),
-        _ => put::<colortype::RGB16>(&words, size, false, big),
+        C::Rgba16 => put::<colortype::RGBA16, _>(w, &words, size, true, big),
+        C::L16 | C::La16 => put::<colortype::Gray16, _>(w, &words, size, color == C::La16, big),
+        _ => put::<colortype::RGB16, _>(w, &words, size, false, big),
     }
 }
 
