@@ -464,7 +464,16 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     // The alpha is the first extra sample (the decoders take no other).
     let (alpha, rest) = if color.has_alpha() { extra.split_first().unzip() } else { (None, Some(&extra[..])) };
     let unnamed = rest.unwrap_or_default().iter().filter(|&&e| e == 0).count();
-    Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX), tiff_more_images(&mut tiff)))
+    // A first image of reduced resolution (NewSubfileType bit 0) before a
+    // full one is a thumbnail written first: read, it would be the frame.
+    let kind = tiff.find_tag_unsigned::<u32>(Tag::NewSubfileType).ok().flatten().unwrap_or(0);
+    let more = tiff_more_images(&mut tiff);
+    if kind & 1 != 0 && more {
+        return Err(fail(
+            "its first image is a reduced-resolution preview (a thumbnail) before the full one; framepipe reads a TIFF's first image: save the full-resolution image first".into(),
+        ));
+    }
+    Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX), more))
 }
 
 /// Whether a TIFF holds more than one page: a later directory of full
