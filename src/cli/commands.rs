@@ -191,14 +191,8 @@ pub(crate) fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
     }
     let t = Instant::now();
     // A bar on a terminal: an 8K sequence takes a while to write.
-    let bar = (!args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
-        let bar = indicatif::ProgressBar::new(u64::from(args.frames));
-        let style =
-            indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames generated  ETA {eta}")
-                .expect("valid template");
-        bar.set_style(style);
-        bar
-    });
+    let bar = (!args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| crate::process::frame_bar(u64::from(args.frames), "frames generated", ""));
     let written = generate_sequence_with(&opts, &args.output, &encode, args.overwrite, &|_| {
         if let Some(bar) = &bar {
             bar.inc(1);

@@ -220,31 +220,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     *stale_reports() = earlier;
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs().len();
-    let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(total as u64);
-        // The rate and ETA from the mean since the start, as the summary
-        // reckons frames/s: indicatif's own is a recent average, which a
-        // pipeline filling up (or a slow frame) swings far from it.
-        let rate = |state: &indicatif::ProgressState| state.pos() as f64 / state.elapsed().as_secs_f64().max(1e-3);
-        let style = ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {rate}  ETA {left}  {msg}")
-            .expect("valid template")
-            .with_key("rate", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.2} frames/s", rate(state));
-            })
-            .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let left = state.len().unwrap_or(0).saturating_sub(state.pos()) as f64;
-                let _ = match state.pos() {
-                    0 => write!(w, "-"),
-                    _ => write!(
-                        w,
-                        "{:#}",
-                        indicatif::HumanDuration(std::time::Duration::from_secs_f64(left / rate(state)))
-                    ),
-                };
-            });
-        bar.set_style(style);
-        bar
-    });
+    let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| frame_bar(total as u64, "frames", "{msg}"));
     let started = Instant::now();
     let quiet = opts.quiet;
     // Reasons already said (the error past its file name, `No space left
@@ -456,4 +432,30 @@ fn reports_complete(path: &Path) -> bool {
 /// Whether a frame list (`2`, `1-3,7`) names one frame.
 fn one_frame(list: &str) -> bool {
     list.parse::<u64>().is_ok()
+}
+
+/// A progress bar of `total` frames (`{pos}/{len} what`), with the rate and
+/// ETA from the mean since the start, as the summary reckons frames/s:
+/// indicatif's own is a recent average, which a pipeline filling up (or a
+/// slow frame) swings far from it. `tail` ends the line (`{msg}`).
+pub(crate) fn frame_bar(total: u64, what: &str, tail: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let rate = |state: &indicatif::ProgressState| state.pos() as f64 / state.elapsed().as_secs_f64().max(1e-3);
+    let template = format!("{{bar:40.cyan/blue}} {{pos}}/{{len}} {what}  {{rate}}  ETA {{left}}  {tail}");
+    let style = ProgressStyle::with_template(template.trim_end())
+        .expect("valid template")
+        .with_key("rate", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.2} frames/s", rate(state));
+        })
+        .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let left = state.len().unwrap_or(0).saturating_sub(state.pos()) as f64;
+            let _ = match state.pos() {
+                0 => write!(w, "-"),
+                _ => {
+                    write!(w, "{:#}", indicatif::HumanDuration(std::time::Duration::from_secs_f64(left / rate(state))))
+                }
+            };
+        });
+    bar.set_style(style);
+    bar
 }
