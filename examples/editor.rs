@@ -450,6 +450,8 @@ fn run(
     }
     let prefetching = match args.prefetch {
         0 => "no prefetch".to_string(),
+        // Nothing ahead of the one frame there is.
+        _ if seq.frames.len() < 2 => "no prefetch (one frame)".to_string(),
         n => {
             let threads = idle.prefetch_threads();
             let (frames, threads_s) = (if n == 1 { "" } else { "s" }, if threads == 1 { "" } else { "s" });
