@@ -27,6 +27,15 @@ use framepipe::ledger::human_bytes_pair;
 use framepipe::preview::{PreviewStats, Scale};
 use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, Op, OpGraph, PixelFormat, Sequence};
 
+/// Printing that a reader gone (`| head`) does not turn into a panic:
+/// the session goes on to its end and removes its plates.
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 struct Args {
     /// Frame size of the generated sequence.
@@ -300,6 +309,7 @@ fn main() -> ExitCode {
         // SAFETY: first thing in main, before any other thread exists.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", framepipe::io::temp_root().0) };
     }
+
     // A codec's panic on an odd frame is that request's error, counted in
     // the summary: not a crash report on stderr for every request of it.
     framepipe::io::quiet_decoder_panics();

@@ -171,6 +171,13 @@ fn pool_order(requested: &str, slots: usize) -> (usize, bool) {
     }
 }
 
+/// The pool sizes not measured (as for [`csv`]) in [`pool_order`].
+fn in_pool_order(unmeasured: &[(String, String)]) -> Vec<&(String, String)> {
+    let mut sorted: Vec<&(String, String)> = unmeasured.iter().collect();
+    sorted.sort_by_key(|(pool, _)| pool_order(pool, 0));
+    sorted
+}
+
 /// The table `bench-pool` prints, each column as wide as its widest cell,
 /// then a line for each pool size not measured (`unmeasured`, as for
 /// [`csv`]) and the smallest pool worth its VRAM.
@@ -215,7 +222,7 @@ pub fn table(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
     for r in &rows {
         line(&mut s, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
-    for (pool, why) in unmeasured {
+    for (pool, why) in in_pool_order(unmeasured) {
         let _ = writeln!(s, "pool {pool} not measured: {why}");
     }
     if let Some((req, slots, share)) = smallest_within_95(runs) {
@@ -313,7 +320,7 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
         crate::timeline::escape(title)
     );
     if !unmeasured.is_empty() {
-        let pools: Vec<&str> = unmeasured.iter().map(|(pool, _)| pool.as_str()).collect();
+        let pools: Vec<&str> = in_pool_order(unmeasured).into_iter().map(|(pool, _)| pool.as_str()).collect();
         let _ = writeln!(
             s,
             r##"<text x="20" y="42" fill="#b00">not measured (see the CSV for why): pool {}</text>"##,

@@ -850,8 +850,13 @@ fn file_targets(
         if job.output.contains('%') {
             FramePattern::parse(&job.output)?;
         }
+        // A name without an extension is most likely a folder meant.
+        let example = match Path::new(&job.output).extension() {
+            None => format!(" (into a folder: {}/{})", job.output, example_name(job, sequence)),
+            Some(_) => String::new(),
+        };
         return Err(Error::Sequence(format!(
-            "{}: output needs a frame number field (%04d or ####) for {} frames",
+            "{}: output needs a frame number field (%04d or ####) for {} frames{example}",
             job.output,
             sequence.frames.len()
         )));
@@ -934,6 +939,23 @@ impl PreparedJob {
     }
 }
 
+/// A name for outputs in a folder, to suggest: the input's own, where it
+/// has one (`shot_%04d.png`, `plate.png`; a folder's frames, their
+/// pattern), else `frame_%04d.png`.
+fn example_name(job: &Job, sequence: &Sequence) -> String {
+    let input = Path::new(&job.input).file_name().map(|n| n.to_string_lossy().into_owned());
+    let one_file = sequence.frames.len() == 1 && Path::new(&job.input).is_file();
+    let named = input.filter(|n| one_file || FramePattern::is_pattern(n));
+    // A folder's frames: the first's name, its number as a field.
+    let of_folder = || {
+        let first = sequence.frames.first()?.path.file_name()?.to_str()?.to_string();
+        let stem = Path::new(&first).file_stem()?.to_str()?;
+        let (start, end, _) = crate::sequence::last_digits(stem)?;
+        Some(format!("{}%0{}d{}", &first[..start], end - start, &first[end..]))
+    };
+    named.or_else(|| (sequence.frames.len() > 1).then(of_folder).flatten()).unwrap_or_else(|| "frame_%04d.png".into())
+}
+
 /// Refuses an output that names a folder (`-o graded`, `-o graded/`),
 /// saying how to name the frames in it: the input's own names where it has
 /// them (`graded/shot_%04d.png`, `graded/plate.png`).
@@ -943,9 +965,7 @@ fn refuse_output_folder(job: &Job, sequence: &Sequence) -> Result<()> {
     if !named_folder && (FramePattern::is_pattern(&job.output) || !out.is_dir()) {
         return Ok(());
     }
-    let input = Path::new(&job.input).file_name().map(|n| n.to_string_lossy().into_owned());
-    let one_file = sequence.frames.len() == 1 && Path::new(&job.input).is_file();
-    let name = input.filter(|n| one_file || FramePattern::is_pattern(n)).unwrap_or_else(|| "frame_%04d.png".into());
+    let name = example_name(job, sequence);
     let folder = job.output.trim_end_matches(std::path::is_separator);
     let folder = Path::new(if folder.is_empty() { job.output.as_str() } else { folder });
     // The sources' own folder: there the names would be theirs.

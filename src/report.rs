@@ -415,9 +415,13 @@ impl Report {
         // Start-up a short run's frames/s does not count, said where it
         // is enough to notice on a wall clock.
         if self.open_s + self.prepare_s >= START_UP_SAID_FROM {
-            let open =
-                if self.open_s > 0.0 { format!("{:.2} s opening the backend, ", self.open_s) } else { String::new() };
-            s += &format!(" Before the run: {open}{:.2} s preparing it.", self.prepare_s);
+            let parts: Vec<String> =
+                [(self.open_s, "opening the backend"), (self.prepare_s, "checking the sequence and outputs")]
+                    .into_iter()
+                    .filter(|(s, _)| *s >= 0.005)
+                    .map(|(s, what)| format!("{s:.2} s {what}"))
+                    .collect();
+            s += &format!(" Before the run: {}.", parts.join(", "));
         }
         if !self.failures.is_empty() {
             let mut numbers: Vec<u64> = self.failures.iter().map(|f| f.number).collect();

@@ -824,7 +824,9 @@ fn signed(stem: &str, start: usize) -> bool {
 }
 
 /// The last run of ASCII digits in `s`: (start, end, value).
-fn last_digits(s: &str) -> Option<(usize, usize, u64)> {
+/// The last run of digits in `s` (a folder scan's frame number): where it
+/// starts and ends, and its value.
+pub(crate) fn last_digits(s: &str) -> Option<(usize, usize, u64)> {
     let b = s.as_bytes();
     let end = b.iter().rposition(|c| c.is_ascii_digit())? + 1;
     let start = b[..end].iter().rposition(|c| !c.is_ascii_digit()).map_or(0, |i| i + 1);

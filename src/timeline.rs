@@ -333,7 +333,7 @@ pub(crate) fn tick_label(t: f64, step: f64) -> String {
 
 /// Whether a timeline (its SVG text) is of a run that wrote every frame it
 /// was given: its title adds nothing after the backend but the frames
-/// already there ([`outcome`]), which a resumed run did not have to write.
+/// already there, which a resumed run did not have to write.
 /// (A timeline of a build before those were named has them nowhere.)
 pub fn is_complete(svg: &str) -> bool {
     let Some(at) = svg.find(" backend; ") else { return true };

@@ -28,6 +28,7 @@ use crate::signals::{
 };
 
 pub(crate) fn process(args: ProcessArgs) -> Result<ExitCode, Error> {
+    crate::signals::PREPARING.store(true, std::sync::atomic::Ordering::SeqCst);
     let graph = op_graph(&args.ops)?;
     let mut job = Job::new(args.input.clone(), args.output.clone(), graph);
     job.frames = args.frames.as_deref().map(FrameSpec::parse).transpose()?;

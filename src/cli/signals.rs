@@ -74,6 +74,10 @@ fn on_signal(signal: i32) {
     }
 }
 
+/// Set as `process` starts: until its run is under way ([`RUN`]), a
+/// signal stops it before the run began.
+pub(crate) static PREPARING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Set once a signal stops the process at once: it exits from there.
 pub(crate) static STOPPING_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -238,7 +242,15 @@ fn stop_now(signal: i32) -> ! {
     let streaming = STREAMING.load(std::sync::atomic::Ordering::SeqCst);
     let wrote = RUN.get().is_some() && replacing;
     let kept = if wrote && !demo && !streaming { "the frames written so far are kept, " } else { "" };
-    note!("framepipe: stopped at once; {kept}{removed} unfinished output{} removed", crate::plural(removed));
+    // One signal before `process` began its run (opening the GPU,
+    // checking the outputs) stops it too: said as that, not as a second.
+    let preparing = RUN.get().is_none() && PREPARING.load(std::sync::atomic::Ordering::SeqCst);
+    let how = if preparing && FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) == signal {
+        "before the run began"
+    } else {
+        "at once"
+    };
+    note!("framepipe: stopped {how}; {kept}{removed} unfinished output{} removed", crate::plural(removed));
     for report in stale.iter().flat_map(|s| s.iter()).filter(|r| r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {
             note!(

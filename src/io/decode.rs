@@ -567,10 +567,17 @@ fn refuse_unsigned(path: &Path) -> Result<()> {
         return Ok(());
     }
     let named = path.extension().map(|e| e.to_string_lossy().to_uppercase()).unwrap_or_default();
+    let family = match named.as_str() {
+        "JPG" => "JPEG",
+        "TIF" => "TIFF",
+        other => other,
+    };
+    let others: Vec<&str> = ["PNG", "JPEG", "TIFF", "QOI"].into_iter().filter(|f| *f != family).collect();
     let reason = if head.len() < 8 {
         format!("{} bytes, too short for an image file", head.len())
     } else {
-        format!("not a {named} file: it does not begin as one (nor as a PNG, JPEG, TIFF or QOI file)")
+        let (last, rest) = others.split_last().expect("three others");
+        format!("not a {named} file: it does not begin as one (nor as a {} or {last} file)", rest.join(", "))
     };
     Err(Error::Decode { path: path.to_owned(), reason })
 }
@@ -936,7 +943,7 @@ pub(super) fn one_line(s: &str) -> String {
         || line == "unexpected end of file"
         || line.contains("Not enough bytes, expected")
     {
-        line = "truncated: the file ends inside its image data".into();
+        line = "truncated: the file ends before its image does".into();
     }
     // A PNG row whose filter byte is none of the five: the image data is
     // corrupt (its checksum agreed, so it was written so).
@@ -977,7 +984,7 @@ mod tests {
     #[test]
     fn codec_words_are_said_in_a_users() {
         let jpeg = "Format error decoding Jpeg: I/O errors Not enough bytes, expected 64 but found 56";
-        assert_eq!(one_line(jpeg), "truncated: the file ends inside its image data");
+        assert_eq!(one_line(jpeg), "truncated: the file ends before its image does");
         assert_eq!(
             one_line("Unknown filter method 61."),
             "corrupt image data: a row's filter type is 61, not one of PNG's (0 to 4)"

@@ -725,7 +725,7 @@ fn write_atomic(
             let permissions = old.permissions();
             let _ = tmp.as_file().set_permissions(permissions);
         }
-        tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
+        tmp.persist(path).map_err(|e| fail(plain(&e.error)))?;
     } else {
         match tmp.persist_noclobber(path) {
             Ok(_) => {}
@@ -744,13 +744,26 @@ fn write_atomic(
                     return Err(Error::OutputExists(path.to_owned()));
                 }
                 Err(_) => persist_over_placeholder(e.file, path).map_err(|r| match r {
-                    Error::Encode { reason, .. } => fail(format!("{} (then: {reason})", e.error)),
+                    // The same reason twice (a folder no longer writable)
+                    // is said once.
+                    Error::Encode { reason, .. } if reason == plain(&e.error) => fail(reason),
+                    Error::Encode { reason, .. } => fail(format!("{} (then: {reason})", plain(&e.error))),
                     r => r,
                 })?,
             },
         }
     }
     Ok(true)
+}
+
+/// An I/O error without the temporary file's name that `tempfile` adds
+/// (` at path "….framepipe-x.partial"`): the message names the output.
+fn plain(e: &std::io::Error) -> String {
+    let said = e.to_string();
+    match said.find(" at path \"") {
+        Some(at) => said[..at].to_string(),
+        None => said,
+    }
 }
 
 /// Renames `tmp` to `path` where the file system can neither rename without
@@ -773,7 +786,7 @@ fn persist_over_placeholder(tmp: tempfile::NamedTempFile, path: &Path) -> Result
         // The placeholder is this run's: it goes (the temporary file goes
         // with `e.file`).
         let _ = std::fs::remove_file(path);
-        fail(e.error.to_string())
+        fail(plain(&e.error))
     })
 }
 
