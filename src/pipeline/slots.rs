@@ -12,6 +12,11 @@ use crate::gpu::{FrameShape, GpuBackend, GpuSlot, Readback, RunHold, StagingMake
 use crate::ledger::{Ledger, human_bytes};
 use crate::ops::Plan;
 use crate::pool::{Lease, Pool, PoolSize, auto_cap};
+
+/// Host memory an automatic pool of host frames (the CPU backend, or no
+/// GPU work) may take: 8 GiB, sixty 8K frames, more than any machine's
+/// cores keep busy. A `--pool N` is taken as given.
+const HOST_POOL_BYTES: u64 = 8 << 30;
 use crate::preview::TraceEvent;
 use crate::priority::Priority;
 
@@ -275,9 +280,13 @@ pub(super) fn size_slots(
     let gpu: &mut GpuBackend = match backend {
         Backend::Gpu(g) if !identity => g,
         _ => {
+            // Host frames: as many as help, and as fit HOST_POOL_BYTES
+            // (a thousand threads' worth of 8K frames would not), at
+            // least two.
+            let host = (HOST_POOL_BYTES / shape.frame_bytes().max(1)).max(2) as usize;
             let n = match pool {
                 PoolSize::Fixed(n) => n,
-                PoolSize::Auto => auto_cap(threads, false).min(frames).max(1),
+                PoolSize::Auto => auto_cap(threads, false).min(host).min(frames).max(1),
             };
             let slots = (0..n).map(|_| SlotKind::Host).collect();
             let hold = RunHold::default();
