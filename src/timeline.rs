@@ -84,13 +84,13 @@ struct Run {
     start: f64,
     end: f64,
     busy: f64,
-    /// The distinct frames with any interval in it: the GPU lane has two
-    /// intervals a frame (its submission and the wait for it), often with
-    /// another frame's between them, so neither the intervals' count nor
-    /// the frames of the first and last to start say which frames it holds.
-    /// A frame whose two intervals fall in two rectangles is in both: only
-    /// such frames make the rectangles' counts add up to more than the
-    /// frames the lane worked on.
+    /// The distinct frames it holds: the GPU lane has two intervals a
+    /// frame (its submission and the wait for it), often with another
+    /// frame's between them, so neither the intervals' count nor the
+    /// frames of the first and last to start say which frames it holds. A
+    /// frame whose intervals fall in two rectangles is the one's that holds
+    /// its longest (of equals, the later: the wait, where its work ends), so
+    /// each frame is named once.
     frames: std::collections::BTreeSet<u64>,
 }
 
@@ -115,6 +115,8 @@ fn runs<'a>(intervals: impl Iterator<Item = &'a Interval>, x: &dyn Fn(f64) -> f6
     let mut sorted: Vec<&Interval> = intervals.collect();
     sorted.sort_by(|a, b| a.start.total_cmp(&b.start));
     let mut out: Vec<Run> = Vec::new();
+    // Each frame's rectangle: the one holding its longest interval.
+    let mut home: std::collections::HashMap<u64, (f64, usize)> = std::collections::HashMap::new();
     for iv in sorted {
         match out.last_mut() {
             Some(run) if x(iv.start) - x(run.end) < 0.5 => {
@@ -123,6 +125,18 @@ fn runs<'a>(intervals: impl Iterator<Item = &'a Interval>, x: &dyn Fn(f64) -> f6
                 run.frames.insert(iv.frame);
             }
             _ => out.push(Run { start: iv.start, end: iv.end, busy: iv.end - iv.start, frames: [iv.frame].into() }),
+        }
+        let (length, at) = (iv.end - iv.start, out.len() - 1);
+        let held = home.entry(iv.frame).or_insert((length, at));
+        if length >= held.0 {
+            *held = (length, at);
+        }
+    }
+    for (at, run) in out.iter_mut().enumerate() {
+        // (A rectangle of none's longest keeps what it holds.)
+        let own: std::collections::BTreeSet<u64> = run.frames.iter().copied().filter(|f| home[f].1 == at).collect();
+        if !own.is_empty() {
+            run.frames = own;
         }
     }
     out
@@ -509,10 +523,11 @@ mod tests {
     #[test]
     fn gpu_tooltips_count_each_frame_once_and_name_the_lowest_and_highest() {
         let px = |t: f64| t * 10.0;
-        // Frame 12 submitted before the gap, waited for after it: in both.
+        // Frame 12 submitted before the gap, waited for after it: named
+        // once, where it was waited for.
         let lane = gpu_lane(16, 11, 5.0);
         let r = runs(lane.iter(), &px);
-        assert_eq!(r.iter().map(Run::what).collect::<Vec<_>>(), ["12 frames, 1-12", "5 frames, 12-16"]);
+        assert_eq!(r.iter().map(Run::what).collect::<Vec<_>>(), ["11 frames, 1-11", "5 frames, 12-16"]);
         // One rectangle: every frame once, though each has two intervals.
         let r = runs(gpu_lane(16, 0, 0.0).iter(), &px);
         assert_eq!((r.len(), r[0].what()), (1, "16 frames, 1-16".to_string()));
@@ -523,7 +538,7 @@ mod tests {
         let gpu = crate::report::StageReport { name: "gpu".into(), workers: 1, ..Default::default() };
         let report = Report { seconds: 40.0, stages: vec![gpu], intervals: lane, ..Default::default() };
         let svg = render_svg(&report);
-        assert!(svg.contains("<title>gpu 12 frames, 1-12: 23000.0 ms</title>"), "{svg}");
+        assert!(svg.contains("<title>gpu 11 frames, 1-11: 23000.0 ms</title>"), "{svg}");
         assert!(svg.contains("<title>gpu 5 frames, 12-16: 9000.0 ms</title>"), "{svg}");
     }
 
