@@ -39,7 +39,7 @@ macro_rules! println {
 #[derive(Parser)]
 struct Args {
     /// Frame size of the generated sequence.
-    #[arg(long, default_value = "8k", conflicts_with = "input")]
+    #[arg(long, default_value = "8k", conflicts_with = "input", allow_hyphen_values = true)]
     size: String,
     /// Frames in the generated sequence (the export runs over all of them).
     #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..=framepipe::sequence::MAX_SPEC_FRAMES as i64), conflicts_with = "input", allow_negative_numbers = true)]

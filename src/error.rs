@@ -36,12 +36,15 @@ pub enum Error {
     #[error("{0}")]
     Sequence(String),
     /// Frames inside the requested range are absent on disk.
-    #[error("{}: missing frame{} {}", .pattern, if .list.contains([',', '-']) { "s" } else { "" }, .list)]
+    #[error("{}: missing frame{} {}{}", .pattern, if .list.contains([',', '-']) { "s" } else { "" }, .list, .near.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
     MissingFrames {
         /// The input pattern.
         pattern: String,
         /// Compact list of missing numbers, e.g. `5, 7-9`.
         list: String,
+        /// A file that looks like one of the missing frames but is named
+        /// otherwise (`shot_7.png is numbered with other padding: %d`).
+        near: Option<String>,
     },
     /// An output file exists and overwriting was not allowed.
     #[error("{0}: output exists")]

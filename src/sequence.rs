@@ -110,16 +110,18 @@ impl FramePattern {
 
     /// Why a file in the pattern's folder that looks like one of its frames
     /// is not: numbered with other padding (`s_1.png` for `s_%04d.png`), or
-    /// named in other letter case (`S_0001.PNG`). For the "no frames
-    /// match" error, which alone leaves the user guessing.
-    fn near_miss(&self) -> Option<String> {
+    /// named in other letter case (`S_0001.PNG`), of the numbers `wanted`
+    /// takes. For the "no frames match" and "missing frames" errors,
+    /// which alone leave the user guessing.
+    fn near_miss(&self, wanted: impl Fn(u64) -> bool) -> Option<String> {
         let mut names: Vec<String> =
             std::fs::read_dir(self.dir()).ok()?.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
         names.sort();
         let (prefix, suffix) = (self.prefix.to_lowercase(), self.suffix.to_lowercase());
         let numbered = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+        let wanted = |digits: &str| digits.parse().is_ok_and(&wanted);
         names.iter().filter(|name| self.number_of(name).is_none()).find_map(|name| {
-            if let Some(digits) = self.digits_of(name) {
+            if let Some(digits) = self.digits_of(name).filter(|d| wanted(d)) {
                 let field = if digits.len() > 1 && digits.starts_with('0') {
                     format!("%0{}d", digits.len())
                 } else {
@@ -129,7 +131,7 @@ impl FramePattern {
             }
             let lower = name.to_lowercase();
             let digits = lower.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(&suffix))?;
-            numbered(digits).then(|| format!("{name} differs in letter case; names match exactly"))
+            (numbered(digits) && wanted(digits)).then(|| format!("{name} differs in letter case; names match exactly"))
         })
     }
 
@@ -388,7 +390,7 @@ impl Sequence {
         }
         if found.is_empty() {
             let near = FramePattern::parse(input).ok().filter(|_| !Path::new(input).exists());
-            let hint = near.and_then(|p| p.near_miss()).map(|h| format!(" ({h})")).unwrap_or_default();
+            let hint = near.and_then(|p| p.near_miss(|_| true)).map(|h| format!(" ({h})")).unwrap_or_default();
             return Err(Error::Sequence(format!("{input}: no frames match{hint}")));
         }
         let mut frames = Vec::new();
@@ -426,7 +428,9 @@ impl Sequence {
             return Err(Error::Sequence(format!("{input}: none of the requested frames exist{which}")));
         }
         if !absent.is_empty() && missing == MissingPolicy::Error {
-            return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_runs(&absent) });
+            let pattern = FramePattern::parse(input).ok().filter(|_| !Path::new(input).exists());
+            let near = pattern.and_then(|p| p.near_miss(|n| absent.iter().any(|run| run.contains(&n))));
+            return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_runs(&absent), near });
         }
         let matched = found.into_values().collect();
         Ok(Sequence { source: input.to_string(), frames: frames.into(), missing: absent, matched })
@@ -986,6 +990,18 @@ mod tests {
             let input = near.path().join(pattern).display().to_string();
             let e = Sequence::scan(&input, None, MissingPolicy::Error).unwrap_err().to_string();
             assert!(e.ends_with(&format!("{pattern}: no frames match {hint}")), "{e}");
+        }
+        // Frames missing from a range say what nearly matched them (a
+        // stray of another number is not named).
+        std::fs::write(near.path().join("take_002.png"), b"").unwrap();
+        std::fs::write(near.path().join("take_9.png"), b"").unwrap();
+        let input = near.path().join("take_%03d.png").display().to_string();
+        for (frames, tail) in
+            [("1-2", "missing frame 1 (take_1.png is numbered with other padding: %d)"), ("2-3", "missing frame 3")]
+        {
+            let spec = FrameSpec::parse(frames).unwrap();
+            let e = Sequence::scan(&input, Some(&spec), MissingPolicy::Error).unwrap_err().to_string();
+            assert!(e.ends_with(tail), "{e}");
         }
         // Where the only match is not a file, that is what is said.
         std::fs::create_dir(near.path().join("only_0001.png")).unwrap();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use framepipe::engine::MAX_THREADS;
 use framepipe::io::{OutputFormat, PngCompression};
 use framepipe::ledger::parse_bytes;
 use framepipe::pool::PoolSize;
@@ -160,7 +161,7 @@ pub(crate) struct BenchPoolArgs {
     #[arg(long, visible_alias = "vram-budget", value_name = "SIZE", default_value = "2GiB", value_parser = parse_budget)]
     pub(crate) budget: u64,
     /// Decode and encode threads (up to 1024), and the CPU backend's kernel threads (at most one per core); default, or 0: one per core.
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = whole::<usize>, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = threads, allow_negative_numbers = true)]
     pub(crate) threads: usize,
     /// auto, gpu or cpu.
     #[arg(long, value_enum, default_value_t)]
@@ -220,7 +221,7 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pub(crate) pool: PoolSize,
     /// Decode and encode threads (up to 1024), and the CPU backend's kernel threads (at most one per core); default, or 0: one per core.
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = whole::<usize>, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = threads, allow_negative_numbers = true)]
     pub(crate) threads: usize,
     /// Process one frame at a time instead of pipelining (the reference path): one frame decodes, is processed and is encoded before the next; --threads then sets only the CPU backend's kernel threads, and --pool is unused.
     #[arg(long)]
@@ -377,11 +378,23 @@ fn whole<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
     let t = s.trim();
     let n = t.parse::<u64>().map_err(|e| match e.kind() {
         _ if t.strip_prefix('-').is_some_and(|n| n.parse::<u64>().is_ok()) => "expected 0 or more".to_string(),
-        IntErrorKind::PosOverflow => format!("expected at most {}", u64::MAX),
+        IntErrorKind::PosOverflow => "too large".to_string(),
         IntErrorKind::Empty => "expected a whole number".to_string(),
         _ => "not a whole number".to_string(),
     })?;
     T::try_from(n).map_err(|_| "too large".to_string())
+}
+
+/// `--threads`: 0 (one per core) to [`MAX_THREADS`], refused here rather
+/// than after the inputs are looked at.
+fn threads(s: &str) -> Result<usize, String> {
+    let range = || format!("expected 0 (one per core) to {MAX_THREADS}");
+    match whole::<usize>(s) {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        Ok(_) => Err(range()),
+        Err(e) if e == "too large" => Err(range()),
+        Err(e) => Err(e),
+    }
 }
 
 /// `--depth`: 8 or 16 bits per channel, nothing between.

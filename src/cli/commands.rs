@@ -135,7 +135,7 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
             )
         },
         &mut |pool, e| {
-            note!("  pool {pool}: skipped: {e}");
+            note!("  pool {pool} not measured: {e}");
             refused.push((pool.to_string(), e.to_string()));
         },
     )?;
