@@ -25,6 +25,7 @@ use framepipe::gpu::FrameShape;
 use framepipe::io::EncodeOptions;
 use framepipe::ledger::human_bytes_pair;
 use framepipe::preview::{PreviewStats, Scale};
+use framepipe::sequence::FramePattern;
 use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, Op, OpGraph, PixelFormat, Sequence};
 
 /// Printing that a reader gone (`| head`) does not turn into a panic:
@@ -433,7 +434,7 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<SetUp, framepipe::Erro
                     "--vram-budget {budget} cannot hold previews of {width}x{height} frames beside the export, which needs {need}"
                 )));
             }
-            let pattern = dir.path().join("plates/shot_%04d.png").display().to_string();
+            let pattern = FramePattern::in_dir(dir.path(), "plates/shot_%04d.png");
             let plural = if args.frames == 1 { "" } else { "s" };
             eprintln!("generating {} frame{plural} of {width}x{height} ...", args.frames);
             let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
@@ -480,7 +481,7 @@ fn run(
     drop(idle);
 
     let busy = Engine::new(config)?;
-    let mut job = Job::new(input, dir.path().join("export/o_%04d.png").display().to_string(), grade(0.0));
+    let mut job = Job::new(input, FramePattern::in_dir(dir.path(), "export/o_%04d.png"), grade(0.0));
     job.overwrite = true;
     let prepared = framepipe::prepare(&job)?;
     let exporter = busy.clone();

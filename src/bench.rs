@@ -82,7 +82,7 @@ pub fn bench_pool(
     let once = |pool: PoolSize| -> Result<crate::report::Report> {
         let dir = crate::io::ScratchDir::new("framepipe-bench-")?;
         let mut job = job.clone();
-        job.output = dir.path().join(&name).display().to_string();
+        job.output = crate::sequence::FramePattern::in_dir(dir.path(), &name);
         let prepared = crate::engine::prepare(&job)?;
         let engine = Engine::new(EngineConfig { pool, ..config.clone() })?;
         reset_peak_rss();

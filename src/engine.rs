@@ -592,6 +592,10 @@ pub struct PreparedJob {
     /// How the frames are encoded: the job's options, with
     /// [`EncodeOptions::grey`] set where [`first`](Self::first) is grey.
     pub(crate) encode: EncodeOptions,
+    /// The grade keeps grey grey ([`OpGraph::keeps_grey`](crate::OpGraph::keeps_grey)):
+    /// each grey source may come out grey, whatever the first frame is
+    /// ([`Self::encode_for`]).
+    pub(crate) keeps_grey: bool,
     /// Frames left out because their output exists
     /// ([`Job::skip_existing`]), ascending.
     pub(crate) existing: Vec<u64>,
@@ -641,9 +645,18 @@ impl PreparedJob {
         self.first.as_ref()
     }
 
-    /// How the frames are encoded: the job's options, grey decided.
+    /// How the frames are encoded: the job's options, grey decided by
+    /// the first frame.
     pub fn encode(&self) -> &EncodeOptions {
         &self.encode
+    }
+
+    /// How a frame whose source is grey (`grey`) or not is encoded: each
+    /// output keeps its own source's channels, a grey frame of a color
+    /// sequence coming out grey as a color frame of a grey one comes out
+    /// color (where the grade keeps grey grey).
+    pub fn encode_for(&self, grey: bool) -> EncodeOptions {
+        EncodeOptions { grey: self.from.encode.grey || (grey && self.keeps_grey), ..self.encode }
     }
 
     /// Frames left out because their output exists, ascending.
@@ -773,8 +786,8 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let stale_partials = targets.out_dir.as_deref().map(crate::io::remove_stale_partials).unwrap_or_default();
     // Grey sources come out grey where the grade keeps grey grey (a tint
     // too small to survive rounding is kept as RGB, not lost).
-    let grey = first.is_some_and(|i| i.grey) && job.graph.keeps_grey();
-    let encode = EncodeOptions { grey: job.encode.grey || grey, ..job.encode };
+    let keeps_grey = job.graph.keeps_grey();
+    let encode = EncodeOptions { grey: job.encode.grey || (first.is_some_and(|i| i.grey) && keeps_grey), ..job.encode };
     Ok(PreparedJob {
         sequence,
         outputs: targets.outputs,
@@ -782,6 +795,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         stream,
         first,
         encode,
+        keeps_grey,
         existing: targets.existing,
         reads,
         stale_partials,
@@ -999,6 +1013,8 @@ fn check_done(
     limits: &DecodeLimits,
 ) -> Result<()> {
     let why = match std::fs::metadata(out) {
+        // There as a name, not as a file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "a link to nothing".into(),
         Err(e) => e.to_string(),
         Ok(m) if m.len() == 0 => "an empty file".into(),
         Ok(_) => {
@@ -1288,15 +1304,16 @@ fn run_sequential(
             };
             let t2 = Instant::now();
             enter(crate::pipeline::Stage::Encode);
+            let options = prepared.encode_for(header.get().is_some_and(|i| i.grey));
             let output_bytes = encode.work(started, "encode", 0, n, || -> Result<u64> {
                 Ok(match stream.as_deref_mut() {
                     Some(w) => {
-                        let bytes = encode_frame(dst, prepared.format, &prepared.encode, out)?;
+                        let bytes = encode_frame(dst, prepared.format, &options, out)?;
                         w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| Error::stream(&e))?;
                         bytes.len() as u64
                     }
                     None => {
-                        write_frame_atomic(&dst, out, prepared.format, &prepared.encode, job.overwrite)?;
+                        write_frame_atomic(&dst, out, prepared.format, &options, job.overwrite)?;
                         std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
                     }
                 })

@@ -531,7 +531,8 @@ impl SourceKinds {
     /// For a prepared job, whose first frame is the one others are
     /// compared with.
     pub(crate) fn new(prepared: &crate::engine::PreparedJob) -> Self {
-        let carried = (prepared.encode.grey && prepared.format.stores_grey(), prepared.format.alpha_per_frame());
+        let carried =
+            (prepared.encode_for(true).grey && prepared.format.stores_grey(), prepared.format.alpha_per_frame());
         let mut kinds = SourceKinds { carried, ..Default::default() };
         kinds.first = prepared.first.as_ref().map(|i| kinds.channels(i));
         kinds.depth = prepared.first.as_ref().map(|i| i.format);

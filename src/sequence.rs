@@ -92,6 +92,15 @@ impl FramePattern {
         format!("{}{field}{}", self.prefix.replace('%', "%%"), self.suffix.replace('%', "%%"))
     }
 
+    /// The pattern for frames named `name` (itself a pattern,
+    /// `shot_%04d.png`, or a path under `dir` ending in one) in the
+    /// folder `dir`, its `%` escaped: a temporary folder under a `TMPDIR`
+    /// of any name holds what it was meant to.
+    pub fn in_dir(dir: &Path, name: &str) -> String {
+        let dir = dir.display().to_string().replace('%', "%%");
+        format!("{dir}{}{name}", std::path::MAIN_SEPARATOR)
+    }
+
     /// Whether a string contains a frame-number field at all.
     pub fn is_pattern(s: &str) -> bool {
         let name = Path::new(s).file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -429,7 +438,10 @@ impl Sequence {
         }
         if !absent.is_empty() && missing == MissingPolicy::Error {
             let pattern = FramePattern::parse(input).ok().filter(|_| !Path::new(input).exists());
-            let near = pattern.and_then(|p| p.near_miss(|n| absent.iter().any(|run| run.contains(&n))));
+            // (The runs are in order: a sparse spec may leave millions.)
+            let absent_has =
+                |n: u64| absent.get(absent.partition_point(|run| *run.end() < n)).is_some_and(|r| r.contains(&n));
+            let near = pattern.and_then(|p| p.near_miss(absent_has));
             return Err(Error::MissingFrames { pattern: input.to_string(), list: compact_runs(&absent), near });
         }
         let matched = found.into_values().collect();
@@ -522,7 +534,10 @@ fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Resu
     // content; a path that is not there gets the error below.)
     if path.is_file() || (FramePattern::is_pattern(input) && !path.exists()) {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        if !ext.is_empty() && !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+        // After the last dot, the frame number (`cache.0001`, `cache.####`,
+        // `cache.%04d`) is no extension either.
+        let number = ext.bytes().all(|b| b.is_ascii_digit()) || !find_fields(&ext).is_empty();
+        if !number && !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
             let known = IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ");
             return Err(Error::Sequence(format!("{input}: not an image framepipe reads (one of {known})")));
         }
@@ -720,7 +735,16 @@ fn scan_directory(dir: &Path, picked: bool, output: Option<&FramePattern>) -> Re
         _ => {
             // The first few: a folder of thousands of stills (`shot_0001_v2.png`,
             // numbered last by their version) is one line, not thousands.
-            let mut names: Vec<String> = groups.keys().take(5).map(|(p, s)| format!("{p}#{s}")).collect();
+            // Each as a pattern that reads it: `#` repeated to its padding
+            // (the widest number written with a leading zero).
+            let pattern = |((p, s), found): (&(String, String), &BTreeMap<u64, PathBuf>)| {
+                let digits = |path: &PathBuf| {
+                    let d = path.file_name()?.to_str()?.strip_prefix(p.as_str())?.strip_suffix(s.as_str())?;
+                    (d.len() > 1 && d.starts_with('0')).then_some(d.len())
+                };
+                format!("{p}{}{s}", "#".repeat(found.values().filter_map(digits).max().unwrap_or(1)))
+            };
+            let mut names: Vec<String> = groups.iter().take(5).map(pattern).collect();
             if groups.len() > names.len() {
                 names.push(format!("… {} in all", groups.len()));
             }
@@ -1157,6 +1181,13 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.matches("shot_").count(), 5, "{err}");
+        // Each named as a pattern that reads it, padding and all.
+        let two = tempfile::tempdir().unwrap();
+        for name in ["a_0009.png", "a_0010.png", "a_0009.jpg", "b_7.tif", "b_12.tif"] {
+            std::fs::write(two.path().join(name), b"").unwrap();
+        }
+        let err = Sequence::scan(two.path().to_str().unwrap(), None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(err.contains("holds several sequences (a_####.jpg, a_####.png, b_#.tif)"), "{err}");
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Run {
         match self.frames.len() {
             1 => format!("frame {first}"),
             2 | 3 => format!("frames {}", self.frames.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
-            n if last - first + 1 == n as u64 => format!("{n} frames, {first}-{last}"),
+            n if last - first == n as u64 - 1 => format!("{n} frames, {first}-{last}"),
             n => format!("{n} frames between {first} and {last}"),
         }
     }

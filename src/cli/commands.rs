@@ -7,6 +7,7 @@ use std::time::Instant;
 use framepipe::generate::{GenerateOptions, generate_sequence, generate_sequence_with, parse_size};
 use framepipe::io::{EncodeOptions, FileSet, OutputFormat};
 use framepipe::pool::PoolSize;
+use framepipe::sequence::FramePattern;
 use framepipe::{BackendKind, Engine, EngineConfig, Error, ErrorPolicy, FrameSpec, Job, PixelFormat};
 
 use crate::args::{BenchPoolArgs, DemoArgs, GenerateArgs, RunArgs, op_graph};
@@ -269,8 +270,8 @@ pub(crate) fn demo(args: DemoArgs) -> Result<ExitCode, Error> {
     let tmp = framepipe::io::ScratchDir::new("framepipe-demo-")?;
     DEMO.store(true, std::sync::atomic::Ordering::SeqCst);
     let dir = tmp.path().to_owned();
-    let plates = dir.join("plates/shot_%04d.png").display().to_string();
-    let graded = dir.join("graded/shot_%04d.png").display().to_string();
+    let plates = FramePattern::in_dir(&dir, "plates/shot_%04d.png");
+    let graded = FramePattern::in_dir(&dir, "graded/shot_%04d.png");
     let opts = GenerateOptions { width, height, frames: args.frames, start: 1001, ..Default::default() };
     let s = crate::plural(args.frames);
     note!("generating {} frame{s} of {width}x{height} in {} ...", args.frames, dir.display());

@@ -573,11 +573,14 @@ fn refuse_unsigned(path: &Path) -> Result<()> {
         other => other,
     };
     let others: Vec<&str> = ["PNG", "JPEG", "TIFF", "QOI"].into_iter().filter(|f| *f != family).collect();
+    let (last, rest) = others.split_last().expect("three others, or four");
     let reason = if head.len() < 8 {
         format!("{} bytes, too short for an image file", head.len())
-    } else {
-        let (last, rest) = others.split_last().expect("three others");
+    } else if others.len() == 3 {
         format!("not a {named} file: it does not begin as one (nor as a {} or {last} file)", rest.join(", "))
+    } else {
+        // No extension, or one the content decides (`plate.0001`).
+        format!("not a {} or {last} file: it begins as none of them", rest.join(", "))
     };
     Err(Error::Decode { path: path.to_owned(), reason })
 }
@@ -994,6 +997,11 @@ mod tests {
         for (name, bytes, said) in [
             ("t.qoi", &b"some text that is long enough"[..], "not a QOI file: it does not begin as one"),
             ("s.png", b"\x89PN", "3 bytes, too short for an image file"),
+            (
+                "s_0001",
+                b"some text that is long enough",
+                "not a PNG, JPEG, TIFF or QOI file: it begins as none of them",
+            ),
         ] {
             std::fs::write(t.path().join(name), bytes).unwrap();
             let err = decode_file(&t.path().join(name), &DecodeLimits::default()).unwrap_err().to_string();

@@ -324,8 +324,7 @@ impl ScratchDir {
         // drop): an interrupt in between would leave it behind.
         let mut scratch = scratch();
         let registry = scratch.as_mut().ok_or_else(|| fail(STOPPING.into()))?;
-        let dir =
-            tempfile::Builder::new().prefix(prefix).tempdir_in(&root).map_err(|e| fail(os_reason(&e.to_string())))?;
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&root).map_err(|e| fail(plain(&e)))?;
         registry.insert(dir.path().to_path_buf());
         Ok(ScratchDir(Some(dir)))
     }
@@ -379,7 +378,7 @@ fn new_temp(dir: &Path) -> std::result::Result<(Registered, tempfile::NamedTempF
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let mut live = live();
     let set = live.as_mut().ok_or_else(|| STOPPING.to_string())?;
-    let tmp = builder.tempfile_in(dir).map_err(|e| e.to_string())?;
+    let tmp = builder.tempfile_in(dir).map_err(|e| plain(&e))?;
     // Held while it is written (the lock goes with the process): how a
     // later run tells a killed run's leftover from one being written
     // ([`remove_stale_partials`]). Where locks are not supported, none
@@ -664,15 +663,9 @@ pub fn check_output_dir(dir: &Path) -> Result<MadeDirs> {
     // removes it too (and a later run, if the process was killed).
     {
         let (_registered, _probe) =
-            new_temp(dir).map_err(|text| Error::OutputDir { path: dir.to_owned(), reason: os_reason(&text) })?;
+            new_temp(dir).map_err(|reason| Error::OutputDir { path: dir.to_owned(), reason })?;
     }
     Ok(made)
-}
-
-/// The OS's reason in a `tempfile` error, without the made-up name it
-/// appends (" at path .../.framepipe-x1Y2z3").
-fn os_reason(text: &str) -> String {
-    text.split(" at path ").next().unwrap_or(text).to_string()
 }
 
 /// The folder a file at `path` goes in: `.` for a bare file name.

@@ -200,6 +200,11 @@ pub fn parse_preset(text: &str, path: &Path) -> Result<OpGraph> {
             };
             fail(reason)
         })?;
+        // A matrix op of neither field would be the identity: its values
+        // were left out, and an ungraded render is not what was asked for.
+        if matches!(op, Op::Matrix { .. }) && value.get("matrix").is_none() && value.get("offset").is_none() {
+            return Err(fail(format!("op {}{at} (matrix): needs matrix, offset, or both", i + 1)));
+        }
         op.validate().map_err(|e| {
             let line = match &e {
                 Error::InvalidValue { what, .. } => line_of(op.key_of(what)),
@@ -323,6 +328,11 @@ mod tests {
             (
                 "[[op]]\ntype = \"matrix\"\nmatrix = [1,0,0,0,1,0,0,0,1]\noffset = [0,0]\n",
                 "op 1 (line 4) (matrix): offset: invalid length 2",
+            ),
+            ("[[op]]\ntype = \"matrix\"\n", "op 1 (line 1) (matrix): needs matrix, offset, or both"),
+            (
+                "[[op]]\ntype = \"matrix\"\nmatrx = [1,0,0,0,1,0,0,0,1]\n",
+                "op 1 (line 3) (matrix): matrx: unknown field `matrx`",
             ),
             (
                 "[[op]]\ntype = \"contrast\"\ncontrast = 1.2\npivot = true\n",

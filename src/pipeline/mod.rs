@@ -154,6 +154,8 @@ struct Decoded {
     output: PathBuf,
     /// With a GPU slot, `data` is empty: the pixels are in the slot.
     frame: HostFrame,
+    /// The source is grey: see [`PreparedJob::encode_for`](crate::PreparedJob::encode_for).
+    grey: bool,
     slot: Lease<SlotKind>,
     decode_ms: f64,
 }
@@ -163,6 +165,7 @@ struct Finished {
     number: u64,
     output: PathBuf,
     has_alpha: bool,
+    grey: bool,
     readback: Lease<Readback>,
     decode_ms: f64,
     /// When it was submitted.
@@ -174,6 +177,7 @@ struct Processed {
     number: u64,
     output: PathBuf,
     frame: HostFrame,
+    grey: bool,
     decode_ms: f64,
     process_ms: f64,
     gpu_ns: Option<u64>,

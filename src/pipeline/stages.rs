@@ -134,15 +134,15 @@ impl Ctx<'_> {
             });
             let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
             match result {
-                Ok(frame) if compute_name.is_some() => {
-                    let d = Decoded { number, output, frame, slot, decode_ms };
+                Ok((frame, grey)) if compute_name.is_some() => {
+                    let d = Decoded { number, output, frame, grey, slot, decode_ms };
                     if !forward(&mut clock, &to_compute, d, number, &events) {
                         break;
                     }
                 }
-                Ok(frame) => {
+                Ok((frame, grey)) => {
                     drop(slot);
-                    let p = Processed { number, output, frame, decode_ms, process_ms: 0.0, gpu_ns: None };
+                    let p = Processed { number, output, frame, grey, decode_ms, process_ms: 0.0, gpu_ns: None };
                     if !forward(&mut clock, &to_encode, p, number, &events) {
                         break;
                     }
@@ -158,8 +158,8 @@ impl Ctx<'_> {
     /// own), or into a host buffer (one an encoder gave back, where there
     /// is one). A frame of another shape than the run's is refused before
     /// anything is written. A frame read whole is noted among the run's
-    /// sources of its kind.
-    fn decode_into(self, slot: &SlotKind, (number, input): (u64, &std::path::Path)) -> Result<HostFrame> {
+    /// sources of its kind. With the frame, whether its source is grey.
+    fn decode_into(self, slot: &SlotKind, (number, input): (u64, &std::path::Path)) -> Result<(HostFrame, bool)> {
         let shape = self.shape;
         let header = std::cell::Cell::new(None);
         let deepen = std::cell::Cell::new(false);
@@ -182,7 +182,7 @@ impl Ctx<'_> {
         if let Some(info) = header.get() {
             crate::lock(&self.shared.sources).note(number, &info);
         }
-        Ok(frame)
+        Ok((frame, header.get().is_some_and(|i| i.grey)))
     }
 
     /// [`Self::decode_into`] with `check` for the header, which sets
@@ -347,10 +347,10 @@ impl Ctx<'_> {
                         // The source's buffer is dropped: the kernels made
                         // a new one for the output, which the encoder gives
                         // back, so takes and gives stay even.
-                        let Decoded { number, output, slot, decode_ms, .. } = d;
+                        let Decoded { number, output, grey, slot, decode_ms, .. } = d;
                         drop(slot);
                         let process_ms = t0.elapsed().as_secs_f64() * 1e3;
-                        let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns: None };
+                        let p = Processed { number, output, frame, grey, decode_ms, process_ms, gpu_ns: None };
                         if !forward(&mut clock, &to_encode, p, number, &events) {
                             break;
                         }
@@ -396,12 +396,12 @@ impl Ctx<'_> {
             match result {
                 Ok(gpu_ns) => {
                     engine.trace(TraceEvent::ExportOffGpu(number));
-                    let Decoded { number, output, frame, slot, decode_ms } = d;
+                    let Decoded { number, output, frame, grey, slot, decode_ms } = d;
                     // The GPU is done with the upload: the slot can take
                     // the next frame while the result is copied out.
                     drop(slot);
                     let has_alpha = frame.has_alpha;
-                    let f = Finished { number, output, has_alpha, readback, decode_ms, t0, gpu_ns };
+                    let f = Finished { number, output, has_alpha, grey, readback, decode_ms, t0, gpu_ns };
                     if !forward(&mut clock, &to_readback, f, number, &events) {
                         break;
                     }
@@ -438,7 +438,7 @@ impl Ctx<'_> {
         let _stop_on_panic = StopOnPanic(shared);
         let mut clock = Clock::default();
         while let Some(f) = clock.recv(&rx) {
-            let Finished { number, output, has_alpha, readback, decode_ms, t0, gpu_ns } = f;
+            let Finished { number, output, has_alpha, grey, readback, decode_ms, t0, gpu_ns } = f;
             if shared.aborted() {
                 let _ = events.send(Event::Abandoned(number));
                 continue;
@@ -455,7 +455,7 @@ impl Ctx<'_> {
                     let frame =
                         HostFrame { width: shape.width, height: shape.height, format: shape.format, has_alpha, data };
                     let process_ms = t0.elapsed().as_secs_f64() * 1e3;
-                    let p = Processed { number, output, frame, decode_ms, process_ms, gpu_ns };
+                    let p = Processed { number, output, frame, grey, decode_ms, process_ms, gpu_ns };
                     if !forward(&mut clock, &to_encode, p, number, &events) {
                         break;
                     }
@@ -482,14 +482,15 @@ impl Ctx<'_> {
             let result = clock.work(shared.start, "encode", worker, number, || {
                 shared.guarded(Stage::Encode, number, || {
                     let job = shared.job;
+                    let options = prepared.encode_for(p.grey);
                     if prepared.stream {
-                        encode_frame(p.frame, prepared.format, &prepared.encode, &p.output).map(|b| Some(Some(b)))
+                        encode_frame(p.frame, prepared.format, &options, &p.output).map(|b| Some(Some(b)))
                     } else {
                         // A failure elsewhere while this frame encoded (a
                         // PNG takes seconds): it is not written after it.
                         let (frame, format, overwrite) = (p.frame, prepared.format, job.overwrite);
                         let written =
-                            write_frame_atomic_unless(&frame, &p.output, format, &prepared.encode, overwrite, &|| {
+                            write_frame_atomic_unless(&frame, &p.output, format, &options, overwrite, &|| {
                                 shared.aborted()
                             });
                         Buffers::give(&shared.spares, frame.data);

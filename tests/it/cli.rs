@@ -567,6 +567,18 @@ fn frames_with_other_channels_than_the_first_are_named() {
         .assert()
         .success()
         .stderr(contains("other channels").not());
+    // The other way round: a grey frame among color ones stays grey.
+    fs::rename(t.path().join("m_01.png"), t.path().join("m_05.png")).unwrap();
+    let back = t.path().join("b/m_%02d.png").display().to_string();
+    framepipe()
+        .args(["process", &input, "-o", &back, "--frames", "3-5", "--exposure", "0.5", "--backend", "cpu"])
+        .assert()
+        .success()
+        .stderr(contains("notice: frames 4-5 have sources with other channels than the first"));
+    let channels: Vec<u8> = (3..=5)
+        .map(|n| image::open(t.path().join(format!("b/m_{n:02}.png"))).unwrap().color().channel_count())
+        .collect();
+    assert_eq!(channels, [3, 4, 1]);
 }
 
 #[test]
@@ -856,7 +868,7 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--blur", "-1"], "invalid sigma -1");
     usage_error(&["process", &input, "-o", &out, "--blur", "NaN"], "invalid sigma NaN");
     usage_error(&["process", &input, "-o", &out, "--matrix", "1,2,3"], "invalid matrix");
-    usage_error(&["process", &input, "-o", &out, "--threads", "100000"], "invalid thread count 100000");
+    usage_error(&["process", &input, "-o", &out, "--threads", "100000"], "'100000' for '--threads <N>': expected 0 (one per core) to 1024");
     usage_error(&["process", &input, "-o", &out, "--threads", "-1"], "'--threads <N>': expected 0 or more");
     usage_error(&["generate", "-o", &out, "--start", "-1"], "'--start <START>': expected 0 or more");
     usage_error(&["process", &input, "-o", &out, "--pivot", "0.3"], "--contrast <C>");
@@ -1123,7 +1135,10 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     {
         fs::remove_file(dir.join("o_05.png")).unwrap();
         std::os::unix::fs::symlink("nowhere.png", dir.join("o_05.png")).unwrap();
-        usage_error(&["process", &input, "-o", &out, "--skip-existing"], "o_05.png: exists but is not a frame");
+        usage_error(
+            &["process", &input, "-o", &out, "--skip-existing"],
+            "o_05.png: exists but is not a frame to keep (a link to nothing)",
+        );
     }
 }
 
@@ -1559,6 +1574,23 @@ fn inputs_framepipe_cannot_read_are_refused_by_name() {
         .code(2)
         .stderr(contains("100000000 is not in 1..=10000000"));
     assert!(!t.path().join("g").exists());
+}
+
+#[test]
+fn a_frame_number_after_the_last_dot_is_no_extension() {
+    // A cache's files: `cache.0001`, read by their content.
+    let t = tempfile::tempdir().unwrap();
+    let png = sequence(t.path(), "p_%d.png", 1, 2, PixelFormat::Rgba8);
+    for n in 1..=2 {
+        fs::rename(png.replace("%d", &n.to_string()), t.path().join(format!("cache.{n:04}"))).unwrap();
+    }
+    for (input, out) in [("cache.####", "a/o_%04d.png"), ("cache.%04d", "b/o_%04d.png"), ("cache.0002", "c/o.png")] {
+        let input = t.path().join(input).display().to_string();
+        let out = t.path().join(out).display().to_string();
+        framepipe().args(["process", &input, "-o", &out, "--backend", "cpu", "-q"]).assert().success();
+    }
+    assert!(t.path().join("a/o_0002.png").exists() && t.path().join("b/o_0001.png").exists());
+    assert!(t.path().join("c/o.png").exists());
 }
 
 #[test]
