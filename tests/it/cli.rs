@@ -543,10 +543,12 @@ fn frames_with_other_channels_than_the_first_are_named() {
         .assert()
         .success()
         .stderr(contains("notice: frames 3-4 have sources with other channels than the first"));
-    let channels: Vec<u8> = (1..=4)
-        .map(|n| image::open(t.path().join(format!("o/m_{n:02}.png"))).unwrap().color().channel_count())
-        .collect();
-    assert_eq!(channels, [1, 1, 3, 4]);
+    // Each output's channel count, of frames `numbers` in folder `dir`.
+    let channels = |dir: &str, numbers: std::ops::RangeInclusive<u32>| -> Vec<u8> {
+        let open = |n| image::open(t.path().join(format!("{dir}/m_{n:02}.png"))).unwrap();
+        numbers.map(|n| open(n).color().channel_count()).collect()
+    };
+    assert_eq!(channels("o", 1..=4), [1, 1, 3, 4]);
     // In JPEG, only grey or color can change: the RGBA frame is RGB there.
     let jpeg = t.path().join("j/m_%02d.jpg").display().to_string();
     framepipe()
@@ -575,10 +577,7 @@ fn frames_with_other_channels_than_the_first_are_named() {
         .assert()
         .success()
         .stderr(contains("notice: frames 4-5 have sources with other channels than the first"));
-    let channels: Vec<u8> = (3..=5)
-        .map(|n| image::open(t.path().join(format!("b/m_{n:02}.png"))).unwrap().color().channel_count())
-        .collect();
-    assert_eq!(channels, [3, 4, 1]);
+    assert_eq!(channels("b", 3..=5), [3, 4, 1]);
 }
 
 #[test]
@@ -868,7 +867,10 @@ fn bad_arguments_and_presets_exit_2() {
     usage_error(&["process", &input, "-o", &out, "--blur", "-1"], "invalid sigma -1");
     usage_error(&["process", &input, "-o", &out, "--blur", "NaN"], "invalid sigma NaN");
     usage_error(&["process", &input, "-o", &out, "--matrix", "1,2,3"], "invalid matrix");
-    usage_error(&["process", &input, "-o", &out, "--threads", "100000"], "'100000' for '--threads <N>': expected 0 (one per core) to 1024");
+    usage_error(
+        &["process", &input, "-o", &out, "--threads", "100000"],
+        "'100000' for '--threads <N>': expected 0 (one per core) to 1024",
+    );
     usage_error(&["process", &input, "-o", &out, "--threads", "-1"], "'--threads <N>': expected 0 or more");
     usage_error(&["generate", "-o", &out, "--start", "-1"], "'--start <START>': expected 0 or more");
     usage_error(&["process", &input, "-o", &out, "--pivot", "0.3"], "--contrast <C>");
