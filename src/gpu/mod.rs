@@ -494,8 +494,13 @@ impl GpuBackend {
         // for an export, one a running export holds.
         let held = self.held_by_runs();
         let untouchable = |c: &Compute| c.in_flight() || (!preview && held(c));
+        // For an export, an editor's sets (preview passes on them) go
+        // last: an export yields to previews, and a preview's set taken
+        // between two requests would be built again for the next.
+        let spare = |c: &Compute| !untouchable(c) && (preview || c.previews.is_empty());
         let reusable = (self.computes.iter())
-            .position(|c| same_layout(c) && !untouchable(c))
+            .position(|c| same_layout(c) && spare(c))
+            .or_else(|| self.computes.iter().position(|c| same_layout(c) && !untouchable(c)))
             .or_else(|| self.computes.iter().position(|c| same_layout(c) && (preview || !held(c))));
         if let Some(i) = reusable.filter(|_| full) {
             let mut c = self.computes.remove(i);
@@ -524,7 +529,7 @@ impl GpuBackend {
         while self.computes.len() >= COMPUTE_CACHE
             || (!self.computes.is_empty() && self.ledger.current() + needed > self.ledger.budget())
         {
-            match self.computes.iter().position(idle) {
+            match self.computes.iter().position(spare).or_else(|| self.computes.iter().position(idle)) {
                 Some(i) => drop(self.computes.remove(i)),
                 None => break,
             }

@@ -384,6 +384,27 @@ fn a_running_exports_kernel_set_is_not_evicted_for_another() {
     assert_eq!(gpu.ledger().current(), next_bytes);
 }
 
+/// An export making room in a full cache takes a set only exports used
+/// before an editor's: the preview's set is still there, untouched, for
+/// its next request.
+#[test]
+fn an_export_takes_an_export_set_before_a_previews() {
+    let Some(mut gpu) = crate::util::gpu(Default::default()) else { return };
+    let shape = FrameShape { width: 64, height: 48, format: PixelFormat::Rgba8 };
+    let plan = |ops: Vec<Op>| OpGraph::new(ops).unwrap().plan();
+    let exposure = |stops| plan(vec![Op::Exposure { stops }]);
+    // The preview's (the least recent), an export's of the same layout,
+    // and one of another: the cache is full.
+    gpu.prepare_for_preview(shape, &exposure(0.5), 2).unwrap();
+    gpu.prepare(shape, &exposure(0.7)).unwrap();
+    gpu.prepare(shape, &plan(vec![Op::Blur { sigma: 3.0 }])).unwrap();
+    let before = gpu.compute_stats();
+    gpu.prepare(shape, &exposure(0.9)).unwrap();
+    gpu.prepare_for_preview(shape, &exposure(0.5), 2).unwrap();
+    let after = gpu.compute_stats();
+    assert_eq!((after.built, after.rewritten), (before.built, before.rewritten + 1), "{before:?} {after:?}");
+}
+
 /// One frame at a time too, the set an earlier export left gives way to
 /// the frame's slot rather than fail it.
 #[test]
