@@ -1449,6 +1449,14 @@ impl Engine {
                         }
                     };
                     let mut s = fitted_slot(gpu, held, shape)?;
+                    // The kernels first: refused them (memory, the device),
+                    // the slot is untouched, kept for the retry or the next
+                    // preview rather than allocated again.
+                    if let Err(e) = gpu.prepare_for_preview(shape, &plan, factor) {
+                        *lock(&state.slot) = Some(s);
+                        self.core.ledger.hand_over();
+                        return Err(e);
+                    }
                     let mut data = Vec::new();
                     // A slider drag re-grades the frame the slot already
                     // holds: its upload still has the pixels, skip the copy.

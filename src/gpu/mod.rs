@@ -959,7 +959,7 @@ impl GpuBackend {
             out.copy_from_slice(&view[..n]);
         });
         p.read.buffer.unmap();
-        copied.map_err(|e| Error::Gpu(e.to_string()))?;
+        copied.map_err(|e| Error::Gpu(format!("preview readback: {e}")))?;
         Ok((p.width, p.height, ns, on_gpu))
     }
 

@@ -221,24 +221,24 @@ impl InFlight {
     pub fn wait(self, slot: &GpuSlot) -> Result<Option<u64>> {
         let wait_for = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
         super::poll(&self.device, wait_for)?;
-        let mapped = |rx: &MapRx| -> Result<()> {
+        let mapped = |rx: &MapRx, which: &str| -> Result<()> {
             // Another thread's poll may be delivering the callback right
             // now: wait a little, poll again, never spin.
             loop {
                 match rx.recv_timeout(std::time::Duration::from_millis(20)) {
-                    Ok(r) => return r.map_err(|e| Error::Gpu(format!("buffer map failed: {e}"))),
+                    Ok(r) => return r.map_err(|e| Error::Gpu(format!("mapping the {which} buffer failed: {e}"))),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         super::poll(&self.device, wgpu::PollType::Poll)?;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        return Err(Error::Gpu("buffer map never completed".into()));
+                        return Err(Error::Gpu(format!("mapping the {which} buffer never completed")));
                     }
                 }
             }
         };
-        let result = mapped(&self.result.1);
-        let upload = mapped(&self.upload);
-        let ns = match (&slot.timer, self.timer.as_ref().map(|t| (mapped(&t.1), t.2))) {
+        let result = mapped(&self.result.1, "result");
+        let upload = mapped(&self.upload, "upload");
+        let ns = match (&slot.timer, self.timer.as_ref().map(|t| (mapped(&t.1, "timestamp"), t.2))) {
             (Some(t), Some((Ok(()), pairs))) => {
                 let ticks: Option<u64> = t.read.get_mapped_range(..).ok().map(|view| {
                     let words: Vec<u64> =
