@@ -405,6 +405,11 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<SetUp, framepipe::Erro
         // What `framepipe process` checks of its report: found now, not
         // after the session (a folder's name, a file there, a system
         // folder, one that cannot be made).
+        // Nor an image's name: CSV text there would be a broken frame.
+        if framepipe::io::OutputFormat::from_path(path).is_ok() {
+            let source = std::io::Error::other("an image's name; the rows are CSV text (requests.csv)");
+            return Err(framepipe::Error::Io { path: path.clone(), source });
+        }
         made = Some(framepipe::io::check_new_file(path, false)?);
     }
     let config = EngineConfig {
@@ -481,7 +486,9 @@ fn run(
     drop(idle);
 
     let busy = Engine::new(config)?;
-    let mut job = Job::new(input, FramePattern::in_dir(dir.path(), "export/o_%04d.png"), grade(0.0));
+    // One file in (a still), one file out.
+    let name = if std::path::Path::new(&input).is_file() { "export/o.png" } else { "export/o_%04d.png" };
+    let mut job = Job::new(input, FramePattern::in_dir(dir.path(), name), grade(0.0));
     job.overwrite = true;
     let prepared = framepipe::prepare(&job)?;
     let exporter = busy.clone();

@@ -237,11 +237,19 @@ pub fn table(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
 }
 
 /// The smallest pool whose median frames/s is within 95 % of the best
-/// median: the size worth paying VRAM for.
+/// median: the size worth paying VRAM for. Sizes that took as many slots
+/// (`--pools 2,4` over two frames, or auto beside the number it chose)
+/// are one setup run again: named by the smallest asked for (a number
+/// before auto), its share the best of theirs, whichever the noise
+/// favoured.
 pub fn smallest_within_95(runs: &[PoolRun]) -> Option<(String, usize, f64)> {
     let sums = summarize(runs);
     let best = sums.iter().map(|r| r.2).fold(0.0, f64::max);
-    sums.iter().filter(|r| r.2 >= 0.95 * best).min_by_key(|r| r.1).map(|r| (r.0.clone(), r.1, r.2 / best.max(1e-12)))
+    let slots = sums.iter().filter(|r| r.2 >= 0.95 * best).map(|r| r.1).min()?;
+    let same = || sums.iter().filter(|r| r.1 == slots);
+    let name = same().min_by_key(|r| r.0.parse::<usize>().unwrap_or(usize::MAX))?.0.clone();
+    let fps = same().map(|r| r.2).fold(0.0, f64::max);
+    Some((name, slots, fps / best.max(1e-12)))
 }
 
 /// Every run as CSV, then a row for each pool size not measured
@@ -480,6 +488,21 @@ mod tests {
         let svg = chart_svg(&runs, "t", &skipped);
         let at = |label: &str| svg.find(&format!(">{label}<")).unwrap_or_else(|| panic!("{label}: {svg}"));
         assert!(at("2") < at("4") && at("4") < at("auto (4)"), "{svg}");
+    }
+
+    /// Sizes that took as many slots are one setup: the smallest asked
+    /// for names it, though the noise put another ahead.
+    #[test]
+    fn pools_of_as_many_slots_are_named_by_the_smallest() {
+        let mut runs = [run("2", 1, 9.0), run("4", 1, 10.0), run("8", 1, 9.8), run("auto", 1, 9.9)];
+        for r in &mut runs {
+            r.pool_size = 2;
+        }
+        assert_eq!(smallest_within_95(&runs), Some(("2".to_string(), 2, 1.0)));
+        let runs = [run("1", 1, 5.0), run("auto", 1, 9.9), run("4", 1, 10.0)];
+        assert_eq!(smallest_within_95(&runs), Some(("4".to_string(), 4, 1.0)));
+        let runs = [run("1", 1, 5.0), run("auto", 1, 10.0)];
+        assert_eq!(smallest_within_95(&runs), Some(("auto".to_string(), 4, 1.0)));
     }
 
     #[test]

@@ -875,7 +875,8 @@ fn file_targets(
             sequence.frames.len()
         )));
     };
-    let format = OutputFormat::from_path(&outputs[0])?;
+    // Named by what the user gave (the pattern), the extension the same.
+    let format = OutputFormat::from_path(Path::new(&job.output))?;
     if job.skip_existing && job.overwrite {
         return Err(Error::invalid("skip existing", "with overwrite", "one of them: keep what exists, or replace it"));
     }

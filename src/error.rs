@@ -63,7 +63,7 @@ pub enum Error {
     },
     /// An output would replace something that is not a plain file: a pipe,
     /// a device, a socket, or a link into `/dev` or `/proc` (`/dev/stdout`).
-    #[error("{0}: not a plain file (a pipe, device or system link); name a file, or - where the option takes it")]
+    #[error("{0}: not a plain file (a pipe, device or system link); name a file")]
     OutputNotFile(PathBuf),
     /// `--overwrite` would replace a file that is read-only: a mark of a
     /// file not to be replaced (an approved frame), as `cp` and FFmpeg's
@@ -71,7 +71,7 @@ pub enum Error {
     #[error("{0}: is read-only (or not this user's to write), so it is not replaced; make it writable to replace it")]
     OutputReadOnly(PathBuf),
     /// An output (frame, report) would replace a folder.
-    #[error("{0}: is a folder; an output must be a file")]
+    #[error("{0}: names a folder; an output must be a file")]
     OutputIsFolder(PathBuf),
     /// An output's name is one the file system cannot hold (longer than
     /// its limit, 255 bytes on most): found before any frame is processed.

@@ -176,7 +176,7 @@ pub fn generate_sequence_with(
     let single = opts.frames == 1 && !FramePattern::is_pattern(name);
     let pattern = if single { None } else { Some(FramePattern::parse(name)?) };
     let path_of = |n: u64| pattern.as_ref().map_or_else(|| PathBuf::from(name), |p| p.path(n));
-    let format = OutputFormat::from_path(&path_of(opts.start))?;
+    let format = OutputFormat::from_path(std::path::Path::new(name))?;
     // A size the format cannot hold is refused before a frame is made.
     format.check_size(opts.width, opts.height)?;
     // What framepipe would refuse to read back is not worth writing (nor

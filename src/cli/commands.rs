@@ -68,6 +68,16 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     if let Some(n) = probe.notice() {
         note!("notice: {n}");
     }
+    // What the format cannot hold of the sources, as `process` says it
+    // (the frames are thrown away, but the encode times are of less).
+    let first = sequence.frames.first().and_then(|f| framepipe::io::probe_info(&f.path, &job.limits).ok());
+    let format = OutputFormat::from_path(Path::new(&job.output))?;
+    if let Some(info) = first {
+        let source = (info.format == PixelFormat::Rgba16, info.has_alpha);
+        if let Some(notice) = format_notice(format, source, "the sources") {
+            note!("{notice}");
+        }
+    }
     let device = probe.device_name().to_string();
     let threads = probe.threads();
     // The CPU backend holds no VRAM: no budget is said to bound it.
@@ -177,6 +187,10 @@ pub(crate) fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
     if args.output == "-" {
         return Err(Error::invalid("-o", "-", "a file pattern: generate writes files, not a stream"));
     }
+    if args.output.trim().is_empty() {
+        return Err(Error::invalid("-o", "\"\"", "a file pattern, e.g. plates/shot_%04d.png"));
+    }
+    framepipe::io::refuse_folder_name(&args.output)?;
     let output = OutputFormat::from_path(Path::new(&args.output))?;
     if args.png_compression.is_some() && output != OutputFormat::Png && !args.quiet {
         note!("notice: --png-compression is unused: the output is {}", format!("{output:?}").to_lowercase());

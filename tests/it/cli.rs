@@ -1247,7 +1247,7 @@ fn existing_outputs_and_inputs_are_never_overwritten() {
         .args(["process", &input, "-o", &into, "--overwrite"])
         .assert()
         .code(2)
-        .stderr(contains("s_02.png: is a folder; an output must be a file"));
+        .stderr(contains("s_02.png: names a folder; an output must be a file"));
     assert_eq!(files(&t.path().join("d")), ["s_02.png"]);
 }
 
@@ -1434,8 +1434,8 @@ fn report_names_that_cannot_work_are_refused_up_front() {
     let out = t.path().join("o/s_%02d.png").display().to_string();
     let dir = t.path().join("reports/").display().to_string() + "/";
     for (flag, name, expect) in [
-        ("--json", dir.as_str(), "is a folder"),
-        ("--timeline", "t.svg/.", "is a folder"),
+        ("--json", dir.as_str(), "names a folder"),
+        ("--timeline", "t.svg/.", "names a folder"),
         ("--timeline", "t.png", "invalid --timeline t.png (expected a name for the SVG timeline"),
         ("--json", "r.TIF", "invalid --json r.TIF"),
     ] {
@@ -1458,7 +1458,7 @@ fn report_names_that_cannot_work_are_refused_up_front() {
     fs::create_dir(&other).unwrap();
     let other = other.display().to_string();
     usage_error(&["process", &input, "-o", &other], &said(&other, &format!("{other}/s_%02d.png")));
-    usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", &format!("{out}/")], "is a folder");
+    usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", &format!("{out}/")], "names a folder");
     usage_error(&["generate", "--size", "8x8", "--frames", "2", "-o", "-"], "generate writes files, not a stream");
     assert!(!t.path().join("o").exists() && !t.path().join("reports").exists());
 }
