@@ -45,7 +45,7 @@ impl Backend {
         let options = |hardware_only| GpuOptions { hardware_only, ..options.clone() };
         match kind {
             BackendKind::Cpu => match named {
-                Some(name) => Err(Error::invalid("adapter", name, "none with the CPU backend")),
+                Some(name) => Err(Error::invalid("adapter", format!("{name:?}"), "none with the CPU backend")),
                 None => Ok((Backend::Cpu, None)),
             },
             BackendKind::Gpu => match GpuBackend::new(&options(false), ledger) {

@@ -307,8 +307,8 @@ impl Engine {
         }
         // Every name contains "": it would pick any adapter, a software one
         // too, where the user meant to choose one.
-        if config.adapter.as_deref().is_some_and(|n| n.trim().is_empty()) {
-            return Err(Error::invalid("adapter", "\"\"", "part of an adapter's name, not blank"));
+        if let Some(blank) = config.adapter.as_deref().filter(|n| n.trim().is_empty()) {
+            return Err(Error::invalid("adapter", format!("{blank:?}"), "part of an adapter's name, not blank"));
         }
         let opening = Instant::now();
         let ledger = Ledger::new(config.vram_budget);

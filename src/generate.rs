@@ -193,7 +193,12 @@ pub fn generate_sequence_with(
     }
     // Inclusive: frame u64::MAX is a frame like any other.
     let last = opts.start.checked_add(opts.frames as u64 - 1).ok_or_else(|| {
-        Error::invalid("start frame", opts.start, format!("at most {}", u64::MAX - (opts.frames as u64 - 1)))
+        let most = u64::MAX - (opts.frames as u64 - 1);
+        Error::invalid(
+            "start frame",
+            opts.start,
+            format!("at most {most}, for {} frames to end by {}", opts.frames, u64::MAX),
+        )
     })?;
     // Removed again if a check below (or every frame) fails.
     let _made = crate::io::check_output_dir(crate::io::parent_dir(&path_of(opts.start)))?;

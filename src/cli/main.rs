@@ -116,7 +116,7 @@ fn flag_hint(e: &Error, budget_flag: bool) -> &'static str {
         Error::MissingFrames { .. } => " (use --missing skip to process the others)",
         Error::OutputExists(_) => " (use --overwrite to replace it)",
         Error::Budget(_) if budget_flag => " (raise --vram-budget)",
-        Error::InvalidValue { what, value, .. } if what == "--adapter" && value == "\"\"" => {
+        Error::InvalidValue { what, value, .. } if what == "--adapter" && value.trim_matches('"').trim().is_empty() => {
             " (framepipe info lists the adapters)"
         }
         _ => "",

@@ -116,10 +116,15 @@ pub fn choose(
     if matching.is_empty() {
         // A usage error (exit 2): the name asked for, not the machine, is wrong.
         let numbered: Vec<String> = found.iter().enumerate().map(|(i, f)| format!("[{i}] {f}")).collect();
+        let expected = match index {
+            // A number past the list: said as such, with the numbers there are.
+            Some(_) if !found.is_empty() => format!("an adapter's number, 0 to {}", found.len() - 1),
+            _ => "part of an adapter's name, or its number".to_string(),
+        };
         return Err(Error::invalid(
             "adapter",
             format!("{:?}", name.unwrap_or("")),
-            format!("part of an adapter's name, or its number; found: {}", numbered.join(", ")),
+            format!("{expected}; found: {}", numbered.join(", ")),
         ));
     }
     for (adapter, summary) in matching {

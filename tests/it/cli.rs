@@ -884,7 +884,7 @@ fn bad_arguments_and_presets_exit_2() {
         framepipe().args(args).assert().success().stderr(contains("on the gpu backend"));
         // A number past them is refused, never read as a digit of a name.
         let args = ["process", &input, "-o", &out, "--backend", "gpu", "--adapter", "97"];
-        usage_error(&args, &format!("invalid --adapter \"97\" {found}"));
+        usage_error(&args, "invalid --adapter \"97\" (expected an adapter's number, 0 to ");
     }
     usage_error(&["process", &input, "-o", "o/x_%0999999999999999999999d.png"], "pads to too many digits");
     usage_error(&["process", &input, "-o", "o/x_%0300d.png"], "pads to 300 digits (at most 20)");
@@ -893,6 +893,7 @@ fn bad_arguments_and_presets_exit_2() {
         "the % at character 3 of \"x_%i.png\" is not a frame number field",
     );
     usage_error(&["process", &input, "-o", &out, "--adapter", ""], "invalid --adapter \"\"");
+    usage_error(&["process", &input, "-o", &out, "--adapter", " "], "invalid --adapter \" \" (expected part of");
     // Two files that are both frame 1 in a folder: no guessing.
     let dup = t.path().join("dup");
     fs::create_dir(&dup).unwrap();
@@ -1766,7 +1767,7 @@ fn stdout_reports_and_stream_formats() {
         .args(["process", &input, "-o", &out2, "--backend", "cpu", "--adapter", "x"])
         .assert()
         .code(2)
-        .stderr(contains("invalid --adapter x"));
+        .stderr(contains("invalid --adapter \"x\""));
     assert!(files(&t.path().join("p")).is_empty());
 }
 
