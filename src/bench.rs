@@ -226,9 +226,17 @@ pub fn table(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
         let _ = writeln!(s, "pool {pool} not measured: {why}");
     }
     if let Some((req, slots, share)) = smallest_within_95(runs) {
+        // The sizes that took as many slots: one setup, said as such.
+        let same: Vec<String> =
+            summarize(runs).into_iter().filter(|r| r.1 == slots && r.0 != req).map(|r| r.0).collect();
+        let also = match same.split_last() {
+            None => String::new(),
+            Some((last, [])) => format!(", as did {last}; the best of them"),
+            Some((last, rest)) => format!(", as did {} and {last}; the best of them", rest.join(", ")),
+        };
         let _ = writeln!(
             s,
-            "smallest pool within 95 % of the best: {req} ({slots} slot{}, {:.0} % of the best)",
+            "smallest pool within 95 % of the best: {req} ({slots} slot{}{also}, {:.0} % of the best)",
             if slots == 1 { "" } else { "s" },
             100.0 * share
         );
@@ -499,6 +507,8 @@ mod tests {
             r.pool_size = 2;
         }
         assert_eq!(smallest_within_95(&runs), Some(("2".to_string(), 2, 1.0)));
+        let said = "smallest pool within 95 % of the best: 2 (2 slots, as did 4, 8 and auto; the best of them, 100 % of the best)";
+        assert!(table(&runs, &[]).ends_with(&format!("{said}\n")), "{}", table(&runs, &[]));
         let runs = [run("1", 1, 5.0), run("auto", 1, 9.9), run("4", 1, 10.0)];
         assert_eq!(smallest_within_95(&runs), Some(("4".to_string(), 4, 1.0)));
         let runs = [run("1", 1, 5.0), run("auto", 1, 10.0)];

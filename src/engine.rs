@@ -645,8 +645,9 @@ impl PreparedJob {
         self.first.as_ref()
     }
 
-    /// How the frames are encoded: the job's options, grey decided by
-    /// the first frame.
+    /// The job's encode options, grey decided by the first frame: how
+    /// that frame is encoded. Each frame's are [`Self::encode_for`] its
+    /// source.
     pub fn encode(&self) -> &EncodeOptions {
         &self.encode
     }
@@ -1015,7 +1016,7 @@ fn check_done(
 ) -> Result<()> {
     let why = match std::fs::metadata(out) {
         // There as a name, not as a file.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "a link to nothing".into(),
+        Err(_) if std::fs::symlink_metadata(out).is_ok_and(|m| m.is_symlink()) => "a link to nothing".into(),
         Err(e) => e.to_string(),
         Ok(m) if m.len() == 0 => "an empty file".into(),
         Ok(_) => {

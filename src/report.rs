@@ -241,8 +241,8 @@ pub struct Report {
     /// Frames whose sources have other channels than the first frame's
     /// (grey or color, with or without alpha), of those the output format
     /// keeps: each output keeps its own source's, so the sequence's layout
-    /// may change there (a color source of grey pixels is written grey in
-    /// a grey sequence all the same). A compact list; empty when none.
+    /// may change there (a color source stays color, though its pixels be
+    /// grey). A compact list; empty when none.
     pub other_channels_list: String,
     /// Frames whose 8-bit sources were widened to the 16-bit sequence's
     /// depth (exactly: each value times 257), as a compact list; empty

@@ -92,11 +92,15 @@ impl FramePattern {
         format!("{}{field}{}", self.prefix.replace('%', "%%"), self.suffix.replace('%', "%%"))
     }
 
-    /// The pattern for frames named `name` (itself a pattern,
-    /// `shot_%04d.png`, or a path under `dir` ending in one) in the
-    /// folder `dir`, its `%` escaped: a temporary folder under a `TMPDIR`
-    /// of any name holds what it was meant to.
+    /// The output for files named `name` (a pattern, `shot_%04d.png`, or
+    /// one file's name; either may start with folders) in the folder
+    /// `dir`: in a pattern the folder's `%` is escaped, so that a
+    /// temporary folder under a `TMPDIR` of any name holds what it was
+    /// meant to (one file's name is taken as written).
     pub fn in_dir(dir: &Path, name: &str) -> String {
+        if !Self::is_pattern(name) {
+            return dir.join(name).display().to_string();
+        }
         let dir = dir.display().to_string().replace('%', "%%");
         format!("{dir}{}{name}", std::path::MAIN_SEPARATOR)
     }
@@ -807,7 +811,11 @@ pub fn output_identity(output: &str) -> String {
 /// # Errors
 /// [`Error::Sequence`] for a number too long to read.
 pub(crate) fn number_in_name(path: &Path) -> Result<Option<u64>> {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    // Digits after the last dot (`cache.0002`) are the number, not an
+    // extension.
+    let numbered = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.bytes().all(|b| b.is_ascii_digit()));
+    let stem = if numbered { path.file_name() } else { path.file_stem() };
+    let stem = stem.and_then(|s| s.to_str()).unwrap_or("");
     Ok(match last_digits(stem) {
         // `bracket_-2.png` is no frame -2 (nor 2): a still.
         Some((start, end, _)) if end == stem.len() && signed(stem, start) => None,
@@ -1020,9 +1028,11 @@ mod tests {
         std::fs::write(near.path().join("take_002.png"), b"").unwrap();
         std::fs::write(near.path().join("take_9.png"), b"").unwrap();
         let input = near.path().join("take_%03d.png").display().to_string();
-        for (frames, tail) in
-            [("1-2", "missing frame 1 (take_1.png is numbered with other padding: %d)"), ("2-3", "missing frame 3")]
-        {
+        for (frames, tail) in [
+            ("1-2", "missing frame 1 (take_1.png is numbered with other padding: %d)"),
+            ("2-3", "missing frame 3"),
+            ("2,4,6,9", "missing frames 4, 6, 9 (take_9.png is numbered with other padding: %d)"),
+        ] {
             let spec = FrameSpec::parse(frames).unwrap();
             let e = Sequence::scan(&input, Some(&spec), MissingPolicy::Error).unwrap_err().to_string();
             assert!(e.ends_with(tail), "{e}");

@@ -378,7 +378,7 @@ fn whole<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
     let t = s.trim();
     let n = t.parse::<u64>().map_err(|e| match e.kind() {
         _ if t.strip_prefix('-').is_some_and(|n| n.parse::<u64>().is_ok()) => "expected 0 or more".to_string(),
-        IntErrorKind::PosOverflow => "too large".to_string(),
+        IntErrorKind::PosOverflow => format!("expected at most {}", u64::MAX),
         IntErrorKind::Empty => "expected a whole number".to_string(),
         _ => "not a whole number".to_string(),
     })?;
@@ -388,12 +388,10 @@ fn whole<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
 /// `--threads`: 0 (one per core) to [`MAX_THREADS`], refused here rather
 /// than after the inputs are looked at.
 fn threads(s: &str) -> Result<usize, String> {
-    let range = || format!("expected 0 (one per core) to {MAX_THREADS}");
-    match whole::<usize>(s) {
-        Ok(n) if n <= MAX_THREADS => Ok(n),
-        Ok(_) => Err(range()),
-        Err(e) if e == "too large" => Err(range()),
-        Err(e) => Err(e),
+    match s.trim().parse::<u128>() {
+        Ok(n) if n <= MAX_THREADS as u128 => Ok(n as usize),
+        Ok(_) => Err(format!("expected 0 (one per core) to {MAX_THREADS}")),
+        Err(_) => whole::<usize>(s),
     }
 }
 

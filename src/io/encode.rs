@@ -142,10 +142,11 @@ pub struct EncodeOptions {
     /// The sources are grey (one channel, or grey and alpha): a frame whose
     /// every pixel is still grey is written as grey, with its alpha, as it
     /// came (PNG, TIFF, JPEG; QOI and raw streams have no grey), not three
-    /// times the size as RGB. [`prepare`](crate::prepare) sets it from the
-    /// first frame, where the grade keeps grey grey
-    /// ([`OpGraph::keeps_grey`](crate::OpGraph::keeps_grey)). By default,
-    /// false.
+    /// times the size as RGB. A run sets it for each frame whose source is
+    /// grey, where the grade keeps grey grey
+    /// ([`OpGraph::keeps_grey`](crate::OpGraph::keeps_grey);
+    /// [`PreparedJob::encode_for`](crate::PreparedJob::encode_for)); set
+    /// in a job's options, for every frame. By default, false.
     pub grey: bool,
 }
 

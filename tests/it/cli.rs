@@ -1587,13 +1587,28 @@ fn a_frame_number_after_the_last_dot_is_no_extension() {
     for n in 1..=2 {
         fs::rename(png.replace("%d", &n.to_string()), t.path().join(format!("cache.{n:04}"))).unwrap();
     }
-    for (input, out) in [("cache.####", "a/o_%04d.png"), ("cache.%04d", "b/o_%04d.png"), ("cache.0002", "c/o.png")] {
+    let cases = [
+        ("cache.####", "a/o_%04d.png"),
+        ("cache.%04d", "b/o_%04d.png"),
+        ("cache.0002", "c/o.png"),
+        // Alone, it is frame 2 as through a pattern.
+        ("cache.0002", "d/o_%04d.png"),
+    ];
+    for (input, out) in cases {
         let input = t.path().join(input).display().to_string();
         let out = t.path().join(out).display().to_string();
         framepipe().args(["process", &input, "-o", &out, "--backend", "cpu", "-q"]).assert().success();
     }
     assert!(t.path().join("a/o_0002.png").exists() && t.path().join("b/o_0001.png").exists());
-    assert!(t.path().join("c/o.png").exists());
+    assert!(t.path().join("c/o.png").exists() && t.path().join("d/o_0002.png").exists());
+    // An output's name must say its format, a frame number after the
+    // last dot being none.
+    for (input, out) in [("cache.%04d", "o_%d"), ("cache.%04d", "o.%04d"), ("cache.0002", "o")] {
+        let input = t.path().join(input).display().to_string();
+        let out = t.path().join(out).display().to_string();
+        let said = format!("invalid output {out} (expected a name ending in .png, .jpg, .jpeg, .tif, .tiff or .qoi");
+        usage_error(&["process", &input, "-o", &out], &said);
+    }
 }
 
 #[test]

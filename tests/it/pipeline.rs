@@ -403,6 +403,14 @@ fn an_export_takes_an_export_set_before_a_previews() {
     gpu.prepare_for_preview(shape, &exposure(0.5), 2).unwrap();
     let after = gpu.compute_stats();
     assert_eq!((after.built, after.rewritten), (before.built, before.rewritten + 1), "{before:?} {after:?}");
+    // Evicting for a set of another layout: an export's goes, though the
+    // preview's is the least recent.
+    gpu.prepare(shape, &plan(vec![Op::Blur { sigma: 3.0 }])).unwrap();
+    gpu.prepare(shape, &exposure(0.9)).unwrap();
+    gpu.prepare(shape, &plan(vec![Op::Blur { sigma: 9.0 }])).unwrap();
+    let before = gpu.compute_stats();
+    gpu.prepare_for_preview(shape, &exposure(0.5), 2).unwrap();
+    assert_eq!(gpu.compute_stats(), before, "the preview's set is still there");
 }
 
 /// One frame at a time too, the set an earlier export left gives way to
