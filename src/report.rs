@@ -258,6 +258,13 @@ pub struct Report {
     /// Frames whose source files carry an orientation (EXIF, TIFF) that
     /// is not applied, as a compact list; empty when none.
     pub oriented_list: String,
+    /// Frames whose sources hold extra channels of no stated meaning (TIFF
+    /// ExtraSamples 0: a saved selection, a matte), left out of the
+    /// outputs, as a compact list; empty when none.
+    pub unnamed_channels_list: String,
+    /// Frames whose sources have alpha that the output format drops
+    /// (JPEG), as a compact list; empty when none.
+    pub alpha_dropped_list: String,
     /// Per-frame timings, by frame number.
     pub frames: Vec<FrameRecord>,
     /// `pipelined` or `sequential`.
@@ -462,6 +469,8 @@ impl Report {
         self.more_images_list = list(kinds.more_images);
         self.icc_profile_list = list(kinds.icc_profile);
         self.oriented_list = list(kinds.oriented);
+        self.unnamed_channels_list = list(kinds.unnamed_channels);
+        self.alpha_dropped_list = list(kinds.alpha_dropped);
     }
 
     /// Counts the frames `numbers`, whose outputs appeared during the run
@@ -525,6 +534,11 @@ pub(crate) struct SourceKinds {
     more_images: Vec<u64>,
     icc_profile: Vec<u64>,
     oriented: Vec<u64>,
+    unnamed_channels: Vec<u64>,
+    /// The output format has no alpha (JPEG), and the frames whose
+    /// sources' alpha it drops.
+    drops_alpha: bool,
+    alpha_dropped: Vec<u64>,
 }
 
 impl SourceKinds {
@@ -533,7 +547,8 @@ impl SourceKinds {
     pub(crate) fn new(prepared: &crate::engine::PreparedJob) -> Self {
         let carried =
             (prepared.encode_for(true).grey && prepared.format.stores_grey(), prepared.format.alpha_per_frame());
-        let mut kinds = SourceKinds { carried, ..Default::default() };
+        let drops_alpha = prepared.format == crate::io::OutputFormat::Jpeg;
+        let mut kinds = SourceKinds { carried, drops_alpha, ..Default::default() };
         kinds.first = prepared.first.as_ref().map(|i| kinds.channels(i));
         kinds.depth = prepared.first.as_ref().map(|i| i.format);
         kinds
@@ -555,6 +570,8 @@ impl SourceKinds {
             (info.more_images, &mut self.more_images),
             (info.icc_profile, &mut self.icc_profile),
             (info.oriented, &mut self.oriented),
+            (info.unnamed_channels > 0, &mut self.unnamed_channels),
+            (info.has_alpha && self.drops_alpha, &mut self.alpha_dropped),
         ] {
             if set {
                 list.push(number);

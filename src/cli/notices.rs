@@ -28,10 +28,12 @@ pub(crate) const PREMULTIPLIED_NOTICE: &str = "alpha is premultiplied (TIFF asso
 /// What becomes of a source's `n` extra channels of no stated meaning.
 pub(crate) fn unnamed_notice(n: std::num::NonZeroU16) -> String {
     let (n, s) = (n.get(), crate::plural(n.get()));
-    format!(
-        "the sources hold {n} extra channel{s} of no stated meaning (TIFF ExtraSamples 0: a saved selection, a matte), not alpha: left out of the outputs"
-    )
+    format!("the sources hold {n} extra channel{s} {UNNAMED_NOTICE}")
 }
+
+/// What happens to a source's channels of no stated meaning.
+pub(crate) const UNNAMED_NOTICE: &str =
+    "of no stated meaning (TIFF ExtraSamples 0: a saved selection, a matte), not alpha: left out of the outputs";
 
 /// Says when a blur's halo dwarfs the bands an adapter's binding limit
 /// leaves (σ 169 at 8192 wide on a 128 MiB adapter: bands of 8 rows, each

@@ -18,7 +18,7 @@ use crate::files::{
     refuse_stdout_into_output, stdout_writer, write_report,
 };
 use crate::notices::{
-    FLOAT_NOTICE, ICC_NOTICE, MORE_IMAGES_NOTICE, ORIENTED_NOTICE, PREMULTIPLIED_NOTICE, band_notice,
+    FLOAT_NOTICE, ICC_NOTICE, MORE_IMAGES_NOTICE, ORIENTED_NOTICE, PREMULTIPLIED_NOTICE, UNNAMED_NOTICE, band_notice,
     earlier_render_notice, format_notice, resume_notice, stale_notice, stream_hint, unnamed_notice,
 };
 use crate::printable;
@@ -309,7 +309,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         let first = prepared.first().copied();
         // (list, whether the first frame was said up front, what follows
         // the list for one frame and for more, the notice).
-        let later: [(&str, bool, [&str; 2], &str); 7] = [
+        let later: [(&str, bool, [&str; 2], &str); 9] = [
             (&report.float_list, first.is_some_and(|i| i.float), [" holds", " hold"], FLOAT_NOTICE),
             (
                 &report.premultiplied_list,
@@ -320,6 +320,19 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
             (&report.more_images_list, first.is_some_and(|i| i.more_images), [" holds", " hold"], MORE_IMAGES_NOTICE),
             (&report.icc_profile_list, first.is_some_and(|i| i.icc_profile), [" carries", " carry"], ICC_NOTICE),
             (&report.oriented_list, first.is_some_and(|i| i.oriented), [" carries", " carry"], ORIENTED_NOTICE),
+            (
+                &report.unnamed_channels_list,
+                first.is_some_and(|i| i.unnamed_channels > 0),
+                [" holds extra channels", " hold extra channels"],
+                UNNAMED_NOTICE,
+            ),
+            // Up front, the first frame's alpha said it of all.
+            (
+                &report.alpha_dropped_list,
+                first.is_some_and(|i| i.has_alpha),
+                [" has", " have"],
+                "alpha, which JPEG has no place for: dropped from the outputs",
+            ),
             (
                 &report.other_channels_list,
                 false,

@@ -555,7 +555,8 @@ fn frames_with_other_channels_than_the_first_are_named() {
         .args(["process", &input, "-o", &jpeg, "--exposure", "0.5"])
         .assert()
         .success()
-        .stderr(contains("notice: frames 3-4 have sources with other channels"));
+        .stderr(contains("notice: frames 3-4 have sources with other channels"))
+        .stderr(contains("notice: frame 4 has alpha, which JPEG has no place for: dropped from the outputs"));
     // One frame, said so; QOI stores no grey, so grey and RGB frames
     // come out alike there.
     let one = t.path().join("c/m_%02d.png").display().to_string();
@@ -1901,6 +1902,11 @@ fn later_frames_of_another_kind_are_named_after_the_run() {
     image.write_data(&samples()).unwrap();
     // 4: floats of another size, which fails: no kind of frame written.
     create(4).write_image::<colortype::RGBA32Float>(w - 1, h, &floats[..((w - 1) * h * 4) as usize]).unwrap();
+    // 5: a fourth channel of no stated meaning, left out.
+    let mut tiff = create(5);
+    let mut image = tiff.new_image::<colortype::RGBA16>(w, h).unwrap();
+    image.encoder().write_tag(Tag::ExtraSamples, &[ExtraSamples::Unspecified.to_u16()][..]).unwrap();
+    image.write_data(&samples()).unwrap();
     let input = t.path().join("in/f_%d.tif").display().to_string();
     for sequential in [false, true] {
         let out = t.path().join(format!("o{sequential}/o_%d.tif")).display().to_string();
@@ -1916,9 +1922,11 @@ fn later_frames_of_another_kind_are_named_after_the_run() {
             .stderr(contains("f_4.tif: frame is 8x7"))
             .stderr(contains("notice: frame 2 holds 32-bit floats: values are clamped to 0..1"))
             .stderr(contains("notice: frame 3: its alpha is premultiplied"))
+            .stderr(contains("notice: frame 5 holds extra channels of no stated meaning"))
             .stderr(contains("notice: the sources hold").not());
         let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!((report["float_list"].as_str(), report["premultiplied_list"].as_str()), (Some("2"), Some("3")));
+        assert_eq!(report["unnamed_channels_list"].as_str(), Some("5"));
     }
 }
 
