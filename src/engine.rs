@@ -987,6 +987,14 @@ fn refuse_output_folder(job: &Job, sequence: &Sequence) -> Result<()> {
     // The sources' own folder: there the names would be theirs.
     let here = |p: &'_ Path| if p.as_os_str().is_empty() { Path::new(".").to_owned() } else { p.to_owned() };
     let sources = sequence.frames.first().and_then(|f| f.path.parent()).map(|p| crate::io::file_id(&here(p)));
+    // `o_%04d.png/`: the slash was a slip; the name is the pattern.
+    if job.output.ends_with(std::path::is_separator) && FramePattern::is_pattern(&folder.to_string_lossy()) {
+        return Err(Error::Sequence(format!(
+            "{}: names a folder; for frames named so, leave out the final separator ({})",
+            job.output,
+            folder.display()
+        )));
+    }
     let example = match sources {
         Some(Some(id)) if crate::io::file_id(folder) == Some(id) => folder.join("graded").join(name),
         _ => folder.join(name),

@@ -1447,8 +1447,12 @@ fn report_names_that_cannot_work_are_refused_up_front() {
     // Outputs too: a trailing `/` would otherwise be dropped (a pattern) or
     // found only when the frame is written (one file).
     let one = t.path().join("s_01.png").display().to_string();
-    for (input, output) in [(&input, format!("{out}/")), (&one, t.path().join("o/x.png/.").display().to_string())] {
-        usage_error(&["process", input, "-o", &output], "names a folder; name the output files in it, as ");
+    let slip = format!("names a folder; for frames named so, leave out the final separator ({out})");
+    let folder = "names a folder; name the output files in it, as ".to_string();
+    for (input, output, said) in
+        [(&input, format!("{out}/"), slip), (&one, t.path().join("o/x.png/.").display().to_string(), folder)]
+    {
+        usage_error(&["process", input, "-o", &output], &said);
     }
     // A folder that is there: named with the input's names, in a folder
     // of its own where it is the sources' (their names are taken there).
