@@ -212,6 +212,12 @@ fn stray_percent(name: &str) -> Option<usize> {
     None
 }
 
+/// Whether what follows a name's last dot is no extension but its frame
+/// number (`cache.0001`, `cache.####`, `cache.%04d`), or nothing at all.
+pub(crate) fn numbered_extension(ext: &str) -> bool {
+    ext.bytes().all(|b| b.is_ascii_digit()) || !find_fields(ext).is_empty()
+}
+
 /// Finds `%d`, `%0Nd` and runs of `#` in a file name: (start, end, pad).
 /// `%%` is a literal `%`, as in printf and FFmpeg.
 fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
@@ -538,10 +544,7 @@ fn find_frames(input: &str, picked: bool, output: Option<&FramePattern>) -> Resu
     // content; a path that is not there gets the error below.)
     if path.is_file() || (FramePattern::is_pattern(input) && !path.exists()) {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        // After the last dot, the frame number (`cache.0001`, `cache.####`,
-        // `cache.%04d`) is no extension either.
-        let number = ext.bytes().all(|b| b.is_ascii_digit()) || !find_fields(&ext).is_empty();
-        if !number && !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+        if !numbered_extension(&ext) && !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
             let known = IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ");
             return Err(Error::Sequence(format!("{input}: not an image framepipe reads (one of {known})")));
         }

@@ -25,11 +25,10 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     job.missing = args.missing;
     job.overwrite = true;
     // An extension alone: `%d.png` would end like one and name a pattern.
-    if !args.format.chars().all(|c| c.is_ascii_alphanumeric())
-        || OutputFormat::from_path(Path::new(&job.output)).is_err()
-    {
-        return Err(Error::invalid("--format", &args.format, "png, jpg, jpeg, tif, tiff or qoi"));
-    }
+    let format = OutputFormat::from_path(Path::new(&job.output))
+        .ok()
+        .filter(|_| args.format.chars().all(|c| c.is_ascii_alphanumeric()))
+        .ok_or_else(|| Error::invalid("--format", &args.format, "png, jpg, jpeg, tif, tiff or qoi"))?;
     let mut seen = std::collections::HashSet::new();
     if let Some(twice) = args.pools.iter().find(|p| !seen.insert(p.to_string())) {
         return Err(Error::invalid("--pools", twice, "each pool size once"));
@@ -71,7 +70,6 @@ pub(crate) fn bench_pool(args: BenchPoolArgs) -> Result<ExitCode, Error> {
     // What the format cannot hold of the sources, as `process` says it
     // (the frames are thrown away, but the encode times are of less).
     let first = sequence.frames.first().and_then(|f| framepipe::io::probe_info(&f.path, &job.limits).ok());
-    let format = OutputFormat::from_path(Path::new(&job.output))?;
     if let Some(info) = first {
         let source = (info.format == PixelFormat::Rgba16, info.has_alpha);
         if let Some(notice) = format_notice(format, source, "the sources") {

@@ -42,10 +42,8 @@ impl OutputFormat {
     /// [`Error::InvalidValue`] for a missing or unsupported extension.
     pub fn from_path(path: &Path) -> Result<Self> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        // A frame number after the last dot (`o.%04d`, `o.0001`) is none.
-        let numbered = ext.bytes().all(|b| b.is_ascii_digit()) || ext.contains(['%', '#']);
         match ext.as_str() {
-            _ if numbered => Err(Error::invalid(
+            _ if crate::sequence::numbered_extension(&ext) => Err(Error::invalid(
                 "output",
                 path.display(),
                 "a name ending in .png, .jpg, .jpeg, .tif, .tiff or .qoi: its extension picks the format",
