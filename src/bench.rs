@@ -134,10 +134,13 @@ pub fn bench_pool(
     Ok(runs)
 }
 
+/// One pool size's runs, as [`summarize`] gives them.
+pub type Summary = (String, usize, f64, f64, f64, PoolRun);
+
 /// Median frames/s per pool size, with the spread: (requested, slots,
 /// median, min, max, the median run). Of an even number of runs, the
 /// slower middle one: never a figure better than half the runs.
-pub fn summarize(runs: &[PoolRun]) -> Vec<(String, usize, f64, f64, f64, PoolRun)> {
+pub fn summarize(runs: &[PoolRun]) -> Vec<Summary> {
     let mut order: Vec<String> = Vec::new();
     let mut sorted: Vec<&PoolRun> = runs.iter().collect();
     sorted.sort_by_key(|r| pool_order(&r.requested, r.pool_size));
@@ -186,12 +189,12 @@ pub fn table(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
         ["pool", "slots", "frames/s", "(min - max)", "efficiency", "bottleneck", "peak VRAM", "peak RSS", "slot wait"];
     // Text columns to the left, figures to the right.
     const LEFT: [bool; 9] = [true, false, false, true, false, true, false, false, false];
-    let rows: Vec<[String; 9]> = summarize(runs)
-        .into_iter()
+    let sums = summarize(runs);
+    let rows: Vec<[String; 9]> = (sums.iter())
         .map(|(req, slots, median, min, max, m)| {
             // Peaks are the highest of the pool size's runs (the CSV has
             // each run's), the rest the median run's.
-            let (vram, rss) = (highest(runs, &req, |r| r.vram_peak), highest(runs, &req, |r| r.rss_peak));
+            let (vram, rss) = (highest(runs, req, |r| r.vram_peak), highest(runs, req, |r| r.rss_peak));
             [
                 req.to_string(),
                 slots.to_string(),
@@ -225,10 +228,9 @@ pub fn table(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
     for (pool, why) in in_pool_order(unmeasured) {
         let _ = writeln!(s, "pool {pool} not measured: {why}");
     }
-    if let Some((req, slots, share)) = smallest_within_95(runs) {
+    if let Some((req, slots, share)) = smallest_of(&sums) {
         // The sizes that took as many slots: one setup, said as such.
-        let same: Vec<String> =
-            summarize(runs).into_iter().filter(|r| r.1 == slots && r.0 != req).map(|r| r.0).collect();
+        let same: Vec<&str> = sums.iter().filter(|r| r.1 == slots && r.0 != req).map(|r| r.0.as_str()).collect();
         let also = match same.split_last() {
             None => String::new(),
             Some((last, [])) => format!(", as did {last}; the best of them"),
@@ -251,7 +253,11 @@ pub fn table(runs: &[PoolRun], unmeasured: &[(String, String)]) -> String {
 /// before auto), its share the best of theirs, whichever the noise
 /// favoured.
 pub fn smallest_within_95(runs: &[PoolRun]) -> Option<(String, usize, f64)> {
-    let sums = summarize(runs);
+    smallest_of(&summarize(runs))
+}
+
+/// [`smallest_within_95`] of runs [`summarize`]d.
+fn smallest_of(sums: &[Summary]) -> Option<(String, usize, f64)> {
     let best = sums.iter().map(|r| r.2).fold(0.0, f64::max);
     let slots = sums.iter().filter(|r| r.2 >= 0.95 * best).map(|r| r.1).min()?;
     let same = || sums.iter().filter(|r| r.1 == slots);

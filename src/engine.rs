@@ -787,23 +787,23 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
     let stale_partials = targets.out_dir.as_deref().map(crate::io::remove_stale_partials).unwrap_or_default();
     // Grey sources come out grey where the grade keeps grey grey (a tint
     // too small to survive rounding is kept as RGB, not lost).
-    let keeps_grey = job.graph.keeps_grey();
-    let encode = EncodeOptions { grey: job.encode.grey || (first.is_some_and(|i| i.grey) && keeps_grey), ..job.encode };
-    Ok(PreparedJob {
+    let mut prepared = PreparedJob {
         sequence,
         outputs: targets.outputs,
         format: targets.format,
         stream,
         first,
-        encode,
-        keeps_grey,
+        encode: job.encode,
+        keeps_grey: job.graph.keeps_grey(),
         existing: targets.existing,
         reads,
         stale_partials,
         _made: targets.made,
         from: job.clone(),
         prepare_s: preparing.elapsed().as_secs_f64(),
-    })
+    };
+    prepared.encode = prepared.encode_for(first.is_some_and(|i| i.grey));
+    Ok(prepared)
 }
 
 /// Where a prepared job's frames go, as [`prepare`] decided.
@@ -985,8 +985,7 @@ fn refuse_output_folder(job: &Job, sequence: &Sequence) -> Result<()> {
     let folder = job.output.trim_end_matches(std::path::is_separator);
     let folder = Path::new(if folder.is_empty() { job.output.as_str() } else { folder });
     // The sources' own folder: there the names would be theirs.
-    let here = |p: &'_ Path| if p.as_os_str().is_empty() { Path::new(".").to_owned() } else { p.to_owned() };
-    let sources = sequence.frames.first().and_then(|f| f.path.parent()).map(|p| crate::io::file_id(&here(p)));
+    let sources = sequence.frames.first().map(|f| crate::io::file_id(crate::io::parent_dir(&f.path)));
     // `o_%04d.png/`: the slash was a slip; the name is the pattern.
     if job.output.ends_with(std::path::is_separator) && FramePattern::is_pattern(&folder.to_string_lossy()) {
         return Err(Error::Sequence(format!(

@@ -65,8 +65,8 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     };
     let prepared = framepipe::prepare(&job)?;
     stale_notice(prepared.stale_partials(), opts.quiet);
-    if let Some((list, left_out)) = framepipe::sequence::padding_strays(&job.input, prepared.sequence())
-        && !opts.quiet
+    if !opts.quiet
+        && let Some((list, left_out)) = framepipe::sequence::padding_strays(&job.input, prepared.sequence())
     {
         let how = match (left_out, list.contains(", ")) {
             (true, _) => "left out (a pattern's padding is matched exactly)",

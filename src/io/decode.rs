@@ -555,11 +555,13 @@ fn tiff_refusal(path: &Path, error: &str) -> Option<String> {
 /// another kind, under an image's name. Left to the decoder its name picks,
 /// it would say what it made of the bytes (`invalid number of channels:
 /// 114`, the letter `r`).
-fn refuse_unsigned(path: &Path) -> Result<()> {
-    use std::io::Read;
+/// `file` is read from its start and left there again.
+fn refuse_unsigned(path: &Path, mut file: &std::fs::File) -> Result<()> {
+    use std::io::{Read, Seek};
     let io = |source| Error::Io { path: path.to_owned(), source };
     let mut head = Vec::with_capacity(16);
-    std::fs::File::open(path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
+    file.by_ref().take(16).read_to_end(&mut head).map_err(io)?;
+    file.rewind().map_err(io)?;
     // Classic and big TIFF, either byte order; a JPEG's SOI and a marker.
     const SIGNATURES: [&[u8]; 7] =
         [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\0", b"MM\0*", b"II+\0", b"MM\0+", b"qoif"];
@@ -592,7 +594,10 @@ fn open_decoder<'a>(
     limits: &DecodeLimits,
 ) -> Result<(Box<dyn ImageDecoder + 'a>, Option<image::ImageFormat>, FrameInfo)> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    // Opened once: checked, its signature read, then decoded.
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
     if meta.len() == 0 {
         return Err(fail("file is empty (0 bytes)".into()));
     }
@@ -601,11 +606,14 @@ fn open_decoder<'a>(
     if meta.len() > limits.max_alloc {
         return Err(fail(format!("{} bytes, over the {}-byte decode limit", meta.len(), limits.max_alloc)));
     }
-    refuse_unsigned(path)?;
-    let mut reader = ImageReader::open(path)
-        .map_err(|source| Error::Io { path: path.to_owned(), source })?
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?;
+    refuse_unsigned(path, &file)?;
+    // The name's format first, as `ImageReader::open` takes it: the
+    // content's guess misses some (BigTIFF).
+    let mut reader = ImageReader::new(std::io::BufReader::new(file));
+    if let Ok(named) = image::ImageFormat::from_path(path) {
+        reader.set_format(named);
+    }
+    let mut reader = reader.with_guessed_format().map_err(|e| fail(e.to_string()))?;
     let format = reader.format();
     let mut image_limits = image::Limits::default();
     // A PNG decoder's own allocations are its chunks' (an ICC profile, text,

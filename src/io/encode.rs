@@ -833,17 +833,8 @@ fn encode<W: Write + std::io::Seek>(
 /// read both; smaller frames stay classic, which every reader takes.
 const BIG_TIFF_FROM: u64 = (1 << 32) - (1 << 20);
 
-/// An uncompressed TIFF of RGB, RGBA, grey or grey-alpha samples, 8 or 16
-/// bits, in memory. Through the `tiff` crate rather
-/// than `image`, to mark the last sample as unassociated alpha
-/// (ExtraSamples 2, as TIFF 6.0 asks): without the tag, readers such as
-/// libtiff do not take it as alpha.
-#[cfg(test)]
-fn encode_tiff(bytes: &[u8], size: (u32, u32), color: ExtendedColorType) -> tiff::TiffResult<Vec<u8>> {
-    encode_tiff_from(bytes, size, color, BIG_TIFF_FROM)
-}
-
-/// [`encode_tiff`], BigTIFF from `big` bytes of samples (tests lower it).
+/// [`encode_tiff_into`] memory, BigTIFF from `big` bytes of samples
+/// (tests lower it).
 #[cfg(test)]
 fn encode_tiff_from(bytes: &[u8], size: (u32, u32), color: ExtendedColorType, big: u64) -> tiff::TiffResult<Vec<u8>> {
     let mut cursor = std::io::Cursor::new(Vec::with_capacity(bytes.len() + 4096));
@@ -851,8 +842,12 @@ fn encode_tiff_from(bytes: &[u8], size: (u32, u32), color: ExtendedColorType, bi
     Ok(cursor.into_inner())
 }
 
-/// The TIFF [`encode_tiff`] makes, written into `w` (which the encoder
-/// seeks); BigTIFF from `big` bytes of samples.
+/// An uncompressed TIFF of RGB, RGBA, grey or grey-alpha samples, 8 or 16
+/// bits, written into `w` (which the encoder seeks); BigTIFF from `big`
+/// bytes of samples. Through the `tiff` crate rather than `image`, to
+/// mark the last sample as unassociated alpha (ExtraSamples 2, as TIFF
+/// 6.0 asks): without the tag, readers such as libtiff do not take it as
+/// alpha.
 fn encode_tiff_into<W: Write + std::io::Seek>(
     w: &mut W,
     bytes: &[u8],
@@ -1129,7 +1124,7 @@ mod tests {
             })
             .collect();
         let (classic, big) = (
-            encode_tiff(&bytes, (9, 4), ExtendedColorType::Rgba16).unwrap(),
+            encode_tiff_from(&bytes, (9, 4), ExtendedColorType::Rgba16, BIG_TIFF_FROM).unwrap(),
             encode_tiff_from(&bytes, (9, 4), ExtendedColorType::Rgba16, 0).unwrap(),
         );
         let version = |tiff: &[u8]| u16::from_ne_bytes([tiff[2], tiff[3]]);
