@@ -1370,7 +1370,11 @@ fn run_sequential(
             // The first frame to reach the kernels not fitting the budget
             // is the run not fitting it: a usage error, as the pipelined
             // run reports it before any frame, not one failure per frame.
-            Err(e @ Error::Budget(_)) if report.frames.is_empty() => return Err(e),
+            // After frames that failed or were kept (reported already),
+            // it is that frame's failure, and those stay in the report.
+            Err(e @ Error::Budget(_)) if report.frames.is_empty() && report.failures.is_empty() && kept.is_empty() => {
+                return Err(e);
+            }
             Err(e) => {
                 report.failures.push(FrameFailure::new(frame.number, &e));
                 progress(Progress::Failed { finished, total, failure: report.failures.last().unwrap() });

@@ -280,7 +280,7 @@ struct Shared<'a> {
     /// rather than finished (a stop under `--on-error stop` drains them).
     abort: AtomicBool,
     /// What ends the run as an error, not a report: a panic, a thread the
-    /// OS would not start.
+    /// OS would not start, a pool left with no slot the device would make.
     fatal: Mutex<Option<Error>>,
     cancel: &'a Cancel,
     /// For a stream: how far the reader may run ahead of the writer.

@@ -2,6 +2,7 @@
 //! taking a slot to start a frame.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{GPU_DEPTH, Shared, SlotKind, Stage, describe, ring_size};
@@ -54,8 +55,20 @@ pub(super) fn start_frame(
                 continue;
             }
         }
-        if let Some((shape, bytes)) = gpu {
-            regrow(engine, pool, shape, bytes, &shared.plan);
+        if let Some((shape, bytes)) = gpu
+            && let Err(e) = regrow(engine, pool, shape, bytes, &shared.plan)
+            && pool.live() == 0
+        {
+            // Previews took every slot and the device will not give one
+            // back (the budget is above what it has, or another process
+            // took the memory): no frame could start, so the run ends
+            // with that error rather than waiting for a slot forever. With
+            // slots left, the run goes on with fewer.
+            crate::lock(&shared.fatal).get_or_insert(e);
+            shared.stop.store(true, Ordering::SeqCst);
+            shared.abort.store(true, Ordering::SeqCst);
+            shared.next_turn.notify_all();
+            return None;
         }
         // A preview holds the gate: wait without a slot.
         if !engine.core.gate.pass(Duration::from_millis(20), || true) {
@@ -96,37 +109,40 @@ pub(super) fn start_frame(
 
 /// Puts back a GPU slot the pool gave to previews, once they are done
 /// with the memory (reclaiming what they left idle first) and none is
-/// waiting at the gate.
-fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64, plan: &Plan) {
+/// waiting at the gate. An error is the device refusing the slot's
+/// buffers; no room in the budget is not one (it is tried again later).
+fn regrow(engine: &Engine, pool: &Pool<SlotKind>, shape: FrameShape, bytes: u64, plan: &Plan) -> Result<()> {
     let ledger = engine.ledger();
     let room = || ledger.current() + bytes <= ledger.budget();
     let wanted = || pool.wants_slot() && !engine.core.gate.is_raised();
     if !wanted() {
-        return;
+        return Ok(());
     }
     if !room() {
         engine.reclaim_preview_memory(Some((shape, plan)));
     }
     if !room() {
-        return;
+        return Ok(());
     }
     let backend = engine.backend().lock(Priority::Export);
     // Asked again under the lock: a preview may have come since. The
     // memory is taken under it; the slot is made after (46 ms at 8K), so
     // a preview asked meanwhile does not wait for it.
-    let Backend::Gpu(g) = &*backend else { return };
+    let Backend::Gpu(g) = &*backend else { return Ok(()) };
     let maker = g.staging_maker();
-    let Some(reservation) = (wanted() && room()).then(|| maker.reserve_slot(shape).ok()).flatten() else { return };
+    let Some(reservation) = (wanted() && room()).then(|| maker.reserve_slot(shape).ok()).flatten() else {
+        return Ok(());
+    };
     drop(backend);
     // A preview that came while the slot was made (the gate is raised
     // without the backend lock) gets its memory back at once: dropped, the
     // slot frees it, rather than sitting in the pool until shed. (This
     // narrows the window; one that comes after is served by shedding.)
-    if let Ok(s) = maker.new_slot_in(shape, reservation)
-        && wanted()
-    {
-        let _ = pool.replenish(SlotKind::Gpu(s));
+    let slot = maker.new_slot_in(shape, reservation)?;
+    if wanted() {
+        let _ = pool.replenish(SlotKind::Gpu(slot));
     }
+    Ok(())
 }
 
 /// How `free` bytes split into (slots, readback buffers). Slots come

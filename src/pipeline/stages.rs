@@ -256,8 +256,10 @@ impl Ctx<'_> {
         // they are done.
         let mut pending: Option<Decoded> = None;
         // When this thread first saw the run stopping while it waited for a
-        // readback buffer: the minute it gives a stuck ring counts from
-        // there, once per run, not once per frame.
+        // readback buffer, since the ring last gave one: the minute it
+        // gives a stuck ring counts from there, once per run, not once per
+        // frame, while a ring that still turns (slow encoders draining)
+        // starts it again.
         let mut stopped: Option<Instant> = None;
         // Frames a failed device never processed are reported as
         // such, so a stream's reorder buffer does not wait for them.
@@ -305,6 +307,7 @@ impl Ctx<'_> {
                     let asked = Instant::now();
                     let r = loop {
                         if let Some(r) = ring.acquire_timeout(Duration::from_millis(20)) {
+                            stopped = None;
                             break Some(r);
                         }
                         // A stopped run still drains the frames it
