@@ -124,9 +124,12 @@ fn session(engine: &Engine, seq: &Sequence) -> Result<Vec<Request>, framepipe::E
     }
     let anchor = (n / 8).max(1).min(n - 1);
     plan.push(("jump back", frame(anchor), 0.0, false));
-    let settled = 0.9;
+    // Tenths from -1.0 to 0.9, each the value the scrub's grade is written
+    // with (-1.0 + 19 × 0.1 is not 0.9 in binary, and would be a new grade).
+    let slider = |k: i32| f64::from(k - 10) / 10.0;
+    let settled = slider(19);
     for k in 0..20 {
-        plan.push(("slider drag", frame(anchor), -1.0 + k as f64 * 0.1, false));
+        plan.push(("slider drag", frame(anchor), slider(k), false));
     }
     // The new grade makes what was played stale: scrubbing forward renders
     // (prefetch runs ahead of it), scrubbing back hits.

@@ -218,7 +218,9 @@ impl FileStamp {
 
     /// The stamp of the file at `path` now.
     fn at(path: std::path::PathBuf) -> Result<Self> {
-        let meta = std::fs::metadata(&path).map_err(|e| Error::Decode { path: path.clone(), reason: e.to_string() })?;
+        // A file gone or unreadable since the scan: the I/O error a frame's
+        // decode would give (as an export meets it), not a decode failure.
+        let meta = std::fs::metadata(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
         #[cfg(unix)]
         let changed = {
             use std::os::unix::fs::MetadataExt;
@@ -574,7 +576,39 @@ fn panic_as_error<T>(frame: u64, work: impl FnOnce() -> Result<T>) -> Result<T> 
 
 /// A decode other requests wait for: the frame, or the file and why it
 /// failed (an [`Error`] is not `Clone`; each waiter gets its own).
-type PendingSource = OnceLock<std::result::Result<Arc<HostFrame>, (std::path::PathBuf, String)>>;
+type PendingSource = OnceLock<std::result::Result<Arc<HostFrame>, DecodeFailure>>;
+
+/// A decode's failure as the requests that joined it get it: the kind of
+/// error the decoding request got ([`Error`] is not `Clone`), so an editor
+/// that rescans on [`Error::Io`] (a file gone) sees it whichever request
+/// met it.
+#[derive(Debug, Clone)]
+struct DecodeFailure {
+    path: std::path::PathBuf,
+    /// The I/O error's kind, for an [`Error::Io`]; else an [`Error::Decode`].
+    io: Option<std::io::ErrorKind>,
+    reason: String,
+}
+
+impl DecodeFailure {
+    fn of(error: &Error, path: &std::path::Path) -> Self {
+        match error {
+            Error::Decode { path, reason } => DecodeFailure { path: path.clone(), io: None, reason: reason.clone() },
+            Error::Io { path, source } => {
+                DecodeFailure { path: path.clone(), io: Some(source.kind()), reason: source.to_string() }
+            }
+            e => DecodeFailure { path: path.to_path_buf(), io: None, reason: e.to_string() },
+        }
+    }
+
+    fn error(&self) -> Error {
+        let path = self.path.clone();
+        match self.io {
+            Some(kind) => Error::Io { path, source: std::io::Error::new(kind, self.reason.clone()) },
+            None => Error::Decode { path, reason: self.reason.clone() },
+        }
+    }
+}
 
 /// The GPU slot previews render through, and the decoded source whose
 /// pixels its upload buffer still holds (mapping it again for writing
@@ -1305,7 +1339,7 @@ impl Engine {
                     remember(src);
                     Ok((src.clone(), t.elapsed().as_secs_f64() * 1e3))
                 }
-                Err((path, reason)) => Err(Error::Decode { path: path.clone(), reason: reason.clone() }),
+                Err(failure) => Err(failure.error()),
             };
         }
         let pending = Arc::new(PendingSource::new());
@@ -1316,7 +1350,9 @@ impl Engine {
         struct Landing<'a>(&'a PreviewState, &'a FileStamp, Arc<PendingSource>);
         impl Drop for Landing<'_> {
             fn drop(&mut self) {
-                let _ = self.2.set(Err((self.1.path.clone(), "the decode was interrupted".into())));
+                let interrupted =
+                    DecodeFailure { path: self.1.path.clone(), io: None, reason: "the decode was interrupted".into() };
+                let _ = self.2.set(Err(interrupted));
                 lock(&self.0.decoding).remove(self.1);
                 self.0.decoded.notify_all();
             }
@@ -1330,9 +1366,7 @@ impl Engine {
                 remember(src);
                 Ok(src.clone())
             }
-            Err(Error::Decode { path, reason }) => Err((path.clone(), reason.clone())),
-            Err(Error::Io { path, source }) => Err((path.clone(), source.to_string())),
-            Err(e) => Err((file.path.clone(), e.to_string())),
+            Err(e) => Err(DecodeFailure::of(e, &file.path)),
         };
         let _ = landing.2.set(shared);
         drop(landing);

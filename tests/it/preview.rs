@@ -137,6 +137,18 @@ fn failed_requests_count_as_misses() {
     assert_eq!((s.previews.hits, s.previews.misses), (0, 1), "{s:?}");
 }
 
+/// A frame whose file went after the sequence was scanned is the I/O
+/// error an export meets (an editor rescans on it), not a decode failure.
+#[test]
+fn a_frame_removed_since_the_scan_is_an_io_error() {
+    let t = tempfile::tempdir().unwrap();
+    let seq = sequence(t.path(), 2, 32, 24, PixelFormat::Rgba8);
+    std::fs::remove_file(&seq.frames[1].path).unwrap();
+    let e = engine(BackendKind::Cpu, 64 << 20);
+    let err = e.preview(&seq, 2, &grade(0.2), Scale::Half).unwrap_err();
+    assert!(matches!(&err, Error::Io { path, .. } if path == &seq.frames[1].path), "{err}");
+}
+
 #[test]
 fn hits_do_no_work_and_grade_changes_are_never_stale() {
     let t = tempfile::tempdir().unwrap();
