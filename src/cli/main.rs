@@ -49,8 +49,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    // `demo` runs on the default budget: no flag to raise it.
-    let budget_flag = !matches!(cli.command, Command::Demo(_));
+    // The flag that raises the budget, as the command spells it (`demo`
+    // runs on the default budget: none).
+    let budget_flag = match cli.command {
+        Command::Process(_) => Some("--vram-budget"),
+        Command::BenchPool(_) => Some("--budget"),
+        Command::Generate(_) | Command::Info | Command::Demo(_) => None,
+    };
     let result = match cli.command {
         Command::Process(args) => process::process(args),
         Command::Generate(args) => commands::generate(args),
@@ -111,16 +116,17 @@ fn in_flag_terms(e: Error) -> Error {
 /// The flag that changes the outcome of an error, where one does: the
 /// library's messages name no command-line flags (an editor embedding it
 /// shows them to its users), so the command line adds its own.
-fn flag_hint(e: &Error, budget_flag: bool) -> &'static str {
-    match e {
+fn flag_hint(e: &Error, budget_flag: Option<&str>) -> String {
+    let hint = match e {
         Error::MissingFrames { .. } => " (use --missing skip to process the others)",
         Error::OutputExists(_) => " (use --overwrite to replace it)",
-        Error::Budget(_) if budget_flag => " (raise --vram-budget)",
+        Error::Budget(_) => return budget_flag.map_or_else(String::new, |flag| format!(" (raise {flag})")),
         Error::InvalidValue { what, value, .. } if what == "--adapter" && value.trim_matches('"').trim().is_empty() => {
             " (framepipe info lists the adapters)"
         }
         _ => "",
-    }
+    };
+    hint.to_owned()
 }
 
 /// Help and version go to stdout as clap writes them; a usage error is

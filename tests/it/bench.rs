@@ -100,6 +100,16 @@ fn bench_pool_rows_agree_with_their_runs() {
         assert!(csv.lines().last().unwrap().starts_with("3,,,,,,,,,,,\"not measured: "), "{csv}");
         let svg = fs::read_to_string(t.path().join("r.svg")).unwrap();
         assert!(svg.contains("not measured (see the CSV for why): pool 3</text>"), "{svg}");
+        // A budget no pool fits: a usage error naming bench-pool's flag.
+        Command::cargo_bin("framepipe")
+            .unwrap()
+            .args(["bench-pool", &input, "--pools", "1", "--repeat", "1", "--blur", "1.5", "--backend", "gpu"])
+            .args(["--budget", &(one / 2).to_string(), "-q"])
+            .args(["--csv", t.path().join("n.csv").to_str().unwrap()])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("(raise --budget)"));
+        assert!(!t.path().join("n.csv").exists());
     }
 }
 
