@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use framepipe::generate::{GenerateOptions, generate_sequence, parse_size};
 use framepipe::gpu::FrameShape;
-use framepipe::io::EncodeOptions;
+use framepipe::io::{DecodeLimits, EncodeOptions};
 use framepipe::ledger::human_bytes_pair;
 use framepipe::preview::{PreviewStats, Scale};
 use framepipe::sequence::FramePattern;
@@ -321,9 +321,14 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // One line, as framepipe's own usage errors.
+            // One line, as framepipe's own usage errors: clap's first line
+            // with the list under it (the arguments in conflict) joined on.
             let rendered = e.render().to_string();
-            eprintln!("{} (see --help)", rendered.lines().next().unwrap_or("error: invalid arguments"));
+            let mut lines = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim);
+            let first = lines.next().unwrap_or("error: invalid arguments");
+            let listed: Vec<&str> = lines.collect();
+            let sep = if listed.is_empty() { "" } else { " " };
+            eprintln!("{first}{sep}{} (see --help)", listed.join(", "));
             return ExitCode::from(2);
         }
     };
@@ -426,22 +431,8 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<SetUp, framepipe::Erro
         Some(i) => i.clone(),
         None => {
             let (width, height) = parse_size(&args.size)?;
-            // A budget that cannot hold previews beside the export is found
-            // before the plates are made (minutes at 8K), not by the first
-            // request, and so is a setting out of range. (The probe's device
-            // is gone before they are made.)
-            let shape = FrameShape { width, height, format: PixelFormat::Rgba8 };
-            let engine = Engine::new(config.clone())?;
-            let need = engine.session_vram(shape, &grade(0.0), Scale::Quarter)?;
-            drop(engine);
-            if let Some(need) = need
-                && need > args.budget
-            {
-                let (need, budget) = human_bytes_pair(need, args.budget);
-                return Err(framepipe::Error::Budget(format!(
-                    "--vram-budget {budget} cannot hold previews of {width}x{height} frames beside the export, which needs {need}"
-                )));
-            }
+            // Found before the plates are made (minutes at 8K).
+            check_budget(&config, FrameShape { width, height, format: PixelFormat::Rgba8 })?;
             let pattern = FramePattern::in_dir(dir.path(), "plates/shot_%04d.png");
             let plural = if args.frames == 1 { "" } else { "s" };
             eprintln!("generating {} frame{plural} of {width}x{height} ...", args.frames);
@@ -451,7 +442,32 @@ fn set_up(args: &Args, dir: &tempfile::TempDir) -> Result<SetUp, framepipe::Erro
         }
     };
     let seq = Sequence::scan(&input, None, MissingPolicy::Error)?;
+    if args.input.is_some() {
+        let first = &seq.frames[0].path;
+        let (width, height, format) = framepipe::io::probe_file(first, &DecodeLimits::default())?;
+        check_budget(&config, FrameShape { width, height, format })?;
+    }
     Ok((input, seq, config, made))
+}
+
+/// A budget that cannot hold previews beside the export is refused before
+/// the session, not found by its first request (nor left to starve the
+/// export the whole session while the figures read as a pass), and so is
+/// a setting out of range. (The probe's device is gone before the
+/// session's engines are made.)
+fn check_budget(config: &EngineConfig, shape: FrameShape) -> Result<(), framepipe::Error> {
+    let engine = Engine::new(config.clone())?;
+    let need = engine.session_vram(shape, &grade(0.0), Scale::Quarter)?;
+    match need {
+        Some(need) if need > config.vram_budget => {
+            let (need, budget) = human_bytes_pair(need, config.vram_budget);
+            let FrameShape { width, height, .. } = shape;
+            Err(framepipe::Error::Budget(format!(
+                "--vram-budget {budget} cannot hold previews of {width}x{height} frames beside the export, which needs {need}"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Both sessions and their figures; false when a preview or an export
