@@ -321,26 +321,34 @@ fn highest(runs: &[PoolRun], requested: &str, of: RunFigure) -> u64 {
     runs.iter().filter(|r| r.requested == requested).map(of).max().unwrap_or(0)
 }
 
-/// Two panels against pool size: frames/s (every run as a dot, the median
-/// joined by a line) and peak memory (VRAM ledger and host RSS, MiB: every
-/// run as a dot, the highest joined by a line, as the table gives it). Pool
-/// sizes are categories by the slots they took ([`summarize`]'s order),
-/// `auto` labelled with its slots; sizes not measured (`unmeasured`, as for [`csv`]) are
+/// Three panels against pool size, each on its own axis from 0: frames/s
+/// (every run as a dot, the median joined by a line), peak VRAM (the
+/// ledger's) and peak host RSS (MiB: every run as a dot, the highest joined
+/// by a line, as the table gives it). VRAM has its own axis: a few MiB of
+/// slots beside a hundred of RSS would lie flat on one. Pool sizes are
+/// categories by the slots they took ([`summarize`]'s order), `auto`
+/// labelled with its slots, the labels turned where they would not fit
+/// side by side; sizes not measured (`unmeasured`, as for [`csv`]) are
 /// named under the title.
 pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)]) -> String {
     let sums = summarize(runs);
-    let (w, h) = (900.0, 380.0);
-    let panel_w = 360.0;
+    let labels: Vec<String> =
+        sums.iter().map(|r| if r.0 == r.1.to_string() { r.0.clone() } else { format!("{} ({})", r.0, r.1) }).collect();
+    let (panel_w, left0, pitch) = (300.0, 70.0, 410.0);
     let (top, bottom) = (60.0, 320.0);
     let n = sums.len().max(1) as f64;
+    // About 7 px a character at 12 px: labels wider than their category
+    // are drawn at 45°, which takes their length (× sin 45°) below the axis.
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f64 * 7.0;
+    let turned = longest + 6.0 > panel_w / n;
+    let under = if turned { 12.0 + longest * 0.71 } else { 16.0 };
+    let (w, h) = (left0 + 2.0 * pitch + panel_w + 30.0, bottom + under + 36.0);
     let index = |req: &str| sums.iter().position(|r| r.0 == req).unwrap_or(0) as f64;
-    let max_fps = runs.iter().map(|r| r.fps).fold(0.0, f64::max).max(1e-6);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let max_mem = runs.iter().map(|r| mib(r.vram_peak).max(mib(r.rss_peak))).fold(0.0, f64::max).max(1.0);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
@@ -356,9 +364,27 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
             crate::timeline::escape(&pools.join(", "))
         );
     }
-    for (p, (left, ylabel, ymax)) in
-        [(70.0, "frames/s", max_fps), (520.0, "peak memory (MiB)", max_mem)].into_iter().enumerate()
-    {
+    // Each panel: its axis title, colour, every run's value, and the line's
+    // value per pool size (in `sums` order).
+    let fps_line: Vec<f64> = sums.iter().map(|r| r.2).collect();
+    let peak_line = |of: RunFigure| -> Vec<f64> { sums.iter().map(|r| mib(highest(runs, &r.0, of))).collect() };
+    let panels: [(_, _, Vec<(f64, f64)>, _); 3] = [
+        ("frames/s", "#4e79a7", runs.iter().map(|r| (index(&r.requested), r.fps)).collect(), fps_line),
+        (
+            "peak VRAM, ledger (MiB)",
+            "#e15759",
+            runs.iter().map(|r| (index(&r.requested), mib(r.vram_peak))).collect(),
+            peak_line(|r| r.vram_peak),
+        ),
+        (
+            "peak host RSS (MiB)",
+            "#59a14f",
+            runs.iter().map(|r| (index(&r.requested), mib(r.rss_peak))).collect(),
+            peak_line(|r| r.rss_peak),
+        ),
+    ];
+    for (p, (ylabel, color, dots, line)) in panels.into_iter().enumerate() {
+        let left = left0 + pitch * p as f64;
         let x = |i: f64| left + panel_w * (i + 0.5) / n;
         let _ = writeln!(
             s,
@@ -367,8 +393,9 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
         );
         // Round ticks, at most four: the axis ends at the first one at or
         // past the data.
-        let step = crate::timeline::nice_step(ymax / 4.0);
-        let ymax = step * (ymax / step).ceil().max(1.0);
+        let data_max = dots.iter().map(|d| d.1).chain(line.iter().copied()).fold(0.0, f64::max);
+        let step = crate::timeline::nice_step(data_max.max(1e-6) / 4.0);
+        let ymax = step * (data_max / step).ceil().max(1.0);
         let y = |v: f64| bottom - (bottom - top) * (v / ymax);
         let ticks = (ymax / step).round() as u32;
         for i in 0..=ticks {
@@ -387,20 +414,19 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
             let label = crate::timeline::tick_label(v, step);
             let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{label}</text>"#, left - 6.0, y(v) + 4.0);
         }
-        for (i, r) in sums.iter().enumerate() {
-            let label = if r.0 == r.1.to_string() { r.0.clone() } else { format!("{} ({})", r.0, r.1) };
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{}" text-anchor="middle">{label}</text>"#,
-                x(i as f64),
-                bottom + 16.0
-            );
+        for (i, label) in labels.iter().enumerate() {
+            let (cx, cy) = (x(i as f64), bottom + if turned { 12.0 } else { 16.0 });
+            let _ = if turned {
+                writeln!(s, r#"<text transform="translate({cx:.1},{cy}) rotate(-45)" text-anchor="end">{label}</text>"#)
+            } else {
+                writeln!(s, r#"<text x="{cx:.1}" y="{cy}" text-anchor="middle">{label}</text>"#)
+            };
         }
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">pool size (slots)</text>"#,
+            r#"<text x="{}" y="{:.0}" text-anchor="middle">pool size (slots)</text>"#,
             left + panel_w / 2.0,
-            bottom + 36.0
+            bottom + under + 20.0
         );
         let _ = writeln!(
             s,
@@ -408,47 +434,23 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
             left - 48.0,
             (top + bottom) / 2.0
         );
-        if p == 0 {
-            for r in runs {
-                let _ = writeln!(
-                    s,
-                    r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#4e79a7" fill-opacity="0.5"/>"##,
-                    x(index(&r.requested)),
-                    y(r.fps)
-                );
-            }
-            let pts: Vec<String> =
-                sums.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", x(i as f64), y(r.2))).collect();
+        if data_max == 0.0 && p == 1 {
+            // The CPU backend, or a grade that sends nothing to the GPU.
             let _ = writeln!(
                 s,
-                r##"<polyline points="{}" fill="none" stroke="#4e79a7" stroke-width="2"/>"##,
-                pts.join(" ")
+                r##"<text x="{}" y="{}" text-anchor="middle" fill="#666">no VRAM held: nothing ran on the GPU</text>"##,
+                left + panel_w / 2.0,
+                (top + bottom) / 2.0
             );
-        } else {
-            let fields: [(RunFigure, _, _, _); 2] =
-                [(|r| r.vram_peak, "#e15759", "VRAM (ledger)", 0.0), (|r| r.rss_peak, "#59a14f", "host RSS", 16.0)];
-            for (of, color, label, dy) in fields {
-                let val = |r: &PoolRun| mib(of(r));
-                let pts: Vec<String> = (sums.iter().enumerate())
-                    .map(|(i, r)| format!("{:.1},{:.1}", x(i as f64), y(mib(highest(runs, &r.0, of)))))
-                    .collect();
-                let _ = writeln!(
-                    s,
-                    r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-                    pts.join(" ")
-                );
-                for r in runs {
-                    let _ = writeln!(
-                        s,
-                        r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.5"/>"#,
-                        x(index(&r.requested)),
-                        y(val(r))
-                    );
-                }
-                let _ =
-                    writeln!(s, r#"<text x="{}" y="{}" fill="{color}">{label}</text>"#, left + 10.0, top + 4.0 + dy);
-            }
+            continue;
         }
+        for (i, v) in dots {
+            let _ =
+                writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.5"/>"#, x(i), y(v));
+        }
+        let pts: Vec<String> =
+            line.iter().enumerate().map(|(i, &v)| format!("{:.1},{:.1}", x(i as f64), y(v))).collect();
+        let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, pts.join(" "));
     }
     s.push_str("</svg>\n");
     s
@@ -546,18 +548,38 @@ mod tests {
         // axis (y = 320), whose 0 is only labelled.
         let svg = chart_svg(&runs, "t", &[]);
         // The memory lines join the same highest peaks (the median run's
-        // are 1 byte): RSS 3 MiB at the top of a 0-3 MiB axis, VRAM 2 MiB.
-        assert!(svg.contains(r##"<polyline points="700.0,60.0" fill="none" stroke="#59a14f""##), "{svg}");
-        assert!(svg.contains(r##"<polyline points="700.0,146.7" fill="none" stroke="#e15759""##), "{svg}");
-        assert!(svg.contains(r##"y1="60.0" x2="430" y2="60.0" stroke="#eee""##), "{svg}");
+        // are 1 byte), each at the top of its own axis: RSS 3 MiB of 0-3,
+        // VRAM 2 MiB of 0-2 (not flattened under RSS's).
+        assert!(svg.contains(r##"<polyline points="1040.0,60.0" fill="none" stroke="#59a14f""##), "{svg}");
+        assert!(svg.contains(r##"<polyline points="630.0,60.0" fill="none" stroke="#e15759""##), "{svg}");
+        assert!(svg.contains(r##"y1="60.0" x2="370" y2="60.0" stroke="#eee""##), "{svg}");
         assert!(svg.contains(r#"y="64.0" text-anchor="end">"#), "{svg}");
-        assert!(!svg.contains(r##"y1="320.0" x2="430" y2="320.0" stroke="#eee""##), "{svg}");
+        assert!(!svg.contains(r##"y1="320.0" x2="370" y2="320.0" stroke="#eee""##), "{svg}");
         assert!(svg.contains(r#"y="324.0" text-anchor="end">0<"#), "{svg}");
         // Round ticks: 9 frames/s at most reads 0, 5, 10 (the axis ends
-        // at 10, the top gridline); 3 MiB reads 0, 1, 2, 3.
-        for label in ["0", "5", "10", "1", "2", "3"] {
+        // at 10, the top gridline); 3 MiB reads 0, 1, 2, 3; 2 MiB 0 to 2
+        // by halves.
+        for label in ["0", "5", "10", "1", "2", "3", "0.5", "1.5"] {
             assert!(svg.contains(&format!(r#"text-anchor="end">{label}<"#)), "{label}: {svg}");
         }
         assert!(!svg.contains(r#"text-anchor="end">2.5<"#), "{svg}");
+        assert!(!svg.contains("no VRAM held"), "{svg}");
+    }
+
+    /// Labels that would overlap side by side are turned; a sweep that held
+    /// no VRAM says so rather than drawing a line along 0.
+    #[test]
+    fn crowded_labels_are_turned_and_no_vram_is_said() {
+        let few = [run("1", 1, 9.0), run("2", 1, 9.0)];
+        assert!(!chart_svg(&few, "t", &[]).contains("rotate(-45)"));
+        let mut many: Vec<PoolRun> = (1..=16).map(|p| run(&p.to_string(), 1, 9.0)).collect();
+        many.push(run("auto", 1, 9.0));
+        for r in &mut many {
+            r.vram_peak = 0;
+        }
+        let svg = chart_svg(&many, "t", &[]);
+        assert!(svg.contains(r#"rotate(-45)" text-anchor="end">auto (4)</text>"#), "{svg}");
+        assert!(svg.contains("no VRAM held: nothing ran on the GPU"), "{svg}");
+        assert!(!svg.contains(r##"stroke="#e15759""##), "no VRAM line: {svg}");
     }
 }

@@ -69,7 +69,8 @@ fn bench_pool_rows_agree_with_their_runs() {
     let total: f64 = rows.iter().map(|r| r[4].parse::<f64>().unwrap()).sum();
     assert!(total < elapsed, "runs sum to {total} s but the command took {elapsed} s");
     let svg = fs::read_to_string(&chart).unwrap();
-    assert!(svg.contains("pool size (slots)") && svg.contains("frames/s") && svg.contains("peak memory (MiB)"));
+    assert!(svg.contains("pool size (slots)") && svg.contains("frames/s") && svg.contains("peak host RSS (MiB)"));
+    assert!(svg.contains("peak VRAM, ledger (MiB)"));
     if backend == "gpu" {
         // A budget that holds one frame and one more slot: a pool of 3 is
         // reported as not measured, and the sweep goes on.
