@@ -228,6 +228,10 @@ pub struct Report {
     pub fps: f64,
     /// Frame size and the format frames are worked in, e.g. "7680x4320 RGBA8".
     pub frame: String,
+    /// The first frame's source channels and depth ("RGB 8-bit", "grey
+    /// 16-bit": [`FrameInfo::layout`](crate::io::FrameInfo::layout)), which
+    /// its outputs keep where their format can; empty when none was read.
+    pub sources: String,
     /// The sources are grey: worked as RGBA (`frame`), written grey where
     /// the ops leave them so (see [`EncodeOptions::grey`](crate::io::EncodeOptions)).
     pub grey_sources: bool,
@@ -355,6 +359,7 @@ impl Report {
             mode: mode.into(),
             // Grey as read, written grey or not (a tint makes them RGB).
             grey_sources: job.encode.grey || prepared.first.is_some_and(|i| i.grey),
+            sources: prepared.first.as_ref().map(crate::io::FrameInfo::layout).unwrap_or_default(),
             vram_budget: engine.ledger().budget(),
             open_s: engine.opened_s(),
             prepare_s: prepared.prepare_s,
@@ -372,9 +377,14 @@ impl Report {
 
     /// The end-of-run paragraph.
     pub fn summary(&self) -> String {
-        // No frame decoded, no size to name.
+        // No frame decoded, no size to name. The size with the sources'
+        // layout (what the outputs hold), not the RGBA they are worked as.
         let grey = if self.grey_sources { ", grey sources" } else { "" };
-        let frame = if self.frame.is_empty() { String::new() } else { format!(" ({}{grey})", self.frame) };
+        let frame = match self.frame.split_once(' ') {
+            _ if self.frame.is_empty() => String::new(),
+            Some((size, _)) if !self.sources.is_empty() => format!(" ({size} {})", self.sources),
+            _ => format!(" ({}{grey})", self.frame),
+        };
         let mut s = format!(
             "{} frame{}{frame} written in {:.2} s, {:.2} frames/s, on the {} backend: {}.",
             self.frames_written,

@@ -78,6 +78,21 @@ pub struct FrameInfo {
     pub oriented: bool,
 }
 
+impl FrameInfo {
+    /// The source's channels and depth as people name them ("RGB 8-bit",
+    /// "grey+alpha 16-bit", "RGBA 32-bit float"): what its outputs keep
+    /// where their format can, unlike `format`, the RGBA it is worked as.
+    pub fn layout(&self) -> String {
+        let channels = match (self.grey, self.has_alpha) {
+            (true, true) => "grey+alpha",
+            (true, false) => "grey",
+            (false, true) => "RGBA",
+            (false, false) => "RGB",
+        };
+        if self.float { format!("{channels} 32-bit float") } else { format!("{channels} {}-bit", self.format.bits()) }
+    }
+}
+
 /// Pixels per batch when widening RGB to RGBA: 64 KiB of RGBA8, which
 /// stays in cache on its way to the destination.
 const WIDEN_BATCH: usize = 16 * 1024;

@@ -142,7 +142,7 @@ fn demo_runs_without_a_gpu() {
         .args(["demo", "--size", "64x36", "--frames", "2", "--backend", "cpu"])
         .assert()
         .success()
-        .stderr(contains("2 frames (64x36 RGBA8) written").and(contains("Bottleneck: ")));
+        .stderr(contains("2 frames (64x36 RGB 8-bit) written").and(contains("Bottleneck: ")));
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
     let shown = |label: &str| {
         let line = stderr.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label} {stderr}"));
@@ -474,13 +474,20 @@ fn grey_sources_stay_grey_where_the_ops_keep_them_so() {
         let expected = framepipe::process_cpu(&decode(&input), &graph.plan());
         for ext in ["png", "tif"] {
             let out = t.path().join(format!("out-{name}/s_%02d.{ext}")).display().to_string();
-            // The summary says the frames are worked as RGBA from grey sources.
+            // The summary names the sources' layout, the report the RGBA
+            // they are worked as.
+            let layout = match name {
+                "l8" => "grey 8-bit",
+                "la8" => "grey+alpha 8-bit",
+                "l16" => "grey 16-bit",
+                _ => "grey+alpha 16-bit",
+            };
             framepipe()
                 .args(["process", &pattern, "-o", &out, "--backend", "cpu"])
                 .args(grade)
                 .assert()
                 .success()
-                .stderr(contains(format!("({w}x{h} RGBA")).and(contains(", grey sources)")));
+                .stderr(contains(format!("({w}x{h} {layout}) written")));
             let written = t.path().join(format!("out-{name}/s_01.{ext}"));
             if ext == "png" {
                 assert_eq!(image::open(&written).unwrap().color(), color, "{name} as {ext}");
@@ -1631,6 +1638,7 @@ fn json_report_and_farm_log_lines() {
     let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["frames_written"], 3);
     assert_eq!(report["frame"], "24x16 RGBA8");
+    assert_eq!(report["sources"], "RGBA 8-bit");
     assert!(report["fps"].as_f64().unwrap() > 0.0);
     assert_eq!(report["frames"].as_array().unwrap().len(), 3);
 }
