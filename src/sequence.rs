@@ -256,7 +256,8 @@ fn find_fields(name: &str) -> Vec<(usize, usize, usize)> {
 }
 
 /// A `--frames` spec: `1001-1100`, `1-3,5,7-20x2` (inclusive ranges,
-/// optional step after `x`), as render farms pass them.
+/// optional step after `x`, or `:` as some farm managers write it; spaces
+/// around the parts ignored), as render farms pass them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSpec(Vec<u64>);
 
@@ -270,7 +271,16 @@ impl FrameSpec {
         // (`1-5,`), which alone would show as "".
         let bad = |part: &str| {
             let shown = if part.is_empty() { spec } else { part };
-            Error::invalid("frame spec", format!("{shown:?}"), "N, A-B or A-BxSTEP, comma separated, A ≤ B, STEP ≥ 1")
+            Error::invalid(
+                "frame spec",
+                format!("{shown:?}"),
+                "N, A-B or A-BxSTEP (or A-B:STEP), comma separated, A ≤ B, STEP ≥ 1",
+            )
+        };
+        // Digits only: not the `+1` that u64's parser takes.
+        let number = |n: &str| {
+            let n = n.trim();
+            n.bytes().all(|b| b.is_ascii_digit()).then(|| n.parse::<u64>().ok()).flatten()
         };
         let mut frames = Vec::new();
         for part in spec.split(',').map(str::trim) {
@@ -278,15 +288,14 @@ impl FrameSpec {
             // `1-5x2`?), refused rather than read as frame 5.
             let (range, step) = match part.split_once(['x', ':']) {
                 Some((r, _)) if !r.contains('-') => return Err(bad(part)),
-                Some((r, s)) => (r, s.trim().parse::<u64>().ok().filter(|&s| s >= 1).ok_or_else(|| bad(part))?),
+                Some((r, s)) => (r, number(s).filter(|&s| s >= 1).ok_or_else(|| bad(part))?),
                 None => (part, 1),
             };
             let (a, b) = match range.split_once('-') {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (range.trim(), range.trim()),
             };
-            let a: u64 = a.parse().map_err(|_| bad(part))?;
-            let b: u64 = b.parse().map_err(|_| bad(part))?;
+            let (a, b) = number(a).zip(number(b)).ok_or_else(|| bad(part))?;
             if a > b {
                 return Err(bad(part));
             }
@@ -1245,9 +1254,13 @@ mod tests {
     fn frame_specs() {
         assert_eq!(FrameSpec::parse("1-3,5,7-20x2").unwrap().frames(), &[1, 2, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
         assert_eq!(FrameSpec::parse("1001-1003").unwrap().frames(), &[1001, 1002, 1003]);
-        for bad in ["", "5-1", "a", "1-3x0", "1--3", "1:5", "5x2", "5x1"] {
+        for bad in ["", "5-1", "a", "1-3x0", "1--3", "1:5", "5x2", "5x1", "+1-3", "1-+3", "1-3x+2"] {
             assert!(FrameSpec::parse(bad).is_err(), "{bad}");
         }
+        // `:` as a step, and spaces around the parts, as farms write them.
+        assert_eq!(FrameSpec::parse("1-10:3").unwrap().frames(), &[1, 4, 7, 10]);
+        assert!(FrameSpec::parse(" 1 - 3 , 5 x 2").is_err(), "a step needs a range");
+        assert_eq!(FrameSpec::parse(" 1 - 3 , 7-9 x 2 ").unwrap().frames(), &[1, 2, 3, 7, 9]);
         // A step on a range, however short, is a range's step.
         assert_eq!(FrameSpec::parse("5-5x2").unwrap().frames(), &[5]);
         assert_eq!(FrameSpec::parse("4-5x2").unwrap().frames(), &[4]);

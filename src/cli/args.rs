@@ -99,7 +99,7 @@ pub(crate) struct ProcessArgs {
     /// concatenated png, jpeg or qoi images (ffmpeg -f image2pipe). Default: raw.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub(crate) stream_format: Option<OutputFormat>,
-    /// Frames to process: 1001-1100, 1-3,5,7-20x2 (inclusive). Default: all on disk.
+    /// Frames to process: 1001-1100, 1-3,5,7-20x2 (inclusive; a step also as 7-20:2). Default: all on disk.
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub(crate) frames: Option<String>,
     /// Frames missing inside the range: error (list them) or skip.
