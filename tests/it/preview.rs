@@ -735,6 +735,11 @@ fn prefetch_follows_the_playhead_the_grade_and_the_direction() {
         // and fails nothing.
         e.preview(&seq, 2, &g2, Scale::Quarter).unwrap();
         e.preview(&seq, 1, &g2, Scale::Quarter).unwrap();
+        // (Counted just after they are cached: waited for.)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while e.preview_stats().prefetched < 9 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let stats = e.preview_stats();
         assert!(stats.prefetched >= 9, "{backend}: {stats:?}");
     }
@@ -802,7 +807,14 @@ fn thumbnails_between_the_viewers_steps_leave_its_prefetch_alone() {
     assert!(prefetched(&e, &seq, &[12, 13, 14], &g), "{:?}", e.preview_stats());
     // In one place, a request elsewhere is a jump: nothing queued.
     let settled = |s: &framepipe::preview::PreviewStats| s.prefetched + s.prefetch_cancelled;
+    // A prefetch is counted just after its image is cached: the last of
+    // the three may be cached and not yet counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while settled(&e.preview_stats()) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let before = settled(&e.preview_stats());
+    assert_eq!(before, 3, "{:?}", e.preview_stats());
     e.preview(&seq, 20, &g, Scale::Quarter).unwrap();
     e.preview(&seq, 21, &g, Scale::Quarter).unwrap(); // queues 22..=24
     e.preview(&seq, 35, &g, Scale::Eighth).unwrap();
