@@ -43,8 +43,14 @@ impl GrayAlphaTiff {
     pub(super) fn open(path: &Path, max_alloc: u64) -> Result<Option<GrayAlphaTiff>, String> {
         let Ok(file) = File::open(path) else { return Ok(None) };
         let Ok(decoder) = Decoder::new(BufReader::new(file)) else { return Ok(None) };
+        // Both the decoded frame and a chunk as stored (`tiff` refuses a
+        // strip or tile of more than 128 MiB by default: one strip of an
+        // 8K grey-alpha 16-bit frame is 142 MB) within the decode limit;
+        // the caller's count of what a decode needs holds the frame, and
+        // a chunk is at most the file, which is within it too.
         let mut limits = Limits::default();
         limits.decoding_buffer_size = usize::try_from(max_alloc).unwrap_or(usize::MAX);
+        limits.intermediate_buffer_size = limits.decoding_buffer_size;
         let mut decoder = decoder.with_limits(limits);
         // `tiff` calls any grey image with extra samples "multiband";
         // grey-alpha is two samples, the second marked as alpha
