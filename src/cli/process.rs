@@ -384,13 +384,20 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         }
         kept
     };
+    // Two resumed runs at once share the frames (a farm's retried task):
+    // the report the other wrote meanwhile, of this output, is replaced by
+    // this one's, which lists the frames it kept as well, as the report of
+    // an earlier run would be. Any other file that came there stays.
+    let replaces = |path: &Path, replace: bool| {
+        replace || (opts.skip_existing && path.is_file() && is_earlier_report(path, &job.output))
+    };
     if let Some(path) = opts.json.as_deref().filter(|p| !keeps(p, replace_json)) {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
-        unwritten |= failed_after_run(write_replacing(path, &text, replace_json));
+        unwritten |= failed_after_run(write_replacing(path, &text, replaces(path, replace_json)));
     }
     if let Some(path) = opts.timeline.as_deref().filter(|p| !keeps(p, replace_timeline)) {
         let svg = framepipe::timeline::render_svg(&report);
-        unwritten |= failed_after_run(write_replacing(path, &svg, replace_timeline));
+        unwritten |= failed_after_run(write_replacing(path, &svg, replaces(path, replace_timeline)));
     }
     Ok(if report.cancelled {
         // Cancelled only by a signal here (the first; Ctrl-C if none came):

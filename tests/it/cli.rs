@@ -2053,31 +2053,38 @@ fn icc_profiles_and_orientation_tags_left_behind_are_said() {
 fn skip_existing_runs_at_once_share_the_frames() {
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), "s_%02d.png", 1, 12, PixelFormat::Rgba8);
-    let out = t.path().join("o/o_%02d.png").display().to_string();
-    let run = |json: &str| {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
-            .args(["process", &input, "-o", &out, "--blur", "2", "--backend", "cpu", "--threads", "1"])
-            .args(["--skip-existing", "-q", "--json"])
-            .arg(t.path().join(json))
-            .spawn()
-            .unwrap()
-    };
-    let (mut a, mut b) = (run("a.json"), run("b.json"));
-    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
-    let report =
-        |json: &str| -> serde_json::Value { serde_json::from_slice(&fs::read(t.path().join(json)).unwrap()).unwrap() };
-    let (a, b) = (report("a.json"), report("b.json"));
-    for r in [&a, &b] {
-        assert_eq!(r["failures"].as_array().unwrap().len(), 0, "{r}");
-        assert_eq!(r["unwritten_frames"], "", "{r}");
-        let (written, existing) = (r["frames_written"].as_u64().unwrap(), r["frames_existing"].as_u64().unwrap());
-        assert_eq!(written + existing, 12, "every frame written or kept: {r}");
-    }
-    assert!(a["frames_written"].as_u64().unwrap() + b["frames_written"].as_u64().unwrap() >= 12);
-    let written = files(&t.path().join("o"));
-    assert_eq!(written.len(), 12, "{written:?}");
-    for name in written {
-        decode(&t.path().join("o").join(name));
+    // Each with its report, then both naming one (a task's fixed report
+    // path): the one that finishes last replaces the other's.
+    for (dir, reports) in [("o", ["a.json", "b.json"]), ("p", ["r.json", "r.json"])] {
+        let out = t.path().join(format!("{dir}/o_%02d.png")).display().to_string();
+        let run = |json: &str| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+                .args(["process", &input, "-o", &out, "--blur", "2", "--backend", "cpu", "--threads", "1"])
+                .args(["--skip-existing", "-q", "--json"])
+                .arg(t.path().join(dir).with_extension(json))
+                .spawn()
+                .unwrap()
+        };
+        let (mut a, mut b) = (run(reports[0]), run(reports[1]));
+        assert!(a.wait().unwrap().success() && b.wait().unwrap().success(), "{dir}");
+        let report = |json: &str| -> serde_json::Value {
+            serde_json::from_slice(&fs::read(t.path().join(dir).with_extension(json)).unwrap()).unwrap()
+        };
+        let (a, b) = (report(reports[0]), report(reports[1]));
+        for r in [&a, &b] {
+            assert_eq!(r["failures"].as_array().unwrap().len(), 0, "{r}");
+            assert_eq!(r["unwritten_frames"], "", "{r}");
+            let (written, existing) = (r["frames_written"].as_u64().unwrap(), r["frames_existing"].as_u64().unwrap());
+            assert_eq!(written + existing, 12, "every frame written or kept: {r}");
+        }
+        if reports[0] != reports[1] {
+            assert!(a["frames_written"].as_u64().unwrap() + b["frames_written"].as_u64().unwrap() >= 12);
+        }
+        let written = files(&t.path().join(dir));
+        assert_eq!(written.len(), 12, "{written:?}");
+        for name in written {
+            decode(&t.path().join(dir).join(name));
+        }
     }
 }
 
