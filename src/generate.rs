@@ -270,6 +270,10 @@ pub fn generate_sequence_with(
     let (path, reason) = match e {
         Error::OutputExists(path) => (path, "it appeared while generating (another run writing there?)".to_string()),
         Error::Encode { path, reason } => (path, reason),
+        // Made read-only since the checks (under --overwrite): as above,
+        // the run's failure, not a usage error, with what it wrote said.
+        Error::OutputReadOnly(path) => (path, "it was made read-only while generating, so it is not replaced".into()),
+        Error::Io { path, source } => (path, source.to_string()),
         e => return Err(e),
     };
     let numbers: Vec<u64> = written.iter().map(|(n, _)| *n).collect();

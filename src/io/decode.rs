@@ -658,6 +658,12 @@ fn open_decoder<'a>(
         }
         Err(e) => return Err(fail(one_line(&e.to_string()))),
     };
+    let (w, h) = decoder.dimensions();
+    // Before any metadata is read (an ICC profile, a TIFF's tags), which a
+    // file claiming a huge image may size by its claim.
+    if w > limits.max_dimension || h > limits.max_dimension {
+        return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
+    }
     let mut info = header(decoder.as_ref());
     info.float |= float;
     // (Unreadable, neither is anything to speak of: the pixels decode.)
@@ -670,10 +676,6 @@ fn open_decoder<'a>(
         }
         Some(image::ImageFormat::Png) => info.more_images = super::whole::png_animated(path)?,
         _ => {}
-    }
-    let (w, h) = decoder.dimensions();
-    if w > limits.max_dimension || h > limits.max_dimension {
-        return Err(fail(format!("{w}x{h} exceeds the {0}x{0} size limit", limits.max_dimension)));
     }
     // Frames are widened to RGBA: a gray or RGB source needs up to 4x its
     // decoded size once widened.

@@ -326,6 +326,12 @@ impl ScratchDir {
         if in_system_folder(&root) {
             return Err(fail("it is a system folder (/proc, /dev)".into()));
         }
+        // What is made there is named by frame patterns, which are text: a
+        // name that is not would be spelt another way (U+FFFD), and the
+        // frames written outside the folder that is removed.
+        if root.to_str().is_none() {
+            return Err(fail("its name is not valid UTF-8, as frame patterns must be".into()));
+        }
         // Made and registered under one lock (and removed under it on
         // drop): an interrupt in between would leave it behind.
         let mut scratch = scratch();

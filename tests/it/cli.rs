@@ -132,6 +132,25 @@ fn negative_values_in_every_float_form() {
         .stderr(contains("unexpected argument").not());
 }
 
+/// A temporary folder whose name is not UTF-8 cannot hold the demo's
+/// frame patterns: refused up front, nothing made in a look-alike folder.
+#[cfg(unix)]
+#[test]
+fn demo_refuses_a_temporary_folder_named_in_no_text() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let odd = t.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::create_dir(&odd).unwrap();
+    framepipe()
+        .env("TMPDIR", &odd)
+        .args(["demo", "--size", "64x36", "--frames", "2", "--backend", "cpu"])
+        .assert()
+        .code(2)
+        .stderr(contains("not valid UTF-8"));
+    assert_eq!(files(t.path()).len(), 1, "only the folder made here: {:?}", files(t.path()));
+    assert!(files(&odd).is_empty());
+}
+
 /// The README's first command, on a tiny frame size: generates, grades,
 /// says where everything is, and leaves it there.
 #[test]
