@@ -330,7 +330,8 @@ impl ScratchDir {
         // name that is not would be spelt another way (U+FFFD), and the
         // frames written outside the folder that is removed.
         if root.to_str().is_none() {
-            return Err(fail("its name is not valid UTF-8, as frame patterns must be".into()));
+            let expected = "a folder whose name is valid UTF-8, as frame patterns must be";
+            return Err(Error::invalid("TMPDIR", root.display(), expected));
         }
         // Made and registered under one lock (and removed under it on
         // drop): an interrupt in between would leave it behind.
