@@ -885,6 +885,9 @@ fn file_targets(
     let out_dir = crate::io::parent_dir(&outputs[0]).to_owned();
     let made = std::sync::Arc::new(crate::io::check_output_dir(&out_dir)?);
     let mut keep = Vec::with_capacity(outputs.len());
+    // Outputs there that are not frames to keep: all named in one error,
+    // not one a run (a resume after a copy that broke several).
+    let mut refused: Vec<(&Path, Error)> = Vec::new();
     for out in &outputs {
         if reads.contains(out) {
             return Err(Error::OutputIsInput(out.clone()));
@@ -893,11 +896,26 @@ fn file_targets(
         // file counts as done only if it reads as a frame.
         keep.push(match crate::io::check_output_free(out, job.overwrite) {
             Err(Error::OutputExists(_)) if job.skip_existing => {
-                check_done(out, format, written_shape(format, rendered), &job.limits)?;
+                if let Err(e) = check_done(out, format, written_shape(format, rendered), &job.limits) {
+                    refused.push((out, e));
+                }
                 false
             }
             r => r.map(|()| true)?,
         });
+    }
+    let mut refused = refused.into_iter();
+    if let Some((_, first)) = refused.next() {
+        let others: Vec<&Path> = refused.map(|(out, _)| out).collect();
+        if others.is_empty() {
+            return Err(first);
+        }
+        let name = |p: &&Path| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
+        let names: Vec<String> = others.iter().take(5).map(name).collect();
+        let more = if others.len() > 5 { ", …" } else { "" };
+        let n = others.len();
+        let (nor, s) = if n == 1 { ("is", "") } else { ("are", "s") };
+        return Err(Error::Sequence(format!("{first}; nor {nor} {n} other{s} there: {}{more}", names.join(", "))));
     }
     let mut existing = Vec::new();
     if keep.contains(&false) {

@@ -1161,6 +1161,15 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(its content is QOI, its name says PNG)");
     image::imageops::crop_imm(&pixels, 0, 0, 20, 16).to_image().save(dir.join("o_05.png")).unwrap();
     usage_error(&["process", &input, "-o", &out, "--skip-existing"], "(20x16, not the 24x16 this run renders)");
+    // Several such: the first with its reason, the others named, in one run.
+    fs::write(dir.join("o_02.png"), b"").unwrap();
+    fs::write(dir.join("o_03.png"), &whole[..40]).unwrap();
+    usage_error(
+        &["process", &input, "-o", &out, "--skip-existing"],
+        "o_02.png: exists but is not a frame to keep (an empty file); remove it to render it again; nor are 2 others there: o_03.png, o_05.png",
+    );
+    fs::write(dir.join("o_02.png"), &whole).unwrap();
+    fs::write(dir.join("o_03.png"), &whole).unwrap();
     #[cfg(unix)]
     {
         fs::remove_file(dir.join("o_05.png")).unwrap();
