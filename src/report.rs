@@ -273,7 +273,9 @@ pub struct Report {
     pub frames: Vec<FrameRecord>,
     /// `pipelined` or `sequential`.
     pub mode: String,
-    /// Decode and encode threads.
+    /// Decode and encode threads, as set (the engine's count); a run of
+    /// fewer frames starts fewer, one per frame: each stage's `workers`
+    /// says how many ran.
     pub threads: usize,
     /// Frame slots in the pool.
     pub pool_size: usize,

@@ -212,11 +212,13 @@ pub fn render_svg(report: &Report) -> String {
             if report.pool_size == 1 { "" } else { "s" },
         )
     };
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="38">{overlap} · VRAM peak {}</text>"#,
-        crate::ledger::human_bytes(report.vram_peak)
-    );
+    // As the summary says it: the CPU backend's slots are host frames.
+    let vram = if report.backend == "gpu" {
+        format!("VRAM peak {}", crate::ledger::human_bytes(report.vram_peak))
+    } else {
+        "host frames, no VRAM".to_string()
+    };
+    let _ = writeln!(s, r#"<text x="{LEFT}" y="38">{overlap} · {vram}</text>"#);
     for (i, stage) in report.stages.iter().enumerate() {
         let y0 = top + LANE * i as f64;
         let _ = writeln!(s, r##"<rect x="{LEFT}" y="{y0}" width="{plot}" height="{}" fill="#f4f4f4"/>"##, LANE - 6.0);

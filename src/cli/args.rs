@@ -100,7 +100,7 @@ pub(crate) struct ProcessArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub(crate) stream_format: Option<OutputFormat>,
     /// Frames to process: 1001-1100, 1-3,5,7-20x2 (inclusive; a step also as 7-20:2). Default: all on disk.
-    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
+    #[arg(long, value_name = "SPEC")]
     pub(crate) frames: Option<String>,
     /// Frames missing inside the range: error (list them) or skip.
     #[arg(long, value_enum, default_value_t)]
@@ -144,13 +144,13 @@ pub(crate) struct BenchPoolArgs {
     /// Input: pattern, directory, or one file.
     pub(crate) input: String,
     /// Frames to use: 1-48, 1001-1100x2 (inclusive). Default: all on disk.
-    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
+    #[arg(long, value_name = "SPEC")]
     pub(crate) frames: Option<String>,
     /// Frames missing inside the range: error (list them) or skip.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) missing: MissingPolicy,
     /// Pool sizes to compare.
-    #[arg(long, action = clap::ArgAction::Set, value_delimiter = ',', default_value = "1,2,4,8,auto", allow_hyphen_values = true)]
+    #[arg(long, action = clap::ArgAction::Set, value_delimiter = ',', default_value = "1,2,4,8,auto")]
     pub(crate) pools: Vec<PoolSize>,
     /// Runs per pool size: the table shows the median run's frames/s (of
     /// an even count, the slower middle run) with the range, and the

@@ -205,7 +205,7 @@ pub(crate) fn generate(args: GenerateArgs) -> Result<ExitCode, Error> {
     let t = Instant::now();
     // A bar on a terminal: an 8K sequence takes a while to write.
     let bar = (!args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .then(|| crate::process::frame_bar(u64::from(args.frames), "frames generated", ""));
+        .then(|| crate::process::frame_bar(u64::from(args.frames), "frames generated", "", None));
     let written = generate_sequence_with(&opts, &args.output, &encode, args.overwrite, &|_| {
         if let Some(bar) = &bar {
             bar.inc(1);

@@ -221,7 +221,11 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     *stale_reports() = earlier;
     let _ = RUN.set(cancel.clone());
     let total = prepared.outputs().len();
-    let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| frame_bar(total as u64, "frames", "{msg}"));
+    // Frames written so far: the bar's frames/s, as the summary's (failed
+    // and kept frames move the bar on, and take no time to speak of).
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let bar = (!opts.quiet && std::io::stderr().is_terminal())
+        .then(|| frame_bar(total as u64, "frames", "{msg}", Some(written.clone())));
     let started = Instant::now();
     let quiet = opts.quiet;
     // Reasons already said (the error past its file name, `No space left
@@ -232,6 +236,7 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     let mut on_progress = |p: Progress<'_>| match p {
         Progress::Done { finished, total, record } => {
             REPLACING.store(true, std::sync::atomic::Ordering::SeqCst);
+            written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match &bar {
                 Some(bar) => {
                     bar.set_position(finished as u64);
@@ -458,15 +463,28 @@ fn one_frame(list: &str) -> bool {
 /// A progress bar of `total` frames (`{pos}/{len} what`), with the rate and
 /// ETA from the mean since the start, as the summary reckons frames/s:
 /// indicatif's own is a recent average, which a pipeline filling up (or a
-/// slow frame) swings far from it. `tail` ends the line (`{msg}`).
-pub(crate) fn frame_bar(total: u64, what: &str, tail: &str) -> ProgressBar {
+/// slow frame) swings far from it. `tail` ends the line (`{msg}`). The
+/// rate shown counts `written` where given (frames that failed or were
+/// kept finish too, not as work done), else every frame finished; the
+/// ETA goes by frames finished.
+pub(crate) fn frame_bar(
+    total: u64,
+    what: &str,
+    tail: &str,
+    written: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    let rate = |state: &indicatif::ProgressState| state.pos() as f64 / state.elapsed().as_secs_f64().max(1e-3);
+    let per_s = |n: u64, state: &indicatif::ProgressState| n as f64 / state.elapsed().as_secs_f64().max(1e-3);
+    let rate = move |state: &indicatif::ProgressState| per_s(state.pos(), state);
+    let shown = move |state: &indicatif::ProgressState| match &written {
+        Some(n) => per_s(n.load(std::sync::atomic::Ordering::Relaxed), state),
+        None => rate(state),
+    };
     let template = format!("{{bar:40.cyan/blue}} {{pos}}/{{len}} {what}  {{rate}}  ETA {{left}}  {tail}");
     let style = ProgressStyle::with_template(template.trim_end())
         .expect("valid template")
         .with_key("rate", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.2} frames/s", rate(state));
+            let _ = write!(w, "{:.2} frames/s", shown(state));
         })
         .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
             let left = state.len().unwrap_or(0).saturating_sub(state.pos()) as f64;

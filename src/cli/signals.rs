@@ -36,12 +36,8 @@ fn on_signal(signal: i32) {
     }
     match RUN.get() {
         Some(run) if first && STREAMING.load(std::sync::atomic::Ordering::SeqCst) => {
-            if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
-                note!(
-                    "framepipe: stopping: finishing the frames under way and writing them to stdout (interrupt again to stop now; stops at once if the reader leaves a write waiting {} s)",
-                    STREAM_GRACE.as_secs()
-                );
-            }
+            // Cancelled and watched before the notice: stderr may be a
+            // pipe nobody reads, whose write would hold both back.
             run.cancel();
             // A reader that stalls holds a write, and the run, forever:
             // one signal from a supervisor must still end it. Frames
@@ -61,6 +57,12 @@ fn on_signal(signal: i32) {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
+            if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
+                note!(
+                    "framepipe: stopping: finishing the frames under way and writing them to stdout (interrupt again to stop now; stops at once if the reader leaves a write waiting {} s)",
+                    STREAM_GRACE.as_secs()
+                );
+            }
             let _ = FIRST_ANSWERED.set(std::time::Instant::now());
         }
         Some(run) if first => {

@@ -44,8 +44,9 @@ impl Clock {
 
     /// Takes `waited` (spent inside the last [`Clock::work`] waiting behind
     /// previews, for the backend or for memory) off its busy time, as time
-    /// held back by what is downstream; its interval ends that much
-    /// earlier, so the timeline's bar is as long as the work.
+    /// held back by what is downstream; its interval starts that much
+    /// later (the waits come before the work that goes through), so the
+    /// timeline's bar is as long as the work and where it was done.
     pub(crate) fn discount(&mut self, waited: Duration) {
         // Never more than that work took.
         let took = self.intervals.last().map_or(Duration::ZERO, |l| Duration::from_secs_f64(l.end - l.start));
@@ -53,7 +54,7 @@ impl Clock {
         self.busy -= waited;
         self.wait_out += waited;
         if let Some(last) = self.intervals.last_mut() {
-            last.end = (last.end - waited.as_secs_f64()).max(last.start);
+            last.start = (last.start + waited.as_secs_f64()).min(last.end);
         }
     }
 
@@ -91,14 +92,15 @@ mod tests {
         let start = Instant::now();
         let mut clock = Clock::default();
         clock.work(start, "gpu", 0, 7, || std::thread::sleep(Duration::from_millis(30)));
-        let (busy, end) = (clock.busy, clock.intervals[0].end);
+        let (busy, start_at, end) = (clock.busy, clock.intervals[0].start, clock.intervals[0].end);
         clock.discount(Duration::from_millis(20));
         assert_eq!(
             (clock.busy, clock.wait_out, clock.frames),
             (busy - Duration::from_millis(20), Duration::from_millis(20), 1)
         );
         let bar = clock.intervals[0].end - clock.intervals[0].start;
-        assert!((bar - clock.busy.as_secs_f64()).abs() < 1e-9 && clock.intervals[0].end < end, "{bar}");
+        assert!((bar - clock.busy.as_secs_f64()).abs() < 1e-9, "{bar}");
+        assert!(clock.intervals[0].start > start_at && clock.intervals[0].end == end, "the wait came first");
         // Never more than the work took.
         clock.discount(Duration::from_secs(5));
         assert!(clock.busy < Duration::from_micros(1), "{:?}", clock.busy);
