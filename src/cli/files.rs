@@ -83,9 +83,18 @@ fn stdout_file_id() -> Option<(u64, u64)> {
 
 /// Reports an error met after the work was done (a report that cannot be
 /// written) and says whether there was one: such an error fails the run
-/// rather than being a usage error.
+/// rather than being a usage error. Not said while a signal stops the
+/// process at once: its clean-up refuses new files, and the stop says
+/// what happened.
 pub(crate) fn failed_after_run(result: Result<(), Error>) -> bool {
-    result.map_err(|e| note!("error: {e}")).is_err()
+    let stopping = || crate::signals::STOPPING_NOW.load(std::sync::atomic::Ordering::SeqCst);
+    result
+        .map_err(|e| {
+            if !stopping() {
+                note!("error: {e}")
+            }
+        })
+        .is_err()
 }
 
 /// Whether `path` holds a report of an earlier run writing to `output` (a
