@@ -342,6 +342,20 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f64 * 7.0;
     let turned = longest + 6.0 > panel_w / n;
     let under = if turned { 12.0 + longest * 0.71 } else { 16.0 };
+    // Turned, a label still needs about 17 px along the axis (its height
+    // over sin 45°): past that, every `thin`-th is drawn, and the last.
+    let thin = if turned { (17.0 / (panel_w / n)).ceil().max(1.0) as usize } else { 1 };
+    // `auto`'s label always (its slots are the figure to read); the
+    // numbers from the left, each at least `thin` from any drawn.
+    let mut shown: Vec<bool> = sums.iter().map(|r| r.0 == "auto").collect();
+    let mut last: Option<usize> = None;
+    for i in 0..shown.len() {
+        let clear = last.is_none_or(|l| i - l >= thin) && !shown[i + 1..(i + thin).min(shown.len())].contains(&true);
+        if shown[i] || clear {
+            shown[i] = true;
+            last = Some(i);
+        }
+    }
     let (w, h) = (left0 + 2.0 * pitch + panel_w + 30.0, bottom + under + 36.0);
     let index = |req: &str| sums.iter().position(|r| r.0 == req).unwrap_or(0) as f64;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -351,17 +365,30 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    // About 8 px a character in bold at 14 px: a longer title (a deep
+    // folder, a long grade) is cut with an ellipsis rather than at the edge.
+    let fit = |text: &str, px: f64| {
+        let most = ((w - 40.0) / px) as usize;
+        if text.chars().count() <= most {
+            text.to_string()
+        } else {
+            text.chars().take(most.saturating_sub(1)).chain(['…']).collect()
+        }
+    };
     let _ = writeln!(
         s,
         r#"<text x="20" y="24" font-size="14" font-weight="bold">{}</text>"#,
-        crate::timeline::escape(title)
+        crate::timeline::escape(&fit(title, 8.5))
     );
     if !unmeasured.is_empty() {
         let pools: Vec<&str> = in_pool_order(unmeasured).into_iter().map(|(pool, _)| pool.as_str()).collect();
         let _ = writeln!(
             s,
-            r##"<text x="20" y="42" fill="#b00">not measured (see the CSV for why): pool {}</text>"##,
-            crate::timeline::escape(&pools.join(", "))
+            r##"<text x="20" y="42" fill="#b00">{}</text>"##,
+            crate::timeline::escape(&fit(
+                &format!("not measured (see the CSV for why): pool {}", pools.join(", ")),
+                7.0
+            ))
         );
     }
     // Each panel: its axis title, colour, every run's value, and the line's
@@ -394,7 +421,8 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
         // Round ticks, at most four: the axis ends at the first one at or
         // past the data.
         let data_max = dots.iter().map(|d| d.1).chain(line.iter().copied()).fold(0.0, f64::max);
-        let step = crate::timeline::nice_step(data_max.max(1e-6) / 4.0);
+        // (Nothing to show, 0 to 1: not ticks of a millionth.)
+        let step = if data_max > 0.0 { crate::timeline::nice_step(data_max / 4.0) } else { 1.0 };
         let ymax = step * (data_max / step).ceil().max(1.0);
         let y = |v: f64| bottom - (bottom - top) * (v / ymax);
         let ticks = (ymax / step).round() as u32;
@@ -414,7 +442,7 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
             let label = crate::timeline::tick_label(v, step);
             let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{label}</text>"#, left - 6.0, y(v) + 4.0);
         }
-        for (i, label) in labels.iter().enumerate() {
+        for (i, label) in labels.iter().enumerate().filter(|(i, _)| shown[*i]) {
             let (cx, cy) = (x(i as f64), bottom + if turned { 12.0 } else { 16.0 });
             let _ = if turned {
                 writeln!(s, r#"<text transform="translate({cx:.1},{cy}) rotate(-45)" text-anchor="end">{label}</text>"#)
@@ -575,11 +603,21 @@ mod tests {
         let mut many: Vec<PoolRun> = (1..=16).map(|p| run(&p.to_string(), 1, 9.0)).collect();
         many.push(run("auto", 1, 9.0));
         for r in &mut many {
-            r.vram_peak = 0;
+            (r.vram_peak, r.rss_peak) = (0, 50 << 20);
         }
         let svg = chart_svg(&many, "t", &[]);
         assert!(svg.contains(r#"rotate(-45)" text-anchor="end">auto (4)</text>"#), "{svg}");
         assert!(svg.contains("no VRAM held: nothing ran on the GPU"), "{svg}");
+        assert!(!svg.contains(">0.000001<"), "an empty axis runs 0 to 1: {svg}");
         assert!(!svg.contains(r##"stroke="#e15759""##), "no VRAM line: {svg}");
+        // Too many even turned (41, 7 px each): every third, auto (after
+        // 4, as many slots) always, its neighbours left out.
+        let mut more: Vec<PoolRun> = (1..=40).map(|p| run(&p.to_string(), 1, 9.0)).collect();
+        more.push(run("auto", 1, 9.0));
+        let svg = chart_svg(&more, &"t".repeat(400), &[]);
+        let label = |l: &str| svg.contains(&format!(r#"rotate(-45)" text-anchor="end">{l}</text>"#));
+        assert!(label("1") && label("auto (4)") && label("7") && label("10"), "{svg}");
+        assert!(!label("2") && !label("4") && !label("5") && !label("6"), "{svg}");
+        assert!(svg.contains("t…</text>") && !svg.contains(&"t".repeat(200)), "a long title is cut: {svg}");
     }
 }

@@ -887,8 +887,8 @@ fn file_targets(
     let mut keep = Vec::with_capacity(outputs.len());
     // Outputs there that are not frames to keep: all named in one error,
     // not one a run (a resume after a copy that broke several).
-    let mut refused: Vec<(&Path, Error)> = Vec::new();
-    for out in &outputs {
+    let mut refused: Vec<(u64, Error)> = Vec::new();
+    for (frame, out) in sequence.frames.iter().zip(&outputs) {
         if reads.contains(out) {
             return Err(Error::OutputIsInput(out.clone()));
         }
@@ -897,7 +897,7 @@ fn file_targets(
         keep.push(match crate::io::check_output_free(out, job.overwrite) {
             Err(Error::OutputExists(_)) if job.skip_existing => {
                 if let Err(e) = check_done(out, format, written_shape(format, rendered), &job.limits) {
-                    refused.push((out, e));
+                    refused.push((frame.number, e));
                 }
                 false
             }
@@ -906,16 +906,15 @@ fn file_targets(
     }
     let mut refused = refused.into_iter();
     if let Some((_, first)) = refused.next() {
-        let others: Vec<&Path> = refused.map(|(out, _)| out).collect();
+        let mut others: Vec<u64> = refused.map(|(frame, _)| frame).collect();
+        others.sort_unstable();
         if others.is_empty() {
             return Err(first);
         }
-        let name = |p: &&Path| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
-        let names: Vec<String> = others.iter().take(5).map(name).collect();
-        let more = if others.len() > 5 { ", …" } else { "" };
-        let n = others.len();
+        // Every one, as frame runs (`4-7,9`), however many.
+        let (n, frames) = (others.len(), crate::sequence::frame_spec(&crate::sequence::runs_of(others)));
         let (nor, s) = if n == 1 { ("is", "") } else { ("are", "s") };
-        return Err(Error::Sequence(format!("{first}; nor {nor} {n} other{s} there: {}{more}", names.join(", "))));
+        return Err(Error::Sequence(format!("{first}; nor {nor} the outputs of {n} other frame{s}: {frames}")));
     }
     let mut existing = Vec::new();
     if keep.contains(&false) {

@@ -393,16 +393,20 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // the report the other wrote meanwhile, of this output, is replaced by
     // this one's, which lists the frames it kept as well, as the report of
     // an earlier run would be. Any other file that came there stays.
-    let replaces = |path: &Path, replace: bool| {
-        replace || (opts.skip_existing && path.is_file() && is_earlier_report(path, &job.output))
+    // (Asked again when the write finds the name taken: the other may
+    // have written it between the look and the write.)
+    let theirs = |path: &Path| opts.skip_existing && path.is_file() && is_earlier_report(path, &job.output);
+    let write = |path: &Path, text: &str, replace: bool| match write_replacing(path, text, replace || theirs(path)) {
+        Err(Error::OutputExists(_)) if theirs(path) => write_replacing(path, text, true),
+        written => written,
     };
     if let Some(path) = opts.json.as_deref().filter(|p| !keeps(p, replace_json)) {
         let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
-        unwritten |= failed_after_run(write_replacing(path, &text, replaces(path, replace_json)));
+        unwritten |= failed_after_run(write(path, &text, replace_json));
     }
     if let Some(path) = opts.timeline.as_deref().filter(|p| !keeps(p, replace_timeline)) {
         let svg = framepipe::timeline::render_svg(&report);
-        unwritten |= failed_after_run(write_replacing(path, &svg, replaces(path, replace_timeline)));
+        unwritten |= failed_after_run(write(path, &svg, replace_timeline));
     }
     Ok(if report.cancelled {
         // Cancelled only by a signal here (the first; Ctrl-C if none came):

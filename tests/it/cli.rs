@@ -1166,7 +1166,7 @@ fn skip_existing_resumes_a_render_and_keeps_what_is_there() {
     fs::write(dir.join("o_03.png"), &whole[..40]).unwrap();
     usage_error(
         &["process", &input, "-o", &out, "--skip-existing"],
-        "o_02.png: exists but is not a frame to keep (an empty file); remove it to render it again; nor are 2 others there: o_03.png, o_05.png",
+        "o_02.png: exists but is not a frame to keep (an empty file); remove it to render it again; nor are the outputs of 2 other frames: 3,5",
     );
     fs::write(dir.join("o_02.png"), &whole).unwrap();
     fs::write(dir.join("o_03.png"), &whole).unwrap();
