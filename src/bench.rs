@@ -343,7 +343,7 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
     let turned = longest + 6.0 > panel_w / n;
     let under = if turned { 12.0 + longest * 0.71 } else { 16.0 };
     // Turned, a label still needs about 17 px along the axis (its height
-    // over sin 45°): past that, every `thin`-th is drawn, and the last.
+    // over sin 45°): closer, labels `thin` places apart are drawn.
     let thin = if turned { (17.0 / (panel_w / n)).ceil().max(1.0) as usize } else { 1 };
     // `auto`'s label always (its slots are the figure to read); the
     // numbers from the left, each at least `thin` from any drawn.
@@ -365,8 +365,9 @@ pub fn chart_svg(runs: &[PoolRun], title: &str, unmeasured: &[(String, String)])
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    // About 8 px a character in bold at 14 px: a longer title (a deep
-    // folder, a long grade) is cut with an ellipsis rather than at the edge.
+    // Text longer than the chart is wide (a deep folder, a long grade in
+    // the title) is cut with an ellipsis rather than at the edge; `px` a
+    // character: 8.5 in bold at 14 px, 7 at 12.
     let fit = |text: &str, px: f64| {
         let most = ((w - 40.0) / px) as usize;
         if text.chars().count() <= most {
