@@ -117,16 +117,15 @@ fn in_flag_terms(e: Error) -> Error {
 /// library's messages name no command-line flags (an editor embedding it
 /// shows them to its users), so the command line adds its own.
 fn flag_hint(e: &Error, budget_flag: Option<&str>) -> String {
-    let hint = match e {
-        Error::MissingFrames { .. } => " (use --missing skip to process the others)",
-        Error::OutputExists(_) => " (use --overwrite to replace it)",
-        Error::Budget(_) => return budget_flag.map_or_else(String::new, |flag| format!(" (raise {flag})")),
+    match e {
+        Error::MissingFrames { .. } => " (use --missing skip to process the others)".into(),
+        Error::OutputExists(_) => " (use --overwrite to replace it)".into(),
+        Error::Budget(_) => budget_flag.map(|flag| format!(" (raise {flag})")).unwrap_or_default(),
         Error::InvalidValue { what, value, .. } if what == "--adapter" && value.trim_matches('"').trim().is_empty() => {
-            " (framepipe info lists the adapters)"
+            " (framepipe info lists the adapters)".into()
         }
-        _ => "",
-    };
-    hint.to_owned()
+        _ => String::new(),
+    }
 }
 
 /// Help and version go to stdout as clap writes them; a usage error is

@@ -393,10 +393,10 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
     // the report the other wrote meanwhile, of this output, is replaced by
     // this one's, which lists the frames it kept as well, as the report of
     // an earlier run would be. Any other file that came there stays.
-    // (Asked again when the write finds the name taken: the other may
-    // have written it between the look and the write.)
+    // (Looked at once the write finds the name taken, however late the
+    // other wrote it.)
     let theirs = |path: &Path| opts.skip_existing && path.is_file() && is_earlier_report(path, &job.output);
-    let write = |path: &Path, text: &str, replace: bool| match write_replacing(path, text, replace || theirs(path)) {
+    let write = |path: &Path, text: &str, replace: bool| match write_replacing(path, text, replace) {
         Err(Error::OutputExists(_)) if theirs(path) => write_replacing(path, text, true),
         written => written,
     };
