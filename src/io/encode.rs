@@ -788,12 +788,25 @@ fn persist_over_placeholder(tmp: tempfile::NamedTempFile, path: &Path) -> Result
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::OutputExists(path.to_owned())),
         Err(e) => return Err(fail(e.to_string())),
     }
+    let placeholder = super::file_id(path);
     tmp.persist(path).map(|_| ()).map_err(|e| {
         // The placeholder is this run's: it goes (the temporary file goes
         // with `e.file`).
-        let _ = std::fs::remove_file(path);
+        remove_placeholder(path, placeholder);
         fail(plain(&e.error))
     })
+}
+
+/// Removes the empty placeholder this run made at `path` (identity
+/// `placeholder`), only while the name still holds it: another run's
+/// `--overwrite` may have put its finished frame there meanwhile, which is
+/// never empty, and is kept.
+fn remove_placeholder(path: &Path, placeholder: Option<(u64, u64)>) {
+    let still_ours = std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_file() && m.len() == 0 && super::file_id(path) == placeholder);
+    if still_ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 fn encode<W: Write + std::io::Seek>(
@@ -1033,6 +1046,24 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"frame", "the file there is kept");
         let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["o_0001.png"], "the refused file's temporary name went with it");
+    }
+
+    /// A placeholder whose rename failed goes; a frame another run put
+    /// under its name meanwhile stays.
+    #[test]
+    fn only_the_runs_own_empty_placeholder_is_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("o_0001.png");
+        std::fs::write(&path, b"").unwrap();
+        remove_placeholder(&path, crate::io::file_id(&path));
+        assert!(!path.exists(), "the run's own placeholder goes");
+        std::fs::write(&path, b"").unwrap();
+        let mine = crate::io::file_id(&path);
+        let theirs = t.path().join("theirs.png");
+        std::fs::write(&theirs, b"finished frame").unwrap();
+        std::fs::rename(&theirs, &path).unwrap();
+        remove_placeholder(&path, mine);
+        assert_eq!(std::fs::read(&path).unwrap(), b"finished frame", "another run's frame is kept");
     }
 
     #[test]
