@@ -1163,12 +1163,14 @@ fn process_yielding(
         };
         match result {
             Err(Error::Budget(_)) if !cancel.is_cancelled() && engine.preview_memory_held() => {
+                // Reclaiming waits for the backend behind previews: time
+                // held back, as the wait for memory is.
                 let since = mark.since();
+                let asked = Instant::now();
                 if !engine.reclaim_preview_memory(Some(keep)) {
-                    let asked = Instant::now();
                     engine.ledger().wait_release(since, Duration::from_millis(250));
-                    waited += asked.elapsed();
                 }
+                waited += asked.elapsed();
             }
             r => return (r, waited),
         }

@@ -58,6 +58,19 @@ impl Clock {
         }
     }
 
+    /// Takes back the last [`Clock::work`], a frame it did not get through
+    /// (refused memory, so tried again later; or dropped as the run
+    /// stopped): no frame, no interval on the timeline, and its time counts
+    /// as held back, not as work.
+    pub(crate) fn undo_last(&mut self) {
+        self.frames = self.frames.saturating_sub(1);
+        if let Some(last) = self.intervals.pop() {
+            let took = Duration::from_secs_f64(last.end - last.start).min(self.busy);
+            self.busy -= took;
+            self.wait_out += took;
+        }
+    }
+
     /// Like [`Clock::work`] for the second half of a frame's work (the GPU
     /// owner waiting for it): busy time and an interval, no new frame.
     pub(crate) fn wait<T>(&mut self, start: Instant, stage: &'static str, frame: u64, f: impl FnOnce() -> T) -> T {
@@ -105,5 +118,21 @@ mod tests {
         clock.discount(Duration::from_secs(5));
         assert!(clock.busy < Duration::from_micros(1), "{:?}", clock.busy);
         assert!((clock.intervals[0].end - clock.intervals[0].start).abs() < 1e-9);
+    }
+
+    /// A frame that did not get through leaves no frame, bar or busy time.
+    #[test]
+    fn an_undone_frame_is_held_back_time() {
+        let start = Instant::now();
+        let mut clock = Clock::default();
+        clock.work(start, "gpu", 0, 1, || std::thread::sleep(Duration::from_millis(5)));
+        let (busy, bars) = (clock.busy, clock.intervals.clone());
+        clock.work(start, "gpu", 0, 2, || std::thread::sleep(Duration::from_millis(10)));
+        let tried = clock.busy - busy;
+        clock.undo_last();
+        assert_eq!((clock.frames, clock.intervals.len()), (1, 1));
+        assert!(clock.busy.abs_diff(busy) < Duration::from_micros(1), "{:?} {busy:?}", clock.busy);
+        assert_eq!(clock.intervals[0].frame, bars[0].frame);
+        assert!((clock.wait_out.as_secs_f64() - tried.as_secs_f64()).abs() < 1e-6, "{:?}", clock.wait_out);
     }
 }

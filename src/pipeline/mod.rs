@@ -631,7 +631,10 @@ pub(crate) fn run(
                 }
                 Event::Failed(failure) => {
                     finished += 1;
-                    reorder.insert(failure.number, None);
+                    // Only a stream waits in order for the frames it skips.
+                    if stream.is_some() {
+                        reorder.insert(failure.number, None);
+                    }
                     failed.push(failure);
                     progress(Progress::Failed { finished, total, failure: failed.last().expect("just pushed") });
                 }
@@ -643,7 +646,9 @@ pub(crate) fn run(
                 Event::Encoded(record, bytes) => reorder.insert(record.number, Some((record, bytes))),
                 Event::Abandoned(number) => {
                     abandoned_numbers.insert(number);
-                    reorder.insert(number, None);
+                    if stream.is_some() {
+                        reorder.insert(number, None);
+                    }
                 }
             }
             let Some(out) = stream.as_deref_mut() else { continue };

@@ -360,18 +360,18 @@ impl Ctx<'_> {
                     }
                     Err(Error::Budget(_)) if !may_wait => {
                         // Counted when it is submitted.
-                        clock.frames -= 1;
+                        clock.undo_last();
                         pending = Some(d);
                     }
                     // It stopped waiting for memory because the run stopped:
                     // never processed, so not counted as a frame.
                     Err(Error::Budget(_)) if shared.stopping() => {
-                        clock.frames -= 1;
+                        clock.undo_last();
                         abandon(d);
                     }
                     // Cancelled while it waited for the backend: never started.
                     Err(Error::Cancelled) => {
-                        clock.frames -= 1;
+                        clock.undo_last();
                         abandon(d);
                     }
                     Err(e) => {
@@ -588,9 +588,11 @@ fn submit(
                 // Memory an editor left idle is given back (this run's
                 // kernel set stays); frames on the GPU free theirs as
                 // they land.
+                // Reclaiming waits for the backend behind previews: time
+                // held back, as the wait for memory is.
                 let since = mark.since();
-                engine.reclaim_preview_memory(Some((shape, &shared.plan)));
                 let asked = Instant::now();
+                engine.reclaim_preview_memory(Some((shape, &shared.plan)));
                 engine.ledger().wait_release(since, Duration::from_millis(250));
                 waited += asked.elapsed();
             }
