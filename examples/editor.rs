@@ -29,13 +29,23 @@ use framepipe::sequence::FramePattern;
 use framepipe::{BackendKind, Cancel, Engine, EngineConfig, Job, MissingPolicy, Op, OpGraph, PixelFormat, Sequence};
 
 /// Printing that a reader gone (`| head`) does not turn into a panic:
-/// the session goes on to its end and removes its plates.
+/// the session goes on to its end and removes its plates. Any other
+/// failure (`> /dev/full`) is kept for the end: the report was lost, and
+/// the session fails with it, as `framepipe` does.
 macro_rules! println {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            let _ = STDOUT_FAILED.set(e.to_string());
+        }
     }};
 }
+
+/// The first failure to write the report to stdout other than its reader
+/// leaving.
+static STDOUT_FAILED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 #[derive(Parser)]
 struct Args {
@@ -380,16 +390,25 @@ fn main() -> ExitCode {
     let (input, seq, config, _made) = match set_up(&args, &dir) {
         Ok(ready) => ready,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e}{}", hint(&e));
             return ExitCode::from(2);
         }
     };
+    let lost = || match STDOUT_FAILED.get() {
+        Some(e) => {
+            eprintln!("error: stdout: {e}");
+            true
+        }
+        None => false,
+    };
     match run(&args, &dir, &input, &seq, config) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        // A lost report fails the session whatever it measured.
+        Ok(ok) if lost() || !ok => ExitCode::from(1),
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             unless_stopping();
-            eprintln!("error: {e}");
+            eprintln!("error: {e}{}", hint(&e));
+            lost();
             // A budget that cannot hold one frame, found by the first
             // preview: set-up, as for `framepipe process`.
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
@@ -487,7 +506,9 @@ fn run(
         0 => "no prefetch".to_string(),
         // Nothing ahead of the one frame there is.
         _ if seq.frames.len() < 2 => "no prefetch (one frame)".to_string(),
+        // No more than there are other frames to fetch.
         n => {
+            let n = n.min(seq.frames.len() - 1);
             let threads = idle.prefetch_threads();
             let (frames, threads_s) = (if n == 1 { "" } else { "s" }, if threads == 1 { "" } else { "s" });
             format!("prefetching {n} frame{frames} on {threads} thread{threads_s}")
@@ -597,6 +618,15 @@ fn run(
     // Figures taken over failures are not the session's: said in the exit code.
     let previews_failed = quiet.iter().chain(&requests).any(|r| r.failed.is_some());
     Ok(!previews_failed && failed.is_empty())
+}
+
+/// What to do about an error where it is not plain: this session replaces
+/// no file, so one in the way is for the user to move.
+fn hint(e: &framepipe::Error) -> &'static str {
+    match e {
+        framepipe::Error::OutputExists(_) => " (remove it, or name another file)",
+        _ => "",
+    }
 }
 
 /// Calls `stop` with the signal's number on SIGINT, SIGTERM or SIGHUP (on

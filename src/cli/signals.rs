@@ -252,7 +252,16 @@ fn stop_now(signal: i32) -> ! {
     } else {
         "at once"
     };
-    note!("framepipe: stopped {how}; {kept}{removed} unfinished output{} removed", crate::plural(removed));
+    let scratch = match removed.scratch_dirs {
+        0 => String::new(),
+        _ if demo => " and the demo's folder".to_string(),
+        n => format!(" and {n} scratch folder{} (with the frames written there)", crate::plural(n)),
+    };
+    note!(
+        "framepipe: stopped {how}; {kept}{} unfinished output{}{scratch} removed",
+        removed.partials,
+        crate::plural(removed.partials)
+    );
     for report in stale.iter().flat_map(|s| s.iter()).filter(|r| r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {
             note!(

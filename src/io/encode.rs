@@ -210,22 +210,30 @@ const STOPPING: &str = "the process is stopping";
 /// Removes every temporary output this process is writing and stops new
 /// ones from being created, for a process about to exit without unwinding
 /// (a second Ctrl-C): nothing partial is left behind. Scratch folders
-/// registered with [`ScratchDir`] go too. Returns how many outputs were
+/// registered with [`ScratchDir`] go too, whole. Returns what was
 /// removed. Outputs already renamed into place are complete and stay.
-pub fn remove_partials() -> usize {
+pub fn remove_partials() -> Removed {
     let mut live = live();
     let paths = live.take().unwrap_or_default();
-    let removed = paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count();
+    let partials = paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count();
     // Taken, not emptied: a folder another thread would make after this
     // (bench-pool's next run) is refused instead of left behind.
-    for dir in scratch().take().unwrap_or_default() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    let scratch_dirs =
+        scratch().take().unwrap_or_default().iter().filter(|d| std::fs::remove_dir_all(d).is_ok()).count();
     for dir in made().take().unwrap_or_default().iter().rev() {
         // Fails, as it should, once the folder holds anything.
         let _ = std::fs::remove_dir(dir);
     }
-    removed
+    Removed { partials, scratch_dirs }
+}
+
+/// What [`remove_partials`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Unfinished outputs (temporary files).
+    pub partials: usize,
+    /// Scratch folders, with the frames written there (bench-pool's runs).
+    pub scratch_dirs: usize,
 }
 
 /// A temporary output's name: this, random letters and digits, then

@@ -20,9 +20,9 @@ pub use decode::{
 };
 pub(crate) use encode::write_frame_atomic_unless;
 pub use encode::{
-    EncodeOptions, MadeDirs, OutputFormat, PngCompression, ScratchDir, StalePartials, check_new_file, check_output_dir,
-    check_output_free, encode_frame, parent_dir, refuse_folder_name, remove_partials, remove_stale_partials,
-    resolve_path, temp_root, write_file_atomic, write_frame_atomic,
+    EncodeOptions, MadeDirs, OutputFormat, PngCompression, Removed, ScratchDir, StalePartials, check_new_file,
+    check_output_dir, check_output_free, encode_frame, parent_dir, refuse_folder_name, remove_partials,
+    remove_stale_partials, resolve_path, temp_root, write_file_atomic, write_frame_atomic,
 };
 pub use paths::{FileSet, file_id};
 pub use whole::check_whole;
