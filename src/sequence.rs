@@ -501,7 +501,11 @@ pub fn padding_strays(input: &str, sequence: &Sequence) -> Option<(String, bool)
             .ok()?
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| pattern.digits_of(n).is_some() && pattern.number_of(n).is_none())
+            // (A number too long to read is no padding of the pattern's:
+            // a `--frames` run leaves it out, any other refuses it.)
+            .filter(|n| {
+                pattern.digits_of(n).is_some_and(|d| d.parse::<u64>().is_ok()) && pattern.number_of(n).is_none()
+            })
             .collect();
         names.sort();
         (names, true)
@@ -1166,6 +1170,17 @@ mod tests {
         let input = plain.path().display().to_string();
         let seq = Sequence::scan(&input, None, MissingPolicy::Skip).unwrap();
         assert_eq!(padding_strays(&input, &seq), None);
+        // A number too large to read is padded as the pattern says: no
+        // stray (left out by `--frames`, refused without).
+        let big = tempfile::tempdir().unwrap();
+        for name in ["y_00000000000000000001.png", "y_99999999999999999999.png"] {
+            std::fs::write(big.path().join(name), b"").unwrap();
+        }
+        let input = big.path().join("y_%020d.png").display().to_string();
+        let seq = Sequence::scan(&input, Some(&FrameSpec::parse("1").unwrap()), MissingPolicy::Error).unwrap();
+        assert_eq!(padding_strays(&input, &seq), None);
+        let e = Sequence::scan(&input, None, MissingPolicy::Error).unwrap_err().to_string();
+        assert!(e.contains("y_99999999999999999999.png: a frame number framepipe cannot read"), "{e}");
     }
 
     #[test]

@@ -447,7 +447,7 @@ fn widen(rgb: &[u8], rgba: &mut [u8], sixteen: bool) {
 /// What `image` does not say of a TIFF: whether its alpha is associated
 /// (premultiplied; ExtraSamples 1), how many extra samples of no stated
 /// meaning (ExtraSamples 0) it leaves out, and whether it holds more pages
-/// ([`tiff_more_images`]), returned, from one read of its tags. Refuses 32-bit
+/// ([`tiff_later_images`]), returned, from one read of its tags. Refuses 32-bit
 /// samples without a SampleFormat tag, which means unsigned integers:
 /// `image` reads them as floats (mid-grey 0x80000000 becomes -0.0, black),
 /// so the pixels would be wrong.
@@ -479,11 +479,13 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     // The alpha is the first extra sample (the decoders take no other).
     let (alpha, rest) = if color.has_alpha() { extra.split_first().unzip() } else { (None, Some(&extra[..])) };
     let unnamed = rest.unwrap_or_default().iter().filter(|&&e| e == 0).count();
-    // A first image of reduced resolution (NewSubfileType bit 0) before a
-    // full one is a thumbnail written first: read, it would be the frame.
+    // A first image of reduced resolution (NewSubfileType bit 0) before
+    // another image is a thumbnail written first: read, it would be the
+    // frame. (The later one may be flagged reduced too, as some writers
+    // flag every page: the first is still not the picture.)
     let kind = tiff.find_tag_unsigned::<u32>(Tag::NewSubfileType).ok().flatten().unwrap_or(0);
-    let more = tiff_more_images(&mut tiff);
-    if kind & 1 != 0 && more {
+    let Later { pages: more, images } = tiff_later_images(&mut tiff);
+    if kind & 1 != 0 && images {
         return Err(fail(
             "its first image is a reduced-resolution preview (a thumbnail) before the full one; framepipe reads a TIFF's first image: save the full-resolution image first".into(),
         ));
@@ -491,22 +493,34 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     Ok((alpha == Some(&1), u16::try_from(unnamed).unwrap_or(u16::MAX), more))
 }
 
-/// Whether a TIFF holds more than one page: a later directory of full
-/// resolution (NewSubfileType without its reduced-resolution or mask bit;
-/// a thumbnail, a pyramid level or a transparency mask is no page). Looks at a few
-/// directories at most, from `tiff`'s first on.
-fn tiff_more_images<R: std::io::Read + std::io::Seek>(tiff: &mut tiff::decoder::Decoder<R>) -> bool {
+/// What a TIFF holds after its first image.
+#[derive(Default)]
+struct Later {
+    /// A page: an image of full resolution (NewSubfileType without its
+    /// reduced-resolution or mask bit; a thumbnail, a pyramid level or a
+    /// transparency mask is no page).
+    pages: bool,
+    /// Any image that is not a transparency mask.
+    images: bool,
+}
+
+/// Looks at a few directories at most, from `tiff`'s first on, for what
+/// follows it ([`Later`]).
+fn tiff_later_images<R: std::io::Read + std::io::Seek>(tiff: &mut tiff::decoder::Decoder<R>) -> Later {
+    let mut later = Later::default();
     for _ in 0..16 {
         if !tiff.more_images() || tiff.next_image().is_err() {
-            return false;
+            break;
         }
         // Bit 0: a reduced-resolution version, bit 2: a transparency mask.
         let kind = tiff.find_tag_unsigned::<u32>(tiff::tags::Tag::NewSubfileType).ok().flatten().unwrap_or(0);
+        later.images |= kind & 0b100 == 0;
         if kind & 0b101 == 0 {
-            return true;
+            later.pages = true;
+            break;
         }
     }
-    false
+    later
 }
 
 /// A codec's error `e` on the file at `path` (of `format`) as one line: a

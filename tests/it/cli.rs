@@ -2012,6 +2012,20 @@ fn only_the_first_image_of_a_many_image_file_is_read_and_said_so() {
         .assert()
         .code(1)
         .stderr(contains("thumb.tif: cannot decode: its first image is a reduced-resolution preview (a thumbnail)"));
+    // Some writers flag every page reduced: the thumbnail is still refused.
+    let mut tiff = tiff::encoder::TiffEncoder::new(fs::File::create(&thumbnailed).unwrap()).unwrap();
+    for (w, h, data) in [(3, 2, &page(3)[..18]), (w, h, &page(7)[..])] {
+        let mut image = tiff.new_image::<tiff::encoder::colortype::RGB8>(w, h).unwrap();
+        image.encoder().write_tag(tiff::tags::Tag::NewSubfileType, 1u32).unwrap();
+        image.write_data(data).unwrap();
+    }
+    drop(tiff);
+    framepipe()
+        .args(["process", thumbnailed.to_str().unwrap(), "-o", t.path().join("t.png").to_str().unwrap()])
+        .args(["--backend", "cpu"])
+        .assert()
+        .code(1)
+        .stderr(contains("thumb.tif: cannot decode: its first image is a reduced-resolution preview (a thumbnail)"));
     // An animated PNG as the second frame of a sequence: said at the end.
     let seq = t.path().join("seq");
     fs::create_dir(&seq).unwrap();
