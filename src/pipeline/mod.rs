@@ -293,6 +293,10 @@ struct Shared<'a> {
     spares: Spares,
     /// Frames whose sources hold floats or premultiplied alpha.
     sources: Mutex<crate::report::SourceKinds>,
+    /// When the device last refused a slot given back after previews
+    /// (with slots left, the run goes on with fewer): not asked again for
+    /// a while, rather than at every 20 ms turn of a waiting decoder.
+    regrow_refused: Mutex<Option<Instant>>,
 }
 
 /// Host frame buffers handed back for the next frames: the encoders give
@@ -545,6 +549,7 @@ pub(crate) fn run(
         // Frames waiting to be encoded, one per encoder, one per copier.
         spares: Spares { keep: encode_queue(busy) + busy + readback_threads(busy), free: Mutex::default() },
         sources: Mutex::new(crate::report::SourceKinds::new(prepared)),
+        regrow_refused: Mutex::new(None),
     };
     let work: Vec<(u64, PathBuf, PathBuf)> = prepared.sequence.frames[first..]
         .iter()

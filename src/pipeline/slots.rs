@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{GPU_DEPTH, Shared, SlotKind, Stage, describe, ring_size};
 use crate::backend::Backend;
@@ -55,20 +55,27 @@ pub(super) fn start_frame(
                 continue;
             }
         }
+        let refused_lately =
+            || crate::lock(&shared.regrow_refused).is_some_and(|at| at.elapsed() < REGROW_AFTER_REFUSAL);
         if let Some((shape, bytes)) = gpu
+            && (pool.live() == 0 || !refused_lately())
             && let Err(e) = regrow(engine, pool, shape, bytes, &shared.plan)
-            && pool.live() == 0
         {
-            // Previews took every slot and the device will not give one
-            // back (the budget is above what it has, or another process
-            // took the memory): no frame could start, so the run ends
-            // with that error rather than waiting for a slot forever. With
-            // slots left, the run goes on with fewer.
-            crate::lock(&shared.fatal).get_or_insert(e);
-            shared.stop.store(true, Ordering::SeqCst);
-            shared.abort.store(true, Ordering::SeqCst);
-            shared.next_turn.notify_all();
-            return None;
+            if pool.live() > 0 {
+                // With slots left, the run goes on with fewer.
+                *crate::lock(&shared.regrow_refused) = Some(Instant::now());
+            } else {
+                // Previews took every slot and the device will not give
+                // one back (the budget is above what it has, or another
+                // process took the memory): no frame could start, so the
+                // run ends with that error rather than waiting for a slot
+                // forever.
+                crate::lock(&shared.fatal).get_or_insert(e);
+                shared.stop.store(true, Ordering::SeqCst);
+                shared.abort.store(true, Ordering::SeqCst);
+                shared.next_turn.notify_all();
+                return None;
+            }
         }
         // A preview holds the gate: wait without a slot.
         if !engine.core.gate.pass(Duration::from_millis(20), || true) {
@@ -106,6 +113,9 @@ pub(super) fn start_frame(
         }
     }
 }
+
+/// How long a slot the device refused is not asked for again.
+const REGROW_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 
 /// Puts back a GPU slot the pool gave to previews, once they are done
 /// with the memory (reclaiming what they left idle first) and none is
