@@ -352,9 +352,13 @@ pub(crate) fn tick_label(t: f64, step: f64) -> String {
 /// already there, which a resumed run did not have to write.
 /// (A timeline of a build before those were named has them nowhere.)
 pub fn is_complete(svg: &str) -> bool {
-    let Some(at) = svg.find(" backend; ") else { return true };
-    let said = &svg[at + " backend; ".len()..];
-    let said = said.split('<').next().unwrap_or(said);
+    // Only the title: the output's name is elsewhere in the text (the
+    // marker), and may hold anything.
+    const TITLE: &str = "font-weight=\"bold\">";
+    let title = svg.find(TITLE).map_or(svg, |at| &svg[at + TITLE.len()..]);
+    let title = title.split('<').next().unwrap_or(title);
+    let Some(at) = title.rfind(" backend; ") else { return true };
+    let said = &title[at + " backend; ".len()..];
     said.split(", ").all(|part| part.strip_suffix(" already there").is_some_and(|n| n.parse::<u64>().is_ok()))
 }
 
@@ -626,6 +630,13 @@ mod tests {
             title(&none_yet),
             ("no frames processed: 16 already there, gpu backend; 16 not written (stopped)".into(), false)
         );
+        // The output's name in the marker is not read as the title.
+        let named = Report {
+            output_identity: "renders/gpu backend; v2/s_%04d.png".into(),
+            frames_written: 2,
+            ..Report::default()
+        };
+        assert!(is_complete(&render_svg(&named)));
         // Timelines of builds before these named no frames already there.
         assert!(is_complete(r#"<text font-weight="bold">2 frames in 1.00 s (2.00 frames/s), gpu backend</text>"#));
         assert!(!is_complete(

@@ -199,8 +199,13 @@ pub(crate) fn write_clock() -> u64 {
 /// A writer whose writes under way are timed in [`WRITING_SINCE`], each
 /// piece of a frame on its own: a slow reader that takes a frame in
 /// bursts is taking it, only one that takes nothing leaves a write
-/// waiting.
+/// waiting. A piece is at most [`PIECE`] bytes: a blocking pipe's write
+/// returns only once all it was given is taken (an 8K frame over a slow
+/// link: many seconds for a reader that never stopped).
 struct Timed<W>(W);
+
+/// The most bytes one timed write hands on ([`Timed`]).
+const PIECE: usize = 1 << 20;
 
 impl<W: std::io::Write> Timed<W> {
     fn timed<T>(&mut self, op: impl FnOnce(&mut W) -> T) -> T {
@@ -214,7 +219,7 @@ impl<W: std::io::Write> Timed<W> {
 
 impl<W: std::io::Write> std::io::Write for Timed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.timed(|w| w.write(buf))
+        self.timed(|w| w.write(&buf[..buf.len().min(PIECE)]))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

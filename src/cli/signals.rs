@@ -58,17 +58,17 @@ fn on_signal(signal: i32) {
                 }
             });
             if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
-                note!(
+                say(format!(
                     "framepipe: stopping: finishing the frames under way and writing them to stdout (interrupt again to stop now; stops at once if the reader leaves a write waiting {} s)",
                     STREAM_GRACE.as_secs()
-                );
+                ));
             }
             let _ = FIRST_ANSWERED.set(std::time::Instant::now());
         }
         Some(run) if first => {
             run.cancel();
             if !QUIET.load(std::sync::atomic::Ordering::SeqCst) {
-                note!("framepipe: stopping: finishing the frames being written (interrupt again to stop now)");
+                say("framepipe: stopping: finishing the frames being written (interrupt again to stop now)".into());
             }
             let _ = FIRST_ANSWERED.set(std::time::Instant::now());
         }
@@ -257,25 +257,47 @@ fn stop_now(signal: i32) -> ! {
         _ if demo => " and the demo's folder".to_string(),
         n => format!(" and {n} scratch folder{} (with the frames written there)", crate::plural(n)),
     };
-    note!(
+    say(format!(
         "framepipe: stopped {how}; {kept}{} unfinished output{}{scratch} removed",
         removed.partials,
         crate::plural(removed.partials)
-    );
+    ));
     for report in stale.iter().flat_map(|s| s.iter()).filter(|r| r.unchanged()) {
         if std::fs::remove_file(&report.path).is_ok() {
-            note!(
+            say(format!(
                 "framepipe: removed the earlier report {}: the run had begun to replace what it describes",
                 report.path.display()
-            );
+            ));
         }
     }
     // Only once a frame was written: before, the same command is as good.
     if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) && replacing {
-        note!("{}", crate::notices::resume_hint(SKIPPING.load(std::sync::atomic::Ordering::SeqCst)));
+        say(crate::notices::resume_hint(SKIPPING.load(std::sync::atomic::Ordering::SeqCst)).to_string());
     }
     die_by(signal);
 }
+
+/// Says `line` on stderr without the signal thread being held by it: a log
+/// pipe nobody reads would keep the write, and with it the thread, from
+/// answering the next signal or ending the process. The write is waited
+/// for a moment (so notices keep their order); once one was not done in
+/// that time, later ones are not waited for. (A process that ends takes an
+/// unfinished one with it.)
+fn say(line: String) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    static STUCK: AtomicBool = AtomicBool::new(false);
+    let (said, done) = crossbeam_channel::bounded(1);
+    let writer = std::thread::Builder::new().name("framepipe-notice".into()).spawn(move || {
+        note!("{line}");
+        let _ = said.send(());
+    });
+    if writer.is_ok() && !STUCK.load(SeqCst) && done.recv_timeout(STDERR_PATIENCE).is_err() {
+        STUCK.store(true, SeqCst);
+    }
+}
+
+/// How long a notice of the signal thread's may take to write ([`say`]).
+const STDERR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `mutex` locked, if it comes free within `wait`.
 fn lock_within<T>(mutex: &std::sync::Mutex<T>, wait: std::time::Duration) -> Option<std::sync::MutexGuard<'_, T>> {
