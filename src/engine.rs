@@ -599,6 +599,8 @@ pub struct PreparedJob {
     /// Frames left out because their output exists
     /// ([`Job::skip_existing`]), ascending.
     pub(crate) existing: Vec<u64>,
+    /// Those frames' outputs, kept.
+    kept: Vec<PathBuf>,
     /// Every file the job reads, matched frames not selected and
     /// [`Job::also_reads`] included: what no output may land on.
     pub(crate) reads: crate::io::FileSet,
@@ -663,6 +665,11 @@ impl PreparedJob {
     /// Frames left out because their output exists, ascending.
     pub fn existing(&self) -> &[u64] {
         &self.existing
+    }
+
+    /// The outputs of [`Self::existing`]'s frames, kept as they are.
+    pub fn kept_outputs(&self) -> &[PathBuf] {
+        &self.kept
     }
 
     /// Every file the job reads: what no output may land on.
@@ -796,6 +803,7 @@ pub fn prepare(job: &Job) -> Result<PreparedJob> {
         encode: job.encode,
         keeps_grey: job.graph.keeps_grey(),
         existing: targets.existing,
+        kept: targets.kept,
         reads,
         stale_partials,
         _made: targets.made,
@@ -811,6 +819,7 @@ struct Targets {
     outputs: Vec<PathBuf>,
     format: OutputFormat,
     existing: Vec<u64>,
+    kept: Vec<PathBuf>,
     /// The folder the files go to (none for a stream).
     out_dir: Option<PathBuf>,
     made: std::sync::Arc<crate::io::MadeDirs>,
@@ -829,6 +838,7 @@ fn stream_targets(job: &Job, sequence: &Sequence) -> Result<Targets> {
         outputs: vec![PathBuf::from("-"); sequence.frames.len()],
         format: job.stream_format,
         existing: Vec::new(),
+        kept: Vec::new(),
         out_dir: None,
         made: Default::default(),
     })
@@ -916,21 +926,22 @@ fn file_targets(
         let (nor, s) = if n == 1 { ("is", "") } else { ("are", "s") };
         return Err(Error::Sequence(format!("{first}; nor {nor} the outputs of {n} other frame{s}: {frames}")));
     }
-    let mut existing = Vec::new();
+    let (mut existing, mut kept) = (Vec::new(), Vec::new());
     if keep.contains(&false) {
         let (mut frames, mut left) = (Vec::new(), Vec::new());
-        for ((frame, out), kept) in sequence.frames.iter().zip(outputs).zip(keep) {
-            if kept {
+        for ((frame, out), to_write) in sequence.frames.iter().zip(outputs).zip(keep) {
+            if to_write {
                 frames.push(frame.clone());
                 left.push(out);
             } else {
                 existing.push(frame.number);
+                kept.push(out);
             }
         }
         (sequence.frames, outputs) = (frames.into(), left);
         existing.sort_unstable();
     }
-    Ok(Targets { outputs, format, existing, out_dir: Some(out_dir), made })
+    Ok(Targets { outputs, format, existing, kept, out_dir: Some(out_dir), made })
 }
 
 /// What a run writes in `format` from sources whose first frame reads

@@ -35,9 +35,11 @@ pub(crate) fn refuse_stdout_into_input(job: &Job, prepared: &framepipe::Prepared
 
 /// Refuses stdout redirected to one of the run's output frames (`--json -
 /// --overwrite > o/s_0003.png`): the frame's rename would replace the
-/// report written there, without a word.
+/// report written there, without a word. A frame `--skip-existing` keeps
+/// too: appended to (`>>`), it would be a finished frame broken.
 pub(crate) fn refuse_stdout_into_output(prepared: &framepipe::PreparedJob) -> Result<(), Error> {
-    refuse_stdout_onto(prepared.outputs().iter().map(PathBuf::as_path), "an output frame")
+    let outputs = prepared.outputs().iter().chain(prepared.kept_outputs());
+    refuse_stdout_onto(outputs.map(PathBuf::as_path), "an output frame")
 }
 
 /// Refuses stdout redirected to one of `files` (`kind`: an input, an

@@ -1460,6 +1460,21 @@ fn sources_are_protected_outside_the_selection_and_under_every_name() {
         assert!(stderr.contains("invalid stdout (redirected to ") && stderr.contains("o_02.png"), "{stderr}");
         assert_eq!(files(frame.parent().unwrap()), ["o_02.png"], "no frame written");
     }
+    // Nor is a report appended (`>>`) to a finished frame a resumed run
+    // keeps.
+    let done = t.path().join("done/o_%02d.png").display().to_string();
+    framepipe().args(["process", input_s, "-o", &done, "--backend", "cpu", "-q"]).assert().success();
+    let kept = t.path().join("done/o_01.png");
+    let before = fs::read(&kept).unwrap();
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("framepipe"))
+        .args(["process", input_s, "-o", &done, "--skip-existing", "--backend", "cpu", "--json", "-"])
+        .stdout(fs::OpenOptions::new().append(true).open(&kept).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid stdout (redirected to ") && stderr.contains("o_01.png"), "{stderr}");
+    assert_eq!(fs::read(&kept).unwrap(), before, "the kept frame is as it was");
 }
 
 /// Report names that can only fail once the frames are done (a folder's
