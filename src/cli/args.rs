@@ -42,23 +42,26 @@ OPERATIONS
   A preset gives any order and any repetition:
 
     # grade.toml
+    name = \"warm\"           # optional, as is description = \"...\"
     [[op]]
-    type = \"exposure\"     # stops = 0.5
+    type = \"exposure\"     # stops, -32 to 32
     stops = 0.5
     [[op]]
-    type = \"matrix\"       # row-major 3x3, optional offset
-    matrix = [1.05, -0.03, -0.02, 0.0, 1.0, 0.0, -0.02, -0.03, 1.05]
+    type = \"matrix\"       # row-major 3x3 (default identity) and/or offset (default 0);
+    matrix = [1.05, -0.03, -0.02, 0.0, 1.0, 0.0, -0.02, -0.03, 1.05]   # each -1e6 to 1e6
     offset = [0.0, 0.0, 0.01]
     [[op]]
-    type = \"contrast\"     # contrast = 1.2, pivot = 0.5 (default)
+    type = \"contrast\"     # -1000 to 1000, pivot (default 0.5) -1000 to 1000
     contrast = 1.2
     [[op]]
-    type = \"saturation\"   # Rec.709 luma weights
+    type = \"saturation\"   # Rec.709 luma weights; -1000 to 1000
     saturation = 0.9
     [[op]]
     type = \"blur\"         # Gaussian, radius ceil(3·sigma), edges clamped; 0 ≤ sigma ≤ 512
     sigma = 4.0
 
+  A preset is at most 1 MiB and 1000 ops; --preset - reads it from standard input. Color ops
+  next to each other fuse into one pass, whose gain may not pass 1e12 (past f32's range).
   Values are 0..1 code values, processed as stored (no transfer functions), unclamped between
   ops; integer outputs are clamped and rounded to nearest. Color ops leave alpha alone; blur
   covers all four channels.
@@ -119,16 +122,16 @@ pub(crate) struct OpArgs {
     /// Exposure in stops (multiply by 2^stops), -32 to 32.
     #[arg(long, value_name = "STOPS")]
     pub(crate) exposure: Option<f64>,
-    /// 3x3 color matrix, row-major: a,b,c,d,e,f,g,h,i.
+    /// 3x3 color matrix, row-major: a,b,c,d,e,f,g,h,i (each -1e6 to 1e6).
     #[arg(long, value_name = "A,..,I")]
     pub(crate) matrix: Option<String>,
-    /// RGB offset added after the matrix: r,g,b.
+    /// RGB offset added after the matrix (alone: to the identity): r,g,b, each -1e6 to 1e6.
     #[arg(long, value_name = "R,G,B")]
     pub(crate) offset: Option<String>,
     /// Contrast slope around the pivot, -1000 to 1000.
     #[arg(long, value_name = "C")]
     pub(crate) contrast: Option<f64>,
-    /// Contrast pivot (with --contrast).
+    /// Contrast pivot (with --contrast), -1000 to 1000.
     #[arg(long, value_name = "P", default_value_t = 0.5, requires = "contrast")]
     pub(crate) pivot: f64,
     /// Saturation (0 grey, 1 unchanged), Rec.709 luma; -1000 to 1000.

@@ -139,6 +139,17 @@ pub(crate) fn resume_notice(
     // (Failed frames count: under --on-error skip they are all that is
     // left to do.)
     let left = report.frames_unwritten + report.frames_failed;
+    if prepared.is_stream() && report.frames_unwritten == 0 && !report.failures.is_empty() {
+        // A stream is not resumed: what went on past its bad frames can
+        // only be told how to make those alone, for splicing in.
+        let mut failed: Vec<u64> = report.failures.iter().map(|f| f.number).collect();
+        failed.sort_unstable();
+        let spec = framepipe::sequence::stepped_spec(&failed);
+        let instead = if picked { " in place of its own" } else { "" };
+        return (spec.len() <= 200).then(|| {
+            format!("notice: the stream left out frame{} {spec}; the same command with --frames '{spec}'{instead} streams only them", crate::plural(failed.len()))
+        });
+    }
     if prepared.is_stream() || opts.demo || left == 0 || report.frames.is_empty() {
         return None;
     }

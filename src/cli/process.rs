@@ -174,8 +174,12 @@ pub(crate) fn run_job(job: &Job, opts: &RunArgs, preset: Option<&Path>) -> Resul
         note!("notice: {n}");
     }
     // Known once the backend is: the CPU backend holds no VRAM.
-    if opts.vram_budget.is_some() && engine.backend_name() != "gpu" && !opts.quiet {
-        note!("notice: --vram-budget is unused: the CPU backend holds no GPU memory");
+    if opts.vram_budget.is_some() && !opts.quiet {
+        if engine.backend_name() != "gpu" {
+            note!("notice: --vram-budget is unused: the CPU backend holds no GPU memory");
+        } else if job.graph.is_identity() {
+            note!("notice: --vram-budget is unused: the grade changes nothing, so no frame goes to the GPU");
+        }
     }
     if let Some(info) = prepared.first().copied().filter(|_| !opts.quiet) {
         if let Some(hint) = prepared.is_stream().then(|| stream_hint(&prepared, &info)).flatten() {

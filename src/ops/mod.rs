@@ -220,6 +220,12 @@ impl OpGraph {
         self.ops.is_empty()
     }
 
+    /// True when the graph changes no pixel (no ops, or ones that fuse to
+    /// nothing, as exposure 0): a run of it puts nothing on the GPU.
+    pub fn is_identity(&self) -> bool {
+        crate::engine::is_identity(&self.plan())
+    }
+
     /// Compiles to the fused form the kernels run.
     pub fn plan(&self) -> Plan {
         Plan::compile(&self.ops)

@@ -1769,6 +1769,14 @@ fn unused_options_are_said() {
         .assert()
         .success()
         .stderr(contains("is unused").not());
+    // A budget is of use on the GPU only to a grade that goes there.
+    if crate::util::gpu(Default::default()).is_none() {
+        return;
+    }
+    let gpu = ["process", &input, "-o", "-", "--backend", "gpu", "--vram-budget", "1GiB"];
+    let notice = "--vram-budget is unused: the grade changes nothing, so no frame goes to the GPU";
+    framepipe().args(gpu).args(["--exposure", "0"]).assert().success().stderr(contains(notice));
+    framepipe().args(gpu).args(["--blur", "1"]).assert().success().stderr(contains("is unused").not());
 }
 
 /// A full disk or a closed pipe on stdout or stderr is an error or the
