@@ -22,6 +22,7 @@ fn bench_pool_rows_agree_with_their_runs() {
     let started = std::time::Instant::now();
     let out = Command::cargo_bin("framepipe")
         .unwrap()
+        .timeout(std::time::Duration::from_secs(300))
         .args(["bench-pool", &input, "--pools", pools, "--repeat", "1", "--blur", "1.5", "--backend", backend])
         .args([
             "--budget",
@@ -81,6 +82,7 @@ fn bench_pool_rows_agree_with_their_runs() {
         let budget = (one + framepipe::gpu::GpuBackend::slot_bytes(shape)).to_string();
         let out = Command::cargo_bin("framepipe")
             .unwrap()
+            .timeout(std::time::Duration::from_secs(300))
             .args(["bench-pool", &input, "--pools", "3,1", "--repeat", "1", "--blur", "1.5", "--backend", "gpu"])
             .args(["--budget", &budget, "--threads", "2"])
             .args([
@@ -104,6 +106,7 @@ fn bench_pool_rows_agree_with_their_runs() {
         // A budget no pool fits: a usage error naming bench-pool's flag.
         Command::cargo_bin("framepipe")
             .unwrap()
+            .timeout(std::time::Duration::from_secs(300))
             .args(["bench-pool", &input, "--pools", "1", "--repeat", "1", "--blur", "1.5", "--backend", "gpu"])
             .args(["--budget", &(one / 2).to_string(), "-q"])
             .args(["--csv", t.path().join("n.csv").to_str().unwrap()])
@@ -215,6 +218,7 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
     ] {
         let out = Command::cargo_bin("framepipe")
             .unwrap()
+            .timeout(std::time::Duration::from_secs(300))
             .args(["bench-pool", &input, "--backend", "cpu", "--csv", &csv])
             .args(args)
             .assert()
@@ -227,6 +231,7 @@ fn bench_pool_refuses_bad_sweeps_up_front() {
     // with spaces around it.
     Command::cargo_bin("framepipe")
         .unwrap()
+        .timeout(std::time::Duration::from_secs(300))
         .args(["bench-pool", &input, "--backend", "cpu", "--pools", " 1", "--repeat", "1", "--missing", "skip", "-q"])
         .args(["--csv", &csv, "--chart", &t.path().join("b.svg").display().to_string()])
         .assert()
@@ -262,8 +267,14 @@ fn bench_pool_takes_a_single_still() {
     generate_sequence(&opts, &still, &EncodeOptions::default(), false).unwrap();
     Command::cargo_bin("framepipe")
         .unwrap()
+        .timeout(std::time::Duration::from_secs(300))
         .args(["bench-pool", &still, "--pools", "1", "--repeat", "1", "--backend", "cpu", "--blur", "1"])
         .args(["--csv", t.path().join("b.csv").to_str().unwrap(), "--chart", t.path().join("b.svg").to_str().unwrap()])
         .assert()
         .success();
+    // One row: pool 1, one slot, the first repeat, one frame.
+    let csv = fs::read_to_string(t.path().join("b.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert_eq!(rows[0][..4], ["1", "1", "1", "1"], "{csv}");
 }

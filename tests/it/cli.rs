@@ -12,8 +12,11 @@ use predicates::str::contains;
 
 fn framepipe() -> Command {
     let mut cmd = Command::cargo_bin("framepipe").unwrap();
-    // Tests must not depend on a GPU: the CPU backend, unless a test says so.
+    // The environment's backend choice is not the test's: each names its
+    // backend where it matters (auto picks the software adapter in CI).
     cmd.env_remove("WGPU_BACKEND");
+    // A run that hangs fails its test (killed) rather than stalling CI.
+    cmd.timeout(std::time::Duration::from_secs(300));
     cmd
 }
 

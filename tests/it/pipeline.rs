@@ -514,6 +514,7 @@ fn budget_too_small_on_the_command_line() {
     let run = ["process", &input, "-o", &out, "--blur", "2", "--backend", "gpu", "--vram-budget", "20KiB"];
     Command::cargo_bin("framepipe")
         .unwrap()
+        .timeout(std::time::Duration::from_secs(300))
         .args(run)
         .assert()
         .code(2)
@@ -521,6 +522,7 @@ fn budget_too_small_on_the_command_line() {
     // One frame at a time, the same refusal, in the same terms.
     Command::cargo_bin("framepipe")
         .unwrap()
+        .timeout(std::time::Duration::from_secs(300))
         .args(run)
         .arg("--sequential")
         .assert()
@@ -546,6 +548,7 @@ fn failing_frame_skip_and_stop() {
         let skip = t.path().join(format!("{backend}-skip"));
         Command::cargo_bin("framepipe")
             .unwrap()
+            .timeout(std::time::Duration::from_secs(300))
             .args(["process", &input, "-o", &format!("{}/o_%03d.png", skip.display()), "--blur", "1"])
             .args(["--backend", backend, "--on-error", "skip", "--threads", "3", "--pool", "3"])
             .timeout(Duration::from_secs(60))
@@ -562,6 +565,7 @@ fn failing_frame_skip_and_stop() {
         let stop = t.path().join(format!("{backend}-stop"));
         Command::cargo_bin("framepipe")
             .unwrap()
+            .timeout(std::time::Duration::from_secs(300))
             .args(["process", &input, "-o", &format!("{}/o_%03d.png", stop.display()), "--blur", "1"])
             .args(["--backend", backend, "--threads", "3", "--pool", "3"])
             .timeout(Duration::from_secs(60))
@@ -606,17 +610,27 @@ fn a_panicking_stage_ends_the_run_with_an_error() {
         // of the two encoders was already writing; the rest are dropped.
         // The second is timed from the panic's report, not from the start
         // (building kernels on a loaded software adapter is not the point).
-        let (mut failed, mut after) = (None, 0);
-        let mut progress = |p: framepipe::Progress<'_>| match p {
-            framepipe::Progress::Failed { failure, .. } => {
-                assert_eq!(failure.kind, framepipe::FailureKind::Internal, "{failure:?}");
-                _ = failed.get_or_insert_with(Instant::now);
-            }
-            framepipe::Progress::Done { .. } => after += usize::from(failed.is_some()),
-            _ => {}
-        };
+        // On a thread of its own, waited for with a limit: a stage left
+        // hanging by the panic fails the test rather than stalling it.
         // `run` returns only after every thread has joined.
-        let err = e.run(&job, &prepared, &Cancel::default(), &mut progress).unwrap_err();
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let run = std::thread::spawn(move || {
+            let (mut failed, mut after) = (None, 0);
+            let mut progress = |p: framepipe::Progress<'_>| match p {
+                framepipe::Progress::Failed { failure, .. } => {
+                    assert_eq!(failure.kind, framepipe::FailureKind::Internal, "{failure:?}");
+                    _ = failed.get_or_insert_with(Instant::now);
+                }
+                framepipe::Progress::Done { .. } => after += usize::from(failed.is_some()),
+                _ => {}
+            };
+            let result = e.run(&job, &prepared, &Cancel::default(), &mut progress).map(|r| r.frames_written);
+            let _ = done_tx.send((result, failed, after));
+        });
+        let (result, failed, after) = done.recv_timeout(Duration::from_secs(60)).expect("the run ends after a panic");
+        // The engine goes on that thread: before the process ends.
+        run.join().unwrap();
+        let err = result.unwrap_err();
         let elapsed = failed.expect("the panic is reported as a failed frame").elapsed();
         assert!(after <= 2, "{backend:?} {stage:?}: {after} frames written after the panic");
         assert!(
@@ -739,6 +753,7 @@ fn peak_rss(dir: &Path, input: &str, frames: u32, backend: &str) -> u64 {
     let json = dir.join(format!("r{frames}{backend}.json"));
     Command::cargo_bin("framepipe")
         .unwrap()
+        .timeout(std::time::Duration::from_secs(300))
         .args(["process", input, "-o", &format!("{}/o{frames}{backend}_%03d.png", dir.display()), "--blur", "1"])
         .args(["--backend", backend, "--pool", "2", "--threads", "2", "--frames", &format!("1-{frames}"), "-q"])
         .args(["--json", json.to_str().unwrap()])
@@ -792,7 +807,7 @@ fn send(child: &std::process::Child, signal: &str) {
 /// earlier run of its output left, and a file of the user's under its
 /// timeline's name; returned is what is under those names once it ended.
 fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32, replacing: bool) -> (String, [Option<String>; 2]) {
-    use std::io::{BufReader, Read};
+    use std::io::BufReader;
     use std::process::Stdio;
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), frames, width, height);
@@ -820,9 +835,7 @@ fn interrupt(signals: &[&str], frames: u32, width: u32, height: u32, replacing: 
         send(&child, signal);
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let status = crate::util::wait_exit(&mut child, Duration::from_secs(30), "after the interrupt");
+    let (status, rest) = crate::util::finish(&mut child, stderr, Duration::from_secs(30), "after the interrupt");
     let last = signals.last().and_then(|s| s.split_whitespace().last());
     assert_eq!(ended_by(status), last.map(signal_number), "{signals:?}: {rest}");
     let written: Vec<_> = fs::read_dir(&out).unwrap().flatten().collect();
@@ -891,7 +904,7 @@ fn the_same_signal_twice_at_once_is_one_request_to_stop() {
 /// the run goes on to the end.
 #[test]
 fn a_signal_the_parent_ignores_does_not_stop_the_run() {
-    use std::io::{BufReader, Read};
+    use std::io::BufReader;
     use std::process::Stdio;
     let t = tempfile::tempdir().unwrap();
     let input = sequence(t.path(), 12, 320, 200);
@@ -907,9 +920,7 @@ fn a_signal_the_parent_ignores_does_not_stop_the_run() {
     let line = read_until(&mut stderr, |l| l.contains("written"));
     assert!(line.contains("written"), "a frame was written before the signal");
     send(&child, "HUP");
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let status = crate::util::wait_exit(&mut child, Duration::from_secs(60), "the whole run");
+    let (status, rest) = crate::util::finish(&mut child, stderr, Duration::from_secs(60), "the whole run");
     assert!(status.success(), "{rest}");
     assert!(!rest.contains("stopping"), "{rest}");
     assert_eq!(fs::read_dir(t.path().join("o")).unwrap().count(), 12);

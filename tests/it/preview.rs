@@ -799,7 +799,9 @@ fn thumbnails_between_the_viewers_steps_leave_its_prefetch_alone() {
     let config = EngineConfig { backend: BackendKind::Cpu, prefetch: 3, prefetch_threads: 1, ..Default::default() };
     let e = Engine::new(config).unwrap();
     let thumbnails = e.preview_view();
-    let thumbnail = |frame| thumbnails.request(&seq, frame, &g, Scale::Eighth).recv().unwrap().unwrap();
+    let thumbnail = |frame| {
+        thumbnails.request(&seq, frame, &g, Scale::Eighth).recv_timeout(Duration::from_secs(120)).unwrap().unwrap()
+    };
     e.preview(&seq, 10, &g, Scale::Quarter).unwrap();
     thumbnail(30);
     e.preview(&seq, 11, &g, Scale::Quarter).unwrap();
@@ -843,7 +845,8 @@ fn views_dropped_with_a_request_under_way_leave_no_playhead() {
         let view = e.preview_view();
         let rx = view.request(&seq, frame, &g, Scale::Eighth);
         drop(view);
-        assert_eq!(rx.recv().unwrap().unwrap().frame, frame, "its last request is still answered");
+        let answer = rx.recv_timeout(Duration::from_secs(120)).expect("answered, not left queued");
+        assert_eq!(answer.unwrap().frame, frame, "its last request is still answered");
     }
     e.preview(&seq, 12, &g, Scale::Quarter).unwrap();
     assert!(prefetched(&e, &seq, &[15], &g), "the viewer's playhead stepped on: {:?}", e.preview_stats());

@@ -113,9 +113,14 @@ fn stream_jobs_need_a_writer_and_file_jobs_refuse_one() {
     assert!(err.to_string().contains("run_stream"), "{err}");
 }
 
-/// Runs the binary with `args`, returning (exit code, stdout, stderr).
+/// Runs the binary with `args`, returning (exit code, stdout, stderr); a
+/// run that hangs is killed and fails the test.
 fn run_cli(args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_framepipe")).args(args).output().unwrap();
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_framepipe"))
+        .args(args)
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
     (out.status.code(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
