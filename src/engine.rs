@@ -386,9 +386,10 @@ impl Engine {
     /// for anyway is refused up front with [`Error::Budget`].
     ///
     /// # Errors
-    /// A frame the adapter's buffers cannot take ([`Error::Gpu`]); a blur
-    /// whose halo its bindings cannot take, or a graph
-    /// [`OpGraph::validate`] refuses ([`Error::InvalidValue`]).
+    /// A blur whose halo the adapter's bindings cannot take, or a graph
+    /// [`OpGraph::validate`] refuses ([`Error::InvalidValue`]). (A frame
+    /// larger than the adapter's largest buffer is refused when its slot
+    /// is made.)
     pub fn export_vram(&self, shape: crate::gpu::FrameShape, graph: &OpGraph) -> Result<Option<u64>> {
         graph.validate()?;
         let plan = graph.plan();

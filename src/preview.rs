@@ -1211,9 +1211,10 @@ impl Engine {
     /// [`Error::Budget`].
     ///
     /// # Errors
-    /// A frame the adapter's buffers cannot take ([`Error::Gpu`]); a blur
-    /// whose halo its bindings cannot take, or a graph
-    /// [`OpGraph::validate`] refuses ([`Error::InvalidValue`]).
+    /// A blur whose halo the adapter's bindings cannot take, or a graph
+    /// [`OpGraph::validate`] refuses ([`Error::InvalidValue`]). (A frame
+    /// larger than the adapter's largest buffer is refused when its slot
+    /// is made.)
     pub fn preview_vram(&self, shape: FrameShape, graph: &OpGraph, scale: Scale) -> Result<Option<u64>> {
         graph.validate()?;
         // Asked from a UI thread: on the CPU backend it never waits for

@@ -216,7 +216,7 @@ pub struct Report {
     /// first frame's work there).
     pub setup_s: f64,
     /// Before the run (not in `seconds`): how long its engine took to open
-    /// (finding the adapter, making the device: a quarter of a second on a
+    /// (finding the adapter, making the device: about 0.2 s on a
     /// software adapter), in the report of the engine's first run that
     /// returned one, 0 in later ones; and how long preparing the job took (scanning the
     /// sequence, checking the outputs). The CLI's summary names them, so

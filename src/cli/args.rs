@@ -12,7 +12,7 @@ use framepipe::{BackendKind, Error, ErrorPolicy, MissingPolicy, Op, OpGraph};
 
 /// GPU frame-processing engine: grade and blur image sequences with WGSL
 /// compute shaders, or on the CPU reference (the GPU matches it within one
-/// code value).
+/// 8-bit code value, two 16-bit steps).
 #[derive(Parser)]
 #[command(name = "framepipe", version, about, long_about = None)]
 pub(crate) struct Cli {
