@@ -707,7 +707,18 @@ fn a_frame_waiting_for_the_backend_at_a_cancel_is_dropped() {
         // are written (tiny frames: well within the wait).
         first.recv_timeout(Duration::from_secs(60)).unwrap();
         let held = e.backend().lock(framepipe::priority::Priority::Preview);
-        std::thread::sleep(Duration::from_millis(800));
+        // The frames computed before the hold are written once the count
+        // stands still a while (a loaded machine is given that long, not
+        // a fixed time).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut still = (written.load(std::sync::atomic::Ordering::SeqCst), Instant::now());
+        while still.1.elapsed() < Duration::from_millis(800) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = written.load(std::sync::atomic::Ordering::SeqCst);
+            if now != still.0 {
+                still = (now, Instant::now());
+            }
+        }
         let before = written.load(std::sync::atomic::Ordering::SeqCst);
         cancel.cancel();
         drop(held);
