@@ -1432,8 +1432,18 @@ impl Engine {
                                 let slot = fitted_slot(gpu, held, shape)?;
                                 *lock(&state.last_render) = Some(Instant::now());
                                 let r = gpu.prepare_for_preview(shape, &plan, factor);
-                                let hold = if r.is_ok() { gpu.hold_newest_set() } else { SetHold::default() };
-                                reserved = Some((slot, hold));
+                                if r.is_ok() {
+                                    reserved = Some((slot, gpu.hold_newest_set()));
+                                } else {
+                                    // Not held while it waits: previews
+                                    // side by side, each with a slot and
+                                    // waiting for the rest, would hold the
+                                    // budget between them until all failed.
+                                    // One idle slot stays in the shared place
+                                    // (for the next preview to take: woken).
+                                    lock(&state.slot).get_or_insert(slot);
+                                    self.core.ledger.hand_over();
+                                }
                                 r
                             }
                             Backend::Cpu => Ok(()),

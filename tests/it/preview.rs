@@ -1154,3 +1154,57 @@ fn a_plate_rewritten_with_its_old_length_and_mtime_is_not_served_stale() {
     assert_ne!(new.data, old.data);
     assert_eq!(new.data, want.data, "frame 1 now holds frame 2's pixels");
 }
+
+/// Eight threads previewing beside an export at the session budget (one
+/// preview's memory beside the export's; no cache, so each one renders):
+/// every preview gets its memory in turn, none is refused. (Each holding a
+/// slot while it waited for the rest, they held the budget between them
+/// until all eight failed.)
+#[test]
+fn eight_preview_threads_beside_an_export_at_the_session_budget() {
+    let Some((t, seq, shape)) = gpu_sequence(60, 160, 96) else { return };
+    let probe = engine(BackendKind::Gpu, 1 << 20);
+    let session = probe.session_vram(shape, &grade(0.3), Scale::Quarter).unwrap().unwrap();
+    let e = Engine::new(EngineConfig {
+        backend: BackendKind::Gpu,
+        vram_budget: session,
+        threads: 2,
+        prefetch: 2,
+        preview_cache_bytes: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let out = t.path().join("o/o_%03d.png").display().to_string();
+    let export = start_export(&e, Job::new(seq.source.as_str(), out, grade(0.3)), false);
+    let seq = Arc::new(seq);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (e, seq) = (e.clone(), seq.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::fresh(&format!("beside {i}"));
+                let (mut ok, mut failed) = (0, Vec::new());
+                while Instant::now() < deadline {
+                    let frame = 1 + rng.next() % 60;
+                    match e.preview(&seq, frame, &grade(0.3), Scale::Quarter) {
+                        Ok(_) => ok += 1,
+                        Err(err) => failed.push(err.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let mut all_failed = Vec::new();
+    let mut total = 0;
+    for h in threads {
+        let (ok, failed) = h.join().unwrap();
+        total += ok;
+        all_failed.extend(failed);
+    }
+    let report = export.join().unwrap();
+    assert!(all_failed.is_empty(), "{} of {} refused: {all_failed:?}", all_failed.len(), total + all_failed.len());
+    assert!(total >= 8, "{total} previews");
+    assert_eq!(report.frames_written, 60);
+    assert!(e.ledger().peak() <= session);
+}
