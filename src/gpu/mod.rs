@@ -348,6 +348,11 @@ impl GpuBackend {
         });
         let limits = device.limits();
         let kernels = Kernels::new(&device);
+        // A shader or pipeline the driver refuses is said here, where
+        // `auto` still falls back to the CPU, not by the first frame.
+        if let Some(e) = crate::lock(&error).take() {
+            return Err(Error::Gpu(format!("{}: cannot build the kernels: {e}", summary.name)));
+        }
         let binding_ceiling = options
             .max_binding_override
             .unwrap_or(u64::MAX)
