@@ -42,7 +42,7 @@ use banding::SCRATCH_BPP;
 pub use kernels::{BLUR_WGSL, COLOR_WGSL, COMMON_WGSL, DOWNSCALE_WGSL, Kernels, Params, shader_sources};
 use staging::request_map;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::io::{HostFrame, PixelFormat};
@@ -148,6 +148,10 @@ pub struct GpuBackend {
     /// What running exports hold ([`RunHold`]).
     run_keys: RunKeys,
     error: Arc<Mutex<Option<String>>>,
+    /// Why the device was lost, once it was: said by every later check,
+    /// not once (wgpu reports nothing more of a lost device, and its polls
+    /// then fail with an unrelated reason).
+    lost: Arc<OnceLock<String>>,
 }
 
 /// Buffers the kernels work in, shared by every slot: only the owning
@@ -339,11 +343,12 @@ impl GpuBackend {
         }));
         // wgpu reports a lost device here, not as an uncaptured error: a
         // submission to it then fails with nothing else to say so.
-        let lost = error.clone();
+        let lost = Arc::new(OnceLock::new());
+        let said = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
             if reason != wgpu::DeviceLostReason::Destroyed {
                 let message = crate::error::one_line(&message);
-                crate::lock(&lost).get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
+                let _ = said.set(format!("device lost ({reason:?}): {message}"));
             }
         });
         let limits = device.limits();
@@ -385,6 +390,7 @@ impl GpuBackend {
             own_set: RunHold::default(),
             run_keys: RunKeys::default(),
             error,
+            lost,
         })
     }
 
@@ -754,6 +760,9 @@ impl GpuBackend {
     }
 
     fn check_error(&self) -> Result<()> {
+        if let Some(lost) = self.lost.get() {
+            return Err(Error::Gpu(lost.clone()));
+        }
         take_error(&self.error)
     }
 
