@@ -328,7 +328,7 @@ fn stream_png(
 ) -> Result<bool> {
     use std::io::Read;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
-    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let file = open_frame(path)?;
     let mut file = std::io::BufReader::new(file);
     let mut signature = [0u8; 8];
     if file.read_exact(&mut signature).is_err() || signature != PNG_SIGNATURE {
@@ -455,7 +455,7 @@ fn tiff_extra_samples(path: &Path, color: image::ColorType) -> Result<(bool, u16
     use image::ColorType::{Rgb32F, Rgba32F};
     use tiff::tags::Tag;
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
-    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let file = open_frame(path)?;
     let Ok(mut tiff) = tiff::decoder::Decoder::new(std::io::BufReader::new(file)) else {
         return Ok((false, 0, false));
     };
@@ -538,7 +538,7 @@ fn codec_said(path: &Path, format: Option<image::ImageFormat>, e: &image::ImageE
 /// (`color type Unknown(24)`, `sample format 3 for 16 bits`).
 fn tiff_refusal(path: &Path, error: &str) -> Option<String> {
     use tiff::tags::Tag;
-    let file = std::fs::File::open(path).ok()?;
+    let file = open_frame(path).ok()?;
     let mut tiff = tiff::decoder::Decoder::new(std::io::BufReader::new(file)).ok()?;
     let first = |tiff: &mut tiff::decoder::Decoder<_>, tag| {
         tiff.find_tag_unsigned_vec::<u32>(tag).ok().flatten().and_then(|v| v.first().copied())
@@ -625,7 +625,7 @@ fn open_decoder<'a>(
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let io = |source| Error::Io { path: path.to_owned(), source };
     // Opened once: checked, its signature read, then decoded.
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = open_frame(path)?;
     let meta = file.metadata().map_err(io)?;
     if meta.len() == 0 {
         return Err(fail("file is empty (0 bytes)".into()));
@@ -747,6 +747,29 @@ fn open_decoder<'a>(
 /// What a PNG decoder may allocate besides the frame (ancillary chunks, an
 /// ICC profile inflated, a row): the `png` crate's own default, 64 MiB, or
 /// the decode limit if that is less.
+/// Opens a frame's file to read it. A pipe put in its place while a run
+/// goes (a scan refuses one found before) would hold the open until a
+/// writer came, and the run with it: opened without waiting, and refused
+/// as what it is not, as a folder put there is.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be opened; [`Error::Decode`] for what is
+/// not a file.
+fn open_frame(path: &Path) -> Result<std::fs::File> {
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(io)?;
+    // (A file's reads never wait: the flag changes nothing for one.)
+    if !file.metadata().map_err(io)?.is_file() {
+        let reason = "not a file (a folder, a pipe or a device) in the frame's place".to_string();
+        return Err(Error::Decode { path: path.to_owned(), reason });
+    }
+    Ok(file)
+}
+
 fn png_side_bytes(limits: &DecodeLimits) -> usize {
     usize::try_from(limits.max_alloc.min(64 << 20)).unwrap_or(usize::MAX)
 }
@@ -756,7 +779,7 @@ fn png_side_bytes(limits: &DecodeLimits) -> usize {
 /// chunk; a file too short to hold it is left to the decoder to refuse.
 fn png_interlaced(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let file = open_frame(path)?;
     let mut head = Vec::with_capacity(29);
     file.take(29).read_to_end(&mut head).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     Ok(head.len() == 29 && head[..8] == PNG_SIGNATURE && &head[12..16] == b"IHDR" && head[28] != 0)
@@ -1005,6 +1028,28 @@ pub(super) fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pipe or a folder put in a frame's place during a run is refused
+    /// as not a file, at once: a pipe's open would wait for a writer.
+    #[cfg(unix)]
+    #[test]
+    fn a_pipe_or_folder_in_a_frames_place_is_refused_without_waiting() {
+        let t = tempfile::tempdir().unwrap();
+        let (pipe, folder) = (t.path().join("s_0001.png"), t.path().join("s_0002.png"));
+        let c = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; makes a FIFO in the test's own folder.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        std::fs::create_dir(&folder).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let said = |p: &Path| decode_file(p, &DecodeLimits::default()).unwrap_err().to_string();
+            let _ = tx.send((said(&pipe), said(&folder)));
+        });
+        let (pipe, folder) = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("no wait for a writer");
+        for e in [pipe, folder] {
+            assert!(e.contains("not a file (a folder, a pipe or a device)"), "{e}");
+        }
+    }
 
     /// Pieces out of order, or short of the frame, are the file's error:
     /// never an earlier frame's pixels left in the gap.

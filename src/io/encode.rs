@@ -242,6 +242,13 @@ const TEMP_PREFIX: &str = ".framepipe-";
 const TEMP_SUFFIX: &str = ".partial";
 const TEMP_RANDOM: usize = 6;
 
+/// Whether `name` is a temporary output's, as framepipe gives them: six
+/// random letters or digits between [`TEMP_PREFIX`] and [`TEMP_SUFFIX`].
+fn is_temp_name(name: &str) -> bool {
+    let random = name.strip_prefix(TEMP_PREFIX).and_then(|n| n.strip_suffix(TEMP_SUFFIX));
+    random.is_some_and(|r| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// How long a temporary output must have been left untouched before it
 /// can be taken for a killed run's: a writer locks its file a moment after
 /// creating it.
@@ -262,9 +269,7 @@ pub fn remove_stale_partials(dir: &Path) -> StalePartials {
     let stale = |path: &Path| -> Option<bool> {
         // Only names of the form framepipe gives them: six random letters
         // or digits between the two.
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let random = name.strip_prefix(TEMP_PREFIX).and_then(|n| n.strip_suffix(TEMP_SUFFIX));
-        if !random.is_some_and(|r| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        if !path.file_name().and_then(|n| n.to_str()).is_some_and(is_temp_name) {
             return None;
         }
         if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
@@ -376,14 +381,48 @@ impl Drop for ScratchDir {
 }
 
 /// Takes a temporary output out of [`LIVE`] when it is renamed or dropped.
-struct Registered(PathBuf);
+struct Registered {
+    path: PathBuf,
+    /// The file itself (a second handle), to find it by where a moved
+    /// folder took it: its name in the registry, and `tempfile`'s removal
+    /// of it, go by the path it was made at.
+    file: Option<std::fs::File>,
+    /// Renamed into place: the file is the output now, not a leftover.
+    placed: bool,
+}
 
 impl Drop for Registered {
     fn drop(&mut self) {
         if let Some(set) = live().as_mut() {
-            set.remove(&self.0);
+            set.remove(&self.path);
+        }
+        if !self.placed
+            && let Some(file) = &self.file
+        {
+            remove_moved_temp(file);
         }
     }
+}
+
+/// Removes the temporary output `file` (open) where its folder was moved
+/// while it was written (a shot folder moved to an archive mid-run): the
+/// removal by its first path missed it, and it is still on disk under
+/// its own kind of name (Linux, where the process's open files name their
+/// paths; elsewhere it stays, and a later run removes it once stale).
+fn remove_moved_temp(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        if file.metadata().is_ok_and(|m| m.nlink() > 0)
+            && let Ok(now) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            && now.file_name().and_then(|n| n.to_str()).is_some_and(is_temp_name)
+        {
+            let _ = std::fs::remove_file(now);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// A new temporary output in `dir` (`.framepipe-XXXXXX.partial`), locked
@@ -408,7 +447,8 @@ fn new_temp(dir: &Path) -> std::result::Result<(Registered, tempfile::NamedTempF
     // that lost that race would go unlocked, taken for a killed run's.
     let _ = tmp.as_file().lock();
     set.insert(tmp.path().to_path_buf());
-    Ok((Registered(tmp.path().to_path_buf()), tmp))
+    let file = tmp.as_file().try_clone().ok();
+    Ok((Registered { path: tmp.path().to_path_buf(), file, placed: false }, tmp))
 }
 
 /// Encodes `frame` into `path` atomically.
@@ -706,7 +746,7 @@ fn write_atomic(
     let fail = |reason: String| Error::Encode { path: path.to_owned(), reason };
     // (`tmp` is dropped, deleting the file on failure, before it leaves
     // the registry.)
-    let (_registered, mut tmp) = new_temp(parent_dir(path)).map_err(fail)?;
+    let (mut registered, mut tmp) = new_temp(parent_dir(path)).map_err(fail)?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         fill(&mut w).map_err(fail)?;
@@ -767,6 +807,7 @@ fn write_atomic(
             },
         }
     }
+    registered.placed = true;
     Ok(true)
 }
 
@@ -1054,6 +1095,26 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"frame", "the file there is kept");
         let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["o_0001.png"], "the refused file's temporary name went with it");
+    }
+
+    /// A folder moved while a frame was written into it (to an archive,
+    /// mid-run): the write fails, and its temporary file goes from where
+    /// the folder went, not left there whole.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_temporary_output_goes_from_a_folder_moved_while_it_was_written() {
+        let t = tempfile::tempdir().unwrap();
+        let (dir, moved) = (t.path().join("shot"), t.path().join("archive"));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("o_0001.png");
+        let e = write_atomic(&path, false, &|| false, |w| {
+            w.write_all(b"a whole frame").map_err(|e| e.to_string())?;
+            std::fs::rename(&dir, &moved).map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+        assert!(matches!(e, Error::Encode { .. }), "{e}");
+        let left: Vec<_> = std::fs::read_dir(&moved).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// A placeholder whose rename failed goes; a frame another run put
