@@ -153,8 +153,18 @@ pub(crate) fn resume_notice(
     if prepared.is_stream() || opts.demo || left == 0 || report.frames.is_empty() {
         return None;
     }
+    // Frames that failed for their sources fail again until those are
+    // put right: said first, not left for the next run to find.
+    let sources_first =
+        !report.failures.is_empty() && report.failures.iter().all(|f| f.kind == framepipe::report::FailureKind::Source);
+    let first = |hint: String| match sources_first {
+        true => hint
+            .replacen("notice: the same", "notice: once the failed frames' sources are put right, the same", 1)
+            .replacen("notice: to finish, run", "notice: once the failed frames' sources are put right, run", 1),
+        false => hint,
+    };
     if !opts.overwrite {
-        return Some(resume_hint(opts.skip_existing).into());
+        return Some(first(resume_hint(opts.skip_existing).into()));
     }
     let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
     let mut left: Vec<u64> =
@@ -169,11 +179,11 @@ pub(crate) fn resume_notice(
         }
         _ => "every frame not written (the summary lists the first; --json lists them all)".to_string(),
     };
-    Some(if spec.len() <= 200 {
+    Some(first(if spec.len() <= 200 {
         format!("notice: to finish, run the same command with --frames '{spec}'{instead}")
     } else {
         format!("notice: to finish, run the same command with --frames{instead} and {lists}")
-    })
+    }))
 }
 
 /// After an `--overwrite` run in which frames failed: the outputs those

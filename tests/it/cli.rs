@@ -1926,9 +1926,12 @@ fn a_stopped_run_says_the_command_that_finishes_it() {
         cmd.args(["process", &input, "-o", &out, "--threads", "1", "--pool", "1", "--sequential", "--exposure", "1"]);
         cmd.args(extra).assert().code(1)
     };
-    run(&[]).stderr(contains("notice: the same command with --skip-existing processes only the frames not written"));
+    // (Frame 2 failed for its source: put right first.)
+    let fix = "notice: once the failed frames' sources are put right,";
+    run(&[])
+        .stderr(contains(format!("{fix} the same command with --skip-existing processes only the frames not written")));
     run(&["--overwrite", "--frames", "1-4"])
-        .stderr(contains("notice: to finish, run the same command with --frames '2-4' in place of its own"));
+        .stderr(contains(format!("{fix} run the same command with --frames '2-4' in place of its own")));
     run(&["--overwrite"]).stderr(contains("with --frames '2-4'\n"));
     // Under --on-error skip the failed frames are what is left; the output
     // an earlier render left for one is named, and kept.
