@@ -147,7 +147,8 @@ pub(crate) fn resume_notice(
         let spec = framepipe::sequence::stepped_spec(&failed);
         let instead = if picked { " in place of its own" } else { "" };
         return (spec.len() <= 200).then(|| {
-            format!("notice: the stream left out frame{} {spec}; the same command with --frames '{spec}'{instead} streams only them", crate::plural(failed.len()))
+            let (s, them) = if failed.len() == 1 { ("", "it") } else { ("s", "them") };
+            format!("notice: the stream left out frame{s} {spec}; the same command with --frames '{spec}'{instead} streams only {them}")
         });
     }
     if prepared.is_stream() || opts.demo || left == 0 || report.frames.is_empty() {
