@@ -115,13 +115,11 @@ pub(crate) fn stale_notice(found: &framepipe::io::StalePartials, quiet: bool) {
 }
 
 /// How a run of files that stopped early is finished: with
-/// `--skip-existing`, or the same command again where it has it.
-pub(crate) fn resume_hint(skipping: bool) -> &'static str {
-    if skipping {
-        "notice: the same command again processes only the frames not written"
-    } else {
-        "notice: the same command with --skip-existing processes only the frames not written"
-    }
+/// `--skip-existing`, or the same command again where it has it. `first`
+/// leads it: what to do before (`once ..., `), or nothing.
+pub(crate) fn resume_hint(skipping: bool, first: &str) -> String {
+    let how = if skipping { "again" } else { "with --skip-existing" };
+    format!("notice: {first}the same command {how} processes only the frames not written")
 }
 
 /// After a run that stopped early, the command that finishes it: what was
@@ -158,14 +156,9 @@ pub(crate) fn resume_notice(
     // put right: said first, not left for the next run to find.
     let sources_first =
         !report.failures.is_empty() && report.failures.iter().all(|f| f.kind == framepipe::report::FailureKind::Source);
-    let first = |hint: String| match sources_first {
-        true => hint
-            .replacen("notice: the same", "notice: once the failed frames' sources are put right, the same", 1)
-            .replacen("notice: to finish, run", "notice: once the failed frames' sources are put right, run", 1),
-        false => hint,
-    };
+    let first = if sources_first { "once the failed frames' sources are put right, " } else { "" };
     if !opts.overwrite {
-        return Some(first(resume_hint(opts.skip_existing).into()));
+        return Some(resume_hint(opts.skip_existing, first));
     }
     let written: std::collections::HashSet<u64> = report.frames.iter().map(|f| f.number).collect();
     let mut left: Vec<u64> =
@@ -180,11 +173,12 @@ pub(crate) fn resume_notice(
         }
         _ => "every frame not written (the summary lists the first; --json lists them all)".to_string(),
     };
-    Some(first(if spec.len() <= 200 {
-        format!("notice: to finish, run the same command with --frames '{spec}'{instead}")
+    let first = if sources_first { first } else { "to finish, " };
+    Some(if spec.len() <= 200 {
+        format!("notice: {first}run the same command with --frames '{spec}'{instead}")
     } else {
-        format!("notice: to finish, run the same command with --frames{instead} and {lists}")
-    }))
+        format!("notice: {first}run the same command with --frames{instead} and {lists}")
+    })
 }
 
 /// After an `--overwrite` run in which frames failed: the outputs those

@@ -272,7 +272,7 @@ fn stop_now(signal: i32) -> ! {
     }
     // Only once a frame was written: before, the same command is as good.
     if RESUMABLE.load(std::sync::atomic::Ordering::SeqCst) && replacing {
-        say(crate::notices::resume_hint(SKIPPING.load(std::sync::atomic::Ordering::SeqCst)).to_string());
+        say(crate::notices::resume_hint(SKIPPING.load(std::sync::atomic::Ordering::SeqCst), ""));
     }
     die_by(signal);
 }
