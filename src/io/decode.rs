@@ -744,9 +744,6 @@ fn open_decoder<'a>(
     Ok((decoder, format, info))
 }
 
-/// What a PNG decoder may allocate besides the frame (ancillary chunks, an
-/// ICC profile inflated, a row): the `png` crate's own default, 64 MiB, or
-/// the decode limit if that is less.
 /// Opens a frame's file to read it. A pipe put in its place while a run
 /// goes (a scan refuses one found before) would hold the open until a
 /// writer came, and the run with it: opened without waiting, and refused
@@ -770,6 +767,9 @@ fn open_frame(path: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// What a PNG decoder may allocate besides the frame (ancillary chunks, an
+/// ICC profile inflated, a row): the `png` crate's own default, 64 MiB, or
+/// the decode limit if that is less.
 fn png_side_bytes(limits: &DecodeLimits) -> usize {
     usize::try_from(limits.max_alloc.min(64 << 20)).unwrap_or(usize::MAX)
 }
