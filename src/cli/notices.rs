@@ -137,13 +137,14 @@ pub(crate) fn resume_notice(
     // (Failed frames count: under --on-error skip they are all that is
     // left to do.)
     let left = report.frames_unwritten + report.frames_failed;
+    // The new command's --frames replaces one the command has.
+    let instead = if picked { " in place of its own" } else { "" };
     if prepared.is_stream() && report.frames_unwritten == 0 && !report.failures.is_empty() {
         // A stream is not resumed: what went on past its bad frames can
         // only be told how to make those alone, for splicing in.
         let mut failed: Vec<u64> = report.failures.iter().map(|f| f.number).collect();
         failed.sort_unstable();
         let spec = framepipe::sequence::stepped_spec(&failed);
-        let instead = if picked { " in place of its own" } else { "" };
         return (spec.len() <= 200).then(|| {
             let (s, them) = if failed.len() == 1 { ("", "it") } else { ("s", "them") };
             format!("notice: the stream left out frame{s} {spec}; the same command with --frames '{spec}'{instead} streams only {them}")
@@ -165,7 +166,6 @@ pub(crate) fn resume_notice(
         prepared.sequence().frames.iter().map(|f| f.number).filter(|n| !written.contains(n)).collect();
     left.sort_unstable();
     let spec = framepipe::sequence::stepped_spec(&left);
-    let instead = if picked { " in place of its own" } else { "" };
     // (The summary's lists stop after twenty runs; the report's are whole.)
     let lists = match opts.json.as_deref() {
         Some(json) if json != Path::new("-") => {

@@ -2029,18 +2029,23 @@ fn only_the_first_image_of_a_many_image_file_is_read_and_said_so() {
     // A thumbnail written first (NewSubfileType 1) is not taken for the
     // frame: refused, saying why.
     let thumbnailed = t.path().join("thumb.tif");
+    let refused = || {
+        framepipe()
+            .args(["process", thumbnailed.to_str().unwrap(), "-o", t.path().join("t.png").to_str().unwrap()])
+            .args(["--backend", "cpu"])
+            .assert()
+            .code(1)
+            .stderr(contains(
+                "thumb.tif: cannot decode: its first image is a reduced-resolution preview (a thumbnail)",
+            ));
+    };
     let mut tiff = tiff::encoder::TiffEncoder::new(fs::File::create(&thumbnailed).unwrap()).unwrap();
     let mut thumb = tiff.new_image::<tiff::encoder::colortype::RGB8>(3, 2).unwrap();
     thumb.encoder().write_tag(tiff::tags::Tag::NewSubfileType, 1u32).unwrap();
     thumb.write_data(&page(3)[..18]).unwrap();
     tiff.write_image::<tiff::encoder::colortype::RGB8>(w, h, &page(7)).unwrap();
     drop(tiff);
-    framepipe()
-        .args(["process", thumbnailed.to_str().unwrap(), "-o", t.path().join("t.png").to_str().unwrap()])
-        .args(["--backend", "cpu"])
-        .assert()
-        .code(1)
-        .stderr(contains("thumb.tif: cannot decode: its first image is a reduced-resolution preview (a thumbnail)"));
+    refused();
     // Some writers flag every page reduced: the thumbnail is still refused.
     let mut tiff = tiff::encoder::TiffEncoder::new(fs::File::create(&thumbnailed).unwrap()).unwrap();
     for (w, h, data) in [(3, 2, &page(3)[..18]), (w, h, &page(7)[..])] {
@@ -2049,12 +2054,7 @@ fn only_the_first_image_of_a_many_image_file_is_read_and_said_so() {
         image.write_data(data).unwrap();
     }
     drop(tiff);
-    framepipe()
-        .args(["process", thumbnailed.to_str().unwrap(), "-o", t.path().join("t.png").to_str().unwrap()])
-        .args(["--backend", "cpu"])
-        .assert()
-        .code(1)
-        .stderr(contains("thumb.tif: cannot decode: its first image is a reduced-resolution preview (a thumbnail)"));
+    refused();
     // An animated PNG as the second frame of a sequence: said at the end.
     let seq = t.path().join("seq");
     fs::create_dir(&seq).unwrap();
